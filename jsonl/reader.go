@@ -1,0 +1,455 @@
+// Package jsonl reads gptbatch's input lines and writes its result lines.
+package jsonl
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Format is an input format.
+type Format string
+
+// The input formats.
+const (
+	FormatJSONL Format = "jsonl"
+	FormatText  Format = "text"
+	FormatCSV   Format = "csv"
+)
+
+// DefaultMaxLine is the longest input line accepted when Options.MaxLine is 0.
+const DefaultMaxLine = 32 << 20
+
+// maxDepth bounds JSON nesting; encoding/json's own limit (10000) is far
+// deeper than any request.
+const maxDepth = 512
+
+// Options configure a Reader. The zero value reads JSONL with no system
+// prompt and lines of up to DefaultMaxLine bytes.
+type Options struct {
+	Format Format
+	// System is the system prompt for lines that give none: plain strings,
+	// "prompt" lines without "system", text and CSV. Lines that give
+	// "messages" are sent as they are.
+	System  string
+	MaxLine int // bytes; 0 means DefaultMaxLine
+}
+
+// Request is one non-blank input line.
+type Request struct {
+	Line     int             // 1-based line number in the input (CSV: where the record starts)
+	ID       string          // "id", else "custom_id", else the line number
+	Metadata json.RawMessage // the line's "metadata" exactly as given; nil if none
+	// Body is the chat-completions request to send: it has "messages" when
+	// Err is nil, and every other field exactly as the line gave it.
+	Body map[string]json.RawMessage
+	Err  *LineError // non-nil: the line is invalid and Body is nil
+}
+
+// LineError is an invalid input line.
+type LineError struct {
+	Line int
+	Msg  string
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
+
+// Reader reads requests from an input stream. Not safe for concurrent use.
+type Reader struct {
+	opt  Options
+	br   *bufio.Reader
+	line int
+	buf  []byte
+
+	csv              *csv.Reader
+	header           []string
+	promptCol, idCol int
+}
+
+// NewReader reads requests from r.
+func NewReader(r io.Reader, opt Options) *Reader {
+	if opt.MaxLine <= 0 {
+		opt.MaxLine = DefaultMaxLine
+	}
+	if opt.Format == "" {
+		opt.Format = FormatJSONL
+	}
+	rd := &Reader{opt: opt, br: bufio.NewReaderSize(r, 64<<10)}
+	if opt.Format == FormatCSV {
+		rd.csv = csv.NewReader(rd.br)
+		rd.csv.FieldsPerRecord = -1
+	}
+	return rd
+}
+
+// Next returns the next non-blank line. It returns io.EOF at the end, and
+// other errors only when reading fails or the input as a whole is unusable
+// (a CSV header without a prompt column). A bad line is a Request with Err
+// set, and reading goes on.
+func (r *Reader) Next() (*Request, error) {
+	if r.opt.Format == FormatCSV {
+		return r.nextCSV()
+	}
+	for {
+		line, long, err := r.readLine()
+		if err != nil {
+			return nil, err
+		}
+		if long {
+			return r.lineErr("longer than %s", size(r.opt.MaxLine)), nil
+		}
+		if line == nil {
+			continue // blank
+		}
+		return r.parse(line), nil
+	}
+}
+
+// readLine returns the next line without its newline (and CR), or nil for
+// a blank line. A line longer than MaxLine is drained without being kept,
+// and reported as long.
+func (r *Reader) readLine() (line []byte, long bool, err error) {
+	r.buf = r.buf[:0]
+	for {
+		chunk, err := r.br.ReadSlice('\n')
+		if !long {
+			if len(r.buf)+len(chunk) > r.opt.MaxLine+2 {
+				long = true
+				r.buf = r.buf[:0]
+			} else {
+				r.buf = append(r.buf, chunk...)
+			}
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF {
+			if len(r.buf) == 0 && !long && len(chunk) == 0 {
+				return nil, false, io.EOF
+			}
+		} else if err != nil {
+			return nil, false, err
+		}
+		break
+	}
+	r.line++
+	if long {
+		return nil, true, nil
+	}
+	l := bytes.TrimSuffix(bytes.TrimSuffix(r.buf, []byte("\n")), []byte("\r"))
+	if len(l) > r.opt.MaxLine {
+		return nil, true, nil
+	}
+	if len(bytes.TrimSpace(l)) == 0 {
+		return nil, false, nil
+	}
+	return l, false, nil
+}
+
+func (r *Reader) lineErr(msg string, args ...any) *Request {
+	return &Request{Line: r.line, ID: strconv.Itoa(r.line), Err: &LineError{Line: r.line, Msg: fmt.Sprintf(msg, args...)}}
+}
+
+func (r *Reader) parse(line []byte) *Request {
+	if !utf8.Valid(line) {
+		return r.lineErr("not valid UTF-8")
+	}
+	if i := bytes.IndexByte(line, 0); i >= 0 {
+		return r.lineErr("contains a NUL byte at offset %d", i)
+	}
+	if r.opt.Format == FormatText {
+		return r.prompt(string(line), "", nil, strconv.Itoa(r.line))
+	}
+	if d := depth(line); d > maxDepth {
+		return r.lineErr("JSON nested deeper than %d levels", maxDepth)
+	}
+	trimmed := bytes.TrimSpace(line)
+	switch trimmed[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(trimmed, &s); err != nil {
+			return r.lineErr("not valid JSON: %s", jsonErr(err))
+		}
+		return r.prompt(s, "", nil, strconv.Itoa(r.line))
+	case '{':
+	default:
+		if !json.Valid(trimmed) {
+			var v any
+			return r.lineErr("not valid JSON: %s", jsonErr(json.Unmarshal(trimmed, &v)))
+		}
+		return r.lineErr("must be a JSON string or object, not %s", kind(trimmed))
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(trimmed, &obj); err != nil {
+		return r.lineErr("not valid JSON: %s", jsonErr(err))
+	}
+	return r.object(obj)
+}
+
+func (r *Reader) object(obj map[string]json.RawMessage) *Request {
+	req := &Request{Line: r.line, ID: strconv.Itoa(r.line)}
+	fail := func(msg string, args ...any) *Request {
+		req.Body = nil
+		req.Err = &LineError{Line: r.line, Msg: fmt.Sprintf(msg, args...)}
+		return req
+	}
+	if m, ok := obj["metadata"]; ok {
+		req.Metadata = m
+	}
+	for _, k := range []string{"custom_id", "id"} {
+		raw, ok := obj[k]
+		if !ok {
+			continue
+		}
+		id, err := idOf(raw)
+		if err != nil {
+			return fail("%s must be a string or a number", k)
+		}
+		req.ID = id
+	}
+	_, hasPrompt := obj["prompt"]
+	_, hasMessages := obj["messages"]
+	body, hasBody := obj["body"]
+	forms := 0
+	for _, b := range []bool{hasPrompt, hasMessages, hasBody} {
+		if b {
+			forms++
+		}
+	}
+	if forms != 1 {
+		return fail(`needs exactly one of "prompt", "messages" or "body" (a Batch API line)`)
+	}
+	switch {
+	case hasBody:
+		if m, ok := obj["method"]; ok && string(m) != `"POST"` {
+			return fail("method %s is not supported: gptbatch sends POST requests", m)
+		}
+		if u, ok := obj["url"]; ok && string(u) != `"/v1/chat/completions"` {
+			return fail("url %s is not supported: gptbatch sends chat completions", u)
+		}
+		if err := json.Unmarshal(body, &req.Body); err != nil || req.Body == nil {
+			return fail(`"body" must be a JSON object`)
+		}
+		if _, ok := req.Body["messages"]; !ok {
+			return fail(`"body" has no "messages"`)
+		}
+	case hasPrompt:
+		var p string
+		if err := json.Unmarshal(obj["prompt"], &p); err != nil {
+			return fail(`"prompt" must be a string`)
+		}
+		sys := r.opt.System
+		if raw, ok := obj["system"]; ok {
+			if err := json.Unmarshal(raw, &sys); err != nil {
+				return fail(`"system" must be a string`)
+			}
+		}
+		req.Body = make(map[string]json.RawMessage, len(obj))
+		for k, v := range obj {
+			req.Body[k] = v
+		}
+		for _, k := range []string{"id", "custom_id", "metadata", "prompt", "system"} {
+			delete(req.Body, k)
+		}
+		req.Body["messages"] = messages(sys, p)
+	default:
+		req.Body = obj
+		for _, k := range []string{"id", "custom_id", "metadata", "system"} {
+			delete(req.Body, k)
+		}
+	}
+	if err := checkMessages(req.Body["messages"]); err != nil {
+		return fail("%v", err)
+	}
+	if raw, ok := req.Body["model"]; ok {
+		var m string
+		if json.Unmarshal(raw, &m) != nil || m == "" {
+			return fail(`"model" must be a non-empty string`)
+		}
+	}
+	return req
+}
+
+// prompt is the request for a bare prompt.
+func (r *Reader) prompt(p, sys string, meta json.RawMessage, id string) *Request {
+	if sys == "" {
+		sys = r.opt.System
+	}
+	return &Request{Line: r.line, ID: id, Metadata: meta, Body: map[string]json.RawMessage{"messages": messages(sys, p)}}
+}
+
+func messages(sys, prompt string) json.RawMessage {
+	type msg struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+	}
+	ms := make([]msg, 0, 2)
+	if sys != "" {
+		ms = append(ms, msg{"system", sys})
+	}
+	ms = append(ms, msg{"user", prompt})
+	b, _ := json.Marshal(ms) // strings always encode
+	return b
+}
+
+func checkMessages(raw json.RawMessage) error {
+	var ms []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &ms); err != nil {
+		return errors.New(`"messages" must be an array of message objects`)
+	}
+	if len(ms) == 0 {
+		return errors.New(`"messages" is empty`)
+	}
+	for i, m := range ms {
+		var role string
+		if json.Unmarshal(m["role"], &role) != nil || role == "" {
+			return fmt.Errorf(`messages[%d] has no "role" string`, i)
+		}
+	}
+	return nil
+}
+
+func idOf(raw json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err == nil {
+		return n.String(), nil
+	}
+	return "", errors.New("bad id")
+}
+
+// depth is the deepest nesting of arrays and objects in a JSON text, found
+// in one pass that skips strings.
+func depth(b []byte) int {
+	d, deepest, inStr, esc := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inStr:
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+		case c == '[' || c == '{':
+			d++
+			deepest = max(deepest, d)
+			if deepest > maxDepth {
+				return deepest
+			}
+		case c == ']' || c == '}':
+			d--
+		}
+	}
+	return deepest
+}
+
+func jsonErr(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%v (at byte %d)", se, se.Offset)
+	}
+	if err == nil {
+		return "invalid"
+	}
+	return err.Error()
+}
+
+func kind(b []byte) string {
+	switch b[0] {
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+func size(n int) string {
+	if n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// nextCSV reads one CSV record: the header first, then prompts.
+func (r *Reader) nextCSV() (*Request, error) {
+	if r.header == nil {
+		h, err := r.csv.Read()
+		if err != nil {
+			if err == io.EOF {
+				return nil, io.EOF
+			}
+			return nil, fmt.Errorf("csv header: %w", err)
+		}
+		r.header = append([]string(nil), h...)
+		r.promptCol, r.idCol = -1, -1
+		for i, name := range r.header {
+			switch name {
+			case "prompt":
+				r.promptCol = i
+			case "id":
+				r.idCol = i
+			}
+		}
+		if r.promptCol < 0 {
+			return nil, errors.New(`csv header has no "prompt" column`)
+		}
+	}
+	for {
+		rec, err := r.csv.Read()
+		line, _ := r.csv.FieldPos(0)
+		r.line = line
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		var pe *csv.ParseError
+		if errors.As(err, &pe) {
+			r.line = pe.StartLine
+			return r.lineErr("bad CSV: %v", pe.Err), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(rec) != len(r.header) {
+			return r.lineErr("has %d fields, the header has %d", len(rec), len(r.header)), nil
+		}
+		if len(rec) == 1 && rec[0] == "" {
+			continue
+		}
+		id := strconv.Itoa(line)
+		if r.idCol >= 0 && rec[r.idCol] != "" {
+			id = rec[r.idCol]
+		}
+		meta := map[string]string{}
+		for i, v := range rec {
+			if i != r.promptCol && i != r.idCol {
+				meta[r.header[i]] = v
+			}
+		}
+		var mraw json.RawMessage
+		if len(meta) > 0 {
+			mraw, _ = json.Marshal(meta)
+		}
+		p := rec[r.promptCol]
+		if !utf8.ValidString(p) {
+			return &Request{Line: line, ID: id, Metadata: mraw, Err: &LineError{Line: line, Msg: "not valid UTF-8"}}, nil
+		}
+		return r.prompt(p, "", mraw, id), nil
+	}
+}

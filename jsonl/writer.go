@@ -1,0 +1,109 @@
+package jsonl
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+)
+
+// Error types, as result lines spell them.
+const (
+	ErrInvalidInput = "invalid_input" // the line could not be read as a request
+	ErrBudget       = "budget"        // refused by a limit
+	ErrAPI          = "api"           // a 4xx the API gave
+	ErrRateLimit    = "rate_limit"    // 429s past the retries
+	ErrServer       = "server"        // 5xx or broken answers past the retries
+	ErrNetwork      = "network"       // transport failures and timeouts past the retries
+	ErrInterrupted  = "interrupted"   // not sent because the run was interrupted
+)
+
+// Usage is what the API counted for a call.
+type Usage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+	CachedTokens     int64 `json:"cached_tokens"`
+}
+
+// Error is why a line failed.
+type Error struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+	Status  int    `json:"status"`
+}
+
+// Result is one output line, its fields in the contract's order.
+type Result struct {
+	ID           string          `json:"id"`
+	Line         int             `json:"line"`
+	Model        string          `json:"model,omitempty"`
+	Content      *string         `json:"content,omitempty"`
+	FinishReason string          `json:"finish_reason,omitempty"`
+	ToolCalls    json.RawMessage `json:"tool_calls,omitempty"`
+	Usage        *Usage          `json:"usage,omitempty"`
+	CostUSD      json.RawMessage `json:"cost_usd,omitempty"` // a number, or null when the price is unknown; omitted on errors
+	Attempts     int             `json:"attempts"`
+	LatencyMS    int64           `json:"latency_ms,omitempty"`
+	Metadata     json.RawMessage `json:"metadata,omitempty"`
+	Error        *Error          `json:"error,omitempty"`
+}
+
+// Estimate is a --dry-run output line.
+type Estimate struct {
+	ID              string          `json:"id"`
+	Line            int             `json:"line"`
+	PromptTokens    int64           `json:"prompt_tokens"`
+	MaxOutputTokens int64           `json:"max_output_tokens"`
+	EstCostUSD      json.RawMessage `json:"est_cost_usd,omitempty"`
+	Error           *Error          `json:"error,omitempty"`
+}
+
+// Writer writes one JSON value a line, buffered. Not safe for concurrent use.
+type Writer struct {
+	bw  *bufio.Writer
+	enc *json.Encoder
+}
+
+// NewWriter writes to w. Prompts often hold <, > and &, so they are not
+// escaped.
+func NewWriter(w io.Writer) *Writer {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	return &Writer{bw: bw, enc: enc}
+}
+
+// Write writes v and a newline.
+func (w *Writer) Write(v any) error { return w.enc.Encode(v) }
+
+// Flush writes what is buffered.
+func (w *Writer) Flush() error { return w.bw.Flush() }
+
+// Done reads a previous output (for --resume) and returns the ids that have
+// a successful result. Lines that are not results, such as a last line torn
+// by a crash, are skipped and counted.
+func Done(r io.Reader) (ids map[string]bool, skipped int, err error) {
+	ids = make(map[string]bool)
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, rerr := br.ReadBytes('\n')
+		if l := bytes.TrimSpace(line); len(l) > 0 {
+			var res struct {
+				ID    *string         `json:"id"`
+				Error json.RawMessage `json:"error"`
+			}
+			if json.Unmarshal(l, &res) != nil || res.ID == nil {
+				skipped++
+			} else if len(res.Error) == 0 || string(res.Error) == "null" {
+				ids[*res.ID] = true
+			}
+		}
+		if rerr == io.EOF {
+			return ids, skipped, nil
+		}
+		if rerr != nil {
+			return nil, skipped, rerr
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package fakeapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/pkoukk/tiktoken-go"
+	tiktoken_loader "github.com/pkoukk/tiktoken-go-loader"
+)
+
+// The fake counts tokens on its own, not with package pipeline's counter,
+// so that a test comparing the two compares two implementations.
+
+const (
+	o200kBase  = "o200k_base"
+	cl100kBase = "cl100k_base"
+)
+
+// useOfflineLoader points tiktoken-go at the BPE files compiled into the
+// binary; the fake never downloads one.
+var useOfflineLoader = sync.OnceFunc(func() {
+	tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader())
+})
+
+// Each encoder is built once per process: building one parses a vocabulary
+// of up to 200k entries. Neither variable is ever reassigned.
+var (
+	o200kEncoder  = sync.OnceValues(func() (*tiktoken.Tiktoken, error) { return buildEncoder(o200kBase) })
+	cl100kEncoder = sync.OnceValues(func() (*tiktoken.Tiktoken, error) { return buildEncoder(cl100kBase) })
+)
+
+func buildEncoder(name string) (*tiktoken.Tiktoken, error) {
+	useOfflineLoader()
+	enc, err := tiktoken.GetEncoding(name)
+	if err != nil {
+		return nil, fmt.Errorf("fakeapi: build %s encoder: %w", name, err)
+	}
+	return enc, nil
+}
+
+// encoderFor returns the tokenizer the real API uses for model:
+// cl100k_base for gpt-4, gpt-4-turbo and gpt-3.5-turbo (and their dated
+// snapshots), o200k_base for everything else, unknown models included.
+func encoderFor(model string) (*tiktoken.Tiktoken, error) {
+	if encodingFor(model) == cl100kBase {
+		return cl100kEncoder()
+	}
+	return o200kEncoder()
+}
+
+func encodingFor(model string) string {
+	switch {
+	case strings.HasPrefix(model, "gpt-4o"), strings.HasPrefix(model, "gpt-4."):
+		return o200kBase
+	case model == "gpt-4", strings.HasPrefix(model, "gpt-4-"), strings.HasPrefix(model, "gpt-3.5"):
+		return cl100kBase
+	}
+	return o200kBase
+}
+
+// chatMessage is the part of a request message the fake reads.
+type chatMessage struct {
+	Role      string          `json:"role"`
+	Content   json.RawMessage `json:"content"`
+	Name      string          `json:"name"`
+	ToolCalls []struct {
+		Function struct {
+			Name      string `json:"name"`
+			Arguments string `json:"arguments"`
+		} `json:"function"`
+	} `json:"tool_calls"`
+}
+
+// text is the text of a message's content: a string, or the text parts of
+// an array of parts joined together. ok is false for content of any other
+// shape.
+func (m chatMessage) text() (s string, ok bool) {
+	c := m.Content
+	if len(c) == 0 || string(c) == "null" {
+		return "", true
+	}
+	if err := json.Unmarshal(c, &s); err == nil {
+		return s, true
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(c, &parts); err != nil {
+		return "", false
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type == "text" {
+			b.WriteString(p.Text)
+		}
+	}
+	return b.String(), true
+}
+
+// countPrompt counts messages by the OpenAI cookbook's formula: 3 tokens a
+// message, plus its role and content, plus its name and 1 more if it has
+// one, plus 3 that prime the reply. Tool calls in assistant messages count
+// as their function names and arguments.
+func countPrompt(enc *tiktoken.Tiktoken, msgs []chatMessage) int {
+	count := func(s string) int {
+		if s == "" {
+			return 0
+		}
+		return len(enc.EncodeOrdinary(s))
+	}
+	n := 3
+	for _, m := range msgs {
+		text, _ := m.text()
+		n += 3 + count(m.Role) + count(text)
+		if m.Name != "" {
+			n += count(m.Name) + 1
+		}
+		for _, tc := range m.ToolCalls {
+			n += count(tc.Function.Name) + count(tc.Function.Arguments)
+		}
+	}
+	return n
+}
+
+// truncate cuts s to at most limit tokens (no limit if limit <= 0) and
+// reports the tokens kept and whether it cut anything.
+func truncate(enc *tiktoken.Tiktoken, s string, limit int) (out string, tokens int, cut bool) {
+	toks := enc.EncodeOrdinary(s)
+	if limit <= 0 || len(toks) <= limit {
+		return s, len(toks), false
+	}
+	// A cut can fall inside a multi-byte character; drop its remains.
+	return strings.ToValidUTF8(enc.Decode(toks[:limit]), ""), limit, true
+}

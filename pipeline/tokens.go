@@ -1,0 +1,168 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/pkoukk/tiktoken-go"
+	tiktoken_loader "github.com/pkoukk/tiktoken-go-loader"
+)
+
+// Encoding names tiktoken-go knows.
+const (
+	o200kBase  = "o200k_base"
+	cl100kBase = "cl100k_base"
+)
+
+// setLoader points tiktoken-go at the BPE files compiled into the binary, so
+// that no run ever downloads one.
+var setLoader = sync.OnceFunc(func() {
+	tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader())
+})
+
+// encoders builds each encoding once per process: building one parses a
+// 200k-entry vocabulary and takes a noticeable fraction of a second. The
+// map itself is never written.
+var encoders = map[string]func() (*tiktoken.Tiktoken, error){
+	o200kBase:  sync.OnceValues(func() (*tiktoken.Tiktoken, error) { return buildEncoder(o200kBase) }),
+	cl100kBase: sync.OnceValues(func() (*tiktoken.Tiktoken, error) { return buildEncoder(cl100kBase) }),
+}
+
+func buildEncoder(name string) (*tiktoken.Tiktoken, error) {
+	setLoader()
+	enc, err := tiktoken.GetEncoding(name)
+	if err != nil {
+		return nil, fmt.Errorf("build %s encoder: %w", name, err)
+	}
+	return enc, nil
+}
+
+// encodingName is the tokenizer the API uses for model. tiktoken-go maps
+// neither the o-series nor gpt-5; they, gpt-4o, gpt-4.1 and any model we do
+// not know use o200k_base.
+func encodingName(model string) string {
+	m := model
+	if i := strings.LastIndexByte(m, ':'); strings.HasPrefix(m, "ft:") && i > 0 {
+		// ft:gpt-3.5-turbo-0125:org::id is tokenized as its base model.
+		m = strings.SplitN(strings.TrimPrefix(m, "ft:"), ":", 2)[0]
+	}
+	switch {
+	case strings.HasPrefix(m, "gpt-4o"), strings.HasPrefix(m, "chatgpt-4o"):
+		return o200kBase
+	case strings.HasPrefix(m, "gpt-4"), strings.HasPrefix(m, "gpt-3.5"), strings.HasPrefix(m, "gpt-35"):
+		// gpt-4, gpt-4-turbo, gpt-3.5-turbo; but gpt-4.1 and gpt-4.5 are o200k.
+		if strings.HasPrefix(m, "gpt-4.") {
+			return o200kBase
+		}
+		return cl100kBase
+	case strings.HasPrefix(m, "text-embedding-"):
+		return cl100kBase
+	}
+	return o200kBase
+}
+
+// isReasoningModel reports whether model takes max_completion_tokens and
+// spends hidden reasoning tokens: the o-series and gpt-5.
+func isReasoningModel(model string) bool {
+	for _, p := range []string{"o1", "o3", "o4", "gpt-5"} {
+		if model == p || strings.HasPrefix(model, p+"-") {
+			return true
+		}
+	}
+	return false
+}
+
+// message is the part of a chat message that costs tokens.
+type message struct {
+	Role       string          `json:"role"`
+	Content    json.RawMessage `json:"content"`
+	Name       string          `json:"name"`
+	ToolCalls  json.RawMessage `json:"tool_calls"`
+	ToolCallID string          `json:"tool_call_id"`
+}
+
+// contentPart is one element of array content.
+type contentPart struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// imageTokens is what one image part is charged at high detail for a
+// 1024x1024 image; the real figure depends on the image, which gptbatch does
+// not fetch, so the estimate errs high.
+const imageTokens = 765
+
+// promptTokens counts the prompt of a chat request by the OpenAI cookbook's
+// formula: 3 tokens a message plus its role and content, 1 more for a name,
+// and 3 that prime the reply. Tools are counted as their JSON text, which
+// errs high.
+func promptTokens(model string, messages, tools json.RawMessage) (int64, error) {
+	enc, err := encoders[encodingName(model)]()
+	if err != nil {
+		return 0, err
+	}
+	var msgs []message
+	if err := json.Unmarshal(messages, &msgs); err != nil {
+		return 0, fmt.Errorf("messages: %w", err)
+	}
+	count := func(s string) int64 {
+		if s == "" {
+			return 0
+		}
+		return int64(len(enc.EncodeOrdinary(s)))
+	}
+	n := int64(3)
+	for i, m := range msgs {
+		n += 3 + count(m.Role)
+		if m.Name != "" {
+			n += 1 + count(m.Name)
+		}
+		if m.ToolCallID != "" {
+			n += count(m.ToolCallID)
+		}
+		if len(m.ToolCalls) > 0 && string(m.ToolCalls) != "null" {
+			n += count(string(m.ToolCalls))
+		}
+		c, err := contentTokens(m.Content, count)
+		if err != nil {
+			return 0, fmt.Errorf("messages[%d].content: %w", i, err)
+		}
+		n += c
+	}
+	if len(tools) > 0 && string(tools) != "null" {
+		n += count(string(tools))
+	}
+	return n, nil
+}
+
+func contentTokens(content json.RawMessage, count func(string) int64) (int64, error) {
+	if len(content) == 0 || string(content) == "null" {
+		return 0, nil
+	}
+	switch content[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(content, &s); err != nil {
+			return 0, err
+		}
+		return count(s), nil
+	case '[':
+		var parts []contentPart
+		if err := json.Unmarshal(content, &parts); err != nil {
+			return 0, err
+		}
+		var n int64
+		for _, p := range parts {
+			switch p.Type {
+			case "text":
+				n += count(p.Text)
+			case "image_url", "input_image":
+				n += imageTokens
+			}
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("must be a string or an array of parts")
+}
