@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"golang.org/x/term"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -73,8 +74,11 @@ type runCmd struct {
 	Resume     string        `type:"path" placeholder:"FILE" help:"Skip lines whose id has a successful result in FILE."`
 	Unordered  bool          `help:"Write results as they finish, not in input order."`
 	Format     string        `enum:"jsonl,text,csv" default:"jsonl" help:"Input format (jsonl|text|csv)."`
+	Progress   string        `enum:"auto,always,never" default:"auto" help:"Progress on stderr: auto (when stderr is a terminal and NO_COLOR is unset), always or never."`
 	Quiet      bool          `short:"q" help:"No summary, only errors."`
 	Verbose    bool          `short:"v" help:"Log retries, waits and limit changes to stderr."`
+
+	started time.Time
 }
 
 // exitError is a failure of run that calls for a particular exit status.
@@ -192,7 +196,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 	if r.DryRun {
 		// A dry run touches neither the network nor the usage file.
 		cfg.Gate = budget.NewGate(new(budget.MemStore), limits)
-		return r.finish(pipeline.Run(ctx, stdin, stdout, cfg), cfg.Stats, stderr)
+		return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)
 	}
 	if cfg.Key, err = apiKey(r.APIKeyFile); err != nil {
 		return usage(err)
@@ -208,15 +212,29 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		return usage(err)
 	}
 	cfg.Gate = budget.NewGate(store, limits)
-	return r.finish(pipeline.Run(ctx, stdin, stdout, cfg), cfg.Stats, stderr)
+	return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)
+}
+
+// pipe runs the pipeline with progress on stderr when asked for.
+func (r *runCmd) pipe(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, cfg pipeline.Config) error {
+	r.started = time.Now()
+	show := r.Progress == "always"
+	if r.Progress == "auto" && !r.Quiet {
+		f, ok := stderr.(*os.File)
+		show = ok && term.IsTerminal(int(f.Fd())) && os.Getenv("NO_COLOR") == ""
+	}
+	if show {
+		stop := pipeline.ShowProgress(stderr, cfg.Stats, 200*time.Millisecond)
+		defer stop()
+	}
+	return pipeline.Run(ctx, stdin, stdout, cfg)
 }
 
 // finish prints the summary and turns the run's outcome into an error
 // carrying the exit status.
 func (r *runCmd) finish(err error, s *pipeline.Stats, stderr io.Writer) error {
 	if !r.Quiet {
-		fmt.Fprintf(stderr, "gptbatch: %d lines, %d succeeded, %d failed; %d prompt + %d completion tokens; $%s\n",
-			s.Done.Load(), s.Succeeded.Load(), s.Failed.Load(), s.PromptTokens.Load(), s.CompletionTokens.Load(), budget.Cost(s.Cost.Load()))
+		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.Summary(s, r.DryRun, time.Since(r.started)))
 	}
 	if err != nil {
 		return err

@@ -1,0 +1,292 @@
+// Command loadtest measures gptbatch against a local fake of the API: how
+// close it runs to the rate limits, its peak memory and its CPU per request.
+// It builds the real binary, serves pipeline/fakeapi on 127.0.0.1 and runs
+// the binary as a user would, several copies at once where the scenario
+// says so.
+//
+//	go run ./pipeline/loadtest              # every scenario
+//	go run ./pipeline/loadtest -run pace    # scenarios whose name contains "pace"
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gptbatch/gptbatch/pipeline/fakeapi"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// scenario is one measured run.
+type scenario struct {
+	name    string
+	server  fakeapi.Config
+	procs   int      // copies of gptbatch at once, sharing one usage file
+	lines   int      // prompts per copy
+	prompt  string   // each line's prompt, %d replaced by its number
+	args    []string // gptbatch flags
+	ideal   func() time.Duration
+	goals   []goal
+	dropOut bool // discard stdout instead of keeping it
+	dry     bool // a dry run: count lines, not requests
+}
+
+// goal is a pass/fail figure.
+type goal struct {
+	what string
+	ok   func(m measure) bool
+}
+
+// measure is what a scenario produced.
+type measure struct {
+	wall      time.Duration
+	ideal     time.Duration
+	requests  int
+	limited   int
+	peakRSS   int64 // bytes, the largest of the copies
+	cpu       time.Duration
+	results   int
+	exitCodes []int
+}
+
+func (m measure) cpuPerReq() time.Duration {
+	if m.requests == 0 {
+		return 0
+	}
+	return m.cpu / time.Duration(m.requests)
+}
+
+func scenarios() []scenario {
+	lat := 200 * time.Millisecond
+	noLimits := []string{"--rpm", "0", "--tpm", "0", "--tpd", "0", "--batch-tokens", "0"}
+	paceGoals := []goal{
+		{"utilisation >= 0.98 (time <= 1.02 x ideal)", func(m measure) bool { return m.wall <= m.ideal*102/100 }},
+		{"zero 429s", func(m measure) bool { return m.limited == 0 }},
+	}
+	return []scenario{
+		{
+			name:   "pace-rpm: 900 requests, rpm 600 (server and gptbatch), 200 ms latency",
+			server: fakeapi.Config{RPM: 600, Latency: lat},
+			procs:  1, lines: 900, prompt: "say %d",
+			args:  []string{"--rpm", "600", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
+			ideal: func() time.Duration { return 30*time.Second + lat },
+			goals: paceGoals,
+		},
+		{
+			// Each request reserves 14 prompt + 100 output = 114 tokens, so
+			// 600 requests are 68400 tokens; tpm 34200 admits 300 at once.
+			name:   "pace-tpm: 600 requests of 114 tokens, tpm 34200 (server and gptbatch), 200 ms latency",
+			server: fakeapi.Config{TPM: 34200, Latency: lat},
+			procs:  1, lines: 600, prompt: "count to %04d",
+			args:  []string{"--rpm", "0", "--tpm", "34200", "--max-tokens", "100", "--parallel", "64", "--batch-tokens", "0"},
+			ideal: func() time.Duration { return time.Duration(float64(600*114-34200)*60/34200*float64(time.Second)) + lat },
+			goals: paceGoals,
+		},
+		{
+			name:   "pace-shared: 4 copies x 200 requests, rpm 600 shared through one usage.md, 200 ms latency",
+			server: fakeapi.Config{RPM: 600, Latency: lat},
+			procs:  4, lines: 200, prompt: "say %d",
+			args:  []string{"--rpm", "600", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
+			ideal: func() time.Duration { return 20*time.Second + lat },
+			goals: paceGoals,
+		},
+		{
+			name:  "memory-dry: 200000 lines, --dry-run --batch-tokens 0",
+			procs: 1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
+			args:    []string{"--dry-run", "--batch-tokens", "0"},
+			dropOut: true,
+			dry:     true,
+			goals:   []goal{{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }}},
+		},
+		{
+			name:  "memory-real: 200000 lines against an instant server, ordered",
+			procs: 1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
+			args:    append([]string{"--parallel", "64"}, noLimits...),
+			dropOut: true,
+			goals:   []goal{{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }}},
+		},
+		{
+			name:  "memory-real: 200000 lines against an instant server, --unordered",
+			procs: 1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
+			args:    append([]string{"--parallel", "64", "--unordered"}, noLimits...),
+			dropOut: true,
+			goals:   []goal{{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }}},
+		},
+		{
+			name:  "cpu: 20000 requests against an instant server, --parallel 64",
+			procs: 1, lines: 20000, prompt: "tell me about the number %d in one short sentence",
+			args:    append([]string{"--parallel", "64"}, noLimits...),
+			dropOut: true,
+			goals:   []goal{{"CPU <= 300 us per request", func(m measure) bool { return m.cpuPerReq() <= 300*time.Microsecond }}},
+		},
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	only := fs.String("run", "", "run only scenarios whose name contains this")
+	bin := fs.String("bin", "", "gptbatch binary to measure (default: build it)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	dir, err := os.MkdirTemp("", "gptbatch-load-")
+	if err != nil {
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin == "" {
+		*bin = filepath.Join(dir, "gptbatch")
+		build := exec.Command("go", "build", "-o", *bin, ".")
+		build.Dir = moduleRoot()
+		build.Stdout, build.Stderr = stderr, stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(stderr, "loadtest: build:", err)
+			return 1
+		}
+	}
+	failed := 0
+	for _, sc := range scenarios() {
+		if !strings.Contains(sc.name, *only) {
+			continue
+		}
+		m, err := sc.measure(*bin, dir)
+		if err != nil {
+			fmt.Fprintf(stdout, "%s\n  error: %v\n", sc.name, err)
+			failed++
+			continue
+		}
+		fmt.Fprintf(stdout, "%s\n", sc.name)
+		if m.ideal > 0 {
+			fmt.Fprintf(stdout, "  time %.2fs, ideal %.2fs, utilisation %.3f\n", m.wall.Seconds(), m.ideal.Seconds(), m.ideal.Seconds()/m.wall.Seconds())
+		} else {
+			fmt.Fprintf(stdout, "  time %.2fs\n", m.wall.Seconds())
+		}
+		fmt.Fprintf(stdout, "  requests %d, 429s %d, results %d, exit %v\n", m.requests, m.limited, m.results, m.exitCodes)
+		fmt.Fprintf(stdout, "  peak RSS %.1f MB, CPU %.2fs = %d us/request\n", float64(m.peakRSS)/(1<<20), m.cpu.Seconds(), m.cpuPerReq().Microseconds())
+		for _, g := range sc.goals {
+			verdict := "met"
+			if !g.ok(m) {
+				verdict = "MISSED"
+				failed++
+			}
+			fmt.Fprintf(stdout, "  goal %s: %s\n", g.what, verdict)
+		}
+	}
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+// measure runs the scenario's copies of bin at once against a fresh server.
+func (sc scenario) measure(bin, dir string) (measure, error) {
+	var m measure
+	srv := fakeapi.NewUnstarted(sc.server)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return m, err
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(ln)
+	defer hs.Shutdown(context.Background())
+	url := "http://" + ln.Addr().String() + "/v1"
+
+	usage := filepath.Join(dir, strings.Fields(sc.name)[0]+".usage.md")
+	os.Remove(usage)
+	input := makeInput(sc.lines, sc.prompt)
+
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var firstErr error
+	start := time.Now()
+	for p := 0; p < sc.procs; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command(bin, append([]string{"--base-url", url, "--usage-file", usage, "--quiet", "--progress", "never"}, sc.args...)...)
+			cmd.Env = append(os.Environ(), "OPENAI_API_KEY=sk-load-test")
+			cmd.Stdin = bytes.NewReader(input)
+			var out counter
+			var errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			err := cmd.Run()
+			mu.Lock()
+			defer mu.Unlock()
+			var ee *exec.ExitError
+			if err != nil && !errors.As(err, &ee) {
+				firstErr = err
+				return
+			}
+			code := cmd.ProcessState.ExitCode()
+			m.exitCodes = append(m.exitCodes, code)
+			if code != 0 && firstErr == nil {
+				firstErr = fmt.Errorf("gptbatch exited %d: %s", code, lastLines(errb.String(), 5))
+			}
+			m.results += out.lines
+			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+			m.peakRSS = max(m.peakRSS, ru.Maxrss*1024)
+			m.cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		}()
+	}
+	wg.Wait()
+	m.wall = time.Since(start)
+	st := srv.Stats()
+	m.requests, m.limited = st.Requests, st.RateLimited
+	if sc.dry {
+		m.requests = sc.lines * sc.procs // per line: a dry run sends nothing
+	}
+	if sc.ideal != nil {
+		m.ideal = sc.ideal()
+	}
+	return m, firstErr
+}
+
+// counter counts output lines without keeping them.
+type counter struct{ lines int }
+
+func (c *counter) Write(p []byte) (int, error) {
+	c.lines += bytes.Count(p, []byte("\n"))
+	return len(p), nil
+}
+
+func makeInput(n int, prompt string) []byte {
+	var b bytes.Buffer
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "%q\n", strings.ReplaceAll(prompt, "%d", fmt.Sprint(i)))
+	}
+	return b.Bytes()
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// moduleRoot is the directory holding go.mod.
+func moduleRoot() string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "."
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
