@@ -108,10 +108,21 @@ func drain(level float64, limit int64, secs float64) float64 {
 	return max(0, level-float64(limit)/60*secs)
 }
 
+// slack is the time by which a request may reach the server later than
+// another admitted after it (a new connection, a slow goroutine). The
+// server's bucket is charged at arrival, so gptbatch keeps this much of
+// each bucket's refill in hand; an empty bucket still admits anything that
+// fits the limit.
+const slack = 100 * time.Millisecond
+
 // bucketWait is how long until a bucket at level with a per-minute limit
 // has room for need.
 func bucketWait(level float64, need, limit int64) time.Duration {
-	over := level + float64(need) - float64(limit)
+	capacity := float64(limit) - float64(limit)/60*slack.Seconds()
+	if level <= 0 || float64(need) > capacity {
+		capacity = float64(limit)
+	}
+	over := level + float64(need) - capacity
 	if over <= 0 {
 		return 0
 	}

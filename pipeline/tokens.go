@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/pkoukk/tiktoken-go"
-	tiktoken_loader "github.com/pkoukk/tiktoken-go-loader"
 )
 
 // Encoding names tiktoken-go knows.
@@ -19,7 +18,7 @@ const (
 // setLoader points tiktoken-go at the BPE files compiled into the binary, so
 // that no run ever downloads one.
 var setLoader = sync.OnceFunc(func() {
-	tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader())
+	tiktoken.SetBpeLoader(fastLoader{})
 })
 
 // encoders builds each encoding once per process: building one parses a

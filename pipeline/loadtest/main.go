@@ -56,6 +56,7 @@ type goal struct {
 type measure struct {
 	wall      time.Duration
 	ideal     time.Duration
+	startup   time.Duration // from start to the server's first request
 	requests  int
 	limited   int
 	peakRSS   int64 // bytes, the largest of the copies
@@ -178,7 +179,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintf(stdout, "  time %.2fs\n", m.wall.Seconds())
 		}
-		fmt.Fprintf(stdout, "  requests %d, 429s %d, results %d, exit %v\n", m.requests, m.limited, m.results, m.exitCodes)
+		fmt.Fprintf(stdout, "  requests %d, 429s %d, results %d, exit %v, first request after %.2fs\n", m.requests, m.limited, m.results, m.exitCodes, m.startup.Seconds())
 		fmt.Fprintf(stdout, "  peak RSS %.1f MB, CPU %.2fs = %d us/request\n", float64(m.peakRSS)/(1<<20), m.cpu.Seconds(), m.cpuPerReq().Microseconds())
 		for _, g := range sc.goals {
 			verdict := "met"
@@ -249,6 +250,9 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	m.wall = time.Since(start)
 	st := srv.Stats()
 	m.requests, m.limited = st.Requests, st.RateLimited
+	if !st.First.IsZero() {
+		m.startup = st.First.Sub(start)
+	}
 	if sc.dry {
 		m.requests = sc.lines * sc.procs // per line: a dry run sends nothing
 	}
