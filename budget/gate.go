@@ -118,7 +118,9 @@ const slack = 100 * time.Millisecond
 // bucketWait is how long until a bucket at level with a per-minute limit
 // has room for need.
 func bucketWait(level float64, need, limit int64) time.Duration {
-	capacity := float64(limit) - float64(limit)/60*slack.Seconds()
+	// Whole units only, so that a small limit still admits all of itself
+	// at once.
+	capacity := float64(limit) - math.Floor(float64(limit)/60*slack.Seconds())
 	if level <= 0 || float64(need) > capacity {
 		capacity = float64(limit)
 	}

@@ -111,6 +111,7 @@ type runner struct {
 	warnedPrice atomic.Bool
 	admitMu     sync.Mutex              // one admission at a time: the gate's, or a retry's
 	halted      atomic.Pointer[failure] // a call that every later call would repeat (401)
+	learnMu     sync.Mutex              // orders changes to the gate's limits
 }
 
 func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
@@ -160,11 +161,23 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	return nil
 }
 
+// maxDupReports is how many duplicate ids are named one by one.
+const maxDupReports = 10
+
 // read sends each input line to out. It stops reading when stop is done
 // (a signal: no new lines) or ctx is (the run failed).
 func (r *runner) read(ctx, stop context.Context, in io.Reader, out chan<- *jsonl.Request) error {
 	defer close(out)
 	rd := jsonl.NewReader(in, r.cfg.Input)
+	// Ids seen, to report duplicates: --resume finds lines by id, so a
+	// duplicated one would be skipped or sent again by mistake.
+	seen := make(map[string]int32)
+	dups := 0
+	defer func() {
+		if dups > maxDupReports {
+			r.cfg.Log.Warn(fmt.Sprintf("%d more duplicate ids", dups-maxDupReports))
+		}
+	}()
 	for {
 		if stop.Err() != nil && !r.cfg.DryRun {
 			return nil
@@ -175,6 +188,13 @@ func (r *runner) read(ctx, stop context.Context, in io.Reader, out chan<- *jsonl
 		}
 		if err != nil {
 			return &ExitError{Code: ExitFailed, Err: fmt.Errorf("read input: %w", err)}
+		}
+		if first, ok := seen[req.ID]; ok {
+			if dups++; dups <= maxDupReports {
+				r.cfg.Log.Warn(fmt.Sprintf("duplicate id %q on lines %d and %d", req.ID, first, req.Line))
+			}
+		} else {
+			seen[req.ID] = int32(req.Line)
 		}
 		if r.cfg.Done[req.ID] && req.Err == nil {
 			r.stats.Skipped.Add(1)

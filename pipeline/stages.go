@@ -237,6 +237,7 @@ func (r *runner) fetch(ctx, stop context.Context, it *item, settle chan<- budget
 		it.attempts = n
 		a := call(ctx, r.client, it, r.cfg.Timeout)
 		r.stats.Requests.Add(1)
+		r.observe(ctx, a.reply.header)
 		var f failure
 		if a.err != nil {
 			f = classify(a, r.cfg.Key)

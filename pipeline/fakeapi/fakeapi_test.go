@@ -541,7 +541,7 @@ func TestWindow(t *testing.T) {
 	wantHeaders(t, r, map[string]string{
 		"retry-after":                    "6",
 		"retry-after-ms":                 "6000",
-		"x-ratelimit-limit-requests":     "10",
+		"x-ratelimit-limit-requests":     "60", // per minute, as the real API states it
 		"x-ratelimit-remaining-requests": "0",
 		"x-ratelimit-reset-requests":     "6s",
 	})

@@ -157,11 +157,13 @@ func (l *limiter) takeWindow(now time.Time, tokens int, charge bool) verdict {
 		}
 		return end
 	}
+	// Like the real API, the limit headers state the per-minute limit;
+	// what remains is what remains of this window.
 	if l.rpm > 0 {
-		v.req = limitState{reqCap, max(0, reqCap-l.winReqs), resetIn(l.winReqs)}
+		v.req = limitState{l.rpm, max(0, reqCap-l.winReqs), resetIn(l.winReqs)}
 	}
 	if l.tpm > 0 {
-		v.tok = limitState{tokCap, max(0, tokCap-l.winToks), resetIn(l.winToks)}
+		v.tok = limitState{l.tpm, max(0, tokCap-l.winToks), resetIn(l.winToks)}
 	}
 	return v
 }

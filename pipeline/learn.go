@@ -1,0 +1,50 @@
+package pipeline
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// observe reads a response's x-ratelimit-* headers. A server limit lower
+// than the configured one replaces it, said once on stderr. A limit the
+// server says is used up pauses every worker for the time one more request
+// needs to refill (the reset header is the time to refill all of it, which
+// would be far too long for a bucket), or until the reset if sooner.
+func (r *runner) observe(ctx context.Context, h http.Header) {
+	if h == nil {
+		return
+	}
+	r.learnMu.Lock()
+	defer r.learnMu.Unlock()
+	lim := r.cfg.Gate.Limits()
+	changed := false
+	for _, k := range []struct {
+		kind, flag string
+		cur        *int64
+	}{{"requests", "--rpm", &lim.RPM}, {"tokens", "--tpm", &lim.TPM}} {
+		n, err := strconv.ParseInt(h.Get("x-ratelimit-limit-"+k.kind), 10, 64)
+		if err != nil || n <= 0 || (*k.cur > 0 && n >= *k.cur) {
+			continue
+		}
+		r.cfg.Log.Warn("the server allows fewer "+k.kind+" per minute than "+k.flag+": using its limit", "server", n, "configured", *k.cur)
+		*k.cur = n
+		changed = true
+	}
+	if changed {
+		r.cfg.Gate.SetLimits(lim)
+	}
+	var pause time.Duration
+	if h.Get("x-ratelimit-remaining-requests") == "0" && lim.RPM > 0 {
+		if d, err := time.ParseDuration(h.Get("x-ratelimit-reset-requests")); err == nil {
+			pause = min(d, time.Minute/time.Duration(lim.RPM))
+		}
+	}
+	if pause > 0 {
+		now := r.cfg.Now()
+		if err := r.cfg.Gate.Pause(ctx, now, now.Add(pause)); err == nil {
+			r.cfg.Log.Debug("server limit used up", "pause", pause)
+		}
+	}
+}
