@@ -46,11 +46,33 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-// cli is the command line.
+// cli is the command line: the batch flags are global, so that --help
+// lists them all; the main job is the default command.
 type cli struct {
-	Run     runCmd           `cmd:"" default:"withargs" help:"Send the batch on stdin and write one result per line to stdout (the default command)."`
+	runCmd
+	Run     struct{}         `cmd:"" default:"1" hidden:"" help:"Send the batch on stdin (the default)."`
+	Usage   usageCmd         `cmd:"" help:"Report what has been spent, from the ledger beside the usage file."`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 }
+
+// examples close --help.
+const examples = `
+Examples:
+  # Label a file, keep only the answers, with jq:
+  jq -c '{id, prompt: ("Sentiment of: " + .text)}' reviews.jsonl | gptbatch -m gpt-4o-mini | jq -r '[.id, .content] | @tsv'
+
+  # Several batches at once, sharing one budget (same usage file), with xargs:
+  ls batches/*.jsonl | xargs -P 4 -I{} sh -c 'gptbatch --quiet < {} > {}.out'
+
+  # Nightly from cron, never more than $5 a day across every run:
+  0 2 * * * cd /data && gptbatch --daily-cost 5 --quiet < nightly.jsonl >> results.jsonl 2>> gptbatch.log
+
+  # Estimate first, send nothing, no key needed:
+  gptbatch --dry-run < prompts.jsonl | jq -s 'map(.est_cost_usd) | add'
+
+Exit status: 0 all lines succeeded, 1 some failed (each still has its result),
+2 bad usage or configuration, 3 refused or stopped by a limit, 130 interrupted.
+`
 
 // runCmd is the main job.
 type runCmd struct {
@@ -81,6 +103,15 @@ type runCmd struct {
 	started time.Time
 }
 
+// usageCmd reports spending from the ledger.
+type usageCmd struct {
+	Today bool   `help:"Only today (local time)." xor:"period"`
+	Month bool   `help:"Only this month." xor:"period"`
+	Since string `placeholder:"YYYY-MM-DD" help:"From this day on." xor:"period"`
+	By    string `enum:",model,day" default:"" placeholder:"model|day" help:"Group by model or by day."`
+	JSON  bool   `name:"json" help:"Write JSON instead of a table."`
+}
+
 // exitError is a failure of run that calls for a particular exit status.
 type exitError struct {
 	code int
@@ -100,6 +131,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.Exit(func(code int) { exited = code }),
 		kong.Vars{"version": version},
 		kong.UsageOnError(),
+		kong.Help(func(o kong.HelpOptions, ctx *kong.Context) error {
+			if err := kong.DefaultHelpPrinter(o, ctx); err != nil {
+				return err
+			}
+			_, err := fmt.Fprint(ctx.Stdout, examples)
+			return err
+		}),
 	)
 	if err != nil {
 		fmt.Fprintf(stderr, "gptbatch: %v\n", err)
@@ -114,8 +152,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitUsage
 	}
 	switch kctx.Command() {
+	case "usage":
+		err = c.Usage.run(ctx, &c.runCmd, stdout)
 	default:
-		err = c.Run.run(ctx, stdin, stdout, stderr)
+		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}
 	var ee *exitError
 	var pe *pipeline.ExitError
@@ -194,9 +234,15 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 	}
 
 	if r.DryRun {
-		// A dry run touches neither the network nor the usage file.
+		// A dry run touches neither the network nor the usage file: it
+		// only reads what today has used, to say which limits the batch
+		// would hit.
 		cfg.Gate = budget.NewGate(new(budget.MemStore), limits)
-		return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)
+		err := r.pipe(ctx, stdin, stdout, stderr, cfg)
+		if !r.Quiet {
+			fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg, r.usedToday(), time.Now()))
+		}
+		return err
 	}
 	if cfg.Key, err = apiKey(r.APIKeyFile); err != nil {
 		return usage(err)
@@ -230,11 +276,25 @@ func (r *runCmd) pipe(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 	return pipeline.Run(ctx, stdin, stdout, cfg)
 }
 
+// usedToday is the usage file's state, if it has one that parses.
+func (r *runCmd) usedToday() budget.State {
+	path := r.UsageFile
+	if path == "" {
+		path, _ = defaultUsageFile()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return budget.State{}
+	}
+	st, _ := budget.ParseState(b)
+	return st
+}
+
 // finish prints the summary and turns the run's outcome into an error
 // carrying the exit status.
 func (r *runCmd) finish(err error, s *pipeline.Stats, stderr io.Writer) error {
 	if !r.Quiet {
-		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.Summary(s, r.DryRun, time.Since(r.started)))
+		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.Summary(s, time.Since(r.started)))
 	}
 	if err != nil {
 		return err
@@ -315,4 +375,8 @@ func defaultUsageFile() (string, error) {
 		dir = filepath.Join(home, ".local", "state")
 	}
 	return filepath.Join(dir, "gptbatch", "usage.md"), nil
+}
+
+func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
+	return &exitError{code: exitUsage, err: errors.New("usage: not built yet")}
 }

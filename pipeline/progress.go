@@ -22,7 +22,6 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
 		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionSetElapsedTime(false),
 		progressbar.OptionShowDescriptionAtLineEnd(),
-		progressbar.OptionThrottle(interval/2),
 		progressbar.OptionClearOnFinish(),
 		progressbar.OptionSetRenderBlankState(true),
 	)
@@ -35,16 +34,22 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		max := int64(-1)
-		for {
+		draw := func() {
 			if total := s.Total.Load(); total > 0 && total != max {
 				max = total
 				bar.ChangeMax64(total)
 			}
 			bar.Describe(progressLine(s, time.Now(), time.Since(start)))
 			_ = bar.Set64(s.Done.Load())
+		}
+		for {
+			draw()
 			select {
 			case <-t.C:
 			case <-done:
+				// The last state stays up until the summary replaces it.
+				draw()
+				_ = bar.RenderBlank()
 				_ = bar.Clear()
 				return
 			}
@@ -83,12 +88,7 @@ func shortCount(n int64) string {
 }
 
 // Summary is the end-of-run line for stderr.
-func Summary(s *Stats, dryRun bool, elapsed time.Duration) string {
-	if dryRun {
-		return fmt.Sprintf("dry run: %d lines (%d would not be sent); %d prompt tokens, up to %d output tokens; estimated cost $%s to $%s",
-			s.Done.Load(), s.Failed.Load(), s.EstPromptTokens.Load(), s.EstOutputTokens.Load(),
-			budget.Cost(s.EstCostMin.Load()), budget.Cost(s.EstCostMax.Load()))
-	}
+func Summary(s *Stats, elapsed time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d lines: %d succeeded, %d failed", s.Done.Load(), s.Succeeded.Load(), s.Failed.Load())
 	if n := s.Skipped.Load(); n > 0 {
@@ -99,5 +99,59 @@ func Summary(s *Stats, dryRun bool, elapsed time.Duration) string {
 		fmt.Fprintf(&b, " (+%d calls of unknown price)", n)
 	}
 	fmt.Fprintf(&b, "; %s; %d retries, %d rate-limited", elapsed.Round(10*time.Millisecond), s.Retries.Load(), s.RateLimited.Load())
+	return b.String()
+}
+
+// DrySummary is a dry run's report for stderr: the batch's size and cost,
+// and which limits it would run into, given what used (the usage file
+// now) has already spent today.
+func DrySummary(s *Stats, cfg Config, used budget.State, now time.Time) string {
+	var b strings.Builder
+	lines, skipped := s.Done.Load(), s.Failed.Load()
+	prompt, out := s.EstPromptTokens.Load(), s.EstOutputTokens.Load()
+	fmt.Fprintf(&b, "dry run: %d lines", lines)
+	if skipped > 0 {
+		fmt.Fprintf(&b, " (%d would not be sent)", skipped)
+	}
+	fmt.Fprintf(&b, "; %d prompt tokens, up to %d output tokens; estimated cost $%s (prompts only) to $%s (every output cap used)",
+		prompt, out, budget.Cost(s.EstCostMin.Load()), budget.Cost(s.EstCostMax.Load()))
+	var hits []string
+	l := cfg.Gate.Limits()
+	sent := lines - skipped
+	if cfg.BatchTokens > 0 && prompt > cfg.BatchTokens {
+		hits = append(hits, fmt.Sprintf("--batch-tokens %d: refused, nothing would be sent", cfg.BatchTokens))
+	}
+	if maxCost := budget.Cost(s.EstCostMax.Load()); cfg.MaxCost > 0 && maxCost > cfg.MaxCost {
+		hits = append(hits, fmt.Sprintf("--max-cost %s: refused, nothing would be sent", cfg.MaxCost))
+	}
+	if skipped > 0 {
+		hits = append(hits, fmt.Sprintf("%d lines are invalid or exceed a limit on their own", skipped))
+	}
+	today := used.Date == now.Format(time.DateOnly)
+	dayTokens, dayCost := int64(0), budget.Cost(0)
+	if today {
+		dayTokens, dayCost = used.TokensWithinDay, used.CostWithinDay
+	}
+	if l.TPD > 0 && dayTokens+prompt+out > l.TPD {
+		hits = append(hits, fmt.Sprintf("--tpd %d: %d already used today, the batch may need %d", l.TPD, dayTokens, prompt+out))
+	}
+	if c := budget.Cost(s.EstCostMax.Load()); l.DailyCost > 0 && dayCost+c > l.DailyCost {
+		hits = append(hits, fmt.Sprintf("--daily-cost %s: $%s already spent today, the batch may cost $%s", l.DailyCost, dayCost, c))
+	}
+	var pace time.Duration
+	if l.RPM > 0 && sent > l.RPM {
+		pace = max(pace, time.Duration(float64(sent-l.RPM)/float64(l.RPM)*float64(time.Minute)))
+	}
+	if l.TPM > 0 && prompt+out > l.TPM {
+		pace = max(pace, time.Duration(float64(prompt+out-l.TPM)/float64(l.TPM)*float64(time.Minute)))
+	}
+	if pace > 0 {
+		hits = append(hits, fmt.Sprintf("--rpm %d / --tpm %d: at least %s of waiting", l.RPM, l.TPM, pace.Round(time.Second)))
+	}
+	if len(hits) == 0 {
+		b.WriteString("; within every limit")
+	} else {
+		b.WriteString("; limits: " + strings.Join(hits, "; "))
+	}
 	return b.String()
 }
