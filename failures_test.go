@@ -180,3 +180,50 @@ func TestRejectedKey(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowHeadBoundsWindow: a line that hangs at the head holds back only a
+// bounded window of later lines: the fetch stage stops running ahead.
+func TestSlowHeadBoundsWindow(t *testing.T) {
+	for _, unordered := range []bool{false, true} {
+		hang := make(chan struct{})
+		srv := fakeapi.New(fakeapi.Config{Hang: hang})
+		g := newGB(t, srv.URL())
+		in := `"first __hang__"` + "\n" + prompts(2000)
+		args := []string{"--parallel", "4", "--batch-tokens", "0", "--rpm", "0", "--tpm", "0"}
+		if unordered {
+			args = append(args, "--unordered")
+		}
+		done := make(chan string)
+		go func() {
+			out, _, _ := g.run(context.Background(), in, args...)
+			done <- out
+		}()
+		// Wait until the run stops sending, then look at how far it went.
+		last, still := -1, 0
+		for still < 50 {
+			time.Sleep(5 * time.Millisecond)
+			if n := srv.Stats().Requests; n == last {
+				still++
+			} else {
+				last, still = n, 0
+			}
+		}
+		sent := last
+		close(hang)
+		out := <-done
+		srv.Close()
+		if n := len(parseResults(t, out)); n != 2001 {
+			t.Errorf("unordered=%v: %d results, want 2001", unordered, n)
+		}
+		// Ordered: the window (4×4+64 = 80 results) plus a job a worker;
+		// unordered: results are written as they finish, so the head does
+		// not hold anything back.
+		if !unordered && sent > 100 {
+			t.Errorf("ordered: %d requests sent while the head hung, want at most the window (~85)", sent)
+		}
+		if unordered && sent != 2001 {
+			t.Errorf("unordered: %d requests sent while the head hung, want all 2001", sent)
+		}
+		t.Logf("unordered=%v: %d requests sent while the head hung", unordered, sent)
+	}
+}
