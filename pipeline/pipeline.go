@@ -100,6 +100,7 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, cfg Config) error {
 	if !cfg.DryRun {
 		r.client = newClient(cfg.BaseURL, cfg.Key, r.cfg.Parallel)
 	}
+	r.exact = cfg.DryRun || cfg.BatchTokens > 0 || cfg.MaxCost > 0 || cfg.Gate.Limits().TPM > 0
 	return r.run(ctx, in, out)
 }
 
@@ -112,6 +113,11 @@ type runner struct {
 	admitMu     sync.Mutex              // one admission at a time: the gate's, or a retry's
 	halted      atomic.Pointer[failure] // a call that every later call would repeat (401)
 	learnMu     sync.Mutex              // orders changes to the gate's limits
+	// exact says every estimate must be the exact count before anything
+	// is sent: a dry run, the batch limits and the minute token bucket
+	// (which keeps what it is charged) need it. Otherwise the first lines
+	// may go out on a byte bound while the encoder is built.
+	exact bool
 }
 
 func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
@@ -135,6 +141,11 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		case <-gctx.Done():
 			return nil
 		}
+	})
+	g.Go(func() error {
+		// Build the default model's encoder while the first lines are read.
+		_, err := encoders[encodingName(r.cfg.Model)]()
+		return err
 	})
 	g.Go(func() error { return r.tokenize(gctx, lines, items) })
 	g.Go(func() error { return r.hold(gctx, items, held) })
@@ -213,7 +224,7 @@ func (r *runner) read(ctx, stop context.Context, in io.Reader, out chan<- *jsonl
 func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out chan<- *item) error {
 	defer close(out)
 	return orderedMap(ctx, runtime.GOMAXPROCS(0), in, out, func(req *jsonl.Request) *item {
-		it := prepare(req, &r.cfg)
+		it := prepare(req, &r.cfg, r.exact)
 		if it.done == nil && !it.priced && r.warnedPrice.CompareAndSwap(false, true) {
 			r.cfg.Log.Warn(fmt.Sprintf("no price known for model %q: its cost_usd is null", it.model))
 		}

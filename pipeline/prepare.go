@@ -27,26 +27,30 @@ type item struct {
 	est      budget.Estimate // what reserving it charges
 	price    budget.Price
 	priced   bool
+	exact    bool          // prompt is the exact count, not the byte bound
 	done     *jsonl.Result // set when the line is finished without a call
 	attempts int
 }
 
 // prepare resolves a line's model and output cap, writes its wire body and
 // estimates it. A problem with the line becomes an invalid_input result.
-func prepare(req *jsonl.Request, cfg *Config) *item {
+// Unless exact, a line whose encoder is still being built is estimated by
+// its byte count, an upper bound, so that the first requests need not wait
+// for the encoder.
+func prepare(req *jsonl.Request, cfg *Config, exact bool) *item {
 	it := &item{req: req, model: cfg.Model}
 	if req.Err != nil {
 		it.done = errorResult(req, jsonl.ErrInvalidInput, req.Err.Error(), 0)
 		return it
 	}
-	if err := it.resolve(cfg); err != nil {
+	if err := it.resolve(cfg, exact); err != nil {
 		it.done = errorResult(req, jsonl.ErrInvalidInput, fmt.Sprintf("line %d: %v", req.Line, err), 0)
 		return it
 	}
 	return it
 }
 
-func (it *item) resolve(cfg *Config) error {
+func (it *item) resolve(cfg *Config, exact bool) error {
 	body := it.req.Body
 	if raw, ok := body["model"]; ok {
 		if err := json.Unmarshal(raw, &it.model); err != nil || it.model == "" {
@@ -103,7 +107,12 @@ func (it *item) resolve(cfg *Config) error {
 		}
 		choices = n
 	}
-	prompt, err := promptTokens(it.model, body["messages"], body["tools"])
+	it.exact = exact || encoderReady(it.model)
+	count := func() (int64, error) { return promptTokens(it.model, body["messages"], body["tools"]) }
+	if !it.exact {
+		count = func() (int64, error) { return promptTokenBound(body["messages"], body["tools"]) }
+	}
+	prompt, err := count()
 	if err != nil {
 		return err
 	}

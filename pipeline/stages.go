@@ -172,6 +172,11 @@ func (r *runner) preflight(it *item, stop context.Context) *jsonl.Result {
 		return errorResult(it.req, h.typ, "not sent: an earlier request was refused: "+h.msg, h.status)
 	}
 	if err := r.cfg.Gate.Check(it.est); err != nil {
+		if !it.exact {
+			// The byte bound may be what is too large: count exactly.
+			*it = *prepare(it.req, &r.cfg, true)
+			return r.preflight(it, stop)
+		}
 		return errorResult(it.req, jsonl.ErrBudget, fmt.Sprintf("line %d: not sent: %v", it.req.Line, err), 0)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pkoukk/tiktoken-go"
 )
@@ -29,14 +30,21 @@ var encoders = map[string]func() (*tiktoken.Tiktoken, error){
 	cl100kBase: sync.OnceValues(func() (*tiktoken.Tiktoken, error) { return buildEncoder(cl100kBase) }),
 }
 
+// built says which encoders are ready, without waiting for one.
+var built = map[string]*atomic.Bool{o200kBase: new(atomic.Bool), cl100kBase: new(atomic.Bool)}
+
 func buildEncoder(name string) (*tiktoken.Tiktoken, error) {
 	setLoader()
 	enc, err := tiktoken.GetEncoding(name)
 	if err != nil {
 		return nil, fmt.Errorf("build %s encoder: %w", name, err)
 	}
+	built[name].Store(true)
 	return enc, nil
 }
+
+// encoderReady reports whether model's encoder is built.
+func encoderReady(model string) bool { return built[encodingName(model)].Load() }
 
 // encodingName is the tokenizer the API uses for model. tiktoken-go maps
 // neither the o-series nor gpt-5; they, gpt-4o, gpt-4.1 and any model we do
@@ -102,15 +110,25 @@ func promptTokens(model string, messages, tools json.RawMessage) (int64, error) 
 	if err != nil {
 		return 0, err
 	}
-	var msgs []message
-	if err := json.Unmarshal(messages, &msgs); err != nil {
-		return 0, fmt.Errorf("messages: %w", err)
-	}
-	count := func(s string) int64 {
+	return countPrompt(messages, tools, func(s string) int64 {
 		if s == "" {
 			return 0
 		}
 		return int64(len(enc.EncodeOrdinary(s)))
+	})
+}
+
+// promptTokenBound is an upper bound of promptTokens that needs no encoder:
+// every token is at least one byte.
+func promptTokenBound(messages, tools json.RawMessage) (int64, error) {
+	return countPrompt(messages, tools, func(s string) int64 { return int64(len(s)) })
+}
+
+// countPrompt applies the chat formula with count as the tokenizer.
+func countPrompt(messages, tools json.RawMessage, count func(string) int64) (int64, error) {
+	var msgs []message
+	if err := json.Unmarshal(messages, &msgs); err != nil {
+		return 0, fmt.Errorf("messages: %w", err)
 	}
 	n := int64(3)
 	for i, m := range msgs {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -79,5 +80,24 @@ func BenchmarkTokenize(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The byte bound, used while the encoder is built, must never be below the
+// exact count, or the first requests could overrun a limit.
+func TestPromptTokenBound(t *testing.T) {
+	for _, m := range []string{
+		`[{"role":"user","content":"Hello world"}]`,
+		`[{"role":"system","content":"naïve café — 🙂 emoji"},{"role":"user","name":"bob","content":[{"type":"text","text":"x"}]}]`,
+		`[{"role":"user","content":"` + strings.Repeat("a", 5000) + `"}]`,
+	} {
+		exact, err := promptTokens("gpt-4o", json.RawMessage(m), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bound, err := promptTokenBound(json.RawMessage(m), nil)
+		if err != nil || bound < exact {
+			t.Errorf("promptTokenBound(%.40s) = %d, %v; want >= %d", m, bound, err, exact)
+		}
 	}
 }

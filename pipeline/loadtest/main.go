@@ -11,6 +11,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,16 +35,18 @@ func main() {
 
 // scenario is one measured run.
 type scenario struct {
-	name    string
-	server  fakeapi.Config
-	procs   int      // copies of gptbatch at once, sharing one usage file
-	lines   int      // prompts per copy
-	prompt  string   // each line's prompt, %d replaced by its number
-	args    []string // gptbatch flags
-	ideal   func() time.Duration
-	goals   []goal
-	dropOut bool // discard stdout instead of keeping it
-	dry     bool // a dry run: count lines, not requests
+	name   string
+	server fakeapi.Config
+	procs  int      // copies of gptbatch at once, sharing one usage file
+	lines  int      // prompts per copy
+	prompt string   // each line's prompt, %d replaced by its number
+	args   []string // gptbatch flags
+	ideal  func() time.Duration
+	// idealToks is the ideal time given the batch's estimated tokens.
+	idealToks func(tokens int64) time.Duration
+	goals     []goal
+	dropOut   bool // discard stdout instead of keeping it
+	dry       bool // a dry run: count lines, not requests
 }
 
 // goal is a pass/fail figure.
@@ -89,13 +92,15 @@ func scenarios() []scenario {
 			goals: paceGoals,
 		},
 		{
-			// Each request reserves 14 prompt + 100 output = 114 tokens, so
-			// 600 requests are 68400 tokens; tpm 34200 admits 300 at once.
-			name:   "pace-tpm: 600 requests of 114 tokens, tpm 34200 (server and gptbatch), 200 ms latency",
-			server: fakeapi.Config{TPM: 34200, Latency: lat},
-			procs:  1, lines: 600, prompt: "count to %04d",
-			args:  []string{"--rpm", "0", "--tpm", "34200", "--max-tokens", "100", "--parallel", "64", "--batch-tokens", "0"},
-			ideal: func() time.Duration { return time.Duration(float64(600*114-34200)*60/34200*float64(time.Second)) + lat },
+			// The ideal comes from the batch's own estimate (a dry run):
+			// prompt tokens plus the 100-token output cap of every line.
+			name:   "pace-tpm: 450 requests, tpm 30000 (server and gptbatch), 200 ms latency",
+			server: fakeapi.Config{TPM: 30000, Latency: lat},
+			procs:  1, lines: 450, prompt: "count to %d",
+			args: []string{"--rpm", "0", "--tpm", "30000", "--max-tokens", "100", "--parallel", "64", "--batch-tokens", "0"},
+			idealToks: func(tokens int64) time.Duration {
+				return time.Duration(float64(tokens-30000)*60/30000*float64(time.Second)) + lat
+			},
 			goals: paceGoals,
 		},
 		{
@@ -259,7 +264,37 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	if sc.ideal != nil {
 		m.ideal = sc.ideal()
 	}
+	if sc.idealToks != nil {
+		tokens, err := estimate(bin, input, sc.args)
+		if err != nil {
+			return m, err
+		}
+		m.ideal = sc.idealToks(tokens)
+	}
 	return m, firstErr
+}
+
+// estimate is the tokens a batch reserves, from gptbatch's own dry run.
+func estimate(bin string, input []byte, args []string) (int64, error) {
+	cmd := exec.Command(bin, append(append([]string{}, args...), "--dry-run", "--quiet")...)
+	cmd.Stdin = bytes.NewReader(input)
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("dry run: %w", err)
+	}
+	var total int64
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var e struct {
+			PromptTokens    int64 `json:"prompt_tokens"`
+			MaxOutputTokens int64 `json:"max_output_tokens"`
+		}
+		if err := dec.Decode(&e); err != nil {
+			return 0, err
+		}
+		total += e.PromptTokens + e.MaxOutputTokens
+	}
+	return total, nil
 }
 
 // counter counts output lines without keeping them.
