@@ -378,5 +378,39 @@ func defaultUsageFile() (string, error) {
 }
 
 func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
-	return &exitError{code: exitUsage, err: errors.New("usage: not built yet")}
+	usage := func(err error) error { return &exitError{code: exitUsage, err: err} }
+	now := time.Now()
+	from, until, err := budget.Period(now, u.Today, u.Month, u.Since)
+	if err != nil {
+		return usage(err)
+	}
+	path := r.UsageFile
+	if path == "" {
+		if path, err = defaultUsageFile(); err != nil {
+			return usage(err)
+		}
+	}
+	store, err := budget.OpenFile(path)
+	if err != nil {
+		return usage(err)
+	}
+	st, err := store.Load(ctx)
+	if err != nil {
+		return usage(err)
+	}
+	var ledger io.Reader = strings.NewReader("")
+	if f, err := os.Open(store.LedgerPath()); err == nil {
+		defer f.Close()
+		ledger = f
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return usage(err)
+	}
+	rep, err := budget.BuildReport(ledger, budget.ReportOptions{Since: from, Until: until, By: u.By}, now.Location())
+	if err != nil {
+		return usage(fmt.Errorf("ledger %s: %w", store.LedgerPath(), err))
+	}
+	if u.JSON {
+		return rep.WriteJSON(stdout, &st)
+	}
+	return rep.WriteTable(stdout, &st)
 }

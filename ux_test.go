@@ -165,3 +165,42 @@ func TestConfigFiles(t *testing.T) {
 		t.Errorf("model = %q, want gpt-4.1-mini from gpt_model_type.txt", rs[0].Model)
 	}
 }
+
+// TestUsageReport: after a run of 20 prompts, usage --today --json reports
+// 20 requests and exactly the tokens the server counted.
+func TestUsageReport(t *testing.T) {
+	srv := fakeapi.New(fakeapi.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	if _, stderr, code := g.run(context.Background(), prompts(20)); code != 0 {
+		t.Fatalf("run: exit status %d: %s", code, stderr)
+	}
+	out, stderr, code := g.run(context.Background(), "", "usage", "--today", "--json")
+	if code != 0 {
+		t.Fatalf("usage: exit status %d: %s", code, stderr)
+	}
+	var rep struct {
+		Total struct {
+			Requests         int64           `json:"requests"`
+			Succeeded        int64           `json:"succeeded"`
+			PromptTokens     int64           `json:"prompt_tokens"`
+			CompletionTokens int64           `json:"completion_tokens"`
+			CostUSD          json.RawMessage `json:"cost_usd"`
+		} `json:"total"`
+		Limits map[string]any `json:"limits"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("usage --json: %v\n%s", err, out)
+	}
+	st := srv.Stats()
+	if rep.Total.Requests != 20 || rep.Total.Succeeded != 20 || rep.Total.PromptTokens != st.PromptTokens || rep.Total.CompletionTokens != st.CompletionTokens {
+		t.Errorf("usage --today --json total = %+v; want 20 requests, %d prompt and %d completion tokens", rep.Total, st.PromptTokens, st.CompletionTokens)
+	}
+	if _, ok := rep.Limits["tokens_within_day"]; !ok {
+		t.Errorf("usage --json has no limits state: %s", out)
+	}
+	table, _, code := g.run(context.Background(), "", "usage", "--by", "model")
+	if code != 0 || !strings.Contains(table, "gpt-4o-mini-2024-07-18") || !strings.Contains(table, "REQUESTS") {
+		t.Errorf("usage --by model = %q (exit %d)", table, code)
+	}
+}
