@@ -1,0 +1,231 @@
+package jsonl
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func readAll(t *testing.T, in string, opt Options) []*Request {
+	t.Helper()
+	r := NewReader(strings.NewReader(in), opt)
+	var reqs []*Request
+	for {
+		req, err := r.Next()
+		if err == io.EOF {
+			return reqs
+		}
+		if err != nil {
+			t.Fatalf("Next: %v", err)
+		}
+		reqs = append(reqs, req)
+	}
+}
+
+func TestForms(t *testing.T) {
+	tests := []struct {
+		name, in string
+		opt      Options
+		id       string
+		messages string
+		fields   map[string]string // other Body fields, raw
+		meta     string
+	}{
+		{"string", `"hi there"`, Options{}, "1", `[{"role":"user","content":"hi there"}]`, nil, ""},
+		{"string with --system", `"hi"`, Options{System: "be brief"}, "1", `[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]`, nil, ""},
+		{"prompt", `{"id":"q1","prompt":"p","system":"s","temperature":0,"seed":1e400,"prompt_cache_key":"k","metadata":{"a":[1, 2]}}`, Options{System: "ignored"}, "q1",
+			`[{"role":"system","content":"s"},{"role":"user","content":"p"}]`, map[string]string{"temperature": "0", "seed": "1e400", "prompt_cache_key": `"k"`}, `{"a":[1, 2]}`},
+		{"messages", `{"id":42,"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"},"tools":[]}`, Options{System: "not added"}, "42",
+			`[{"role":"user","content":"x"}]`, map[string]string{"response_format": `{"type":"json_object"}`, "tools": "[]"}, ""},
+		{"batch", `{"custom_id":"b1","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o","messages":[{"role":"user","content":"y"}],"max_tokens":5}}`, Options{}, "b1",
+			`[{"role":"user","content":"y"}]`, map[string]string{"model": `"gpt-4o"`, "max_tokens": "5"}, ""},
+		{"number id text", `{"id":1.50,"prompt":"p"}`, Options{}, "1.50", `[{"role":"user","content":"p"}]`, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reqs := readAll(t, tt.in+"\n", tt.opt)
+			if len(reqs) != 1 {
+				t.Fatalf("%d requests, want 1", len(reqs))
+			}
+			r := reqs[0]
+			if r.Err != nil {
+				t.Fatalf("Err = %v", r.Err)
+			}
+			if r.ID != tt.id {
+				t.Errorf("ID = %q, want %q", r.ID, tt.id)
+			}
+			if string(r.Body["messages"]) != tt.messages {
+				t.Errorf("messages = %s, want %s", r.Body["messages"], tt.messages)
+			}
+			for k, v := range tt.fields {
+				if string(r.Body[k]) != v {
+					t.Errorf("Body[%s] = %s, want %s", k, r.Body[k], v)
+				}
+			}
+			for _, k := range []string{"id", "custom_id", "metadata", "prompt", "system", "body", "url", "method"} {
+				if _, ok := r.Body[k]; ok {
+					t.Errorf("Body has %q, which is gptbatch's, not the API's", k)
+				}
+			}
+			if string(r.Metadata) != tt.meta {
+				t.Errorf("Metadata = %s, want %s", r.Metadata, tt.meta)
+			}
+		})
+	}
+}
+
+func TestBadLines(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"prompt": "unterminated`, "line 1: not valid JSON"},
+		{`42`, "must be a JSON string or object, not a number"},
+		{`[1,2]`, "not an array"},
+		{`null`, "not null"},
+		{`{"prompt":"a","messages":[]}`, `exactly one of "prompt", "messages" or "body"`},
+		{`{"id":"x"}`, `exactly one of`},
+		{`{"prompt":5}`, `"prompt" must be a string`},
+		{`{"messages":[]}`, `"messages" is empty`},
+		{`{"messages":[{"content":"x"}]}`, `messages[0] has no "role"`},
+		{`{"prompt":"x","model":7}`, `"model" must be a non-empty string`},
+		{`{"custom_id":"e","url":"/v1/embeddings","body":{"messages":[{"role":"user","content":"x"}]}}`, `url "/v1/embeddings" is not supported`},
+		{"\"bad \xff utf8\"", "not valid UTF-8"},
+		{"\"nul \x00 byte\"", "NUL byte"},
+		{strings.Repeat("[", 600) + strings.Repeat("]", 600), "nested deeper than 512"},
+	}
+	for _, tt := range tests {
+		reqs := readAll(t, tt.in+"\n", Options{})
+		if len(reqs) != 1 || reqs[0].Err == nil || !strings.Contains(reqs[0].Err.Error(), tt.want) {
+			var got any = reqs
+			if len(reqs) == 1 {
+				got = reqs[0].Err
+			}
+			t.Errorf("Next(%.40q) = %v, want an error containing %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestLinesAndIDs(t *testing.T) {
+	in := "\"a\"\r\n\n   \n{\"prompt\":\"b\"}\r\n\"c\"" // CRLF, blank lines, no final newline
+	reqs := readAll(t, in, Options{})
+	if len(reqs) != 3 {
+		t.Fatalf("%d requests, want 3", len(reqs))
+	}
+	for i, want := range []int{1, 4, 5} {
+		if reqs[i].Line != want || reqs[i].ID != strconv.Itoa(want) {
+			t.Errorf("request %d: line %d id %q, want %d", i, reqs[i].Line, reqs[i].ID, want)
+		}
+	}
+}
+
+func TestLongLines(t *testing.T) {
+	big := `"` + strings.Repeat("x", 17<<20) + `"`
+	reqs := readAll(t, big+"\n\"next\"\n", Options{})
+	if len(reqs) != 2 || reqs[0].Err != nil || reqs[1].Line != 2 {
+		t.Fatalf("17 MiB line: %d requests, first err %v", len(reqs), reqs[0].Err)
+	}
+	reqs = readAll(t, `"`+strings.Repeat("y", 2000)+"\"\n\"after\"\n", Options{MaxLine: 1000})
+	if len(reqs) != 2 || reqs[0].Err == nil || !strings.Contains(reqs[0].Err.Error(), "line 1: longer than 1000 bytes") {
+		t.Fatalf("over MaxLine: %+v", reqs[0].Err)
+	}
+	if reqs[1].Err != nil || reqs[1].Line != 2 || string(reqs[1].Body["messages"]) != `[{"role":"user","content":"after"}]` {
+		t.Errorf("line after the long one = %+v", reqs[1])
+	}
+}
+
+func TestHugeLineIsRefusedQuickly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads 100 MiB")
+	}
+	start := time.Now()
+	in := io.MultiReader(strings.NewReader(strings.Repeat("[", 100<<20)), strings.NewReader("\n\"ok\"\n"))
+	r := NewReader(in, Options{})
+	first, err := r.Next()
+	if err != nil || first.Err == nil || !strings.Contains(first.Err.Error(), "longer than 32 MiB") {
+		t.Fatalf("100 MiB line: %v, %v", first, err)
+	}
+	second, err := r.Next()
+	if err != nil || second.Err != nil || second.Line != 2 {
+		t.Fatalf("line after: %+v, %v", second, err)
+	}
+	t.Logf("100 MiB line refused in %v", time.Since(start))
+}
+
+func TestTextAndCSV(t *testing.T) {
+	reqs := readAll(t, "one\n\ntwo, three\n", Options{Format: FormatText})
+	if len(reqs) != 2 || reqs[1].ID != "3" || string(reqs[1].Body["messages"]) != `[{"role":"user","content":"two, three"}]` {
+		t.Errorf("text = %+v", reqs)
+	}
+	csv := "lang,prompt,id\nen,\"Hello, world\",q1\nde,\"two\nlines\",q2\nfr,short\nxx,\"p\",\n"
+	reqs = readAll(t, csv, Options{Format: FormatCSV})
+	if len(reqs) != 4 {
+		t.Fatalf("csv: %d requests, want 4", len(reqs))
+	}
+	if reqs[0].ID != "q1" || string(reqs[0].Metadata) != `{"lang":"en"}` || string(reqs[0].Body["messages"]) != `[{"role":"user","content":"Hello, world"}]` {
+		t.Errorf("csv record 1 = %+v", reqs[0])
+	}
+	if reqs[1].Line != 3 || reqs[1].ID != "q2" {
+		t.Errorf("csv record 2: line %d id %q, want 3 q2", reqs[1].Line, reqs[1].ID)
+	}
+	if reqs[2].Err == nil || reqs[2].Line != 5 {
+		t.Errorf("csv record with 2 fields: %+v, want an error on line 5", reqs[2])
+	}
+	if reqs[3].Err != nil || reqs[3].ID != "6" {
+		t.Errorf("csv record with an empty id: %+v, want id = line 6", reqs[3])
+	}
+	_, err := NewReader(strings.NewReader("text,id\nx,1\n"), Options{Format: FormatCSV}).Next()
+	if err == nil || !strings.Contains(err.Error(), `no "prompt" column`) {
+		t.Errorf("csv without prompt column: %v", err)
+	}
+}
+
+func TestWriter(t *testing.T) {
+	var b bytes.Buffer
+	w := NewWriter(&b)
+	content := "<b> & </b>"
+	w.Write(&Result{ID: "q1", Line: 1, Model: "m", Content: &content, Usage: &Usage{PromptTokens: 1}, CostUSD: json.RawMessage("null"), Attempts: 1})
+	w.Write(&Result{ID: "q2", Line: 2, Error: &Error{Type: ErrInvalidInput, Message: "line 2: bad"}})
+	w.Flush()
+	want := `{"id":"q1","line":1,"model":"m","content":"<b> & </b>","usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":0,"cached_tokens":0},"cost_usd":null,"attempts":1}
+{"id":"q2","line":2,"attempts":0,"error":{"type":"invalid_input","message":"line 2: bad","status":0}}
+`
+	if b.String() != want {
+		t.Errorf("Writer wrote\n%s\nwant\n%s", b.String(), want)
+	}
+	ids, skipped, err := Done(strings.NewReader(want + `{"id":"q3","li`))
+	if err != nil || !ids["q1"] || ids["q2"] || skipped != 1 {
+		t.Errorf("Done = %v, %d, %v; want q1 only, 1 skipped", ids, skipped, err)
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	f.Add([]byte("\"a\"\n{\"prompt\":\"b\",\"id\":3}\n\n{\"messages\":[{\"role\":\"user\",\"content\":\"c\"}]}\n"))
+	f.Add([]byte("{\"custom_id\":\"x\",\"body\":{\"messages\":[{\"role\":\"user\"}]}}\r\n[[[\n\xff\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, format := range []Format{FormatJSONL, FormatText, FormatCSV} {
+			r := NewReader(bytes.NewReader(b), Options{Format: format, MaxLine: 4096})
+			last := 0
+			for {
+				req, err := r.Next()
+				if err != nil {
+					if err != io.EOF && format != FormatCSV {
+						t.Fatalf("%s: Next error %v", format, err)
+					}
+					break
+				}
+				if req.Line <= last && format != FormatCSV {
+					t.Fatalf("%s: line %d after %d", format, req.Line, last)
+				}
+				last = req.Line
+				if (req.Err == nil) == (req.Body == nil) {
+					t.Fatalf("%s: line %d: Err %v with Body %v", format, req.Line, req.Err, req.Body)
+				}
+				if req.Err == nil && req.Body["messages"] == nil {
+					t.Fatalf("%s: line %d: no messages", format, req.Line)
+				}
+			}
+		}
+	})
+}
