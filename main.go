@@ -42,6 +42,7 @@ func main() {
 		// default disposition is back, so a second signal stops at once.
 		<-ctx.Done()
 		stop()
+		fmt.Fprintln(os.Stderr, "gptbatch: interrupted: finishing the requests in flight (interrupt again to stop at once)")
 	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

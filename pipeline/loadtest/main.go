@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gptbatch/gptbatch/pipeline/fakeapi"
@@ -232,7 +231,21 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 			var out counter
 			var errb bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &errb
-			err := cmd.Run()
+			if err := cmd.Start(); err != nil {
+				mu.Lock()
+				firstErr = err
+				mu.Unlock()
+				return
+			}
+			// The peak RSS is read from /proc while the process runs: the
+			// rusage figure would include the harness's own memory, which
+			// the child shares between fork and exec.
+			hwm := make(chan int64)
+			stop := make(chan struct{})
+			go func() { hwm <- watchHWM(cmd.Process.Pid, stop) }()
+			err := cmd.Wait()
+			close(stop)
+			peak := <-hwm
 			mu.Lock()
 			defer mu.Unlock()
 			var ee *exec.ExitError
@@ -246,8 +259,7 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 				firstErr = fmt.Errorf("gptbatch exited %d: %s", code, lastLines(errb.String(), 5))
 			}
 			m.results += out.lines
-			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-			m.peakRSS = max(m.peakRSS, ru.Maxrss*1024)
+			m.peakRSS = max(m.peakRSS, peak)
 			m.cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		}()
 	}
@@ -295,6 +307,30 @@ func estimate(bin string, input []byte, args []string) (int64, error) {
 		total += e.PromptTokens + e.MaxOutputTokens
 	}
 	return total, nil
+}
+
+// watchHWM polls the peak resident set (VmHWM) of a running process until
+// stop, and returns the largest seen, in bytes.
+func watchHWM(pid int, stop <-chan struct{}) int64 {
+	var peak int64
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				var kb int64
+				if _, err := fmt.Sscanf(l, "VmHWM: %d kB", &kb); err == nil {
+					peak = max(peak, kb*1024)
+				}
+			}
+		}
+		select {
+		case <-t.C:
+		case <-stop:
+			return peak
+		}
+	}
 }
 
 // counter counts output lines without keeping them.
