@@ -3,6 +3,8 @@ package budget
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -164,5 +166,39 @@ func TestPause(t *testing.T) {
 	}
 	if n, _, _ := reserve(t, g, t0.Add(3*time.Second), Estimate{}); n != 1 {
 		t.Error("Reserve after the pause refused")
+	}
+}
+
+// BenchmarkGateReserveSettle is one request's reservation and settlement
+// through a locked usage.md, reserving one at a time or in blocks of 16 as
+// the pipeline's gate does when requests queue.
+func BenchmarkGateReserveSettle(b *testing.B) {
+	for _, block := range []int{1, 16} {
+		b.Run(fmt.Sprintf("block=%d", block), func(b *testing.B) {
+			f, err := OpenFile(filepath.Join(b.TempDir(), "usage.md"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			g := NewGate(f, Limits{RPM: 1 << 40, TPM: 1 << 40, TPD: 1 << 50})
+			ests := ones(block, 300)
+			ss := make([]Settlement, block)
+			for i := range ss {
+				ss[i] = Settlement{Est: ests[i], Sent: true, Tokens: 200, Cost: 100, Entry: &LedgerEntry{ID: "x", Status: 200}}
+			}
+			ctx := context.Background()
+			now := t0
+			n := 0
+			for b.Loop() {
+				now = now.Add(time.Millisecond)
+				if _, _, _, err := g.Reserve(ctx, now, ests); err != nil {
+					b.Fatal(err)
+				}
+				if err := g.Settle(ctx, now, ss); err != nil {
+					b.Fatal(err)
+				}
+				n += block
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/req")
+		})
 	}
 }
