@@ -232,11 +232,30 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 
 // Pause makes every process sharing the store wait until at least until.
 func (g *Gate) Pause(ctx context.Context, now, until time.Time) error {
+	return g.Sync(ctx, now, until, ServerUsage{})
+}
+
+// ServerUsage is what the server's x-ratelimit headers say is used of its
+// per-minute limits (limit − remaining); negative means not stated.
+type ServerUsage struct{ Requests, Tokens float64 }
+
+// Sync brings the shared state in line with the server after it refused a
+// request or said a limit is used up: every process waits until at least
+// until, and the minute buckets hold at least what the server counts as
+// used, so that sending resumes at the server's pace instead of in a burst
+// it would refuse.
+func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage) error {
 	l := g.Limits()
 	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		advance(s, l, now)
 		if until.After(s.PausedUntil) {
 			s.PausedUntil = until
+		}
+		if used.Requests > s.RequestsWithinMin {
+			s.RequestsWithinMin = used.Requests
+		}
+		if used.Tokens > s.TokensWithinMin {
+			s.TokensWithinMin = used.Tokens
 		}
 		return nil, nil
 	})

@@ -202,3 +202,20 @@ func BenchmarkGateReserveSettle(b *testing.B) {
 		})
 	}
 }
+
+// After a 429, the bucket holds what the server counts as used, so sending
+// resumes at the server's pace rather than in a burst.
+func TestSync(t *testing.T) {
+	m := new(MemStore)
+	g := NewGate(m, Limits{RPM: 60})
+	if err := g.Sync(context.Background(), t0, t0.Add(time.Second), ServerUsage{Requests: 60, Tokens: -1}); err != nil {
+		t.Fatal(err)
+	}
+	// Paused 1 s; then the bucket has drained 1 request: one fits, not 60.
+	if n, _, _ := reserve(t, g, t0.Add(time.Second), ones(10, 1)...); n != 1 {
+		t.Errorf("Reserve after Sync to a full server bucket = %d, want 1", n)
+	}
+	if st := m.State(); st.TokensWithinMin != 1 {
+		t.Errorf("tokens_within_min = %v after an unstated token usage, want 1", st.TokensWithinMin)
+	}
+}

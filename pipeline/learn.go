@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/gptbatch/gptbatch/budget"
 )
 
 // observe reads a response's x-ratelimit-* headers. A server limit lower
@@ -43,8 +45,23 @@ func (r *runner) observe(ctx context.Context, h http.Header) {
 	}
 	if pause > 0 {
 		now := r.cfg.Now()
+		// Only a pause: at the limit's own pace the server is at zero after
+		// nearly every request, and the gate's bucket already agrees.
 		if err := r.cfg.Gate.Pause(ctx, now, now.Add(pause)); err == nil {
 			r.cfg.Log.Debug("server limit used up", "pause", pause)
 		}
 	}
+}
+
+// serverUsage is what the headers say is used of the server's limits.
+func serverUsage(h http.Header) budget.ServerUsage {
+	used := func(kind string) float64 {
+		l, err1 := strconv.ParseFloat(h.Get("x-ratelimit-limit-"+kind), 64)
+		r, err2 := strconv.ParseFloat(h.Get("x-ratelimit-remaining-"+kind), 64)
+		if err1 != nil || err2 != nil {
+			return -1
+		}
+		return l - r
+	}
+	return budget.ServerUsage{Requests: used("requests"), Tokens: used("tokens")}
 }

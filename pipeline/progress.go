@@ -19,7 +19,9 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetWidth(20),
 		progressbar.OptionShowCount(),
-		progressbar.OptionSetPredictTime(true),
+		// gptbatch's own ETA follows the recent pace, which limits set;
+		// the library's follows the average since the start.
+		progressbar.OptionSetPredictTime(false),
 		progressbar.OptionSetElapsedTime(false),
 		progressbar.OptionShowDescriptionAtLineEnd(),
 		progressbar.OptionClearOnFinish(),
@@ -34,13 +36,29 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		max := int64(-1)
+		type sample struct {
+			at   time.Time
+			done int64
+		}
+		var recent []sample // the last 10 s of progress, for the ETA
 		draw := func() {
-			if total := s.Total.Load(); total > 0 && total != max {
-				max = total
-				bar.ChangeMax64(total)
+			now, done := time.Now(), s.Done.Load()
+			recent = append(recent, sample{now, done})
+			for len(recent) > 2 && now.Sub(recent[0].at) > 10*time.Second {
+				recent = recent[1:]
 			}
-			bar.Describe(progressLine(s, time.Now(), time.Since(start)))
-			_ = bar.Set64(s.Done.Load())
+			eta := time.Duration(-1)
+			if total := s.Total.Load(); total > 0 {
+				if total != max {
+					max = total
+					bar.ChangeMax64(total)
+				}
+				if d, dt := done-recent[0].done, now.Sub(recent[0].at); d > 0 {
+					eta = time.Duration(float64(total-done) / float64(d) * float64(dt))
+				}
+			}
+			bar.Describe(progressLine(s, now, time.Since(start), eta))
+			_ = bar.Set64(done)
 		}
 		for {
 			draw()
@@ -63,15 +81,24 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
 
 // progressLine is the text beside the bar: outcomes, tokens, dollars, pace
 // and what the run waits for.
-func progressLine(s *Stats, now time.Time, elapsed time.Duration) string {
+func progressLine(s *Stats, now time.Time, elapsed, eta time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d ok, %d failed | %s tok | $%.4f", s.Succeeded.Load(), s.Failed.Load(),
 		shortCount(s.PromptTokens.Load()+s.CompletionTokens.Load()), budget.Cost(s.Cost.Load()).Float64())
 	if secs := elapsed.Seconds(); secs > 0 {
 		fmt.Fprintf(&b, " | %.1f req/s", float64(s.Requests.Load())/secs)
 	}
+	if eta >= 0 {
+		fmt.Fprintf(&b, " | ETA %s", eta.Round(time.Second))
+	}
 	if w := s.Waiting(); w != nil {
-		fmt.Fprintf(&b, " | %s: %s", w.Reason, max(0, w.Until.Sub(now)).Round(time.Second))
+		d := max(0, w.Until.Sub(now))
+		if d < 10*time.Second {
+			d = d.Round(100 * time.Millisecond)
+		} else {
+			d = d.Round(time.Second)
+		}
+		fmt.Fprintf(&b, " | %s: %s", w.Reason, d)
 	}
 	return b.String()
 }

@@ -264,7 +264,7 @@ func (r *runner) fetch(ctx, stop context.Context, it *item, settle chan<- budget
 		wait := backoff(n, f.after)
 		if f.status == 429 {
 			// Every worker, in every process sharing the budget, waits.
-			if err := r.cfg.Gate.Pause(ctx, r.cfg.Now(), r.cfg.Now().Add(wait)); err != nil {
+			if err := r.cfg.Gate.Sync(ctx, r.cfg.Now(), r.cfg.Now().Add(wait), serverUsage(a.reply.header)); err != nil {
 				return r.failed(it, f)
 			}
 		}

@@ -147,8 +147,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	only := fs.String("run", "", "run only scenarios whose name contains this")
 	bin := fs.String("bin", "", "gptbatch binary to measure (default: build it)")
+	serve := fs.String("serve", "", "only serve the fake API on this loopback address, to try gptbatch by hand")
+	latency := fs.Duration("latency", 200*time.Millisecond, "with -serve: latency of each answer")
+	rpm := fs.Int("rpm", 0, "with -serve: requests per minute the fake allows (0 = no limit)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *serve != "" {
+		return serveFake(*serve, fakeapi.Config{Latency: *latency, Jitter: *latency / 2, RPM: *rpm}, stderr)
 	}
 	dir, err := os.MkdirTemp("", "gptbatch-load-")
 	if err != nil {
@@ -284,6 +290,23 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 		m.ideal = sc.idealToks(tokens)
 	}
 	return m, firstErr
+}
+
+// serveFake serves the fake API on addr, which must be a loopback address,
+// until the process is stopped.
+func serveFake(addr string, cfg fakeapi.Config, stderr io.Writer) int {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		fmt.Fprintf(stderr, "loadtest: -serve %s: give a loopback address such as 127.0.0.1:8787\n", addr)
+		return 2
+	}
+	srv := fakeapi.NewUnstarted(cfg)
+	fmt.Fprintf(stderr, "fake API on http://%s/v1 (use --base-url http://%s/v1)\n", addr, addr)
+	if err := http.ListenAndServe(addr, srv.Handler()); err != nil {
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return 1
+	}
+	return 0
 }
 
 // estimate is the tokens a batch reserves, from gptbatch's own dry run.
