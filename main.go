@@ -248,13 +248,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 	if cfg.Key, err = apiKey(r.APIKeyFile); err != nil {
 		return usage(err)
 	}
-	path := r.UsageFile
-	if path == "" {
-		if path, err = defaultUsageFile(); err != nil {
-			return usage(err)
-		}
-	}
-	store, err := budget.OpenFile(path)
+	store, err := r.openStore()
 	if err != nil {
 		return usage(err)
 	}
@@ -277,12 +271,26 @@ func (r *runCmd) pipe(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 	return pipeline.Run(ctx, stdin, stdout, cfg)
 }
 
+// usagePath is --usage-file, else the default.
+func (r *runCmd) usagePath() (string, error) {
+	if r.UsageFile != "" {
+		return r.UsageFile, nil
+	}
+	return defaultUsageFile()
+}
+
+// openStore opens the usage file.
+func (r *runCmd) openStore() (*budget.FileStore, error) {
+	path, err := r.usagePath()
+	if err != nil {
+		return nil, err
+	}
+	return budget.OpenFile(path)
+}
+
 // usedToday is the usage file's state, if it has one that parses.
 func (r *runCmd) usedToday() budget.State {
-	path := r.UsageFile
-	if path == "" {
-		path, _ = defaultUsageFile()
-	}
+	path, _ := r.usagePath()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return budget.State{}
@@ -385,13 +393,7 @@ func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
 	if err != nil {
 		return usage(err)
 	}
-	path := r.UsageFile
-	if path == "" {
-		if path, err = defaultUsageFile(); err != nil {
-			return usage(err)
-		}
-	}
-	store, err := budget.OpenFile(path)
+	store, err := r.openStore()
 	if err != nil {
 		return usage(err)
 	}
