@@ -199,3 +199,26 @@ func TestUnknownPrice(t *testing.T) {
 		t.Errorf("stderr names the model %d times, want one warning: %s", n, stderr)
 	}
 }
+
+// TestDayLimitWaitIsSaid: waiting for the day's limit to reset is said on
+// stderr; interrupting the wait ends the run with every line accounted for.
+func TestDayLimitWaitIsSaid(t *testing.T) {
+	srv := fakeapi.New(fakeapi.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	in := prompts(3)
+	// Each line reserves about 270 tokens: the second does not fit in 400.
+	out, stderr, code := g.runUntil(ctx, cancel, in, "waiting", "--tpd", "400")
+	if code != 130 {
+		t.Errorf("exit status %d, want 130 (interrupted while waiting)", code)
+	}
+	if !strings.Contains(stderr, "for the day token limit") {
+		t.Errorf("stderr = %q, want the wait for the day token limit said", stderr)
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 3 || rs[0].Error != nil || rs[1].Error == nil || rs[1].Error.Type != "interrupted" {
+		t.Errorf("results = %+v", rs)
+	}
+}

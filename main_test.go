@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,41 @@ func (g *gb) run(ctx context.Context, stdin string, args ...string) (string, str
 	var out, errb bytes.Buffer
 	code := run(ctx, append(append([]string{}, g.args...), args...), strings.NewReader(stdin), &out, &errb)
 	return out.String(), errb.String(), code
+}
+
+// runUntil runs gptbatch and cancels ctx (a signal) once stderr contains
+// marker.
+func (g *gb) runUntil(ctx context.Context, cancel context.CancelFunc, stdin, marker string, args ...string) (string, string, int) {
+	g.t.Helper()
+	var out bytes.Buffer
+	errb := &watchWriter{marker: marker, seen: cancel}
+	code := run(ctx, append(append([]string{}, g.args...), args...), strings.NewReader(stdin), &out, errb)
+	return out.String(), errb.String(), code
+}
+
+// watchWriter calls seen the first time marker is written to it.
+type watchWriter struct {
+	mu     sync.Mutex
+	b      bytes.Buffer
+	marker string
+	seen   func()
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Write(p)
+	if w.seen != nil && strings.Contains(w.b.String(), w.marker) {
+		w.seen()
+		w.seen = nil
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 // result is the part of a result line the tests read.

@@ -86,6 +86,9 @@ func (r *runner) startFetch(g *errgroup.Group, ctx, stop context.Context, in <-c
 	g.Go(func() error { return r.settler(ctx, settle) })
 }
 
+// longWait is a wait worth a warning.
+const longWait = 30 * time.Second
+
 // errStopped says the run stopped sending: a signal, --on-limit fail or a
 // refused key. The lines not yet sent get their result from preflight.
 var errStopped = errors.New("stopped")
@@ -208,7 +211,13 @@ func (r *runner) admit(ctx, stop context.Context, ests []budget.Estimate) (int, 
 		}
 		w := &Waiting{Reason: why, Until: now.Add(wait)}
 		if prev := r.stats.waiting.Swap(w); prev == nil || prev.Reason != why {
-			r.cfg.Log.Debug("waiting", "for", string(why), "wait", wait.Round(time.Millisecond))
+			if wait >= longWait {
+				// Said even without --verbose: a cron job's log should
+				// show why a batch sat still for hours.
+				r.cfg.Log.Warn(fmt.Sprintf("waiting %s for the %s (--on-limit wait)", wait.Round(time.Second), why))
+			} else {
+				r.cfg.Log.Debug("waiting", "for", string(why), "wait", wait.Round(time.Millisecond))
+			}
 		}
 		// Look again at least every second: other processes settle and
 		// the user may interrupt.
