@@ -139,7 +139,7 @@ func TestUsageFile(t *testing.T) {
 	defer f.Close()
 	var n int
 	var prompt, completion int64
-	if _, err := budget.ReadLedger(f, func(e budget.LedgerEntry) error {
+	if err := budget.ReadLedger(f, func(e budget.LedgerEntry) error {
 		n++
 		prompt += e.PromptTokens
 		completion += e.CompletionTokens

@@ -36,20 +36,26 @@ const (
 // be admitted.
 type TooLargeError struct{ Msg string }
 
+// Error is the message, naming the estimate and the limit.
 func (e *TooLargeError) Error() string { return e.Msg }
+
+// DefaultSlack is the slack a new Gate keeps: see SetSlack.
+const DefaultSlack = 100 * time.Millisecond
 
 // Gate admits requests against Limits through a Store, as rate.Limiter
 // does against one process's clock: the time is a parameter, reservations
 // are charged up front and settled to actuals later. Safe for concurrent
-// use.
+// use; every decision is one Store.Update, so gates in many processes
+// sharing a FileStore decide as one.
 type Gate struct {
 	store Store
-	mu    sync.Mutex // guards limits
+	mu    sync.Mutex // guards lim and slack
 	lim   Limits
+	slack time.Duration
 }
 
-// NewGate is a gate over s with limits l.
-func NewGate(s Store, l Limits) *Gate { return &Gate{store: s, lim: l} }
+// NewGate is a gate over s with limits l and DefaultSlack.
+func NewGate(s Store, l Limits) *Gate { return &Gate{store: s, lim: l, slack: DefaultSlack} }
 
 // Limits are the gate's current limits.
 func (g *Gate) Limits() Limits {
@@ -65,15 +71,34 @@ func (g *Gate) SetLimits(l Limits) {
 	g.lim = l
 }
 
+// SetSlack sets how much of each minute bucket's refill the gate keeps in
+// hand once the bucket holds anything: a request can reach the server
+// after one admitted later than it (a new connection, a slow goroutine),
+// and the server charges its bucket at arrival. With slack 0 the gate is
+// exactly the server's bucket: capacity the limit, full at start,
+// refilled at limit/60 a second. An empty bucket admits anything up to the
+// limit whatever the slack, so a request as large as the limit still fits.
+func (g *Gate) SetSlack(d time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.slack = max(d, 0)
+}
+
+func (g *Gate) config() (Limits, time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lim, g.slack
+}
+
 // Check says whether e can ever be admitted: a *TooLargeError when e
-// exceeds a limit on its own.
+// exceeds on its own a limit that is on (--tpm, --tpd, --daily-cost).
 func (g *Gate) Check(e Estimate) error {
 	l := g.Limits()
 	switch {
 	case l.TPM > 0 && e.Tokens > l.TPM:
-		return &TooLargeError{fmt.Sprintf("estimate of %d tokens exceeds --tpm %d on its own", e.Tokens, l.TPM)}
+		return &TooLargeError{fmt.Sprintf("estimate %d tokens exceeds --tpm %d on its own", e.Tokens, l.TPM)}
 	case l.TPD > 0 && e.Tokens > l.TPD:
-		return &TooLargeError{fmt.Sprintf("estimate of %d tokens exceeds --tpd %d on its own", e.Tokens, l.TPD)}
+		return &TooLargeError{fmt.Sprintf("estimate %d tokens exceeds --tpd %d on its own", e.Tokens, l.TPD)}
 	case l.DailyCost > 0 && e.Cost > l.DailyCost:
 		return &TooLargeError{fmt.Sprintf("estimated cost $%s exceeds --daily-cost %s on its own", e.Cost, l.DailyCost)}
 	}
@@ -81,17 +106,19 @@ func (g *Gate) Check(e Estimate) error {
 }
 
 // advance brings s to now: the minute buckets drain by the time elapsed
-// since s.Updated, and the day counters start again on a new day.
+// since s.Updated (never negative: a clock behind another process's drains
+// nothing), the day counters start again on a new local day, and a pause
+// that has ended is cleared.
 func advance(s *State, l Limits, now time.Time) {
 	if today := now.Format(time.DateOnly); s.Date != today {
 		s.Date = today
 		s.TokensWithinDay, s.CostWithinDay, s.DayTokenLimitReached = 0, 0, false
 	}
-	if el := now.Sub(s.Updated).Seconds(); el > 0 && !s.Updated.IsZero() {
+	if s.Updated.IsZero() {
+		s.Updated = now // a fresh or hand-made file: its levels drain from now
+	} else if el := now.Sub(s.Updated).Seconds(); el > 0 {
 		s.TokensWithinMin = drain(s.TokensWithinMin, l.TPM, el)
 		s.RequestsWithinMin = drain(s.RequestsWithinMin, l.RPM, el)
-	}
-	if now.After(s.Updated) || s.Updated.IsZero() {
 		s.Updated = now
 	}
 	if !s.PausedUntil.IsZero() && !now.Before(s.PausedUntil) {
@@ -108,46 +135,56 @@ func drain(level float64, limit int64, secs float64) float64 {
 	return max(0, level-float64(limit)/60*secs)
 }
 
-// slack is the time by which a request may reach the server later than
-// another admitted after it (a new connection, a slow goroutine). The
-// server's bucket is charged at arrival, so gptbatch keeps this much of
-// each bucket's refill in hand; an empty bucket still admits anything that
-// fits the limit.
-const slack = 100 * time.Millisecond
-
 // bucketWait is how long until a bucket at level with a per-minute limit
-// has room for need.
-func bucketWait(level float64, need, limit int64) time.Duration {
+// has room for need, keeping slack's refill in hand.
+func bucketWait(level float64, need, limit int64, slack time.Duration) time.Duration {
+	rate := float64(limit) / 60 // a second
 	// Whole units only, so that a small limit still admits all of itself
 	// at once.
-	capacity := float64(limit) - math.Floor(float64(limit)/60*slack.Seconds())
+	capacity := float64(limit) - math.Floor(rate*slack.Seconds())
 	if level <= 0 || float64(need) > capacity {
 		capacity = float64(limit)
 	}
 	over := level + float64(need) - capacity
-	if over <= 0 {
+	// tol absorbs float rounding, so that a request retried after the
+	// wait returned fits.
+	if tol := 1e-6 + float64(limit)*1e-12; over <= tol {
 		return 0
 	}
-	secs := over / (float64(limit) / 60)
-	return time.Duration(math.Ceil(secs * float64(time.Second)))
+	ns := math.Ceil(over / rate * float64(time.Second))
+	if ns >= math.MaxInt64 {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(ns)
 }
 
 // Reserve admits the longest prefix of ests that fits at now and charges
 // each one: a request and its tokens against the minute buckets, its
 // tokens and cost against the day. When not all fit it returns n <
-// len(ests), how long until the next would fit and which limit holds it.
-// One Store.Update does it all.
+// len(ests), how long until the next would fit (the longest of the waits
+// of the limits that hold it: bucket waits are exact, day limits wait for
+// local midnight, a back-off for its end) and the limit that holds it
+// longest. It sets minute_token_limit_reached and day_token_limit_reached
+// to whether those limits held the next estimate, and writes the store
+// only when it admitted something or a flag changed. One Store.Update does
+// it all.
 func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n int, wait time.Duration, why Reason, err error) {
-	l := g.Limits()
+	if len(ests) == 0 {
+		return 0, 0, "", nil
+	}
+	l, slack := g.config()
 	err = g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		n, wait, why = 0, 0, ""
+		old := *s
 		advance(s, l, now)
 		if s.PausedUntil.After(now) {
 			wait, why = s.PausedUntil.Sub(now), BackOff
+			*s = old // nothing changed that the next reader will not work out
 			return nil, nil
 		}
+		var minute, day bool
 		for _, e := range ests {
-			if wait, why = room(s, l, e, now); wait > 0 {
+			if wait, why, minute, day = room(s, l, slack, e, now); wait > 0 {
 				break
 			}
 			s.RequestsWithinMin++
@@ -156,34 +193,48 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 			s.CostWithinDay += e.Cost
 			n++
 		}
-		s.MinuteTokenLimitReached = why == MinuteTokens
-		s.DayTokenLimitReached = why == DayTokens
+		if n == 0 && minute == old.MinuteTokenLimitReached && day == old.DayTokenLimitReached {
+			*s = old
+			return nil, nil
+		}
+		s.MinuteTokenLimitReached, s.DayTokenLimitReached = minute, day
 		return nil, nil
 	})
-	return n, wait, why, err
+	if err != nil {
+		return 0, 0, "", err
+	}
+	return n, wait, why, nil
 }
 
-// room is how long e must wait for every limit to have room for it.
-func room(s *State, l Limits, e Estimate, now time.Time) (time.Duration, Reason) {
+// room is how long e must wait for every limit to have room for it, the
+// limit that holds it longest, and whether the minute token limit and the
+// day token limit hold it.
+func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (wait time.Duration, why Reason, minute, day bool) {
+	hold := func(w time.Duration, r Reason) {
+		if w > wait {
+			wait, why = w, r
+		}
+	}
 	if l.TPD > 0 && s.TokensWithinDay+e.Tokens > l.TPD {
-		return untilMidnight(now), DayTokens
+		day = true
+		hold(untilMidnight(now), DayTokens)
 	}
 	if l.DailyCost > 0 && s.CostWithinDay+e.Cost > l.DailyCost {
-		return untilMidnight(now), DayCost
-	}
-	if l.RPM > 0 {
-		if w := bucketWait(s.RequestsWithinMin, 1, l.RPM); w > 0 {
-			return w, MinuteRequests
-		}
+		hold(untilMidnight(now), DayCost)
 	}
 	if l.TPM > 0 {
-		if w := bucketWait(s.TokensWithinMin, e.Tokens, l.TPM); w > 0 {
-			return w, MinuteTokens
-		}
+		w := bucketWait(s.TokensWithinMin, e.Tokens, l.TPM, slack)
+		minute = w > 0
+		hold(w, MinuteTokens)
 	}
-	return 0, ""
+	if l.RPM > 0 {
+		hold(bucketWait(s.RequestsWithinMin, 1, l.RPM, slack), MinuteRequests)
+	}
+	return wait, why, minute, day
 }
 
+// untilMidnight is the time from now to the next local midnight in now's
+// location.
 func untilMidnight(now time.Time) time.Duration {
 	y, m, d := now.Date()
 	return time.Date(y, m, d+1, 0, 0, 0, 0, now.Location()).Sub(now)
@@ -205,6 +256,9 @@ type Settlement struct {
 // prompt+max_tokens estimate against its rate limits when it arrives and
 // gives nothing back; a request never sent gives its charge back.
 func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error {
+	if len(ss) == 0 {
+		return nil
+	}
 	l := g.Limits()
 	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		today := s.Date
@@ -230,7 +284,8 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 	})
 }
 
-// Pause makes every process sharing the store wait until at least until.
+// Pause makes every process sharing the store wait until at least until:
+// paused_until becomes the later of its old value and until.
 func (g *Gate) Pause(ctx context.Context, now, until time.Time) error {
 	return g.Sync(ctx, now, until, ServerUsage{})
 }

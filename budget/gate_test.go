@@ -15,7 +15,7 @@ func reserve(t *testing.T, g *Gate, now time.Time, ests ...Estimate) (int, time.
 	t.Helper()
 	n, wait, why, err := g.Reserve(context.Background(), now, ests)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Reserve = %v", err)
 	}
 	return n, wait, why
 }
@@ -28,60 +28,118 @@ func ones(n int, tokens int64) []Estimate {
 	return e
 }
 
-// A fresh bucket admits the limit at once, then refills at limit/60 a
-// second, less the slack kept in hand.
+// exactGate is a gate that is exactly the server's bucket: no slack.
+func exactGate(s Store, l Limits) *Gate {
+	g := NewGate(s, l)
+	g.SetSlack(0)
+	return g
+}
+
+// A full bucket admits the limit at once, then one request every 60/rpm
+// seconds, and says exactly how long to wait.
 func TestReserveRPM(t *testing.T) {
-	g := NewGate(new(MemStore), Limits{RPM: 600})
-	// 599: one request's refill (100 ms) is kept in hand for requests that
-	// reach the server out of order.
-	if n, _, _ := reserve(t, g, t0, ones(700, 1)...); n != 599 {
-		t.Fatalf("Reserve(700) on a fresh rpm 600 bucket = %d, want 599", n)
+	g := exactGate(new(MemStore), Limits{RPM: 600})
+	if n, wait, why := reserve(t, g, t0, ones(700, 1)...); n != 600 || wait != 100*time.Millisecond || why != MinuteRequests {
+		t.Fatalf("Reserve(700) on a full rpm 600 bucket = %d, %v, %q; want 600, 100ms, %q", n, wait, why, MinuteRequests)
 	}
-	n, wait, why := reserve(t, g, t0, ones(1, 1)...)
-	// 599 in the bucket, 599 usable: 1 request must drain.
-	if n != 0 || why != MinuteRequests || wait != 100*time.Millisecond {
-		t.Errorf("Reserve after 599 = %d, %v, %q; want 0, 100ms, %q", n, wait, why, MinuteRequests)
+	if n, wait, _ := reserve(t, g, t0.Add(99*time.Millisecond), ones(1, 1)...); n != 0 || wait != time.Millisecond {
+		t.Errorf("Reserve 99ms later = %d, %v; want 0, 1ms", n, wait)
 	}
-	if n, _, _ := reserve(t, g, t0.Add(wait), ones(5, 1)...); n != 1 {
-		t.Errorf("Reserve(5) after the wait = %d, want 1", n)
+	if n, wait, _ := reserve(t, g, t0.Add(100*time.Millisecond), ones(5, 1)...); n != 1 || wait != 100*time.Millisecond {
+		t.Errorf("Reserve(5) 100ms later = %d, %v; want 1, 100ms", n, wait)
+	}
+	if n, _, _ := reserve(t, g, t0.Add(100*time.Millisecond+time.Second), ones(20, 1)...); n != 10 {
+		t.Errorf("Reserve(20) a second later = %d, want 10", n)
 	}
 }
 
-// Over a simulated two minutes, admitting greedily never admits a request
-// that the API's own bucket (full at start, refilled continuously) would
-// refuse, even if it reached the server up to the slack later than
-// requests admitted after it; and it keeps pace with that bucket.
-func TestReserveMatchesServerBucket(t *testing.T) {
-	const rpm = 600
-	g := NewGate(new(MemStore), Limits{RPM: rpm})
-	server, last := float64(rpm), t0 // the server's tokens, full at start
-	admitted := 0
-	for now := t0; now.Before(t0.Add(2 * time.Minute)); now = now.Add(10 * time.Millisecond) {
-		n, _, _ := reserve(t, g, now, ones(50, 1)...)
-		server = min(rpm, server+now.Sub(last).Seconds()*rpm/60)
-		last = now
-		if server-float64(n) < -1e-9 {
-			t.Fatalf("at %v the gate admitted %d, the server had room for %.2f", now.Sub(t0), n, server)
-		}
-		server -= float64(n)
-		admitted += n
+// With the default slack, a bucket that holds anything keeps 100 ms of
+// refill in hand; an empty one still admits a request as large as the
+// limit.
+func TestReserveSlack(t *testing.T) {
+	g := NewGate(new(MemStore), Limits{RPM: 600, TPM: 6000})
+	if n, wait, _ := reserve(t, g, t0, ones(700, 1)...); n != 599 || wait != 100*time.Millisecond {
+		t.Errorf("Reserve(700) on a full rpm 600 bucket with slack = %d, %v; want 599, 100ms", n, wait)
 	}
-	// 600 at once, then 10 a second for 120 s, less the request of slack.
-	if want := rpm + 10*120 - 1; admitted < want-1 || admitted > want {
-		t.Errorf("admitted %d in two minutes, want %d", admitted, want)
+	g = NewGate(new(MemStore), Limits{TPM: 6000})
+	if n, _, _ := reserve(t, g, t0, Estimate{Tokens: 6000}); n != 1 {
+		t.Errorf("Reserve(6000 tokens) on a full tpm 6000 bucket with slack = %d, want 1", n)
+	}
+	// 5990 fit after the 10 tokens (100 ms at 100 a second) kept in hand.
+	g = NewGate(new(MemStore), Limits{TPM: 6000})
+	if n, wait, _ := reserve(t, g, t0, Estimate{Tokens: 1}, Estimate{Tokens: 5989}, Estimate{Tokens: 1}); n != 2 || wait != 10*time.Millisecond {
+		t.Errorf("Reserve(1, 5989, 1) with slack = %d, %v; want 2, 10ms", n, wait)
 	}
 }
 
 func TestReserveTPMWait(t *testing.T) {
-	g := NewGate(new(MemStore), Limits{TPM: 6000})
+	g := exactGate(new(MemStore), Limits{TPM: 6000})
 	if n, _, _ := reserve(t, g, t0, Estimate{Tokens: 5000}); n != 1 {
-		t.Fatal("first reservation refused")
+		t.Fatal("Reserve(5000) on a full tpm 6000 bucket refused")
 	}
-	// Level 5000, limit 6000 less 10 tokens of slack: 4000 more must drain
-	// at 100 a second.
+	// 4000 of the 5000 in the bucket must drain, at 100 a second.
 	n, wait, why := reserve(t, g, t0, Estimate{Tokens: 5000})
-	if n != 0 || why != MinuteTokens || wait != 40100*time.Millisecond {
-		t.Errorf("Reserve = %d, %v, %q; want 0, 40.1s, %q", n, wait, why, MinuteTokens)
+	if n != 0 || why != MinuteTokens || wait != 40*time.Second {
+		t.Errorf("Reserve(5000) = %d, %v, %q; want 0, 40s, %q", n, wait, why, MinuteTokens)
+	}
+	if n, _, _ := reserve(t, g, t0.Add(wait), Estimate{Tokens: 5000}); n != 1 {
+		t.Errorf("Reserve(5000) after the wait = %d, want 1", n)
+	}
+}
+
+// When two buckets are short, the wait is the longer one.
+func TestReserveLongestWait(t *testing.T) {
+	g := exactGate(new(MemStore), Limits{RPM: 60, TPM: 600})
+	reserve(t, g, t0, ones(60, 10)...) // both buckets full
+	n, wait, why := reserve(t, g, t0, Estimate{Tokens: 100})
+	if n != 0 || wait != 10*time.Second || why != MinuteTokens {
+		t.Errorf("Reserve = %d, %v, %q; want 0, 10s (100 tokens at 10/s), %q", n, wait, why, MinuteTokens)
+	}
+}
+
+// Over a simulated two minutes, a gate polled at the waits it returns
+// admits exactly what the server's own bucket (full at start, refilled
+// continuously, charged at arrival) allows, never a request the server
+// would refuse, and no more in any window than the bucket's bound.
+func TestReserveMatchesServerBucket(t *testing.T) {
+	const rpm = 600
+	g := exactGate(new(MemStore), Limits{RPM: rpm})
+	server, last := float64(rpm), t0
+	var times []time.Time
+	end := t0.Add(2 * time.Minute)
+	for now := t0; now.Before(end); {
+		n, wait, _ := reserve(t, g, now, ones(50, 1)...)
+		server = min(rpm, server+now.Sub(last).Seconds()*rpm/60)
+		last = now
+		if server-float64(n) < -1e-9 {
+			t.Fatalf("at %v the gate admitted %d, the server had room for %.3f", now.Sub(t0), n, server)
+		}
+		server -= float64(n)
+		for range n {
+			times = append(times, now)
+		}
+		if n == 50 {
+			continue // ask again at once
+		}
+		// Whatever is left over (less than one request) must be all the
+		// server has: the gate leaves nothing on the table.
+		if server >= 1 {
+			t.Fatalf("at %v the gate admitted %d and waits %v; the server had room for %.3f more", now.Sub(t0), n, wait, server)
+		}
+		now = now.Add(wait)
+	}
+	// 600 at once, then one every 100 ms: at 0.1 s, ..., 119.9 s.
+	if want := rpm + 1199; len(times) != want {
+		t.Errorf("admitted %d in two minutes, want %d", len(times), want)
+	}
+	// A bucket admits at most its capacity plus its refill in any window.
+	for i, j := 0, 0; i < len(times); i++ {
+		for j < len(times) && times[j].Sub(times[i]) < time.Minute {
+			j++
+		}
+		if n := j - i; n > 2*rpm {
+			t.Fatalf("%d admitted in the minute from %v, want at most %d", n, times[i].Sub(t0), 2*rpm)
+		}
 	}
 }
 
@@ -89,83 +147,187 @@ func TestDayLimits(t *testing.T) {
 	local := time.FixedZone("X", 3600)
 	now := time.Date(2026, 11, 22, 23, 0, 0, 0, local)
 	for _, tt := range []struct {
-		name string
-		l    Limits
-		e    Estimate
-		why  Reason
+		name       string
+		l          Limits
+		e          Estimate
+		why        Reason
+		dayReached bool
 	}{
-		{"tpd", Limits{TPD: 1000}, Estimate{Tokens: 600}, DayTokens},
-		{"daily cost", Limits{DailyCost: Dollar}, Estimate{Tokens: 1, Cost: Dollar * 6 / 10}, DayCost},
+		{"tpd", Limits{TPD: 1000}, Estimate{Tokens: 600}, DayTokens, true},
+		{"daily cost", Limits{DailyCost: Dollar}, Estimate{Tokens: 1, Cost: Dollar * 6 / 10}, DayCost, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := new(MemStore)
-			g := NewGate(m, tt.l)
-			reserve(t, g, now, tt.e)
+			g := exactGate(m, tt.l)
+			if n, _, _ := reserve(t, g, now, tt.e); n != 1 {
+				t.Fatalf("first Reserve = %d, want 1", n)
+			}
 			n, wait, why := reserve(t, g, now, tt.e)
 			if n != 0 || why != tt.why || wait != time.Hour {
-				t.Errorf("Reserve = %d, %v, %q; want 0, 1h (midnight), %q", n, wait, why, tt.why)
+				t.Errorf("Reserve = %d, %v, %q; want 0, 1h (local midnight), %q", n, wait, why, tt.why)
 			}
-			if tt.why == DayTokens && !m.State().DayTokenLimitReached {
-				t.Error("day_token_limit_reached not set")
+			if got := m.State().DayTokenLimitReached; got != tt.dayReached {
+				t.Errorf("day_token_limit_reached = %v, want %v", got, tt.dayReached)
+			}
+			if n, _, _ := reserve(t, g, now.Add(time.Hour-time.Nanosecond), tt.e); n != 0 {
+				t.Error("Reserve 1ns before midnight admitted")
 			}
 			if n, _, _ := reserve(t, g, now.Add(time.Hour), tt.e); n != 1 {
-				t.Error("the next day still refuses")
+				t.Error("Reserve at midnight refused")
 			}
-			if st := m.State(); st.Date != "2026-11-23" || st.TokensWithinDay != tt.e.Tokens || st.DayTokenLimitReached {
-				t.Errorf("state after midnight = %+v", st)
+			st := m.State()
+			if st.Date != "2026-11-23" || st.TokensWithinDay != tt.e.Tokens || st.CostWithinDay != tt.e.Cost || st.DayTokenLimitReached {
+				t.Errorf("state after midnight = %+v, want Date 2026-11-23 and one estimate charged", st)
 			}
 		})
 	}
 }
 
+func TestMinuteTokenFlag(t *testing.T) {
+	m := new(MemStore)
+	g := exactGate(m, Limits{TPM: 1000})
+	reserve(t, g, t0, Estimate{Tokens: 900}, Estimate{Tokens: 900})
+	if !m.State().MinuteTokenLimitReached {
+		t.Error("minute_token_limit_reached = 0 after a refusal by --tpm, want 1")
+	}
+	reserve(t, g, t0.Add(time.Minute), Estimate{Tokens: 900})
+	if m.State().MinuteTokenLimitReached {
+		t.Error("minute_token_limit_reached = 1 after everything fit, want 0")
+	}
+}
+
+// countingStore counts the updates that changed the state.
+type countingStore struct {
+	MemStore
+	writes int
+}
+
+func (c *countingStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, error)) error {
+	return c.MemStore.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+		before := string(s.Format())
+		es, err := fn(s)
+		if string(s.Format()) != before {
+			c.writes++
+		}
+		return es, err
+	})
+}
+
+// A process that waits for a limit and asks again does not rewrite the
+// file each time it asks.
+func TestReserveWritesOnlyOnChange(t *testing.T) {
+	c := new(countingStore)
+	g := exactGate(c, Limits{RPM: 1, TPM: 1000})
+	reserve(t, g, t0, Estimate{Tokens: 900}) // admitted: a write
+	reserve(t, g, t0, Estimate{Tokens: 10})  // refused by rpm alone: no flag changes
+	reserve(t, g, t0.Add(time.Second), Estimate{Tokens: 10})
+	if c.writes != 1 {
+		t.Errorf("%d writes for one admission and two refusals, want 1", c.writes)
+	}
+	reserve(t, g, t0.Add(2*time.Second), Estimate{Tokens: 900}) // refused by tpm as well: the flag changes
+	if c.writes != 2 || !c.State().MinuteTokenLimitReached {
+		t.Errorf("%d writes, minute_token_limit_reached %v after a refusal by tpm; want 2, true", c.writes, c.State().MinuteTokenLimitReached)
+	}
+}
+
 func TestCheck(t *testing.T) {
-	g := NewGate(new(MemStore), Limits{TPM: 1000, TPD: 5000, DailyCost: Dollar})
-	var tl *TooLargeError
-	for _, e := range []Estimate{{Tokens: 1001}, {Tokens: 10, Cost: 2 * Dollar}} {
-		if err := g.Check(e); !errors.As(err, &tl) {
-			t.Errorf("Check(%+v) = %v, want a TooLargeError", e, err)
+	g := NewGate(new(MemStore), Limits{TPM: 5000, TPD: 8000, DailyCost: Dollar})
+	for _, tt := range []struct {
+		e    Estimate
+		want string
+	}{
+		{Estimate{Tokens: 9000}, "estimate 9000 tokens exceeds --tpm 5000 on its own"},
+		{Estimate{Tokens: 10, Cost: 2 * Dollar}, "estimated cost $2 exceeds --daily-cost 1 on its own"},
+		{Estimate{Tokens: 5000, Cost: Dollar}, ""},
+	} {
+		err := g.Check(tt.e)
+		var tl *TooLargeError
+		if tt.want == "" && err != nil || tt.want != "" && (!errors.As(err, &tl) || err.Error() != tt.want) {
+			t.Errorf("Check(%+v) = %v, want %q", tt.e, err, tt.want)
 		}
 	}
-	if err := g.Check(Estimate{Tokens: 1000, Cost: Dollar}); err != nil {
-		t.Errorf("Check at the limits = %v, want nil", err)
+	g.SetLimits(Limits{TPD: 8000})
+	if err := g.Check(Estimate{Tokens: 9000}); err == nil || err.Error() != "estimate 9000 tokens exceeds --tpd 8000 on its own" {
+		t.Errorf("Check(9000) with --tpd 8000 = %v", err)
+	}
+	if err := NewGate(new(MemStore), Limits{}).Check(Estimate{Tokens: 1 << 40, Cost: 1000 * Dollar}); err != nil {
+		t.Errorf("Check with every limit off = %v, want nil", err)
 	}
 }
 
 func TestSettle(t *testing.T) {
 	m := new(MemStore)
-	g := NewGate(m, Limits{RPM: 100, TPM: 100000, TPD: 1000000})
+	g := exactGate(m, Limits{RPM: 100, TPM: 100000, TPD: 1000000})
 	est := Estimate{Tokens: 1000, Cost: 1000}
-	reserve(t, g, t0, est, est)
+	reserve(t, g, t0, est, est, est)
 	entry := &LedgerEntry{ID: "a", Status: 200}
 	err := g.Settle(context.Background(), t0, []Settlement{
-		{Est: est, Sent: true, Tokens: 300, Cost: 300, Entry: entry},
-		{Est: est, Sent: false},
+		{Est: est, Sent: true, Tokens: 300, Cost: 300, Entry: entry},      // done
+		{Est: est, Sent: true, Entry: &LedgerEntry{ID: "b", Status: 500}}, // failed after sending
+		{Est: est, Sent: false}, // never sent
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := m.State()
 	if st.TokensWithinDay != 300 || st.CostWithinDay != 300 {
-		t.Errorf("day = %d tokens, %d cost; want the actuals 300, 300", st.TokensWithinDay, st.CostWithinDay)
+		t.Errorf("day = %d tokens, %s; want the actuals: 300 tokens, $%s", st.TokensWithinDay, st.CostWithinDay, Cost(300))
 	}
-	if st.RequestsWithinMin != 1 || st.TokensWithinMin != 1000 {
-		t.Errorf("minute = %v requests, %v tokens; want the sent one's charge kept: 1, 1000", st.RequestsWithinMin, st.TokensWithinMin)
+	if st.RequestsWithinMin != 2 || st.TokensWithinMin != 2000 {
+		t.Errorf("minute buckets = %v requests, %v tokens; want the two sent ones' charge kept: 2, 2000", st.RequestsWithinMin, st.TokensWithinMin)
 	}
-	if es := m.Entries(); len(es) != 1 || es[0].ID != "a" {
-		t.Errorf("ledger = %+v, want the one entry", es)
+	if es := m.Entries(); len(es) != 2 || es[0].ID != "a" || es[1].ID != "b" {
+		t.Errorf("ledger = %+v, want entries a and b", es)
 	}
 }
 
 func TestPause(t *testing.T) {
-	g := NewGate(new(MemStore), Limits{RPM: 100})
-	if err := g.Pause(context.Background(), t0, t0.Add(3*time.Second)); err != nil {
+	m := new(MemStore)
+	g := exactGate(m, Limits{RPM: 100})
+	ctx := context.Background()
+	if err := g.Pause(ctx, t0, t0.Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Pause(ctx, t0, t0.Add(time.Second)); err != nil { // an earlier end does not shorten it
 		t.Fatal(err)
 	}
 	if n, wait, why := reserve(t, g, t0.Add(time.Second), Estimate{}); n != 0 || why != BackOff || wait != 2*time.Second {
 		t.Errorf("Reserve while paused = %d, %v, %q; want 0, 2s, %q", n, wait, why, BackOff)
 	}
+	// Another gate on the same store (another process) waits as well.
+	if n, _, why := reserve(t, exactGate(m, Limits{}), t0.Add(2*time.Second), Estimate{}); n != 0 || why != BackOff {
+		t.Errorf("Reserve on another gate while paused = %d, %q; want 0, %q", n, why, BackOff)
+	}
 	if n, _, _ := reserve(t, g, t0.Add(3*time.Second), Estimate{}); n != 1 {
-		t.Error("Reserve after the pause refused")
+		t.Error("Reserve at the end of the pause refused")
+	}
+}
+
+// After a 429, the bucket holds what the server counts as used, so sending
+// resumes at the server's pace rather than in a burst.
+func TestSync(t *testing.T) {
+	m := new(MemStore)
+	g := exactGate(m, Limits{RPM: 60})
+	if err := g.Sync(context.Background(), t0, t0.Add(time.Second), ServerUsage{Requests: 60, Tokens: -1}); err != nil {
+		t.Fatal(err)
+	}
+	// Paused 1 s; then the bucket has drained 1 request: one fits, not 60.
+	if n, _, _ := reserve(t, g, t0.Add(time.Second), ones(10, 1)...); n != 1 {
+		t.Errorf("Reserve after Sync to a full server bucket = %d, want 1", n)
+	}
+}
+
+// A clock behind the file's (another process's) drains nothing and does
+// not move updated back.
+func TestReserveClockBehind(t *testing.T) {
+	m := new(MemStore)
+	g := exactGate(m, Limits{RPM: 60})
+	reserve(t, g, t0, ones(60, 1)...)
+	if n, wait, _ := reserve(t, g, t0.Add(-time.Second), Estimate{}); n != 0 || wait != time.Second {
+		t.Errorf("Reserve a second before updated = %d, %v; want 0, 1s", n, wait)
+	}
+	if st := m.State(); !st.Updated.Equal(t0) {
+		t.Errorf("updated = %v, want %v", st.Updated, t0)
 	}
 }
 
@@ -190,8 +352,8 @@ func BenchmarkGateReserveSettle(b *testing.B) {
 			n := 0
 			for b.Loop() {
 				now = now.Add(time.Millisecond)
-				if _, _, _, err := g.Reserve(ctx, now, ests); err != nil {
-					b.Fatal(err)
+				if got, _, _, err := g.Reserve(ctx, now, ests); err != nil || got != block {
+					b.Fatalf("Reserve = %d, %v; want %d", got, err, block)
 				}
 				if err := g.Settle(ctx, now, ss); err != nil {
 					b.Fatal(err)
@@ -200,22 +362,5 @@ func BenchmarkGateReserveSettle(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/req")
 		})
-	}
-}
-
-// After a 429, the bucket holds what the server counts as used, so sending
-// resumes at the server's pace rather than in a burst.
-func TestSync(t *testing.T) {
-	m := new(MemStore)
-	g := NewGate(m, Limits{RPM: 60})
-	if err := g.Sync(context.Background(), t0, t0.Add(time.Second), ServerUsage{Requests: 60, Tokens: -1}); err != nil {
-		t.Fatal(err)
-	}
-	// Paused 1 s; then the bucket has drained 1 request: one fits, not 60.
-	if n, _, _ := reserve(t, g, t0.Add(time.Second), ones(10, 1)...); n != 1 {
-		t.Errorf("Reserve after Sync to a full server bucket = %d, want 1", n)
-	}
-	if st := m.State(); st.TokensWithinMin != 1 {
-		t.Errorf("tokens_within_min = %v after an unstated token usage, want 1", st.TokensWithinMin)
 	}
 }

@@ -49,7 +49,7 @@ type Report struct {
 	By           string
 	Rows         []Row
 	Total        Row
-	Skipped      int // ledger lines that did not parse (torn by a crash)
+	Skipped      int // a torn last ledger line (a crash mid-append): 0 or 1
 }
 
 // BuildReport sums the ledger entries with Since <= time < Until into rows
@@ -57,7 +57,7 @@ type Report struct {
 func BuildReport(r io.Reader, opt ReportOptions, loc *time.Location) (Report, error) {
 	rep := Report{Since: opt.Since, Until: opt.Until, By: opt.By}
 	rows := map[string]*Row{}
-	skipped, err := ReadLedger(r, func(e LedgerEntry) error {
+	torn, err := readLedger(r, func(e LedgerEntry) error {
 		if (!opt.Since.IsZero() && e.Time.Before(opt.Since)) || (!opt.Until.IsZero() && !e.Time.Before(opt.Until)) {
 			return nil
 		}
@@ -80,7 +80,9 @@ func BuildReport(r io.Reader, opt ReportOptions, loc *time.Location) (Report, er
 	if err != nil {
 		return Report{}, err
 	}
-	rep.Skipped = skipped
+	if torn {
+		rep.Skipped = 1
+	}
 	for _, row := range rows {
 		rep.Rows = append(rep.Rows, *row)
 	}

@@ -3,6 +3,7 @@ package budget
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -13,12 +14,12 @@ import (
 type State struct {
 	Date                    string    // the local day the day counters belong to, YYYY-MM-DD
 	Updated                 time.Time // when the minute buckets were last drained
-	TokensWithinMin         float64   // the minute token bucket: drains at TPM/60 a second
-	RequestsWithinMin       float64   // the minute request bucket: drains at RPM/60 a second
+	TokensWithinMin         float64   // the minute token bucket's level: drains at TPM/60 a second
+	RequestsWithinMin       float64   // the minute request bucket's level: drains at RPM/60 a second
 	TokensWithinDay         int64
 	CostWithinDay           Cost
-	MinuteTokenLimitReached bool // the last refusal was the minute token limit
-	DayTokenLimitReached    bool
+	MinuteTokenLimitReached bool      // the last refusal was the minute token limit
+	DayTokenLimitReached    bool      // the last refusal was the day token limit
 	PausedUntil             time.Time // after a 429, nobody sends before this
 
 	extra [][2]string // keys this version does not know, kept in order
@@ -38,37 +39,43 @@ const (
 	keyPaused      = "paused_until"
 )
 
-const header = `# gptbatch usage: shared by every gptbatch that names this file.
+const header = `# gptbatch usage file: the limits' counters shared by every gptbatch that
+# names this file (--usage-file, GPTBATCH_USAGE_FILE), in any directory.
 # tokens_within_min and requests_within_min are what still counts against
-# the last minute (they drain at the limit's rate). Do not edit while
-# gptbatch runs; it holds usage.md.lock while it reads and writes.
+# the last minute: they drain at the limit's own rate from "updated" on.
+# The day counters start again at local midnight. gptbatch holds the lock
+# file beside this one while it reads and rewrites it; do not edit it while
+# gptbatch runs. The ledger of every call is the .ledger.jsonl beside it.
 `
 
+// maxLevel bounds a minute bucket's level: far above any limit, and low
+// enough that every level formats and parses back the same.
+const maxLevel = 1e15
+
 // ParseState reads usage.md. Comments (#) and blank lines are allowed;
-// every other line is "key = value". Errors name the line.
+// every other line is "key = value". Unknown keys are kept, in order, for
+// Format to write back. An error names the line and what is wrong with
+// it.
 func ParseState(b []byte) (State, error) {
 	var s State
-	seen := map[string]bool{}
-	for n, raw := range bytes.Split(b, []byte("\n")) {
+	seen := map[string]int{}
+	for i, raw := range bytes.Split(b, []byte("\n")) {
+		n := i + 1
 		line := strings.TrimSpace(string(raw))
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		fail := func(format string, args ...any) (State, error) {
-			return State{}, fmt.Errorf("line %d: %s", n+1, fmt.Sprintf(format, args...))
-		}
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
-			return fail("not a key = value line")
+			return State{}, fmt.Errorf("line %d: not a key = value line", n)
 		}
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if k == "" {
-			return fail("no key")
+			return State{}, fmt.Errorf("line %d: no key before =", n)
 		}
-		if seen[k] {
-			return fail("%s given twice", k)
+		if first, dup := seen[k]; dup {
+			return State{}, fmt.Errorf("line %d: %s: given twice (first on line %d)", n, k, first)
 		}
-		seen[k] = true
 		var err error
 		switch k {
 		case keyTokensMin:
@@ -76,19 +83,19 @@ func ParseState(b []byte) (State, error) {
 		case keyRequestsMin:
 			s.RequestsWithinMin, err = parseLevel(v)
 		case keyTokensDay:
-			s.TokensWithinDay, err = strconv.ParseInt(v, 10, 64)
-			if err == nil && s.TokensWithinDay < 0 {
-				err = fmt.Errorf("negative")
-			}
+			s.TokensWithinDay, err = parseCount(v)
 		case keyCostDay:
 			s.CostWithinDay, err = ParseCost(v)
+			if err != nil {
+				err = fmt.Errorf("not a non-negative amount of dollars")
+			}
 		case keyMinReached:
 			s.MinuteTokenLimitReached, err = parseFlag(v)
 		case keyDayReached:
 			s.DayTokenLimitReached, err = parseFlag(v)
 		case keyDate:
-			if v != "" {
-				_, err = time.Parse(time.DateOnly, v)
+			if _, perr := time.Parse(time.DateOnly, v); v != "" && perr != nil {
+				err = fmt.Errorf("not a date (YYYY-MM-DD)")
 			}
 			s.Date = v
 		case keyUpdated:
@@ -97,20 +104,38 @@ func ParseState(b []byte) (State, error) {
 			s.PausedUntil, err = parseTime(v)
 		default:
 			s.extra = append(s.extra, [2]string{k, v})
+			continue // unknown keys may repeat; a later version knows why
 		}
 		if err != nil {
-			return fail("%s: %q is not a valid value", k, v)
+			return State{}, fmt.Errorf("line %d: %s: %w", n, k, err)
 		}
+		seen[k] = n
 	}
 	return s, nil
 }
 
 func parseLevel(v string) (float64, error) {
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < 0 || f != f || f > 1e18 {
-		return 0, fmt.Errorf("bad level")
+	switch {
+	case err != nil || math.IsNaN(f):
+		return 0, fmt.Errorf("not a number")
+	case f < 0:
+		return 0, fmt.Errorf("negative")
+	case f > maxLevel:
+		return 0, fmt.Errorf("larger than %g", maxLevel)
 	}
-	return f, nil
+	return f + 0, nil // no -0
+}
+
+func parseCount(v string) (int64, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("not a whole number")
+	case n < 0:
+		return 0, fmt.Errorf("negative")
+	}
+	return n, nil
 }
 
 func parseFlag(v string) (bool, error) {
@@ -127,37 +152,61 @@ func parseTime(v string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	return time.Parse(time.RFC3339Nano, v)
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("not an RFC 3339 time")
+	}
+	return t, nil
 }
 
-// Format writes s as usage.md: a header comment, then the keys in a fixed
-// order, then any keys this version did not know.
+// Format writes s as usage.md: a header comment saying what the file is,
+// the keys in a fixed order (bucket levels with 3 decimals), then the keys
+// this version does not know. ParseState reads it back as s, bucket levels
+// rounded to 3 decimals. Values ParseState would refuse (negative
+// counters, a level beyond any limit) are written as the nearest it
+// accepts, so that gptbatch never writes a usage.md it cannot read.
 func (s State) Format() []byte {
 	var b bytes.Buffer
 	b.WriteString(header)
-	flag := func(v bool) int {
-		if v {
-			return 1
-		}
-		return 0
+	kv := func(k, v string) { b.WriteString(k + " = " + v + "\n") }
+	date := s.Date
+	if _, err := time.Parse(time.DateOnly, date); err != nil {
+		date = ""
 	}
-	tm := func(t time.Time) string {
-		if t.IsZero() {
-			return ""
-		}
-		return t.Format(time.RFC3339Nano)
-	}
-	fmt.Fprintf(&b, "%s = %s\n", keyDate, s.Date)
-	fmt.Fprintf(&b, "%s = %s\n", keyTokensMin, strconv.FormatFloat(s.TokensWithinMin, 'f', -1, 64))
-	fmt.Fprintf(&b, "%s = %s\n", keyRequestsMin, strconv.FormatFloat(s.RequestsWithinMin, 'f', -1, 64))
-	fmt.Fprintf(&b, "%s = %d\n", keyTokensDay, s.TokensWithinDay)
-	fmt.Fprintf(&b, "%s = %d\n", keyMinReached, flag(s.MinuteTokenLimitReached))
-	fmt.Fprintf(&b, "%s = %d\n", keyDayReached, flag(s.DayTokenLimitReached))
-	fmt.Fprintf(&b, "%s = %s\n", keyCostDay, s.CostWithinDay)
-	fmt.Fprintf(&b, "%s = %s\n", keyUpdated, tm(s.Updated))
-	fmt.Fprintf(&b, "%s = %s\n", keyPaused, tm(s.PausedUntil))
-	for _, kv := range s.extra {
-		fmt.Fprintf(&b, "%s = %s\n", kv[0], kv[1])
+	kv(keyDate, date)
+	kv(keyTokensMin, formatLevel(s.TokensWithinMin))
+	kv(keyRequestsMin, formatLevel(s.RequestsWithinMin))
+	kv(keyTokensDay, strconv.FormatInt(max(s.TokensWithinDay, 0), 10))
+	kv(keyMinReached, formatFlag(s.MinuteTokenLimitReached))
+	kv(keyDayReached, formatFlag(s.DayTokenLimitReached))
+	kv(keyCostDay, max(s.CostWithinDay, 0).String())
+	kv(keyUpdated, formatTime(s.Updated))
+	kv(keyPaused, formatTime(s.PausedUntil))
+	for _, e := range s.extra {
+		kv(e[0], e[1])
 	}
 	return b.Bytes()
+}
+
+// formatLevel writes a bucket level with 3 decimals, within the range
+// ParseState accepts.
+func formatLevel(f float64) string {
+	if !(f > 0) { // also NaN
+		f = 0
+	}
+	return strconv.FormatFloat(min(f, maxLevel), 'f', 3, 64)
+}
+
+func formatFlag(v bool) string {
+	if v {
+		return "1"
+	}
+	return "0"
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() || t.Year() < 0 || t.Year() > 9999 { // beyond RFC 3339
+		return ""
+	}
+	return t.Format(time.RFC3339Nano)
 }

@@ -42,31 +42,46 @@ type LedgerEntry struct {
 	Error            string    `json:"error,omitempty"` // the error type when the call failed
 }
 
-// ReadLedger calls fn for each entry of a ledger, in order. Lines that do
-// not parse (a line torn by a crash mid-append) are skipped and counted.
-func ReadLedger(r io.Reader, fn func(LedgerEntry) error) (skipped int, err error) {
+// ReadLedger calls fn for each entry of a ledger, in order, and stops at
+// the first error fn returns. Blank lines are skipped, and so is a torn
+// final line (one with no newline that does not parse: a process killed
+// mid-append). Any other line that does not parse is an error naming its
+// line number.
+func ReadLedger(r io.Reader, fn func(LedgerEntry) error) error {
+	_, err := readLedger(r, fn)
+	return err
+}
+
+// readLedger is ReadLedger, also saying whether it skipped a torn final
+// line.
+func readLedger(r io.Reader, fn func(LedgerEntry) error) (torn bool, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	for {
+	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
 		if err != nil && err != io.EOF {
-			return skipped, err
+			return false, fmt.Errorf("line %d: %w", n, err)
 		}
+		final := err == io.EOF
 		if len(bytes.TrimSpace(line)) > 0 {
 			var e LedgerEntry
-			if json.Unmarshal(line, &e) != nil {
-				skipped++
-			} else if ferr := fn(e); ferr != nil {
-				return skipped, ferr
+			if jerr := json.Unmarshal(line, &e); jerr != nil {
+				if final {
+					return true, nil
+				}
+				return false, fmt.Errorf("line %d: not a ledger entry: %w", n, jerr)
+			}
+			if err := fn(e); err != nil {
+				return false, err
 			}
 		}
-		if err == io.EOF {
-			return skipped, nil
+		if final {
+			return false, nil
 		}
 	}
 }
 
 // MemStore is a Store in memory, for dry runs and tests. The zero value is
-// ready to use.
+// ready to use; it is safe for concurrent use.
 type MemStore struct {
 	mu      sync.Mutex
 	state   State
@@ -149,11 +164,11 @@ func (f *FileStore) read() (State, error) {
 		return State{}, nil
 	}
 	if err != nil {
-		return State{}, fmt.Errorf("usage file: %w", err)
+		return State{}, fmt.Errorf("usage file %s: %w", f.path, err)
 	}
 	s, err := ParseState(b)
 	if err != nil {
-		return State{}, fmt.Errorf("usage file %s is corrupt (%w); fix or remove it: gptbatch will not reset it", f.path, err)
+		return State{}, fmt.Errorf("usage file %s is corrupt; gptbatch will not reset it, fix or remove it: %w", f.path, err)
 	}
 	return s, nil
 }
@@ -170,6 +185,9 @@ func (f *FileStore) locked(fn func() error) error {
 
 // Load reads the state under the lock, without writing.
 func (f *FileStore) Load(ctx context.Context) (State, error) {
+	if err := ctx.Err(); err != nil {
+		return State{}, err
+	}
 	var s State
 	err := f.locked(func() error {
 		var err error
@@ -179,7 +197,11 @@ func (f *FileStore) Load(ctx context.Context) (State, error) {
 	return s, err
 }
 
-// Update implements Store.
+// Update implements Store: under the lock, it reads usage.md (a missing
+// one is a fresh State; a corrupt one is an error naming the file, which is
+// left as it is), calls fn, and when fn returns nil replaces usage.md if
+// the state changed and appends fn's entries to the ledger in one write.
+// The lock cannot be abandoned: ctx is checked before waiting for it.
 func (f *FileStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, error)) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -208,35 +230,35 @@ func stateEqual(a, b State) bool {
 	return bytes.Equal(a.Format(), b.Format())
 }
 
-// write replaces usage.md atomically.
-func (f *FileStore) write(b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".usage-*.tmp")
+// write replaces usage.md atomically: a temporary file in the same
+// directory, synced, then renamed over it, so that a reader or a crash at
+// any moment sees the old file or the new one, whole.
+func (f *FileStore) write(b []byte) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".usage-*.tmp") // created 0600
 	if err != nil {
-		return fmt.Errorf("write usage file: %w", err)
+		return fmt.Errorf("write usage file %s: %w", f.path, err)
 	}
-	defer os.Remove(tmp.Name()) // after a successful rename, there is nothing to remove
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write usage file: %w", err)
-	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			err = fmt.Errorf("write usage file %s: %w", f.path, err)
+		}
+	}()
 	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write usage file: %w", err)
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write usage file: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write usage file: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), f.path); err != nil {
-		return fmt.Errorf("write usage file: %w", err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), f.path)
 }
 
-// append adds entries to the ledger in one write.
+// append adds entries to the ledger in one write, after dealing with a
+// torn last line. Called under the lock.
 func (f *FileStore) append(entries []LedgerEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -245,43 +267,66 @@ func (f *FileStore) append(entries []LedgerEntry) error {
 	enc := json.NewEncoder(&b)
 	for _, e := range entries {
 		if err := enc.Encode(e); err != nil {
-			return fmt.Errorf("ledger: %w", err)
+			return fmt.Errorf("ledger %s: %w", f.ledger, err)
 		}
 	}
-	lf, err := os.OpenFile(f.ledger, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	lf, err := os.OpenFile(f.ledger, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("ledger: %w", err)
 	}
-	if err := f.repairTorn(lf); err != nil {
+	if err := repairTorn(lf); err != nil {
 		lf.Close()
-		return err
+		return fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
 	if _, err := lf.Write(b.Bytes()); err != nil {
 		lf.Close()
-		return fmt.Errorf("ledger: %w", err)
+		return fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
-	return lf.Close()
+	if err := lf.Close(); err != nil {
+		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+	}
+	return nil
 }
 
-// repairTorn ends a torn last line (a crash mid-append) with a newline, so
-// that the entries appended next stay whole lines; readers skip the torn
-// one. Called under the lock.
-func (f *FileStore) repairTorn(lf *os.File) error {
+// repairTorn makes the ledger end with a whole line again after a process
+// was killed mid-append: a last line without its newline is finished when
+// it parses (the write stopped just before the newline) and cut off
+// otherwise, just as ReadLedger reads it either way. Appending after a
+// torn line instead would leave a bad line in the middle.
+func repairTorn(lf *os.File) error {
 	st, err := lf.Stat()
 	if err != nil || st.Size() == 0 {
 		return err
 	}
-	last := make([]byte, 1)
-	r, err := os.Open(f.ledger)
-	if err != nil {
-		return fmt.Errorf("ledger: %w", err)
+	// Find the start of the last line, reading back a block at a time.
+	end := st.Size()
+	buf := make([]byte, 64<<10)
+	start := end
+	for start > 0 {
+		n := int64(len(buf))
+		if n > start {
+			n = start
+		}
+		if _, err := lf.ReadAt(buf[:n], start-n); err != nil {
+			return err
+		}
+		if start == end && buf[n-1] == '\n' {
+			return nil // whole
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			start = start - n + int64(i) + 1
+			break
+		}
+		start -= n
 	}
-	defer r.Close()
-	if _, err := r.ReadAt(last, st.Size()-1); err != nil {
-		return fmt.Errorf("ledger: %w", err)
+	tail := make([]byte, end-start)
+	if _, err := lf.ReadAt(tail, start); err != nil {
+		return err
 	}
-	if last[0] != '\n' {
+	var e LedgerEntry
+	if json.Unmarshal(tail, &e) == nil {
 		_, err = lf.Write([]byte("\n"))
+		return err
 	}
-	return err
+	return lf.Truncate(start)
 }
