@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gptbatch/gptbatch/pipeline/fakeapi"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
 // TestFlakyServer: 300 prompts against a server that fails 20% of calls in
 // every way it can all come back right.
 func TestFlakyServer(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{FailRate: 0.2, Seed: 7, Jitter: 5 * time.Millisecond})
+	srv := openaitest.New(openaitest.Config{FailRate: 0.2, Seed: 7, Jitter: 5 * time.Millisecond})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	out, stderr, code := g.run(context.Background(), prompts(300), "--parallel", "32", "--retries", "8", "--timeout", "5s")
@@ -50,7 +50,7 @@ func TestStricterServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes 10 s of pacing")
 	}
-	srv := fakeapi.New(fakeapi.Config{RPM: 600, Window: time.Second})
+	srv := openaitest.New(openaitest.Config{RPM: 600, Window: time.Second})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	out, stderr, code := g.run(context.Background(), prompts(100), "--rpm", "100000", "--tpm", "0", "--parallel", "16", "--verbose")
@@ -74,7 +74,7 @@ func TestStricterServer(t *testing.T) {
 // requests in flight, exits 130; --resume then does each id exactly once.
 func TestInterruptAndResume(t *testing.T) {
 	hang := make(chan struct{})
-	srv := fakeapi.New(fakeapi.Config{Hang: hang})
+	srv := openaitest.New(openaitest.Config{Hang: hang})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	var in strings.Builder
@@ -135,7 +135,7 @@ func TestInterruptAndResume(t *testing.T) {
 
 // TestTimeout: a hung connection costs --timeout per attempt, not the batch.
 func TestTimeout(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	in := `"fine"` + "\n" + `"this one __hang__"` + "\n" + `"also fine"` + "\n"
@@ -155,7 +155,7 @@ func TestTimeout(t *testing.T) {
 // TestRejectedKey: a wrong key stops the batch at the first 401 and is never
 // echoed, whole or masked.
 func TestRejectedKey(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{Key: "sk-the-right-key-000000000000"})
+	srv := openaitest.New(openaitest.Config{Key: "sk-the-right-key-000000000000"})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	out, stderr, code := g.run(context.Background(), prompts(50), "--verbose", "--parallel", "2")
@@ -186,7 +186,7 @@ func TestRejectedKey(t *testing.T) {
 func TestSlowHeadBoundsWindow(t *testing.T) {
 	for _, unordered := range []bool{false, true} {
 		hang := make(chan struct{})
-		srv := fakeapi.New(fakeapi.Config{Hang: hang})
+		srv := openaitest.New(openaitest.Config{Hang: hang})
 		g := newGB(t, srv.URL())
 		in := `"first __hang__"` + "\n" + prompts(2000)
 		args := []string{"--parallel", "4", "--batch-tokens", "0", "--rpm", "0", "--tpm", "0"}

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/gptbatch/gptbatch/budget"
-	"github.com/gptbatch/gptbatch/pipeline/fakeapi"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
 func prompts(n int) string {
@@ -38,7 +38,7 @@ func TestBatchLimitsSendNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := fakeapi.New(fakeapi.Config{})
+			srv := openaitest.New(openaitest.Config{})
 			defer srv.Close()
 			g := newGB(t, srv.URL())
 			out, stderr, code := g.run(context.Background(), tt.in, tt.args...)
@@ -58,7 +58,7 @@ func TestBatchLimitsSendNothing(t *testing.T) {
 // TestTooLargeForTPM: a line whose estimate exceeds --tpm on its own gets a
 // budget result and is never sent; the others go.
 func TestTooLargeForTPM(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	in := `"small one"` + "\n" + `{"prompt":"big","max_tokens":5000}` + "\n" + `"small two"` + "\n"
@@ -81,7 +81,7 @@ func TestTooLargeForTPM(t *testing.T) {
 // TestOnLimitFail: with --on-limit fail, reaching a limit stops sending and
 // exits 3; the lines not sent say why.
 func TestOnLimitFail(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	out, stderr, code := g.run(context.Background(), prompts(10), "--rpm", "4", "--on-limit", "fail")
@@ -109,7 +109,7 @@ func TestOnLimitFail(t *testing.T) {
 // TestUsageFile: after a run usage.md has the contract's keys and the
 // ledger one line per call, with the tokens the server counted.
 func TestUsageFile(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	if _, stderr, code := g.run(context.Background(), prompts(20)); code != 0 {
@@ -160,7 +160,7 @@ func TestUsageFile(t *testing.T) {
 // TestCorruptUsageFile: a usage.md with garbage stops the run before any
 // request, names the file, exits 2 and leaves the file as it was.
 func TestCorruptUsageFile(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	path := filepath.Join(g.dir, "usage.md")
@@ -183,7 +183,7 @@ func TestCorruptUsageFile(t *testing.T) {
 // TestUnknownPrice: a model with no known price gets cost_usd null and one
 // warning naming it.
 func TestUnknownPrice(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	out, stderr, code := g.run(context.Background(), prompts(3), "--model", "my-local-llama")
@@ -203,7 +203,7 @@ func TestUnknownPrice(t *testing.T) {
 // TestDayLimitWaitIsSaid: waiting for the day's limit to reset is said on
 // stderr; interrupting the wait ends the run with every line accounted for.
 func TestDayLimitWaitIsSaid(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	ctx, cancel := context.WithCancel(context.Background())

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gptbatch/gptbatch/pipeline/fakeapi"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -164,7 +164,7 @@ func mixedBatch(n int, bad map[int]bool) (string, []string, []string) {
 // lines and three bad ones, sent 16 at a time to a server whose latency
 // varies so that answers finish out of order.
 func TestMixedBatch(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{Latency: 5 * time.Millisecond, Jitter: 40 * time.Millisecond, Seed: 1, Key: testKey})
+	srv := openaitest.New(openaitest.Config{Latency: 5 * time.Millisecond, Jitter: 40 * time.Millisecond, Seed: 1, Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	bad := map[int]bool{7: true, 50: true, 119: true}
@@ -245,7 +245,7 @@ func TestMixedBatch(t *testing.T) {
 // TestGolden runs the quick start's batch and compares with the golden file
 // (latencies zeroed). go test -update rewrites it.
 func TestGolden(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{Seed: 1})
+	srv := openaitest.New(openaitest.Config{Seed: 1})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	in, err := os.ReadFile(filepath.Join(mustGetwdAtStart, "testdata", "prompts.jsonl"))

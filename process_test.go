@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
-	"github.com/gptbatch/gptbatch/pipeline/fakeapi"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
 // binary builds gptbatch once for the tests that run it as processes.
@@ -75,7 +75,7 @@ func ledgerLines(t *testing.T, dir string) int {
 // TestProcessesShareLimits: four processes at once, one usage file, a
 // server enforcing the same rpm: no 429, and the shared counters end exact.
 func TestProcessesShareLimits(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{RPM: 1200, Latency: 20 * time.Millisecond})
+	srv := openaitest.New(openaitest.Config{RPM: 1200, Latency: 20 * time.Millisecond})
 	defer srv.Close()
 	dir := t.TempDir()
 	var wg sync.WaitGroup
@@ -117,7 +117,7 @@ func TestProcessesShareLimits(t *testing.T) {
 // TestKill9: a process killed mid-batch leaves a usage file and ledger the
 // next run accepts, and --resume finishes the batch.
 func TestKill9(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{Latency: 30 * time.Millisecond})
+	srv := openaitest.New(openaitest.Config{Latency: 30 * time.Millisecond})
 	defer srv.Close()
 	dir := t.TempDir()
 	in := prompts(300)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gptbatch/gptbatch/pipeline/fakeapi"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
 // TestHelpNamesEveryFlag: --help lists every flag of the contract, its
@@ -55,7 +55,7 @@ func kebab(s string) string {
 
 // TestDryRun: 40 prompts with no key: nothing sent, 40 estimates and a cost.
 func TestDryRun(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	t.Setenv("OPENAI_API_KEY", "")
@@ -93,7 +93,7 @@ func TestDryRun(t *testing.T) {
 // TestTextAndCSV: one result per prompt; CSV ids kept and other columns in
 // metadata.
 func TestTextAndCSV(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	out, stderr, code := g.run(context.Background(), "first prompt\n\nsecond, with a comma\r\n", "--format", "text")
@@ -121,7 +121,7 @@ func TestTextAndCSV(t *testing.T) {
 // TestProgressShowsDoneOfTotal: with --progress always, stderr shows the
 // count done out of the batch's total.
 func TestProgressShowsDoneOfTotal(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	_, stderr, code := g.run(context.Background(), prompts(12), "--progress", "always")
@@ -151,7 +151,7 @@ func TestNoKey(t *testing.T) {
 // TestConfigFiles: the model from gpt_model_type.txt and the key from .env
 // in the working directory.
 func TestConfigFiles(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{Key: "sk-from-dotenv-123456"})
+	srv := openaitest.New(openaitest.Config{Key: "sk-from-dotenv-123456"})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	t.Setenv("OPENAI_API_KEY", "")
@@ -169,7 +169,7 @@ func TestConfigFiles(t *testing.T) {
 // TestUsageReport: after a run of 20 prompts, usage --today --json reports
 // 20 requests and exactly the tokens the server counted.
 func TestUsageReport(t *testing.T) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	if _, stderr, code := g.run(context.Background(), prompts(20)); code != 0 {

@@ -9,14 +9,14 @@ import (
 	"testing"
 
 	"github.com/gptbatch/gptbatch/budget"
-	"github.com/gptbatch/gptbatch/pipeline/fakeapi"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
 // BenchmarkRun is the whole pipeline against an instant local server,
 // through a usage file, 64 requests in flight: its CPU per request is the
 // figure to watch (go test -bench Run -cpuprofile cpu.out ./pipeline).
 func BenchmarkRun(b *testing.B) {
-	srv := fakeapi.New(fakeapi.Config{})
+	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	store, err := budget.OpenFile(filepath.Join(b.TempDir(), "usage.md"))
 	if err != nil {

@@ -1,4 +1,4 @@
-package fakeapi
+package openaitest
 
 import (
 	"encoding/json"
@@ -35,7 +35,7 @@ func buildEncoder(name string) (*tiktoken.Tiktoken, error) {
 	useOfflineLoader()
 	enc, err := tiktoken.GetEncoding(name)
 	if err != nil {
-		return nil, fmt.Errorf("fakeapi: build %s encoder: %w", name, err)
+		return nil, fmt.Errorf("openaitest: build %s encoder: %w", name, err)
 	}
 	return enc, nil
 }

@@ -1,4 +1,4 @@
-package fakeapi
+package openaitest
 
 import (
 	"encoding/json"
@@ -128,7 +128,7 @@ func parseRequest(body []byte) (*request, *apiError) {
 		return &req, invalid(fmt.Sprintf("Invalid 'temperature': %s, but got %v instead.", msg, *t), "temperature", code)
 	}
 	if req.Stream {
-		return &req, invalid("fakeapi does not stream: send \"stream\": false", "stream", "")
+		return &req, invalid("openaitest does not stream: send \"stream\": false", "stream", "")
 	}
 	if strings.Contains(req.lastUserText(), "__status_400__") {
 		return &req, invalid("This request asked for a 400 (__status_400__).", "messages", "")

@@ -1,11 +1,11 @@
 // Command loadtest measures gptbatch against a local fake of the API: how
 // close it runs to the rate limits, its peak memory and its CPU per request.
-// It builds the real binary, serves pipeline/fakeapi on 127.0.0.1 and runs
+// It builds the real binary, serves internal/openaitest on 127.0.0.1 and runs
 // the binary as a user would, several copies at once where the scenario
 // says so.
 //
-//	go run ./pipeline/loadtest              # every scenario
-//	go run ./pipeline/loadtest -run pace    # scenarios whose name contains "pace"
+//	go run ./internal/loadtest              # every scenario
+//	go run ./internal/loadtest -run pace    # scenarios whose name contains "pace"
 package main
 
 import (
@@ -25,7 +25,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gptbatch/gptbatch/pipeline/fakeapi"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
 func main() {
@@ -35,7 +35,7 @@ func main() {
 // scenario is one measured run.
 type scenario struct {
 	name   string
-	server fakeapi.Config
+	server openaitest.Config
 	procs  int      // copies of gptbatch at once, sharing one usage file
 	lines  int      // prompts per copy
 	prompt string   // each line's prompt, %d replaced by its number
@@ -84,7 +84,7 @@ func scenarios() []scenario {
 	return []scenario{
 		{
 			name:   "pace-rpm: 900 requests, rpm 600 (server and gptbatch), 200 ms latency",
-			server: fakeapi.Config{RPM: 600, Latency: lat},
+			server: openaitest.Config{RPM: 600, Latency: lat},
 			procs:  1, lines: 900, prompt: "say %d",
 			args:  []string{"--rpm", "600", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
 			ideal: func() time.Duration { return 30*time.Second + lat },
@@ -94,7 +94,7 @@ func scenarios() []scenario {
 			// The ideal comes from the batch's own estimate (a dry run):
 			// prompt tokens plus the 100-token output cap of every line.
 			name:   "pace-tpm: 450 requests, tpm 30000 (server and gptbatch), 200 ms latency",
-			server: fakeapi.Config{TPM: 30000, Latency: lat},
+			server: openaitest.Config{TPM: 30000, Latency: lat},
 			procs:  1, lines: 450, prompt: "count to %d",
 			args: []string{"--rpm", "0", "--tpm", "30000", "--max-tokens", "100", "--parallel", "64", "--batch-tokens", "0"},
 			idealToks: func(tokens int64) time.Duration {
@@ -104,7 +104,7 @@ func scenarios() []scenario {
 		},
 		{
 			name:   "pace-shared: 4 copies x 200 requests, rpm 600 shared through one usage.md, 200 ms latency",
-			server: fakeapi.Config{RPM: 600, Latency: lat},
+			server: openaitest.Config{RPM: 600, Latency: lat},
 			procs:  4, lines: 200, prompt: "say %d",
 			args:  []string{"--rpm", "600", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
 			ideal: func() time.Duration { return 20*time.Second + lat },
@@ -154,7 +154,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *serve != "" {
-		return serveFake(*serve, fakeapi.Config{Latency: *latency, Jitter: *latency / 2, RPM: *rpm}, stderr)
+		return serveFake(*serve, openaitest.Config{Latency: *latency, Jitter: *latency / 2, RPM: *rpm}, stderr)
 	}
 	dir, err := os.MkdirTemp("", "gptbatch-load-")
 	if err != nil {
@@ -209,7 +209,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // measure runs the scenario's copies of bin at once against a fresh server.
 func (sc scenario) measure(bin, dir string) (measure, error) {
 	var m measure
-	srv := fakeapi.NewUnstarted(sc.server)
+	srv := openaitest.NewUnstarted(sc.server)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return m, err
@@ -294,13 +294,13 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 
 // serveFake serves the fake API on addr, which must be a loopback address,
 // until the process is stopped.
-func serveFake(addr string, cfg fakeapi.Config, stderr io.Writer) int {
+func serveFake(addr string, cfg openaitest.Config, stderr io.Writer) int {
 	host, _, err := net.SplitHostPort(addr)
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 		fmt.Fprintf(stderr, "loadtest: -serve %s: give a loopback address such as 127.0.0.1:8787\n", addr)
 		return 2
 	}
-	srv := fakeapi.NewUnstarted(cfg)
+	srv := openaitest.NewUnstarted(cfg)
 	fmt.Fprintf(stderr, "fake API on http://%s/v1 (use --base-url http://%s/v1)\n", addr, addr)
 	if err := http.ListenAndServe(addr, srv.Handler()); err != nil {
 		fmt.Fprintln(stderr, "loadtest:", err)

@@ -1,4 +1,4 @@
-// Package fakeapi is an honest fake of the OpenAI chat-completions API for
+// Package openaitest is an honest fake of the OpenAI chat-completions API for
 // gptbatch's tests, benchmarks and load harness.
 //
 // It answers POST /v1/chat/completions the way the real API does: the same
@@ -17,7 +17,7 @@
 //   - "__status_500__": a 500 server_error, every time;
 //   - "__hang__": no answer until Config.Hang is closed, the client goes
 //     away or the server is closed.
-package fakeapi
+package openaitest
 
 import (
 	"bytes"
