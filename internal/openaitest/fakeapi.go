@@ -113,6 +113,12 @@ type Config struct {
 	// Now is the clock of the rate limits, Stats and Recorded (default
 	// time.Now). Latency and Hang are waited for in real time.
 	Now func() time.Time
+	// FlexUnavailable is the probability that a request with
+	// service_tier "flex" which passed the rate limits is refused with
+	// the API's 429 resource_unavailable.
+	FlexUnavailable float64
+	// Batch configures the Files and Batch APIs.
+	Batch BatchConfig
 }
 
 // Stats counts what a Server has seen.
@@ -145,7 +151,8 @@ type Stats struct {
 
 // Recorded is one request as the server received it.
 type Recorded struct {
-	// Body is the request body exactly as received.
+	// Body is the request body exactly as received (nil for a file
+	// upload, whose content is the file's: see File).
 	Body []byte
 	// Header is the request's header.
 	Header http.Header
@@ -153,6 +160,8 @@ type Recorded struct {
 	// if no response was sent (a dropped connection, a client that left).
 	// It is set before the response is sent.
 	Status int
+	// Method and Path are the request's method and URL path.
+	Method, Path string
 	// At is when the request arrived.
 	At time.Time
 }
@@ -172,6 +181,8 @@ type Server struct {
 	inFlight int
 	recorded []Recorded
 	seen     map[string]bool // prompts answered, by model and messages
+
+	ext ext // the endpoints beyond chat completions
 }
 
 // New starts a Server listening on 127.0.0.1 on a port of its own. Close
@@ -279,7 +290,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	now := s.cfg.Now()
 	x.idx = len(s.recorded)
-	s.recorded = append(s.recorded, Recorded{Header: r.Header.Clone(), At: now})
+	s.recorded = append(s.recorded, Recorded{Header: r.Header.Clone(), At: now, Method: r.Method, Path: r.URL.Path})
 	s.stats.Requests++
 	if s.stats.First.IsZero() {
 		s.stats.First = now
@@ -305,6 +316,7 @@ func (x *exchange) settle() {
 	s.inFlight--
 	s.stats.Last = s.cfg.Now()
 	s.recorded[x.idx].Status = x.status
+	x.countOutcome()
 	switch x.outcome {
 	case succeeded:
 		if x.slow {
@@ -324,6 +336,9 @@ func (x *exchange) settle() {
 }
 
 func (x *exchange) serve() {
+	if x.route() {
+		return
+	}
 	s, r := x.s, x.r
 	if r.URL.Path != "/v1/chat/completions" || r.Method != http.MethodPost {
 		x.fail(http.StatusNotFound, badRequest, apiError{
@@ -365,6 +380,9 @@ func (x *exchange) serve() {
 	x.limitHeaders(v)
 	if !v.ok {
 		x.rateLimited(v, charge)
+		return
+	}
+	if x.flexUnavailable(req.ServiceTier == "flex") {
 		return
 	}
 
@@ -599,7 +617,7 @@ func (x *exchange) write(status int, body []byte) {
 	if x.model != "" {
 		h.Set("openai-model", DatedModel(x.model))
 	}
-	if !x.limits && x.r.URL.Path == "/v1/chat/completions" {
+	if p := x.r.URL.Path; !x.limits && (p == PathChat || p == PathEmbeddings || p == PathResponses) {
 		x.limitHeaders(x.s.lim.peek(x.s.cfg.Now()))
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))

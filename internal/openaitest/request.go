@@ -40,7 +40,8 @@ type request struct {
 			Name string `json:"name"`
 		} `json:"function"`
 	} `json:"tools"`
-	ToolChoice json.RawMessage `json:"tool_choice"`
+	ToolChoice  json.RawMessage `json:"tool_choice"`
+	ServiceTier string          `json:"service_tier"`
 
 	rawMessages json.RawMessage
 }
@@ -87,6 +88,8 @@ func parseRequest(body []byte) (*request, *apiError) {
 		case "tool_choice":
 			req.ToolChoice = raw
 			continue
+		case "service_tier":
+			target = &req.ServiceTier
 		default:
 			continue
 		}
@@ -270,7 +273,7 @@ func (x *exchange) answer(req *request, enc *tiktoken.Tiktoken, prompt, maxOut i
 		Object:            "chat.completion",
 		Created:           s.cfg.Now().Unix(),
 		Model:             DatedModel(req.Model),
-		ServiceTier:       "default",
+		ServiceTier:       servedTier(req.ServiceTier),
 		SystemFingerprint: "fp_fake",
 	}
 	var msg message
