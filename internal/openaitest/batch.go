@@ -898,11 +898,13 @@ func (s *Server) expire(b *batch, now time.Time) {
 // and frees its place in the enqueued-token limit. It requires b.mu held.
 func (s *Server) finish(b *batch, status string) {
 	b.status = status
+	// The files take the buffers' bytes; the buffers are replaced, never
+	// written again.
 	if b.out.Len() > 0 {
-		b.outputFileID = s.addFile("batch_"+b.id+"_output.jsonl", "batch_output", bytes.Clone(b.out.Bytes())).id
+		b.outputFileID = s.addFile("batch_"+b.id+"_output.jsonl", "batch_output", b.out.Bytes()).id
 	}
 	if b.errs.Len() > 0 {
-		b.errFileID = s.addFile("batch_"+b.id+"_error.jsonl", "batch_output", bytes.Clone(b.errs.Bytes())).id
+		b.errFileID = s.addFile("batch_"+b.id+"_error.jsonl", "batch_output", b.errs.Bytes()).id
 	}
 	b.out, b.errs = bytes.Buffer{}, bytes.Buffer{}
 	b.input, b.lines, b.order = nil, nil, nil

@@ -567,3 +567,28 @@ func TestBatchAPIFaults(t *testing.T) {
 		t.Errorf("GET batch with APIFailRate 1 = %d, want 503", r.status)
 	}
 }
+
+// BenchmarkBatchLines measures how fast the fake answers a batch of
+// 10,000 chat lines: validation, answers and the output file.
+func BenchmarkBatchLines(b *testing.B) {
+	const n = 10_000
+	s := New(Config{Batch: BatchConfig{Advance: BatchManual}})
+	defer s.Close()
+	c := client(s, "k")
+	ctx := context.Background()
+	f, err := c.UploadBatchFile(ctx, chatLines("gpt-4o-mini", n))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		bt, err := c.CreateBatch(ctx, openai.CreateBatchRequest{InputFileID: f.ID, Endpoint: openai.BatchEndpointChatCompletions})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for st := ""; st != "completed"; {
+			st, _ = s.AdvanceBatch(bt.ID)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "lines/s")
+}
