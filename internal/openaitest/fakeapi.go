@@ -9,6 +9,12 @@
 // retry-after headers a client steers by. It can also inject failures at
 // random and on request.
 //
+// It also answers POST /v1/embeddings and POST /v1/responses with the same
+// limits and failures (see EmbeddingVector, Endpoint), and the Files and
+// Batch APIs (/v1/files, /v1/batches; see BatchConfig), whose lines are
+// answered by the same code as the synchronous endpoints but counted apart
+// (BatchStats).
+//
 // The answer to a request is "answer: " followed by the text of its last
 // user message, cut to the request's maximum output tokens. The last user
 // message may also ask for a failure:
