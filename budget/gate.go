@@ -17,7 +17,11 @@ type Limits struct {
 // Estimate is the most one API call may use.
 type Estimate struct {
 	Tokens int64 // prompt tokens + maximum output tokens
-	Cost   Cost  // the price of Tokens
+	Cost   Cost  // the price of Tokens; 0 when CostUnknown
+	// CostUnknown says the model has no known price: under a dollar limit
+	// the call can never be admitted, since it cannot be counted against
+	// the limit and must not count as free.
+	CostUnknown bool
 }
 
 // Reason is why a reservation has to wait.
@@ -32,8 +36,8 @@ const (
 	BackOff        Reason = "server back-off"
 )
 
-// TooLargeError says an estimate exceeds a limit on its own: it can never
-// be admitted.
+// TooLargeError says an estimate can never be admitted: it exceeds a
+// limit on its own, or its cost is unknown while a dollar limit is on.
 type TooLargeError struct{ Msg string }
 
 // Error is the message, naming the estimate and the limit.
@@ -91,10 +95,16 @@ func (g *Gate) config() (Limits, time.Duration) {
 }
 
 // Check says whether e can ever be admitted: a *TooLargeError when e
-// exceeds on its own a limit that is on (--tpm, --tpd, --daily-cost).
+// exceeds on its own a limit that is on (--tpm, --tpd, --daily-cost), or
+// when its cost is unknown and --daily-cost is on.
 func (g *Gate) Check(e Estimate) error {
-	l := g.Limits()
+	return check(g.Limits(), e)
+}
+
+func check(l Limits, e Estimate) error {
 	switch {
+	case l.DailyCost > 0 && e.CostUnknown:
+		return &TooLargeError{"the model has no known price, so its cost cannot be counted against --daily-cost"}
 	case l.TPM > 0 && e.Tokens > l.TPM:
 		return &TooLargeError{fmt.Sprintf("estimate %d tokens exceeds --tpm %d on its own", e.Tokens, l.TPM)}
 	case l.TPD > 0 && e.Tokens > l.TPD:
@@ -167,12 +177,21 @@ func bucketWait(level float64, need, limit int64, slack time.Duration) time.Dura
 // longest. It sets minute_token_limit_reached and day_token_limit_reached
 // to whether those limits held the next estimate, and writes the store
 // only when it admitted something or a flag changed. One Store.Update does
-// it all.
+// it all. An estimate Check refuses is an error (the *TooLargeError) and
+// nothing is reserved: callers Check each estimate first, and Reserve
+// fails closed rather than wait for room that can never come.
 func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n int, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
 		return 0, 0, "", nil
 	}
 	l, slack := g.config()
+	for _, e := range ests {
+		if e.CostUnknown {
+			if err := check(l, e); err != nil {
+				return 0, 0, "", err
+			}
+		}
+	}
 	err = g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		n, wait, why = 0, 0, ""
 		old := *s

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -252,6 +253,41 @@ func TestCheck(t *testing.T) {
 	}
 	if err := NewGate(new(MemStore), Limits{}).Check(Estimate{Tokens: 1 << 40, Cost: 1000 * Dollar}); err != nil {
 		t.Errorf("Check with every limit off = %v, want nil", err)
+	}
+}
+
+// A call whose price is unknown is never admitted under a dollar limit,
+// rather than counted as free; without one it is admitted as before.
+func TestUnknownCost(t *testing.T) {
+	unknown := Estimate{Tokens: 10, CostUnknown: true}
+	for _, tt := range []struct {
+		name    string
+		l       Limits
+		refused bool
+	}{
+		{"daily cost on", Limits{DailyCost: Dollar}, true},
+		{"daily cost on with token limits", Limits{TPM: 1000, TPD: 1000, DailyCost: 1}, true},
+		{"no dollar limit", Limits{TPM: 1000, TPD: 1000}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := new(MemStore)
+			g := NewGate(m, tt.l)
+			err := g.Check(unknown)
+			var tl *TooLargeError
+			if tt.refused && (!errors.As(err, &tl) || !strings.Contains(err.Error(), "no known price") || !strings.Contains(err.Error(), "--daily-cost")) {
+				t.Errorf("Check(%+v) = %v, want a *TooLargeError naming the unknown price and --daily-cost", unknown, err)
+			}
+			if !tt.refused && err != nil {
+				t.Errorf("Check(%+v) = %v, want nil", unknown, err)
+			}
+			n, _, _, err := g.Reserve(context.Background(), t0, []Estimate{{Tokens: 1}, unknown})
+			if tt.refused && (n != 0 || !errors.As(err, &tl) || m.State().RequestsWithinMin != 0) {
+				t.Errorf("Reserve(known, unknown) = %d, %v, requests_within_min %v; want 0, a *TooLargeError, nothing reserved", n, err, m.State().RequestsWithinMin)
+			}
+			if !tt.refused && (n != 2 || err != nil) {
+				t.Errorf("Reserve(known, unknown) = %d, %v; want 2, nil", n, err)
+			}
+		})
 	}
 }
 
