@@ -310,3 +310,40 @@ func TestLockWait(t *testing.T) {
 		t.Errorf("Load = %+v, %v; want tokens_within_day 1 (the cancelled update did nothing)", st, err)
 	}
 }
+
+// PeekState never blocks on a named pipe nor creates anything.
+func TestPeekState(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "usage.md")
+	if err := os.WriteFile(good, []byte("tokens_within_day = 7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.md")
+	if err := os.WriteFile(bad, []byte("nonsense\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path   string
+		tokens int64
+		err    bool
+	}{
+		{good, 7, false},
+		{fifo, 0, false},
+		{os.DevNull, 0, false},
+		{dir, 0, false},
+		{filepath.Join(dir, "missing.md"), 0, false},
+		{bad, 0, true},
+	} {
+		st, err := PeekState(tt.path)
+		if st.TokensWithinDay != tt.tokens || (err != nil) != tt.err {
+			t.Errorf("PeekState(%s) = tokens_within_day %d, %v; want %d, error %v", tt.path, st.TokensWithinDay, err, tt.tokens, tt.err)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
+		t.Errorf("PeekState left %v, want the three files it was given", ents)
+	}
+}

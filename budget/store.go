@@ -316,6 +316,22 @@ func (f *FileStore) read() (State, error) {
 	return s, nil
 }
 
+// PeekState reads the usage file at path without the lock and without
+// creating anything, as a dry run does to say what today has used. A
+// missing file, /dev/null or any other path that is not a regular file is
+// a fresh State; a file that does not parse is an error naming it.
+func PeekState(path string) (State, error) {
+	b, err := readRegular(path)
+	if err != nil {
+		return State{}, nil
+	}
+	s, err := ParseState(b)
+	if err != nil {
+		return State{}, fmt.Errorf("usage file %s is corrupt: %w", path, err)
+	}
+	return s, nil
+}
+
 // readRegular reads a regular file, not through a link, and without
 // waiting on a named pipe swapped in for it.
 func readRegular(path string) ([]byte, error) {
