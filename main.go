@@ -225,7 +225,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 			return usage(fmt.Errorf("--resume: %w", err))
 		}
 		if err == nil {
-			done, _, err := jsonl.Done(f)
+			done, _, err := jsonl.SucceededIDs(f)
 			f.Close()
 			if err != nil {
 				return usage(fmt.Errorf("--resume %s: %w", r.Resume, err))

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCostString(t *testing.T) {
@@ -130,13 +131,23 @@ func TestPriceOf(t *testing.T) {
 		{"gpt-4-turbo", "10", "", "30"},
 		{"gpt-4", "30", "", "60"},
 		{"gpt-3.5-turbo", ".50", "", "1.50"},
-		// Dated and preview names: their base model's price.
+		// Dated and preview names the table lists.
 		{"gpt-4o-mini-2024-07-18", ".15", ".075", ".60"},
+		{"gpt-4o-2024-08-06", "2.50", "1.25", "10"},
 		{"o3-2025-04-16", "2", ".50", "8"},
 		{"gpt-4-0613", "30", "", "60"},
 		{"gpt-4-turbo-2024-04-09", "10", "", "30"},
 		{"gpt-4-0125-preview", "10", "", "30"},
 		{"gpt-3.5-turbo-0125", ".50", "", "1.50"},
+		// Snapshots that cost more than their base model.
+		{"gpt-4o-2024-05-13", "5", "", "15"},
+		{"gpt-3.5-turbo-1106", "1", "", "2"},
+		{"gpt-3.5-turbo-0613", "1.50", "", "2"},
+		{"gpt-4-32k-0613", "60", "", "120"},
+		// Embeddings: input only.
+		{"text-embedding-3-small", ".02", "", "0"},
+		{"text-embedding-3-large", ".13", "", "0"},
+		{"text-embedding-ada-002", ".10", "", "0"},
 	} {
 		perToken := func(s string) Cost {
 			t.Helper()
@@ -155,7 +166,10 @@ func TestPriceOf(t *testing.T) {
 		}
 	}
 	for _, model := range []string{"gpt-4o-mini-search-preview", "gpt-4o-mini-tts", "llama3", "", "ft:gpt-4o-mini:acme::x",
-		"gpt-4o-mini-2024-07", "gpt-4o-mini-2024-07-18-x", "gpt-4-32k-0613", "GPT-4O-MINI"} {
+		"gpt-4o-mini-2024-07", "gpt-4o-mini-2024-07-18-x", "GPT-4O-MINI",
+		// Dated names the table does not list: a snapshot's price may
+		// differ from its base model's, so they are unknown.
+		"gpt-4o-2099-01-01", "gpt-4o-mini-2030-12-31", "gpt-3.5-turbo-0999", "gpt-4-1234", "o3-mini-2099-01-31"} {
 		if p, ok := PriceOf(model); ok {
 			t.Errorf("PriceOf(%q) = %+v, true; want unknown", model, p)
 		}
@@ -182,5 +196,27 @@ func TestPriceCost(t *testing.T) {
 				t.Errorf("Cost(%d, %d, %d) = %s, want %s", tt.prompt, tt.cached, tt.complete, got, tt.want)
 			}
 		})
+	}
+}
+
+// The Batch API bills half the sync price, exactly.
+func TestPriceBatch(t *testing.T) {
+	for _, model := range []string{"gpt-4o-mini", "o4-mini", "gpt-5-nano", "gpt-3.5-turbo-0613", "text-embedding-3-small"} {
+		p, _ := PriceOf(model)
+		b := p.Batch()
+		if b.Input*2 != p.Input || b.CachedInput*2 != p.CachedInput || b.Output*2 != p.Output {
+			t.Errorf("PriceOf(%q).Batch() = %+v, want exactly half of %+v", model, b, p)
+		}
+	}
+	mini, _ := PriceOf("gpt-4o-mini")
+	// 1M in ($0.15), 1M cached ($0.075), 1M out ($0.60), halved.
+	if got, want := mini.Batch().Cost(2e6, 1e6, 1e6), "0.4125"; got.String() != want {
+		t.Errorf("gpt-4o-mini Batch().Cost(2M, 1M cached, 1M) = %s, want %s", got, want)
+	}
+}
+
+func TestPriceTableDate(t *testing.T) {
+	if _, err := time.Parse(time.DateOnly, PriceTableDate); err != nil {
+		t.Errorf("PriceTableDate = %q, want a YYYY-MM-DD date", PriceTableDate)
 	}
 }

@@ -17,7 +17,11 @@ type Limits struct {
 // Estimate is the most one API call may use.
 type Estimate struct {
 	Tokens int64 // prompt tokens + maximum output tokens
-	Cost   Cost  // the price of Tokens
+	Cost   Cost  // the price of Tokens; 0 when CostUnknown
+	// CostUnknown says the model has no known price: under a dollar limit
+	// the call can never be admitted, since it cannot be counted against
+	// the limit and must not count as free.
+	CostUnknown bool
 }
 
 // Reason is why a reservation has to wait.
@@ -32,8 +36,8 @@ const (
 	BackOff        Reason = "server back-off"
 )
 
-// TooLargeError says an estimate exceeds a limit on its own: it can never
-// be admitted.
+// TooLargeError says an estimate can never be admitted: it exceeds a
+// limit on its own, or its cost is unknown while a dollar limit is on.
 type TooLargeError struct{ Msg string }
 
 // Error is the message, naming the estimate and the limit.
@@ -49,9 +53,10 @@ const DefaultSlack = 100 * time.Millisecond
 // sharing a FileStore decide as one.
 type Gate struct {
 	store Store
-	mu    sync.Mutex // guards lim and slack
+	mu    sync.Mutex // guards lim, slack and zone
 	lim   Limits
 	slack time.Duration
+	zone  *time.Location // where a day this gate starts ends; nil: now's zone
 }
 
 // NewGate is a gate over s with limits l and DefaultSlack.
@@ -84,17 +89,51 @@ func (g *Gate) SetSlack(d time.Duration) {
 	g.slack = max(d, 0)
 }
 
-func (g *Gate) config() (Limits, time.Duration) {
+// DayZoneEnv is the environment variable that names the time zone whose
+// midnight ends the day a gate starts (see SetDayZone).
+const DayZoneEnv = "GPTBATCH_DAY_TZ"
+
+// DayZone is the time zone an IANA name such as "America/New_York" or
+// "UTC" names, for SetDayZone; "" is nil, the process's own zone.
+func DayZone(name string) (*time.Location, error) {
+	if name == "" {
+		return nil, nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%s: not a time zone name such as America/New_York or UTC: %w", DayZoneEnv, name, err)
+	}
+	return loc, nil
+}
+
+// SetDayZone sets the zone whose midnight ends a day this gate starts.
+// Every process sharing the store keeps to the end of the day stored
+// there (day_ends_at) whatever its own zone; the zone only matters to the
+// process that starts the next day. nil, the default, is the zone of the
+// time the gate is given.
+func (g *Gate) SetDayZone(loc *time.Location) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.lim, g.slack
+	g.zone = loc
+}
+
+func (g *Gate) config() (Limits, time.Duration, *time.Location) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lim, g.slack, g.zone
 }
 
 // Check says whether e can ever be admitted: a *TooLargeError when e
-// exceeds on its own a limit that is on (--tpm, --tpd, --daily-cost).
+// exceeds on its own a limit that is on (--tpm, --tpd, --daily-cost), or
+// when its cost is unknown and --daily-cost is on.
 func (g *Gate) Check(e Estimate) error {
-	l := g.Limits()
+	return check(g.Limits(), e)
+}
+
+func check(l Limits, e Estimate) error {
 	switch {
+	case l.DailyCost > 0 && e.CostUnknown:
+		return &TooLargeError{"the model has no known price, so its cost cannot be counted against --daily-cost"}
 	case l.TPM > 0 && e.Tokens > l.TPM:
 		return &TooLargeError{fmt.Sprintf("estimate %d tokens exceeds --tpm %d on its own", e.Tokens, l.TPM)}
 	case l.TPD > 0 && e.Tokens > l.TPD:
@@ -105,14 +144,28 @@ func (g *Gate) Check(e Estimate) error {
 	return nil
 }
 
+// maxFuture is how far ahead of now an updated time may be and still be
+// taken as another process's clock read a moment after ours (each reads
+// its clock before waiting for the lock): it drains nothing until now
+// passes it. Further ahead is a clock stepped back or a skewed host, and
+// updated is clamped to now so that the buckets drain from now on instead
+// of freezing until the clock catches up. Clamping every time would hand
+// out refill twice whenever a process's now went stale waiting for the
+// lock.
+const maxFuture = time.Second
+
+// maxDay bounds the length of a day: 25 hours at the end of summer time,
+// plus an hour's margin.
+const maxDay = 26 * time.Hour
+
 // advance brings s to now: the minute buckets drain by the time elapsed
-// since s.Updated (never negative: a clock behind another process's drains
-// nothing), the day counters start again on a new local day, and a pause
-// that has ended is cleared.
-func advance(s *State, l Limits, now time.Time) {
-	if today := now.Format(time.DateOnly); s.Date != today {
-		s.Date = today
-		s.TokensWithinDay, s.CostWithinDay, s.DayTokenLimitReached = 0, 0, false
+// since s.Updated, the day counters start again once now reaches
+// s.DayEndsAt, and a pause that has ended is cleared. It reports whether a
+// new day started.
+func advance(s *State, l Limits, now time.Time, zone *time.Location) (newDay bool) {
+	newDay = advanceDay(s, now, zone)
+	if s.Updated.After(now.Add(maxFuture)) {
+		s.Updated = now
 	}
 	if s.Updated.IsZero() {
 		s.Updated = now // a fresh or hand-made file: its levels drain from now
@@ -124,6 +177,42 @@ func advance(s *State, l Limits, now time.Time) {
 	if !s.PausedUntil.IsZero() && !now.Before(s.PausedUntil) {
 		s.PausedUntil = time.Time{}
 	}
+	return newDay
+}
+
+// advanceDay starts a new day when now has reached s.DayEndsAt: the day
+// counters start again, Date is now's date in zone (nil: now's own zone)
+// and the day ends at the next midnight there. Every process goes by the
+// stored instant, so processes in different zones agree on the day. It
+// reports whether a new day started.
+func advanceDay(s *State, now time.Time, zone *time.Location) bool {
+	if zone == nil {
+		zone = now.Location()
+	}
+	local := now.In(zone)
+	y, m, d := local.Date()
+	next := time.Date(y, m, d+1, 0, 0, 0, 0, zone)
+	switch {
+	case s.DayEndsAt.IsZero():
+		// A file written before day_ends_at (or a fresh one): its Date,
+		// read in this zone, says whether its counters are today's.
+		if s.Date == local.Format(time.DateOnly) {
+			s.DayEndsAt = next
+			return false
+		}
+	case now.Before(s.DayEndsAt):
+		if s.DayEndsAt.Sub(now) > maxDay {
+			// The day was started by a clock far ahead of this one:
+			// keep its counters, but end it at the next midnight
+			// rather than days from now.
+			s.DayEndsAt = next
+		}
+		return false
+	}
+	s.Date = local.Format(time.DateOnly)
+	s.DayEndsAt = next
+	s.TokensWithinDay, s.CostWithinDay, s.DayTokenLimitReached = 0, 0, false
+	return true
 }
 
 // drain empties a bucket of a per-minute limit for secs seconds. With the
@@ -163,23 +252,37 @@ func bucketWait(level float64, need, limit int64, slack time.Duration) time.Dura
 // tokens and cost against the day. When not all fit it returns n <
 // len(ests), how long until the next would fit (the longest of the waits
 // of the limits that hold it: bucket waits are exact, day limits wait for
-// local midnight, a back-off for its end) and the limit that holds it
+// the end of the day (day_ends_at), a back-off for its end) and the limit that holds it
 // longest. It sets minute_token_limit_reached and day_token_limit_reached
 // to whether those limits held the next estimate, and writes the store
 // only when it admitted something or a flag changed. One Store.Update does
-// it all.
+// it all. An estimate Check refuses is an error (the *TooLargeError) and
+// nothing is reserved: callers Check each estimate first, and Reserve
+// fails closed rather than wait for room that can never come.
 func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n int, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
 		return 0, 0, "", nil
 	}
-	l, slack := g.config()
+	l, slack, zone := g.config()
+	for _, e := range ests {
+		if e.CostUnknown {
+			if err := check(l, e); err != nil {
+				return 0, 0, "", err
+			}
+		}
+	}
 	err = g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		n, wait, why = 0, 0, ""
 		old := *s
-		advance(s, l, now)
+		advance(s, l, now, zone)
+		// A clamped updated must be written: the next reader would
+		// clamp it to its own now, and the buckets would never drain.
+		clamped := !s.Updated.Equal(old.Updated) && old.Updated.After(now)
 		if s.PausedUntil.After(now) {
 			wait, why = s.PausedUntil.Sub(now), BackOff
-			*s = old // nothing changed that the next reader will not work out
+			if !clamped {
+				*s = old // nothing changed that the next reader will not work out
+			}
 			return nil, nil
 		}
 		var minute, day bool
@@ -193,7 +296,7 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 			s.CostWithinDay += e.Cost
 			n++
 		}
-		if n == 0 && minute == old.MinuteTokenLimitReached && day == old.DayTokenLimitReached {
+		if n == 0 && !clamped && minute == old.MinuteTokenLimitReached && day == old.DayTokenLimitReached {
 			*s = old
 			return nil, nil
 		}
@@ -217,10 +320,10 @@ func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (w
 	}
 	if l.TPD > 0 && s.TokensWithinDay+e.Tokens > l.TPD {
 		day = true
-		hold(untilMidnight(now), DayTokens)
+		hold(s.DayEndsAt.Sub(now), DayTokens)
 	}
 	if l.DailyCost > 0 && s.CostWithinDay+e.Cost > l.DailyCost {
-		hold(untilMidnight(now), DayCost)
+		hold(s.DayEndsAt.Sub(now), DayCost)
 	}
 	if l.TPM > 0 {
 		w := bucketWait(s.TokensWithinMin, e.Tokens, l.TPM, slack)
@@ -231,13 +334,6 @@ func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (w
 		hold(bucketWait(s.RequestsWithinMin, 1, l.RPM, slack), MinuteRequests)
 	}
 	return wait, why, minute, day
-}
-
-// untilMidnight is the time from now to the next local midnight in now's
-// location.
-func untilMidnight(now time.Time) time.Duration {
-	y, m, d := now.Date()
-	return time.Date(y, m, d+1, 0, 0, 0, 0, now.Location()).Sub(now)
 }
 
 // Settlement ends one reservation: one API attempt, or one admitted
@@ -259,11 +355,9 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 	if len(ss) == 0 {
 		return nil
 	}
-	l := g.Limits()
+	l, _, zone := g.config()
 	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
-		today := s.Date
-		advance(s, l, now)
-		sameDay := today == s.Date
+		sameDay := !advance(s, l, now, zone)
 		var entries []LedgerEntry
 		for _, st := range ss {
 			if sameDay {
@@ -300,9 +394,9 @@ type ServerUsage struct{ Requests, Tokens float64 }
 // used, so that sending resumes at the server's pace instead of in a burst
 // it would refuse.
 func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage) error {
-	l := g.Limits()
+	l, _, zone := g.config()
 	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
-		advance(s, l, now)
+		advance(s, l, now, zone)
 		if until.After(s.PausedUntil) {
 			s.PausedUntil = until
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -183,6 +184,173 @@ func TestDayLimits(t *testing.T) {
 	}
 }
 
+func zone(t *testing.T, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+// Processes in different time zones sharing one usage file agree on one
+// day: the first to start it stores the instant it ends, and nobody
+// starts it again before then. (Alternating TZ=UTC and
+// TZ=Pacific/Auckland used to reset the day on every switch.)
+func TestDayBoundaryAcrossZones(t *testing.T) {
+	utc, auckland := time.UTC, zone(t, "Pacific/Auckland")
+	m := new(MemStore)
+	g := exactGate(m, Limits{TPD: 300})
+	start := time.Date(2026, 11, 22, 20, 0, 0, 0, utc) // 2026-11-23 09:00 in Auckland
+	admitted := 0
+	for i := range 8 {
+		now := start.Add(time.Duration(i) * 10 * time.Minute)
+		if i%2 == 1 {
+			now = now.In(auckland)
+		}
+		n, _, _ := reserve(t, g, now, Estimate{Tokens: 100})
+		admitted += n
+	}
+	if admitted != 3 {
+		t.Errorf("Reserve(100 tokens) 8 times alternating UTC and Auckland under --tpd 300 admitted %d, want 3", admitted)
+	}
+	st := m.State()
+	if want := time.Date(2026, 11, 23, 0, 0, 0, 0, utc); st.Date != "2026-11-22" || !st.DayEndsAt.Equal(want) {
+		t.Errorf("day started at %v in UTC: Date %s, day_ends_at %v; want 2026-11-22, %v", start, st.Date, st.DayEndsAt, want)
+	}
+	// An Auckland process waiting on the day limit waits for the UTC
+	// midnight that ends it, not its own.
+	_, wait, why := reserve(t, g, start.In(auckland), Estimate{Tokens: 100})
+	if why != DayTokens || wait != 4*time.Hour {
+		t.Errorf("Reserve in Auckland at %v = wait %v for %q, want 4h for %q", start, wait, why, DayTokens)
+	}
+	// At that instant an Auckland process starts the next day, which
+	// ends at Auckland's midnight.
+	end := time.Date(2026, 11, 23, 0, 0, 0, 0, utc)
+	if n, _, _ := reserve(t, g, end.In(auckland), Estimate{Tokens: 100}); n != 1 {
+		t.Errorf("Reserve at the stored end of the day = %d, want 1", n)
+	}
+	st = m.State()
+	if want := time.Date(2026, 11, 24, 0, 0, 0, 0, auckland); st.Date != "2026-11-23" || !st.DayEndsAt.Equal(want) || st.TokensWithinDay != 100 {
+		t.Errorf("after the day ended: Date %s, day_ends_at %v, tokens_within_day %d; want 2026-11-23, %v, 100", st.Date, st.DayEndsAt, st.TokensWithinDay, want)
+	}
+	// A UTC process (still on 2026-11-23 too) cannot start it again.
+	if n, _, _ := reserve(t, g, end.Add(time.Hour), Estimate{Tokens: 300}); n != 0 {
+		t.Errorf("Reserve(300) in UTC an hour into Auckland's day = %d, want 0", n)
+	}
+}
+
+// SetDayZone (GPTBATCH_DAY_TZ) chooses the zone whose midnight ends a day
+// the gate starts, whatever the zone of the time it is given.
+func TestSetDayZone(t *testing.T) {
+	ny := zone(t, "America/New_York")
+	m := new(MemStore)
+	g := exactGate(m, Limits{TPD: 1000})
+	g.SetDayZone(ny)
+	now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC) // 2026-11-22 22:00 in New York
+	reserve(t, g, now, Estimate{Tokens: 1})
+	st := m.State()
+	if want := time.Date(2026, 11, 23, 0, 0, 0, 0, ny); st.Date != "2026-11-22" || !st.DayEndsAt.Equal(want) {
+		t.Errorf("day started at %v with zone New York: Date %s, day_ends_at %v; want 2026-11-22, %v", now, st.Date, st.DayEndsAt, want)
+	}
+	if !strings.Contains(string(st.Format()), "day_ends_at = 2026-11-23T00:00:00-05:00") {
+		t.Errorf("usage.md does not say day_ends_at in New York time:\n%s", st.Format())
+	}
+	for _, tt := range []struct {
+		name string
+		want *time.Location
+		err  bool
+	}{
+		{"", nil, false},
+		{"America/New_York", ny, false},
+		{"UTC", time.UTC, false},
+		{"Mars/Olympus", nil, true},
+	} {
+		loc, err := DayZone(tt.name)
+		if (err != nil) != tt.err || (err == nil && loc.String() != tt.want.String()) {
+			t.Errorf("DayZone(%q) = %v, %v; want %v, error %v", tt.name, loc, err, tt.want, tt.err)
+		}
+		if err != nil && !strings.Contains(err.Error(), DayZoneEnv) {
+			t.Errorf("DayZone(%q) error %q does not name %s", tt.name, err, DayZoneEnv)
+		}
+	}
+}
+
+// A usage.md written before day_ends_at keeps today's counters, read in
+// this process's zone, and starts a new day for another date's.
+func TestDayBoundaryOldFile(t *testing.T) {
+	for _, tt := range []struct {
+		date string
+		want int64
+	}{
+		{"2026-11-22", 501},
+		{"2026-11-21", 1},
+	} {
+		t.Run(tt.date, func(t *testing.T) {
+			m := new(MemStore)
+			m.state = State{Date: tt.date, TokensWithinDay: 500}
+			reserve(t, exactGate(m, Limits{TPD: 1000}), t0, Estimate{Tokens: 1})
+			st := m.State()
+			if st.TokensWithinDay != tt.want || !st.DayEndsAt.Equal(time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)) {
+				t.Errorf("Reserve on a file of %s at %v: tokens_within_day %d, day_ends_at %v; want %d, 2026-11-23 00:00 UTC", tt.date, t0, st.TokensWithinDay, st.DayEndsAt, tt.want)
+			}
+		})
+	}
+}
+
+// A day_ends_at days ahead (written by a clock far ahead) ends at the next
+// midnight instead.
+func TestDayEndsFarAhead(t *testing.T) {
+	m := new(MemStore)
+	m.state = State{Date: "2026-11-22", TokensWithinDay: 900, DayEndsAt: t0.Add(72 * time.Hour)}
+	_, wait, _ := reserve(t, exactGate(m, Limits{TPD: 1000}), t0, Estimate{Tokens: 200})
+	if wait != 12*time.Hour {
+		t.Errorf("Reserve with day_ends_at 3 days ahead waits %v, want 12h (the next midnight)", wait)
+	}
+}
+
+func TestDayUsed(t *testing.T) {
+	s := State{Date: "2026-11-22", TokensWithinDay: 7, CostWithinDay: 3}
+	for _, tt := range []struct {
+		name   string
+		ends   time.Time
+		now    time.Time
+		tokens int64
+		cost   Cost
+	}{
+		{"old file today", time.Time{}, t0, 7, 3},
+		{"old file another day", time.Time{}, t0.Add(24 * time.Hour), 0, 0},
+		{"before the end", t0.Add(time.Hour), t0, 7, 3},
+		{"at the end", t0, t0, 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s.DayEndsAt = tt.ends
+			if tok, c := s.DayUsed(tt.now); tok != tt.tokens || c != tt.cost {
+				t.Errorf("DayUsed(%v) = %d, %v; want %d, %v", tt.now, tok, c, tt.tokens, tt.cost)
+			}
+		})
+	}
+}
+
+// An updated far in the future (a clock stepped back, a skewed host) is
+// clamped to now, so the buckets drain from now on instead of freezing
+// until the clock catches up.
+func TestReserveUpdatedInFuture(t *testing.T) {
+	m := new(MemStore)
+	g := exactGate(m, Limits{RPM: 60})
+	reserve(t, g, t0.Add(time.Hour), ones(60, 1)...) // the clock was an hour ahead
+	back := t0                                       // and is stepped back
+	if n, wait, _ := reserve(t, g, back, Estimate{}); n != 0 || wait != time.Second {
+		t.Errorf("Reserve after the clock stepped back = %d, %v; want 0, 1s", n, wait)
+	}
+	if st := m.State(); !st.Updated.Equal(back) {
+		t.Errorf("updated = %v, want clamped to %v", st.Updated, back)
+	}
+	if n, _, _ := reserve(t, g, back.Add(10*time.Second), ones(20, 1)...); n != 10 {
+		t.Errorf("Reserve(20) 10s after the clock stepped back = %d, want 10 (drained from then)", n)
+	}
+}
+
 func TestMinuteTokenFlag(t *testing.T) {
 	m := new(MemStore)
 	g := exactGate(m, Limits{TPM: 1000})
@@ -252,6 +420,41 @@ func TestCheck(t *testing.T) {
 	}
 	if err := NewGate(new(MemStore), Limits{}).Check(Estimate{Tokens: 1 << 40, Cost: 1000 * Dollar}); err != nil {
 		t.Errorf("Check with every limit off = %v, want nil", err)
+	}
+}
+
+// A call whose price is unknown is never admitted under a dollar limit,
+// rather than counted as free; without one it is admitted as before.
+func TestUnknownCost(t *testing.T) {
+	unknown := Estimate{Tokens: 10, CostUnknown: true}
+	for _, tt := range []struct {
+		name    string
+		l       Limits
+		refused bool
+	}{
+		{"daily cost on", Limits{DailyCost: Dollar}, true},
+		{"daily cost on with token limits", Limits{TPM: 1000, TPD: 1000, DailyCost: 1}, true},
+		{"no dollar limit", Limits{TPM: 1000, TPD: 1000}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := new(MemStore)
+			g := NewGate(m, tt.l)
+			err := g.Check(unknown)
+			var tl *TooLargeError
+			if tt.refused && (!errors.As(err, &tl) || !strings.Contains(err.Error(), "no known price") || !strings.Contains(err.Error(), "--daily-cost")) {
+				t.Errorf("Check(%+v) = %v, want a *TooLargeError naming the unknown price and --daily-cost", unknown, err)
+			}
+			if !tt.refused && err != nil {
+				t.Errorf("Check(%+v) = %v, want nil", unknown, err)
+			}
+			n, _, _, err := g.Reserve(context.Background(), t0, []Estimate{{Tokens: 1}, unknown})
+			if tt.refused && (n != 0 || !errors.As(err, &tl) || m.State().RequestsWithinMin != 0) {
+				t.Errorf("Reserve(known, unknown) = %d, %v, requests_within_min %v; want 0, a *TooLargeError, nothing reserved", n, err, m.State().RequestsWithinMin)
+			}
+			if !tt.refused && (n != 2 || err != nil) {
+				t.Errorf("Reserve(known, unknown) = %d, %v; want 2, nil", n, err)
+			}
+		})
 	}
 }
 

@@ -12,7 +12,8 @@ import (
 // State is the content of usage.md: what every gptbatch sharing the file
 // has used. The zero value is a fresh file.
 type State struct {
-	Date                    string    // the local day the day counters belong to, YYYY-MM-DD
+	Date                    string    // the day the day counters belong to, YYYY-MM-DD, in the zone that started it
+	DayEndsAt               time.Time // the instant the day counters start again, the same for every process
 	Updated                 time.Time // when the minute buckets were last drained
 	TokensWithinMin         float64   // the minute token bucket's level: drains at TPM/60 a second
 	RequestsWithinMin       float64   // the minute request bucket's level: drains at RPM/60 a second
@@ -37,16 +38,33 @@ const (
 	keyCostDay     = "cost_within_day_usd"
 	keyUpdated     = "updated"
 	keyPaused      = "paused_until"
+	keyDayEnds     = "day_ends_at"
 )
 
 const header = `# gptbatch usage file: the limits' counters shared by every gptbatch that
 # names this file (--usage-file, GPTBATCH_USAGE_FILE), in any directory.
 # tokens_within_min and requests_within_min are what still counts against
 # the last minute: they drain at the limit's own rate from "updated" on.
-# The day counters start again at local midnight. gptbatch holds the lock
+# The day counters start again at day_ends_at: midnight in the time zone
+# of the gptbatch that started the day (or GPTBATCH_DAY_TZ), the same
+# instant for every gptbatch whatever its own zone. gptbatch holds the lock
 # file beside this one while it reads and rewrites it; do not edit it while
 # gptbatch runs. The ledger of every call is the .ledger.jsonl beside it.
 `
+
+// DayUsed is what the day counters hold at now: the tokens and dollars
+// used today, or nothing once the day has ended. A file without
+// day_ends_at counts as today's when its Date is now's date.
+func (s State) DayUsed(now time.Time) (tokens int64, cost Cost) {
+	today := now.Before(s.DayEndsAt)
+	if s.DayEndsAt.IsZero() {
+		today = s.Date == now.Format(time.DateOnly)
+	}
+	if !today {
+		return 0, 0
+	}
+	return s.TokensWithinDay, s.CostWithinDay
+}
 
 // maxLevel bounds a minute bucket's level: far above any limit, and low
 // enough that every level formats and parses back the same.
@@ -102,6 +120,8 @@ func ParseState(b []byte) (State, error) {
 			s.Updated, err = parseTime(v)
 		case keyPaused:
 			s.PausedUntil, err = parseTime(v)
+		case keyDayEnds:
+			s.DayEndsAt, err = parseTime(v)
 		default:
 			s.extra = append(s.extra, [2]string{k, v})
 			continue // unknown keys may repeat; a later version knows why
@@ -182,6 +202,7 @@ func (s State) Format() []byte {
 	kv(keyCostDay, max(s.CostWithinDay, 0).String())
 	kv(keyUpdated, formatTime(s.Updated))
 	kv(keyPaused, formatTime(s.PausedUntil))
+	kv(keyDayEnds, formatTime(s.DayEndsAt))
 	for _, e := range s.extra {
 		kv(e[0], e[1])
 	}

@@ -20,7 +20,8 @@ func TestStateRoundTrip(t *testing.T) {
 			Date: "2026-11-22", Updated: time.Date(2026, 11, 22, 12, 0, 0, 123456789, zone),
 			TokensWithinMin: 1234.5, RequestsWithinMin: 3.25, TokensWithinDay: 99, CostWithinDay: 7_500_000,
 			MinuteTokenLimitReached: true, DayTokenLimitReached: true, PausedUntil: time.Date(2026, 11, 22, 12, 0, 1, 0, time.UTC),
-			extra: [][2]string{{"future_key", "x = y"}, {"future_key", ""}, {"another", "2"}},
+			DayEndsAt: time.Date(2026, 11, 23, 0, 0, 0, 0, zone),
+			extra:     [][2]string{{"future_key", "x = y"}, {"future_key", ""}, {"another", "2"}},
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,10 +38,11 @@ func TestStateRoundTrip(t *testing.T) {
 
 // statesEqual compares states with times by instant.
 func statesEqual(a, b State) bool {
-	if !a.Updated.Equal(b.Updated) || !a.PausedUntil.Equal(b.PausedUntil) {
+	if !a.Updated.Equal(b.Updated) || !a.PausedUntil.Equal(b.PausedUntil) || !a.DayEndsAt.Equal(b.DayEndsAt) {
 		return false
 	}
 	a.Updated, b.Updated, a.PausedUntil, b.PausedUntil = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	a.DayEndsAt, b.DayEndsAt = time.Time{}, time.Time{}
 	return reflect.DeepEqual(a, b)
 }
 
@@ -69,6 +71,7 @@ func TestFormat(t *testing.T) {
 		"cost_within_day_usd = 0.125",
 		"updated =",
 		"paused_until =",
+		"day_ends_at =",
 		"note = kept",
 	}
 	if !reflect.DeepEqual(keys, want) {

@@ -23,6 +23,9 @@ const (
 	FormatCSV   Format = "csv"
 )
 
+// utf8BOM is the byte order mark, U+FEFF, in UTF-8.
+const utf8BOM = "\uFEFF"
+
 // DefaultMaxLine is the longest input line accepted when Options.MaxLine is 0.
 const DefaultMaxLine = 32 << 20
 
@@ -44,7 +47,7 @@ type Options struct {
 // Request is one non-blank input line.
 type Request struct {
 	Line     int             // 1-based line number in the input (CSV: where the record starts)
-	ID       string          // "id", else "custom_id", else the line number
+	ID       string          // "id", else "custom_id", else the line number (a null id is none)
 	Metadata json.RawMessage // the line's "metadata" exactly as given; nil if none
 	// Body is the chat-completions request to send: it has "messages" when
 	// Err is nil, and every other field exactly as the line gave it.
@@ -66,6 +69,7 @@ type Reader struct {
 	br   *bufio.Reader
 	line int
 	buf  []byte
+	bom  bool // the start of the input was checked for a byte order mark
 
 	csv              *csv.Reader
 	header           []string
@@ -93,6 +97,15 @@ func NewReader(r io.Reader, opt Options) *Reader {
 // (a CSV header without a prompt column). A bad line is a Request with Err
 // set, and reading goes on.
 func (r *Reader) Next() (*Request, error) {
+	if !r.bom {
+		r.bom = true
+		// Windows editors, Excel's "CSV UTF-8" and PowerShell start a
+		// file with a UTF-8 byte order mark; it is not part of the
+		// first line. A read error here is met again by the read below.
+		if b, _ := r.br.Peek(len(utf8BOM)); string(b) == utf8BOM {
+			r.br.Discard(len(utf8BOM))
+		}
+	}
 	if r.opt.Format == FormatCSV {
 		return r.nextCSV()
 	}
@@ -204,7 +217,9 @@ func (r *Reader) object(obj map[string]json.RawMessage) *Request {
 	}
 	for _, k := range []string{"custom_id", "id"} {
 		raw, ok := obj[k]
-		if !ok {
+		if !ok || string(raw) == "null" {
+			// jq's {id, prompt} writes "id": null when the source has
+			// none: that is no id, not the id "".
 			continue
 		}
 		id, err := idOf(raw)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -194,9 +195,109 @@ func TestWriter(t *testing.T) {
 	if b.String() != want {
 		t.Errorf("Writer wrote\n%s\nwant\n%s", b.String(), want)
 	}
-	ids, skipped, err := Done(strings.NewReader(want + `{"id":"q3","li`))
+	ids, skipped, err := SucceededIDs(strings.NewReader(want + `{"id":"q3","li`))
 	if err != nil || !ids["q1"] || ids["q2"] || skipped != 1 {
-		t.Errorf("Done = %v, %d, %v; want q1 only, 1 skipped", ids, skipped, err)
+		t.Errorf("SucceededIDs = %v, %d, %v; want q1 only, 1 skipped", ids, skipped, err)
+	}
+}
+
+// Only real answers count as done for --resume; a file of --dry-run
+// estimates is refused rather than taken for finished work.
+func TestSucceededIDs(t *testing.T) {
+	for _, tt := range []struct {
+		name, in string
+		ids      string // sorted, comma-separated
+		err      string
+	}{
+		{"answers", `{"id":"a","line":1,"content":"x","usage":{"prompt_tokens":1},"attempts":1}
+{"id":"r","line":2,"content":null,"refusal":"no","attempts":1}
+{"id":"e","line":3,"embedding":[0.1],"usage":{"prompt_tokens":1}}
+{"id":"t","line":4,"tool_calls":[{}],"error":null}
+`, "a,e,r,t", ""},
+		{"errors are not done", `{"id":"f","line":1,"error":{"type":"server"},"attempts":5}
+{"id":"g","line":2,"error":{"type":"budget"},"attempts":0}
+`, "", ""},
+		{"no answer is not done", `{"id":"h","line":1,"attempts":0}
+{"id":"i","line":2}
+`, "", ""},
+		{"dry run", `{"id":"q1","line":1,"prompt_tokens":9,"max_output_tokens":256,"est_cost_usd":0.0000041}
+`, "", "line 1 is a --dry-run estimate"},
+		{"dry run with unknown price", `{"id":"q1","line":1,"prompt_tokens":9,"max_output_tokens":256}
+`, "", "line 1 is a --dry-run estimate"},
+		{"dry run after results", `{"id":"a","line":1,"content":"x","usage":{}}
+{"id":"q1","line":1,"prompt_tokens":9,"max_output_tokens":256,"est_cost_usd":0.0000041}
+`, "", "line 2 is a --dry-run estimate"},
+		{"dry run invalid line", `{"id":"2","line":2,"prompt_tokens":0,"max_output_tokens":0,"error":{"type":"invalid_input"}}
+`, "", "line 1 is a --dry-run estimate"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ids, _, err := SucceededIDs(strings.NewReader(tt.in))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Errorf("SucceededIDs = %v, %v; want an error containing %q", ids, err, tt.err)
+				}
+				return
+			}
+			var got []string
+			for id := range ids {
+				got = append(got, id)
+			}
+			slices.Sort(got)
+			if err != nil || strings.Join(got, ",") != tt.ids {
+				t.Errorf("SucceededIDs = %v, %v; want %s", got, err, tt.ids)
+			}
+		})
+	}
+}
+
+// "id": null (what jq's {id, prompt} writes when the source has none) and
+// "custom_id": null are no id: the line number names the line.
+func TestNullID(t *testing.T) {
+	for _, tt := range []struct{ in, id string }{
+		{`{"id":null,"prompt":"p"}`, "1"},
+		{`{"custom_id":null,"body":{"messages":[{"role":"user","content":"x"}]}}`, "1"},
+		{`{"custom_id":"c","id":null,"prompt":"p"}`, "c"},
+		{`{"custom_id":null,"id":"i","prompt":"p"}`, "i"},
+	} {
+		reqs := readAll(t, tt.in+"\n"+tt.in+"\n", Options{})
+		if len(reqs) != 2 || reqs[0].Err != nil || reqs[0].ID != tt.id {
+			t.Fatalf("Next(%s) = %+v, want id %q", tt.in, reqs[0], tt.id)
+		}
+		if tt.id == "1" && reqs[1].ID != "2" {
+			t.Errorf("Next(%s) on line 2: id %q, want 2", tt.in, reqs[1].ID)
+		}
+	}
+}
+
+// A leading UTF-8 byte order mark is not part of the first line, in every
+// format; elsewhere it is content.
+func TestBOM(t *testing.T) {
+	const bom = "\uFEFF"
+	for _, tt := range []struct {
+		name, in string
+		opt      Options
+		id       string
+		messages string
+	}{
+		{"jsonl", bom + `{"id":"q1","prompt":"p"}` + "\n", Options{}, "q1", `[{"role":"user","content":"p"}]`},
+		{"jsonl string", bom + `"p"`, Options{}, "1", `[{"role":"user","content":"p"}]`},
+		{"text", bom + "hello\n", Options{Format: FormatText}, "1", `[{"role":"user","content":"hello"}]`},
+		{"csv", bom + "prompt,id\nhello,q1\n", Options{Format: FormatCSV}, "q1", `[{"role":"user","content":"hello"}]`},
+		{"csv id first", bom + "id,prompt\nq1,hello\n", Options{Format: FormatCSV}, "q1", `[{"role":"user","content":"hello"}]`},
+		{"text, not leading", "a\n" + bom + "b\n", Options{Format: FormatText}, "1", `[{"role":"user","content":"a"}]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			reqs := readAll(t, tt.in, tt.opt)
+			if len(reqs) == 0 || reqs[0].Err != nil || reqs[0].ID != tt.id || string(reqs[0].Body["messages"]) != tt.messages {
+				t.Fatalf("Next(%q) = %+v, want id %s, messages %s", tt.in, reqs, tt.id, tt.messages)
+			}
+		})
+	}
+	if reqs := readAll(t, "a\n"+bom+"b\n", Options{Format: FormatText}); len(reqs) != 2 || !strings.Contains(string(reqs[1].Body["messages"]), bom+"b") {
+		t.Errorf("a BOM inside the input was dropped: %+v", reqs)
+	}
+	if reqs := readAll(t, bom, Options{}); len(reqs) != 0 {
+		t.Errorf("Next(BOM only) = %+v, want nothing", reqs)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 )
 
@@ -80,23 +81,27 @@ func (w *Writer) Write(v any) error { return w.enc.Encode(v) }
 // Flush writes what is buffered.
 func (w *Writer) Flush() error { return w.bw.Flush() }
 
-// Done reads a previous output (for --resume) and returns the ids that have
-// a successful result. Lines that are not results, such as a last line torn
-// by a crash, are skipped and counted.
-func Done(r io.Reader) (ids map[string]bool, skipped int, err error) {
+// SucceededIDs reads a previous output (for --resume) and returns the ids
+// that have a successful result: no error, and an answer the API gave
+// (usage, content, choices, a refusal, tool calls or an embedding). Lines
+// that are not results, such as a last line torn by a crash, are skipped
+// and counted. A --dry-run estimate (prompt_tokens and est_cost_usd, no
+// answer) is an error naming its line: estimates are not results, and
+// taking them for results would send nothing.
+func SucceededIDs(r io.Reader) (ids map[string]bool, skipped int, err error) {
 	ids = make(map[string]bool)
 	br := bufio.NewReaderSize(r, 64<<10)
-	for {
+	for n := 1; ; n++ {
 		line, rerr := br.ReadBytes('\n')
 		if l := bytes.TrimSpace(line); len(l) > 0 {
-			var res struct {
-				ID    *string         `json:"id"`
-				Error json.RawMessage `json:"error"`
-			}
-			if json.Unmarshal(l, &res) != nil || res.ID == nil {
+			var res map[string]json.RawMessage
+			var id string
+			if json.Unmarshal(l, &res) != nil || json.Unmarshal(res["id"], &id) != nil {
 				skipped++
-			} else if len(res.Error) == 0 || string(res.Error) == "null" {
-				ids[*res.ID] = true
+			} else if isEstimate(res) {
+				return nil, skipped, fmt.Errorf("line %d is a --dry-run estimate, not a result: resume from the output of a real run", n)
+			} else if isSuccess(res) {
+				ids[id] = true
 			}
 		}
 		if rerr == io.EOF {
@@ -106,4 +111,31 @@ func Done(r io.Reader) (ids map[string]bool, skipped int, err error) {
 			return nil, skipped, rerr
 		}
 	}
+}
+
+// hasAnswer reports whether a line has a field only an answer from the
+// API has.
+func hasAnswer(res map[string]json.RawMessage) bool {
+	for _, k := range []string{"usage", "content", "choices", "refusal", "tool_calls", "embedding", "embeddings"} {
+		if _, ok := res[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// isSuccess reports whether a result line is an answer without an error.
+func isSuccess(res map[string]json.RawMessage) bool {
+	if e, ok := res["error"]; ok && string(e) != "null" {
+		return false
+	}
+	return hasAnswer(res)
+}
+
+// isEstimate reports whether a line is a --dry-run estimate.
+func isEstimate(res map[string]json.RawMessage) bool {
+	_, est := res["est_cost_usd"]
+	_, prompt := res["prompt_tokens"]
+	_, maxOut := res["max_output_tokens"]
+	return (est || prompt && maxOut) && !hasAnswer(res)
 }

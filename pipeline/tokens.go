@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pkoukk/tiktoken-go"
 )
@@ -110,12 +112,68 @@ func promptTokens(model string, messages, tools json.RawMessage) (int64, error) 
 	if err != nil {
 		return 0, err
 	}
-	return countPrompt(messages, tools, func(s string) int64 {
-		if s == "" {
-			return 0
+	return countPrompt(messages, tools, func(s string) int64 { return countTokens(enc, s, tokenChunk) })
+}
+
+// tokenChunk is the size of the pieces countTokens hands the encoder: it
+// holds about 20 bytes per byte of its text (the text as runes, twice,
+// and a match per pre-token), so counting a 20 MB message whole would
+// hold hundreds of megabytes.
+const tokenChunk = 64 << 10
+
+// countTokens is len(enc.EncodeOrdinary(s)) for the o200k_base and
+// cl100k_base encodings, counted in chunks of about size bytes so that
+// memory stays a small multiple of the chunk however long s is. It cuts
+// only where the encodings' pre-tokenizer regex always ends a pre-token
+// (see tokenBoundary), and BPE never merges across pre-tokens, so the
+// count is exact. Text with no such place (one long run of CJK letters,
+// say) is counted whole.
+func countTokens(enc *tiktoken.Tiktoken, s string, size int) int64 {
+	var n int64
+	for len(s) > 0 {
+		i := nextBoundary(s, size)
+		n += int64(len(enc.EncodeOrdinary(s[:i])))
+		s = s[i:]
+	}
+	return n
+}
+
+// nextBoundary is the first token boundary at or after size bytes into s,
+// or len(s).
+func nextBoundary(s string, size int) int {
+	if len(s) <= size {
+		return len(s)
+	}
+	i := size
+	for i < len(s) && !utf8.RuneStart(s[i]) {
+		i++
+	}
+	prev, _ := utf8.DecodeLastRuneInString(s[:i])
+	for i < len(s) {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		if tokenBoundary(prev, r) {
+			return i
 		}
-		return int64(len(enc.EncodeOrdinary(s)))
-	})
+		prev = r
+		i += w
+	}
+	return len(s)
+}
+
+// tokenBoundary reports whether the o200k_base and cl100k_base
+// pre-tokenizers always end a pre-token between prev and r, whatever
+// comes before or after, so that the text on either side is
+// pre-tokenized as it is within the whole. A letter belongs only to a
+// word pre-token, which goes on only with letters, combining marks
+// (o200k) or an apostrophe ('s, 're, ...); a digit belongs only to a
+// number pre-token (\p{N}{1,3}), which goes on only with digits. Neither
+// ends in whitespace, so the (?!\S) lookahead, the only place the
+// regexes look past a pre-token, never decides one at a boundary.
+func tokenBoundary(prev, r rune) bool {
+	if unicode.IsLetter(prev) {
+		return !unicode.IsLetter(r) && !unicode.IsMark(r) && r != '\''
+	}
+	return unicode.IsNumber(prev) && !unicode.IsNumber(r)
 }
 
 // promptTokenBound is an upper bound of promptTokens that needs no encoder:
