@@ -124,6 +124,7 @@ func advance(s *State, l Limits, now time.Time) {
 	if !s.PausedUntil.IsZero() && !now.Before(s.PausedUntil) {
 		s.PausedUntil = time.Time{}
 	}
+	lapsePace(s, now)
 }
 
 // drain empties a bucket of a per-minute limit for secs seconds. With the
@@ -187,6 +188,7 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 			if wait, why, minute, day = room(s, l, slack, e, now); wait > 0 {
 				break
 			}
+			chargePace(s, l, e, now)
 			s.RequestsWithinMin++
 			s.TokensWithinMin += float64(e.Tokens)
 			s.TokensWithinDay += e.Tokens
@@ -230,6 +232,7 @@ func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (w
 	if l.RPM > 0 {
 		hold(bucketWait(s.RequestsWithinMin, 1, l.RPM, slack), MinuteRequests)
 	}
+	hold(paceWait(s, l, e, now))
 	return wait, why, minute, day
 }
 
@@ -303,15 +306,20 @@ func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage)
 	l := g.Limits()
 	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		advance(s, l, now)
-		if until.After(s.PausedUntil) {
-			s.PausedUntil = until
-		}
-		if used.Requests > s.RequestsWithinMin {
-			s.RequestsWithinMin = used.Requests
-		}
-		if used.Tokens > s.TokensWithinMin {
-			s.TokensWithinMin = used.Tokens
-		}
+		syncServer(s, until, used)
 		return nil, nil
 	})
+}
+
+// syncServer makes s wait until at least until and hold at least used.
+func syncServer(s *State, until time.Time, used ServerUsage) {
+	if until.After(s.PausedUntil) {
+		s.PausedUntil = until
+	}
+	if used.Requests > s.RequestsWithinMin {
+		s.RequestsWithinMin = used.Requests
+	}
+	if used.Tokens > s.TokensWithinMin {
+		s.TokensWithinMin = used.Tokens
+	}
 }

@@ -21,6 +21,10 @@ type State struct {
 	MinuteTokenLimitReached bool      // the last refusal was the minute token limit
 	DayTokenLimitReached    bool      // the last refusal was the day token limit
 	PausedUntil             time.Time // after a 429, nobody sends before this
+	RequestsPacedUntil      time.Time // the request limit is paced per second until this (see Gate.Refused)
+	RequestsNextAt          time.Time // when paced, the earliest the next request may go
+	TokensPacedUntil        time.Time // the token limit is paced per second until this
+	TokensNextAt            time.Time // when paced, the earliest the next tokens may go
 
 	extra [][2]string // keys this version does not know, kept in order
 }
@@ -37,6 +41,10 @@ const (
 	keyCostDay     = "cost_within_day_usd"
 	keyUpdated     = "updated"
 	keyPaused      = "paused_until"
+	keyReqPaced    = "requests_paced_until"
+	keyReqNext     = "requests_next_at"
+	keyTokPaced    = "tokens_paced_until"
+	keyTokNext     = "tokens_next_at"
 )
 
 const header = `# gptbatch usage file: the limits' counters shared by every gptbatch that
@@ -102,6 +110,14 @@ func ParseState(b []byte) (State, error) {
 			s.Updated, err = parseTime(v)
 		case keyPaused:
 			s.PausedUntil, err = parseTime(v)
+		case keyReqPaced:
+			s.RequestsPacedUntil, err = parseTime(v)
+		case keyReqNext:
+			s.RequestsNextAt, err = parseTime(v)
+		case keyTokPaced:
+			s.TokensPacedUntil, err = parseTime(v)
+		case keyTokNext:
+			s.TokensNextAt, err = parseTime(v)
 		default:
 			s.extra = append(s.extra, [2]string{k, v})
 			continue // unknown keys may repeat; a later version knows why
@@ -182,6 +198,16 @@ func (s State) Format() []byte {
 	kv(keyCostDay, max(s.CostWithinDay, 0).String())
 	kv(keyUpdated, formatTime(s.Updated))
 	kv(keyPaused, formatTime(s.PausedUntil))
+	// Pacing is written only while on, so that a file of a server with
+	// true minute buckets stays as short as it was.
+	for _, p := range []struct {
+		k string
+		t time.Time
+	}{{keyReqPaced, s.RequestsPacedUntil}, {keyReqNext, s.RequestsNextAt}, {keyTokPaced, s.TokensPacedUntil}, {keyTokNext, s.TokensNextAt}} {
+		if !p.t.IsZero() {
+			kv(p.k, formatTime(p.t))
+		}
+	}
 	for _, e := range s.extra {
 		kv(e[0], e[1])
 	}
