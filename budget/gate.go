@@ -49,19 +49,64 @@ const DefaultSlack = 100 * time.Millisecond
 // sharing a FileStore decide as one.
 type Gate struct {
 	store Store
-	mu    sync.Mutex // guards lim and slack
+	mu    sync.Mutex // guards lim, slack and seen
 	lim   Limits
 	slack time.Duration
+	seen  Seen
 }
 
 // NewGate is a gate over s with limits l and DefaultSlack.
 func NewGate(s Store, l Limits) *Gate { return &Gate{store: s, lim: l, slack: DefaultSlack} }
 
-// Limits are the gate's current limits.
+// Limits are the gate's current limits: its own, under the limits stored
+// with the budget as of the gate's last read of the store.
 func (g *Gate) Limits() Limits {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.lim.Ceil(g.seen.Stored)
+}
+
+// Own are the gate's own limits (flags, defaults and what the server
+// taught), before the stored ceilings.
+func (g *Gate) Own() Limits {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	return g.lim
+}
+
+// Seen is what the gate last saw of the shared budget.
+func (g *Gate) Seen() Seen {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.seen
+}
+
+// update is one Store.Update with the limits in force for s: the gate's
+// own under s's stored ceilings. It records what it saw.
+func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, l Limits, slack time.Duration) []LedgerEntry) error {
+	g.mu.Lock()
+	own, slack := g.lim, g.slack
+	g.mu.Unlock()
+	var seen Seen
+	err := g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+		entries := fn(s, own.Ceil(s.Stored), slack)
+		seen = Seen{Date: s.Date, TokensWithinDay: s.TokensWithinDay, CostWithinDay: s.CostWithinDay, Stored: s.Stored, At: now}
+		return entries, nil
+	})
+	if err == nil {
+		g.mu.Lock()
+		if !now.Before(g.seen.At) {
+			g.seen = seen
+		}
+		g.mu.Unlock()
+	}
+	return err
+}
+
+// Load reads the shared state into what the gate has seen, so that Limits
+// and Check know the stored limits before the first reservation.
+func (g *Gate) Load(ctx context.Context, now time.Time) error {
+	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration) []LedgerEntry { return nil })
 }
 
 // SetLimits changes the limits, as when the server says its own are lower.
@@ -82,12 +127,6 @@ func (g *Gate) SetSlack(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.slack = max(d, 0)
-}
-
-func (g *Gate) config() (Limits, time.Duration) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.lim, g.slack
 }
 
 // Check says whether e can ever be admitted: a *TooLargeError when e
@@ -173,15 +212,14 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 	if len(ests) == 0 {
 		return 0, 0, "", nil
 	}
-	l, slack := g.config()
-	err = g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	err = g.update(ctx, now, func(s *State, l Limits, slack time.Duration) []LedgerEntry {
 		n, wait, why = 0, 0, ""
 		old := *s
 		advance(s, l, now)
 		if s.PausedUntil.After(now) {
 			wait, why = s.PausedUntil.Sub(now), BackOff
 			*s = old // nothing changed that the next reader will not work out
-			return nil, nil
+			return nil
 		}
 		var minute, day bool
 		for _, e := range ests {
@@ -197,10 +235,10 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 		}
 		if n == 0 && minute == old.MinuteTokenLimitReached && day == old.DayTokenLimitReached {
 			*s = old
-			return nil, nil
+			return nil
 		}
 		s.MinuteTokenLimitReached, s.DayTokenLimitReached = minute, day
-		return nil, nil
+		return nil
 	})
 	if err != nil {
 		return 0, 0, "", err
@@ -262,8 +300,7 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 	if len(ss) == 0 {
 		return nil
 	}
-	l := g.Limits()
-	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration) []LedgerEntry {
 		today := s.Date
 		advance(s, l, now)
 		sameDay := today == s.Date
@@ -283,7 +320,7 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 				entries = append(entries, *st.Entry)
 			}
 		}
-		return entries, nil
+		return entries
 	})
 }
 
@@ -303,11 +340,10 @@ type ServerUsage struct{ Requests, Tokens float64 }
 // used, so that sending resumes at the server's pace instead of in a burst
 // it would refuse.
 func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage) error {
-	l := g.Limits()
-	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration) []LedgerEntry {
 		advance(s, l, now)
 		syncServer(s, until, used)
-		return nil, nil
+		return nil
 	})
 }
 

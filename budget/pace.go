@@ -98,8 +98,7 @@ type Refusal struct {
 // spaced, not together. paced is the limit newly paced by this refusal
 // ("" when none was): a caller says it once.
 func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Reason, err error) {
-	l := g.Limits()
-	err = g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	err = g.update(ctx, now, func(s *State, l Limits, _ time.Duration) []LedgerEntry {
 		newly = ""
 		advance(s, l, now)
 		roomy := func(level float64, limit int64) bool {
@@ -124,7 +123,7 @@ func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Rea
 			s.TokensNextAt = later(s.TokensNextAt, r.Until)
 		}
 		syncServer(s, r.Until, r.Used)
-		return nil, nil
+		return nil
 	})
 	return newly, err
 }

@@ -25,6 +25,7 @@ type State struct {
 	RequestsNextAt          time.Time // when paced, the earliest the next request may go
 	TokensPacedUntil        time.Time // the token limit is paced per second until this
 	TokensNextAt            time.Time // when paced, the earliest the next tokens may go
+	Stored                  Limits    // limits stored with the budget: ceilings for every run (see Limits.Ceil)
 
 	extra [][2]string // keys this version does not know, kept in order
 }
@@ -45,6 +46,10 @@ const (
 	keyReqNext     = "requests_next_at"
 	keyTokPaced    = "tokens_paced_until"
 	keyTokNext     = "tokens_next_at"
+	keyLimitRPM    = "limit_rpm"
+	keyLimitTPM    = "limit_tpm"
+	keyLimitTPD    = "limit_tpd"
+	keyLimitCost   = "limit_daily_cost_usd"
 )
 
 const header = `# gptbatch usage file: the limits' counters shared by every gptbatch that
@@ -118,6 +123,17 @@ func ParseState(b []byte) (State, error) {
 			s.TokensPacedUntil, err = parseTime(v)
 		case keyTokNext:
 			s.TokensNextAt, err = parseTime(v)
+		case keyLimitRPM:
+			s.Stored.RPM, err = parseCount(v)
+		case keyLimitTPM:
+			s.Stored.TPM, err = parseCount(v)
+		case keyLimitTPD:
+			s.Stored.TPD, err = parseCount(v)
+		case keyLimitCost:
+			s.Stored.DailyCost, err = ParseCost(v)
+			if err != nil {
+				err = fmt.Errorf("not a non-negative amount of dollars")
+			}
 		default:
 			s.extra = append(s.extra, [2]string{k, v})
 			continue // unknown keys may repeat; a later version knows why
@@ -207,6 +223,18 @@ func (s State) Format() []byte {
 		if !p.t.IsZero() {
 			kv(p.k, formatTime(p.t))
 		}
+	}
+	// Stored limits, set by `gptbatch limits set`: written only when set.
+	for _, p := range []struct {
+		k string
+		v int64
+	}{{keyLimitRPM, s.Stored.RPM}, {keyLimitTPM, s.Stored.TPM}, {keyLimitTPD, s.Stored.TPD}} {
+		if p.v > 0 {
+			kv(p.k, strconv.FormatInt(p.v, 10))
+		}
+	}
+	if s.Stored.DailyCost > 0 {
+		kv(keyLimitCost, s.Stored.DailyCost.String())
 	}
 	for _, e := range s.extra {
 		kv(e[0], e[1])
