@@ -289,6 +289,9 @@ type Settlement struct {
 	Tokens int64 // total tokens the API reported; 0 for a failure
 	Cost   Cost  // what the call cost
 	Entry  *LedgerEntry
+	// DayOnly settles a reservation of ReserveDay: the minute buckets were
+	// never charged, so nothing goes back to them.
+	DayOnly bool
 }
 
 // Settle applies settlements in one Store.Update. The day's tokens and
@@ -312,7 +315,7 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 			}
 			s.TokensWithinDay += st.Tokens
 			s.CostWithinDay += st.Cost
-			if !st.Sent {
+			if !st.Sent && !st.DayOnly {
 				s.RequestsWithinMin = max(0, s.RequestsWithinMin-1)
 				s.TokensWithinMin = max(0, s.TokensWithinMin-float64(st.Est.Tokens))
 			}

@@ -92,3 +92,24 @@ func TestFlagTightensStoredLimit(t *testing.T) {
 		t.Errorf("stored rpm after the run = %d, want 600 untouched", got)
 	}
 }
+
+// The Batch API's reservations count against the day, never the minute.
+func TestReserveDay(t *testing.T) {
+	m := new(MemStore)
+	g := exactGate(m, Limits{RPM: 1, TPM: 10, TPD: 1000})
+	n, _, why, err := g.ReserveDay(context.Background(), t0, ones(20, 60))
+	if err != nil || n != 16 || why != DayTokens {
+		t.Fatalf("ReserveDay(20 × 60) under tpd 1000, rpm 1 = %d, %q, %v; want 16, %q", n, why, err, DayTokens)
+	}
+	s := m.State()
+	if s.TokensWithinDay != 960 || s.RequestsWithinMin != 0 || s.TokensWithinMin != 0 {
+		t.Errorf("after ReserveDay: day %d, minute %v requests %v tokens; want 960, 0, 0", s.TokensWithinDay, s.RequestsWithinMin, s.TokensWithinMin)
+	}
+	ss := []Settlement{{Est: Estimate{Tokens: 60}, Sent: true, Tokens: 25, DayOnly: true}, {Est: Estimate{Tokens: 60}, DayOnly: true}}
+	if err := g.Settle(context.Background(), t0, ss); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.State(); s.TokensWithinDay != 865 || s.RequestsWithinMin != 0 {
+		t.Errorf("after settling one line at 25 tokens and one unsent: day %d, minute requests %v; want 865, 0", s.TokensWithinDay, s.RequestsWithinMin)
+	}
+}
