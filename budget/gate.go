@@ -53,20 +53,65 @@ const DefaultSlack = 100 * time.Millisecond
 // sharing a FileStore decide as one.
 type Gate struct {
 	store Store
-	mu    sync.Mutex // guards lim, slack and zone
+	mu    sync.Mutex // guards lim, slack, zone and seen
 	lim   Limits
 	slack time.Duration
 	zone  *time.Location // where a day this gate starts ends; nil: now's zone
+	seen  Seen
 }
 
 // NewGate is a gate over s with limits l and DefaultSlack.
 func NewGate(s Store, l Limits) *Gate { return &Gate{store: s, lim: l, slack: DefaultSlack} }
 
-// Limits are the gate's current limits.
+// Limits are the gate's current limits: its own, under the limits stored
+// with the budget as of the gate's last read of the store.
 func (g *Gate) Limits() Limits {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.lim.Ceil(g.seen.Stored)
+}
+
+// Own are the gate's own limits (flags, defaults and what the server
+// taught), before the stored ceilings.
+func (g *Gate) Own() Limits {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	return g.lim
+}
+
+// Seen is what the gate last saw of the shared budget.
+func (g *Gate) Seen() Seen {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.seen
+}
+
+// update is one Store.Update with the limits in force for s: the gate's
+// own under s's stored ceilings. It records what it saw.
+func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
+	g.mu.Lock()
+	own, slack, zone := g.lim, g.slack, g.zone
+	g.mu.Unlock()
+	var seen Seen
+	err := g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+		entries := fn(s, own.Ceil(s.Stored), slack, zone)
+		seen = Seen{Date: s.Date, TokensWithinDay: s.TokensWithinDay, CostWithinDay: s.CostWithinDay, Stored: s.Stored, At: now}
+		return entries, nil
+	})
+	if err == nil {
+		g.mu.Lock()
+		if !now.Before(g.seen.At) {
+			g.seen = seen
+		}
+		g.mu.Unlock()
+	}
+	return err
+}
+
+// Load reads the shared state into what the gate has seen, so that Limits
+// and Check know the stored limits before the first reservation.
+func (g *Gate) Load(ctx context.Context, now time.Time) error {
+	return g.update(ctx, now, func(*State, Limits, time.Duration, *time.Location) []LedgerEntry { return nil })
 }
 
 // SetLimits changes the limits, as when the server says its own are lower.
@@ -115,12 +160,6 @@ func (g *Gate) SetDayZone(loc *time.Location) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.zone = loc
-}
-
-func (g *Gate) config() (Limits, time.Duration, *time.Location) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.lim, g.slack, g.zone
 }
 
 // Check says whether e can ever be admitted: a *TooLargeError when e
@@ -177,6 +216,7 @@ func advance(s *State, l Limits, now time.Time, zone *time.Location) (newDay boo
 	if !s.PausedUntil.IsZero() && !now.Before(s.PausedUntil) {
 		s.PausedUntil = time.Time{}
 	}
+	lapsePace(s, now)
 	return newDay
 }
 
@@ -263,15 +303,14 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 	if len(ests) == 0 {
 		return 0, 0, "", nil
 	}
-	l, slack, zone := g.config()
 	for _, e := range ests {
 		if e.CostUnknown {
-			if err := check(l, e); err != nil {
+			if err := check(g.Limits(), e); err != nil {
 				return 0, 0, "", err
 			}
 		}
 	}
-	err = g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	err = g.update(ctx, now, func(s *State, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry {
 		n, wait, why = 0, 0, ""
 		old := *s
 		advance(s, l, now, zone)
@@ -283,13 +322,14 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 			if !clamped {
 				*s = old // nothing changed that the next reader will not work out
 			}
-			return nil, nil
+			return nil
 		}
 		var minute, day bool
 		for _, e := range ests {
 			if wait, why, minute, day = room(s, l, slack, e, now); wait > 0 {
 				break
 			}
+			chargePace(s, l, e, now)
 			s.RequestsWithinMin++
 			s.TokensWithinMin += float64(e.Tokens)
 			s.TokensWithinDay += e.Tokens
@@ -298,10 +338,10 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 		}
 		if n == 0 && !clamped && minute == old.MinuteTokenLimitReached && day == old.DayTokenLimitReached {
 			*s = old
-			return nil, nil
+			return nil
 		}
 		s.MinuteTokenLimitReached, s.DayTokenLimitReached = minute, day
-		return nil, nil
+		return nil
 	})
 	if err != nil {
 		return 0, 0, "", err
@@ -333,6 +373,7 @@ func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (w
 	if l.RPM > 0 {
 		hold(bucketWait(s.RequestsWithinMin, 1, l.RPM, slack), MinuteRequests)
 	}
+	hold(paceWait(s, l, e, now))
 	return wait, why, minute, day
 }
 
@@ -344,6 +385,9 @@ type Settlement struct {
 	Tokens int64 // total tokens the API reported; 0 for a failure
 	Cost   Cost  // what the call cost
 	Entry  *LedgerEntry
+	// DayOnly settles a reservation of ReserveDay: the minute buckets were
+	// never charged, so nothing goes back to them.
+	DayOnly bool
 }
 
 // Settle applies settlements in one Store.Update. The day's tokens and
@@ -355,8 +399,7 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 	if len(ss) == 0 {
 		return nil
 	}
-	l, _, zone := g.config()
-	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		sameDay := !advance(s, l, now, zone)
 		var entries []LedgerEntry
 		for _, st := range ss {
@@ -366,7 +409,7 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 			}
 			s.TokensWithinDay += st.Tokens
 			s.CostWithinDay += st.Cost
-			if !st.Sent {
+			if !st.Sent && !st.DayOnly {
 				s.RequestsWithinMin = max(0, s.RequestsWithinMin-1)
 				s.TokensWithinMin = max(0, s.TokensWithinMin-float64(st.Est.Tokens))
 			}
@@ -374,7 +417,7 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 				entries = append(entries, *st.Entry)
 			}
 		}
-		return entries, nil
+		return entries
 	})
 }
 
@@ -394,18 +437,22 @@ type ServerUsage struct{ Requests, Tokens float64 }
 // used, so that sending resumes at the server's pace instead of in a burst
 // it would refuse.
 func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage) error {
-	l, _, zone := g.config()
-	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		advance(s, l, now, zone)
-		if until.After(s.PausedUntil) {
-			s.PausedUntil = until
-		}
-		if used.Requests > s.RequestsWithinMin {
-			s.RequestsWithinMin = used.Requests
-		}
-		if used.Tokens > s.TokensWithinMin {
-			s.TokensWithinMin = used.Tokens
-		}
-		return nil, nil
+		syncServer(s, until, used)
+		return nil
 	})
+}
+
+// syncServer makes s wait until at least until and hold at least used.
+func syncServer(s *State, until time.Time, used ServerUsage) {
+	if until.After(s.PausedUntil) {
+		s.PausedUntil = until
+	}
+	if used.Requests > s.RequestsWithinMin {
+		s.RequestsWithinMin = used.Requests
+	}
+	if used.Tokens > s.TokensWithinMin {
+		s.TokensWithinMin = used.Tokens
+	}
 }

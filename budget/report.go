@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,7 +11,8 @@ import (
 )
 
 // ReportOptions select and group ledger entries. Zero Since or Until is
-// unbounded; By is "" (one row), "model" or "day".
+// unbounded; By is "" (one row), "model", "day", "via" (sync or batch) or
+// "endpoint".
 type ReportOptions struct {
 	Since, Until time.Time
 	By           string
@@ -67,6 +69,10 @@ func BuildReport(r io.Reader, opt ReportOptions, loc *time.Location) (Report, er
 			key = e.Model
 		case "day":
 			key = e.Time.In(loc).Format(time.DateOnly)
+		case "via":
+			key = cmp.Or(e.Via, "sync")
+		case "endpoint":
+			key = cmp.Or(e.Endpoint, "chat")
 		}
 		row := rows[key]
 		if row == nil {

@@ -22,6 +22,11 @@ type State struct {
 	MinuteTokenLimitReached bool      // the last refusal was the minute token limit
 	DayTokenLimitReached    bool      // the last refusal was the day token limit
 	PausedUntil             time.Time // after a 429, nobody sends before this
+	RequestsPacedUntil      time.Time // the request limit is paced per second until this (see Gate.Refused)
+	RequestsNextAt          time.Time // when paced, the earliest the next request may go
+	TokensPacedUntil        time.Time // the token limit is paced per second until this
+	TokensNextAt            time.Time // when paced, the earliest the next tokens may go
+	Stored                  Limits    // limits stored with the budget: ceilings for every run (see Limits.Ceil)
 
 	extra [][2]string // keys this version does not know, kept in order
 }
@@ -39,6 +44,14 @@ const (
 	keyUpdated     = "updated"
 	keyPaused      = "paused_until"
 	keyDayEnds     = "day_ends_at"
+	keyReqPaced    = "requests_paced_until"
+	keyReqNext     = "requests_next_at"
+	keyTokPaced    = "tokens_paced_until"
+	keyTokNext     = "tokens_next_at"
+	keyLimitRPM    = "limit_rpm"
+	keyLimitTPM    = "limit_tpm"
+	keyLimitTPD    = "limit_tpd"
+	keyLimitCost   = "limit_daily_cost_usd"
 )
 
 const header = `# gptbatch usage file: the limits' counters shared by every gptbatch that
@@ -122,6 +135,25 @@ func ParseState(b []byte) (State, error) {
 			s.PausedUntil, err = parseTime(v)
 		case keyDayEnds:
 			s.DayEndsAt, err = parseTime(v)
+		case keyReqPaced:
+			s.RequestsPacedUntil, err = parseTime(v)
+		case keyReqNext:
+			s.RequestsNextAt, err = parseTime(v)
+		case keyTokPaced:
+			s.TokensPacedUntil, err = parseTime(v)
+		case keyTokNext:
+			s.TokensNextAt, err = parseTime(v)
+		case keyLimitRPM:
+			s.Stored.RPM, err = parseCount(v)
+		case keyLimitTPM:
+			s.Stored.TPM, err = parseCount(v)
+		case keyLimitTPD:
+			s.Stored.TPD, err = parseCount(v)
+		case keyLimitCost:
+			s.Stored.DailyCost, err = ParseCost(v)
+			if err != nil {
+				err = fmt.Errorf("not a non-negative amount of dollars")
+			}
 		default:
 			s.extra = append(s.extra, [2]string{k, v})
 			continue // unknown keys may repeat; a later version knows why
@@ -203,6 +235,28 @@ func (s State) Format() []byte {
 	kv(keyUpdated, formatTime(s.Updated))
 	kv(keyPaused, formatTime(s.PausedUntil))
 	kv(keyDayEnds, formatTime(s.DayEndsAt))
+	// Pacing is written only while on, so that a file of a server with
+	// true minute buckets stays as short as it was.
+	for _, p := range []struct {
+		k string
+		t time.Time
+	}{{keyReqPaced, s.RequestsPacedUntil}, {keyReqNext, s.RequestsNextAt}, {keyTokPaced, s.TokensPacedUntil}, {keyTokNext, s.TokensNextAt}} {
+		if !p.t.IsZero() {
+			kv(p.k, formatTime(p.t))
+		}
+	}
+	// Stored limits, set by `gptbatch limits set`: written only when set.
+	for _, p := range []struct {
+		k string
+		v int64
+	}{{keyLimitRPM, s.Stored.RPM}, {keyLimitTPM, s.Stored.TPM}, {keyLimitTPD, s.Stored.TPD}} {
+		if p.v > 0 {
+			kv(p.k, strconv.FormatInt(p.v, 10))
+		}
+	}
+	if s.Stored.DailyCost > 0 {
+		kv(keyLimitCost, s.Stored.DailyCost.String())
+	}
 	for _, e := range s.extra {
 		kv(e[0], e[1])
 	}

@@ -39,7 +39,10 @@ type LedgerEntry struct {
 	CostUSD          *Cost     `json:"cost_usd"` // null when the price is unknown
 	LatencyMS        int64     `json:"latency_ms"`
 	Attempt          int       `json:"attempt"`
-	Error            string    `json:"error,omitempty"` // the error type when the call failed
+	Error            string    `json:"error,omitempty"`    // the error type when the call failed
+	Endpoint         string    `json:"endpoint,omitempty"` // "chat" (or empty, older entries), "embeddings" or "responses"
+	Via              string    `json:"via,omitempty"`      // "batch" for a Batch API line; empty for a synchronous call
+	BatchID          string    `json:"batch_id,omitempty"` // the Batch API batch the line went in
 }
 
 // ReadLedger calls fn for each entry of a ledger, in order, and stops at

@@ -1,0 +1,132 @@
+package budget
+
+import (
+	"context"
+	"time"
+)
+
+// Pacing per second. OpenAI documents that a per-minute limit may be
+// enforced in shorter slices (600 a minute as 10 a second). A server that
+// refuses a request while the minute bucket, which mirrors the server's
+// own, still has a second's worth of room is such a server: from then on
+// the gate also spaces that limit's requests evenly at limit/60 a second
+// (a GCRA with no burst), so that no second gets more than its share and
+// no burst of retries meets a full second. The pacing is kept in the
+// shared state, so every process sharing the store paces alike, and it
+// lapses after PaceLapse without another such refusal, so that a server
+// with true minute buckets gets its burst back.
+
+// The reasons a paced limit holds a request back.
+const (
+	PacedRequests Reason = "request limit, paced per second"
+	PacedTokens   Reason = "token limit, paced per second"
+)
+
+// PaceLapse is how long per-second pacing stays on after the last refusal
+// that called for it.
+const PaceLapse = time.Minute
+
+// PaceShare is the share of limit/60 a second that pacing admits: the rest
+// absorbs requests that reach the server closer together than they left
+// (connections, scheduling), which would otherwise meet a full second.
+const PaceShare = 0.92
+
+// paceInterval is the spacing of units of a per-minute limit when paced.
+func paceInterval(units, limit int64) time.Duration {
+	return time.Duration(float64(units) * float64(time.Minute) / (float64(limit) * PaceShare))
+}
+
+// paced reports whether pacing until until is on at now.
+func paced(until, now time.Time) bool { return !until.IsZero() && now.Before(until) }
+
+// paceWait is how long e must wait for the paced limits, and which holds
+// it longest. Requires s advanced to now.
+func paceWait(s *State, l Limits, e Estimate, now time.Time) (wait time.Duration, why Reason) {
+	if l.RPM > 0 && paced(s.RequestsPacedUntil, now) && s.RequestsNextAt.After(now) {
+		wait, why = s.RequestsNextAt.Sub(now), PacedRequests
+	}
+	if l.TPM > 0 && paced(s.TokensPacedUntil, now) && s.TokensNextAt.After(now) {
+		if w := s.TokensNextAt.Sub(now); w > wait {
+			wait, why = w, PacedTokens
+		}
+	}
+	return wait, why
+}
+
+// chargePace moves the paced limits' next slots on by e.
+func chargePace(s *State, l Limits, e Estimate, now time.Time) {
+	if l.RPM > 0 && paced(s.RequestsPacedUntil, now) {
+		s.RequestsNextAt = later(s.RequestsNextAt, now).Add(paceInterval(1, l.RPM))
+	}
+	if l.TPM > 0 && paced(s.TokensPacedUntil, now) {
+		s.TokensNextAt = later(s.TokensNextAt, now).Add(paceInterval(e.Tokens, l.TPM))
+	}
+}
+
+// lapsePace clears pacing that has lapsed at now.
+func lapsePace(s *State, now time.Time) {
+	if !s.RequestsPacedUntil.IsZero() && !now.Before(s.RequestsPacedUntil) {
+		s.RequestsPacedUntil, s.RequestsNextAt = time.Time{}, time.Time{}
+	}
+	if !s.TokensPacedUntil.IsZero() && !now.Before(s.TokensPacedUntil) {
+		s.TokensPacedUntil, s.TokensNextAt = time.Time{}, time.Time{}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Refusal is a 429 from the server: which of its per-minute limits it said
+// was used up, what its headers say is used, and until when everybody
+// should wait.
+type Refusal struct {
+	Limit Reason      // MinuteRequests or MinuteTokens; "" when the server did not say
+	Used  ServerUsage // from the x-ratelimit headers
+	Until time.Time   // the back-off every process keeps
+}
+
+// Refused records a 429 at now, as Sync does, and decides whether the
+// server enforces the refused limit per second: it does when the minute
+// bucket still had a second's worth of room when the server refused.
+// Then that limit is paced at limit/60 a second (see PaceShare) until
+// PaceLapse after now, in every process sharing the store, and the paced
+// slots start at the back-off's end so that the retries it holds go out
+// spaced, not together. paced is the limit newly paced by this refusal
+// ("" when none was): a caller says it once.
+func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Reason, err error) {
+	err = g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
+		newly = ""
+		advance(s, l, now, zone)
+		roomy := func(level float64, limit int64) bool {
+			return limit > 0 && level <= float64(limit)-max(1, float64(limit)/60)
+		}
+		switch {
+		case r.Limit == MinuteRequests && roomy(s.RequestsWithinMin, l.RPM):
+			if !paced(s.RequestsPacedUntil, now) {
+				newly = PacedRequests
+			}
+			s.RequestsPacedUntil = now.Add(PaceLapse)
+		case r.Limit == MinuteTokens && roomy(s.TokensWithinMin, l.TPM):
+			if !paced(s.TokensPacedUntil, now) {
+				newly = PacedTokens
+			}
+			s.TokensPacedUntil = now.Add(PaceLapse)
+		}
+		if paced(s.RequestsPacedUntil, now) {
+			s.RequestsNextAt = later(s.RequestsNextAt, r.Until)
+		}
+		if paced(s.TokensPacedUntil, now) {
+			s.TokensNextAt = later(s.TokensNextAt, r.Until)
+		}
+		syncServer(s, r.Until, r.Used)
+		return nil
+	})
+	return newly, err
+}
+
+// PaceRate is how many units a second a paced per-minute limit admits.
+func PaceRate(limit int64) float64 { return float64(limit) / 60 * PaceShare }

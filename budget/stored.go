@@ -1,0 +1,126 @@
+package budget
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Stored limits live with the shared budget (in usage.md, or the Redis
+// store), set once by `gptbatch limits set` and obeyed by every later run
+// that shares the budget. They are ceilings: a run uses, for each limit,
+// the lower of its own (a flag or the default) and the stored one, so a
+// flag can tighten a stored limit for one run but never loosen it.
+
+// LimitNames are the names of the limits that can be stored, in the order
+// they are shown: `gptbatch limits clear` takes these.
+var LimitNames = []string{"rpm", "tpm", "tpd", "daily-cost"}
+
+// Ceil is l with every limit no higher than c's. A limit that is off (0)
+// in either is the other's.
+func (l Limits) Ceil(c Limits) Limits {
+	low := func(a, b int64) int64 {
+		switch {
+		case a <= 0:
+			return b
+		case b <= 0:
+			return a
+		}
+		return min(a, b)
+	}
+	return Limits{
+		RPM:       low(l.RPM, c.RPM),
+		TPM:       low(l.TPM, c.TPM),
+		TPD:       low(l.TPD, c.TPD),
+		DailyCost: Cost(low(int64(l.DailyCost), int64(c.DailyCost))),
+	}
+}
+
+// Source says where each effective limit of own.Ceil(stored) comes from:
+// "stored" where the stored one is lower, "flag" where own's is, "off"
+// where both are off.
+func Source(own, stored Limits) map[string]string {
+	src := func(a, b int64) string {
+		switch {
+		case a <= 0 && b <= 0:
+			return "off"
+		case b > 0 && (a <= 0 || b < a):
+			return "stored"
+		}
+		return "flag"
+	}
+	return map[string]string{
+		"rpm":        src(own.RPM, stored.RPM),
+		"tpm":        src(own.TPM, stored.TPM),
+		"tpd":        src(own.TPD, stored.TPD),
+		"daily-cost": src(int64(own.DailyCost), int64(stored.DailyCost)),
+	}
+}
+
+// SetStoredLimits stores every limit that set gives (> 0) with the shared
+// budget, under the store's lock, leaving the others as they are.
+func SetStoredLimits(ctx context.Context, st Store, set Limits) error {
+	return st.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+		if set.RPM > 0 {
+			s.Stored.RPM = set.RPM
+		}
+		if set.TPM > 0 {
+			s.Stored.TPM = set.TPM
+		}
+		if set.TPD > 0 {
+			s.Stored.TPD = set.TPD
+		}
+		if set.DailyCost > 0 {
+			s.Stored.DailyCost = set.DailyCost
+		}
+		return nil, nil
+	})
+}
+
+// ClearStoredLimits removes the named stored limits (LimitNames), or all of
+// them when names is empty.
+func ClearStoredLimits(ctx context.Context, st Store, names []string) error {
+	if len(names) == 0 {
+		names = LimitNames
+	}
+	for _, n := range names {
+		if !validLimitName(n) {
+			return fmt.Errorf("no limit named %q (limits are %s)", n, strings.Join(LimitNames, ", "))
+		}
+	}
+	return st.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+		for _, n := range names {
+			switch n {
+			case "rpm":
+				s.Stored.RPM = 0
+			case "tpm":
+				s.Stored.TPM = 0
+			case "tpd":
+				s.Stored.TPD = 0
+			case "daily-cost":
+				s.Stored.DailyCost = 0
+			}
+		}
+		return nil, nil
+	})
+}
+
+func validLimitName(n string) bool {
+	for _, v := range LimitNames {
+		if n == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Seen is what the gate last saw of the shared budget: today's use and the
+// stored limits, as of its last read of the store.
+type Seen struct {
+	Date            string // the day TokensWithinDay and CostWithinDay belong to
+	TokensWithinDay int64
+	CostWithinDay   Cost
+	Stored          Limits
+	At              time.Time // when it was seen (the time passed to the gate)
+}

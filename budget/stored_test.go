@@ -1,0 +1,115 @@
+package budget
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLimitsCeil(t *testing.T) {
+	tests := []struct {
+		own, stored, want Limits
+	}{
+		{Limits{RPM: 500, TPM: 1000}, Limits{}, Limits{RPM: 500, TPM: 1000}},
+		{Limits{RPM: 500}, Limits{RPM: 100, TPD: 50}, Limits{RPM: 100, TPD: 50}},
+		{Limits{RPM: 50}, Limits{RPM: 100}, Limits{RPM: 50}},
+		{Limits{DailyCost: 10 * Dollar}, Limits{DailyCost: Dollar / 2}, Limits{DailyCost: Dollar / 2}},
+		{Limits{}, Limits{DailyCost: Dollar}, Limits{DailyCost: Dollar}},
+	}
+	for _, tt := range tests {
+		if got := tt.own.Ceil(tt.stored); got != tt.want {
+			t.Errorf("%+v.Ceil(%+v) = %+v, want %+v", tt.own, tt.stored, got, tt.want)
+		}
+	}
+	src := Source(Limits{RPM: 500, TPM: 10, DailyCost: 10 * Dollar}, Limits{RPM: 100, TPM: 20, DailyCost: Dollar})
+	want := map[string]string{"rpm": "stored", "tpm": "flag", "tpd": "off", "daily-cost": "stored"}
+	for k, v := range want {
+		if src[k] != v {
+			t.Errorf("Source[%s] = %q, want %q", k, src[k], v)
+		}
+	}
+}
+
+// A stored daily cost caps a run whose own flag is higher: the flag cannot
+// loosen it, and the gate says so from its first reservation on.
+func TestStoredLimitIsACeiling(t *testing.T) {
+	ctx := context.Background()
+	f, err := OpenFile(filepath.Join(t.TempDir(), "usage.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cap, _ := ParseCost("0.0005")
+	if err := SetStoredLimits(ctx, f, Limits{DailyCost: cap}); err != nil {
+		t.Fatalf("SetStoredLimits = %v", err)
+	}
+	g := NewGate(f, Limits{RPM: 500, DailyCost: 10 * Dollar})
+	if err := g.Load(ctx, t0); err != nil {
+		t.Fatalf("Load = %v", err)
+	}
+	if got := g.Limits().DailyCost; got != cap {
+		t.Errorf("Limits().DailyCost after Load = %s, want the stored %s", got, cap)
+	}
+	each, _ := ParseCost("0.0002")
+	ests := []Estimate{{Tokens: 10, Cost: each}, {Tokens: 10, Cost: each}, {Tokens: 10, Cost: each}}
+	if n, _, why := reserve(t, g, t0, ests...); n != 2 || why != DayCost {
+		t.Errorf("Reserve(3 × $0.0002) under a stored $0.0005 = %d, %q; want 2, %q", n, why, DayCost)
+	}
+	// Every later write keeps the stored limit, human-readable.
+	b, err := os.ReadFile(f.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "limit_daily_cost_usd = 0.0005\n") {
+		t.Errorf("usage.md after reservations lacks the stored limit:\n%s", b)
+	}
+	if s := g.Seen(); s.CostWithinDay != 2*each || s.Stored.DailyCost != cap {
+		t.Errorf("Seen() = %+v, want $0.0004 used and the stored cap", s)
+	}
+	if err := ClearStoredLimits(ctx, f, []string{"daily-cost"}); err != nil {
+		t.Fatalf("ClearStoredLimits = %v", err)
+	}
+	if n, _, _ := reserve(t, g, t0, ests[0]); n != 1 {
+		t.Errorf("Reserve after clearing the stored cap = %d, want 1 (the flag's $10 rules)", n)
+	}
+	if err := ClearStoredLimits(ctx, f, []string{"rpn"}); err == nil || !strings.Contains(err.Error(), "rpm") {
+		t.Errorf("ClearStoredLimits(rpn) = %v, want an error listing the names", err)
+	}
+}
+
+// A flag lower than the stored limit tightens it for this run only.
+func TestFlagTightensStoredLimit(t *testing.T) {
+	m := new(MemStore)
+	if err := SetStoredLimits(context.Background(), m, Limits{RPM: 600}); err != nil {
+		t.Fatal(err)
+	}
+	g := exactGate(m, Limits{RPM: 60})
+	if n, _, _ := reserve(t, g, t0, ones(100, 1)...); n != 60 {
+		t.Errorf("Reserve(100) with --rpm 60 under a stored 600 = %d, want 60", n)
+	}
+	if got := m.State().Stored.RPM; got != 600 {
+		t.Errorf("stored rpm after the run = %d, want 600 untouched", got)
+	}
+}
+
+// The Batch API's reservations count against the day, never the minute.
+func TestReserveDay(t *testing.T) {
+	m := new(MemStore)
+	g := exactGate(m, Limits{RPM: 1, TPM: 10, TPD: 1000})
+	n, _, why, err := g.ReserveDay(context.Background(), t0, ones(20, 60))
+	if err != nil || n != 16 || why != DayTokens {
+		t.Fatalf("ReserveDay(20 × 60) under tpd 1000, rpm 1 = %d, %q, %v; want 16, %q", n, why, err, DayTokens)
+	}
+	s := m.State()
+	if s.TokensWithinDay != 960 || s.RequestsWithinMin != 0 || s.TokensWithinMin != 0 {
+		t.Errorf("after ReserveDay: day %d, minute %v requests %v tokens; want 960, 0, 0", s.TokensWithinDay, s.RequestsWithinMin, s.TokensWithinMin)
+	}
+	ss := []Settlement{{Est: Estimate{Tokens: 60}, Sent: true, Tokens: 25, DayOnly: true}, {Est: Estimate{Tokens: 60}, DayOnly: true}}
+	if err := g.Settle(context.Background(), t0, ss); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.State(); s.TokensWithinDay != 865 || s.RequestsWithinMin != 0 {
+		t.Errorf("after settling one line at 25 tokens and one unsent: day %d, minute requests %v; want 865, 0", s.TokensWithinDay, s.RequestsWithinMin)
+	}
+}
