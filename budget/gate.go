@@ -173,6 +173,9 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 		return 0, 0, "", nil
 	}
 	l, slack := g.config()
+	if sg, ok := g.store.(serverGate); ok {
+		return sg.reserve(ctx, now, l, slack, ests)
+	}
 	err = g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		n, wait, why = 0, 0, ""
 		old := *s
@@ -260,6 +263,9 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 		return nil
 	}
 	l := g.Limits()
+	if sg, ok := g.store.(serverGate); ok {
+		return sg.settle(ctx, now, l, ss)
+	}
 	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		today := s.Date
 		advance(s, l, now)
@@ -301,6 +307,9 @@ type ServerUsage struct{ Requests, Tokens float64 }
 // it would refuse.
 func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage) error {
 	l := g.Limits()
+	if sg, ok := g.store.(serverGate); ok {
+		return sg.sync(ctx, now, until, l, used)
+	}
 	return g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		advance(s, l, now)
 		if until.After(s.PausedUntil) {
