@@ -46,7 +46,8 @@ const DefaultSlack = 100 * time.Millisecond
 // does against one process's clock: the time is a parameter, reservations
 // are charged up front and settled to actuals later. Safe for concurrent
 // use; every decision is one Store.Update, so gates in many processes
-// sharing a FileStore decide as one.
+// sharing a FileStore decide as one. Over a RedisStore every decision is
+// instead one script on the server, on the server's clock.
 type Gate struct {
 	store Store
 	mu    sync.Mutex // guards lim and slack

@@ -51,10 +51,13 @@ const ledgerSkew = 24 * time.Hour
 // local budget: every failure is an error naming the store. Safe for
 // concurrent use.
 type RedisStore struct {
-	c                                                  *redis.Client
-	where                                              string // the URL, password redacted, for errors
-	state, ledger                                      string // the keys
-	reserveScript, settleScript, syncScript, casScript *redis.Script
+	c             *redis.Client
+	where         string // the URL, password redacted, for errors
+	state, ledger string // the keys
+	reserveScript *redis.Script
+	settleScript  *redis.Script
+	syncScript    *redis.Script
+	casScript     *redis.Script
 }
 
 // OpenRedis connects to the Redis at rawURL
