@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -12,9 +13,21 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // These tests run against a real redis-server the test starts itself.
+
+// TestMain keeps go-redis from logging each failed dial of the tests that
+// kill Redis: the errors are what the tests look at.
+func TestMain(m *testing.M) {
+	redis.SetLogger(quiet{})
+	os.Exit(m.Run())
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // closedAddr is an address on 127.0.0.1 where nothing listens.
 func closedAddr(t *testing.T) string {

@@ -15,6 +15,9 @@
 -- Redis's Lua has only doubles: times in µs and token counts are exact
 -- integers below 2^53, and dollars are kept as two numbers (see cost).
 
+-- Writes after TIME need effects replication before Redis 5 (a no-op since).
+redis.replicate_commands()
+
 local US = 1000000
 local DAY = 86400 * US
 
