@@ -29,6 +29,13 @@ type quiet struct{}
 
 func (quiet) Printf(context.Context, string, ...any) {}
 
+// noon is the time now in a zone where it is about noon, so that a test
+// that starts a day on a real server does not see it end.
+func noon() time.Time {
+	utc := time.Now().UTC()
+	return utc.In(time.FixedZone("noon", int((12*time.Hour-utc.Sub(utc.Truncate(24*time.Hour)))/time.Second)))
+}
+
 // closedAddr is an address on 127.0.0.1 where nothing listens.
 func closedAddr(t *testing.T) string {
 	t.Helper()
@@ -72,10 +79,10 @@ func TestRedisAllOrNothing(t *testing.T) {
 			}
 			defer r.Close()
 			g := exactGate(r, tt.l)
-			if n, _, _ := reserve(t, g, time.Now(), tt.e); n != 1 {
+			if n, _, _ := reserve(t, g, noon(), tt.e); n != 1 {
 				t.Fatalf("first Reserve = %d, want 1", n)
 			}
-			if n, _, why := reserve(t, g, time.Now(), tt.e, tt.e); n != 0 || why != tt.why {
+			if n, _, why := reserve(t, g, noon(), tt.e, tt.e); n != 0 || why != tt.why {
 				t.Errorf("second Reserve = %d, %q; want 0, %q", n, why, tt.why)
 			}
 			st, err := r.Load(context.Background())
@@ -105,7 +112,7 @@ func TestRedisConcurrent(t *testing.T) {
 		for w := range workers {
 			wg.Go(func() {
 				for {
-					n, _, why, err := g.Reserve(context.Background(), time.Now(), ones(1+w%4, tokens))
+					n, _, why, err := g.Reserve(context.Background(), noon(), ones(1+w%4, tokens))
 					if err != nil {
 						errs <- err
 						return
@@ -144,16 +151,16 @@ func TestRedisKilled(t *testing.T) {
 	r := openReal(t, srv.URL("s3cret"))
 	g := exactGate(r, Limits{RPM: 100})
 	ctx := context.Background()
-	if n, _, _ := reserve(t, g, time.Now(), Estimate{Tokens: 1}); n != 1 {
+	if n, _, _ := reserve(t, g, noon(), Estimate{Tokens: 1}); n != 1 {
 		t.Fatal("Reserve before the kill refused")
 	}
 	srv.Kill()
-	_, _, _, rerr := g.Reserve(ctx, time.Now(), []Estimate{{Tokens: 1}})
+	_, _, _, rerr := g.Reserve(ctx, noon(), []Estimate{{Tokens: 1}})
 	_, lerr := r.Load(ctx)
 	for name, err := range map[string]error{
 		"Reserve": rerr,
-		"Settle":  g.Settle(ctx, time.Now(), []Settlement{{Est: Estimate{Tokens: 1}, Sent: true, Entry: &LedgerEntry{ID: "x"}}}),
-		"Sync":    g.Sync(ctx, time.Now(), time.Now().Add(time.Second), ServerUsage{}),
+		"Settle":  g.Settle(ctx, noon(), []Settlement{{Est: Estimate{Tokens: 1}, Sent: true, Entry: &LedgerEntry{ID: "x"}}}),
+		"Sync":    g.Sync(ctx, noon(), noon().Add(time.Second), ServerUsage{}),
 		"Load":    lerr,
 		"Update":  r.Update(ctx, func(*State) ([]LedgerEntry, error) { return nil, nil }),
 		"Ledger":  r.Ledger(ctx, time.Time{}, func(LedgerEntry) error { return nil }),
@@ -165,7 +172,7 @@ func TestRedisKilled(t *testing.T) {
 	}
 	// Back, empty (as after a failover that lost the writes): it works again.
 	srv.Restart(t)
-	if n, _, _ := reserve(t, g, time.Now(), Estimate{Tokens: 1}); n != 1 {
+	if n, _, _ := reserve(t, g, noon(), Estimate{Tokens: 1}); n != 1 {
 		t.Error("Reserve with Redis back refused")
 	}
 }
@@ -176,7 +183,7 @@ func TestRedisContext(t *testing.T) {
 	g := NewGate(openReal(t, srv.URL("")), Limits{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, _, err := g.Reserve(ctx, time.Now(), []Estimate{{}}); !errors.Is(err, context.Canceled) {
+	if _, _, _, err := g.Reserve(ctx, noon(), []Estimate{{}}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Reserve with a cancelled context = %v, want context.Canceled", err)
 	}
 }
@@ -190,9 +197,9 @@ func TestRedisSettleReal(t *testing.T) {
 	g := exactGate(r, Limits{RPM: 6, TPM: 100000, TPD: 1000000})
 	ctx := context.Background()
 	est := Estimate{Tokens: 1000, Cost: 1000}
-	reserve(t, g, time.Now(), est, est, est)
+	reserve(t, g, noon(), est, est, est)
 	c := Cost(300)
-	err := g.Settle(ctx, time.Now(), []Settlement{
+	err := g.Settle(ctx, noon(), []Settlement{
 		{Est: est, Sent: true, Tokens: 300, Cost: 300, Entry: &LedgerEntry{ID: "a", Status: 200, CostUSD: &c}},
 		{Est: est, Sent: true, Entry: &LedgerEntry{ID: "b", Status: 500}},
 		{Est: est, Sent: false},
@@ -208,7 +215,7 @@ func TestRedisSettleReal(t *testing.T) {
 		t.Errorf("state = %+v; want the actuals 300 tokens, $%s, and the two sent requests' charge kept", st, Cost(300))
 	}
 	var ids []string
-	if err := r.Ledger(ctx, time.Now().Add(-time.Minute), func(e LedgerEntry) error { ids = append(ids, e.ID); return nil }); err != nil {
+	if err := r.Ledger(ctx, noon().Add(-time.Minute), func(e LedgerEntry) error { ids = append(ids, e.ID); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(ids, []string{"a", "b"}) {
@@ -282,5 +289,36 @@ func BenchmarkRedisReserveSettle(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N*block)/b.Elapsed().Seconds(), "requests/s")
 		})
+	}
+}
+
+// Redis's own Lua (not miniredis's) keeps dollars exact beyond 2^53
+// picodollars and decides the day's limits as the Go code does.
+func TestRedisDayParityReal(t *testing.T) {
+	srv := redistest.Start(t)
+	r := openReal(t, srv.URL(""))
+	l := Limits{TPD: 1 << 40, DailyCost: 20000 * Dollar}
+	mem := new(MemStore)
+	goGate, luaGate := NewGate(mem, l), NewGate(r, l)
+	ctx := context.Background()
+	for i, s := range []step{
+		{reserve: []Estimate{{Tokens: 1, Cost: 12000*Dollar + 1}}},
+		{reserve: []Estimate{{Tokens: 1, Cost: 8000*Dollar - 1}, {Tokens: 1, Cost: 1}}},
+		{reserve: []Estimate{{Tokens: 1, Cost: 1}}},
+		{settle: []Settlement{{Est: Estimate{Tokens: 1, Cost: 12000*Dollar + 1}, Sent: true, Tokens: 1, Cost: 3}}},
+		{reserve: []Estimate{{Tokens: 1, Cost: 12000*Dollar - 3}, {Tokens: 1, Cost: 1}}},
+	} {
+		now := noon()
+		want, got := run(ctx, goGate, now, s), run(ctx, luaGate, now, s)
+		if got.N != want.N || got.Why != want.Why || got.Err != want.Err {
+			t.Fatalf("step %d: Lua = %+v, want %+v as the Go code", i, got, want)
+		}
+		st, err := r.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ws := mem.State(); st.CostWithinDay != ws.CostWithinDay || st.TokensWithinDay != ws.TokensWithinDay {
+			t.Fatalf("step %d: day = %d tokens, $%s; want %d tokens, $%s as the Go code", i, st.TokensWithinDay, st.CostWithinDay, ws.TokensWithinDay, ws.CostWithinDay)
+		}
 	}
 }
