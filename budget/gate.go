@@ -50,7 +50,8 @@ const DefaultSlack = 100 * time.Millisecond
 // does against one process's clock: the time is a parameter, reservations
 // are charged up front and settled to actuals later. Safe for concurrent
 // use; every decision is one Store.Update, so gates in many processes
-// sharing a FileStore decide as one.
+// sharing a FileStore decide as one. Over a RedisStore every decision is
+// instead one script on the server, on the server's clock.
 type Gate struct {
 	store Store
 	mu    sync.Mutex // guards lim, slack, zone and seen
@@ -310,6 +311,12 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 			}
 		}
 	}
+	if sg, ok := g.store.(serverGate); ok {
+		g.mu.Lock()
+		slack := g.slack
+		g.mu.Unlock()
+		return sg.reserve(ctx, now, g.Limits(), slack, ests)
+	}
 	err = g.update(ctx, now, func(s *State, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry {
 		n, wait, why = 0, 0, ""
 		old := *s
@@ -399,6 +406,9 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 	if len(ss) == 0 {
 		return nil
 	}
+	if sg, ok := g.store.(serverGate); ok {
+		return sg.settle(ctx, now, g.Limits(), ss)
+	}
 	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		sameDay := !advance(s, l, now, zone)
 		var entries []LedgerEntry
@@ -437,6 +447,9 @@ type ServerUsage struct{ Requests, Tokens float64 }
 // used, so that sending resumes at the server's pace instead of in a burst
 // it would refuse.
 func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage) error {
+	if sg, ok := g.store.(serverGate); ok {
+		return sg.sync(ctx, now, until, g.Limits(), used)
+	}
 	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		advance(s, l, now, zone)
 		syncServer(s, until, used)

@@ -57,43 +57,63 @@ type Report struct {
 // BuildReport sums the ledger entries with Since <= time < Until into rows
 // sorted by key; a day is the entry's date in loc.
 func BuildReport(r io.Reader, opt ReportOptions, loc *time.Location) (Report, error) {
-	rep := Report{Since: opt.Since, Until: opt.Until, By: opt.By}
-	rows := map[string]*Row{}
-	torn, err := readLedger(r, func(e LedgerEntry) error {
-		if (!opt.Since.IsZero() && e.Time.Before(opt.Since)) || (!opt.Until.IsZero() && !e.Time.Before(opt.Until)) {
-			return nil
-		}
-		var key string
-		switch opt.By {
-		case "model":
-			key = e.Model
-		case "day":
-			key = e.Time.In(loc).Format(time.DateOnly)
-		case "via":
-			key = cmp.Or(e.Via, "sync")
-		case "endpoint":
-			key = cmp.Or(e.Endpoint, "chat")
-		}
-		row := rows[key]
-		if row == nil {
-			row = &Row{Key: key}
-			rows[key] = row
-		}
-		row.add(e)
-		rep.Total.add(e)
-		return nil
-	})
+	b := newReportBuilder(opt, loc)
+	torn, err := readLedger(r, b.add)
 	if err != nil {
 		return Report{}, err
 	}
+	rep := b.report()
 	if torn {
 		rep.Skipped = 1
 	}
-	for _, row := range rows {
+	return rep, nil
+}
+
+// reportBuilder sums ledger entries as BuildReport does, one at a time.
+type reportBuilder struct {
+	opt  ReportOptions
+	loc  *time.Location
+	rows map[string]*Row
+	tot  Row
+}
+
+func newReportBuilder(opt ReportOptions, loc *time.Location) *reportBuilder {
+	return &reportBuilder{opt: opt, loc: loc, rows: map[string]*Row{}}
+}
+
+// add counts e when it falls in the period; it never fails.
+func (b *reportBuilder) add(e LedgerEntry) error {
+	if (!b.opt.Since.IsZero() && e.Time.Before(b.opt.Since)) || (!b.opt.Until.IsZero() && !e.Time.Before(b.opt.Until)) {
+		return nil
+	}
+	var key string
+	switch b.opt.By {
+	case "model":
+		key = e.Model
+	case "day":
+		key = e.Time.In(b.loc).Format(time.DateOnly)
+	case "via":
+		key = cmp.Or(e.Via, "sync")
+	case "endpoint":
+		key = cmp.Or(e.Endpoint, "chat")
+	}
+	row := b.rows[key]
+	if row == nil {
+		row = &Row{Key: key}
+		b.rows[key] = row
+	}
+	row.add(e)
+	b.tot.add(e)
+	return nil
+}
+
+func (b *reportBuilder) report() Report {
+	rep := Report{Since: b.opt.Since, Until: b.opt.Until, By: b.opt.By, Total: b.tot}
+	for _, row := range b.rows {
 		rep.Rows = append(rep.Rows, *row)
 	}
 	sort.Slice(rep.Rows, func(i, j int) bool { return rep.Rows[i].Key < rep.Rows[j].Key })
-	return rep, nil
+	return rep
 }
 
 // Period is the range of --today, --month or --since DATE at now, in now's

@@ -590,3 +590,24 @@ func repairTorn(lf *os.File) error {
 	}
 	return lf.Truncate(start)
 }
+
+// Report is BuildReport of the ledger; a ledger not yet written is an
+// empty one.
+func (f *FileStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
+	if err := ctx.Err(); err != nil {
+		return Report{}, err
+	}
+	lf, err := os.Open(f.ledger)
+	if errors.Is(err, os.ErrNotExist) {
+		return BuildReport(strings.NewReader(""), opt, loc)
+	}
+	if err != nil {
+		return Report{}, fmt.Errorf("ledger: %w", err)
+	}
+	defer lf.Close()
+	rep, err := BuildReport(lf, opt, loc)
+	if err != nil {
+		return Report{}, fmt.Errorf("ledger %s: %w", f.ledger, err)
+	}
+	return rep, nil
+}

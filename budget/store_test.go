@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func openTemp(t *testing.T) *FileStore {
@@ -392,5 +393,30 @@ func TestKillSafety(t *testing.T) {
 	case err := <-readerErr:
 		t.Errorf("an unlocked reader saw a usage.md that does not parse: %v", err)
 	default:
+	}
+}
+
+// FileStore.Report reports from the ledger beside usage.md; before the
+// first call there is none, and the report is empty.
+func TestFileStoreReport(t *testing.T) {
+	f, err := OpenFile(filepath.Join(t.TempDir(), "usage.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rep, err := f.Report(ctx, ReportOptions{}, time.UTC)
+	if err != nil || rep.Total.Requests != 0 {
+		t.Errorf("Report with no ledger = %+v, %v; want an empty report", rep, err)
+	}
+	c := Cost(5)
+	err = f.Update(ctx, func(*State) ([]LedgerEntry, error) {
+		return []LedgerEntry{{Time: t0, ID: "a", Status: 200, PromptTokens: 3, CostUSD: &c}, {Time: t0.Add(48 * time.Hour), ID: "b"}}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err = f.Report(ctx, ReportOptions{Until: t0.Add(time.Hour)}, time.UTC)
+	if err != nil || rep.Total.Requests != 1 || rep.Total.PromptTokens != 3 || rep.Total.CostUSD != 5 {
+		t.Errorf("Report until an hour after the first call = %+v, %v; want that call alone", rep.Total, err)
 	}
 }

@@ -1,0 +1,324 @@
+package budget
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gptbatch/gptbatch/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// These tests run against a real redis-server the test starts itself.
+
+// TestMain keeps go-redis from logging each failed dial of the tests that
+// kill Redis: the errors are what the tests look at.
+func TestMain(m *testing.M) {
+	redis.SetLogger(quiet{})
+	os.Exit(m.Run())
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+// noon is the time now in a zone where it is about noon, so that a test
+// that starts a day on a real server does not see it end.
+func noon() time.Time {
+	utc := time.Now().UTC()
+	return utc.In(time.FixedZone("noon", int((12*time.Hour-utc.Sub(utc.Truncate(24*time.Hour)))/time.Second)))
+}
+
+// closedAddr is an address on 127.0.0.1 where nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func openReal(t testing.TB, url string) *RedisStore {
+	t.Helper()
+	r, err := OpenRedis(context.Background(), url, "")
+	if err != nil {
+		t.Fatalf("OpenRedis = %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// One limit refusing charges no other: a reservation is all or nothing.
+func TestRedisAllOrNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, tt := range []struct {
+		name  string
+		l     Limits
+		e     Estimate
+		why   Reason
+		spent Estimate // what the first reservation charged
+	}{
+		{"tpd", Limits{RPM: 1000, TPM: 100000, TPD: 1000, DailyCost: Dollar}, Estimate{Tokens: 600, Cost: Dollar / 10}, DayTokens, Estimate{Tokens: 600, Cost: Dollar / 10}},
+		{"daily cost", Limits{RPM: 1000, TPM: 100000, TPD: 100000, DailyCost: Dollar}, Estimate{Tokens: 10, Cost: Dollar * 6 / 10}, DayCost, Estimate{Tokens: 10, Cost: Dollar * 6 / 10}},
+		{"tpm", Limits{RPM: 1000, TPM: 1000, TPD: 100000, DailyCost: Dollar}, Estimate{Tokens: 600, Cost: 1}, MinuteTokens, Estimate{Tokens: 600, Cost: 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := OpenRedis(context.Background(), srv.URL(""), tt.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			g := exactGate(r, tt.l)
+			if n, _, _ := reserve(t, g, noon(), tt.e); n != 1 {
+				t.Fatalf("first Reserve = %d, want 1", n)
+			}
+			if n, _, why := reserve(t, g, noon(), tt.e, tt.e); n != 0 || why != tt.why {
+				t.Errorf("second Reserve = %d, %q; want 0, %q", n, why, tt.why)
+			}
+			st, err := r.Load(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The minute buckets drain while the test runs: never above one request's charge.
+			if st.TokensWithinDay != tt.spent.Tokens || st.CostWithinDay != tt.spent.Cost || st.RequestsWithinMin > 1 || st.TokensWithinMin > float64(tt.spent.Tokens) {
+				t.Errorf("state after a refusal = %+v; want only the first reservation charged", st)
+			}
+		})
+	}
+}
+
+// Many hosts, many goroutines each, reserving at once never admit more
+// than the limit.
+func TestRedisConcurrent(t *testing.T) {
+	srv := redistest.Start(t)
+	const hosts, workers, tpd, tokens = 4, 8, 10000, 7
+	l := Limits{TPD: tpd, DailyCost: 1000 * Dollar}
+	var mu sync.Mutex
+	admitted := 0
+	errs := make(chan error, hosts*workers)
+	var wg sync.WaitGroup
+	for range hosts {
+		g := exactGate(openReal(t, srv.URL("")), l)
+		for w := range workers {
+			wg.Go(func() {
+				for {
+					n, _, why, err := g.Reserve(context.Background(), noon(), ones(1+w%4, tokens))
+					if err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					admitted += n
+					mu.Unlock()
+					if why != "" {
+						if why != DayTokens {
+							errs <- fmt.Errorf("refused by %q, want %q", why, DayTokens)
+						}
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st, err := openReal(t, srv.URL("")).Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := tpd / tokens; admitted != want || st.TokensWithinDay != int64(want*tokens) {
+		t.Errorf("%d hosts × %d workers admitted %d (day %d tokens), want %d (%d tokens)", hosts, workers, admitted, st.TokensWithinDay, want, want*tokens)
+	}
+}
+
+// A Redis that dies mid-run fails every operation with an error naming the
+// store, and never its password.
+func TestRedisKilled(t *testing.T) {
+	srv := redistest.Start(t, "--requirepass", "s3cret")
+	r := openReal(t, srv.URL("s3cret"))
+	g := exactGate(r, Limits{RPM: 100})
+	ctx := context.Background()
+	if n, _, _ := reserve(t, g, noon(), Estimate{Tokens: 1}); n != 1 {
+		t.Fatal("Reserve before the kill refused")
+	}
+	srv.Kill()
+	_, _, _, rerr := g.Reserve(ctx, noon(), []Estimate{{Tokens: 1}})
+	_, lerr := r.Load(ctx)
+	for name, err := range map[string]error{
+		"Reserve": rerr,
+		"Settle":  g.Settle(ctx, noon(), []Settlement{{Est: Estimate{Tokens: 1}, Sent: true, Entry: &LedgerEntry{ID: "x"}}}),
+		"Sync":    g.Sync(ctx, noon(), noon().Add(time.Second), ServerUsage{}),
+		"Load":    lerr,
+		"Update":  r.Update(ctx, func(*State) ([]LedgerEntry, error) { return nil, nil }),
+		"Ledger":  r.Ledger(ctx, time.Time{}, func(LedgerEntry) error { return nil }),
+	} {
+		want := "store redis://:xxxxx@" + srv.Addr + "/0: "
+		if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s with Redis killed = %v, want an error starting %q", name, err, want)
+		}
+	}
+	// Back, empty (as after a failover that lost the writes): it works again.
+	srv.Restart(t)
+	if n, _, _ := reserve(t, g, noon(), Estimate{Tokens: 1}); n != 1 {
+		t.Error("Reserve with Redis back refused")
+	}
+}
+
+// A cancelled context stops an operation with its error.
+func TestRedisContext(t *testing.T) {
+	srv := redistest.Start(t)
+	g := NewGate(openReal(t, srv.URL("")), Limits{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, _, err := g.Reserve(ctx, noon(), []Estimate{{}}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Reserve with a cancelled context = %v, want context.Canceled", err)
+	}
+}
+
+// On a real server the same day's tokens and dollars hold as in the Go
+// code, and a settlement lands in the stream.
+func TestRedisSettleReal(t *testing.T) {
+	srv := redistest.Start(t)
+	r := openReal(t, srv.URL(""))
+	// rpm 6 drains 0.1 a second: the check below has 10 s to spare.
+	g := exactGate(r, Limits{RPM: 6, TPM: 100000, TPD: 1000000})
+	ctx := context.Background()
+	est := Estimate{Tokens: 1000, Cost: 1000}
+	reserve(t, g, noon(), est, est, est)
+	c := Cost(300)
+	err := g.Settle(ctx, noon(), []Settlement{
+		{Est: est, Sent: true, Tokens: 300, Cost: 300, Entry: &LedgerEntry{ID: "a", Status: 200, CostUSD: &c}},
+		{Est: est, Sent: true, Entry: &LedgerEntry{ID: "b", Status: 500}},
+		{Est: est, Sent: false},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TokensWithinDay != 300 || st.CostWithinDay != 300 || st.RequestsWithinMin > 2 || st.RequestsWithinMin <= 1 {
+		t.Errorf("state = %+v; want the actuals 300 tokens, $%s, and the two sent requests' charge kept", st, Cost(300))
+	}
+	var ids []string
+	if err := r.Ledger(ctx, noon().Add(-time.Minute), func(e LedgerEntry) error { ids = append(ids, e.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids, []string{"a", "b"}) {
+		t.Errorf("ledger = %v, want [a b]", ids)
+	}
+}
+
+// BenchmarkRedisReserve is one reservation through a real redis-server on
+// 127.0.0.1, in blocks of 1 and 16 as the pipeline's gate reserves when
+// requests queue: reservations a second and the p99 latency of one Reserve
+// call.
+func BenchmarkRedisReserve(b *testing.B) {
+	srv := redistest.Start(b)
+	for _, block := range []int{1, 16} {
+		b.Run(fmt.Sprintf("block=%d", block), func(b *testing.B) {
+			r, err := OpenRedis(context.Background(), srv.URL(""), fmt.Sprint("bench", block))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			g := NewGate(r, Limits{RPM: 1 << 40, TPM: 1 << 40, TPD: 1 << 50})
+			ests := ones(block, 300)
+			ctx := context.Background()
+			var lat []time.Duration
+			n := 0
+			for b.Loop() {
+				start := time.Now()
+				if got, _, _, err := g.Reserve(ctx, start, ests); err != nil || got != block {
+					b.Fatalf("Reserve = %d, %v; want %d", got, err, block)
+				}
+				lat = append(lat, time.Since(start))
+				n += block
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "reservations/s")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// BenchmarkRedisReserveSettle is one request's reservation and settlement
+// with its ledger entry, from 8 goroutines at once, as the pipeline does.
+func BenchmarkRedisReserveSettle(b *testing.B) {
+	srv := redistest.Start(b)
+	for _, block := range []int{1, 16} {
+		b.Run(fmt.Sprintf("block=%d", block), func(b *testing.B) {
+			r, err := OpenRedis(context.Background(), srv.URL(""), fmt.Sprint("benchsettle", block))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			g := NewGate(r, Limits{RPM: 1 << 40, TPM: 1 << 40, TPD: 1 << 50})
+			ests := ones(block, 300)
+			ss := make([]Settlement, block)
+			for i := range ss {
+				ss[i] = Settlement{Est: ests[i], Sent: true, Tokens: 200, Cost: 100, Entry: &LedgerEntry{ID: "x", Status: 200}}
+			}
+			b.SetParallelism(4) // 4 × GOMAXPROCS goroutines: the pipeline's workers share one gate
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					if _, _, _, err := g.Reserve(ctx, time.Now(), ests); err != nil {
+						b.Error(err)
+						return
+					}
+					if err := g.Settle(ctx, time.Now(), ss); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N*block)/b.Elapsed().Seconds(), "requests/s")
+		})
+	}
+}
+
+// Redis's own Lua (not miniredis's) keeps dollars exact beyond 2^53
+// picodollars and decides the day's limits as the Go code does.
+func TestRedisDayParityReal(t *testing.T) {
+	srv := redistest.Start(t)
+	r := openReal(t, srv.URL(""))
+	l := Limits{TPD: 1 << 40, DailyCost: 20000 * Dollar}
+	mem := new(MemStore)
+	goGate, luaGate := NewGate(mem, l), NewGate(r, l)
+	ctx := context.Background()
+	for i, s := range []step{
+		{reserve: []Estimate{{Tokens: 1, Cost: 12000*Dollar + 1}}},
+		{reserve: []Estimate{{Tokens: 1, Cost: 8000*Dollar - 1}, {Tokens: 1, Cost: 1}}},
+		{reserve: []Estimate{{Tokens: 1, Cost: 1}}},
+		{settle: []Settlement{{Est: Estimate{Tokens: 1, Cost: 12000*Dollar + 1}, Sent: true, Tokens: 1, Cost: 3}}},
+		{reserve: []Estimate{{Tokens: 1, Cost: 12000*Dollar - 3}, {Tokens: 1, Cost: 1}}},
+	} {
+		now := noon()
+		want, got := run(ctx, goGate, now, s), run(ctx, luaGate, now, s)
+		if got.N != want.N || got.Why != want.Why || got.Err != want.Err {
+			t.Fatalf("step %d: Lua = %+v, want %+v as the Go code", i, got, want)
+		}
+		st, err := r.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ws := mem.State(); st.CostWithinDay != ws.CostWithinDay || st.TokensWithinDay != ws.TokensWithinDay {
+			t.Fatalf("step %d: day = %d tokens, $%s; want %d tokens, $%s as the Go code", i, st.TokensWithinDay, st.CostWithinDay, ws.TokensWithinDay, ws.CostWithinDay)
+		}
+	}
+}

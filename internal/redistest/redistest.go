@@ -1,0 +1,187 @@
+// Package redistest starts a real redis-server for a test: on a free port
+// on 127.0.0.1, with no persistence, killed when the test ends.
+//
+// Without redis-server installed the test is skipped, unless the
+// environment has CI=true: then it fails, so that CI never passes by
+// skipping. .ci/run installs redis-server with apt-get when it is missing.
+package redistest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Path is where redis-server is looked for first; else $PATH.
+const Path = "/usr/bin/redis-server"
+
+// startTimeout bounds the wait for a server to say it is ready, on a busy
+// machine.
+const startTimeout = 30 * time.Second
+
+// Server is one redis-server. Safe for concurrent use.
+type Server struct {
+	Addr string // host:port on 127.0.0.1
+
+	bin  string
+	args []string
+	dir  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
+}
+
+// Start starts a redis-server with the extra arguments given (as
+// "--requirepass", "secret") and stops it at the test's cleanup.
+func Start(t testing.TB, args ...string) *Server {
+	t.Helper()
+	bin := Path
+	if _, err := os.Stat(bin); err != nil {
+		if bin, err = exec.LookPath("redis-server"); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("redis-server is not installed (CI=true): apt-get install redis-server")
+			}
+			t.Skip("redis-server is not installed; apt-get install redis-server to run this test (with CI=true it fails instead)")
+		}
+	}
+	s := &Server{bin: bin, args: args, dir: t.TempDir()}
+	t.Cleanup(s.Kill)
+	var err error
+	// A free port can be taken by someone else before the server binds it:
+	// try another.
+	for range 5 {
+		var port int
+		if port, err = freePort(); err != nil {
+			break
+		}
+		if err = s.start(fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			return s
+		}
+	}
+	t.Fatalf("start redis-server: %v", err)
+	return nil
+}
+
+// URL is the server's redis:// URL, database 0, with password when the
+// server was started with one.
+func (s *Server) URL(password string) string {
+	if password != "" {
+		return "redis://:" + password + "@" + s.Addr + "/0"
+	}
+	return "redis://" + s.Addr + "/0"
+}
+
+// Kill stops the server at once (SIGKILL) and waits for it to exit. It may
+// be called more than once.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// Restart starts the server again on the same address, empty (there is no
+// persistence), after Kill.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Kill()
+	if err := s.start(s.Addr); err != nil {
+		t.Fatalf("restart redis-server: %v", err)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// start runs the server on addr and waits until it logs that it accepts
+// connections, then pings it.
+func (s *Server) start(addr string) error {
+	_, port, _ := net.SplitHostPort(addr)
+	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--daemonize", "no", "--logfile", ""}, s.args...)
+	cmd := exec.Command(s.bin, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	ready := make(chan struct{})
+	var log strings.Builder // what it said, for the error when it does not start
+	go func() {
+		sc := bufio.NewScanner(out)
+		said := false
+		for sc.Scan() {
+			if !said {
+				log.WriteString(sc.Text() + "\n")
+				if strings.Contains(sc.Text(), "Ready to accept connections") {
+					said = true
+					close(ready)
+				}
+			}
+		}
+		io.Copy(io.Discard, out)
+		cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-ready:
+	case <-done:
+		return fmt.Errorf("redis-server on %s exited: %s", addr, log.String())
+	case <-time.After(startTimeout):
+		cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("redis-server on %s not ready after %v", addr, startTimeout)
+	}
+	if err := ping(addr); err != nil {
+		cmd.Process.Kill()
+		<-done
+		return err
+	}
+	s.mu.Lock()
+	s.Addr, s.cmd, s.done = addr, cmd, done
+	s.mu.Unlock()
+	return nil
+}
+
+// ping checks that the server answers: a PONG, or the NOAUTH error of one
+// that wants a password.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, startTimeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(startTimeout))
+	if _, err := io.WriteString(c, "PING\r\n"); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("ping redis-server on %s: %w", addr, err)
+	}
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
+		return fmt.Errorf("ping redis-server on %s: %q", addr, line)
+	}
+	return nil
+}
