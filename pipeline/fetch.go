@@ -6,17 +6,174 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
-	openai "github.com/sashabaranov/go-openai"
-
+	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
+	"github.com/sashabaranov/go-openai"
+	"golang.org/x/sync/errgroup"
 )
+
+// job is an admitted line and where its result goes.
+type job struct {
+	it      *item
+	deliver func(*jsonl.Result) error
+}
+
+// startFetch starts the gate, the workers, the settler and the writer in g.
+// They stop on ctx; stop only ends the sending of new requests.
+func (r *runner) startFetch(g *errgroup.Group, ctx, stop context.Context, in <-chan *item, out io.Writer) {
+	p := r.cfg.Parallel
+	// One job queued per worker, so the gate admits requests just ahead of
+	// the workers that send them.
+	jobs := make(chan job, p)
+	// Settlements queue while the settler writes the last batch of them;
+	// sized so that workers rarely wait for the file.
+	settle := make(chan budget.Settlement, 4*p)
+	// The window: results finished ahead of the writer. A slow line at the
+	// head holds back at most this many.
+	window := 4*p + 64
+
+	var newSink func() (func(*jsonl.Result) error, error)
+	var closeSink func()
+	if r.cfg.Unordered {
+		results := make(chan *jsonl.Result, window)
+		newSink = func() (func(*jsonl.Result) error, error) {
+			return func(res *jsonl.Result) error { return send(ctx, results, res) }, nil
+		}
+		closeSink = func() { close(results) }
+		g.Go(func() error { return r.emitUnordered(ctx, results, out) })
+	} else {
+		order := make(chan chan *jsonl.Result, window)
+		newSink = func() (func(*jsonl.Result) error, error) {
+			slot := make(chan *jsonl.Result, 1) // filled once, never blocks the worker
+			if err := send(ctx, order, slot); err != nil {
+				return nil, err
+			}
+			return func(res *jsonl.Result) error { slot <- res; return nil }, nil
+		}
+		closeSink = func() { close(order) }
+		g.Go(func() error { return r.emitOrdered(ctx, order, out) })
+	}
+
+	// The gate and the workers all deliver results; the last of them to
+	// finish closes the sink and the settlements.
+	var running atomic.Int32
+	running.Store(int32(p) + 1)
+	finish := func() {
+		if running.Add(-1) == 0 {
+			closeSink()
+			close(settle)
+		}
+	}
+	g.Go(func() error {
+		defer finish()
+		defer close(jobs)
+		return r.gate(ctx, stop, in, jobs, newSink)
+	})
+	for range p {
+		g.Go(func() error {
+			defer finish()
+			for j := range jobs {
+				if err := j.deliver(r.fetch(ctx, stop, j.it, settle)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { return r.settler(ctx, settle) })
+}
+
+// fetch sends one admitted line, retrying what is worth retrying, and
+// returns its result. Every call is settled through settle.
+func (r *runner) fetch(ctx, stop context.Context, it *item, settle chan<- budget.Settlement) *jsonl.Result {
+	var last failure
+	for n := 1; ; n++ {
+		if n > 1 {
+			if _, err := r.admit(ctx, stop, []budget.Estimate{it.est}); err != nil {
+				return r.failed(it, last)
+			}
+		} else if stop.Err() != nil || r.halted.Load() != nil {
+			r.unsent(ctx, it, settle)
+			if res := r.preflight(it, stop); res != nil {
+				return res
+			}
+		}
+		it.attempts = n
+		a := call(ctx, r.client, it, r.cfg.Timeout)
+		r.stats.Requests.Add(1)
+		r.observe(ctx, a.reply.header)
+		var f failure
+		if a.err != nil {
+			f = classify(a, r.cfg.Key)
+		}
+		r.record(ctx, it, a, f, settle)
+		if a.err == nil {
+			return r.succeeded(it, a)
+		}
+		last = f
+		if f.status == 429 {
+			r.stats.RateLimited.Add(1)
+		}
+		if f.verdict == halt {
+			r.halted.CompareAndSwap(nil, &f)
+		}
+		if f.verdict != retry || n > r.cfg.Retries || stop.Err() != nil {
+			return r.failed(it, f)
+		}
+		wait := backoff(n, f.after)
+		if f.status == 429 {
+			// Every worker, in every process sharing the budget, waits.
+			if err := r.cfg.Gate.Sync(ctx, r.cfg.Now(), r.cfg.Now().Add(wait), serverUsage(a.reply.header)); err != nil {
+				return r.failed(it, f)
+			}
+		}
+		r.stats.Retries.Add(1)
+		r.cfg.Log.Debug("retry", "line", it.req.Line, "id", it.req.ID, "attempt", n, "error", f.typ, "status", f.status, "wait", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-stop.Done():
+			t.Stop()
+			return r.failed(it, f)
+		case <-ctx.Done():
+			t.Stop()
+			return r.failed(it, f)
+		}
+	}
+}
+
+func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {
+	res := successResult(it, a)
+	u := res.Usage
+	r.stats.PromptTokens.Add(u.PromptTokens)
+	r.stats.CompletionTokens.Add(u.CompletionTokens)
+	r.stats.CachedTokens.Add(u.CachedTokens)
+	if it.priced {
+		c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+		r.stats.Cost.Add(int64(c))
+		res.CostUSD = mustJSON(c)
+	} else {
+		r.stats.Unpriced.Add(1)
+		res.CostUSD = []byte("null")
+	}
+	return res
+}
+
+func (r *runner) failed(it *item, f failure) *jsonl.Result {
+	res := errorResult(it.req, f.typ, fmt.Sprintf("line %d: %s", it.req.Line, f.msg), f.status)
+	res.Attempts = it.attempts
+	return res
+}
+
+// unsent settles the reservation of a line admitted but never sent.
+func (r *runner) unsent(ctx context.Context, it *item, settle chan<- budget.Settlement) {
+	_ = send(ctx, settle, budget.Settlement{Est: it.est})
+}
 
 type ctxKey int
 
@@ -94,136 +251,6 @@ func call(ctx context.Context, client *openai.Client, it *item, timeout time.Dur
 }
 
 var errNoChoices = errors.New("response has no choices")
-
-// verdict is what to do about a failed call.
-type verdict int
-
-const (
-	retry  verdict = iota // try again after a back-off
-	record                // give the line this error
-	halt                  // give the line this error and send nothing more: every request would fail the same way
-)
-
-// failure is a classified failed call.
-type failure struct {
-	typ     string // a jsonl.Err* type
-	status  int
-	msg     string
-	verdict verdict
-	after   time.Duration // how long the server asked us to wait, 0 if it did not say
-}
-
-// classify sorts a failed call into retry, record or halt, by status and
-// error type. It is the one place that decides.
-func classify(a attempt, key string) failure {
-	f := failure{status: a.reply.status, after: retryAfter(a.reply.header)}
-	var apiErr *openai.APIError
-	var reqErr *openai.RequestError
-	switch {
-	case errors.As(a.err, &apiErr):
-		f.status = apiErr.HTTPStatusCode
-		f.msg = apiErr.Message
-		if code, ok := apiErr.Code.(string); ok && code == "insufficient_quota" {
-			f.typ, f.verdict = jsonl.ErrRateLimit, halt
-			return f.redact(key)
-		}
-		if f.status == http.StatusTooManyRequests && strings.HasPrefix(apiErr.Message, "Request too large") {
-			// It would be refused on every retry.
-			f.typ, f.verdict = jsonl.ErrRateLimit, record
-			return f.redact(key)
-		}
-	case errors.As(a.err, &reqErr):
-		f.status = reqErr.HTTPStatusCode
-		f.msg = fmt.Sprintf("%s with an unreadable error body", reqErr.HTTPStatus)
-	case errors.Is(a.err, context.DeadlineExceeded):
-		f.typ, f.msg, f.verdict = jsonl.ErrNetwork, "timed out", retry
-		return f
-	case f.status >= 200 && f.status < 300:
-		// The server said yes and then sent something that is not an answer.
-		f.typ, f.msg, f.verdict = jsonl.ErrServer, "unreadable response: "+a.err.Error(), retry
-		return f.redact(key)
-	default:
-		f.typ, f.msg, f.verdict = jsonl.ErrNetwork, a.err.Error(), retry
-		return f.redact(key)
-	}
-	switch s := f.status; {
-	case s == http.StatusTooManyRequests:
-		f.typ, f.verdict = jsonl.ErrRateLimit, retry
-	case s >= 500:
-		f.typ, f.verdict = jsonl.ErrServer, retry
-	case s == http.StatusRequestTimeout || s == http.StatusConflict:
-		f.typ, f.verdict = jsonl.ErrServer, retry
-	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		f.typ, f.verdict = jsonl.ErrAPI, halt
-	default:
-		f.typ, f.verdict = jsonl.ErrAPI, record
-	}
-	return f.redact(key)
-}
-
-// keyPattern matches API keys, whole or masked, as error messages quote
-// them ("Incorrect API key provided: sk-ab***yz").
-var keyPattern = regexp.MustCompile(`\b(sk|sess|rk)-[A-Za-z0-9_*\-.]{3,}`)
-
-// redact removes the key, and anything shaped like one, from the message.
-func (f failure) redact(key string) failure {
-	if key != "" {
-		f.msg = strings.ReplaceAll(f.msg, key, "[redacted]")
-	}
-	f.msg = keyPattern.ReplaceAllString(f.msg, "[redacted]")
-	return f
-}
-
-// retryAfter is how long the response headers ask the client to wait:
-// retry-after-ms, else retry-after, else the later of the x-ratelimit
-// resets whose remaining count is zero.
-func retryAfter(h http.Header) time.Duration {
-	if h == nil {
-		return 0
-	}
-	if v := h.Get("retry-after-ms"); v != "" {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms >= 0 {
-			return time.Duration(ms * float64(time.Millisecond))
-		}
-	}
-	if v := h.Get("retry-after"); v != "" {
-		if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
-			return time.Duration(s * float64(time.Second))
-		}
-		if t, err := http.ParseTime(v); err == nil {
-			return max(0, time.Until(t))
-		}
-	}
-	var d time.Duration
-	for _, kind := range []string{"requests", "tokens"} {
-		if h.Get("x-ratelimit-remaining-"+kind) != "0" {
-			continue
-		}
-		if r, err := time.ParseDuration(h.Get("x-ratelimit-reset-" + kind)); err == nil {
-			d = max(d, r)
-		}
-	}
-	return d
-}
-
-// Back-off bounds for retries the server gave no time for.
-const (
-	backoffBase = 500 * time.Millisecond
-	backoffMax  = 30 * time.Second
-)
-
-// backoff is how long to wait before retry number n (1-based): exponential
-// with full jitter, never shorter than what the server asked for.
-func backoff(n int, after time.Duration) time.Duration {
-	d := backoffBase << min(n-1, 16)
-	d = min(d, backoffMax)
-	j := rand.N(d) //nolint:gosec // jitter, not a secret
-	if after > 0 {
-		// Spread the workers that all got the same reset time a little.
-		return after + rand.N(min(after/4, time.Second)+time.Millisecond)
-	}
-	return j
-}
 
 // successResult turns an answer into the line's result.
 func successResult(it *item, a attempt) *jsonl.Result {

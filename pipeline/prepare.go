@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strconv"
 
 	"github.com/gptbatch/gptbatch/budget"
@@ -147,4 +149,16 @@ func errorResult(req *jsonl.Request, typ, msg string, status int) *jsonl.Result 
 		Metadata: req.Metadata,
 		Error:    &jsonl.Error{Type: typ, Message: msg, Status: status},
 	}
+}
+
+// tokenize prepares lines on every core and sends them on in input order.
+func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out chan<- *item) error {
+	defer close(out)
+	return orderedMap(ctx, runtime.GOMAXPROCS(0), in, out, func(req *jsonl.Request) *item {
+		it := prepare(req, &r.cfg, r.exact)
+		if it.done == nil && !it.priced && r.warnedPrice.CompareAndSwap(false, true) {
+			r.cfg.Log.Warn(fmt.Sprintf("no price known for model %q: its cost_usd is null", it.model))
+		}
+		return it
+	})
 }
