@@ -159,7 +159,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}
 	var ee *exitError
-	var pe *pipeline.ExitError
+	var pe *pipeline.Error
 	switch {
 	case err == nil:
 		return exitOK
@@ -169,7 +169,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return ee.code
 	case errors.As(err, &pe):
-		fmt.Fprintf(stderr, "gptbatch: %v\n", pe.Err)
+		fmt.Fprintf(stderr, "gptbatch: %v\n", pe)
 		return pe.Code
 	}
 	fmt.Fprintf(stderr, "gptbatch: %v\n", err)
@@ -230,7 +230,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 			if err != nil {
 				return usage(fmt.Errorf("--resume %s: %w", r.Resume, err))
 			}
-			cfg.Done = done
+			cfg.Resumed = done
 		}
 	}
 

@@ -10,123 +10,132 @@ import (
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
-// longWait is a wait worth a warning.
-const longWait = 30 * time.Second
+// admitter is the admit stage. It runs on the goroutine of the stage that
+// sends, which pulls from it only as workers come free, so that a line's
+// reservation and its arrival at the server stay close.
+type admitter struct {
+	r       *runner
+	in      <-chan *item
+	pending []*item // taken from in, not yet handed on
+}
 
-// gate admits lines through the budget in input order, batching the lines
-// that are ready into one reservation, and hands them to the workers. Lines
-// that need no call get their result here.
-func (r *runner) gate(ctx, stop context.Context, in <-chan *item, jobs chan<- job, newSink func() (func(*jsonl.Result) error, error)) error {
-	batch := make([]*item, 0, r.cfg.Parallel)
-	ests := make([]budget.Estimate, 0, r.cfg.Parallel)
-	for {
-		var it *item
-		var ok bool
+// admitter is the admission of the lines from in, for the sending stage to
+// pull from.
+func (r *runner) admitter(in <-chan *item) source[*item] {
+	a := &admitter{r: r, in: in}
+	return a.next
+}
+
+// next hands on up to n lines in input order, at least one: lines that
+// will not be sent with their result, or lines whose estimates it has
+// reserved through the gate, batching the lines that are ready into one
+// reservation. It waits while a limit holds the first line back.
+func (a *admitter) next(ctx context.Context, n int) ([]*item, error) {
+	if len(a.pending) == 0 {
 		select {
-		case it, ok = <-in:
+		case it, ok := <-a.in:
+			if !ok {
+				return nil, nil
+			}
+			a.pending = append(a.pending[:0], it)
 		case <-ctx.Done():
-			return nil
+			return nil, ctx.Err()
 		}
-		if !ok {
-			return nil
+	}
+	if len(a.pending) < n {
+		a.pending = drainReady(a.in, a.pending, n)
+	}
+	for {
+		batch := a.pending[:min(n, len(a.pending))]
+		// Lines that will not be sent go on at once, with their result.
+		done := 0
+		for done < len(batch) && a.r.preflight(batch[done]) {
+			done++
 		}
-		// Take what else is ready, up to a worker's worth each.
-		batch = append(batch[:0], it)
-	more:
-		for len(batch) < cap(batch) {
-			select {
-			case it, ok := <-in:
-				if !ok {
-					break more
-				}
-				batch = append(batch, it)
-			default:
-				break more
-			}
+		if done > 0 {
+			return a.hand(done), nil
 		}
-		for i := 0; i < len(batch); {
-			if res := r.preflight(batch[i], stop); res != nil {
-				deliver, err := newSink()
-				if err != nil {
-					return nil
-				}
-				if err := deliver(res); err != nil {
-					return nil
-				}
-				i++
-				continue
+		// Reserve the run of lines that will be sent.
+		ests := make([]budget.Estimate, 0, len(batch))
+		for _, it := range batch {
+			if len(ests) > 0 && a.r.preflight(it) {
+				break
 			}
-			ests = ests[:0]
-			for j := i; j < len(batch) && (j == i || r.preflight(batch[j], stop) == nil); j++ {
-				ests = append(ests, batch[j].est)
-			}
-			n, err := r.admit(ctx, stop, ests)
-			if errors.Is(err, errStopped) {
-				continue // preflight now gives the line its result
-			}
-			if err != nil {
-				return err
-			}
-			for _, it := range batch[i : i+n] {
-				deliver, err := newSink()
-				if err != nil {
-					return nil
-				}
-				if err := send(ctx, jobs, job{it: it, deliver: deliver}); err != nil {
-					return nil
-				}
-			}
-			i += n
+			ests = append(ests, it.est)
 		}
+		k, err := a.r.reserve(ctx, ests)
+		if errors.Is(err, errStopped) {
+			continue // preflight now gives the lines their result
+		}
+		if err != nil {
+			return nil, err
+		}
+		return a.hand(k), nil
 	}
 }
 
-// preflight gives the result of a line that will not be sent, or nil.
-func (r *runner) preflight(it *item, stop context.Context) *jsonl.Result {
-	switch {
-	case it.done != nil:
-		return it.done
-	case stop.Err() != nil:
-		return errorResult(it.req, jsonl.ErrInterrupted, "not sent: interrupted", 0)
-	case r.stats.limitStop.Load() != nil:
-		return errorResult(it.req, jsonl.ErrBudget, "not sent: "+r.stats.limitMsg(), 0)
+// hand takes the first k pending lines.
+func (a *admitter) hand(k int) []*item {
+	out := make([]*item, k)
+	copy(out, a.pending)
+	a.pending = a.pending[k:]
+	return out
+}
+
+// preflight gives a line that will not be sent its result, and reports
+// whether it has one.
+func (r *runner) preflight(it *item) bool {
+	if it.result != nil {
+		return true
 	}
-	if h := r.halted.Load(); h != nil {
-		return errorResult(it.req, h.typ, "not sent: an earlier request was refused: "+h.msg, h.status)
+	if why := r.stop.stopped(); why != nil {
+		it.result = why.result(it.req)
+		return true
 	}
 	if err := r.cfg.Gate.Check(it.est); err != nil {
 		if !it.exact {
 			// The byte bound may be what is too large: count exactly.
 			*it = *prepare(it.req, &r.cfg, true)
-			return r.preflight(it, stop)
+			return r.preflight(it)
 		}
-		return errorResult(it.req, jsonl.ErrBudget, fmt.Sprintf("line %d: not sent: %v", it.req.Line, err), 0)
+		it.result = errorResult(it.req, jsonl.ErrBudget, fmt.Sprintf("line %d: not sent: %v", it.req.Line, err), 0)
+		return true
 	}
-	return nil
+	return false
 }
 
-// admit reserves room for the requests of ests, in order, waiting while a
-// limit holds the first back. It returns how many it admitted (at least
+// longWait is a wait worth a warning.
+const longWait = 30 * time.Second
+
+// recheck is how often a wait for a limit looks again: other processes
+// settle, and a refill may come sooner than the gate said.
+const recheck = time.Second
+
+// errStopped says the run stopped sending: see stopState.
+var errStopped = errors.New("stopped")
+
+// reserve reserves room for the requests of ests, in order, waiting while
+// a limit holds the first back. It returns how many it reserved (at least
 // one), or errStopped when the run stopped sending meanwhile.
-func (r *runner) admit(ctx, stop context.Context, ests []budget.Estimate) (int, error) {
-	r.admitMu.Lock()
-	defer r.admitMu.Unlock()
+func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, error) {
+	r.reserveMu.Lock()
+	defer r.reserveMu.Unlock()
 	defer r.stats.waiting.Store(nil)
 	for {
-		if stop.Err() != nil || r.stats.limitStop.Load() != nil || r.halted.Load() != nil {
+		if r.stop.stopped() != nil {
 			return 0, errStopped
 		}
-		now := r.cfg.Now()
+		now := r.cfg.Clock.Now()
 		n, wait, why, err := r.cfg.Gate.Reserve(ctx, now, ests)
 		if err != nil {
-			return 0, &ExitError{Code: ExitConfig, Err: err}
+			return 0, &Error{Code: ExitConfig, Err: err}
 		}
 		if n > 0 {
 			return n, nil
 		}
 		if r.cfg.OnLimit == Fail {
 			msg := fmt.Sprintf("stopped by the %s (--on-limit fail)", why)
-			r.stats.limitStop.CompareAndSwap(nil, &msg)
+			r.stop.halt(&stopped{typ: jsonl.ErrBudget, msg: "not sent: " + msg, err: &Error{Code: ExitLimit, Err: errors.New(msg)}})
 			return 0, errStopped
 		}
 		w := &Waiting{Reason: why, Until: now.Add(wait)}
@@ -139,15 +148,10 @@ func (r *runner) admit(ctx, stop context.Context, ests []budget.Estimate) (int, 
 				r.cfg.Log.Debug("waiting", "for", string(why), "wait", wait.Round(time.Millisecond))
 			}
 		}
-		// Look again at least every second: other processes settle and
-		// the user may interrupt.
-		t := time.NewTimer(min(wait, time.Second))
 		select {
-		case <-t.C:
-		case <-stop.Done():
-			t.Stop()
+		case <-r.cfg.Clock.After(min(wait, recheck)):
+		case <-r.stop.signal.Done():
 		case <-ctx.Done():
-			t.Stop()
 			return 0, ctx.Err()
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -20,7 +19,7 @@ type verdict int
 
 const (
 	retry  verdict = iota // try again after a back-off
-	record                // give the line this error
+	giveUp                // give the line this error
 	halt                  // give the line this error and send nothing more: every request would fail the same way
 )
 
@@ -33,10 +32,11 @@ type failure struct {
 	after   time.Duration // how long the server asked us to wait, 0 if it did not say
 }
 
-// classify sorts a failed call into retry, record or halt, by status and
-// error type. It is the one place that decides.
-func classify(a attempt, key string) failure {
-	f := failure{status: a.reply.status, after: retryAfter(a.reply.header)}
+// classify sorts a failed call into retry, give up or halt, by status and
+// error type. It is the one place that decides. now is the time the
+// answer came, for a retry-after given as a date.
+func classify(a attempt, key string, now time.Time) failure {
+	f := failure{status: a.reply.status, after: retryAfter(a.reply.header, now)}
 	var apiErr *openai.APIError
 	var reqErr *openai.RequestError
 	switch {
@@ -49,7 +49,7 @@ func classify(a attempt, key string) failure {
 		}
 		if f.status == http.StatusTooManyRequests && strings.HasPrefix(apiErr.Message, "Request too large") {
 			// It would be refused on every retry.
-			f.typ, f.verdict = jsonl.ErrRateLimit, record
+			f.typ, f.verdict = jsonl.ErrRateLimit, giveUp
 			return f.redact(key)
 		}
 	case errors.As(a.err, &reqErr):
@@ -76,7 +76,7 @@ func classify(a attempt, key string) failure {
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
 		f.typ, f.verdict = jsonl.ErrAPI, halt
 	default:
-		f.typ, f.verdict = jsonl.ErrAPI, record
+		f.typ, f.verdict = jsonl.ErrAPI, giveUp
 	}
 	return f.redact(key)
 }
@@ -96,8 +96,8 @@ func (f failure) redact(key string) failure {
 
 // retryAfter is how long the response headers ask the client to wait:
 // retry-after-ms, else retry-after, else the later of the x-ratelimit
-// resets whose remaining count is zero.
-func retryAfter(h http.Header) time.Duration {
+// resets whose remaining count is zero. now is the time the headers came.
+func retryAfter(h http.Header, now time.Time) time.Duration {
 	if h == nil {
 		return 0
 	}
@@ -111,7 +111,7 @@ func retryAfter(h http.Header) time.Duration {
 			return time.Duration(s * float64(time.Second))
 		}
 		if t, err := http.ParseTime(v); err == nil {
-			return max(0, time.Until(t))
+			return max(0, t.Sub(now))
 		}
 	}
 	var d time.Duration
@@ -133,14 +133,13 @@ const (
 )
 
 // backoff is how long to wait before retry number n (1-based): exponential
-// with full jitter, never shorter than what the server asked for.
-func backoff(n int, after time.Duration) time.Duration {
-	d := backoffBase << min(n-1, 16)
-	d = min(d, backoffMax)
-	j := rand.N(d) //nolint:gosec // jitter, not a secret
+// with full jitter, never shorter than what the server asked for. jitter
+// is a random duration in [0, n).
+func backoff(n int, after time.Duration, jitter func(time.Duration) time.Duration) time.Duration {
 	if after > 0 {
 		// Spread the workers that all got the same reset time a little.
-		return after + rand.N(min(after/4, time.Second)+time.Millisecond)
+		return after + jitter(min(after/4, time.Second)+time.Millisecond)
 	}
-	return j
+	d := backoffBase << min(n-1, 16)
+	return jitter(min(d, backoffMax))
 }

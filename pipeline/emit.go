@@ -8,47 +8,23 @@ import (
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
-// emitOrdered writes results in input order: it waits for each line's slot
-// in turn. Output is flushed whenever the next result is not ready, so a
-// reader downstream sees results as soon as they are final.
-func (r *runner) emitOrdered(ctx context.Context, order <-chan chan *jsonl.Result, out io.Writer) error {
-	w := jsonl.NewWriter(out)
-	for slot := range order {
-		var res *jsonl.Result
-		select {
-		case res = <-slot:
-		default:
-			if err := w.Flush(); err != nil {
-				return writeErr(err)
-			}
-			select {
-			case res = <-slot:
-			case <-ctx.Done():
-				return nil
-			}
-		}
-		if err := w.Write(res); err != nil {
-			return writeErr(err)
-		}
-		r.stats.result(res)
-	}
-	return writeErr(w.Flush())
-}
-
-// emitUnordered writes results as they finish.
-func (r *runner) emitUnordered(ctx context.Context, results <-chan *jsonl.Result, out io.Writer) error {
+// emit is the only writer of results: it writes them as they come from
+// in, already in order unless --unordered. Output is flushed whenever no
+// result is ready, so a reader downstream sees results as soon as they
+// are final.
+func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Writer) error {
 	w := jsonl.NewWriter(out)
 	for {
 		var res *jsonl.Result
 		var ok bool
 		select {
-		case res, ok = <-results:
+		case res, ok = <-in:
 		default:
 			if err := w.Flush(); err != nil {
 				return writeErr(err)
 			}
 			select {
-			case res, ok = <-results:
+			case res, ok = <-in:
 			case <-ctx.Done():
 				return nil
 			}
@@ -69,8 +45,8 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 	for it := range in {
 		e := jsonl.Estimate{ID: it.req.ID, Line: it.req.Line}
 		switch {
-		case it.done != nil:
-			e.Error = it.done.Error
+		case it.result != nil:
+			e.Error = it.result.Error
 		default:
 			e.PromptTokens, e.MaxOutputTokens = it.prompt, it.maxOut
 			e.EstCostUSD = []byte("null")
@@ -89,7 +65,7 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 		} else {
 			r.stats.Succeeded.Add(1)
 		}
-		r.stats.Done.Add(1)
+		r.stats.Written.Add(1)
 		if len(in) == 0 {
 			if err := w.Flush(); err != nil {
 				return writeErr(err)
@@ -99,9 +75,10 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 	return writeErr(w.Flush())
 }
 
+// writeErr is a failure to write the results, which ends the run.
 func writeErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &ExitError{Code: ExitFailed, Err: fmt.Errorf("write results: %w", err)}
+	return &Error{Code: ExitFailed, Err: fmt.Errorf("write results: %w", err)}
 }

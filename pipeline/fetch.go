@@ -8,140 +8,87 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
+
+	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
-	"github.com/sashabaranov/go-openai"
-	"golang.org/x/sync/errgroup"
 )
 
-// job is an admitted line and where its result goes.
-type job struct {
-	it      *item
-	deliver func(*jsonl.Result) error
-}
-
-// startFetch starts the gate, the workers, the settler and the writer in g.
-// They stop on ctx; stop only ends the sending of new requests.
-func (r *runner) startFetch(g *errgroup.Group, ctx, stop context.Context, in <-chan *item, out io.Writer) {
+// fetch is the send stage: it pulls admitted lines from next as its
+// workers come free, sends each with sendLine and passes the results to
+// out, in input order unless --unordered. It is the only sender on out and
+// on settle, and closes both. Another way of sending (the Batch API) would
+// replace this stage as a whole.
+func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- *jsonl.Result, settle chan<- budget.Settlement) error {
+	defer close(settle)
+	defer close(out)
 	p := r.cfg.Parallel
-	// One job queued per worker, so the gate admits requests just ahead of
-	// the workers that send them.
-	jobs := make(chan job, p)
-	// Settlements queue while the settler writes the last batch of them;
-	// sized so that workers rarely wait for the file.
-	settle := make(chan budget.Settlement, 4*p)
-	// The window: results finished ahead of the writer. A slow line at the
-	// head holds back at most this many.
-	window := 4*p + 64
-
-	var newSink func() (func(*jsonl.Result) error, error)
-	var closeSink func()
+	send := func(it *item) *jsonl.Result { return r.sendLine(ctx, it, settle) }
 	if r.cfg.Unordered {
-		results := make(chan *jsonl.Result, window)
-		newSink = func() (func(*jsonl.Result) error, error) {
-			return func(res *jsonl.Result) error { return send(ctx, results, res) }, nil
-		}
-		closeSink = func() { close(results) }
-		g.Go(func() error { return r.emitUnordered(ctx, results, out) })
-	} else {
-		order := make(chan chan *jsonl.Result, window)
-		newSink = func() (func(*jsonl.Result) error, error) {
-			slot := make(chan *jsonl.Result, 1) // filled once, never blocks the worker
-			if err := send(ctx, order, slot); err != nil {
-				return nil, err
-			}
-			return func(res *jsonl.Result) error { slot <- res; return nil }, nil
-		}
-		closeSink = func() { close(order) }
-		g.Go(func() error { return r.emitOrdered(ctx, order, out) })
+		return unorderedMap(ctx, p, next, out, send)
 	}
-
-	// The gate and the workers all deliver results; the last of them to
-	// finish closes the sink and the settlements.
-	var running atomic.Int32
-	running.Store(int32(p) + 1)
-	finish := func() {
-		if running.Add(-1) == 0 {
-			closeSink()
-			close(settle)
-		}
-	}
-	g.Go(func() error {
-		defer finish()
-		defer close(jobs)
-		return r.gate(ctx, stop, in, jobs, newSink)
+	// The window: lines taken in ahead of the one the writer waits for. A
+	// slow line at the head holds back at most this many results.
+	window := 4*p + 64
+	return orderedMap(ctx, p, window, next, out, send, func(head *item) {
+		r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
 	})
-	for range p {
-		g.Go(func() error {
-			defer finish()
-			for j := range jobs {
-				if err := j.deliver(r.fetch(ctx, stop, j.it, settle)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	g.Go(func() error { return r.settler(ctx, settle) })
 }
 
-// fetch sends one admitted line, retrying what is worth retrying, and
-// returns its result. Every call is settled through settle.
-func (r *runner) fetch(ctx, stop context.Context, it *item, settle chan<- budget.Settlement) *jsonl.Result {
+// sendLine sends one admitted line, retrying what is worth retrying, and
+// returns its result. Every call is settled through settle. A line
+// admitted is sent, even if the run stops sending meanwhile: admission was
+// the decision, and its reservation is already charged.
+func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Settlement) *jsonl.Result {
+	if it.result != nil {
+		return it.result
+	}
 	var last failure
 	for n := 1; ; n++ {
 		if n > 1 {
-			if _, err := r.admit(ctx, stop, []budget.Estimate{it.est}); err != nil {
+			if _, err := r.reserve(ctx, []budget.Estimate{it.est}); err != nil {
 				return r.failed(it, last)
-			}
-		} else if stop.Err() != nil || r.halted.Load() != nil {
-			r.unsent(ctx, it, settle)
-			if res := r.preflight(it, stop); res != nil {
-				return res
 			}
 		}
 		it.attempts = n
-		a := call(ctx, r.client, it, r.cfg.Timeout)
+		a := r.call(ctx, it)
 		r.stats.Requests.Add(1)
 		r.observe(ctx, a.reply.header)
 		var f failure
 		if a.err != nil {
-			f = classify(a, r.cfg.Key)
+			f = classify(a, r.cfg.Key, r.cfg.Clock.Now())
 		}
-		r.record(ctx, it, a, f, settle)
+		_ = send(ctx, settle, r.settlement(it, a, f))
 		if a.err == nil {
 			return r.succeeded(it, a)
 		}
 		last = f
-		if f.status == 429 {
+		if f.status == http.StatusTooManyRequests {
 			r.stats.RateLimited.Add(1)
 		}
 		if f.verdict == halt {
-			r.halted.CompareAndSwap(nil, &f)
+			r.stop.halt(&stopped{typ: f.typ, msg: "not sent: an earlier request was refused: " + f.msg, status: f.status})
 		}
-		if f.verdict != retry || n > r.cfg.Retries || stop.Err() != nil {
+		if f.verdict != retry || n > r.cfg.Retries || r.stop.stopped() != nil {
 			return r.failed(it, f)
 		}
-		wait := backoff(n, f.after)
-		if f.status == 429 {
+		wait := backoff(n, f.after, r.cfg.Jitter)
+		if f.status == http.StatusTooManyRequests {
 			// Every worker, in every process sharing the budget, waits.
-			if err := r.cfg.Gate.Sync(ctx, r.cfg.Now(), r.cfg.Now().Add(wait), serverUsage(a.reply.header)); err != nil {
+			now := r.cfg.Clock.Now()
+			if err := r.cfg.Gate.Sync(ctx, now, now.Add(wait), serverUsage(a.reply.header)); err != nil {
 				return r.failed(it, f)
 			}
 		}
 		r.stats.Retries.Add(1)
 		r.cfg.Log.Debug("retry", "line", it.req.Line, "id", it.req.ID, "attempt", n, "error", f.typ, "status", f.status, "wait", wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
 		select {
-		case <-t.C:
-		case <-stop.Done():
-			t.Stop()
+		case <-r.cfg.Clock.After(wait):
+		case <-r.stop.signal.Done():
 			return r.failed(it, f)
 		case <-ctx.Done():
-			t.Stop()
 			return r.failed(it, f)
 		}
 	}
@@ -168,11 +115,6 @@ func (r *runner) failed(it *item, f failure) *jsonl.Result {
 	res := errorResult(it.req, f.typ, fmt.Sprintf("line %d: %s", it.req.Line, f.msg), f.status)
 	res.Attempts = it.attempts
 	return res
-}
-
-// unsent settles the reservation of a line admitted but never sent.
-func (r *runner) unsent(ctx context.Context, it *item, settle chan<- budget.Settlement) {
-	_ = send(ctx, settle, budget.Settlement{Est: it.est})
 }
 
 type ctxKey int
@@ -229,21 +171,21 @@ type attempt struct {
 	latency time.Duration
 }
 
-// call sends it once, giving up after timeout.
-func call(ctx context.Context, client *openai.Client, it *item, timeout time.Duration) attempt {
+// call sends it once, giving up after --timeout.
+func (r *runner) call(ctx context.Context, it *item) attempt {
 	var a attempt
 	ctx = context.WithValue(ctx, bodyKey, it.body)
 	ctx = context.WithValue(ctx, replyKey, &a.reply)
-	if timeout > 0 {
+	if r.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
 	}
-	start := time.Now()
+	start := r.cfg.Clock.Now()
 	// Only the model goes through go-openai's struct: it picks the URL and
 	// runs go-openai's checks on it; the body sent is it.body.
-	a.resp, a.err = client.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: it.model})
-	a.latency = time.Since(start)
+	a.resp, a.err = r.client.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: it.model})
+	a.latency = r.cfg.Clock.Now().Sub(start)
 	if a.err == nil && len(a.resp.Choices) == 0 {
 		a.err = errNoChoices
 	}

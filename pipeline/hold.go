@@ -17,11 +17,11 @@ func (r *runner) hold(ctx context.Context, in <-chan *item, out chan<- *item) er
 	stream := r.cfg.DryRun || (r.cfg.BatchTokens == 0 && r.cfg.MaxCost == 0)
 	var held []*item
 	for it := range in {
-		if it.done == nil {
+		if it.result == nil {
 			r.stats.estimate(it)
 		}
 		if msg := r.overBatch(); msg != "" && !r.cfg.DryRun {
-			return &ExitError{Code: ExitLimit, Err: fmt.Errorf("%s; nothing sent", msg)}
+			return &Error{Code: ExitLimit, Err: fmt.Errorf("%s; nothing sent", msg)}
 		}
 		if !stream {
 			held = append(held, it)

@@ -11,9 +11,9 @@ import (
 // maxDupReports is how many duplicate ids are named one by one.
 const maxDupReports = 10
 
-// read sends each input line to out. It stops reading when stop is done
-// (a signal: no new lines) or ctx is (the run failed).
-func (r *runner) read(ctx, stop context.Context, in io.Reader, out chan<- *jsonl.Request) error {
+// read sends each input line to out. It stops reading when the run stops
+// sending (no new lines are needed) or ctx is done (the run failed).
+func (r *runner) read(ctx context.Context, in io.Reader, out chan<- *jsonl.Request) error {
 	defer close(out)
 	rd := jsonl.NewReader(in, r.cfg.Input)
 	// Ids seen, to report duplicates: --resume finds lines by id, so a
@@ -26,7 +26,7 @@ func (r *runner) read(ctx, stop context.Context, in io.Reader, out chan<- *jsonl
 		}
 	}()
 	for {
-		if stop.Err() != nil && !r.cfg.DryRun {
+		if !r.cfg.DryRun && r.stop.stopped() != nil {
 			return nil
 		}
 		req, err := rd.Next()
@@ -34,7 +34,7 @@ func (r *runner) read(ctx, stop context.Context, in io.Reader, out chan<- *jsonl
 			return nil
 		}
 		if err != nil {
-			return &ExitError{Code: ExitFailed, Err: fmt.Errorf("read input: %w", err)}
+			return &Error{Code: ExitFailed, Err: fmt.Errorf("read input: %w", err)}
 		}
 		if first, ok := seen[req.ID]; ok {
 			if dups++; dups <= maxDupReports {
@@ -43,7 +43,7 @@ func (r *runner) read(ctx, stop context.Context, in io.Reader, out chan<- *jsonl
 		} else {
 			seen[req.ID] = int32(req.Line)
 		}
-		if r.cfg.Done[req.ID] && req.Err == nil {
+		if r.cfg.Resumed[req.ID] && req.Err == nil {
 			r.stats.Skipped.Add(1)
 			continue
 		}

@@ -9,11 +9,25 @@ import (
 	"github.com/gptbatch/gptbatch/budget"
 )
 
-// record settles one call: the ledger gets a line and the budget moves from
-// the estimate to what the API counted.
-func (r *runner) record(ctx context.Context, it *item, a attempt, f failure, settle chan<- budget.Settlement) {
+// settle applies the settlements of the calls to the gate, as many at a
+// time as have queued, so that the shared file is written once per batch,
+// not once per call.
+func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error {
+	batch := make([]budget.Settlement, 0, max(cap(in), 1))
+	for s := range in {
+		batch = drainReady(in, append(batch[:0], s), cap(batch))
+		if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), batch); err != nil {
+			return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+		}
+	}
+	return nil
+}
+
+// settlement is what one call settles: the ledger gets a line and the
+// budget moves from the estimate to what the API counted.
+func (r *runner) settlement(it *item, a attempt, f failure) budget.Settlement {
 	e := &budget.LedgerEntry{
-		Time:      r.cfg.Now(),
+		Time:      r.cfg.Clock.Now(),
 		ID:        it.req.ID,
 		Line:      it.req.Line,
 		Model:     it.model,
@@ -38,7 +52,7 @@ func (r *runner) record(ctx context.Context, it *item, a attempt, f failure, set
 		var zero budget.Cost
 		e.CostUSD = &zero
 	}
-	_ = send(ctx, settle, s)
+	return s
 }
 
 // sent reports whether a call may have reached the API, which then counts
@@ -49,29 +63,4 @@ func sent(a attempt) bool {
 		return false
 	}
 	return true
-}
-
-// settler applies settlements to the budget, as many at a time as have
-// queued, so that the shared file is written once per batch, not per call.
-func (r *runner) settler(ctx context.Context, in <-chan budget.Settlement) error {
-	batch := make([]budget.Settlement, 0, cap(in))
-	for s := range in {
-		batch = append(batch[:0], s)
-	more:
-		for len(batch) < cap(batch) {
-			select {
-			case s, ok := <-in:
-				if !ok {
-					break more
-				}
-				batch = append(batch, s)
-			default:
-				break more
-			}
-		}
-		if err := r.cfg.Gate.Settle(ctx, r.cfg.Now(), batch); err != nil {
-			return &ExitError{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
-		}
-	}
-	return nil
 }
