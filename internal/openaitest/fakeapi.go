@@ -172,6 +172,7 @@ type Server struct {
 	inFlight int
 	recorded []Recorded
 	seen     map[string]bool // prompts answered, by model and messages
+	changes  changes         // wakes WaitArrivals and WaitInFlight
 }
 
 // New starts a Server listening on 127.0.0.1 on a port of its own. Close
@@ -286,6 +287,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.inFlight++
 	s.stats.MaxInFlight = max(s.stats.MaxInFlight, s.inFlight)
+	s.changes.changed()
 	s.mu.Unlock()
 	defer x.settle() // if the exchange ended without a response
 	x.serve()
@@ -303,6 +305,7 @@ func (x *exchange) settle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.inFlight--
+	s.changes.changed()
 	s.stats.Last = s.cfg.Now()
 	s.recorded[x.idx].Status = x.status
 	switch x.outcome {
