@@ -83,6 +83,12 @@ const (
 // ErrInterrupted. Failures of single lines are results, not errors; the
 // errors Run returns are *Error, which carry an exit status.
 func Run(ctx context.Context, in io.Reader, out io.Writer, cfg Config) error {
+	return newRunner(ctx, cfg).run(ctx, in, out)
+}
+
+// newRunner is a run of cfg, its defaults filled in, that stops sending
+// when ctx is cancelled.
+func newRunner(ctx context.Context, cfg Config) *runner {
 	r := &runner{cfg: cfg, stats: cfg.Stats, stop: &stopState{signal: ctx}}
 	if r.stats == nil {
 		r.stats = new(Stats)
@@ -106,7 +112,7 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, cfg Config) error {
 		r.client = newClient(r.cfg.BaseURL, r.cfg.Key, r.cfg.Parallel)
 	}
 	r.countFirst = r.cfg.DryRun || r.cfg.BatchTokens > 0 || r.cfg.MaxCost > 0 || r.cfg.Gate.Limits().TPM > 0
-	return r.run(ctx, in, out)
+	return r
 }
 
 // readAhead is how many lines wait between read, prepare and hold: it
