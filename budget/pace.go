@@ -29,7 +29,7 @@ const PaceLapse = time.Minute
 // PaceShare is the share of limit/60 a second that pacing admits: the rest
 // absorbs requests that reach the server closer together than they left
 // (connections, scheduling), which would otherwise meet a full second.
-const PaceShare = 0.92
+const PaceShare = 0.98
 
 // paceInterval is the spacing of units of a per-minute limit when paced.
 func paceInterval(units, limit int64) time.Duration {
