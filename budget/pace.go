@@ -29,6 +29,10 @@ const PaceLapse = time.Minute
 // PaceShare is the share of limit/60 a second that pacing admits: the rest
 // absorbs requests that reach the server closer together than they left
 // (connections, scheduling), which would otherwise meet a full second.
+// Evenly spaced, whole requests then never exceed limit/60 in any second
+// (600 a minute: at most 10); paced tokens can exceed a second's share by
+// at most the one request that opens the second, which a server's
+// continuous bucket absorbs and a fixed one-second window rarely meets.
 const PaceShare = 0.98
 
 // paceInterval is the spacing of units of a per-minute limit when paced.
