@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -84,12 +86,10 @@ func TestInterruptAndResume(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		// The signal arrives while 10 requests hang in flight; they are
-		// then let go.
-		for srv.Stats().MaxInFlight < 10 {
-			time.Sleep(time.Millisecond)
+		// then let go. A line admitted after the signal is not sent.
+		if err := waitServer(srv.WaitInFlight, 10); err == nil {
+			cancel()
 		}
-		cancel()
-		time.Sleep(50 * time.Millisecond)
 		close(hang)
 	}()
 	out, stderr, code := g.run(ctx, in.String(), "--parallel", "10")
@@ -193,37 +193,54 @@ func TestSlowHeadBoundsWindow(t *testing.T) {
 		if unordered {
 			args = append(args, "--unordered")
 		}
+		full := make(chan struct{})
 		done := make(chan string)
 		go func() {
-			out, _, _ := g.run(context.Background(), in, args...)
-			done <- out
+			var out bytes.Buffer
+			errb := &watchWriter{marker: "window ahead of it is full", seen: func() { close(full) }}
+			run(context.Background(), append(append(append([]string{}, g.args...), args...), "--verbose"), strings.NewReader(in), &out, errb)
+			done <- out.String()
 		}()
-		// Wait until the run stops sending, then look at how far it went.
-		last, still := -1, 0
-		for still < 50 {
-			time.Sleep(5 * time.Millisecond)
-			if n := srv.Stats().Requests; n == last {
-				still++
-			} else {
-				last, still = n, 0
+		// Ordered, the run stops sending once the window is full, and says
+		// so; unordered, it sends every line past the head.
+		if unordered {
+			if err := waitServer(srv.WaitArrivals, 2001); err != nil {
+				t.Errorf("unordered: %v; %d requests arrived, want 2001", err, srv.Stats().Requests)
+			}
+		} else {
+			select {
+			case <-full:
+			case <-time.After(time.Minute):
+				t.Errorf("ordered: no word of a full window after a minute")
 			}
 		}
-		sent := last
+		sent := srv.Stats().Requests
 		close(hang)
 		out := <-done
 		srv.Close()
 		if n := len(parseResults(t, out)); n != 2001 {
 			t.Errorf("unordered=%v: %d results, want 2001", unordered, n)
 		}
-		// Ordered: the window (4×4+64 = 80 results) plus a job a worker;
+		// Ordered: the window (4×4+64 = 80 lines, the head's included);
 		// unordered: results are written as they finish, so the head does
 		// not hold anything back.
 		if !unordered && sent > 100 {
-			t.Errorf("ordered: %d requests sent while the head hung, want at most the window (~85)", sent)
+			t.Errorf("ordered: %d requests sent while the head hung, want at most the window (80)", sent)
 		}
 		if unordered && sent != 2001 {
 			t.Errorf("unordered: %d requests sent while the head hung, want all 2001", sent)
 		}
 		t.Logf("unordered=%v: %d requests sent while the head hung", unordered, sent)
 	}
+}
+
+// waitServer waits with one of the fake server's Wait methods for n, for
+// a generous time: a test that would hang fails instead.
+func waitServer(wait func(context.Context, int) error, n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := wait(ctx, n); err != nil {
+		return fmt.Errorf("waiting for %d: %w", n, err)
+	}
+	return nil
 }

@@ -131,8 +131,8 @@ func TestKill9(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for srv.Stats().Requests < 60 {
-		time.Sleep(time.Millisecond)
+	if err := waitServer(srv.WaitArrivals, 60); err != nil {
+		t.Fatal(err)
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

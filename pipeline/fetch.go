@@ -6,17 +6,116 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
+
+// fetch is the send stage: it pulls admitted lines from next as its
+// workers come free, sends each with sendLine and passes the results to
+// out, in input order unless --unordered. It is the only sender on out and
+// on settle, and closes both. Another way of sending (the Batch API) would
+// replace this stage as a whole.
+func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- *jsonl.Result, settle chan<- budget.Settlement) error {
+	defer close(settle)
+	defer close(out)
+	p := r.cfg.Parallel
+	send := func(it *item) *jsonl.Result { return r.sendLine(ctx, it, settle) }
+	if r.cfg.Unordered {
+		return unorderedMap(ctx, p, next, out, send)
+	}
+	// The window: lines taken in ahead of the one the writer waits for. A
+	// slow line at the head holds back at most this many results.
+	window := 4*p + 64
+	return orderedMap(ctx, p, window, next, out, send, func(head *item) {
+		r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
+	})
+}
+
+// sendLine sends one admitted line, retrying what is worth retrying, and
+// returns its result. Every call is settled through settle. A line
+// admitted is sent, even if the run stops sending meanwhile: admission was
+// the decision, and its reservation is already charged.
+func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Settlement) *jsonl.Result {
+	if it.result != nil {
+		return it.result
+	}
+	var last failure
+	for n := 1; ; n++ {
+		if n > 1 {
+			if _, err := r.reserve(ctx, []budget.Estimate{it.est}); err != nil {
+				return r.failed(it, last)
+			}
+		}
+		it.attempts = n
+		a := r.call(ctx, it)
+		r.stats.Requests.Add(1)
+		r.observe(ctx, a.reply.header)
+		var f failure
+		if a.err != nil {
+			f = classify(a, r.cfg.Key, r.cfg.Clock.Now())
+		}
+		_ = send(ctx, settle, r.settlement(it, a, f))
+		if a.err == nil {
+			return r.succeeded(it, a)
+		}
+		last = f
+		if f.status == http.StatusTooManyRequests {
+			r.stats.RateLimited.Add(1)
+		}
+		if f.verdict == halt {
+			r.stop.halt(&stopped{typ: f.typ, msg: "not sent: an earlier request was refused: " + f.msg, status: f.status})
+		}
+		if f.verdict != retry || n > r.cfg.Retries || r.stop.stopped() != nil {
+			return r.failed(it, f)
+		}
+		wait := backoff(n, f.after, r.cfg.Jitter)
+		if f.status == http.StatusTooManyRequests {
+			// Every worker, in every process sharing the budget, waits.
+			now := r.cfg.Clock.Now()
+			if err := r.cfg.Gate.Sync(ctx, now, now.Add(wait), serverUsage(a.reply.header)); err != nil {
+				return r.failed(it, f)
+			}
+		}
+		r.stats.Retries.Add(1)
+		r.cfg.Log.Debug("retry", "line", it.req.Line, "id", it.req.ID, "attempt", n, "error", f.typ, "status", f.status, "wait", wait.Round(time.Millisecond))
+		select {
+		case <-r.cfg.Clock.After(wait):
+		case <-r.stop.signal.Done():
+			return r.failed(it, f)
+		case <-ctx.Done():
+			return r.failed(it, f)
+		}
+	}
+}
+
+func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {
+	res := successResult(it, a)
+	u := res.Usage
+	r.stats.PromptTokens.Add(u.PromptTokens)
+	r.stats.CompletionTokens.Add(u.CompletionTokens)
+	r.stats.CachedTokens.Add(u.CachedTokens)
+	if it.priced {
+		c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+		r.stats.Cost.Add(int64(c))
+		res.CostUSD = mustJSON(c)
+	} else {
+		r.stats.Unpriced.Add(1)
+		res.CostUSD = []byte("null")
+	}
+	return res
+}
+
+func (r *runner) failed(it *item, f failure) *jsonl.Result {
+	res := errorResult(it.req, f.typ, fmt.Sprintf("line %d: %s", it.req.Line, f.msg), f.status)
+	res.Attempts = it.attempts
+	return res
+}
 
 type ctxKey int
 
@@ -72,21 +171,21 @@ type attempt struct {
 	latency time.Duration
 }
 
-// call sends it once, giving up after timeout.
-func call(ctx context.Context, client *openai.Client, it *item, timeout time.Duration) attempt {
+// call sends it once, giving up after --timeout.
+func (r *runner) call(ctx context.Context, it *item) attempt {
 	var a attempt
 	ctx = context.WithValue(ctx, bodyKey, it.body)
 	ctx = context.WithValue(ctx, replyKey, &a.reply)
-	if timeout > 0 {
+	if r.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
 	}
-	start := time.Now()
+	start := r.cfg.Clock.Now()
 	// Only the model goes through go-openai's struct: it picks the URL and
 	// runs go-openai's checks on it; the body sent is it.body.
-	a.resp, a.err = client.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: it.model})
-	a.latency = time.Since(start)
+	a.resp, a.err = r.client.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: it.model})
+	a.latency = r.cfg.Clock.Now().Sub(start)
 	if a.err == nil && len(a.resp.Choices) == 0 {
 		a.err = errNoChoices
 	}
@@ -94,136 +193,6 @@ func call(ctx context.Context, client *openai.Client, it *item, timeout time.Dur
 }
 
 var errNoChoices = errors.New("response has no choices")
-
-// verdict is what to do about a failed call.
-type verdict int
-
-const (
-	retry  verdict = iota // try again after a back-off
-	record                // give the line this error
-	halt                  // give the line this error and send nothing more: every request would fail the same way
-)
-
-// failure is a classified failed call.
-type failure struct {
-	typ     string // a jsonl.Err* type
-	status  int
-	msg     string
-	verdict verdict
-	after   time.Duration // how long the server asked us to wait, 0 if it did not say
-}
-
-// classify sorts a failed call into retry, record or halt, by status and
-// error type. It is the one place that decides.
-func classify(a attempt, key string) failure {
-	f := failure{status: a.reply.status, after: retryAfter(a.reply.header)}
-	var apiErr *openai.APIError
-	var reqErr *openai.RequestError
-	switch {
-	case errors.As(a.err, &apiErr):
-		f.status = apiErr.HTTPStatusCode
-		f.msg = apiErr.Message
-		if code, ok := apiErr.Code.(string); ok && code == "insufficient_quota" {
-			f.typ, f.verdict = jsonl.ErrRateLimit, halt
-			return f.redact(key)
-		}
-		if f.status == http.StatusTooManyRequests && strings.HasPrefix(apiErr.Message, "Request too large") {
-			// It would be refused on every retry.
-			f.typ, f.verdict = jsonl.ErrRateLimit, record
-			return f.redact(key)
-		}
-	case errors.As(a.err, &reqErr):
-		f.status = reqErr.HTTPStatusCode
-		f.msg = fmt.Sprintf("%s with an unreadable error body", reqErr.HTTPStatus)
-	case errors.Is(a.err, context.DeadlineExceeded):
-		f.typ, f.msg, f.verdict = jsonl.ErrNetwork, "timed out", retry
-		return f
-	case f.status >= 200 && f.status < 300:
-		// The server said yes and then sent something that is not an answer.
-		f.typ, f.msg, f.verdict = jsonl.ErrServer, "unreadable response: "+a.err.Error(), retry
-		return f.redact(key)
-	default:
-		f.typ, f.msg, f.verdict = jsonl.ErrNetwork, a.err.Error(), retry
-		return f.redact(key)
-	}
-	switch s := f.status; {
-	case s == http.StatusTooManyRequests:
-		f.typ, f.verdict = jsonl.ErrRateLimit, retry
-	case s >= 500:
-		f.typ, f.verdict = jsonl.ErrServer, retry
-	case s == http.StatusRequestTimeout || s == http.StatusConflict:
-		f.typ, f.verdict = jsonl.ErrServer, retry
-	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		f.typ, f.verdict = jsonl.ErrAPI, halt
-	default:
-		f.typ, f.verdict = jsonl.ErrAPI, record
-	}
-	return f.redact(key)
-}
-
-// keyPattern matches API keys, whole or masked, as error messages quote
-// them ("Incorrect API key provided: sk-ab***yz").
-var keyPattern = regexp.MustCompile(`\b(sk|sess|rk)-[A-Za-z0-9_*\-.]{3,}`)
-
-// redact removes the key, and anything shaped like one, from the message.
-func (f failure) redact(key string) failure {
-	if key != "" {
-		f.msg = strings.ReplaceAll(f.msg, key, "[redacted]")
-	}
-	f.msg = keyPattern.ReplaceAllString(f.msg, "[redacted]")
-	return f
-}
-
-// retryAfter is how long the response headers ask the client to wait:
-// retry-after-ms, else retry-after, else the later of the x-ratelimit
-// resets whose remaining count is zero.
-func retryAfter(h http.Header) time.Duration {
-	if h == nil {
-		return 0
-	}
-	if v := h.Get("retry-after-ms"); v != "" {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms >= 0 {
-			return time.Duration(ms * float64(time.Millisecond))
-		}
-	}
-	if v := h.Get("retry-after"); v != "" {
-		if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
-			return time.Duration(s * float64(time.Second))
-		}
-		if t, err := http.ParseTime(v); err == nil {
-			return max(0, time.Until(t))
-		}
-	}
-	var d time.Duration
-	for _, kind := range []string{"requests", "tokens"} {
-		if h.Get("x-ratelimit-remaining-"+kind) != "0" {
-			continue
-		}
-		if r, err := time.ParseDuration(h.Get("x-ratelimit-reset-" + kind)); err == nil {
-			d = max(d, r)
-		}
-	}
-	return d
-}
-
-// Back-off bounds for retries the server gave no time for.
-const (
-	backoffBase = 500 * time.Millisecond
-	backoffMax  = 30 * time.Second
-)
-
-// backoff is how long to wait before retry number n (1-based): exponential
-// with full jitter, never shorter than what the server asked for.
-func backoff(n int, after time.Duration) time.Duration {
-	d := backoffBase << min(n-1, 16)
-	d = min(d, backoffMax)
-	j := rand.N(d) //nolint:gosec // jitter, not a secret
-	if after > 0 {
-		// Spread the workers that all got the same reset time a little.
-		return after + rand.N(min(after/4, time.Second)+time.Millisecond)
-	}
-	return j
-}
 
 // successResult turns an answer into the line's result.
 func successResult(it *item, a attempt) *jsonl.Result {

@@ -1,13 +1,30 @@
 package pipeline
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strconv"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
+
+// tokenize prepares lines on every core and sends them on in input order.
+func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out chan<- *item) error {
+	defer close(out)
+	// Two lines a core in the window keep every core busy while the head
+	// line, perhaps a long one, is counted.
+	n := runtime.GOMAXPROCS(0)
+	return orderedMap(ctx, n, 2*n, fromChan(in), out, func(req *jsonl.Request) *item {
+		it := prepare(req, &r.cfg, r.countFirst)
+		if it.result == nil && !it.priced && r.warnedPrice.CompareAndSwap(false, true) {
+			r.cfg.Log.Warn(fmt.Sprintf("no price known for model %q: its cost_usd is null", it.model))
+		}
+		return it
+	}, nil)
+}
 
 // Default output-token caps, sent when a line gives none, so that every
 // request's reservation bounds what it can cost. Reasoning models spend
@@ -28,7 +45,7 @@ type item struct {
 	price    budget.Price
 	priced   bool
 	exact    bool          // prompt is the exact count, not the byte bound
-	done     *jsonl.Result // set when the line is finished without a call
+	result   *jsonl.Result // set when the line is finished without a call
 	attempts int
 }
 
@@ -40,11 +57,11 @@ type item struct {
 func prepare(req *jsonl.Request, cfg *Config, exact bool) *item {
 	it := &item{req: req, model: cfg.Model}
 	if req.Err != nil {
-		it.done = errorResult(req, jsonl.ErrInvalidInput, req.Err.Error(), 0)
+		it.result = errorResult(req, jsonl.ErrInvalidInput, req.Err.Error(), 0)
 		return it
 	}
 	if err := it.resolve(cfg, exact); err != nil {
-		it.done = errorResult(req, jsonl.ErrInvalidInput, fmt.Sprintf("line %d: %v", req.Line, err), 0)
+		it.result = errorResult(req, jsonl.ErrInvalidInput, fmt.Sprintf("line %d: %v", req.Line, err), 0)
 		return it
 	}
 	return it

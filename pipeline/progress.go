@@ -42,7 +42,7 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
 		}
 		var recent []sample // the last 10 s of progress, for the ETA
 		draw := func() {
-			now, done := time.Now(), s.Done.Load()
+			now, done := time.Now(), s.Written.Load()
 			recent = append(recent, sample{now, done})
 			for len(recent) > 2 && now.Sub(recent[0].at) > 10*time.Second {
 				recent = recent[1:]
@@ -117,7 +117,7 @@ func shortCount(n int64) string {
 // Summary is the end-of-run line for stderr.
 func Summary(s *Stats, elapsed time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d lines: %d succeeded, %d failed", s.Done.Load(), s.Succeeded.Load(), s.Failed.Load())
+	fmt.Fprintf(&b, "%d lines: %d succeeded, %d failed", s.Written.Load(), s.Succeeded.Load(), s.Failed.Load())
 	if n := s.Skipped.Load(); n > 0 {
 		fmt.Fprintf(&b, ", %d already done", n)
 	}
@@ -134,7 +134,7 @@ func Summary(s *Stats, elapsed time.Duration) string {
 // now) has already spent today.
 func DrySummary(s *Stats, cfg Config, used budget.State, now time.Time) string {
 	var b strings.Builder
-	lines, skipped := s.Done.Load(), s.Failed.Load()
+	lines, skipped := s.Written.Load(), s.Failed.Load()
 	prompt, out := s.EstPromptTokens.Load(), s.EstOutputTokens.Load()
 	fmt.Fprintf(&b, "dry run: %d lines", lines)
 	if skipped > 0 {

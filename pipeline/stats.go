@@ -21,7 +21,7 @@ type Stats struct {
 	EstCostMin      atomic.Int64 // budget.Cost of the prompts alone
 	EstCostMax      atomic.Int64 // budget.Cost with every output cap used
 
-	Done             atomic.Int64 // results written
+	Written          atomic.Int64 // results written
 	Succeeded        atomic.Int64
 	Failed           atomic.Int64
 	Requests         atomic.Int64 // API calls made
@@ -33,8 +33,7 @@ type Stats struct {
 	Cost             atomic.Int64 // budget.Cost of the calls with a known price
 	Unpriced         atomic.Int64 // calls whose model has no known price
 
-	waiting   atomic.Pointer[Waiting]
-	limitStop atomic.Pointer[string]
+	waiting atomic.Pointer[Waiting] // what admission waits for, for progress
 }
 
 // Waiting is what holds the run back.
@@ -58,17 +57,10 @@ func (s *Stats) estimate(it *item) {
 
 // result counts a written result.
 func (s *Stats) result(r *jsonl.Result) {
-	s.Done.Add(1)
+	s.Written.Add(1)
 	if r.Error != nil {
 		s.Failed.Add(1)
 	} else {
 		s.Succeeded.Add(1)
 	}
-}
-
-func (s *Stats) limitMsg() string {
-	if p := s.limitStop.Load(); p != nil {
-		return *p
-	}
-	return ""
 }

@@ -128,7 +128,7 @@ func BenchmarkTokenizeStage(b *testing.B) {
 				in <- &jsonl.Request{Line: i + 1, ID: "x", Body: map[string]json.RawMessage{"messages": mustJSON([]map[string]string{{"role": "user", "content": line}})}}
 			}
 		}()
-		if err := orderedMap(context.Background(), runtime.GOMAXPROCS(0), in, out, func(r *jsonl.Request) *item { return prepare(r, cfg, true) }); err != nil {
+		if err := orderedMap(context.Background(), runtime.GOMAXPROCS(0), 2*runtime.GOMAXPROCS(0), fromChan(in), out, func(r *jsonl.Request) *item { return prepare(r, cfg, true) }, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -187,6 +187,7 @@ type Server struct {
 	inFlight int
 	recorded []Recorded
 	seen     map[string]bool // prompts answered, by model and messages
+	changes  changes         // wakes WaitArrivals and WaitInFlight
 
 	ext ext // the endpoints beyond chat completions
 }
@@ -303,6 +304,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.inFlight++
 	s.stats.MaxInFlight = max(s.stats.MaxInFlight, s.inFlight)
+	s.changes.changed()
 	s.mu.Unlock()
 	defer x.settle() // if the exchange ended without a response
 	x.serve()
@@ -320,6 +322,7 @@ func (x *exchange) settle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.inFlight--
+	s.changes.changed()
 	s.stats.Last = s.cfg.Now()
 	s.recorded[x.idx].Status = x.status
 	x.countOutcome()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -638,15 +637,14 @@ func TestFailRateIsSeeded(t *testing.T) {
 	}
 }
 
-// waitFor spins until cond holds: the server gives no signal to wait on.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitFor waits with w, one of the server's Wait methods, and fails the
+// test after a generous time instead of hanging.
+func waitFor(t *testing.T, what string, w func(context.Context) error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		runtime.Gosched()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w(ctx); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
@@ -667,7 +665,7 @@ func TestHang(t *testing.T) {
 			results <- resp.StatusCode
 		}()
 	}
-	waitFor(t, "the held requests", func() bool { return s.Stats().Requests == n })
+	waitFor(t, "the held requests", func(ctx context.Context) error { return s.WaitInFlight(ctx, n) })
 	// Others are answered while those are held.
 	if r := post(t, s, "", hello); r.status != 200 {
 		t.Errorf("request beside held ones = %d, want 200", r.status)
@@ -702,12 +700,12 @@ func TestHangClientLeaves(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitFor(t, "the held request", func() bool { return s.Stats().Requests == 1 })
+	waitFor(t, "the held request", func(ctx context.Context) error { return s.WaitInFlight(ctx, 1) })
 	cancel()
 	if err := <-done; err == nil {
 		t.Errorf("held request returned without error")
 	}
-	waitFor(t, "the handler to finish", func() bool { return !s.Stats().Last.IsZero() })
+	waitFor(t, "the handler to finish", func(ctx context.Context) error { return s.WaitInFlight(ctx, 0) })
 	if rec := s.Requests(); len(rec) != 1 || rec[0].Status != 0 {
 		t.Errorf("Requests() = %+v, want one with status 0", rec)
 	}
@@ -722,8 +720,17 @@ func TestCloseReleasesHeld(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, "the held request", func() bool { return s.Stats().Requests == 1 })
-	s.Close() // must return
+	waitFor(t, "the held request", func(ctx context.Context) error { return s.WaitInFlight(ctx, 1) })
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(time.Minute):
+		t.Fatal("Close did not return within a minute: it does not release a held request")
+	}
 }
 
 func TestRequestsRecorded(t *testing.T) {

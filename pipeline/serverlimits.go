@@ -18,8 +18,8 @@ func (r *runner) observe(ctx context.Context, h http.Header) {
 	if h == nil {
 		return
 	}
-	r.learnMu.Lock()
-	defer r.learnMu.Unlock()
+	r.limitsMu.Lock()
+	defer r.limitsMu.Unlock()
 	lim := r.cfg.Gate.Limits()
 	changed := false
 	for _, k := range []struct {
@@ -44,7 +44,7 @@ func (r *runner) observe(ctx context.Context, h http.Header) {
 		}
 	}
 	if pause > 0 {
-		now := r.cfg.Now()
+		now := r.cfg.Clock.Now()
 		// Only a pause: at the limit's own pace the server is at zero after
 		// nearly every request, and the gate's bucket already agrees.
 		if err := r.cfg.Gate.Pause(ctx, now, now.Add(pause)); err == nil {

@@ -29,7 +29,7 @@ func TestRetryAfter(t *testing.T) {
 		{"garbage", http.Header{"Retry-After": {"soon"}}, 0},
 	}
 	for _, tt := range tests {
-		if got := retryAfter(tt.h); got != tt.want {
+		if got := retryAfter(tt.h, time.Now()); got != tt.want {
 			t.Errorf("retryAfter(%s) = %v, want %v", tt.name, got, tt.want)
 		}
 	}
@@ -47,11 +47,11 @@ func TestClassify(t *testing.T) {
 		verdict verdict
 	}{
 		{"429", attempt{err: apiErr(429, "requests", "rate_limit_exceeded", "Rate limit reached")}, jsonl.ErrRateLimit, retry},
-		{"too large", attempt{err: apiErr(429, "tokens", "rate_limit_exceeded", "Request too large for gpt-4o")}, jsonl.ErrRateLimit, record},
+		{"too large", attempt{err: apiErr(429, "tokens", "rate_limit_exceeded", "Request too large for gpt-4o")}, jsonl.ErrRateLimit, giveUp},
 		{"quota", attempt{err: apiErr(429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota")}, jsonl.ErrRateLimit, halt},
 		{"500", attempt{err: apiErr(500, "server_error", "", "The server had an error")}, jsonl.ErrServer, retry},
 		{"503 unreadable", attempt{err: &openai.RequestError{HTTPStatusCode: 503, HTTPStatus: "503 Service Unavailable"}}, jsonl.ErrServer, retry},
-		{"400", attempt{err: apiErr(400, "invalid_request_error", "", "bad")}, jsonl.ErrAPI, record},
+		{"400", attempt{err: apiErr(400, "invalid_request_error", "", "bad")}, jsonl.ErrAPI, giveUp},
 		{"401", attempt{err: apiErr(401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-proj-****mnop.")}, jsonl.ErrAPI, halt},
 		{"timeout", attempt{err: fmt.Errorf("post: %w", context.DeadlineExceeded)}, jsonl.ErrNetwork, retry},
 		{"dial", attempt{err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, jsonl.ErrNetwork, retry},
@@ -59,7 +59,7 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := classify(tt.a, key)
+			f := classify(tt.a, key, time.Now())
 			if f.typ != tt.typ || f.verdict != tt.verdict {
 				t.Errorf("classify(%v) = %s/%d, want %s/%d", tt.a.err, f.typ, f.verdict, tt.typ, tt.verdict)
 			}

@@ -1,0 +1,145 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gptbatch/gptbatch/jsonl"
+	"github.com/sashabaranov/go-openai"
+)
+
+// verdict is what to do about a failed call.
+type verdict int
+
+const (
+	retry  verdict = iota // try again after a back-off
+	giveUp                // give the line this error
+	halt                  // give the line this error and send nothing more: every request would fail the same way
+)
+
+// failure is a classified failed call.
+type failure struct {
+	typ     string // a jsonl.Err* type
+	status  int
+	msg     string
+	verdict verdict
+	after   time.Duration // how long the server asked us to wait, 0 if it did not say
+}
+
+// classify sorts a failed call into retry, give up or halt, by status and
+// error type. It is the one place that decides. now is the time the
+// answer came, for a retry-after given as a date.
+func classify(a attempt, key string, now time.Time) failure {
+	f := failure{status: a.reply.status, after: retryAfter(a.reply.header, now)}
+	var apiErr *openai.APIError
+	var reqErr *openai.RequestError
+	switch {
+	case errors.As(a.err, &apiErr):
+		f.status = apiErr.HTTPStatusCode
+		f.msg = apiErr.Message
+		if code, ok := apiErr.Code.(string); ok && code == "insufficient_quota" {
+			f.typ, f.verdict = jsonl.ErrRateLimit, halt
+			return f.redact(key)
+		}
+		if f.status == http.StatusTooManyRequests && strings.HasPrefix(apiErr.Message, "Request too large") {
+			// It would be refused on every retry.
+			f.typ, f.verdict = jsonl.ErrRateLimit, giveUp
+			return f.redact(key)
+		}
+	case errors.As(a.err, &reqErr):
+		f.status = reqErr.HTTPStatusCode
+		f.msg = fmt.Sprintf("%s with an unreadable error body", reqErr.HTTPStatus)
+	case errors.Is(a.err, context.DeadlineExceeded):
+		f.typ, f.msg, f.verdict = jsonl.ErrNetwork, "timed out", retry
+		return f
+	case f.status >= 200 && f.status < 300:
+		// The server said yes and then sent something that is not an answer.
+		f.typ, f.msg, f.verdict = jsonl.ErrServer, "unreadable response: "+a.err.Error(), retry
+		return f.redact(key)
+	default:
+		f.typ, f.msg, f.verdict = jsonl.ErrNetwork, a.err.Error(), retry
+		return f.redact(key)
+	}
+	switch s := f.status; {
+	case s == http.StatusTooManyRequests:
+		f.typ, f.verdict = jsonl.ErrRateLimit, retry
+	case s >= 500:
+		f.typ, f.verdict = jsonl.ErrServer, retry
+	case s == http.StatusRequestTimeout || s == http.StatusConflict:
+		f.typ, f.verdict = jsonl.ErrServer, retry
+	case s == http.StatusUnauthorized || s == http.StatusForbidden:
+		f.typ, f.verdict = jsonl.ErrAPI, halt
+	default:
+		f.typ, f.verdict = jsonl.ErrAPI, giveUp
+	}
+	return f.redact(key)
+}
+
+// keyPattern matches API keys, whole or masked, as error messages quote
+// them ("Incorrect API key provided: sk-ab***yz").
+var keyPattern = regexp.MustCompile(`\b(sk|sess|rk)-[A-Za-z0-9_*\-.]{3,}`)
+
+// redact removes the key, and anything shaped like one, from the message.
+func (f failure) redact(key string) failure {
+	if key != "" {
+		f.msg = strings.ReplaceAll(f.msg, key, "[redacted]")
+	}
+	f.msg = keyPattern.ReplaceAllString(f.msg, "[redacted]")
+	return f
+}
+
+// retryAfter is how long the response headers ask the client to wait:
+// retry-after-ms, else retry-after, else the later of the x-ratelimit
+// resets whose remaining count is zero. now is the time the headers came.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if h == nil {
+		return 0
+	}
+	if v := h.Get("retry-after-ms"); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms >= 0 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	if v := h.Get("retry-after"); v != "" {
+		if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
+			return time.Duration(s * float64(time.Second))
+		}
+		if t, err := http.ParseTime(v); err == nil {
+			return max(0, t.Sub(now))
+		}
+	}
+	var d time.Duration
+	for _, kind := range []string{"requests", "tokens"} {
+		if h.Get("x-ratelimit-remaining-"+kind) != "0" {
+			continue
+		}
+		if r, err := time.ParseDuration(h.Get("x-ratelimit-reset-" + kind)); err == nil {
+			d = max(d, r)
+		}
+	}
+	return d
+}
+
+// Back-off bounds for retries the server gave no time for.
+const (
+	backoffBase = 500 * time.Millisecond
+	backoffMax  = 30 * time.Second
+)
+
+// backoff is how long to wait before retry number n (1-based): exponential
+// with full jitter, never shorter than what the server asked for. jitter
+// is a random duration in [0, n).
+func backoff(n int, after time.Duration, jitter func(time.Duration) time.Duration) time.Duration {
+	if after > 0 {
+		// Spread the workers that all got the same reset time a little.
+		return after + jitter(min(after/4, time.Second)+time.Millisecond)
+	}
+	d := backoffBase << min(n-1, 16)
+	return jitter(min(d, backoffMax))
+}

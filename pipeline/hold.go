@@ -1,0 +1,56 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gptbatch/gptbatch/budget"
+)
+
+// hold keeps the batch back until its size is known to be within
+// --batch-tokens and --max-cost: until the end of input, or until a limit is
+// crossed, which refuses the whole batch before anything is sent. With both
+// limits off, and in a dry run, it streams. Memory is bounded by the limits
+// themselves.
+func (r *runner) hold(ctx context.Context, in <-chan *item, out chan<- *item) error {
+	defer close(out)
+	stream := r.cfg.DryRun || (r.cfg.BatchTokens == 0 && r.cfg.MaxCost == 0)
+	var held []*item
+	for it := range in {
+		if it.result == nil {
+			r.stats.estimate(it)
+		}
+		if msg := r.overBatch(); msg != "" && !r.cfg.DryRun {
+			return &Error{Code: ExitLimit, Err: fmt.Errorf("%s; nothing sent", msg)}
+		}
+		if !stream {
+			held = append(held, it)
+			continue
+		}
+		if err := send(ctx, out, it); err != nil {
+			return err
+		}
+	}
+	if !stream {
+		r.stats.Total.Store(int64(len(held)))
+	}
+	for _, it := range held {
+		if err := send(ctx, out, it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// overBatch says which batch limit the lines counted so far exceed, or "".
+func (r *runner) overBatch() string {
+	tokens, cost := r.stats.EstPromptTokens.Load(), budget.Cost(r.stats.EstCostMax.Load())
+	lines := r.stats.Estimated.Load()
+	switch {
+	case r.cfg.BatchTokens > 0 && tokens > r.cfg.BatchTokens:
+		return fmt.Sprintf("batch exceeds --batch-tokens %d: %d input tokens in its first %d lines", r.cfg.BatchTokens, tokens, lines)
+	case r.cfg.MaxCost > 0 && cost > r.cfg.MaxCost:
+		return fmt.Sprintf("batch exceeds --max-cost %s: up to $%s in its first %d lines", r.cfg.MaxCost, cost, lines)
+	}
+	return ""
+}

@@ -1,0 +1,57 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// maxDupReports is how many duplicate ids are named one by one.
+const maxDupReports = 10
+
+// read sends each input line to out. It stops reading when the run stops
+// sending (no new lines are needed) or ctx is done (the run failed).
+func (r *runner) read(ctx context.Context, in io.Reader, out chan<- *jsonl.Request) error {
+	defer close(out)
+	rd := jsonl.NewReader(in, r.cfg.Input)
+	// Ids seen, to report duplicates: --resume finds lines by id, so a
+	// duplicated one would be skipped or sent again by mistake.
+	seen := make(map[string]int32)
+	dups := 0
+	defer func() {
+		if dups > maxDupReports {
+			r.cfg.Log.Warn(fmt.Sprintf("%d more duplicate ids", dups-maxDupReports))
+		}
+	}()
+	for {
+		if !r.cfg.DryRun && r.stop.stopped() != nil {
+			return nil
+		}
+		req, err := rd.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return &Error{Code: ExitFailed, Err: fmt.Errorf("read input: %w", err)}
+		}
+		if first, ok := seen[req.ID]; ok {
+			if dups++; dups <= maxDupReports {
+				r.cfg.Log.Warn(fmt.Sprintf("duplicate id %q on lines %d and %d", req.ID, first, req.Line))
+			}
+		} else {
+			seen[req.ID] = int32(req.Line)
+		}
+		if r.cfg.Resumed[req.ID] && req.Err == nil {
+			r.stats.Skipped.Add(1)
+			continue
+		}
+		r.stats.Lines.Add(1)
+		select {
+		case out <- req:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}

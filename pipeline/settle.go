@@ -1,0 +1,66 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/gptbatch/gptbatch/budget"
+)
+
+// settle applies the settlements of the calls to the gate, as many at a
+// time as have queued, so that the shared file is written once per batch,
+// not once per call.
+func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error {
+	batch := make([]budget.Settlement, 0, max(cap(in), 1))
+	for s := range in {
+		batch = drainReady(in, append(batch[:0], s), cap(batch))
+		if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), batch); err != nil {
+			return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+		}
+	}
+	return nil
+}
+
+// settlement is what one call settles: the ledger gets a line and the
+// budget moves from the estimate to what the API counted.
+func (r *runner) settlement(it *item, a attempt, f failure) budget.Settlement {
+	e := &budget.LedgerEntry{
+		Time:      r.cfg.Clock.Now(),
+		ID:        it.req.ID,
+		Line:      it.req.Line,
+		Model:     it.model,
+		Status:    a.reply.status,
+		LatencyMS: a.latency.Milliseconds(),
+		Attempt:   it.attempts,
+		Error:     f.typ,
+	}
+	s := budget.Settlement{Est: it.est, Sent: sent(a), Entry: e}
+	if a.err == nil {
+		u := usageOf(a.resp)
+		if a.resp.Model != "" {
+			e.Model = a.resp.Model
+		}
+		e.PromptTokens, e.CompletionTokens, e.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
+		s.Tokens = u.TotalTokens
+		if it.priced {
+			c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+			e.CostUSD, s.Cost = &c, c
+		}
+	} else if it.priced {
+		var zero budget.Cost
+		e.CostUSD = &zero
+	}
+	return s
+}
+
+// sent reports whether a call may have reached the API, which then counts
+// it against the rate limits: only a failed dial surely did not.
+func sent(a attempt) bool {
+	var op *net.OpError
+	if a.reply.status == 0 && errors.As(a.err, &op) && op.Op == "dial" {
+		return false
+	}
+	return true
+}
