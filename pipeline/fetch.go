@@ -79,6 +79,9 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			// Every worker, in every process sharing the budget, waits.
 			now := r.cfg.Clock.Now()
 			if err := r.cfg.Gate.Sync(ctx, now, now.Add(wait), serverUsage(a.reply.header)); err != nil {
+				if ctx.Err() == nil {
+					r.storeLost(err)
+				}
 				return r.failed(it, f)
 			}
 		}
