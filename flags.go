@@ -42,6 +42,8 @@ type runCmd struct {
 	APIKeyFile  string        `name:"api-key-file" type:"path" placeholder:"FILE" help:"File holding the API key (else $OPENAI_API_KEY, ./api_key.txt, ./.openai_key, ./.env)."`
 	BaseURL     string        `name:"base-url" env:"OPENAI_BASE_URL" default:"https://api.openai.com/v1" placeholder:"URL" help:"API endpoint; any OpenAI-compatible server."`
 	UsageFile   string        `name:"usage-file" env:"GPTBATCH_USAGE_FILE" type:"path" placeholder:"FILE" help:"Usage file shared by every invocation (default $XDG_STATE_HOME/gptbatch/usage.md)."`
+	Store       string        `name:"store" env:"GPTBATCH_STORE" placeholder:"URL" help:"Keep the shared budget in Redis (redis://[:password@]host:port/db or rediss://) instead of the usage file, to share it across hosts."`
+	StoreName   string        `name:"store-name" env:"GPTBATCH_STORE_NAME" default:"default" placeholder:"NAME" help:"The budget in --store: budgets of other names share the Redis, not the limits."`
 	Parallel    int           `short:"p" default:"16" help:"Requests in flight."`
 	RPM         int64         `name:"rpm" default:"500" help:"Requests per minute, shared through the usage file (0 = no limit)."`
 	TPM         int64         `name:"tpm" default:"500000" help:"Tokens per minute, shared (0 = no limit)."`

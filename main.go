@@ -163,20 +163,38 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		// only reads what today has used, to say which limits the batch
 		// would hit.
 		cfg.Gate = budget.NewGate(new(budget.MemStore), limits)
-		err := r.pipe(ctx, stdin, stdout, stderr, cfg)
+		used, err := r.usedState(ctx)
+		if err != nil {
+			return usageError(err)
+		}
+		err = r.pipe(ctx, stdin, stdout, stderr, cfg)
 		if !r.Quiet {
-			fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg, r.usedToday(), time.Now()))
+			fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg, used, time.Now()))
 		}
 		return err
 	}
 	if cfg.Key, err = apiKey(r.APIKeyFile); err != nil {
 		return usageError(err)
 	}
-	store, err := r.openStore()
+	store, closeStore, err := r.openShared(ctx)
+	if err != nil {
+		return usageError(fmt.Errorf("nothing sent: %w", err))
+	}
+	defer closeStore()
+	cfg.Gate = budget.NewGate(store, limits)
+	offset, err := clockOffset()
 	if err != nil {
 		return usageError(err)
 	}
-	cfg.Gate = budget.NewGate(store, limits)
+	if offset != 0 {
+		cfg.Clock = offsetClock{offset}
+	}
+	if r.Store != "" {
+		// The limits stored with the budget apply from the first line.
+		if err := cfg.Gate.Load(ctx, time.Now().Add(offset)); err != nil {
+			return usageError(fmt.Errorf("nothing sent: %w", err))
+		}
+	}
 	return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)
 }
 

@@ -2,41 +2,32 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
 )
 
-// run reports spending from the ledger beside the usage file.
+// run reports spending from the ledger beside the usage file, or from
+// the stream of the Redis --store names: every host's calls.
 func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
 	now := time.Now()
 	from, until, err := budget.Period(now, u.Today, u.Month, u.Since)
 	if err != nil {
 		return usageError(err)
 	}
-	store, err := r.openStore()
+	store, closeStore, err := r.openShared(ctx)
 	if err != nil {
 		return usageError(err)
 	}
+	defer closeStore()
 	st, err := store.Load(ctx)
 	if err != nil {
 		return usageError(err)
 	}
-	var ledger io.Reader = strings.NewReader("")
-	if f, err := os.Open(store.LedgerPath()); err == nil {
-		defer f.Close()
-		ledger = f
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return usageError(err)
-	}
-	rep, err := budget.BuildReport(ledger, budget.ReportOptions{Since: from, Until: until, By: u.By}, now.Location())
+	rep, err := store.Report(ctx, budget.ReportOptions{Since: from, Until: until, By: u.By}, now.Location())
 	if err != nil {
-		return usageError(fmt.Errorf("ledger %s: %w", store.LedgerPath(), err))
+		return usageError(err)
 	}
 	if u.JSON {
 		return rep.WriteJSON(stdout, &st)

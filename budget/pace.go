@@ -102,6 +102,15 @@ type Refusal struct {
 // spaced, not together. paced is the limit newly paced by this refusal
 // ("" when none was): a caller says it once.
 func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Reason, err error) {
+	if sg, ok := g.server(); ok {
+		own, _, zone := g.conf()
+		newly, seen, err := sg.sync(ctx, now, zone, own, r, true)
+		if err != nil {
+			return "", err
+		}
+		g.saw(now, seen)
+		return newly, nil
+	}
 	err = g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		newly = ""
 		advance(s, l, now, zone)

@@ -83,6 +83,9 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			// The shared pause is the server's own time, not this
 			// line's jittered wait: the others need not wait for it.
 			if err := r.refused(ctx, f, a.reply.header, cmp.Or(f.after, backoffBase)); err != nil {
+				if ctx.Err() == nil {
+					r.storeLost(err)
+				}
 				return r.failed(it, f)
 			}
 		}

@@ -6,6 +6,7 @@
 //
 //	go run ./internal/loadtest              # every scenario
 //	go run ./internal/loadtest -run pace    # scenarios whose name contains "pace"
+//	go run ./internal/loadtest -run redis   # the budget shared through Redis
 package main
 
 import (
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/redistest"
 )
 
 func main() {
@@ -46,6 +48,10 @@ type scenario struct {
 	goals     []goal
 	dropOut   bool // discard stdout instead of keeping it
 	dry       bool // a dry run: count lines, not requests
+	// redis shares the budget through one redis-server (--store) instead
+	// of a usage file: each copy has a usage path of its own, as on hosts
+	// of their own.
+	redis bool
 }
 
 // goal is a pass/fail figure.
@@ -66,6 +72,9 @@ type measure struct {
 	cpu       time.Duration
 	results   int
 	exitCodes []int
+	// usageRequests is what `gptbatch usage --today --json --store` on
+	// another host reports (redis scenarios).
+	usageRequests int
 }
 
 func (m measure) cpuPerReq() time.Duration {
@@ -138,6 +147,19 @@ func scenarios() []scenario {
 			goals: perSecondGoals,
 		},
 		{
+			name:   "pace-redis: 4 hosts x 200 requests, rpm 600 shared through one Redis (no shared file), 200 ms latency",
+			server: openaitest.Config{RPM: 600, Latency: lat},
+			procs:  4, lines: 200, prompt: "say %d",
+			args:  []string{"--rpm", "600", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
+			ideal: func() time.Duration { return 20*time.Second + lat },
+			redis: true,
+			goals: append([]goal{
+				{"time <= 1.2 x ideal", func(m measure) bool { return m.wall <= m.ideal*12/10 }},
+				{"800 results", func(m measure) bool { return m.results == 800 }},
+				{"usage --today --json --store on a fifth host reports 800 requests", func(m measure) bool { return m.usageRequests == 800 }},
+			}, paceGoals...),
+		},
+		{
 			name:  "memory-dry: 200000 lines, --dry-run --batch-tokens 0",
 			procs: 1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
 			args:    []string{"--dry-run", "--batch-tokens", "0"},
@@ -200,6 +222,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	failed := 0
+	for _, b := range benches() {
+		if !strings.Contains(b.name, *only) {
+			continue
+		}
+		fmt.Fprintf(stdout, "%s\n", b.name)
+		n, err := b.run(stdout)
+		if err != nil {
+			fmt.Fprintf(stdout, "  error: %v\n", err)
+			n++
+		}
+		failed += n
+	}
 	for _, sc := range scenarios() {
 		if !strings.Contains(sc.name, *only) {
 			continue
@@ -249,16 +283,30 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	usage := filepath.Join(dir, strings.Fields(sc.name)[0]+".usage.md")
 	os.Remove(usage)
 	input := makeInput(sc.lines, sc.prompt)
+	var store []string
+	if sc.redis {
+		rs, err := redistest.Run()
+		if err != nil {
+			return m, fmt.Errorf("redis-server: %w", err)
+		}
+		defer rs.Kill()
+		store = []string{"--store", rs.URL("")}
+	}
 
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
 	start := time.Now()
 	for p := 0; p < sc.procs; p++ {
+		usage := usage
+		if sc.redis {
+			usage = filepath.Join(dir, fmt.Sprintf("host%d.usage.md", p))
+			os.Remove(usage)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.Command(bin, append([]string{"--base-url", url, "--usage-file", usage, "--quiet", "--progress", "never"}, sc.args...)...)
+			cmd := exec.Command(bin, append(append([]string{"--base-url", url, "--usage-file", usage, "--quiet", "--progress", "never"}, store...), sc.args...)...)
 			cmd.Env = append(os.Environ(), "OPENAI_API_KEY=sk-load-test")
 			cmd.Stdin = bytes.NewReader(input)
 			var out counter
@@ -311,6 +359,13 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	if sc.dry {
 		m.requests = sc.lines * sc.procs // per line: a dry run sends nothing
 	}
+	if sc.redis {
+		n, err := usageRequests(bin, filepath.Join(dir, "host-usage.md"), store)
+		if err != nil {
+			return m, err
+		}
+		m.usageRequests = n
+	}
 	if sc.ideal != nil {
 		m.ideal = sc.ideal()
 	}
@@ -322,6 +377,27 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 		m.ideal = sc.idealToks(tokens)
 	}
 	return m, firstErr
+}
+
+// usageRequests is the requests `gptbatch usage --today --json` reports,
+// on a host of its own (usage path) with the store args.
+func usageRequests(bin, usage string, store []string) (int, error) {
+	cmd := exec.Command(bin, append([]string{"usage", "--today", "--json", "--usage-file", usage}, store...)...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("usage: %w: %s", err, errb.String())
+	}
+	var rep struct {
+		Total struct {
+			Requests int `json:"requests"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return 0, fmt.Errorf("usage --json: %w", err)
+	}
+	return rep.Total.Requests, nil
 }
 
 // serveFake serves the fake API on addr, which must be a loopback address,
