@@ -19,6 +19,9 @@ func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error 
 		if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), batch); err != nil {
 			return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
 		}
+		if r.cfg.Settled != nil {
+			r.cfg.Settled()
+		}
 	}
 	return nil
 }
