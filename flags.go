@@ -106,16 +106,36 @@ func (c *cli) BeforeReset(kctx *kong.Context) error {
 	return nil
 }
 
-// buildVersion is the version set at build time, else the module's
-// version `go install` records, else "dev".
+// buildVersion is the version set at build time, else what the build
+// recorded: the module's version for `go install ...@v1.2.3`, else the
+// commit it was built from, else "dev".
 func buildVersion() string {
-	if version != "dev" {
-		return version
+	bi, ok := debug.ReadBuildInfo()
+	return versionOf(version, bi, ok)
+}
+
+func versionOf(set string, bi *debug.BuildInfo, ok bool) string {
+	if set != "dev" || !ok {
+		return set
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
 	}
-	return version
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value[:min(12, len(s.Value))]
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev != "" {
+		return fmt.Sprintf("dev (%s%s)", rev, modified)
+	}
+	return set
 }
 
 // newParser is the command line parser for c, writing help to stdout and

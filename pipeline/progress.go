@@ -36,6 +36,9 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) *Progress {
 		progressbar.OptionSetElapsedTime(false),
 		progressbar.OptionShowDescriptionAtLineEnd(),
 		progressbar.OptionClearOnFinish(),
+		// No spinner ticking on its own: the library's goroutine would
+		// draw without the lock, over a result being written.
+		progressbar.OptionSetSpinnerChangeInterval(0),
 	)
 	start := time.Now()
 	p.wg.Add(1)
@@ -50,6 +53,13 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) *Progress {
 		}
 		var recent []sample // the last 10 s of progress, for the ETA
 		draw := func() {
+			// Every write to the terminal, the library's included, is
+			// made holding the lock, and none while a line is cut.
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.midLine {
+				return
+			}
 			now, done := time.Now(), s.Written.Load()
 			recent = append(recent, sample{now, done})
 			for len(recent) > 2 && now.Sub(recent[0].at) > 10*time.Second {
@@ -64,12 +74,6 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) *Progress {
 				if d, dt := done-recent[0].done, now.Sub(recent[0].at); d > 0 {
 					eta = time.Duration(float64(total-done) / float64(d) * float64(dt))
 				}
-			}
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			if p.midLine {
-				// Drawing now would put the bar in the middle of a result.
-				return
 			}
 			bar.Describe(progressLine(s, now, time.Since(start), eta))
 			_ = bar.Set64(done)
