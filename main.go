@@ -271,7 +271,9 @@ func (r *runCmd) pipe(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 // finish prints the summary and turns the run's outcome into an error
 // carrying the exit status.
 func (r *runCmd) finish(err error, s *pipeline.Stats, stderr io.Writer) error {
-	if !r.Quiet {
+	// A run refused before it sent or wrote anything has only its error
+	// to say.
+	if !r.Quiet && (err == nil || s.Requests.Load() > 0 || s.Written.Load() > 0) {
 		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.Summary(s, time.Since(r.started)))
 	}
 	if errors.Is(err, jsonl.ErrNoPromptColumn) {
