@@ -94,22 +94,22 @@ func (l *limitsCmd) set(ctx context.Context, r *runCmd, kctx *kong.Context, stdo
 			set.DailyCost = dailyCost
 		}
 	}
-	return storeLimits(ctx, r, stdout, func(st sharedStore) error { return budget.SetStoredLimits(ctx, st, set) })
+	return storeLimits(ctx, r, stdout, l.JSON, func(st sharedStore) error { return budget.SetStoredLimits(ctx, st, set) })
 }
 
 // clear removes stored limits.
-func (c *limitsClearCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
+func (c *limitsClearCmd) run(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool) error {
 	for _, n := range c.Names {
 		if _, ok := limitFlags[n]; !ok {
 			return usageError(fmt.Errorf("limits clear: no limit named %q (limits are %s)", n, strings.Join(budget.LimitNames, ", ")))
 		}
 	}
-	return storeLimits(ctx, r, stdout, func(st sharedStore) error { return budget.ClearStoredLimits(ctx, st, c.Names) })
+	return storeLimits(ctx, r, stdout, asJSON, func(st sharedStore) error { return budget.ClearStoredLimits(ctx, st, c.Names) })
 }
 
 // storeLimits changes the stored limits with change, under the store's
-// lock, then shows them.
-func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, change func(sharedStore) error) error {
+// lock, then shows them, as JSON when asJSON.
+func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, change func(sharedStore) error) error {
 	st, where, err := r.openStore(ctx, nil)
 	if err != nil {
 		return usageError(err)
@@ -121,7 +121,7 @@ func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, change func(s
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", where, err)}
 	}
-	return writeLimits(stdout, where, s, time.Now(), false)
+	return writeLimits(stdout, where, s, time.Now(), asJSON)
 }
 
 // show writes the stored limits and today's use of each.

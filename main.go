@@ -96,7 +96,7 @@ func runTTY(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	case "limits set":
 		err = c.Limits.set(ctx, &c.runCmd, kctx, stdout)
 	case "limits clear", "limits clear <name>":
-		err = c.Limits.Clear.run(ctx, &c.runCmd, stdout)
+		err = c.Limits.Clear.run(ctx, &c.runCmd, stdout, c.Limits.JSON)
 	default:
 		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}

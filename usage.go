@@ -23,7 +23,7 @@ func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer)
 		if c <= 0 {
 			return usageError(errors.New("usage --limit must be more than 0; to remove the stored limit: gptbatch limits clear daily-cost"))
 		}
-		return storeLimits(ctx, r, stdout, func(st sharedStore) error {
+		return storeLimits(ctx, r, stdout, u.JSON, func(st sharedStore) error {
 			return budget.SetStoredLimits(ctx, st, budget.Limits{DailyCost: c})
 		})
 	}
