@@ -25,37 +25,59 @@ type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
 
-// openShared opens the store of the shared budget: the Redis --store
-// names, else the usage file. close releases it. A Redis that does not
-// answer is an error naming it, password redacted.
-func (r *runCmd) openShared(ctx context.Context) (st sharedStore, close func(), err error) {
+// openStore opens the shared budget to run against or to change: the
+// Redis --store names, else the usage file (warn hears of a wait for its
+// lock). It says where the budget is (a Redis URL with its password
+// redacted) and returns a close for it. A Redis that does not answer is an
+// error naming it.
+func (r *runCmd) openStore(ctx context.Context, warn func(string)) (st sharedStore, where string, close func(), err error) {
 	if r.Store == "" {
-		fs, err := r.openStore()
+		path, err := r.usagePath()
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
-		return fs, func() {}, nil
+		var opts []budget.FileOption
+		if warn != nil {
+			opts = append(opts, budget.OnLockWait(warn))
+		}
+		fs, err := budget.OpenFile(path, opts...)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return fs, fs.Path(), func() {}, nil
 	}
+	rs, err := r.openRedis(ctx)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return rs, rs.String(), func() { rs.Close() }, nil
+}
+
+// openReader opens the shared budget for reading only, and says where it
+// is: for a usage file it takes no lock and creates nothing, so that
+// reports work on a read-only or a missing state directory.
+func (r *runCmd) openReader(ctx context.Context) (rd budgetReader, where string, close func(), err error) {
+	if r.Store == "" {
+		path, err := r.usagePath()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return usageFile(path), path, func() {}, nil
+	}
+	rs, err := r.openRedis(ctx)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return rs, rs.String(), func() { rs.Close() }, nil
+}
+
+func (r *runCmd) openRedis(ctx context.Context) (*budget.RedisStore, error) {
 	redis.SetLogger(quietRedis{})
 	rs, err := budget.OpenRedis(ctx, r.Store, r.StoreName)
 	if err != nil {
-		return nil, nil, fmt.Errorf("the shared budget store is unreachable: %w", err)
+		return nil, fmt.Errorf("the shared budget store is unreachable: %w", err)
 	}
-	return rs, func() { rs.Close() }, nil
-}
-
-// usedState is what the shared budget holds now, for a dry run: Redis's
-// state, or usage.md's if it has one that parses.
-func (r *runCmd) usedState(ctx context.Context) (budget.State, error) {
-	if r.Store == "" {
-		return r.usedToday(), nil
-	}
-	st, closeStore, err := r.openShared(ctx)
-	if err != nil {
-		return budget.State{}, err
-	}
-	defer closeStore()
-	return st.Load(ctx)
+	return rs, nil
 }
 
 // clockOffsetEnv names a duration that moves this host's clock: it plays a

@@ -88,10 +88,22 @@ func classify(a attempt, key string, now time.Time) failure {
 // them ("Incorrect API key provided: sk-ab***yz").
 var keyPattern = regexp.MustCompile(`\b(sk|sess|rk)-[A-Za-z0-9_*\-.]{3,}`)
 
-// redact removes the key, and anything shaped like one, from the message.
+// maskedPattern matches a masked key as APIs quote one: some of its first
+// characters, stars, some of its last ("gsk_a*****yz").
+var maskedPattern = regexp.MustCompile(`[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*`)
+
+// redact removes the key, whole or masked whatever its prefix, and anything
+// shaped like a key, from the message.
 func (f failure) redact(key string) failure {
 	if key != "" {
 		f.msg = strings.ReplaceAll(f.msg, key, "[redacted]")
+		f.msg = maskedPattern.ReplaceAllStringFunc(f.msg, func(m string) string {
+			head, tail := m[:strings.IndexByte(m, '*')], m[strings.LastIndexByte(m, '*')+1:]
+			if head+tail != "" && len(head)+len(tail) < len(key) && strings.HasPrefix(key, head) && strings.HasSuffix(key, tail) {
+				return "[redacted]"
+			}
+			return m
+		})
 	}
 	f.msg = keyPattern.ReplaceAllString(f.msg, "[redacted]")
 	return f

@@ -53,6 +53,9 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			if _, err := r.reserve(ctx, []budget.Estimate{it.est}); err != nil {
 				return r.failed(it, last)
 			}
+			// Counted once it is sent again: a wait cut short by a signal
+			// or by a failure of the run is no retry.
+			r.stats.Retries.Add(1)
 		}
 		it.attempts = n
 		a := r.call(ctx, it)
@@ -89,7 +92,6 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 				return r.failed(it, f)
 			}
 		}
-		r.stats.Retries.Add(1)
 		r.cfg.Log.Debug("retry", "line", it.req.Line, "id", it.req.ID, "attempt", n, "error", f.typ, "status", f.status, "wait", wait.Round(time.Millisecond))
 		select {
 		case <-r.cfg.Clock.After(wait):

@@ -29,6 +29,9 @@ func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error 
 			r.storeLost(err)
 			lost = true
 		}
+		if r.cfg.Settled != nil {
+			r.cfg.Settled()
+		}
 	}
 	return nil
 }
