@@ -32,22 +32,19 @@ func (r *runCmd) usagePath() (string, error) {
 }
 
 // openStore opens the usage file.
-func (r *runCmd) openStore() (*budget.FileStore, error) {
+func (r *runCmd) openStore(opts ...budget.FileOption) (*budget.FileStore, error) {
 	path, err := r.usagePath()
 	if err != nil {
 		return nil, err
 	}
-	return budget.OpenFile(path)
+	return budget.OpenFile(path, opts...)
 }
 
-// usedToday is the usage file's state, if it has one that parses.
+// usedToday is the usage file's state, if it has one that parses, read
+// without the lock and without waiting on anything (budget.PeekState).
 func (r *runCmd) usedToday() budget.State {
 	path, _ := r.usagePath()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return budget.State{}
-	}
-	st, _ := budget.ParseState(b)
+	st, _ := budget.PeekState(path)
 	return st
 }
 

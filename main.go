@@ -32,15 +32,51 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, abort := signals(os.Stderr)
+	os.Exit(run(withAbort(ctx, abort), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// signals turns SIGINT, SIGTERM and SIGHUP (a closed terminal, a dropped
+// ssh) into the run's context and its abort channel: the first signal
+// cancels ctx (stop sending, finish what is in flight, give every line its
+// result); the second closes abort (abandon the calls in flight, settle
+// them and give back what was not sent, leave the rest unread); a third
+// ends the process at once. SIGPIPE is ignored, so that a closed stdout
+// is a write error the run handles (it settles what was sent) instead of
+// death mid-call.
+func signals(stderr io.Writer) (context.Context, <-chan struct{}) {
+	signal.Ignore(syscall.SIGPIPE)
+	// Buffered for the three signals told apart below.
+	sig := make(chan os.Signal, 3)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, stop := context.WithCancel(context.Background())
+	abort := make(chan struct{})
 	go func() {
-		// After the first signal the run finishes what is in flight; the
-		// default disposition is back, so a second signal stops at once.
-		<-ctx.Done()
+		<-sig
 		stop()
-		fmt.Fprintln(os.Stderr, "gptbatch: interrupted: finishing the requests in flight (interrupt again to stop at once)")
+		fmt.Fprintln(stderr, "gptbatch: interrupted: finishing the requests in flight, giving every line its result (interrupt again to stop at once)")
+		<-sig
+		close(abort)
+		fmt.Fprintln(stderr, "gptbatch: stopping at once: abandoning the requests in flight and settling the usage file (interrupt again to quit without settling)")
+		<-sig
+		os.Exit(pipeline.ExitInterrupted)
 	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	return ctx, abort
+}
+
+// abortKey is the context key of the abort channel: see withAbort.
+type abortKey struct{}
+
+// withAbort is ctx carrying abort, which a second signal closes: run
+// takes the first signal from ctx and the second from here.
+func withAbort(ctx context.Context, abort <-chan struct{}) context.Context {
+	return context.WithValue(ctx, abortKey{}, abort)
+}
+
+// abortOf is the abort channel ctx carries, or nil.
+func abortOf(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(abortKey{}).(<-chan struct{})
+	return ch
 }
 
 // exitError is a failure of run that calls for a particular exit status;
@@ -119,6 +155,10 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		DryRun:    r.DryRun,
 		Unordered: r.Unordered,
 		Stats:     new(pipeline.Stats),
+		Abort:     abortOf(ctx),
+	}
+	if f, ok := stdin.(*os.File); ok {
+		cfg.TerminalInput = term.IsTerminal(int(f.Fd()))
 	}
 	if r.Parallel < 1 || r.Parallel > 4096 {
 		return usageError(fmt.Errorf("--parallel must be from 1 to 4096, not %d", r.Parallel))
@@ -172,12 +212,22 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 	if cfg.Key, err = apiKey(r.APIKeyFile); err != nil {
 		return usageError(err)
 	}
-	store, err := r.openStore()
+	zone, err := budget.DayZone(os.Getenv(budget.DayZoneEnv))
+	if err != nil {
+		return usageError(err)
+	}
+	store, err := r.openStore(lockNotice(stderr))
 	if err != nil {
 		return usageError(err)
 	}
 	cfg.Gate = budget.NewGate(store, limits)
+	cfg.Gate.SetDayZone(zone)
 	return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)
+}
+
+// lockNotice has a wait for the usage file's lock said on stderr.
+func lockNotice(stderr io.Writer) budget.FileOption {
+	return budget.OnLockWait(func(msg string) { fmt.Fprintf(stderr, "gptbatch: %s\n", msg) })
 }
 
 // pipe runs the pipeline with progress on stderr when asked for.

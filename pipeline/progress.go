@@ -154,11 +154,7 @@ func DrySummary(s *Stats, cfg Config, used budget.State, now time.Time) string {
 	if skipped > 0 {
 		hits = append(hits, fmt.Sprintf("%d lines are invalid or exceed a limit on their own", skipped))
 	}
-	today := used.Date == now.Format(time.DateOnly)
-	dayTokens, dayCost := int64(0), budget.Cost(0)
-	if today {
-		dayTokens, dayCost = used.TokensWithinDay, used.CostWithinDay
-	}
+	dayTokens, dayCost := used.DayUsed(now)
 	if l.TPD > 0 && dayTokens+prompt+out > l.TPD {
 		hits = append(hits, fmt.Sprintf("--tpd %d: %d already used today, the batch may need %d", l.TPD, dayTokens, prompt+out))
 	}
