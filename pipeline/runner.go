@@ -152,10 +152,24 @@ var ErrInterrupted = &Error{Code: ExitInterrupted, Err: errors.New("interrupted"
 // says nothing was sent), once everything in flight is finished, written
 // and, as far as the state allows, settled. It keeps the first failure.
 func (r *runner) storeFailed(err error) {
-	e := &Error{Code: ExitFailed, Err: fmt.Errorf("stopped sending: the shared usage state failed after %d requests: %w", r.stats.Requests.Load(), err)}
+	e := &Error{Code: ExitFailed, Err: &stateFailure{err: err, sent: &r.stats.Requests}}
 	r.fault.CompareAndSwap(nil, e)
 	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: the shared usage state failed", err: e})
 }
+
+// stateFailure is a failure of the shared state mid-run. Its message,
+// printed once the run has ended, says how many requests were sent in
+// all, in flight ones included.
+type stateFailure struct {
+	err  error
+	sent *atomic.Int64
+}
+
+func (e *stateFailure) Error() string {
+	return fmt.Sprintf("stopped sending: the shared usage state failed; %d requests were sent, their results are on stdout: %v", e.sent.Load(), e.err)
+}
+
+func (e *stateFailure) Unwrap() error { return e.err }
 
 // unsent is the item of a line read after the run stopped sending, with
 // the result that says why, or nil while the run sends: such a line need
