@@ -92,7 +92,7 @@ func (r *runner) preflight(it *item) bool {
 		it.result = why.result(it.req)
 		return true
 	}
-	if err := r.cfg.Gate.Check(it.est); err != nil {
+	if err := r.check(it.est); err != nil {
 		if !it.exact {
 			// The byte bound may be what is too large: count exactly.
 			*it = *prepare(it.req, &r.cfg, true)
@@ -102,6 +102,16 @@ func (r *runner) preflight(it *item) bool {
 		return true
 	}
 	return false
+}
+
+// check says whether e can ever be sent: the gate's Check, and, with
+// --max-cost, a known price (a line of unknown cost cannot be counted
+// against it and must not count as free).
+func (r *runner) check(e budget.Estimate) error {
+	if r.cfg.MaxCost > 0 && e.CostUnknown {
+		return &budget.TooLargeError{Msg: "the model has no known price, so its cost cannot be counted against --max-cost"}
+	}
+	return r.cfg.Gate.Check(e)
 }
 
 // longWait is a wait worth a warning.

@@ -69,7 +69,7 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 			if it.priced {
 				e.EstCostUSD = mustJSON(it.est.Cost)
 			}
-			if err := r.cfg.Gate.Check(it.est); err != nil {
+			if err := r.check(it.est); err != nil {
 				e.Error = &jsonl.Error{Type: jsonl.ErrBudget, Message: fmt.Sprintf("line %d: would not be sent: %v", it.req.Line, err)}
 			}
 		}

@@ -139,7 +139,7 @@ func (it *item) resolve(cfg *Config, exact bool) error {
 	it.prompt = prompt
 	it.maxOut = maxOut * choices
 	it.price, it.priced = budget.PriceOf(it.model)
-	it.est = budget.Estimate{Tokens: it.prompt + it.maxOut}
+	it.est = budget.Estimate{Tokens: it.prompt + it.maxOut, CostUnknown: !it.priced}
 	if it.priced {
 		it.est.Cost = it.price.Cost(it.prompt, 0, it.maxOut)
 	}
