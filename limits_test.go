@@ -208,9 +208,14 @@ func TestDayLimitWaitIsSaid(t *testing.T) {
 	g := newGB(t, srv.URL()).loud()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	in := prompts(3)
-	// Each line reserves about 270 tokens: the second does not fit in 400.
-	out, stderr, code := g.runUntil(ctx, cancel, in, "waiting", "--tpd", "400")
+	var in strings.Builder
+	for i := range 3 {
+		// Each line uses about 260 tokens of the 400 (its prompt, and
+		// its whole output cap, for the answer echoes the prompt): the
+		// second does not fit once the first has settled.
+		in.WriteString(`{"id":"p` + strconv.Itoa(i) + `","prompt":"` + strings.Repeat("word ", 150) + `","max_tokens":100}` + "\n")
+	}
+	out, stderr, code := g.runUntil(ctx, cancel, in.String(), "waiting", "--tpd", "400")
 	if code != 130 {
 		t.Errorf("exit status %d, want 130 (interrupted while waiting)", code)
 	}

@@ -32,15 +32,51 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, abort := signals(os.Stderr)
+	os.Exit(run(withAbort(ctx, abort), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// signals turns SIGINT, SIGTERM and SIGHUP (a closed terminal, a dropped
+// ssh) into the run's context and its abort channel: the first signal
+// cancels ctx (stop sending, finish what is in flight, give every line its
+// result); the second closes abort (abandon the calls in flight, settle
+// them and give back what was not sent, leave the rest unread); a third
+// ends the process at once. SIGPIPE is ignored, so that a closed stdout
+// is a write error the run handles (it settles what was sent) instead of
+// death mid-call.
+func signals(stderr io.Writer) (context.Context, <-chan struct{}) {
+	signal.Ignore(syscall.SIGPIPE)
+	// Buffered for the three signals told apart below.
+	sig := make(chan os.Signal, 3)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, stop := context.WithCancel(context.Background())
+	abort := make(chan struct{})
 	go func() {
-		// After the first signal the run finishes what is in flight; the
-		// default disposition is back, so a second signal stops at once.
-		<-ctx.Done()
+		<-sig
 		stop()
-		fmt.Fprintln(os.Stderr, "gptbatch: interrupted: finishing the requests in flight (interrupt again to stop at once)")
+		fmt.Fprintln(stderr, "gptbatch: interrupted: finishing the requests in flight, giving every line its result (interrupt again to stop at once)")
+		<-sig
+		close(abort)
+		fmt.Fprintln(stderr, "gptbatch: stopping at once: abandoning the requests in flight and settling the usage file (interrupt again to quit without settling)")
+		<-sig
+		os.Exit(pipeline.ExitInterrupted)
 	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	return ctx, abort
+}
+
+// abortKey is the context key of the abort channel: see withAbort.
+type abortKey struct{}
+
+// withAbort is ctx carrying abort, which a second signal closes: run
+// takes the first signal from ctx and the second from here.
+func withAbort(ctx context.Context, abort <-chan struct{}) context.Context {
+	return context.WithValue(ctx, abortKey{}, abort)
+}
+
+// abortOf is the abort channel ctx carries, or nil.
+func abortOf(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(abortKey{}).(<-chan struct{})
+	return ch
 }
 
 // exitError is a failure of run that calls for a particular exit status;
@@ -131,6 +167,10 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		DryRun:    r.DryRun,
 		Unordered: r.Unordered,
 		Stats:     new(pipeline.Stats),
+		Abort:     abortOf(ctx),
+	}
+	if f, ok := stdin.(*os.File); ok {
+		cfg.TerminalInput = term.IsTerminal(int(f.Fd()))
 	}
 	if err := r.check(); err != nil {
 		return usageError(err)
@@ -218,6 +258,10 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		defer tty.Close()
 		cfg.Confirm = func() error { return r.confirm(ctx, tty, cfg) }
 	}
+	zone, err := budget.DayZone(os.Getenv(budget.DayZoneEnv))
+	if err != nil {
+		return usageError(err)
+	}
 	offset, err := clockOffset()
 	if err != nil {
 		return usageError(err)
@@ -225,14 +269,19 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 	if offset != 0 {
 		cfg.Clock = offsetClock{offset}
 	}
-	store, where, closeStore, err := r.openStore(ctx, func(msg string) { cfg.Log.Warn(msg) })
+	// The lock wait is said even with --quiet: it explains a run that
+	// seems to hang.
+	store, where, closeStore, err := r.openStore(ctx, func(msg string) { fmt.Fprintf(stderr, "gptbatch: %s\n", msg) })
 	if err != nil {
 		return usageError(fmt.Errorf("nothing sent: %w", err))
 	}
 	defer closeStore()
 	cfg.Gate = budget.NewGate(store, limits)
+	cfg.Gate.SetDayZone(zone)
 	// The limits stored with the budget apply from the first line.
-	if err := cfg.Gate.Load(ctx, time.Now().Add(offset)); err != nil {
+	// A signal while it waits for the store's lock is no failure: the run
+	// then sends nothing and gives every line its interrupted result.
+	if err := cfg.Gate.Load(ctx, time.Now().Add(offset)); err != nil && ctx.Err() == nil {
 		return usageError(fmt.Errorf("nothing sent: %s: %w", where, err))
 	}
 	cfg.Log.Debug(limitSources(cfg.Gate), "store", where)

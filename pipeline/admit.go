@@ -92,7 +92,7 @@ func (r *runner) preflight(it *item) bool {
 		it.result = why.result(it.req)
 		return true
 	}
-	if err := r.cfg.Gate.Check(it.est); err != nil {
+	if err := r.check(it.est); err != nil {
 		if !it.exact {
 			// The byte bound may be what is too large: count exactly.
 			*it = *prepare(it.req, &r.cfg, true)
@@ -102,6 +102,16 @@ func (r *runner) preflight(it *item) bool {
 		return true
 	}
 	return false
+}
+
+// check says whether e can ever be sent: the gate's Check, and, with
+// --max-cost, a known price (a line of unknown cost cannot be counted
+// against it and must not count as free).
+func (r *runner) check(e budget.Estimate) error {
+	if r.cfg.MaxCost > 0 && e.CostUnknown {
+		return &budget.TooLargeError{Msg: "the model has no known price, so its cost cannot be counted against --max-cost"}
+	}
+	return r.cfg.Gate.Check(e)
 }
 
 // longWait is a wait worth a warning.
@@ -116,7 +126,9 @@ var errStopped = errors.New("stopped")
 
 // reserve reserves room for the requests of ests, in order, waiting while
 // a limit holds the first back. It returns how many it reserved (at least
-// one), or errStopped when the run stopped sending meanwhile.
+// one), or errStopped when the run stopped sending meanwhile. A signal
+// also ends a wait for the usage file's lock. A shared state that cannot
+// be read or written stops the run (storeFailed): errStopped.
 func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, error) {
 	r.reserveMu.Lock()
 	defer r.reserveMu.Unlock()
@@ -126,39 +138,77 @@ func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, erro
 			return 0, errStopped
 		}
 		now := r.cfg.Clock.Now()
-		n, wait, why, err := r.cfg.Gate.Reserve(ctx, now, ests)
+		n, wait, why, err := r.reserveOnce(ctx, now, ests)
 		var tooLarge *budget.TooLargeError
-		switch {
-		case err == nil:
-		case ctx.Err() != nil || errors.As(err, &tooLarge):
-			return 0, &Error{Code: ExitConfig, Err: err}
-		default:
-			r.storeLost(err)
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return 0, ctx.Err()
+			case errors.As(err, &tooLarge):
+				return 0, &Error{Code: ExitConfig, Err: err}
+			case r.stop.stopped() == nil:
+				r.storeFailed(err)
+			}
 			return 0, errStopped
 		}
 		if n > 0 {
+			r.unsettled.Add(int64(n))
 			return n, nil
 		}
-		if r.cfg.OnLimit == Fail {
+		var settled <-chan struct{}
+		if why == budget.DayTokens || why == budget.DayCost {
+			// Taken before looking, so that no settlement falls between.
+			settled = r.settled.wait()
+			if r.unsettled.Load() == 0 {
+				settled = nil
+			}
+		}
+		switch {
+		case settled != nil:
+			// This run's own reservations fill the day: their calls will
+			// settle to what they used, mostly far less than the caps
+			// reserved. Neither fail nor announce a wait of hours for
+			// a limit that will have room in a moment.
+			r.cfg.Log.Debug("waiting for this run's calls to settle", "for", string(why))
+		case r.cfg.OnLimit == Fail:
 			msg := fmt.Sprintf("stopped by the %s (--on-limit fail)", why)
 			r.stop.halt(&stopped{typ: jsonl.ErrBudget, msg: "not sent: " + msg, err: &Error{Code: ExitLimit, Err: errors.New(msg)}})
 			return 0, errStopped
-		}
-		w := &Waiting{Reason: why, Until: now.Add(wait)}
-		if prev := r.stats.waiting.Swap(w); prev == nil || prev.Reason != why {
-			if wait >= longWait {
-				// Said even without --verbose: a cron job's log should
-				// show why a batch sat still for hours.
-				r.cfg.Log.Warn(fmt.Sprintf("waiting %s for the %s (--on-limit wait)", wait.Round(time.Second), why))
-			} else {
-				r.cfg.Log.Debug("waiting", "for", string(why), "wait", wait.Round(time.Millisecond))
+		default:
+			w := &Waiting{Reason: why, Until: now.Add(wait)}
+			if prev := r.stats.waiting.Swap(w); prev == nil || prev.Reason != why {
+				if wait >= longWait {
+					// Said even without --verbose: a cron job's log should
+					// show why a batch sat still for hours.
+					r.cfg.Log.Warn(fmt.Sprintf("waiting %s for the %s (--on-limit wait)", wait.Round(time.Second), why))
+				} else {
+					r.cfg.Log.Debug("waiting", "for", string(why), "wait", wait.Round(time.Millisecond))
+				}
 			}
 		}
+		var after <-chan time.Time
+		if settled == nil {
+			after = r.cfg.Clock.After(min(wait, recheck))
+		}
 		select {
-		case <-r.cfg.Clock.After(min(wait, recheck)):
+		case <-after:
+		case <-settled:
 		case <-r.stop.signal.Done():
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// reserveOnce is one Gate.Reserve, whose wait for the usage file's lock a
+// signal ends too.
+func (r *runner) reserveOnce(ctx context.Context, now time.Time, ests []budget.Estimate) (int, time.Duration, budget.Reason, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(r.stop.signal, cancel)()
+	n, wait, why, err := r.cfg.Gate.Reserve(ctx, now, ests)
+	if err != nil && r.stop.signal.Err() != nil {
+		return 0, 0, "", errStopped
+	}
+	return n, wait, why, err
 }

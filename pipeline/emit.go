@@ -11,17 +11,27 @@ import (
 // emit is the only writer of results: it writes them as they come from
 // in, already in order unless --unordered. Output is flushed whenever no
 // result is ready, so a reader downstream sees results as soon as they
-// are final.
+// are final, also while the run waits for a limit. When out cannot be
+// written (a closed pipe), the run stops sending (outputFailed) and emit
+// takes the remaining results without writing them, so that what is in
+// flight still finishes and is settled.
 func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Writer) error {
 	w := jsonl.NewWriter(out)
+	failed := false
+	fail := func(err error) {
+		if err != nil && !failed {
+			failed = true
+			r.outputFailed(err)
+		}
+	}
 	for {
 		var res *jsonl.Result
 		var ok bool
 		select {
 		case res, ok = <-in:
 		default:
-			if err := w.Flush(); err != nil {
-				return writeErr(err)
+			if !failed {
+				fail(w.Flush())
 			}
 			select {
 			case res, ok = <-in:
@@ -30,12 +40,18 @@ func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Write
 			}
 		}
 		if !ok {
-			return writeErr(w.Flush())
+			if !failed {
+				fail(w.Flush())
+			}
+			return nil
 		}
-		if err := w.Write(res); err != nil {
-			return writeErr(err)
+		if failed {
+			continue
 		}
-		r.stats.result(res)
+		fail(w.Write(res))
+		if !failed {
+			r.stats.result(res)
+		}
 	}
 }
 
@@ -53,7 +69,7 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 			if it.priced {
 				e.EstCostUSD = mustJSON(it.est.Cost)
 			}
-			if err := r.cfg.Gate.Check(it.est); err != nil {
+			if err := r.check(it.est); err != nil {
 				e.Error = &jsonl.Error{Type: jsonl.ErrBudget, Message: fmt.Sprintf("line %d: would not be sent: %v", it.req.Line, err)}
 			}
 		}

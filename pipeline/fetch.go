@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
@@ -39,9 +41,10 @@ func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- *json
 }
 
 // sendLine sends one admitted line, retrying what is worth retrying, and
-// returns its result. Every call is settled through settle. A line
+// returns its result. Every reservation is settled through settle. A line
 // admitted is sent, even if the run stops sending meanwhile: admission was
-// the decision, and its reservation is already charged.
+// the decision, and its reservation is already charged. Only a second
+// signal (abort) abandons it: the call in flight is cancelled.
 func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Settlement) *jsonl.Result {
 	if it.result != nil {
 		return it.result
@@ -57,15 +60,36 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			// or by a failure of the run is no retry.
 			r.stats.Retries.Add(1)
 		}
+		if r.stop.aborted() {
+			// Reserved, never sent: the reservation goes back whole.
+			_ = send(ctx, settle, budget.Settlement{Est: it.est})
+			return r.failed(it, abandoned)
+		}
+		var w wire
+		cctx, cancel := r.stop.callContext(w.trace(ctx))
 		it.attempts = n
-		a := r.call(ctx, it)
-		r.stats.Requests.Add(1)
-		r.observe(ctx, a.reply.header)
+		a := r.call(cctx, it)
+		cancel()
+		wrote := w.wrote.Load()
 		var f failure
-		if a.err != nil {
+		switch {
+		case a.err == nil:
+		case r.stop.aborted():
+			f = abandoned
+		case !w.tried.Load():
+			// go-openai refused it before opening a connection (a model
+			// it will not send, a URL it cannot build): nothing reached
+			// the API and a retry would be refused the same way.
+			it.attempts = n - 1
+			f = failure{typ: jsonl.ErrInvalidInput, msg: "refused before sending: " + a.err.Error(), verdict: giveUp}.redact(r.cfg.Key)
+		default:
 			f = classify(a, r.cfg.Key, r.cfg.Clock.Now())
 		}
-		_ = send(ctx, settle, r.settlement(it, a, f))
+		if wrote {
+			r.stats.Requests.Add(1)
+		}
+		r.observe(ctx, a.reply.header)
+		_ = send(ctx, settle, r.settlement(it, a, f, wrote))
 		if a.err == nil {
 			return r.succeeded(it, a)
 		}
@@ -87,7 +111,7 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			// line's jittered wait: the others need not wait for it.
 			if err := r.refused(ctx, f, a.reply.header, cmp.Or(f.after, backoffBase)); err != nil {
 				if ctx.Err() == nil {
-					r.storeLost(err)
+					r.storeFailed(err)
 				}
 				return r.failed(it, f)
 			}
@@ -101,6 +125,27 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			return r.failed(it, f)
 		}
 	}
+}
+
+// abandoned is the failure of a call cancelled by a second signal.
+var abandoned = failure{typ: jsonl.ErrInterrupted, msg: "interrupted: abandoned in flight (second signal)", verdict: giveUp}
+
+// wire is what one attempt did on the wire, from its HTTP trace: whether
+// it asked for a connection at all, and whether the whole request was
+// written, after which the API may have taken and billed it. Safe for
+// concurrent use: the transport calls back from its own goroutines.
+type wire struct{ tried, wrote atomic.Bool }
+
+// trace is ctx with w's trace attached.
+func (w *wire) trace(ctx context.Context) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GetConn: func(string) { w.tried.Store(true) },
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				w.wrote.Store(true)
+			}
+		},
+	})
 }
 
 func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {

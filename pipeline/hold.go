@@ -11,7 +11,8 @@ import (
 // --batch-tokens and --max-cost: until the end of input, or until a limit is
 // crossed, which refuses the whole batch before anything is sent. With
 // Confirm set it holds the whole batch and asks before sending any of it.
-// With both limits off and no question to ask, and in a dry run, it streams. Memory is bounded by the limits
+// With both limits off and no question to ask, in a dry run, and once the
+// run has stopped sending, it streams. Memory is bounded by the limits
 // themselves.
 func (r *runner) hold(ctx context.Context, in <-chan *item, out chan<- *item) error {
 	defer close(out)
@@ -24,6 +25,17 @@ func (r *runner) hold(ctx context.Context, in <-chan *item, out chan<- *item) er
 		}
 		if msg := r.overBatch(); msg != "" && !r.cfg.DryRun {
 			return &Error{Code: ExitLimit, Err: fmt.Errorf("%s; nothing sent", msg)}
+		}
+		if !stream && !r.cfg.DryRun && r.stop.stopped() != nil {
+			// Nothing more will be sent: there is no batch to hold back,
+			// and the lines read on to the end must not pile up here.
+			stream = true
+			for _, h := range held {
+				if err := send(ctx, out, h); err != nil {
+					return err
+				}
+			}
+			held = nil
 		}
 		if !stream {
 			held = append(held, it)

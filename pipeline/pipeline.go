@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -57,6 +58,15 @@ type Config struct {
 	DryRun    bool
 	Unordered bool
 	Resumed   map[string]bool // ids finished by an earlier run (--resume): skipped
+
+	// Abort, closed by a second signal, stops at once: calls in flight
+	// are cancelled and settled at their estimates, reservations not yet
+	// sent go back, and lines not yet read get no result. Nil: never.
+	Abort <-chan struct{}
+	// TerminalInput says the input is a terminal: once the run stops,
+	// the lines not yet read are not waited for. Other input is read to
+	// its end, each line given the result that says why it was not sent.
+	TerminalInput bool
 
 	Stats *Stats       // counters for progress and the summary; may be nil
 	Log   *slog.Logger // warnings and --verbose events; nil discards them
@@ -91,7 +101,17 @@ const (
 // flight finish and their results are written before Run returns
 // ErrInterrupted. Failures of single lines are results, not errors; the
 // errors Run returns are *Error, which carry an exit status.
+//
+// After ctx is cancelled the rest of the input is still read, each line
+// given an interrupted result, unless TerminalInput; Abort stops at once.
+// A failure of the shared state or of out stops sending the same way: what
+// is in flight is finished and settled, and Run returns the failure.
 func Run(ctx context.Context, in io.Reader, out io.Writer, cfg Config) error {
+	if !cfg.DryRun {
+		if err := checkBaseURL(cfg.BaseURL); err != nil {
+			return &Error{Code: ExitConfig, Err: err}
+		}
+	}
 	return newRunner(ctx, cfg).run(ctx, in, out)
 }
 
@@ -131,22 +151,41 @@ const readAhead = 64
 // run makes every channel and starts every stage, in the order a line
 // goes through them, then waits for them all.
 func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
+	// A second signal cancels abort, and with it the signal context.
+	abort, unwatch := watch(r.cfg.Abort)
+	defer unwatch()
+	signal, stopSignal := context.WithCancel(ctx)
+	defer stopSignal()
+	defer context.AfterFunc(abort, stopSignal)()
+	r.stop.signal, r.stop.abort = signal, abort
+
 	// The stages stop on gctx, which only a failure of the run cancels. A
 	// cancelled ctx (a signal) only stops new requests: see stopState.
 	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
 	p := r.cfg.Parallel
+	// The stages ahead of admission also stop on abort: the lines they
+	// hold get no result. Those after it finish what was admitted.
+	up, stopUp := context.WithCancel(gctx)
+	defer stopUp()
+	defer context.AfterFunc(abort, stopUp)()
+	upstream := func(err error) error {
+		if r.stop.aborted() && gctx.Err() == nil {
+			return nil
+		}
+		return err
+	}
 
 	lines := make(chan *jsonl.Request, readAhead)
 	// A read from stdin cannot be cancelled, so this goroutine is the one
-	// Run does not wait for: once the run stops, it is left blocked in Read
-	// and ends with the process.
+	// Run does not wait for: once the run stops at once, it is left
+	// blocked in Read and ends with the process.
 	readErr := make(chan error, 1)
-	go func() { readErr <- r.read(gctx, in, lines) }()
+	go func() { readErr <- r.read(up, in, lines) }()
 	g.Go(func() error {
 		select {
 		case err := <-readErr:
 			return err
-		case <-gctx.Done():
+		case <-up.Done():
 			return nil
 		}
 	})
@@ -157,10 +196,10 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	})
 
 	prepared := make(chan *item, readAhead)
-	g.Go(func() error { return r.tokenize(gctx, lines, prepared) })
+	g.Go(func() error { return upstream(r.tokenize(up, lines, prepared)) })
 
 	held := make(chan *item, readAhead)
-	g.Go(func() error { return r.hold(gctx, prepared, held) })
+	g.Go(func() error { return upstream(r.hold(up, prepared, held)) })
 
 	if r.cfg.DryRun {
 		g.Go(func() error { return r.emitEstimates(gctx, held, out) })
@@ -185,8 +224,39 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		}
 		return nil
 	}
+	if f := r.fault.Load(); f != nil {
+		return f
+	}
 	if why := r.stop.stopped(); why != nil && why.err != nil {
 		return why.err
+	}
+	return nil
+}
+
+// watch is a context cancelled once ch is closed (never, for a nil ch),
+// and the function that ends the watch.
+func watch(ch <-chan struct{}) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-done:
+		}
+	}()
+	return ctx, func() { close(done) }
+}
+
+// checkBaseURL refuses a base URL no request could go to, before
+// anything is sent: go-openai would build a URL that fails every call.
+func checkBaseURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("base URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("base URL %q: want http:// or https:// and a host, as in https://api.openai.com/v1", u.Redacted())
 	}
 	return nil
 }

@@ -18,6 +18,9 @@ func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out cha
 	// line, perhaps a long one, is counted.
 	n := runtime.GOMAXPROCS(0)
 	return orderedMap(ctx, n, 2*n, fromChan(in), out, func(req *jsonl.Request) *item {
+		if it := r.unsent(req); it != nil {
+			return it
+		}
 		it := prepare(req, &r.cfg, r.countFirst)
 		if it.result == nil && !it.priced && r.warnedPrice.CompareAndSwap(false, true) {
 			r.cfg.Log.Warn(fmt.Sprintf("no price known for model %q: its cost_usd is null", it.model))
@@ -136,7 +139,7 @@ func (it *item) resolve(cfg *Config, exact bool) error {
 	it.prompt = prompt
 	it.maxOut = maxOut * choices
 	it.price, it.priced = budget.PriceOf(it.model)
-	it.est = budget.Estimate{Tokens: it.prompt + it.maxOut}
+	it.est = budget.Estimate{Tokens: it.prompt + it.maxOut, CostUnknown: !it.priced}
 	if it.priced {
 		it.est.Cost = it.price.Cost(it.prompt, 0, it.maxOut)
 	}

@@ -200,8 +200,16 @@ func BatchEstimate(s *Stats, cfg Config, used budget.State, now time.Time, lines
 	if skipped > 0 {
 		fmt.Fprintf(&b, " (%d would not be sent)", skipped)
 	}
-	fmt.Fprintf(&b, "; %d prompt tokens, up to %d output tokens; estimated cost $%s (prompts only) to $%s (every output cap used)",
-		prompt, out, budget.Cost(s.EstCostMin.Load()), budget.Cost(s.EstCostMax.Load()))
+	fmt.Fprintf(&b, "; %d prompt tokens, up to %d output tokens; ", prompt, out)
+	costs := fmt.Sprintf("$%s (prompts only) to $%s (every output cap used)", budget.Cost(s.EstCostMin.Load()), budget.Cost(s.EstCostMax.Load()))
+	switch unpriced := s.EstUnpriced.Load(); {
+	case unpriced == 0:
+		b.WriteString("estimated cost " + costs)
+	case unpriced == s.Estimated.Load():
+		b.WriteString("estimated cost unknown: no price is known for the model")
+	default:
+		fmt.Fprintf(&b, "estimated cost unknown for %d lines (no price known for their model), %s for the rest", unpriced, costs)
+	}
 	var hits []string
 	l := cfg.Gate.Limits()
 	src := budget.Source(cfg.Gate.Own(), cfg.Gate.Seen().Stored)
@@ -220,7 +228,7 @@ func BatchEstimate(s *Stats, cfg Config, used budget.State, now time.Time, lines
 		hits = append(hits, fmt.Sprintf("--max-cost %s: refused, nothing would be sent", cfg.MaxCost))
 	}
 	if skipped > 0 {
-		hits = append(hits, fmt.Sprintf("%d lines are invalid or exceed a limit on their own", skipped))
+		hits = append(hits, fmt.Sprintf("%d lines are invalid, exceed a limit on their own or have no known price under a dollar limit", skipped))
 	}
 	dayTokens, dayCost := used.DayUsed(now)
 	if l.TPD > 0 && dayTokens+prompt+out > l.TPD {

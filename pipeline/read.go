@@ -11,8 +11,11 @@ import (
 // maxDupReports is how many duplicate ids are named one by one.
 const maxDupReports = 10
 
-// read sends each input line to out. It stops reading when the run stops
-// sending (no new lines are needed) or ctx is done (the run failed).
+// read sends each input line to out. Once the run stops sending it reads
+// on to the end of the input, so that every line gets its result, unless
+// the stop leaves the rest unread (stdout gone, a second signal) or the
+// input is a terminal. It stops at once when ctx is done. A failure to read
+// stops the run: the lines read still get their results.
 func (r *runner) read(ctx context.Context, in io.Reader, out chan<- *jsonl.Request) error {
 	defer close(out)
 	rd := jsonl.NewReader(in, r.cfg.Input)
@@ -26,7 +29,7 @@ func (r *runner) read(ctx context.Context, in io.Reader, out chan<- *jsonl.Reque
 		}
 	}()
 	for {
-		if !r.cfg.DryRun && r.stop.stopped() != nil {
+		if why := r.stop.stopped(); why != nil && !r.cfg.DryRun && (why.unread || r.cfg.TerminalInput) {
 			return nil
 		}
 		req, err := rd.Next()
@@ -34,7 +37,12 @@ func (r *runner) read(ctx context.Context, in io.Reader, out chan<- *jsonl.Reque
 			return nil
 		}
 		if err != nil {
-			return &Error{Code: ExitFailed, Err: fmt.Errorf("read input: %w", err)}
+			err = &Error{Code: ExitFailed, Err: fmt.Errorf("read input: %w", err)}
+			if r.cfg.DryRun {
+				return err
+			}
+			r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the input could not be read", err: err, unread: true})
+			return nil
 		}
 		if first, ok := seen[req.ID]; ok {
 			if dups++; dups <= maxDupReports {

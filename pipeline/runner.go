@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	openai "github.com/sashabaranov/go-openai"
 
@@ -29,14 +30,30 @@ type runner struct {
 	// bucket (which keeps what it is charged) need it. Otherwise the first
 	// lines may go out on a byte bound while the encoder is built.
 	countFirst bool
+
+	// unsettled counts this run's reservations through reserve not yet
+	// settled; settled wakes those waiting for it to fall. A day limit
+	// that only they fill is waited out, not failed or announced: they
+	// settle to far less when their calls end.
+	unsettled atomic.Int64
+	settled   broadcast
+	// fault is a failure of the shared state (usage.md, the ledger,
+	// Redis) while the run went on: the run stopped sending, finished
+	// what it had and returns it.
+	fault atomic.Pointer[Error]
 }
 
 // stopState says whether the run still sends requests, and if not, why:
-// a signal (ctx), a limit with --on-limit fail, or a refusal that every
-// later request would get too (a 401). Safe for concurrent use.
+// a signal (ctx), a limit with --on-limit fail, a refusal that every
+// later request would get too (a 401), a failure of the shared state or
+// of stdout. Safe for concurrent use.
 type stopState struct {
 	signal context.Context // cancelled by a signal: no new requests
-	why    atomic.Pointer[stopped]
+	// abort is cancelled by a second signal (Config.Abort): calls in
+	// flight are abandoned, lines not yet read are left unread. Nil
+	// outside run: never.
+	abort context.Context
+	why   atomic.Pointer[stopped]
 }
 
 // stopped is why the run stopped sending: what the lines not sent get as
@@ -46,17 +63,45 @@ type stopped struct {
 	msg    string // "not sent: ..."
 	status int
 	err    error // the run's error, or nil when the lines' errors say it all
+	// unread says the lines not yet read are left unread, with no
+	// result: nobody would see them (stdout is gone) or the user asked
+	// to stop at once. Otherwise the rest of the input is read and each
+	// line gets its result.
+	unread bool
 }
 
 // interrupted is why a run stopped on a signal.
 var interrupted = &stopped{typ: jsonl.ErrInterrupted, msg: "not sent: interrupted", err: ErrInterrupted}
 
+// aborted is why a run stopped on a second signal.
+var aborted = &stopped{typ: jsonl.ErrInterrupted, msg: "not sent: interrupted", err: ErrInterrupted, unread: true}
+
 // stopped says why the run no longer sends, or nil while it does.
 func (s *stopState) stopped() *stopped {
+	if s.aborted() {
+		return aborted
+	}
+	why := s.why.Load()
+	if why != nil && why.unread {
+		return why // a signal after it must not set the reader going again
+	}
 	if s.signal.Err() != nil {
 		return interrupted
 	}
-	return s.why.Load()
+	return why
+}
+
+// aborted reports whether a second signal came.
+func (s *stopState) aborted() bool { return s.abort != nil && s.abort.Err() != nil }
+
+// callContext is ctx, also cancelled by a second signal, for one call.
+func (s *stopState) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if s.abort == nil {
+		return ctx, cancel
+	}
+	stop := context.AfterFunc(s.abort, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // halt stops sending for why, unless the run has stopped already.
@@ -65,15 +110,6 @@ func (s *stopState) halt(why *stopped) { s.why.CompareAndSwap(nil, why) }
 // storeLost stops the run when the shared budget store fails mid-run (a
 // usage file that cannot be written, a Redis gone): it fails closed, as a
 // limit with --on-limit fail would, never falling back to a budget of its
-// own. The requests in flight finish and every line read gets a result.
-func (r *runner) storeLost(err error) {
-	r.stop.halt(&stopped{
-		typ: jsonl.ErrBudget,
-		msg: "not sent: the shared budget store is gone",
-		err: &Error{Code: ExitFailed, Err: fmt.Errorf("the shared budget store is gone, so gptbatch stopped sending; every line read has its result and --resume finishes the rest: %w", err)},
-	})
-}
-
 // result is the result of a line not sent because the run stopped.
 func (w *stopped) result(req *jsonl.Request) *jsonl.Result {
 	return errorResult(req, w.typ, w.msg, w.status)
@@ -85,6 +121,10 @@ const (
 	ExitConfig      = 2
 	ExitLimit       = 3
 	ExitInterrupted = 130
+	// ExitBrokenPipe is a run whose stdout was closed (| head): it
+	// stopped sending and settled what was sent, quietly, with the status
+	// of a filter killed by SIGPIPE (128+13).
+	ExitBrokenPipe = 141
 )
 
 // Error is a failure of the run itself and the process exit status it
@@ -110,6 +150,81 @@ func (e *Error) ExitCode() int { return e.Code }
 // ErrInterrupted is returned when ctx was cancelled: the run stopped sending,
 // finished what was in flight and wrote every result it had.
 var ErrInterrupted = &Error{Code: ExitInterrupted, Err: errors.New("interrupted")}
+
+// storeFailed stops sending because the shared state failed mid-run: the
+// lines not sent say why, and the run ends with exit status 1, not 2 (which
+// says nothing was sent), once everything in flight is finished, written
+// and, as far as the state allows, settled. It keeps the first failure.
+func (r *runner) storeFailed(err error) {
+	e := &Error{Code: ExitFailed, Err: &stateFailure{err: err, sent: &r.stats.Requests}}
+	r.fault.CompareAndSwap(nil, e)
+	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: the shared budget store is gone", err: e})
+}
+
+// stateFailure is a failure of the shared state mid-run. Its message,
+// printed once the run has ended, says how many requests were sent in
+// all, in flight ones included.
+type stateFailure struct {
+	err  error
+	sent *atomic.Int64
+}
+
+func (e *stateFailure) Error() string {
+	return fmt.Sprintf("stopped sending: the shared budget store is gone; %d requests were sent, their results are on stdout, and --resume finishes the rest: %v", e.sent.Load(), e.err)
+}
+
+func (e *stateFailure) Unwrap() error { return e.err }
+
+// unsent is the item of a line read after the run stopped sending, with
+// the result that says why, or nil while the run sends: such a line need
+// not be counted.
+func (r *runner) unsent(req *jsonl.Request) *item {
+	why := r.stop.stopped()
+	if why == nil || r.cfg.DryRun || req.Err != nil {
+		return nil
+	}
+	return &item{req: req, model: r.cfg.Model, result: why.result(req)}
+}
+
+// outputFailed stops sending because stdout cannot be written: nobody
+// will see more results, so the lines not yet read stay unread. A closed
+// pipe (| head) ends the run quietly with ExitBrokenPipe, as a filter
+// killed by SIGPIPE would; any other failure says why, exit status 1.
+func (r *runner) outputFailed(err error) {
+	e := &Error{Code: ExitFailed, Err: fmt.Errorf("write results: %w", err)}
+	if errors.Is(err, syscall.EPIPE) {
+		e = &Error{Code: ExitBrokenPipe}
+	}
+	r.fault.CompareAndSwap(nil, e)
+	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: stdout was closed", err: e, unread: true})
+}
+
+// broadcast wakes every goroutine waiting on it at each signal. The zero
+// value is ready; safe for concurrent use.
+type broadcast struct {
+	mu sync.Mutex
+	c  chan struct{} // closed and replaced at each signal; nil until waited on
+}
+
+// wait is a channel closed at the next signal.
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.c == nil {
+		b.c = make(chan struct{})
+	}
+	return b.c
+}
+
+// signal wakes every waiter.
+func (b *broadcast) signal() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.c != nil {
+		close(b.c)
+		b.c = nil
+	}
+}
 
 // send sends v on out unless ctx ends first.
 func send[T any](ctx context.Context, out chan<- T, v T) error {

@@ -2,43 +2,55 @@ package pipeline
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
+	"net/http"
 
 	"github.com/gptbatch/gptbatch/budget"
 )
 
 // settle applies the settlements of the calls to the gate, as many at a
 // time as have queued, so that the shared file is written once per batch,
-// not once per call. Once the store has failed, it stops the run (see
-// storeLost) and drains the rest, so that the calls in flight still end
-// with their results.
+// not once per call. It takes every settlement until in is closed, even
+// after a signal: what reached the API must reach the ledger. When the
+// shared state cannot be written, the run stops sending (storeFailed) and
+// the settler goes on trying each later batch, so that a passing failure
+// loses as little as it can; it never ends the run itself, which would
+// drop the answers in flight.
 func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error {
 	batch := make([]budget.Settlement, 0, max(cap(in), 1))
-	lost := false
 	for s := range in {
 		batch = drainReady(in, append(batch[:0], s), cap(batch))
-		if lost {
-			continue
-		}
 		if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), batch); err != nil {
 			if ctx.Err() != nil {
-				return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+				return ctx.Err() // the run failed already
 			}
-			r.storeLost(err)
-			lost = true
-		}
-		if r.cfg.Settled != nil {
+			// Not tried again: the state may have been written and
+			// only the ledger not, and a second try would settle the
+			// day's counters twice.
+			r.storeFailed(err)
+		} else if r.cfg.Settled != nil {
 			r.cfg.Settled()
 		}
+		for _, s := range batch {
+			if !s.DayOnly {
+				r.unsettled.Add(-1)
+			}
+		}
+		r.settled.signal()
 	}
 	return nil
 }
 
 // settlement is what one call settles: the ledger gets a line and the
-// budget moves from the estimate to what the API counted.
-func (r *runner) settlement(it *item, a attempt, f failure) budget.Settlement {
+// budget moves from the estimate to what the API counted. A call that
+// never left the process (wrote false) gives its whole reservation back
+// and has no ledger line. A call the server took and never answered (a
+// timeout, a dropped connection, an answer cut short, a call abandoned on
+// a second signal) is settled at its estimate: the API usually bills it,
+// and the ledger says so with the estimate's tokens.
+func (r *runner) settlement(it *item, a attempt, f failure, wrote bool) budget.Settlement {
+	if !wrote {
+		return budget.Settlement{Est: it.est}
+	}
 	e := &budget.LedgerEntry{
 		Time:      r.cfg.Clock.Now(),
 		ID:        it.req.ID,
@@ -49,8 +61,9 @@ func (r *runner) settlement(it *item, a attempt, f failure) budget.Settlement {
 		Attempt:   it.attempts,
 		Error:     f.typ,
 	}
-	s := budget.Settlement{Est: it.est, Sent: sent(a), Entry: e}
-	if a.err == nil {
+	s := budget.Settlement{Est: it.est, Sent: true, Entry: e}
+	switch {
+	case a.err == nil || a.resp.Usage.TotalTokens > 0:
 		u := usageOf(a.resp)
 		if a.resp.Model != "" {
 			e.Model = a.resp.Model
@@ -61,19 +74,21 @@ func (r *runner) settlement(it *item, a attempt, f failure) budget.Settlement {
 			c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
 			e.CostUSD, s.Cost = &c, c
 		}
-	} else if it.priced {
-		var zero budget.Cost
-		e.CostUSD = &zero
+	case a.reply.status == 0 || a.reply.status < http.StatusMultipleChoices:
+		// Taken and not answered, or answered 2xx with a body that did
+		// not parse: presumed billed.
+		e.PromptTokens, e.CompletionTokens = it.prompt, it.maxOut
+		s.Tokens, s.Cost = it.est.Tokens, it.est.Cost
+		if it.priced {
+			c := it.est.Cost
+			e.CostUSD = &c
+		}
+	default:
+		// The API refused it: nothing billed.
+		if it.priced {
+			var zero budget.Cost
+			e.CostUSD = &zero
+		}
 	}
 	return s
-}
-
-// sent reports whether a call may have reached the API, which then counts
-// it against the rate limits: only a failed dial surely did not.
-func sent(a attempt) bool {
-	var op *net.OpError
-	if a.reply.status == 0 && errors.As(a.err, &op) && op.Op == "dial" {
-		return false
-	}
-	return true
 }

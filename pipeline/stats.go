@@ -20,6 +20,7 @@ type Stats struct {
 	EstOutputTokens atomic.Int64 // the lines' output caps
 	EstCostMin      atomic.Int64 // budget.Cost of the prompts alone
 	EstCostMax      atomic.Int64 // budget.Cost with every output cap used
+	EstUnpriced     atomic.Int64 // lines estimated whose model has no known price
 
 	Written          atomic.Int64 // results written
 	Succeeded        atomic.Int64
@@ -52,6 +53,8 @@ func (s *Stats) estimate(it *item) {
 	if it.priced {
 		s.EstCostMin.Add(int64(it.price.Cost(it.prompt, 0, 0)))
 		s.EstCostMax.Add(int64(it.est.Cost))
+	} else {
+		s.EstUnpriced.Add(1)
 	}
 }
 

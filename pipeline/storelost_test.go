@@ -66,7 +66,7 @@ func TestStoreLostMidRun(t *testing.T) {
 					t.Fatalf("result %d is of line %d: a line read has no result", i+1, r.Line)
 				case r.Error == nil:
 					answered++
-				case r.Error.Type == jsonl.ErrBudget && strings.Contains(r.Error.Message, "shared budget store is gone"):
+				case r.Error.Type == jsonl.ErrInterrupted && strings.Contains(r.Error.Message, "shared budget store is gone"):
 					notSent++
 				default:
 					t.Errorf("line %s: error %+v, want an answer or \"not sent: the shared budget store is gone\"", r.ID, *r.Error)
