@@ -109,19 +109,24 @@ func exitStatus(err error, stderr io.Writer) int {
 
 func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg := pipeline.Config{
-		MaxTokens: r.MaxTokens,
-		Input:     jsonl.Options{Format: jsonl.Format(r.Format), System: r.System},
-		BaseURL:   r.BaseURL,
-		Parallel:  r.Parallel,
-		Retries:   r.Retries,
-		Timeout:   r.Timeout,
-		OnLimit:   pipeline.OnLimit(r.OnLimit),
-		DryRun:    r.DryRun,
-		Unordered: r.Unordered,
-		Stats:     new(pipeline.Stats),
+		MaxTokens:   r.MaxTokens,
+		Input:       jsonl.Options{Format: jsonl.Format(r.Format), System: r.System, Endpoint: r.Endpoint},
+		Pack:        r.Pack,
+		ServiceTier: r.ServiceTier,
+		BaseURL:     r.BaseURL,
+		Parallel:    r.Parallel,
+		Retries:     r.Retries,
+		Timeout:     r.Timeout,
+		OnLimit:     pipeline.OnLimit(r.OnLimit),
+		DryRun:      r.DryRun,
+		Unordered:   r.Unordered,
+		Stats:       new(pipeline.Stats),
 	}
 	if r.Parallel < 1 || r.Parallel > 4096 {
 		return usageError(fmt.Errorf("--parallel must be from 1 to 4096, not %d", r.Parallel))
+	}
+	if r.Pack < 0 || r.Pack > 2048 {
+		return usageError(fmt.Errorf("--pack must be from 0 to 2048 (the embeddings API's inputs a request), not %d", r.Pack))
 	}
 	if r.RPM < 0 || r.TPM < 0 || r.TPD < 0 || r.BatchTokens < 0 || r.Retries < 0 || r.MaxTokens < 0 {
 		return usageError(errors.New("limits, --retries and --max-tokens cannot be negative"))
@@ -135,7 +140,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		return usageError(fmt.Errorf("--daily-cost: %w", err))
 	}
 	cfg.BatchTokens = r.BatchTokens
-	cfg.Model = modelName(r.Model)
+	cfg.Model = modelName(r.Model, r.Endpoint)
 	limits := budget.Limits{RPM: r.RPM, TPM: r.TPM, TPD: r.TPD, DailyCost: dailyCost}
 	level := slog.LevelWarn
 	if r.Verbose {

@@ -30,6 +30,9 @@ type failure struct {
 	msg     string
 	verdict verdict
 	after   time.Duration // how long the server asked us to wait, 0 if it did not say
+	// noCapacity marks a flex request's 429 resource_unavailable: retried
+	// with back-off, but no sign that a rate limit is reached.
+	noCapacity bool
 }
 
 // classify sorts a failed call into retry, give up or halt, by status and
@@ -45,6 +48,10 @@ func classify(a attempt, key string, now time.Time) failure {
 		f.msg = apiErr.Message
 		if code, ok := apiErr.Code.(string); ok && code == "insufficient_quota" {
 			f.typ, f.verdict = jsonl.ErrRateLimit, halt
+			return f.redact(key)
+		}
+		if f.status == http.StatusTooManyRequests && apiErr.Code == "resource_unavailable" {
+			f.typ, f.verdict, f.noCapacity = jsonl.ErrRateLimit, retry, true
 			return f.redact(key)
 		}
 		if f.status == http.StatusTooManyRequests && strings.HasPrefix(apiErr.Message, "Request too large") {

@@ -27,6 +27,7 @@ func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error 
 // budget moves from the estimate to what the API counted.
 func (r *runner) settlement(it *item, a attempt, f failure) budget.Settlement {
 	e := &budget.LedgerEntry{
+		Endpoint:  it.endpoint,
 		Time:      r.cfg.Clock.Now(),
 		ID:        it.req.ID,
 		Line:      it.req.Line,
@@ -38,14 +39,14 @@ func (r *runner) settlement(it *item, a attempt, f failure) budget.Settlement {
 	}
 	s := budget.Settlement{Est: it.est, Sent: sent(a), Entry: e}
 	if a.err == nil {
-		u := usageOf(a.resp)
-		if a.resp.Model != "" {
-			e.Model = a.resp.Model
+		u := a.ans.usage
+		if a.ans.model != "" {
+			e.Model = a.ans.model
 		}
 		e.PromptTokens, e.CompletionTokens, e.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
 		s.Tokens = u.TotalTokens
 		if it.priced {
-			c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+			c := a.ans.cost
 			e.CostUSD, s.Cost = &c, c
 		}
 	} else if it.priced {
