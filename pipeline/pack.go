@@ -6,38 +6,48 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
+// packLinger is how long a pack that is not full waits for more lines
+// before it may go: long enough for the lines of a batch on disk to fill
+// it, short enough that lines trickling in are not held back long.
+const packLinger = 500 * time.Millisecond
+
 // pack is the pack stage (--pack): it joins runs of consecutive
 // single-input embeddings lines that are alike in all but their input
 // into one request of up to --pack inputs, within the API's limits and
-// the gate's. A pack goes on as soon as the stage after it will take one,
-// full or not, so packing never holds a line back to wait for more input;
-// while a limit holds the sender back, packs fill. Every other line passes
-// through in its place.
+// the gate's. A full pack goes on at once; one that is not goes when the
+// input ends, or once it has waited packLinger and the stage after it
+// will take it, so that it fills while a limit holds the sender back.
+// Every other line passes through in its place.
 func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) error {
 	defer close(out)
-	var cur *item // the pack being filled; nil when there is none
+	var cur *item               // the pack being filled; nil when there is none
+	var linger <-chan time.Time // fires when cur has waited packLinger
+	lingered := false           // cur has waited packLinger
 	flush := func() error {
 		if cur == nil {
 			return nil
 		}
 		p := cur.packed()
-		cur = nil
+		cur, linger, lingered = nil, nil, false
 		return send(ctx, out, p)
 	}
 	for in != nil || cur != nil {
-		var ready chan<- *item // nil (never ready) while there is no pack
+		var ready chan<- *item // nil (never ready) until cur may go
 		var next *item
-		if cur != nil {
+		if cur != nil && (lingered || in == nil) {
 			ready, next = out, cur.packed()
 		}
 		select {
 		case ready <- next:
-			cur = nil
+			cur, linger, lingered = nil, nil, false
+		case <-linger:
+			linger, lingered = nil, true
 		case it, ok := <-in:
 			if !ok {
 				in = nil // closed: never ready again
@@ -62,7 +72,7 @@ func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) er
 				}
 			}
 			if cur == nil {
-				cur = newPack(it)
+				cur, linger = newPack(it), r.cfg.Clock.After(packLinger)
 			} else {
 				cur.add(it)
 			}

@@ -173,8 +173,8 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		settle := make(chan budget.Settlement, 4*p)
 		toAdmit := held
 		if r.cfg.Pack > 1 {
-			// Unbuffered: a pack goes on when admission takes it, and
-			// fills while admission waits.
+			// Unbuffered: a pack that is not full goes on when admission
+			// takes it, and fills while admission waits.
 			packed := make(chan *item)
 			g.Go(func() error { return r.pack(gctx, held, packed) })
 			toAdmit = packed
