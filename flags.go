@@ -3,9 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/gptbatch/gptbatch/budget"
 )
 
 // cli is the command line: the batch flags are global, so that --help
@@ -14,6 +19,7 @@ type cli struct {
 	runCmd
 	Run     struct{}         `cmd:"" default:"1" hidden:"" help:"Send the batch on stdin (the default)."`
 	Usage   usageCmd         `cmd:"" help:"Report what has been spent, from the ledger beside the usage file."`
+	Limits  limitsCmd        `cmd:"" help:"Show, set (limits set --daily-cost 5) or clear the limits stored with the shared budget, which every run obeys."`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 }
 
@@ -29,8 +35,13 @@ Examples:
   # Nightly from cron, never more than $5 a day across every run:
   0 2 * * * cd /data && gptbatch --daily-cost 5 --quiet < nightly.jsonl >> results.jsonl 2>> gptbatch.log
 
+  # A team budget: set once, every job sharing the usage file obeys it:
+  gptbatch limits set --daily-cost 5 && gptbatch limits
+
   # Estimate first, send nothing, no key needed:
   gptbatch --dry-run < prompts.jsonl | jq -s 'map(.est_cost_usd) | add'
+
+Prices: the table of %s; a model it does not list has cost_usd null.
 
 Exit status: 0 all lines succeeded, 1 some failed (each still has its result),
 2 bad usage or configuration, 3 refused or stopped by a limit, 130 interrupted.
@@ -42,6 +53,8 @@ type runCmd struct {
 	APIKeyFile  string        `name:"api-key-file" type:"path" placeholder:"FILE" help:"File holding the API key (else $OPENAI_API_KEY, ./api_key.txt, ./.openai_key, ./.env)."`
 	BaseURL     string        `name:"base-url" env:"OPENAI_BASE_URL" default:"https://api.openai.com/v1" placeholder:"URL" help:"API endpoint; any OpenAI-compatible server."`
 	UsageFile   string        `name:"usage-file" env:"GPTBATCH_USAGE_FILE" type:"path" placeholder:"FILE" help:"Usage file shared by every invocation (default $XDG_STATE_HOME/gptbatch/usage.md)."`
+	Store       string        `name:"store" env:"GPTBATCH_STORE" placeholder:"URL" help:"Keep the shared budget in Redis (redis://[:password@]host:port/db or rediss://) instead of the usage file, to share it across hosts."`
+	StoreName   string        `name:"store-name" env:"GPTBATCH_STORE_NAME" default:"default" placeholder:"NAME" help:"The budget in --store: budgets of other names share the Redis, not the limits."`
 	Parallel    int           `short:"p" default:"16" help:"Requests in flight."`
 	RPM         int64         `name:"rpm" default:"500" help:"Requests per minute, shared through the usage file (0 = no limit)."`
 	TPM         int64         `name:"tpm" default:"500000" help:"Tokens per minute, shared (0 = no limit)."`
@@ -65,7 +78,14 @@ type runCmd struct {
 	Quiet       bool          `short:"q" help:"No summary, only errors."`
 	Verbose     bool          `short:"v" help:"Log retries, waits and limit changes to stderr."`
 
+	// Issues 16 and 12: warnings, confirmation, transport.
+	WarnAt        int  `name:"warn-at" default:"80" placeholder:"PERCENT" help:"Warn once when today's tokens or dollars pass this share of their limit, and when they reach it (0 = only then)."`
+	Confirm       bool `help:"Show the batch's estimate on the terminal and ask before sending anything (exit 3 unless answered yes)."`
+	AllowInsecure bool `name:"allow-insecure" help:"Send the API key over plain http:// to a host other than this machine."`
+
 	started time.Time
+	msgs    *msgWriter                         // stderr for messages, above the progress line
+	tty     func() (io.ReadWriteCloser, error) // opens the terminal --confirm asks on
 }
 
 // usageCmd reports spending from the ledger.
@@ -75,6 +95,52 @@ type usageCmd struct {
 	Since string `placeholder:"YYYY-MM-DD" help:"From this day on." xor:"period"`
 	By    string `enum:",model,day" default:"" placeholder:"model|day" help:"Group by model or by day."`
 	JSON  bool   `name:"json" help:"Write JSON instead of a table."`
+	Limit string `placeholder:"USD" help:"Store a daily cost limit every run obeys (the same as limits set --daily-cost USD)."`
+}
+
+// BeforeReset makes an environment variable set to "" count as unset, as
+// a shell's VAR= or a cron line's means, rather than as an empty value: it
+// runs before kong reads the environment.
+func (c *cli) BeforeReset(kctx *kong.Context) error {
+	for _, f := range kctx.Flags() {
+		f.Tag.Envs = slices.DeleteFunc(slices.Clone(f.Tag.Envs), func(env string) bool {
+			v, ok := os.LookupEnv(env)
+			return ok && v == ""
+		})
+	}
+	return nil
+}
+
+// buildVersion is the version set at build time, else what the build
+// recorded: the module's version for `go install ...@v1.2.3`, else the
+// commit it was built from, else "dev".
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	return versionOf(version, bi, ok)
+}
+
+func versionOf(set string, bi *debug.BuildInfo, ok bool) string {
+	if set != "dev" || !ok {
+		return set
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value[:min(12, len(s.Value))]
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev != "" {
+		return fmt.Sprintf("dev (%s%s)", rev, modified)
+	}
+	return set
 }
 
 // newParser is the command line parser for c, writing help to stdout and
@@ -85,13 +151,13 @@ func newParser(c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, er
 		kong.Description("Send a batch of prompts through the OpenAI API (chat completions, responses or embeddings) within shared rate and budget limits."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
-		kong.Vars{"version": version},
+		kong.Vars{"version": buildVersion()},
 		kong.UsageOnError(),
 		kong.Help(func(o kong.HelpOptions, ctx *kong.Context) error {
 			if err := kong.DefaultHelpPrinter(o, ctx); err != nil {
 				return err
 			}
-			_, err := fmt.Fprint(ctx.Stdout, examples)
+			_, err := fmt.Fprintf(ctx.Stdout, examples, budget.PriceTableDate)
 			return err
 		}),
 	)

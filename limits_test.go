@@ -185,7 +185,7 @@ func TestCorruptUsageFile(t *testing.T) {
 func TestUnknownPrice(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
-	g := newGB(t, srv.URL())
+	g := newGB(t, srv.URL()).loud()
 	out, stderr, code := g.run(context.Background(), prompts(3), "--model", "my-local-llama")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -205,7 +205,7 @@ func TestUnknownPrice(t *testing.T) {
 func TestDayLimitWaitIsSaid(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
-	g := newGB(t, srv.URL())
+	g := newGB(t, srv.URL()).loud()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	in := prompts(3)

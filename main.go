@@ -67,6 +67,11 @@ func usageError(err error) error { return &exitError{code: exitUsage, err: err} 
 
 // run is gptbatch with its arguments and streams: main without the process.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return runTTY(ctx, args, stdin, stdout, stderr, openTTY)
+}
+
+// runTTY is run asking --confirm's question on the terminal tty opens.
+func runTTY(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, tty func() (io.ReadWriteCloser, error)) int {
 	var c cli
 	exited := -1
 	parser, err := newParser(&c, stdout, stderr, func(code int) { exited = code })
@@ -82,9 +87,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "gptbatch: %v\n", err)
 		return exitUsage
 	}
+	c.tty = tty
 	switch kctx.Command() {
 	case "usage":
-		err = c.Usage.run(ctx, &c.runCmd, stdout)
+		err = c.Usage.run(ctx, &c.runCmd, stdout, stderr)
+	case "limits show":
+		err = c.Limits.show(ctx, &c.runCmd, stdout)
+	case "limits set":
+		err = c.Limits.set(ctx, &c.runCmd, kctx, stdout)
+	case "limits clear", "limits clear <name>":
+		err = c.Limits.Clear.run(ctx, &c.runCmd, stdout, c.Limits.JSON)
 	default:
 		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}
@@ -122,31 +134,32 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		Unordered:   r.Unordered,
 		Stats:       new(pipeline.Stats),
 	}
-	if r.Parallel < 1 || r.Parallel > 4096 {
-		return usageError(fmt.Errorf("--parallel must be from 1 to 4096, not %d", r.Parallel))
-	}
-	if r.Pack < 0 || r.Pack > 2048 {
-		return usageError(fmt.Errorf("--pack must be from 0 to 2048 (the embeddings API's inputs a request), not %d", r.Pack))
-	}
-	if r.RPM < 0 || r.TPM < 0 || r.TPD < 0 || r.BatchTokens < 0 || r.Retries < 0 || r.MaxTokens < 0 {
-		return usageError(errors.New("limits, --retries and --max-tokens cannot be negative"))
+	if err := r.check(); err != nil {
+		return usageError(err)
 	}
 	var err error
-	if cfg.MaxCost, err = budget.ParseCost(r.MaxCost); err != nil {
-		return usageError(fmt.Errorf("--max-cost: %w", err))
+	if cfg.MaxCost, err = parseDollars("--max-cost", r.MaxCost); err != nil {
+		return usageError(err)
 	}
-	dailyCost, err := budget.ParseCost(r.DailyCost)
+	dailyCost, err := parseDollars("--daily-cost", r.DailyCost)
 	if err != nil {
-		return usageError(fmt.Errorf("--daily-cost: %w", err))
+		return usageError(err)
 	}
 	cfg.BatchTokens = r.BatchTokens
 	cfg.Model = modelName(r.Model, r.Endpoint)
 	limits := budget.Limits{RPM: r.RPM, TPM: r.TPM, TPD: r.TPD, DailyCost: dailyCost}
 	level := slog.LevelWarn
-	if r.Verbose {
+	switch {
+	case r.Verbose:
 		level = slog.LevelDebug
+	case r.Quiet:
+		level = slog.LevelError
 	}
-	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	r.msgs = &msgWriter{w: stderr}
+	cfg.Log = newLogger(r.msgs, level)
+	if err := r.checkStdin(stdin, stderr); err != nil {
+		return usageError(err)
+	}
 
 	if r.Resume != "" {
 		f, err := os.Open(r.Resume)
@@ -164,47 +177,125 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 	}
 
 	if r.DryRun {
-		// A dry run touches neither the network nor the usage file: it
-		// only reads what today has used, to say which limits the batch
-		// would hit.
-		cfg.Gate = budget.NewGate(new(budget.MemStore), limits)
-		err := r.pipe(ctx, stdin, stdout, stderr, cfg)
+		// A dry run touches neither the network nor the shared state: it
+		// only reads what today has used and the stored limits, to say
+		// which limits the batch would hit.
+		used := budget.State{}
+		rd, where, closeStore, err := r.openReader(ctx)
+		if err != nil {
+			return usageError(err)
+		}
+		defer closeStore()
+		if used, err = rd.Load(ctx); err != nil {
+			if r.Store != "" {
+				return usageError(err)
+			}
+			cfg.Log.Warn(fmt.Sprintf("%v; estimating without it", err), "store", where)
+		}
+		mem := new(budget.MemStore)
+		_ = mem.Update(ctx, func(s *budget.State) ([]budget.LedgerEntry, error) { *s = used; return nil, nil })
+		cfg.Gate = budget.NewGate(mem, limits)
+		if err := cfg.Gate.Load(ctx, time.Now()); err != nil {
+			return err
+		}
+		err = r.pipe(ctx, stdin, stdout, stderr, cfg)
 		if !r.Quiet {
-			fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg, r.usedToday(), time.Now()))
+			fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg, used, time.Now()))
+			fmt.Fprintf(stderr, "gptbatch: %s\n", limitSources(cfg.Gate))
 		}
 		return err
+	}
+	if err := checkBaseURL(r.BaseURL, r.AllowInsecure); err != nil {
+		return usageError(err)
 	}
 	if cfg.Key, err = apiKey(r.APIKeyFile); err != nil {
 		return usageError(err)
 	}
-	store, err := r.openStore()
+	if r.Confirm {
+		// Open the terminal first: without one, fail before reading.
+		tty, err := r.tty()
+		if err != nil {
+			return usageError(fmt.Errorf("--confirm asks on the terminal, and there is none (%w); run without --confirm, after --dry-run", err))
+		}
+		defer tty.Close()
+		cfg.Confirm = func() error { return r.confirm(ctx, tty, cfg) }
+	}
+	offset, err := clockOffset()
 	if err != nil {
 		return usageError(err)
 	}
+	if offset != 0 {
+		cfg.Clock = offsetClock{offset}
+	}
+	store, where, closeStore, err := r.openStore(ctx, func(msg string) { cfg.Log.Warn(msg) })
+	if err != nil {
+		return usageError(fmt.Errorf("nothing sent: %w", err))
+	}
+	defer closeStore()
 	cfg.Gate = budget.NewGate(store, limits)
+	// The limits stored with the budget apply from the first line.
+	if err := cfg.Gate.Load(ctx, time.Now().Add(offset)); err != nil {
+		return usageError(fmt.Errorf("nothing sent: %s: %w", where, err))
+	}
+	cfg.Log.Debug(limitSources(cfg.Gate), "store", where)
+	warner := &dayWarner{gate: cfg.Gate, pct: int64(r.WarnAt), log: cfg.Log}
+	cfg.Settled = warner.check
 	return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)
 }
 
-// pipe runs the pipeline with progress on stderr when asked for.
+// pipe runs the pipeline with progress on stderr when asked for. With
+// --confirm the progress line waits for the answer.
 func (r *runCmd) pipe(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, cfg pipeline.Config) error {
 	r.started = time.Now()
 	show := r.Progress == "always"
+	stdoutTerm := isTerminal(stdout)
 	if r.Progress == "auto" && !r.Quiet {
-		f, ok := stderr.(*os.File)
-		show = ok && term.IsTerminal(int(f.Fd())) && os.Getenv("NO_COLOR") == ""
+		show = isTerminal(stderr) && os.Getenv("NO_COLOR") == ""
 	}
-	if show {
-		stop := pipeline.ShowProgress(stderr, cfg.Stats, 200*time.Millisecond)
-		defer stop()
+	if !show {
+		return pipeline.Run(ctx, stdin, stdout, cfg)
 	}
-	return pipeline.Run(ctx, stdin, stdout, cfg)
+	// out is stdout, kept off the progress line when they share a terminal.
+	out := &msgWriter{w: stdout}
+	var progress *pipeline.Progress
+	start := func() {
+		progress = pipeline.ShowProgress(stderr, cfg.Stats, 200*time.Millisecond)
+		r.msgs.set(progress.Above(stderr))
+		if stdoutTerm {
+			out.set(progress.Above(stdout))
+		}
+	}
+	defer func() {
+		if progress != nil {
+			progress.Stop()
+			r.msgs.set(stderr)
+		}
+	}()
+	if ask := cfg.Confirm; ask != nil {
+		cfg.Confirm = func() error {
+			if err := ask(); err != nil {
+				return err
+			}
+			start()
+			return nil
+		}
+	} else {
+		start()
+	}
+	return pipeline.Run(ctx, stdin, out, cfg)
 }
 
 // finish prints the summary and turns the run's outcome into an error
 // carrying the exit status.
 func (r *runCmd) finish(err error, s *pipeline.Stats, stderr io.Writer) error {
-	if !r.Quiet {
+	// A run refused before it sent or wrote anything has only its error
+	// to say.
+	if !r.Quiet && (err == nil || s.Requests.Load() > 0 || s.Written.Load() > 0) {
 		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.Summary(s, time.Since(r.started)))
+	}
+	if errors.Is(err, jsonl.ErrNoPromptColumn) {
+		// The input as a whole is unusable: bad usage, nothing sent.
+		return usageError(err)
 	}
 	if err != nil {
 		return err
@@ -213,4 +304,66 @@ func (r *runCmd) finish(err error, s *pipeline.Stats, stderr io.Writer) error {
 		return &exitError{code: exitFailed}
 	}
 	return nil
+}
+
+// maxCount bounds the counting flags: far above any real limit, and low
+// enough that sums of them never overflow.
+const maxCount = 1_000_000_000_000_000
+
+// check refuses flags out of their range.
+func (r *runCmd) check() error {
+	switch {
+	case r.Parallel < 1 || r.Parallel > 4096:
+		return fmt.Errorf("--parallel must be from 1 to 4096, not %d", r.Parallel)
+	case r.RPM < 0 || r.TPM < 0 || r.TPD < 0 || r.BatchTokens < 0 || r.Retries < 0 || r.MaxTokens < 0:
+		return errors.New("limits, --retries and --max-tokens cannot be negative")
+	case r.Timeout < 0:
+		return fmt.Errorf("--timeout cannot be negative (%s); 0 means no time limit", r.Timeout)
+	case r.WarnAt < 0 || r.WarnAt > 100:
+		return fmt.Errorf("--warn-at is a percentage from 0 (off) to 100, not %d", r.WarnAt)
+	case r.Retries > 1000:
+		return fmt.Errorf("--retries %d: more than 1000", r.Retries)
+	case r.Pack < 0 || r.Pack > 2048:
+		return fmt.Errorf("--pack must be from 0 to 2048 (the embeddings API's inputs a request), not %d", r.Pack)
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"--rpm", r.RPM}, {"--tpm", r.TPM}, {"--tpd", r.TPD}, {"--batch-tokens", r.BatchTokens}, {"--max-tokens", r.MaxTokens}} {
+		if f.v > maxCount {
+			return fmt.Errorf("%s %d: more than %d", f.name, f.v, int64(maxCount))
+		}
+	}
+	return nil
+}
+
+// checkStdin refuses a directory on stdin and, on a terminal, says that
+// gptbatch is reading the batch from it.
+func (r *runCmd) checkStdin(stdin io.Reader, stderr io.Writer) error {
+	f, ok := stdin.(*os.File)
+	if !ok {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil // reading will say what is wrong
+	}
+	if fi.IsDir() {
+		return errors.New("stdin is a directory: give the batch as a file's contents (gptbatch < prompts.jsonl)")
+	}
+	if isTerminal(f) && !r.Quiet {
+		fmt.Fprintln(stderr, "gptbatch: reading prompts from the terminal, one a line; end with Ctrl-D (or give a file: gptbatch < prompts.jsonl)")
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// openTTY opens the controlling terminal, for --confirm's question.
+func openTTY() (io.ReadWriteCloser, error) {
+	return os.OpenFile("/dev/tty", os.O_RDWR, 0)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +40,12 @@ func newGB(t *testing.T, url string) *gb {
 		t.Setenv(k, "")
 	}
 	return &gb{t: t, dir: dir, url: url, args: []string{"--base-url", url, "--usage-file", filepath.Join(dir, "usage.md"), "--quiet"}}
+}
+
+// loud is g without --quiet: warnings and the summary on stderr.
+func (g *gb) loud() *gb {
+	g.args = slices.DeleteFunc(g.args, func(a string) bool { return a == "--quiet" })
+	return g
 }
 
 // run runs gptbatch and returns its stdout, stderr and exit status.

@@ -90,23 +90,42 @@ func (g *Gate) Seen() Seen {
 // update is one Store.Update with the limits in force for s: the gate's
 // own under s's stored ceilings. It records what it saw.
 func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
-	g.mu.Lock()
-	own, slack, zone := g.lim, g.slack, g.zone
-	g.mu.Unlock()
+	own, slack, zone := g.conf()
 	var seen Seen
 	err := g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
 		entries := fn(s, own.Ceil(s.Stored), slack, zone)
-		seen = Seen{Date: s.Date, TokensWithinDay: s.TokensWithinDay, CostWithinDay: s.CostWithinDay, Stored: s.Stored, At: now}
+		seen = Seen{Date: s.Date, TokensWithinDay: s.TokensWithinDay, CostWithinDay: s.CostWithinDay, Stored: s.Stored}
 		return entries, nil
 	})
 	if err == nil {
-		g.mu.Lock()
-		if !now.Before(g.seen.At) {
-			g.seen = seen
-		}
-		g.mu.Unlock()
+		g.saw(now, seen)
 	}
 	return err
+}
+
+// conf is what the gate decides by besides the shared state.
+func (g *Gate) conf() (own Limits, slack time.Duration, zone *time.Location) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lim, g.slack, g.zone
+}
+
+// saw records what a decision at now saw, unless the gate has seen a
+// later one.
+func (g *Gate) saw(now time.Time, s Seen) {
+	s.At = now
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !now.Before(g.seen.At) {
+		g.seen = s
+	}
+}
+
+// server is the store as a serverGate, when it runs the gate's operations
+// itself (RedisStore).
+func (g *Gate) server() (serverGate, bool) {
+	sg, ok := g.store.(serverGate)
+	return sg, ok
 }
 
 // Load reads the shared state into what the gate has seen, so that Limits
@@ -311,11 +330,14 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 			}
 		}
 	}
-	if sg, ok := g.store.(serverGate); ok {
-		g.mu.Lock()
-		slack := g.slack
-		g.mu.Unlock()
-		return sg.reserve(ctx, now, g.Limits(), slack, ests)
+	if sg, ok := g.server(); ok {
+		own, slack, zone := g.conf()
+		n, wait, why, seen, err := sg.reserve(ctx, now, zone, own, slack, ests, false)
+		if err != nil {
+			return 0, 0, "", err
+		}
+		g.saw(now, seen)
+		return n, wait, why, nil
 	}
 	err = g.update(ctx, now, func(s *State, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry {
 		n, wait, why = 0, 0, ""
@@ -406,8 +428,13 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 	if len(ss) == 0 {
 		return nil
 	}
-	if sg, ok := g.store.(serverGate); ok {
-		return sg.settle(ctx, now, g.Limits(), ss)
+	if sg, ok := g.server(); ok {
+		own, _, zone := g.conf()
+		seen, err := sg.settle(ctx, now, zone, own, ss)
+		if err == nil {
+			g.saw(now, seen)
+		}
+		return err
 	}
 	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		sameDay := !advance(s, l, now, zone)
@@ -447,8 +474,13 @@ type ServerUsage struct{ Requests, Tokens float64 }
 // used, so that sending resumes at the server's pace instead of in a burst
 // it would refuse.
 func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage) error {
-	if sg, ok := g.store.(serverGate); ok {
-		return sg.sync(ctx, now, until, g.Limits(), used)
+	if sg, ok := g.server(); ok {
+		own, _, zone := g.conf()
+		_, seen, err := sg.sync(ctx, now, zone, own, Refusal{Used: used, Until: until}, false)
+		if err == nil {
+			g.saw(now, seen)
+		}
+		return err
 	}
 	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		advance(s, l, now, zone)

@@ -29,7 +29,11 @@ const PaceLapse = time.Minute
 // PaceShare is the share of limit/60 a second that pacing admits: the rest
 // absorbs requests that reach the server closer together than they left
 // (connections, scheduling), which would otherwise meet a full second.
-const PaceShare = 0.92
+// Evenly spaced, whole requests then never exceed limit/60 in any second
+// (600 a minute: at most 10); paced tokens can exceed a second's share by
+// at most the one request that opens the second, which a server's
+// continuous bucket absorbs and a fixed one-second window rarely meets.
+const PaceShare = 0.98
 
 // paceInterval is the spacing of units of a per-minute limit when paced.
 func paceInterval(units, limit int64) time.Duration {
@@ -98,6 +102,15 @@ type Refusal struct {
 // spaced, not together. paced is the limit newly paced by this refusal
 // ("" when none was): a caller says it once.
 func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Reason, err error) {
+	if sg, ok := g.server(); ok {
+		own, _, zone := g.conf()
+		newly, seen, err := sg.sync(ctx, now, zone, own, r, true)
+		if err != nil {
+			return "", err
+		}
+		g.saw(now, seen)
+		return newly, nil
+	}
 	err = g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		newly = ""
 		advance(s, l, now, zone)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,10 +45,12 @@ const ledgerSkew = 24 * time.Hour
 // the state is the hash {gptbatch:NAME}:state and the ledger the stream
 // {gptbatch:NAME}:ledger, one entry per call, kept LedgerKeep.
 //
-// A Gate over a RedisStore decides each Reserve, Settle and Sync in one Lua
-// script on the server, on the server's clock (TIME), all-or-nothing, with
-// the same buckets as over a FileStore; the time the Gate is given only
-// picks the zone of a day that starts. A RedisStore never falls back to a
+// A Gate over a RedisStore decides each Reserve, ReserveDay, Settle, Sync
+// and Refused in one Lua script on the server, on the server's clock
+// (TIME), all-or-nothing, with the same buckets, day boundary, per-second
+// pacing and stored limits as over a FileStore; the time the Gate is given
+// only picks the day a day that starts is, in the gate's zone. Update (the
+// stored limits, Gate.Load) is a compare-and-swap. A RedisStore never falls back to a
 // local budget: every failure is an error naming the store. Safe for
 // concurrent use.
 type RedisStore struct {
@@ -118,12 +121,14 @@ func (r *RedisStore) fail(err error) error {
 
 // serverGate is a Store that runs the Gate's operations itself, each as
 // one atomic step on its own clock (RedisStore). The Gate hands them over
-// instead of running its Go code through Update; now is the host's time,
-// used only for the zone of a day that starts.
+// instead of running its Go code through Update, with its own limits (the
+// store applies the stored ceilings), and records the Seen they return;
+// now is the host's time, used only for the day a day that starts is in
+// zone (nil: now's).
 type serverGate interface {
-	reserve(ctx context.Context, now time.Time, l Limits, slack time.Duration, ests []Estimate) (int, time.Duration, Reason, error)
-	settle(ctx context.Context, now time.Time, l Limits, ss []Settlement) error
-	sync(ctx context.Context, now, until time.Time, l Limits, used ServerUsage) error
+	reserve(ctx context.Context, now time.Time, zone *time.Location, own Limits, slack time.Duration, ests []Estimate, dayOnly bool) (int, time.Duration, Reason, Seen, error)
+	settle(ctx context.Context, now time.Time, zone *time.Location, own Limits, ss []Settlement) (Seen, error)
+	sync(ctx context.Context, now time.Time, zone *time.Location, own Limits, r Refusal, refused bool) (Reason, Seen, error)
 }
 
 // dayOffset is the UTC offset of now's zone at the next midnight: the end
@@ -132,6 +137,30 @@ func dayOffset(now time.Time) int {
 	y, m, d := now.Date()
 	_, off := time.Date(y, m, d+1, 0, 0, 0, 0, now.Location()).Zone()
 	return off
+}
+
+// dayDays is how many days either side of the host's date a script is
+// told the ends and dates of: a host clock this far off the server's still
+// starts days exactly as advanceDay would.
+const dayDays = 3
+
+// dayArgs are the arguments that start every script (see common.lua): the
+// gate's own limits and the days around the host's now in zone (nil:
+// now's), so that the script finds the day the server's now is in as
+// advanceDay does, daylight saving and all.
+func dayArgs(now time.Time, zone *time.Location, own Limits) []any {
+	if zone == nil {
+		zone = now.Location()
+	}
+	now = now.In(zone)
+	y, m, d := now.Date()
+	end := func(k int) int64 { return time.Date(y, m, d+k+1, 0, 0, 0, 0, zone).UnixMicro() }
+	args := make([]any, 0, 8+2*(2*dayDays+1))
+	args = append(args, own.RPM, own.TPM, own.TPD, pico(own.DailyCost), dayOffset(now), 2*dayDays+1, end(-dayDays-1))
+	for k := -dayDays; k <= dayDays; k++ {
+		args = append(args, end(k), time.Date(y, m, d+k, 12, 0, 0, 0, zone).Format(time.DateOnly))
+	}
+	return args
 }
 
 func pico(c Cost) int64 { return int64(max(c, 0)) }
@@ -148,68 +177,150 @@ func nanos(s string) (time.Duration, error) {
 	return time.Duration(f), nil
 }
 
-func (r *RedisStore) reserve(ctx context.Context, now time.Time, l Limits, slack time.Duration, ests []Estimate) (int, time.Duration, Reason, error) {
-	args := make([]any, 0, 6+2*len(ests))
-	args = append(args, l.RPM, l.TPM, l.TPD, pico(l.DailyCost), int64(slack), dayOffset(now))
+// seenLen is how many values of a script's reply are the Seen.
+const seenLen = 7
+
+// parseSeen reads the Seen a script returned (seen in common.lua).
+func parseSeen(v []any) (Seen, error) {
+	if len(v) != seenLen {
+		return Seen{}, fmt.Errorf("script returned %v", v)
+	}
+	var f [seenLen]string
+	for i := range v {
+		s, ok := v[i].(string)
+		if !ok {
+			return Seen{}, fmt.Errorf("script returned %v", v)
+		}
+		f[i] = s
+	}
+	var sn Seen
+	var errs [6]error
+	sn.Date = f[0]
+	sn.TokensWithinDay, errs[0] = parseCount(f[1])
+	var c, sc int64
+	c, errs[1] = parseCount(f[2])
+	sn.Stored.RPM, errs[2] = parseCount(f[3])
+	sn.Stored.TPM, errs[3] = parseCount(f[4])
+	sn.Stored.TPD, errs[4] = parseCount(f[5])
+	sc, errs[5] = parseCount(f[6])
+	sn.CostWithinDay, sn.Stored.DailyCost = Cost(c), Cost(sc)
+	if err := errors.Join(errs[:]...); err != nil {
+		return Seen{}, fmt.Errorf("script returned %v: %w", v, err)
+	}
+	return sn, nil
+}
+
+func (r *RedisStore) reserve(ctx context.Context, now time.Time, zone *time.Location, own Limits, slack time.Duration, ests []Estimate, dayOnly bool) (int, time.Duration, Reason, Seen, error) {
+	mode := "minute"
+	if dayOnly {
+		mode = "day"
+	}
+	args := append(dayArgs(now, zone, own), int64(slack), mode)
 	for _, e := range ests {
 		args = append(args, e.Tokens, pico(e.Cost))
 	}
 	res, err := r.reserveScript.Run(ctx, r.c, []string{r.state}, args...).Slice()
 	if err != nil {
-		return 0, 0, "", r.fail(err)
+		return 0, 0, "", Seen{}, r.fail(err)
 	}
-	if len(res) != 3 {
-		return 0, 0, "", r.fail(fmt.Errorf("reserve script returned %v", res))
+	bad := func(err error) (int, time.Duration, Reason, Seen, error) {
+		if err == nil {
+			err = fmt.Errorf("reserve script returned %v", res)
+		}
+		return 0, 0, "", Seen{}, r.fail(err)
+	}
+	if len(res) != 3+seenLen {
+		return bad(nil)
 	}
 	n, ok1 := res[0].(int64)
 	ws, ok2 := res[1].(string)
 	why, ok3 := res[2].(string)
 	if !ok1 || !ok2 || !ok3 {
-		return 0, 0, "", r.fail(fmt.Errorf("reserve script returned %v", res))
+		return bad(nil)
 	}
 	wait, err := nanos(ws)
 	if err != nil {
-		return 0, 0, "", r.fail(err)
+		return bad(err)
 	}
-	return int(n), wait, Reason(why), nil
+	sn, err := parseSeen(res[3:])
+	if err != nil {
+		return bad(err)
+	}
+	return int(n), wait, Reason(why), sn, nil
 }
 
-func (r *RedisStore) settle(ctx context.Context, now time.Time, l Limits, ss []Settlement) error {
-	args := make([]any, 0, 5+6*len(ss))
-	args = append(args, l.RPM, l.TPM, dayOffset(now), LedgerKeep.Milliseconds(), len(ss))
-	for _, s := range ss {
-		sent := 0
-		if s.Sent {
-			sent = 1
+func (r *RedisStore) settle(ctx context.Context, now time.Time, zone *time.Location, own Limits, ss []Settlement) (Seen, error) {
+	args := append(dayArgs(now, zone, own), LedgerKeep.Milliseconds(), len(ss))
+	flag := func(b bool) int {
+		if b {
+			return 1
 		}
-		args = append(args, s.Est.Tokens, pico(s.Est.Cost), sent, s.Tokens, pico(s.Cost))
+		return 0
+	}
+	for _, s := range ss {
+		args = append(args, s.Est.Tokens, pico(s.Est.Cost), flag(s.Sent), flag(s.DayOnly), s.Tokens, pico(s.Cost))
 	}
 	for _, s := range ss {
 		if s.Entry != nil {
 			b, err := json.Marshal(s.Entry)
 			if err != nil {
-				return fmt.Errorf("ledger entry: %w", err)
+				return Seen{}, fmt.Errorf("ledger entry: %w", err)
 			}
 			args = append(args, b)
 		}
 	}
-	if err := r.settleScript.Run(ctx, r.c, []string{r.state, r.ledger}, args...).Err(); err != nil {
-		return r.fail(err)
+	res, err := r.settleScript.Run(ctx, r.c, []string{r.state, r.ledger}, args...).Slice()
+	if err != nil {
+		return Seen{}, r.fail(err)
 	}
-	return nil
+	sn, err := parseSeen(res)
+	if err != nil {
+		return Seen{}, r.fail(err)
+	}
+	return sn, nil
 }
 
-func (r *RedisStore) sync(ctx context.Context, now, until time.Time, l Limits, used ServerUsage) error {
-	// The pause is a duration from the host's now, so that the server's
-	// clock ends it: a skewed host neither stretches nor cuts it.
-	pause := max(0, (until.Sub(now)+time.Microsecond-1)/time.Microsecond)
-	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-	err := r.syncScript.Run(ctx, r.c, []string{r.state},
-		l.RPM, l.TPM, dayOffset(now), int64(pause), f(used.Requests), f(used.Tokens)).Err()
-	if err != nil {
-		return r.fail(err)
+// sync is Sync, or Refused when refused.
+func (r *RedisStore) sync(ctx context.Context, now time.Time, zone *time.Location, own Limits, rf Refusal, refused bool) (Reason, Seen, error) {
+	mode, lim := "sync", ""
+	if refused {
+		mode = "refused"
+		switch rf.Limit {
+		case MinuteRequests:
+			lim = "r"
+		case MinuteTokens:
+			lim = "t"
+		}
 	}
-	return nil
+	// The back-off is a duration from the host's now, so that the
+	// server's clock ends it: a skewed host neither stretches nor cuts it.
+	pause := ""
+	if !rf.Until.IsZero() {
+		d := rf.Until.Sub(now)
+		us := d / time.Microsecond // rounds up below 0
+		if d%time.Microsecond > 0 {
+			us++
+		}
+		pause = strconv.FormatInt(int64(us), 10)
+	}
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	args := append(dayArgs(now, zone, own), mode, lim, pause, f(rf.Used.Requests), f(rf.Used.Tokens))
+	res, err := r.syncScript.Run(ctx, r.c, []string{r.state}, args...).Slice()
+	if err != nil {
+		return "", Seen{}, r.fail(err)
+	}
+	newly, ok := "", len(res) == 1+seenLen
+	if ok {
+		newly, ok = res[0].(string)
+	}
+	if !ok {
+		return "", Seen{}, r.fail(fmt.Errorf("sync script returned %v", res))
+	}
+	sn, err := parseSeen(res[1:])
+	if err != nil {
+		return "", Seen{}, r.fail(err)
+	}
+	return Reason(newly), sn, nil
 }
 
 // Load reads the state, without writing. Its times are the server's.
@@ -222,10 +333,10 @@ func (r *RedisStore) Load(ctx context.Context) (State, error) {
 // extraPrefix.
 const extraPrefix = "x."
 
-// hashState is what load read besides the State: the fields Update keeps.
+// hashState is what load read besides the State: the version Update
+// compares.
 type hashState struct {
-	ver             string
-	dayEnds, dayOff int64
+	ver string
 }
 
 func (r *RedisStore) load(ctx context.Context) (State, hashState, error) {
@@ -233,42 +344,67 @@ func (r *RedisStore) load(ctx context.Context) (State, hashState, error) {
 	if err != nil {
 		return State{}, hashState{}, r.fail(err)
 	}
-	s, hs, err := parseHash(h)
+	s, err := parseHash(h)
 	if err != nil {
 		return State{}, hashState{}, r.fail(fmt.Errorf("%s is corrupt; gptbatch will not reset it: %w", r.state, err))
 	}
-	return s, hs, nil
+	return s, hashState{ver: h["ver"]}, nil
 }
 
-func parseHash(h map[string]string) (State, hashState, error) {
+func parseHash(h map[string]string) (State, error) {
 	var s State
-	hs := hashState{ver: h["ver"]}
-	var err error
+	var dayOff int64
+	cost := func(c *Cost) func(string) error {
+		return func(v string) error { n, err := parseCount(v); *c = Cost(n); return err }
+	}
+	count := func(n *int64) func(string) error {
+		return func(v string) (err error) { *n, err = parseCount(v); return }
+	}
+	ts := func(t *time.Time) func(string) error {
+		return func(v string) (err error) { *t, err = parseMicros(v); return }
+	}
 	for _, f := range []struct {
 		key string
 		set func(string) error
 	}{
 		{"tmin", func(v string) (err error) { s.TokensWithinMin, err = parseLevel(v); return }},
 		{"rmin", func(v string) (err error) { s.RequestsWithinMin, err = parseLevel(v); return }},
-		{"tday", func(v string) (err error) { s.TokensWithinDay, err = parseCount(v); return }},
-		{"cday", func(v string) error { c, err := parseCount(v); s.CostWithinDay = Cost(c); return err }},
+		{"tday", count(&s.TokensWithinDay)},
+		{"cday", cost(&s.CostWithinDay)},
 		{"mreach", func(v string) (err error) { s.MinuteTokenLimitReached, err = parseFlag(v); return }},
 		{"dreach", func(v string) (err error) { s.DayTokenLimitReached, err = parseFlag(v); return }},
-		{"updated", func(v string) (err error) { s.Updated, err = parseMicros(v); return }},
-		{"paused", func(v string) (err error) { s.PausedUntil, err = parseMicros(v); return }},
-		{"day_ends", func(v string) (err error) { hs.dayEnds, err = strconv.ParseInt(v, 10, 64); return }},
-		{"day_off", func(v string) (err error) { hs.dayOff, err = strconv.ParseInt(v, 10, 64); return }},
+		{"updated", ts(&s.Updated)},
+		{"paused", ts(&s.PausedUntil)},
+		{"day_ends", ts(&s.DayEndsAt)},
+		{"day_off", func(v string) (err error) { dayOff, err = strconv.ParseInt(v, 10, 64); return }},
+		{"date", func(v string) error {
+			if _, err := time.Parse(time.DateOnly, v); v != "" && err != nil {
+				return fmt.Errorf("not a date (YYYY-MM-DD)")
+			}
+			s.Date = v
+			return nil
+		}},
+		{"rpaced", ts(&s.RequestsPacedUntil)},
+		{"rnext", func(v string) (err error) { s.RequestsNextAt, err = parseNanos(v); return }},
+		{"tpaced", ts(&s.TokensPacedUntil)},
+		{"tnext", func(v string) (err error) { s.TokensNextAt, err = parseNanos(v); return }},
+		{"lrpm", count(&s.Stored.RPM)},
+		{"ltpm", count(&s.Stored.TPM)},
+		{"ltpd", count(&s.Stored.TPD)},
+		{"lcost", cost(&s.Stored.DailyCost)},
 	} {
 		v, ok := h[f.key]
 		if !ok {
 			continue
 		}
-		if err = f.set(v); err != nil {
-			return State{}, hashState{}, fmt.Errorf("field %s: %w", f.key, err)
+		if err := f.set(v); err != nil {
+			return State{}, fmt.Errorf("field %s: %w", f.key, err)
 		}
 	}
-	if hs.dayEnds > 0 {
-		s.Date = time.UnixMicro(hs.dayEnds - 1).In(time.FixedZone("", int(hs.dayOff))).Format(time.DateOnly)
+	if _, ok := h["date"]; !ok && !s.DayEndsAt.IsZero() {
+		// A hash of the first version: its day is the one day_ends ends,
+		// at the offset day_off.
+		s.Date = s.DayEndsAt.Add(-time.Microsecond).In(time.FixedZone("", int(dayOff))).Format(time.DateOnly)
 	}
 	for k, v := range h {
 		if name, ok := strings.CutPrefix(k, extraPrefix); ok {
@@ -276,7 +412,7 @@ func parseHash(h map[string]string) (State, hashState, error) {
 		}
 	}
 	sort.Slice(s.extra, func(i, j int) bool { return s.extra[i][0] < s.extra[j][0] })
-	return s, hs, nil
+	return s, nil
 }
 
 func parseMicros(v string) (time.Time, error) {
@@ -290,19 +426,58 @@ func parseMicros(v string) (time.Time, error) {
 	return time.UnixMicro(us), nil
 }
 
+func parseNanos(v string) (time.Time, error) {
+	ns, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ns < 0 {
+		return time.Time{}, fmt.Errorf("not a time in ns")
+	}
+	if ns == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, ns), nil
+}
+
 func micros(t time.Time) string {
-	if t.IsZero() {
+	if t.IsZero() || t.Before(time.Unix(0, 0)) {
 		return "0"
 	}
 	return strconv.FormatInt(t.UnixMicro(), 10)
 }
 
+func nanosOf(t time.Time) string {
+	if t.IsZero() || t.Before(time.Unix(0, 0)) || t.Year() > 2200 { // UnixNano's range
+		return "0"
+	}
+	return strconv.FormatInt(t.UnixNano(), 10)
+}
+
+// fields are the hash's fields and values for s, as the scripts keep them.
+func fields(s State) []any {
+	date := s.Date
+	if _, err := time.Parse(time.DateOnly, date); err != nil {
+		date = ""
+	}
+	return []any{
+		"tmin", formatFloat(s.TokensWithinMin), "rmin", formatFloat(s.RequestsWithinMin),
+		"tday", max(s.TokensWithinDay, 0), "cday", pico(s.CostWithinDay),
+		"mreach", formatFlag(s.MinuteTokenLimitReached), "dreach", formatFlag(s.DayTokenLimitReached),
+		"updated", micros(s.Updated), "paused", micros(s.PausedUntil),
+		"day_ends", micros(s.DayEndsAt), "date", date,
+		"rpaced", micros(s.RequestsPacedUntil), "rnext", nanosOf(s.RequestsNextAt),
+		"tpaced", micros(s.TokensPacedUntil), "tnext", nanosOf(s.TokensNextAt),
+		"lrpm", max(s.Stored.RPM, 0), "ltpm", max(s.Stored.TPM, 0), "ltpd", max(s.Stored.TPD, 0),
+		"lcost", pico(s.Stored.DailyCost),
+	}
+}
+
 // Update implements Store as an optimistic transaction: it reads the
 // state, calls fn, and writes what fn left, with fn's ledger entries, only
-// if nobody wrote in between; else it reads again and calls fn again. The
-// Gate does not use it (its operations run as scripts, on the server's
-// clock); it serves other changes to the state. A new Date sets the day to
-// end at that date's next midnight in the zone of the day it replaces.
+// if nobody wrote in between; else it reads again and calls fn again. It
+// writes nothing when fn changed nothing and returned no entries. The
+// Gate's operations do not use it (they run as scripts, on the server's
+// clock) except Load; it serves the stored limits (SetStoredLimits,
+// ClearStoredLimits) and other changes to the state. Times are written to
+// the µs (the pace's next slots to the ns).
 func (r *RedisStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, error)) error {
 	for {
 		old, hs, err := r.load(ctx)
@@ -315,28 +490,18 @@ func (r *RedisStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry,
 		if err != nil {
 			return err
 		}
-		dayEnds := hs.dayEnds
-		if s.Date != old.Date {
-			dayEnds = 0
-			zone := time.FixedZone("", int(hs.dayOff))
-			if d, err := time.ParseInLocation(time.DateOnly, s.Date, zone); err == nil {
-				dayEnds = d.AddDate(0, 0, 1).UnixMicro()
-			}
+		if len(entries) == 0 && reflect.DeepEqual(s, old) {
+			return nil
 		}
-		pairs := []any{
-			"tmin", formatFloat(s.TokensWithinMin), "rmin", formatFloat(s.RequestsWithinMin),
-			"tday", max(s.TokensWithinDay, 0), "cday", pico(s.CostWithinDay),
-			"mreach", formatFlag(s.MinuteTokenLimitReached), "dreach", formatFlag(s.DayTokenLimitReached),
-			"updated", micros(s.Updated), "paused", micros(s.PausedUntil),
-			"day_ends", dayEnds, "day_off", hs.dayOff,
-		}
+		pairs := fields(s)
 		kept := map[string]bool{}
 		for _, e := range s.extra {
 			pairs = append(pairs, extraPrefix+e[0], e[1])
 			kept[e[0]] = true
 		}
 		args := append([]any{hs.ver, LedgerKeep.Milliseconds(), len(pairs) / 2}, pairs...)
-		var gone []any
+		// day_off was the first version's zone of the day; date says it now.
+		gone := []any{"day_off"}
 		for _, e := range old.extra {
 			if !kept[e[0]] {
 				gone = append(gone, extraPrefix+e[0])

@@ -291,34 +291,3 @@ func BenchmarkRedisReserveSettle(b *testing.B) {
 		})
 	}
 }
-
-// Redis's own Lua (not miniredis's) keeps dollars exact beyond 2^53
-// picodollars and decides the day's limits as the Go code does.
-func TestRedisDayParityReal(t *testing.T) {
-	srv := redistest.Start(t)
-	r := openReal(t, srv.URL(""))
-	l := Limits{TPD: 1 << 40, DailyCost: 20000 * Dollar}
-	mem := new(MemStore)
-	goGate, luaGate := NewGate(mem, l), NewGate(r, l)
-	ctx := context.Background()
-	for i, s := range []step{
-		{reserve: []Estimate{{Tokens: 1, Cost: 12000*Dollar + 1}}},
-		{reserve: []Estimate{{Tokens: 1, Cost: 8000*Dollar - 1}, {Tokens: 1, Cost: 1}}},
-		{reserve: []Estimate{{Tokens: 1, Cost: 1}}},
-		{settle: []Settlement{{Est: Estimate{Tokens: 1, Cost: 12000*Dollar + 1}, Sent: true, Tokens: 1, Cost: 3}}},
-		{reserve: []Estimate{{Tokens: 1, Cost: 12000*Dollar - 3}, {Tokens: 1, Cost: 1}}},
-	} {
-		now := noon()
-		want, got := run(ctx, goGate, now, s), run(ctx, luaGate, now, s)
-		if got.N != want.N || got.Why != want.Why || got.Err != want.Err {
-			t.Fatalf("step %d: Lua = %+v, want %+v as the Go code", i, got, want)
-		}
-		st, err := r.Load(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ws := mem.State(); st.CostWithinDay != ws.CostWithinDay || st.TokensWithinDay != ws.TokensWithinDay {
-			t.Fatalf("step %d: day = %d tokens, $%s; want %d tokens, $%s as the Go code", i, st.TokensWithinDay, st.CostWithinDay, ws.TokensWithinDay, ws.CostWithinDay)
-		}
-	}
-}

@@ -169,7 +169,7 @@ func (rep Report) WriteTable(w io.Writer, st *State) error {
 		return nil
 	}
 	yes := map[bool]string{true: "yes", false: "no"}
-	_, err := fmt.Fprintf(w, "\nlimits (usage.md): date %s; minute bucket: %.0f tokens, %.1f requests; day: %d tokens, $%s; minute token limit reached: %s; day token limit reached: %s\n",
+	_, err := fmt.Fprintf(w, "\nshared state: date %s; minute bucket: %.0f tokens, %.1f requests; day: %d tokens, $%s; minute token limit reached: %s; day token limit reached: %s\n",
 		st.Date, st.TokensWithinMin, st.RequestsWithinMin, st.TokensWithinDay, st.CostWithinDay, yes[st.MinuteTokenLimitReached], yes[st.DayTokenLimitReached])
 	if err == nil && !st.PausedUntil.IsZero() {
 		_, err = fmt.Fprintf(w, "paused after a 429 until %s\n", st.PausedUntil.Format(time.RFC3339))

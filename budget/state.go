@@ -28,7 +28,8 @@ type State struct {
 	TokensNextAt            time.Time // when paced, the earliest the next tokens may go
 	Stored                  Limits    // limits stored with the budget: ceilings for every run (see Limits.Ceil)
 
-	extra [][2]string // keys this version does not know, kept in order
+	extra    [][2]string // keys this version does not know, kept in order
+	comments []string    // comment lines someone added, kept in order (not the header's)
 }
 
 // The keys of usage.md. The first six are the original file's and keep
@@ -65,6 +66,15 @@ const header = `# gptbatch usage file: the limits' counters shared by every gptb
 # gptbatch runs. The ledger of every call is the .ledger.jsonl beside it.
 `
 
+// headerLines are the lines of header, which Format writes itself.
+var headerLines = func() map[string]bool {
+	m := map[string]bool{}
+	for _, l := range strings.Split(header, "\n") {
+		m[strings.TrimSpace(l)] = true
+	}
+	return m
+}()
+
 // DayUsed is what the day counters hold at now: the tokens and dollars
 // used today, or nothing once the day has ended. A file without
 // day_ends_at counts as today's when its Date is now's date.
@@ -84,8 +94,9 @@ func (s State) DayUsed(now time.Time) (tokens int64, cost Cost) {
 const maxLevel = 1e15
 
 // ParseState reads usage.md. Comments (#) and blank lines are allowed;
-// every other line is "key = value". Unknown keys are kept, in order, for
-// Format to write back. An error names the line and what is wrong with
+// every other line is "key = value". Unknown keys and comments (other
+// than the header Format writes) are kept, in order, for Format to write
+// back. An error names the line and what is wrong with
 // it.
 func ParseState(b []byte) (State, error) {
 	var s State
@@ -93,7 +104,13 @@ func ParseState(b []byte) (State, error) {
 	for i, raw := range bytes.Split(b, []byte("\n")) {
 		n := i + 1
 		line := strings.TrimSpace(string(raw))
-		if line == "" || strings.HasPrefix(line, "#") {
+		if line == "" {
+			continue
+		}
+		if strings.HasPrefix(line, "#") {
+			if !headerLines[line] {
+				s.comments = append(s.comments, line)
+			}
 			continue
 		}
 		k, v, ok := strings.Cut(line, "=")
@@ -212,7 +229,7 @@ func parseTime(v string) (time.Time, error) {
 }
 
 // Format writes s as usage.md: a header comment saying what the file is,
-// the keys in a fixed order (bucket levels with 3 decimals), then the keys
+// the comments ParseState kept, the keys in a fixed order (bucket levels with 3 decimals), then the keys
 // this version does not know. ParseState reads it back as s, bucket levels
 // rounded to 3 decimals. Values ParseState would refuse (negative
 // counters, a level beyond any limit) are written as the nearest it
@@ -220,6 +237,9 @@ func parseTime(v string) (time.Time, error) {
 func (s State) Format() []byte {
 	var b bytes.Buffer
 	b.WriteString(header)
+	for _, c := range s.comments {
+		b.WriteString(c + "\n")
+	}
 	kv := func(k, v string) { b.WriteString(k + " = " + v + "\n") }
 	date := s.Date
 	if _, err := time.Parse(time.DateOnly, date); err != nil {

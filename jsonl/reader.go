@@ -650,6 +650,10 @@ func size(n int) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
+// ErrNoPromptColumn is the error of a CSV batch whose header names no
+// "prompt" column: the input as a whole is unusable.
+var ErrNoPromptColumn = errors.New(`csv header has no "prompt" column`)
+
 // nextCSV reads one CSV record: the header first, then prompts.
 func (r *Reader) nextCSV() (*Request, error) {
 	if r.header == nil {
@@ -671,7 +675,7 @@ func (r *Reader) nextCSV() (*Request, error) {
 			}
 		}
 		if r.promptCol < 0 {
-			return nil, errors.New(`csv header has no "prompt" column`)
+			return nil, fmt.Errorf("%w; the columns are %q", ErrNoPromptColumn, r.header)
 		}
 	}
 	for {

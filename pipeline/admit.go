@@ -127,8 +127,14 @@ func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, erro
 		}
 		now := r.cfg.Clock.Now()
 		n, wait, why, err := r.cfg.Gate.Reserve(ctx, now, ests)
-		if err != nil {
+		var tooLarge *budget.TooLargeError
+		switch {
+		case err == nil:
+		case ctx.Err() != nil || errors.As(err, &tooLarge):
 			return 0, &Error{Code: ExitConfig, Err: err}
+		default:
+			r.storeLost(err)
+			return 0, errStopped
 		}
 		if n > 0 {
 			return n, nil

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 	"github.com/sashabaranov/go-openai"
 )
@@ -30,6 +31,7 @@ type failure struct {
 	msg     string
 	verdict verdict
 	after   time.Duration // how long the server asked us to wait, 0 if it did not say
+	limit   budget.Reason // for a 429: the per-minute limit the server said was used up, if it said
 	// noCapacity marks a flex request's 429 resource_unavailable: retried
 	// with back-off, but no sign that a rate limit is reached.
 	noCapacity bool
@@ -76,6 +78,7 @@ func classify(a attempt, key string, now time.Time) failure {
 	switch s := f.status; {
 	case s == http.StatusTooManyRequests:
 		f.typ, f.verdict = jsonl.ErrRateLimit, retry
+		f.limit = refusedLimit(apiErr, a.reply.header)
 	case s >= 500:
 		f.typ, f.verdict = jsonl.ErrServer, retry
 	case s == http.StatusRequestTimeout || s == http.StatusConflict:
@@ -92,10 +95,22 @@ func classify(a attempt, key string, now time.Time) failure {
 // them ("Incorrect API key provided: sk-ab***yz").
 var keyPattern = regexp.MustCompile(`\b(sk|sess|rk)-[A-Za-z0-9_*\-.]{3,}`)
 
-// redact removes the key, and anything shaped like one, from the message.
+// maskedPattern matches a masked key as APIs quote one: some of its first
+// characters, stars, some of its last ("gsk_a*****yz").
+var maskedPattern = regexp.MustCompile(`[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*`)
+
+// redact removes the key, whole or masked whatever its prefix, and anything
+// shaped like a key, from the message.
 func (f failure) redact(key string) failure {
 	if key != "" {
 		f.msg = strings.ReplaceAll(f.msg, key, "[redacted]")
+		f.msg = maskedPattern.ReplaceAllStringFunc(f.msg, func(m string) string {
+			head, tail := m[:strings.IndexByte(m, '*')], m[strings.LastIndexByte(m, '*')+1:]
+			if head+tail != "" && len(head)+len(tail) < len(key) && strings.HasPrefix(key, head) && strings.HasSuffix(key, tail) {
+				return "[redacted]"
+			}
+			return m
+		})
 	}
 	f.msg = keyPattern.ReplaceAllString(f.msg, "[redacted]")
 	return f
@@ -133,20 +148,49 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 	return d
 }
 
+// refusedLimit is the per-minute limit a 429 names: the error's type
+// ("requests" or "tokens", as the API sends it), else its message ("... on
+// requests per min (RPM)"), else the x-ratelimit header whose remaining
+// count is zero. "" when none says.
+func refusedLimit(apiErr *openai.APIError, h http.Header) budget.Reason {
+	var typ, msg string
+	if apiErr != nil {
+		typ, msg = apiErr.Type, apiErr.Message
+	}
+	switch {
+	case typ == "requests" || strings.Contains(msg, "on requests per min"):
+		return budget.MinuteRequests
+	case typ == "tokens" || strings.Contains(msg, "on tokens per min"):
+		return budget.MinuteTokens
+	case h != nil && h.Get("x-ratelimit-remaining-requests") == "0":
+		return budget.MinuteRequests
+	case h != nil && h.Get("x-ratelimit-remaining-tokens") == "0":
+		return budget.MinuteTokens
+	}
+	return ""
+}
+
 // Back-off bounds for retries the server gave no time for.
 const (
 	backoffBase = 500 * time.Millisecond
 	backoffMax  = 30 * time.Second
 )
 
-// backoff is how long to wait before retry number n (1-based): exponential
-// with full jitter, never shorter than what the server asked for. jitter
-// is a random duration in [0, n).
-func backoff(n int, after time.Duration, jitter func(time.Duration) time.Duration) time.Duration {
+// backoff is how long to wait before the next retry of a line whose last
+// wait was prev (0 before its first retry): decorrelated jitter, a random
+// wait between the floor and three times the last one, capped at
+// backoffMax. The floor is what the server asked for, else backoffBase.
+// Lines refused together therefore come back spread out and drift further
+// apart with each refusal, instead of returning in step. jitter is a
+// random duration in [0, n).
+func backoff(prev, after time.Duration, jitter func(time.Duration) time.Duration) time.Duration {
+	lo := backoffBase
 	if after > 0 {
-		// Spread the workers that all got the same reset time a little.
-		return after + jitter(min(after/4, time.Second)+time.Millisecond)
+		lo = after
 	}
-	d := backoffBase << min(n-1, 16)
-	return jitter(min(d, backoffMax))
+	hi := min(3*max(prev, lo), max(backoffMax, lo))
+	if hi <= lo {
+		return lo
+	}
+	return lo + jitter(hi-lo)
 }

@@ -12,6 +12,7 @@ import (
 
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -67,5 +68,61 @@ func TestClassify(t *testing.T) {
 				t.Errorf("classify(%v).msg = %q: quotes the key", tt.a.err, f.msg)
 			}
 		})
+	}
+}
+
+// A 429 names the limit it refused for in its type, its message or its
+// headers; pacing needs to know which.
+func TestRefusedLimit(t *testing.T) {
+	h := func(kv ...string) http.Header {
+		h := http.Header{}
+		for i := 0; i < len(kv); i += 2 {
+			h.Set(kv[i], kv[i+1])
+		}
+		return h
+	}
+	tests := []struct {
+		name string
+		err  *openai.APIError
+		h    http.Header
+		want budget.Reason
+	}{
+		{"type requests", &openai.APIError{Type: "requests"}, nil, budget.MinuteRequests},
+		{"type tokens", &openai.APIError{Type: "tokens"}, nil, budget.MinuteTokens},
+		{"message", &openai.APIError{Message: "Rate limit reached for gpt-4o-mini in organization org-x on tokens per min (TPM): Limit 30000"}, nil, budget.MinuteTokens},
+		{"headers", &openai.APIError{}, h("x-ratelimit-remaining-requests", "0", "x-ratelimit-remaining-tokens", "12"), budget.MinuteRequests},
+		{"token headers", nil, h("x-ratelimit-remaining-requests", "3", "x-ratelimit-remaining-tokens", "0"), budget.MinuteTokens},
+		{"unsaid", &openai.APIError{Message: "slow down"}, h("x-ratelimit-remaining-requests", "3"), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := refusedLimit(tt.err, tt.h); got != tt.want {
+				t.Errorf("refusedLimit = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// Back-off is decorrelated jitter: between the floor (the server's time,
+// else 500 ms) and three times the last wait, capped at 30 s unless the
+// server asks for more.
+func TestBackoff(t *testing.T) {
+	top := func(n time.Duration) time.Duration { return n } // the range's top
+	tests := []struct {
+		prev, after, want time.Duration
+	}{
+		{0, 0, 1500 * time.Millisecond},
+		{1500 * time.Millisecond, 0, 4500 * time.Millisecond},
+		{20 * time.Second, 0, 30 * time.Second},
+		{0, 100 * time.Millisecond, 300 * time.Millisecond},
+		{0, 45 * time.Second, 45 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := backoff(tt.prev, tt.after, top); got != tt.want {
+			t.Errorf("backoff(%v, %v) at the top of its range = %v, want %v", tt.prev, tt.after, got, tt.want)
+		}
+	}
+	if got := backoff(0, 100*time.Millisecond, func(time.Duration) time.Duration { return 0 }); got != 100*time.Millisecond {
+		t.Errorf("backoff(0, 100ms) at the bottom of its range = %v, want the server's 100ms", got)
 	}
 }

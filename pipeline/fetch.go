@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -70,11 +71,15 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 		return it.result
 	}
 	var last failure
+	var wait time.Duration // the last back-off, for the next one's jitter
 	for n := 1; ; n++ {
 		if n > 1 {
 			if _, err := r.reserve(ctx, []budget.Estimate{it.est}); err != nil {
 				return r.failed(it, last)
 			}
+			// Counted once it is sent again: a wait cut short by a signal
+			// or by a failure of the run is no retry.
+			r.stats.Retries.Add(1)
 		}
 		it.attempts = n
 		a := r.call(ctx, it)
@@ -101,15 +106,19 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 		if f.verdict != retry || n > r.cfg.Retries || r.stop.stopped() != nil {
 			return r.failed(it, f)
 		}
-		wait := backoff(n, f.after, r.cfg.Jitter)
+		wait = backoff(wait, f.after, r.cfg.Jitter)
 		if rateLimited {
-			// Every worker, in every process sharing the budget, waits.
-			now := r.cfg.Clock.Now()
-			if err := r.cfg.Gate.Sync(ctx, now, now.Add(wait), serverUsage(a.reply.header)); err != nil {
+			// Every worker, in every process sharing the budget, waits,
+			// and a server stricter than its minute limit is paced.
+			// The shared pause is the server's own time, not this
+			// line's jittered wait: the others need not wait for it.
+			if err := r.refused(ctx, f, a.reply.header, cmp.Or(f.after, backoffBase)); err != nil {
+				if ctx.Err() == nil {
+					r.storeLost(err)
+				}
 				return r.failed(it, f)
 			}
 		}
-		r.stats.Retries.Add(1)
 		r.cfg.Log.Debug("retry", "line", it.req.Line, "id", it.req.ID, "attempt", n, "error", f.typ, "status", f.status, "wait", wait.Round(time.Millisecond))
 		select {
 		case <-r.cfg.Clock.After(wait):

@@ -9,12 +9,14 @@ import (
 
 // hold keeps the batch back until its size is known to be within
 // --batch-tokens and --max-cost: until the end of input, or until a limit is
-// crossed, which refuses the whole batch before anything is sent. With both
-// limits off, and in a dry run, it streams. Memory is bounded by the limits
+// crossed, which refuses the whole batch before anything is sent. With
+// Confirm set it holds the whole batch and asks before sending any of it.
+// With both limits off and no question to ask, and in a dry run, it streams. Memory is bounded by the limits
 // themselves.
 func (r *runner) hold(ctx context.Context, in <-chan *item, out chan<- *item) error {
 	defer close(out)
-	stream := r.cfg.DryRun || (r.cfg.BatchTokens == 0 && r.cfg.MaxCost == 0)
+	ask := r.cfg.Confirm != nil && !r.cfg.DryRun
+	stream := r.cfg.DryRun || (r.cfg.BatchTokens == 0 && r.cfg.MaxCost == 0 && !ask)
 	var held []*item
 	for it := range in {
 		if it.result == nil {
@@ -33,6 +35,11 @@ func (r *runner) hold(ctx context.Context, in <-chan *item, out chan<- *item) er
 	}
 	if !stream {
 		r.stats.Total.Store(int64(len(held)))
+	}
+	if ask {
+		if err := r.cfg.Confirm(); err != nil {
+			return err
+		}
 	}
 	for _, it := range held {
 		if err := send(ctx, out, it); err != nil {

@@ -75,6 +75,15 @@ type Config struct {
 	// Jitter is a random duration in [0, n) for the retries' back-off;
 	// nil draws from math/rand/v2.
 	Jitter func(n time.Duration) time.Duration
+
+	// Confirm, if set, is asked once the whole batch is read and counted
+	// (Stats holds its size), before anything is sent; an error from it
+	// ends the run with that error and nothing sent. Not asked in a dry run.
+	Confirm func() error
+	// Settled, if set, is called after each batch of settlements has
+	// reached the gate, on the settling goroutine: Gate.Seen then holds
+	// the day's use.
+	Settled func()
 }
 
 // OnLimit is what to do when a limit holds a request back.
@@ -120,7 +129,7 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	if !r.cfg.DryRun {
 		r.client = newClient(r.cfg.BaseURL, r.cfg.Key, r.cfg.Parallel)
 	}
-	r.countFirst = r.cfg.DryRun || r.cfg.BatchTokens > 0 || r.cfg.MaxCost > 0 || r.cfg.Gate.Limits().TPM > 0
+	r.countFirst = r.cfg.DryRun || r.cfg.BatchTokens > 0 || r.cfg.MaxCost > 0 || r.cfg.Gate.Limits().TPM > 0 || r.cfg.Confirm != nil
 	return r
 }
 

@@ -12,9 +12,20 @@ import (
 	"github.com/gptbatch/gptbatch/budget"
 )
 
-// ShowProgress draws s on w, a terminal, every interval until the returned
-// stop is called, which clears the line. It draws no colour.
-func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
+// Progress is a progress line drawn on a terminal, kept apart from what
+// else is written to that terminal: see Above.
+type Progress struct {
+	mu      sync.Mutex // held while the line is drawn and while Above writes
+	w       io.Writer  // the terminal
+	midLine bool       // a stream Above wraps has written part of a line: do not draw over it
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// ShowProgress draws s on w, a terminal, every interval until Stop, which
+// clears the line. It draws no colour.
+func ShowProgress(w io.Writer, s *Stats, interval time.Duration) *Progress {
+	p := &Progress{w: w, done: make(chan struct{})}
 	bar := progressbar.NewOptions64(-1,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetWidth(20),
@@ -25,14 +36,14 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
 		progressbar.OptionSetElapsedTime(false),
 		progressbar.OptionShowDescriptionAtLineEnd(),
 		progressbar.OptionClearOnFinish(),
-		progressbar.OptionSetRenderBlankState(true),
+		// No spinner ticking on its own: the library's goroutine would
+		// draw without the lock, over a result being written.
+		progressbar.OptionSetSpinnerChangeInterval(0),
 	)
 	start := time.Now()
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
+	p.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer p.wg.Done()
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		max := int64(-1)
@@ -42,6 +53,13 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
 		}
 		var recent []sample // the last 10 s of progress, for the ETA
 		draw := func() {
+			// Every write to the terminal, the library's included, is
+			// made holding the lock, and none while a line is cut.
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.midLine {
+				return
+			}
 			now, done := time.Now(), s.Written.Load()
 			recent = append(recent, sample{now, done})
 			for len(recent) > 2 && now.Sub(recent[0].at) > 10*time.Second {
@@ -64,19 +82,53 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) (stop func()) {
 			draw()
 			select {
 			case <-t.C:
-			case <-done:
+			case <-p.done:
 				// The last state stays up until the summary replaces it.
 				draw()
-				_ = bar.RenderBlank()
-				_ = bar.Clear()
+				p.mu.Lock()
+				if !p.midLine {
+					_ = bar.RenderBlank()
+					_ = bar.Clear()
+				}
+				p.mu.Unlock()
 				return
 			}
 		}
 	}()
-	return func() {
-		close(done)
-		wg.Wait()
+	return p
+}
+
+// Stop stops drawing and clears the line.
+func (p *Progress) Stop() {
+	close(p.done)
+	p.wg.Wait()
+}
+
+// clearLine is carriage return and ANSI "erase to the end of the line".
+const clearLine = "\r\x1b[K"
+
+// Above wraps out, a stream written to the progress line's terminal (stdout
+// and stderr sharing one, or messages on stderr), so that its lines never
+// end up on the progress line: each write first clears that line, and the
+// line is drawn again only once out has ended its last line.
+func (p *Progress) Above(out io.Writer) io.Writer { return &above{p: p, out: out} }
+
+type above struct {
+	p   *Progress
+	out io.Writer
+}
+
+func (a *above) Write(b []byte) (int, error) {
+	a.p.mu.Lock()
+	defer a.p.mu.Unlock()
+	if !a.p.midLine {
+		_, _ = io.WriteString(a.p.w, clearLine)
 	}
+	n, err := a.out.Write(b)
+	if n > 0 {
+		a.p.midLine = b[n-1] != '\n'
+	}
+	return n, err
 }
 
 // progressLine is the text beside the bar: outcomes, tokens, dollars, pace
@@ -133,10 +185,18 @@ func Summary(s *Stats, elapsed time.Duration) string {
 // and which limits it would run into, given what used (the usage file
 // now) has already spent today.
 func DrySummary(s *Stats, cfg Config, used budget.State, now time.Time) string {
+	return "dry run: " + BatchEstimate(s, cfg, used, now, s.Written.Load(), s.Failed.Load())
+}
+
+// BatchEstimate says what a counted batch of lines will use, skipped of
+// them not to be sent (invalid, or over a limit on their own): tokens,
+// the cost from prompts alone to every output cap used, and which limits
+// it would run into, given what used (the shared state now) has already
+// spent today.
+func BatchEstimate(s *Stats, cfg Config, used budget.State, now time.Time, lines, skipped int64) string {
 	var b strings.Builder
-	lines, skipped := s.Written.Load(), s.Failed.Load()
 	prompt, out := s.EstPromptTokens.Load(), s.EstOutputTokens.Load()
-	fmt.Fprintf(&b, "dry run: %d lines", lines)
+	fmt.Fprintf(&b, "%d lines", lines)
 	if skipped > 0 {
 		fmt.Fprintf(&b, " (%d would not be sent)", skipped)
 	}
@@ -144,6 +204,14 @@ func DrySummary(s *Stats, cfg Config, used budget.State, now time.Time) string {
 		prompt, out, budget.Cost(s.EstCostMin.Load()), budget.Cost(s.EstCostMax.Load()))
 	var hits []string
 	l := cfg.Gate.Limits()
+	src := budget.Source(cfg.Gate.Own(), cfg.Gate.Seen().Stored)
+	// name is a limit as the user set it: a flag, or stored with the budget.
+	name := func(key string, v any) string {
+		if src[key] == "stored" {
+			return fmt.Sprintf("%s %v (stored)", key, v)
+		}
+		return fmt.Sprintf("--%s %v", key, v)
+	}
 	sent := lines - skipped
 	if cfg.BatchTokens > 0 && prompt > cfg.BatchTokens {
 		hits = append(hits, fmt.Sprintf("--batch-tokens %d: refused, nothing would be sent", cfg.BatchTokens))
@@ -154,16 +222,12 @@ func DrySummary(s *Stats, cfg Config, used budget.State, now time.Time) string {
 	if skipped > 0 {
 		hits = append(hits, fmt.Sprintf("%d lines are invalid or exceed a limit on their own", skipped))
 	}
-	today := used.Date == now.Format(time.DateOnly)
-	dayTokens, dayCost := int64(0), budget.Cost(0)
-	if today {
-		dayTokens, dayCost = used.TokensWithinDay, used.CostWithinDay
-	}
+	dayTokens, dayCost := used.DayUsed(now)
 	if l.TPD > 0 && dayTokens+prompt+out > l.TPD {
-		hits = append(hits, fmt.Sprintf("--tpd %d: %d already used today, the batch may need %d", l.TPD, dayTokens, prompt+out))
+		hits = append(hits, fmt.Sprintf("%s: %d already used today, the batch may need %d", name("tpd", l.TPD), dayTokens, prompt+out))
 	}
 	if c := budget.Cost(s.EstCostMax.Load()); l.DailyCost > 0 && dayCost+c > l.DailyCost {
-		hits = append(hits, fmt.Sprintf("--daily-cost %s: $%s already spent today, the batch may cost $%s", l.DailyCost, dayCost, c))
+		hits = append(hits, fmt.Sprintf("%s: $%s already spent today, the batch may cost $%s", name("daily-cost", l.DailyCost), dayCost, c))
 	}
 	var pace time.Duration
 	if l.RPM > 0 && sent > l.RPM {
@@ -173,7 +237,7 @@ func DrySummary(s *Stats, cfg Config, used budget.State, now time.Time) string {
 		pace = max(pace, time.Duration(float64(prompt+out-l.TPM)/float64(l.TPM)*float64(time.Minute)))
 	}
 	if pace > 0 {
-		hits = append(hits, fmt.Sprintf("--rpm %d / --tpm %d: at least %s of waiting", l.RPM, l.TPM, pace.Round(time.Second)))
+		hits = append(hits, fmt.Sprintf("%s / %s: at least %s of waiting", name("rpm", l.RPM), name("tpm", l.TPM), pace.Round(time.Second)))
 	}
 	if len(hits) == 0 {
 		b.WriteString("; within every limit")

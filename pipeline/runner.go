@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -20,8 +21,9 @@ type runner struct {
 	stop   *stopState
 
 	warnedPrice atomic.Bool
-	reserveMu   sync.Mutex // one reservation at a time: admission's, or a retry's
-	limitsMu    sync.Mutex // orders changes to the gate's limits
+	reserveMu   sync.Mutex     // one reservation at a time: admission's, or a retry's
+	limitsMu    sync.Mutex     // orders changes to the gate's limits
+	pacingSaid  [2]atomic.Bool // "paced per second" said, for requests and tokens
 	// countFirst says every estimate must be the exact count before
 	// anything is sent: a dry run, the batch limits and the minute token
 	// bucket (which keeps what it is charged) need it. Otherwise the first
@@ -59,6 +61,18 @@ func (s *stopState) stopped() *stopped {
 
 // halt stops sending for why, unless the run has stopped already.
 func (s *stopState) halt(why *stopped) { s.why.CompareAndSwap(nil, why) }
+
+// storeLost stops the run when the shared budget store fails mid-run (a
+// usage file that cannot be written, a Redis gone): it fails closed, as a
+// limit with --on-limit fail would, never falling back to a budget of its
+// own. The requests in flight finish and every line read gets a result.
+func (r *runner) storeLost(err error) {
+	r.stop.halt(&stopped{
+		typ: jsonl.ErrBudget,
+		msg: "not sent: the shared budget store is gone",
+		err: &Error{Code: ExitFailed, Err: fmt.Errorf("the shared budget store is gone, so gptbatch stopped sending; every line read has its result and --resume finishes the rest: %w", err)},
+	})
+}
 
 // result is the result of a line not sent because the run stopped.
 func (w *stopped) result(req *jsonl.Request) *jsonl.Result {

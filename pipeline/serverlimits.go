@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -51,6 +52,35 @@ func (r *runner) observe(ctx context.Context, h http.Header) {
 			r.cfg.Log.Debug("server limit used up", "pause", pause)
 		}
 	}
+}
+
+// refused tells the gate of a 429 after which every process sharing the
+// budget pauses for pause, and when the gate finds the server stricter
+// than its minute limit it paces that limit per second, which is said
+// once.
+func (r *runner) refused(ctx context.Context, f failure, h http.Header, pause time.Duration) error {
+	now := r.cfg.Clock.Now()
+	newly, err := r.cfg.Gate.Refused(ctx, now, budget.Refusal{Limit: f.limit, Used: serverUsage(h), Until: now.Add(pause)})
+	if err != nil || newly == "" {
+		return err
+	}
+	lim := r.cfg.Gate.Limits()
+	kind, perMin, said := "request", lim.RPM, &r.pacingSaid[0]
+	if newly == budget.PacedTokens {
+		kind, perMin, said = "token", lim.TPM, &r.pacingSaid[1]
+	}
+	if said.CompareAndSwap(false, true) {
+		r.cfg.Log.Warn(fmt.Sprintf("the server enforces its %s limit per second: pacing at %s a second", kind, paceFigure(budget.PaceRate(perMin))))
+	}
+	return nil
+}
+
+// paceFigure writes a rate with one decimal below 100 a second.
+func paceFigure(rate float64) string {
+	if rate < 100 {
+		return strconv.FormatFloat(rate, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(rate, 'f', 0, 64)
 }
 
 // serverUsage is what the headers say is used of the server's limits.

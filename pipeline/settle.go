@@ -11,13 +11,26 @@ import (
 
 // settle applies the settlements of the calls to the gate, as many at a
 // time as have queued, so that the shared file is written once per batch,
-// not once per call.
+// not once per call. Once the store has failed, it stops the run (see
+// storeLost) and drains the rest, so that the calls in flight still end
+// with their results.
 func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error {
 	batch := make([]budget.Settlement, 0, max(cap(in), 1))
+	lost := false
 	for s := range in {
 		batch = drainReady(in, append(batch[:0], s), cap(batch))
+		if lost {
+			continue
+		}
 		if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), batch); err != nil {
-			return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+			if ctx.Err() != nil {
+				return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+			}
+			r.storeLost(err)
+			lost = true
+		}
+		if r.cfg.Settled != nil {
+			r.cfg.Settled()
 		}
 	}
 	return nil

@@ -183,7 +183,8 @@ func TestHold(t *testing.T) {
 	}
 }
 
-// The retry loop backs off on the clock, exponentially, then gives up with
+// The retry loop backs off on the clock with decorrelated jitter (each wait
+// drawn between the floor and three times the last), then gives up with
 // the last error; every attempt is settled.
 func TestRetryLoop(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{})
@@ -191,7 +192,7 @@ func TestRetryLoop(t *testing.T) {
 	var asked []time.Duration
 	r, clk, _ := testRunner(t, Config{
 		BaseURL: srv.URL(), Key: "sk-test", Retries: 3, Gate: gate(budget.Limits{RPM: 600}),
-		Jitter: func(n time.Duration) time.Duration { asked = append(asked, n); return n - 1 },
+		Jitter: func(n time.Duration) time.Duration { asked = append(asked, n); return n / 2 },
 	})
 	req, err := jsonl.NewReader(strings.NewReader(`"fail __status_500__"`+"\n"), jsonl.Options{}).Next()
 	if err != nil {
@@ -206,12 +207,14 @@ func TestRetryLoop(t *testing.T) {
 	if res.Error == nil || res.Error.Type != jsonl.ErrServer || res.Attempts != 4 {
 		t.Fatalf("sendLine = %+v (attempts %d), want a server error after 4 attempts", res.Error, res.Attempts)
 	}
-	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second}
+	// Waits 1s, 1.75s, 2.875s: each the 500ms floor plus half of the
+	// range up to three times the last wait.
+	want := []time.Duration{time.Second, 2500 * time.Millisecond, 4750 * time.Millisecond}
 	if fmt.Sprint(asked) != fmt.Sprint(want) {
 		t.Errorf("back-off drew jitter in %v, want %v", asked, want)
 	}
-	if waited := clk.Now().Sub(start); waited != 3500*time.Millisecond-3 {
-		t.Errorf("retries took %v of the clock, want 3.5s less the jitter", waited)
+	if waited := clk.Now().Sub(start); waited != 5625*time.Millisecond {
+		t.Errorf("retries took %v of the clock, want 5.625s", waited)
 	}
 	if n := len(settle); n != 4 || srv.Stats().Requests != 4 {
 		t.Errorf("%d settlements, %d requests; want 4 of each", n, srv.Stats().Requests)
@@ -255,5 +258,42 @@ func TestNilGate(t *testing.T) {
 	err := Run(context.Background(), strings.NewReader("\"hello\"\n\"world\"\n"), &out, Config{Model: "gpt-4o-mini", DryRun: true})
 	if err != nil || strings.Count(out.String(), "\n") != 2 {
 		t.Errorf("Run(dry run, nil Gate) = %v, output %q; want 2 estimates", err, out.String())
+	}
+}
+
+// A 429 the minute bucket does not explain switches the run to per-second
+// pacing, said once on stderr; the retries it pauses then leave one paced
+// slot apart, not together when the pause ends.
+func TestRefusedPacesAndSaysOnce(t *testing.T) {
+	g := gate(budget.Limits{RPM: 600})
+	r, clk, logs := testRunner(t, Config{Gate: g})
+	ctx := context.Background()
+	f := failure{status: 429, limit: budget.MinuteRequests}
+	for range 3 {
+		if err := r.refused(ctx, f, nil, time.Second); err != nil {
+			t.Fatalf("refused = %v", err)
+		}
+	}
+	const said = "the server enforces its request limit per second: pacing at 9.8 a second"
+	if n := strings.Count(logs.String(), said); n != 1 {
+		t.Errorf("log says %q %d times, want once; log:\n%s", said, n, logs)
+	}
+	// Ten workers ask at the end of the pause: they leave a paced slot
+	// apart.
+	end := clk.Now().Add(time.Second)
+	var at []time.Time
+	for now := end; len(at) < 10; {
+		n, wait, _, err := g.Reserve(ctx, now, []budget.Estimate{{Tokens: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			at = append(at, now)
+			continue
+		}
+		now = now.Add(wait)
+	}
+	if span := at[9].Sub(at[0]); span < 900*time.Millisecond {
+		t.Errorf("10 retries after the pause left within %v, want them spread over about a second", span)
 	}
 }

@@ -1,58 +1,67 @@
--- reserve.lua: gate.go's Reserve. ARGV: rpm tpm tpd daily_cost slack_ns
--- off, then tokens and cost of each estimate. Returns {n, wait_ns, why}.
-local rpm, tpm, tpd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local daily = cost(ARGV[4])
-local cost_on = cgt(daily, {0, 0})
-local slack, off = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- reserve.lua: gate.go's Reserve, or day.go's ReserveDay. ARGV from A:
+-- slack_ns, mode ('minute' or 'day'), then tokens and cost of each estimate.
+-- Returns {n, wait_ns, why, seen...} (see seen).
+local slack, day_only = tonumber(ARGV[A]), ARGV[A + 1] == 'day'
 local now = now_us()
 local s = load()
-if s.paused > now then
-  return {0, string.format('%.0f', (s.paused - now) * 1000), BACK_OFF}
-end
-local old_m, old_d = s.mreach, s.dreach
-advance(s, rpm, tpm, now, off)
+local l = limits(s)
+-- What a caller saw had the state not changed: the Go code reads it so.
+local raw = seen(s)
+local first = A + 2
 
--- room is gate.go's room.
-local function room(tok, c)
-  local wait, why, minute, day = 0, '', false, false
-  local function hold(w, r)
-    if w > wait then
-      wait, why = w, r
+local function reply(n, wait, why, sn)
+  return {n, string.format('%.0f', wait), why, unpack(sn)}
+end
+
+if day_only then
+  -- ReserveDay: the day limits only, and nothing on the minute buckets.
+  advance(s, l, now)
+  local dl = {rpm = 0, tpm = 0, tpd = l.tpd, cost = l.cost}
+  local n, wait, why = 0, 0, ''
+  for i = first, #ARGV, 2 do
+    local tok, c = tonumber(ARGV[i]), cost(ARGV[i + 1])
+    wait, why = room(s, dl, 0, tok, c, now)
+    if wait > 0 then
+      break
     end
+    s.tday = s.tday + tok
+    s.cday = cadd(s.cday, c)
+    n = n + 1
   end
-  if tpd > 0 and s.tday + tok > tpd then
-    day = true
-    hold((s.day_ends - now) * 1000, DAY_TOKENS)
+  save(s)
+  return reply(n, wait, why, seen(s))
+end
+
+local old_updated, old_m, old_d = s.updated, s.mreach, s.dreach
+advance(s, l, now)
+-- A clamped updated must be written: else every later script clamps it
+-- again and the buckets never drain.
+local clamped = s.updated ~= old_updated and old_updated > now
+if s.paused > now then
+  if clamped then
+    save(s)
+    raw = seen(s)
   end
-  if cost_on and cgt(cadd(s.cday, c), daily) then
-    hold((s.day_ends - now) * 1000, DAY_COST)
-  end
-  if tpm > 0 then
-    local w = bucket_wait(s.tmin, tok, tpm, slack)
-    minute = w > 0
-    hold(w, MINUTE_TOKENS)
-  end
-  if rpm > 0 then
-    hold(bucket_wait(s.rmin, 1, rpm, slack), MINUTE_REQUESTS)
-  end
-  return wait, why, minute, day
+  return reply(0, (s.paused - now) * 1000, BACK_OFF, raw)
 end
 
 local n, wait, why, minute, day = 0, 0, '', false, false
-for i = 7, #ARGV, 2 do
+for i = first, #ARGV, 2 do
   local tok, c = tonumber(ARGV[i]), cost(ARGV[i + 1])
-  wait, why, minute, day = room(tok, c)
+  wait, why, minute, day = room(s, l, slack, tok, c, now)
   if wait > 0 then
     break
   end
+  charge_pace(s, l, tok, now)
   s.rmin = s.rmin + 1
   s.tmin = s.tmin + tok
   s.tday = s.tday + tok
   s.cday = cadd(s.cday, c)
   n = n + 1
 end
-if n > 0 or minute ~= old_m or day ~= old_d then
-  s.mreach, s.dreach = minute, day
-  save(s)
+if n == 0 and not clamped and minute == old_m and day == old_d then
+  return reply(0, wait, why, raw)
 end
-return {n, string.format('%.0f', wait), why}
+s.mreach, s.dreach = minute, day
+save(s)
+return reply(n, wait, why, seen(s))

@@ -6,6 +6,7 @@
 //
 //	go run ./internal/loadtest              # every scenario
 //	go run ./internal/loadtest -run pace    # scenarios whose name contains "pace"
+//	go run ./internal/loadtest -run redis   # the budget shared through Redis
 package main
 
 import (
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/redistest"
 )
 
 func main() {
@@ -46,6 +48,10 @@ type scenario struct {
 	goals     []goal
 	dropOut   bool // discard stdout instead of keeping it
 	dry       bool // a dry run: count lines, not requests
+	// redis shares the budget through one redis-server (--store) instead
+	// of a usage file: each copy has a usage path of its own, as on hosts
+	// of their own.
+	redis bool
 	// note, if set, is a figure worked out from the measure, printed
 	// after it (an extrapolation, say).
 	note func(m measure) string
@@ -64,10 +70,14 @@ type measure struct {
 	startup   time.Duration // from start to the server's first request
 	requests  int
 	limited   int
+	lateLimit int   // 429s more than two seconds after the first request
 	peakRSS   int64 // bytes, the largest of the copies
 	cpu       time.Duration
 	results   int
 	exitCodes []int
+	// usageRequests is what `gptbatch usage --today --json --store` on
+	// another host reports (redis scenarios).
+	usageRequests int
 }
 
 func (m measure) cpuPerReq() time.Duration {
@@ -83,6 +93,10 @@ func scenarios() []scenario {
 	paceGoals := []goal{
 		{"utilisation >= 0.98 (time <= 1.02 x ideal)", func(m measure) bool { return m.wall <= m.ideal*102/100 }},
 		{"zero 429s", func(m measure) bool { return m.limited == 0 }},
+	}
+	perSecondGoals := []goal{
+		{"time <= 1.15 x the server's own pace", func(m measure) bool { return m.wall <= m.ideal*115/100 }},
+		{"at most 10 429s after the first 2 s", func(m measure) bool { return m.lateLimit <= 10 }},
 	}
 	return []scenario{
 		{
@@ -112,6 +126,41 @@ func scenarios() []scenario {
 			args:  []string{"--rpm", "600", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
 			ideal: func() time.Duration { return 20*time.Second + lat },
 			goals: paceGoals,
+		},
+		{
+			// The server enforces its minute limit as 10 a second (fixed
+			// one-second windows) and gptbatch is told 100 times too much:
+			// it has to learn both the limit and that it is per second.
+			name:   "pace-per-second-rpm: 200 requests, server rpm 600 enforced per second, gptbatch told --rpm 60000, 200 ms latency",
+			server: openaitest.Config{RPM: 600, Window: time.Second, Latency: lat},
+			procs:  1, lines: 200, prompt: "say %d",
+			args:  []string{"--rpm", "60000", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
+			ideal: func() time.Duration { return 20*time.Second - time.Second + lat },
+			goals: perSecondGoals,
+		},
+		{
+			// Likewise for tokens: 1000 a second, requests of about 60.
+			name:   "pace-per-second-tpm: 200 requests of ~60 tokens, server tpm 60000 enforced per second, gptbatch told --tpm 6000000, 200 ms latency",
+			server: openaitest.Config{TPM: 60000, Window: time.Second, Latency: lat},
+			procs:  1, lines: 200, prompt: "count to %d",
+			args: []string{"--rpm", "0", "--tpm", "6000000", "--max-tokens", "50", "--parallel", "64", "--batch-tokens", "0"},
+			idealToks: func(tokens int64) time.Duration {
+				return time.Duration(float64(tokens-1000)/1000*float64(time.Second)) + lat
+			},
+			goals: perSecondGoals,
+		},
+		{
+			name:   "pace-redis: 4 hosts x 200 requests, rpm 600 shared through one Redis (no shared file), 200 ms latency",
+			server: openaitest.Config{RPM: 600, Latency: lat},
+			procs:  4, lines: 200, prompt: "say %d",
+			args:  []string{"--rpm", "600", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
+			ideal: func() time.Duration { return 20*time.Second + lat },
+			redis: true,
+			goals: append([]goal{
+				{"time <= 1.2 x ideal", func(m measure) bool { return m.wall <= m.ideal*12/10 }},
+				{"800 results", func(m measure) bool { return m.results == 800 }},
+				{"usage --today --json --store on a fifth host reports 800 requests", func(m measure) bool { return m.usageRequests == 800 }},
+			}, paceGoals...),
 		},
 		{
 			// 10,000 lines one a request would take (10000-600)/10 s at
@@ -205,6 +254,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	failed := 0
+	for _, b := range benches() {
+		if !strings.Contains(b.name, *only) {
+			continue
+		}
+		fmt.Fprintf(stdout, "%s\n", b.name)
+		n, err := b.run(stdout)
+		if err != nil {
+			fmt.Fprintf(stdout, "  error: %v\n", err)
+			n++
+		}
+		failed += n
+	}
 	for _, sc := range scenarios() {
 		if !strings.Contains(sc.name, *only) {
 			continue
@@ -221,7 +282,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintf(stdout, "  time %.2fs\n", m.wall.Seconds())
 		}
-		fmt.Fprintf(stdout, "  requests %d, 429s %d, results %d, exit %v, first request after %.2fs\n", m.requests, m.limited, m.results, m.exitCodes, m.startup.Seconds())
+		fmt.Fprintf(stdout, "  requests %d, 429s %d (%d after the first 2 s), results %d, exit %v, first request after %.2fs\n", m.requests, m.limited, m.lateLimit, m.results, m.exitCodes, m.startup.Seconds())
 		fmt.Fprintf(stdout, "  peak RSS %.1f MB, CPU %.2fs = %d us/request\n", float64(m.peakRSS)/(1<<20), m.cpu.Seconds(), m.cpuPerReq().Microseconds())
 		if sc.note != nil {
 			fmt.Fprintf(stdout, "  %s\n", sc.note(m))
@@ -257,16 +318,30 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	usage := filepath.Join(dir, strings.Fields(sc.name)[0]+".usage.md")
 	os.Remove(usage)
 	input := makeInput(sc.lines, sc.prompt)
+	var store []string
+	if sc.redis {
+		rs, err := redistest.Run()
+		if err != nil {
+			return m, fmt.Errorf("redis-server: %w", err)
+		}
+		defer rs.Kill()
+		store = []string{"--store", rs.URL("")}
+	}
 
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
 	start := time.Now()
 	for p := 0; p < sc.procs; p++ {
+		usage := usage
+		if sc.redis {
+			usage = filepath.Join(dir, fmt.Sprintf("host%d.usage.md", p))
+			os.Remove(usage)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.Command(bin, append([]string{"--base-url", url, "--usage-file", usage, "--quiet", "--progress", "never"}, sc.args...)...)
+			cmd := exec.Command(bin, append(append([]string{"--base-url", url, "--usage-file", usage, "--quiet", "--progress", "never"}, store...), sc.args...)...)
 			cmd.Env = append(os.Environ(), "OPENAI_API_KEY=sk-load-test")
 			cmd.Stdin = bytes.NewReader(input)
 			var out counter
@@ -310,9 +385,21 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	m.requests, m.limited = st.Requests, st.RateLimited
 	if !st.First.IsZero() {
 		m.startup = st.First.Sub(start)
+		for _, r := range srv.Requests() {
+			if r.Status == http.StatusTooManyRequests && r.At.Sub(st.First) > 2*time.Second {
+				m.lateLimit++
+			}
+		}
 	}
 	if sc.dry {
 		m.requests = sc.lines * sc.procs // per line: a dry run sends nothing
+	}
+	if sc.redis {
+		n, err := usageRequests(bin, filepath.Join(dir, "host-usage.md"), store)
+		if err != nil {
+			return m, err
+		}
+		m.usageRequests = n
 	}
 	if sc.ideal != nil {
 		m.ideal = sc.ideal()
@@ -325,6 +412,27 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 		m.ideal = sc.idealToks(tokens)
 	}
 	return m, firstErr
+}
+
+// usageRequests is the requests `gptbatch usage --today --json` reports,
+// on a host of its own (usage path) with the store args.
+func usageRequests(bin, usage string, store []string) (int, error) {
+	cmd := exec.Command(bin, append([]string{"usage", "--today", "--json", "--usage-file", usage}, store...)...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("usage: %w: %s", err, errb.String())
+	}
+	var rep struct {
+		Total struct {
+			Requests int `json:"requests"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return 0, fmt.Errorf("usage --json: %w", err)
+	}
+	return rep.Total.Requests, nil
 }
 
 // serveFake serves the fake API on addr, which must be a loopback address,

@@ -42,18 +42,33 @@ type Server struct {
 // "--requirepass", "secret") and stops it at the test's cleanup.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	bin := Path
-	if _, err := os.Stat(bin); err != nil {
-		if bin, err = exec.LookPath("redis-server"); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("redis-server is not installed (CI=true): apt-get install redis-server")
-			}
-			t.Skip("redis-server is not installed; apt-get install redis-server to run this test (with CI=true it fails instead)")
+	if _, err := binary(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server is not installed (CI=true): apt-get install redis-server")
 		}
+		t.Skip("redis-server is not installed; apt-get install redis-server to run this test (with CI=true it fails instead)")
 	}
-	s := &Server{bin: bin, args: args, dir: t.TempDir()}
+	s, err := Run(args...)
+	if err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
 	t.Cleanup(s.Kill)
-	var err error
+	return s
+}
+
+// Run starts a redis-server as Start does, outside a test (the load
+// harness): the caller stops it with Kill and removes nothing else, since
+// the server keeps no files.
+func Run(args ...string) (*Server, error) {
+	bin, err := binary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "redistest-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin, args: args, dir: dir}
 	// A free port can be taken by someone else before the server binds it:
 	// try another.
 	for range 5 {
@@ -62,11 +77,19 @@ func Start(t testing.TB, args ...string) *Server {
 			break
 		}
 		if err = s.start(fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			return s
+			return s, nil
 		}
 	}
-	t.Fatalf("start redis-server: %v", err)
-	return nil
+	os.RemoveAll(dir)
+	return nil, err
+}
+
+// binary is the redis-server to run: Path, else the one on $PATH.
+func binary() (string, error) {
+	if _, err := os.Stat(Path); err == nil {
+		return Path, nil
+	}
+	return exec.LookPath("redis-server")
 }
 
 // URL is the server's redis:// URL, database 0, with password when the
@@ -89,6 +112,8 @@ func (s *Server) Kill() {
 	s.cmd.Process.Kill()
 	<-s.done
 	s.cmd = nil
+	// The directory only holds what --dir points at; a Restart makes it again.
+	os.RemoveAll(s.dir)
 }
 
 // Restart starts the server again on the same address, empty (there is no
@@ -114,6 +139,9 @@ func freePort() (int, error) {
 // connections, then pings it.
 func (s *Server) start(addr string) error {
 	_, port, _ := net.SplitHostPort(addr)
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return err
+	}
 	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--daemonize", "no", "--logfile", ""}, s.args...)
 	cmd := exec.Command(s.bin, args...)

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/pipeline"
+)
+
+// exitLimit is the exit status of a batch refused before sending.
+const exitLimit = pipeline.ExitLimit
+
+// confirm shows the counted batch's estimate on tty and asks whether to
+// send it: anything but y or yes sends nothing (exit 3).
+func (r *runCmd) confirm(ctx context.Context, tty io.ReadWriter, cfg pipeline.Config) error {
+	s := cfg.Stats
+	lines := s.Lines.Load()
+	now := time.Now()
+	// What the budget holds now, as the gate last saw it.
+	seen := cfg.Gate.Seen()
+	used := budget.State{Date: seen.Date, TokensWithinDay: seen.TokensWithinDay, CostWithinDay: seen.CostWithinDay, Stored: seen.Stored}
+	if seen.Date != now.Format(time.DateOnly) {
+		used = budget.State{}
+	}
+	fmt.Fprintf(tty, "gptbatch: %s\ngptbatch: %s\nSend this batch? [y/N] ",
+		pipeline.BatchEstimate(s, cfg, used, now, lines, lines-s.Estimated.Load()), limitSources(cfg.Gate))
+	answer := make(chan string, 1)
+	go func() {
+		// A read from a terminal cannot be called off: on a signal this
+		// goroutine is left waiting, and ends with the process.
+		l, _ := bufio.NewReader(tty).ReadString('\n')
+		answer <- l
+	}()
+	select {
+	case l := <-answer:
+		switch strings.ToLower(strings.TrimSpace(l)) {
+		case "y", "yes":
+			return nil
+		}
+		return &exitError{code: exitLimit, err: errors.New("not confirmed: nothing sent")}
+	case <-ctx.Done():
+		fmt.Fprintln(tty)
+		return &exitError{code: pipeline.ExitInterrupted, err: errors.New("interrupted before sending: nothing sent")}
+	}
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gptbatch/gptbatch/budget"
+)
+
+// sharedStore is where the shared budget lives: usage.md beside its
+// ledger, or Redis (--store) with its ledger in a stream.
+type sharedStore interface {
+	budget.Store
+	Load(ctx context.Context) (budget.State, error)
+	Report(ctx context.Context, opt budget.ReportOptions, loc *time.Location) (budget.Report, error)
+}
+
+// quietRedis keeps go-redis from logging: every failure it meets reaches
+// gptbatch as an error, which says it once, naming the store.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+// openStore opens the shared budget to run against or to change: the
+// Redis --store names, else the usage file (warn hears of a wait for its
+// lock). It says where the budget is (a Redis URL with its password
+// redacted) and returns a close for it. A Redis that does not answer is an
+// error naming it.
+func (r *runCmd) openStore(ctx context.Context, warn func(string)) (st sharedStore, where string, close func(), err error) {
+	if r.Store == "" {
+		path, err := r.usagePath()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		var opts []budget.FileOption
+		if warn != nil {
+			opts = append(opts, budget.OnLockWait(warn))
+		}
+		fs, err := budget.OpenFile(path, opts...)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return fs, fs.Path(), func() {}, nil
+	}
+	rs, err := r.openRedis(ctx)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return rs, rs.String(), func() { rs.Close() }, nil
+}
+
+// openReader opens the shared budget for reading only, and says where it
+// is: for a usage file it takes no lock and creates nothing, so that
+// reports work on a read-only or a missing state directory.
+func (r *runCmd) openReader(ctx context.Context) (rd budgetReader, where string, close func(), err error) {
+	if r.Store == "" {
+		path, err := r.usagePath()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return usageFile(path), path, func() {}, nil
+	}
+	rs, err := r.openRedis(ctx)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return rs, rs.String(), func() { rs.Close() }, nil
+}
+
+func (r *runCmd) openRedis(ctx context.Context) (*budget.RedisStore, error) {
+	redis.SetLogger(quietRedis{})
+	rs, err := budget.OpenRedis(ctx, r.Store, r.StoreName)
+	if err != nil {
+		return nil, fmt.Errorf("the shared budget store is unreachable: %w", err)
+	}
+	return rs, nil
+}
+
+// clockOffsetEnv names a duration that moves this host's clock: it plays a
+// host whose clock is off, in the tests of a budget shared across hosts.
+// It is not part of the interface.
+const clockOffsetEnv = "GPTBATCH_TEST_CLOCK_OFFSET"
+
+// clockOffset is $GPTBATCH_TEST_CLOCK_OFFSET, 0 when unset.
+func clockOffset() (time.Duration, error) {
+	v := os.Getenv(clockOffsetEnv)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", clockOffsetEnv, err)
+	}
+	return d, nil
+}
+
+// offsetClock is the wall clock moved by d (see clockOffsetEnv).
+type offsetClock struct{ d time.Duration }
+
+func (c offsetClock) Now() time.Time                         { return time.Now().Add(c.d) }
+func (c offsetClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
