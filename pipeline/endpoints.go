@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 
 	openai "github.com/sashabaranov/go-openai"
 
@@ -399,11 +400,36 @@ func (it *item) vector(raw json.RawMessage) (json.RawMessage, error) {
 	if err != nil || len(b)%4 != 0 {
 		return nil, fmt.Errorf("not base64 float32s")
 	}
-	v := make([]float32, len(b)/4)
-	for i := range v {
-		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	return appendFloats(make([]byte, 0, 11*len(b)/4+2), b)
+}
+
+// appendFloats appends the little-endian float32s of b to out as a JSON
+// array, each number written as encoding/json writes a float32 (the
+// shortest text that reads back as the same float32), without its
+// reflection: a vector is thousands of them.
+func appendFloats(out, b []byte) (json.RawMessage, error) {
+	out = append(out, '[')
+	for i := 0; i+4 <= len(b); i += 4 {
+		f := math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))
+		x := float64(f)
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, fmt.Errorf("vector holds %v", f)
+		}
+		if i > 0 {
+			out = append(out, ',')
+		}
+		format := byte('f')
+		if abs := math.Abs(x); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+			format = 'e'
+		}
+		out = strconv.AppendFloat(out, x, format, -1, 32)
+		if n := len(out); format == 'e' && n >= 4 && out[n-4] == 'e' && out[n-3] == '-' && out[n-2] == '0' {
+			// 1e-07 as 1e-7, as encoding/json writes it.
+			out[n-2] = out[n-1]
+			out = out[:n-1]
+		}
 	}
-	return json.Marshal(v)
+	return append(out, ']'), nil
 }
 
 // split divides total among parts in proportion to weights, exactly:

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -205,5 +207,23 @@ func TestFlexNoCapacity(t *testing.T) {
 	}
 	if st := srv.Endpoint(openaitest.PathChat); st.Flex != 3 {
 		t.Errorf("server: %d flex requests, want 3", st.Flex)
+	}
+}
+
+// appendFloats writes what encoding/json writes for the same float32s.
+func TestAppendFloats(t *testing.T) {
+	v := []float32{0, 1, -1, 0.1, 1e-7, -3.4e-9, 123456.79, 1e21, 0.015625, float32(math.Pi)}
+	b := make([]byte, 4*len(v))
+	for i, f := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
+	}
+	got, err := appendFloats(nil, b)
+	want, _ := json.Marshal(v)
+	if err != nil || string(got) != string(want) {
+		t.Errorf("appendFloats(%v) = %s, %v; want %s", v, got, err, want)
+	}
+	binary.LittleEndian.PutUint32(b, math.Float32bits(float32(math.NaN())))
+	if _, err := appendFloats(nil, b); err == nil {
+		t.Error("appendFloats(NaN): no error")
 	}
 }
