@@ -15,13 +15,19 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/jsonl"
 )
 
 // modelName is the model for lines that name none: --model or
-// $OPENAI_MODEL, else ./gpt_model_type.txt, else gpt-4o-mini.
-func modelName(flag string) string {
+// $OPENAI_MODEL, else ./gpt_model_type.txt, else gpt-4o-mini; for
+// --endpoint embeddings, text-embedding-3-small unless --model or
+// $OPENAI_MODEL names one (the file names a chat model).
+func modelName(flag, endpoint string) string {
 	if flag != "" {
 		return flag
+	}
+	if endpoint == jsonl.EndpointEmbeddings {
+		return "text-embedding-3-small"
 	}
 	if m := firstLine("gpt_model_type.txt"); m != "" {
 		return m

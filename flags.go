@@ -66,7 +66,10 @@ type runCmd struct {
 	Retries     int           `default:"5" help:"Retries for 429s, 5xx, timeouts and dropped connections."`
 	Timeout     time.Duration `default:"5m" help:"Time limit for one request."`
 	MaxTokens   int64         `name:"max-tokens" placeholder:"N" help:"Output cap for lines that give none (default 256; 4096 for o-series and gpt-5)."`
-	System      string        `placeholder:"TEXT" help:"System prompt for lines that give none."`
+	System      string        `placeholder:"TEXT" help:"System prompt for lines that give none (responses: their instructions)."`
+	Endpoint    string        `env:"GPTBATCH_ENDPOINT" enum:"chat,responses,embeddings" default:"chat" help:"API for plain lines: chat (/v1/chat/completions), responses (/v1/responses) or embeddings (/v1/embeddings); a Batch API line goes to its own url."`
+	Pack        int           `placeholder:"N" help:"Embeddings: send up to N single-input lines in one request (up to 2048), each still its own result."`
+	ServiceTier string        `name:"service-tier" placeholder:"TIER" help:"service_tier for chat and responses lines that give none (flex: half price, slower, may be refused when busy)."`
 	DryRun      bool          `name:"dry-run" help:"Estimate tokens and cost per line; send nothing, need no key."`
 	Resume      string        `type:"path" placeholder:"FILE" help:"Skip lines whose id has a successful result in FILE."`
 	Unordered   bool          `help:"Write results as they finish, not in input order."`
@@ -145,7 +148,7 @@ func versionOf(set string, bi *debug.BuildInfo, ok bool) string {
 func newParser(c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
 	return kong.New(c,
 		kong.Name("gptbatch"),
-		kong.Description("Send a batch of prompts through the OpenAI chat API within shared rate and budget limits."),
+		kong.Description("Send a batch of prompts through the OpenAI API (chat completions, responses or embeddings) within shared rate and budget limits."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
 		kong.Vars{"version": buildVersion()},

@@ -157,17 +157,19 @@ func exitStatus(err error, stderr io.Writer) int {
 
 func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg := pipeline.Config{
-		MaxTokens: r.MaxTokens,
-		Input:     jsonl.Options{Format: jsonl.Format(r.Format), System: r.System},
-		BaseURL:   r.BaseURL,
-		Parallel:  r.Parallel,
-		Retries:   r.Retries,
-		Timeout:   r.Timeout,
-		OnLimit:   pipeline.OnLimit(r.OnLimit),
-		DryRun:    r.DryRun,
-		Unordered: r.Unordered,
-		Stats:     new(pipeline.Stats),
-		Abort:     abortOf(ctx),
+		MaxTokens:   r.MaxTokens,
+		Input:       jsonl.Options{Format: jsonl.Format(r.Format), System: r.System, Endpoint: r.Endpoint},
+		Pack:        r.Pack,
+		ServiceTier: r.ServiceTier,
+		BaseURL:     r.BaseURL,
+		Parallel:    r.Parallel,
+		Retries:     r.Retries,
+		Timeout:     r.Timeout,
+		OnLimit:     pipeline.OnLimit(r.OnLimit),
+		DryRun:      r.DryRun,
+		Unordered:   r.Unordered,
+		Stats:       new(pipeline.Stats),
+		Abort:       abortOf(ctx),
 	}
 	if f, ok := stdin.(*os.File); ok {
 		cfg.TerminalInput = term.IsTerminal(int(f.Fd()))
@@ -184,7 +186,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		return usageError(err)
 	}
 	cfg.BatchTokens = r.BatchTokens
-	cfg.Model = modelName(r.Model)
+	cfg.Model = modelName(r.Model, r.Endpoint)
 	limits := budget.Limits{RPM: r.RPM, TPM: r.TPM, TPD: r.TPD, DailyCost: dailyCost}
 	level := slog.LevelWarn
 	switch {
@@ -370,6 +372,8 @@ func (r *runCmd) check() error {
 		return fmt.Errorf("--warn-at is a percentage from 0 (off) to 100, not %d", r.WarnAt)
 	case r.Retries > 1000:
 		return fmt.Errorf("--retries %d: more than 1000", r.Retries)
+	case r.Pack < 0 || r.Pack > 2048:
+		return fmt.Errorf("--pack must be from 0 to 2048 (the embeddings API's inputs a request), not %d", r.Pack)
 	}
 	for _, f := range []struct {
 		name string

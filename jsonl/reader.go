@@ -4,12 +4,14 @@ package jsonl
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -33,13 +35,33 @@ const DefaultMaxLine = 32 << 20
 // deeper than any request.
 const maxDepth = 512
 
-// Options configure a Reader. The zero value reads JSONL with no system
-// prompt and lines of up to DefaultMaxLine bytes.
+// The endpoints a line can go to, as Request.Endpoint and Options.Endpoint
+// name them.
+const (
+	EndpointChat       = "chat"       // /v1/chat/completions
+	EndpointResponses  = "responses"  // /v1/responses
+	EndpointEmbeddings = "embeddings" // /v1/embeddings
+)
+
+// endpointURLs are the Batch API urls a line may name, and their endpoints.
+var endpointURLs = map[string]string{
+	"/v1/chat/completions": EndpointChat,
+	"/v1/responses":        EndpointResponses,
+	"/v1/embeddings":       EndpointEmbeddings,
+}
+
+// Options configure a Reader. The zero value reads JSONL for chat
+// completions with no system prompt and lines of up to DefaultMaxLine bytes.
 type Options struct {
 	Format Format
-	// System is the system prompt for lines that give none: plain strings,
-	// "prompt" lines without "system", text and CSV. Lines that give
-	// "messages" are sent as they are.
+	// Endpoint is where plain lines go (a Batch API line names its own
+	// url): EndpointChat (also ""), EndpointResponses or
+	// EndpointEmbeddings. It decides what a line's forms mean.
+	Endpoint string
+	// System is the system prompt for lines that give none: a chat line
+	// (any form) with no message of role system or developer, and a
+	// responses line with neither instructions nor such a message, which
+	// gets it as its instructions. Embeddings lines have none.
 	System  string
 	MaxLine int // bytes; 0 means DefaultMaxLine
 }
@@ -49,8 +71,12 @@ type Request struct {
 	Line     int             // 1-based line number in the input (CSV: where the record starts)
 	ID       string          // "id", else "custom_id", else the line number (a null id is none)
 	Metadata json.RawMessage // the line's "metadata" exactly as given; nil if none
-	// Body is the chat-completions request to send: it has "messages" when
-	// Err is nil, and every other field exactly as the line gave it.
+	// Endpoint is where the line goes: EndpointChat, EndpointResponses or
+	// EndpointEmbeddings; set when Err is nil.
+	Endpoint string
+	// Body is the request to send to Endpoint, every field exactly as the
+	// line gave it: with "messages" for chat completions, with "input" for
+	// the others.
 	Body map[string]json.RawMessage
 	Err  *LineError // non-nil: the line is invalid and Body is nil
 }
@@ -208,7 +234,7 @@ func (r *Reader) parse(line []byte) *Request {
 func (r *Reader) object(obj map[string]json.RawMessage) *Request {
 	req := &Request{Line: r.line, ID: strconv.Itoa(r.line)}
 	fail := func(msg string, args ...any) *Request {
-		req.Body = nil
+		req.Body, req.Endpoint = nil, ""
 		req.Err = &LineError{Line: r.line, Msg: fmt.Sprintf(msg, args...)}
 		return req
 	}
@@ -228,59 +254,24 @@ func (r *Reader) object(obj map[string]json.RawMessage) *Request {
 		}
 		req.ID = id
 	}
-	_, hasPrompt := obj["prompt"]
-	_, hasMessages := obj["messages"]
-	body, hasBody := obj["body"]
-	forms := 0
-	for _, b := range []bool{hasPrompt, hasMessages, hasBody} {
-		if b {
-			forms++
+	if body, ok := obj["body"]; ok {
+		if err := r.batchLine(req, obj, body); err != nil {
+			return fail("%v", err)
 		}
-	}
-	if forms != 1 {
-		return fail(`needs exactly one of "prompt", "messages" or "body" (a Batch API line)`)
-	}
-	switch {
-	case hasBody:
-		if m, ok := obj["method"]; ok && string(m) != `"POST"` {
-			return fail("method %s is not supported: gptbatch sends POST requests", m)
+	} else {
+		req.Endpoint = r.endpoint()
+		var err error
+		switch req.Endpoint {
+		case EndpointEmbeddings:
+			req.Body, err = r.embeddingsObject(obj)
+		case EndpointResponses:
+			req.Body, err = r.responsesObject(obj)
+		default:
+			req.Body, err = r.chatObject(obj)
 		}
-		if u, ok := obj["url"]; ok && string(u) != `"/v1/chat/completions"` {
-			return fail("url %s is not supported: gptbatch sends chat completions", u)
+		if err != nil {
+			return fail("%v", err)
 		}
-		if err := json.Unmarshal(body, &req.Body); err != nil || req.Body == nil {
-			return fail(`"body" must be a JSON object`)
-		}
-		if _, ok := req.Body["messages"]; !ok {
-			return fail(`"body" has no "messages"`)
-		}
-	case hasPrompt:
-		var p string
-		if err := json.Unmarshal(obj["prompt"], &p); err != nil {
-			return fail(`"prompt" must be a string`)
-		}
-		sys := r.opt.System
-		if raw, ok := obj["system"]; ok {
-			if err := json.Unmarshal(raw, &sys); err != nil {
-				return fail(`"system" must be a string`)
-			}
-		}
-		req.Body = make(map[string]json.RawMessage, len(obj))
-		for k, v := range obj {
-			req.Body[k] = v
-		}
-		for _, k := range []string{"id", "custom_id", "metadata", "prompt", "system"} {
-			delete(req.Body, k)
-		}
-		req.Body["messages"] = messages(sys, p)
-	default:
-		req.Body = obj
-		for _, k := range []string{"id", "custom_id", "metadata", "system"} {
-			delete(req.Body, k)
-		}
-	}
-	if err := checkMessages(req.Body["messages"]); err != nil {
-		return fail("%v", err)
 	}
 	if raw, ok := req.Body["model"]; ok {
 		var m string
@@ -291,12 +282,234 @@ func (r *Reader) object(obj map[string]json.RawMessage) *Request {
 	return req
 }
 
-// prompt is the request for a bare prompt.
-func (r *Reader) prompt(p, sys string, meta json.RawMessage, id string) *Request {
-	if sys == "" {
-		sys = r.opt.System
+// endpoint is where plain lines go.
+func (r *Reader) endpoint() string {
+	if r.opt.Endpoint == "" {
+		return EndpointChat
 	}
-	return &Request{Line: r.line, ID: id, Metadata: meta, Body: map[string]json.RawMessage{"messages": messages(sys, p)}}
+	return r.opt.Endpoint
+}
+
+// batchLine reads an OpenAI Batch API line into req: its url is its
+// endpoint.
+func (r *Reader) batchLine(req *Request, obj map[string]json.RawMessage, body json.RawMessage) error {
+	for _, k := range []string{"prompt", "messages", "input"} {
+		if _, ok := obj[k]; ok {
+			return fmt.Errorf(`has both "body" (a Batch API line) and %q`, k)
+		}
+	}
+	if m, ok := obj["method"]; ok && string(m) != `"POST"` {
+		return fmt.Errorf("method %s is not supported: gptbatch sends POST requests", m)
+	}
+	req.Endpoint = EndpointChat
+	if raw, ok := obj["url"]; ok {
+		var u string
+		if json.Unmarshal(raw, &u) != nil || endpointURLs[u] == "" {
+			return fmt.Errorf("url %s is not supported: gptbatch sends /v1/chat/completions, /v1/responses and /v1/embeddings", raw)
+		}
+		req.Endpoint = endpointURLs[u]
+	}
+	if err := json.Unmarshal(body, &req.Body); err != nil || req.Body == nil {
+		return errors.New(`"body" must be a JSON object`)
+	}
+	switch req.Endpoint {
+	case EndpointChat:
+		if _, ok := req.Body["messages"]; !ok {
+			return errors.New(`"body" has no "messages"`)
+		}
+		if err := checkMessages(req.Body["messages"]); err != nil {
+			return err
+		}
+		req.Body["messages"] = withSystem(req.Body["messages"], r.opt.System)
+	case EndpointResponses:
+		if _, ok := req.Body["input"]; !ok {
+			return errors.New(`"body" has no "input"`)
+		}
+		r.instructions(req.Body)
+	case EndpointEmbeddings:
+		if _, ok := req.Body["input"]; !ok {
+			return errors.New(`"body" has no "input"`)
+		}
+	}
+	return nil
+}
+
+// linePlain are the fields of a plain line that are not sent.
+var linePlain = []string{"id", "custom_id", "metadata"}
+
+// copyBody is obj without the fields that name the line and without drop.
+func copyBody(obj map[string]json.RawMessage, drop ...string) map[string]json.RawMessage {
+	body := make(map[string]json.RawMessage, len(obj))
+	for k, v := range obj {
+		body[k] = v
+	}
+	for _, k := range append(drop, linePlain...) {
+		delete(body, k)
+	}
+	return body
+}
+
+// onlyOne checks that obj has exactly one of forms.
+func onlyOne(obj map[string]json.RawMessage, forms ...string) (string, error) {
+	var found []string
+	for _, f := range forms {
+		if _, ok := obj[f]; ok {
+			found = append(found, f)
+		}
+	}
+	if len(found) != 1 {
+		q := make([]string, len(forms))
+		for i, f := range forms {
+			q[i] = strconv.Quote(f)
+		}
+		return "", fmt.Errorf("needs exactly one of %s or \"body\" (a Batch API line)", strings.Join(q, ", "))
+	}
+	return found[0], nil
+}
+
+// stringField reads obj[k] as a string, if it is there.
+func stringField(obj map[string]json.RawMessage, k string) (s string, ok bool, err error) {
+	raw, ok := obj[k]
+	if !ok {
+		return "", false, nil
+	}
+	if json.Unmarshal(raw, &s) != nil {
+		return "", true, fmt.Errorf("%q must be a string", k)
+	}
+	return s, true, nil
+}
+
+// chatObject is the chat-completions request of a "prompt" or "messages"
+// line.
+func (r *Reader) chatObject(obj map[string]json.RawMessage) (map[string]json.RawMessage, error) {
+	form, err := onlyOne(obj, "prompt", "messages")
+	if err != nil {
+		return nil, err
+	}
+	if form == "prompt" {
+		p, _, err := stringField(obj, "prompt")
+		if err != nil {
+			return nil, err
+		}
+		sys, hasSys, err := stringField(obj, "system")
+		if err != nil {
+			return nil, err
+		}
+		if !hasSys {
+			sys = r.opt.System
+		}
+		body := copyBody(obj, "prompt", "system")
+		body["messages"] = messages(sys, p)
+		return body, nil
+	}
+	body := copyBody(obj, "system")
+	if err := checkMessages(body["messages"]); err != nil {
+		return nil, err
+	}
+	body["messages"] = withSystem(body["messages"], r.opt.System)
+	return body, nil
+}
+
+// embeddingsObject is the embeddings request of an "input" line; "prompt"
+// is taken as the input too, so that the lines a chat batch was made of
+// can be embedded as they are.
+func (r *Reader) embeddingsObject(obj map[string]json.RawMessage) (map[string]json.RawMessage, error) {
+	if _, ok := obj["messages"]; ok {
+		return nil, errors.New(`an embeddings line gives "input" (or "prompt"), not "messages"`)
+	}
+	form, err := onlyOne(obj, "input", "prompt")
+	if err != nil {
+		return nil, err
+	}
+	if form == "prompt" {
+		p, _, err := stringField(obj, "prompt")
+		if err != nil {
+			return nil, err
+		}
+		body := copyBody(obj, "prompt")
+		body["input"] = mustString(p)
+		return body, nil
+	}
+	return copyBody(obj), nil
+}
+
+// responsesObject is the Responses API request of an "input", "prompt"
+// or "messages" line.
+func (r *Reader) responsesObject(obj map[string]json.RawMessage) (map[string]json.RawMessage, error) {
+	form, err := onlyOne(obj, "input", "prompt", "messages")
+	if err != nil {
+		return nil, err
+	}
+	var body map[string]json.RawMessage
+	switch form {
+	case "input":
+		body = copyBody(obj)
+	case "prompt":
+		p, _, err := stringField(obj, "prompt")
+		if err != nil {
+			return nil, err
+		}
+		sys, hasSys, err := stringField(obj, "system")
+		if err != nil {
+			return nil, err
+		}
+		body = copyBody(obj, "prompt", "system")
+		body["input"] = mustString(p)
+		if hasSys && sys != "" {
+			body["instructions"] = mustString(sys)
+		}
+	default:
+		if err := checkMessages(obj["messages"]); err != nil {
+			return nil, err
+		}
+		items, err := inputItems(obj["messages"])
+		if err != nil {
+			return nil, err
+		}
+		body = copyBody(obj, "messages", "system")
+		body["input"] = items
+	}
+	r.instructions(body)
+	return body, nil
+}
+
+// instructions gives a responses request --system as its instructions
+// when it has none and no input message of role system or developer.
+func (r *Reader) instructions(body map[string]json.RawMessage) {
+	if r.opt.System == "" {
+		return
+	}
+	if raw, ok := body["instructions"]; ok && string(raw) != "null" && string(raw) != `""` {
+		return
+	}
+	if hasSystem(body["input"]) {
+		return
+	}
+	body["instructions"] = mustString(r.opt.System)
+}
+
+// prompt is the request for a bare prompt: a JSON string, a text line or
+// a CSV record.
+func (r *Reader) prompt(p, sys string, meta json.RawMessage, id string) *Request {
+	req := &Request{Line: r.line, ID: id, Metadata: meta, Endpoint: r.endpoint()}
+	sys = cmp.Or(sys, r.opt.System)
+	switch req.Endpoint {
+	case EndpointEmbeddings:
+		req.Body = map[string]json.RawMessage{"input": mustString(p)}
+	case EndpointResponses:
+		req.Body = map[string]json.RawMessage{"input": mustString(p)}
+		if sys != "" {
+			req.Body["instructions"] = mustString(sys)
+		}
+	default:
+		req.Body = map[string]json.RawMessage{"messages": messages(sys, p)}
+	}
+	return req
+}
+
+func mustString(s string) json.RawMessage {
+	b, _ := json.Marshal(s) // strings always encode
+	return b
 }
 
 func messages(sys, prompt string) json.RawMessage {
@@ -310,6 +523,41 @@ func messages(sys, prompt string) json.RawMessage {
 	}
 	ms = append(ms, msg{"user", prompt})
 	b, _ := json.Marshal(ms) // strings always encode
+	return b
+}
+
+// hasSystem reports whether a list of messages (or of Responses API input
+// items) has one of role system or developer.
+func hasSystem(raw json.RawMessage) bool {
+	var ms []struct {
+		Role string `json:"role"`
+	}
+	if json.Unmarshal(raw, &ms) != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.Role == "system" || m.Role == "developer" {
+			return true
+		}
+	}
+	return false
+}
+
+// withSystem is messages with a system message holding sys first, unless
+// sys is empty or a message has role system or developer already.
+func withSystem(msgs json.RawMessage, sys string) json.RawMessage {
+	if sys == "" || hasSystem(msgs) {
+		return msgs
+	}
+	var ms []json.RawMessage
+	if json.Unmarshal(msgs, &ms) != nil {
+		return msgs // checkMessages says what is wrong
+	}
+	first, _ := json.Marshal(struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+	}{"system", sys})
+	b, _ := json.Marshal(append([]json.RawMessage{first}, ms...))
 	return b
 }
 

@@ -40,8 +40,16 @@ func TestForms(t *testing.T) {
 		{"string with --system", `"hi"`, Options{System: "be brief"}, "1", `[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]`, nil, ""},
 		{"prompt", `{"id":"q1","prompt":"p","system":"s","temperature":0,"seed":1e400,"prompt_cache_key":"k","metadata":{"a":[1, 2]}}`, Options{System: "ignored"}, "q1",
 			`[{"role":"system","content":"s"},{"role":"user","content":"p"}]`, map[string]string{"temperature": "0", "seed": "1e400", "prompt_cache_key": `"k"`}, `{"a":[1, 2]}`},
-		{"messages", `{"id":42,"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"},"tools":[]}`, Options{System: "not added"}, "42",
+		{"messages", `{"id":42,"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"},"tools":[]}`, Options{}, "42",
 			`[{"role":"user","content":"x"}]`, map[string]string{"response_format": `{"type":"json_object"}`, "tools": "[]"}, ""},
+		{"messages with --system", `{"messages":[{"role":"user","content":"x"}]}`, Options{System: "added"}, "1",
+			`[{"role":"system","content":"added"},{"role":"user","content":"x"}]`, nil, ""},
+		{"messages with a developer message and --system", `{"messages":[{"role":"developer","content":"d"},{"role":"user","content":"x"}]}`, Options{System: "not added"}, "1",
+			`[{"role":"developer","content":"d"},{"role":"user","content":"x"}]`, nil, ""},
+		{"batch with --system", `{"custom_id":"b2","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"y"}]}}`, Options{System: "added"}, "b2",
+			`[{"role":"system","content":"added"},{"role":"user","content":"y"}]`, nil, ""},
+		{"batch with a system message and --system", `{"custom_id":"b3","url":"/v1/chat/completions","body":{"messages":[{"role":"system","content":"own"},{"role":"user","content":"y"}]}}`, Options{System: "not added"}, "b3",
+			`[{"role":"system","content":"own"},{"role":"user","content":"y"}]`, nil, ""},
 		{"batch", `{"custom_id":"b1","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o","messages":[{"role":"user","content":"y"}],"max_tokens":5}}`, Options{}, "b1",
 			`[{"role":"user","content":"y"}]`, map[string]string{"model": `"gpt-4o"`, "max_tokens": "5"}, ""},
 		{"number id text", `{"id":1.50,"prompt":"p"}`, Options{}, "1.50", `[{"role":"user","content":"p"}]`, nil, ""},
@@ -91,7 +99,11 @@ func TestBadLines(t *testing.T) {
 		{`{"messages":[]}`, `"messages" is empty`},
 		{`{"messages":[{"content":"x"}]}`, `messages[0] has no "role"`},
 		{`{"prompt":"x","model":7}`, `"model" must be a non-empty string`},
-		{`{"custom_id":"e","url":"/v1/embeddings","body":{"messages":[{"role":"user","content":"x"}]}}`, `url "/v1/embeddings" is not supported`},
+		{`{"custom_id":"e","url":"/v1/completions","body":{"prompt":"x"}}`, `url "/v1/completions" is not supported`},
+		{`{"custom_id":"e","url":"/v1/embeddings","body":{"messages":[{"role":"user","content":"x"}]}}`, `"body" has no "input"`},
+		{`{"custom_id":"e","url":"/v1/responses","body":{"prompt":"x"}}`, `"body" has no "input"`},
+		{`{"custom_id":"e","prompt":"x","body":{"messages":[{"role":"user","content":"x"}]}}`, `has both "body" (a Batch API line) and "prompt"`},
+		{`{"input":"x"}`, `exactly one of "prompt", "messages" or "body"`},
 		{"\"bad \xff utf8\"", "not valid UTF-8"},
 		{"\"nul \x00 byte\"", "NUL byte"},
 		{strings.Repeat("[", 600) + strings.Repeat("]", 600), "nested deeper than 512"},
@@ -104,6 +116,84 @@ func TestBadLines(t *testing.T) {
 				got = reqs[0].Err
 			}
 			t.Errorf("Next(%.40q) = %v, want an error containing %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestEndpointForms: what each line form means for --endpoint responses
+// and embeddings, and a Batch API line's url choosing its own endpoint.
+func TestEndpointForms(t *testing.T) {
+	resp := Options{Endpoint: EndpointResponses}
+	emb := Options{Endpoint: EndpointEmbeddings}
+	tests := []struct {
+		name, in string
+		opt      Options
+		endpoint string
+		body     string // the whole body, as JSON with sorted keys
+	}{
+		{"responses string", `"hi"`, resp, EndpointResponses, `{"input":"hi"}`},
+		{"responses string with --system", `"hi"`, Options{Endpoint: EndpointResponses, System: "be brief"}, EndpointResponses, `{"input":"hi","instructions":"be brief"}`},
+		{"responses input", `{"id":"r","input":"hi","instructions":"own","temperature":0}`, Options{Endpoint: EndpointResponses, System: "not used"}, EndpointResponses, `{"input":"hi","instructions":"own","temperature":0}`},
+		{"responses input with --system", `{"input":[{"role":"user","content":"hi"}]}`, Options{Endpoint: EndpointResponses, System: "sys"}, EndpointResponses, `{"input":[{"content":"hi","role":"user"}],"instructions":"sys"}`},
+		{"responses input with a developer item and --system", `{"input":[{"role":"developer","content":"d"},{"role":"user","content":"hi"}]}`, Options{Endpoint: EndpointResponses, System: "sys"}, EndpointResponses, `{"input":[{"content":"d","role":"developer"},{"content":"hi","role":"user"}]}`},
+		{"responses prompt and system", `{"prompt":"p","system":"s","max_output_tokens":20}`, resp, EndpointResponses, `{"input":"p","instructions":"s","max_output_tokens":20}`},
+		{"responses messages", `{"messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"low"}}]},{"role":"assistant","content":"a","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"42"}]}`, Options{Endpoint: EndpointResponses, System: "not used"}, EndpointResponses,
+			`{"input":[{"content":"s","role":"system"},{"content":[{"text":"look","type":"input_text"},{"detail":"low","image_url":"https://x/y.png","type":"input_image"}],"role":"user"},{"content":"a","role":"assistant"},{"arguments":"{}","call_id":"c1","name":"f","type":"function_call"},{"call_id":"c1","output":"42","type":"function_call_output"}]}`},
+		{"embeddings string", `"some text"`, emb, EndpointEmbeddings, `{"input":"some text"}`},
+		{"embeddings string ignores --system", `"t"`, Options{Endpoint: EndpointEmbeddings, System: "sys"}, EndpointEmbeddings, `{"input":"t"}`},
+		{"embeddings input list", `{"id":"e","input":["a","b"],"dimensions":256,"metadata":{"k":1}}`, emb, EndpointEmbeddings, `{"dimensions":256,"input":["a","b"]}`},
+		{"embeddings prompt", `{"prompt":"p","model":"text-embedding-3-large"}`, emb, EndpointEmbeddings, `{"input":"p","model":"text-embedding-3-large"}`},
+		{"batch embeddings under chat", `{"custom_id":"b","method":"POST","url":"/v1/embeddings","body":{"model":"text-embedding-3-small","input":[1,2,3]}}`, Options{System: "sys"}, EndpointEmbeddings, `{"input":[1,2,3],"model":"text-embedding-3-small"}`},
+		{"batch responses under embeddings", `{"custom_id":"b","url":"/v1/responses","body":{"model":"gpt-4o-mini","input":"x"}}`, Options{Endpoint: EndpointEmbeddings, System: "sys"}, EndpointResponses, `{"input":"x","instructions":"sys","model":"gpt-4o-mini"}`},
+		{"batch chat under responses", `{"custom_id":"b","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"x"}]}}`, resp, EndpointChat, `{"messages":[{"content":"x","role":"user"}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reqs := readAll(t, tt.in+"\n", tt.opt)
+			if len(reqs) != 1 || reqs[0].Err != nil {
+				t.Fatalf("Next(%s) = %+v, want one request", tt.in, reqs[0].Err)
+			}
+			r := reqs[0]
+			if r.Endpoint != tt.endpoint {
+				t.Errorf("Endpoint = %q, want %q", r.Endpoint, tt.endpoint)
+			}
+			var v any
+			b, _ := json.Marshal(r.Body)
+			json.Unmarshal(b, &v)
+			got, _ := json.Marshal(v)
+			if string(got) != tt.body {
+				t.Errorf("Body = %s, want %s", got, tt.body)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name, in string
+		opt      Options
+		want     string
+	}{
+		{"embeddings messages", `{"messages":[{"role":"user","content":"x"}]}`, emb, `gives "input" (or "prompt"), not "messages"`},
+		{"embeddings both", `{"input":"x","prompt":"y"}`, emb, `exactly one of "input", "prompt" or "body"`},
+		{"responses two forms", `{"input":"x","messages":[]}`, resp, `exactly one of "input", "prompt", "messages" or "body"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			reqs := readAll(t, tt.in+"\n", tt.opt)
+			if len(reqs) != 1 || reqs[0].Err == nil || !strings.Contains(reqs[0].Err.Error(), tt.want) {
+				t.Errorf("Next(%s) = %+v, want an error containing %q", tt.in, reqs[0].Err, tt.want)
+			}
+		})
+	}
+	// Text and CSV prompts become the endpoint's input.
+	for _, tt := range []struct {
+		opt  Options
+		body string
+	}{
+		{Options{Format: FormatText, Endpoint: EndpointEmbeddings}, `{"input":"a line"}`},
+		{Options{Format: FormatText, Endpoint: EndpointResponses, System: "s"}, `{"input":"a line","instructions":"s"}`},
+	} {
+		reqs := readAll(t, "a line\n", tt.opt)
+		b, _ := json.Marshal(reqs[0].Body)
+		if string(b) != tt.body {
+			t.Errorf("text line for %s: Body = %s, want %s", tt.opt.Endpoint, b, tt.body)
 		}
 	}
 }
@@ -191,7 +281,7 @@ func TestWriter(t *testing.T) {
 	var b bytes.Buffer
 	w := NewWriter(&b)
 	content := "<b> & </b>"
-	w.Write(&Result{ID: "q1", Line: 1, Model: "m", Content: &content, Usage: &Usage{PromptTokens: 1}, CostUSD: json.RawMessage("null"), Attempts: 1})
+	w.Write(&Result{ID: "q1", Line: 1, Model: "m", Content: String(content), Usage: &Usage{PromptTokens: 1}, CostUSD: json.RawMessage("null"), Attempts: 1})
 	w.Write(&Result{ID: "q2", Line: 2, Error: &Error{Type: ErrInvalidInput, Message: "line 2: bad"}})
 	w.Flush()
 	want := `{"id":"q1","line":1,"model":"m","content":"<b> & </b>","usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":0,"cached_tokens":0},"cost_usd":null,"attempts":1}

@@ -25,6 +25,26 @@ type Usage struct {
 	CompletionTokens int64 `json:"completion_tokens"`
 	TotalTokens      int64 `json:"total_tokens"`
 	CachedTokens     int64 `json:"cached_tokens"`
+	// ReasoningTokens are the completion tokens a reasoning model spent
+	// on hidden reasoning (already counted in CompletionTokens).
+	ReasoningTokens int64 `json:"reasoning_tokens,omitempty"`
+	// InputOnly marks the usage of an endpoint that counts input only
+	// (embeddings): it is written as prompt_tokens and total_tokens, as
+	// the API reports it.
+	InputOnly bool `json:"-"`
+}
+
+// MarshalJSON writes u as the API reports it: embeddings usage has
+// prompt_tokens and total_tokens only.
+func (u Usage) MarshalJSON() ([]byte, error) {
+	if u.InputOnly {
+		return json.Marshal(struct {
+			PromptTokens int64 `json:"prompt_tokens"`
+			TotalTokens  int64 `json:"total_tokens"`
+		}{u.PromptTokens, u.TotalTokens})
+	}
+	type plain Usage // without this method
+	return json.Marshal(plain(u))
 }
 
 // Error is why a line failed.
@@ -36,18 +56,42 @@ type Error struct {
 
 // Result is one output line, its fields in the contract's order.
 type Result struct {
-	ID           string          `json:"id"`
-	Line         int             `json:"line"`
-	Model        string          `json:"model,omitempty"`
-	Content      *string         `json:"content,omitempty"`
+	ID    string `json:"id"`
+	Line  int    `json:"line"`
+	Model string `json:"model,omitempty"`
+	// Content is the answer as a JSON string, JSON null for a refusal,
+	// nil (left out) for an error or an answer that is only tool calls.
+	Content json.RawMessage `json:"content,omitempty"`
+	Refusal *string         `json:"refusal,omitempty"` // the refusal's message, when the model refused
+	// Choices are every choice's content, in order, when a chat request
+	// asked for more than one ("n" > 1); a refused choice is null.
+	Choices      []*string       `json:"choices,omitempty"`
 	FinishReason string          `json:"finish_reason,omitempty"`
 	ToolCalls    json.RawMessage `json:"tool_calls,omitempty"`
-	Usage        *Usage          `json:"usage,omitempty"`
-	CostUSD      json.RawMessage `json:"cost_usd,omitempty"` // a number, or null when the price is unknown; omitted on errors
-	Attempts     int             `json:"attempts"`
-	LatencyMS    int64           `json:"latency_ms,omitempty"`
-	Metadata     json.RawMessage `json:"metadata,omitempty"`
-	Error        *Error          `json:"error,omitempty"`
+	// Logprobs are the log probabilities asked for: the choice's
+	// logprobs object, or with "n" > 1 an array of them, one a choice.
+	Logprobs json.RawMessage `json:"logprobs,omitempty"`
+	// Embedding is the vector of a single embeddings input (floats unless
+	// the line asked for an encoding_format); Embeddings are the vectors
+	// of a list of inputs, in input order.
+	Embedding  json.RawMessage `json:"embedding,omitempty"`
+	Embeddings json.RawMessage `json:"embeddings,omitempty"`
+	Usage      *Usage          `json:"usage,omitempty"`
+	CostUSD    json.RawMessage `json:"cost_usd,omitempty"` // a number, or null when the price is unknown; omitted on errors
+	Attempts   int             `json:"attempts"`
+	LatencyMS  int64           `json:"latency_ms,omitempty"`
+	Metadata   json.RawMessage `json:"metadata,omitempty"`
+	Error      *Error          `json:"error,omitempty"`
+}
+
+// String is s as a JSON string, for Result.Content: like the Writer, it
+// leaves <, > and & as they are.
+func String(s string) json.RawMessage {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(s) //nolint:errcheck // a string always encodes
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // Estimate is a --dry-run output line.

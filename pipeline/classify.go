@@ -32,6 +32,9 @@ type failure struct {
 	verdict verdict
 	after   time.Duration // how long the server asked us to wait, 0 if it did not say
 	limit   budget.Reason // for a 429: the per-minute limit the server said was used up, if it said
+	// noCapacity marks a flex request's 429 resource_unavailable: retried
+	// with back-off, but no sign that a rate limit is reached.
+	noCapacity bool
 }
 
 // classify sorts a failed call into retry, give up or halt, by status and
@@ -47,6 +50,10 @@ func classify(a attempt, key string, now time.Time) failure {
 		f.msg = apiErr.Message
 		if code, ok := apiErr.Code.(string); ok && code == "insufficient_quota" {
 			f.typ, f.verdict = jsonl.ErrRateLimit, halt
+			return f.redact(key)
+		}
+		if f.status == http.StatusTooManyRequests && apiErr.Code == "resource_unavailable" {
+			f.typ, f.verdict, f.noCapacity = jsonl.ErrRateLimit, retry, true
 			return f.redact(key)
 		}
 		if f.status == http.StatusTooManyRequests && strings.HasPrefix(apiErr.Message, "Request too large") {

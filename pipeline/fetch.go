@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,30 +13,55 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
-// fetch is the send stage: it pulls admitted lines from next as its
-// workers come free, sends each with sendLine and passes the results to
-// out, in input order unless --unordered. It is the only sender on out and
-// on settle, and closes both. Another way of sending (the Batch API) would
-// replace this stage as a whole.
+// fetch is the send stage: it pulls admitted lines (or packs of them) from
+// next as its workers come free, sends each with sendItem and passes the
+// results to out, one a line, in input order unless --unordered. It is the
+// only sender on out and on settle, and closes both. Another way of
+// sending (the Batch API) would replace this stage as a whole.
 func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- *jsonl.Result, settle chan<- budget.Settlement) error {
 	defer close(settle)
 	defer close(out)
 	p := r.cfg.Parallel
-	send := func(it *item) *jsonl.Result { return r.sendLine(ctx, it, settle) }
-	if r.cfg.Unordered {
-		return unorderedMap(ctx, p, next, out, send)
-	}
-	// The window: lines taken in ahead of the one the writer waits for. A
-	// slow line at the head holds back at most this many results.
-	window := 4*p + 64
-	return orderedMap(ctx, p, window, next, out, send, func(head *item) {
-		r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
+	// Each item's results, a line's or a pack's, on their way to be
+	// unpacked in order: sized as the results channel.
+	groups := make(chan []*jsonl.Result, p)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(groups)
+		send := func(it *item) []*jsonl.Result { return r.sendItem(ctx, it, settle) }
+		if r.cfg.Unordered {
+			return unorderedMap(gctx, p, next, groups, send)
+		}
+		// The window: items taken in ahead of the one the writer waits
+		// for. A slow item at the head holds back at most this many. A
+		// pack holds up to --pack lines' results, so the window of packs
+		// is the window of lines over --pack, with a place for every
+		// worker.
+		window := 4*p + 64
+		if r.cfg.Pack > 1 {
+			window = p + max(1, window/r.cfg.Pack)
+		}
+		return orderedMap(gctx, p, window, next, groups, send, func(head *item) {
+			r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
+		})
 	})
+	g.Go(func() error {
+		for rs := range groups {
+			for _, res := range rs {
+				if err := send(gctx, out, res); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return g.Wait()
 }
 
 // sendLine sends one admitted line, retrying what is worth retrying, and
@@ -94,7 +118,10 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			return r.succeeded(it, a)
 		}
 		last = f
-		if f.status == http.StatusTooManyRequests {
+		// A flex request refused for want of capacity is not over a rate
+		// limit: it is retried, but slows no one else.
+		rateLimited := f.status == http.StatusTooManyRequests && !f.noCapacity
+		if rateLimited {
 			r.stats.RateLimited.Add(1)
 		}
 		if f.verdict == halt {
@@ -104,7 +131,7 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			return r.failed(it, f)
 		}
 		wait = backoff(wait, f.after, r.cfg.Jitter)
-		if f.status == http.StatusTooManyRequests {
+		if rateLimited {
 			// Every worker, in every process sharing the budget, waits,
 			// and a server stricter than its minute limit is paced.
 			// The shared pause is the server's own time, not this
@@ -148,21 +175,23 @@ func (w *wire) trace(ctx context.Context) context.Context {
 	})
 }
 
+// succeeded counts an answer and returns the line's result; a pack's
+// results, one a line, are left in it.results.
 func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {
-	res := successResult(it, a)
-	u := res.Usage
+	u := a.ans.usage
 	r.stats.PromptTokens.Add(u.PromptTokens)
 	r.stats.CompletionTokens.Add(u.CompletionTokens)
 	r.stats.CachedTokens.Add(u.CachedTokens)
 	if it.priced {
-		c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
-		r.stats.Cost.Add(int64(c))
-		res.CostUSD = mustJSON(c)
+		r.stats.Cost.Add(int64(a.ans.cost))
 	} else {
 		r.stats.Unpriced.Add(1)
-		res.CostUSD = []byte("null")
 	}
-	return res
+	for _, res := range a.ans.results {
+		res.LatencyMS = a.latency.Milliseconds()
+	}
+	it.results = a.ans.results
+	return a.ans.results[0]
 }
 
 func (r *runner) failed(it *item, f failure) *jsonl.Result {
@@ -178,17 +207,22 @@ const (
 	replyKey               // *reply: filled with what the response said
 )
 
-// reply is what a call's HTTP response carried besides its body, which
-// go-openai does not expose for failed calls.
+// reply is what a call's HTTP response carried, which go-openai does not
+// expose: the status and headers, for the retry logic, and a success's
+// body, for resultFromBody.
 type reply struct {
 	status int
 	header http.Header
+	body   []byte // a 2xx answer's body
 }
 
 // rawBodyDoer sends the request body carried in the request's context in
 // place of the one go-openai marshalled from its struct, which drops
 // "temperature": 0 and every field it does not know. It also records the
-// status and headers for the retry logic.
+// status and headers for the retry logic, and keeps a successful answer's
+// body whole: go-openai's structs drop what gptbatch must not (logprobs,
+// refusals) and cannot read base64 embeddings, so go-openai is given an
+// empty object to decode and resultFromBody reads the answer.
 type rawBodyDoer struct{ hc *http.Client }
 
 func (d rawBodyDoer) Do(req *http.Request) (*http.Response, error) {
@@ -199,8 +233,20 @@ func (d rawBodyDoer) Do(req *http.Request) (*http.Response, error) {
 		req.ContentLength = int64(len(b))
 	}
 	resp, err := d.hc.Do(req)
-	if r, ok := ctx.Value(replyKey).(*reply); ok && resp != nil {
-		r.status, r.header = resp.StatusCode, resp.Header
+	r, ok := ctx.Value(replyKey).(*reply)
+	if !ok || resp == nil {
+		return resp, err
+	}
+	r.status, r.header = resp.StatusCode, resp.Header
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		r.body = b
+		resp.Body = io.NopCloser(strings.NewReader("{}"))
+		resp.ContentLength = 2
 	}
 	return resp, err
 }
@@ -219,16 +265,16 @@ func newClient(baseURL, key string, parallel int) *openai.Client {
 
 // attempt is the outcome of one API call.
 type attempt struct {
-	resp    openai.ChatCompletionResponse
+	ans     answer // what a successful call answered
 	reply   reply
 	err     error
 	latency time.Duration
 }
 
-// call sends it once, giving up after --timeout.
+// call sends it once, to its endpoint, giving up after --timeout.
 func (r *runner) call(ctx context.Context, it *item) attempt {
 	var a attempt
-	ctx = context.WithValue(ctx, bodyKey, it.body)
+	ctx = context.WithValue(ctx, bodyKey, it.wireBody())
 	ctx = context.WithValue(ctx, replyKey, &a.reply)
 	if r.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -236,50 +282,20 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 		defer cancel()
 	}
 	start := r.cfg.Clock.Now()
-	// Only the model goes through go-openai's struct: it picks the URL and
-	// runs go-openai's checks on it; the body sent is it.body.
-	a.resp, a.err = r.client.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: it.model})
+	// Only the model goes through go-openai's structs: they pick the URL
+	// and run go-openai's checks on it; the body sent is it's.
+	switch it.endpoint {
+	case jsonl.EndpointEmbeddings:
+		_, a.err = r.client.CreateEmbeddings(ctx, openai.EmbeddingRequest{Model: openai.EmbeddingModel(it.model)})
+	case jsonl.EndpointResponses:
+		_, a.err = r.client.CreateResponse(ctx, openai.CreateResponseRequest{Model: it.model})
+	default:
+		_, a.err = r.client.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: it.model})
+	}
 	a.latency = r.cfg.Clock.Now().Sub(start)
-	if a.err == nil && len(a.resp.Choices) == 0 {
-		a.err = errNoChoices
+	if a.err == nil {
+		a.ans, a.err = resultFromBody(it, it.endpoint, a.reply.status, a.reply.body)
 	}
+	a.reply.body = nil // read: the results hold what is kept
 	return a
-}
-
-var errNoChoices = errors.New("response has no choices")
-
-// successResult turns an answer into the line's result.
-func successResult(it *item, a attempt) *jsonl.Result {
-	r := &jsonl.Result{
-		ID:        it.req.ID,
-		Line:      it.req.Line,
-		Model:     a.resp.Model,
-		Attempts:  it.attempts,
-		LatencyMS: a.latency.Milliseconds(),
-		Metadata:  it.req.Metadata,
-	}
-	ch := a.resp.Choices[0]
-	if ch.Message.Content != "" || len(ch.Message.ToolCalls) == 0 {
-		c := ch.Message.Content
-		r.Content = &c
-	}
-	r.FinishReason = string(ch.FinishReason)
-	if len(ch.Message.ToolCalls) > 0 {
-		r.ToolCalls = mustJSON(ch.Message.ToolCalls)
-	}
-	u := usageOf(a.resp)
-	r.Usage = &u
-	return r
-}
-
-func usageOf(resp openai.ChatCompletionResponse) jsonl.Usage {
-	u := jsonl.Usage{
-		PromptTokens:     int64(resp.Usage.PromptTokens),
-		CompletionTokens: int64(resp.Usage.CompletionTokens),
-		TotalTokens:      int64(resp.Usage.TotalTokens),
-	}
-	if d := resp.Usage.PromptTokensDetails; d != nil {
-		u.CachedTokens = int64(d.CachedTokens)
-	}
-	return u
 }

@@ -140,7 +140,7 @@ func TestUnorderedMap(t *testing.T) {
 // BenchmarkEmit is the writer: results a second to the output.
 func BenchmarkEmit(b *testing.B) {
 	content := "answer: tell me about the number 12345 in one short sentence"
-	res := &jsonl.Result{ID: "q12345", Line: 12345, Model: "gpt-4o-mini-2024-07-18", Content: &content, FinishReason: "stop",
+	res := &jsonl.Result{ID: "q12345", Line: 12345, Model: "gpt-4o-mini-2024-07-18", Content: jsonl.String(content), FinishReason: "stop",
 		Usage: &jsonl.Usage{PromptTokens: 20, CompletionTokens: 14, TotalTokens: 34}, CostUSD: []byte("0.0000114"), Attempts: 1, LatencyMS: 200}
 	r := &runner{stats: new(Stats)}
 	in := make(chan *jsonl.Result, 256)

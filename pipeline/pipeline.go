@@ -9,8 +9,10 @@
 //	read.go       stdin → requests, one a line
 //	prepare.go    tokenize: the wire body and the estimate, on every core
 //	hold.go       hold the batch back until --batch-tokens and --max-cost are known to hold
+//	pack.go       --pack: runs of single-input embeddings lines share a request
 //	admit.go      reserve each line's estimate through the gate, just ahead of a free worker
 //	fetch.go      send: a fixed number of workers, the retry loop
+//	endpoints.go  what each endpoint answered, read into the lines' results
 //	classify.go   what a failed call means: retry, give up or halt
 //	serverlimits.go  what the x-ratelimit headers teach the gate
 //	settle.go     the gate and the ledger move from estimates to what the API counted
@@ -41,6 +43,13 @@ type Config struct {
 	Model     string // for lines that name none
 	MaxTokens int64  // output cap for lines that give none; 0 picks by model
 	Input     jsonl.Options
+	// ServiceTier is the service_tier sent with chat and responses lines
+	// that give none ("flex", say); "" sends none.
+	ServiceTier string
+	// Pack is how many single-input embeddings lines may share one
+	// request (--pack); each still gets its own result. 0 or 1: one a
+	// request.
+	Pack int
 
 	BaseURL  string
 	Key      string
@@ -210,7 +219,15 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		// Settlements queue while the settler writes the last batch of
 		// them; sized so that workers rarely wait for the usage file.
 		settle := make(chan budget.Settlement, 4*p)
-		g.Go(func() error { return r.fetch(gctx, r.admitter(held), results, settle) })
+		toAdmit := held
+		if r.cfg.Pack > 1 {
+			// Unbuffered: a pack that is not full goes on when admission
+			// takes it, and fills while admission waits.
+			packed := make(chan *item)
+			g.Go(func() error { return r.pack(gctx, held, packed) })
+			toAdmit = packed
+		}
+		g.Go(func() error { return r.fetch(gctx, r.admitter(toAdmit), results, settle) })
 		g.Go(func() error { return r.settle(gctx, settle) })
 		g.Go(func() error { return r.emit(gctx, results, out) })
 	}

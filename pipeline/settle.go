@@ -52,6 +52,7 @@ func (r *runner) settlement(it *item, a attempt, f failure, wrote bool) budget.S
 		return budget.Settlement{Est: it.est}
 	}
 	e := &budget.LedgerEntry{
+		Endpoint:  it.endpoint,
 		Time:      r.cfg.Clock.Now(),
 		ID:        it.req.ID,
 		Line:      it.req.Line,
@@ -63,15 +64,15 @@ func (r *runner) settlement(it *item, a attempt, f failure, wrote bool) budget.S
 	}
 	s := budget.Settlement{Est: it.est, Sent: true, Entry: e}
 	switch {
-	case a.err == nil || a.resp.Usage.TotalTokens > 0:
-		u := usageOf(a.resp)
-		if a.resp.Model != "" {
-			e.Model = a.resp.Model
+	case a.err == nil:
+		u := a.ans.usage
+		if a.ans.model != "" {
+			e.Model = a.ans.model
 		}
 		e.PromptTokens, e.CompletionTokens, e.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
 		s.Tokens = u.TotalTokens
 		if it.priced {
-			c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+			c := a.ans.cost
 			e.CostUSD, s.Cost = &c, c
 		}
 	case a.reply.status == 0 || a.reply.status < http.StatusMultipleChoices:

@@ -92,27 +92,26 @@ type message struct {
 	ToolCallID string          `json:"tool_call_id"`
 }
 
-// contentPart is one element of array content.
+// contentPart is one element of array content: chat completions' text
+// and image_url parts, the Responses API's input_text, output_text and
+// input_image.
 type contentPart struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
+	Type     string          `json:"type"`
+	Text     string          `json:"text"`
+	ImageURL json.RawMessage `json:"image_url"` // {"url", "detail"} in chat; a string in responses
+	Detail   string          `json:"detail"`    // responses
 }
-
-// imageTokens is what one image part is charged at high detail for a
-// 1024x1024 image; the real figure depends on the image, which gptbatch does
-// not fetch, so the estimate errs high.
-const imageTokens = 765
 
 // promptTokens counts the prompt of a chat request by the OpenAI cookbook's
 // formula: 3 tokens a message plus its role and content, 1 more for a name,
 // and 3 that prime the reply. Tools are counted as their JSON text, which
-// errs high.
+// errs high; images as imageTokens says.
 func promptTokens(model string, messages, tools json.RawMessage) (int64, error) {
 	enc, err := encoders[encodingName(model)]()
 	if err != nil {
 		return 0, err
 	}
-	return countPrompt(messages, tools, func(s string) int64 { return countTokens(enc, s, tokenChunk) })
+	return countPrompt(model, messages, tools, func(s string) int64 { return countTokens(enc, s, tokenChunk) })
 }
 
 // tokenChunk is the size of the pieces countTokens hands the encoder: it
@@ -178,12 +177,12 @@ func tokenBoundary(prev, r rune) bool {
 
 // promptTokenBound is an upper bound of promptTokens that needs no encoder:
 // every token is at least one byte.
-func promptTokenBound(messages, tools json.RawMessage) (int64, error) {
-	return countPrompt(messages, tools, func(s string) int64 { return int64(len(s)) })
+func promptTokenBound(model string, messages, tools json.RawMessage) (int64, error) {
+	return countPrompt(model, messages, tools, func(s string) int64 { return int64(len(s)) })
 }
 
 // countPrompt applies the chat formula with count as the tokenizer.
-func countPrompt(messages, tools json.RawMessage, count func(string) int64) (int64, error) {
+func countPrompt(model string, messages, tools json.RawMessage, count func(string) int64) (int64, error) {
 	var msgs []message
 	if err := json.Unmarshal(messages, &msgs); err != nil {
 		return 0, fmt.Errorf("messages: %w", err)
@@ -200,7 +199,7 @@ func countPrompt(messages, tools json.RawMessage, count func(string) int64) (int
 		if len(m.ToolCalls) > 0 && string(m.ToolCalls) != "null" {
 			n += count(string(m.ToolCalls))
 		}
-		c, err := contentTokens(m.Content, count)
+		c, err := contentTokens(model, m.Content, count)
 		if err != nil {
 			return 0, fmt.Errorf("messages[%d].content: %w", i, err)
 		}
@@ -212,7 +211,7 @@ func countPrompt(messages, tools json.RawMessage, count func(string) int64) (int
 	return n, nil
 }
 
-func contentTokens(content json.RawMessage, count func(string) int64) (int64, error) {
+func contentTokens(model string, content json.RawMessage, count func(string) int64) (int64, error) {
 	if len(content) == 0 || string(content) == "null" {
 		return 0, nil
 	}
@@ -231,10 +230,10 @@ func contentTokens(content json.RawMessage, count func(string) int64) (int64, er
 		var n int64
 		for _, p := range parts {
 			switch p.Type {
-			case "text":
+			case "text", "input_text", "output_text":
 				n += count(p.Text)
 			case "image_url", "input_image":
-				n += imageTokens
+				n += p.imageTokens(model)
 			}
 		}
 		return n, nil

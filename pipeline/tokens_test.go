@@ -46,7 +46,7 @@ func TestPromptTokens(t *testing.T) {
 		{"system and user", "gpt-4o-mini", `[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hi"}]`, 3 + (3 + 1 + 6) + (3 + 1 + 1)},
 		{"name", "gpt-4o", `[{"role":"user","name":"bob","content":"Hi"}]`, 3 + 3 + 1 + 1 + 1 + 1},
 		{"parts", "gpt-4o", `[{"role":"user","content":[{"type":"text","text":"Hello world"}]}]`, 9},
-		{"image", "gpt-4o", `[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]`, 3 + 3 + 1 + imageTokens},
+		{"image", "gpt-4o", `[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]`, 3 + 3 + 1 + 85 + 8*170},
 		{"null content", "gpt-4o", `[{"role":"assistant","content":null}]`, 3 + 3 + 1},
 	}
 	for _, tt := range tests {
@@ -102,7 +102,7 @@ func TestPromptTokenBound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bound, err := promptTokenBound(json.RawMessage(m), nil)
+		bound, err := promptTokenBound("gpt-4o", json.RawMessage(m), nil)
 		if err != nil || bound < exact {
 			t.Errorf("promptTokenBound(%.40s) = %d, %v; want >= %d", m, bound, err, exact)
 		}

@@ -33,6 +33,7 @@ type request struct {
 	MaxCompletionTokens *int          `json:"max_completion_tokens"`
 	Temperature         *float64      `json:"temperature"`
 	N                   *int          `json:"n"`
+	Logprobs            bool          `json:"logprobs"`
 	Stream              bool          `json:"stream"`
 	Tools               []struct {
 		Type     string `json:"type"`
@@ -81,6 +82,8 @@ func parseRequest(body []byte) (*request, *apiError) {
 			target = &req.Temperature
 		case "n":
 			target = &req.N
+		case "logprobs":
+			target = &req.Logprobs
 		case "stream":
 			target = &req.Stream
 		case "tools":
@@ -220,10 +223,10 @@ type (
 		SystemFingerprint string   `json:"system_fingerprint"`
 	}
 	choice struct {
-		Index        int     `json:"index"`
-		Message      message `json:"message"`
-		Logprobs     *string `json:"logprobs"`
-		FinishReason string  `json:"finish_reason"`
+		Index        int             `json:"index"`
+		Message      message         `json:"message"`
+		Logprobs     json.RawMessage `json:"logprobs"` // null unless asked for: see vary
+		FinishReason string          `json:"finish_reason"`
 	}
 	message struct {
 		Role        string     `json:"role"`
@@ -295,11 +298,12 @@ func (x *exchange) answer(req *request, enc *tiktoken.Tiktoken, prompt, maxOut i
 		}
 	}
 	for i := range req.choices() {
-		resp.Choices = append(resp.Choices, choice{Index: i, Message: msg, FinishReason: finish})
+		resp.Choices = append(resp.Choices, choice{Index: i, Message: msg, FinishReason: finish, Logprobs: json.RawMessage("null")})
 	}
 	resp.Usage.PromptTokens = prompt
 	resp.Usage.CompletionTokens = completion * req.choices()
 	resp.Usage.TotalTokens = prompt + resp.Usage.CompletionTokens
+	vary(req, enc, &resp, maxOut)
 	if prompt >= minCached {
 		key := cacheKey(req.Model, req.rawMessages)
 		s.mu.Lock()

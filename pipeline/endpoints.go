@@ -1,0 +1,480 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// answer is what an endpoint answered, read for the item it answers.
+type answer struct {
+	// results are the lines' results, in input order: the line's own, or
+	// a pack's, one a member. Each has its usage and cost; the caller adds
+	// the latency.
+	results []*jsonl.Result
+	usage   jsonl.Usage // the call's, as the API reported it
+	model   string      // the model that answered, as the API names it
+	cost    budget.Cost // the call's cost; 0 when the model's price is unknown
+}
+
+// errNoChoices is an answer with nothing in it.
+var errNoChoices = errors.New("response has no choices")
+
+// resultFromBody reads body, the answer endpoint (a jsonl.Endpoint*) gave
+// with HTTP status status to the request of it (a line, or a pack of
+// them), into the lines' results. It is the one place that knows each
+// endpoint's answer, for the synchronous calls and for the lines a Batch
+// API output file holds alike. A status outside 2xx is the API's error,
+// returned as an *openai.APIError (or *openai.RequestError for a body
+// that is no error object) for classify; a 2xx body that cannot be read
+// as an answer is an error too. Costs come from it.price (half of it when
+// the answer says it ran on the flex tier), so a caller pricing a Batch
+// API line gives it the batch price.
+func resultFromBody(it *item, endpoint string, status int, body []byte) (answer, error) {
+	if status < 200 || status >= 300 {
+		return answer{}, apiError(status, body)
+	}
+	switch endpoint {
+	case jsonl.EndpointEmbeddings:
+		return it.embeddingsAnswer(body)
+	case jsonl.EndpointResponses:
+		return it.responsesAnswer(body)
+	}
+	return it.chatAnswer(body)
+}
+
+// apiError is the error an error body says, as go-openai makes it.
+func apiError(status int, body []byte) error {
+	var er openai.ErrorResponse
+	if err := json.Unmarshal(body, &er); err != nil || er.Error == nil {
+		return &openai.RequestError{HTTPStatus: http.StatusText(status), HTTPStatusCode: status, Err: err, Body: body}
+	}
+	er.Error.HTTPStatusCode = status
+	er.Error.HTTPStatus = http.StatusText(status)
+	return er.Error
+}
+
+// lineResult is a line's result with its share of an answer: its usage and
+// the cost of it at price.
+func (it *item) lineResult(model string, u jsonl.Usage, price budget.Price) *jsonl.Result {
+	res := &jsonl.Result{
+		ID:       it.req.ID,
+		Line:     it.req.Line,
+		Model:    model,
+		Attempts: it.attempts,
+		Metadata: it.req.Metadata,
+		Usage:    &u,
+		CostUSD:  []byte("null"),
+	}
+	if it.priced {
+		res.CostUSD = mustJSON(price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens))
+	}
+	return res
+}
+
+// priceFor is the price of an answer served on tier: flex is billed at
+// the Batch API's price, half the list price.
+func (it *item) priceFor(tier string) budget.Price {
+	if tier == "flex" {
+		return it.price.Batch()
+	}
+	return it.price
+}
+
+// chatCompletion is the part of a chat completion gptbatch keeps.
+type chatCompletion struct {
+	Model   string       `json:"model"`
+	Choices []chatChoice `json:"choices"`
+	Usage   struct {
+		PromptTokens        int64 `json:"prompt_tokens"`
+		CompletionTokens    int64 `json:"completion_tokens"`
+		TotalTokens         int64 `json:"total_tokens"`
+		PromptTokensDetails struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
+		CompletionTokensDetails struct {
+			ReasoningTokens int64 `json:"reasoning_tokens"`
+		} `json:"completion_tokens_details"`
+	} `json:"usage"`
+	ServiceTier string `json:"service_tier"`
+}
+
+// chatChoice is one of a chat completion's choices.
+type chatChoice struct {
+	Index   int `json:"index"`
+	Message struct {
+		Content   *string         `json:"content"`
+		Refusal   *string         `json:"refusal"`
+		ToolCalls json.RawMessage `json:"tool_calls"`
+	} `json:"message"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+	FinishReason string          `json:"finish_reason"`
+}
+
+// chatAnswer reads a chat completion. The first choice is the content
+// (JSON null with a refusal, left out when it is only tool calls); with
+// n > 1 every choice's content is in choices, and logprobs, when asked
+// for, are the choice's or, with n > 1, one a choice.
+func (it *item) chatAnswer(body []byte) (answer, error) {
+	var c chatCompletion
+	if err := json.Unmarshal(body, &c); err != nil {
+		return answer{}, fmt.Errorf("read chat completion: %w", err)
+	}
+	if len(c.Choices) == 0 {
+		return answer{}, errNoChoices
+	}
+	slices.SortStableFunc(c.Choices, func(a, b chatChoice) int { return a.Index - b.Index })
+	u := jsonl.Usage{
+		PromptTokens:     c.Usage.PromptTokens,
+		CompletionTokens: c.Usage.CompletionTokens,
+		TotalTokens:      c.Usage.TotalTokens,
+		CachedTokens:     c.Usage.PromptTokensDetails.CachedTokens,
+		ReasoningTokens:  c.Usage.CompletionTokensDetails.ReasoningTokens,
+	}
+	price := it.priceFor(c.ServiceTier)
+	res := it.lineResult(c.Model, u, price)
+	first := c.Choices[0]
+	msg := first.Message
+	hasTools := isSet(msg.ToolCalls) && string(msg.ToolCalls) != "[]"
+	switch {
+	case msg.Refusal != nil && *msg.Refusal != "":
+		res.Content, res.Refusal = []byte("null"), msg.Refusal
+	case msg.Content != nil:
+		res.Content = jsonl.String(*msg.Content)
+	case !hasTools:
+		res.Content = []byte("null")
+	}
+	if hasTools {
+		res.ToolCalls = msg.ToolCalls
+	}
+	res.FinishReason = first.FinishReason
+	if len(c.Choices) > 1 {
+		res.Choices = make([]*string, len(c.Choices))
+		for i, ch := range c.Choices {
+			if ch.Message.Refusal == nil || *ch.Message.Refusal == "" {
+				res.Choices[i] = ch.Message.Content
+			}
+		}
+	}
+	var logprobs []json.RawMessage
+	asked := false
+	for _, ch := range c.Choices {
+		asked = asked || isSet(ch.Logprobs)
+		logprobs = append(logprobs, cmpRaw(ch.Logprobs))
+	}
+	switch {
+	case !asked:
+	case len(logprobs) == 1:
+		res.Logprobs = logprobs[0]
+	default:
+		res.Logprobs = mustJSON(logprobs)
+	}
+	return answer{results: []*jsonl.Result{res}, usage: u, model: c.Model, cost: it.callCost(u, price)}, nil
+}
+
+// callCost is the cost of a call's usage at price; 0 when the price is
+// unknown.
+func (it *item) callCost(u jsonl.Usage, price budget.Price) budget.Cost {
+	if !it.priced {
+		return 0
+	}
+	return price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+}
+
+// isSet reports whether a raw JSON field is there and not null.
+func isSet(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+
+// cmpRaw is raw, or JSON null for a field that is not there.
+func cmpRaw(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return []byte("null")
+	}
+	return raw
+}
+
+// response is the part of a Responses API response gptbatch keeps.
+type response struct {
+	Model  string `json:"model"`
+	Status string `json:"status"`
+	Error  *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	IncompleteDetails *struct {
+		Reason string `json:"reason"`
+	} `json:"incomplete_details"`
+	Output []json.RawMessage `json:"output"`
+	Usage  struct {
+		InputTokens        int64 `json:"input_tokens"`
+		InputTokensDetails struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		} `json:"input_tokens_details"`
+		OutputTokens        int64 `json:"output_tokens"`
+		OutputTokensDetails struct {
+			ReasoningTokens int64 `json:"reasoning_tokens"`
+		} `json:"output_tokens_details"`
+		TotalTokens int64 `json:"total_tokens"`
+	} `json:"usage"`
+	ServiceTier string `json:"service_tier"`
+}
+
+// outputItem is the part of a response's output item gptbatch reads.
+type outputItem struct {
+	Type    string `json:"type"`
+	Content []struct {
+		Type     string          `json:"type"`
+		Text     string          `json:"text"`
+		Refusal  string          `json:"refusal"`
+		Logprobs json.RawMessage `json:"logprobs"`
+	} `json:"content"`
+}
+
+// responsesAnswer reads a Responses API response: content is the
+// concatenated output_text, a refusal is refusal with content null,
+// function calls are tool_calls, and usage maps input and output tokens
+// to prompt and completion tokens.
+func (it *item) responsesAnswer(body []byte) (answer, error) {
+	var r response
+	if err := json.Unmarshal(body, &r); err != nil {
+		return answer{}, fmt.Errorf("read response: %w", err)
+	}
+	if r.Status == "failed" {
+		msg := "response failed"
+		if r.Error != nil {
+			msg = fmt.Sprintf("response failed: %s: %s", r.Error.Code, r.Error.Message)
+		}
+		return answer{}, errors.New(msg)
+	}
+	u := jsonl.Usage{
+		PromptTokens:     r.Usage.InputTokens,
+		CompletionTokens: r.Usage.OutputTokens,
+		TotalTokens:      r.Usage.TotalTokens,
+		CachedTokens:     r.Usage.InputTokensDetails.CachedTokens,
+		ReasoningTokens:  r.Usage.OutputTokensDetails.ReasoningTokens,
+	}
+	price := it.priceFor(r.ServiceTier)
+	res := it.lineResult(r.Model, u, price)
+	var text, refusal bytes.Buffer
+	var calls, logprobs []json.RawMessage
+	hasText := false
+	for _, raw := range r.Output {
+		var o outputItem
+		if err := json.Unmarshal(raw, &o); err != nil {
+			return answer{}, fmt.Errorf("read response output: %w", err)
+		}
+		switch o.Type {
+		case "message":
+			for _, c := range o.Content {
+				switch c.Type {
+				case "output_text":
+					hasText = true
+					text.WriteString(c.Text)
+					var lp []json.RawMessage
+					if json.Unmarshal(c.Logprobs, &lp) == nil {
+						logprobs = append(logprobs, lp...)
+					}
+				case "refusal":
+					refusal.WriteString(c.Refusal)
+				}
+			}
+		case "function_call", "custom_tool_call":
+			calls = append(calls, raw)
+		}
+	}
+	switch {
+	case refusal.Len() > 0 && !hasText:
+		s := refusal.String()
+		res.Content, res.Refusal = []byte("null"), &s
+	case hasText || len(calls) == 0:
+		res.Content = jsonl.String(text.String())
+	}
+	if len(calls) > 0 {
+		res.ToolCalls = mustJSON(calls)
+	}
+	if len(logprobs) > 0 {
+		res.Logprobs = mustJSON(logprobs)
+	}
+	switch {
+	case r.Status == "incomplete" && r.IncompleteDetails != nil && r.IncompleteDetails.Reason == "max_output_tokens":
+		res.FinishReason = "length"
+	case r.Status == "incomplete" && r.IncompleteDetails != nil:
+		res.FinishReason = r.IncompleteDetails.Reason
+	case len(calls) > 0:
+		res.FinishReason = "tool_calls"
+	default:
+		res.FinishReason = "stop"
+	}
+	return answer{results: []*jsonl.Result{res}, usage: u, model: r.Model, cost: it.callCost(u, price)}, nil
+}
+
+// embeddingList is an embeddings answer.
+type embeddingList struct {
+	Model string `json:"model"`
+	Data  []struct {
+		Index     int             `json:"index"`
+		Embedding json.RawMessage `json:"embedding"`
+	} `json:"data"`
+	Usage struct {
+		PromptTokens int64 `json:"prompt_tokens"`
+		TotalTokens  int64 `json:"total_tokens"`
+	} `json:"usage"`
+}
+
+// embeddingsAnswer reads an embeddings answer: a single input's vector is
+// embedding, a list's are embeddings, in input order; a pack's members
+// each get their own vector and their share of the usage, split exactly
+// by each input's own token count.
+func (it *item) embeddingsAnswer(body []byte) (answer, error) {
+	var l embeddingList
+	if err := json.Unmarshal(body, &l); err != nil {
+		return answer{}, fmt.Errorf("read embeddings: %w", err)
+	}
+	vecs := make([]json.RawMessage, len(l.Data))
+	for _, d := range l.Data {
+		if d.Index < 0 || d.Index >= len(vecs) || vecs[d.Index] != nil {
+			return answer{}, fmt.Errorf("read embeddings: index %d out of place among %d", d.Index, len(vecs))
+		}
+		v, err := it.vector(d.Embedding)
+		if err != nil {
+			return answer{}, fmt.Errorf("read embeddings: vector %d: %w", d.Index, err)
+		}
+		vecs[d.Index] = v
+	}
+	u := jsonl.Usage{PromptTokens: l.Usage.PromptTokens, TotalTokens: l.Usage.TotalTokens, InputOnly: true}
+	ans := answer{usage: u, model: l.Model, cost: it.callCost(u, it.price)}
+	if it.members != nil {
+		if len(vecs) != len(it.members) {
+			return answer{}, fmt.Errorf("read embeddings: %d vectors for %d inputs", len(vecs), len(it.members))
+		}
+		own := make([]int64, len(it.members))
+		for i, m := range it.members {
+			own[i] = m.prompt
+		}
+		shares := split(u.PromptTokens, own)
+		for i, m := range it.members {
+			m.attempts = it.attempts
+			res := m.lineResult(l.Model, jsonl.Usage{PromptTokens: shares[i], TotalTokens: shares[i], InputOnly: true}, m.price)
+			res.Embedding = vecs[i]
+			ans.results = append(ans.results, res)
+		}
+		return ans, nil
+	}
+	res := it.lineResult(l.Model, u, it.price)
+	switch {
+	case it.single && len(vecs) == 1:
+		res.Embedding = vecs[0]
+	case it.single || len(vecs) == 0:
+		return answer{}, fmt.Errorf("read embeddings: %d vectors for 1 input", len(vecs))
+	default:
+		res.Embeddings = mustJSON(vecs)
+	}
+	ans.results = []*jsonl.Result{res}
+	return ans, nil
+}
+
+// vector is an answer's vector as the result writes it: floats, when
+// gptbatch chose base64 on the wire, else as the API sent it.
+func (it *item) vector(raw json.RawMessage) (json.RawMessage, error) {
+	if !it.floats || len(raw) == 0 || raw[0] != '"' {
+		// Floats already (a server that ignores encoding_format), or
+		// what the line asked for.
+		return raw, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, err
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b)%4 != 0 {
+		return nil, fmt.Errorf("not base64 float32s")
+	}
+	return appendFloats(make([]byte, 0, 11*len(b)/4+2), b)
+}
+
+// appendFloats appends the little-endian float32s of b to out as a JSON
+// array, each number written as encoding/json writes a float32 (the
+// shortest text that reads back as the same float32), without its
+// reflection: a vector is thousands of them.
+func appendFloats(out, b []byte) (json.RawMessage, error) {
+	out = append(out, '[')
+	for i := 0; i+4 <= len(b); i += 4 {
+		f := math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))
+		x := float64(f)
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, fmt.Errorf("vector holds %v", f)
+		}
+		if i > 0 {
+			out = append(out, ',')
+		}
+		format := byte('f')
+		if abs := math.Abs(x); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+			format = 'e'
+		}
+		out = strconv.AppendFloat(out, x, format, -1, 32)
+		if n := len(out); format == 'e' && n >= 4 && out[n-4] == 'e' && out[n-3] == '-' && out[n-2] == '0' {
+			// 1e-07 as 1e-7, as encoding/json writes it.
+			out[n-2] = out[n-1]
+			out = out[:n-1]
+		}
+	}
+	return append(out, ']'), nil
+}
+
+// split divides total among parts in proportion to weights, exactly:
+// when the weights add up to total (a pack's inputs counted as the API
+// counts them) each part is its weight; otherwise each gets its share
+// rounded down and the largest remainders the tokens left over.
+func split(total int64, weights []int64) []int64 {
+	out := make([]int64, len(weights))
+	var sum int64
+	for _, w := range weights {
+		sum += w
+	}
+	if sum == total {
+		copy(out, weights)
+		return out
+	}
+	if sum <= 0 {
+		// Nothing to go by: even shares.
+		sum = int64(len(weights))
+		weights = slices.Repeat([]int64{1}, len(weights))
+	}
+	type rem struct {
+		i int
+		r int64
+	}
+	rems := make([]rem, len(weights))
+	var given int64
+	for i, w := range weights {
+		// total*w fits: tokens a request are far below 2^31.
+		out[i] = total * w / sum
+		rems[i] = rem{i, total * w % sum}
+		given += out[i]
+	}
+	slices.SortStableFunc(rems, func(a, b rem) int {
+		switch {
+		case a.r > b.r:
+			return -1
+		case a.r < b.r:
+			return 1
+		}
+		return 0
+	})
+	for k := 0; given < total; k++ {
+		out[rems[k%len(rems)].i]++
+		given++
+	}
+	return out
+}

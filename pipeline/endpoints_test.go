@@ -1,0 +1,229 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+func TestSplit(t *testing.T) {
+	for _, tt := range []struct {
+		total   int64
+		weights []int64
+		want    []int64
+	}{
+		{10, []int64{3, 7}, []int64{3, 7}},                  // the API counted as gptbatch did
+		{20, []int64{3, 7}, []int64{6, 14}},                 // in proportion
+		{10, []int64{1, 1, 1}, []int64{4, 3, 3}},            // the remainder to the largest shares, first first
+		{7, []int64{0, 0}, []int64{4, 3}},                   // nothing to go by: even shares
+		{100, []int64{5, 10, 20}, []int64{14, 29, 57}},      // 14.28, 28.57, 57.14: the rest to the largest remainder
+		{1, []int64{1000, 1, 1}, []int64{1, 0, 0}},          // rounding down, then the leftover
+		{5, []int64{2, 2, 2, 2, 2}, []int64{1, 1, 1, 1, 1}}, // fewer tokens than counted
+	} {
+		got := split(tt.total, tt.weights)
+		var sum int64
+		for _, n := range got {
+			sum += n
+		}
+		if !slices.Equal(got, tt.want) || sum != tt.total {
+			t.Errorf("split(%d, %v) = %v, want %v", tt.total, tt.weights, got, tt.want)
+		}
+	}
+}
+
+// dataURL is a PNG of w×h as a data: URL.
+func dataURL(t *testing.T, w, h int) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := png.Encode(&b, image.NewGray(image.Rect(0, 0, w, h))); err != nil {
+		t.Fatal(err)
+	}
+	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(b.Bytes())
+}
+
+// Image tokens by OpenAI's published formulas and worked examples; an
+// image of unknown size is the most its detail level can cost.
+func TestImageTokens(t *testing.T) {
+	chat := func(url, detail string) contentPart {
+		return contentPart{Type: "image_url", ImageURL: mustJSON(map[string]string{"url": url, "detail": detail})}
+	}
+	resp := func(url, detail string) contentPart {
+		return contentPart{Type: "input_image", ImageURL: mustJSON(url), Detail: detail}
+	}
+	const web = "https://example.com/cat.jpg"
+	for _, tt := range []struct {
+		name  string
+		model string
+		part  contentPart
+		want  int64
+	}{
+		{"gpt-4o 1024x1024 high", "gpt-4o", chat(dataURL(t, 1024, 1024), "high"), 85 + 4*170},
+		{"gpt-4o 2048x4096 high (the docs' example)", "gpt-4o", chat(dataURL(t, 2048, 4096), "high"), 1105},
+		{"gpt-4o 4096x8192 low", "gpt-4o", chat(dataURL(t, 4096, 8192), "low"), 85},
+		{"gpt-4o small auto", "gpt-4o", chat(dataURL(t, 300, 200), ""), 85 + 170},
+		{"gpt-4o-mini 1024x1024", "gpt-4o-mini", resp(dataURL(t, 1024, 1024), "auto"), 2833 + 4*5667},
+		{"gpt-4o-mini url high: 8 tiles", "gpt-4o-mini", chat(web, "high"), 2833 + 8*5667},
+		{"gpt-4o-mini url low", "gpt-4o-mini", chat(web, "low"), 2833},
+		{"gpt-4o url auto: 8 tiles", "gpt-4o-2024-08-06", resp(web, ""), 85 + 8*170},
+		{"gpt-5 url", "gpt-5", chat(web, "high"), 70 + 8*140},
+		{"o3 low", "o3", chat(web, "low"), 75},
+		{"gpt-4.1-mini 1024x1024: 1024 patches x 1.62", "gpt-4.1-mini", chat(dataURL(t, 1024, 1024), "high"), 1659},
+		{"gpt-4.1-nano 1800x2400 (the docs' example, 1452 patches)", "gpt-4.1-nano", chat(dataURL(t, 1800, 2400), ""), 3572},
+		{"o4-mini url: 1536 patches", "o4-mini", chat(web, "low"), 2642},
+		{"unknown model url: as gpt-4o", "my-local-model", chat(web, "high"), 85 + 8*170},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.part.imageTokens(tt.model); got != tt.want {
+				t.Errorf("imageTokens(%s) = %d, want %d", tt.model, got, tt.want)
+			}
+		})
+	}
+	if n := patchCount(1800, 2400); n != 1452 {
+		t.Errorf("patchCount(1800, 2400) = %d, want 1452", n)
+	}
+}
+
+// packed is a single-input embeddings line prepared for --pack.
+func packed(t *testing.T, r *runner, line int, input string) *item {
+	t.Helper()
+	req := &jsonl.Request{Line: line, ID: fmt.Sprint(line), Endpoint: jsonl.EndpointEmbeddings, Body: map[string]json.RawMessage{"input": mustJSON(input)}}
+	it := prepare(req, &r.cfg, true)
+	if it.result != nil || it.packKey == "" {
+		t.Fatalf("prepare(%q) = %+v, want a packable line", input, it.result)
+	}
+	return it
+}
+
+// The pack stage: runs of alike lines in packs of up to --pack, in order;
+// other lines in their place; a pack that is not full goes on when the
+// input ends or after packLinger.
+func TestPackStage(t *testing.T) {
+	r, clk, _ := testRunner(t, Config{Model: "text-embedding-3-small", Pack: 3})
+	in := make(chan *item, 16)
+	out := make(chan *item)
+	done := make(chan error, 1)
+	go func() { done <- r.pack(context.Background(), in, out) }()
+
+	in <- packed(t, r, 1, "a")
+	in <- packed(t, r, 2, "b")
+	in <- packed(t, r, 3, "c")
+	if p := <-out; len(p.members) != 3 || p.members[2].req.Line != 3 || p.est.Tokens != 3 {
+		t.Fatalf("first out = %d members, est %d; want a full pack of 3 lines, 3 tokens", len(p.members), p.est.Tokens)
+	}
+	in <- packed(t, r, 4, "d")
+	// Not full: it lingers until the clock says it has waited. (Each pack
+	// set a timer: the first's, then this one's.)
+	<-clk.armed
+	<-clk.armed
+	select {
+	case p := <-out:
+		t.Fatalf("a pack of %d went on before it lingered", len(p.members))
+	default:
+	}
+	clk.Advance(packLinger)
+	if p := <-out; p.members != nil || p.req.Line != 4 {
+		t.Fatalf("after lingering: %+v, want line 4 on its own", p)
+	}
+	// A line unlike the others, and one that is not sent, end a pack.
+	in <- packed(t, r, 5, "e")
+	odd := packed(t, r, 6, "f")
+	odd.packKey = "other"
+	in <- odd
+	bad := &item{req: &jsonl.Request{Line: 7}, result: &jsonl.Result{Line: 7}}
+	in <- bad
+	in <- packed(t, r, 8, "g")
+	in <- packed(t, r, 9, "h")
+	close(in)
+	var lines [][]int
+	for p := range out {
+		var ls []int
+		for _, m := range append([]*item{p}, p.members...)[min(1, len(p.members)):] {
+			ls = append(ls, m.req.Line)
+		}
+		lines = append(lines, ls)
+	}
+	if err := <-done; err != nil || fmt.Sprint(lines) != "[[5] [6] [7] [8 9]]" {
+		t.Errorf("pack = %v, %v; want [[5] [6] [7] [8 9]]", lines, err)
+	}
+}
+
+// A pack never grows past what the gate can ever admit (--tpm here).
+func TestPackWithinTPM(t *testing.T) {
+	r, _, _ := testRunner(t, Config{Model: "text-embedding-3-small", Pack: 100, Gate: gate(budget.Limits{TPM: 5})})
+	in := make(chan *item, 16)
+	for i := range 12 {
+		in <- packed(t, r, i+1, "x") // one token each
+	}
+	close(in)
+	out := make(chan *item, 16)
+	if err := r.pack(context.Background(), in, out); err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for p := range out {
+		sizes = append(sizes, max(1, len(p.members)))
+	}
+	if fmt.Sprint(sizes) != "[5 5 2]" {
+		t.Errorf("packs under --tpm 5 = %v, want [5 5 2]", sizes)
+	}
+}
+
+// A flex request refused for want of capacity is retried with back-off,
+// but is no rate-limit signal: the shared state is not paused.
+func TestFlexNoCapacity(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{FlexUnavailable: 1})
+	defer srv.Close()
+	store := new(budget.MemStore)
+	r, clk, _ := testRunner(t, Config{BaseURL: srv.URL(), Key: "sk-test", Retries: 2, ServiceTier: "flex", Gate: budget.NewGate(store, budget.Limits{RPM: 600})})
+	req, err := jsonl.NewReader(strings.NewReader(`"hello"`+"\n"), jsonl.Options{}).Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := prepare(req, &r.cfg, true)
+	done := make(chan *jsonl.Result)
+	go func() { done <- r.sendLine(context.Background(), it, make(chan budget.Settlement, 10)) }()
+	res := runUntil(clk, done)
+	if res.Error == nil || res.Error.Type != jsonl.ErrRateLimit || res.Attempts != 3 || !strings.Contains(res.Error.Message, "flex") {
+		t.Fatalf("sendLine = %+v (attempts %d), want a rate_limit error about flex after 3 attempts", res.Error, res.Attempts)
+	}
+	if n := r.stats.RateLimited.Load(); n != 0 {
+		t.Errorf("RateLimited = %d, want 0", n)
+	}
+	if p := store.State().PausedUntil; !p.IsZero() {
+		t.Errorf("paused_until = %v, want none: flex refusals slow no one", p)
+	}
+	if st := srv.Endpoint(openaitest.PathChat); st.Flex != 3 {
+		t.Errorf("server: %d flex requests, want 3", st.Flex)
+	}
+}
+
+// appendFloats writes what encoding/json writes for the same float32s.
+func TestAppendFloats(t *testing.T) {
+	v := []float32{0, 1, -1, 0.1, 1e-7, -3.4e-9, 123456.79, 1e21, 0.015625, float32(math.Pi)}
+	b := make([]byte, 4*len(v))
+	for i, f := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
+	}
+	got, err := appendFloats(nil, b)
+	want, _ := json.Marshal(v)
+	if err != nil || string(got) != string(want) {
+		t.Errorf("appendFloats(%v) = %s, %v; want %s", v, got, err, want)
+	}
+	binary.LittleEndian.PutUint32(b, math.Float32bits(float32(math.NaN())))
+	if _, err := appendFloats(nil, b); err == nil {
+		t.Error("appendFloats(NaN): no error")
+	}
+}
