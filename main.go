@@ -85,6 +85,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch kctx.Command() {
 	case "usage":
 		err = c.Usage.run(ctx, &c.runCmd, stdout)
+	case "batches", "batches list":
+		err = c.Batches.List.run(ctx, &c.runCmd, stdout)
+	case "batches cancel <id>":
+		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout)
 	default:
 		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}
@@ -163,6 +167,9 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		// only reads what today has used, to say which limits the batch
 		// would hit.
 		cfg.Gate = budget.NewGate(new(budget.MemStore), limits)
+		if err := r.batchConfig(ctx, &cfg, nil); err != nil {
+			return usageError(err)
+		}
 		err := r.pipe(ctx, stdin, stdout, stderr, cfg)
 		if !r.Quiet {
 			fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg, r.usedToday(), time.Now()))
@@ -177,6 +184,9 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		return usageError(err)
 	}
 	cfg.Gate = budget.NewGate(store, limits)
+	if err := r.batchConfig(ctx, &cfg, store); err != nil {
+		return usageError(err)
+	}
 	return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)
 }
 

@@ -19,6 +19,9 @@ func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out cha
 	n := runtime.GOMAXPROCS(0)
 	return orderedMap(ctx, n, 2*n, fromChan(in), out, func(req *jsonl.Request) *item {
 		it := prepare(req, &r.cfg, r.countFirst)
+		if r.cfg.Via == ViaBatch {
+			it.batchPrice()
+		}
 		if it.result == nil && !it.priced && r.warnedPrice.CompareAndSwap(false, true) {
 			r.cfg.Log.Warn(fmt.Sprintf("no price known for model %q: its cost_usd is null", it.model))
 		}

@@ -1,0 +1,448 @@
+package pipeline
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// collected is what collecting a batch sends back to the submitter.
+type collected struct {
+	b          *tbatch
+	retry      []int32 // lines to submit again
+	tokenLimit string  // the API's message, if it refused b for the enqueued-token limit
+}
+
+// collectBatches collects each ended batch from in, one at a time, and
+// sends what is to be submitted again back to the submitter, unless the
+// submitter has ended (done).
+func (r *runner) collectBatches(ctx context.Context, api *BatchAPI, t *tracker, j *budget.Journal, in <-chan *tbatch, back chan<- collected, done <-chan struct{}) error {
+	for {
+		var b *tbatch
+		select {
+		case b = <-in:
+			if b == nil {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c := &collector{r: r, api: api, t: t, b: b, retrySet: map[int32]bool{}}
+		res, err := c.collect(ctx, j)
+		if err != nil {
+			return err
+		}
+		select {
+		case back <- res:
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// collector collects one batch.
+type collector struct {
+	r        *runner
+	api      *BatchAPI
+	t        *tracker
+	b        *tbatch
+	retry    []int32
+	retrySet map[int32]bool
+	settle   []budget.Settlement
+	lines    int   // results read
+	broken   error // a file could not be read to its end
+	started  time.Time
+}
+
+// collect turns an ended batch into its lines' results: the answers and
+// errors of its output and error files, or the reason it failed. It
+// settles each answer in the day's budget and the ledger, once: a batch
+// the journal says was collected already counts nothing again.
+func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, error) {
+	r, b := c.r, c.b
+	c.started = time.Now()
+	out := collected{b: b}
+	fb := b.final
+	switch {
+	case b.lost != nil:
+		for _, seq := range b.seqs {
+			if err := c.again(seq, jsonl.ErrAPI, "batch "+b.id+" could not be retrieved: "+b.lost.Error(), 0); err != nil {
+				return out, err
+			}
+		}
+	case fb.Status == "failed":
+		if msg, ok := tokenLimit(fb); ok {
+			if !b.collected {
+				if err := c.journalCollected(j); err != nil {
+					return out, err
+				}
+			}
+			// The batch keeps its reservation: it is submitted again.
+			out.tokenLimit = msg
+			return out, nil
+		}
+		if err := c.failedValidation(); err != nil {
+			return out, err
+		}
+	default:
+		for _, f := range []*string{fb.OutputFileID, fb.ErrorFileID} {
+			if f != nil && *f != "" {
+				if err := c.readFile(ctx, *f); err != nil {
+					return out, err
+				}
+			}
+		}
+		if err := c.flush(ctx); err != nil {
+			return out, err
+		}
+		// Lines in neither file: submitted again, unless someone
+		// cancelled the batch on purpose, or the files could not be read.
+		for _, seq := range b.seqs {
+			if c.t.slot(seq).res >= 0 || c.retrySet[seq] {
+				continue
+			}
+			if c.broken != nil {
+				if err := c.fail(seq, jsonl.ErrNetwork, "not collected: "+c.broken.Error()+"; run the same command again with --resume to collect it", 0); err != nil {
+					return out, err
+				}
+				continue
+			}
+			if fb.Status == "cancelled" && !b.claimed {
+				if err := c.fail(seq, jsonl.ErrInterrupted, "not answered: batch "+b.id+" was cancelled", 0); err != nil {
+					return out, err
+				}
+				continue
+			}
+			if err := c.again(seq, jsonl.ErrServer, "missing from the output of batch "+b.id+" ("+fb.Status+")", 0); err != nil {
+				return out, err
+			}
+		}
+	}
+	if !b.collected && c.broken == nil {
+		if err := releaseDay(ctx, r, b.est, b.submitted); err != nil {
+			return out, err
+		}
+		if err := c.journalCollected(j); err != nil {
+			return out, err
+		}
+	}
+	if c.lines > 0 {
+		secs := time.Since(c.started).Seconds()
+		r.cfg.Log.Info("batch collected", "batch", b.id, "results", c.lines, "seconds", strconv.FormatFloat(secs, 'f', 3, 64))
+	}
+	out.retry = c.retry
+	return out, nil
+}
+
+// journalCollected records that b's results are settled.
+func (c *collector) journalCollected(j *budget.Journal) error {
+	fb := c.b.final
+	rec := JournalRecord{Event: EventCollected, Time: c.r.cfg.Clock.Now(), BatchID: c.b.id, Status: fb.Status}
+	if c.b.lost != nil {
+		rec.Status = "lost"
+	}
+	if fb.OutputFileID != nil {
+		rec.OutputFileID = *fb.OutputFileID
+	}
+	if fb.ErrorFileID != nil {
+		rec.ErrorFileID = *fb.ErrorFileID
+	}
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return &Error{Code: ExitFailed, Err: err}
+	}
+	if err := j.Append(line); err != nil {
+		return &Error{Code: ExitFailed, Err: err}
+	}
+	return nil
+}
+
+// tokenLimit reports whether a failed batch was refused for the enqueued
+// token limit, and the API's message.
+func tokenLimit(fb openai.Batch) (string, bool) {
+	if fb.Errors == nil {
+		return "", false
+	}
+	for _, e := range fb.Errors.Data {
+		if e.Code == "token_limit_exceeded" {
+			return e.Message, true
+		}
+	}
+	return "", false
+}
+
+// failedValidation gives the lines of a batch that failed validation
+// their errors: a line the API names gets its own; the others, if some
+// line was named, are submitted again without it, else they get the
+// batch's reason.
+func (c *collector) failedValidation() error {
+	b, fb := c.b, c.b.final
+	byLine := map[int]string{}
+	var general []string
+	if fb.Errors != nil {
+		for _, e := range fb.Errors.Data {
+			msg := e.Code + ": " + e.Message
+			if e.Line != nil && b.byCustom == nil {
+				byLine[*e.Line] = msg
+			} else {
+				general = append(general, msg)
+			}
+		}
+	}
+	if len(byLine) == 0 && len(general) == 0 {
+		general = append(general, "no reason given")
+	}
+	for i, seq := range b.seqs {
+		if msg, ok := byLine[i+1]; ok {
+			if err := c.fail(seq, jsonl.ErrAPI, fmt.Sprintf("batch %s failed validation: line %d of its file: %s", b.id, i+1, msg), http.StatusBadRequest); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(general) == 0 {
+			if err := c.again(seq, jsonl.ErrAPI, "batch "+b.id+" failed validation for other lines", http.StatusBadRequest); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.fail(seq, jsonl.ErrAPI, "batch "+b.id+" failed validation: "+strings.Join(general, "; "), http.StatusBadRequest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readFile streams one output or error file. A download that breaks off
+// is started again, and the lines already read are skipped: a file does
+// not change. One that fails for good leaves the rest of the batch to
+// --resume.
+func (c *collector) readFile(ctx context.Context, id string) error {
+	done := 0
+	var local error // gptbatch's own failure, which retrying does not cure
+	f, ok := c.r.apiCall(ctx, "download "+id, false, func(ctx context.Context) error {
+		body, err := c.api.content(ctx, id)
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		br := bufio.NewReaderSize(body, 256<<10)
+		var line []byte
+		for n := 0; ; {
+			chunk, err := br.ReadSlice('\n')
+			line = append(line, chunk...)
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err != nil && err != io.EOF {
+				return err
+			}
+			if len(bytes.TrimSpace(line)) > 0 {
+				if n++; n > done {
+					if local = c.line(ctx, line); local != nil {
+						return nil
+					}
+					done = n
+				}
+			}
+			line = line[:0]
+			if err == io.EOF {
+				return nil
+			}
+		}
+	})
+	if local != nil {
+		return local
+	}
+	if !ok {
+		c.broken = fmt.Errorf("reading file %s of batch %s failed after %d lines: %s", id, c.b.id, done, f.msg)
+		c.r.cfg.Log.Warn(c.broken.Error())
+	}
+	return nil
+}
+
+// outputLine is a line of an output or error file.
+type outputLine struct {
+	CustomID string `json:"custom_id"`
+	Response *struct {
+		StatusCode int             `json:"status_code"`
+		Body       json.RawMessage `json:"body"`
+	} `json:"response"`
+	Error *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// seqOf is the line of this run a custom_id names in b, or -1.
+func (c *collector) seqOf(customID string) int32 {
+	if c.b.byCustom != nil {
+		if s, ok := c.b.byCustom[customID]; ok {
+			return s
+		}
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(customID, "line-"))
+	if err != nil || !strings.HasPrefix(customID, "line-") {
+		return -1
+	}
+	s := c.t.seqOfLine(n)
+	if s < 0 || c.t.slot(s).batch != c.b.idx {
+		return -1
+	}
+	return s
+}
+
+// line takes one line of an output or error file: the line's result, or
+// a retry, and its settlement.
+func (c *collector) line(ctx context.Context, raw []byte) error {
+	r, b := c.r, c.b
+	c.lines++
+	var ol outputLine
+	if err := json.Unmarshal(raw, &ol); err != nil {
+		r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results is not JSON: %v", b.id, err))
+		return nil
+	}
+	seq := c.seqOf(ol.CustomID)
+	var rec lineRecord
+	if seq >= 0 {
+		var err error
+		if rec, _, err = c.t.record(seq, false); err != nil {
+			return err
+		}
+	} else {
+		// Not a line of this run's (its input changed since): its
+		// answer was paid for, so the ledger has it all the same.
+		rec = lineRecord{ID: ol.CustomID, Model: b.model}
+	}
+	tries := 1
+	if seq >= 0 {
+		tries = int(c.t.slot(seq).tries)
+	}
+	it := itemOf(rec, tries)
+	entry := &budget.LedgerEntry{
+		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
+		Endpoint: "chat", Via: "batch", BatchID: b.id,
+	}
+	st := budget.Settlement{Sent: true, DayOnly: true, Entry: entry}
+	var zero budget.Cost
+	if it.priced {
+		entry.CostUSD = &zero
+	}
+
+	var typ, msg string
+	status := 0
+	switch {
+	case ol.Response != nil && ol.Response.StatusCode == http.StatusOK:
+		status = http.StatusOK
+		var resp openai.ChatCompletionResponse
+		if err := json.Unmarshal(ol.Response.Body, &resp); err != nil || len(resp.Choices) == 0 {
+			typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
+			break
+		}
+		u := usageOf(resp)
+		if resp.Model != "" {
+			entry.Model = resp.Model
+		}
+		entry.Status = status
+		entry.PromptTokens, entry.CompletionTokens, entry.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
+		st.Tokens = u.TotalTokens
+		if it.priced {
+			cost := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+			entry.CostUSD, st.Cost = &cost, cost
+		}
+		if err := c.add(ctx, st); err != nil {
+			return err
+		}
+		if seq < 0 {
+			return nil
+		}
+		res := r.succeeded(it, attempt{resp: resp})
+		res.BatchID = b.id
+		return c.t.setResult(seq, res)
+	case ol.Response != nil:
+		status = ol.Response.StatusCode
+		f := callFailure(apiError(status, ol.Response.Body), r.cfg.Key, r.cfg.Clock.Now())
+		typ, msg = f.typ, f.msg
+		if f.verdict == retry {
+			msg = "retryable: " + msg
+		}
+	case ol.Error != nil && ol.Error.Code == "batch_expired":
+		typ, msg = jsonl.ErrServer, "retryable: not answered before batch "+b.id+" expired"
+	case ol.Error != nil:
+		typ, msg = jsonl.ErrAPI, ol.Error.Code+": "+ol.Error.Message
+	default:
+		typ, msg = jsonl.ErrServer, "retryable: an empty line in the batch's results"
+	}
+	entry.Status, entry.Error = status, typ
+	if err := c.add(ctx, st); err != nil {
+		return err
+	}
+	if seq < 0 {
+		return nil
+	}
+	if m, ok := strings.CutPrefix(msg, "retryable: "); ok {
+		return c.again(seq, typ, m, status)
+	}
+	return c.fail(seq, typ, msg, status)
+}
+
+// add queues a settlement, and applies the queue when it is long.
+func (c *collector) add(ctx context.Context, st budget.Settlement) error {
+	if c.b.collected {
+		return nil // settled when it was first collected
+	}
+	c.settle = append(c.settle, st)
+	if len(c.settle) >= 1024 {
+		return c.flush(ctx)
+	}
+	return nil
+}
+
+// flush applies the queued settlements: the day's budget and the ledger.
+func (c *collector) flush(ctx context.Context) error {
+	if len(c.settle) == 0 {
+		return nil
+	}
+	if err := c.r.cfg.Gate.Settle(ctx, c.r.cfg.Clock.Now(), c.settle); err != nil {
+		return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+	}
+	c.settle = c.settle[:0]
+	return nil
+}
+
+// again submits a line again, if it has tries left; else it gets the
+// error.
+func (c *collector) again(seq int32, typ, msg string, status int) error {
+	if int(c.t.slot(seq).tries) <= c.r.cfg.Retries {
+		c.retry = append(c.retry, seq)
+		c.retrySet[seq] = true
+		c.r.stats.Retries.Add(1)
+		return nil
+	}
+	return c.fail(seq, typ, msg, status)
+}
+
+// fail gives a line its error result.
+func (c *collector) fail(seq int32, typ, msg string, status int) error {
+	rec, _, err := c.t.record(seq, false)
+	if err != nil {
+		return err
+	}
+	res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
+	res.Attempts = int(c.t.slot(seq).tries)
+	res.BatchID = c.b.id
+	return c.t.setResult(seq, res)
+}
