@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,9 @@ import (
 type stepClock struct {
 	mu  sync.Mutex
 	now time.Time
+	// start, if set, holds every wait until it is closed: a test lets a
+	// run submit before anything is polled.
+	start <-chan struct{}
 }
 
 func newStepClock() *stepClock { return &stepClock{now: time.Now()} }
@@ -29,14 +33,29 @@ func (c *stepClock) Now() time.Time {
 }
 
 func (c *stepClock) After(d time.Duration) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	if c.start != nil {
+		select {
+		case <-c.start:
+		default:
+			go func() {
+				<-c.start
+				ch <- c.advance(d)
+			}()
+			return ch
+		}
+	}
+	ch <- c.advance(d)
+	return ch
+}
+
+func (c *stepClock) advance(d time.Duration) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if d > 0 {
 		c.now = c.now.Add(d)
 	}
-	ch := make(chan time.Time, 1)
-	ch <- c.now
-	return ch
+	return c.now
 }
 
 // onClock is ctx carrying clk for the runs it is given to.
@@ -132,5 +151,144 @@ func TestViaBatch(t *testing.T) {
 	}
 	if got, want := rep.Limits.TokensWithinDay, st.PromptTokens+st.CompletionTokens; got != want {
 		t.Errorf("tokens_within_day = %d, want the %d tokens the batches used", got, want)
+	}
+}
+
+// simpleLines is n prompt lines q0..q(n-1).
+func simpleLines(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `{"id":"q%d","prompt":"prompt number %d"}`+"\n", i, i)
+	}
+	return b.String()
+}
+
+// TestViaBatchFailures: what the Batch API does wrong reaches each line as
+// it should: a 4xx line gets the API's message, a batch that fails
+// validation gives its lines its reason, an expired batch's unanswered
+// lines go again (only they), and the enqueued-token limit is waited out,
+// or with --on-limit fail stops the run.
+func TestViaBatchFailures(t *testing.T) {
+	tests := []struct {
+		name  string
+		batch openaitest.BatchConfig
+		in    string
+		args  []string
+		hold  int // requests that reach the server before the run\'s clock moves
+		code  int
+		check func(t *testing.T, rs []result, stderr string, st openaitest.BatchStats)
+	}{
+		{
+			name: "a 4xx line",
+			in:   simpleLines(5) + `{"id":"hot","prompt":"x","temperature":3}` + "\n",
+			code: 1,
+			check: func(t *testing.T, rs []result, _ string, _ openaitest.BatchStats) {
+				for _, r := range rs[:5] {
+					if r.Error != nil {
+						t.Errorf("%s: error %+v, want an answer", r.ID, r.Error)
+					}
+				}
+				if e := rs[5].Error; e == nil || e.Type != "api" || e.Status != 400 || !strings.Contains(e.Message, "temperature") || rs[5].BatchID == "" {
+					t.Errorf("hot: error %+v batch %q, want api 400 with the API's message about temperature, naming its batch", e, rs[5].BatchID)
+				}
+			},
+		},
+		{
+			name:  "a batch that fails validation",
+			batch: openaitest.BatchConfig{MaxLines: 2},
+			in:    simpleLines(5),
+			code:  1,
+			check: func(t *testing.T, rs []result, _ string, _ openaitest.BatchStats) {
+				for _, r := range rs {
+					if e := r.Error; e == nil || e.Type != "api" || !strings.Contains(e.Message, "failed validation: too_many_requests") {
+						t.Errorf("%s: error %+v, want api naming the batch's too_many_requests", r.ID, e)
+					}
+				}
+			},
+		},
+		{
+			name:  "expiry with partial output",
+			batch: openaitest.BatchConfig{LinesPerStep: 10, Window: 3 * time.Second},
+			in:    simpleLines(20),
+			check: func(t *testing.T, rs []result, _ string, st openaitest.BatchStats) {
+				if st.Created != 2 || st.Lines != 20 {
+					t.Errorf("BatchStats = %d created, %d lines answered, want 2 and 20: the follow-up holds only the expired lines", st.Created, st.Lines)
+				}
+			},
+		},
+		{
+			// Nothing is polled until the three batches are created.
+			name:  "the enqueued-token limit waits for this run's earlier batches",
+			batch: openaitest.BatchConfig{QueueTokens: 150},
+			hold:  6, // uploads and creations
+			in:    simpleLines(30),
+			args:  []string{"--batch-lines", "10"},
+			check: func(t *testing.T, rs []result, stderr string, st openaitest.BatchStats) {
+				if st.Lines != 30 || st.Created <= 3 {
+					t.Errorf("BatchStats = %d created, %d lines, want more than 3 (some refused) and each line answered once", st.Created, st.Lines)
+				}
+				if !strings.Contains(stderr, "token_limit") && !strings.Contains(stderr, "Enqueued token limit") {
+					t.Errorf("stderr does not say a batch was refused: %s", stderr)
+				}
+			},
+		},
+		{
+			name:  "--batch-queue-tokens keeps under the limit",
+			batch: openaitest.BatchConfig{QueueTokens: 150},
+			in:    simpleLines(30),
+			args:  []string{"--batch-queue-tokens", "150"},
+			check: func(t *testing.T, rs []result, stderr string, st openaitest.BatchStats) {
+				if st.Lines != 30 || strings.Contains(stderr, "refused") {
+					t.Errorf("BatchStats = %+v, stderr %s; want 30 lines and no batch refused", st, stderr)
+				}
+				if st.Created < 3 {
+					t.Errorf("%d batches, want the 30 lines split under 150 input tokens each", st.Created)
+				}
+			},
+		},
+		{
+			name:  "the enqueued-token limit with --on-limit fail",
+			batch: openaitest.BatchConfig{QueueTokens: 20},
+			in:    simpleLines(5),
+			args:  []string{"--on-limit", "fail"},
+			code:  3,
+			check: func(t *testing.T, rs []result, stderr string, _ openaitest.BatchStats) {
+				for _, r := range rs {
+					if e := r.Error; e == nil || e.Type != "rate_limit" || !strings.Contains(e.Message, "Enqueued token limit") {
+						t.Errorf("%s: error %+v, want rate_limit with the API's message", r.ID, e)
+					}
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newStepClock()
+			srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 5, Batch: tt.batch})
+			defer srv.Close()
+			if tt.hold > 0 {
+				start := make(chan struct{})
+				clk.start = start
+				go func() {
+					defer close(start)
+					srv.WaitArrivals(t.Context(), tt.hold)
+				}()
+			}
+			g := newGB(t, srv.URL())
+			out, stderr, code := g.run(onClock(context.Background(), clk), tt.in, append([]string{"--via", "batch"}, tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit status = %d, want %d; stderr: %s", code, tt.code, stderr)
+			}
+			rs := parseResults(t, out)
+			if n := strings.Count(tt.in, "\n"); len(rs) != n {
+				t.Fatalf("%d results, want %d", len(rs), n)
+			}
+			for i, r := range rs {
+				if r.Line != i+1 {
+					t.Errorf("result %d: line %d, want %d", i, r.Line, i+1)
+				}
+			}
+			tt.check(t, rs, stderr, srv.BatchStats())
+		})
 	}
 }
