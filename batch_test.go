@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -290,5 +293,187 @@ func TestViaBatchFailures(t *testing.T) {
 			}
 			tt.check(t, rs, stderr, srv.BatchStats())
 		})
+	}
+}
+
+// TestViaBatchInterruptAndResume: a signal while a batch is in progress
+// leaves it running and says how to collect it; the same command with
+// --resume then answers every line without submitting anything again, and
+// the ledger counts each answer once.
+func TestViaBatchInterruptAndResume(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 9, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	in := simpleLines(40)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	defer cancel()
+	// The signal comes as the second batch is submitted.
+	out, stderr, code := g.runUntil(ctx, cancel, in, "chunk=2", append(args, "--verbose")...)
+	if code != 130 {
+		t.Fatalf("interrupted run: exit status = %d, want 130; stderr: %s", code, stderr)
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 40 {
+		t.Fatalf("interrupted run: %d results, want 40", len(rs))
+	}
+	answered := 0
+	for _, r := range rs {
+		switch {
+		case r.Error == nil:
+			answered++
+		case r.Error.Type != "interrupted" || !strings.Contains(r.Error.Message, "--resume"):
+			t.Errorf("%s: error %+v, want interrupted, saying to --resume", r.ID, r.Error)
+		case r.BatchID != "" && !strings.Contains(r.Error.Message, r.BatchID):
+			t.Errorf("%s: error %q does not name its batch %s", r.ID, r.Error.Message, r.BatchID)
+		}
+	}
+	if answered == 40 {
+		t.Fatalf("every line was answered before the interrupt: the test tested nothing")
+	}
+	if !strings.Contains(stderr, "--resume") || !strings.Contains(stderr, "usage.batches.jsonl") {
+		t.Errorf("stderr does not say how to collect the batches: %s", stderr)
+	}
+	created := srv.BatchStats().Created
+
+	prev := filepath.Join(g.dir, "out.jsonl")
+	if err := os.WriteFile(prev, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out2, stderr2, code2 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", prev)...)
+	if code2 != 0 {
+		t.Errorf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
+	}
+	done := map[string]int{}
+	for _, r := range rs {
+		if r.Error == nil {
+			done[r.ID]++
+		}
+	}
+	for _, r := range parseResults(t, out2) {
+		if r.Error != nil {
+			t.Errorf("resumed run: %s: error %+v", r.ID, r.Error)
+			continue
+		}
+		done[r.ID]++
+	}
+	for i := range 40 {
+		if id := fmt.Sprint("q", i); done[id] != 1 {
+			t.Errorf("%s answered %d times over both runs, want once", id, done[id])
+		}
+	}
+	st := srv.BatchStats()
+	if st.Created != created || st.Lines != 40 {
+		t.Errorf("after --resume: %d batches created, %d lines answered, want still %d and 40: nothing submitted again", st.Created, st.Lines, created)
+	}
+	uout, _, _ := g.run(context.Background(), "", "usage", "--today", "--json")
+	var rep struct {
+		Total struct {
+			Succeeded    int64 `json:"succeeded"`
+			PromptTokens int64 `json:"prompt_tokens"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(uout), &rep); err != nil {
+		t.Fatalf("usage --json: %v: %s", err, uout)
+	}
+	if rep.Total.Succeeded != 40 || rep.Total.PromptTokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens, want 40 and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, st.PromptTokens)
+	}
+}
+
+// TestBatchesCommand: `gptbatch batches` lists the journalled batches with
+// their live status, and `batches cancel` cancels one.
+func TestBatchesCommand(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	defer cancel()
+	_, stderr, code := g.runUntil(ctx, cancel, simpleLines(30), "chunk=2", "--via", "batch", "--batch-lines", "15", "--verbose")
+	if code != 130 {
+		t.Fatalf("exit status = %d, want 130: %s", code, stderr)
+	}
+	ids := srv.BatchIDs()
+	if len(ids) != 2 {
+		t.Fatalf("%d batches created, want 2", len(ids))
+	}
+	for st := ""; st != "completed"; st, _ = srv.AdvanceBatch(ids[0]) {
+	}
+
+	list := func() []batchRow {
+		t.Helper()
+		out, stderr, code := g.run(context.Background(), "", "batches", "--json")
+		if code != 0 {
+			t.Fatalf("batches --json: exit %d: %s", code, stderr)
+		}
+		var rows []batchRow
+		dec := json.NewDecoder(strings.NewReader(out))
+		for dec.More() {
+			var r batchRow
+			if err := dec.Decode(&r); err != nil {
+				t.Fatalf("batches --json: %v: %s", err, out)
+			}
+			rows = append(rows, r)
+		}
+		return rows
+	}
+	rows := list()
+	if len(rows) != 2 || rows[0].ID != ids[0] || rows[0].Status != "completed" || rows[0].Completed != 15 || rows[0].Lines != 15 || rows[0].Collected || rows[0].Run == "" {
+		t.Errorf("batches = %+v, want %s completed 15/15, not collected, with its run", rows, ids[0])
+	}
+	out, stderr, code := g.run(context.Background(), "", "batches", "cancel", ids[0])
+	if code == 0 || !strings.Contains(stderr, "Cannot cancel a batch with status 'completed'") {
+		t.Errorf("batches cancel of a completed batch: exit %d, %s %s, want a failure with the API's reason", code, out, stderr)
+	}
+	out, stderr, code = g.run(context.Background(), "", "batches", "cancel", ids[1])
+	if code != 0 || out != ids[1]+" cancelling\n" {
+		t.Errorf("batches cancel %s = %q %s (exit %d), want it cancelling", ids[1], out, stderr, code)
+	}
+	if rows := list(); len(rows) != 2 || rows[1].Status != "cancelling" {
+		t.Errorf("batches after cancel = %+v, want %s cancelling", rows, ids[1])
+	}
+	table, _, code := g.run(context.Background(), "", "batches")
+	if code != 0 || !strings.Contains(table, "BATCH") || !strings.Contains(table, ids[1]) {
+		t.Errorf("batches table = %q (exit %d), want a header and %s", table, code, ids[1])
+	}
+}
+
+// TestViaBatchDryRun: a dry run estimates at batch prices and says how the
+// lines would be split.
+func TestViaBatchDryRun(t *testing.T) {
+	g := newGB(t, "http://127.0.0.1:9/v1")
+	in := simpleLines(25)
+	dry := func(args ...string) ([]map[string]json.RawMessage, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(context.Background(), append([]string{"--dry-run", "--usage-file", filepath.Join(g.dir, "usage.md")}, args...), strings.NewReader(in), &out, &errb)
+		if code != 0 {
+			t.Fatalf("--dry-run %v: exit %d: %s", args, code, errb.String())
+		}
+		var es []map[string]json.RawMessage
+		dec := json.NewDecoder(&out)
+		for dec.More() {
+			var e map[string]json.RawMessage
+			if err := dec.Decode(&e); err != nil {
+				t.Fatal(err)
+			}
+			es = append(es, e)
+		}
+		return es, errb.String()
+	}
+	sync, _ := dry()
+	batch, summary := dry("--via", "batch", "--batch-lines", "10")
+	for i := range sync {
+		var s, b budget.Cost
+		s.UnmarshalJSON(sync[i]["est_cost_usd"])
+		b.UnmarshalJSON(batch[i]["est_cost_usd"])
+		if b*2 != s || b == 0 {
+			t.Errorf("line %d: est_cost_usd %s via batch, want half of %s", i+1, b, s)
+		}
+	}
+	if !strings.Contains(summary, "in 3 batch files: chat/completions gpt-4o-mini: 10 lines") {
+		t.Errorf("dry-run summary does not say how the lines would be split: %s", summary)
 	}
 }

@@ -474,10 +474,18 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	return s.hand(ctx, b)
 }
 
-// hand gives a batch to the poller.
+// hand gives a batch to the poller, unless a signal came: then the poller
+// has stopped, and the batch runs on without us.
 func (s *submitter) hand(ctx context.Context, b *tbatch) error {
-	s.outstanding++
-	return send(ctx, s.toPoll, b)
+	select {
+	case s.toPoll <- b:
+		s.outstanding++
+		return nil
+	case <-s.r.stop.signal.Done():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // items are what the journal records of a batch's lines.
