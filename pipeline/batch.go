@@ -107,19 +107,20 @@ type tracker struct {
 	wake    chan struct{}
 }
 
-// lineRecord is what a line's result needs besides the answer: spooled
-// when it is read, read back when its answer is collected.
+// lineRecord is what a line's result needs besides the answer, and what
+// submitting it again needs: spooled when it is read (appendRecord), read
+// back when its answer is collected.
 type lineRecord struct {
-	ID        string          `json:"id"`
-	Line      int             `json:"line"`
-	Model     string          `json:"model"`
-	URL       string          `json:"url"`
-	Metadata  json.RawMessage `json:"metadata,omitempty"`
-	Prompt    int64           `json:"prompt"`
-	EstTokens int64           `json:"est_tokens"`
-	EstCost   budget.Cost     `json:"est_cost"`
-	Priced    bool            `json:"priced,omitempty"`
-	Hash      string          `json:"hash"`
+	ID        string
+	Line      int
+	Model     string
+	URL       string
+	Metadata  json.RawMessage
+	Prompt    int64 // prompt tokens: what it enqueues
+	EstTokens int64
+	EstCost   budget.Cost
+	Priced    bool
+	Hash      string // lineHash of URL and body
 }
 
 // tbatch is a batch this run waits for.
@@ -204,10 +205,11 @@ func (t *tracker) seqOfLine(n int) int32 {
 
 // setResult spools the result of slot seq.
 func (t *tracker) setResult(seq int32, res *jsonl.Result) error {
-	b, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
+	return t.setResultBytes(seq, appendResult(nil, res))
+}
+
+// setResultBytes spools the result of slot seq, encoded by appendResult.
+func (t *tracker) setResultBytes(seq int32, b []byte) error {
 	off, err := t.results.append(b, nil)
 	if err != nil {
 		return err
@@ -225,15 +227,12 @@ func (t *tracker) record(seq int32, withBody bool) (lineRecord, []byte, error) {
 	t.mu.Lock()
 	off := t.slots[seq].rec
 	t.mu.Unlock()
-	var rec lineRecord
 	head, body, err := t.records.read(off, withBody)
 	if err != nil {
-		return rec, nil, err
+		return lineRecord{}, nil, err
 	}
-	if err := json.Unmarshal(head, &rec); err != nil {
-		return rec, nil, fmt.Errorf("spool: %w", err)
-	}
-	return rec, body, nil
+	rec, err := parseRecord(head)
+	return rec, body, err
 }
 
 // slot returns a copy of slot seq.
@@ -378,9 +377,9 @@ func (r *runner) writeBatchResults(ctx context.Context, t *tracker, out chan<- *
 			if err != nil {
 				return &Error{Code: ExitFailed, Err: err}
 			}
-			res := new(jsonl.Result)
-			if err := json.Unmarshal(head, res); err != nil {
-				return &Error{Code: ExitFailed, Err: fmt.Errorf("spool: %w", err)}
+			res, err := parseResult(head)
+			if err != nil {
+				return &Error{Code: ExitFailed, Err: err}
 			}
 			if err := send(ctx, out, res); err != nil {
 				return err
@@ -424,9 +423,8 @@ func (r *runner) writeUnfinished(ctx context.Context, t *tracker, next, n int32,
 			if err != nil {
 				return &Error{Code: ExitFailed, Err: err}
 			}
-			res = new(jsonl.Result)
-			if err := json.Unmarshal(head, res); err != nil {
-				return &Error{Code: ExitFailed, Err: fmt.Errorf("spool: %w", err)}
+			if res, err = parseResult(head); err != nil {
+				return &Error{Code: ExitFailed, Err: err}
 			}
 		} else {
 			rec, _, err := t.record(s, false)

@@ -5,14 +5,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -225,10 +228,11 @@ func (c *collector) failedValidation() error {
 	return nil
 }
 
-// readFile streams one output or error file. A download that breaks off
-// is started again, and the lines already read are skipped: a file does
-// not change. One that fails for good leaves the rest of the batch to
-// --resume.
+// readFile streams one output or error file. Its lines are read in
+// blocks, parsed on every core and applied in the file's order. A download
+// that breaks off is started again, and the lines already applied are
+// skipped: a file does not change. One that fails for good leaves the
+// rest of the batch to --resume.
 func (c *collector) readFile(ctx context.Context, id string) error {
 	done := 0
 	var local error // gptbatch's own failure, which retrying does not cure
@@ -238,30 +242,37 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 			return err
 		}
 		defer body.Close()
-		br := bufio.NewReaderSize(body, 256<<10)
-		var line []byte
-		for n := 0; ; {
-			chunk, err := br.ReadSlice('\n')
-			line = append(line, chunk...)
-			if err == bufio.ErrBufferFull {
-				continue
-			}
-			if err != nil && err != io.EOF {
-				return err
-			}
-			if len(bytes.TrimSpace(line)) > 0 {
-				if n++; n > done {
-					if local = c.line(ctx, line); local != nil {
-						return nil
+		blocks := &blockReader{br: bufio.NewReaderSize(body, 256<<10)}
+		n := runtime.GOMAXPROCS(0)
+		// Parsed blocks on their way to be applied: one a worker.
+		parsed := make(chan []lineOutcome, n)
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error {
+			defer close(parsed)
+			// Two blocks a worker in the window keep every core busy
+			// while the head block is applied.
+			return orderedMap(gctx, n, 2*n, blocks.next, parsed, c.parseBlock, nil)
+		})
+		g.Go(func() error {
+			seen := 0
+			for outs := range parsed {
+				for i := range outs {
+					if seen++; seen <= done {
+						continue
 					}
-					done = n
+					if local = c.apply(gctx, &outs[i]); local != nil {
+						return local
+					}
+					done = seen
 				}
 			}
-			line = line[:0]
-			if err == io.EOF {
-				return nil
-			}
+			return nil
+		})
+		err = g.Wait()
+		if local != nil {
+			return nil
 		}
+		return err
 	})
 	if local != nil {
 		return local
@@ -273,17 +284,175 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 	return nil
 }
 
-// outputLine is a line of an output or error file.
+// blockReader cuts a stream of lines into blocks of whole lines.
+type blockReader struct {
+	br  *bufio.Reader
+	eof bool
+}
+
+// Blocks hold this many lines, or a line and more up to this many bytes.
+const (
+	blockLines = 256
+	blockBytes = 1 << 20
+)
+
+// next is a source of blocks for orderedMap.
+func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
+	var blocks [][]byte
+	for len(blocks) < n && !r.eof {
+		var block []byte
+		lines := 0
+		for lines < blockLines && len(block) < blockBytes {
+			chunk, err := r.br.ReadSlice('\n')
+			block = append(block, chunk...)
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err == io.EOF {
+				r.eof = true
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+			lines++
+		}
+		if len(block) > 0 {
+			blocks = append(blocks, block)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return blocks, nil
+}
+
+// lineOutcome is what one line of an output or error file comes to.
+type lineOutcome struct {
+	seq   int32 // the run's line, or -1 for a line not of this run
+	st    budget.Settlement
+	res   []byte // the line's result, by appendResult; nil if it goes again
+	again bool   // submit it again
+	bad   error  // the line is not JSON
+}
+
+// parseBlock parses a block of lines: it may run on any goroutine.
+func (c *collector) parseBlock(block []byte) []lineOutcome {
+	outs := make([]lineOutcome, 0, bytes.Count(block, []byte{'\n'})+1)
+	for len(block) > 0 {
+		line := block
+		if i := bytes.IndexByte(block, '\n'); i >= 0 {
+			line, block = block[:i], block[i+1:]
+		} else {
+			block = nil
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		outs = append(outs, c.parseLine(line))
+	}
+	return outs
+}
+
+// apply applies one line's outcome, in the file's order: its settlement,
+// its result or its retry.
+func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
+	c.lines++
+	if o.bad != nil {
+		c.r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results is not JSON: %v", c.b.id, o.bad))
+		return nil
+	}
+	if err := c.add(ctx, o.st); err != nil {
+		return err
+	}
+	switch {
+	case o.seq < 0:
+	case o.again:
+		c.retry = append(c.retry, o.seq)
+		c.retrySet[o.seq] = true
+		c.r.stats.Retries.Add(1)
+	default:
+		return c.t.setResultBytes(o.seq, o.res)
+	}
+	return nil
+}
+
+// outputLine is a line of an output or error file, decoded in one pass:
+// the body is a chat completion, or the API's error.
 type outputLine struct {
 	CustomID string `json:"custom_id"`
 	Response *struct {
-		StatusCode int             `json:"status_code"`
-		Body       json.RawMessage `json:"body"`
+		StatusCode int      `json:"status_code"`
+		Body       chatBody `json:"body"`
 	} `json:"response"`
 	Error *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+}
+
+// chatBody is the body of a chat line's response: the fields a result
+// takes, without go-openai's types, which decode each message twice.
+type chatBody struct {
+	Model   string `json:"model"`
+	Choices []struct {
+		Message struct {
+			Content   *string         `json:"content"`
+			ToolCalls json.RawMessage `json:"tool_calls"`
+		} `json:"message"`
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage struct {
+		PromptTokens        int64 `json:"prompt_tokens"`
+		CompletionTokens    int64 `json:"completion_tokens"`
+		TotalTokens         int64 `json:"total_tokens"`
+		PromptTokensDetails *struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
+	} `json:"usage"`
+	Error *openai.APIError `json:"error"`
+}
+
+// usage is what the API counted.
+func (b *chatBody) usage() jsonl.Usage {
+	u := jsonl.Usage{PromptTokens: b.Usage.PromptTokens, CompletionTokens: b.Usage.CompletionTokens, TotalTokens: b.Usage.TotalTokens}
+	if d := b.Usage.PromptTokensDetails; d != nil {
+		u.CachedTokens = d.CachedTokens
+	}
+	return u
+}
+
+// chatResult is the result of a chat answer, as successResult makes it
+// from a synchronous one, at it's (batch) price.
+func (r *runner) chatResult(it *item, b *chatBody) *jsonl.Result {
+	res := &jsonl.Result{ID: it.req.ID, Line: it.req.Line, Model: b.Model, Attempts: it.attempts, Metadata: it.req.Metadata}
+	ch := b.Choices[0]
+	hasTools := len(ch.Message.ToolCalls) > 0 && string(ch.Message.ToolCalls) != "null"
+	if c := ch.Message.Content; (c != nil && *c != "") || !hasTools {
+		var s string
+		if c != nil {
+			s = *c
+		}
+		res.Content = &s
+	}
+	res.FinishReason = ch.FinishReason
+	if hasTools {
+		res.ToolCalls = ch.Message.ToolCalls
+	}
+	u := b.usage()
+	res.Usage = &u
+	r.stats.PromptTokens.Add(u.PromptTokens)
+	r.stats.CompletionTokens.Add(u.CompletionTokens)
+	r.stats.CachedTokens.Add(u.CachedTokens)
+	if it.priced {
+		c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+		r.stats.Cost.Add(int64(c))
+		res.CostUSD = mustJSON(c)
+	} else {
+		r.stats.Unpriced.Add(1)
+		res.CostUSD = []byte("null")
+	}
+	return res
 }
 
 // seqOf is the line of this run a custom_id names in b, or -1.
@@ -305,98 +474,96 @@ func (c *collector) seqOf(customID string) int32 {
 	return s
 }
 
-// line takes one line of an output or error file: the line's result, or
-// a retry, and its settlement.
-func (c *collector) line(ctx context.Context, raw []byte) error {
+// parseLine parses one line of an output or error file into the line's
+// result, or a retry, and its settlement.
+func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	r, b := c.r, c.b
-	c.lines++
 	var ol outputLine
 	if err := json.Unmarshal(raw, &ol); err != nil {
-		r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results is not JSON: %v", b.id, err))
-		return nil
+		return lineOutcome{seq: -1, bad: err}
 	}
-	seq := c.seqOf(ol.CustomID)
+	o.seq = c.seqOf(ol.CustomID)
 	var rec lineRecord
-	if seq >= 0 {
+	tries := 1
+	if o.seq >= 0 {
 		var err error
-		if rec, _, err = c.t.record(seq, false); err != nil {
-			return err
+		if rec, _, err = c.t.record(o.seq, false); err != nil {
+			return lineOutcome{seq: -1, bad: err}
 		}
+		tries = int(c.t.slot(o.seq).tries)
 	} else {
 		// Not a line of this run's (its input changed since): its
 		// answer was paid for, so the ledger has it all the same.
 		rec = lineRecord{ID: ol.CustomID, Model: b.model}
-	}
-	tries := 1
-	if seq >= 0 {
-		tries = int(c.t.slot(seq).tries)
 	}
 	it := itemOf(rec, tries)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
 		Endpoint: "chat", Via: "batch", BatchID: b.id,
 	}
-	st := budget.Settlement{Sent: true, DayOnly: true, Entry: entry}
-	var zero budget.Cost
+	o.st = budget.Settlement{Sent: true, DayOnly: true, Entry: entry}
 	if it.priced {
+		var zero budget.Cost
 		entry.CostUSD = &zero
 	}
 
 	var typ, msg string
 	status := 0
+	retryable := false
 	switch {
 	case ol.Response != nil && ol.Response.StatusCode == http.StatusOK:
 		status = http.StatusOK
-		var resp openai.ChatCompletionResponse
-		if err := json.Unmarshal(ol.Response.Body, &resp); err != nil || len(resp.Choices) == 0 {
+		body := &ol.Response.Body
+		if len(body.Choices) == 0 {
 			typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
 			break
 		}
-		u := usageOf(resp)
-		if resp.Model != "" {
-			entry.Model = resp.Model
+		u := body.usage()
+		if body.Model != "" {
+			entry.Model = body.Model
 		}
 		entry.Status = status
 		entry.PromptTokens, entry.CompletionTokens, entry.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
-		st.Tokens = u.TotalTokens
+		o.st.Tokens = u.TotalTokens
 		if it.priced {
 			cost := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
-			entry.CostUSD, st.Cost = &cost, cost
+			entry.CostUSD, o.st.Cost = &cost, cost
 		}
-		if err := c.add(ctx, st); err != nil {
-			return err
+		if o.seq >= 0 {
+			res := r.chatResult(it, body)
+			res.BatchID = b.id
+			o.res = appendResult(nil, res)
 		}
-		if seq < 0 {
-			return nil
-		}
-		res := r.succeeded(it, attempt{resp: resp})
-		res.BatchID = b.id
-		return c.t.setResult(seq, res)
+		return o
 	case ol.Response != nil:
 		status = ol.Response.StatusCode
-		f := callFailure(apiError(status, ol.Response.Body), r.cfg.Key, r.cfg.Clock.Now())
-		typ, msg = f.typ, f.msg
-		if f.verdict == retry {
-			msg = "retryable: " + msg
+		var err error = &openai.RequestError{HTTPStatus: http.StatusText(status), HTTPStatusCode: status, Err: errors.New("no error in the body")}
+		if e := ol.Response.Body.Error; e != nil {
+			e.HTTPStatusCode = status
+			err = e
 		}
+		f := callFailure(err, r.cfg.Key, r.cfg.Clock.Now())
+		typ, msg, retryable = f.typ, f.msg, f.verdict == retry
 	case ol.Error != nil && ol.Error.Code == "batch_expired":
-		typ, msg = jsonl.ErrServer, "retryable: not answered before batch "+b.id+" expired"
+		typ, msg, retryable = jsonl.ErrServer, "not answered before batch "+b.id+" expired", true
 	case ol.Error != nil:
 		typ, msg = jsonl.ErrAPI, ol.Error.Code+": "+ol.Error.Message
 	default:
-		typ, msg = jsonl.ErrServer, "retryable: an empty line in the batch's results"
+		typ, msg, retryable = jsonl.ErrServer, "an empty line in the batch's results", true
 	}
 	entry.Status, entry.Error = status, typ
-	if err := c.add(ctx, st); err != nil {
-		return err
+	if o.seq < 0 {
+		return o
 	}
-	if seq < 0 {
-		return nil
+	if retryable && tries <= r.cfg.Retries {
+		o.again = true
+		return o
 	}
-	if m, ok := strings.CutPrefix(msg, "retryable: "); ok {
-		return c.again(seq, typ, m, status)
-	}
-	return c.fail(seq, typ, msg, status)
+	res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
+	res.Attempts = tries
+	res.BatchID = b.id
+	o.res = appendResult(nil, res)
+	return o
 }
 
 // add queues a settlement, and applies the queue when it is long.

@@ -148,11 +148,7 @@ func (s *submitter) add(it *item) error {
 		Prompt: it.prompt, EstTokens: it.est.Tokens, EstCost: it.est.Cost, Priced: it.priced,
 		Hash: lineHash(chatURL, it.body),
 	}
-	head, err := json.Marshal(rec)
-	if err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	off, err := t.records.append(head, it.body)
+	off, err := t.records.append(appendRecord(nil, &rec), it.body)
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
 	}

@@ -46,6 +46,9 @@ type scenario struct {
 	goals     []goal
 	dropOut   bool // discard stdout instead of keeping it
 	dry       bool // a dry run: count lines, not requests
+	// collect reads the figures of --via batch's collection from its
+	// --verbose stderr.
+	collect bool
 }
 
 // goal is a pass/fail figure.
@@ -65,6 +68,19 @@ type measure struct {
 	cpu       time.Duration
 	results   int
 	exitCodes []int
+	// --via batch: results collected from output files and the seconds
+	// collecting took (download, parse, spool, settle), from the
+	// "batch collected" lines of --verbose.
+	collected   int
+	collectSecs float64
+}
+
+// collectRate is results collected a second.
+func (m measure) collectRate() float64 {
+	if m.collectSecs == 0 {
+		return 0
+	}
+	return float64(m.collected) / m.collectSecs
 }
 
 func (m measure) cpuPerReq() time.Duration {
@@ -133,6 +149,21 @@ func scenarios() []scenario {
 			goals:   []goal{{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }}},
 		},
 		{
+			// Each batch ends at its first poll, so the fake answers its
+			// 50000 lines before gptbatch collects any: collection is
+			// measured with the fake idle but for serving the files.
+			name:   "batch: 200000 lines through the fake's Batch API (--via batch), ordered",
+			server: openaitest.Config{Batch: openaitest.BatchConfig{StepsPerPoll: -1}},
+			procs:  1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
+			args:    append([]string{"--via", "batch", "--verbose"}, noLimits...),
+			dropOut: true,
+			collect: true,
+			goals: []goal{
+				{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }},
+				{"collection >= 50000 results/s", func(m measure) bool { return m.collectRate() >= 50000 }},
+			},
+		},
+		{
 			name:  "cpu: 20000 requests against an instant server, --parallel 64",
 			procs: 1, lines: 20000, prompt: "tell me about the number %d in one short sentence",
 			args:    append([]string{"--parallel", "64"}, noLimits...),
@@ -191,6 +222,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "  requests %d, 429s %d, results %d, exit %v, first request after %.2fs\n", m.requests, m.limited, m.results, m.exitCodes, m.startup.Seconds())
 		fmt.Fprintf(stdout, "  peak RSS %.1f MB, CPU %.2fs = %d us/request\n", float64(m.peakRSS)/(1<<20), m.cpu.Seconds(), m.cpuPerReq().Microseconds())
+		if sc.collect {
+			fmt.Fprintf(stdout, "  collected %d results in %.2fs: %.0f results/s\n", m.collected, m.collectSecs, m.collectRate())
+		}
 		for _, g := range sc.goals {
 			verdict := "met"
 			if !g.ok(m) {
@@ -266,6 +300,11 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 			}
 			m.results += out.lines
 			m.peakRSS = max(m.peakRSS, peak)
+			if sc.collect {
+				n, secs := collectFigures(errb.String())
+				m.collected += n
+				m.collectSecs += secs
+			}
 			m.cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		}()
 	}
@@ -354,6 +393,29 @@ func watchHWM(pid int, stop <-chan struct{}) int64 {
 			return peak
 		}
 	}
+}
+
+// collectFigures adds up the "batch collected" lines of --verbose:
+// results=N seconds=S.
+func collectFigures(stderr string) (n int, secs float64) {
+	for _, l := range strings.Split(stderr, "\n") {
+		if !strings.Contains(l, `msg="batch collected"`) {
+			continue
+		}
+		var k int
+		var s float64
+		for _, f := range strings.Fields(l) {
+			if v, ok := strings.CutPrefix(f, "results="); ok {
+				fmt.Sscan(v, &k)
+			}
+			if v, ok := strings.CutPrefix(f, "seconds="); ok {
+				fmt.Sscan(v, &s)
+			}
+		}
+		n += k
+		secs += s
+	}
+	return n, secs
 }
 
 // counter counts output lines without keeping them.
