@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -81,6 +83,9 @@ func (o BatchOptions) maxPoll() time.Duration {
 	}
 	return max(o.MaxPoll, o.poll())
 }
+
+// batchGCPercent is the GC's target while a --via batch run collects.
+const batchGCPercent = 60
 
 // slot is one line of a --via batch run, by its place in the input.
 type slot struct {
@@ -287,6 +292,13 @@ func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *j
 	defer close(out)
 	if r.cfg.Batch.Journal == "" {
 		return &Error{Code: ExitConfig, Err: errNoJournal}
+	}
+	if os.Getenv("GOGC") == "" {
+		// Collecting streams gigabytes of answers through a live heap of
+		// a few tens of MB (the encoders, the lines' table): a heap goal
+		// of 1.6 times the live heap instead of twice keeps the peak RSS
+		// of 200,000 lines at about 90 MB, not 127.
+		defer debug.SetGCPercent(debug.SetGCPercent(batchGCPercent))
 	}
 	journal, err := budget.OpenJournal(r.cfg.Batch.Journal, 0o600)
 	if err != nil {

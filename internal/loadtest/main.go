@@ -49,6 +49,10 @@ type scenario struct {
 	// collect reads the figures of --via batch's collection from its
 	// --verbose stderr.
 	collect bool
+	// finishAt, if set, answers every batch at once when that many have
+	// been created (the fake set to BatchManual), so that the fake is idle
+	// while gptbatch collects.
+	finishAt int
 }
 
 // goal is a pass/fail figure.
@@ -149,12 +153,13 @@ func scenarios() []scenario {
 			goals:   []goal{{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }}},
 		},
 		{
-			// Each batch ends at its first poll, so the fake answers its
-			// 50000 lines before gptbatch collects any: collection is
-			// measured with the fake idle but for serving the files.
-			name:   "batch: 200000 lines through the fake's Batch API (--via batch), ordered",
-			server: openaitest.Config{Batch: openaitest.BatchConfig{StepsPerPoll: -1}},
-			procs:  1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
+			// The fake answers the four batches once all are created,
+			// so that collecting is measured with the fake idle but for
+			// serving the files.
+			name:     "batch: 200000 lines through the fake's Batch API (--via batch), ordered",
+			server:   openaitest.Config{Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}},
+			finishAt: 4,
+			procs:    1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
 			args:    append([]string{"--via", "batch", "--verbose"}, noLimits...),
 			dropOut: true,
 			collect: true,
@@ -260,6 +265,22 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
+	if sc.finishAt > 0 {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for srv.BatchStats().Created < sc.finishAt {
+				select {
+				case <-t.C:
+				case <-done:
+					return
+				}
+			}
+			srv.FinishBatches()
+		}()
+	}
 	start := time.Now()
 	for p := 0; p < sc.procs; p++ {
 		wg.Add(1)
