@@ -20,6 +20,7 @@ type cli struct {
 	Run     struct{}         `cmd:"" default:"1" hidden:"" help:"Send the batch on stdin (the default)."`
 	Usage   usageCmd         `cmd:"" help:"Report what has been spent, from the ledger beside the usage file."`
 	Limits  limitsCmd        `cmd:"" help:"Show, set (limits set --daily-cost 5) or clear the limits stored with the shared budget, which every run obeys."`
+	Batches batchesCmd       `cmd:"" help:"List or cancel the Batch API batches recorded beside the usage file (--via batch)."`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 }
 
@@ -49,34 +50,37 @@ Exit status: 0 all lines succeeded, 1 some failed (each still has its result),
 
 // runCmd is the main job.
 type runCmd struct {
-	Model       string        `short:"m" env:"OPENAI_MODEL" placeholder:"NAME" help:"Model for lines that name none (else ./gpt_model_type.txt, else gpt-4o-mini)."`
-	APIKeyFile  string        `name:"api-key-file" type:"path" placeholder:"FILE" help:"File holding the API key (else $OPENAI_API_KEY, ./api_key.txt, ./.openai_key, ./.env)."`
-	BaseURL     string        `name:"base-url" env:"OPENAI_BASE_URL" default:"https://api.openai.com/v1" placeholder:"URL" help:"API endpoint; any OpenAI-compatible server."`
-	UsageFile   string        `name:"usage-file" env:"GPTBATCH_USAGE_FILE" type:"path" placeholder:"FILE" help:"Usage file shared by every invocation (default $XDG_STATE_HOME/gptbatch/usage.md)."`
-	Store       string        `name:"store" env:"GPTBATCH_STORE" placeholder:"URL" help:"Keep the shared budget in Redis (redis://[:password@]host:port/db or rediss://) instead of the usage file, to share it across hosts."`
-	StoreName   string        `name:"store-name" env:"GPTBATCH_STORE_NAME" default:"default" placeholder:"NAME" help:"The budget in --store: budgets of other names share the Redis, not the limits."`
-	Parallel    int           `short:"p" default:"16" help:"Requests in flight."`
-	RPM         int64         `name:"rpm" default:"500" help:"Requests per minute, shared through the usage file (0 = no limit)."`
-	TPM         int64         `name:"tpm" default:"500000" help:"Tokens per minute, shared (0 = no limit)."`
-	TPD         int64         `name:"tpd" default:"5000000" help:"Tokens per day, shared; resets at local midnight (0 = no limit)."`
-	BatchTokens int64         `name:"batch-tokens" default:"300000" help:"Refuse a batch with more input tokens, before sending anything (0 = off, and stream)."`
-	MaxCost     string        `name:"max-cost" default:"0" placeholder:"USD" help:"Refuse a batch whose estimated cost is higher, before sending anything (0 = off)."`
-	DailyCost   string        `name:"daily-cost" default:"0" placeholder:"USD" help:"Dollars per day, shared (0 = off)."`
-	OnLimit     string        `name:"on-limit" enum:"wait,fail" default:"wait" help:"When a limit is reached: wait for room, or stop sending and exit 3 (wait|fail)."`
-	Retries     int           `default:"5" help:"Retries for 429s, 5xx, timeouts and dropped connections."`
-	Timeout     time.Duration `default:"5m" help:"Time limit for one request."`
-	MaxTokens   int64         `name:"max-tokens" placeholder:"N" help:"Output cap for lines that give none (default 256; 4096 for o-series and gpt-5)."`
-	System      string        `placeholder:"TEXT" help:"System prompt for lines that give none (responses: their instructions)."`
-	Endpoint    string        `env:"GPTBATCH_ENDPOINT" enum:"chat,responses,embeddings" default:"chat" help:"API for plain lines: chat (/v1/chat/completions), responses (/v1/responses) or embeddings (/v1/embeddings); a Batch API line goes to its own url."`
-	Pack        int           `placeholder:"N" help:"Embeddings: send up to N single-input lines in one request (up to 2048), each still its own result."`
-	ServiceTier string        `name:"service-tier" placeholder:"TIER" help:"service_tier for chat and responses lines that give none (flex: half price, slower, may be refused when busy)."`
-	DryRun      bool          `name:"dry-run" help:"Estimate tokens and cost per line; send nothing, need no key."`
-	Resume      string        `type:"path" placeholder:"FILE" help:"Skip lines whose id has a successful result in FILE."`
-	Unordered   bool          `help:"Write results as they finish, not in input order."`
-	Format      string        `enum:"jsonl,text,csv" default:"jsonl" help:"Input format (jsonl|text|csv)."`
-	Progress    string        `enum:"auto,always,never" default:"auto" help:"Progress on stderr: auto (when stderr is a terminal and NO_COLOR is unset), always or never."`
-	Quiet       bool          `short:"q" help:"No summary, only errors."`
-	Verbose     bool          `short:"v" help:"Log retries, waits and limit changes to stderr."`
+	Model            string        `short:"m" env:"OPENAI_MODEL" placeholder:"NAME" help:"Model for lines that name none (else ./gpt_model_type.txt, else gpt-4o-mini)."`
+	APIKeyFile       string        `name:"api-key-file" type:"path" placeholder:"FILE" help:"File holding the API key (else $OPENAI_API_KEY, ./api_key.txt, ./.openai_key, ./.env)."`
+	BaseURL          string        `name:"base-url" env:"OPENAI_BASE_URL" default:"https://api.openai.com/v1" placeholder:"URL" help:"API endpoint; any OpenAI-compatible server."`
+	UsageFile        string        `name:"usage-file" env:"GPTBATCH_USAGE_FILE" type:"path" placeholder:"FILE" help:"Usage file shared by every invocation (default $XDG_STATE_HOME/gptbatch/usage.md)."`
+	Store            string        `name:"store" env:"GPTBATCH_STORE" placeholder:"URL" help:"Keep the shared budget in Redis (redis://[:password@]host:port/db or rediss://) instead of the usage file, to share it across hosts."`
+	StoreName        string        `name:"store-name" env:"GPTBATCH_STORE_NAME" default:"default" placeholder:"NAME" help:"The budget in --store: budgets of other names share the Redis, not the limits."`
+	Parallel         int           `short:"p" default:"16" help:"Requests in flight."`
+	RPM              int64         `name:"rpm" default:"500" help:"Requests per minute, shared through the usage file (0 = no limit)."`
+	TPM              int64         `name:"tpm" default:"500000" help:"Tokens per minute, shared (0 = no limit)."`
+	TPD              int64         `name:"tpd" default:"5000000" help:"Tokens per day, shared; resets at local midnight (0 = no limit)."`
+	BatchTokens      int64         `name:"batch-tokens" default:"300000" help:"Refuse a batch with more input tokens, before sending anything (0 = off, and stream)."`
+	MaxCost          string        `name:"max-cost" default:"0" placeholder:"USD" help:"Refuse a batch whose estimated cost is higher, before sending anything (0 = off)."`
+	DailyCost        string        `name:"daily-cost" default:"0" placeholder:"USD" help:"Dollars per day, shared (0 = off)."`
+	OnLimit          string        `name:"on-limit" enum:"wait,fail" default:"wait" help:"When a limit is reached: wait for room, or stop sending and exit 3 (wait|fail)."`
+	Retries          int           `default:"5" help:"Retries for 429s, 5xx, timeouts and dropped connections."`
+	Timeout          time.Duration `default:"5m" help:"Time limit for one request."`
+	MaxTokens        int64         `name:"max-tokens" placeholder:"N" help:"Output cap for lines that give none (default 256; 4096 for o-series and gpt-5)."`
+	System           string        `placeholder:"TEXT" help:"System prompt for lines that give none (responses: their instructions)."`
+	Endpoint         string        `env:"GPTBATCH_ENDPOINT" enum:"chat,responses,embeddings" default:"chat" help:"API for plain lines: chat (/v1/chat/completions), responses (/v1/responses) or embeddings (/v1/embeddings); a Batch API line goes to its own url."`
+	Pack             int           `placeholder:"N" help:"Embeddings: send up to N single-input lines in one request (up to 2048), each still its own result."`
+	ServiceTier      string        `name:"service-tier" placeholder:"TIER" help:"service_tier for chat and responses lines that give none (flex: half price, slower, may be refused when busy)."`
+	DryRun           bool          `name:"dry-run" help:"Estimate tokens and cost per line; send nothing, need no key."`
+	Resume           string        `type:"path" placeholder:"FILE" help:"Skip lines whose id has a successful result in FILE."`
+	Unordered        bool          `help:"Write results as they finish, not in input order."`
+	Via              string        `enum:"sync,batch" default:"sync" env:"GPTBATCH_VIA" help:"sync: a request a line; batch: OpenAI's Batch API, half price, answers within 24 h (sync|batch)."`
+	BatchLines       int           `name:"batch-lines" default:"50000" placeholder:"N" help:"--via batch: most lines a batch file (the API takes 50000)."`
+	BatchQueueTokens int64         `name:"batch-queue-tokens" default:"0" placeholder:"N" help:"--via batch: most input tokens of one model enqueued at once, and so in one file: your organisation's enqueued-token limit (0 = none)."`
+	Format           string        `enum:"jsonl,text,csv" default:"jsonl" help:"Input format (jsonl|text|csv)."`
+	Progress         string        `enum:"auto,always,never" default:"auto" help:"Progress on stderr: auto (when stderr is a terminal and NO_COLOR is unset), always or never."`
+	Quiet            bool          `short:"q" help:"No summary, only errors."`
+	Verbose          bool          `short:"v" help:"Log retries, waits and limit changes to stderr."`
 
 	// Issues 16 and 12: warnings, confirmation, transport.
 	WarnAt        int  `name:"warn-at" default:"80" placeholder:"PERCENT" help:"Warn once when today's tokens or dollars pass this share of their limit, and when they reach it (0 = only then)."`
@@ -93,7 +97,7 @@ type usageCmd struct {
 	Today bool   `help:"Only today (local time)." xor:"period"`
 	Month bool   `help:"Only this month." xor:"period"`
 	Since string `placeholder:"YYYY-MM-DD" help:"From this day on." xor:"period"`
-	By    string `enum:",model,day" default:"" placeholder:"model|day" help:"Group by model or by day."`
+	By    string `enum:",model,day,via" default:"" placeholder:"model|day|via" help:"Group by model, by day, or by via (sync or batch)."`
 	JSON  bool   `name:"json" help:"Write JSON instead of a table."`
 	Limit string `placeholder:"USD" help:"Store a daily cost limit every run obeys (the same as limits set --daily-cost USD)."`
 }

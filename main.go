@@ -133,6 +133,10 @@ func runTTY(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		err = c.Limits.set(ctx, &c.runCmd, kctx, stdout)
 	case "limits clear", "limits clear <name>":
 		err = c.Limits.Clear.run(ctx, &c.runCmd, stdout, c.Limits.JSON)
+	case "batches", "batches list":
+		err = c.Batches.List.run(ctx, &c.runCmd, stdout)
+	case "batches cancel <id>":
+		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout)
 	default:
 		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}
@@ -238,6 +242,9 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		if err := cfg.Gate.Load(ctx, time.Now()); err != nil {
 			return err
 		}
+		if err := r.batchConfig(ctx, &cfg, nil); err != nil {
+			return usageError(err)
+		}
 		err = r.pipe(ctx, stdin, stdout, stderr, cfg)
 		if !r.Quiet {
 			fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg, used, time.Now()))
@@ -289,6 +296,9 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 	cfg.Log.Debug(limitSources(cfg.Gate), "store", where)
 	warner := &dayWarner{gate: cfg.Gate, pct: int64(r.WarnAt), log: cfg.Log}
 	cfg.Settled = warner.check
+	if err := r.batchConfig(ctx, &cfg, store); err != nil {
+		return usageError(err)
+	}
 	return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)
 }
 
@@ -374,6 +384,8 @@ func (r *runCmd) check() error {
 		return fmt.Errorf("--retries %d: more than 1000", r.Retries)
 	case r.Pack < 0 || r.Pack > 2048:
 		return fmt.Errorf("--pack must be from 0 to 2048 (the embeddings API's inputs a request), not %d", r.Pack)
+	case r.Pack > 1 && r.Via == "batch":
+		return errors.New("--pack goes with --via sync: the Batch API has no per-minute request limit for packing to save")
 	}
 	for _, f := range []struct {
 		name string

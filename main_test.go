@@ -101,6 +101,7 @@ type result struct {
 	Usage        *usage          `json:"usage"`
 	CostUSD      json.RawMessage `json:"cost_usd"`
 	Attempts     int             `json:"attempts"`
+	BatchID      string          `json:"batch_id"`
 	Metadata     json.RawMessage `json:"metadata"`
 	Error        *struct {
 		Type    string `json:"type"`

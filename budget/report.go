@@ -140,7 +140,7 @@ func Period(now time.Time, today, month bool, since string) (from, until time.Ti
 // limits from usage.md when st is not nil.
 func (rep Report) WriteTable(w io.Writer, st *State) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := map[string]string{"model": "MODEL\t", "day": "DAY\t"}[rep.By]
+	head := map[string]string{"model": "MODEL\t", "day": "DAY\t", "via": "VIA\t", "endpoint": "ENDPOINT\t"}[rep.By]
 	fmt.Fprintf(tw, "%sREQUESTS\tSUCCEEDED\tTOKENS IN\tCACHED\tOUT\tCOST\t\n", head)
 	line := func(key string, r Row) {
 		if rep.By != "" {

@@ -80,6 +80,7 @@ type Result struct {
 	CostUSD    json.RawMessage `json:"cost_usd,omitempty"` // a number, or null when the price is unknown; omitted on errors
 	Attempts   int             `json:"attempts"`
 	LatencyMS  int64           `json:"latency_ms,omitempty"`
+	BatchID    string          `json:"batch_id,omitempty"` // --via batch: the Batch API batch that answered it
 	Metadata   json.RawMessage `json:"metadata,omitempty"`
 	Error      *Error          `json:"error,omitempty"`
 }

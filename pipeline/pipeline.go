@@ -64,6 +64,11 @@ type Config struct {
 	BatchTokens int64       // refuse a batch with more input tokens; 0 = off
 	MaxCost     budget.Cost // refuse a batch whose estimated cost is higher; 0 = off
 
+	// Via is how lines reach the API ("" means ViaSync); Batch
+	// configures ViaBatch.
+	Via   Via
+	Batch BatchOptions
+
 	DryRun    bool
 	Unordered bool
 	Resumed   map[string]bool // ids finished by an earlier run (--resume): skipped
@@ -210,9 +215,19 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	held := make(chan *item, readAhead)
 	g.Go(func() error { return upstream(r.hold(up, prepared, held)) })
 
-	if r.cfg.DryRun {
+	switch {
+	case r.cfg.DryRun && r.cfg.Via == ViaBatch:
+		planned := make(chan *item, readAhead)
+		g.Go(func() error { return r.planBatches(gctx, held, planned) })
+		g.Go(func() error { return r.emitEstimates(gctx, planned, out) })
+	case r.cfg.DryRun:
 		g.Go(func() error { return r.emitEstimates(gctx, held, out) })
-	} else {
+	case r.cfg.Via == ViaBatch:
+		// The Batch API's sender stands in for admit, fetch and settle.
+		results := make(chan *jsonl.Result, p)
+		g.Go(func() error { return r.batchSender(gctx, held, results) })
+		g.Go(func() error { return r.emit(gctx, results, out) })
+	default:
 		// Finished results on their way to the writer: a worker's worth,
 		// so that workers rarely wait for a write.
 		results := make(chan *jsonl.Result, p)

@@ -23,6 +23,9 @@ func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out cha
 			return it
 		}
 		it := prepare(req, &r.cfg, r.countFirst)
+		if r.cfg.Via == ViaBatch {
+			it.batchPrice()
+		}
 		if it.result == nil && !it.priced && r.warnedPrice.CompareAndSwap(false, true) {
 			r.cfg.Log.Warn(fmt.Sprintf("no price known for model %q: its cost_usd is null", it.model))
 		}

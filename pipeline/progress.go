@@ -143,6 +143,9 @@ func progressLine(s *Stats, now time.Time, elapsed, eta time.Duration) string {
 	if eta >= 0 {
 		fmt.Fprintf(&b, " | ETA %s", eta.Round(time.Second))
 	}
+	if n := s.BatchLines.Load(); n > 0 {
+		fmt.Fprintf(&b, " | batches: %d/%d answered", s.BatchAnswered.Load(), n)
+	}
 	if w := s.Waiting(); w != nil {
 		d := max(0, w.Until.Sub(now))
 		if d < 10*time.Second {
@@ -238,6 +241,9 @@ func BatchEstimate(s *Stats, cfg Config, used budget.State, now time.Time, lines
 		hits = append(hits, fmt.Sprintf("%s: $%s already spent today, the batch may cost $%s", name("daily-cost", l.DailyCost), dayCost, c))
 	}
 	var pace time.Duration
+	if cfg.Via == ViaBatch {
+		l.RPM, l.TPM = 0, 0 // the Batch API has its own pool
+	}
 	if l.RPM > 0 && sent > l.RPM {
 		pace = max(pace, time.Duration(float64(sent-l.RPM)/float64(l.RPM)*float64(time.Minute)))
 	}
@@ -251,6 +257,9 @@ func BatchEstimate(s *Stats, cfg Config, used budget.State, now time.Time, lines
 		b.WriteString("; within every limit")
 	} else {
 		b.WriteString("; limits: " + strings.Join(hits, "; "))
+	}
+	if plan, ok := s.batchPlan.Load().(string); ok {
+		b.WriteString("; " + plan)
 	}
 	return b.String()
 }

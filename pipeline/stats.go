@@ -33,8 +33,11 @@ type Stats struct {
 	CachedTokens     atomic.Int64
 	Cost             atomic.Int64 // budget.Cost of the calls with a known price
 	Unpriced         atomic.Int64 // calls whose model has no known price
+	BatchLines       atomic.Int64 // --via batch: lines submitted in batches
+	BatchAnswered    atomic.Int64 // --via batch: of those, answered so far (the batches' request_counts)
 
-	waiting atomic.Pointer[Waiting] // what admission waits for, for progress
+	waiting   atomic.Pointer[Waiting] // what admission waits for, for progress
+	batchPlan atomic.Value            // string: how --dry-run --via batch would split the lines
 }
 
 // Waiting is what holds the run back.

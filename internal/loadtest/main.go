@@ -55,6 +55,13 @@ type scenario struct {
 	// note, if set, is a figure worked out from the measure, printed
 	// after it (an extrapolation, say).
 	note func(m measure) string
+	// collect reads the figures of --via batch's collection from its
+	// --verbose stderr.
+	collect bool
+	// finishAt, if set, answers every batch at once when that many have
+	// been created (the fake set to BatchManual), so that the fake is idle
+	// while gptbatch collects.
+	finishAt int
 }
 
 // goal is a pass/fail figure.
@@ -78,6 +85,19 @@ type measure struct {
 	// usageRequests is what `gptbatch usage --today --json --store` on
 	// another host reports (redis scenarios).
 	usageRequests int
+	// --via batch: results collected from output files and the seconds
+	// collecting took (download, parse, spool, settle), from the
+	// "batch collected" lines of --verbose.
+	collected   int
+	collectSecs float64
+}
+
+// collectRate is results collected a second.
+func (m measure) collectRate() float64 {
+	if m.collectSecs == 0 {
+		return 0
+	}
+	return float64(m.collected) / m.collectSecs
 }
 
 func (m measure) cpuPerReq() time.Duration {
@@ -214,6 +234,22 @@ func scenarios() []scenario {
 			goals:   []goal{{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }}},
 		},
 		{
+			// The fake answers the four batches once all are created,
+			// so that collecting is measured with the fake idle but for
+			// serving the files.
+			name:     "batch: 200000 lines through the fake's Batch API (--via batch), ordered",
+			server:   openaitest.Config{Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}},
+			finishAt: 4,
+			procs:    1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
+			args:    append([]string{"--via", "batch", "--verbose"}, noLimits...),
+			dropOut: true,
+			collect: true,
+			goals: []goal{
+				{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }},
+				{"collection >= 50000 results/s", func(m measure) bool { return m.collectRate() >= 50000 }},
+			},
+		},
+		{
 			name:  "cpu: 20000 requests against an instant server, --parallel 64",
 			procs: 1, lines: 20000, prompt: "tell me about the number %d in one short sentence",
 			args:    append([]string{"--parallel", "64"}, noLimits...),
@@ -287,6 +323,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if sc.note != nil {
 			fmt.Fprintf(stdout, "  %s\n", sc.note(m))
 		}
+		if sc.collect {
+			fmt.Fprintf(stdout, "  collected %d results in %.2fs: %.0f results/s\n", m.collected, m.collectSecs, m.collectRate())
+		}
 		for _, g := range sc.goals {
 			verdict := "met"
 			if !g.ok(m) {
@@ -331,6 +370,22 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
+	if sc.finishAt > 0 {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for srv.BatchStats().Created < sc.finishAt {
+				select {
+				case <-t.C:
+				case <-done:
+					return
+				}
+			}
+			srv.FinishBatches()
+		}()
+	}
 	start := time.Now()
 	for p := 0; p < sc.procs; p++ {
 		usage := usage
@@ -376,6 +431,11 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 			}
 			m.results += out.lines
 			m.peakRSS = max(m.peakRSS, peak)
+			if sc.collect {
+				n, secs := collectFigures(errb.String())
+				m.collected += n
+				m.collectSecs += secs
+			}
 			m.cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		}()
 	}
@@ -497,6 +557,29 @@ func watchHWM(pid int, stop <-chan struct{}) int64 {
 			return peak
 		}
 	}
+}
+
+// collectFigures adds up the "batch collected" lines of --verbose:
+// results=N seconds=S.
+func collectFigures(stderr string) (n int, secs float64) {
+	for _, l := range strings.Split(stderr, "\n") {
+		if !strings.Contains(l, `msg="batch collected"`) {
+			continue
+		}
+		var k int
+		var s float64
+		for _, f := range strings.Fields(l) {
+			if v, ok := strings.CutPrefix(f, "results="); ok {
+				fmt.Sscan(v, &k)
+			}
+			if v, ok := strings.CutPrefix(f, "seconds="); ok {
+				fmt.Sscan(v, &s)
+			}
+		}
+		n += k
+		secs += s
+	}
+	return n, secs
 }
 
 // counter counts output lines without keeping them.

@@ -1,0 +1,552 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/pipeline"
+)
+
+// stepClock is simulated time for runs that poll batches: waiting moves it
+// on at once, so a run's seconds of polling take none.
+type stepClock struct {
+	mu  sync.Mutex
+	now time.Time
+	// start, if set, holds every wait until it is closed: a test lets a
+	// run submit before anything is polled.
+	start <-chan struct{}
+}
+
+func newStepClock() *stepClock { return &stepClock{now: time.Now()} }
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *stepClock) After(d time.Duration) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	if c.start != nil {
+		select {
+		case <-c.start:
+		default:
+			go func() {
+				<-c.start
+				ch <- c.advance(d)
+			}()
+			return ch
+		}
+	}
+	ch <- c.advance(d)
+	return ch
+}
+
+func (c *stepClock) advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d > 0 {
+		c.now = c.now.Add(d)
+	}
+	return c.now
+}
+
+// onClock is ctx carrying clk for the runs it is given to.
+func onClock(ctx context.Context, clk pipeline.Clock) context.Context {
+	return context.WithValue(ctx, clockKey{}, clk)
+}
+
+// TestViaBatch: 400 lines of the four input forms go through the Batch
+// API in at least three batches, some lines failing on the server's side,
+// and come back 400/400 answered in input order at half price, without a
+// single synchronous request and never more than one poll a second per
+// batch; the ledger shows the batches' tokens.
+func TestViaBatch(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 3, Key: testKey, Batch: openaitest.BatchConfig{LineFailRate: 0.1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	in, ids, prompts := mixedBatch(400, nil)
+	ctx := onClock(context.Background(), clk)
+	out, stderr, code := g.run(ctx, in, "--via", "batch", "--batch-lines", "150", "--retries", "8")
+	if code != 0 {
+		t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 400 {
+		t.Fatalf("%d results, want 400", len(rs))
+	}
+	price, _ := budget.PriceOf("gpt-4o-mini")
+	var cost budget.Cost
+	batches := map[string]bool{}
+	for i, r := range rs {
+		if r.ID != ids[i] || r.Error != nil || r.Content == nil || !strings.HasPrefix("answer: "+prompts[i], *r.Content) {
+			t.Errorf("result %d = id %q content %v error %+v, want id %q answered %q", i, r.ID, r.Content, r.Error, ids[i], prompts[i])
+			continue
+		}
+		var got budget.Cost
+		if err := got.UnmarshalJSON(r.CostUSD); err != nil {
+			t.Fatalf("result %d: cost_usd %s: %v", i, r.CostUSD, err)
+		}
+		u := r.Usage
+		if full := price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens); got*2 != full {
+			t.Errorf("result %d: cost_usd = %s, want half of %s", i, got, full)
+		}
+		cost += got
+		if r.BatchID == "" {
+			t.Errorf("result %d: no batch_id", i)
+		}
+		batches[r.BatchID] = true
+	}
+	if len(batches) < 3 {
+		t.Errorf("results came from %d batches, want at least 3 (--batch-lines 150)", len(batches))
+	}
+	if n := srv.Endpoint(openaitest.PathChat).Requests; n != 0 {
+		t.Errorf("%d synchronous chat requests, want none", n)
+	}
+	st := srv.BatchStats()
+	if st.Failed == 0 || st.Succeeded != 400 {
+		t.Errorf("the fake answered %d lines and failed %d, want 400 answered once each and some failed (LineFailRate)", st.Succeeded, st.Failed)
+	}
+	for _, id := range srv.BatchIDs() {
+		polls := srv.BatchPolls(id)
+		for i := 1; i < len(polls); i++ {
+			if d := polls[i].Sub(polls[i-1]); d < time.Second {
+				t.Errorf("batch %s polled %v after the poll before, want at least 1s", id, d)
+			}
+		}
+	}
+
+	// The ledger has every answer at batch prices; the day's counters
+	// hold what the batches used, their estimates given back.
+	uout, uerr, ucode := g.run(ctx, "", "usage", "--today", "--json", "--by", "via")
+	if ucode != 0 {
+		t.Fatalf("usage: exit %d: %s", ucode, uerr)
+	}
+	var rep struct {
+		Rows []struct {
+			Key              string      `json:"key"`
+			Succeeded        int64       `json:"succeeded"`
+			PromptTokens     int64       `json:"prompt_tokens"`
+			CompletionTokens int64       `json:"completion_tokens"`
+			CostUSD          budget.Cost `json:"cost_usd"`
+		} `json:"rows"`
+		Limits struct {
+			TokensWithinDay int64 `json:"tokens_within_day"`
+		} `json:"limits"`
+	}
+	if err := json.Unmarshal([]byte(uout), &rep); err != nil {
+		t.Fatalf("usage --json: %v: %s", err, uout)
+	}
+	if len(rep.Rows) != 1 || rep.Rows[0].Key != "batch" || rep.Rows[0].Succeeded != 400 || rep.Rows[0].PromptTokens != st.PromptTokens ||
+		rep.Rows[0].CompletionTokens != st.CompletionTokens || rep.Rows[0].CostUSD != cost {
+		t.Errorf("usage --today --by via = %+v, want one row: batch, 400 succeeded, %d+%d tokens, $%s", rep.Rows, st.PromptTokens, st.CompletionTokens, cost)
+	}
+	if got, want := rep.Limits.TokensWithinDay, st.PromptTokens+st.CompletionTokens; got != want {
+		t.Errorf("tokens_within_day = %d, want the %d tokens the batches used", got, want)
+	}
+}
+
+// simpleLines is n prompt lines q0..q(n-1).
+func simpleLines(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `{"id":"q%d","prompt":"prompt number %d"}`+"\n", i, i)
+	}
+	return b.String()
+}
+
+// TestViaBatchFailures: what the Batch API does wrong reaches each line as
+// it should: a 4xx line gets the API's message, a batch that fails
+// validation gives its lines its reason, an expired batch's unanswered
+// lines go again (only they), and the enqueued-token limit is waited out,
+// or with --on-limit fail stops the run.
+func TestViaBatchFailures(t *testing.T) {
+	tests := []struct {
+		name  string
+		batch openaitest.BatchConfig
+		in    string
+		args  []string
+		hold  int // requests that reach the server before the run\'s clock moves
+		code  int
+		check func(t *testing.T, rs []result, stderr string, st openaitest.BatchStats)
+	}{
+		{
+			name: "a 4xx line",
+			in:   simpleLines(5) + `{"id":"hot","prompt":"x","temperature":3}` + "\n",
+			code: 1,
+			check: func(t *testing.T, rs []result, _ string, _ openaitest.BatchStats) {
+				for _, r := range rs[:5] {
+					if r.Error != nil {
+						t.Errorf("%s: error %+v, want an answer", r.ID, r.Error)
+					}
+				}
+				if e := rs[5].Error; e == nil || e.Type != "api" || e.Status != 400 || !strings.Contains(e.Message, "temperature") || rs[5].BatchID == "" {
+					t.Errorf("hot: error %+v batch %q, want api 400 with the API's message about temperature, naming its batch", e, rs[5].BatchID)
+				}
+			},
+		},
+		{
+			name:  "a batch that fails validation",
+			batch: openaitest.BatchConfig{MaxLines: 2},
+			in:    simpleLines(5),
+			code:  1,
+			check: func(t *testing.T, rs []result, _ string, _ openaitest.BatchStats) {
+				for _, r := range rs {
+					if e := r.Error; e == nil || e.Type != "api" || !strings.Contains(e.Message, "failed validation: too_many_requests") {
+						t.Errorf("%s: error %+v, want api naming the batch's too_many_requests", r.ID, e)
+					}
+				}
+			},
+		},
+		{
+			name:  "expiry with partial output",
+			batch: openaitest.BatchConfig{LinesPerStep: 10, Window: 3 * time.Second},
+			in:    simpleLines(20),
+			check: func(t *testing.T, rs []result, _ string, st openaitest.BatchStats) {
+				if st.Created != 2 || st.Lines != 20 {
+					t.Errorf("BatchStats = %d created, %d lines answered, want 2 and 20: the follow-up holds only the expired lines", st.Created, st.Lines)
+				}
+			},
+		},
+		{
+			// Nothing is polled until the three batches are created.
+			name:  "the enqueued-token limit waits for this run's earlier batches",
+			batch: openaitest.BatchConfig{QueueTokens: 150},
+			hold:  6, // uploads and creations
+			in:    simpleLines(30),
+			args:  []string{"--batch-lines", "10"},
+			check: func(t *testing.T, rs []result, stderr string, st openaitest.BatchStats) {
+				if st.Lines != 30 || st.Created <= 3 {
+					t.Errorf("BatchStats = %d created, %d lines, want more than 3 (some refused) and each line answered once", st.Created, st.Lines)
+				}
+				if !strings.Contains(stderr, "token_limit") && !strings.Contains(stderr, "Enqueued token limit") {
+					t.Errorf("stderr does not say a batch was refused: %s", stderr)
+				}
+			},
+		},
+		{
+			name:  "--batch-queue-tokens keeps under the limit",
+			batch: openaitest.BatchConfig{QueueTokens: 150},
+			in:    simpleLines(30),
+			args:  []string{"--batch-queue-tokens", "150"},
+			check: func(t *testing.T, rs []result, stderr string, st openaitest.BatchStats) {
+				if st.Lines != 30 || strings.Contains(stderr, "refused") {
+					t.Errorf("BatchStats = %+v, stderr %s; want 30 lines and no batch refused", st, stderr)
+				}
+				if st.Created < 3 {
+					t.Errorf("%d batches, want the 30 lines split under 150 input tokens each", st.Created)
+				}
+			},
+		},
+		{
+			name:  "the enqueued-token limit with --on-limit fail",
+			batch: openaitest.BatchConfig{QueueTokens: 20},
+			in:    simpleLines(5),
+			args:  []string{"--on-limit", "fail"},
+			code:  3,
+			check: func(t *testing.T, rs []result, stderr string, _ openaitest.BatchStats) {
+				for _, r := range rs {
+					if e := r.Error; e == nil || e.Type != "rate_limit" || !strings.Contains(e.Message, "Enqueued token limit") {
+						t.Errorf("%s: error %+v, want rate_limit with the API's message", r.ID, e)
+					}
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newStepClock()
+			srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 5, Batch: tt.batch})
+			defer srv.Close()
+			if tt.hold > 0 {
+				start := make(chan struct{})
+				clk.start = start
+				go func() {
+					defer close(start)
+					srv.WaitArrivals(t.Context(), tt.hold)
+				}()
+			}
+			g := newGB(t, srv.URL()).loud() // the warnings are checked
+			out, stderr, code := g.run(onClock(context.Background(), clk), tt.in, append([]string{"--via", "batch"}, tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit status = %d, want %d; stderr: %s", code, tt.code, stderr)
+			}
+			rs := parseResults(t, out)
+			if n := strings.Count(tt.in, "\n"); len(rs) != n {
+				t.Fatalf("%d results, want %d", len(rs), n)
+			}
+			for i, r := range rs {
+				if r.Line != i+1 {
+					t.Errorf("result %d: line %d, want %d", i, r.Line, i+1)
+				}
+			}
+			tt.check(t, rs, stderr, srv.BatchStats())
+		})
+	}
+}
+
+// TestViaBatchInterruptAndResume: a signal while a batch is in progress
+// leaves it running and says how to collect it; the same command with
+// --resume then answers every line without submitting anything again, and
+// the ledger counts each answer once.
+func TestViaBatchInterruptAndResume(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 9, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	in := simpleLines(40)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	defer cancel()
+	// The signal comes as the second batch is submitted.
+	out, stderr, code := g.runUntil(ctx, cancel, in, "chunk=2", append(args, "--verbose")...)
+	if code != 130 {
+		t.Fatalf("interrupted run: exit status = %d, want 130; stderr: %s", code, stderr)
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 40 {
+		t.Fatalf("interrupted run: %d results, want 40", len(rs))
+	}
+	answered := 0
+	for _, r := range rs {
+		switch {
+		case r.Error == nil:
+			answered++
+		case r.Error.Type != "interrupted" || !strings.Contains(r.Error.Message, "--resume"):
+			t.Errorf("%s: error %+v, want interrupted, saying to --resume", r.ID, r.Error)
+		case r.BatchID != "" && !strings.Contains(r.Error.Message, r.BatchID):
+			t.Errorf("%s: error %q does not name its batch %s", r.ID, r.Error.Message, r.BatchID)
+		}
+	}
+	if answered == 40 {
+		t.Fatalf("every line was answered before the interrupt: the test tested nothing")
+	}
+	if !strings.Contains(stderr, "--resume") || !strings.Contains(stderr, "usage.batches.jsonl") {
+		t.Errorf("stderr does not say how to collect the batches: %s", stderr)
+	}
+	created := srv.BatchStats().Created
+
+	prev := filepath.Join(g.dir, "out.jsonl")
+	if err := os.WriteFile(prev, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out2, stderr2, code2 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", prev)...)
+	if code2 != 0 {
+		t.Errorf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
+	}
+	done := map[string]int{}
+	for _, r := range rs {
+		if r.Error == nil {
+			done[r.ID]++
+		}
+	}
+	for _, r := range parseResults(t, out2) {
+		if r.Error != nil {
+			t.Errorf("resumed run: %s: error %+v", r.ID, r.Error)
+			continue
+		}
+		done[r.ID]++
+	}
+	for i := range 40 {
+		if id := fmt.Sprint("q", i); done[id] != 1 {
+			t.Errorf("%s answered %d times over both runs, want once", id, done[id])
+		}
+	}
+	st := srv.BatchStats()
+	if st.Created != created || st.Lines != 40 {
+		t.Errorf("after --resume: %d batches created, %d lines answered, want still %d and 40: nothing submitted again", st.Created, st.Lines, created)
+	}
+	uout, _, _ := g.run(context.Background(), "", "usage", "--today", "--json")
+	var rep struct {
+		Total struct {
+			Succeeded    int64 `json:"succeeded"`
+			PromptTokens int64 `json:"prompt_tokens"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(uout), &rep); err != nil {
+		t.Fatalf("usage --json: %v: %s", err, uout)
+	}
+	if rep.Total.Succeeded != 40 || rep.Total.PromptTokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens, want 40 and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, st.PromptTokens)
+	}
+}
+
+// TestBatchesCommand: `gptbatch batches` lists the journalled batches with
+// their live status, and `batches cancel` cancels one.
+func TestBatchesCommand(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	defer cancel()
+	_, stderr, code := g.runUntil(ctx, cancel, simpleLines(30), "chunk=2", "--via", "batch", "--batch-lines", "15", "--verbose")
+	if code != 130 {
+		t.Fatalf("exit status = %d, want 130: %s", code, stderr)
+	}
+	ids := srv.BatchIDs()
+	if len(ids) != 2 {
+		t.Fatalf("%d batches created, want 2", len(ids))
+	}
+	for st := ""; st != "completed"; st, _ = srv.AdvanceBatch(ids[0]) {
+	}
+
+	list := func() []batchRow {
+		t.Helper()
+		out, stderr, code := g.run(context.Background(), "", "batches", "--json")
+		if code != 0 {
+			t.Fatalf("batches --json: exit %d: %s", code, stderr)
+		}
+		var rows []batchRow
+		dec := json.NewDecoder(strings.NewReader(out))
+		for dec.More() {
+			var r batchRow
+			if err := dec.Decode(&r); err != nil {
+				t.Fatalf("batches --json: %v: %s", err, out)
+			}
+			rows = append(rows, r)
+		}
+		return rows
+	}
+	rows := list()
+	if len(rows) != 2 || rows[0].ID != ids[0] || rows[0].Status != "completed" || rows[0].Completed != 15 || rows[0].Lines != 15 || rows[0].Collected || rows[0].Run == "" {
+		t.Errorf("batches = %+v, want %s completed 15/15, not collected, with its run", rows, ids[0])
+	}
+	out, stderr, code := g.run(context.Background(), "", "batches", "cancel", ids[0])
+	if code == 0 || !strings.Contains(stderr, "Cannot cancel a batch with status 'completed'") {
+		t.Errorf("batches cancel of a completed batch: exit %d, %s %s, want a failure with the API's reason", code, out, stderr)
+	}
+	out, stderr, code = g.run(context.Background(), "", "batches", "cancel", ids[1])
+	if code != 0 || out != ids[1]+" cancelling\n" {
+		t.Errorf("batches cancel %s = %q %s (exit %d), want it cancelling", ids[1], out, stderr, code)
+	}
+	if rows := list(); len(rows) != 2 || rows[1].Status != "cancelling" {
+		t.Errorf("batches after cancel = %+v, want %s cancelling", rows, ids[1])
+	}
+	table, _, code := g.run(context.Background(), "", "batches")
+	if code != 0 || !strings.Contains(table, "BATCH") || !strings.Contains(table, ids[1]) {
+		t.Errorf("batches table = %q (exit %d), want a header and %s", table, code, ids[1])
+	}
+}
+
+// TestViaBatchDryRun: a dry run estimates at batch prices and says how the
+// lines would be split.
+func TestViaBatchDryRun(t *testing.T) {
+	g := newGB(t, "http://127.0.0.1:9/v1")
+	in := simpleLines(25)
+	dry := func(args ...string) ([]map[string]json.RawMessage, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(context.Background(), append([]string{"--dry-run", "--usage-file", filepath.Join(g.dir, "usage.md")}, args...), strings.NewReader(in), &out, &errb)
+		if code != 0 {
+			t.Fatalf("--dry-run %v: exit %d: %s", args, code, errb.String())
+		}
+		var es []map[string]json.RawMessage
+		dec := json.NewDecoder(&out)
+		for dec.More() {
+			var e map[string]json.RawMessage
+			if err := dec.Decode(&e); err != nil {
+				t.Fatal(err)
+			}
+			es = append(es, e)
+		}
+		return es, errb.String()
+	}
+	sync, _ := dry()
+	batch, summary := dry("--via", "batch", "--batch-lines", "10")
+	for i := range sync {
+		var s, b budget.Cost
+		s.UnmarshalJSON(sync[i]["est_cost_usd"])
+		b.UnmarshalJSON(batch[i]["est_cost_usd"])
+		if b*2 != s || b == 0 {
+			t.Errorf("line %d: est_cost_usd %s via batch, want half of %s", i+1, b, s)
+		}
+	}
+	if !strings.Contains(summary, "in 3 batch files: chat/completions gpt-4o-mini: 10 lines") {
+		t.Errorf("dry-run summary does not say how the lines would be split: %s", summary)
+	}
+}
+
+// TestViaBatchEndpoints: one file mixing Batch API lines for chat,
+// embeddings and responses goes through the Batch API, a batch file per
+// endpoint, and each line comes back as its endpoint answers it: vectors
+// for embeddings, text for chat and responses, at half price.
+func TestViaBatchEndpoints(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 7})
+	defer srv.Close()
+	var in strings.Builder
+	for i := range 30 {
+		switch i % 3 {
+		case 0:
+			fmt.Fprintf(&in, `{"custom_id":"c%d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"chat %d"}]}}`+"\n", i, i)
+		case 1:
+			fmt.Fprintf(&in, `{"custom_id":"e%d","method":"POST","url":"/v1/embeddings","body":{"model":"text-embedding-3-small","input":"embed %d","dimensions":8}}`+"\n", i, i)
+		case 2:
+			fmt.Fprintf(&in, `{"custom_id":"r%d","method":"POST","url":"/v1/responses","body":{"model":"gpt-4o-mini","input":"respond %d"}}`+"\n", i, i)
+		}
+	}
+	g := newGB(t, srv.URL())
+	out, stderr, code := g.run(onClock(context.Background(), clk), in.String(), "--via", "batch")
+	if code != 0 {
+		t.Fatalf("exit status = %d, want 0; stderr: %s", code, stderr)
+	}
+	type res struct {
+		ID        string          `json:"id"`
+		Content   *string         `json:"content"`
+		Embedding json.RawMessage `json:"embedding"`
+		BatchID   string          `json:"batch_id"`
+		CostUSD   json.RawMessage `json:"cost_usd"`
+		Error     json.RawMessage `json:"error"`
+	}
+	var rs []res
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r res
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("result %q: %v", l, err)
+		}
+		if r.ID == "e1" {
+			t.Logf("e1: %s", l)
+		}
+		rs = append(rs, r)
+	}
+	if len(rs) != 30 {
+		t.Fatalf("%d results, want 30", len(rs))
+	}
+	for _, r := range rs {
+		switch {
+		case r.Error != nil || r.BatchID == "" || string(r.CostUSD) == "null":
+			t.Errorf("%s: error %s, batch %q, cost %s; want an answer from a batch at a known price", r.ID, r.Error, r.BatchID, r.CostUSD)
+		case r.ID[0] == 'e':
+			var v []float64
+			if err := json.Unmarshal(r.Embedding, &v); err != nil || len(v) != 8 {
+				t.Errorf("%s: embedding %s, want 8 floats", r.ID, r.Embedding)
+			}
+		case r.Content == nil || *r.Content == "":
+			t.Errorf("%s: no content", r.ID)
+		}
+	}
+	st := srv.BatchStats()
+	for _, p := range []string{openaitest.PathChat, openaitest.PathEmbeddings, openaitest.PathResponses} {
+		if n := st.LinesByEndpoint[p]; n != 10 {
+			t.Errorf("batch lines answered at %s = %d, want 10", p, n)
+		}
+		if n := srv.Endpoint(p).Requests; n != 0 {
+			t.Errorf("%d synchronous requests to %s, want none", n, p)
+		}
+	}
+	if st.Created != 3 {
+		t.Errorf("%d batches created, want 3: one a endpoint", st.Created)
+	}
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/pipeline"
+)
+
+// batchesCmd lists the batches --via batch journalled beside the usage
+// file, and cancels them.
+type batchesCmd struct {
+	List   batchesListCmd   `cmd:"" default:"withargs" help:"List the journalled batches with their live status (the default)."`
+	Cancel batchesCancelCmd `cmd:"" help:"Cancel batches: they stop, and what they answered so far is kept."`
+}
+
+type batchesListCmd struct {
+	JSON bool          `name:"json" help:"Write one JSON object a batch instead of a table."`
+	Days time.Duration `name:"within" default:"720h" help:"Only batches submitted within this long (default 30 days, as long as the API keeps their files)."`
+}
+
+type batchesCancelCmd struct {
+	IDs []string `arg:"" name:"id" help:"Batch ids (batch_...)."`
+}
+
+// batchConfig fills in what --via batch needs: the journal beside the
+// usage file (store; nil for a dry run), its limits, and --resume.
+func (r *runCmd) batchConfig(ctx context.Context, cfg *pipeline.Config, store sharedStore) error {
+	cfg.Via = pipeline.Via(r.Via)
+	if c := clockFrom(ctx); c != nil {
+		cfg.Clock = c
+	}
+	if cfg.Via != pipeline.ViaBatch {
+		return nil
+	}
+	if r.BatchLines < 1 || r.BatchLines > pipeline.DefaultBatchLines {
+		return fmt.Errorf("--batch-lines must be from 1 to %d, not %d", pipeline.DefaultBatchLines, r.BatchLines)
+	}
+	if r.BatchQueueTokens < 0 {
+		return errors.New("--batch-queue-tokens cannot be negative")
+	}
+	cfg.Batch = pipeline.BatchOptions{Lines: r.BatchLines, QueueTokens: r.BatchQueueTokens, Resume: r.Resume != ""}
+	switch st := store.(type) {
+	case nil:
+	case *budget.FileStore:
+		path, temp := st.JournalPath()
+		if temp {
+			cfg.Log.Warn(fmt.Sprintf("the usage file is %s, so the batch journal is kept in the temporary directory: %s", os.DevNull, path))
+		}
+		cfg.Batch.Journal = path
+	default:
+		// The journal stays on this host, beside where its usage file
+		// would be: --resume collects on the host that submitted.
+		path, err := r.journalPath()
+		if err != nil {
+			return err
+		}
+		cfg.Batch.Journal = path
+	}
+	return nil
+}
+
+// clockKey carries a pipeline.Clock in a context: tests run batches on
+// simulated time through run, as a user runs them.
+type clockKey struct{}
+
+// clockFrom is the clock ctx carries, or nil for the wall clock.
+func clockFrom(ctx context.Context) pipeline.Clock {
+	c, _ := ctx.Value(clockKey{}).(pipeline.Clock)
+	return c
+}
+
+// journalPath is the batch journal beside the usage file.
+func (r *runCmd) journalPath() (string, error) {
+	path, err := r.usagePath()
+	if err != nil {
+		return "", err
+	}
+	if path == os.DevNull {
+		return filepath.Join(os.TempDir(), fmt.Sprintf("gptbatch-%d.batches.jsonl", os.Geteuid())), nil
+	}
+	return strings.TrimSuffix(path, ".md") + ".batches.jsonl", nil
+}
+
+// batchRow is a journalled batch as `gptbatch batches` shows it.
+type batchRow struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	Completed int       `json:"completed"`
+	Failed    int       `json:"failed"`
+	Total     int       `json:"total"`
+	Model     string    `json:"model"`
+	Endpoint  string    `json:"endpoint"`
+	Lines     int       `json:"lines"`
+	Submitted time.Time `json:"submitted"`
+	Run       string    `json:"run"`
+	Chunk     int       `json:"chunk"`
+	Collected bool      `json:"collected"`
+	Error     string    `json:"error,omitempty"` // why the live status is unknown
+}
+
+// run lists the journalled batches, with their live status.
+func (l *batchesListCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
+	path, err := r.journalPath()
+	if err != nil {
+		return usageError(err)
+	}
+	now := time.Now()
+	bs, err := pipeline.ReadJournal(path, now.Add(-l.Days), false)
+	if err != nil {
+		return usageError(err)
+	}
+	var api *pipeline.BatchAPI
+	if len(bs) > 0 {
+		key, err := apiKey(r.APIKeyFile)
+		if err != nil {
+			return usageError(err)
+		}
+		api = pipeline.NewBatchAPI(r.BaseURL, key)
+	}
+	rows := make([]batchRow, 0, len(bs))
+	for _, b := range bs {
+		row := batchRow{
+			ID: b.BatchID, Status: b.Final, Model: b.Model, Endpoint: b.Endpoint, Lines: b.Lines,
+			Submitted: b.Time, Run: b.Run, Chunk: b.Chunk, Collected: b.Collected,
+		}
+		live, err := api.Retrieve(ctx, b.BatchID)
+		if err != nil {
+			row.Error = err.Error()
+			if row.Status == "" {
+				row.Status = "unknown"
+			}
+		} else {
+			row.Status = live.Status
+			row.Completed, row.Failed, row.Total = live.RequestCounts.Completed, live.RequestCounts.Failed, live.RequestCounts.Total
+		}
+		rows = append(rows, row)
+	}
+	if l.JSON {
+		enc := json.NewEncoder(stdout)
+		for _, row := range rows {
+			if err := enc.Encode(row); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintf(stdout, "no batches in %s\n", path)
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "BATCH\tSTATUS\tANSWERED\tMODEL\tLINES\tAGE\tRUN\tCOLLECTED")
+	for _, row := range rows {
+		answered := fmt.Sprintf("%d+%d/%d", row.Completed, row.Failed, row.Total)
+		if row.Error != "" {
+			answered = "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s#%d\t%s\n", row.ID, row.Status, answered, row.Model, row.Lines,
+			age(now.Sub(row.Submitted)), row.Run, row.Chunk, map[bool]string{true: "yes", false: "no"}[row.Collected])
+	}
+	return tw.Flush()
+}
+
+// age writes d as 45s, 12m, 3h or 2d.
+func age(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// run cancels the batches named, and journals each cancellation.
+func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
+	path, err := r.journalPath()
+	if err != nil {
+		return usageError(err)
+	}
+	key, err := apiKey(r.APIKeyFile)
+	if err != nil {
+		return usageError(err)
+	}
+	known := map[string]bool{}
+	bs, err := pipeline.ReadJournal(path, time.Time{}, false)
+	if err != nil {
+		return usageError(err)
+	}
+	for _, b := range bs {
+		known[b.BatchID] = true
+	}
+	j, err := budget.OpenJournal(path, 0o600)
+	if err != nil {
+		return usageError(err)
+	}
+	defer j.Close()
+	api := pipeline.NewBatchAPI(r.BaseURL, key)
+	var failed []string
+	for _, id := range c.IDs {
+		b, err := api.Cancel(ctx, id)
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", id, err))
+			continue
+		}
+		note := ""
+		if !known[id] {
+			note = " (not in the journal)"
+		}
+		fmt.Fprintf(stdout, "%s %s%s\n", id, b.Status, note)
+		if known[id] {
+			line, _ := json.Marshal(pipeline.JournalRecord{Event: pipeline.EventCancelled, Time: time.Now(), BatchID: id})
+			if err := j.Append(line); err != nil {
+				return err
+			}
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("could not cancel %s", strings.Join(failed, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// stepClock is simulated time that a wait moves on at once.
+type stepClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *stepClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(max(d, 0))
+	ch := make(chan time.Time, 1)
+	ch <- c.now
+	return ch
+}
+
+// BenchmarkBatchRun is the whole pipeline --via batch against the fake's
+// Batch API on simulated time, through a usage file: lines a second, most
+// of it collecting (go test -bench BatchRun -cpuprofile cpu.out ./pipeline).
+func BenchmarkBatchRun(b *testing.B) {
+	clk := &stepClock{now: time.Now()}
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	dir := b.TempDir()
+	store, err := budget.OpenFile(filepath.Join(dir, "usage.md"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var in strings.Builder
+	for i := range b.N {
+		fmt.Fprintf(&in, "%q\n", fmt.Sprintf("tell me about the number %d in one short sentence", i))
+	}
+	journal, _ := store.JournalPath()
+	cfg := Config{
+		Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 16, Retries: 5, Clock: clk,
+		Gate: budget.NewGate(store, budget.Limits{}), Via: ViaBatch, Batch: BatchOptions{Journal: journal, TempDir: dir},
+	}
+	if _, err := encoders[o200kBase](); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	if err := Run(context.Background(), strings.NewReader(in.String()), io.Discard, cfg); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// TestResultCodec: a result goes through the spool unchanged, every field
+// of it; a field jsonl.Result gains fails here until the codec knows it.
+func TestResultCodec(t *testing.T) {
+	refusal, second := "no", "other"
+	full := &jsonl.Result{
+		ID: "q1", Line: 7, Model: "gpt-4o-mini-2024-07-18", Content: jsonl.String("answer"), FinishReason: "stop",
+		Refusal: &refusal, Choices: []*string{nil, &second}, Logprobs: json.RawMessage(`[{"content":[]}]`),
+		Embedding: json.RawMessage(`[0.5,-1]`), Embeddings: json.RawMessage(`[[1],[2]]`),
+		ToolCalls: json.RawMessage(`[{"id":"c"}]`), Usage: &jsonl.Usage{PromptTokens: 9, CompletionTokens: 10, TotalTokens: 19, CachedTokens: 2},
+		CostUSD: json.RawMessage(`0.0000074`), Attempts: 2, LatencyMS: 412, BatchID: "batch_1",
+		Metadata: json.RawMessage(`{"k":[1,2]}`), Error: &jsonl.Error{Type: "api", Message: "line 7: bad", Status: 400},
+	}
+	for _, r := range []*jsonl.Result{full, {ID: "2", Line: 2}, {ID: "3", Content: jsonl.String("")}, {ID: "4", Content: json.RawMessage("null")}} {
+		got, err := parseResult(appendResult(nil, r))
+		if err != nil || !reflect.DeepEqual(got, r) {
+			t.Errorf("parseResult(appendResult(%+v)) = %+v, %v", r, got, err)
+		}
+	}
+	known := []string{"ID", "Line", "Model", "Content", "Refusal", "Choices", "FinishReason", "ToolCalls", "Logprobs", "Embedding", "Embeddings", "Usage", "CostUSD", "Attempts", "LatencyMS", "BatchID", "Metadata", "Error"}
+	rt := reflect.TypeOf(jsonl.Result{})
+	var fields []string
+	for i := range rt.NumField() {
+		fields = append(fields, rt.Field(i).Name)
+	}
+	if !slices.Equal(fields, known) {
+		t.Errorf("jsonl.Result has fields %v, the spool's codec knows %v: teach appendResult and parseResult the new ones", fields, known)
+	}
+	if _, err := parseResult([]byte{resContent, 200}); err == nil {
+		t.Errorf("parseResult of a cut record: no error")
+	}
+}
+
+// TestRecordCodec: a line's record goes through the spool unchanged.
+func TestRecordCodec(t *testing.T) {
+	for _, rec := range []lineRecord{
+		{ID: "q1", Line: 17, Model: "gpt-4o-mini", URL: batchURLs[jsonl.EndpointChat], Metadata: json.RawMessage(`{"a":1}`), Prompt: 9, EstTokens: 265, EstCost: 123456, Priced: true, Single: true, Floats: true, Hash: "h"},
+		{ID: "", Line: 1},
+	} {
+		got, err := parseRecord(appendRecord(nil, &rec))
+		if err != nil || !reflect.DeepEqual(got, rec) {
+			t.Errorf("parseRecord(appendRecord(%+v)) = %+v, %v", rec, got, err)
+		}
+	}
+}

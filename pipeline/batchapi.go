@@ -1,0 +1,162 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+)
+
+// BatchAPI is the part of OpenAI's Files and Batch APIs that --via batch
+// and `gptbatch batches` use. Its calls are single attempts; the caller
+// decides about retries. Safe for concurrent use.
+type BatchAPI struct {
+	base, key string
+	hc        *http.Client
+	oa        *openai.Client
+}
+
+// NewBatchAPI is a client of the API at baseURL with key.
+func NewBatchAPI(baseURL, key string) *BatchAPI {
+	base := strings.TrimRight(baseURL, "/")
+	return &BatchAPI{base: base, key: key, hc: &http.Client{}, oa: newClient(base, key, 4)}
+}
+
+// upload sends the file at path as a batch input file, streaming it: the
+// file may be 200 MB, and go-openai would build the whole request in
+// memory.
+func (a *BatchAPI) upload(ctx context.Context, path, name string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		err := mw.WriteField("purpose", "batch")
+		if err == nil {
+			var part io.Writer
+			if part, err = mw.CreateFormFile("file", name); err == nil {
+				if _, err = io.Copy(part, f); err == nil {
+					err = mw.Close()
+				}
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+"/files", pr)
+	if err != nil {
+		pr.Close()
+		<-wrote
+		return "", err
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+a.key)
+	resp, err := a.hc.Do(req)
+	// The writer ends once the request body is read or closed.
+	pr.CloseWithError(errors.New("upload ended"))
+	<-wrote
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode >= 300 {
+		return "", apiError(resp.StatusCode, body)
+	}
+	var fo struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(body, &fo); err != nil || fo.ID == "" {
+		return "", &openai.RequestError{HTTPStatus: resp.Status, HTTPStatusCode: resp.StatusCode, Err: fmt.Errorf("upload: unreadable answer")}
+	}
+	return fo.ID, nil
+}
+
+// create creates a batch of the input file at endpoint, tagged with meta.
+func (a *BatchAPI) create(ctx context.Context, fileID, endpoint string, meta map[string]any) (openai.Batch, error) {
+	b, err := a.oa.CreateBatch(ctx, openai.CreateBatchRequest{
+		InputFileID: fileID, Endpoint: openai.BatchEndpoint(endpoint), CompletionWindow: "24h", Metadata: meta,
+	})
+	return b.Batch, err
+}
+
+// Retrieve is the batch id as the API has it now.
+func (a *BatchAPI) Retrieve(ctx context.Context, id string) (openai.Batch, error) {
+	b, err := a.oa.RetrieveBatch(ctx, id)
+	return b.Batch, err
+}
+
+// Cancel asks the API to cancel the batch id.
+func (a *BatchAPI) Cancel(ctx context.Context, id string) (openai.Batch, error) {
+	b, err := a.oa.CancelBatch(ctx, id)
+	return b.Batch, err
+}
+
+// content streams the file id.
+func (a *BatchAPI) content(ctx context.Context, id string) (io.ReadCloser, error) {
+	raw, err := a.oa.GetFileContent(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return raw.ReadCloser, nil
+}
+
+// callFailure classifies the error of a Files or Batch API call as
+// classify does a request's.
+func callFailure(err error, key string, now time.Time) failure {
+	a := attempt{err: err}
+	var apiErr *openai.APIError
+	var reqErr *openai.RequestError
+	switch {
+	case errors.As(err, &apiErr):
+		a.reply.status = apiErr.HTTPStatusCode
+	case errors.As(err, &reqErr):
+		a.reply.status = reqErr.HTTPStatusCode
+	}
+	return classify(a, key, now)
+}
+
+// apiCall runs call, retrying what is worth retrying (429, 5xx, network)
+// up to --retries times with back-off. It gives up early when the run is
+// interrupted and stop is true.
+func (r *runner) apiCall(ctx context.Context, what string, stop bool, call func(ctx context.Context) error) (failure, bool) {
+	var wait time.Duration // the last back-off, for the next one's jitter
+	for n := 1; ; n++ {
+		err := call(ctx)
+		if err == nil {
+			return failure{}, true
+		}
+		f := callFailure(err, r.cfg.Key, r.cfg.Clock.Now())
+		if f.verdict != retry || n > r.cfg.Retries || ctx.Err() != nil {
+			return f, false
+		}
+		wait = backoff(wait, f.after, r.cfg.Jitter)
+		r.cfg.Log.Debug("retry", "call", what, "attempt", n, "error", f.typ, "status", f.status, "wait", wait.Round(time.Millisecond))
+		var signal <-chan struct{}
+		if stop {
+			signal = r.stop.signal.Done()
+		}
+		select {
+		case <-r.cfg.Clock.After(wait):
+		case <-signal:
+			return f, false
+		case <-ctx.Done():
+			return f, false
+		}
+	}
+}

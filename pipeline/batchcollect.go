@@ -1,0 +1,643 @@
+package pipeline
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// collected is what collecting a batch sends back to the submitter.
+type collected struct {
+	b          *tbatch
+	retry      []int32 // lines to submit again
+	tokenLimit string  // the API's message, if it refused b for the enqueued-token limit
+}
+
+// collectBatches collects each ended batch from in, one at a time, and
+// sends what is to be submitted again back to the submitter, unless the
+// submitter has ended (done).
+func (r *runner) collectBatches(ctx context.Context, api *BatchAPI, t *tracker, j *budget.Journal, in <-chan *tbatch, back chan<- collected, done <-chan struct{}) error {
+	for {
+		var b *tbatch
+		select {
+		case b = <-in:
+			if b == nil {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c := &collector{r: r, api: api, t: t, b: b, retrySet: map[int32]bool{}}
+		res, err := c.collect(ctx, j)
+		if err != nil {
+			return err
+		}
+		select {
+		case back <- res:
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// collector collects one batch.
+type collector struct {
+	r        *runner
+	api      *BatchAPI
+	t        *tracker
+	b        *tbatch
+	retry    []int32
+	retrySet map[int32]bool
+	settle   []budget.Settlement
+	lines    int   // results read
+	broken   error // a file could not be read to its end
+	started  time.Time
+}
+
+// collect turns an ended batch into its lines' results: the answers and
+// errors of its output and error files, or the reason it failed. It
+// settles each answer in the day's budget and the ledger, once: a batch
+// the journal says was collected already counts nothing again.
+func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, error) {
+	r, b := c.r, c.b
+	c.started = time.Now()
+	out := collected{b: b}
+	fb := b.final
+	switch {
+	case b.lost != nil:
+		for _, seq := range b.seqs {
+			if err := c.again(seq, jsonl.ErrAPI, "batch "+b.id+" could not be retrieved: "+b.lost.Error(), 0); err != nil {
+				return out, err
+			}
+		}
+	case fb.Status == "failed":
+		if msg, ok := tokenLimit(fb); ok {
+			if !b.collected {
+				if err := c.journalCollected(j); err != nil {
+					return out, err
+				}
+			}
+			// The batch keeps its reservation: it is submitted again.
+			out.tokenLimit = msg
+			return out, nil
+		}
+		if err := c.failedValidation(); err != nil {
+			return out, err
+		}
+	default:
+		for _, f := range []*string{fb.OutputFileID, fb.ErrorFileID} {
+			if f != nil && *f != "" {
+				if err := c.readFile(ctx, *f); err != nil {
+					return out, err
+				}
+			}
+		}
+		if err := c.flush(ctx); err != nil {
+			return out, err
+		}
+		// Lines in neither file: submitted again, unless someone
+		// cancelled the batch on purpose, or the files could not be read.
+		for _, seq := range b.seqs {
+			if c.t.slot(seq).res >= 0 || c.retrySet[seq] {
+				continue
+			}
+			if c.broken != nil {
+				if err := c.fail(seq, jsonl.ErrNetwork, "not collected: "+c.broken.Error()+"; run the same command again with --resume to collect it", 0); err != nil {
+					return out, err
+				}
+				continue
+			}
+			if fb.Status == "cancelled" && !b.claimed {
+				if err := c.fail(seq, jsonl.ErrInterrupted, "not answered: batch "+b.id+" was cancelled", 0); err != nil {
+					return out, err
+				}
+				continue
+			}
+			if err := c.again(seq, jsonl.ErrServer, "missing from the output of batch "+b.id+" ("+fb.Status+")", 0); err != nil {
+				return out, err
+			}
+		}
+	}
+	if !b.collected && c.broken == nil {
+		if err := releaseDay(ctx, r, b.est, b.submitted); err != nil {
+			return out, err
+		}
+		if err := c.journalCollected(j); err != nil {
+			return out, err
+		}
+	}
+	if c.lines > 0 {
+		secs := time.Since(c.started).Seconds()
+		r.cfg.Log.Info("batch collected", "batch", b.id, "results", c.lines, "seconds", strconv.FormatFloat(secs, 'f', 3, 64))
+	}
+	out.retry = c.retry
+	return out, nil
+}
+
+// journalCollected records that b's results are settled.
+func (c *collector) journalCollected(j *budget.Journal) error {
+	fb := c.b.final
+	rec := JournalRecord{Event: EventCollected, Time: c.r.cfg.Clock.Now(), BatchID: c.b.id, Status: fb.Status}
+	if c.b.lost != nil {
+		rec.Status = "lost"
+	}
+	if fb.OutputFileID != nil {
+		rec.OutputFileID = *fb.OutputFileID
+	}
+	if fb.ErrorFileID != nil {
+		rec.ErrorFileID = *fb.ErrorFileID
+	}
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return &Error{Code: ExitFailed, Err: err}
+	}
+	if err := j.Append(line); err != nil {
+		return &Error{Code: ExitFailed, Err: err}
+	}
+	return nil
+}
+
+// tokenLimit reports whether a failed batch was refused for the enqueued
+// token limit, and the API's message.
+func tokenLimit(fb openai.Batch) (string, bool) {
+	if fb.Errors == nil {
+		return "", false
+	}
+	for _, e := range fb.Errors.Data {
+		if e.Code == "token_limit_exceeded" {
+			return e.Message, true
+		}
+	}
+	return "", false
+}
+
+// failedValidation gives the lines of a batch that failed validation
+// their errors: a line the API names gets its own; the others, if some
+// line was named, are submitted again without it, else they get the
+// batch's reason.
+func (c *collector) failedValidation() error {
+	b, fb := c.b, c.b.final
+	byLine := map[int]string{}
+	var general []string
+	if fb.Errors != nil {
+		for _, e := range fb.Errors.Data {
+			msg := e.Code + ": " + e.Message
+			if e.Line != nil && b.byCustom == nil {
+				byLine[*e.Line] = msg
+			} else {
+				general = append(general, msg)
+			}
+		}
+	}
+	if len(byLine) == 0 && len(general) == 0 {
+		general = append(general, "no reason given")
+	}
+	for i, seq := range b.seqs {
+		if msg, ok := byLine[i+1]; ok {
+			if err := c.fail(seq, jsonl.ErrAPI, fmt.Sprintf("batch %s failed validation: line %d of its file: %s", b.id, i+1, msg), http.StatusBadRequest); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(general) == 0 {
+			if err := c.again(seq, jsonl.ErrAPI, "batch "+b.id+" failed validation for other lines", http.StatusBadRequest); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.fail(seq, jsonl.ErrAPI, "batch "+b.id+" failed validation: "+strings.Join(general, "; "), http.StatusBadRequest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readFile streams one output or error file. Its lines are read in
+// blocks, parsed on every core and applied in the file's order. A download
+// that breaks off is started again, and the lines already applied are
+// skipped: a file does not change. One that fails for good leaves the
+// rest of the batch to --resume.
+func (c *collector) readFile(ctx context.Context, id string) error {
+	done := 0
+	var local error // gptbatch's own failure, which retrying does not cure
+	f, ok := c.r.apiCall(ctx, "download "+id, false, func(ctx context.Context) error {
+		body, err := c.api.content(ctx, id)
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		blocks := &blockReader{br: bufio.NewReaderSize(body, 256<<10)}
+		n := runtime.GOMAXPROCS(0)
+		// Parsed blocks on their way to be applied: one a worker.
+		parsed := make(chan []lineOutcome, n)
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error {
+			defer close(parsed)
+			// Two blocks a worker in the window keep every core busy
+			// while the head block is applied.
+			return orderedMap(gctx, n, 2*n, blocks.next, parsed, c.parseBlock, nil)
+		})
+		g.Go(func() error {
+			seen := 0
+			for outs := range parsed {
+				for i := range outs {
+					if seen++; seen <= done {
+						continue
+					}
+					if local = c.apply(gctx, &outs[i]); local != nil {
+						return local
+					}
+					done = seen
+				}
+			}
+			return nil
+		})
+		err = g.Wait()
+		if local != nil {
+			return nil
+		}
+		return err
+	})
+	if local != nil {
+		return local
+	}
+	if !ok {
+		c.broken = fmt.Errorf("reading file %s of batch %s failed after %d lines: %s", id, c.b.id, done, f.msg)
+		c.r.cfg.Log.Warn(c.broken.Error())
+	}
+	return nil
+}
+
+// blockReader cuts a stream of lines into blocks of whole lines.
+type blockReader struct {
+	br  *bufio.Reader
+	eof bool
+}
+
+// Blocks hold this many lines, or a line and more up to this many bytes.
+const (
+	blockLines = 256
+	blockBytes = 1 << 20
+)
+
+// next is a source of blocks for orderedMap.
+func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
+	var blocks [][]byte
+	for len(blocks) < n && !r.eof {
+		var block []byte
+		lines := 0
+		for lines < blockLines && len(block) < blockBytes {
+			chunk, err := r.br.ReadSlice('\n')
+			block = append(block, chunk...)
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err == io.EOF {
+				r.eof = true
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+			lines++
+		}
+		if len(block) > 0 {
+			blocks = append(blocks, block)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return blocks, nil
+}
+
+// lineOutcome is what one line of an output or error file comes to.
+type lineOutcome struct {
+	seq   int32 // the run's line, or -1 for a line not of this run
+	st    budget.Settlement
+	res   []byte // the line's result, by appendResult; nil if it goes again
+	again bool   // submit it again
+	bad   error  // the line is not JSON
+}
+
+// parseBlock parses a block of lines: it may run on any goroutine.
+func (c *collector) parseBlock(block []byte) []lineOutcome {
+	outs := make([]lineOutcome, 0, bytes.Count(block, []byte{'\n'})+1)
+	for len(block) > 0 {
+		line := block
+		if i := bytes.IndexByte(block, '\n'); i >= 0 {
+			line, block = block[:i], block[i+1:]
+		} else {
+			block = nil
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		outs = append(outs, c.parseLine(line))
+	}
+	return outs
+}
+
+// apply applies one line's outcome, in the file's order: its settlement,
+// its result or its retry.
+func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
+	c.lines++
+	if o.bad != nil {
+		c.r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results is not JSON: %v", c.b.id, o.bad))
+		return nil
+	}
+	if err := c.add(ctx, o.st); err != nil {
+		return err
+	}
+	switch {
+	case o.seq < 0:
+	case o.again:
+		c.retry = append(c.retry, o.seq)
+		c.retrySet[o.seq] = true
+		c.r.stats.Retries.Add(1)
+	default:
+		return c.t.setResultBytes(o.seq, o.res)
+	}
+	return nil
+}
+
+// outputLine is a line of an output or error file. Its body is decoded
+// after, by the endpoint of the batch: a chat completion (most lines) on a
+// lean path, anything else as the synchronous API's answer is.
+type outputLine struct {
+	CustomID string `json:"custom_id"`
+	Response *struct {
+		StatusCode int             `json:"status_code"`
+		Body       json.RawMessage `json:"body"`
+	} `json:"response"`
+	Error *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// chatBody is the body of a chat line's response: the fields a result
+// takes, without go-openai's types, which decode each message twice.
+type chatBody struct {
+	Model   string `json:"model"`
+	Choices []struct {
+		Message struct {
+			Content   *string         `json:"content"`
+			Refusal   *string         `json:"refusal"`
+			ToolCalls json.RawMessage `json:"tool_calls"`
+		} `json:"message"`
+		FinishReason string          `json:"finish_reason"`
+		Logprobs     json.RawMessage `json:"logprobs"`
+	} `json:"choices"`
+	Usage struct {
+		PromptTokens        int64 `json:"prompt_tokens"`
+		CompletionTokens    int64 `json:"completion_tokens"`
+		TotalTokens         int64 `json:"total_tokens"`
+		PromptTokensDetails *struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
+	} `json:"usage"`
+}
+
+// lean says whether the lean chat result holds all of b: one choice, no
+// refusal, no logprobs.
+func (b *chatBody) lean() bool {
+	if len(b.Choices) != 1 {
+		return false
+	}
+	ch := b.Choices[0]
+	return ch.Message.Refusal == nil && (len(ch.Logprobs) == 0 || string(ch.Logprobs) == "null")
+}
+
+// usage is what the API counted.
+func (b *chatBody) usage() jsonl.Usage {
+	u := jsonl.Usage{PromptTokens: b.Usage.PromptTokens, CompletionTokens: b.Usage.CompletionTokens, TotalTokens: b.Usage.TotalTokens}
+	if d := b.Usage.PromptTokensDetails; d != nil {
+		u.CachedTokens = d.CachedTokens
+	}
+	return u
+}
+
+// chatResult is the result of a chat answer, as successResult makes it
+// from a synchronous one, at it's (batch) price.
+func (r *runner) chatResult(it *item, b *chatBody) *jsonl.Result {
+	res := &jsonl.Result{ID: it.req.ID, Line: it.req.Line, Model: b.Model, Attempts: it.attempts, Metadata: it.req.Metadata}
+	ch := b.Choices[0]
+	hasTools := len(ch.Message.ToolCalls) > 0 && string(ch.Message.ToolCalls) != "null"
+	if c := ch.Message.Content; (c != nil && *c != "") || !hasTools {
+		var s string
+		if c != nil {
+			s = *c
+		}
+		res.Content = jsonl.String(s)
+	}
+	res.FinishReason = ch.FinishReason
+	if hasTools {
+		res.ToolCalls = ch.Message.ToolCalls
+	}
+	u := b.usage()
+	res.Usage = &u
+	r.stats.PromptTokens.Add(u.PromptTokens)
+	r.stats.CompletionTokens.Add(u.CompletionTokens)
+	r.stats.CachedTokens.Add(u.CachedTokens)
+	if it.priced {
+		c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+		r.stats.Cost.Add(int64(c))
+		res.CostUSD = mustJSON(c)
+	} else {
+		r.stats.Unpriced.Add(1)
+		res.CostUSD = []byte("null")
+	}
+	return res
+}
+
+// seqOf is the line of this run a custom_id names in b, or -1.
+func (c *collector) seqOf(customID string) int32 {
+	if c.b.byCustom != nil {
+		if s, ok := c.b.byCustom[customID]; ok {
+			return s
+		}
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(customID, "line-"))
+	if err != nil || !strings.HasPrefix(customID, "line-") {
+		return -1
+	}
+	s := c.t.seqOfLine(n)
+	if s < 0 || c.t.slot(s).batch != c.b.idx {
+		return -1
+	}
+	return s
+}
+
+// parseLine parses one line of an output or error file into the line's
+// result, or a retry, and its settlement.
+func (c *collector) parseLine(raw []byte) (o lineOutcome) {
+	r, b := c.r, c.b
+	var ol outputLine
+	if err := json.Unmarshal(raw, &ol); err != nil {
+		return lineOutcome{seq: -1, bad: err}
+	}
+	o.seq = c.seqOf(ol.CustomID)
+	var rec lineRecord
+	tries := 1
+	if o.seq >= 0 {
+		var err error
+		if rec, _, err = c.t.record(o.seq, false); err != nil {
+			return lineOutcome{seq: -1, bad: err}
+		}
+		tries = int(c.t.slot(o.seq).tries)
+	} else {
+		// Not a line of this run's (its input changed since): its
+		// answer was paid for, so the ledger has it all the same.
+		rec = lineRecord{ID: ol.CustomID, Model: b.model}
+	}
+	it := itemOf(rec, tries)
+	entry := &budget.LedgerEntry{
+		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
+		Endpoint: endpointOf(b.endpoint), Via: "batch", BatchID: b.id,
+	}
+	o.st = budget.Settlement{Sent: true, DayOnly: true, Entry: entry}
+	if it.priced {
+		var zero budget.Cost
+		entry.CostUSD = &zero
+	}
+
+	var typ, msg string
+	status := 0
+	retryable := false
+	switch {
+	case ol.Response != nil && ol.Response.StatusCode == http.StatusOK:
+		status = http.StatusOK
+		endpoint := endpointOf(b.endpoint)
+		entry.Endpoint = endpoint
+		var res *jsonl.Result
+		var u jsonl.Usage
+		var model string
+		var cost budget.Cost
+		var body chatBody
+		if endpoint == jsonl.EndpointChat && json.Unmarshal(ol.Response.Body, &body) == nil && body.lean() {
+			res = r.chatResult(it, &body)
+			u, model = body.usage(), body.Model
+			if it.priced {
+				cost = it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+			}
+		} else {
+			ans, err := resultFromBody(it, endpoint, status, ol.Response.Body)
+			if err != nil || len(ans.results) == 0 {
+				typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
+				break
+			}
+			res, u, model, cost = ans.results[0], ans.usage, ans.model, ans.cost
+			res.Attempts = tries
+			r.stats.PromptTokens.Add(u.PromptTokens)
+			r.stats.CompletionTokens.Add(u.CompletionTokens)
+			r.stats.CachedTokens.Add(u.CachedTokens)
+			if it.priced {
+				r.stats.Cost.Add(int64(cost))
+			} else {
+				r.stats.Unpriced.Add(1)
+			}
+		}
+		if model != "" {
+			entry.Model = model
+		}
+		entry.Status = status
+		entry.PromptTokens, entry.CompletionTokens, entry.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
+		o.st.Tokens = u.TotalTokens
+		if it.priced {
+			entry.CostUSD, o.st.Cost = &cost, cost
+		}
+		if o.seq >= 0 {
+			res.BatchID = b.id
+			o.res = appendResult(nil, res)
+		}
+		return o
+	case ol.Response != nil:
+		status = ol.Response.StatusCode
+		f := callFailure(apiError(status, ol.Response.Body), r.cfg.Key, r.cfg.Clock.Now())
+		typ, msg, retryable = f.typ, f.msg, f.verdict == retry
+	case ol.Error != nil && ol.Error.Code == "batch_expired":
+		typ, msg, retryable = jsonl.ErrServer, "not answered before batch "+b.id+" expired", true
+	case ol.Error != nil:
+		typ, msg = jsonl.ErrAPI, ol.Error.Code+": "+ol.Error.Message
+	default:
+		typ, msg, retryable = jsonl.ErrServer, "an empty line in the batch's results", true
+	}
+	entry.Status, entry.Error = status, typ
+	if o.seq < 0 {
+		return o
+	}
+	if retryable && tries <= r.cfg.Retries {
+		o.again = true
+		return o
+	}
+	res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
+	res.Attempts = tries
+	res.BatchID = b.id
+	o.res = appendResult(nil, res)
+	return o
+}
+
+// add queues a settlement, and applies the queue when it is long.
+func (c *collector) add(ctx context.Context, st budget.Settlement) error {
+	if c.b.collected {
+		return nil // settled when it was first collected
+	}
+	c.settle = append(c.settle, st)
+	if len(c.settle) >= 1024 {
+		return c.flush(ctx)
+	}
+	return nil
+}
+
+// flush applies the queued settlements: the day's budget and the ledger.
+func (c *collector) flush(ctx context.Context) error {
+	if len(c.settle) == 0 {
+		return nil
+	}
+	if err := c.r.cfg.Gate.Settle(ctx, c.r.cfg.Clock.Now(), c.settle); err != nil {
+		return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+	}
+	c.settle = c.settle[:0]
+	return nil
+}
+
+// again submits a line again, if it has tries left; else it gets the
+// error.
+func (c *collector) again(seq int32, typ, msg string, status int) error {
+	if int(c.t.slot(seq).tries) <= c.r.cfg.Retries {
+		c.retry = append(c.retry, seq)
+		c.retrySet[seq] = true
+		c.r.stats.Retries.Add(1)
+		return nil
+	}
+	return c.fail(seq, typ, msg, status)
+}
+
+// fail gives a line its error result.
+func (c *collector) fail(seq int32, typ, msg string, status int) error {
+	rec, _, err := c.t.record(seq, false)
+	if err != nil {
+		return err
+	}
+	res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
+	res.Attempts = int(c.t.slot(seq).tries)
+	res.BatchID = c.b.id
+	return c.t.setResult(seq, res)
+}

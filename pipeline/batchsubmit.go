@@ -1,0 +1,672 @@
+package pipeline
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// batchURLs are the url of a batch file's lines, by the lines' endpoint.
+var batchURLs = map[string]string{
+	jsonl.EndpointChat:       "/v1/chat/completions",
+	jsonl.EndpointResponses:  "/v1/responses",
+	jsonl.EndpointEmbeddings: "/v1/embeddings",
+}
+
+// endpointOf is the endpoint of a batch line's url.
+func endpointOf(url string) string {
+	for e, u := range batchURLs {
+		if u == url {
+			return e
+		}
+	}
+	return jsonl.EndpointChat
+}
+
+// chunkKey is what every line of one batch file shares: the API takes one
+// endpoint and one model a batch.
+type chunkKey struct{ url, model string }
+
+// chunk is a batch file being written, or written and waiting to go.
+type chunk struct {
+	key    chunkKey
+	f      *os.File
+	w      *bufio.Writer
+	seqs   []int32
+	bytes  int64
+	tokens int64 // input tokens, as the API counts what it enqueues
+	est    budget.Estimate
+}
+
+// refused is a batch the API refused for the enqueued-token limit, waiting
+// to be created again from the same file.
+type refused struct {
+	b       *tbatch
+	msg     string
+	retryAt time.Time // zero: once none of this run's batches of its model runs
+}
+
+// submitter turns lines into batches: it writes each line's record and
+// puts it in a batch file of its endpoint and model, submits each file
+// when it is full (or the input ends), journals each batch before anyone
+// waits for it, and submits again what collecting sends back.
+type submitter struct {
+	r       *runner
+	t       *tracker
+	api     *BatchAPI
+	journal *budget.Journal
+	claims  *claims
+	claimed map[int32]*tbatch // tracked batches by their index in claims
+
+	runID  string
+	chunks int
+	open   map[chunkKey]*chunk
+	ready  []*chunk   // written, to be submitted in order
+	held   []*refused // refused for the enqueued-token limit
+	// running is the input tokens of this run's batches of each model
+	// not yet collected: what they may have enqueued.
+	running     map[string]int64
+	outstanding int // batches handed to the poller, not yet back
+	inDone      bool
+	timer       <-chan time.Time // a wait for the day's budget or a back-off
+	waitUntil   time.Time
+	warned      budget.Reason
+	toPoll      chan<- *tbatch
+}
+
+func newSubmitter(r *runner, t *tracker, api *BatchAPI, j *budget.Journal, cl *claims) *submitter {
+	return &submitter{
+		r: r, t: t, api: api, journal: j, claims: cl, claimed: map[int32]*tbatch{},
+		runID: newRunID(r.cfg.Clock.Now()), open: map[chunkKey]*chunk{}, running: map[string]int64{},
+	}
+}
+
+// run is the submitter's loop. It ends when every line is in a batch that
+// was collected, or has its result; on a signal it ends at once, leaving
+// the submitted batches running.
+func (s *submitter) run(ctx context.Context, in <-chan *item, toPoll chan<- *tbatch, back <-chan collected) error {
+	defer close(toPoll)
+	s.toPoll = toPoll
+	defer s.discard()
+	for {
+		if err := s.submitReady(ctx); err != nil {
+			return err
+		}
+		if s.r.stop.signal.Err() != nil {
+			return s.abandon(ctx)
+		}
+		if s.inDone && s.outstanding == 0 && len(s.ready) == 0 && len(s.held) == 0 {
+			return nil
+		}
+		// While files wait to be submitted, read no more lines.
+		inC := in
+		if s.inDone || len(s.ready) > 0 {
+			inC = nil
+		}
+		select {
+		case it, ok := <-inC:
+			if !ok {
+				if err := s.endInput(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := s.add(it); err != nil {
+				return err
+			}
+		case c := <-back:
+			s.outstanding--
+			if err := s.collected(ctx, c); err != nil {
+				return err
+			}
+		case <-s.timer:
+			s.timer, s.waitUntil = nil, time.Time{}
+		case <-s.r.stop.signal.Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// add takes one line: its result if it has one already, else its record,
+// and its place in a claimed batch or in a batch file.
+func (s *submitter) add(it *item) error {
+	t, r := s.t, s.r
+	if it.result == nil {
+		if why := r.stop.stopped(); why != nil {
+			it.result = why.result(it.req)
+		} else if err := dayCheck(r.cfg.Gate.Limits(), it.est); err != nil {
+			it.result = errorResult(it.req, jsonl.ErrBudget, fmt.Sprintf("line %d: not sent: %v", it.req.Line, err), 0)
+		}
+	}
+	if it.result != nil {
+		return t.setResult(t.add(it.req.Line, -1), it.result)
+	}
+	url := batchURLs[cmp.Or(it.endpoint, jsonl.EndpointChat)]
+	line := batchLine(it.req.Line, url, it.body)
+	if max := r.cfg.Batch.bytes(); int64(len(line)) > max {
+		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
+		return t.setResult(t.add(it.req.Line, -1), errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
+	}
+	rec := lineRecord{
+		ID: it.req.ID, Line: it.req.Line, Model: it.model, URL: url, Metadata: it.req.Metadata,
+		Prompt: it.prompt, EstTokens: it.est.Tokens, EstCost: it.est.Cost, Priced: it.priced, Single: it.single, Floats: it.floats,
+		Hash: lineHash(url, it.body),
+	}
+	off, err := t.records.append(appendRecord(nil, &rec), it.body)
+	if err != nil {
+		return &Error{Code: ExitFailed, Err: err}
+	}
+	seq := t.add(it.req.Line, off)
+	if s.claims != nil {
+		if c, ok := s.claims.take(rec.Hash); ok {
+			s.claim(seq, c)
+			return nil
+		}
+	}
+	return s.toChunk(chunkKey{url, it.model}, seq, line, it.prompt, it.est, s.open)
+}
+
+// batchLine is a line of a batch file: gptbatch's own custom_id, unique
+// whatever the input's ids are, and the exact body.
+func batchLine(line int, url string, body []byte) []byte {
+	b := make([]byte, 0, len(body)+80)
+	b = append(b, `{"custom_id":"line-`...)
+	b = strconv.AppendInt(b, int64(line), 10)
+	b = append(b, `","method":"POST","url":`...)
+	b = strconv.AppendQuote(b, url)
+	b = append(b, `,"body":`...)
+	b = append(b, body...)
+	return append(b, "}\n"...)
+}
+
+// dayCheck says whether e can ever be admitted by the day's limits: the
+// Batch API's lines do not count against the minute limits.
+func dayCheck(l budget.Limits, e budget.Estimate) error {
+	switch {
+	case l.DailyCost > 0 && e.CostUnknown:
+		return errors.New("the model has no known price, so its cost cannot be counted against --daily-cost")
+	case l.TPD > 0 && e.Tokens > l.TPD:
+		return fmt.Errorf("estimate %d tokens exceeds --tpd %d on its own", e.Tokens, l.TPD)
+	case l.DailyCost > 0 && e.Cost > l.DailyCost:
+		return fmt.Errorf("estimated cost $%s exceeds --daily-cost %s on its own", e.Cost, l.DailyCost)
+	}
+	return nil
+}
+
+// toChunk adds a line to the open file of its key in open, first closing
+// that file if the line would take it past a limit: lines, bytes, the
+// enqueued-token limit, or what the day allows.
+func (s *submitter) toChunk(key chunkKey, seq int32, line []byte, prompt int64, est budget.Estimate, open map[chunkKey]*chunk) error {
+	o := s.r.cfg.Batch
+	day := s.r.cfg.Gate.Limits()
+	c := open[key]
+	if c != nil && (len(c.seqs)+1 > o.lines() || c.bytes+int64(len(line)) > o.bytes() ||
+		(o.QueueTokens > 0 && c.tokens+prompt > o.QueueTokens) ||
+		(day.TPD > 0 && c.est.Tokens+est.Tokens > day.TPD) ||
+		(day.DailyCost > 0 && c.est.Cost+est.Cost > day.DailyCost)) {
+		if err := s.closeChunk(c, open); err != nil {
+			return err
+		}
+		c = nil
+	}
+	if c == nil {
+		f, err := os.CreateTemp(o.TempDir, "gptbatch-batch-*.jsonl")
+		if err != nil {
+			return &Error{Code: ExitFailed, Err: fmt.Errorf("batch file: %w", err)}
+		}
+		c = &chunk{key: key, f: f, w: bufio.NewWriterSize(f, 256<<10)}
+		open[key] = c
+	}
+	if _, err := c.w.Write(line); err != nil {
+		return &Error{Code: ExitFailed, Err: fmt.Errorf("batch file: %w", err)}
+	}
+	c.seqs = append(c.seqs, seq)
+	c.bytes += int64(len(line))
+	c.tokens += prompt
+	c.est.Tokens += est.Tokens
+	c.est.Cost += est.Cost
+	c.est.CostUnknown = c.est.CostUnknown || est.CostUnknown
+	return nil
+}
+
+// closeChunk finishes a file and queues it to be submitted.
+func (s *submitter) closeChunk(c *chunk, open map[chunkKey]*chunk) error {
+	delete(open, c.key)
+	if err := c.w.Flush(); err != nil {
+		return &Error{Code: ExitFailed, Err: fmt.Errorf("batch file: %w", err)}
+	}
+	s.ready = append(s.ready, c)
+	return nil
+}
+
+// endInput closes every open file, and hands the claimed batches to the
+// poller: only now is every line they hold for this run known.
+func (s *submitter) endInput(ctx context.Context) error {
+	s.inDone = true
+	for _, c := range sortedChunks(s.open) {
+		if err := s.closeChunk(c, s.open); err != nil {
+			return err
+		}
+	}
+	for i := range s.claims.count() {
+		b := s.claimed[int32(i)]
+		if b == nil {
+			continue
+		}
+		s.running[b.model] += b.tokens
+		if err := s.hand(ctx, b); err != nil {
+			return err
+		}
+	}
+	s.t.mu.Lock()
+	s.t.ended = true
+	s.t.mu.Unlock()
+	return nil
+}
+
+// count is how many batches the journal offered.
+func (c *claims) count() int {
+	if c == nil {
+		return 0
+	}
+	return len(c.batches)
+}
+
+// sortedChunks are the open files in the order they were opened, so that
+// a run submits the same way every time.
+func sortedChunks(open map[chunkKey]*chunk) []*chunk {
+	cs := make([]*chunk, 0, len(open))
+	for _, c := range open {
+		cs = append(cs, c)
+	}
+	for i := 1; i < len(cs); i++ {
+		for j := i; j > 0 && cs[j].seqs[0] < cs[j-1].seqs[0]; j-- {
+			cs[j], cs[j-1] = cs[j-1], cs[j]
+		}
+	}
+	return cs
+}
+
+// claim puts a line in the journalled batch it was claimed from.
+func (s *submitter) claim(seq int32, c claim) {
+	b := s.claimed[c.batch]
+	if b == nil {
+		jb := s.claims.batches[c.batch]
+		b = &tbatch{
+			id: jb.BatchID, inputFile: jb.InputFileID, endpoint: jb.Endpoint, model: jb.Model, chunk: jb.Chunk,
+			byCustom: map[string]int32{}, est: budget.Estimate{Tokens: jb.EstTokens, Cost: jb.EstCost},
+			tokens: jb.InputTokens, submitted: jb.Time, claimed: true, collected: jb.Collected,
+		}
+		s.claimed[c.batch] = b
+		s.t.register(b)
+		s.r.cfg.Log.Info("collecting a journalled batch instead of submitting its lines again", "batch", b.id, "submitted", b.submitted.Format(time.RFC3339))
+	}
+	b.seqs = append(b.seqs, seq)
+	b.byCustom[c.customID] = seq
+	s.t.put(b, true, seq)
+}
+
+// submitReady submits what waits, oldest first, as far as the limits let
+// it: batches refused for the enqueued-token limit, then files.
+func (s *submitter) submitReady(ctx context.Context) error {
+	r := s.r
+	if !s.waitUntil.IsZero() || r.stop.signal.Err() != nil {
+		return nil // a wait is under way, or abandon's turn
+	}
+	now := r.cfg.Clock.Now()
+	for i := 0; i < len(s.held); i++ {
+		h := s.held[i]
+		if why := r.stop.stopped(); why != nil {
+			s.held = append(s.held[:i], s.held[i+1:]...)
+			i--
+			if err := s.giveUp(ctx, h.b, h.b.seqs, why.typ, "not sent: "+h.msg, why.status); err != nil {
+				return err
+			}
+			continue
+		}
+		if s.running[h.b.model] > 0 || now.Before(h.retryAt) {
+			continue
+		}
+		s.held = append(s.held[:i], s.held[i+1:]...)
+		i--
+		nb := *h.b
+		nb.status, nb.answered, nb.final, nb.lost = "", 0, openai.Batch{}, nil
+		nb.claimed = false
+		if err := s.create(ctx, &nb, false); err != nil {
+			return err
+		}
+	}
+	for len(s.ready) > 0 {
+		c := s.ready[0]
+		if why := r.stop.stopped(); why != nil {
+			s.ready = s.ready[1:]
+			if err := s.failChunk(c, why.typ, why.msg, why.status); err != nil {
+				return err
+			}
+			continue
+		}
+		q := r.cfg.Batch.QueueTokens
+		if q > 0 && s.running[c.key.model] > 0 && s.running[c.key.model]+c.tokens > q {
+			return nil // until one of this run's batches of the model ends
+		}
+		ok, err := s.reserve(ctx, c)
+		if err != nil || !ok {
+			return err
+		}
+		s.ready = s.ready[1:]
+		if err := s.submit(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reserve reserves a file's estimate of the day's tokens and dollars. It
+// reports false when the day's limits hold it back: then a wait is set, or
+// with --on-limit fail the run stops sending.
+func (s *submitter) reserve(ctx context.Context, c *chunk) (bool, error) {
+	r := s.r
+	now := r.cfg.Clock.Now()
+	n, wait, why, err := r.cfg.Gate.ReserveDay(ctx, now, []budget.Estimate{c.est})
+	if err != nil {
+		return false, &Error{Code: ExitConfig, Err: err}
+	}
+	if n == 1 {
+		s.warned = ""
+		return true, nil
+	}
+	if r.cfg.OnLimit == Fail {
+		msg := fmt.Sprintf("stopped by the %s (--on-limit fail)", why)
+		r.stop.halt(&stopped{typ: jsonl.ErrBudget, msg: "not sent: " + msg, err: &Error{Code: ExitLimit, Err: errors.New(msg)}})
+		return false, nil
+	}
+	if s.warned != why {
+		s.warned = why
+		r.cfg.Log.Warn(fmt.Sprintf("waiting %s for the %s before submitting a batch of %d lines (--on-limit wait)", wait.Round(time.Second), why, len(c.seqs)))
+	}
+	// Other processes settle meanwhile: look again within a minute.
+	s.wait(min(wait, time.Minute))
+	return false, nil
+}
+
+// wait sets the submitter's timer.
+func (s *submitter) wait(d time.Duration) {
+	s.waitUntil = s.r.cfg.Clock.Now().Add(d)
+	s.timer = s.r.cfg.Clock.After(d)
+}
+
+// submit uploads a file and creates its batch. A failure that retries do
+// not cure gives the file's lines their error, and gives back what they
+// reserved.
+func (s *submitter) submit(ctx context.Context, c *chunk) error {
+	r := s.r
+	s.chunks++
+	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, seqs: c.seqs, est: c.est, tokens: c.tokens}
+	name := fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk)
+	f, ok := r.apiCall(ctx, "upload", true, func(ctx context.Context) error {
+		id, err := s.api.upload(ctx, c.f.Name(), name)
+		b.inputFile = id
+		return err
+	})
+	c.f.Close()
+	os.Remove(c.f.Name())
+	if !ok {
+		if err := releaseDay(ctx, r, b.est, r.cfg.Clock.Now()); err != nil {
+			return err
+		}
+		if r.stop.signal.Err() != nil {
+			return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
+		}
+		return s.failSeqs(b.seqs, f.typ, "not sent: the batch file could not be uploaded: "+f.msg, f.status, "")
+	}
+	return s.create(ctx, b, true)
+}
+
+// create creates batch b of its uploaded file, journals it and hands it to
+// the poller. try says its lines are submitted once more, not merely again
+// after a refusal.
+func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
+	r := s.r
+	if r.stop.signal.Err() != nil {
+		if err := releaseDay(ctx, r, b.est, r.cfg.Clock.Now()); err != nil {
+			return err
+		}
+		return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
+	}
+	items, err := s.items(b)
+	if err != nil {
+		return err
+	}
+	meta := map[string]any{"gptbatch_run": s.runID, "gptbatch_chunk": strconv.Itoa(b.chunk)}
+	var bo openai.Batch
+	f, ok := r.apiCall(ctx, "create batch", true, func(ctx context.Context) error {
+		var err error
+		bo, err = s.api.create(ctx, b.inputFile, b.endpoint, meta)
+		return err
+	})
+	if !ok {
+		if err := releaseDay(ctx, r, b.est, r.cfg.Clock.Now()); err != nil {
+			return err
+		}
+		if r.stop.signal.Err() != nil {
+			return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
+		}
+		return s.failSeqs(b.seqs, f.typ, "not sent: the batch could not be created: "+f.msg, f.status, "")
+	}
+	b.id, b.status, b.submitted = bo.ID, bo.Status, r.cfg.Clock.Now()
+	rec := JournalRecord{
+		Event: EventSubmitted, Time: b.submitted, BatchID: b.id, Run: s.runID, Chunk: b.chunk,
+		Endpoint: b.endpoint, Model: b.model, InputFileID: b.inputFile, Lines: len(b.seqs),
+		EstTokens: b.est.Tokens, EstCost: b.est.Cost, InputTokens: b.tokens, Items: items,
+	}
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return &Error{Code: ExitFailed, Err: err}
+	}
+	if err := s.journal.Append(line); err != nil {
+		return &Error{Code: ExitFailed, Err: fmt.Errorf("%w; batch %s was submitted: gptbatch batches cancel %s cancels it", err, b.id, b.id)}
+	}
+	r.cfg.Log.Info("batch submitted", "batch", b.id, "lines", len(b.seqs), "model", b.model, "chunk", b.chunk)
+	s.t.register(b)
+	s.t.put(b, try, b.seqs...)
+	s.running[b.model] += b.tokens
+	r.stats.BatchLines.Add(int64(len(b.seqs)))
+	return s.hand(ctx, b)
+}
+
+// hand gives a batch to the poller, unless a signal came: then the poller
+// has stopped, and the batch runs on without us.
+func (s *submitter) hand(ctx context.Context, b *tbatch) error {
+	select {
+	case s.toPoll <- b:
+		s.outstanding++
+		return nil
+	case <-s.r.stop.signal.Done():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// items are what the journal records of a batch's lines.
+func (s *submitter) items(b *tbatch) ([]JournalItem, error) {
+	items := make([]JournalItem, 0, len(b.seqs))
+	custom := map[int32]string{}
+	for id, seq := range b.byCustom {
+		custom[seq] = id
+	}
+	for _, seq := range b.seqs {
+		rec, _, err := s.t.record(seq, false)
+		if err != nil {
+			return nil, &Error{Code: ExitFailed, Err: err}
+		}
+		id, ok := custom[seq]
+		if !ok {
+			id = "line-" + strconv.Itoa(rec.Line)
+		}
+		items = append(items, JournalItem{CustomID: id, Hash: rec.Hash})
+	}
+	return items, nil
+}
+
+// collected takes what collecting a batch sent back: lines to submit in a
+// follow-up batch, or a batch refused for the enqueued-token limit.
+func (s *submitter) collected(ctx context.Context, c collected) error {
+	r := s.r
+	b := c.b
+	s.running[b.model] -= b.tokens
+	if c.tokenLimit != "" {
+		return s.refusedBatch(ctx, b, c.tokenLimit)
+	}
+	if len(c.retry) == 0 {
+		return nil
+	}
+	r.cfg.Log.Info("submitting again in a follow-up batch", "lines", len(c.retry), "after", b.id)
+	open := map[chunkKey]*chunk{}
+	for _, seq := range c.retry {
+		rec, body, err := s.t.record(seq, true)
+		if err != nil {
+			return &Error{Code: ExitFailed, Err: err}
+		}
+		est := budget.Estimate{Tokens: rec.EstTokens, Cost: rec.EstCost, CostUnknown: !rec.Priced}
+		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, seq, batchLine(rec.Line, rec.URL, body), rec.Prompt, est, open); err != nil {
+			return err
+		}
+	}
+	for _, ch := range sortedChunks(open) {
+		if err := s.closeChunk(ch, open); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refusedBatch deals with a batch the API refused for the enqueued-token
+// limit. While batches of this run of its model run, it waits for them;
+// else it backs off and says so, or with --on-limit fail stops the run.
+func (s *submitter) refusedBatch(ctx context.Context, b *tbatch, msg string) error {
+	r := s.r
+	if s.running[b.model] > 0 {
+		r.cfg.Log.Warn(fmt.Sprintf("batch %s was refused: %s; submitting it again once this run's earlier batches of %s end", b.id, msg, b.model))
+		s.held = append(s.held, &refused{b: b, msg: msg})
+		return nil
+	}
+	if r.cfg.OnLimit == Fail {
+		why := fmt.Sprintf("stopped by the Batch API's enqueued token limit (--on-limit fail): %s", msg)
+		r.stop.halt(&stopped{typ: jsonl.ErrRateLimit, msg: "not sent: " + why, err: &Error{Code: ExitLimit, Err: errors.New(why)}})
+		return s.giveUp(ctx, b, b.seqs, jsonl.ErrRateLimit, "not answered: batch "+b.id+" was refused: "+msg+" (--on-limit fail)", 0)
+	}
+	b.limitWait++
+	if b.limitWait > r.cfg.Retries {
+		return s.giveUp(ctx, b, b.seqs, jsonl.ErrRateLimit, fmt.Sprintf("not answered: batch %s was refused %d times: %s; a smaller --batch-queue-tokens splits the batch", b.id, b.limitWait, msg), 0)
+	}
+	d := min(time.Minute<<(b.limitWait-1), 30*time.Minute)
+	r.cfg.Log.Warn(fmt.Sprintf("batch %s was refused: %s; none of this run's batches of %s is running, so waiting %s before submitting it again (--on-limit wait)", b.id, msg, b.model, d))
+	s.held = append(s.held, &refused{b: b, msg: msg, retryAt: r.cfg.Clock.Now().Add(d)})
+	if s.waitUntil.IsZero() || s.waitUntil.After(r.cfg.Clock.Now().Add(d)) {
+		s.wait(d)
+	}
+	return nil
+}
+
+// giveUp gives lines of batch b their error and gives back what b
+// reserved.
+func (s *submitter) giveUp(ctx context.Context, b *tbatch, seqs []int32, typ, msg string, status int) error {
+	if !b.collected {
+		if err := releaseDay(ctx, s.r, b.est, b.submitted); err != nil {
+			return err
+		}
+	}
+	return s.failSeqs(seqs, typ, msg, status, b.id)
+}
+
+// releaseDay gives back a reservation of the day's budget made at
+// reserved, unless the day it was made in has ended, and its counters
+// with it.
+func releaseDay(ctx context.Context, r *runner, est budget.Estimate, reserved time.Time) error {
+	now := r.cfg.Clock.Now()
+	if est == (budget.Estimate{}) || !sameDay(reserved, now) {
+		return nil
+	}
+	err := r.cfg.Gate.Settle(ctx, now, []budget.Settlement{{Est: est, DayOnly: true}})
+	if err != nil {
+		return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+	}
+	return nil
+}
+
+// sameDay reports whether a and b fall on the same local day.
+func sameDay(a, b time.Time) bool {
+	return a.IsZero() || a.Local().Format(time.DateOnly) == b.Local().Format(time.DateOnly)
+}
+
+// failSeqs gives lines an error result.
+func (s *submitter) failSeqs(seqs []int32, typ, msg string, status int, batchID string) error {
+	for _, seq := range seqs {
+		rec, _, err := s.t.record(seq, false)
+		if err != nil {
+			return &Error{Code: ExitFailed, Err: err}
+		}
+		res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
+		res.Attempts = int(s.t.slot(seq).tries)
+		res.BatchID = batchID
+		if err := s.t.setResult(seq, res); err != nil {
+			return &Error{Code: ExitFailed, Err: err}
+		}
+	}
+	return nil
+}
+
+// failChunk gives the lines of a file not submitted their error.
+func (s *submitter) failChunk(c *chunk, typ, msg string, status int) error {
+	c.f.Close()
+	os.Remove(c.f.Name())
+	return s.failSeqs(c.seqs, typ, msg, status, "")
+}
+
+// abandon ends the submitter on a signal: the lines not submitted get
+// interrupted results; the batches submitted run on.
+func (s *submitter) abandon(ctx context.Context) error {
+	for _, c := range sortedChunks(s.open) {
+		delete(s.open, c.key)
+		s.ready = append(s.ready, c)
+	}
+	for _, c := range s.ready {
+		c.w.Flush()
+		if err := s.failChunk(c, interrupted.typ, interrupted.msg, 0); err != nil {
+			return err
+		}
+	}
+	s.ready = nil
+	for _, h := range s.held {
+		if err := s.giveUp(ctx, h.b, h.b.seqs, interrupted.typ, "not sent: interrupted while batch "+h.b.id+" waited to be submitted again", 0); err != nil {
+			return err
+		}
+	}
+	s.held = nil
+	return nil
+}
+
+// discard removes the files of chunks never submitted.
+func (s *submitter) discard() {
+	for _, c := range s.open {
+		c.f.Close()
+		os.Remove(c.f.Name())
+	}
+	for _, c := range s.ready {
+		c.f.Close()
+		os.Remove(c.f.Name())
+	}
+}
