@@ -45,7 +45,8 @@ Examples:
 Prices: the table of %s; a model it does not list has cost_usd null.
 
 Exit status: 0 all lines succeeded, 1 some failed (each still has its result),
-2 bad usage or configuration, 3 refused or stopped by a limit, 130 interrupted.
+2 bad usage or configuration, 3 refused or stopped by a limit, 130 interrupted,
+141 stdout closed (| head).
 `
 
 // runCmd is the main job.
