@@ -563,7 +563,7 @@ func watchHWM(pid int, stop <-chan struct{}) int64 {
 // results=N seconds=S.
 func collectFigures(stderr string) (n int, secs float64) {
 	for _, l := range strings.Split(stderr, "\n") {
-		if !strings.Contains(l, `msg="batch collected"`) {
+		if !strings.Contains(l, "batch collected") {
 			continue
 		}
 		var k int
