@@ -380,15 +380,27 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 // after, by the endpoint of the batch: a chat completion (most lines) on a
 // lean path, anything else as the synchronous API's answer is.
 type outputLine struct {
-	CustomID string `json:"custom_id"`
-	Response *struct {
-		StatusCode int             `json:"status_code"`
-		Body       json.RawMessage `json:"body"`
-	} `json:"response"`
-	Error *struct {
+	CustomID string          `json:"custom_id"`
+	Response *outputResponse `json:"response"`
+	Error    *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+}
+
+// outputResponse is an output line's response, its body kept whole.
+type outputResponse struct {
+	StatusCode int             `json:"status_code"`
+	Body       json.RawMessage `json:"body"`
+}
+
+// chatOutputLine is an output line of a chat batch read in one pass.
+type chatOutputLine struct {
+	CustomID string `json:"custom_id"`
+	Response *struct {
+		StatusCode int      `json:"status_code"`
+		Body       chatBody `json:"body"`
+	} `json:"response"`
 }
 
 // chatBody is the body of a chat line's response: the fields a result
@@ -489,9 +501,27 @@ func (c *collector) seqOf(customID string) int32 {
 // result, or a retry, and its settlement.
 func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	r, b := c.r, c.b
+	// A chat line, most lines, is read in one pass into the lean result's
+	// fields; a line the lean result cannot hold (n > 1, a refusal,
+	// logprobs), an error or another endpoint's answer is read again with
+	// its body kept whole.
 	var ol outputLine
-	if err := json.Unmarshal(raw, &ol); err != nil {
-		return lineOutcome{seq: -1, bad: err}
+	var lean *chatBody
+	if endpointOf(b.endpoint) == jsonl.EndpointChat {
+		var cl chatOutputLine
+		if err := json.Unmarshal(raw, &cl); err != nil {
+			return lineOutcome{seq: -1, bad: err}
+		}
+		if cl.Response != nil && cl.Response.StatusCode == http.StatusOK && cl.Response.Body.lean() {
+			lean = &cl.Response.Body
+			ol.CustomID = cl.CustomID
+			ol.Response = &outputResponse{StatusCode: http.StatusOK}
+		}
+	}
+	if lean == nil {
+		if err := json.Unmarshal(raw, &ol); err != nil {
+			return lineOutcome{seq: -1, bad: err}
+		}
 	}
 	o.seq = c.seqOf(ol.CustomID)
 	var rec lineRecord
@@ -530,9 +560,8 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		var u jsonl.Usage
 		var model string
 		var cost budget.Cost
-		var body chatBody
-		if endpoint == jsonl.EndpointChat && json.Unmarshal(ol.Response.Body, &body) == nil && body.lean() {
-			res = r.chatResult(it, &body)
+		if body := lean; body != nil {
+			res = r.chatResult(it, body)
 			u, model = body.usage(), body.Model
 			if it.priced {
 				cost = it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
