@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -85,10 +84,8 @@ func (r *runCmd) journalPath() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if path == os.DevNull {
-		return filepath.Join(os.TempDir(), fmt.Sprintf("gptbatch-%d.batches.jsonl", os.Geteuid())), nil
-	}
-	return strings.TrimSuffix(path, ".md") + ".batches.jsonl", nil
+	path, _ = budget.JournalPathFor(path)
+	return path, nil
 }
 
 // batchRow is a journalled batch as `gptbatch batches` shows it.

@@ -13,14 +13,20 @@ import (
 )
 
 // JournalPath is where the Batch API journal that goes with this usage
-// file lives: usage.batches.jsonl beside usage.md. A store over /dev/null
-// has no place of its own, so its journal is a file of the user's in the
-// temporary directory, and temp says so.
+// file lives, as JournalPathFor places it.
 func (f *FileStore) JournalPath() (path string, temp bool) {
-	if f.mem != nil {
+	return JournalPathFor(f.path)
+}
+
+// JournalPathFor is where the Batch API journal that goes with the usage
+// file usagePath lives: usage.batches.jsonl beside usage.md. A usage file
+// of /dev/null has no place of its own, so its journal is a file of the
+// user's in the temporary directory, and temp says so.
+func JournalPathFor(usagePath string) (path string, temp bool) {
+	if usagePath == os.DevNull {
 		return filepath.Join(os.TempDir(), fmt.Sprintf("gptbatch-%d.batches.jsonl", os.Geteuid())), true
 	}
-	return strings.TrimSuffix(f.path, ".md") + ".batches.jsonl", false
+	return strings.TrimSuffix(usagePath, ".md") + ".batches.jsonl", false
 }
 
 // Journal is an append-only file of JSON lines that must survive a crash:
