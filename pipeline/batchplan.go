@@ -1,12 +1,9 @@
 package pipeline
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"strings"
-
-	"github.com/gptbatch/gptbatch/jsonl"
 )
 
 // batchPrice puts a line at the Batch API's prices: half of every price.
@@ -40,7 +37,7 @@ func (r *runner) planBatches(ctx context.Context, in <-chan *item, out chan<- *i
 	est := map[chunkKey]int64{}
 	for it := range in {
 		if it.result == nil && dayCheck(day, it.est) == nil {
-			url := batchURLs[cmp.Or(it.endpoint, jsonl.EndpointChat)]
+			url := it.batchURL()
 			key := chunkKey{url, it.model}
 			n := int64(len(batchLine(it.req.Line, url, it.body)))
 			fs := files[key]

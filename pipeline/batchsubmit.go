@@ -24,6 +24,12 @@ var batchURLs = map[string]string{
 	jsonl.EndpointEmbeddings: "/v1/embeddings",
 }
 
+// batchURL is the url of it's line in a batch file; an item with no
+// endpoint is a chat completion.
+func (it *item) batchURL() string {
+	return batchURLs[cmp.Or(it.endpoint, jsonl.EndpointChat)]
+}
+
 // endpointOf is the endpoint of a batch line's url.
 func endpointOf(url string) string {
 	for e, u := range batchURLs {
@@ -153,7 +159,7 @@ func (s *submitter) add(it *item) error {
 	if it.result != nil {
 		return t.setResult(t.add(it.req.Line, -1), it.result)
 	}
-	url := batchURLs[cmp.Or(it.endpoint, jsonl.EndpointChat)]
+	url := it.batchURL()
 	line := batchLine(it.req.Line, url, it.body)
 	if max := r.cfg.Batch.bytes(); int64(len(line)) > max {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
