@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -251,9 +252,12 @@ func appendResult(b []byte, r *jsonl.Result) []byte {
 	return b
 }
 
+// errDamagedResult is parseResult's error: made once, as parseResult runs
+// for every result the ordered writer reads.
+var errDamagedResult = errors.New("spool: a damaged result")
+
 // parseResult decodes what appendResult encoded.
 func parseResult(b []byte) (*jsonl.Result, error) {
-	bad := fmt.Errorf("spool: a damaged result")
 	r := new(jsonl.Result)
 	str := func() (string, bool) {
 		l, n := binary.Uvarint(b)
@@ -272,25 +276,30 @@ func parseResult(b []byte) (*jsonl.Result, error) {
 		b = b[n:]
 		return v, true
 	}
+	integer := func() (int, bool) {
+		v, ok := num()
+		return int(v), ok
+	}
+	raw := func() (json.RawMessage, bool) {
+		s, ok := str()
+		return json.RawMessage(s), ok
+	}
 	for len(b) > 0 {
 		tag := b[0]
 		b = b[1:]
-		var s string
-		var v int64
 		ok := true
 		switch tag {
 		case resID:
 			r.ID, ok = str()
 		case resLine:
-			v, ok = num()
-			r.Line = int(v)
+			r.Line, ok = integer()
 		case resModel:
 			r.Model, ok = str()
 		case resContent:
-			s, ok = str()
-			r.Content = json.RawMessage(s)
+			r.Content, ok = raw()
 		case resExtra:
 			var x extraFields
+			var s string
 			if s, ok = str(); ok {
 				ok = json.Unmarshal([]byte(s), &x) == nil
 				r.Refusal, r.Choices, r.Logprobs, r.Embedding, r.Embeddings = x.Refusal, x.Choices, x.Logprobs, x.Embedding, x.Embeddings
@@ -298,8 +307,7 @@ func parseResult(b []byte) (*jsonl.Result, error) {
 		case resFinish:
 			r.FinishReason, ok = str()
 		case resToolCalls:
-			s, ok = str()
-			r.ToolCalls = json.RawMessage(s)
+			r.ToolCalls, ok = raw()
 		case resUsage:
 			var u [4]int64
 			for i := range u {
@@ -309,24 +317,20 @@ func parseResult(b []byte) (*jsonl.Result, error) {
 			}
 			r.Usage = &jsonl.Usage{PromptTokens: u[0], CompletionTokens: u[1], TotalTokens: u[2], CachedTokens: u[3]}
 		case resCost:
-			s, ok = str()
-			r.CostUSD = json.RawMessage(s)
+			r.CostUSD, ok = raw()
 		case resAttempts:
-			v, ok = num()
-			r.Attempts = int(v)
+			r.Attempts, ok = integer()
 		case resLatency:
 			r.LatencyMS, ok = num()
 		case resBatchID:
 			r.BatchID, ok = str()
 		case resMetadata:
-			s, ok = str()
-			r.Metadata = json.RawMessage(s)
+			r.Metadata, ok = raw()
 		case resError:
 			e := new(jsonl.Error)
 			if e.Type, ok = str(); ok {
 				if e.Message, ok = str(); ok {
-					v, ok = num()
-					e.Status = int(v)
+					e.Status, ok = integer()
 				}
 			}
 			r.Error = e
@@ -334,7 +338,7 @@ func parseResult(b []byte) (*jsonl.Result, error) {
 			ok = false
 		}
 		if !ok {
-			return nil, bad
+			return nil, errDamagedResult
 		}
 	}
 	return r, nil
