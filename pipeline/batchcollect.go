@@ -447,8 +447,9 @@ func (b *chatBody) usage() jsonl.Usage {
 }
 
 // chatResult is the result of a chat answer, as successResult makes it
-// from a synchronous one, at it's (batch) price.
-func (r *runner) chatResult(it *item, b *chatBody) *jsonl.Result {
+// from a synchronous one, at it's (batch) price, with the usage and cost
+// it counted.
+func (r *runner) chatResult(it *item, b *chatBody) (*jsonl.Result, jsonl.Usage, budget.Cost) {
 	res := &jsonl.Result{ID: it.req.ID, Line: it.req.Line, Model: b.Model, Attempts: it.attempts, Metadata: it.req.Metadata}
 	ch := b.Choices[0]
 	hasTools := len(ch.Message.ToolCalls) > 0 && string(ch.Message.ToolCalls) != "null"
@@ -468,15 +469,16 @@ func (r *runner) chatResult(it *item, b *chatBody) *jsonl.Result {
 	r.stats.PromptTokens.Add(u.PromptTokens)
 	r.stats.CompletionTokens.Add(u.CompletionTokens)
 	r.stats.CachedTokens.Add(u.CachedTokens)
+	var c budget.Cost
 	if it.priced {
-		c := it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+		c = it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
 		r.stats.Cost.Add(int64(c))
 		res.CostUSD = mustJSON(c)
 	} else {
 		r.stats.Unpriced.Add(1)
 		res.CostUSD = []byte("null")
 	}
-	return res
+	return res, u, c
 }
 
 // seqOf is the line of this run a custom_id names in b, or -1.
@@ -509,9 +511,10 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	// fields; a line the lean result cannot hold (n > 1, a refusal,
 	// logprobs), an error or another endpoint's answer is read again with
 	// its body kept whole.
+	endpoint := endpointOf(b.endpoint)
 	var ol outputLine
 	var lean *chatBody
-	if endpointOf(b.endpoint) == jsonl.EndpointChat {
+	if endpoint == jsonl.EndpointChat {
 		var cl chatOutputLine
 		if err := gojson.Unmarshal(raw, &cl); err != nil {
 			return lineOutcome{seq: -1, bad: err}
@@ -544,7 +547,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	it := itemOf(rec, tries)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
-		Endpoint: endpointOf(b.endpoint), Via: "batch", BatchID: b.id,
+		Endpoint: endpoint, Via: "batch", BatchID: b.id,
 	}
 	o.st = budget.Settlement{Sent: true, DayOnly: true, Entry: entry}
 	if it.priced {
@@ -558,18 +561,13 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	switch {
 	case ol.Response != nil && ol.Response.StatusCode == http.StatusOK:
 		status = http.StatusOK
-		endpoint := endpointOf(b.endpoint)
-		entry.Endpoint = endpoint
 		var res *jsonl.Result
 		var u jsonl.Usage
 		var model string
 		var cost budget.Cost
 		if body := lean; body != nil {
-			res = r.chatResult(it, body)
-			u, model = body.usage(), body.Model
-			if it.priced {
-				cost = it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
-			}
+			res, u, cost = r.chatResult(it, body)
+			model = body.Model
 		} else {
 			ans, err := resultFromBody(it, endpoint, status, ol.Response.Body)
 			if err != nil || len(ans.results) == 0 {
