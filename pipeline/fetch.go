@@ -283,7 +283,7 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 	}
 	start := r.cfg.Clock.Now()
 	// Only the model goes through go-openai's structs: they pick the URL
-	// and run go-openai's checks on it; the body sent is it's.
+	// and run go-openai's checks on it; the body sent is the item's own.
 	switch it.endpoint {
 	case jsonl.EndpointEmbeddings:
 		_, a.err = r.client.CreateEmbeddings(ctx, openai.EmbeddingRequest{Model: openai.EmbeddingModel(it.model)})
