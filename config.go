@@ -43,7 +43,6 @@ func (r *runCmd) usagePath() (string, error) {
 	return defaultUsageFile()
 }
 
-// openStore opens the shared budget for writing, and says where it is:
 // usageFile is a usage file read without its lock: its state as it is
 // now, and the ledger beside it.
 type usageFile string

@@ -13,9 +13,6 @@ import (
 	"github.com/gptbatch/gptbatch/pipeline"
 )
 
-// exitLimit is the exit status of a batch refused before sending.
-const exitLimit = pipeline.ExitLimit
-
 // confirm shows the counted batch's estimate on tty and asks whether to
 // send it: anything but y or yes sends nothing (exit 3).
 func (r *runCmd) confirm(ctx context.Context, tty io.ReadWriter, cfg pipeline.Config) error {
@@ -43,7 +40,7 @@ func (r *runCmd) confirm(ctx context.Context, tty io.ReadWriter, cfg pipeline.Co
 		case "y", "yes":
 			return nil
 		}
-		return &exitError{code: exitLimit, err: errors.New("not confirmed: nothing sent")}
+		return &exitError{code: pipeline.ExitLimit, err: errors.New("not confirmed: nothing sent")}
 	case <-ctx.Done():
 		fmt.Fprintln(tty)
 		return &exitError{code: pipeline.ExitInterrupted, err: errors.New("interrupted before sending: nothing sent")}

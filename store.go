@@ -15,8 +15,7 @@ import (
 // ledger, or Redis (--store) with its ledger in a stream.
 type sharedStore interface {
 	budget.Store
-	Load(ctx context.Context) (budget.State, error)
-	Report(ctx context.Context, opt budget.ReportOptions, loc *time.Location) (budget.Report, error)
+	budgetReader
 }
 
 // quietRedis keeps go-redis from logging: every failure it meets reaches

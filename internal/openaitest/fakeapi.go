@@ -385,59 +385,13 @@ func (x *exchange) serve() {
 	maxOut := req.maxOutput()
 	charge := prompt + cmp.Or(maxOut, DefaultMaxOutput)*req.choices()
 
-	v := s.lim.take(s.cfg.Now(), charge)
-	x.limitHeaders(v)
-	if !v.ok {
-		x.rateLimited(v, charge)
-		return
-	}
-	if x.flexUnavailable(req.ServiceTier == "flex") {
-		return
-	}
-
 	last := req.lastUserText()
-	if strings.Contains(last, "__status_500__") {
-		x.fail(http.StatusInternalServerError, injected, serverError)
+	d, ok := x.admit(charge, req.ServiceTier == "flex", last)
+	if !ok {
 		return
 	}
-	kind, fails, delay := s.draw()
-	if fails {
-		switch kind {
-		case Fail500:
-			x.fail(http.StatusInternalServerError, injected, serverError)
-			return
-		case Fail503:
-			x.fail(http.StatusServiceUnavailable, injected, apiError{
-				Message: "The engine is currently overloaded, please try again later",
-				Type:    "server_error",
-			})
-			return
-		case FailDrop:
-			x.outcome = injected
-			x.drop()
-			return
-		case FailSlow:
-			delay += s.cfg.Slow
-		}
-	}
-
 	resp := x.answer(req, enc, prompt, maxOut)
-	if strings.Contains(last, "__hang__") && !x.wait(s.cfg.Hang) {
-		return
-	}
-	if !x.wait(afterChan(delay)) {
-		return
-	}
-	out, err := json.MarshalIndent(resp, "", "  ")
-	if err != nil {
-		panic(err) // resp holds only strings and numbers
-	}
-	x.outcome, x.usage, x.slow = succeeded, resp.Usage, fails && kind == FailSlow
-	if fails && kind == FailBadBody {
-		x.outcome = injected
-		out = out[:len(out)/2]
-	}
-	x.write(http.StatusOK, out)
+	x.finish(resp, resp.Usage, last, d)
 }
 
 // afterChan is a channel closed after d: at once if d <= 0.

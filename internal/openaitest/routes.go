@@ -200,49 +200,77 @@ func (x *exchange) serveCall(parse parser) {
 	if cc, ok := c.(interface{ countIn(*EndpointStats) }); ok {
 		x.count(cc.countIn)
 	}
-	v := s.lim.take(s.cfg.Now(), c.charge())
+	d, ok := x.admit(c.charge(), c.flex(), c.trigger())
+	if !ok {
+		return
+	}
+	resp, u := c.respond(s)
+	x.finish(resp, u, c.trigger(), d)
+}
+
+// drawn is the failure drawn for a request that passed the rate limits.
+type drawn struct {
+	kind  Failure
+	fails bool
+	delay time.Duration
+}
+
+// admit takes a request's charge from the rate limits (429 with the
+// headers when it does not fit), then plays flex capacity, the
+// __status_500__ trigger in trigger and the failures that end a request
+// without an answer. It reports whether the request is to be answered,
+// and the failure drawn: FailSlow and FailBadBody are played by finish.
+func (x *exchange) admit(charge int, flex bool, trigger string) (d drawn, ok bool) {
+	s := x.s
+	v := s.lim.take(s.cfg.Now(), charge)
 	x.limitHeaders(v)
 	if !v.ok {
-		x.rateLimited(v, c.charge())
-		return
+		x.rateLimited(v, charge)
+		return d, false
 	}
-	if x.flexUnavailable(c.flex()) {
-		return
+	if x.flexUnavailable(flex) {
+		return d, false
 	}
-	if strings.Contains(c.trigger(), "__status_500__") {
+	if strings.Contains(trigger, "__status_500__") {
 		x.fail(http.StatusInternalServerError, injected, serverError)
-		return
+		return d, false
 	}
-	kind, fails, delay := s.draw()
-	if fails {
-		switch kind {
+	d.kind, d.fails, d.delay = s.draw()
+	if d.fails {
+		switch d.kind {
 		case Fail500:
 			x.fail(http.StatusInternalServerError, injected, serverError)
-			return
+			return d, false
 		case Fail503:
 			x.fail(http.StatusServiceUnavailable, injected, overloaded)
-			return
+			return d, false
 		case FailDrop:
 			x.outcome = injected
 			x.drop()
-			return
+			return d, false
 		case FailSlow:
-			delay += s.cfg.Slow
+			d.delay += s.cfg.Slow
 		}
 	}
-	resp, u := c.respond(s)
-	if strings.Contains(c.trigger(), "__hang__") && !x.wait(s.cfg.Hang) {
+	return d, true
+}
+
+// finish writes an answer admit let through: after the __hang__ trigger's
+// hang and the latency drawn, cut in half for FailBadBody.
+func (x *exchange) finish(resp any, u usage, trigger string, d drawn) {
+	s := x.s
+	if strings.Contains(trigger, "__hang__") && !x.wait(s.cfg.Hang) {
 		return
 	}
-	if !x.wait(afterChan(delay)) {
+	if !x.wait(afterChan(d.delay)) {
 		return
 	}
 	out, err := json.MarshalIndent(resp, "", "  ")
 	if err != nil {
 		panic(err) // resp holds only strings, numbers and raw JSON
 	}
-	x.outcome, x.usage, x.slow = succeeded, u, fails && kind == FailSlow
-	if fails && kind == FailBadBody {
+	x.outcome, x.usage, x.slow = succeeded, u, d.fails && d.kind == FailSlow
+	if d.fails && d.kind == FailBadBody {
 		x.outcome = injected
 		out = out[:len(out)/2]
 	}
