@@ -550,3 +550,30 @@ func TestViaBatchEndpoints(t *testing.T) {
 		t.Errorf("%d batches created, want 3: one a endpoint", st.Created)
 	}
 }
+
+// TestBatchesThroughLinkedUsageFile: with usage.md a symbolic link, a run
+// journals its batches beside the link's target, and `gptbatch batches`
+// finds them there.
+func TestBatchesThroughLinkedUsageFile(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	target := filepath.Join(g.dir, "shared", "usage.md")
+	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(target, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(g.dir, "usage.md")); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := g.run(onClock(context.Background(), clk), simpleLines(5), "--via", "batch"); code != 0 {
+		t.Fatalf("exit status = %d, want 0: %s", code, stderr)
+	}
+	out, stderr, code := g.run(context.Background(), "", "batches", "--json")
+	if code != 0 || strings.Count(out, `"id"`) != 1 {
+		t.Errorf("batches --json through the link = %q %s (exit %d), want the run's one batch", out, stderr, code)
+	}
+}

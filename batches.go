@@ -84,6 +84,13 @@ func (r *runCmd) journalPath() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Where a run puts it: beside the target of a linked usage file, in
+	// the temporary directory for /dev/null by any name.
+	if resolved, none := resolveUsage(path); none {
+		path = os.DevNull
+	} else {
+		path = resolved
+	}
 	path, _ = budget.JournalPathFor(path)
 	return path, nil
 }

@@ -80,9 +80,20 @@ func (u usageFile) Report(ctx context.Context, opt budget.ReportOptions, loc *ti
 // ledger is the ledger's path, as budget.OpenFile places it: beside the
 // usage file (the target of a link to it); "" for /dev/null.
 func (u usageFile) ledger() string {
-	path := string(u)
-	if path == os.DevNull {
+	path, none := resolveUsage(string(u))
+	if none {
 		return ""
+	}
+	return strings.TrimSuffix(path, ".md") + ".ledger.jsonl"
+}
+
+// resolveUsage is the usage file a path names, as budget.OpenFile places
+// the files beside it: the target of a link; none is true for /dev/null
+// by any name (and other devices, which a run refuses), which has nothing
+// beside it.
+func resolveUsage(path string) (resolved string, none bool) {
+	if path == os.DevNull {
+		return path, true
 	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 		if t, err := filepath.EvalSymlinks(path); err == nil {
@@ -90,9 +101,9 @@ func (u usageFile) ledger() string {
 		}
 	}
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-		return "" // /dev/null by another name; other devices are refused by a run
+		return path, true
 	}
-	return strings.TrimSuffix(path, ".md") + ".ledger.jsonl"
+	return path, false
 }
 
 // ledgerFilter reads a ledger, passing on only the lines that are ledger
