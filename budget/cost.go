@@ -25,12 +25,40 @@ func (c Cost) String() string {
 	if c < 0 {
 		u, sign = -u, "-"
 	}
+	var buf [32]byte
+	return string(c.append(buf[:0], u, sign))
+}
+
+// AppendJSON appends c as String writes it: a ledger line or a result
+// writes one each, so it takes no allocation of its own.
+func (c Cost) AppendJSON(b []byte) []byte {
+	u := uint64(c)
+	if c < 0 {
+		return c.append(b, -u, "-")
+	}
+	return c.append(b, u, "")
+}
+
+// append appends the magnitude u with its sign: the dollars, then the
+// twelve digits of picodollars without their trailing zeros.
+func (Cost) append(b []byte, u uint64, sign string) []byte {
+	b = append(b, sign...)
+	b = strconv.AppendUint(b, u/uint64(Dollar), 10)
 	frac := u % uint64(Dollar)
 	if frac == 0 {
-		return sign + strconv.FormatUint(u/uint64(Dollar), 10)
+		return b
 	}
-	f := strings.TrimRight(fmt.Sprintf("%012d", frac), "0")
-	return sign + strconv.FormatUint(u/uint64(Dollar), 10) + "." + f
+	var digits [12]byte
+	for i := len(digits) - 1; i >= 0; i-- {
+		digits[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	end := len(digits)
+	for digits[end-1] == '0' {
+		end--
+	}
+	b = append(b, '.')
+	return append(b, digits[:end]...)
 }
 
 // Float64 is c in dollars, for display and arithmetic that need not be
@@ -38,7 +66,7 @@ func (c Cost) String() string {
 func (c Cost) Float64() float64 { return float64(c) / float64(Dollar) }
 
 // MarshalJSON writes c as a JSON number of dollars, exactly.
-func (c Cost) MarshalJSON() ([]byte, error) { return []byte(c.String()), nil }
+func (c Cost) MarshalJSON() ([]byte, error) { return c.AppendJSON(nil), nil }
 
 // UnmarshalJSON reads a JSON number of dollars, rounded to the picodollar.
 // A JSON null leaves c unchanged.

@@ -10,11 +10,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gofrs/flock"
+
+	"github.com/gptbatch/gptbatch/jsonl"
 )
 
 // Store holds the shared State. Update is a locked read-modify-write: it
@@ -43,6 +46,51 @@ type LedgerEntry struct {
 	Endpoint         string    `json:"endpoint,omitempty"` // "chat" (or empty, older entries), "embeddings" or "responses"
 	Via              string    `json:"via,omitempty"`      // "batch" for a Batch API line; empty for a synchronous call
 	BatchID          string    `json:"batch_id,omitempty"` // the Batch API batch the line went in
+}
+
+// appendJSON appends e as a ledger line: the bytes json.Encoder writes
+// for it, newline included (TestLedgerEntryJSON holds it to that), without
+// reflection. Collecting a batch writes a ledger line a result, hundreds
+// of thousands, and encoding/json took most of that time.
+func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
+	if y := e.Time.Year(); y < 0 || y > 9999 {
+		line, err := json.Marshal(e) // says why
+		return append(append(b, line...), '\n'), err
+	}
+	str := func(key, v string) {
+		b = append(b, key...)
+		b = jsonl.AppendString(b, v, true)
+	}
+	num := func(key string, v int64) {
+		b = append(b, key...)
+		b = strconv.AppendInt(b, v, 10)
+	}
+	b = append(b, `{"time":"`...)
+	b = e.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	str(`,"id":`, e.ID)
+	num(`,"line":`, int64(e.Line))
+	str(`,"model":`, e.Model)
+	num(`,"status":`, int64(e.Status))
+	num(`,"prompt_tokens":`, e.PromptTokens)
+	num(`,"completion_tokens":`, e.CompletionTokens)
+	num(`,"cached_tokens":`, e.CachedTokens)
+	b = append(b, `,"cost_usd":`...)
+	if e.CostUSD == nil {
+		b = append(b, "null"...)
+	} else {
+		b = e.CostUSD.AppendJSON(b)
+	}
+	num(`,"latency_ms":`, e.LatencyMS)
+	num(`,"attempt":`, int64(e.Attempt))
+	for _, f := range [...]struct{ key, v string }{
+		{`,"error":`, e.Error}, {`,"endpoint":`, e.Endpoint}, {`,"via":`, e.Via}, {`,"batch_id":`, e.BatchID},
+	} {
+		if f.v != "" {
+			str(f.key, f.v)
+		}
+	}
+	return append(b, '}', '\n'), nil
 }
 
 // ReadLedger calls fn for each entry of a ledger, in order, and stops at
@@ -519,10 +567,10 @@ func (f *FileStore) append(entries []LedgerEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	for _, e := range entries {
-		if err := enc.Encode(e); err != nil {
+	b := make([]byte, 0, 320*len(entries)) // about a line's size each
+	for i := range entries {
+		var err error
+		if b, err = entries[i].appendJSON(b); err != nil {
 			return fmt.Errorf("ledger %s: %w", f.ledger, err)
 		}
 	}
@@ -538,7 +586,7 @@ func (f *FileStore) append(entries []LedgerEntry) error {
 		lf.Close()
 		return fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
-	if _, err := lf.Write(b.Bytes()); err != nil {
+	if _, err := lf.Write(b); err != nil {
 		lf.Close()
 		return fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}

@@ -88,11 +88,7 @@ type Result struct {
 // String is s as a JSON string, for Result.Content: like the Writer, it
 // leaves <, > and & as they are.
 func String(s string) json.RawMessage {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.Encode(s) //nolint:errcheck // a string always encodes
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	return AppendString(make([]byte, 0, len(s)+2), s, false)
 }
 
 // Estimate is a --dry-run output line.
@@ -109,6 +105,7 @@ type Estimate struct {
 type Writer struct {
 	bw  *bufio.Writer
 	enc *json.Encoder
+	buf []byte // a result's line, by Result.AppendJSON
 }
 
 // NewWriter writes to w. Prompts often hold <, > and &, so they are not
@@ -121,7 +118,18 @@ func NewWriter(w io.Writer) *Writer {
 }
 
 // Write writes v and a newline.
-func (w *Writer) Write(v any) error { return w.enc.Encode(v) }
+func (w *Writer) Write(v any) error {
+	if r, ok := v.(*Result); ok {
+		b, err := r.AppendJSON(w.buf[:0])
+		if err != nil {
+			return err
+		}
+		w.buf = b
+		_, err = w.bw.Write(b)
+		return err
+	}
+	return w.enc.Encode(v)
+}
 
 // Flush writes what is buffered.
 func (w *Writer) Flush() error { return w.bw.Flush() }

@@ -67,6 +67,7 @@ type collector struct {
 	settle   []budget.Settlement
 	lines    int   // results read
 	broken   error // a file could not be read to its end
+	heads    *heads
 	started  time.Time
 }
 
@@ -101,6 +102,13 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 			return out, err
 		}
 	default:
+		if b.byCustom == nil {
+			h, err := c.t.headsOf(b)
+			if err != nil {
+				return out, err
+			}
+			c.heads = h
+		}
 		for _, f := range []*string{fb.OutputFileID, fb.ErrorFileID} {
 			if f != nil && *f != "" {
 				if err := c.readFile(ctx, *f); err != nil {
@@ -286,8 +294,9 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 
 // blockReader cuts a stream of lines into blocks of whole lines.
 type blockReader struct {
-	br  *bufio.Reader
-	eof bool
+	br   *bufio.Reader
+	eof  bool
+	last int // the bytes of the last block
 }
 
 // Blocks hold this many lines, or a line and more up to this many bytes.
@@ -300,7 +309,9 @@ const (
 func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
 	var blocks [][]byte
 	for len(blocks) < n && !r.eof {
-		var block []byte
+		// The size of the last block, as the lines of a file are much
+		// alike: appending to a growing block was a tenth of collecting.
+		block := make([]byte, 0, r.last+r.last/8)
 		lines := 0
 		for lines < blockLines && len(block) < blockBytes {
 			chunk, err := r.br.ReadSlice('\n')
@@ -319,6 +330,7 @@ func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
 		}
 		if len(block) > 0 {
 			blocks = append(blocks, block)
+			r.last = min(len(block), blockBytes)
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -473,7 +485,7 @@ func (r *runner) chatResult(it *item, b *chatBody) (*jsonl.Result, jsonl.Usage, 
 	if it.priced {
 		c = it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
 		r.stats.Cost.Add(int64(c))
-		res.CostUSD = mustJSON(c)
+		res.CostUSD = c.AppendJSON(nil)
 	} else {
 		r.stats.Unpriced.Add(1)
 		res.CostUSD = []byte("null")
@@ -489,8 +501,8 @@ func (c *collector) seqOf(customID string) int32 {
 		}
 		return -1
 	}
-	n, err := strconv.Atoi(strings.TrimPrefix(customID, "line-"))
-	if err != nil || !strings.HasPrefix(customID, "line-") {
+	n, ok := lineOfCustomID(customID)
+	if !ok {
 		return -1
 	}
 	s := c.t.seqOfLine(n)
@@ -498,6 +510,35 @@ func (c *collector) seqOf(customID string) int32 {
 		return -1
 	}
 	return s
+}
+
+// lineOfCustomID is the input line a custom_id of gptbatch's names.
+func lineOfCustomID(customID string) (int, bool) {
+	rest, ok := strings.CutPrefix(customID, "line-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil
+}
+
+// lookup finds the line a custom_id names in b: its slot (-1 for none of
+// this run's), its record and its tries.
+func (c *collector) lookup(customID string) (int32, lineRecord, int, error) {
+	if h := c.heads; h != nil {
+		if n, ok := lineOfCustomID(customID); ok {
+			if i := h.find(n); i >= 0 {
+				rec, err := h.record(i)
+				return h.seqs[i], rec, int(h.tries[i]), err
+			}
+		}
+	}
+	seq := c.seqOf(customID)
+	if seq < 0 {
+		return -1, lineRecord{}, 1, nil
+	}
+	rec, _, err := c.t.record(seq, false)
+	return seq, rec, int(c.t.slot(seq).tries), err
 }
 
 // parseLine parses one line of an output or error file into the line's
@@ -530,16 +571,13 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 			return lineOutcome{seq: -1, bad: err}
 		}
 	}
-	o.seq = c.seqOf(ol.CustomID)
 	var rec lineRecord
-	tries := 1
-	if o.seq >= 0 {
-		var err error
-		if rec, _, err = c.t.record(o.seq, false); err != nil {
-			return lineOutcome{seq: -1, bad: err}
-		}
-		tries = int(c.t.slot(o.seq).tries)
-	} else {
+	var tries int
+	var err error
+	if o.seq, rec, tries, err = c.lookup(ol.CustomID); err != nil {
+		return lineOutcome{seq: -1, bad: err}
+	}
+	if o.seq < 0 {
 		// Not a line of this run's (its input changed since): its
 		// answer was paid for, so the ledger has it all the same.
 		rec = lineRecord{ID: ol.CustomID, Model: b.model}

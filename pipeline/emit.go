@@ -67,7 +67,7 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 			e.PromptTokens, e.MaxOutputTokens = it.prompt, it.maxOut
 			e.EstCostUSD = []byte("null")
 			if it.priced {
-				e.EstCostUSD = mustJSON(it.est.Cost)
+				e.EstCostUSD = it.est.Cost.AppendJSON(nil)
 			}
 			if err := r.check(it.est); err != nil {
 				e.Error = &jsonl.Error{Type: jsonl.ErrBudget, Message: fmt.Sprintf("line %d: would not be sent: %v", it.req.Line, err)}

@@ -79,7 +79,7 @@ func (it *item) lineResult(model string, u jsonl.Usage, price budget.Price) *jso
 		CostUSD:  []byte("null"),
 	}
 	if it.priced {
-		res.CostUSD = mustJSON(price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens))
+		res.CostUSD = price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens).AppendJSON(nil)
 	}
 	return res
 }

@@ -108,6 +108,56 @@ func (s *spool) read(off int64, withBody bool) (head, body []byte, err error) {
 	return b, nil, nil
 }
 
+// readHeads reads the heads of the records at offs, which ascend, in a
+// few large reads rather than one a record, and calls fn with each: the
+// head is fn's only for the call. fn returns false to stop.
+func (s *spool) readHeads(offs []int64, fn func(i int, head []byte) bool) error {
+	if len(offs) == 0 {
+		return nil
+	}
+	if err := s.readable(s.sizeNow()); err != nil {
+		return err
+	}
+	win := make([]byte, 256<<10)
+	var start, end int64 // the file's bytes in win[:end-start]
+	fill := func(off int64, need int) error {
+		if need > len(win) {
+			win = make([]byte, need)
+		}
+		n, err := s.f.ReadAt(win, off)
+		if n < need {
+			return fmt.Errorf("spool: %w", err)
+		}
+		start, end = off, off+int64(n)
+		return nil
+	}
+	for i, off := range offs {
+		if off < start || off+spoolHeader > end {
+			if err := fill(off, spoolHeader); err != nil {
+				return err
+			}
+		}
+		hl := int64(binary.LittleEndian.Uint32(win[off-start:]))
+		if off+spoolHeader+hl > end {
+			if err := fill(off, spoolHeader+int(hl)); err != nil {
+				return err
+			}
+		}
+		at := off - start + spoolHeader
+		if !fn(i, win[at:at+hl]) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// sizeNow is the bytes appended so far.
+func (s *spool) sizeNow() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size
+}
+
 // close removes the spool.
 func (s *spool) close() {
 	s.f.Close()
