@@ -147,7 +147,10 @@ type tbatch struct {
 	submitted time.Time
 	claimed   bool // from the journal (--resume)
 	collected bool // the journal says its results are in the ledger already
-	limitWait int  // times it was refused for the enqueued-token limit with nothing of ours running
+	// settled are the entries the ledger holds of it already: an earlier
+	// run collected that many of its results before it was stopped.
+	settled   int
+	limitWait int // times it was refused for the enqueued-token limit with nothing of ours running
 
 	// The poller's.
 	status   string

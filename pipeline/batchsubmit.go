@@ -266,6 +266,9 @@ func (s *submitter) endInput(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := s.settledBefore(ctx); err != nil {
+		return err
+	}
 	for i := range s.claims.count() {
 		b := s.claimed[int32(i)]
 		if b == nil {
@@ -279,6 +282,33 @@ func (s *submitter) endInput(ctx context.Context) error {
 	s.t.mu.Lock()
 	s.t.ended = true
 	s.t.mu.Unlock()
+	return nil
+}
+
+// settledBefore asks the ledger how many results of each claimed batch
+// not yet collected in full an earlier run settled, before a signal, a
+// kill or a broken download stopped it: collecting counts only the rest.
+func (s *submitter) settledBefore(ctx context.Context) error {
+	ids := map[string]bool{}
+	var since time.Time
+	for _, b := range s.claimed {
+		if b.collected {
+			continue
+		}
+		ids[b.id] = true
+		if since.IsZero() || b.submitted.Before(since) {
+			since = b.submitted
+		}
+	}
+	n, err := s.r.cfg.Gate.BatchEntries(ctx, since, ids)
+	if err != nil {
+		return &Error{Code: ExitConfig, Err: fmt.Errorf("read the ledger: %w", err)}
+	}
+	for _, b := range s.claimed {
+		if b.settled = n[b.id]; b.settled > 0 {
+			s.r.cfg.Log.Info("results of a journalled batch already in the ledger", "batch", b.id, "results", b.settled)
+		}
+	}
 	return nil
 }
 
@@ -602,15 +632,23 @@ func (s *submitter) giveUp(ctx context.Context, b *tbatch, seqs []int32, typ, ms
 // reserved, unless the day it was made in has ended, and its counters
 // with it.
 func releaseDay(ctx context.Context, r *runner, est budget.Estimate, reserved time.Time) error {
-	now := r.cfg.Clock.Now()
-	if est == (budget.Estimate{}) || !sameDay(reserved, now) {
+	st, ok := release(r, est, reserved)
+	if !ok {
 		return nil
 	}
-	err := r.cfg.Gate.Settle(ctx, now, []budget.Settlement{{Est: est, DayOnly: true}})
-	if err != nil {
+	if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), []budget.Settlement{st}); err != nil {
 		return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
 	}
 	return nil
+}
+
+// release is the settlement that gives back a reservation of the day's
+// budget made at reserved, if there is one to give back.
+func release(r *runner, est budget.Estimate, reserved time.Time) (budget.Settlement, bool) {
+	if est == (budget.Estimate{}) || !sameDay(reserved, r.cfg.Clock.Now()) {
+		return budget.Settlement{}, false
+	}
+	return budget.Settlement{Est: est, DayOnly: true}, true
 }
 
 // sameDay reports whether a and b fall on the same local day.

@@ -56,6 +56,7 @@ type ext struct {
 	batchOrder []string       // ids in creation order
 	enqueued   map[string]int // tokens of the unfinished batches, by model
 	batchStats BatchStats
+	cut        downloadCut
 }
 
 // endpoint returns the counts of path. It requires s.mu held.
