@@ -143,6 +143,7 @@ type tbatch struct {
 	seqs      []int32          // its lines, in the order of its file
 	byCustom  map[string]int32 // a claimed batch's custom_ids → slots
 	est       budget.Estimate  // what its submission reserved of the day
+	day       string           // the day (budget.State.Date) est was reserved in
 	tokens    int64            // its input tokens, enqueued while it runs
 	submitted time.Time
 	claimed   bool // from the journal (--resume)

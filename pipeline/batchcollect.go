@@ -144,7 +144,7 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 		// The reservation goes back in the same update as the batch's
 		// last results (add keeps the last back), so that a run stopped
 		// between two updates has either settled both or neither.
-		if rel, ok := release(r, b.est, b.submitted); ok {
+		if rel, ok := release(r, b.est, b.day, b.submitted); ok {
 			c.settle = append(c.settle, rel)
 		}
 	}
