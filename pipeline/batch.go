@@ -148,6 +148,7 @@ type tbatch struct {
 	claimed   bool // from the journal (--resume)
 	collected bool // the journal says its results are in the ledger already
 	limitWait int  // times it was refused for the enqueued-token limit with nothing of ours running
+	creates   int  // batches created of its file: a refused one is created again
 
 	// The poller's.
 	status   string
