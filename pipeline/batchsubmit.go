@@ -514,8 +514,9 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 // made finds the batch that a create of b whose answer was lost made, if
 // it did: the one of b's input file tagged with every tag of meta. It was
 // made moments ago, so it is among the newest; two pages are enough. If
-// the listing fails, made reports none, and creating again is still
-// right: a lost answer is rare, and lines never sent are worse.
+// the listing fails, made reports none and the create is tried again all
+// the same: a failed create far more often made nothing than lost its
+// answer, and giving up would fail lines most likely never sent.
 func (s *submitter) made(ctx context.Context, b *tbatch, meta map[string]any) (openai.Batch, bool) {
 	after := ""
 	for range 2 {
