@@ -118,6 +118,14 @@ func TestViaBatch(t *testing.T) {
 	if st.Failed == 0 || st.Succeeded != 400 {
 		t.Errorf("the fake answered %d lines and failed %d, want 400 answered once each and some failed (LineFailRate)", st.Succeeded, st.Failed)
 	}
+	// The input files are deleted once collected; the output and error
+	// files, what was paid for, stay.
+	if ids := srv.FileIDs("batch"); len(ids) != 0 || st.FilesDeleted != st.Created {
+		t.Errorf("input files left: %v, %d files deleted, want none left and the %d batches' inputs deleted", ids, st.FilesDeleted, st.Created)
+	}
+	if n := len(srv.FileIDs("batch_output")); n < st.Created {
+		t.Errorf("%d output and error files left, want at least one a batch (%d)", n, st.Created)
+	}
 	for _, id := range srv.BatchIDs() {
 		polls := srv.BatchPolls(id)
 		for i := 1; i < len(polls); i++ {
@@ -179,6 +187,7 @@ func TestViaBatchFailures(t *testing.T) {
 		args  []string
 		hold  int // requests that reach the server before the run\'s clock moves
 		code  int
+		kept  int // input files left: a refused batch's, for --resume to create again
 		check func(t *testing.T, rs []result, stderr string, st openaitest.BatchStats)
 	}{
 		{
@@ -255,6 +264,7 @@ func TestViaBatchFailures(t *testing.T) {
 			in:    simpleLines(5),
 			args:  []string{"--on-limit", "fail"},
 			code:  3,
+			kept:  1,
 			check: func(t *testing.T, rs []result, stderr string, _ openaitest.BatchStats) {
 				for _, r := range rs {
 					if e := r.Error; e == nil || e.Type != "rate_limit" || !strings.Contains(e.Message, "Enqueued token limit") {
@@ -292,6 +302,9 @@ func TestViaBatchFailures(t *testing.T) {
 				}
 			}
 			tt.check(t, rs, stderr, srv.BatchStats())
+			if ids := srv.FileIDs("batch"); len(ids) != tt.kept {
+				t.Errorf("input files left = %v, want %d", ids, tt.kept)
+			}
 		})
 	}
 }
@@ -379,6 +392,69 @@ func TestViaBatchInterruptAndResume(t *testing.T) {
 	}
 	if rep.Total.Succeeded != 40 || rep.Total.PromptTokens != st.PromptTokens {
 		t.Errorf("ledger: %d succeeded, %d prompt tokens, want 40 and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, st.PromptTokens)
+	}
+}
+
+// TestViaBatchLostCreates: when the API makes a batch and the answer is
+// lost, gptbatch finds that batch instead of making a second one, whose
+// lines would run and be paid for twice: each line is answered once and
+// counted once.
+func TestViaBatchLostCreates(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"found before the retry", nil},
+		{"found after the last try", []string{"--retries", "0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newStepClock()
+			// Every chunk's first create is made, its answer lost.
+			srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 11, Batch: openaitest.BatchConfig{LoseCreates: 3}})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			ctx := onClock(context.Background(), clk)
+			out, stderr, code := g.run(ctx, simpleLines(30), append([]string{"--via", "batch", "--batch-lines", "10"}, tt.args...)...)
+			if code != 0 {
+				t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
+			}
+			rs := parseResults(t, out)
+			if len(rs) != 30 {
+				t.Fatalf("%d results, want 30", len(rs))
+			}
+			made := map[string]bool{}
+			for _, id := range srv.BatchIDs() {
+				made[id] = true
+			}
+			for _, r := range rs {
+				if r.Error != nil || !made[r.BatchID] {
+					t.Errorf("%s: error %+v, batch %q, want an answer from a batch the fake made", r.ID, r.Error, r.BatchID)
+				}
+			}
+			// A batch made twice would run to its end too.
+			srv.FinishBatches()
+			st := srv.BatchStats()
+			if st.Created != 3 || st.Lines != 30 {
+				t.Errorf("BatchStats = %d created, %d lines answered, want 3 and 30: no batch made twice", st.Created, st.Lines)
+			}
+			uout, uerr, ucode := g.run(ctx, "", "usage", "--today", "--json")
+			if ucode != 0 {
+				t.Fatalf("usage: exit %d: %s", ucode, uerr)
+			}
+			var rep struct {
+				Total struct {
+					Succeeded    int64 `json:"succeeded"`
+					PromptTokens int64 `json:"prompt_tokens"`
+				} `json:"total"`
+			}
+			if err := json.Unmarshal([]byte(uout), &rep); err != nil {
+				t.Fatalf("usage --json: %v: %s", err, uout)
+			}
+			if rep.Total.Succeeded != 30 || rep.Total.PromptTokens != st.PromptTokens {
+				t.Errorf("ledger: %d succeeded, %d prompt tokens, want 30 and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, st.PromptTokens)
+			}
+		})
 	}
 }
 

@@ -152,6 +152,7 @@ type tbatch struct {
 	// run collected that many of its results before it was stopped.
 	settled   int
 	limitWait int // times it was refused for the enqueued-token limit with nothing of ours running
+	creates   int // batches created of its file: a refused one is created again
 
 	// The poller's.
 	status   string

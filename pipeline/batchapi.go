@@ -95,6 +95,21 @@ func (a *BatchAPI) create(ctx context.Context, fileID, endpoint string, meta map
 	return b.Batch, err
 }
 
+// list is a page of at most limit batches, newest first, after the batch
+// id after ("" for the first page).
+func (a *BatchAPI) list(ctx context.Context, after string, limit int) (openai.ListBatchResponse, error) {
+	var from *string
+	if after != "" {
+		from = &after
+	}
+	return a.oa.ListBatch(ctx, from, &limit)
+}
+
+// deleteFile deletes the file id.
+func (a *BatchAPI) deleteFile(ctx context.Context, id string) error {
+	return a.oa.DeleteFile(ctx, id)
+}
+
 // Retrieve is the batch id as the API has it now.
 func (a *BatchAPI) Retrieve(ctx context.Context, id string) (openai.Batch, error) {
 	b, err := a.oa.RetrieveBatch(ctx, id)

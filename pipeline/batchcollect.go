@@ -53,7 +53,32 @@ func (r *runner) collectBatches(ctx context.Context, api *BatchAPI, t *tracker, 
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		// Collected and journalled, the batch needs its input file no
+		// more, unless it was refused for the enqueued-token limit: then
+		// it is created again from it, here or by --resume.
+		if res.tokenLimit == "" && b.lost == nil && c.broken == nil {
+			r.deleteInput(ctx, api, b)
+		}
 	}
+}
+
+// deleteInput deletes the input file of b, which has ended and been
+// collected: it only fills the user's file storage now. The output and
+// error files hold what was paid for, and stay. It is one try, best
+// effort: a failure leaves the file, and says so with --verbose.
+func (r *runner) deleteInput(ctx context.Context, api *BatchAPI, b *tbatch) {
+	if b.inputFile == "" {
+		return
+	}
+	err := api.deleteFile(ctx, b.inputFile)
+	if err == nil {
+		return
+	}
+	f := callFailure(err, r.cfg.Key, r.cfg.Clock.Now())
+	if f.status == http.StatusNotFound {
+		return // deleted when a run before collected the batch
+	}
+	r.cfg.Log.Info("input file not deleted", "file", b.inputFile, "batch", b.id, "error", f.msg)
 }
 
 // collector collects one batch.

@@ -487,13 +487,32 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	if err != nil {
 		return err
 	}
-	meta := map[string]any{"gptbatch_run": s.runID, "gptbatch_chunk": strconv.Itoa(b.chunk)}
+	// The tags name this creation of the file: a batch refused for the
+	// enqueued-token limit is created again from it, and must never be
+	// taken for the new one.
+	b.creates++
+	meta := map[string]any{"gptbatch_run": s.runID, "gptbatch_chunk": strconv.Itoa(b.chunk), "gptbatch_create": strconv.Itoa(b.creates)}
 	var bo openai.Batch
+	tries := 0
 	f, ok := r.apiCall(ctx, "create batch", true, func(ctx context.Context) error {
+		tries++
+		if tries > 1 {
+			// The API may have made the batch and lost the answer: a
+			// second one would run its lines, and be paid for, twice.
+			var found bool
+			if bo, found = s.made(ctx, b, meta); found {
+				return nil
+			}
+		}
 		var err error
 		bo, err = s.api.create(ctx, b.inputFile, b.endpoint, meta)
 		return err
 	})
+	if !ok && f.verdict == retry && ctx.Err() == nil {
+		// The last try's answer may have been lost as well, or a signal
+		// cut the retries short: a batch it made runs, and is journalled.
+		bo, ok = s.made(ctx, b, meta)
+	}
 	if !ok {
 		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
@@ -522,6 +541,49 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	s.running[b.model] += b.tokens
 	r.stats.BatchLines.Add(int64(len(b.seqs)))
 	return s.hand(ctx, b)
+}
+
+// made finds the batch that a create of b whose answer was lost made, if
+// it did: the one of b's input file tagged with every tag of meta. It was
+// made moments ago, so it is among the newest; two pages are enough. If
+// the listing fails, made reports none and the create is tried again all
+// the same: a failed create far more often made nothing than lost its
+// answer, and giving up would fail lines most likely never sent.
+func (s *submitter) made(ctx context.Context, b *tbatch, meta map[string]any) (openai.Batch, bool) {
+	after := ""
+	for range 2 {
+		page, err := s.api.list(ctx, after, 100)
+		if err != nil {
+			f := callFailure(err, s.r.cfg.Key, s.r.cfg.Clock.Now())
+			s.r.cfg.Log.Debug("listing batches failed", "error", f.typ, "status", f.status)
+			return openai.Batch{}, false
+		}
+		for _, bo := range page.Data {
+			if tagged(bo, b.inputFile, meta) {
+				s.r.cfg.Log.Info("found the batch a create whose answer was lost made", "batch", bo.ID, "chunk", b.chunk)
+				return bo, true
+			}
+		}
+		if !page.HasMore || page.LastID == "" {
+			break
+		}
+		after = page.LastID
+	}
+	return openai.Batch{}, false
+}
+
+// tagged reports whether bo is a batch of the file inputFile with every
+// tag of meta.
+func tagged(bo openai.Batch, inputFile string, meta map[string]any) bool {
+	if bo.InputFileID != inputFile {
+		return false
+	}
+	for k, v := range meta {
+		if bo.Metadata[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // hand gives a batch to the poller, unless a signal came: then the poller

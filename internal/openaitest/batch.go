@@ -102,6 +102,10 @@ type BatchConfig struct {
 	// before doing anything, as drawn from Config.Failures (FailSlow and
 	// FailBadBody answer 500).
 	APIFailRate float64
+	// LoseCreates is how many batch creations, the first ones, are made
+	// and then answered by closing the connection without a response, as
+	// the API sometimes loses its answer after acting.
+	LoseCreates int
 }
 
 func (c BatchConfig) maxBytes() int64 {
@@ -141,6 +145,8 @@ type BatchStats struct {
 	// PromptTokens and CompletionTokens add up the usage of the lines
 	// answered 200.
 	PromptTokens, CompletionTokens int64
+	// FilesDeleted counts the files deleted (DELETE /v1/files/{id}).
+	FilesDeleted int
 }
 
 // batchEndpoints are the endpoints a batch may name, and the parser of
@@ -382,7 +388,16 @@ func (x *exchange) createBatch() {
 	s.ext.batches[b.id] = b
 	s.ext.batchOrder = append(s.ext.batchOrder, b.id)
 	s.ext.batchStats.Created++
+	lose := s.ext.createsLost < s.cfg.Batch.LoseCreates
+	if lose {
+		s.ext.createsLost++
+	}
 	s.ext.mu.Unlock()
+	if lose {
+		x.outcome = injected
+		x.drop()
+		return
+	}
 	b.mu.Lock()
 	o := b.object()
 	b.mu.Unlock()

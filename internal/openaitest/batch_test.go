@@ -387,6 +387,9 @@ func TestFiles(t *testing.T) {
 	if err := c.DeleteFile(ctx, f.ID); err != nil {
 		t.Errorf("DeleteFile: %v", err)
 	}
+	if n, ids := s.BatchStats().FilesDeleted, s.FileIDs("batch"); n != 1 || len(ids) != 0 {
+		t.Errorf("after DeleteFile: FilesDeleted = %d, FileIDs(batch) = %v, want 1 and none", n, ids)
+	}
 	var apiErr *openai.APIError
 	if _, err := c.GetFile(ctx, f.ID); !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != 404 || apiErr.Message != "No such File object: "+f.ID {
 		t.Errorf("GetFile after delete = %v, want 404 No such File object", err)
@@ -565,6 +568,36 @@ func TestBatchAPIFaults(t *testing.T) {
 	r := do(t, "GET", s.URL()+"/batches/batch_x", "", "")
 	if r.status != 503 {
 		t.Errorf("GET batch with APIFailRate 1 = %d, want 503", r.status)
+	}
+}
+
+// TestBatchLoseCreates: a lost creation makes its batch, then closes the
+// connection without an answer; the batch is in the list.
+func TestBatchLoseCreates(t *testing.T) {
+	s := newServer(t, Config{Batch: BatchConfig{LoseCreates: 1}})
+	c := client(s, "k")
+	ctx := context.Background()
+	f, err := c.UploadBatchFile(ctx, chatLines("gpt-4o-mini", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := openai.CreateBatchRequest{InputFileID: f.ID, Endpoint: openai.BatchEndpointChatCompletions}
+	if b, err := c.CreateBatch(ctx, req); err == nil {
+		t.Fatalf("first CreateBatch = %s, want its answer lost", b.ID)
+	}
+	list, err := c.ListBatch(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Data) != 1 || list.Data[0].InputFileID != f.ID {
+		t.Errorf("ListBatch after a lost create = %+v, want the batch it made", list.Data)
+	}
+	b, err := c.CreateBatch(ctx, req)
+	if err != nil {
+		t.Fatalf("second CreateBatch: %v, want an answer (LoseCreates 1)", err)
+	}
+	if ids := s.BatchIDs(); len(ids) != 2 || ids[1] != b.ID {
+		t.Errorf("BatchIDs = %v, want the lost batch and %s", ids, b.ID)
 	}
 }
 

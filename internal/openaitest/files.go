@@ -78,6 +78,21 @@ func (s *Server) File(id string) ([]byte, bool) {
 	return f.data, true
 }
 
+// FileIDs returns the ids of the files held with purpose ("batch" for
+// uploaded batch input files, "batch_output" for batches' output and error
+// files, "" for every file), oldest first.
+func (s *Server) FileIDs(purpose string) []string {
+	s.ext.mu.Lock()
+	defer s.ext.mu.Unlock()
+	var ids []string
+	for _, id := range s.ext.fileOrder {
+		if f := s.ext.files[id]; f != nil && (purpose == "" || f.purpose == purpose) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // serveFiles answers the Files API: POST /v1/files, GET /v1/files,
 // GET /v1/files/{id}, GET /v1/files/{id}/content, DELETE /v1/files/{id}.
 func (x *exchange) serveFiles() bool {
@@ -113,7 +128,10 @@ func (x *exchange) serveFiles() bool {
 		s := x.s
 		s.ext.mu.Lock()
 		_, ok := s.ext.files[id]
-		delete(s.ext.files, id)
+		if ok {
+			delete(s.ext.files, id)
+			s.ext.batchStats.FilesDeleted++
+		}
 		s.ext.mu.Unlock()
 		if !ok {
 			x.notFound("File", id)

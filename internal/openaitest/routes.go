@@ -50,13 +50,14 @@ type ext struct {
 
 	mu sync.Mutex
 	// Guarded by mu.
-	files      map[string]*file
-	fileOrder  []string // ids in upload order
-	batches    map[string]*batch
-	batchOrder []string       // ids in creation order
-	enqueued   map[string]int // tokens of the unfinished batches, by model
-	batchStats BatchStats
-	cut        downloadCut
+	files       map[string]*file
+	fileOrder   []string // ids in upload order
+	batches     map[string]*batch
+	batchOrder  []string       // ids in creation order
+	enqueued    map[string]int // tokens of the unfinished batches, by model
+	createsLost int            // of BatchConfig.LoseCreates
+	batchStats  BatchStats
+	cut         downloadCut
 }
 
 // endpoint returns the counts of path. It requires s.mu held.
