@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -727,5 +728,35 @@ func TestViaBatchResumeCountsOnce(t *testing.T) {
 	}
 	if tokens, _ := state.DayUsed(clk.Now()); tokens != st.PromptTokens+st.CompletionTokens {
 		t.Errorf("usage.md: %d tokens used today, the API counted %d: the reservation and each answer settled once", tokens, st.PromptTokens+st.CompletionTokens)
+	}
+}
+
+// TestViaBatchHungCalls: a Batch API call that hangs, or a download that
+// stalls half way, ends after --timeout without progress and is tried
+// again: the run finishes with every line answered, as a cron job must.
+func TestViaBatchHungCalls(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 13, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	srv.Hang(2, http.MethodGet, "/v1/batches/")
+	srv.StallDownloads(1, 0.5)
+	// Without the timeout the run hangs on the first call (go test's own
+	// timeout ends it).
+	out, stderr, code := g.run(onClock(context.Background(), clk), simpleLines(200), "--via", "batch", "--timeout", "1s")
+	if code != 0 {
+		t.Fatalf("exit status = %d, want 0; stderr: %s", code, stderr)
+	}
+	rs := parseResults(t, out)
+	for _, r := range rs {
+		if r.Error != nil {
+			t.Errorf("%s: error %+v", r.ID, r.Error)
+		}
+	}
+	if len(rs) != 200 || srv.Hung() != 2 || srv.Cut() != 1 {
+		t.Errorf("%d results, %d calls hung, %d downloads stalled; want 200, 2 and 1", len(rs), srv.Hung(), srv.Cut())
+	}
+	if st := srv.BatchStats(); st.Created != 1 {
+		t.Errorf("%d batches created, want 1", st.Created)
 	}
 }

@@ -129,7 +129,7 @@ func (l *batchesListCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) e
 		if err != nil {
 			return usageError(err)
 		}
-		api = pipeline.NewBatchAPI(r.BaseURL, key)
+		api = pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout)
 	}
 	rows := make([]batchRow, 0, len(bs))
 	for _, b := range bs {
@@ -211,7 +211,7 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer)
 		return usageError(err)
 	}
 	defer j.Close()
-	api := pipeline.NewBatchAPI(r.BaseURL, key)
+	api := pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout)
 	var failed []string
 	for _, id := range c.IDs {
 		b, err := api.Cancel(ctx, id)

@@ -401,7 +401,7 @@ func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *j
 	}
 	defer t.close()
 
-	api := NewBatchAPI(r.cfg.BaseURL, r.cfg.Key)
+	api := NewBatchAPI(r.cfg.BaseURL, r.cfg.Key, r.cfg.Timeout)
 	s := newSubmitter(r, t, api, journal, cl)
 	// Submitted batches wait in the poller, which takes every batch
 	// handed to it at once: the submitter never waits for it long.

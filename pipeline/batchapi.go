@@ -22,23 +22,124 @@ type BatchAPI struct {
 	base, key string
 	hc        *http.Client
 	oa        *openai.Client
+	// timeout bounds a call that moves nothing: a whole small call, or a
+	// pause of an upload or a download (which may take long, but never
+	// stall that long). 0 = none.
+	timeout time.Duration
 }
 
-// NewBatchAPI is a client of the API at baseURL with key.
-func NewBatchAPI(baseURL, key string) *BatchAPI {
+// NewBatchAPI is a client of the API at baseURL with key, whose calls
+// give up after timeout without progress (0: never): a server that hangs
+// must not hang a cron job.
+func NewBatchAPI(baseURL, key string, timeout time.Duration) *BatchAPI {
 	base := strings.TrimRight(baseURL, "/")
-	return &BatchAPI{base: base, key: key, hc: &http.Client{}, oa: newClient(base, key, 4)}
+	return &BatchAPI{base: base, key: key, hc: &http.Client{}, oa: newClient(base, key, 4), timeout: timeout}
+}
+
+// bounded is ctx for a small call: ended after the timeout.
+func (a *BatchAPI) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if a.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, a.timeout, a.timedOut())
+}
+
+// timedOut is the error of a call that moved nothing for the timeout: a
+// deadline, so that it is a network failure, retried.
+func (a *BatchAPI) timedOut() error {
+	return fmt.Errorf("nothing moved for %s: %w", a.timeout, context.DeadlineExceeded)
+}
+
+// watchdog is a context that ends when it has not been fed for the
+// timeout: streams feed it as they move.
+type watchdog struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	t      *time.Timer
+	d      time.Duration
+}
+
+// watch is a watchdog over ctx; stop releases it.
+func (a *BatchAPI) watch(ctx context.Context) *watchdog {
+	ctx, cancel := context.WithCancelCause(ctx)
+	w := &watchdog{ctx: ctx, cancel: cancel, d: a.timeout}
+	if a.timeout > 0 {
+		w.t = time.AfterFunc(a.timeout, func() { cancel(a.timedOut()) })
+	}
+	return w
+}
+
+// feed says the stream moved.
+func (w *watchdog) feed() {
+	if w.t != nil {
+		w.t.Reset(w.d)
+	}
+}
+
+// stop releases the watchdog.
+func (w *watchdog) stop() {
+	if w.t != nil {
+		w.t.Stop()
+	}
+	w.cancel(nil)
+}
+
+// err is why the watchdog's context ended, if it ended for the timeout:
+// an error classify takes for a network failure.
+func (w *watchdog) err(err error) error {
+	if cause := context.Cause(w.ctx); err != nil && errors.Is(cause, context.DeadlineExceeded) {
+		return cause
+	}
+	return err
+}
+
+// fedReader feeds a watchdog as it reads.
+type fedReader struct {
+	r io.Reader
+	w *watchdog
+}
+
+func (f fedReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if n > 0 {
+		f.w.feed()
+	}
+	return n, err
+}
+
+// watchedBody is a download's body, its watchdog stopped when it is
+// closed.
+type watchedBody struct {
+	fedReader
+	c io.Closer
+}
+
+func (b watchedBody) Read(p []byte) (int, error) {
+	n, err := b.fedReader.Read(p)
+	return n, b.w.err(err)
+}
+
+func (b watchedBody) Close() error {
+	err := b.c.Close()
+	b.w.stop()
+	return err
 }
 
 // upload sends the file at path as a batch input file, streaming it: the
 // file may be 200 MB, and go-openai would build the whole request in
 // memory.
-func (a *BatchAPI) upload(ctx context.Context, path, name string) (string, error) {
+func (a *BatchAPI) upload(ctx context.Context, path, name string) (id string, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	// Fed as the file is read onto the wire: a connection that takes no
+	// more, or an answer that does not come, ends the call.
+	w := a.watch(ctx)
+	defer w.stop()
+	defer func() { err = w.err(err) }()
+	ctx = w.ctx
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	wrote := make(chan struct{})
@@ -48,7 +149,7 @@ func (a *BatchAPI) upload(ctx context.Context, path, name string) (string, error
 		if err == nil {
 			var part io.Writer
 			if part, err = mw.CreateFormFile("file", name); err == nil {
-				if _, err = io.Copy(part, f); err == nil {
+				if _, err = io.Copy(part, fedReader{f, w}); err == nil {
 					err = mw.Close()
 				}
 			}
@@ -89,6 +190,8 @@ func (a *BatchAPI) upload(ctx context.Context, path, name string) (string, error
 
 // create creates a batch of the input file at endpoint, tagged with meta.
 func (a *BatchAPI) create(ctx context.Context, fileID, endpoint string, meta map[string]any) (openai.Batch, error) {
+	ctx, cancel := a.bounded(ctx)
+	defer cancel()
 	b, err := a.oa.CreateBatch(ctx, openai.CreateBatchRequest{
 		InputFileID: fileID, Endpoint: openai.BatchEndpoint(endpoint), CompletionWindow: "24h", Metadata: meta,
 	})
@@ -102,33 +205,44 @@ func (a *BatchAPI) list(ctx context.Context, after string, limit int) (openai.Li
 	if after != "" {
 		from = &after
 	}
+	ctx, cancel := a.bounded(ctx)
+	defer cancel()
 	return a.oa.ListBatch(ctx, from, &limit)
 }
 
 // deleteFile deletes the file id.
 func (a *BatchAPI) deleteFile(ctx context.Context, id string) error {
+	ctx, cancel := a.bounded(ctx)
+	defer cancel()
 	return a.oa.DeleteFile(ctx, id)
 }
 
 // Retrieve is the batch id as the API has it now.
 func (a *BatchAPI) Retrieve(ctx context.Context, id string) (openai.Batch, error) {
+	ctx, cancel := a.bounded(ctx)
+	defer cancel()
 	b, err := a.oa.RetrieveBatch(ctx, id)
 	return b.Batch, err
 }
 
 // Cancel asks the API to cancel the batch id.
 func (a *BatchAPI) Cancel(ctx context.Context, id string) (openai.Batch, error) {
+	ctx, cancel := a.bounded(ctx)
+	defer cancel()
 	b, err := a.oa.CancelBatch(ctx, id)
 	return b.Batch, err
 }
 
-// content streams the file id.
+// content streams the file id. It may take long, but a pause of the
+// timeout ends it (the body's Read returns a network failure).
 func (a *BatchAPI) content(ctx context.Context, id string) (io.ReadCloser, error) {
-	raw, err := a.oa.GetFileContent(ctx, id)
+	w := a.watch(ctx)
+	raw, err := a.oa.GetFileContent(w.ctx, id)
 	if err != nil {
-		return nil, err
+		w.stop()
+		return nil, w.err(err)
 	}
-	return raw.ReadCloser, nil
+	return watchedBody{fedReader{raw.ReadCloser, w}, raw.ReadCloser}, nil
 }
 
 // callFailure classifies the error of a Files or Batch API call as

@@ -120,8 +120,8 @@ func (x *exchange) serveFiles() bool {
 		x.w.Header().Set("Content-Type", "application/octet-stream")
 		x.w.Header().Set("Content-Disposition", `attachment; filename="`+f.name+`"`)
 		x.outcome = succeeded
-		if at, ok := x.s.takeCut(f.data); ok {
-			x.writeCut(len(f.data), f.data[:at])
+		if at, stall, ok := x.s.takeCut(f.data); ok {
+			x.writeCut(len(f.data), f.data[:at], stall)
 		}
 		x.write(http.StatusOK, f.data)
 	case id != "" && sub == "" && r.Method == http.MethodDelete:

@@ -58,6 +58,7 @@ type ext struct {
 	createsLost int            // of BatchConfig.LoseCreates
 	batchStats  BatchStats
 	cut         downloadCut
+	hang        hang
 }
 
 // endpoint returns the counts of path. It requires s.mu held.
@@ -133,6 +134,9 @@ func (x *exchange) route() bool {
 		}
 		if x.s.apiFault(x) {
 			return true
+		}
+		if x.s.takeHang(x.r) {
+			x.hung()
 		}
 		if strings.HasPrefix(path, "/v1/files") {
 			return x.serveFiles()
