@@ -30,7 +30,6 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -91,9 +90,11 @@ type Config struct {
 	// RPM and TPM are the requests and tokens a minute allowed; 0 means
 	// unlimited. Each is a token bucket, full at start and refilled
 	// continuously at limit/60 a second. A request is charged at arrival
-	// its prompt tokens plus its maximum output tokens
-	// (max_completion_tokens, else max_tokens, else DefaultMaxOutput),
-	// and nothing is refunded. A refused request is charged nothing.
+	// (once its body is read: the time the fake then takes to count its
+	// tokens does not move the charge) its prompt tokens plus its maximum
+	// output tokens (max_completion_tokens, else max_tokens, else
+	// DefaultMaxOutput), and nothing is refunded. A refused request is
+	// charged nothing.
 	RPM, TPM int
 	// Window, if positive, replaces the buckets with fixed windows of this
 	// length, counted from New, each allowing RPM*Window/1m requests and
@@ -190,6 +191,11 @@ type Server struct {
 	changes  changes         // wakes WaitArrivals and WaitInFlight
 
 	ext ext // the endpoints beyond chat completions
+
+	// stall, if set, runs between a request's receipt and the decision on
+	// its charge, where parsing it and counting its tokens take their time:
+	// a test stands in with it for a slow count (a cold encoder).
+	stall func()
 }
 
 // New starts a Server listening on 127.0.0.1 on a port of its own. Close
@@ -282,13 +288,16 @@ type exchange struct {
 	r       *http.Request
 	idx     int       // in s.recorded
 	arrived time.Time // real time, for openai-processing-ms
-	model   string    // as requested, once known
-	status  int
-	outcome outcome
-	slow    bool // FailSlow was injected into a successful answer
-	limits  bool // the x-ratelimit-* headers are set
-	settled bool
-	usage   usage
+	// received is Config.Now once the whole body was read: the time the
+	// request is charged at, however long counting its tokens then takes.
+	received time.Time
+	model    string // as requested, once known
+	status   int
+	outcome  outcome
+	slow     bool // FailSlow was injected into a successful answer
+	limits   bool // the x-ratelimit-* headers are set
+	settled  bool
+	usage    usage
 }
 
 // ServeHTTP answers one request.
@@ -359,11 +368,8 @@ func (x *exchange) serve() {
 	if s.cfg.Key != "" && !x.authorized() {
 		return
 	}
-	body, err := io.ReadAll(r.Body)
-	s.mu.Lock()
-	s.recorded[x.idx].Body = body
-	s.mu.Unlock()
-	if err != nil {
+	body, ok := x.readBody(true)
+	if !ok {
 		x.status = 0 // the client went away mid-body
 		return
 	}

@@ -59,8 +59,12 @@ func (l *limiter) perWindow(perMin int) int {
 	return max(n, 1)
 }
 
-// take admits a request of tokens at now and charges it, or refuses it and
-// charges nothing.
+// take admits a request of tokens received at now and charges it, or
+// refuses it and charges nothing. Requests need not be decided in the
+// order they were received (one takes longer to count than another): one
+// received before the limiter's latest time is decided as of that time,
+// since a bucket that was full meanwhile cannot give back the refill it
+// forwent.
 func (l *limiter) take(now time.Time, tokens int) verdict {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -132,7 +136,9 @@ func (l *limiter) takeWindow(now time.Time, tokens int, charge bool) verdict {
 	if el := now.Sub(l.start); el > 0 {
 		w = int64(el / l.window)
 	}
-	if w != l.win {
+	// A request received in a window already past counts in the current
+	// one: the window it came in has been closed.
+	if w > l.win {
 		l.win, l.winReqs, l.winToks = w, 0, 0
 	}
 	end := l.start.Add(time.Duration(l.win+1) * l.window).Sub(now)

@@ -151,10 +151,11 @@ func (x *exchange) authorizedIfKey() bool {
 	return x.s.cfg.Key == "" || x.authorized()
 }
 
-// readBody reads the request body and records it. ok is false if the
-// client went away mid-body.
+// readBody reads the request body, records it and notes when it was
+// received. ok is false if the client went away mid-body.
 func (x *exchange) readBody(record bool) (body []byte, ok bool) {
 	body, err := io.ReadAll(x.r.Body)
+	x.received = x.s.cfg.Now()
 	if record {
 		x.s.mu.Lock()
 		x.s.recorded[x.idx].Body = body
@@ -226,9 +227,21 @@ type drawn struct {
 // __status_500__ trigger in trigger and the failures that end a request
 // without an answer. It reports whether the request is to be answered,
 // and the failure drawn: FailSlow and FailBadBody are played by finish.
+//
+// The charge is taken as of the request's receipt, not of now: the API
+// counts a request against its limits when it arrives, from an estimate
+// of its tokens, before any work on it. Counting tokens exactly is the
+// fake's own work, and slow at times (the first request to need an
+// encoder waits for it to be built); charged when that work ends, a
+// burst's first requests would land in the bucket late, and a client
+// that mirrors the bucket from the moments it sent them would be refused
+// for room the API would have had.
 func (x *exchange) admit(charge int, flex bool, trigger string) (d drawn, ok bool) {
 	s := x.s
-	v := s.lim.take(s.cfg.Now(), charge)
+	if s.stall != nil {
+		s.stall()
+	}
+	v := s.lim.take(x.received, charge)
 	x.limitHeaders(v)
 	if !v.ok {
 		x.rateLimited(v, charge)
