@@ -653,3 +653,79 @@ func TestBatchesThroughLinkedUsageFile(t *testing.T) {
 		t.Errorf("batches --json through the link = %q %s (exit %d), want the run's one batch", out, stderr, code)
 	}
 }
+
+// TestViaBatchResumeCountsOnce: a batch whose collection broke off after
+// half its answers were settled is collected in full on --resume, and the
+// budget and the ledger count each answer once: the day's tokens are the
+// API's count, not one and a half times it.
+func TestViaBatchResumeCountsOnce(t *testing.T) {
+	const n = 3000 // answers settle 1,024 at a time: several updates before the cut
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 12, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	in := simpleLines(n)
+	args := []string{"--via", "batch", "--batch-lines", "5000"}
+	// Every download of the output breaks off half way, past the retries.
+	srv.CutDownloads(1000, 0.5)
+	out, stderr, _ := g.run(onClock(context.Background(), clk), in, args...)
+	rs := parseResults(t, out)
+	if len(rs) != n {
+		t.Fatalf("broken run: %d results, want %d; stderr: %s", len(rs), n, stderr)
+	}
+	answered := 0
+	for _, r := range rs {
+		switch {
+		case r.Error == nil:
+			answered++
+		case r.Error.Type != "network" || !strings.Contains(r.Error.Message, "--resume"):
+			t.Fatalf("%s: error %+v, want network, saying to --resume", r.ID, r.Error)
+		}
+	}
+	if answered < 1100 || answered == n {
+		t.Fatalf("broken run: %d of %d answered, want more than one update's 1,024 and not all: the test tests nothing", answered, n)
+	}
+
+	srv.CutDownloads(0, 0)
+	prev := filepath.Join(g.dir, "out.jsonl")
+	if err := os.WriteFile(prev, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out2, stderr2, code2 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", prev)...)
+	if code2 != 0 {
+		t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
+	}
+	if got := len(parseResults(t, out2)); got != n-answered {
+		t.Errorf("resumed run: %d results, want the %d not answered before", got, n-answered)
+	}
+	st := srv.BatchStats()
+	if st.Created != 1 || st.Succeeded != n {
+		t.Fatalf("the fake: %d batches, %d lines answered, want 1 and %d", st.Created, st.Succeeded, n)
+	}
+	uout, _, _ := g.run(context.Background(), "", "usage", "--today", "--json")
+	var rep struct {
+		Total struct {
+			Requests         int64 `json:"requests"`
+			PromptTokens     int64 `json:"prompt_tokens"`
+			CompletionTokens int64 `json:"completion_tokens"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(uout), &rep); err != nil {
+		t.Fatalf("usage --json: %v: %s", err, uout)
+	}
+	if rep.Total.Requests != n || rep.Total.PromptTokens != st.PromptTokens || rep.Total.CompletionTokens != st.CompletionTokens {
+		t.Errorf("ledger: %d requests, %d+%d tokens; the API answered %d with %d+%d: each answer counted once",
+			rep.Total.Requests, rep.Total.PromptTokens, rep.Total.CompletionTokens, n, st.PromptTokens, st.CompletionTokens)
+	}
+	fs, err := budget.OpenFile(filepath.Join(g.dir, "usage.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := fs.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokens, _ := state.DayUsed(clk.Now()); tokens != st.PromptTokens+st.CompletionTokens {
+		t.Errorf("usage.md: %d tokens used today, the API counted %d: the reservation and each answer settled once", tokens, st.PromptTokens+st.CompletionTokens)
+	}
+}

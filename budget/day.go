@@ -9,23 +9,26 @@ import (
 // only (tokens a day, dollars a day) and charges them there: the Batch
 // API's lines count against the day's budget but not against the
 // per-minute limits, which the Batch API keeps in a pool of its own. Its
-// results are as Reserve's; settle them with Settlement.DayOnly.
-func (g *Gate) ReserveDay(ctx context.Context, now time.Time, ests []Estimate) (n int, wait time.Duration, why Reason, err error) {
+// results are as Reserve's, and day is the day (State.Date) the
+// reservations were counted in; settle them with Settlement.DayOnly and
+// that Day.
+func (g *Gate) ReserveDay(ctx context.Context, now time.Time, ests []Estimate) (n int, day string, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
-		return 0, 0, "", nil
+		return 0, "", 0, "", nil
 	}
 	if sg, ok := g.server(); ok {
 		own, _, zone := g.conf()
 		n, wait, why, seen, err := sg.reserve(ctx, now, zone, own, 0, ests, true)
 		if err != nil {
-			return 0, 0, "", err
+			return 0, "", 0, "", err
 		}
 		g.saw(now, seen)
-		return n, wait, why, nil
+		return n, seen.Date, wait, why, nil
 	}
 	err = g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		n, wait, why = 0, 0, ""
 		advance(s, l, now, zone)
+		day = s.Date
 		for _, e := range ests {
 			dayOnly := Limits{TPD: l.TPD, DailyCost: l.DailyCost}
 			if wait, why, _, _ = room(s, dayOnly, 0, e, now); wait > 0 {
@@ -38,7 +41,7 @@ func (g *Gate) ReserveDay(ctx context.Context, now time.Time, ests []Estimate) (
 		return nil
 	})
 	if err != nil {
-		return 0, 0, "", err
+		return 0, "", 0, "", err
 	}
-	return n, wait, why, nil
+	return n, day, wait, why, nil
 }

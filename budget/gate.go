@@ -417,6 +417,12 @@ type Settlement struct {
 	// DayOnly settles a reservation of ReserveDay: the minute buckets were
 	// never charged, so nothing goes back to them.
 	DayOnly bool
+	// Day is the day (State.Date) ReserveDay counted the estimate in: it
+	// goes back only while the day counters are still that day's, however
+	// long ago it was reserved (a batch runs for up to a day) and whichever
+	// process started the next day. "" is the day this update finds, unless
+	// this update starts a new one: a reservation of moments ago.
+	Day string
 }
 
 // Settle applies settlements in one Store.Update. The day's tokens and
@@ -440,7 +446,11 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 		sameDay := !advance(s, l, now, zone)
 		var entries []LedgerEntry
 		for _, st := range ss {
-			if sameDay {
+			back := sameDay
+			if st.Day != "" {
+				back = st.Day == s.Date
+			}
+			if back {
 				s.TokensWithinDay = max(0, s.TokensWithinDay-st.Est.Tokens)
 				s.CostWithinDay = max(0, s.CostWithinDay-st.Est.Cost)
 			}

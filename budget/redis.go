@@ -258,15 +258,15 @@ func (r *RedisStore) settle(ctx context.Context, now time.Time, zone *time.Locat
 		return 0
 	}
 	for _, s := range ss {
-		args = append(args, s.Est.Tokens, pico(s.Est.Cost), flag(s.Sent), flag(s.DayOnly), s.Tokens, pico(s.Cost))
+		args = append(args, s.Est.Tokens, pico(s.Est.Cost), flag(s.Sent), flag(s.DayOnly), s.Tokens, pico(s.Cost), s.Day)
 	}
 	for _, s := range ss {
 		if s.Entry != nil {
-			b, err := json.Marshal(s.Entry)
+			b, err := s.Entry.appendJSON(nil)
 			if err != nil {
 				return Seen{}, fmt.Errorf("ledger entry: %w", err)
 			}
-			args = append(args, b)
+			args = append(args, b[:len(b)-1]) // a stream entry: no newline
 		}
 	}
 	res, err := r.settleScript.Run(ctx, r.c, []string{r.state, r.ledger}, args...).Slice()

@@ -83,6 +83,7 @@ type step struct {
 // result is what a step returns that a caller sees.
 type result struct {
 	N     int
+	Day   string // ReserveDay's
 	Wait  time.Duration
 	Why   Reason
 	Newly Reason
@@ -96,7 +97,7 @@ func run(ctx context.Context, g *Gate, st Store, now time.Time, s step) result {
 	case s.reserve != nil:
 		r.N, r.Wait, r.Why, err = g.Reserve(ctx, now, s.reserve)
 	case s.day != nil:
-		r.N, r.Wait, r.Why, err = g.ReserveDay(ctx, now, s.day)
+		r.N, r.Day, r.Wait, r.Why, err = g.ReserveDay(ctx, now, s.day)
 	case s.settle != nil:
 		err = g.Settle(ctx, now, s.settle)
 	case s.sync != nil:
@@ -437,6 +438,19 @@ func parityCases() []parityCase {
 			{at: time.Hour, day: []Estimate{{Tokens: 5000}}},
 			{at: time.Hour, settle: []Settlement{{Est: Estimate{Tokens: 900, Cost: Dollar / 4}, DayOnly: true, Sent: true, Tokens: 900, Cost: Dollar / 4}}},
 		}},
+		// A Batch API reservation settled the next day: its estimate
+		// goes back only from its own day's counters.
+		{"day only across midnight", Limits{TPD: 100000}, 0, nil, late, []step{
+			{at: 0, day: []Estimate{{Tokens: 5000, Cost: Dollar}}},
+			{at: time.Hour, reserve: ones(1, 10)},
+			{at: time.Hour, settle: []Settlement{{Est: Estimate{Tokens: 5000, Cost: Dollar}, DayOnly: true, Sent: true, Tokens: 3000, Cost: Dollar / 2, Day: "2026-11-22"}}},
+			{at: time.Hour, day: []Estimate{{Tokens: 700}}},
+			{at: time.Hour + ms, settle: []Settlement{{Est: Estimate{Tokens: 700}, DayOnly: true, Sent: true, Tokens: 500, Day: "2026-11-23"}}},
+			{at: 2 * time.Hour, settle: []Settlement{{Est: Estimate{Tokens: 10}, Sent: true, Tokens: 4}}},
+			// The first update of the day after: an estimate of no day
+			// is not taken from it.
+			{at: 26 * time.Hour, settle: []Settlement{{Sent: true, Tokens: 50}, {Est: Estimate{Tokens: 10}, Sent: true, Tokens: 4}}},
+		}},
 		// (c) a model without a price under a dollar limit.
 		{"cost unknown", Limits{DailyCost: Dollar}, 0, nil, t0, []step{
 			{at: 0, reserve: []Estimate{{Tokens: 1, Cost: 1}, {Tokens: 1, CostUnknown: true}}},
@@ -487,6 +501,8 @@ func TestRedisParityCatchesChanges(t *testing.T) {
 		{"if s.date == today then", "if false then"},
 		{"if s.day_ends - now > MAX_DAY then", "if false then"},
 		{"and ARGV[i + 3] ~= '1'", ""},
+		{"(day ~= '' and day == s.date)", "(day ~= '')"},
+		{"(day == '' and same)", "(day == '')"},
 		{"    s.tday = s.tday + tok\n    s.cday = cadd(s.cday, c)\n", "    s.tday = s.tday + tok\n    s.cday = cadd(s.cday, c)\n    s.rmin = s.rmin + 1\n"},
 		{"local dl = {rpm = 0, tpm = 0,", "local dl = {rpm = l.rpm, tpm = l.tpm,"},
 		{"roomy(s.rmin, l.rpm)", "true"},
@@ -528,8 +544,9 @@ func TestRedisParityRandom(t *testing.T) {
 	var steps []step
 	var at time.Duration
 	type open struct {
-		e   Estimate
-		day bool
+		e    Estimate
+		day  bool
+		date string // the host's date when it was reserved
 	}
 	var opened []open
 	estimates := func() []Estimate {
@@ -554,20 +571,25 @@ func TestRedisParityRandom(t *testing.T) {
 			ests := estimates()
 			steps = append(steps, step{at: at, reserve: ests})
 			for _, e := range ests {
-				opened = append(opened, open{e, false})
+				opened = append(opened, open{e, false, ""})
 			}
 		case k < 66:
 			ests := estimates()
 			steps = append(steps, step{at: at, day: ests})
 			for _, e := range ests {
-				opened = append(opened, open{e, true})
+				opened = append(opened, open{e, true, start.Add(at).Format(time.DateOnly)})
 			}
 		case k < 84 && len(opened) > 0:
 			n := 1 + rng.IntN(len(opened))
 			var ss []Settlement
 			for _, o := range opened[:n] {
 				used := rng.Int64N(o.e.Tokens + 1)
-				ss = append(ss, Settlement{Est: o.e, Sent: rng.IntN(4) > 0, Tokens: used, Cost: Cost(used * 300), DayOnly: o.day})
+				st := Settlement{Est: o.e, Sent: rng.IntN(4) > 0, Tokens: used, Cost: Cost(used * 300), DayOnly: o.day}
+				if o.day {
+					// The day it was counted in, another or none.
+					st.Day = []string{"", o.date, "2026-11-22", "2026-11-23"}[rng.IntN(4)]
+				}
+				ss = append(ss, st)
 			}
 			opened = opened[n:]
 			steps = append(steps, step{at: at, settle: ss})

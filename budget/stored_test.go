@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLimitsCeil(t *testing.T) {
@@ -97,9 +98,9 @@ func TestFlagTightensStoredLimit(t *testing.T) {
 func TestReserveDay(t *testing.T) {
 	m := new(MemStore)
 	g := exactGate(m, Limits{RPM: 1, TPM: 10, TPD: 1000})
-	n, _, why, err := g.ReserveDay(context.Background(), t0, ones(20, 60))
-	if err != nil || n != 16 || why != DayTokens {
-		t.Fatalf("ReserveDay(20 × 60) under tpd 1000, rpm 1 = %d, %q, %v; want 16, %q", n, why, err, DayTokens)
+	n, day, _, why, err := g.ReserveDay(context.Background(), t0, ones(20, 60))
+	if err != nil || n != 16 || why != DayTokens || day != t0.Format(time.DateOnly) {
+		t.Fatalf("ReserveDay(20 × 60) under tpd 1000, rpm 1 = %d, day %q, %q, %v; want 16, %q, %q", n, day, why, err, t0.Format(time.DateOnly), DayTokens)
 	}
 	s := m.State()
 	if s.TokensWithinDay != 960 || s.RequestsWithinMin != 0 || s.TokensWithinMin != 0 {
@@ -111,5 +112,39 @@ func TestReserveDay(t *testing.T) {
 	}
 	if s := m.State(); s.TokensWithinDay != 865 || s.RequestsWithinMin != 0 {
 		t.Errorf("after settling one line at 25 tokens and one unsent: day %d, minute requests %v; want 865, 0", s.TokensWithinDay, s.RequestsWithinMin)
+	}
+}
+
+// A Batch API reservation goes back from the day it was counted in, and
+// only from that day: a batch collected after midnight, once another
+// update has started the new day, takes nothing from the new day's
+// counters, and one collected the same day gives its estimate back.
+func TestSettleDay(t *testing.T) {
+	ctx := context.Background()
+	m := new(MemStore)
+	g := exactGate(m, Limits{TPD: 100000})
+	late := time.Date(2026, 11, 22, 23, 0, 0, 0, time.Local)
+	_, day, _, _, err := g.ReserveDay(ctx, late, ones(1, 5000))
+	if err != nil || day != "2026-11-22" {
+		t.Fatalf("ReserveDay at %v = day %q, %v; want 2026-11-22", late, day, err)
+	}
+	// Another process's request starts the next day first.
+	next := late.Add(2 * time.Hour)
+	if err := g.Settle(ctx, next, []Settlement{{Est: Estimate{Tokens: 10}, Sent: true, Tokens: 40}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Settle(ctx, next, []Settlement{{Est: Estimate{Tokens: 5000}, DayOnly: true, Sent: true, Tokens: 3000, Day: day}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.State(); s.TokensWithinDay != 3040 {
+		t.Errorf("the next day after a batch of yesterday's settled: %d tokens, want 3040 (its 3000 and the 40 of today's request; nothing taken back)", s.TokensWithinDay)
+	}
+	// The same day, the estimate goes back.
+	_, day, _, _, _ = g.ReserveDay(ctx, next, ones(1, 5000))
+	if err := g.Settle(ctx, next.Add(time.Hour), []Settlement{{Est: Estimate{Tokens: 5000}, DayOnly: true, Sent: true, Tokens: 1000, Day: day}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.State(); s.TokensWithinDay != 4040 {
+		t.Errorf("after a batch reserved and settled today: %d tokens, want 4040", s.TokensWithinDay)
 	}
 }

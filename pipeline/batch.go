@@ -143,12 +143,16 @@ type tbatch struct {
 	seqs      []int32          // its lines, in the order of its file
 	byCustom  map[string]int32 // a claimed batch's custom_ids → slots
 	est       budget.Estimate  // what its submission reserved of the day
+	day       string           // the day (budget.State.Date) est was reserved in
 	tokens    int64            // its input tokens, enqueued while it runs
 	submitted time.Time
 	claimed   bool // from the journal (--resume)
 	collected bool // the journal says its results are in the ledger already
-	limitWait int  // times it was refused for the enqueued-token limit with nothing of ours running
-	creates   int  // batches created of its file: a refused one is created again
+	// settled are the entries the ledger holds of it already: an earlier
+	// run collected that many of its results before it was stopped.
+	settled   int
+	limitWait int // times it was refused for the enqueued-token limit with nothing of ours running
+	creates   int // batches created of its file: a refused one is created again
 
 	// The poller's.
 	status   string

@@ -93,6 +93,7 @@ type collector struct {
 	lines    int   // results read
 	broken   error // a file could not be read to its end
 	heads    *heads
+	skipped  int // settlements an earlier run made (b.settled) and this one skipped
 	started  time.Time
 }
 
@@ -141,9 +142,6 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 				}
 			}
 		}
-		if err := c.flush(ctx); err != nil {
-			return out, err
-		}
 		// Lines in neither file: submitted again, unless someone
 		// cancelled the batch on purpose, or the files could not be read.
 		for _, seq := range b.seqs {
@@ -168,9 +166,17 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 		}
 	}
 	if !b.collected && c.broken == nil {
-		if err := releaseDay(ctx, r, b.est, b.submitted); err != nil {
-			return out, err
+		// The reservation goes back in the same update as the batch's
+		// last results (add keeps the last back), so that a run stopped
+		// between two updates has either settled both or neither.
+		if rel, ok := release(r, b.est, b.day, b.submitted); ok {
+			c.settle = append(c.settle, rel)
 		}
+	}
+	if err := c.flush(ctx); err != nil {
+		return out, err
+	}
+	if !b.collected && c.broken == nil {
 		if err := c.journalCollected(j); err != nil {
 			return out, err
 		}
@@ -305,6 +311,9 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 		if local != nil {
 			return nil
 		}
+		if err == nil {
+			err = blocks.err
+		}
 		return err
 	})
 	if local != nil {
@@ -321,7 +330,8 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 type blockReader struct {
 	br   *bufio.Reader
 	eof  bool
-	last int // the bytes of the last block
+	err  error // the read that ended the blocks early
+	last int   // the bytes of the last block
 }
 
 // Blocks hold this many lines, or a line and more up to this many bytes.
@@ -330,7 +340,10 @@ const (
 	blockBytes = 1 << 20
 )
 
-// next is a source of blocks for orderedMap.
+// next is a source of blocks for orderedMap. A read that fails ends the
+// blocks after the whole lines before it, and leaves its error in r.err
+// for the caller once they are applied: a download broken off late keeps
+// what it had, and starting it again skips that.
 func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
 	var blocks [][]byte
 	for len(blocks) < n && !r.eof {
@@ -349,7 +362,10 @@ func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
 				break
 			}
 			if err != nil {
-				return nil, err
+				r.err = err
+				block = block[:bytes.LastIndexByte(block, '\n')+1] // whole lines only
+				r.eof = true
+				break
 			}
 			lines++
 		}
@@ -688,15 +704,25 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	return o
 }
 
-// add queues a settlement, and applies the queue when it is long.
+// add queues a settlement, and applies the queue when it is long. The
+// last one queued always waits for the final flush, with the release of
+// the batch's reservation. Results an earlier run settled (the ledger's
+// entries of this batch; they come first, as a file does not change) are
+// not settled again.
 func (c *collector) add(ctx context.Context, st budget.Settlement) error {
 	if c.b.collected {
 		return nil // settled when it was first collected
 	}
-	c.settle = append(c.settle, st)
-	if len(c.settle) >= 1024 {
-		return c.flush(ctx)
+	if c.skipped < c.b.settled {
+		c.skipped++
+		return nil
 	}
+	if len(c.settle) >= 1024 {
+		if err := c.flush(ctx); err != nil {
+			return err
+		}
+	}
+	c.settle = append(c.settle, st)
 	return nil
 }
 

@@ -53,6 +53,7 @@ type chunk struct {
 	bytes  int64
 	tokens int64 // input tokens, as the API counts what it enqueues
 	est    budget.Estimate
+	day    string // the day est was reserved in
 }
 
 // refused is a batch the API refused for the enqueued-token limit, waiting
@@ -266,6 +267,9 @@ func (s *submitter) endInput(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := s.settledBefore(ctx); err != nil {
+		return err
+	}
 	for i := range s.claims.count() {
 		b := s.claimed[int32(i)]
 		if b == nil {
@@ -279,6 +283,33 @@ func (s *submitter) endInput(ctx context.Context) error {
 	s.t.mu.Lock()
 	s.t.ended = true
 	s.t.mu.Unlock()
+	return nil
+}
+
+// settledBefore asks the ledger how many results of each claimed batch
+// not yet collected in full an earlier run settled, before a signal, a
+// kill or a broken download stopped it: collecting counts only the rest.
+func (s *submitter) settledBefore(ctx context.Context) error {
+	ids := map[string]bool{}
+	var since time.Time
+	for _, b := range s.claimed {
+		if b.collected {
+			continue
+		}
+		ids[b.id] = true
+		if since.IsZero() || b.submitted.Before(since) {
+			since = b.submitted
+		}
+	}
+	n, err := s.r.cfg.Gate.BatchEntries(ctx, since, ids)
+	if err != nil {
+		return &Error{Code: ExitConfig, Err: fmt.Errorf("read the ledger: %w", err)}
+	}
+	for _, b := range s.claimed {
+		if b.settled = n[b.id]; b.settled > 0 {
+			s.r.cfg.Log.Info("results of a journalled batch already in the ledger", "batch", b.id, "results", b.settled)
+		}
+	}
 	return nil
 }
 
@@ -312,7 +343,7 @@ func (s *submitter) claim(seq int32, c claim) {
 		jb := s.claims.batches[c.batch]
 		b = &tbatch{
 			id: jb.BatchID, inputFile: jb.InputFileID, endpoint: jb.Endpoint, model: jb.Model, chunk: jb.Chunk,
-			byCustom: map[string]int32{}, est: budget.Estimate{Tokens: jb.EstTokens, Cost: jb.EstCost},
+			byCustom: map[string]int32{}, est: budget.Estimate{Tokens: jb.EstTokens, Cost: jb.EstCost}, day: jb.Day,
 			tokens: jb.InputTokens, submitted: jb.Time, claimed: true, collected: jb.Collected,
 		}
 		s.claimed[c.batch] = b
@@ -385,11 +416,12 @@ func (s *submitter) submitReady(ctx context.Context) error {
 func (s *submitter) reserve(ctx context.Context, c *chunk) (bool, error) {
 	r := s.r
 	now := r.cfg.Clock.Now()
-	n, wait, why, err := r.cfg.Gate.ReserveDay(ctx, now, []budget.Estimate{c.est})
+	n, day, wait, why, err := r.cfg.Gate.ReserveDay(ctx, now, []budget.Estimate{c.est})
 	if err != nil {
 		return false, &Error{Code: ExitConfig, Err: err}
 	}
 	if n == 1 {
+		c.day = day
 		s.warned = ""
 		return true, nil
 	}
@@ -419,7 +451,7 @@ func (s *submitter) wait(d time.Duration) {
 func (s *submitter) submit(ctx context.Context, c *chunk) error {
 	r := s.r
 	s.chunks++
-	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, seqs: c.seqs, est: c.est, tokens: c.tokens}
+	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, seqs: c.seqs, est: c.est, day: c.day, tokens: c.tokens}
 	name := fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk)
 	f, ok := r.apiCall(ctx, "upload", true, func(ctx context.Context) error {
 		id, err := s.api.upload(ctx, c.f.Name(), name)
@@ -429,7 +461,7 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 	c.f.Close()
 	os.Remove(c.f.Name())
 	if !ok {
-		if err := releaseDay(ctx, r, b.est, r.cfg.Clock.Now()); err != nil {
+		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
 		}
 		if r.stop.signal.Err() != nil {
@@ -446,7 +478,7 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	r := s.r
 	if r.stop.signal.Err() != nil {
-		if err := releaseDay(ctx, r, b.est, r.cfg.Clock.Now()); err != nil {
+		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
 		}
 		return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
@@ -482,7 +514,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		bo, ok = s.made(ctx, b, meta)
 	}
 	if !ok {
-		if err := releaseDay(ctx, r, b.est, r.cfg.Clock.Now()); err != nil {
+		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
 		}
 		if r.stop.signal.Err() != nil {
@@ -494,7 +526,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	rec := JournalRecord{
 		Event: EventSubmitted, Time: b.submitted, BatchID: b.id, Run: s.runID, Chunk: b.chunk,
 		Endpoint: b.endpoint, Model: b.model, InputFileID: b.inputFile, Lines: len(b.seqs),
-		EstTokens: b.est.Tokens, EstCost: b.est.Cost, InputTokens: b.tokens, Items: items,
+		EstTokens: b.est.Tokens, EstCost: b.est.Cost, Day: b.day, InputTokens: b.tokens, Items: items,
 	}
 	line, err := json.Marshal(rec)
 	if err != nil {
@@ -653,26 +685,37 @@ func (s *submitter) refusedBatch(ctx context.Context, b *tbatch, msg string) err
 // reserved.
 func (s *submitter) giveUp(ctx context.Context, b *tbatch, seqs []int32, typ, msg string, status int) error {
 	if !b.collected {
-		if err := releaseDay(ctx, s.r, b.est, b.submitted); err != nil {
+		if err := releaseDay(ctx, s.r, b.est, b.day, b.submitted); err != nil {
 			return err
 		}
 	}
 	return s.failSeqs(seqs, typ, msg, status, b.id)
 }
 
-// releaseDay gives back a reservation of the day's budget made at
+// releaseDay gives back a reservation of the day's budget made on day at
 // reserved, unless the day it was made in has ended, and its counters
 // with it.
-func releaseDay(ctx context.Context, r *runner, est budget.Estimate, reserved time.Time) error {
-	now := r.cfg.Clock.Now()
-	if est == (budget.Estimate{}) || !sameDay(reserved, now) {
+func releaseDay(ctx context.Context, r *runner, est budget.Estimate, day string, reserved time.Time) error {
+	st, ok := release(r, est, day, reserved)
+	if !ok {
 		return nil
 	}
-	err := r.cfg.Gate.Settle(ctx, now, []budget.Settlement{{Est: est, DayOnly: true}})
-	if err != nil {
+	if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), []budget.Settlement{st}); err != nil {
 		return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
 	}
 	return nil
+}
+
+// release is the settlement that gives back a reservation of the day's
+// budget made on day at reserved, if there is one to give back: the
+// budget gives it back only while its counters are that day's, as every
+// process sharing it reckons the day (GPTBATCH_DAY_TZ). A journal from
+// before days were recorded has none: then the local date decides.
+func release(r *runner, est budget.Estimate, day string, reserved time.Time) (budget.Settlement, bool) {
+	if est == (budget.Estimate{}) || day == "" && !sameDay(reserved, r.cfg.Clock.Now()) {
+		return budget.Settlement{}, false
+	}
+	return budget.Settlement{Est: est, DayOnly: true, Day: day}, true
 }
 
 // sameDay reports whether a and b fall on the same local day.

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
@@ -67,6 +70,11 @@ func classify(a attempt, key string, now time.Time) failure {
 	case errors.Is(a.err, context.DeadlineExceeded):
 		f.typ, f.msg, f.verdict = jsonl.ErrNetwork, "timed out", retry
 		return f
+	case f.status >= 200 && f.status < 300 && cutOff(a.err):
+		// The server said yes and the connection broke before the answer
+		// was whole: a transport failure, as a drop before it is.
+		f.typ, f.msg, f.verdict = jsonl.ErrNetwork, "the answer was cut off: "+a.err.Error(), retry
+		return f.redact(key)
 	case f.status >= 200 && f.status < 300:
 		// The server said yes and then sent something that is not an answer.
 		f.typ, f.msg, f.verdict = jsonl.ErrServer, "unreadable response: "+a.err.Error(), retry
@@ -89,6 +97,13 @@ func classify(a attempt, key string, now time.Time) failure {
 		f.typ, f.verdict = jsonl.ErrAPI, giveUp
 	}
 	return f.redact(key)
+}
+
+// cutOff reports whether err is a body read that the connection ended
+// early: fewer bytes than the server announced, or a reset or timeout.
+func cutOff(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.As(err, &ne)
 }
 
 // keyPattern matches API keys, whole or masked, as error messages quote

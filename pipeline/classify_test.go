@@ -2,11 +2,14 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,7 +59,9 @@ func TestClassify(t *testing.T) {
 		{"401", attempt{err: apiErr(401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-proj-****mnop.")}, jsonl.ErrAPI, halt},
 		{"timeout", attempt{err: fmt.Errorf("post: %w", context.DeadlineExceeded)}, jsonl.ErrNetwork, retry},
 		{"dial", attempt{err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, jsonl.ErrNetwork, retry},
-		{"bad body", attempt{err: errors.New("unexpected EOF"), reply: reply{status: 200}}, jsonl.ErrServer, retry},
+		{"bad body", attempt{err: &json.SyntaxError{}, reply: reply{status: 200}}, jsonl.ErrServer, retry},
+		{"cut body", attempt{err: fmt.Errorf("read: %w", io.ErrUnexpectedEOF), reply: reply{status: 200}}, jsonl.ErrNetwork, retry},
+		{"reset mid-body", attempt{err: &net.OpError{Op: "read", Err: syscall.ECONNRESET}, reply: reply{status: 200}}, jsonl.ErrNetwork, retry},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

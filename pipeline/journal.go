@@ -42,6 +42,7 @@ type JournalRecord struct {
 	Lines       int         `json:"lines,omitempty"`
 	EstTokens   int64       `json:"est_tokens,omitempty"`
 	EstCost     budget.Cost `json:"est_cost_usd,omitempty"`
+	Day         string      `json:"day,omitempty"`          // the budget's day the estimate was reserved in
 	InputTokens int64       `json:"input_tokens,omitempty"` // what it enqueues
 	// Items are the lines the batch holds: their custom_id and a hash of
 	// what was sent, so that --resume claims exactly the lines whose

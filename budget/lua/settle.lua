@@ -1,16 +1,19 @@
 -- settle.lua: gate.go's Settle, and the ledger entries appended to the
 -- stream KEYS[2] (trimmed to the last keep_ms). ARGV from A: keep_ms count,
--- then est_tokens est_cost sent day_only tokens cost of each settlement,
--- then the ledger entries' JSON. Returns seen.
+-- then est_tokens est_cost sent day_only tokens cost day of each
+-- settlement, then the ledger entries' JSON. Returns seen.
 local keep, count = tonumber(ARGV[A]), tonumber(ARGV[A + 1])
 local now = now_us()
 local s = load()
 local same = not advance(s, limits(s), now)
 local first = A + 2
-local last = first + 6 * count - 1
-for i = first, last, 6 do
+local last = first + 7 * count - 1
+for i = first, last, 7 do
   local est_tok, est_cost = tonumber(ARGV[i]), cost(ARGV[i + 1])
-  if same then
+  -- The estimate goes back from the day it was counted in, if it is
+  -- still the counters' day; without a day, from this update's day.
+  local day = ARGV[i + 6]
+  if (day == '' and same) or (day ~= '' and day == s.date) then
     s.tday = math.max(0, s.tday - est_tok)
     s.cday = csub(s.cday, est_cost)
   end

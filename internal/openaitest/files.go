@@ -120,6 +120,9 @@ func (x *exchange) serveFiles() bool {
 		x.w.Header().Set("Content-Type", "application/octet-stream")
 		x.w.Header().Set("Content-Disposition", `attachment; filename="`+f.name+`"`)
 		x.outcome = succeeded
+		if at, ok := x.s.takeCut(f.data); ok {
+			x.writeCut(len(f.data), f.data[:at])
+		}
 		x.write(http.StatusOK, f.data)
 	case id != "" && sub == "" && r.Method == http.MethodDelete:
 		s := x.s

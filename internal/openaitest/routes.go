@@ -57,6 +57,7 @@ type ext struct {
 	enqueued    map[string]int // tokens of the unfinished batches, by model
 	createsLost int            // of BatchConfig.LoseCreates
 	batchStats  BatchStats
+	cut         downloadCut
 }
 
 // endpoint returns the counts of path. It requires s.mu held.
