@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -727,5 +729,178 @@ func TestViaBatchResumeCountsOnce(t *testing.T) {
 	}
 	if tokens, _ := state.DayUsed(clk.Now()); tokens != st.PromptTokens+st.CompletionTokens {
 		t.Errorf("usage.md: %d tokens used today, the API counted %d: the reservation and each answer settled once", tokens, st.PromptTokens+st.CompletionTokens)
+	}
+}
+
+// TestBatchesRecover: a run interrupted while its batches are in progress
+// loses its journal; `gptbatch batches recover` rebuilds it from the API's
+// batches and their input files, exactly as submission recorded it, so
+// that the same command with --resume answers every line once without
+// submitting a batch again, and the ledger counts each answer once. A
+// batch collected before, whose input file is deleted, is named and not
+// rebuilt; a dry run writes nothing; a second recovery recovers nothing.
+func TestBatchesRecover(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 9, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	journal := filepath.Join(g.dir, "usage.batches.jsonl")
+
+	// An earlier run, collected in full: its input file is deleted.
+	const earlier = 3
+	var early strings.Builder
+	for i := range earlier {
+		fmt.Fprintf(&early, `{"id":"e%d","prompt":"an earlier line %d"}`+"\n", i, i)
+	}
+	if _, stderr, code := g.run(onClock(context.Background(), clk), early.String(), "--via", "batch"); code != 0 {
+		t.Fatalf("earlier run: exit status = %d, want 0; stderr: %s", code, stderr)
+	}
+
+	in := simpleLines(40)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	defer cancel()
+	out, stderr, code := g.runUntil(ctx, cancel, in, "chunk=2", append(args, "--verbose")...)
+	if code != 130 {
+		t.Fatalf("interrupted run: exit status = %d, want 130; stderr: %s", code, stderr)
+	}
+	prev := filepath.Join(g.dir, "out.jsonl")
+	if err := os.WriteFile(prev, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	created := srv.BatchStats().Created
+
+	// What submission journalled, then the journal is lost.
+	journalled, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(journalled) != created {
+		t.Fatalf("%d batches journalled, the fake made %d", len(journalled), created)
+	}
+	if err := os.Remove(journal); err != nil {
+		t.Fatal(err)
+	}
+	inputs := map[string]bool{}
+	for _, id := range srv.FileIDs("batch") {
+		inputs[id] = true
+	}
+	type submitted struct {
+		Event, BatchID, Run, Endpoint, Model, InputFileID string
+		Chunk, Lines                                      int
+		Items                                             []pipeline.JournalItem
+	}
+	of := func(b *pipeline.JournalBatch) submitted {
+		return submitted{b.Event, b.BatchID, b.Run, b.Endpoint, b.Model, b.InputFileID, b.Chunk, b.Lines, b.Items}
+	}
+	var want []submitted
+	var deleted []string
+	for _, b := range journalled {
+		if inputs[b.InputFileID] {
+			want = append(want, of(b))
+		} else {
+			deleted = append(deleted, b.BatchID)
+		}
+	}
+	if len(want) == 0 || want[len(want)-1].BatchID != journalled[len(journalled)-1].BatchID || len(deleted) == 0 {
+		t.Fatalf("batches with their input file: %v, without: %v; want the last one submitted among the first, the earlier run's among the others", want, deleted)
+	}
+
+	// Not through --quiet: the summary is on stderr.
+	loud := slices.DeleteFunc(slices.Clone(g.args), func(a string) bool { return a == "--quiet" })
+	recoverJournal := func(flags ...string) (string, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(context.Background(), slices.Concat(loud, []string{"batches", "recover"}, flags), strings.NewReader(""), &out, &errb)
+		if code != 0 {
+			t.Fatalf("batches recover %v: exit status = %d, want 0; stderr: %s", flags, code, errb.String())
+		}
+		return out.String(), errb.String()
+	}
+	ids := func(out string) []string {
+		var ids []string
+		for l := range strings.Lines(out) {
+			ids = append(ids, strings.Fields(l)[0])
+		}
+		return ids
+	}
+	var wantIDs []string
+	for _, w := range want {
+		wantIDs = append(wantIDs, w.BatchID)
+	}
+
+	dryOut, dryErr := recoverJournal("--dry-run")
+	if _, err := os.Stat(journal); !os.IsNotExist(err) {
+		t.Errorf("batches recover --dry-run: the journal exists (%v), want nothing written", err)
+	}
+	if got := ids(dryOut); !slices.Equal(got, wantIDs) || !strings.Contains(dryErr, fmt.Sprintf("would recover %s", batchesOf(len(want)))) {
+		t.Errorf("batches recover --dry-run = %v, %q, want %v, and that it would recover them", got, dryErr, wantIDs)
+	}
+
+	rout, rerr := recoverJournal()
+	if got := ids(rout); !slices.Equal(got, wantIDs) {
+		t.Errorf("batches recover = %v, want %v, oldest first", got, wantIDs)
+	}
+	summary := fmt.Sprintf("recovered %s into %s; the same command with --resume collects them; %d could not be", batchesOf(len(want)), journal, len(deleted))
+	if !strings.Contains(rerr, summary) {
+		t.Errorf("batches recover: stderr %q, want %q", rerr, summary)
+	}
+	for _, id := range deleted {
+		if !strings.Contains(rerr, "batch "+id) || !strings.Contains(rerr, "was deleted") {
+			t.Errorf("batches recover: stderr %q does not say %s's input file was deleted", rerr, id)
+		}
+	}
+	rebuilt, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []submitted
+	for _, b := range rebuilt {
+		got = append(got, of(b))
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rebuilt journal = %+v\nwant what was submitted: %+v", got, want)
+	}
+	written, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out2, err2 := recoverJournal()
+	if again, _ := os.ReadFile(journal); out2 != "" || !strings.Contains(err2, "recovered 0 batches") || !bytes.Equal(again, written) {
+		t.Errorf("second batches recover = %q, %q, journal changed: %v; want nothing recovered", out2, err2, !bytes.Equal(again, written))
+	}
+
+	out3, stderr3, code3 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", prev)...)
+	if code3 != 0 {
+		t.Errorf("resumed run: exit status = %d, want 0; stderr: %s", code3, stderr3)
+	}
+	done := map[string]int{}
+	for _, r := range append(parseResults(t, out), parseResults(t, out3)...) {
+		if r.Error == nil {
+			done[r.ID]++
+		}
+	}
+	for i := range 40 {
+		if id := fmt.Sprint("q", i); done[id] != 1 {
+			t.Errorf("%s answered %d times over both runs, want once", id, done[id])
+		}
+	}
+	st := srv.BatchStats()
+	if st.Created != created || st.Lines != 40+earlier {
+		t.Errorf("after recover and --resume: %d batches created, %d lines answered, want still %d and %d: nothing submitted again", st.Created, st.Lines, created, 40+earlier)
+	}
+	uout, _, _ := g.run(context.Background(), "", "usage", "--today", "--json")
+	var rep struct {
+		Total struct {
+			Succeeded    int64 `json:"succeeded"`
+			PromptTokens int64 `json:"prompt_tokens"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(uout), &rep); err != nil {
+		t.Fatalf("usage --json: %v: %s", err, uout)
+	}
+	if rep.Total.Succeeded != 40+earlier || rep.Total.PromptTokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens, want %d and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, 40+earlier, st.PromptTokens)
 	}
 }
