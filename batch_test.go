@@ -382,18 +382,8 @@ func TestViaBatchInterruptAndResume(t *testing.T) {
 	if st.Created != created || st.Lines != 40 {
 		t.Errorf("after --resume: %d batches created, %d lines answered, want still %d and 40: nothing submitted again", st.Created, st.Lines, created)
 	}
-	uout, _, _ := g.run(context.Background(), "", "usage", "--today", "--json")
-	var rep struct {
-		Total struct {
-			Succeeded    int64 `json:"succeeded"`
-			PromptTokens int64 `json:"prompt_tokens"`
-		} `json:"total"`
-	}
-	if err := json.Unmarshal([]byte(uout), &rep); err != nil {
-		t.Fatalf("usage --json: %v: %s", err, uout)
-	}
-	if rep.Total.Succeeded != 40 || rep.Total.PromptTokens != st.PromptTokens {
-		t.Errorf("ledger: %d succeeded, %d prompt tokens, want 40 and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, st.PromptTokens)
+	if n, tokens := todayTotal(t, g); n != 40 || tokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens, want 40 and %d: each answer counted once", n, tokens, st.PromptTokens)
 	}
 }
 
@@ -440,21 +430,8 @@ func TestViaBatchLostCreates(t *testing.T) {
 			if st.Created != 3 || st.Lines != 30 {
 				t.Errorf("BatchStats = %d created, %d lines answered, want 3 and 30: no batch made twice", st.Created, st.Lines)
 			}
-			uout, uerr, ucode := g.run(ctx, "", "usage", "--today", "--json")
-			if ucode != 0 {
-				t.Fatalf("usage: exit %d: %s", ucode, uerr)
-			}
-			var rep struct {
-				Total struct {
-					Succeeded    int64 `json:"succeeded"`
-					PromptTokens int64 `json:"prompt_tokens"`
-				} `json:"total"`
-			}
-			if err := json.Unmarshal([]byte(uout), &rep); err != nil {
-				t.Fatalf("usage --json: %v: %s", err, uout)
-			}
-			if rep.Total.Succeeded != 30 || rep.Total.PromptTokens != st.PromptTokens {
-				t.Errorf("ledger: %d succeeded, %d prompt tokens, want 30 and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, st.PromptTokens)
+			if n, tokens := todayTotal(t, g); n != 30 || tokens != st.PromptTokens {
+				t.Errorf("ledger: %d succeeded, %d prompt tokens, want 30 and %d: each answer counted once", n, tokens, st.PromptTokens)
 			}
 		})
 	}
@@ -829,12 +806,24 @@ func TestBatchesRecover(t *testing.T) {
 		wantIDs = append(wantIDs, w.BatchID)
 	}
 
-	dryOut, dryErr := recoverJournal("--dry-run")
+	dryOut, dryErr := recoverJournal("--dry-run", "--json", "--since", "720h")
 	if _, err := os.Stat(journal); !os.IsNotExist(err) {
 		t.Errorf("batches recover --dry-run: the journal exists (%v), want nothing written", err)
 	}
-	if got := ids(dryOut); !slices.Equal(got, wantIDs) || !strings.Contains(dryErr, fmt.Sprintf("would recover %s", batchesOf(len(want)))) {
-		t.Errorf("batches recover --dry-run = %v, %q, want %v, and that it would recover them", got, dryErr, wantIDs)
+	var dry []string
+	dec := json.NewDecoder(strings.NewReader(dryOut))
+	for dec.More() {
+		var r batchRow
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("batches recover --dry-run --json: %v: %s", err, dryOut)
+		}
+		if r.Lines != 20 || r.Run != want[0].Run || r.Model != "gpt-4o-mini" {
+			t.Errorf("batches recover --dry-run --json: %+v, want 20 lines of gpt-4o-mini of %s", r, want[0].Run)
+		}
+		dry = append(dry, r.ID)
+	}
+	if !slices.Equal(dry, wantIDs) || !strings.Contains(dryErr, fmt.Sprintf("would recover %s", batchesOf(len(want)))) {
+		t.Errorf("batches recover --dry-run = %v, %q, want %v, and that it would recover them", dry, dryErr, wantIDs)
 	}
 
 	rout, rerr := recoverJournal()
@@ -890,17 +879,27 @@ func TestBatchesRecover(t *testing.T) {
 	if st.Created != created || st.Lines != 40+earlier {
 		t.Errorf("after recover and --resume: %d batches created, %d lines answered, want still %d and %d: nothing submitted again", st.Created, st.Lines, created, 40+earlier)
 	}
-	uout, _, _ := g.run(context.Background(), "", "usage", "--today", "--json")
+	if n, tokens := todayTotal(t, g); n != 40+earlier || tokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens, want %d and %d: each answer counted once", n, tokens, 40+earlier, st.PromptTokens)
+	}
+}
+
+// todayTotal is what `gptbatch usage --today --json` counts: the answers
+// that succeeded and their prompt tokens.
+func todayTotal(t *testing.T, g *gb) (succeeded, promptTokens int64) {
+	t.Helper()
+	out, stderr, code := g.run(context.Background(), "", "usage", "--today", "--json")
+	if code != 0 {
+		t.Fatalf("usage --today --json: exit %d: %s", code, stderr)
+	}
 	var rep struct {
 		Total struct {
 			Succeeded    int64 `json:"succeeded"`
 			PromptTokens int64 `json:"prompt_tokens"`
 		} `json:"total"`
 	}
-	if err := json.Unmarshal([]byte(uout), &rep); err != nil {
-		t.Fatalf("usage --json: %v: %s", err, uout)
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("usage --today --json: %v: %s", err, out)
 	}
-	if rep.Total.Succeeded != 40+earlier || rep.Total.PromptTokens != st.PromptTokens {
-		t.Errorf("ledger: %d succeeded, %d prompt tokens, want %d and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, 40+earlier, st.PromptTokens)
-	}
+	return rep.Total.Succeeded, rep.Total.PromptTokens
 }

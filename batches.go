@@ -101,6 +101,20 @@ func (r *runCmd) journalPath() (string, error) {
 	return path, nil
 }
 
+// journalAPI is the batch journal beside the usage file, and a client of
+// the Batch API with the run's key.
+func (r *runCmd) journalAPI() (string, *pipeline.BatchAPI, error) {
+	path, err := r.journalPath()
+	if err != nil {
+		return "", nil, usageError(err)
+	}
+	key, err := apiKey(r.APIKeyFile)
+	if err != nil {
+		return "", nil, usageError(err)
+	}
+	return path, pipeline.NewBatchAPI(r.BaseURL, key), nil
+}
+
 // batchRow is a journalled batch as `gptbatch batches` shows it.
 type batchRow struct {
 	ID        string    `json:"id"`
@@ -196,13 +210,9 @@ func age(d time.Duration) string {
 
 // run cancels the batches named, and journals each cancellation.
 func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
-	path, err := r.journalPath()
+	path, api, err := r.journalAPI()
 	if err != nil {
-		return usageError(err)
-	}
-	key, err := apiKey(r.APIKeyFile)
-	if err != nil {
-		return usageError(err)
+		return err
 	}
 	known := map[string]bool{}
 	bs, err := pipeline.ReadJournal(path, time.Time{}, false)
@@ -217,7 +227,6 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer)
 		return usageError(err)
 	}
 	defer j.Close()
-	api := pipeline.NewBatchAPI(r.BaseURL, key)
 	var failed []string
 	for _, id := range c.IDs {
 		b, err := api.Cancel(ctx, id)
@@ -254,15 +263,10 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 	if c.Days <= 0 {
 		return usageError(fmt.Errorf("--within must be positive, not %s", c.Days))
 	}
-	path, err := r.journalPath()
+	path, api, err := r.journalAPI()
 	if err != nil {
-		return usageError(err)
+		return err
 	}
-	key, err := apiKey(r.APIKeyFile)
-	if err != nil {
-		return usageError(err)
-	}
-	api := pipeline.NewBatchAPI(r.BaseURL, key)
 	rs, rerr := pipeline.RecoverJournal(ctx, api, path, time.Now().Add(-c.Days), !r.DryRun)
 	enc := json.NewEncoder(stdout)
 	var lost []string
