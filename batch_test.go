@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -381,18 +383,8 @@ func TestViaBatchInterruptAndResume(t *testing.T) {
 	if st.Created != created || st.Lines != 40 {
 		t.Errorf("after --resume: %d batches created, %d lines answered, want still %d and 40: nothing submitted again", st.Created, st.Lines, created)
 	}
-	uout, _, _ := g.run(context.Background(), "", "usage", "--today", "--json")
-	var rep struct {
-		Total struct {
-			Succeeded    int64 `json:"succeeded"`
-			PromptTokens int64 `json:"prompt_tokens"`
-		} `json:"total"`
-	}
-	if err := json.Unmarshal([]byte(uout), &rep); err != nil {
-		t.Fatalf("usage --json: %v: %s", err, uout)
-	}
-	if rep.Total.Succeeded != 40 || rep.Total.PromptTokens != st.PromptTokens {
-		t.Errorf("ledger: %d succeeded, %d prompt tokens, want 40 and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, st.PromptTokens)
+	if n, tokens := todayTotal(t, g); n != 40 || tokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens, want 40 and %d: each answer counted once", n, tokens, st.PromptTokens)
 	}
 }
 
@@ -439,21 +431,8 @@ func TestViaBatchLostCreates(t *testing.T) {
 			if st.Created != 3 || st.Lines != 30 {
 				t.Errorf("BatchStats = %d created, %d lines answered, want 3 and 30: no batch made twice", st.Created, st.Lines)
 			}
-			uout, uerr, ucode := g.run(ctx, "", "usage", "--today", "--json")
-			if ucode != 0 {
-				t.Fatalf("usage: exit %d: %s", ucode, uerr)
-			}
-			var rep struct {
-				Total struct {
-					Succeeded    int64 `json:"succeeded"`
-					PromptTokens int64 `json:"prompt_tokens"`
-				} `json:"total"`
-			}
-			if err := json.Unmarshal([]byte(uout), &rep); err != nil {
-				t.Fatalf("usage --json: %v: %s", err, uout)
-			}
-			if rep.Total.Succeeded != 30 || rep.Total.PromptTokens != st.PromptTokens {
-				t.Errorf("ledger: %d succeeded, %d prompt tokens, want 30 and %d: each answer counted once", rep.Total.Succeeded, rep.Total.PromptTokens, st.PromptTokens)
+			if n, tokens := todayTotal(t, g); n != 30 || tokens != st.PromptTokens {
+				t.Errorf("ledger: %d succeeded, %d prompt tokens, want 30 and %d: each answer counted once", n, tokens, st.PromptTokens)
 			}
 		})
 	}
@@ -759,4 +738,199 @@ func TestViaBatchHungCalls(t *testing.T) {
 	if st := srv.BatchStats(); st.Created != 1 {
 		t.Errorf("%d batches created, want 1", st.Created)
 	}
+}
+
+// TestBatchesRecover: a run interrupted while its batches are in progress
+// loses its journal; `gptbatch batches recover` rebuilds it from the API's
+// batches and their input files, exactly as submission recorded it, so
+// that the same command with --resume answers every line once without
+// submitting a batch again, and the ledger counts each answer once. A
+// batch collected before, whose input file is deleted, is named and not
+// rebuilt; a dry run writes nothing; a second recovery recovers nothing.
+func TestBatchesRecover(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 9, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	journal := filepath.Join(g.dir, "usage.batches.jsonl")
+
+	// An earlier run, collected in full: its input file is deleted.
+	const earlier = 3
+	var early strings.Builder
+	for i := range earlier {
+		fmt.Fprintf(&early, `{"id":"e%d","prompt":"an earlier line %d"}`+"\n", i, i)
+	}
+	if _, stderr, code := g.run(onClock(context.Background(), clk), early.String(), "--via", "batch"); code != 0 {
+		t.Fatalf("earlier run: exit status = %d, want 0; stderr: %s", code, stderr)
+	}
+
+	in := simpleLines(40)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	defer cancel()
+	out, stderr, code := g.runUntil(ctx, cancel, in, "chunk=2", append(args, "--verbose")...)
+	if code != 130 {
+		t.Fatalf("interrupted run: exit status = %d, want 130; stderr: %s", code, stderr)
+	}
+	prev := filepath.Join(g.dir, "out.jsonl")
+	if err := os.WriteFile(prev, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	created := srv.BatchStats().Created
+
+	// What submission journalled, then the journal is lost.
+	journalled, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(journalled) != created {
+		t.Fatalf("%d batches journalled, the fake made %d", len(journalled), created)
+	}
+	if err := os.Remove(journal); err != nil {
+		t.Fatal(err)
+	}
+	inputs := map[string]bool{}
+	for _, id := range srv.FileIDs("batch") {
+		inputs[id] = true
+	}
+	type submitted struct {
+		Event, BatchID, Run, Endpoint, Model, InputFileID string
+		Chunk, Lines                                      int
+		Items                                             []pipeline.JournalItem
+	}
+	of := func(b *pipeline.JournalBatch) submitted {
+		return submitted{b.Event, b.BatchID, b.Run, b.Endpoint, b.Model, b.InputFileID, b.Chunk, b.Lines, b.Items}
+	}
+	var want []submitted
+	var deleted []string
+	for _, b := range journalled {
+		if inputs[b.InputFileID] {
+			want = append(want, of(b))
+		} else {
+			deleted = append(deleted, b.BatchID)
+		}
+	}
+	if len(want) == 0 || want[len(want)-1].BatchID != journalled[len(journalled)-1].BatchID || len(deleted) == 0 {
+		t.Fatalf("batches with their input file: %v, without: %v; want the last one submitted among the first, the earlier run's among the others", want, deleted)
+	}
+
+	// Not through --quiet: the summary is on stderr.
+	loud := slices.DeleteFunc(slices.Clone(g.args), func(a string) bool { return a == "--quiet" })
+	recoverJournal := func(flags ...string) (string, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(context.Background(), slices.Concat(loud, []string{"batches", "recover"}, flags), strings.NewReader(""), &out, &errb)
+		if code != 0 {
+			t.Fatalf("batches recover %v: exit status = %d, want 0; stderr: %s", flags, code, errb.String())
+		}
+		return out.String(), errb.String()
+	}
+	ids := func(out string) []string {
+		var ids []string
+		for l := range strings.Lines(out) {
+			ids = append(ids, strings.Fields(l)[0])
+		}
+		return ids
+	}
+	var wantIDs []string
+	for _, w := range want {
+		wantIDs = append(wantIDs, w.BatchID)
+	}
+
+	dryOut, dryErr := recoverJournal("--dry-run", "--json", "--since", "720h")
+	if _, err := os.Stat(journal); !os.IsNotExist(err) {
+		t.Errorf("batches recover --dry-run: the journal exists (%v), want nothing written", err)
+	}
+	var dry []string
+	dec := json.NewDecoder(strings.NewReader(dryOut))
+	for dec.More() {
+		var r batchRow
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("batches recover --dry-run --json: %v: %s", err, dryOut)
+		}
+		if r.Lines != 20 || r.Run != want[0].Run || r.Model != "gpt-4o-mini" {
+			t.Errorf("batches recover --dry-run --json: %+v, want 20 lines of gpt-4o-mini of %s", r, want[0].Run)
+		}
+		dry = append(dry, r.ID)
+	}
+	if !slices.Equal(dry, wantIDs) || !strings.Contains(dryErr, fmt.Sprintf("would recover %s", batchesOf(len(want)))) {
+		t.Errorf("batches recover --dry-run = %v, %q, want %v, and that it would recover them", dry, dryErr, wantIDs)
+	}
+
+	rout, rerr := recoverJournal()
+	if got := ids(rout); !slices.Equal(got, wantIDs) {
+		t.Errorf("batches recover = %v, want %v, oldest first", got, wantIDs)
+	}
+	summary := fmt.Sprintf("recovered %s into %s; the same command with --resume collects them; %d could not be", batchesOf(len(want)), journal, len(deleted))
+	if !strings.Contains(rerr, summary) {
+		t.Errorf("batches recover: stderr %q, want %q", rerr, summary)
+	}
+	for _, id := range deleted {
+		if !strings.Contains(rerr, "batch "+id) || !strings.Contains(rerr, "was deleted") {
+			t.Errorf("batches recover: stderr %q does not say %s's input file was deleted", rerr, id)
+		}
+	}
+	rebuilt, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []submitted
+	for _, b := range rebuilt {
+		got = append(got, of(b))
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rebuilt journal = %+v\nwant what was submitted: %+v", got, want)
+	}
+	written, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out2, err2 := recoverJournal()
+	if again, _ := os.ReadFile(journal); out2 != "" || !strings.Contains(err2, "recovered 0 batches") || !bytes.Equal(again, written) {
+		t.Errorf("second batches recover = %q, %q, journal changed: %v; want nothing recovered", out2, err2, !bytes.Equal(again, written))
+	}
+
+	out3, stderr3, code3 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", prev)...)
+	if code3 != 0 {
+		t.Errorf("resumed run: exit status = %d, want 0; stderr: %s", code3, stderr3)
+	}
+	done := map[string]int{}
+	for _, r := range append(parseResults(t, out), parseResults(t, out3)...) {
+		if r.Error == nil {
+			done[r.ID]++
+		}
+	}
+	for i := range 40 {
+		if id := fmt.Sprint("q", i); done[id] != 1 {
+			t.Errorf("%s answered %d times over both runs, want once", id, done[id])
+		}
+	}
+	st := srv.BatchStats()
+	if st.Created != created || st.Lines != 40+earlier {
+		t.Errorf("after recover and --resume: %d batches created, %d lines answered, want still %d and %d: nothing submitted again", st.Created, st.Lines, created, 40+earlier)
+	}
+	if n, tokens := todayTotal(t, g); n != 40+earlier || tokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens, want %d and %d: each answer counted once", n, tokens, 40+earlier, st.PromptTokens)
+	}
+}
+
+// todayTotal is what `gptbatch usage --today --json` counts: the answers
+// that succeeded and their prompt tokens.
+func todayTotal(t *testing.T, g *gb) (succeeded, promptTokens int64) {
+	t.Helper()
+	out, stderr, code := g.run(context.Background(), "", "usage", "--today", "--json")
+	if code != 0 {
+		t.Fatalf("usage --today --json: exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Total struct {
+			Succeeded    int64 `json:"succeeded"`
+			PromptTokens int64 `json:"prompt_tokens"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("usage --today --json: %v: %s", err, out)
+	}
+	return rep.Total.Succeeded, rep.Total.PromptTokens
 }

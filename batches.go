@@ -18,8 +18,9 @@ import (
 // batchesCmd lists the batches --via batch journalled beside the usage
 // file, and cancels them.
 type batchesCmd struct {
-	List   batchesListCmd   `cmd:"" default:"withargs" help:"List the journalled batches with their live status (the default)."`
-	Cancel batchesCancelCmd `cmd:"" help:"Cancel batches: they stop, and what they answered so far is kept."`
+	List    batchesListCmd    `cmd:"" default:"withargs" help:"List the journalled batches with their live status (the default)."`
+	Cancel  batchesCancelCmd  `cmd:"" help:"Cancel batches: they stop, and what they answered so far is kept."`
+	Recover batchesRecoverCmd `cmd:"" help:"Rebuild a lost journal from the API's list of batches: record again each batch gptbatch made that the journal lacks, so that --resume collects it (--dry-run: only show them)."`
 }
 
 type batchesListCmd struct {
@@ -29,6 +30,11 @@ type batchesListCmd struct {
 
 type batchesCancelCmd struct {
 	IDs []string `arg:"" name:"id" help:"Batch ids (batch_...)."`
+}
+
+type batchesRecoverCmd struct {
+	JSON bool          `name:"json" help:"Write one JSON object a recovered batch instead of a line."`
+	Days time.Duration `name:"within" aliases:"since" default:"720h" help:"Only batches created within this long (default 30 days, as long as the API keeps their files)."`
 }
 
 // batchConfig fills in what --via batch needs: the journal beside the
@@ -93,6 +99,20 @@ func (r *runCmd) journalPath() (string, error) {
 	}
 	path, _ = budget.JournalPathFor(path)
 	return path, nil
+}
+
+// journalAPI is the batch journal beside the usage file, and a client of
+// the Batch API with the run's key.
+func (r *runCmd) journalAPI() (string, *pipeline.BatchAPI, error) {
+	path, err := r.journalPath()
+	if err != nil {
+		return "", nil, usageError(err)
+	}
+	key, err := apiKey(r.APIKeyFile)
+	if err != nil {
+		return "", nil, usageError(err)
+	}
+	return path, pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout), nil
 }
 
 // batchRow is a journalled batch as `gptbatch batches` shows it.
@@ -190,13 +210,9 @@ func age(d time.Duration) string {
 
 // run cancels the batches named, and journals each cancellation.
 func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
-	path, err := r.journalPath()
+	path, api, err := r.journalAPI()
 	if err != nil {
-		return usageError(err)
-	}
-	key, err := apiKey(r.APIKeyFile)
-	if err != nil {
-		return usageError(err)
+		return err
 	}
 	known := map[string]bool{}
 	bs, err := pipeline.ReadJournal(path, time.Time{}, false)
@@ -211,7 +227,6 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer)
 		return usageError(err)
 	}
 	defer j.Close()
-	api := pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout)
 	var failed []string
 	for _, id := range c.IDs {
 		b, err := api.Cancel(ctx, id)
@@ -235,4 +250,82 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer)
 		return fmt.Errorf("could not cancel %s", strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// run appends to the journal a submitted record for each batch gptbatch
+// made that the API lists and the journal lacks, rebuilt from its input
+// file; with --dry-run it only shows them. A batch whose input file was
+// deleted cannot be rebuilt, and is named on stderr: gptbatch deletes the
+// file once it has collected the batch, so its answers were most likely
+// delivered. The exit status is 1 if a batch could not be rebuilt for
+// another reason (a download failed): running it again tries again.
+func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer) error {
+	if c.Days <= 0 {
+		return usageError(fmt.Errorf("--within must be positive, not %s", c.Days))
+	}
+	path, api, err := r.journalAPI()
+	if err != nil {
+		return err
+	}
+	rs, rerr := pipeline.RecoverJournal(ctx, api, path, time.Now().Add(-c.Days), !r.DryRun)
+	enc := json.NewEncoder(stdout)
+	var lost []string
+	retry := false
+	for _, rc := range rs {
+		b, rec := rc.Batch, rc.Record
+		if rc.Err != nil {
+			why := rc.Err.Error()
+			if errors.Is(rc.Err, pipeline.ErrInputDeleted) {
+				why = fmt.Sprintf("its input file %s was deleted (gptbatch deletes it once it has collected the batch), so --resume cannot know its lines", b.InputFileID)
+			} else {
+				retry = true
+			}
+			fmt.Fprintf(stderr, "gptbatch: batch %s (%s#%d, %s) cannot be recovered: %s\n", b.ID, rec.Run, rec.Chunk, b.Status, why)
+			lost = append(lost, b.ID)
+			continue
+		}
+		row := batchRow{
+			ID: b.ID, Status: b.Status, Model: rec.Model, Endpoint: rec.Endpoint, Lines: rec.Lines, Submitted: rec.Time,
+			Run: rec.Run, Chunk: rec.Chunk, Completed: b.RequestCounts.Completed, Failed: b.RequestCounts.Failed, Total: b.RequestCounts.Total,
+		}
+		if c.JSON {
+			err = enc.Encode(row)
+		} else {
+			_, err = fmt.Fprintf(stdout, "%s %s %s %d lines %s#%d\n", row.ID, row.Status, row.Model, row.Lines, row.Run, row.Chunk)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if rerr != nil {
+		return rerr
+	}
+	if !r.Quiet {
+		n := len(rs) - len(lost)
+		msg := fmt.Sprintf("recovered %s into %s", batchesOf(n), path)
+		if r.DryRun {
+			msg = fmt.Sprintf("would recover %s into %s (--dry-run: nothing written)", batchesOf(n), path)
+		} else if n > 0 {
+			msg += "; the same command with --resume collects them"
+		}
+		if len(rs) == 0 {
+			msg += fmt.Sprintf(": the journal has every batch gptbatch made within %s", age(c.Days))
+		}
+		if len(lost) > 0 {
+			msg += fmt.Sprintf("; %d could not be: %s", len(lost), strings.Join(lost, ", "))
+		}
+		fmt.Fprintf(stderr, "gptbatch: %s\n", msg)
+	}
+	if retry {
+		return &exitError{code: exitFailed}
+	}
+	return nil
+}
+
+// batchesOf is "1 batch" or "n batches".
+func batchesOf(n int) string {
+	if n == 1 {
+		return "1 batch"
+	}
+	return fmt.Sprintf("%d batches", n)
 }

@@ -20,7 +20,7 @@ type cli struct {
 	Run     struct{}         `cmd:"" default:"1" hidden:"" help:"Send the batch on stdin (the default)."`
 	Usage   usageCmd         `cmd:"" help:"Report what has been spent, from the ledger beside the usage file."`
 	Limits  limitsCmd        `cmd:"" help:"Show, set (limits set --daily-cost 5) or clear the limits stored with the shared budget, which every run obeys."`
-	Batches batchesCmd       `cmd:"" help:"List or cancel the Batch API batches recorded beside the usage file (--via batch)."`
+	Batches batchesCmd       `cmd:"" help:"List, cancel or recover the Batch API batches recorded beside the usage file (--via batch)."`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 }
 

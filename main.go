@@ -137,6 +137,8 @@ func runTTY(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		err = c.Batches.List.run(ctx, &c.runCmd, stdout)
 	case "batches cancel <id>":
 		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout)
+	case "batches recover":
+		err = c.Batches.Recover.run(ctx, &c.runCmd, stdout, stderr)
 	default:
 		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}

@@ -1,0 +1,182 @@
+package pipeline
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/gptbatch/gptbatch/budget"
+)
+
+// A lost journal is rebuilt from the API: every batch gptbatch creates is
+// tagged with its run and chunk (gptbatch_run, gptbatch_chunk), and its
+// input file holds each line's custom_id, url and exact body, from which
+// the journal's items are computed again as submission computed them.
+
+// ErrInputDeleted says that a batch's input file no longer exists: the
+// lines it holds cannot be known, so --resume cannot claim them.
+var ErrInputDeleted = errors.New("its input file was deleted")
+
+// Recovered is a batch gptbatch made that the API lists and the journal
+// does not record.
+type Recovered struct {
+	// Batch is the batch as the API listed it.
+	Batch openai.Batch
+	// Record is its submitted record as rebuilt, without its items.
+	Record JournalRecord
+	// Err says why it could not be rebuilt (ErrInputDeleted, or a
+	// download or its lines failed); nil if it was.
+	Err error
+}
+
+// RecoverJournal rebuilds what the journal at path lost: each batch the
+// API lists as created since since, tagged by gptbatch and not in the
+// journal, gets its submitted record again from its input file, so that
+// --resume collects it instead of submitting its lines again. With write
+// false it only says what it would append. The records are appended
+// oldest first, as they were submitted: --resume claims a line from the
+// batch journalled last, the one a line submitted again was answered in.
+func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.Time, write bool) ([]Recovered, error) {
+	bs, err := ReadJournal(path, time.Time{}, false)
+	if err != nil {
+		return nil, &Error{Code: ExitConfig, Err: err}
+	}
+	known := make(map[string]bool, len(bs))
+	for _, b := range bs {
+		known[b.BatchID] = true
+	}
+	lost, err := api.untracked(ctx, since, known)
+	if err != nil {
+		return nil, &Error{Code: ExitFailed, Err: err}
+	}
+	var j *budget.Journal
+	defer func() {
+		if j != nil {
+			j.Close()
+		}
+	}()
+	out := make([]Recovered, 0, len(lost))
+	for i := len(lost) - 1; i >= 0; i-- {
+		bo := lost[i]
+		rec, rerr := api.rebuild(ctx, bo)
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		if rerr == nil && write {
+			if j == nil {
+				if j, err = budget.OpenJournal(path, 0o600); err != nil {
+					return out, &Error{Code: ExitConfig, Err: err}
+				}
+			}
+			line, err := json.Marshal(rec)
+			if err != nil {
+				return out, &Error{Code: ExitFailed, Err: err}
+			}
+			if err := j.Append(line); err != nil {
+				return out, &Error{Code: ExitFailed, Err: err}
+			}
+		}
+		// A batch of 50,000 lines has 50,000 items: keep none of them.
+		rec.Items = nil
+		out = append(out, Recovered{Batch: bo, Record: rec, Err: rerr})
+	}
+	return out, nil
+}
+
+// untracked are the batches created since since, newest first, that
+// gptbatch tagged and known does not hold.
+func (a *BatchAPI) untracked(ctx context.Context, since time.Time, known map[string]bool) ([]openai.Batch, error) {
+	var out []openai.Batch
+	after := ""
+	for {
+		page, err := a.list(ctx, after, 100)
+		if err != nil {
+			f := callFailure(err, a.key, time.Now())
+			return nil, fmt.Errorf("list the batches: %s", f.msg)
+		}
+		for _, bo := range page.Data {
+			// The list is newest first: the rest are older still.
+			if time.Unix(int64(bo.CreatedAt), 0).Before(since) {
+				return out, nil
+			}
+			if run, _ := bo.Metadata["gptbatch_run"].(string); run != "" && !known[bo.ID] {
+				out = append(out, bo)
+			}
+		}
+		if !page.HasMore || page.LastID == "" {
+			return out, nil
+		}
+		after = page.LastID
+	}
+}
+
+// rebuild is the submitted record of bo, from its tags and its input
+// file, streamed: the file may be 200 MB.
+func (a *BatchAPI) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord, error) {
+	run, _ := bo.Metadata["gptbatch_run"].(string)
+	chunk, _ := bo.Metadata["gptbatch_chunk"].(string)
+	// The estimate the batch reserved of the day's budget is not known,
+	// so it is left 0 and --resume gives nothing back for the batch: a
+	// reservation still held stays counted until its day ends (the
+	// budget errs toward spending less), and one given back when the
+	// batch was collected before the journal was lost is not given back
+	// twice. The input tokens are left 0 too: counting them means
+	// tokenizing the whole file.
+	rec := JournalRecord{
+		Event: EventSubmitted, Time: time.Unix(int64(bo.CreatedAt), 0), BatchID: bo.ID, Run: run,
+		Endpoint: string(bo.Endpoint), InputFileID: bo.InputFileID,
+	}
+	rec.Chunk, _ = strconv.Atoi(chunk)
+	body, err := a.content(ctx, bo.InputFileID)
+	if err != nil {
+		f := callFailure(err, a.key, time.Now())
+		if f.status == http.StatusNotFound {
+			return rec, ErrInputDeleted
+		}
+		return rec, fmt.Errorf("input file %s: %s", bo.InputFileID, f.msg)
+	}
+	defer body.Close()
+	dec := json.NewDecoder(bufio.NewReaderSize(body, 256<<10))
+	for n := 1; ; n++ {
+		// Body is the exact bytes sent, as submission hashed them.
+		var l struct {
+			CustomID string          `json:"custom_id"`
+			URL      string          `json:"url"`
+			Body     json.RawMessage `json:"body"`
+		}
+		err := dec.Decode(&l)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return rec, fmt.Errorf("input file %s: line %d: %w", bo.InputFileID, n, err)
+		}
+		if l.CustomID == "" || l.URL == "" || len(l.Body) == 0 {
+			return rec, fmt.Errorf("input file %s: line %d: not a batch request line", bo.InputFileID, n)
+		}
+		if n == 1 {
+			// The API takes one endpoint and one model a file.
+			var m struct {
+				Model string `json:"model"`
+			}
+			if err := json.Unmarshal(l.Body, &m); err != nil {
+				return rec, fmt.Errorf("input file %s: line %d: body: %w", bo.InputFileID, n, err)
+			}
+			rec.Endpoint, rec.Model = l.URL, m.Model
+		}
+		rec.Items = append(rec.Items, JournalItem{CustomID: l.CustomID, Hash: lineHash(l.URL, l.Body)})
+	}
+	if len(rec.Items) == 0 {
+		return rec, fmt.Errorf("input file %s: no lines", bo.InputFileID)
+	}
+	rec.Lines = len(rec.Items)
+	return rec, nil
+}

@@ -1,0 +1,177 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
+)
+
+// TestRecoverJournal: RecoverJournal pages through the batches the API
+// lists, newest first, down to since, and rebuilds those gptbatch tagged
+// that the journal lacks, oldest first, from their input files: endpoint,
+// model, lines, and items hashing each line's exact body as submission
+// does. A batch without tags, one journalled, one older than since are
+// left alone; one whose input file was deleted says so; a dry run writes
+// nothing.
+func TestRecoverJournal(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	setNow := func(t time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		now = t
+	}
+	srv := openaitest.New(openaitest.Config{Now: clock, Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+	defer srv.Close()
+	api := NewBatchAPI(srv.URL(), "sk-test", 0)
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "usage.batches.jsonl")
+
+	type line struct{ url, body string }
+	// newBatch creates a batch of lines tagged with run and chunk (none if run
+	// is ""), and says what its journal record should be.
+	n := 0
+	newBatch := func(run string, chunk int, lines ...line) (openai.Batch, JournalRecord) {
+		t.Helper()
+		n++
+		file := filepath.Join(dir, fmt.Sprintf("in-%d.jsonl", n))
+		var data []byte
+		rec := JournalRecord{Event: EventSubmitted, Run: run, Chunk: chunk, Endpoint: lines[0].url, Lines: len(lines)}
+		for i, l := range lines {
+			id := "line-" + strconv.Itoa(i+1)
+			data = append(data, fmt.Sprintf(`{"custom_id":%q,"method":"POST","url":%q,"body":%s}`+"\n", id, l.url, l.body)...)
+			rec.Items = append(rec.Items, JournalItem{CustomID: id, Hash: lineHash(l.url, []byte(l.body))})
+		}
+		var m struct{ Model string }
+		if err := json.Unmarshal([]byte(lines[0].body), &m); err != nil {
+			t.Fatal(err)
+		}
+		rec.Model = m.Model
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fileID, err := api.upload(ctx, file, filepath.Base(file))
+		if err != nil {
+			t.Fatalf("upload: %v", err)
+		}
+		var meta map[string]any
+		if run != "" {
+			meta = map[string]any{"gptbatch_run": run, "gptbatch_chunk": strconv.Itoa(chunk), "gptbatch_create": "1"}
+		}
+		bo, err := api.create(ctx, fileID, lines[0].url, meta)
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		rec.BatchID, rec.InputFileID, rec.Time = bo.ID, fileID, time.Unix(int64(bo.CreatedAt), 0)
+		return bo, rec
+	}
+	chat := func(s string) line {
+		// Spaces and key order as the user wrote them: the hash is of
+		// the bytes sent.
+		return line{"/v1/chat/completions", `{"model":"gpt-4o-mini", "messages":[{"role":"user","content":` + strconv.Quote(s) + `}],"temperature":0}`}
+	}
+	embed := func(s string) line {
+		return line{"/v1/embeddings", `{"input":` + strconv.Quote(s) + `,"model":"text-embedding-3-small"}`}
+	}
+
+	newBatch("run-old", 1, chat("too old"))
+	setNow(now.Add(40 * 24 * time.Hour))
+	since := now.Add(-30 * 24 * time.Hour)
+	var want []JournalRecord
+	// More than a page of 100.
+	for c := 1; c <= 101; c++ {
+		if c == 50 {
+			newBatch("", 0, chat("not gptbatch's"))
+		}
+		if c == 60 {
+			_, rec := newBatch("run-b", 1, chat("journalled"))
+			line, _ := json.Marshal(rec)
+			j, err := budget.OpenJournal(path, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := j.Append(line); err != nil {
+				t.Fatal(err)
+			}
+			j.Close()
+		}
+		ls := []line{chat(fmt.Sprint("q", c)), chat(fmt.Sprint("r", c))}
+		if c%2 == 0 {
+			ls = []line{embed(fmt.Sprint("e", c))}
+		}
+		_, rec := newBatch("run-a", c, ls...)
+		want = append(want, rec)
+	}
+	gone, _ := newBatch("run-c", 1, chat("collected"))
+	if err := api.deleteFile(ctx, gone.InputFileID); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, write := range []bool{false, true} {
+		rs, err := RecoverJournal(ctx, api, path, since, write)
+		if err != nil {
+			t.Fatalf("RecoverJournal(write %v): %v", write, err)
+		}
+		if len(rs) != len(want)+1 {
+			t.Fatalf("RecoverJournal(write %v): %d batches, want %d", write, len(rs), len(want)+1)
+		}
+		for i, w := range want {
+			got := rs[i]
+			w.Items = nil
+			if got.Err != nil || !reflect.DeepEqual(got.Record, w) {
+				t.Errorf("RecoverJournal(write %v)[%d] = %+v, %v; want %+v", write, i, got.Record, got.Err, w)
+			}
+		}
+		if last := rs[len(rs)-1]; last.Batch.ID != gone.ID || !errors.Is(last.Err, ErrInputDeleted) {
+			t.Errorf("RecoverJournal(write %v): last = %s, %v; want %s, %v", write, last.Batch.ID, last.Err, gone.ID, ErrInputDeleted)
+		}
+		if !write {
+			if after, _ := os.ReadFile(path); string(after) != string(before) {
+				t.Errorf("RecoverJournal(write false) changed the journal")
+			}
+		}
+	}
+	bs, err := ReadJournal(path, time.Time{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []JournalRecord
+	for _, b := range bs[1:] { // after run-b's, journalled before
+		got = append(got, b.JournalRecord)
+	}
+	for i := range got {
+		// The journal's time is read back in local time.
+		got[i].Time = got[i].Time.UTC()
+		want[i].Time = want[i].Time.UTC()
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("journal after RecoverJournal:\n%+v\nwant\n%+v", got, want)
+	}
+	rs, err := RecoverJournal(ctx, api, path, since, true)
+	if err != nil || len(rs) != 1 || rs[0].Batch.ID != gone.ID {
+		t.Errorf("RecoverJournal again = %+v, %v; want only %s, which cannot be", rs, err, gone.ID)
+	}
+}
