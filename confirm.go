@@ -19,11 +19,16 @@ func (r *runCmd) confirm(ctx context.Context, tty io.ReadWriter, cfg pipeline.Co
 	s := cfg.Stats
 	lines := s.Lines.Load()
 	now := time.Now()
-	// What the budget holds now, as the gate last saw it.
+	// What the budget holds now: loaded afresh, its day counters are the
+	// budget's own day's, whose end day_ends_at holds (GPTBATCH_DAY_TZ),
+	// whatever the local date is. They count as today's for the estimate.
+	if err := cfg.Gate.Load(ctx, now); err != nil {
+		return err
+	}
 	seen := cfg.Gate.Seen()
-	used := budget.State{Date: seen.Date, TokensWithinDay: seen.TokensWithinDay, CostWithinDay: seen.CostWithinDay, Stored: seen.Stored}
-	if seen.Date != now.Format(time.DateOnly) {
-		used = budget.State{}
+	used := budget.State{
+		Date: seen.Date, DayEndsAt: now.Add(time.Second),
+		TokensWithinDay: seen.TokensWithinDay, CostWithinDay: seen.CostWithinDay, Stored: seen.Stored,
 	}
 	fmt.Fprintf(tty, "gptbatch: %s\ngptbatch: %s\nSend this batch? [y/N] ",
 		pipeline.BatchEstimate(s, cfg, used, now, lines, lines-s.Estimated.Load()), limitSources(cfg.Gate))

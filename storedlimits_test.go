@@ -321,3 +321,42 @@ func TestConfirm(t *testing.T) {
 		})
 	}
 }
+
+// TestConfirmDayZone: --confirm counts what the budget's own day has used
+// (GPTBATCH_DAY_TZ), also when the local date is another.
+func TestConfirmDayZone(t *testing.T) {
+	now := time.Now()
+	var zone string
+	for _, z := range []string{"Etc/GMT-14", "Etc/GMT+12"} {
+		loc, err := time.LoadLocation(z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.In(loc).Format(time.DateOnly) != now.Format(time.DateOnly) {
+			zone = z // one of the two is always on another date
+			break
+		}
+	}
+	t.Setenv("GPTBATCH_DAY_TZ", zone)
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	if _, stderr, code := g.run(context.Background(), prompts(5)); code != 0 {
+		t.Fatalf("first run: exit status %d; stderr: %s", code, stderr)
+	}
+	fs, err := budget.OpenFile(filepath.Join(g.dir, "usage.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := fs.Load(context.Background())
+	if err != nil || st.TokensWithinDay == 0 {
+		t.Fatalf("after the first run: %d tokens used today, %v", st.TokensWithinDay, err)
+	}
+	tty := &fakeTTY{answer: strings.NewReader("n\n")}
+	var out, errb bytes.Buffer
+	args := append(g.args, "--confirm", "--tpd", strconv.FormatInt(st.TokensWithinDay+1, 10))
+	runTTY(context.Background(), args, strings.NewReader(prompts(5)), &out, &errb, func() (io.ReadWriteCloser, error) { return tty, nil })
+	if want := strconv.FormatInt(st.TokensWithinDay, 10) + " already used today"; !strings.Contains(tty.screen.String(), want) {
+		t.Errorf("with GPTBATCH_DAY_TZ=%s the terminal shows %q, want it to say %q", zone, tty.screen.String(), want)
+	}
+}
