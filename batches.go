@@ -34,6 +34,7 @@ type batchesCancelCmd struct {
 
 type batchesRecoverCmd struct {
 	JSON bool          `name:"json" help:"Write one JSON object a recovered batch instead of a line."`
+	All  bool          `name:"all" help:"Also the batches of runs that kept another journal (another usage file, or this one at another path)."`
 	Days time.Duration `name:"within" aliases:"since" default:"720h" help:"Only batches created within this long (default 30 days, as long as the API keeps their files)."`
 }
 
@@ -267,7 +268,7 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	rs, rerr := pipeline.RecoverJournal(ctx, api, path, time.Now().Add(-c.Days), !r.DryRun)
+	rs, rerr := pipeline.RecoverJournal(ctx, api, path, time.Now().Add(-c.Days), !r.DryRun, c.All)
 	enc := json.NewEncoder(stdout)
 	var lost []string
 	retry := false

@@ -38,13 +38,15 @@ type Recovered struct {
 }
 
 // RecoverJournal rebuilds what the journal at path lost: each batch the
-// API lists as created since since, tagged by gptbatch and not in the
-// journal, gets its submitted record again from its input file, so that
+// API lists as created since since, tagged by gptbatch's runs of this
+// journal (JournalTag; with all, of any journal; a batch of a version that
+// did not tag its journal counts as this one's) and not in the journal,
+// gets its submitted record again from its input file, so that
 // --resume collects it instead of submitting its lines again. With write
 // false it only says what it would append. The records are appended
 // oldest first, as they were submitted: --resume claims a line from the
 // batch journalled last, the one a line submitted again was answered in.
-func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.Time, write bool) ([]Recovered, error) {
+func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.Time, write, all bool) ([]Recovered, error) {
 	bs, err := ReadJournal(path, time.Time{}, false)
 	if err != nil {
 		return nil, &Error{Code: ExitConfig, Err: err}
@@ -53,7 +55,11 @@ func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.
 	for _, b := range bs {
 		known[b.BatchID] = true
 	}
-	lost, err := api.untracked(ctx, since, known)
+	tag := JournalTag(path)
+	if all {
+		tag = ""
+	}
+	lost, err := api.untracked(ctx, since, known, tag)
 	if err != nil {
 		return nil, &Error{Code: ExitFailed, Err: err}
 	}
@@ -92,8 +98,9 @@ func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.
 }
 
 // untracked are the batches created since since, newest first, that
-// gptbatch tagged and known does not hold.
-func (a *BatchAPI) untracked(ctx context.Context, since time.Time, known map[string]bool) ([]openai.Batch, error) {
+// gptbatch tagged and known does not hold; with journal, only those of
+// that journal's runs (or of no journal's tag).
+func (a *BatchAPI) untracked(ctx context.Context, since time.Time, known map[string]bool, journal string) ([]openai.Batch, error) {
 	var out []openai.Batch
 	after := ""
 	for {
@@ -107,7 +114,9 @@ func (a *BatchAPI) untracked(ctx context.Context, since time.Time, known map[str
 			if time.Unix(int64(bo.CreatedAt), 0).Before(since) {
 				return out, nil
 			}
-			if run, _ := bo.Metadata["gptbatch_run"].(string); run != "" && !known[bo.ID] {
+			run, _ := bo.Metadata["gptbatch_run"].(string)
+			tag, tagged := bo.Metadata["gptbatch_journal"].(string)
+			if run != "" && !known[bo.ID] && (journal == "" || !tagged || tag == journal) {
 				out = append(out, bo)
 			}
 		}

@@ -75,7 +75,13 @@ func TestRecoverJournal(t *testing.T) {
 		}
 		var meta map[string]any
 		if run != "" {
-			meta = map[string]any{"gptbatch_run": run, "gptbatch_chunk": strconv.Itoa(chunk), "gptbatch_create": "1"}
+			meta = map[string]any{"gptbatch_run": run, "gptbatch_chunk": strconv.Itoa(chunk), "gptbatch_create": "1", "gptbatch_journal": JournalTag(path)}
+		}
+		switch run {
+		case "run-untagged": // made by a version that did not tag its journal
+			delete(meta, "gptbatch_journal")
+		case "run-other": // made by a run of another usage file
+			meta["gptbatch_journal"] = JournalTag(filepath.Join(dir, "other", "usage.batches.jsonl"))
 		}
 		bo, err := api.create(ctx, fileID, lines[0].url, meta)
 		if err != nil {
@@ -102,6 +108,9 @@ func TestRecoverJournal(t *testing.T) {
 		if c == 50 {
 			newBatch("", 0, chat("not gptbatch's"))
 		}
+		if c == 55 {
+			newBatch("run-other", 1, chat("another journal's"))
+		}
 		if c == 60 {
 			_, rec := newBatch("run-b", 1, chat("journalled"))
 			line, _ := json.Marshal(rec)
@@ -118,7 +127,11 @@ func TestRecoverJournal(t *testing.T) {
 		if c%2 == 0 {
 			ls = []line{embed(fmt.Sprint("e", c))}
 		}
-		_, rec := newBatch("run-a", c, ls...)
+		run := "run-a"
+		if c == 101 {
+			run = "run-untagged"
+		}
+		_, rec := newBatch(run, c, ls...)
 		want = append(want, rec)
 	}
 	gone, _ := newBatch("run-c", 1, chat("collected"))
@@ -131,7 +144,7 @@ func TestRecoverJournal(t *testing.T) {
 	}
 
 	for _, write := range []bool{false, true} {
-		rs, err := RecoverJournal(ctx, api, path, since, write)
+		rs, err := RecoverJournal(ctx, api, path, since, write, false)
 		if err != nil {
 			t.Fatalf("RecoverJournal(write %v): %v", write, err)
 		}
@@ -170,8 +183,13 @@ func TestRecoverJournal(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("journal after RecoverJournal:\n%+v\nwant\n%+v", got, want)
 	}
-	rs, err := RecoverJournal(ctx, api, path, since, true)
+	rs, err := RecoverJournal(ctx, api, path, since, true, false)
 	if err != nil || len(rs) != 1 || rs[0].Batch.ID != gone.ID {
 		t.Errorf("RecoverJournal again = %+v, %v; want only %s, which cannot be", rs, err, gone.ID)
+	}
+	// With all, another journal's batch too.
+	rs, err = RecoverJournal(ctx, api, path, since, false, true)
+	if err != nil || len(rs) != 2 || rs[0].Record.Run != "run-other" || rs[0].Err != nil {
+		t.Errorf("RecoverJournal(all) = %+v, %v; want run-other's batch, then %s", rs, err, gone.ID)
 	}
 }

@@ -491,7 +491,10 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	// enqueued-token limit is created again from it, and must never be
 	// taken for the new one.
 	b.creates++
-	meta := map[string]any{"gptbatch_run": s.runID, "gptbatch_chunk": strconv.Itoa(b.chunk), "gptbatch_create": strconv.Itoa(b.creates)}
+	meta := map[string]any{
+		"gptbatch_run": s.runID, "gptbatch_chunk": strconv.Itoa(b.chunk), "gptbatch_create": strconv.Itoa(b.creates),
+		"gptbatch_journal": JournalTag(r.cfg.Batch.Journal),
+	}
 	var bo openai.Batch
 	tries := 0
 	f, ok := r.apiCall(ctx, "create batch", true, func(ctx context.Context) error {

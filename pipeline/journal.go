@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
@@ -189,6 +190,18 @@ func lineHash(url string, body []byte) string {
 	h.Write(body)
 	// 96 bits: no two lines of a journal collide by chance.
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
+}
+
+// JournalTag names the journal at path in the metadata of the batches its
+// runs make (gptbatch_journal), so that rebuilding a lost journal takes
+// back only those, not the batches of another usage file's runs under the
+// same API key: a short hash of the journal's absolute path.
+func JournalTag(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	h := sha256.Sum256([]byte(path))
+	return hex.EncodeToString(h[:6])
 }
 
 // newRunID names a run in the journal and in its batches' metadata.
