@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,4 +176,76 @@ func parseResultsLoose(out string) []result {
 		}
 	}
 	return rs
+}
+
+// TestKill9ViaBatch: a --via batch run killed once its batches are
+// journalled leaves them running; --resume collects them without
+// submitting any again, and the budget and the ledger count each answer
+// once.
+func TestKill9ViaBatch(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+	defer srv.Close()
+	dir := t.TempDir()
+	in := simpleLines(60)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	out := filepath.Join(dir, "out.jsonl")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := command(t, dir, srv.URL(), in, args...)
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// A batch is polled only once it is journalled.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = srv.Wait(ctx, func() bool {
+		ids := srv.BatchIDs()
+		for _, id := range ids {
+			if len(srv.BatchPolls(id)) == 0 {
+				return false
+			}
+		}
+		return len(ids) == 3
+	})
+	if err != nil {
+		t.Fatalf("waiting for 3 batches to be polled: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	f.Close()
+	srv.FinishBatches()
+
+	var out2, errb bytes.Buffer
+	cmd = command(t, dir, srv.URL(), in, append(args, "--resume", out)...)
+	cmd.Stdout, cmd.Stderr = &out2, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("--resume: %v: %s", err, errb.String())
+	}
+	prev, _ := os.ReadFile(out)
+	done := map[string]int{}
+	for _, r := range append(parseResultsLoose(string(prev)), parseResults(t, out2.String())...) {
+		if r.Error == nil {
+			done[r.ID]++
+		}
+	}
+	for i := range 60 {
+		if id := fmt.Sprint("q", i); done[id] != 1 {
+			t.Errorf("%s answered %d times over both runs, want once", id, done[id])
+		}
+	}
+	st := srv.BatchStats()
+	if st.Created != 3 || st.Succeeded != 60 {
+		t.Errorf("the fake: %d batches, %d lines answered; want 3 and 60: nothing submitted again", st.Created, st.Succeeded)
+	}
+	if n := ledgerLines(t, dir); n != 60 {
+		t.Errorf("ledger has %d entries, want 60", n)
+	}
+	if s := readState(t, dir); s.TokensWithinDay != st.PromptTokens+st.CompletionTokens {
+		t.Errorf("tokens_within_day = %d, the API counted %d: each answer once, and the reservations given back", s.TokensWithinDay, st.PromptTokens+st.CompletionTokens)
+	}
 }

@@ -53,3 +53,23 @@ func (s *Server) waitUntil(ctx context.Context, cond func() bool) error {
 		}
 	}
 }
+
+// Wait waits until cond is true, or ctx ends, and returns ctx's error if
+// it did. cond is called, without the server's locks, each time a call
+// has been answered (and once at first): it may read BatchStats,
+// BatchPolls and the like.
+func (s *Server) Wait(ctx context.Context, cond func() bool) error {
+	for {
+		s.mu.Lock()
+		c := s.changes.wait()
+		s.mu.Unlock()
+		if cond() {
+			return nil
+		}
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
