@@ -438,6 +438,50 @@ func TestViaBatchLostCreates(t *testing.T) {
 	}
 }
 
+// TestViaBatchLostUploads: an upload the API stored but whose answer was
+// lost is found and used, before the retry or after the last try: no
+// second copy is uploaded, and no input file of the run is left behind
+// to fill the user's file storage.
+func TestViaBatchLostUploads(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"found before the retry", nil},
+		{"found after the last try", []string{"--retries", "0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newStepClock()
+			// Every chunk's first upload is stored, its answer lost.
+			srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 12, Batch: openaitest.BatchConfig{LoseUploads: 3}})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			ctx := onClock(context.Background(), clk)
+			out, stderr, code := g.run(ctx, simpleLines(30), append([]string{"--via", "batch", "--batch-lines", "10"}, tt.args...)...)
+			if code != 0 {
+				t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
+			}
+			rs := parseResults(t, out)
+			if len(rs) != 30 {
+				t.Fatalf("%d results, want 30", len(rs))
+			}
+			for _, r := range rs {
+				if r.Error != nil || r.BatchID == "" {
+					t.Errorf("%s: error %+v, batch %q, want an answer from a batch", r.ID, r.Error, r.BatchID)
+				}
+			}
+			st := srv.BatchStats()
+			if st.Created != 3 || st.Uploads != 3 {
+				t.Errorf("BatchStats = %d created, %d files uploaded, want 3 and 3: no file uploaded twice", st.Created, st.Uploads)
+			}
+			if ids := srv.FileIDs("batch"); len(ids) != 0 {
+				t.Errorf("FileIDs(batch) after the run = %v, want none: every input file used, and deleted once collected", ids)
+			}
+		})
+	}
+}
+
 // TestBatchesCommand: `gptbatch batches` lists the journalled batches with
 // their live status, and `batches cancel` cancels one.
 func TestBatchesCommand(t *testing.T) {

@@ -8,7 +8,9 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -208,6 +210,56 @@ func (a *BatchAPI) list(ctx context.Context, after string, limit int) (openai.Li
 	ctx, cancel := a.bounded(ctx)
 	defer cancel()
 	return a.oa.ListBatch(ctx, from, &limit)
+}
+
+// fileInfo is what listFiles tells of a file.
+type fileInfo struct {
+	ID       string `json:"id"`
+	Filename string `json:"filename"`
+	Purpose  string `json:"purpose"`
+	Bytes    int64  `json:"bytes"`
+}
+
+// filePage is a page of files.
+type filePage struct {
+	Data    []fileInfo `json:"data"`
+	LastID  string     `json:"last_id"`
+	HasMore bool       `json:"has_more"`
+}
+
+// listFiles is a page of at most limit files of purpose, newest first,
+// after the file id after ("" for the first page). go-openai's ListFiles
+// takes no purpose, limit or cursor, and would read every file of the
+// organisation.
+func (a *BatchAPI) listFiles(ctx context.Context, purpose, after string, limit int) (filePage, error) {
+	ctx, cancel := a.bounded(ctx)
+	defer cancel()
+	q := url.Values{"purpose": {purpose}, "limit": {strconv.Itoa(limit)}, "order": {"desc"}}
+	if after != "" {
+		q.Set("after", after)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/files?"+q.Encode(), nil)
+	if err != nil {
+		return filePage{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.key)
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return filePage{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return filePage{}, err
+	}
+	if resp.StatusCode >= 300 {
+		return filePage{}, apiError(resp.StatusCode, body)
+	}
+	var page filePage
+	if err := json.Unmarshal(body, &page); err != nil {
+		return filePage{}, &openai.RequestError{HTTPStatus: resp.Status, HTTPStatusCode: resp.StatusCode, Err: fmt.Errorf("list files: unreadable answer")}
+	}
+	return page, nil
 }
 
 // deleteFile deletes the file id.

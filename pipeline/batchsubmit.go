@@ -453,11 +453,28 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 	s.chunks++
 	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, seqs: c.seqs, est: c.est, day: c.day, tokens: c.tokens}
 	name := fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk)
+	tries := 0
 	f, ok := r.apiCall(ctx, "upload", true, func(ctx context.Context) error {
+		tries++
+		if tries > 1 {
+			// The API may have stored the file and lost the answer: a
+			// second copy would never be used, nor deleted, and count
+			// against the user's file storage.
+			if id, found := s.uploaded(ctx, name, c.bytes, b.chunk); found {
+				b.inputFile = id
+				return nil
+			}
+		}
 		id, err := s.api.upload(ctx, c.f.Name(), name)
 		b.inputFile = id
 		return err
 	})
+	if !ok && f.verdict == retry && ctx.Err() == nil {
+		// The last try's answer may have been lost as well, or a signal
+		// cut the retries short: the file it stored is used, or deleted
+		// with its batch once collected, not left behind.
+		b.inputFile, ok = s.uploaded(ctx, name, c.bytes, b.chunk)
+	}
 	c.f.Close()
 	os.Remove(c.f.Name())
 	if !ok {
@@ -470,6 +487,36 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 		return s.failSeqs(b.seqs, f.typ, "not sent: the batch file could not be uploaded: "+f.msg, f.status, "")
 	}
 	return s.create(ctx, b, true)
+}
+
+// uploaded finds the file that an upload of chunk whose answer was lost
+// stored, if it did: the batch input file named name, unique to the run
+// and chunk, of size bytes. It was stored moments ago, so it is among the
+// newest; two pages are enough. If the listing fails, uploaded reports
+// none and the upload is tried again all the same: a failed upload far
+// more often stored nothing than lost its answer, and giving up would
+// fail lines most likely never sent.
+func (s *submitter) uploaded(ctx context.Context, name string, bytes int64, chunk int) (string, bool) {
+	after := ""
+	for range 2 {
+		page, err := s.api.listFiles(ctx, "batch", after, 100)
+		if err != nil {
+			f := callFailure(err, s.r.cfg.Key, s.r.cfg.Clock.Now())
+			s.r.cfg.Log.Debug("listing files failed", "error", f.typ, "status", f.status)
+			return "", false
+		}
+		for _, fi := range page.Data {
+			if fi.Filename == name && fi.Purpose == "batch" && fi.Bytes == bytes {
+				s.r.cfg.Log.Info("found the file an upload whose answer was lost stored", "file", fi.ID, "chunk", chunk)
+				return fi.ID, true
+			}
+		}
+		if !page.HasMore || page.LastID == "" {
+			break
+		}
+		after = page.LastID
+	}
+	return "", false
 }
 
 // create creates batch b of its uploaded file, journals it and hands it to

@@ -106,6 +106,9 @@ type BatchConfig struct {
 	// and then answered by closing the connection without a response, as
 	// the API sometimes loses its answer after acting.
 	LoseCreates int
+	// LoseUploads is how many file uploads, the first ones, are stored
+	// and then answered by closing the connection without a response.
+	LoseUploads int
 }
 
 func (c BatchConfig) maxBytes() int64 {
@@ -145,6 +148,9 @@ type BatchStats struct {
 	// PromptTokens and CompletionTokens add up the usage of the lines
 	// answered 200.
 	PromptTokens, CompletionTokens int64
+	// Uploads counts the files stored by POST /v1/files, whether their
+	// answer was lost or not.
+	Uploads int
 	// FilesDeleted counts the files deleted (DELETE /v1/files/{id}).
 	FilesDeleted int
 }

@@ -625,3 +625,84 @@ func BenchmarkBatchLines(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "lines/s")
 }
+
+// TestListFiles: GET /v1/files lists as the API does: newest first, or
+// oldest with order=asc; by purpose; limit and after page through.
+func TestListFiles(t *testing.T) {
+	s := newServer(t, Config{})
+	c := client(s, "k")
+	ctx := context.Background()
+	var ids []string // a, b (fine-tune), c, d, oldest first
+	for i, p := range []openai.PurposeType{openai.PurposeBatch, openai.PurposeFineTune, openai.PurposeBatch, openai.PurposeBatch} {
+		f, err := c.CreateFileBytes(ctx, openai.FileBytesRequest{Name: fmt.Sprintf("f%d.jsonl", i), Bytes: []byte("{}\n"), Purpose: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, f.ID)
+	}
+	a, b, cc, d := ids[0], ids[1], ids[2], ids[3]
+	tests := []struct {
+		query string
+		want  []string
+		more  bool
+	}{
+		{"", []string{d, cc, b, a}, false},
+		{"?order=asc", []string{a, b, cc, d}, false},
+		{"?purpose=batch", []string{d, cc, a}, false},
+		{"?purpose=batch&limit=2", []string{d, cc}, true},
+		{"?purpose=batch&limit=2&after=" + cc, []string{a}, false},
+		{"?purpose=batch&after=" + b, []string{a}, false},
+		{"?purpose=batch&order=asc&after=" + a, []string{cc, d}, false},
+		{"?purpose=fine-tune", []string{b}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.query, func(t *testing.T) {
+			r := do(t, "GET", s.URL()+"/files"+tt.query, "k", "")
+			var list struct {
+				Data []struct {
+					ID string `json:"id"`
+				} `json:"data"`
+				HasMore bool `json:"has_more"`
+			}
+			if err := json.Unmarshal(r.body, &list); err != nil || r.status != 200 {
+				t.Fatalf("GET /files%s = %d %s, want a list", tt.query, r.status, r.body)
+			}
+			var got []string
+			for _, f := range list.Data {
+				got = append(got, f.ID)
+			}
+			if !slices.Equal(got, tt.want) || list.HasMore != tt.more {
+				t.Errorf("GET /files%s = %v, has_more %v, want %v, %v", tt.query, got, list.HasMore, tt.want, tt.more)
+			}
+		})
+	}
+	if r := do(t, "GET", s.URL()+"/files?limit=0", "k", ""); r.status != 400 {
+		t.Errorf("GET /files?limit=0 = %d, want 400", r.status)
+	}
+}
+
+// TestBatchLoseUploads: a lost upload stores its file, then closes the
+// connection without an answer; the file is in the list.
+func TestBatchLoseUploads(t *testing.T) {
+	s := newServer(t, Config{Batch: BatchConfig{LoseUploads: 1}})
+	c := client(s, "k")
+	ctx := context.Background()
+	req := openai.FileBytesRequest{Name: "in.jsonl", Bytes: []byte("{}\n"), Purpose: openai.PurposeBatch}
+	if f, err := c.CreateFileBytes(ctx, req); err == nil {
+		t.Fatalf("first upload = %s, want its answer lost", f.ID)
+	}
+	lost := s.FileIDs("batch")
+	if len(lost) != 1 {
+		t.Fatalf("FileIDs(batch) after a lost upload = %v, want the file it stored", lost)
+	}
+	f, err := c.CreateFileBytes(ctx, req)
+	if err != nil {
+		t.Fatalf("second upload: %v, want an answer (LoseUploads 1)", err)
+	}
+	if ids := s.FileIDs("batch"); !slices.Equal(ids, []string{lost[0], f.ID}) {
+		t.Errorf("FileIDs(batch) = %v, want %s and %s", ids, lost[0], f.ID)
+	}
+	if n := s.BatchStats().Uploads; n != 2 {
+		t.Errorf("BatchStats().Uploads = %d, want 2", n)
+	}
+}

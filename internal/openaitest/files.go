@@ -8,6 +8,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -208,23 +209,66 @@ func (x *exchange) upload() {
 	case purpose == "batch" && !strings.HasSuffix(name, ".jsonl"):
 		bad("Invalid file format for Batch API. Must be .jsonl", "", "")
 	default:
-		x.writeJSON(s.addFile(name, purpose, data).object())
+		f := s.addFile(name, purpose, data)
+		s.ext.mu.Lock()
+		s.ext.batchStats.Uploads++
+		lose := s.ext.uploadsLost < s.cfg.Batch.LoseUploads
+		if lose {
+			s.ext.uploadsLost++
+		}
+		s.ext.mu.Unlock()
+		if lose {
+			x.outcome = injected
+			x.drop()
+			return
+		}
+		x.writeJSON(f.object())
 	}
 }
 
-// listFiles answers GET /v1/files, oldest first.
+// listFiles answers GET /v1/files as the API does: newest first unless
+// order is asc, only the files of purpose if it is given, at most limit
+// (default and most 10,000) after the file id after.
 func (x *exchange) listFiles() {
 	s := x.s
-	purpose := x.r.URL.Query().Get("purpose")
+	q := x.r.URL.Query()
+	limit := atoiOr(q.Get("limit"), 10_000)
+	if limit < 1 || limit > 10_000 {
+		x.fail(http.StatusBadRequest, badRequest, *invalid(fmt.Sprintf("Invalid 'limit': expected a value between 1 and 10000, but got %s instead.", q.Get("limit")), "limit", "invalid_value"))
+		return
+	}
+	order := q.Get("order")
+	if order != "" && order != "asc" && order != "desc" {
+		x.fail(http.StatusBadRequest, badRequest, *invalid(fmt.Sprintf("Invalid value: '%s'. Supported values are: 'asc' and 'desc'.", order), "order", "invalid_value"))
+		return
+	}
+	purpose, after := q.Get("purpose"), q.Get("after")
 	s.ext.mu.Lock()
+	ids := slices.Clone(s.ext.fileOrder)
+	if order != "asc" {
+		slices.Reverse(ids)
+	}
 	data := []fileObject{}
-	for _, id := range s.ext.fileOrder {
-		if f := s.ext.files[id]; f != nil && (purpose == "" || f.purpose == purpose) {
-			data = append(data, f.object())
+	started := after == ""
+	more := false
+	for _, id := range ids {
+		f := s.ext.files[id]
+		if !started {
+			// A deleted file still marks the place: its id is in the order.
+			started = id == after
+			continue
 		}
+		if f == nil || purpose != "" && f.purpose != purpose {
+			continue
+		}
+		if len(data) == limit {
+			more = true
+			break
+		}
+		data = append(data, f.object())
 	}
 	s.ext.mu.Unlock()
-	list := listObject[fileObject]{Object: "list", Data: data}
+	list := listObject[fileObject]{Object: "list", Data: data, HasMore: more}
 	if n := len(data); n > 0 {
 		list.FirstID, list.LastID = &data[0].ID, &data[n-1].ID
 	}

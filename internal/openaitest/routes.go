@@ -56,6 +56,7 @@ type ext struct {
 	batchOrder  []string       // ids in creation order
 	enqueued    map[string]int // tokens of the unfinished batches, by model
 	createsLost int            // of BatchConfig.LoseCreates
+	uploadsLost int            // of BatchConfig.LoseUploads
 	batchStats  BatchStats
 	cut         downloadCut
 	hang        hang
