@@ -978,3 +978,31 @@ func todayTotal(t *testing.T, g *gb) (succeeded, promptTokens int64) {
 	}
 	return rep.Total.Succeeded, rep.Total.PromptTokens
 }
+
+// TestViaBatchCreateFails: when no batch can be made of an uploaded file
+// (the create hangs past --timeout, with no retries left), its lines get
+// their error and the file is deleted: nothing is left in the user's
+// file storage.
+func TestViaBatchCreateFails(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 14})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	srv.Hang(1, http.MethodPost, "/v1/batches")
+	out, stderr, code := g.run(onClock(context.Background(), clk), simpleLines(10), "--via", "batch", "--timeout", "1s", "--retries", "0")
+	if code == 0 {
+		t.Fatalf("exit status 0, want a failure; stderr: %s", stderr)
+	}
+	rs := parseResults(t, out)
+	for _, r := range rs {
+		if r.Error == nil || !strings.Contains(r.Error.Message, "could not be created") {
+			t.Errorf("%s: %+v, want an error saying the batch could not be created", r.ID, r.Error)
+		}
+	}
+	if len(rs) != 10 || srv.Hung() != 1 || srv.BatchStats().Created != 0 {
+		t.Errorf("%d results, %d creates hung, %d batches; want 10, 1 and 0", len(rs), srv.Hung(), srv.BatchStats().Created)
+	}
+	if ids := srv.FileIDs("batch"); len(ids) != 0 {
+		t.Errorf("input files left after the run: %v", ids)
+	}
+}

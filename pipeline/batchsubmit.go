@@ -528,6 +528,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
 		}
+		s.unused(ctx, b, b.creates)
 		return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
 	}
 	items, err := s.items(b)
@@ -567,6 +568,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
 		}
+		s.unused(ctx, b, b.creates-1)
 		if r.stop.signal.Err() != nil {
 			return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
 		}
@@ -591,6 +593,16 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	s.running[b.model] += b.tokens
 	r.stats.BatchLines.Add(int64(len(b.seqs)))
 	return s.hand(ctx, b)
+}
+
+// unused deletes the input file of b, of which no batch is made, unless
+// one was made of it before (made > 0): that one was refused for the
+// enqueued-token limit, and its journal record lets --resume create it
+// again from the file.
+func (s *submitter) unused(ctx context.Context, b *tbatch, made int) {
+	if made == 0 && ctx.Err() == nil {
+		s.r.deleteInput(ctx, s.api, b)
+	}
 }
 
 // made finds the batch that a create of b whose answer was lost made, if

@@ -1,6 +1,7 @@
 package openaitest
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -114,6 +115,9 @@ func (x *exchange) writeCut(all int, head []byte, stall bool) {
 // hung holds a call until its client gives up, without an answer.
 func (x *exchange) hung() {
 	x.settle()
+	// The server notices the client leave only once it has read the
+	// request's body.
+	io.Copy(io.Discard, x.r.Body) //nolint:errcheck // only draining
 	<-x.r.Context().Done()
 	panic(http.ErrAbortHandler)
 }
