@@ -388,97 +388,65 @@ func TestViaBatchInterruptAndResume(t *testing.T) {
 	}
 }
 
-// TestViaBatchLostCreates: when the API makes a batch and the answer is
-// lost, gptbatch finds that batch instead of making a second one, whose
-// lines would run and be paid for twice: each line is answered once and
-// counted once.
-func TestViaBatchLostCreates(t *testing.T) {
-	tests := []struct {
+// TestViaBatchLostAnswers: when the API makes a batch, or stores an
+// upload, and the answer is lost, gptbatch finds what it made, before the
+// retry or after the last try, instead of making a second one: a second
+// batch's lines would run and be paid for twice, a second file would fill
+// the user's file storage. Each line is answered once and counted once,
+// and no input file of the run is left behind.
+func TestViaBatchLostAnswers(t *testing.T) {
+	for _, lost := range []struct {
 		name string
-		args []string
+		cfg  openaitest.BatchConfig
 	}{
-		{"found before the retry", nil},
-		{"found after the last try", []string{"--retries", "0"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			clk := newStepClock()
-			// Every chunk's first create is made, its answer lost.
-			srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 11, Batch: openaitest.BatchConfig{LoseCreates: 3}})
-			defer srv.Close()
-			g := newGB(t, srv.URL())
-			ctx := onClock(context.Background(), clk)
-			out, stderr, code := g.run(ctx, simpleLines(30), append([]string{"--via", "batch", "--batch-lines", "10"}, tt.args...)...)
-			if code != 0 {
-				t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
-			}
-			rs := parseResults(t, out)
-			if len(rs) != 30 {
-				t.Fatalf("%d results, want 30", len(rs))
-			}
-			made := map[string]bool{}
-			for _, id := range srv.BatchIDs() {
-				made[id] = true
-			}
-			for _, r := range rs {
-				if r.Error != nil || !made[r.BatchID] {
-					t.Errorf("%s: error %+v, batch %q, want an answer from a batch the fake made", r.ID, r.Error, r.BatchID)
+		// Every chunk's first create (upload) is made, its answer lost.
+		{"creates", openaitest.BatchConfig{LoseCreates: 3}},
+		{"uploads", openaitest.BatchConfig{LoseUploads: 3}},
+	} {
+		for _, tt := range []struct {
+			name string
+			args []string
+		}{
+			{"found before the retry", nil},
+			{"found after the last try", []string{"--retries", "0"}},
+		} {
+			t.Run(lost.name+"/"+tt.name, func(t *testing.T) {
+				clk := newStepClock()
+				srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 11, Batch: lost.cfg})
+				defer srv.Close()
+				g := newGB(t, srv.URL())
+				ctx := onClock(context.Background(), clk)
+				out, stderr, code := g.run(ctx, simpleLines(30), append([]string{"--via", "batch", "--batch-lines", "10"}, tt.args...)...)
+				if code != 0 {
+					t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
 				}
-			}
-			// A batch made twice would run to its end too.
-			srv.FinishBatches()
-			st := srv.BatchStats()
-			if st.Created != 3 || st.Lines != 30 {
-				t.Errorf("BatchStats = %d created, %d lines answered, want 3 and 30: no batch made twice", st.Created, st.Lines)
-			}
-			if n, tokens := todayTotal(t, g); n != 30 || tokens != st.PromptTokens {
-				t.Errorf("ledger: %d succeeded, %d prompt tokens, want 30 and %d: each answer counted once", n, tokens, st.PromptTokens)
-			}
-		})
-	}
-}
-
-// TestViaBatchLostUploads: an upload the API stored but whose answer was
-// lost is found and used, before the retry or after the last try: no
-// second copy is uploaded, and no input file of the run is left behind
-// to fill the user's file storage.
-func TestViaBatchLostUploads(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-	}{
-		{"found before the retry", nil},
-		{"found after the last try", []string{"--retries", "0"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			clk := newStepClock()
-			// Every chunk's first upload is stored, its answer lost.
-			srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 12, Batch: openaitest.BatchConfig{LoseUploads: 3}})
-			defer srv.Close()
-			g := newGB(t, srv.URL())
-			ctx := onClock(context.Background(), clk)
-			out, stderr, code := g.run(ctx, simpleLines(30), append([]string{"--via", "batch", "--batch-lines", "10"}, tt.args...)...)
-			if code != 0 {
-				t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
-			}
-			rs := parseResults(t, out)
-			if len(rs) != 30 {
-				t.Fatalf("%d results, want 30", len(rs))
-			}
-			for _, r := range rs {
-				if r.Error != nil || r.BatchID == "" {
-					t.Errorf("%s: error %+v, batch %q, want an answer from a batch", r.ID, r.Error, r.BatchID)
+				rs := parseResults(t, out)
+				if len(rs) != 30 {
+					t.Fatalf("%d results, want 30", len(rs))
 				}
-			}
-			st := srv.BatchStats()
-			if st.Created != 3 || st.Uploads != 3 {
-				t.Errorf("BatchStats = %d created, %d files uploaded, want 3 and 3: no file uploaded twice", st.Created, st.Uploads)
-			}
-			if ids := srv.FileIDs("batch"); len(ids) != 0 {
-				t.Errorf("FileIDs(batch) after the run = %v, want none: every input file used, and deleted once collected", ids)
-			}
-		})
+				made := map[string]bool{}
+				for _, id := range srv.BatchIDs() {
+					made[id] = true
+				}
+				for _, r := range rs {
+					if r.Error != nil || !made[r.BatchID] {
+						t.Errorf("%s: error %+v, batch %q, want an answer from a batch the fake made", r.ID, r.Error, r.BatchID)
+					}
+				}
+				if ids := srv.FileIDs("batch"); len(ids) != 0 {
+					t.Errorf("FileIDs(batch) after the run = %v, want none: every input file used, and deleted once collected", ids)
+				}
+				// A batch made twice would run to its end too.
+				srv.FinishBatches()
+				st := srv.BatchStats()
+				if st.Created != 3 || st.Uploads != 3 || st.Lines != 30 {
+					t.Errorf("BatchStats = %d created, %d files uploaded, %d lines answered, want 3, 3 and 30: nothing made twice", st.Created, st.Uploads, st.Lines)
+				}
+				if n, tokens := todayTotal(t, g); n != 30 || tokens != st.PromptTokens {
+					t.Errorf("ledger: %d succeeded, %d prompt tokens, want 30 and %d: each answer counted once", n, tokens, st.PromptTokens)
+				}
+			})
+		}
 	}
 }
 

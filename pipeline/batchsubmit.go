@@ -453,28 +453,16 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 	s.chunks++
 	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, seqs: c.seqs, est: c.est, day: c.day, tokens: c.tokens}
 	name := fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk)
-	tries := 0
-	f, ok := r.apiCall(ctx, "upload", true, func(ctx context.Context) error {
-		tries++
-		if tries > 1 {
-			// The API may have stored the file and lost the answer: a
-			// second copy would never be used, nor deleted, and count
-			// against the user's file storage.
-			if id, found := s.uploaded(ctx, name, c.bytes, b.chunk); found {
-				b.inputFile = id
-				return nil
-			}
-		}
+	// A second copy of the file would never be used, nor deleted, and
+	// count against the user's file storage.
+	f, ok := s.makeOnce(ctx, "upload", func(ctx context.Context) error {
 		id, err := s.api.upload(ctx, c.f.Name(), name)
 		b.inputFile = id
 		return err
+	}, func(ctx context.Context) (found bool) {
+		b.inputFile, found = s.uploaded(ctx, name, c.bytes, b.chunk)
+		return found
 	})
-	if !ok && f.verdict == retry && ctx.Err() == nil {
-		// The last try's answer may have been lost as well, or a signal
-		// cut the retries short: the file it stored is used, or deleted
-		// with its batch once collected, not left behind.
-		b.inputFile, ok = s.uploaded(ctx, name, c.bytes, b.chunk)
-	}
 	c.f.Close()
 	os.Remove(c.f.Name())
 	if !ok {
@@ -489,34 +477,68 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 	return s.create(ctx, b, true)
 }
 
-// uploaded finds the file that an upload of chunk whose answer was lost
-// stored, if it did: the batch input file named name, unique to the run
-// and chunk, of size bytes. It was stored moments ago, so it is among the
-// newest; two pages are enough. If the listing fails, uploaded reports
-// none and the upload is tried again all the same: a failed upload far
-// more often stored nothing than lost its answer, and giving up would
-// fail lines most likely never sent.
-func (s *submitter) uploaded(ctx context.Context, name string, bytes int64, chunk int) (string, bool) {
+// makeOnce runs do, a call that makes something (a file, a batch), with
+// apiCall's retries, and never makes it twice: the API may make it and
+// lose the answer, so before each retry, and once more when the retries
+// end on a failure worth retrying or a signal cuts them short, find looks
+// for what an earlier try made. What find finds is the call's result.
+func (s *submitter) makeOnce(ctx context.Context, what string, do func(context.Context) error, find func(context.Context) bool) (failure, bool) {
+	tries := 0
+	f, ok := s.r.apiCall(ctx, what, true, func(ctx context.Context) error {
+		if tries++; tries > 1 && find(ctx) {
+			return nil
+		}
+		return do(ctx)
+	})
+	if !ok && f.verdict == retry && ctx.Err() == nil {
+		ok = find(ctx)
+	}
+	return f, ok
+}
+
+// newest looks for an item match accepts among the newest of a listing
+// (list: a page after the item after, its last item, whether more
+// follow): what a lost answer made moments ago is there, and two pages
+// are enough. A listing that fails finds nothing, and the call is made
+// again all the same: a failed call far more often made nothing than lost
+// its answer, and giving up would fail lines most likely never sent.
+func newest[T any](ctx context.Context, r *runner, what string, list func(ctx context.Context, after string) ([]T, string, bool, error), match func(T) bool) (T, bool) {
+	var zero T
 	after := ""
 	for range 2 {
-		page, err := s.api.listFiles(ctx, "batch", after, 100)
+		items, last, more, err := list(ctx, after)
 		if err != nil {
-			f := callFailure(err, s.r.cfg.Key, s.r.cfg.Clock.Now())
-			s.r.cfg.Log.Debug("listing files failed", "error", f.typ, "status", f.status)
-			return "", false
+			f := callFailure(err, r.cfg.Key, r.cfg.Clock.Now())
+			r.cfg.Log.Debug("listing "+what+" failed", "error", f.typ, "status", f.status)
+			return zero, false
 		}
-		for _, fi := range page.Data {
-			if fi.Filename == name && fi.Purpose == "batch" && fi.Bytes == bytes {
-				s.r.cfg.Log.Info("found the file an upload whose answer was lost stored", "file", fi.ID, "chunk", chunk)
-				return fi.ID, true
+		for _, it := range items {
+			if match(it) {
+				return it, true
 			}
 		}
-		if !page.HasMore || page.LastID == "" {
+		if !more || last == "" {
 			break
 		}
-		after = page.LastID
+		after = last
 	}
-	return "", false
+	return zero, false
+}
+
+// uploaded finds the file that an upload of chunk whose answer was lost
+// stored, if it did: the batch input file named name, unique to the run
+// and chunk, of size bytes.
+func (s *submitter) uploaded(ctx context.Context, name string, bytes int64, chunk int) (string, bool) {
+	fi, ok := newest(ctx, s.r, "files", func(ctx context.Context, after string) ([]fileInfo, string, bool, error) {
+		page, err := s.api.listFiles(ctx, "batch", after, 100)
+		return page.Data, page.LastID, page.HasMore, err
+	}, func(fi fileInfo) bool {
+		return fi.Filename == name && fi.Purpose == "batch" && fi.Bytes == bytes
+	})
+	if ok {
+		s.r.cfg.Log.Info("found the file an upload whose answer was lost stored", "file", fi.ID, "chunk", chunk)
+	}
+	return fi.ID, ok
 }
 
 // create creates batch b of its uploaded file, journals it and hands it to
@@ -543,27 +565,16 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		"gptbatch_run": s.runID, "gptbatch_chunk": strconv.Itoa(b.chunk), "gptbatch_create": strconv.Itoa(b.creates),
 		"gptbatch_journal": JournalTag(r.cfg.Batch.Journal),
 	}
+	// A second batch would run its lines, and be paid for, twice; one
+	// a lost answer made runs, and is journalled.
 	var bo openai.Batch
-	tries := 0
-	f, ok := r.apiCall(ctx, "create batch", true, func(ctx context.Context) error {
-		tries++
-		if tries > 1 {
-			// The API may have made the batch and lost the answer: a
-			// second one would run its lines, and be paid for, twice.
-			var found bool
-			if bo, found = s.made(ctx, b, meta); found {
-				return nil
-			}
-		}
-		var err error
+	f, ok := s.makeOnce(ctx, "create batch", func(ctx context.Context) (err error) {
 		bo, err = s.api.create(ctx, b.inputFile, b.endpoint, meta)
 		return err
+	}, func(ctx context.Context) (found bool) {
+		bo, found = s.made(ctx, b, meta)
+		return found
 	})
-	if !ok && f.verdict == retry && ctx.Err() == nil {
-		// The last try's answer may have been lost as well, or a signal
-		// cut the retries short: a batch it made runs, and is journalled.
-		bo, ok = s.made(ctx, b, meta)
-	}
 	if !ok {
 		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
@@ -606,32 +617,16 @@ func (s *submitter) unused(ctx context.Context, b *tbatch, made int) {
 }
 
 // made finds the batch that a create of b whose answer was lost made, if
-// it did: the one of b's input file tagged with every tag of meta. It was
-// made moments ago, so it is among the newest; two pages are enough. If
-// the listing fails, made reports none and the create is tried again all
-// the same: a failed create far more often made nothing than lost its
-// answer, and giving up would fail lines most likely never sent.
+// it did: the one of b's input file tagged with every tag of meta.
 func (s *submitter) made(ctx context.Context, b *tbatch, meta map[string]any) (openai.Batch, bool) {
-	after := ""
-	for range 2 {
+	bo, ok := newest(ctx, s.r, "batches", func(ctx context.Context, after string) ([]openai.Batch, string, bool, error) {
 		page, err := s.api.list(ctx, after, 100)
-		if err != nil {
-			f := callFailure(err, s.r.cfg.Key, s.r.cfg.Clock.Now())
-			s.r.cfg.Log.Debug("listing batches failed", "error", f.typ, "status", f.status)
-			return openai.Batch{}, false
-		}
-		for _, bo := range page.Data {
-			if tagged(bo, b.inputFile, meta) {
-				s.r.cfg.Log.Info("found the batch a create whose answer was lost made", "batch", bo.ID, "chunk", b.chunk)
-				return bo, true
-			}
-		}
-		if !page.HasMore || page.LastID == "" {
-			break
-		}
-		after = page.LastID
+		return page.Data, page.LastID, page.HasMore, err
+	}, func(bo openai.Batch) bool { return tagged(bo, b.inputFile, meta) })
+	if ok {
+		s.r.cfg.Log.Info("found the batch a create whose answer was lost made", "batch", bo.ID, "chunk", b.chunk)
 	}
-	return openai.Batch{}, false
+	return bo, ok
 }
 
 // tagged reports whether bo is a batch of the file inputFile with every
