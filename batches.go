@@ -318,7 +318,7 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 		fmt.Fprintf(stderr, "gptbatch: %s\n", msg)
 	}
 	if retry {
-		return &exitError{code: exitFailed}
+		return &pipeline.Error{Code: exitFailed}
 	}
 	return nil
 }

@@ -45,9 +45,9 @@ func (r *runCmd) confirm(ctx context.Context, tty io.ReadWriter, cfg pipeline.Co
 		case "y", "yes":
 			return nil
 		}
-		return &exitError{code: pipeline.ExitLimit, err: errors.New("not confirmed: nothing sent")}
+		return &pipeline.Error{Code: pipeline.ExitLimit, Err: errors.New("not confirmed: nothing sent")}
 	case <-ctx.Done():
 		fmt.Fprintln(tty)
-		return &exitError{code: pipeline.ExitInterrupted, err: errors.New("interrupted before sending: nothing sent")}
+		return &pipeline.Error{Code: pipeline.ExitInterrupted, Err: errors.New("interrupted before sending: nothing sent")}
 	}
 }

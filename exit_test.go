@@ -22,7 +22,7 @@ func TestExitStatus(t *testing.T) {
 		{"nil", nil, 0, ""},
 		{"plain", errors.New("boom"), 1, "gptbatch: boom\n"},
 		{"usage", usageError(errors.New("bad flag")), 2, "gptbatch: bad flag\n"},
-		{"no message", &exitError{code: exitFailed}, 1, ""},
+		{"no message", &pipeline.Error{Code: exitFailed}, 1, ""},
 		{"pipeline", &pipeline.Error{Code: pipeline.ExitLimit, Err: errors.New("stopped by the minute request limit")}, 3, "gptbatch: stopped by the minute request limit\n"},
 		{"wrapped", fmt.Errorf("run: %w", pipeline.ErrInterrupted), 130, "gptbatch: run: interrupted\n"},
 		{"pipeline, nil error", &pipeline.Error{Code: pipeline.ExitFailed}, 1, ""},

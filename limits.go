@@ -15,6 +15,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/pipeline"
 )
 
 // budgetReader is the shared budget as `usage` and `limits` read it,
@@ -109,11 +110,11 @@ func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, 
 	}
 	defer closeStore()
 	if err := change(st); err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", where, err)}
+		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}
 	s, err := st.Load(ctx)
 	if err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", where, err)}
+		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}
 	return writeLimits(stdout, where, s, time.Now(), asJSON)
 }

@@ -79,27 +79,8 @@ func abortOf(ctx context.Context) <-chan struct{} {
 	return ch
 }
 
-// exitError is a failure of run that calls for a particular exit status;
-// with a nil err there is nothing more to say than the status.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return ""
-	}
-	return e.err.Error()
-}
-
-func (e *exitError) Unwrap() error { return e.err }
-
-// ExitCode is the exit status the failure calls for.
-func (e *exitError) ExitCode() int { return e.code }
-
 // usageError is bad usage or configuration: exit 2, nothing sent.
-func usageError(err error) error { return &exitError{code: exitUsage, err: err} }
+func usageError(err error) error { return &pipeline.Error{Code: exitUsage, Err: err} }
 
 // run is gptbatch with its arguments and streams: main without the process.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -362,7 +343,7 @@ func (r *runCmd) finish(err error, s *pipeline.Stats, stderr io.Writer) error {
 		return err
 	}
 	if s.Failed.Load() > 0 {
-		return &exitError{code: exitFailed}
+		return &pipeline.Error{Code: exitFailed}
 	}
 	return nil
 }
