@@ -332,7 +332,7 @@ func (r *runCmd) pipe(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 func (r *runCmd) finish(err error, s *pipeline.Stats, stderr io.Writer) error {
 	// A run refused before it sent or wrote anything has only its error
 	// to say.
-	if !r.Quiet && (err == nil || s.Requests.Load() > 0 || s.Written.Load() > 0) {
+	if !r.Quiet && (err == nil || s.Requests.Load() > 0 || s.Written() > 0) {
 		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.Summary(s, time.Since(r.started)))
 	}
 	if errors.Is(err, jsonl.ErrNoPromptColumn) {

@@ -76,12 +76,7 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 		if err := w.Write(e); err != nil {
 			return writeErr(err)
 		}
-		if e.Error != nil {
-			r.stats.Failed.Add(1)
-		} else {
-			r.stats.Succeeded.Add(1)
-		}
-		r.stats.Written.Add(1)
+		r.stats.wrote(e.Error != nil)
 		if len(in) == 0 {
 			if err := w.Flush(); err != nil {
 				return writeErr(err)

@@ -60,7 +60,7 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) *Progress {
 			if p.midLine {
 				return
 			}
-			now, done := time.Now(), s.Written.Load()
+			now, done := time.Now(), s.Written()
 			recent = append(recent, sample{now, done})
 			for len(recent) > 2 && now.Sub(recent[0].at) > 10*time.Second {
 				recent = recent[1:]
@@ -172,7 +172,7 @@ func shortCount(n int64) string {
 // Summary is the end-of-run line for stderr.
 func Summary(s *Stats, elapsed time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d lines: %d succeeded, %d failed", s.Written.Load(), s.Succeeded.Load(), s.Failed.Load())
+	fmt.Fprintf(&b, "%d lines: %d succeeded, %d failed", s.Written(), s.Succeeded.Load(), s.Failed.Load())
 	if n := s.Skipped.Load(); n > 0 {
 		fmt.Fprintf(&b, ", %d already done", n)
 	}
@@ -188,7 +188,7 @@ func Summary(s *Stats, elapsed time.Duration) string {
 // and which limits it would run into, given what used (the usage file
 // now) has already spent today.
 func DrySummary(s *Stats, cfg Config, used budget.State, now time.Time) string {
-	return "dry run: " + BatchEstimate(s, cfg, used, now, s.Written.Load(), s.Failed.Load())
+	return "dry run: " + BatchEstimate(s, cfg, used, now, s.Written(), s.Failed.Load())
 }
 
 // BatchEstimate says what a counted batch of lines will use, skipped of

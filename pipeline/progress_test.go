@@ -71,7 +71,7 @@ func TestProgressAbove(t *testing.T) {
 			out := p.Above(&term)
 			for _, w := range tt.writes {
 				io.WriteString(out, w)
-				s.Written.Add(1)
+				s.Succeeded.Add(1)
 			}
 			p.Stop() // draws once more, unless a line is cut
 			got := screen(term.String())

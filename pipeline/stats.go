@@ -22,9 +22,8 @@ type Stats struct {
 	EstCostMax      atomic.Int64 // budget.Cost with every output cap used
 	EstUnpriced     atomic.Int64 // lines estimated whose model has no known price
 
-	Written          atomic.Int64 // results written
-	Succeeded        atomic.Int64
-	Failed           atomic.Int64
+	Succeeded        atomic.Int64 // results (or estimates) written without an error
+	Failed           atomic.Int64 // results (or estimates) written with one
 	Requests         atomic.Int64 // API calls made
 	Retries          atomic.Int64
 	RateLimited      atomic.Int64 // 429 answers
@@ -62,11 +61,16 @@ func (s *Stats) estimate(it *item) {
 }
 
 // result counts a written result.
-func (s *Stats) result(r *jsonl.Result) {
-	s.Written.Add(1)
-	if r.Error != nil {
+func (s *Stats) result(r *jsonl.Result) { s.wrote(r.Error != nil) }
+
+// wrote counts a line written, failed or not.
+func (s *Stats) wrote(failed bool) {
+	if failed {
 		s.Failed.Add(1)
 	} else {
 		s.Succeeded.Add(1)
 	}
 }
+
+// Written is the lines written so far: results, or a dry run's estimates.
+func (s *Stats) Written() int64 { return s.Succeeded.Load() + s.Failed.Load() }
