@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/pipeline"
 )
 
@@ -18,20 +17,14 @@ import (
 func (r *runCmd) confirm(ctx context.Context, tty io.ReadWriter, cfg pipeline.Config) error {
 	s := cfg.Stats
 	lines := s.Lines.Load()
-	now := time.Now()
-	// What the budget holds now: loaded afresh, its day counters are the
-	// budget's own day's, whose end day_ends_at holds (GPTBATCH_DAY_TZ),
-	// whatever the local date is. They count as today's for the estimate.
-	if err := cfg.Gate.Load(ctx, now); err != nil {
+	// What the budget holds now, loaded afresh: its day counters are its
+	// own day's, whose end day_ends_at holds (GPTBATCH_DAY_TZ), whatever
+	// the local date is.
+	if err := cfg.Gate.Load(ctx, time.Now()); err != nil {
 		return err
 	}
-	seen := cfg.Gate.Seen()
-	used := budget.State{
-		Date: seen.Date, DayEndsAt: now.Add(time.Second),
-		TokensWithinDay: seen.TokensWithinDay, CostWithinDay: seen.CostWithinDay, Stored: seen.Stored,
-	}
 	fmt.Fprintf(tty, "gptbatch: %s\ngptbatch: %s\nSend this batch? [y/N] ",
-		pipeline.BatchEstimate(s, cfg, used, now, lines, lines-s.Estimated.Load()), limitSources(cfg.Gate))
+		pipeline.BatchEstimate(s, cfg, lines, lines-s.Estimated.Load()), limitSources(cfg.Gate))
 	answer := make(chan string, 1)
 	go func() {
 		// A read from a terminal cannot be called off: on a signal this

@@ -203,6 +203,11 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		}
 	}
 
+	// The zone whose midnight ends a day this run starts, dry or not.
+	zone, err := budget.DayZone(os.Getenv(budget.DayZoneEnv))
+	if err != nil {
+		return usageError(err)
+	}
 	if r.DryRun {
 		// A dry run touches neither the network nor the shared state: it
 		// only reads what today has used and the stored limits, to say
@@ -222,6 +227,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		mem := new(budget.MemStore)
 		_ = mem.Update(ctx, func(s *budget.State) ([]budget.LedgerEntry, error) { *s = used; return nil, nil })
 		cfg.Gate = budget.NewGate(mem, limits)
+		cfg.Gate.SetDayZone(zone)
 		if err := cfg.Gate.Load(ctx, time.Now()); err != nil {
 			return err
 		}
@@ -230,7 +236,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		}
 		err = r.pipe(ctx, stdin, stdout, stderr, cfg)
 		if !r.Quiet {
-			fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg, used, time.Now()))
+			fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg))
 			fmt.Fprintf(stderr, "gptbatch: %s\n", limitSources(cfg.Gate))
 		}
 		return err
@@ -249,10 +255,6 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		}
 		defer tty.Close()
 		cfg.Confirm = func() error { return r.confirm(ctx, tty, cfg) }
-	}
-	zone, err := budget.DayZone(os.Getenv(budget.DayZoneEnv))
-	if err != nil {
-		return usageError(err)
 	}
 	offset, err := clockOffset()
 	if err != nil {

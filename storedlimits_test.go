@@ -322,7 +322,7 @@ func TestConfirm(t *testing.T) {
 	}
 }
 
-// TestConfirmDayZone: --confirm counts what the budget's own day has used
+// TestConfirmDayZone: --confirm and the dry run count what the budget's own day has used
 // (GPTBATCH_DAY_TZ), also when the local date is another.
 func TestConfirmDayZone(t *testing.T) {
 	now := time.Now()
@@ -356,7 +356,13 @@ func TestConfirmDayZone(t *testing.T) {
 	var out, errb bytes.Buffer
 	args := append(g.args, "--confirm", "--tpd", strconv.FormatInt(st.TokensWithinDay+1, 10))
 	runTTY(context.Background(), args, strings.NewReader(prompts(5)), &out, &errb, func() (io.ReadWriteCloser, error) { return tty, nil })
-	if want := strconv.FormatInt(st.TokensWithinDay, 10) + " already used today"; !strings.Contains(tty.screen.String(), want) {
+	want := strconv.FormatInt(st.TokensWithinDay, 10) + " already used today"
+	if !strings.Contains(tty.screen.String(), want) {
 		t.Errorf("with GPTBATCH_DAY_TZ=%s the terminal shows %q, want it to say %q", zone, tty.screen.String(), want)
+	}
+	// The dry run's summary counts the same day.
+	_, stderr, _ := g.loud().run(context.Background(), prompts(5), "--dry-run", "--tpd", strconv.FormatInt(st.TokensWithinDay+1, 10))
+	if !strings.Contains(stderr, want) {
+		t.Errorf("with GPTBATCH_DAY_TZ=%s the dry run says %q, want it to say %q", zone, stderr, want)
 	}
 }

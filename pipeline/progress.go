@@ -185,18 +185,18 @@ func Summary(s *Stats, elapsed time.Duration) string {
 }
 
 // DrySummary is a dry run's report for stderr: the batch's size and cost,
-// and which limits it would run into, given what used (the usage file
-// now) has already spent today.
-func DrySummary(s *Stats, cfg Config, used budget.State, now time.Time) string {
-	return "dry run: " + BatchEstimate(s, cfg, used, now, s.Written(), s.Failed.Load())
+// and which limits it would run into, given what the budget has already
+// spent today.
+func DrySummary(s *Stats, cfg Config) string {
+	return "dry run: " + BatchEstimate(s, cfg, s.Written(), s.Failed.Load())
 }
 
 // BatchEstimate says what a counted batch of lines will use, skipped of
 // them not to be sent (invalid, or over a limit on their own): tokens,
 // the cost from prompts alone to every output cap used, and which limits
-// it would run into, given what used (the shared state now) has already
-// spent today.
-func BatchEstimate(s *Stats, cfg Config, used budget.State, now time.Time, lines, skipped int64) string {
+// it would run into, given what the budget's day counters held when the
+// gate last read them (cfg.Gate.Seen: its own day, by day_ends_at).
+func BatchEstimate(s *Stats, cfg Config, lines, skipped int64) string {
 	var b strings.Builder
 	prompt, out := s.EstPromptTokens.Load(), s.EstOutputTokens.Load()
 	fmt.Fprintf(&b, "%d lines", lines)
@@ -233,7 +233,8 @@ func BatchEstimate(s *Stats, cfg Config, used budget.State, now time.Time, lines
 	if skipped > 0 {
 		hits = append(hits, fmt.Sprintf("%d lines are invalid, exceed a limit on their own or have no known price under a dollar limit", skipped))
 	}
-	dayTokens, dayCost := used.DayUsed(now)
+	seen := cfg.Gate.Seen()
+	dayTokens, dayCost := seen.TokensWithinDay, seen.CostWithinDay
 	if l.TPD > 0 && dayTokens+prompt+out > l.TPD {
 		hits = append(hits, fmt.Sprintf("%s: %d already used today, the batch may need %d", name("tpd", l.TPD), dayTokens, prompt+out))
 	}
