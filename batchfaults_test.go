@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,5 +144,129 @@ func TestViaBatchRefusedThenResumedIsCounted(t *testing.T) {
 		if !b.Collected {
 			t.Errorf("batch %s is not journalled as collected", b.BatchID)
 		}
+	}
+}
+
+// runLimited runs gptbatch as g.run does, in a child process whose files
+// may not grow past fsize bytes (RLIMIT_FSIZE, as `ulimit -f` sets it): a
+// disk that fills up.
+func runLimited(t *testing.T, g *gb, fsize int64, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	all, err := json.Marshal(append(append([]string{}, g.args...), args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRunLimited$")
+	cmd.Dir = g.dir
+	cmd.Env = append(os.Environ(), "GPTBATCH_TEST_FSIZE="+strconv.FormatInt(fsize, 10), "GPTBATCH_TEST_ARGS="+string(all))
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("child process: %v", err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// TestHelperRunLimited is no test: runLimited runs it in a child process,
+// where it runs gptbatch under a file size limit.
+func TestHelperRunLimited(t *testing.T) {
+	fsize := os.Getenv("GPTBATCH_TEST_FSIZE")
+	if fsize == "" {
+		t.Skip("runs only in runLimited's child process")
+	}
+	n, err := strconv.ParseUint(fsize, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(os.Getenv("GPTBATCH_TEST_ARGS")), &args); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
+		t.Fatal(err)
+	}
+	os.Exit(run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// fillJournal makes the batch journal beside g's usage file n bytes of
+// blank lines, which readers skip: under a file size limit of n, nothing
+// more can be appended to it.
+func fillJournal(t *testing.T, g *gb, n int) string {
+	t.Helper()
+	path := filepath.Join(g.dir, "usage.batches.jsonl")
+	if err := os.WriteFile(path, bytes.Repeat([]byte{'\n'}, n), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestViaBatchJournalFull: when the journal cannot record a batch just
+// created (the disk is full), the run stops submitting and every line
+// still gets its result: the batch's lines are interrupted, naming it and
+// how to collect it; the others are not sent. Once the journal can be
+// written, `batches recover` and --resume collect the batch: every line
+// answered once, nothing submitted twice.
+func TestViaBatchJournalFull(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{Seed: 23})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	const full = 64 << 10
+	journal := fillJournal(t, g, full)
+	in := simpleLines(30)
+	args := []string{"--via", "batch", "--batch-lines", "10"}
+	out, stderr, code := runLimited(t, g, full, in, args...)
+	if code != 1 {
+		t.Errorf("exit status = %d, want 1 (a batch was submitted); stderr: %s", code, stderr)
+	}
+	for _, want := range []string{"batches recover", "--resume", "file too large"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr does not say %q: %s", want, stderr)
+		}
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 30 {
+		t.Fatalf("%d results, want 30; stderr: %s", len(rs), stderr)
+	}
+	ids := srv.BatchIDs()
+	if len(ids) != 1 {
+		t.Fatalf("batches created: %v, want 1: the run stops submitting", ids)
+	}
+	for i, r := range rs {
+		switch {
+		case r.Error == nil || r.Error.Type != "interrupted":
+			t.Errorf("%s: %+v, want interrupted", r.ID, r.Error)
+		case i < 10 && (r.BatchID != ids[0] || !strings.Contains(r.Error.Message, ids[0]) || !strings.Contains(r.Error.Message, "batches recover")):
+			t.Errorf("%s: batch %q, %q, want it to name batch %s and `batches recover`", r.ID, r.BatchID, r.Error.Message, ids[0])
+		case i >= 10 && (r.BatchID != "" || !strings.Contains(r.Error.Message, "not sent")):
+			t.Errorf("%s: batch %q, %q, want not sent", r.ID, r.BatchID, r.Error.Message)
+		}
+	}
+
+	// Room on the disk again.
+	if err := os.Truncate(journal, 0); err != nil {
+		t.Fatal(err)
+	}
+	clk := newStepClock()
+	if _, stderr, code := g.run(context.Background(), "", "batches", "recover"); code != 0 {
+		t.Fatalf("batches recover: exit status = %d; stderr: %s", code, stderr)
+	}
+	out2, stderr2, code2 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", saveOut(t, g, out))...)
+	if code2 != 0 {
+		t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
+	}
+	for i, r := range parseResults(t, out2) {
+		if r.Error != nil || i < 10 && r.BatchID != ids[0] {
+			t.Errorf("resumed run: %s: batch %q, %+v, want an answer (from %s for the first 10)", r.ID, r.BatchID, r.Error, ids[0])
+		}
+	}
+	st := srv.BatchStats()
+	if st.Created != 3 || st.Lines != 30 {
+		t.Errorf("the fake: %d batches, %d lines answered; want 3 and 30: the first batch collected, not submitted again", st.Created, st.Lines)
+	}
+	if n, _ := todayTotal(t, g); n != 30 {
+		t.Errorf("ledger: %d succeeded, want 30", n)
 	}
 }

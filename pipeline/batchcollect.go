@@ -120,11 +120,13 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 			// keeps the reservation to the day's end, never gives it
 			// back twice). Submitting its file again reserves again.
 			if !b.collected {
-				if err := c.journalCollected(j); err != nil {
-					return out, err
-				}
+				jerr := c.journalCollected(j)
 				b.collected = true
-				if err := releaseDay(ctx, r, b.est, b.day, b.submitted); err != nil {
+				if jerr != nil {
+					// Not journalled, it keeps its reservation:
+					// --resume gives it back when it records it.
+					r.journalFailed(fmt.Errorf("batch %s was refused and could not be journalled as over: %w", b.id, jerr))
+				} else if err := releaseDay(ctx, r, b.est, b.day, b.submitted); err != nil {
 					return out, err
 				}
 			}
@@ -185,7 +187,9 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 	}
 	if !b.collected && c.broken == nil {
 		if err := c.journalCollected(j); err != nil {
-			return out, err
+			// Its results are settled and written: --resume, which
+			// counts the ledger's entries of it, settles none twice.
+			r.journalFailed(fmt.Errorf("batch %s was collected and could not be journalled as collected: %w", b.id, err))
 		}
 	}
 	if c.lines > 0 {
@@ -211,12 +215,9 @@ func (c *collector) journalCollected(j *budget.Journal) error {
 	}
 	line, err := json.Marshal(rec)
 	if err != nil {
-		return &Error{Code: ExitFailed, Err: err}
+		return err
 	}
-	if err := j.Append(line); err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	return nil
+	return j.Append(line)
 }
 
 // tokenLimit reports whether a failed batch was refused for the enqueued

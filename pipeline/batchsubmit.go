@@ -602,15 +602,28 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
 	}
-	if err := s.journal.Append(line); err != nil {
-		return &Error{Code: ExitFailed, Err: fmt.Errorf("%w; batch %s was submitted: gptbatch batches cancel %s cancels it", err, b.id, b.id)}
-	}
+	jerr := s.journal.Append(line)
 	r.cfg.Log.Info("batch submitted", "batch", b.id, "lines", len(b.seqs), "model", b.model, "chunk", b.chunk)
 	s.t.register(b)
 	s.t.put(b, try, b.seqs...)
-	s.running[b.model] += b.tokens
 	r.stats.BatchLines.Add(int64(len(b.seqs)))
+	if jerr != nil {
+		return s.unjournalled(b, jerr)
+	}
+	s.running[b.model] += b.tokens
 	return s.hand(ctx, b)
+}
+
+// unjournalled deals with batch b, created when the journal could not
+// record it (a full disk, a file size limit): the run stops submitting,
+// as --resume could not know of what it submits, and b runs on without
+// it, paid for and keeping its reservation. Its lines get an interrupted
+// result that names it and says how to collect it.
+func (s *submitter) unjournalled(b *tbatch, err error) error {
+	s.r.journalFailed(fmt.Errorf("batch %s was submitted and could not be journalled: it runs on, paid for; "+
+		"once the journal can be written, `gptbatch batches recover` records it and the same command with --resume collects it: %w", b.id, err))
+	return s.failSeqs(b.seqs, jsonl.ErrInterrupted, "not collected: batch "+b.id+" was submitted, but the batch journal could not record it; "+
+		"once it can, `gptbatch batches recover` records the batch and the same command with --resume collects it", 0, b.id)
 }
 
 // unused deletes the input file of b, of which no batch is made, unless

@@ -161,6 +161,17 @@ func (r *runner) storeFailed(err error) {
 	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: the shared budget store is gone", err: e})
 }
 
+// journalFailed stops submitting because the batch journal cannot be
+// written: what is submitted must be journalled first, or --resume would
+// submit it again. The lines not submitted say why; what was submitted
+// is collected; the run ends with exit status 1 and err. It keeps the
+// first failure.
+func (r *runner) journalFailed(err error) {
+	e := &Error{Code: ExitFailed, Err: fmt.Errorf("stopped submitting: %w", err)}
+	r.fault.CompareAndSwap(nil, e)
+	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: the batch journal cannot be written", err: e})
+}
+
 // stateFailure is a failure of the shared state mid-run. Its message,
 // printed once the run has ended, says how many requests were sent in
 // all, in flight ones included.
