@@ -398,8 +398,12 @@ func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *j
 		return &Error{Code: ExitConfig, Err: err}
 	}
 	defer journal.Close()
+	api := NewBatchAPI(r.cfg.BaseURL, r.cfg.Key, r.cfg.Timeout)
 	var cl *claims
 	if r.cfg.Batch.Resume {
+		if err := r.resolveCreates(ctx, api, journal); err != nil {
+			return err
+		}
 		if cl, err = loadClaims(journal.Path(), r.cfg.Clock.Now()); err != nil {
 			return &Error{Code: ExitConfig, Err: err}
 		}
@@ -410,7 +414,6 @@ func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *j
 	}
 	defer t.close()
 
-	api := NewBatchAPI(r.cfg.BaseURL, r.cfg.Key, r.cfg.Timeout)
 	s := newSubmitter(r, t, api, journal, cl)
 	// Submitted batches wait in the poller, which takes every batch
 	// handed to it at once: the submitter never waits for it long.

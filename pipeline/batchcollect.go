@@ -213,11 +213,7 @@ func (c *collector) journalCollected(j *budget.Journal) error {
 	if fb.ErrorFileID != nil {
 		rec.ErrorFileID = *fb.ErrorFileID
 	}
-	line, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	return j.Append(line)
+	return journalAppend(j, rec)
 }
 
 // tokenLimit reports whether a failed batch was refused for the enqueued

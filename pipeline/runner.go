@@ -164,10 +164,14 @@ func (r *runner) storeFailed(err error) {
 // journalFailed stops submitting because the batch journal cannot be
 // written: what is submitted must be journalled first, or --resume would
 // submit it again. The lines not submitted say why; what was submitted
-// is collected; the run ends with exit status 1 and err. It keeps the
-// first failure.
+// is collected; the run ends with err, exit status 1, or 2 if no batch
+// was submitted. It keeps the first failure.
 func (r *runner) journalFailed(err error) {
-	e := &Error{Code: ExitFailed, Err: fmt.Errorf("stopped submitting: %w", err)}
+	code := ExitFailed
+	if r.stats.BatchLines.Load() == 0 {
+		code = ExitConfig
+	}
+	e := &Error{Code: code, Err: fmt.Errorf("stopped submitting: %w", err)}
 	r.fault.CompareAndSwap(nil, e)
 	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: the batch journal cannot be written", err: e})
 }
