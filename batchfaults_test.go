@@ -348,3 +348,55 @@ func TestViaBatchKilledWhileCreating(t *testing.T) {
 		t.Errorf("tokens_within_day = %d, want the %d the API counted: the killed run's reservation given back", s.TokensWithinDay, st.PromptTokens+st.CompletionTokens)
 	}
 }
+
+// fillLedger makes the ledger beside g's usage file n bytes of blank
+// lines, which readers skip: under a file size limit of n, no entry can
+// be appended to it.
+func fillLedger(t *testing.T, g *gb, n int) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(g.dir, "usage.ledger.jsonl"), bytes.Repeat([]byte{'\n'}, n), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestViaBatchStoreLostWhileCollecting: when the ledger cannot be written
+// as a batch is collected (the disk is full), the run exits 1 saying how
+// many requests were sent, and no answer goes to stdout that the ledger
+// does not hold: those lines are interrupted. --resume then collects the
+// batch again and the ledger holds each answer once.
+func TestViaBatchStoreLostWhileCollecting(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{Seed: 25, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	const full = 64 << 10
+	fillLedger(t, g, full)
+	in := simpleLines(10)
+	out, stderr, code := runLimited(t, g, full, in, "--via", "batch")
+	if code != 1 || !strings.Contains(stderr, "10 requests were sent") || !strings.Contains(stderr, "file too large") {
+		t.Errorf("exit status = %d, stderr %q; want 1, saying 10 requests were sent and why the store failed", code, stderr)
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 10 {
+		t.Fatalf("%d results, want 10; stderr: %s", len(rs), stderr)
+	}
+	for _, r := range rs {
+		if r.Error == nil || r.Error.Type != "interrupted" || !strings.Contains(r.Error.Message, "--resume") {
+			t.Errorf("%s: %+v, want interrupted, not recorded, saying --resume collects it", r.ID, r.Error)
+		}
+	}
+
+	out2, stderr2, code2 := g.run(onClock(context.Background(), newStepClock()), in, "--via", "batch", "--resume", saveOut(t, g, out))
+	if code2 != 0 {
+		t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
+	}
+	if n := countIDs(t, out2); len(n) != 10 {
+		t.Errorf("resumed run: results %v, want an answer for each of the 10 lines", n)
+	}
+	st := srv.BatchStats()
+	if st.Created != 1 {
+		t.Errorf("%d batches, want 1: the batch collected again, not submitted again", st.Created)
+	}
+	if n, tokens := todayTotal(t, g); n != 10 || tokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens; want 10 and %d: each answer once", n, tokens, st.PromptTokens)
+	}
+}

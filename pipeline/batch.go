@@ -237,12 +237,17 @@ func (t *tracker) setResultBytes(seq int32, b []byte) error {
 	if err != nil {
 		return err
 	}
+	t.publish(seq, off)
+	return nil
+}
+
+// publish gives slot seq the result spooled at off, for the writer.
+func (t *tracker) publish(seq int32, off int64) {
 	t.mu.Lock()
 	t.slots[seq].res = off
 	t.ready = append(t.ready, seq)
 	t.mu.Unlock()
 	t.poke()
-	return nil
 }
 
 // record reads the record of slot seq, and its body if withBody.

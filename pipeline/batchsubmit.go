@@ -789,14 +789,18 @@ func (s *submitter) giveUp(ctx context.Context, b *tbatch, seqs []int32, typ, ms
 
 // releaseDay gives back a reservation of the day's budget made on day at
 // reserved, unless the day it was made in has ended, and its counters
-// with it.
+// with it. A shared state that cannot be written stops the run
+// (storeFailed); the reservation then stays counted until the day ends.
 func releaseDay(ctx context.Context, r *runner, est budget.Estimate, day string, reserved time.Time) error {
 	st, ok := release(r, est, day, reserved)
 	if !ok {
 		return nil
 	}
 	if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), []budget.Settlement{st}); err != nil {
-		return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.storeFailed(err)
 	}
 	return nil
 }

@@ -156,7 +156,11 @@ var ErrInterrupted = &Error{Code: ExitInterrupted, Err: errors.New("interrupted"
 // says nothing was sent), once everything in flight is finished, written
 // and, as far as the state allows, settled. It keeps the first failure.
 func (r *runner) storeFailed(err error) {
-	e := &Error{Code: ExitFailed, Err: &stateFailure{err: err, sent: &r.stats.Requests}}
+	sf := &stateFailure{err: err, sent: &r.stats.Requests}
+	if r.cfg.Via == ViaBatch {
+		sf.sent, sf.batch = &r.stats.BatchLines, true
+	}
+	e := &Error{Code: ExitFailed, Err: sf}
 	r.fault.CompareAndSwap(nil, e)
 	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: the shared budget store is gone", err: e})
 }
@@ -180,11 +184,15 @@ func (r *runner) journalFailed(err error) {
 // printed once the run has ended, says how many requests were sent in
 // all, in flight ones included.
 type stateFailure struct {
-	err  error
-	sent *atomic.Int64
+	err   error
+	sent  *atomic.Int64
+	batch bool // --via batch: sent in batches
 }
 
 func (e *stateFailure) Error() string {
+	if e.batch {
+		return fmt.Sprintf("stopped sending: the shared budget store is gone; %d requests were sent in batches, the answers recorded are on stdout, and --resume collects the rest: %v", e.sent.Load(), e.err)
+	}
 	return fmt.Sprintf("stopped sending: the shared budget store is gone; %d requests were sent, their results are on stdout, and --resume finishes the rest: %v", e.sent.Load(), e.err)
 }
 
