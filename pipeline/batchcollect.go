@@ -145,7 +145,7 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 		// Lines in neither file: submitted again, unless someone
 		// cancelled the batch on purpose, or the files could not be read.
 		for _, seq := range b.seqs {
-			if c.t.slot(seq).res >= 0 || c.retrySet[seq] {
+			if c.t.slot(seq).hasResult() || c.retrySet[seq] {
 				continue
 			}
 			if c.broken != nil {
