@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/pipeline"
 )
 
 // The Batch API route under faults: a misbehaving API, a journal or a
@@ -61,5 +65,78 @@ func TestViaBatchUnorderedOnce(t *testing.T) {
 	}
 	if got, _ := todayTotal(t, g); got != 27 {
 		t.Errorf("ledger: %d succeeded, want 27: each answer paid once", got)
+	}
+}
+
+// saveOut writes a run's stdout where --resume reads it.
+func saveOut(t *testing.T, g *gb, out string) string {
+	t.Helper()
+	path := filepath.Join(g.dir, "out.jsonl")
+	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// journalled reads the batch journal beside g's usage file.
+func journalled(t *testing.T, g *gb) []*pipeline.JournalBatch {
+	t.Helper()
+	bs, err := pipeline.ReadJournal(filepath.Join(g.dir, "usage.batches.jsonl"), time.Time{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bs
+}
+
+// TestViaBatchRefusedThenResumedIsCounted: a batch refused for the
+// enqueued-token limit, interrupted while it waits to be submitted again,
+// is submitted again by --resume, and what the new batch answers is paid
+// for and counted: in the ledger, in the day's tokens, and journalled as
+// collected.
+func TestViaBatchRefusedThenResumedIsCounted(t *testing.T) {
+	clk := newStepClock()
+	// Another batch of the organisation's fills the queue: every batch is
+	// refused until it ends.
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 22, Batch: openaitest.BatchConfig{QueueTokens: 20}})
+	defer srv.Close()
+	g := newGB(t, srv.URL()).loud()
+	in := simpleLines(5)
+	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	defer cancel()
+	out, stderr, code := g.runUntil(ctx, cancel, in, "before submitting it again", "--via", "batch")
+	if code != 130 {
+		t.Fatalf("interrupted run: exit status = %d, want 130; stderr: %s", code, stderr)
+	}
+	for _, r := range parseResults(t, out) {
+		if r.Error == nil || r.Error.Type != "interrupted" {
+			t.Fatalf("interrupted run: %s: %+v, want interrupted", r.ID, r.Error)
+		}
+	}
+	if s := readState(t, g.dir); s.TokensWithinDay != 0 {
+		t.Errorf("after the interrupted run: tokens_within_day = %d, want 0: the refused batch ran nothing, and holds no reservation", s.TokensWithinDay)
+	}
+
+	srv.SetQueueTokens(0)
+	out2, stderr2, code2 := g.run(onClock(context.Background(), clk), in, "--via", "batch", "--resume", saveOut(t, g, out))
+	if code2 != 0 {
+		t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
+	}
+	if n := countIDs(t, out2); len(n) != 5 {
+		t.Errorf("resumed run: results %v, want one for each of the 5 lines", n)
+	}
+	st := srv.BatchStats()
+	if st.Succeeded != 5 {
+		t.Fatalf("the fake answered %d lines, want 5", st.Succeeded)
+	}
+	if n, tokens := todayTotal(t, g); n != 5 || tokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens; want 5 and %d: what the new batch answered is counted", n, tokens, st.PromptTokens)
+	}
+	if s := readState(t, g.dir); s.TokensWithinDay != st.PromptTokens+st.CompletionTokens {
+		t.Errorf("tokens_within_day = %d, want the %d tokens the API counted", s.TokensWithinDay, st.PromptTokens+st.CompletionTokens)
+	}
+	for _, b := range journalled(t, g) {
+		if !b.Collected {
+			t.Errorf("batch %s is not journalled as collected", b.BatchID)
+		}
 	}
 }
