@@ -270,7 +270,7 @@ func TestClosedStdout(t *testing.T) {
 // is in the ledger, settled at its estimate, and the day counter holds
 // nothing more: no reservation of a call that ended.
 func TestSecondSignal(t *testing.T) {
-	t.Parallel() // a process of its own: nothing of this one is shared
+	t.Parallel()                               // a process of its own: nothing of this one is shared
 	srv := openaitest.New(openaitest.Config{}) // hung requests wait for the client to leave
 	defer srv.Close()
 	dir := t.TempDir()
