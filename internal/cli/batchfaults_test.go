@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -35,6 +35,7 @@ func TestViaBatchUnorderedOnce(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 21, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
 	// A line that fails puts an error file beside each batch's output
 	// file: its download gives the writer time to write the answers.
 	var in strings.Builder
@@ -45,7 +46,7 @@ func TestViaBatchUnorderedOnce(t *testing.T) {
 		}
 		fmt.Fprintf(&in, `{"id":"q%d","prompt":%q}`+"\n", i, p)
 	}
-	out, stderr, code := g.run(onClock(context.Background(), clk), in.String(), "--via", "batch", "--batch-lines", "10", "--unordered", "--retries", "1")
+	out, stderr, code := g.run(context.Background(), in.String(), "--via", "batch", "--batch-lines", "10", "--unordered", "--retries", "1")
 	if code != 1 {
 		t.Errorf("exit status = %d, want 1 (three lines fail); stderr: %s", code, stderr)
 	}
@@ -100,8 +101,9 @@ func TestViaBatchRefusedThenResumedIsCounted(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 22, Batch: openaitest.BatchConfig{QueueTokens: 20}})
 	defer srv.Close()
 	g := newGB(t, srv.URL()).loud()
+	g.seams.Clock = clk
 	in := simpleLines(5)
-	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out, stderr, code := g.runUntil(ctx, cancel, in, "before submitting it again", "--via", "batch")
 	if code != 130 {
@@ -117,7 +119,7 @@ func TestViaBatchRefusedThenResumedIsCounted(t *testing.T) {
 	}
 
 	srv.SetQueueTokens(0)
-	out2, stderr2, code2 := g.run(onClock(context.Background(), clk), in, "--via", "batch", "--resume", saveOut(t, g, out))
+	out2, stderr2, code2 := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, out))
 	if code2 != 0 {
 		t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
 	}
