@@ -156,7 +156,7 @@ type tbatch struct {
 	tokens    int64            // its input tokens, enqueued while it runs
 	submitted time.Time
 	claimed   bool // from the journal (--resume)
-	collected bool // the journal says its results are in the ledger already
+	collected bool // the journal says it was collected: its results are in the ledger, and it holds no reservation
 	// settled are the entries the ledger holds of it already: an earlier
 	// run collected that many of its results before it was stopped.
 	settled   int

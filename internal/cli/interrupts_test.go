@@ -1,11 +1,10 @@
-package main
+package cli
 
 import (
 	"bufio"
 	"bytes"
-	"errors"
+	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,68 +12,161 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
-// hangPrompts is n lines whose requests the fake holds until its Hang
-// channel is closed; the first fast of them are answered at once.
-func hangPrompts(n, fast int) string {
-	var b strings.Builder
-	for i := range n {
-		p := "say " + strconv.Itoa(i)
-		if i >= fast {
-			p = "slow __hang__ " + strconv.Itoa(i)
-		}
-		b.WriteString(`{"id":"p` + strconv.Itoa(i) + `","prompt":"` + p + `"}` + "\n")
+// TestInterruptAndResume: a signal stops sending, keeps the results of the
+// requests in flight, exits 130; --resume then does each id exactly once.
+func TestInterruptAndResume(t *testing.T) {
+	hang := make(chan struct{})
+	srv := openaitest.New(openaitest.Config{Hang: hang})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	var in strings.Builder
+	for i := 0; i < 60; i++ {
+		in.WriteString(`{"id":"s` + strconv.Itoa(i) + `","prompt":"slow __hang__ ` + strconv.Itoa(i) + `"}` + "\n")
 	}
-	return b.String()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// The signal arrives while 10 requests hang in flight; they are
+		// then let go. A line admitted after the signal is not sent.
+		if err := waitServer(srv.WaitInFlight, 10); err == nil {
+			cancel()
+		}
+		close(hang)
+	}()
+	out, stderr, code := g.run(ctx, in.String(), "--parallel", "10")
+	if code != 130 {
+		t.Errorf("exit status = %d, want 130; stderr %s", code, stderr)
+	}
+	first := parseResults(t, out)
+	ok := 0
+	for _, r := range first {
+		if r.Error == nil {
+			ok++
+		} else if r.Error.Type != "interrupted" {
+			t.Errorf("result %s: error %+v, want interrupted", r.ID, r.Error)
+		}
+	}
+	if ok < 10 {
+		t.Errorf("%d results kept after the interrupt, want the 10 in flight", ok)
+	}
+	prev := filepath.Join(g.dir, "out.jsonl")
+	if err := os.WriteFile(prev, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := srv.Stats().Succeeded
+	out2, stderr, code := g.run(context.Background(), in.String(), "--resume", prev)
+	if code != 0 {
+		t.Errorf("resume: exit status %d: %s", code, stderr)
+	}
+	done := map[string]int{}
+	for _, r := range append(first, parseResults(t, out2)...) {
+		if r.Error == nil {
+			done[r.ID]++
+		}
+	}
+	for i := 0; i < 60; i++ {
+		if n := done["s"+strconv.Itoa(i)]; n != 1 {
+			t.Errorf("id s%d succeeded %d times, want once", i, n)
+		}
+	}
+	if sent := srv.Stats().Succeeded - before; sent != 60-ok {
+		t.Errorf("resume sent %d requests, want %d", sent, 60-ok)
+	}
 }
 
-// ledger is every entry of the ledger in dir.
-func ledger(t *testing.T, dir string) []budget.LedgerEntry {
-	t.Helper()
-	f, err := os.Open(filepath.Join(dir, "usage.ledger.jsonl"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+// TestInterruptGivesEveryLineAResult: after a signal the rest of the input
+// is read and every line gets a result, the lines not sent an interrupted
+// one. It used to stop reading: 216 results for
+// 100,000 lines.
+func TestInterruptGivesEveryLineAResult(t *testing.T) {
+	hang := make(chan struct{})
+	srv := openaitest.New(openaitest.Config{Hang: hang})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		if err := waitServer(srv.WaitInFlight, 4); err == nil {
+			cancel()
+		}
+		close(hang)
+	}()
+	const n = 5000
+	out, stderr, code := g.run(ctx, hangPrompts(n, 0), "--parallel", "4", "--batch-tokens", "0")
+	if code != 130 {
+		t.Errorf("exit status %d, want 130; stderr %s", code, stderr)
 	}
+	rs := parseResults(t, out)
+	if len(rs) != n {
+		t.Fatalf("%d results, want one for each of the %d lines", len(rs), n)
+	}
+	ok := 0
+	for i, r := range rs {
+		switch {
+		case r.ID != "p"+strconv.Itoa(i):
+			t.Fatalf("result %d has id %s, want p%d (input order)", i, r.ID, i)
+		case r.Error == nil:
+			ok++
+		case r.Error.Type != "interrupted":
+			t.Errorf("result %s: %+v, want interrupted", r.ID, r.Error)
+		}
+	}
+	if st := srv.Stats(); ok != 4 || st.Requests != 4 {
+		t.Errorf("%d answers, %d requests; want the 4 in flight", ok, st.Requests)
+	}
+}
+
+// TestKill9: a process killed mid-batch leaves a usage file and ledger the
+// next run accepts, and --resume finishes the batch.
+func TestKill9(t *testing.T) {
+	t.Parallel() // a process of its own: nothing of this one is shared
+	srv := openaitest.New(openaitest.Config{Latency: 30 * time.Millisecond})
+	defer srv.Close()
+	dir := t.TempDir()
+	in := prompts(300)
+	out := filepath.Join(dir, "out.jsonl")
+	f, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var es []budget.LedgerEntry
-	if err := budget.ReadLedger(f, func(e budget.LedgerEntry) error { es = append(es, e); return nil }); err != nil {
+	cmd := command(t, dir, srv.URL(), in, "--parallel", "8")
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return es
-}
-
-// ledgerTokens adds up the tokens of the ledger's entries.
-func ledgerTokens(es []budget.LedgerEntry) int64 {
-	var n int64
-	for _, e := range es {
-		n += e.PromptTokens + e.CompletionTokens
+	if err := waitServer(srv.WaitArrivals, 60); err != nil {
+		t.Fatal(err)
 	}
-	return n
-}
-
-// exitCode is the exit status of a finished command.
-func exitCode(cmd *exec.Cmd) int { return cmd.ProcessState.ExitCode() }
-
-// marked is a writer that closes seen the first time marker is written.
-func marked(marker string) (*watchWriter, <-chan struct{}) {
-	seen := make(chan struct{})
-	return &watchWriter{marker: marker, seen: func() { close(seen) }}, seen
-}
-
-// waitMarked waits for seen, failing after a minute.
-func waitMarked(t *testing.T, seen <-chan struct{}, what string) {
-	t.Helper()
-	select {
-	case <-seen:
-	case <-time.After(time.Minute):
-		t.Fatalf("no %s on stderr after a minute", what)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
 	}
+	_ = cmd.Wait()
+	f.Close()
+	readState(t, dir)
+	before := ledgerLines(t, dir)
+
+	var out2, errb bytes.Buffer
+	cmd = command(t, dir, srv.URL(), in, "--parallel", "8", "--resume", out)
+	cmd.Stdout, cmd.Stderr = &out2, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("next run: %v: %s", err, errb.String())
+	}
+	prev, _ := os.ReadFile(out)
+	done := map[string]bool{}
+	for _, r := range append(parseResultsLoose(string(prev)), parseResults(t, out2.String())...) {
+		if r.Error == nil {
+			done[r.ID] = true
+		}
+	}
+	if len(done) != 300 {
+		t.Errorf("%d ids done after resume, want 300", len(done))
+	}
+	if n := ledgerLines(t, dir); n <= before {
+		t.Errorf("ledger has %d entries after the second run, %d before", n, before)
+	}
+	readState(t, dir)
 }
 
 // TestSIGHUP: a hang-up (a closed terminal, a dropped ssh) is a SIGTERM:
@@ -82,6 +174,7 @@ func waitMarked(t *testing.T, seen <-chan struct{}, what string) {
 // every line gets its result, exit 130. It used to kill the run at once,
 // losing answers already paid for.
 func TestSIGHUP(t *testing.T) {
+	t.Parallel() // a process of its own: nothing of this one is shared
 	hang := make(chan struct{})
 	srv := openaitest.New(openaitest.Config{Hang: hang})
 	defer srv.Close()
@@ -133,6 +226,7 @@ func TestSIGHUP(t *testing.T) {
 // SIGPIPE at the first write, leaving the reservations of the calls in
 // flight in the day counter and their calls out of the ledger.
 func TestClosedStdout(t *testing.T) {
+	t.Parallel() // a process of its own: nothing of this one is shared
 	hang := make(chan struct{})
 	srv := openaitest.New(openaitest.Config{Hang: hang})
 	defer srv.Close()
@@ -176,6 +270,7 @@ func TestClosedStdout(t *testing.T) {
 // is in the ledger, settled at its estimate, and the day counter holds
 // nothing more: no reservation of a call that ended.
 func TestSecondSignal(t *testing.T) {
+	t.Parallel()                               // a process of its own: nothing of this one is shared
 	srv := openaitest.New(openaitest.Config{}) // hung requests wait for the client to leave
 	defer srv.Close()
 	dir := t.TempDir()
