@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -12,6 +12,11 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 )
+
+// version is set at build time with
+// -ldflags "-X github.com/gptbatch/gptbatch/internal/cli.version=v1.2.3";
+// otherwise buildVersion asks the build.
+var version = "dev"
 
 // cli is the command line: the batch flags are global, so that --help
 // lists them all; the main job is the default command.
@@ -83,14 +88,13 @@ type runCmd struct {
 	Quiet            bool          `short:"q" help:"No summary, only errors."`
 	Verbose          bool          `short:"v" help:"Log retries, waits and limit changes to stderr."`
 
-	// Issues 16 and 12: warnings, confirmation, transport.
 	WarnAt        int  `name:"warn-at" default:"80" placeholder:"PERCENT" help:"Warn once when today's tokens or dollars pass this share of their limit, and when they reach it (0 = only then)."`
 	Confirm       bool `help:"Show the batch's estimate on the terminal and ask before sending anything (exit 3 unless answered yes)."`
 	AllowInsecure bool `name:"allow-insecure" help:"Send the API key over plain http:// to a host other than this machine."`
 
 	started time.Time
-	msgs    *msgWriter                         // stderr for messages, above the progress line
-	tty     func() (io.ReadWriteCloser, error) // opens the terminal --confirm asks on
+	msgs    *msgWriter // stderr for messages, above the progress line
+	seams   Seams
 }
 
 // usageCmd reports spending from the ledger.

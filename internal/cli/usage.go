@@ -1,11 +1,10 @@
-package main
+package cli
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
 )
@@ -33,7 +32,7 @@ func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer)
 			fmt.Fprintf(stderr, "gptbatch: warning: "+format+"\n", args...)
 		}
 	}
-	now := time.Now()
+	now := r.seams.now()
 	from, until, err := budget.Period(now, u.Today, u.Month, u.Since)
 	if err != nil {
 		return usageError(err)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -456,55 +456,6 @@ func TestChoicesLogprobsRefusal(t *testing.T) {
 	// Resume counts a refusal as an answer: it was paid for.
 	if code := run(context.Background(), append(g.args, "--resume", writeFile(t, g.dir, "prev.jsonl", out)), strings.NewReader(in), new(strings.Builder), new(strings.Builder)); code != 0 {
 		t.Errorf("--resume of the finished run: exit status %d", code)
-	}
-}
-
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// TestSystemFlag: --system goes first in messages and Batch API lines
-// that have no system or developer message, and is the instructions of a
-// responses line that has none.
-func TestSystemFlag(t *testing.T) {
-	srv := openaitest.New(openaitest.Config{})
-	defer srv.Close()
-	g := newGB(t, srv.URL())
-	in := `{"id":"m","messages":[{"role":"user","content":"hi"}]}
-{"id":"d","messages":[{"role":"developer","content":"own"},{"role":"user","content":"hi"}]}
-{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"hi"}]}}
-{"custom_id":"r","method":"POST","url":"/v1/responses","body":{"input":"hi"}}
-{"custom_id":"ri","method":"POST","url":"/v1/responses","body":{"input":"hi","instructions":"own"}}
-`
-	if _, stderr, code := g.run(context.Background(), in, "--system", "SYS"); code != 0 {
-		t.Fatalf("exit status %d: %s", code, stderr)
-	}
-	wants := []string{
-		`"messages":[{"role":"system","content":"SYS"},{"role":"user","content":"hi"}]`,
-		`"messages":[{"role":"developer","content":"own"},{"role":"user","content":"hi"}]`,
-		`"messages":[{"role":"system","content":"SYS"},{"role":"user","content":"hi"}]`,
-		`"instructions":"SYS"`,
-		`"instructions":"own"`,
-	}
-	reqs := srv.Requests()
-	if len(reqs) != len(wants) {
-		t.Fatalf("%d requests, want %d", len(reqs), len(wants))
-	}
-	for _, want := range wants {
-		found := 0
-		for _, r := range reqs {
-			if strings.Contains(string(r.Body), want) {
-				found++
-			}
-		}
-		if found == 0 {
-			t.Errorf("no request has %s", want)
-		}
 	}
 }
 

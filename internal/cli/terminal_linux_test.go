@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -39,7 +39,7 @@ func openPTY(t *testing.T) (master, tty *os.File) {
 	return m, s
 }
 
-// TestTerminalStdin (item 27): prompts typed at a terminal are read, with
+// TestTerminalStdin: prompts typed at a terminal are read, with
 // a word on stderr that gptbatch is reading them from it.
 func TestTerminalStdin(t *testing.T) {
 	master, tty := openPTY(t)

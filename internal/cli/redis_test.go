@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"github.com/gptbatch/gptbatch/internal/redistest"
 )
 
-// These tests run the built binary as hosts that share no file, only one
+// These tests run gptbatch as processes, hosts that share no file, only one
 // real redis-server (--store), started by the test on 127.0.0.1.
 
 // host is gptbatch on a host of its own: its own usage path, the shared
@@ -172,6 +172,7 @@ func slicesDelete(args []string, v string) []string {
 // A Redis that does not answer at start is exit 2 with nothing sent and a
 // message naming the store without its password.
 func TestRedisUnreachable(t *testing.T) {
+	t.Parallel() // a process of its own: nothing of this one is shared
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	rs := redistest.Start(t, "--requirepass", "s3cret")
@@ -200,6 +201,7 @@ func TestRedisUnreachable(t *testing.T) {
 // with Redis back, --resume answers the rest and no prompt is answered
 // twice.
 func TestRedisKilledMidRun(t *testing.T) {
+	t.Parallel() // a process of its own: nothing of this one is shared
 	rs := redistest.Start(t, "--requirepass", "s3cret")
 	url := rs.URL("s3cret")
 	srv := openaitest.New(openaitest.Config{Latency: 30 * time.Millisecond})

@@ -1,10 +1,8 @@
-package main
+package cli
 
 import (
 	"context"
 	"fmt"
-	"os"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -78,27 +76,3 @@ func (r *runCmd) openRedis(ctx context.Context) (*budget.RedisStore, error) {
 	}
 	return rs, nil
 }
-
-// clockOffsetEnv names a duration that moves this host's clock: it plays a
-// host whose clock is off, in the tests of a budget shared across hosts.
-// It is not part of the interface.
-const clockOffsetEnv = "GPTBATCH_TEST_CLOCK_OFFSET"
-
-// clockOffset is $GPTBATCH_TEST_CLOCK_OFFSET, 0 when unset.
-func clockOffset() (time.Duration, error) {
-	v := os.Getenv(clockOffsetEnv)
-	if v == "" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", clockOffsetEnv, err)
-	}
-	return d, nil
-}
-
-// offsetClock is the wall clock moved by d (see clockOffsetEnv).
-type offsetClock struct{ d time.Duration }
-
-func (c offsetClock) Now() time.Time                         { return time.Now().Add(c.d) }
-func (c offsetClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

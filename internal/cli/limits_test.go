@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -17,15 +17,229 @@ import (
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
-// longPrompts is n prompts of about 200 tokens each, so that a few cost
-// more than a small daily limit.
-func longPrompts(n int) string {
-	var b strings.Builder
-	words := strings.Repeat("lorem ipsum ", 100)
-	for i := range n {
-		b.WriteString(`{"id":"p` + strconv.Itoa(i) + `","prompt":"` + words + strconv.Itoa(i) + `"}` + "\n")
+// TestUnknownPriceUnderDollarLimit: with a dollar limit, a line whose model
+// has no known price is refused, not sent as if free; the dry run says
+// its cost is unknown.
+func TestUnknownPriceUnderDollarLimit(t *testing.T) {
+	for _, flag := range []string{"--max-cost", "--daily-cost"} {
+		t.Run(flag, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			out, stderr, code := g.run(context.Background(), prompts(5), "-m", "my-local-llama", flag, "0.01")
+			if code != 1 {
+				t.Errorf("exit status %d, want 1; stderr %s", code, stderr)
+			}
+			rs := parseResults(t, out)
+			if len(rs) != 5 {
+				t.Fatalf("%d results, want 5", len(rs))
+			}
+			for _, r := range rs {
+				if r.Error == nil || r.Error.Type != "budget" || !strings.Contains(r.Error.Message, "no known price") || !strings.Contains(r.Error.Message, flag) {
+					t.Errorf("result %s: %+v, want a budget error: no known price for %s", r.ID, r.Error, flag)
+				}
+			}
+			if n := srv.Stats().Requests; n != 0 {
+				t.Errorf("server got %d requests, want none", n)
+			}
+		})
 	}
-	return b.String()
+	t.Run("dry run", func(t *testing.T) {
+		g := newGB(t, "http://127.0.0.1:1/v1")
+		var out, errb bytes.Buffer
+		code := run(context.Background(), []string{"--dry-run", "-m", "my-local-llama", "--max-cost", "0.01"}, strings.NewReader(prompts(3)), &out, &errb)
+		if code != 0 {
+			t.Errorf("exit status %d, want 0; stderr %s", code, errb.String())
+		}
+		if s := errb.String(); !strings.Contains(s, "estimated cost unknown") || strings.Contains(s, "$0 (prompts only) to $0") {
+			t.Errorf("dry-run summary = %q, want the cost said unknown, not $0", s)
+		}
+		if !strings.Contains(out.String(), `"est_cost_usd":null`) || !strings.Contains(out.String(), "no known price") {
+			t.Errorf("estimates = %s, want null costs and each line refused under --max-cost", out.String())
+		}
+		_ = g
+	})
+}
+
+// TestOwnReservationsFillTheDay: when only this run's own calls in flight
+// fill the day limit with their output caps, the run waits for them to
+// settle, neither failing nor announcing a wait of hours: 30 lines of about 20 tokens each fit in --tpd 3000 although 16 in
+// flight reserve about 4,200.
+func TestOwnReservationsFillTheDay(t *testing.T) {
+	for _, mode := range []string{"fail", "wait"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{Latency: 20 * time.Millisecond})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			out, stderr, code := g.run(context.Background(), prompts(30), "--tpd", "3000", "--on-limit", mode, "--parallel", "16")
+			if code != 0 || strings.Contains(stderr, "waiting") {
+				t.Errorf("exit status %d, stderr %q; want 0 and no wait said", code, stderr)
+			}
+			if rs := parseResults(t, out); len(rs) != 30 {
+				t.Errorf("%d results, want 30", len(rs))
+			}
+			if n := srv.Stats().Succeeded; n != 30 {
+				t.Errorf("server answered %d, want 30", n)
+			}
+		})
+	}
+}
+
+// TestDayZone: GPTBATCH_DAY_TZ chooses where the day a run starts ends; a
+// name that is no zone is exit 2.
+func TestDayZone(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	t.Setenv("GPTBATCH_DAY_TZ", "Not/AZone")
+	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 2 || !strings.Contains(stderr, "GPTBATCH_DAY_TZ") {
+		t.Errorf("GPTBATCH_DAY_TZ=Not/AZone: exit status %d, stderr %q; want 2 naming it", code, stderr)
+	}
+	t.Setenv("GPTBATCH_DAY_TZ", "Pacific/Kiritimati") // UTC+14: never the zone of the test machine's midnight
+	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
+		t.Fatalf("exit status %d: %s", code, stderr)
+	}
+	loc, err := time.LoadLocation("Pacific/Kiritimati")
+	if err != nil {
+		t.Skip(err)
+	}
+	if end := readState(t, g.dir).DayEndsAt.In(loc); end.Hour() != 0 || end.Minute() != 0 || time.Until(end) > 24*time.Hour {
+		t.Errorf("day_ends_at = %v, want the next midnight in Pacific/Kiritimati", end)
+	}
+}
+
+// TestBatchLimitsSendNothing: a batch over --batch-tokens or --max-cost is
+// refused whole, exit 3, before any request.
+func TestBatchLimitsSendNothing(t *testing.T) {
+	long := strings.Repeat("word ", 1200) // ~1200 tokens a line
+	var big strings.Builder
+	for i := 0; i < 300; i++ { // ~360k tokens
+		big.WriteString(`"` + long + strconv.Itoa(i) + `"` + "\n")
+	}
+	tests := []struct {
+		name, in string
+		args     []string
+		msg      string
+	}{
+		{"batch tokens", big.String(), nil, "--batch-tokens 300000"},
+		{"max cost", prompts(100), []string{"--max-cost", "0.001"}, "--max-cost 0.001"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			out, stderr, code := g.run(context.Background(), tt.in, tt.args...)
+			if code != 3 {
+				t.Errorf("exit status = %d, want 3; stderr: %s", code, stderr)
+			}
+			if !strings.Contains(stderr, tt.msg) || !strings.Contains(stderr, "nothing sent") {
+				t.Errorf("stderr = %q, want it to name %s and say nothing was sent", stderr, tt.msg)
+			}
+			if n := srv.Stats().Requests; n != 0 || out != "" {
+				t.Errorf("server got %d requests and stdout has %d bytes, want none", n, len(out))
+			}
+		})
+	}
+}
+
+// TestTooLargeForTPM: a line whose estimate exceeds --tpm on its own gets a
+// budget result and is never sent; the others go.
+func TestTooLargeForTPM(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	in := `"small one"` + "\n" + `{"prompt":"big","max_tokens":5000}` + "\n" + `"small two"` + "\n"
+	out, stderr, code := g.run(context.Background(), in, "--tpm", "4000")
+	if code != 1 {
+		t.Errorf("exit status = %d, want 1; stderr %s", code, stderr)
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 3 || rs[1].Error == nil || rs[1].Error.Type != "budget" || !strings.Contains(rs[1].Error.Message, "--tpm 4000") {
+		t.Fatalf("results = %+v, want the second a budget error naming --tpm", rs)
+	}
+	if rs[0].Error != nil || rs[2].Error != nil {
+		t.Errorf("small lines failed: %+v %+v", rs[0].Error, rs[2].Error)
+	}
+	if n := srv.Stats().Requests; n != 2 {
+		t.Errorf("server got %d requests, want 2", n)
+	}
+}
+
+// TestOnLimitFail: with --on-limit fail, reaching a limit stops sending and
+// exits 3; the lines not sent say why.
+func TestOnLimitFail(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	out, stderr, code := g.run(context.Background(), prompts(10), "--rpm", "4", "--on-limit", "fail")
+	if code != 3 {
+		t.Errorf("exit status = %d, want 3; stderr %s", code, stderr)
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 10 {
+		t.Fatalf("%d results, want 10", len(rs))
+	}
+	var ok, refused int
+	for _, r := range rs {
+		switch {
+		case r.Error == nil:
+			ok++
+		case r.Error.Type == "budget" && strings.Contains(r.Error.Message, "minute request limit"):
+			refused++
+		}
+	}
+	if ok != 4 || refused != 6 || srv.Stats().Requests != 4 {
+		t.Errorf("%d succeeded, %d refused, %d sent; want 4, 6, 4", ok, refused, srv.Stats().Requests)
+	}
+}
+
+// TestUnknownPrice: a model with no known price gets cost_usd null and one
+// warning naming it.
+func TestUnknownPrice(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL()).loud()
+	out, stderr, code := g.run(context.Background(), prompts(3), "--model", "my-local-llama")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, r := range parseResults(t, out) {
+		if string(r.CostUSD) != "null" {
+			t.Errorf("cost_usd = %s, want null", r.CostUSD)
+		}
+	}
+	if n := strings.Count(stderr, "my-local-llama"); n != 1 {
+		t.Errorf("stderr names the model %d times, want one warning: %s", n, stderr)
+	}
+}
+
+// TestDayLimitWaitIsSaid: waiting for the day's limit to reset is said on
+// stderr; interrupting the wait ends the run with every line accounted for.
+func TestDayLimitWaitIsSaid(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL()).loud()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var in strings.Builder
+	for i := range 3 {
+		// Each line uses about 260 tokens of the 400 (its prompt, and
+		// its whole output cap, for the answer echoes the prompt): the
+		// second does not fit once the first has settled.
+		in.WriteString(`{"id":"p` + strconv.Itoa(i) + `","prompt":"` + strings.Repeat("word ", 150) + `","max_tokens":100}` + "\n")
+	}
+	out, stderr, code := g.runUntil(ctx, cancel, in.String(), "waiting", "--tpd", "400")
+	if code != 130 {
+		t.Errorf("exit status %d, want 130 (interrupted while waiting)", code)
+	}
+	if !strings.Contains(stderr, "for the day token limit") {
+		t.Errorf("stderr = %q, want the wait for the day token limit said", stderr)
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 3 || rs[0].Error != nil || rs[1].Error == nil || rs[1].Error.Type != "interrupted" {
+		t.Errorf("results = %+v", rs)
+	}
 }
 
 // limitsJSON is `gptbatch limits --json`.
@@ -37,29 +251,7 @@ type limitsJSON struct {
 	} `json:"limits"`
 }
 
-func (g *gb) limits(t *testing.T) limitsJSON {
-	t.Helper()
-	out, stderr, code := g.run(context.Background(), "", "limits", "--json")
-	if code != 0 {
-		t.Fatalf("limits --json: exit status %d: %s", code, stderr)
-	}
-	var l limitsJSON
-	if err := json.Unmarshal([]byte(out), &l); err != nil {
-		t.Fatalf("limits --json: %v\n%s", err, out)
-	}
-	return l
-}
-
-func cost(t *testing.T, raw json.RawMessage) budget.Cost {
-	t.Helper()
-	var c budget.Cost
-	if err := json.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("%s is not an amount of dollars: %v", raw, err)
-	}
-	return c
-}
-
-// TestStoredDailyCost is issue 16's "done when": a daily cost stored once
+// TestStoredDailyCost: a daily cost stored once
 // holds a run that gives no cost flag, and a later run cannot loosen it
 // with a flag; `limits --json` shows the limit and the day's spend.
 func TestStoredDailyCost(t *testing.T) {
@@ -263,9 +455,11 @@ type fakeTTY struct {
 	closed bool
 }
 
-func (f *fakeTTY) Read(p []byte) (int, error)  { return f.answer.Read(p) }
+func (f *fakeTTY) Read(p []byte) (int, error) { return f.answer.Read(p) }
+
 func (f *fakeTTY) Write(p []byte) (int, error) { return f.screen.Write(p) }
-func (f *fakeTTY) Close() error                { f.closed = true; return nil }
+
+func (f *fakeTTY) Close() error { f.closed = true; return nil }
 
 // TestConfirm: --confirm shows the estimate on the terminal and sends
 // only when answered yes; without a terminal it is a usage error.
@@ -297,7 +491,7 @@ func TestConfirm(t *testing.T) {
 				}
 			}
 			var out, errb bytes.Buffer
-			code := runTTY(context.Background(), append(g.args, "--confirm"), strings.NewReader(prompts(5)), &out, &errb, open)
+			code := Run(context.Background(), append(g.args, "--confirm"), strings.NewReader(prompts(5)), &out, &errb, Seams{TTY: open})
 			if code != tt.code {
 				t.Errorf("exit status %d, want %d; stderr: %s", code, tt.code, errb.String())
 			}
@@ -355,7 +549,7 @@ func TestConfirmDayZone(t *testing.T) {
 	tty := &fakeTTY{answer: strings.NewReader("n\n")}
 	var out, errb bytes.Buffer
 	args := append(g.args, "--confirm", "--tpd", strconv.FormatInt(st.TokensWithinDay+1, 10))
-	runTTY(context.Background(), args, strings.NewReader(prompts(5)), &out, &errb, func() (io.ReadWriteCloser, error) { return tty, nil })
+	Run(context.Background(), args, strings.NewReader(prompts(5)), &out, &errb, Seams{TTY: func() (io.ReadWriteCloser, error) { return tty, nil }})
 	want := strconv.FormatInt(st.TokensWithinDay, 10) + " already used today"
 	if !strings.Contains(tty.screen.String(), want) {
 		t.Errorf("with GPTBATCH_DAY_TZ=%s the terminal shows %q, want it to say %q", zone, tty.screen.String(), want)

@@ -1,9 +1,13 @@
-package main
+package cli
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,7 +16,36 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/pipeline"
 )
+
+// TestExitStatus: every error says its exit status through ExitCode,
+// however wrapped, and is printed once; one with nothing to say prints
+// nothing.
+func TestExitStatus(t *testing.T) {
+	tests := []struct {
+		name   string
+		err    error
+		code   int
+		stderr string
+	}{
+		{"nil", nil, 0, ""},
+		{"plain", errors.New("boom"), 1, "gptbatch: boom\n"},
+		{"usage", usageError(errors.New("bad flag")), 2, "gptbatch: bad flag\n"},
+		{"no message", &pipeline.Error{Code: exitFailed}, 1, ""},
+		{"pipeline", &pipeline.Error{Code: pipeline.ExitLimit, Err: errors.New("stopped by the minute request limit")}, 3, "gptbatch: stopped by the minute request limit\n"},
+		{"wrapped", fmt.Errorf("run: %w", pipeline.ErrInterrupted), 130, "gptbatch: run: interrupted\n"},
+		{"pipeline, nil error", &pipeline.Error{Code: pipeline.ExitFailed}, 1, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			if got := exitStatus(tt.err, &b); got != tt.code || b.String() != tt.stderr {
+				t.Errorf("exitStatus(%v) = %d and %q on stderr, want %d and %q", tt.err, got, b.String(), tt.code, tt.stderr)
+			}
+		})
+	}
+}
 
 // TestFlakyServer: 300 prompts against a server that fails 20% of calls in
 // every way it can all come back right.
@@ -69,67 +102,6 @@ func TestStricterServer(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "fewer requests per minute") {
 		t.Errorf("stderr does not say the server's limit is lower: %s", stderr)
-	}
-}
-
-// TestInterruptAndResume: a signal stops sending, keeps the results of the
-// requests in flight, exits 130; --resume then does each id exactly once.
-func TestInterruptAndResume(t *testing.T) {
-	hang := make(chan struct{})
-	srv := openaitest.New(openaitest.Config{Hang: hang})
-	defer srv.Close()
-	g := newGB(t, srv.URL())
-	var in strings.Builder
-	for i := 0; i < 60; i++ {
-		in.WriteString(`{"id":"s` + strconv.Itoa(i) + `","prompt":"slow __hang__ ` + strconv.Itoa(i) + `"}` + "\n")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		// The signal arrives while 10 requests hang in flight; they are
-		// then let go. A line admitted after the signal is not sent.
-		if err := waitServer(srv.WaitInFlight, 10); err == nil {
-			cancel()
-		}
-		close(hang)
-	}()
-	out, stderr, code := g.run(ctx, in.String(), "--parallel", "10")
-	if code != 130 {
-		t.Errorf("exit status = %d, want 130; stderr %s", code, stderr)
-	}
-	first := parseResults(t, out)
-	ok := 0
-	for _, r := range first {
-		if r.Error == nil {
-			ok++
-		} else if r.Error.Type != "interrupted" {
-			t.Errorf("result %s: error %+v, want interrupted", r.ID, r.Error)
-		}
-	}
-	if ok < 10 {
-		t.Errorf("%d results kept after the interrupt, want the 10 in flight", ok)
-	}
-	prev := filepath.Join(g.dir, "out.jsonl")
-	if err := os.WriteFile(prev, []byte(out), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	before := srv.Stats().Succeeded
-	out2, stderr, code := g.run(context.Background(), in.String(), "--resume", prev)
-	if code != 0 {
-		t.Errorf("resume: exit status %d: %s", code, stderr)
-	}
-	done := map[string]int{}
-	for _, r := range append(first, parseResults(t, out2)...) {
-		if r.Error == nil {
-			done[r.ID]++
-		}
-	}
-	for i := 0; i < 60; i++ {
-		if n := done["s"+strconv.Itoa(i)]; n != 1 {
-			t.Errorf("id s%d succeeded %d times, want once", i, n)
-		}
-	}
-	if sent := srv.Stats().Succeeded - before; sent != 60-ok {
-		t.Errorf("resume sent %d requests, want %d", sent, 60-ok)
 	}
 }
 
@@ -243,4 +215,98 @@ func waitServer(wait func(context.Context, int) error, n int) error {
 		return fmt.Errorf("waiting for %d: %w", n, err)
 	}
 	return nil
+}
+
+// TestNeverSent: a base URL no request could go to is exit 2 before
+// anything is sent; a model go-openai refuses before sending is an
+// invalid_input result with no retry, no ledger line and no charge to the
+// minute bucket.
+func TestNeverSent(t *testing.T) {
+	t.Run("base URL", func(t *testing.T) {
+		for _, u := range []string{"http//127.0.0.1/v1", "127.0.0.1:8080/v1", "ftp://127.0.0.1/v1", "https:///v1"} {
+			g := newGB(t, u)
+			_, stderr, code := g.run(context.Background(), prompts(2))
+			if code != 2 || !strings.Contains(stderr, "base URL") {
+				t.Errorf("--base-url %s: exit status %d, stderr %q; want 2, naming the base URL", u, code, stderr)
+			}
+			if _, err := os.Stat(filepath.Join(g.dir, "usage.ledger.jsonl")); err == nil {
+				t.Errorf("--base-url %s: a ledger was written", u)
+			}
+		}
+	})
+	t.Run("model refused locally", func(t *testing.T) {
+		srv := openaitest.New(openaitest.Config{})
+		defer srv.Close()
+		g := newGB(t, srv.URL())
+		in := `{"id":"old","prompt":"hi","model":"text-davinci-003"}` + "\n" + `{"id":"new","prompt":"hi"}` + "\n"
+		out, stderr, code := g.run(context.Background(), in, "--rpm", "100")
+		if code != 1 {
+			t.Errorf("exit status %d, want 1; stderr %s", code, stderr)
+		}
+		rs := parseResults(t, out)
+		if len(rs) != 2 || rs[0].Error == nil || rs[0].Error.Type != "invalid_input" || rs[0].Attempts != 0 || rs[1].Error != nil {
+			t.Fatalf("results = %+v, want the first invalid_input with no attempt, the second answered", rs)
+		}
+		es := ledger(t, g.dir)
+		if len(es) != 1 || es[0].ID != "new" || srv.Stats().Requests != 1 {
+			t.Errorf("ledger = %+v, server %d requests; want only the call sent", es, srv.Stats().Requests)
+		}
+		if s := readState(t, g.dir); s.RequestsWithinMin > 1.01 {
+			t.Errorf("requests_within_min = %v, want at most the one request sent", s.RequestsWithinMin)
+		}
+	})
+}
+
+// TestLostCallSettledAtEstimate: a call that timed out after the server
+// took it is settled at its estimate, which the API usually bills, not at
+// 0; the ledger says so and the day counter agrees with it.
+func TestLostCallSettledAtEstimate(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	in := `"fine"` + "\n" + `{"id":"lost","prompt":"this one __hang__","max_tokens":100}` + "\n"
+	_, stderr, code := g.run(context.Background(), in, "--timeout", "200ms", "--retries", "0")
+	if code != 1 {
+		t.Errorf("exit status %d, want 1; stderr %s", code, stderr)
+	}
+	es := ledger(t, g.dir)
+	var lost int64
+	for _, e := range es {
+		if e.ID == "lost" {
+			lost = e.PromptTokens + e.CompletionTokens
+			if e.Error != "network" || e.CompletionTokens != 100 {
+				t.Errorf("ledger entry of the lost call = %+v, want a network error at the estimate (100 output tokens)", e)
+			}
+		}
+	}
+	if lost == 0 {
+		t.Fatalf("ledger = %+v, want the lost call settled at its estimate", es)
+	}
+	if s := readState(t, g.dir); s.TokensWithinDay != ledgerTokens(es) {
+		t.Errorf("tokens_within_day = %d, want the ledger's %d", s.TokensWithinDay, ledgerTokens(es))
+	}
+}
+
+// TestCancelledRetryNotCounted: a retry the run never made (a
+// signal came during the back-off) is not in the summary's retries.
+func TestCancelledRetryNotCounted(t *testing.T) {
+	// Every request gets a 429 asking to wait a minute.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("retry-after", "60")
+		w.WriteHeader(http.StatusTooManyRequests)
+		io.WriteString(w, `{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`)
+	}))
+	defer srv.Close()
+	g := newGB(t, srv.URL+"/v1").loud()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The signal comes as the retry is logged, before its back-off ends.
+	_, stderr, code := g.runUntil(ctx, cancel, prompts(1), "gptbatch: retry", "--verbose")
+	if code != 130 {
+		t.Errorf("exit status %d, want 130; stderr: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "; 0 retries, 1 rate-limited") {
+		t.Errorf("stderr = %q, want a summary of 0 retries, 1 rate-limited", stderr)
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -116,7 +116,7 @@ func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, 
 	if err != nil {
 		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}
-	return writeLimits(stdout, where, s, time.Now(), asJSON)
+	return writeLimits(stdout, where, s, r.seams.now(), asJSON)
 }
 
 // show writes the stored limits and today's use of each.
@@ -130,7 +130,7 @@ func (l *limitsCmd) show(ctx context.Context, r *runCmd, stdout io.Writer) error
 	if err != nil {
 		return usageError(err)
 	}
-	return writeLimits(stdout, where, s, time.Now(), l.JSON)
+	return writeLimits(stdout, where, s, r.seams.now(), l.JSON)
 }
 
 // limitUse is one stored limit and what it has used.

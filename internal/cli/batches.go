@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -40,11 +40,8 @@ type batchesRecoverCmd struct {
 
 // batchConfig fills in what --via batch needs: the journal beside the
 // usage file (store; nil for a dry run), its limits, and --resume.
-func (r *runCmd) batchConfig(ctx context.Context, cfg *pipeline.Config, store sharedStore) error {
+func (r *runCmd) batchConfig(cfg *pipeline.Config, store sharedStore) error {
 	cfg.Via = pipeline.Via(r.Via)
-	if c := clockFrom(ctx); c != nil {
-		cfg.Clock = c
-	}
 	if cfg.Via != pipeline.ViaBatch {
 		return nil
 	}
@@ -73,16 +70,6 @@ func (r *runCmd) batchConfig(ctx context.Context, cfg *pipeline.Config, store sh
 		cfg.Batch.Journal = path
 	}
 	return nil
-}
-
-// clockKey carries a pipeline.Clock in a context: tests run batches on
-// simulated time through run, as a user runs them.
-type clockKey struct{}
-
-// clockFrom is the clock ctx carries, or nil for the wall clock.
-func clockFrom(ctx context.Context) pipeline.Clock {
-	c, _ := ctx.Value(clockKey{}).(pipeline.Clock)
-	return c
 }
 
 // journalPath is the batch journal beside the usage file.
@@ -139,7 +126,7 @@ func (l *batchesListCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) e
 	if err != nil {
 		return usageError(err)
 	}
-	now := time.Now()
+	now := r.seams.now()
 	bs, err := pipeline.ReadJournal(path, now.Add(-l.Days), false)
 	if err != nil {
 		return usageError(err)
@@ -241,7 +228,7 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer)
 		}
 		fmt.Fprintf(stdout, "%s %s%s\n", id, b.Status, note)
 		if known[id] {
-			line, _ := json.Marshal(pipeline.JournalRecord{Event: pipeline.EventCancelled, Time: time.Now(), BatchID: id})
+			line, _ := json.Marshal(pipeline.JournalRecord{Event: pipeline.EventCancelled, Time: r.seams.now(), BatchID: id})
 			if err := j.Append(line); err != nil {
 				return err
 			}
@@ -268,7 +255,7 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	rs, rerr := pipeline.RecoverJournal(ctx, api, path, time.Now().Add(-c.Days), !r.DryRun, c.All)
+	rs, rerr := pipeline.RecoverJournal(ctx, api, path, r.seams.now().Add(-c.Days), !r.DryRun, c.All)
 	enc := json.NewEncoder(stdout)
 	var lost []string
 	retry := false

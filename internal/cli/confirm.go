@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/gptbatch/gptbatch/pipeline"
 )
@@ -20,7 +19,7 @@ func (r *runCmd) confirm(ctx context.Context, tty io.ReadWriter, cfg pipeline.Co
 	// What the budget holds now, loaded afresh: its day counters are its
 	// own day's, whose end day_ends_at holds (GPTBATCH_DAY_TZ), whatever
 	// the local date is.
-	if err := cfg.Gate.Load(ctx, time.Now()); err != nil {
+	if err := cfg.Gate.Load(ctx, r.seams.now()); err != nil {
 		return err
 	}
 	fmt.Fprintf(tty, "gptbatch: %s\ngptbatch: %s\nSend this batch? [y/N] ",

@@ -1,15 +1,11 @@
-package main
+package cli
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"io"
-	"io/fs"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -18,31 +14,7 @@ import (
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
-// Regression tests for issue 12's command-line items.
-
-// TestRelativeXDGStateHome (item 19): a relative XDG_STATE_HOME is
-// ignored, as the XDG spec says: the usage file goes under $HOME, not
-// under the working directory.
-func TestRelativeXDGStateHome(t *testing.T) {
-	srv := openaitest.New(openaitest.Config{})
-	defer srv.Close()
-	g := newGB(t, srv.URL())
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_STATE_HOME", "state")
-	g.args = []string{"--base-url", srv.URL(), "--quiet"}
-	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
-		t.Fatalf("exit status %d: %s", code, stderr)
-	}
-	if _, err := os.Stat(filepath.Join(home, ".local", "state", "gptbatch", "usage.md")); err != nil {
-		t.Errorf("no usage file under $HOME/.local/state: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(g.dir, "state")); err == nil {
-		t.Error("the usage file went under the working directory's ./state")
-	}
-}
-
-// TestInsecureBaseURL (item 20): the key goes over plain http:// only to
+// TestInsecureBaseURL: the key goes over plain http:// only to
 // this machine, unless --allow-insecure.
 func TestInsecureBaseURL(t *testing.T) {
 	for _, url := range []string{"http://example.com/v1", "http://10.0.0.7:8080/v1", "http://user:pw@api.example.org/v1"} {
@@ -79,7 +51,7 @@ func TestInsecureBaseURL(t *testing.T) {
 	}
 }
 
-// TestMaskedKeyRedacted (item 21): a 401 that quotes the key masked (first
+// TestMaskedKeyRedacted: a 401 that quotes the key masked (first
 // and last characters around stars) does not reach results, stderr or
 // logs, whatever the key's prefix.
 func TestMaskedKeyRedacted(t *testing.T) {
@@ -106,7 +78,7 @@ func TestMaskedKeyRedacted(t *testing.T) {
 	}
 }
 
-// TestEmptyEnvIsUnset (item 25): VAR= is no value: the defaults hold.
+// TestEmptyEnvIsUnset: VAR= is no value: the defaults hold.
 func TestEmptyEnvIsUnset(t *testing.T) {
 	for _, k := range []string{"OPENAI_BASE_URL", "OPENAI_MODEL", "GPTBATCH_USAGE_FILE"} {
 		t.Setenv(k, "")
@@ -130,7 +102,7 @@ func TestEmptyEnvIsUnset(t *testing.T) {
 	}
 }
 
-// TestAPIKeyFile (item 26): a missing --api-key-file says it cannot be
+// TestAPIKeyFile: a missing --api-key-file says it cannot be
 // read; a .env value loses its inline comment and quotes.
 func TestAPIKeyFile(t *testing.T) {
 	g := newGB(t, "http://127.0.0.1:1/v1")
@@ -160,32 +132,6 @@ func TestAPIKeyFile(t *testing.T) {
 	os.WriteFile(filepath.Join(g.dir, ".env"), []byte("OPENAI_API_KEY=sk-from-dotenv-123456 # the team's key\n"), 0o600)
 	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
 		t.Errorf(".env with an inline comment: exit status %d: %s", code, stderr)
-	}
-}
-
-// TestUnusableInput (item 27): a CSV header without a prompt column and a
-// directory on stdin are usage errors (exit 2) that send nothing; the CSV
-// error lists the columns it found.
-func TestUnusableInput(t *testing.T) {
-	srv := openaitest.New(openaitest.Config{})
-	defer srv.Close()
-	g := newGB(t, srv.URL())
-	_, stderr, code := g.run(context.Background(), "text,lang\nhello,en\n", "--format", "csv")
-	if code != 2 || !strings.Contains(stderr, `"prompt"`) || !strings.Contains(stderr, `"text" "lang"`) {
-		t.Errorf("csv without prompt: exit status %d, stderr %q; want 2, naming the columns found", code, stderr)
-	}
-	dir, err := os.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Close()
-	var out, errb bytes.Buffer
-	code = run(context.Background(), g.args, dir, &out, &errb)
-	if code != 2 || !strings.Contains(errb.String(), "stdin is a directory") {
-		t.Errorf("stdin a directory: exit status %d, stderr %q; want 2", code, errb.String())
-	}
-	if n := srv.Stats().Requests; n != 0 {
-		t.Errorf("server got %d requests, want none", n)
 	}
 }
 
@@ -225,57 +171,7 @@ func TestFlagValues(t *testing.T) {
 	}
 }
 
-// TestUsageReadsOnly (items 27, 28): `gptbatch usage` reports lines of the
-// ledger it cannot parse instead of hiding them or failing, reports when
-// usage.md is damaged (it needs only the ledger), and creates no state
-// directory or lock.
-func TestUsageReadsOnly(t *testing.T) {
-	g := newGB(t, "http://127.0.0.1:1/v1")
-	g.loud()
-	missing := filepath.Join(g.dir, "never", "usage.md")
-	out, stderr, code := g.run(context.Background(), "", "usage", "--usage-file", missing)
-	if code != 0 || !strings.Contains(out, "REQUESTS") {
-		t.Errorf("usage of a usage file not yet made: exit status %d, stdout %q, stderr %q", code, out, stderr)
-	}
-	if _, err := os.Stat(filepath.Dir(missing)); err == nil {
-		t.Error("usage created the state directory")
-	}
-
-	usage := filepath.Join(g.dir, "usage.md")
-	entry := func(id string) string {
-		c := budget.Dollar / 1000
-		b, _ := json.Marshal(budget.LedgerEntry{ID: id, Model: "gpt-4o-mini", Status: 200, PromptTokens: 10, CompletionTokens: 5, CostUSD: &c})
-		return string(b) + "\n"
-	}
-	ledger := entry("a") + "{not json\n" + entry("b") + "\n" + `{"id": 3, "status": "x"}` + "\n" + entry("c")
-	os.WriteFile(filepath.Join(g.dir, "usage.ledger.jsonl"), []byte(ledger), 0o600)
-	os.WriteFile(usage, []byte("tokens_within_day = many\n"), 0o600)
-	out, stderr, code = g.run(context.Background(), "", "usage", "--json")
-	if code != 0 {
-		t.Fatalf("usage: exit status %d: %s", code, stderr)
-	}
-	var rep struct {
-		Total struct {
-			Requests int64 `json:"requests"`
-		} `json:"total"`
-	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Total.Requests != 3 {
-		t.Errorf("usage --json = %s (%v), want 3 requests from the 3 good ledger lines", out, err)
-	}
-	for _, want := range []string{"gptbatch: warning: 2 ledger lines", "corrupt"} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("stderr = %q, want %q", stderr, want)
-		}
-	}
-	if _, err := os.Stat(usage + ".lock"); err == nil {
-		t.Error("usage created the lock file")
-	}
-	if table, _, _ := g.run(context.Background(), "", "usage"); !strings.Contains(table, "price table of "+budget.PriceTableDate) {
-		t.Errorf("usage table = %q, want the price table's date (item 7)", table)
-	}
-}
-
-// TestQuietWarnings (item 28): warnings are "gptbatch: warning: ...",
+// TestQuietWarnings: warnings are "gptbatch: warning: ...",
 // like errors, and --quiet silences them.
 func TestQuietWarnings(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{})
@@ -291,48 +187,7 @@ func TestQuietWarnings(t *testing.T) {
 	}
 }
 
-// TestUsageFileComments (item 28): a comment written in usage.md is there
-// after a run rewrites the file.
-func TestUsageFileComments(t *testing.T) {
-	srv := openaitest.New(openaitest.Config{})
-	defer srv.Close()
-	g := newGB(t, srv.URL())
-	path := filepath.Join(g.dir, "usage.md")
-	os.WriteFile(path, []byte("# shared by the nightly jobs: ask Ana\nlimit_daily_cost_usd = 5\n"), 0o600)
-	if _, stderr, code := g.run(context.Background(), prompts(3)); code != 0 {
-		t.Fatalf("exit status %d: %s", code, stderr)
-	}
-	b, _ := os.ReadFile(path)
-	if !bytes.Contains(b, []byte("# shared by the nightly jobs: ask Ana\n")) || !bytes.Contains(b, []byte("limit_daily_cost_usd = 5\n")) {
-		t.Errorf("usage.md after a run lost the comment or the stored limit:\n%s", b)
-	}
-}
-
-// TestCancelledRetryNotCounted (item 28): a retry the run never made (a
-// signal came during the back-off) is not in the summary's retries.
-func TestCancelledRetryNotCounted(t *testing.T) {
-	// Every request gets a 429 asking to wait a minute.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("retry-after", "60")
-		w.WriteHeader(http.StatusTooManyRequests)
-		io.WriteString(w, `{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`)
-	}))
-	defer srv.Close()
-	g := newGB(t, srv.URL+"/v1").loud()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// The signal comes as the retry is logged, before its back-off ends.
-	_, stderr, code := g.runUntil(ctx, cancel, prompts(1), "gptbatch: retry", "--verbose")
-	if code != 130 {
-		t.Errorf("exit status %d, want 130; stderr: %s", code, stderr)
-	}
-	if !strings.Contains(stderr, "; 0 retries, 1 rate-limited") {
-		t.Errorf("stderr = %q, want a summary of 0 retries, 1 rate-limited", stderr)
-	}
-}
-
-// TestVersion (item 28): --version says the module version a go install
+// TestVersion: --version says the module version a go install
 // build records, or the commit, rather than "dev".
 func TestVersion(t *testing.T) {
 	bi := func(v string, settings ...debug.BuildSetting) *debug.BuildInfo {
@@ -362,7 +217,7 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestHelpPriceDate (item 7): --help says the date of the price table.
+// TestHelpPriceDate: --help says the date of the price table.
 func TestHelpPriceDate(t *testing.T) {
 	var out strings.Builder
 	run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &out)
@@ -371,27 +226,76 @@ func TestHelpPriceDate(t *testing.T) {
 	}
 }
 
-// TestDevNullUsageFile (item 1): --usage-file /dev/null runs with no
-// shared state and leaves /dev/null a character device, with nothing
-// created beside it.
-func TestDevNullUsageFile(t *testing.T) {
-	srv := openaitest.New(openaitest.Config{})
-	defer srv.Close()
-	g := newGB(t, srv.URL())
-	out, stderr, code := g.run(context.Background(), prompts(5), "--usage-file", os.DevNull)
-	if code != 0 || len(parseResults(t, out)) != 5 {
-		t.Fatalf("exit status %d, %d results; stderr: %s", code, len(parseResults(t, out)), stderr)
+// TestHelpNamesEveryFlag: --help lists every flag of the contract, its
+// environment variable, and the three examples.
+func TestHelpNamesEveryFlag(t *testing.T) {
+	var out, errb strings.Builder
+	if code := run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &errb); code != 0 {
+		t.Fatalf("--help: exit status %d: %s", code, errb.String())
 	}
-	fi, err := os.Lstat(os.DevNull)
-	if err != nil || fi.Mode()&fs.ModeCharDevice == 0 {
-		t.Errorf("/dev/null after the run: %v, %v; want a character device", fi.Mode(), err)
-	}
-	for _, p := range []string{os.DevNull + ".lock", "/dev/null.ledger.jsonl"} {
-		if _, err := os.Lstat(p); err == nil {
-			t.Errorf("%s was created", p)
+	help := out.String()
+	var flags []string
+	rt := reflect.TypeOf(runCmd{})
+	for i := 0; i < rt.NumField(); i++ {
+		if f := rt.Field(i); f.IsExported() {
+			name := f.Tag.Get("name")
+			if name == "" {
+				name = kebab(f.Name)
+			}
+			flags = append(flags, "--"+name)
 		}
 	}
-	if _, _, code := g.run(context.Background(), "", "usage", "--usage-file", os.DevNull); code != 0 {
-		t.Errorf("usage --usage-file /dev/null: exit status %d", code)
+	flags = append(flags, "--version", "$OPENAI_MODEL", "$OPENAI_BASE_URL", "$GPTBATCH_USAGE_FILE", "$OPENAI_API_KEY", "jq ", "xargs ", "cron")
+	for _, f := range flags {
+		if !strings.Contains(help, f) {
+			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}
+
+func kebab(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r >= 'A' && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('-')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// TestNoKey: without a key, exit 2 and say where a key is looked for.
+func TestNoKey(t *testing.T) {
+	g := newGB(t, "http://127.0.0.1:1/v1")
+	t.Setenv("OPENAI_API_KEY", "")
+	_, stderr, code := g.run(context.Background(), prompts(1))
+	if code != 2 {
+		t.Errorf("exit status %d, want 2", code)
+	}
+	for _, where := range []string{"OPENAI_API_KEY", "api_key.txt", ".openai_key", ".env", "--api-key-file"} {
+		if !strings.Contains(stderr, where) {
+			t.Errorf("stderr %q does not mention %s", stderr, where)
+		}
+	}
+}
+
+// TestConfigFiles: the model from gpt_model_type.txt and the key from .env
+// in the working directory.
+func TestConfigFiles(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{Key: "sk-from-dotenv-123456"})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	t.Setenv("OPENAI_API_KEY", "")
+	os.WriteFile(filepath.Join(g.dir, "gpt_model_type.txt"), []byte("gpt-4.1-mini\n"), 0o600)
+	os.WriteFile(filepath.Join(g.dir, ".env"), []byte("# keys\nexport OPENAI_API_KEY=\"sk-from-dotenv-123456\"\n"), 0o600)
+	out, stderr, code := g.run(context.Background(), prompts(1))
+	if code != 0 {
+		t.Fatalf("exit status %d: %s", code, stderr)
+	}
+	if rs := parseResults(t, out); rs[0].Model != "gpt-4.1-mini-2025-04-14" {
+		t.Errorf("model = %q, want gpt-4.1-mini from gpt_model_type.txt", rs[0].Model)
 	}
 }

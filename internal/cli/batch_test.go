@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,11 +65,6 @@ func (c *stepClock) advance(d time.Duration) time.Time {
 	return c.now
 }
 
-// onClock is ctx carrying clk for the runs it is given to.
-func onClock(ctx context.Context, clk pipeline.Clock) context.Context {
-	return context.WithValue(ctx, clockKey{}, clk)
-}
-
 // TestViaBatch: 400 lines of the four input forms go through the Batch
 // API in at least three batches, some lines failing on the server's side,
 // and come back 400/400 answered in input order at half price, without a
@@ -79,8 +75,9 @@ func TestViaBatch(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 3, Key: testKey, Batch: openaitest.BatchConfig{LineFailRate: 0.1}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
 	in, ids, prompts := mixedBatch(400, nil)
-	ctx := onClock(context.Background(), clk)
+	ctx := context.Background()
 	out, stderr, code := g.run(ctx, in, "--via", "batch", "--batch-lines", "150", "--retries", "8")
 	if code != 0 {
 		t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
@@ -291,7 +288,8 @@ func TestViaBatchFailures(t *testing.T) {
 				}()
 			}
 			g := newGB(t, srv.URL()).loud() // the warnings are checked
-			out, stderr, code := g.run(onClock(context.Background(), clk), tt.in, append([]string{"--via", "batch"}, tt.args...)...)
+			g.seams.Clock = clk
+			out, stderr, code := g.run(context.Background(), tt.in, append([]string{"--via", "batch"}, tt.args...)...)
 			if code != tt.code {
 				t.Errorf("exit status = %d, want %d; stderr: %s", code, tt.code, stderr)
 			}
@@ -321,9 +319,10 @@ func TestViaBatchInterruptAndResume(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 9, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
 	in := simpleLines(40)
 	args := []string{"--via", "batch", "--batch-lines", "20"}
-	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The signal comes as the second batch is submitted.
 	out, stderr, code := g.runUntil(ctx, cancel, in, "chunk=2", append(args, "--verbose")...)
@@ -357,7 +356,7 @@ func TestViaBatchInterruptAndResume(t *testing.T) {
 	if err := os.WriteFile(prev, []byte(out), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out2, stderr2, code2 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", prev)...)
+	out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", prev)...)
 	if code2 != 0 {
 		t.Errorf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
 	}
@@ -415,7 +414,8 @@ func TestViaBatchLostAnswers(t *testing.T) {
 				srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 11, Batch: lost.cfg})
 				defer srv.Close()
 				g := newGB(t, srv.URL())
-				ctx := onClock(context.Background(), clk)
+				g.seams.Clock = clk
+				ctx := context.Background()
 				out, stderr, code := g.run(ctx, simpleLines(30), append([]string{"--via", "batch", "--batch-lines", "10"}, tt.args...)...)
 				if code != 0 {
 					t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
@@ -457,7 +457,8 @@ func TestBatchesCommand(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
-	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	g.seams.Clock = clk
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, stderr, code := g.runUntil(ctx, cancel, simpleLines(30), "chunk=2", "--via", "batch", "--batch-lines", "15", "--verbose")
 	if code != 130 {
@@ -566,7 +567,8 @@ func TestViaBatchEndpoints(t *testing.T) {
 		}
 	}
 	g := newGB(t, srv.URL())
-	out, stderr, code := g.run(onClock(context.Background(), clk), in.String(), "--via", "batch")
+	g.seams.Clock = clk
+	out, stderr, code := g.run(context.Background(), in.String(), "--via", "batch")
 	if code != 0 {
 		t.Fatalf("exit status = %d, want 0; stderr: %s", code, stderr)
 	}
@@ -627,6 +629,7 @@ func TestBatchesThroughLinkedUsageFile(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
 	target := filepath.Join(g.dir, "shared", "usage.md")
 	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
 		t.Fatal(err)
@@ -637,7 +640,7 @@ func TestBatchesThroughLinkedUsageFile(t *testing.T) {
 	if err := os.Symlink(target, filepath.Join(g.dir, "usage.md")); err != nil {
 		t.Fatal(err)
 	}
-	if _, stderr, code := g.run(onClock(context.Background(), clk), simpleLines(5), "--via", "batch"); code != 0 {
+	if _, stderr, code := g.run(context.Background(), simpleLines(5), "--via", "batch"); code != 0 {
 		t.Fatalf("exit status = %d, want 0: %s", code, stderr)
 	}
 	out, stderr, code := g.run(context.Background(), "", "batches", "--json")
@@ -656,11 +659,12 @@ func TestViaBatchResumeCountsOnce(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 12, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
 	in := simpleLines(n)
 	args := []string{"--via", "batch", "--batch-lines", "5000"}
 	// Every download of the output breaks off half way, past the retries.
 	srv.CutDownloads(1000, 0.5)
-	out, stderr, _ := g.run(onClock(context.Background(), clk), in, args...)
+	out, stderr, _ := g.run(context.Background(), in, args...)
 	rs := parseResults(t, out)
 	if len(rs) != n {
 		t.Fatalf("broken run: %d results, want %d; stderr: %s", len(rs), n, stderr)
@@ -683,7 +687,7 @@ func TestViaBatchResumeCountsOnce(t *testing.T) {
 	if err := os.WriteFile(prev, []byte(out), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out2, stderr2, code2 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", prev)...)
+	out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", prev)...)
 	if code2 != 0 {
 		t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
 	}
@@ -730,11 +734,12 @@ func TestViaBatchHungCalls(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 13, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
 	srv.Hang(2, http.MethodGet, "/v1/batches/")
 	srv.StallDownloads(1, 0.5)
 	// Without the timeout the run hangs on the first call (go test's own
 	// timeout ends it).
-	out, stderr, code := g.run(onClock(context.Background(), clk), simpleLines(200), "--via", "batch", "--timeout", "1s")
+	out, stderr, code := g.run(context.Background(), simpleLines(200), "--via", "batch", "--timeout", "1s")
 	if code != 0 {
 		t.Fatalf("exit status = %d, want 0; stderr: %s", code, stderr)
 	}
@@ -764,6 +769,7 @@ func TestBatchesRecover(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 9, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
 	journal := filepath.Join(g.dir, "usage.batches.jsonl")
 
 	// An earlier run, collected in full: its input file is deleted.
@@ -772,13 +778,13 @@ func TestBatchesRecover(t *testing.T) {
 	for i := range earlier {
 		fmt.Fprintf(&early, `{"id":"e%d","prompt":"an earlier line %d"}`+"\n", i, i)
 	}
-	if _, stderr, code := g.run(onClock(context.Background(), clk), early.String(), "--via", "batch"); code != 0 {
+	if _, stderr, code := g.run(context.Background(), early.String(), "--via", "batch"); code != 0 {
 		t.Fatalf("earlier run: exit status = %d, want 0; stderr: %s", code, stderr)
 	}
 
 	in := simpleLines(40)
 	args := []string{"--via", "batch", "--batch-lines", "20"}
-	ctx, cancel := context.WithCancel(onClock(context.Background(), clk))
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out, stderr, code := g.runUntil(ctx, cancel, in, "chunk=2", append(args, "--verbose")...)
 	if code != 130 {
@@ -831,7 +837,7 @@ func TestBatchesRecover(t *testing.T) {
 	recoverJournal := func(flags ...string) (string, string) {
 		t.Helper()
 		var out, errb bytes.Buffer
-		code := run(context.Background(), slices.Concat(loud, []string{"batches", "recover"}, flags), strings.NewReader(""), &out, &errb)
+		code := Run(context.Background(), slices.Concat(loud, []string{"batches", "recover"}, flags), strings.NewReader(""), &out, &errb, g.seams)
 		if code != 0 {
 			t.Fatalf("batches recover %v: exit status = %d, want 0; stderr: %s", flags, code, errb.String())
 		}
@@ -903,7 +909,7 @@ func TestBatchesRecover(t *testing.T) {
 		t.Errorf("second batches recover = %q, %q, journal changed: %v; want nothing recovered", out2, err2, !bytes.Equal(again, written))
 	}
 
-	out3, stderr3, code3 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", prev)...)
+	out3, stderr3, code3 := g.run(context.Background(), in, append(args, "--resume", prev)...)
 	if code3 != 0 {
 		t.Errorf("resumed run: exit status = %d, want 0; stderr: %s", code3, stderr3)
 	}
@@ -956,8 +962,9 @@ func TestViaBatchCreateFails(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 14})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
 	srv.Hang(1, http.MethodPost, "/v1/batches")
-	out, stderr, code := g.run(onClock(context.Background(), clk), simpleLines(10), "--via", "batch", "--timeout", "1s", "--retries", "0")
+	out, stderr, code := g.run(context.Background(), simpleLines(10), "--via", "batch", "--timeout", "1s", "--retries", "0")
 	if code == 0 {
 		t.Fatalf("exit status 0, want a failure; stderr: %s", stderr)
 	}
@@ -972,5 +979,78 @@ func TestViaBatchCreateFails(t *testing.T) {
 	}
 	if ids := srv.FileIDs("batch"); len(ids) != 0 {
 		t.Errorf("input files left after the run: %v", ids)
+	}
+}
+
+// TestKill9ViaBatch: a --via batch run killed once its batches are
+// journalled leaves them running; --resume collects them without
+// submitting any again, and the budget and the ledger count each answer
+// once.
+func TestKill9ViaBatch(t *testing.T) {
+	t.Parallel() // a process of its own: nothing of this one is shared
+	srv := openaitest.New(openaitest.Config{Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+	defer srv.Close()
+	dir := t.TempDir()
+	in := simpleLines(60)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	out := filepath.Join(dir, "out.jsonl")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := command(t, dir, srv.URL(), in, args...)
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// A batch is polled only once it is journalled.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = srv.Wait(ctx, func() bool {
+		ids := srv.BatchIDs()
+		for _, id := range ids {
+			if len(srv.BatchPolls(id)) == 0 {
+				return false
+			}
+		}
+		return len(ids) == 3
+	})
+	if err != nil {
+		t.Fatalf("waiting for 3 batches to be polled: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	f.Close()
+	srv.FinishBatches()
+
+	var out2, errb bytes.Buffer
+	cmd = command(t, dir, srv.URL(), in, append(args, "--resume", out)...)
+	cmd.Stdout, cmd.Stderr = &out2, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("--resume: %v: %s", err, errb.String())
+	}
+	prev, _ := os.ReadFile(out)
+	done := map[string]int{}
+	for _, r := range append(parseResultsLoose(string(prev)), parseResults(t, out2.String())...) {
+		if r.Error == nil {
+			done[r.ID]++
+		}
+	}
+	for i := range 60 {
+		if id := fmt.Sprint("q", i); done[id] != 1 {
+			t.Errorf("%s answered %d times over both runs, want once", id, done[id])
+		}
+	}
+	st := srv.BatchStats()
+	if st.Created != 3 || st.Succeeded != 60 {
+		t.Errorf("the fake: %d batches, %d lines answered; want 3 and 60: nothing submitted again", st.Created, st.Succeeded)
+	}
+	if n := ledgerLines(t, dir); n != 60 {
+		t.Errorf("ledger has %d entries, want 60", n)
+	}
+	if s := readState(t, dir); s.TokensWithinDay != st.PromptTokens+st.CompletionTokens {
+		t.Errorf("tokens_within_day = %d, the API counted %d: each answer once, and the reservations given back", s.TokensWithinDay, st.PromptTokens+st.CompletionTokens)
 	}
 }
