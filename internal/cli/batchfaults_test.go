@@ -279,11 +279,11 @@ func TestViaBatchJournalFull(t *testing.T) {
 			if err := os.Truncate(journal, 0); err != nil {
 				t.Fatal(err)
 			}
-			clk := newStepClock()
+			g.seams.Clock = newStepClock()
 			if _, stderr, code := g.run(context.Background(), "", "batches", "recover"); code != 0 {
 				t.Fatalf("batches recover: exit status = %d; stderr: %s", code, stderr)
 			}
-			out2, stderr2, code2 := g.run(onClock(context.Background(), clk), in, append(args, "--resume", saveOut(t, g, out))...)
+			out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", saveOut(t, g, out))...)
 			if code2 != 0 {
 				t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
 			}
@@ -329,8 +329,8 @@ func TestViaBatchKilledWhileCreating(t *testing.T) {
 	srv.FinishBatches()
 	made := srv.BatchIDs()
 
-	clk := newStepClock()
-	out, stderr, code := g.run(onClock(context.Background(), clk), in, "--via", "batch", "--resume", saveOut(t, g, ""))
+	g.seams.Clock = newStepClock()
+	out, stderr, code := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, ""))
 	if code != 0 {
 		t.Fatalf("--resume: exit status = %d, want 0; stderr: %s", code, stderr)
 	}
@@ -387,7 +387,8 @@ func TestViaBatchStoreLostWhileCollecting(t *testing.T) {
 		}
 	}
 
-	out2, stderr2, code2 := g.run(onClock(context.Background(), newStepClock()), in, "--via", "batch", "--resume", saveOut(t, g, out))
+	g.seams.Clock = newStepClock()
+	out2, stderr2, code2 := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, out))
 	if code2 != 0 {
 		t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
 	}
