@@ -88,7 +88,7 @@ func saveOut(t *testing.T, g *gb, out string) string {
 // journalled reads the batch journal beside g's usage file.
 func journalled(t *testing.T, g *gb) []*pipeline.JournalBatch {
 	t.Helper()
-	bs, err := pipeline.ReadJournal(filepath.Join(g.dir, "usage.batches.jsonl"), time.Time{}, false)
+	bs, _, err := pipeline.ReadJournal(filepath.Join(g.dir, "usage.batches.jsonl"), time.Time{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,4 +402,166 @@ func TestViaBatchStoreLostWhileCollecting(t *testing.T) {
 	if n, tokens := todayTotal(t, g); n != 10 || tokens != st.PromptTokens {
 		t.Errorf("ledger: %d succeeded, %d prompt tokens; want 10 and %d: each answer once", n, tokens, st.PromptTokens)
 	}
+}
+
+// interruptedRun runs in through --via batch in files of batchLines lines
+// and interrupts it as the second is submitted: two batches are
+// journalled and run on. It returns the run's stdout and the batches the
+// fake made.
+func interruptedRun(t *testing.T, g *gb, srv *openaitest.Server, in string, args ...string) (string, []string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, stderr, code := g.runUntil(ctx, cancel, in, "chunk=2", append(args, "--verbose")...)
+	if code != 130 {
+		t.Fatalf("interrupted run: exit status = %d, want 130; stderr: %s", code, stderr)
+	}
+	return out, srv.BatchIDs()
+}
+
+// answeredOnce checks that over outs, each of the n lines of simpleLines
+// was answered exactly once.
+func answeredOnce(t *testing.T, n int, outs ...string) {
+	t.Helper()
+	done := map[string]int{}
+	for _, out := range outs {
+		for _, r := range parseResults(t, out) {
+			if r.Error == nil {
+				done[r.ID]++
+			}
+		}
+	}
+	for i := range n {
+		if id := fmt.Sprint("q", i); done[id] != 1 {
+			t.Errorf("%s answered %d times over the runs, want once", id, done[id])
+		}
+	}
+}
+
+// TestViaBatchTornJournal: a journal whose last line was torn (a process
+// killed mid-append) takes the next record on a line of its own, and
+// every reader skips the fragment and says so: the batch recorded after
+// it is not lost, and `batches`, `batches recover` and --resume go on
+// working, as a nightly cron job needs.
+func TestViaBatchTornJournal(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 26, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL()).loud()
+	g.seams.Clock = clk
+	in := simpleLines(40)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	out, made := interruptedRun(t, g, srv, in, args...)
+	journal := filepath.Join(g.dir, "usage.batches.jsonl")
+	f, err := os.OpenFile(journal, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"event":"submitted","time":"2026-`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	// Another job journals its batch after the fragment.
+	var other strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&other, `{"id":"o%d","prompt":"another job's line %d"}`+"\n", i, i)
+	}
+	if _, stderr, code := g.run(context.Background(), other.String(), "--via", "batch"); code != 0 {
+		t.Fatalf("another job: exit status = %d, want 0; stderr: %s", code, stderr)
+	}
+	ids := srv.BatchIDs()
+	if len(ids) != len(made)+1 {
+		t.Fatalf("batches made: %v, want %v and the other job's", ids, made)
+	}
+
+	lout, lerr, lcode := g.run(context.Background(), "", "batches", "--json")
+	if lcode != 0 || !strings.Contains(lerr, "is not a record, skipped") {
+		t.Fatalf("batches: exit status = %d, stderr %q; want 0, saying a line was skipped", lcode, lerr)
+	}
+	for _, id := range ids {
+		if !strings.Contains(lout, id) {
+			t.Errorf("batches does not list %s: %s", id, lout)
+		}
+	}
+	if _, rerr, rcode := g.run(context.Background(), "", "batches", "recover", "--dry-run"); rcode != 0 {
+		t.Errorf("batches recover --dry-run: exit status = %d, want 0; stderr: %s", rcode, rerr)
+	}
+	out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", saveOut(t, g, out))...)
+	if code2 != 0 || !strings.Contains(stderr2, "is not a record, skipped") {
+		t.Fatalf("--resume: exit status = %d, want 0, saying a line was skipped; stderr: %s", code2, stderr2)
+	}
+	answeredOnce(t, 40, out, out2)
+	if st := srv.BatchStats(); st.Created != len(ids) {
+		t.Errorf("%d batches made, want still %d: nothing submitted again", st.Created, len(ids))
+	}
+}
+
+// TestViaBatchJournalBadLine: one line of the journal that is not a
+// record (edited by hand) is skipped and reported by `batches`, `batches
+// recover`, `batches cancel` and --resume, which all go on working; and
+// `batches cancel` cancels even with no journal it can read, as it needs
+// only the batch's id.
+func TestViaBatchJournalBadLine(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 27, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL()).loud()
+	g.seams.Clock = clk
+	in := simpleLines(20)
+	args := []string{"--via", "batch", "--batch-lines", "10"}
+	// Nothing is polled before the interrupt: the batches are still
+	// running when cancelled.
+	hold := make(chan struct{})
+	clk.start = hold
+	out, made := interruptedRun(t, g, srv, in, args...)
+	close(hold)
+	if len(made) != 2 {
+		t.Fatalf("batches made: %v, want 2", made)
+	}
+	journal := filepath.Join(g.dir, "usage.batches.jsonl")
+	b, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(journal, append([]byte("edited by hand\n"), b...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const said = "line 1 is not a record, skipped"
+
+	for _, cmd := range [][]string{{"batches", "--json"}, {"batches", "recover", "--dry-run"}, {"batches", "cancel", made[1]}} {
+		out, stderr, code := g.run(context.Background(), "", cmd...)
+		if code != 0 || !strings.Contains(stderr, said) {
+			t.Errorf("%v: exit status = %d, stderr %q; want 0, saying %q", cmd, code, stderr, said)
+		}
+		if cmd[1] != "recover" && !strings.Contains(out, made[1]) {
+			t.Errorf("%v: stdout %q does not name %s", cmd, out, made[1])
+		}
+	}
+
+	// A journal that cannot be read at all: the batch is cancelled all
+	// the same, and stderr says the cancellation is not journalled.
+	aside := journal + ".aside"
+	if err := os.Rename(journal, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(journal, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cout, cerr, ccode := g.run(context.Background(), "", "batches", "cancel", made[0])
+	if ccode != 0 || !strings.Contains(cout, made[0]+" cancelling") || !strings.Contains(cerr, "not journalled") {
+		t.Errorf("batches cancel with the journal a directory: exit status = %d, stdout %q, stderr %q; want 0, the batch cancelling, and that it is not journalled", ccode, cout, cerr)
+	}
+	if err := os.Remove(journal); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(aside, journal); err != nil {
+		t.Fatal(err)
+	}
+
+	out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", saveOut(t, g, out))...)
+	if code2 != 0 || !strings.Contains(stderr2, said) {
+		t.Fatalf("--resume: exit status = %d, want 0, saying %q; stderr: %s", code2, said, stderr2)
+	}
+	answeredOnce(t, 20, out, out2)
 }
