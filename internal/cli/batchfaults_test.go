@@ -565,3 +565,56 @@ func TestViaBatchJournalBadLine(t *testing.T) {
 	}
 	answeredOnce(t, 20, out, out2)
 }
+
+// TestViaBatchRepeatedCustomID: an output file that repeats a custom_id,
+// or gives one both an answer and a 500, counts the first answer of each
+// line: one result a line, charged once, and no answered line submitted
+// again; the repeats are reported.
+func TestViaBatchRepeatedCustomID(t *testing.T) {
+	for _, fault := range []string{"repeated answers", "an answer and a 500"} {
+		for _, unordered := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/unordered=%v", fault, unordered), func(t *testing.T) {
+				clk := newStepClock()
+				srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 28, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+				defer srv.Close()
+				if fault == "repeated answers" {
+					srv.RepeatAnswers(true)
+				} else {
+					srv.AnswerAndFail(true)
+				}
+				g := newGB(t, srv.URL()).loud()
+				g.seams.Clock = clk
+				args := []string{"--via", "batch"}
+				if unordered {
+					args = append(args, "--unordered")
+				}
+				out, stderr, code := g.run(context.Background(), simpleLines(3), args...)
+				if code != 0 {
+					t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
+				}
+				n := countIDs(t, out)
+				for _, r := range parseResults(t, out) {
+					if r.Error != nil {
+						t.Errorf("%s: %+v, want its answer", r.ID, r.Error)
+					}
+				}
+				if len(n) != 3 || n["q0"] != 1 || n["q1"] != 1 || n["q2"] != 1 {
+					t.Errorf("results by id = %v, want one for each of q0, q1, q2", n)
+				}
+				if !strings.Contains(stderr, "3 more answers") {
+					t.Errorf("stderr does not report the 3 repeats: %s", stderr)
+				}
+				st := srv.BatchStats()
+				if st.Created != 1 {
+					t.Errorf("%d batches, want 1: no answered line submitted again", st.Created)
+				}
+				if got, tokens := todayTotal(t, g); got != 3 || tokens != st.PromptTokens {
+					t.Errorf("ledger: %d succeeded, %d prompt tokens; want 3 and %d: each line charged once", got, tokens, st.PromptTokens)
+				}
+				if rows := ledgerLines(t, g.dir); rows != 3 {
+					t.Errorf("ledger has %d entries, want 3", rows)
+				}
+			})
+		}
+	}
+}

@@ -836,6 +836,7 @@ type (
 // handlers of the synchronous endpoints. It requires b.mu held.
 func (s *Server) answerLines(b *batch, n int) {
 	parse := s.batchParser(b.endpoint)
+	repeat, answerAndFail := s.outputFaults()
 	var lines, ok, failed int
 	var prompt, completion int64
 	for ; n > 0 && b.next < len(b.order); n-- {
@@ -864,6 +865,23 @@ func (s *Server) answerLines(b *batch, n int) {
 		}
 		dst.Write(mustJSON(out))
 		dst.WriteByte('\n')
+		if status != http.StatusOK {
+			continue
+		}
+		if repeat {
+			out.ID = s.randomID("batch_req_", 32)
+			b.out.Write(mustJSON(out))
+			b.out.WriteByte('\n')
+		}
+		if answerAndFail {
+			errBody := mustJSON(map[string]apiError{"error": serverError})
+			fail := outputLine{
+				ID: s.randomID("batch_req_", 32), CustomID: l.customID,
+				Response: &lineResponse{StatusCode: http.StatusInternalServerError, RequestID: s.randomID("", 32), Body: errBody},
+			}
+			b.errs.Write(mustJSON(fail))
+			b.errs.WriteByte('\n')
+		}
 	}
 	s.ext.mu.Lock()
 	st := &s.ext.batchStats
