@@ -618,3 +618,65 @@ func TestViaBatchRepeatedCustomID(t *testing.T) {
 		}
 	}
 }
+
+// TestViaBatchLostCreateListingFails: when the answer to a create is lost
+// and the listing that would find the batch fails, the listing is asked
+// again, and the batch is found, not made twice. When the batches cannot
+// be listed at all, the chunk's lines fail, saying so, rather than make a
+// second batch blind; --resume then finds and collects the batch.
+func TestViaBatchLostCreateListingFails(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		fails int // listings that fail
+		code  int
+	}{
+		{"once", 1, 0},
+		{"past the retries", 1000, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newStepClock()
+			srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 29, Batch: openaitest.BatchConfig{LoseCreates: 1, StepsPerPoll: -1}})
+			defer srv.Close()
+			srv.FailLists(tt.fails)
+			g := newGB(t, srv.URL())
+			g.seams.Clock = clk
+			in := simpleLines(10)
+			out, stderr, code := g.run(context.Background(), in, "--via", "batch", "--retries", "2")
+			if code != tt.code {
+				t.Errorf("exit status = %d, want %d; stderr: %s", code, tt.code, stderr)
+			}
+			if n := srv.BatchStats().Created; n != 1 {
+				t.Fatalf("%d batches made, want 1: none made blind", n)
+			}
+			made := srv.BatchIDs()[0]
+			rs := parseResults(t, out)
+			if len(rs) != 10 {
+				t.Fatalf("%d results, want 10", len(rs))
+			}
+			for _, r := range rs {
+				switch {
+				case tt.code == 0 && (r.Error != nil || r.BatchID != made):
+					t.Errorf("%s: batch %q, %+v; want an answer from %s", r.ID, r.BatchID, r.Error, made)
+				case tt.code != 0 && (r.Error == nil || !strings.Contains(r.Error.Message, "could not be listed") || !strings.Contains(r.Error.Message, "--resume")):
+					t.Errorf("%s: %+v; want an error saying the batches could not be listed, and that --resume looks again", r.ID, r.Error)
+				}
+			}
+			if tt.code == 0 {
+				return
+			}
+			srv.FailLists(0)
+			out2, stderr2, code2 := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, out))
+			if code2 != 0 {
+				t.Fatalf("--resume: exit status = %d, want 0; stderr: %s", code2, stderr2)
+			}
+			for _, r := range parseResults(t, out2) {
+				if r.Error != nil || r.BatchID != made {
+					t.Errorf("--resume: %s: batch %q, %+v; want an answer from %s", r.ID, r.BatchID, r.Error, made)
+				}
+			}
+			if st := srv.BatchStats(); st.Created != 1 || st.Succeeded != 10 {
+				t.Errorf("the fake: %d batches, %d answered; want 1 and 10", st.Created, st.Succeeded)
+			}
+		})
+	}
+}

@@ -456,6 +456,10 @@ func (x *exchange) retrieveBatch(id string) {
 // and limit (default 20, at most 100).
 func (x *exchange) listBatches() {
 	s := x.s
+	if s.takeFailList() {
+		x.fail(http.StatusInternalServerError, injected, serverError)
+		return
+	}
 	q := x.r.URL.Query()
 	limit := atoiOr(q.Get("limit"), 20)
 	if limit < 1 || limit > 100 {

@@ -8,6 +8,7 @@ type faults struct {
 	holdCreates    int  // creations left to hold (see HoldCreates)
 	repeatAnswers  bool // see RepeatAnswers
 	answerAndFail  bool // see AnswerAndFail
+	failLists      int  // listings of batches left to fail (see FailLists)
 }
 
 // SetQueueTokens sets the enqueued-token limit of each model from now on,
@@ -69,4 +70,23 @@ func (s *Server) outputFaults() (repeat, fail bool) {
 	s.ext.mu.Lock()
 	defer s.ext.mu.Unlock()
 	return s.ext.faults.repeatAnswers, s.ext.faults.answerAndFail
+}
+
+// FailLists makes the next n listings of batches (GET /v1/batches) answer
+// 500, as the API sometimes does.
+func (s *Server) FailLists(n int) {
+	s.ext.mu.Lock()
+	defer s.ext.mu.Unlock()
+	s.ext.faults.failLists = n
+}
+
+// takeFailList says whether to fail this listing.
+func (s *Server) takeFailList() bool {
+	s.ext.mu.Lock()
+	defer s.ext.mu.Unlock()
+	if s.ext.faults.failLists <= 0 {
+		return false
+	}
+	s.ext.faults.failLists--
+	return true
 }
