@@ -114,10 +114,15 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func usageError(err error) error { return &pipeline.Error{Code: exitUsage, Err: err} }
 
 // exitStatus prints err once, as "gptbatch: ...", and says the exit
-// status it calls for: its ExitCode, else 1.
+// status it calls for: its ExitCode, else 1. A closed stdout (| head) is
+// quiet, with the status of a filter killed by SIGPIPE, whatever the
+// command.
 func exitStatus(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
+	}
+	if errors.Is(err, syscall.EPIPE) {
+		return pipeline.ExitBrokenPipe
 	}
 	if msg := err.Error(); msg != "" {
 		fmt.Fprintf(stderr, "gptbatch: %s\n", msg)

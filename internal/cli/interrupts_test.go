@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/pipeline"
 )
 
 // TestInterruptAndResume: a signal stops sending, keeps the results of the
@@ -319,5 +320,36 @@ func TestSecondSignal(t *testing.T) {
 	}
 	if s, want := readState(t, dir), ledgerTokens(es); s.TokensWithinDay != want {
 		t.Errorf("tokens_within_day = %d, want %d, the ledger's: no reservation left over", s.TokensWithinDay, want)
+	}
+}
+
+// TestCommandsClosedStdout: every command whose output is cut short by its
+// reader (gptbatch batches | head -1) ends as the main job does: quietly,
+// with the status of a filter killed by SIGPIPE, not "broken pipe" and 1.
+func TestCommandsClosedStdout(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Key: testKey})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
+	// A batch journalled and a ledger written, so that each command has
+	// lines to write.
+	if _, stderr, code := g.run(context.Background(), simpleLines(5), "--via", "batch"); code != 0 {
+		t.Fatalf("--via batch: exit %d: %s", code, stderr)
+	}
+	for _, args := range [][]string{{"usage"}, {"usage", "--json"}, {"limits"}, {"limits", "--json"}, {"batches"}, {"batches", "--json"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close() // the reader has gone, as head has after its line
+			defer w.Close()
+			var errb bytes.Buffer
+			code := Run(context.Background(), append(append([]string{}, g.args...), args...), strings.NewReader(""), w, &errb, g.seams)
+			if code != pipeline.ExitBrokenPipe || errb.Len() > 0 {
+				t.Errorf("gptbatch %v with stdout closed: exit status %d, stderr %q; want %d and nothing said", args, code, errb.String(), pipeline.ExitBrokenPipe)
+			}
+		})
 	}
 }
