@@ -378,7 +378,7 @@ func itemOf(rec lineRecord, tries int) *item {
 		endpoint: endpointOf(rec.URL), single: rec.Single, floats: rec.Floats,
 	}
 	if p, ok := budget.PriceOf(rec.Model); ok {
-		it.price, it.priced = p.Batch(), true
+		it.price, it.priced, it.batch = p.Batch(), true, true
 	}
 	return it
 }
