@@ -76,7 +76,7 @@ func BenchmarkBatchRun(b *testing.B) {
 // TestRecordCodec: a line's record goes through the spool unchanged.
 func TestRecordCodec(t *testing.T) {
 	for _, rec := range []lineRecord{
-		{ID: "q1", Line: 17, Model: "gpt-4o-mini", URL: batchURLs[jsonl.EndpointChat], Metadata: json.RawMessage(`{"a":1}`), Prompt: 9, EstTokens: 265, EstCost: 123456, Priced: true, Single: true, Floats: true, Hash: "h"},
+		{ID: "q1", Line: 17, Model: "gpt-4o-mini", URL: jsonl.URL(jsonl.EndpointChat), Metadata: json.RawMessage(`{"a":1}`), Prompt: 9, EstTokens: 265, EstCost: 123456, Priced: true, Single: true, Floats: true, Hash: "h"},
 		{ID: "", Line: 1},
 	} {
 		got, err := parseRecord(appendRecord(nil, &rec))
