@@ -18,6 +18,7 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/tokens"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -60,10 +61,10 @@ func BenchmarkBatchRun(b *testing.B) {
 	}
 	journal, _ := budget.JournalPathFor(store.Path())
 	cfg := Config{
-		Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 16, Retries: 5, Clock: clk,
+		Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 16, Retries: 5, Clock: clk,
 		Gate: budget.NewGate(store, budget.Limits{}), Via: ViaBatch, Batch: BatchOptions{Journal: journal, TempDir: dir},
 	}
-	if _, err := encoders[o200kBase](); err != nil {
+	if err := tokens.Build("gpt-4o-mini"); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
