@@ -680,3 +680,45 @@ func TestViaBatchLostCreateListingFails(t *testing.T) {
 		})
 	}
 }
+
+// TestViaBatchResumeUnknownBatch: --resume against an API that does not
+// know the journalled batches (another key's, another base URL) stops
+// with exit 2, naming the batch and the mismatch, and sends nothing: the
+// batches may still run and bill where they were made. Submitting their
+// lines again is asked for with --resubmit-unknown.
+func TestViaBatchResumeUnknownBatch(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 30, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
+	in := simpleLines(40)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	out, made := interruptedRun(t, g, srv, in, args...)
+	prev := saveOut(t, g, out)
+
+	other := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 31, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer other.Close()
+	out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", prev, "--base-url", other.URL())...)
+	named := strings.Contains(stderr2, made[0]) || strings.Contains(stderr2, made[1])
+	if code2 != 2 || !named || !strings.Contains(stderr2, "another API key or base URL") || !strings.Contains(stderr2, "--resubmit-unknown") {
+		t.Errorf("--resume at another base URL: exit status = %d, stderr %q; want 2, naming a batch of %v, the mismatch and --resubmit-unknown", code2, stderr2, made)
+	}
+	if st := other.BatchStats(); st.Created != 0 || st.Uploads != 0 {
+		t.Errorf("the other API: %d batches, %d uploads; want nothing sent", st.Created, st.Uploads)
+	}
+	for _, r := range parseResults(t, out2) {
+		if r.Error == nil || !strings.Contains(r.Error.Message, "not sent") {
+			t.Errorf("%s: %+v, want not sent", r.ID, r.Error)
+		}
+	}
+
+	out3, stderr3, code3 := g.run(context.Background(), in, append(args, "--resume", prev, "--base-url", other.URL(), "--resubmit-unknown")...)
+	if code3 != 0 {
+		t.Fatalf("--resume --resubmit-unknown: exit status = %d, want 0; stderr: %s", code3, stderr3)
+	}
+	answeredOnce(t, 40, out, out3)
+	if st := other.BatchStats(); st.Created == 0 {
+		t.Errorf("--resubmit-unknown: the other API made no batch")
+	}
+}
