@@ -596,7 +596,6 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		}
 		res, u, model, cost := ans.results[0], ans.usage, ans.model, ans.cost
 		res.Attempts = tries
-		r.count(it, ans)
 		if model != "" {
 			entry.Model = model
 		}
@@ -670,6 +669,7 @@ func (c *collector) flush(ctx context.Context) error {
 			}
 			return c.storeLost(err)
 		}
+		c.r.counted(c.settle)
 		c.settle = c.settle[:0]
 	}
 	for _, p := range c.pending {
@@ -677,6 +677,27 @@ func (c *collector) flush(ctx context.Context) error {
 	}
 	c.pending = c.pending[:0]
 	return nil
+}
+
+// counted adds the answers of settlements that reached the ledger to the
+// run's figures: the summary says what was settled, not what was read,
+// as a line may be read more than once (a download started over, a batch
+// collected before, an output that repeats a line).
+func (r *runner) counted(sts []budget.Settlement) {
+	for _, st := range sts {
+		e := st.Entry
+		if e == nil || e.Status != http.StatusOK {
+			continue
+		}
+		r.stats.PromptTokens.Add(e.PromptTokens)
+		r.stats.CompletionTokens.Add(e.CompletionTokens)
+		r.stats.CachedTokens.Add(e.CachedTokens)
+		if e.CostUSD != nil {
+			r.stats.Cost.Add(int64(*e.CostUSD))
+		} else {
+			r.stats.Unpriced.Add(1)
+		}
+	}
 }
 
 // storeLost stops collecting because the shared state failed: the run

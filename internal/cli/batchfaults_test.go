@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 	"github.com/gptbatch/gptbatch/pipeline"
 )
@@ -720,5 +722,81 @@ func TestViaBatchResumeUnknownBatch(t *testing.T) {
 	answeredOnce(t, 40, out, out3)
 	if st := other.BatchStats(); st.Created == 0 {
 		t.Errorf("--resubmit-unknown: the other API made no batch")
+	}
+}
+
+// figures are the tokens and dollars a run's summary (on stderr) says.
+type figures struct {
+	prompt, completion int64
+	cost               budget.Cost
+}
+
+// summaryFigures reads the figures from a run's summary.
+func summaryFigures(t *testing.T, stderr string) figures {
+	t.Helper()
+	m := regexp.MustCompile(`tokens (\d+) in \(\d+ cached\), (\d+) out; \$([0-9.]+)`).FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("no summary on stderr: %s", stderr)
+	}
+	var f figures
+	f.prompt, _ = strconv.ParseInt(m[1], 10, 64)
+	f.completion, _ = strconv.ParseInt(m[2], 10, 64)
+	if err := f.cost.UnmarshalJSON([]byte(m[3])); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// ledgerFigures are the tokens and dollars the ledger holds for today.
+func ledgerFigures(t *testing.T, g *gb) figures {
+	t.Helper()
+	out, stderr, code := g.run(context.Background(), "", "usage", "--today", "--json")
+	if code != 0 {
+		t.Fatalf("usage --today --json: exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Total struct {
+			PromptTokens     int64       `json:"prompt_tokens"`
+			CompletionTokens int64       `json:"completion_tokens"`
+			CostUSD          budget.Cost `json:"cost_usd"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("usage --json: %v: %s", err, out)
+	}
+	return figures{rep.Total.PromptTokens, rep.Total.CompletionTokens, rep.Total.CostUSD}
+}
+
+// TestViaBatchSummaryCountsSettled: the summary's tokens and dollars are
+// what the run settled, once each, however often an answer was read: a
+// download cut and started over reads its first lines twice, and --resume
+// reads again a batch collected before (settled then, so nothing now).
+func TestViaBatchSummaryCountsSettled(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 32, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL()).loud()
+	g.seams.Clock = clk
+	in := simpleLines(30)
+	srv.CutDownloads(1, 0.5)
+	_, stderr, code := g.run(context.Background(), in, "--via", "batch")
+	if code != 0 || srv.Cut() != 1 {
+		t.Fatalf("exit status = %d, %d downloads cut; want 0 and 1; stderr: %s", code, srv.Cut(), stderr)
+	}
+	settled := ledgerFigures(t, g)
+	if got := summaryFigures(t, stderr); got != settled {
+		t.Errorf("a download started over: summary says %+v, the ledger %+v", got, settled)
+	}
+
+	// The results are lost; --resume reads the collected batch again.
+	_, stderr2, code2 := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, ""))
+	if code2 != 0 {
+		t.Fatalf("--resume: exit status = %d, want 0; stderr: %s", code2, stderr2)
+	}
+	if got := summaryFigures(t, stderr2); got != (figures{}) {
+		t.Errorf("--resume reading a collected batch again: summary says %+v, want nothing: it settled nothing", got)
+	}
+	if got := ledgerFigures(t, g); got != settled {
+		t.Errorf("after --resume the ledger holds %+v, want still %+v", got, settled)
 	}
 }
