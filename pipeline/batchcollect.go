@@ -28,7 +28,7 @@ type pendingResult struct {
 
 // errStoreLost stops collecting a batch when the shared state cannot be
 // written: see collector.storeLost.
-var errStoreLost = errors.New("the shared budget store is gone")
+var errStoreLost = errors.New(storeFailedMsg)
 
 // collected is what collecting a batch sends back to the submitter.
 type collected struct {
@@ -186,7 +186,7 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 				continue
 			}
 			if c.lost != nil {
-				if err := c.fail(seq, jsonl.ErrInterrupted, "not collected: the shared budget store is gone; the same command with --resume collects it", 0); err != nil {
+				if err := c.fail(seq, jsonl.ErrInterrupted, "not collected: "+storeFailedMsg+"; the same command with --resume collects it", 0); err != nil {
 					return out, err
 				}
 				continue
@@ -711,7 +711,7 @@ func (c *collector) storeLost(err error) error {
 	c.lost = err
 	c.settle = c.settle[:0]
 	for _, p := range c.pending {
-		if err := c.fail(p.seq, jsonl.ErrInterrupted, "answered in batch "+c.b.id+", but not recorded: the shared budget store is gone; the same command with --resume collects it again", 0); err != nil {
+		if err := c.fail(p.seq, jsonl.ErrInterrupted, "answered in batch "+c.b.id+", but not recorded: "+storeFailedMsg+"; the same command with --resume collects it again", 0); err != nil {
 			return err
 		}
 	}

@@ -438,8 +438,15 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		// The refused batch gave back its reservation: the new one
 		// holds one of its own, which its collection settles.
 		day, ok, err := s.reserve(ctx, h.b.est, len(h.b.seqs))
-		if err != nil || !ok {
+		if err != nil {
 			return err
+		}
+		if !ok {
+			if r.stop.stopped() != nil {
+				i-- // given up on at once, above
+				continue
+			}
+			return nil // a wait is set
 		}
 		s.held = append(s.held[:i], s.held[i+1:]...)
 		i--
@@ -464,8 +471,14 @@ func (s *submitter) submitReady(ctx context.Context) error {
 			return nil // until one of this run's batches of the model ends
 		}
 		day, ok, err := s.reserve(ctx, c.est, len(c.seqs))
-		if err != nil || !ok {
+		if err != nil {
 			return err
+		}
+		if !ok {
+			if r.stop.stopped() != nil {
+				continue // its lines get their result at once, above
+			}
+			return nil // a wait is set
 		}
 		c.day = day
 		s.ready = s.ready[1:]
@@ -485,7 +498,13 @@ func (s *submitter) reserve(ctx context.Context, est budget.Estimate, lines int)
 	now := r.cfg.Clock.Now()
 	n, day, wait, why, err := r.cfg.Gate.ReserveDay(ctx, now, []budget.Estimate{est})
 	if err != nil {
-		return "", false, &Error{Code: ExitConfig, Err: err}
+		if ctx.Err() != nil {
+			return "", false, ctx.Err()
+		}
+		// The lines not submitted get their result, as on the
+		// synchronous route.
+		r.storeFailed(err)
+		return "", false, nil
 	}
 	if n == 1 {
 		s.warned = ""

@@ -280,6 +280,9 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		return nil
 	}
 	if f := r.fault.Load(); f != nil {
+		if sf := (*stateFailure)(nil); errors.As(f.Err, &sf) {
+			return &Error{Code: sf.exit(f.Code), Err: f.Err}
+		}
 		return f
 	}
 	if why := r.stop.stopped(); why != nil && why.err != nil {

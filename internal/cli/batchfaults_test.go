@@ -800,3 +800,67 @@ func TestViaBatchSummaryCountsSettled(t *testing.T) {
 		t.Errorf("after --resume the ledger holds %+v, want still %+v", got, settled)
 	}
 }
+
+// TestStoreFailsBeforeSending: a usage file that cannot be written when
+// the first reservation is made (the disk is full) stops the run before
+// anything is sent, on either route: exit 2, the message saying nothing
+// was sent and the real cause, and every line its result.
+func TestStoreFailsBeforeSending(t *testing.T) {
+	for _, via := range []string{"sync", "batch"} {
+		t.Run(via, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{Seed: 33})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			// usage.md, which is rewritten at each reservation, is larger
+			// than this; the batch file and the spools of 5 short lines
+			// are not.
+			out, stderr, code := runLimited(t, g, 900, simpleLines(5), "--via", via)
+			if code != 2 || !strings.Contains(stderr, "nothing sent") || !strings.Contains(stderr, "file too large") {
+				t.Errorf("exit status = %d, stderr %q; want 2, saying nothing was sent and the cause", code, stderr)
+			}
+			rs := parseResults(t, out)
+			if len(rs) != 5 {
+				t.Fatalf("%d results, want 5; stderr: %s", len(rs), stderr)
+			}
+			for _, r := range rs {
+				if r.Error == nil || r.Error.Type != "interrupted" || !strings.Contains(r.Error.Message, "not sent") {
+					t.Errorf("%s: %+v, want interrupted, not sent", r.ID, r.Error)
+				}
+			}
+			if n := srv.Stats().Requests; n != 0 && via == "sync" {
+				t.Errorf("the API got %d requests, want none", n)
+			}
+			if st := srv.BatchStats(); st.Created != 0 {
+				t.Errorf("%d batches created, want none", st.Created)
+			}
+		})
+	}
+}
+
+// TestViaBatchDayLimitFail: a batch file the day's limit cannot take,
+// with --on-limit fail, stops the run: exit 3, each line refused, and no
+// batch made (the run used to wait for ever).
+func TestViaBatchDayLimitFail(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 34, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
+	if _, stderr, code := g.run(context.Background(), simpleLines(10), "--via", "batch"); code != 0 {
+		t.Fatalf("first run: exit status = %d; stderr: %s", code, stderr)
+	}
+	// Room for the 10 lines' estimate alone, not with what the day used.
+	in := strings.ReplaceAll(simpleLines(10), "prompt number", "another prompt")
+	out, stderr, code := g.run(context.Background(), in, "--via", "batch", "--tpd", "2800", "--on-limit", "fail")
+	if code != 3 {
+		t.Errorf("exit status = %d, want 3; stderr: %s", code, stderr)
+	}
+	for _, r := range parseResults(t, out) {
+		if r.Error == nil || r.Error.Type != "budget" {
+			t.Errorf("%s: %+v, want a budget error", r.ID, r.Error)
+		}
+	}
+	if n := srv.BatchStats().Created; n != 1 {
+		t.Errorf("%d batches made, want only the first run's", n)
+	}
+}
