@@ -76,7 +76,7 @@ type Config struct {
 
 	DryRun    bool
 	Unordered bool
-	Resumed   map[string]bool // ids finished by an earlier run (--resume): skipped
+	Resumed   *jsonl.Done // lines answered by an earlier run (--resume): skipped
 
 	// Abort, closed by a second signal, stops at once: calls in flight
 	// are cancelled and settled at their estimates, reservations not yet

@@ -864,3 +864,49 @@ func TestViaBatchDayLimitFail(t *testing.T) {
 		t.Errorf("%d batches made, want only the first run's", n)
 	}
 }
+
+// TestResumeTwins: two lines with one id (line 1's implicit "1" and an
+// explicit "1"), one answered and one failed: --resume sends the failed
+// twin again, and only it, on either route. A twin the output gives no
+// result for (a run killed before it) is sent too.
+func TestResumeTwins(t *testing.T) {
+	in := `"say one"
+{"id":"1","prompt":"fails __status_500__"}
+{"id":"q3","prompt":"say three"}
+`
+	for _, via := range []string{"sync", "batch"} {
+		for _, killed := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/killed=%v", via, killed), func(t *testing.T) {
+				clk := newStepClock()
+				srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 35, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+				defer srv.Close()
+				g := newGB(t, srv.URL())
+				g.seams.Clock = clk
+				args := []string{"--via", via, "--retries", "0"}
+				out, stderr, code := g.run(context.Background(), in, args...)
+				if code != 1 {
+					t.Fatalf("first run: exit status = %d, want 1 (line 2 fails); stderr: %s", code, stderr)
+				}
+				if killed {
+					// The output of a run killed before line 2's result.
+					rs := strings.SplitAfter(out, "\n")
+					out = rs[0] + rs[2]
+				}
+				sent := srv.Stats().Requests
+				lines := srv.BatchStats().Lines
+				out2, stderr2, _ := g.run(context.Background(), in, append(args, "--resume", saveOut(t, g, out))...)
+				rs := parseResults(t, out2)
+				if len(rs) != 1 || rs[0].Line != 2 {
+					t.Fatalf("resumed run: results %+v, want one, for line 2, the twin that failed; stderr: %s", rs, stderr2)
+				}
+				if via == "sync" {
+					if n := srv.Stats().Requests - sent; n != 1 {
+						t.Errorf("resumed run sent %d requests, want 1: line 2 again, not line 1", n)
+					}
+				} else if n := srv.BatchStats().Lines - lines; n != 0 {
+					t.Errorf("resumed run: %d batch lines answered, want none: line 2 collected from its batch", n)
+				}
+			})
+		}
+	}
+}
