@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -13,21 +12,9 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // These tests run against a real redis-server the test starts itself.
-
-// TestMain keeps go-redis from logging each failed dial of the tests that
-// kill Redis: the errors are what the tests look at.
-func TestMain(m *testing.M) {
-	redis.SetLogger(quiet{})
-	os.Exit(m.Run())
-}
-
-type quiet struct{}
-
-func (quiet) Printf(context.Context, string, ...any) {}
 
 // noon is the time now in a zone where it is about noon, so that a test
 // that starts a day on a real server does not see it end.

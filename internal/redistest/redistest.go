@@ -226,16 +226,7 @@ type Cluster struct {
 // the test's cleanup.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
-	_, err := binary()
-	if err == nil {
-		_, err = exec.LookPath("redis-cli")
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server or redis-cli is not installed (CI=true): apt-get install redis-server")
-		}
-		t.Skip("redis-server or redis-cli is not installed; apt-get install redis-server to run this test (with CI=true it fails instead)")
-	}
+	start(t)
 	c, err := RunCluster()
 	if err != nil {
 		t.Fatalf("start a redis cluster: %v", err)
@@ -328,4 +319,77 @@ func (c *Cluster) Kill() {
 	for _, s := range c.Servers {
 		s.Kill()
 	}
+}
+
+// The servers Shared and SharedCluster started, for Main to stop.
+var shared struct {
+	mu      sync.Mutex
+	server  *Server
+	cluster *Cluster
+	err     error
+}
+
+// Shared is one redis-server for every test of a package that calls it,
+// started by the first (skipped as Start is, without redis-server) and
+// stopped by Main after the last: tests keep apart by their keys.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	start(t)
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.server == nil && shared.err == nil {
+		shared.server, shared.err = Run()
+	}
+	if shared.err != nil {
+		t.Fatalf("start redis-server: %v", shared.err)
+	}
+	return shared.server
+}
+
+// SharedCluster is one Cluster for every test of a package that calls it,
+// as Shared is one server.
+func SharedCluster(t testing.TB) *Cluster {
+	t.Helper()
+	start(t)
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.cluster == nil && shared.err == nil {
+		shared.cluster, shared.err = RunCluster()
+	}
+	if shared.err != nil {
+		t.Fatalf("start a redis cluster: %v", shared.err)
+	}
+	return shared.cluster
+}
+
+// start skips t, or fails it with CI=true, when redis-server or redis-cli
+// is not installed.
+func start(t testing.TB) {
+	t.Helper()
+	_, err := binary()
+	if err == nil {
+		_, err = exec.LookPath("redis-cli")
+	}
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("redis-server or redis-cli is not installed (CI=true): apt-get install redis-server")
+	}
+	t.Skip("redis-server or redis-cli is not installed; apt-get install redis-server to run this test (with CI=true it fails instead)")
+}
+
+// Main runs a package's tests, then stops the servers Shared and
+// SharedCluster started: call os.Exit(redistest.Main(m)) from TestMain.
+func Main(m *testing.M) int {
+	code := m.Run()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.server != nil {
+		shared.server.Kill()
+	}
+	if shared.cluster != nil {
+		shared.cluster.Kill()
+	}
+	return code
 }
