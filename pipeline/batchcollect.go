@@ -4,9 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	gojson "github.com/goccy/go-json"
 	"io"
 	"net/http"
 	"runtime"
@@ -20,6 +19,16 @@ import (
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
+
+// pendingResult is an answer spooled, waiting for its settlement.
+type pendingResult struct {
+	seq int32
+	off int64
+}
+
+// errStoreLost stops collecting a batch when the shared state cannot be
+// written: see collector.storeLost.
+var errStoreLost = errors.New("the shared budget store is gone")
 
 // collected is what collecting a batch sends back to the submitter.
 type collected struct {
@@ -90,11 +99,18 @@ type collector struct {
 	retry    []int32
 	retrySet map[int32]bool
 	settle   []budget.Settlement
-	lines    int   // results read
-	broken   error // a file could not be read to its end
-	heads    *heads
-	skipped  int // settlements an earlier run made (b.settled) and this one skipped
-	started  time.Time
+	// pending are the answers whose settlements wait in settle: spooled,
+	// and written only once those reach the ledger, so that an answer
+	// on stdout (which --resume counts as done) is always paid for there.
+	pending []pendingResult
+	lines   int   // results read
+	broken  error // a file could not be read to its end
+	// lost is the failure of the shared state that stopped collecting:
+	// what was not settled is left to --resume.
+	lost    error
+	heads   *heads
+	skipped int // settlements an earlier run made (b.settled) and this one skipped
+	started time.Time
 }
 
 // collect turns an ended batch into its lines' results: the answers and
@@ -120,11 +136,13 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 			// keeps the reservation to the day's end, never gives it
 			// back twice). Submitting its file again reserves again.
 			if !b.collected {
-				if err := c.journalCollected(j); err != nil {
-					return out, err
-				}
+				jerr := c.journalCollected(j)
 				b.collected = true
-				if err := releaseDay(ctx, r, b.est, b.day, b.submitted); err != nil {
+				if jerr != nil {
+					// Not journalled, it keeps its reservation:
+					// --resume gives it back when it records it.
+					r.journalFailed(fmt.Errorf("batch %s was refused and could not be journalled as over: %w", b.id, jerr))
+				} else if err := releaseDay(ctx, r, b.est, b.day, b.submitted); err != nil {
 					return out, err
 				}
 			}
@@ -144,15 +162,27 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 		}
 		for _, f := range []*string{fb.OutputFileID, fb.ErrorFileID} {
 			if f != nil && *f != "" {
-				if err := c.readFile(ctx, *f); err != nil {
+				if err := c.readFile(ctx, *f); errors.Is(err, errStoreLost) {
+					break
+				} else if err != nil {
 					return out, err
 				}
 			}
 		}
 		// Lines in neither file: submitted again, unless someone
 		// cancelled the batch on purpose, or the files could not be read.
+		answered := make(map[int32]bool, len(c.pending))
+		for _, p := range c.pending {
+			answered[p.seq] = true
+		}
 		for _, seq := range b.seqs {
-			if c.t.slot(seq).hasResult() || c.retrySet[seq] {
+			if c.t.slot(seq).hasResult() || c.retrySet[seq] || answered[seq] {
+				continue
+			}
+			if c.lost != nil {
+				if err := c.fail(seq, jsonl.ErrInterrupted, "not collected: the shared budget store is gone; the same command with --resume collects it", 0); err != nil {
+					return out, err
+				}
 				continue
 			}
 			if c.broken != nil {
@@ -172,7 +202,7 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 			}
 		}
 	}
-	if !b.collected && c.broken == nil {
+	if !b.collected && c.broken == nil && c.lost == nil {
 		// The reservation goes back in the same update as the batch's
 		// last results (add keeps the last back), so that a run stopped
 		// between two updates has either settled both or neither.
@@ -180,12 +210,14 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 			c.settle = append(c.settle, rel)
 		}
 	}
-	if err := c.flush(ctx); err != nil {
+	if err := c.flush(ctx); err != nil && !errors.Is(err, errStoreLost) {
 		return out, err
 	}
-	if !b.collected && c.broken == nil {
+	if !b.collected && c.broken == nil && c.lost == nil {
 		if err := c.journalCollected(j); err != nil {
-			return out, err
+			// Its results are settled and written: --resume, which
+			// counts the ledger's entries of it, settles none twice.
+			r.journalFailed(fmt.Errorf("batch %s was collected and could not be journalled as collected: %w", b.id, err))
 		}
 	}
 	if c.lines > 0 {
@@ -209,14 +241,7 @@ func (c *collector) journalCollected(j *budget.Journal) error {
 	if fb.ErrorFileID != nil {
 		rec.ErrorFileID = *fb.ErrorFileID
 	}
-	line, err := json.Marshal(rec)
-	if err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	if err := j.Append(line); err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	return nil
+	return journalAppend(j, rec)
 }
 
 // tokenLimit reports whether a failed batch was refused for the enqueued
@@ -422,7 +447,8 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 		c.r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results is not JSON: %v", c.b.id, o.bad))
 		return nil
 	}
-	if err := c.add(ctx, o.st); err != nil {
+	queued, err := c.add(ctx, o.st)
+	if err != nil {
 		return err
 	}
 	switch {
@@ -431,114 +457,16 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 		c.retry = append(c.retry, o.seq)
 		c.retrySet[o.seq] = true
 		c.r.stats.Retries.Add(1)
+	case queued:
+		off, err := c.t.results.append(o.res, nil)
+		if err != nil {
+			return err
+		}
+		c.pending = append(c.pending, pendingResult{o.seq, off})
 	default:
 		return c.t.setResultBytes(o.seq, o.res)
 	}
 	return nil
-}
-
-// outputLine is a line of an output or error file. Its body is decoded
-// after, by the endpoint of the batch: a chat completion (most lines) on a
-// lean path, anything else as the synchronous API's answer is.
-type outputLine struct {
-	CustomID string          `json:"custom_id"`
-	Response *outputResponse `json:"response"`
-	Error    *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// outputResponse is an output line's response, its body kept whole.
-type outputResponse struct {
-	StatusCode int             `json:"status_code"`
-	Body       json.RawMessage `json:"body"`
-}
-
-// chatOutputLine is an output line of a chat batch read in one pass.
-type chatOutputLine struct {
-	CustomID string `json:"custom_id"`
-	Response *struct {
-		StatusCode int      `json:"status_code"`
-		Body       chatBody `json:"body"`
-	} `json:"response"`
-}
-
-// chatBody is the body of a chat line's response: the fields a result
-// takes, without go-openai's types, which decode each message twice.
-type chatBody struct {
-	Model   string `json:"model"`
-	Choices []struct {
-		Message struct {
-			Content   *string         `json:"content"`
-			Refusal   *string         `json:"refusal"`
-			ToolCalls json.RawMessage `json:"tool_calls"`
-		} `json:"message"`
-		FinishReason string          `json:"finish_reason"`
-		Logprobs     json.RawMessage `json:"logprobs"`
-	} `json:"choices"`
-	Usage struct {
-		PromptTokens        int64 `json:"prompt_tokens"`
-		CompletionTokens    int64 `json:"completion_tokens"`
-		TotalTokens         int64 `json:"total_tokens"`
-		PromptTokensDetails *struct {
-			CachedTokens int64 `json:"cached_tokens"`
-		} `json:"prompt_tokens_details"`
-	} `json:"usage"`
-}
-
-// lean says whether the lean chat result holds all of b: one choice, no
-// refusal, no logprobs.
-func (b *chatBody) lean() bool {
-	if len(b.Choices) != 1 {
-		return false
-	}
-	ch := b.Choices[0]
-	return ch.Message.Refusal == nil && (len(ch.Logprobs) == 0 || string(ch.Logprobs) == "null")
-}
-
-// usage is what the API counted.
-func (b *chatBody) usage() jsonl.Usage {
-	u := jsonl.Usage{PromptTokens: b.Usage.PromptTokens, CompletionTokens: b.Usage.CompletionTokens, TotalTokens: b.Usage.TotalTokens}
-	if d := b.Usage.PromptTokensDetails; d != nil {
-		u.CachedTokens = d.CachedTokens
-	}
-	return u
-}
-
-// chatResult is the result of a chat answer, as successResult makes it
-// from a synchronous one, at it's (batch) price, with the usage and cost
-// it counted.
-func (r *runner) chatResult(it *item, b *chatBody) (*jsonl.Result, jsonl.Usage, budget.Cost) {
-	res := &jsonl.Result{ID: it.req.ID, Line: it.req.Line, Model: b.Model, Attempts: it.attempts, Metadata: it.req.Metadata}
-	ch := b.Choices[0]
-	hasTools := len(ch.Message.ToolCalls) > 0 && string(ch.Message.ToolCalls) != "null"
-	if c := ch.Message.Content; (c != nil && *c != "") || !hasTools {
-		var s string
-		if c != nil {
-			s = *c
-		}
-		res.Content = jsonl.String(s)
-	}
-	res.FinishReason = ch.FinishReason
-	if hasTools {
-		res.ToolCalls = ch.Message.ToolCalls
-	}
-	u := b.usage()
-	res.Usage = &u
-	r.stats.PromptTokens.Add(u.PromptTokens)
-	r.stats.CompletionTokens.Add(u.CompletionTokens)
-	r.stats.CachedTokens.Add(u.CachedTokens)
-	var c budget.Cost
-	if it.priced {
-		c = it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
-		r.stats.Cost.Add(int64(c))
-		res.CostUSD = c.AppendJSON(nil)
-	} else {
-		r.stats.Unpriced.Add(1)
-		res.CostUSD = []byte("null")
-	}
-	return res, u, c
 }
 
 // seqOf is the line of this run a custom_id names in b, or -1.
@@ -593,42 +521,22 @@ func (c *collector) lookup(customID string) (int32, lineRecord, int, error) {
 // result, or a retry, and its settlement.
 func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	r, b := c.r, c.b
-	// Output files are read with goccy/go-json, which decodes these lines
-	// in half the time of encoding/json (collection went from about 34,000
-	// to about 50,000 results a second): collection is bound by it.
-	// A chat line, most lines, is read in one pass into the lean result's
-	// fields; a line the lean result cannot hold (n > 1, a refusal,
-	// logprobs), an error or another endpoint's answer is read again with
-	// its body kept whole.
+	// Read in one pass, its answer with it, by the decoder that reads the
+	// synchronous answers: collection is bound by it.
 	endpoint := endpointOf(b.endpoint)
-	var ol outputLine
-	var lean *chatBody
-	if endpoint == jsonl.EndpointChat {
-		var cl chatOutputLine
-		if err := gojson.Unmarshal(raw, &cl); err != nil {
-			return lineOutcome{seq: -1, bad: err}
-		}
-		if cl.Response != nil && cl.Response.StatusCode == http.StatusOK && cl.Response.Body.lean() {
-			lean = &cl.Response.Body
-			ol.CustomID = cl.CustomID
-			ol.Response = &outputResponse{StatusCode: http.StatusOK}
-		}
-	}
-	if lean == nil {
-		if err := gojson.Unmarshal(raw, &ol); err != nil {
-			return lineOutcome{seq: -1, bad: err}
-		}
+	ol, err := readOutputLine(endpoint, raw)
+	if err != nil {
+		return lineOutcome{seq: -1, bad: err}
 	}
 	var rec lineRecord
 	var tries int
-	var err error
-	if o.seq, rec, tries, err = c.lookup(ol.CustomID); err != nil {
+	if o.seq, rec, tries, err = c.lookup(ol.customID); err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}
 	if o.seq < 0 {
 		// Not a line of this run's (its input changed since): its
 		// answer was paid for, so the ledger has it all the same.
-		rec = lineRecord{ID: ol.CustomID, Model: b.model}
+		rec = lineRecord{ID: ol.customID, Model: b.model}
 	}
 	it := itemOf(rec, tries)
 	entry := &budget.LedgerEntry{
@@ -645,32 +553,16 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	status := 0
 	retryable := false
 	switch {
-	case ol.Response != nil && ol.Response.StatusCode == http.StatusOK:
+	case ol.status == http.StatusOK:
 		status = http.StatusOK
-		var res *jsonl.Result
-		var u jsonl.Usage
-		var model string
-		var cost budget.Cost
-		if body := lean; body != nil {
-			res, u, cost = r.chatResult(it, body)
-			model = body.Model
-		} else {
-			ans, err := resultFromBody(it, endpoint, status, ol.Response.Body)
-			if err != nil || len(ans.results) == 0 {
-				typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
-				break
-			}
-			res, u, model, cost = ans.results[0], ans.usage, ans.model, ans.cost
-			res.Attempts = tries
-			r.stats.PromptTokens.Add(u.PromptTokens)
-			r.stats.CompletionTokens.Add(u.CompletionTokens)
-			r.stats.CachedTokens.Add(u.CachedTokens)
-			if it.priced {
-				r.stats.Cost.Add(int64(cost))
-			} else {
-				r.stats.Unpriced.Add(1)
-			}
+		ans, err := ol.result(it)
+		if err != nil || len(ans.results) == 0 {
+			typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
+			break
 		}
+		res, u, model, cost := ans.results[0], ans.usage, ans.model, ans.cost
+		res.Attempts = tries
+		r.count(it, ans)
 		if model != "" {
 			entry.Model = model
 		}
@@ -685,14 +577,14 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 			o.res = appendResult(nil, res)
 		}
 		return o
-	case ol.Response != nil:
-		status = ol.Response.StatusCode
-		f := callFailure(apiError(status, ol.Response.Body), r.cfg.Key, r.cfg.Clock.Now())
+	case ol.status != 0:
+		status = ol.status
+		f := callFailure(apiError(status, ol.body), r.cfg.Key, r.cfg.Clock.Now())
 		typ, msg, retryable = f.typ, f.msg, f.verdict == retry
-	case ol.Error != nil && ol.Error.Code == "batch_expired":
+	case ol.err != nil && ol.err.Code == "batch_expired":
 		typ, msg, retryable = jsonl.ErrServer, "not answered before batch "+b.id+" expired", true
-	case ol.Error != nil:
-		typ, msg = jsonl.ErrAPI, ol.Error.Code+": "+ol.Error.Message
+	case ol.err != nil:
+		typ, msg = jsonl.ErrAPI, ol.err.Code+": "+ol.err.Message
 	default:
 		typ, msg, retryable = jsonl.ErrServer, "an empty line in the batch's results", true
 	}
@@ -711,38 +603,65 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	return o
 }
 
-// add queues a settlement, and applies the queue when it is long. The
-// last one queued always waits for the final flush, with the release of
-// the batch's reservation. Results an earlier run settled (the ledger's
-// entries of this batch; they come first, as a file does not change) are
-// not settled again.
-func (c *collector) add(ctx context.Context, st budget.Settlement) error {
+// add queues a settlement, and applies the queue when it is long; it
+// reports whether st was queued. The last one queued always waits for
+// the final flush, with the release of the batch's reservation. Results
+// an earlier run settled (the ledger's entries of this batch; they come
+// first, as a file does not change) are not settled again.
+func (c *collector) add(ctx context.Context, st budget.Settlement) (bool, error) {
 	if c.b.collected {
-		return nil // settled when it was first collected
+		return false, nil // settled when it was first collected
 	}
 	if c.skipped < c.b.settled {
 		c.skipped++
-		return nil
+		return false, nil
 	}
 	if len(c.settle) >= 1024 {
 		if err := c.flush(ctx); err != nil {
-			return err
+			return false, err
 		}
 	}
 	c.settle = append(c.settle, st)
+	return true, nil
+}
+
+// flush applies the queued settlements, the day's budget and the ledger,
+// then hands their answers to the writer. When the shared state cannot
+// be written it stops collecting: see storeLost.
+func (c *collector) flush(ctx context.Context) error {
+	if len(c.settle) > 0 {
+		if err := c.r.cfg.Gate.Settle(ctx, c.r.cfg.Clock.Now(), c.settle); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return c.storeLost(err)
+		}
+		c.settle = c.settle[:0]
+	}
+	for _, p := range c.pending {
+		c.t.publish(p.seq, p.off)
+	}
+	c.pending = c.pending[:0]
 	return nil
 }
 
-// flush applies the queued settlements: the day's budget and the ledger.
-func (c *collector) flush(ctx context.Context) error {
-	if len(c.settle) == 0 {
-		return nil
-	}
-	if err := c.r.cfg.Gate.Settle(ctx, c.r.cfg.Clock.Now(), c.settle); err != nil {
-		return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
-	}
+// storeLost stops collecting because the shared state failed: the run
+// stops sending and will exit 1, and the answers whose settlements did
+// not reach the ledger are withheld. Their lines, and the lines not yet
+// read, are interrupted, so that --resume, which counts the ledger's
+// entries of the batch, collects them again and settles the rest. Not
+// tried again: the state may have been written and only the ledger not.
+func (c *collector) storeLost(err error) error {
+	c.r.storeFailed(err)
+	c.lost = err
 	c.settle = c.settle[:0]
-	return nil
+	for _, p := range c.pending {
+		if err := c.fail(p.seq, jsonl.ErrInterrupted, "answered in batch "+c.b.id+", but not recorded: the shared budget store is gone; the same command with --resume collects it again", 0); err != nil {
+			return err
+		}
+	}
+	c.pending = c.pending[:0]
+	return errStoreLost
 }
 
 // again submits a line again, if it has tries left; else it gets the

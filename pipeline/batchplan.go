@@ -15,7 +15,7 @@ func (it *item) batchPrice() {
 		it.est.CostUnknown = true
 		return
 	}
-	it.price = it.price.Batch()
+	it.price, it.batch = it.price.Batch(), true
 	it.est.Cost = it.price.Cost(it.prompt, 0, it.maxOut)
 }
 

@@ -53,6 +53,7 @@ type item struct {
 	est      budget.Estimate // what reserving it charges
 	price    budget.Price
 	priced   bool
+	batch    bool          // price is the Batch API's already (--via batch)
 	exact    bool          // prompt is the exact count, not the byte bound
 	result   *jsonl.Result // set when the line is finished without a call
 	attempts int
