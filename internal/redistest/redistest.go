@@ -105,6 +105,13 @@ func (s *Server) URL(password string) string {
 // Kill stops the server at once (SIGKILL) and waits for it to exit. It may
 // be called more than once.
 func (s *Server) Kill() {
+	s.stop()
+	// The directory only holds what --dir points at; a Restart makes it again.
+	os.RemoveAll(s.dir)
+}
+
+// stop stops the server at once, keeping its directory.
+func (s *Server) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd == nil {
@@ -113,8 +120,6 @@ func (s *Server) Kill() {
 	s.cmd.Process.Kill()
 	<-s.done
 	s.cmd = nil
-	// The directory only holds what --dir points at; a Restart makes it again.
-	os.RemoveAll(s.dir)
 }
 
 // Restart starts the server again on the same address, empty (there is no
@@ -265,21 +270,28 @@ func RunCluster() (*Cluster, error) {
 		return nil, fmt.Errorf("redis-cli --cluster create: %v: %s", err, out)
 	}
 	// Every node must know every slot before a client is pointed at it.
-	deadline := time.Now().Add(startTimeout)
 	for _, s := range c.Servers {
-		for {
-			out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", port(s.Addr), "cluster", "info").Output()
-			if err == nil && strings.Contains(string(out), "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				c.Kill()
-				return nil, fmt.Errorf("redis cluster on %s not ready after %v: %s", s.Addr, startTimeout, out)
-			}
-			time.Sleep(20 * time.Millisecond) // redis-cli has no way to wait for the state
+		if err := waitClusterOK(s); err != nil {
+			c.Kill()
+			return nil, err
 		}
 	}
 	return c, nil
+}
+
+// waitClusterOK waits until s says the cluster is ok.
+func waitClusterOK(s *Server) error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", port(s.Addr), "cluster", "info").Output()
+		if err == nil && strings.Contains(string(out), "cluster_state:ok") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis cluster on %s not ready after %v: %s", s.Addr, startTimeout, out)
+		}
+		time.Sleep(20 * time.Millisecond) // redis-cli has no way to wait for the state
+	}
 }
 
 func port(addr string) string {
@@ -312,6 +324,26 @@ func (c *Cluster) Server(addr string) *Server {
 		}
 	}
 	return nil
+}
+
+// Stop stops the node s at once, as a node that dies; Restart starts it
+// again.
+func (c *Cluster) Stop(s *Server) { s.stop() }
+
+// Restart starts the node s again on its address, empty (there is no
+// persistence) but with its place in the cluster, and waits until the
+// cluster is ok.
+func (c *Cluster) Restart(t testing.TB, s *Server) {
+	t.Helper()
+	s.stop()
+	if err := s.start(s.Addr); err != nil {
+		t.Fatalf("restart redis cluster node: %v", err)
+	}
+	for _, n := range c.Servers {
+		if err := waitClusterOK(n); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // Kill stops every node.
