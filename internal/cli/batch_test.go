@@ -797,7 +797,7 @@ func TestBatchesRecover(t *testing.T) {
 	created := srv.BatchStats().Created
 
 	// What submission journalled, then the journal is lost.
-	journalled, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	journalled, _, err := pipeline.ReadJournal(journal, time.Time{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -888,7 +888,7 @@ func TestBatchesRecover(t *testing.T) {
 			t.Errorf("batches recover: stderr %q does not say %s's input file was deleted", rerr, id)
 		}
 	}
-	rebuilt, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	rebuilt, _, err := pipeline.ReadJournal(journal, time.Time{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
