@@ -1,3 +1,8 @@
+// batch.go is one file of more than 500 lines because everything in it
+// works on the tracker, under its one lock: the table of a --via batch
+// run's lines and of the batches they are in, the sender that fills it and
+// the ordered writer that drains it. The lock's rules read in one place.
+
 package pipeline
 
 import (
@@ -409,7 +414,12 @@ func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *j
 		if err := r.resolveCreates(ctx, api, journal); err != nil {
 			return err
 		}
-		if cl, err = loadClaims(journal.Path(), r.cfg.Clock.Now()); err != nil {
+		var skipped []string
+		cl, skipped, err = loadClaims(journal.Path(), r.cfg.Clock.Now())
+		for _, msg := range skipped {
+			r.cfg.Log.Warn(msg)
+		}
+		if err != nil {
 			return &Error{Code: ExitConfig, Err: err}
 		}
 	}

@@ -1,30 +1,54 @@
 // Package pipeline runs a batch: it reads JSONL prompts, counts their tokens,
 // admits them through the budget gate, sends them with a fixed number of
-// workers and writes one result per line, in input order.
+// workers, or through OpenAI's Batch API, and writes one result per line,
+// in input order.
 //
-// Run wires the stages in one place, run; each stage has a file of its own,
-// named for it, and reading them in this order follows a line from stdin to
-// stdout:
+// Run wires the stages in one place, run. These are every file of the
+// package but its tests; reading them in this order follows a line from
+// stdin to stdout:
 //
-//	read.go       stdin → requests, one a line
-//	prepare.go    tokenize: the wire body and the estimate, on every core
-//	hold.go       hold the batch back until --batch-tokens and --max-cost are known to hold
-//	pack.go       --pack: runs of single-input embeddings lines share a request
-//	admit.go      reserve each line's estimate through the gate, just ahead of a free worker
-//	fetch.go      send: a fixed number of workers, the retry loop
-//	endpoints.go  what each endpoint answered, read into the lines' results
-//	classify.go   what a failed call means: retry, give up or halt
+//	pipeline.go      Run and its Config; run makes the channels and starts the stages
+//	runner.go        what the stages share: the runner, the stop state, the run's errors
+//	item.go          a line on its way through the stages; the result of a line that failed
+//	read.go          stdin → requests, one a line
+//	prepare.go       tokenize: the wire body and the estimate, on every core
+//	endpoint.go      the endpoints' table, and what their files share
+//	chat.go          chat completions: a line's body, its call, its answer's result
+//	responses.go     the Responses API: the same
+//	embeddings.go    embeddings: the same, and the vectors as floats
+//	hold.go          hold the batch back until --batch-tokens and --max-cost are known to hold
+//	pack.go          --pack: runs of single-input embeddings lines share a request
+//	admit.go         reserve each line's estimate through the gate, just ahead of a free worker
+//	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
+//	answer.go        an answer into the lines' results: the one decoder, for both routes
+//	classify.go      what a failed call means: retry, give up or halt
 //	serverlimits.go  what the x-ratelimit headers teach the gate
-//	settle.go     the gate and the ledger move from estimates to what the API counted
-//	emit.go       the only writer to stdout (results, or a dry run's estimates)
-//	ordered.go    the ordered map and the pool the stages run on
+//	settle.go        the gate and the ledger move from estimates to what the API counted
+//	emit.go          the only writer to stdout (results, or a dry run's estimates)
 //
-// runner.go holds what the stages share: the runner, the stop state and the
-// run's errors; clock.go the time the run goes by.
+// --via batch stands in for admit, fetch and settle with the Batch API:
+//
+//	batchplan.go     the Batch API's prices; a dry run's plan of batch files
+//	batch.go         the batch sender's wiring, the lines' table, the ordered writer's source
+//	batchsubmit.go   lines → batch files, split by endpoint and model, uploaded and submitted
+//	batchpoll.go     every submitted batch polled, politely, until it ends
+//	batchcollect.go  output and error files streamed into results, settled, retried
+//	batchapi.go      the Files and Batch API calls
+//	journal.go       what is recorded beside usage.md, and what --resume claims
+//	batchrecover.go  a lost journal rebuilt from the API (gptbatch batches recover)
+//	spool.go         the temporary files that keep memory bounded
+//
+// Beneath both routes:
+//
+//	ordered.go       the ordered map and the pool the stages run on
+//	stats.go         the run's counters, for the progress line and the summaries
+//	clock.go         the time the run goes by
 package pipeline
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,6 +64,9 @@ import (
 // Config is what a run needs. Model must be set and, unless DryRun,
 // BaseURL and Key; the other fields have usable zero values.
 type Config struct {
+	// Tokens counts prompt tokens as the API bills them: internal/tokens'
+	// Counter. It must be set.
+	Tokens    TokenCounter
 	Model     string // for lines that name none
 	MaxTokens int64  // output cap for lines that give none; 0 picks by model
 	Input     jsonl.Options
@@ -101,6 +128,22 @@ type Config struct {
 	Settled func()
 }
 
+// TokenCounter counts prompt tokens as the API bills them: exactly with
+// the model's encoder, or, while it is not built (not exact), by an upper
+// bound that needs none. internal/tokens.Counter is gptbatch's. It must be
+// safe for concurrent use.
+type TokenCounter interface {
+	// Chat counts a chat request's messages and tools by the chat formula.
+	Chat(model string, messages, tools json.RawMessage, exact bool) (int64, error)
+	// Inputs counts embeddings inputs, texts and token arrays, with no
+	// overhead: the texts' counts, then the arrays'.
+	Inputs(model string, texts []string, arrays [][]int64, exact bool) ([]int64, error)
+	// Ready reports whether model's encoder is built.
+	Ready(model string) bool
+	// Build builds model's encoder, waiting for it.
+	Build(model string) error
+}
+
 // OnLimit is what to do when a limit holds a request back.
 type OnLimit string
 
@@ -121,6 +164,9 @@ const (
 // A failure of the shared state or of out stops sending the same way: what
 // is in flight is finished and settled, and Run returns the failure.
 func Run(ctx context.Context, in io.Reader, out io.Writer, cfg Config) error {
+	if cfg.Tokens == nil {
+		return &Error{Code: ExitConfig, Err: errors.New("no token counter (Config.Tokens)")}
+	}
 	if !cfg.DryRun {
 		if err := checkBaseURL(cfg.BaseURL); err != nil {
 			return &Error{Code: ExitConfig, Err: err}
@@ -205,8 +251,7 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	})
 	g.Go(func() error {
 		// Build the default model's encoder while the first lines are read.
-		_, err := encoders[encodingName(r.cfg.Model)]()
-		return err
+		return r.cfg.Tokens.Build(r.cfg.Model)
 	})
 
 	prepared := make(chan *item, readAhead)

@@ -99,9 +99,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "limits clear", "limits clear <name>":
 		err = c.Limits.Clear.run(ctx, &c.runCmd, stdout, c.Limits.JSON)
 	case "batches", "batches list":
-		err = c.Batches.List.run(ctx, &c.runCmd, stdout)
+		err = c.Batches.List.run(ctx, &c.runCmd, stdout, stderr)
 	case "batches cancel <id>":
-		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout)
+		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout, stderr)
 	case "batches recover":
 		err = c.Batches.Recover.run(ctx, &c.runCmd, stdout, stderr)
 	case "cache", "cache show":
