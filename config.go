@@ -52,6 +52,12 @@ func (u usageFile) Load(ctx context.Context) (budget.State, error) {
 	return budget.PeekState(string(u))
 }
 
+// StoredPrices reads the price table stored beside the usage file; nil
+// when there is none.
+func (u usageFile) StoredPrices(ctx context.Context) (*budget.Prices, error) {
+	return budget.PeekPrices(string(u))
+}
+
 // Report reports from the ledger beside the usage file. Lines that are
 // not ledger entries are left out and counted in Skipped.
 func (u usageFile) Report(ctx context.Context, opt budget.ReportOptions, loc *time.Location) (budget.Report, error) {

@@ -23,6 +23,7 @@ import (
 type budgetReader interface {
 	Load(ctx context.Context) (budget.State, error)
 	Report(ctx context.Context, opt budget.ReportOptions, loc *time.Location) (budget.Report, error)
+	StoredPrices(ctx context.Context) (*budget.Prices, error)
 }
 
 // limitsCmd shows, sets and clears the limits stored with the shared

@@ -120,6 +120,8 @@ func runTTY(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout)
 	case "batches recover":
 		err = c.Batches.Recover.run(ctx, &c.runCmd, stdout, stderr)
+	case "prices", "prices show", "prices load <file>", "prices clear":
+		err = c.Prices.run(ctx, &c.runCmd, kctx.Command(), stdout)
 	default:
 		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}
@@ -164,7 +166,11 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 	if err := r.check(); err != nil {
 		return usageError(err)
 	}
-	var err error
+	// A bad price file stops the run before anything is opened or sent.
+	hostPrices, givenPrices, err := r.priceFiles()
+	if err != nil {
+		return usageError(err)
+	}
 	if cfg.MaxCost, err = parseDollars("--max-cost", r.MaxCost); err != nil {
 		return usageError(err)
 	}
@@ -224,6 +230,11 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 			}
 			cfg.Log.Warn(fmt.Sprintf("%v; estimating without it", err), "store", where)
 		}
+		stored, err := rd.StoredPrices(ctx)
+		if err != nil {
+			return usageError(err)
+		}
+		cfg.Prices = priceTable(hostPrices, stored, givenPrices)
 		mem := new(budget.MemStore)
 		_ = mem.Update(ctx, func(s *budget.State) ([]budget.LedgerEntry, error) { *s = used; return nil, nil })
 		cfg.Gate = budget.NewGate(mem, limits)
@@ -279,6 +290,11 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		return usageError(fmt.Errorf("nothing sent: %s: %w", where, err))
 	}
 	cfg.Log.Debug(limitSources(cfg.Gate), "store", where)
+	stored, err := store.StoredPrices(ctx)
+	if err != nil {
+		return usageError(fmt.Errorf("nothing sent: %w", err))
+	}
+	cfg.Prices = priceTable(hostPrices, stored, givenPrices)
 	warner := &dayWarner{gate: cfg.Gate, pct: int64(r.WarnAt), log: cfg.Log}
 	cfg.Settled = warner.check
 	if err := r.batchConfig(ctx, &cfg, store); err != nil {

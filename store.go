@@ -16,6 +16,7 @@ import (
 type sharedStore interface {
 	budget.Store
 	budgetReader
+	StorePrices(ctx context.Context, p *budget.Prices) error
 }
 
 // quietRedis keeps go-redis from logging: every failure it meets reaches

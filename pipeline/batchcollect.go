@@ -524,7 +524,7 @@ func (r *runner) chatResult(it *item, b *chatBody) (*jsonl.Result, jsonl.Usage, 
 	r.stats.CachedTokens.Add(u.CachedTokens)
 	var c budget.Cost
 	if it.priced {
-		c = it.price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+		c = it.priceFor(b.Model, "", u.PromptTokens).Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
 		r.stats.Cost.Add(int64(c))
 		res.CostUSD = c.AppendJSON(nil)
 	} else {
@@ -623,7 +623,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		// answer was paid for, so the ledger has it all the same.
 		rec = lineRecord{ID: ol.CustomID, Model: b.model}
 	}
-	it := itemOf(rec, tries)
+	it := itemOf(rec, tries, r.cfg.Prices)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
 		Endpoint: endpoint, Via: "batch", BatchID: b.id,

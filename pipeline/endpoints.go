@@ -85,13 +85,29 @@ func (it *item) lineResult(model string, u jsonl.Usage, price budget.Price) *jso
 	return res
 }
 
-// priceFor is the price of an answer served on tier: flex is billed at
-// the Batch API's price, half the list price.
-func (it *item) priceFor(tier string) budget.Price {
-	if tier == "flex" {
-		return it.price.Batch()
+// priceFor is the per-token price of an answer that names model (a
+// dated snapshot, say), says it was served on serviceTier, and had a
+// prompt of promptTokens: the answered model's own price when the table
+// lists it, else the line's (budget.Prices.ForAnswer); through the Batch
+// API its prices, else the tier's the API billed (flex, priority), long
+// context included. An answer served at priority to a model whose
+// priority price is unknown is at its standard price.
+func (it *item) priceFor(model, serviceTier string, promptTokens int64) budget.Price {
+	if !it.priced {
+		return budget.Price{}
 	}
-	return it.price
+	t := it.tier
+	if t != budget.TierBatch {
+		t = budget.TierOf(serviceTier)
+	}
+	if p, ok := it.prices.ForAnswer(it.price, model).Rates(t, promptTokens); ok {
+		return p
+	}
+	if p, ok := it.price.Rates(t, promptTokens); ok {
+		return p
+	}
+	p, _ := it.price.Rates(budget.TierStandard, promptTokens)
+	return p
 }
 
 // chatCompletion is the part of a chat completion gptbatch keeps.
@@ -146,7 +162,7 @@ func (it *item) chatAnswer(body []byte) (answer, error) {
 		CachedTokens:     c.Usage.PromptTokensDetails.CachedTokens,
 		ReasoningTokens:  c.Usage.CompletionTokensDetails.ReasoningTokens,
 	}
-	price := it.priceFor(c.ServiceTier)
+	price := it.priceFor(c.Model, c.ServiceTier, u.PromptTokens)
 	res := it.lineResult(c.Model, u, price)
 	first := c.Choices[0]
 	msg := first.Message
@@ -267,7 +283,7 @@ func (it *item) responsesAnswer(body []byte) (answer, error) {
 		CachedTokens:     r.Usage.InputTokensDetails.CachedTokens,
 		ReasoningTokens:  r.Usage.OutputTokensDetails.ReasoningTokens,
 	}
-	price := it.priceFor(r.ServiceTier)
+	price := it.priceFor(r.Model, r.ServiceTier, u.PromptTokens)
 	res := it.lineResult(r.Model, u, price)
 	var text, refusal bytes.Buffer
 	var calls, logprobs []json.RawMessage
@@ -356,7 +372,8 @@ func (it *item) embeddingsAnswer(body []byte) (answer, error) {
 		vecs[d.Index] = v
 	}
 	u := jsonl.Usage{PromptTokens: l.Usage.PromptTokens, TotalTokens: l.Usage.TotalTokens, InputOnly: true}
-	ans := answer{usage: u, model: l.Model, cost: it.callCost(u, it.price)}
+	price := it.priceFor(l.Model, "", u.PromptTokens)
+	ans := answer{usage: u, model: l.Model, cost: it.callCost(u, price)}
 	if it.members != nil {
 		if len(vecs) != len(it.members) {
 			return answer{}, fmt.Errorf("read embeddings: %d vectors for %d inputs", len(vecs), len(it.members))
@@ -368,13 +385,13 @@ func (it *item) embeddingsAnswer(body []byte) (answer, error) {
 		shares := split(u.PromptTokens, own)
 		for i, m := range it.members {
 			m.attempts = it.attempts
-			res := m.lineResult(l.Model, jsonl.Usage{PromptTokens: shares[i], TotalTokens: shares[i], InputOnly: true}, m.price)
+			res := m.lineResult(l.Model, jsonl.Usage{PromptTokens: shares[i], TotalTokens: shares[i], InputOnly: true}, m.priceFor(l.Model, "", u.PromptTokens))
 			res.Embedding = vecs[i]
 			ans.results = append(ans.results, res)
 		}
 		return ans, nil
 	}
-	res := it.lineResult(l.Model, u, it.price)
+	res := it.lineResult(l.Model, u, price)
 	switch {
 	case it.single && len(vecs) == 1:
 		res.Embedding = vecs[0]

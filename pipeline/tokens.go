@@ -73,10 +73,11 @@ func encodingName(model string) string {
 }
 
 // isReasoningModel reports whether model takes max_completion_tokens and
-// spends hidden reasoning tokens: the o-series and gpt-5.
+// spends hidden reasoning tokens: the o-series and gpt-5, gpt-5.4 and the
+// rest of the gpt-5.x family.
 func isReasoningModel(model string) bool {
 	for _, p := range []string{"o1", "o3", "o4", "gpt-5"} {
-		if model == p || strings.HasPrefix(model, p+"-") {
+		if model == p || strings.HasPrefix(model, p+"-") || strings.HasPrefix(model, p+".") {
 			return true
 		}
 	}
