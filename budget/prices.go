@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // PriceTableDate is the day the built-in price table was last checked
@@ -50,14 +51,26 @@ func TierOf(serviceTier string) Tier {
 
 // ModelPrice is what one model costs per token on each tier, and above
 // each of its long-context thresholds. The zero ModelPrice is free on
-// every tier but priority. A ModelPrice is never changed once a table
-// holds it, so it is safe for concurrent use.
+// every tier but priority. Its prices are never changed once a table
+// holds it, and it is safe for concurrent use.
 type ModelPrice struct {
 	tiers rates
 	long  []longRates // by above, ascending
 	// Source says where the price comes from: SourceBuiltin, SourceStored
 	// or SourceFile.
 	Source string
+
+	// answered is the last answer ForAnswer priced for this model: the
+	// answers to one model's lines name one snapshot, and a comparison
+	// of names is a fifth of a map lookup, on every result.
+	answered atomic.Pointer[answerMemo]
+}
+
+// answerMemo is what ForAnswer found for an answer naming name, in table.
+type answerMemo struct {
+	table *Prices
+	name  string
+	price *ModelPrice
 }
 
 // rates are the prices of every tier; priority is known only when the
@@ -108,9 +121,19 @@ func (m *ModelPrice) Cost(t Tier, promptTokens, cachedTokens, completionTokens i
 
 // Prices is a price table: every model's price, by the model's exact
 // name. A nil *Prices is the built-in table. A Prices is never changed
-// once made, so it is safe for concurrent use.
+// once made, and it is safe for concurrent use.
 type Prices struct {
 	models map[string]*ModelPrice
+	// last is the last model Lookup found: a batch's lines mostly name
+	// one model.
+	last atomic.Pointer[lookupMemo]
+}
+
+// lookupMemo is what Lookup found for name.
+type lookupMemo struct {
+	name  string
+	price *ModelPrice
+	ok    bool
 }
 
 //go:embed prices_builtin.json
@@ -142,7 +165,11 @@ func (p *Prices) Lookup(model string) (m *ModelPrice, ok bool) {
 	if p == nil {
 		p = builtin()
 	}
+	if l := p.last.Load(); l != nil && l.name == model {
+		return l.price, l.ok
+	}
 	m, ok = p.models[model]
+	p.last.Store(&lookupMemo{name: model, price: m, ok: ok})
 	return m, ok
 }
 
@@ -150,13 +177,21 @@ func (p *Prices) Lookup(model string) (m *ModelPrice, ok bool) {
 // (a dated snapshot, say) to a request for a model priced asked: the
 // answered model's own price when the table lists it, else asked.
 func (p *Prices) ForAnswer(asked *ModelPrice, answered string) *ModelPrice {
-	if answered == "" {
+	if answered == "" || asked == nil {
 		return asked
 	}
-	if m, ok := p.Lookup(answered); ok {
-		return m
+	if p == nil {
+		p = builtin()
 	}
-	return asked
+	if a := asked.answered.Load(); a != nil && a.table == p && a.name == answered {
+		return a.price
+	}
+	m, ok := p.models[answered]
+	if !ok {
+		m = asked
+	}
+	asked.answered.Store(&answerMemo{table: p, name: answered, price: m})
+	return m
 }
 
 // PriceOf is a model's list price in the built-in table; see Lookup.

@@ -364,3 +364,27 @@ func TestBuiltinPricesCurrentModels(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPriceResult is what pricing one result costs: the line's
+// model looked up when it is prepared, then the answer's dated snapshot
+// looked up (ForAnswer), its tier's rates and the cost.
+func BenchmarkPriceResult(b *testing.B) {
+	p := BuiltinPrices()
+	for _, tt := range []struct{ name, asked, answered string }{
+		{"listed snapshot", "gpt-4o-mini", "gpt-4o-mini-2024-07-18"},
+		{"unlisted snapshot", "gpt-5.4", "gpt-5.4-2026-12-01"},
+		{"long model name", "gpt-5.4-mini", "gpt-5.4-mini-2026-03-17"},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			var sum Cost
+			for b.Loop() {
+				m, _ := p.Lookup(tt.asked)
+				c, _ := p.ForAnswer(m, tt.answered).Cost(TierStandard, 1200, 300, 250)
+				sum += c
+			}
+			if sum == 0 {
+				b.Fatal("priced nothing")
+			}
+		})
+	}
+}

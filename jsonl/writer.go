@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+
+	"github.com/gptbatch/gptbatch/internal/jsonenc"
 )
 
 // Error types, as result lines spell them.
@@ -88,7 +90,7 @@ type Result struct {
 // String is s as a JSON string, for Result.Content: like the Writer, it
 // leaves <, > and & as they are.
 func String(s string) json.RawMessage {
-	return AppendString(make([]byte, 0, len(s)+2), s, false)
+	return jsonenc.AppendString(make([]byte, 0, len(s)+2), s, false)
 }
 
 // Estimate is a --dry-run output line.

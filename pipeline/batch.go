@@ -92,10 +92,19 @@ const batchGCPercent = 60
 // slot is one line of a --via batch run, by its place in the input.
 type slot struct {
 	rec   int64 // its record in the records spool; -1: it had its result at once
-	res   int64 // its result in the results spool; -1 until it has one
+	res   int64 // its result in the results spool, or noResult, or written
 	batch int32 // the batch it is in, in tracker.batches; -1: none
 	tries uint8 // the batches it was submitted in
 }
+
+// What slot.res holds besides a result's place in the spool.
+const (
+	noResult = -1 // no result yet
+	written  = -2 // --unordered: its result is written, and out of the spool's way
+)
+
+// hasResult reports whether the line has its result, written or not.
+func (s slot) hasResult() bool { return s.res != noResult }
 
 // tracker is the table of a --via batch run's lines: where each line's
 // record and result are spooled, and which batch holds it. Memory is a few
@@ -147,7 +156,7 @@ type tbatch struct {
 	tokens    int64            // its input tokens, enqueued while it runs
 	submitted time.Time
 	claimed   bool // from the journal (--resume)
-	collected bool // the journal says its results are in the ledger already
+	collected bool // the journal says it was collected: its results are in the ledger, and it holds no reservation
 	// settled are the entries the ledger holds of it already: an earlier
 	// run collected that many of its results before it was stopped.
 	settled   int
@@ -193,7 +202,7 @@ func (t *tracker) poke() {
 func (t *tracker) add(line int, rec int64) int32 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.slots = append(t.slots, slot{rec: rec, res: -1, batch: -1})
+	t.slots = append(t.slots, slot{rec: rec, res: noResult, batch: -1})
 	t.lineOf = append(t.lineOf, int32(line))
 	return int32(len(t.slots) - 1)
 }
@@ -485,7 +494,7 @@ func (r *runner) writeBatchResults(ctx context.Context, t *tracker, out chan<- *
 		if r.cfg.Unordered {
 			for _, s := range seqs {
 				t.mu.Lock()
-				t.slots[s].res = -2 // written
+				t.slots[s].res = written
 				t.mu.Unlock()
 			}
 		}
@@ -511,7 +520,7 @@ func (r *runner) writeUnfinished(ctx context.Context, t *tracker, next, n int32,
 	}
 	for s := next; s < n; s++ {
 		sl := t.slot(s)
-		if sl.res == -2 {
+		if sl.res == written {
 			continue
 		}
 		var res *jsonl.Result
@@ -565,7 +574,7 @@ func (r *runner) sayHowToCollect(t *tracker, journal string) {
 	running := map[int32]bool{}
 	lines := 0
 	for _, sl := range t.slots {
-		if sl.res == -1 && sl.batch >= 0 {
+		if !sl.hasResult() && sl.batch >= 0 {
 			running[sl.batch] = true
 			lines++
 		}

@@ -115,12 +115,19 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 		}
 	case fb.Status == "failed":
 		if msg, ok := tokenLimit(fb); ok {
+			// It ran nothing: it is over, and gives back its
+			// reservation (journalled first: a crash between the two
+			// keeps the reservation to the day's end, never gives it
+			// back twice). Submitting its file again reserves again.
 			if !b.collected {
 				if err := c.journalCollected(j); err != nil {
 					return out, err
 				}
+				b.collected = true
+				if err := releaseDay(ctx, r, b.est, b.day, b.submitted); err != nil {
+					return out, err
+				}
 			}
-			// The batch keeps its reservation: it is submitted again.
 			out.tokenLimit = msg
 			return out, nil
 		}
@@ -145,7 +152,7 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 		// Lines in neither file: submitted again, unless someone
 		// cancelled the batch on purpose, or the files could not be read.
 		for _, seq := range b.seqs {
-			if c.t.slot(seq).res >= 0 || c.retrySet[seq] {
+			if c.t.slot(seq).hasResult() || c.retrySet[seq] {
 				continue
 			}
 			if c.broken != nil {

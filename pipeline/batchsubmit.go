@@ -376,11 +376,17 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		if s.running[h.b.model] > 0 || now.Before(h.retryAt) {
 			continue
 		}
+		// The refused batch gave back its reservation: the new one
+		// holds one of its own, which its collection settles.
+		day, ok, err := s.reserve(ctx, h.b.est, len(h.b.seqs))
+		if err != nil || !ok {
+			return err
+		}
 		s.held = append(s.held[:i], s.held[i+1:]...)
 		i--
 		nb := *h.b
 		nb.status, nb.answered, nb.final, nb.lost = "", 0, openai.Batch{}, nil
-		nb.claimed = false
+		nb.claimed, nb.collected, nb.settled, nb.day = false, false, 0, day
 		if err := s.create(ctx, &nb, false); err != nil {
 			return err
 		}
@@ -398,10 +404,11 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		if q > 0 && s.running[c.key.model] > 0 && s.running[c.key.model]+c.tokens > q {
 			return nil // until one of this run's batches of the model ends
 		}
-		ok, err := s.reserve(ctx, c)
+		day, ok, err := s.reserve(ctx, c.est, len(c.seqs))
 		if err != nil || !ok {
 			return err
 		}
+		c.day = day
 		s.ready = s.ready[1:]
 		if err := s.submit(ctx, c); err != nil {
 			return err
@@ -410,33 +417,33 @@ func (s *submitter) submitReady(ctx context.Context) error {
 	return nil
 }
 
-// reserve reserves a file's estimate of the day's tokens and dollars. It
-// reports false when the day's limits hold it back: then a wait is set, or
-// with --on-limit fail the run stops sending.
-func (s *submitter) reserve(ctx context.Context, c *chunk) (bool, error) {
+// reserve reserves the estimate est of a batch of lines lines of the
+// day's tokens and dollars, and says the day it was reserved in. It
+// reports false when the day's limits hold it back: then a wait is set,
+// or with --on-limit fail the run stops sending.
+func (s *submitter) reserve(ctx context.Context, est budget.Estimate, lines int) (string, bool, error) {
 	r := s.r
 	now := r.cfg.Clock.Now()
-	n, day, wait, why, err := r.cfg.Gate.ReserveDay(ctx, now, []budget.Estimate{c.est})
+	n, day, wait, why, err := r.cfg.Gate.ReserveDay(ctx, now, []budget.Estimate{est})
 	if err != nil {
-		return false, &Error{Code: ExitConfig, Err: err}
+		return "", false, &Error{Code: ExitConfig, Err: err}
 	}
 	if n == 1 {
-		c.day = day
 		s.warned = ""
-		return true, nil
+		return day, true, nil
 	}
 	if r.cfg.OnLimit == Fail {
 		msg := fmt.Sprintf("stopped by the %s (--on-limit fail)", why)
 		r.stop.halt(&stopped{typ: jsonl.ErrBudget, msg: "not sent: " + msg, err: &Error{Code: ExitLimit, Err: errors.New(msg)}})
-		return false, nil
+		return "", false, nil
 	}
 	if s.warned != why {
 		s.warned = why
-		r.cfg.Log.Warn(fmt.Sprintf("waiting %s for the %s before submitting a batch of %d lines (--on-limit wait)", wait.Round(time.Second), why, len(c.seqs)))
+		r.cfg.Log.Warn(fmt.Sprintf("waiting %s for the %s before submitting a batch of %d lines (--on-limit wait)", wait.Round(time.Second), why, lines))
 	}
 	// Other processes settle meanwhile: look again within a minute.
 	s.wait(min(wait, time.Minute))
-	return false, nil
+	return "", false, nil
 }
 
 // wait sets the submitter's timer.

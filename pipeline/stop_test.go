@@ -34,7 +34,7 @@ func (s *failingStore) Update(ctx context.Context, fn func(*budget.State) ([]bud
 // TestSharedStateFailsMidRun: when the shared state cannot be written
 // mid-run (a full disk, Redis gone), the run stops sending, finishes and
 // writes what is in flight, gives every line read a result and ends with
-// exit status 1, never 2, which says nothing was sent (issue 12 item 16).
+// exit status 1, never 2, which says nothing was sent.
 func TestSharedStateFailsMidRun(t *testing.T) {
 	for _, tt := range []struct {
 		name string

@@ -657,25 +657,27 @@ func (s *Server) start(b *batch, now time.Time) {
 		b.input, b.lines = nil, nil
 		return
 	}
-	if limit := s.cfg.Batch.QueueTokens; limit > 0 {
-		s.ext.mu.Lock()
+	s.ext.mu.Lock()
+	limit := s.queueTokens()
+	over := false
+	if limit > 0 {
 		if s.ext.enqueued == nil {
 			s.ext.enqueued = map[string]int{}
 		}
-		over := s.ext.enqueued[b.model]+b.tokens > limit
+		over = s.ext.enqueued[b.model]+b.tokens > limit
 		if !over {
 			s.ext.enqueued[b.model] += b.tokens
 			b.enqueued = true
 		}
-		s.ext.mu.Unlock()
-		if over {
-			b.status, b.failedAt = "failed", now
-			b.errors = []batchError{newBatchError("token_limit_exceeded",
-				fmt.Sprintf("Enqueued token limit reached for %s in organization %s. Limit: %s enqueued tokens. Please try again once some in_progress batches have been completed.",
-					b.model, Organization, commas(limit)), "", 0)}
-			b.input, b.lines = nil, nil
-			return
-		}
+	}
+	s.ext.mu.Unlock()
+	if over {
+		b.status, b.failedAt = "failed", now
+		b.errors = []batchError{newBatchError("token_limit_exceeded",
+			fmt.Sprintf("Enqueued token limit reached for %s in organization %s. Limit: %s enqueued tokens. Please try again once some in_progress batches have been completed.",
+				b.model, Organization, commas(limit)), "", 0)}
+		b.input, b.lines = nil, nil
+		return
 	}
 	b.status, b.inProgress = "in_progress", now
 	b.total = len(b.lines)

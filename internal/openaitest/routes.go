@@ -60,6 +60,7 @@ type ext struct {
 	batchStats  BatchStats
 	cut         downloadCut
 	hang        hang
+	faults      faults
 }
 
 // endpoint returns the counts of path. It requires s.mu held.

@@ -1,0 +1,508 @@
+package budget
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// FileStore is a Store over usage.md, shared by every process that names
+// the same file: flock(2) on usage.md.lock guards it (not on usage.md
+// itself, which each write replaces by rename), and each write goes to a
+// temporary file that is synced and renamed over usage.md, so a crash at
+// any moment leaves either the old file or the new one. A FileStore over
+// /dev/null keeps its state in memory instead: no shared state, nothing
+// written anywhere.
+type FileStore struct {
+	path, ledger string
+	perm         os.FileMode // for the lock and ledger when gptbatch creates them
+	// sem is this store's turn at the lock, one at a time: flock is per
+	// open file, so our own goroutines must take turns. It is a channel
+	// so that waiting for it ends with ctx.
+	sem  chan struct{}
+	lock *flock.Flock
+	mem  *MemStore // for /dev/null
+
+	notify      func(msg string) // says that the lock is slow to come
+	noticeAfter time.Duration
+	after       func(time.Duration) <-chan time.Time // the clock, for tests
+}
+
+// FileOption configures OpenFile.
+type FileOption func(*FileStore)
+
+// OnLockWait has notify told, once per wait, when the lock has been held
+// by someone else for about a second: "waiting for the lock on
+// .../usage.md.lock (held by another gptbatch?)". notify is called from
+// the goroutine waiting for the lock.
+func OnLockWait(notify func(msg string)) FileOption {
+	return func(f *FileStore) { f.notify = notify }
+}
+
+// OpenFile opens the usage file at path. The path /dev/null means no
+// shared state: the store keeps this run's state in memory and writes
+// nothing anywhere. A usage.md that is a symbolic link is resolved once,
+// and its lock file, ledger and temporary files live beside the link's
+// target, so that the link stays and every process naming either shares
+// one budget. Any other existing path that is not a regular file (a
+// directory, a named pipe, a device) is refused, as is a directory others
+// can write to unless it is sticky and the files in it are the user's, or
+// a lock file or ledger that is not a regular file. OpenFile creates the
+// directory (0700) but no file yet: the lock file is path+".lock" and the
+// ledger sits beside it (usage.ledger.jsonl for usage.md), both created
+// with the mode of an existing usage.md, else 0600. An existing usage.md
+// that does not parse is an error naming the file; it is never reset.
+func OpenFile(path string, opts ...FileOption) (*FileStore, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	f := &FileStore{sem: make(chan struct{}, 1), noticeAfter: time.Second, after: time.After, perm: 0o600}
+	for _, o := range opts {
+		o(f)
+	}
+	if isDevNull(abs) {
+		f.path, f.ledger, f.mem = os.DevNull, os.DevNull, new(MemStore)
+		return f, nil
+	}
+	target, err := resolve(abs)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
+		return nil, fmt.Errorf("usage file: %w", err)
+	}
+	f.path = target
+	f.ledger = strings.TrimSuffix(target, ".md") + ".ledger.jsonl"
+	if err := f.check(path); err != nil {
+		return nil, err
+	}
+	f.lock = flock.New(target+".lock", flock.SetPermissions(f.perm), flock.SetFlag(os.O_CREATE|os.O_RDONLY|openSafe))
+	if _, err := f.read(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// isDevNull reports whether path is the null device, by name or through a
+// link.
+func isDevNull(path string) bool {
+	if path == os.DevNull {
+		return true
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().IsRegular() {
+		return false
+	}
+	null, err := os.Stat(os.DevNull)
+	return err == nil && os.SameFile(fi, null)
+}
+
+// resolve follows a usage file that is a symbolic link to its target, once.
+func resolve(abs string) (string, error) {
+	fi, err := os.Lstat(abs)
+	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		return abs, nil // a missing file is created; other errors come back on reading it
+	}
+	target, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("usage file %s is a symbolic link gptbatch cannot follow: %w", abs, err)
+	}
+	return target, nil
+}
+
+// check refuses a usage file, lock file or ledger that is not a regular
+// file, and a directory others could use to swap them for links to files
+// the user can write.
+func (f *FileStore) check(given string) error {
+	name := f.path
+	if abs, _ := filepath.Abs(given); abs != f.path {
+		name = fmt.Sprintf("%s (%s)", given, f.path)
+	}
+	files := []string{f.path, f.path + ".lock", f.ledger}
+	infos := make([]os.FileInfo, len(files))
+	for i, p := range files {
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("usage file %s: %w", name, err)
+		}
+		if !fi.Mode().IsRegular() {
+			if i == 0 {
+				return fmt.Errorf("usage file %s is %s, not a regular file: name a file for gptbatch to keep its counters in, or /dev/null for none", name, kindOf(fi))
+			}
+			return fmt.Errorf("%s is %s, not a regular file; gptbatch will not use it", p, kindOf(fi))
+		}
+		infos[i] = fi
+	}
+	if infos[0] != nil {
+		f.perm = infos[0].Mode().Perm()
+	}
+	dir := filepath.Dir(f.path)
+	di, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("usage file %s: %w", name, err)
+	}
+	if di.Mode().Perm()&0o002 == 0 {
+		return nil
+	}
+	if di.Mode()&os.ModeSticky == 0 {
+		return fmt.Errorf("usage file %s: its directory %s can be written by any user, who could replace gptbatch's files; use a directory only you (or your group) can write to", name, dir)
+	}
+	for i, fi := range infos {
+		if fi == nil {
+			continue
+		}
+		if uid, _, ok := owner(fi); ok && uid != os.Geteuid() {
+			return fmt.Errorf("usage file %s: %s belongs to another user, in %s, which any user can write to; gptbatch will not use it", name, files[i], dir)
+		}
+	}
+	return nil
+}
+
+// kindOf says what a file that is not a regular file is.
+func kindOf(fi os.FileInfo) string {
+	switch m := fi.Mode(); {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "not a regular file"
+}
+
+// Path is the usage file: the target of a symbolic link, or /dev/null.
+func (f *FileStore) Path() string { return f.path }
+
+// LedgerPath is the ledger file (/dev/null for a store over /dev/null).
+func (f *FileStore) LedgerPath() string { return f.ledger }
+
+// Shared reports whether the store keeps its state in a file other
+// processes share; false for /dev/null.
+func (f *FileStore) Shared() bool { return f.mem == nil }
+
+// read parses usage.md; a missing file is a fresh state.
+func (f *FileStore) read() (State, error) {
+	b, err := readRegular(f.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return State{}, nil
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("usage file %s: %w", f.path, err)
+	}
+	s, err := ParseState(b)
+	if err != nil {
+		return State{}, fmt.Errorf("usage file %s is corrupt; gptbatch will not reset it, fix or remove it: %w", f.path, err)
+	}
+	return s, nil
+}
+
+// PeekState reads the usage file at path without the lock and without
+// creating anything, as a dry run does to say what today has used. A
+// missing file, /dev/null or any other path that is not a regular file is
+// a fresh State; a file that does not parse is an error naming it.
+func PeekState(path string) (State, error) {
+	b, err := readRegular(path)
+	if err != nil {
+		return State{}, nil
+	}
+	s, err := ParseState(b)
+	if err != nil {
+		return State{}, fmt.Errorf("usage file %s is corrupt: %w", path, err)
+	}
+	return s, nil
+}
+
+// readRegular reads a regular file, not through a link, and without
+// waiting on a named pipe swapped in for it.
+func readRegular(path string) ([]byte, error) {
+	r, err := os.OpenFile(path, os.O_RDONLY|openSafe, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	fi, err := r.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s, not a regular file", kindOf(fi))
+	}
+	return io.ReadAll(r)
+}
+
+// locked runs fn holding the lock. Waiting for the lock ends with ctx.
+func (f *FileStore) locked(ctx context.Context, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case f.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := f.acquire(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		f.lock.Unlock()
+		<-f.sem
+	}()
+	return fn()
+}
+
+// acquire takes the flock, holding our turn (sem). On failure the turn is
+// given back, or passed to the goroutine left waiting for the flock.
+func (f *FileStore) acquire(ctx context.Context) error {
+	ok, err := f.lock.TryLock()
+	if err != nil {
+		<-f.sem
+		return fmt.Errorf("lock %s: %w", f.lock.Path(), err)
+	}
+	if ok {
+		return nil
+	}
+	got := make(chan error, 1)
+	go func() { got <- f.lock.Lock() }()
+	notice := f.after(f.noticeAfter)
+	for {
+		select {
+		case err := <-got:
+			if err != nil {
+				<-f.sem
+				return fmt.Errorf("lock %s: %w", f.lock.Path(), err)
+			}
+			return nil
+		case <-notice:
+			notice = nil
+			if f.notify != nil {
+				f.notify(fmt.Sprintf("waiting for the lock on %s (held by another gptbatch?)", f.lock.Path()))
+			}
+		case <-ctx.Done():
+			// A blocked flock(2) cannot be called off: the goroutine
+			// waiting in it lets the lock go as soon as it has it, and
+			// only then gives up our turn, so that no other Update of
+			// ours takes the flock's state for its own meanwhile.
+			go func() {
+				if <-got == nil {
+					f.lock.Unlock()
+				}
+				<-f.sem
+			}()
+			return ctx.Err()
+		}
+	}
+}
+
+// Load reads the state under the lock, without writing.
+func (f *FileStore) Load(ctx context.Context) (State, error) {
+	if f.mem != nil {
+		if err := ctx.Err(); err != nil {
+			return State{}, err
+		}
+		return f.mem.State(), nil
+	}
+	var s State
+	err := f.locked(ctx, func() error {
+		var err error
+		s, err = f.read()
+		return err
+	})
+	return s, err
+}
+
+// Update implements Store: under the lock, it reads usage.md (a missing
+// one is a fresh State; a corrupt one is an error naming the file, which is
+// left as it is), calls fn, and when fn returns nil replaces usage.md if
+// the state changed and appends fn's entries to the ledger in one write.
+// Waiting for the lock ends with ctx, with ctx's error.
+func (f *FileStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, error)) error {
+	if f.mem != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return f.mem.Update(ctx, fn)
+	}
+	return f.locked(ctx, func() error {
+		old, err := f.read()
+		if err != nil {
+			return err
+		}
+		s := old
+		s.extra = append([][2]string(nil), old.extra...)
+		entries, err := fn(&s)
+		if err != nil {
+			return err
+		}
+		if !stateEqual(s, old) {
+			if err := f.write(s.Format()); err != nil {
+				return err
+			}
+		}
+		return f.append(entries)
+	})
+}
+
+func stateEqual(a, b State) bool {
+	return bytes.Equal(a.Format(), b.Format())
+}
+
+// write replaces usage.md atomically: a temporary file in the same
+// directory, synced, then renamed over it, so that a reader or a crash at
+// any moment sees the old file or the new one, whole. The new file keeps
+// the old one's mode and, where it can, its owner and group; a file
+// gptbatch creates is 0600. Only a regular file is ever replaced.
+func (f *FileStore) write(b []byte) (err error) {
+	old, err := os.Lstat(f.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		old = nil
+	case err != nil:
+		return fmt.Errorf("write usage file %s: %w", f.path, err)
+	case !old.Mode().IsRegular():
+		return fmt.Errorf("usage file %s is now %s; gptbatch will not replace it", f.path, kindOf(old))
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".usage-*.tmp") // created 0600
+	if err != nil {
+		return fmt.Errorf("write usage file %s: %w", f.path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			err = fmt.Errorf("write usage file %s: %w", f.path, err)
+		}
+	}()
+	if old != nil {
+		if err := tmp.Chmod(old.Mode().Perm()); err != nil {
+			return err
+		}
+		chownLike(tmp, old)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), f.path)
+}
+
+// append adds entries to the ledger in one write, after dealing with a
+// torn last line. Called under the lock.
+func (f *FileStore) append(entries []LedgerEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	b := make([]byte, 0, 320*len(entries)) // about a line's size each
+	for i := range entries {
+		var err error
+		if b, err = entries[i].appendJSON(b); err != nil {
+			return fmt.Errorf("ledger %s: %w", f.ledger, err)
+		}
+	}
+	lf, err := os.OpenFile(f.ledger, os.O_RDWR|os.O_APPEND|os.O_CREATE|openSafe, f.perm)
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	if fi, err := lf.Stat(); err != nil || !fi.Mode().IsRegular() {
+		lf.Close()
+		return fmt.Errorf("ledger %s is not a regular file; gptbatch will not write to it", f.ledger)
+	}
+	if err := repairTorn(lf); err != nil {
+		lf.Close()
+		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+	}
+	if _, err := lf.Write(b); err != nil {
+		lf.Close()
+		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+	}
+	if err := lf.Close(); err != nil {
+		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+	}
+	return nil
+}
+
+// repairTorn makes the ledger end with a whole line again after a process
+// was killed mid-append: a last line without its newline is finished when
+// it parses (the write stopped just before the newline) and cut off
+// otherwise, just as ReadLedger reads it either way. Appending after a
+// torn line instead would leave a bad line in the middle.
+func repairTorn(lf *os.File) error {
+	st, err := lf.Stat()
+	if err != nil || st.Size() == 0 {
+		return err
+	}
+	// Find the start of the last line, reading back a block at a time.
+	end := st.Size()
+	buf := make([]byte, 64<<10)
+	start := end
+	for start > 0 {
+		n := int64(len(buf))
+		if n > start {
+			n = start
+		}
+		if _, err := lf.ReadAt(buf[:n], start-n); err != nil {
+			return err
+		}
+		if start == end && buf[n-1] == '\n' {
+			return nil // whole
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			start = start - n + int64(i) + 1
+			break
+		}
+		start -= n
+	}
+	tail := make([]byte, end-start)
+	if _, err := lf.ReadAt(tail, start); err != nil {
+		return err
+	}
+	var e LedgerEntry
+	if json.Unmarshal(tail, &e) == nil {
+		_, err = lf.Write([]byte("\n"))
+		return err
+	}
+	return lf.Truncate(start)
+}
+
+// Report is BuildReport of the ledger; a ledger not yet written is an
+// empty one.
+func (f *FileStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
+	if err := ctx.Err(); err != nil {
+		return Report{}, err
+	}
+	lf, err := os.Open(f.ledger)
+	if errors.Is(err, os.ErrNotExist) {
+		return BuildReport(strings.NewReader(""), opt, loc)
+	}
+	if err != nil {
+		return Report{}, fmt.Errorf("ledger: %w", err)
+	}
+	defer lf.Close()
+	rep, err := BuildReport(lf, opt, loc)
+	if err != nil {
+		return Report{}, fmt.Errorf("ledger %s: %w", f.ledger, err)
+	}
+	return rep, nil
+}

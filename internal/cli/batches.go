@@ -1,0 +1,319 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/pipeline"
+)
+
+// batchesCmd lists the batches --via batch journalled beside the usage
+// file, and cancels them.
+type batchesCmd struct {
+	List    batchesListCmd    `cmd:"" default:"withargs" help:"List the journalled batches with their live status (the default)."`
+	Cancel  batchesCancelCmd  `cmd:"" help:"Cancel batches: they stop, and what they answered so far is kept."`
+	Recover batchesRecoverCmd `cmd:"" help:"Rebuild a lost journal from the API's list of batches: record again each batch gptbatch made that the journal lacks, so that --resume collects it (--dry-run: only show them)."`
+}
+
+type batchesListCmd struct {
+	JSON bool          `name:"json" help:"Write one JSON object a batch instead of a table."`
+	Days time.Duration `name:"within" default:"720h" help:"Only batches submitted within this long (default 30 days, as long as the API keeps their files)."`
+}
+
+type batchesCancelCmd struct {
+	IDs []string `arg:"" name:"id" help:"Batch ids (batch_...)."`
+}
+
+type batchesRecoverCmd struct {
+	JSON bool          `name:"json" help:"Write one JSON object a recovered batch instead of a line."`
+	All  bool          `name:"all" help:"Also the batches of runs that kept another journal (another usage file, or this one at another path)."`
+	Days time.Duration `name:"within" aliases:"since" default:"720h" help:"Only batches created within this long (default 30 days, as long as the API keeps their files)."`
+}
+
+// batchConfig fills in what --via batch needs: the journal beside the
+// usage file (store; nil for a dry run), its limits, and --resume.
+func (r *runCmd) batchConfig(cfg *pipeline.Config, store sharedStore) error {
+	cfg.Via = pipeline.Via(r.Via)
+	if cfg.Via != pipeline.ViaBatch {
+		return nil
+	}
+	if r.BatchLines < 1 || r.BatchLines > pipeline.DefaultBatchLines {
+		return fmt.Errorf("--batch-lines must be from 1 to %d, not %d", pipeline.DefaultBatchLines, r.BatchLines)
+	}
+	if r.BatchQueueTokens < 0 {
+		return errors.New("--batch-queue-tokens cannot be negative")
+	}
+	cfg.Batch = pipeline.BatchOptions{Lines: r.BatchLines, QueueTokens: r.BatchQueueTokens, Resume: r.Resume != ""}
+	switch st := store.(type) {
+	case nil:
+	case *budget.FileStore:
+		path, temp := st.JournalPath()
+		if temp {
+			cfg.Log.Warn(fmt.Sprintf("the usage file is %s, so the batch journal is kept in the temporary directory: %s", os.DevNull, path))
+		}
+		cfg.Batch.Journal = path
+	default:
+		// The journal stays on this host, beside where its usage file
+		// would be: --resume collects on the host that submitted.
+		path, err := r.journalPath()
+		if err != nil {
+			return err
+		}
+		cfg.Batch.Journal = path
+	}
+	return nil
+}
+
+// journalPath is the batch journal beside the usage file.
+func (r *runCmd) journalPath() (string, error) {
+	path, err := r.usagePath()
+	if err != nil {
+		return "", err
+	}
+	// Where a run puts it: beside the target of a linked usage file, in
+	// the temporary directory for /dev/null by any name.
+	if resolved, none := resolveUsage(path); none {
+		path = os.DevNull
+	} else {
+		path = resolved
+	}
+	path, _ = budget.JournalPathFor(path)
+	return path, nil
+}
+
+// journalAPI is the batch journal beside the usage file, and a client of
+// the Batch API with the run's key.
+func (r *runCmd) journalAPI() (string, *pipeline.BatchAPI, error) {
+	path, err := r.journalPath()
+	if err != nil {
+		return "", nil, usageError(err)
+	}
+	key, err := apiKey(r.APIKeyFile)
+	if err != nil {
+		return "", nil, usageError(err)
+	}
+	return path, pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout), nil
+}
+
+// batchRow is a journalled batch as `gptbatch batches` shows it.
+type batchRow struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	Completed int       `json:"completed"`
+	Failed    int       `json:"failed"`
+	Total     int       `json:"total"`
+	Model     string    `json:"model"`
+	Endpoint  string    `json:"endpoint"`
+	Lines     int       `json:"lines"`
+	Submitted time.Time `json:"submitted"`
+	Run       string    `json:"run"`
+	Chunk     int       `json:"chunk"`
+	Collected bool      `json:"collected"`
+	Error     string    `json:"error,omitempty"` // why the live status is unknown
+}
+
+// run lists the journalled batches, with their live status.
+func (l *batchesListCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
+	path, err := r.journalPath()
+	if err != nil {
+		return usageError(err)
+	}
+	now := r.seams.now()
+	bs, err := pipeline.ReadJournal(path, now.Add(-l.Days), false)
+	if err != nil {
+		return usageError(err)
+	}
+	var api *pipeline.BatchAPI
+	if len(bs) > 0 {
+		key, err := apiKey(r.APIKeyFile)
+		if err != nil {
+			return usageError(err)
+		}
+		api = pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout)
+	}
+	rows := make([]batchRow, 0, len(bs))
+	for _, b := range bs {
+		row := batchRow{
+			ID: b.BatchID, Status: b.Final, Model: b.Model, Endpoint: b.Endpoint, Lines: b.Lines,
+			Submitted: b.Time, Run: b.Run, Chunk: b.Chunk, Collected: b.Collected,
+		}
+		live, err := api.Retrieve(ctx, b.BatchID)
+		if err != nil {
+			row.Error = err.Error()
+			if row.Status == "" {
+				row.Status = "unknown"
+			}
+		} else {
+			row.Status = live.Status
+			row.Completed, row.Failed, row.Total = live.RequestCounts.Completed, live.RequestCounts.Failed, live.RequestCounts.Total
+		}
+		rows = append(rows, row)
+	}
+	if l.JSON {
+		enc := json.NewEncoder(stdout)
+		for _, row := range rows {
+			if err := enc.Encode(row); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintf(stdout, "no batches in %s\n", path)
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "BATCH\tSTATUS\tANSWERED\tMODEL\tLINES\tAGE\tRUN\tCOLLECTED")
+	for _, row := range rows {
+		answered := fmt.Sprintf("%d+%d/%d", row.Completed, row.Failed, row.Total)
+		if row.Error != "" {
+			answered = "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s#%d\t%s\n", row.ID, row.Status, answered, row.Model, row.Lines,
+			age(now.Sub(row.Submitted)), row.Run, row.Chunk, map[bool]string{true: "yes", false: "no"}[row.Collected])
+	}
+	return tw.Flush()
+}
+
+// age writes d as 45s, 12m, 3h or 2d.
+func age(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// run cancels the batches named, and journals each cancellation.
+func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
+	path, api, err := r.journalAPI()
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	bs, err := pipeline.ReadJournal(path, time.Time{}, false)
+	if err != nil {
+		return usageError(err)
+	}
+	for _, b := range bs {
+		known[b.BatchID] = true
+	}
+	j, err := budget.OpenJournal(path, 0o600)
+	if err != nil {
+		return usageError(err)
+	}
+	defer j.Close()
+	var failed []string
+	for _, id := range c.IDs {
+		b, err := api.Cancel(ctx, id)
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", id, err))
+			continue
+		}
+		note := ""
+		if !known[id] {
+			note = " (not in the journal)"
+		}
+		fmt.Fprintf(stdout, "%s %s%s\n", id, b.Status, note)
+		if known[id] {
+			line, _ := json.Marshal(pipeline.JournalRecord{Event: pipeline.EventCancelled, Time: r.seams.now(), BatchID: id})
+			if err := j.Append(line); err != nil {
+				return err
+			}
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("could not cancel %s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// run appends to the journal a submitted record for each batch gptbatch
+// made that the API lists and the journal lacks, rebuilt from its input
+// file; with --dry-run it only shows them. A batch whose input file was
+// deleted cannot be rebuilt, and is named on stderr: gptbatch deletes the
+// file once it has collected the batch, so its answers were most likely
+// delivered. The exit status is 1 if a batch could not be rebuilt for
+// another reason (a download failed): running it again tries again.
+func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer) error {
+	if c.Days <= 0 {
+		return usageError(fmt.Errorf("--within must be positive, not %s", c.Days))
+	}
+	path, api, err := r.journalAPI()
+	if err != nil {
+		return err
+	}
+	rs, rerr := pipeline.RecoverJournal(ctx, api, path, r.seams.now().Add(-c.Days), !r.DryRun, c.All)
+	enc := json.NewEncoder(stdout)
+	var lost []string
+	retry := false
+	for _, rc := range rs {
+		b, rec := rc.Batch, rc.Record
+		if rc.Err != nil {
+			why := rc.Err.Error()
+			if errors.Is(rc.Err, pipeline.ErrInputDeleted) {
+				why = fmt.Sprintf("its input file %s was deleted (gptbatch deletes it once it has collected the batch), so --resume cannot know its lines", b.InputFileID)
+			} else {
+				retry = true
+			}
+			fmt.Fprintf(stderr, "gptbatch: batch %s (%s#%d, %s) cannot be recovered: %s\n", b.ID, rec.Run, rec.Chunk, b.Status, why)
+			lost = append(lost, b.ID)
+			continue
+		}
+		row := batchRow{
+			ID: b.ID, Status: b.Status, Model: rec.Model, Endpoint: rec.Endpoint, Lines: rec.Lines, Submitted: rec.Time,
+			Run: rec.Run, Chunk: rec.Chunk, Completed: b.RequestCounts.Completed, Failed: b.RequestCounts.Failed, Total: b.RequestCounts.Total,
+		}
+		if c.JSON {
+			err = enc.Encode(row)
+		} else {
+			_, err = fmt.Fprintf(stdout, "%s %s %s %d lines %s#%d\n", row.ID, row.Status, row.Model, row.Lines, row.Run, row.Chunk)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if rerr != nil {
+		return rerr
+	}
+	if !r.Quiet {
+		n := len(rs) - len(lost)
+		msg := fmt.Sprintf("recovered %s into %s", batchesOf(n), path)
+		if r.DryRun {
+			msg = fmt.Sprintf("would recover %s into %s (--dry-run: nothing written)", batchesOf(n), path)
+		} else if n > 0 {
+			msg += "; the same command with --resume collects them"
+		}
+		if len(rs) == 0 {
+			msg += fmt.Sprintf(": the journal has every batch gptbatch made within %s", age(c.Days))
+		}
+		if len(lost) > 0 {
+			msg += fmt.Sprintf("; %d could not be: %s", len(lost), strings.Join(lost, ", "))
+		}
+		fmt.Fprintf(stderr, "gptbatch: %s\n", msg)
+	}
+	if retry {
+		return &pipeline.Error{Code: exitFailed}
+	}
+	return nil
+}
+
+// batchesOf is "1 batch" or "n batches".
+func batchesOf(n int) string {
+	if n == 1 {
+		return "1 batch"
+	}
+	return fmt.Sprintf("%d batches", n)
+}

@@ -1,0 +1,145 @@
+// Package cli is gptbatch's command line: Run parses the arguments and runs
+// the command they name, a file each: run.go the main job (the batch on
+// stdin), usage.go, limits.go and batches.go the reports and stores
+// beside it. Signals turns the process's signals into what Run takes.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gptbatch/gptbatch/pipeline"
+)
+
+// Exit statuses (the pipeline's own are in package pipeline).
+const (
+	exitOK     = 0
+	exitFailed = pipeline.ExitFailed
+	exitUsage  = pipeline.ExitConfig
+)
+
+// Seams are what Run takes from the process besides its arguments and
+// streams. The zero value is a process with no second signal, the wall
+// clock and /dev/tty.
+type Seams struct {
+	// Abort is closed by a second signal: stop at once (see Signals).
+	// Nil: never.
+	Abort <-chan struct{}
+	// Clock is the time runs go by: waits, polls, the budget's minutes
+	// and days. Nil: the wall clock.
+	Clock pipeline.Clock
+	// TTY opens the terminal --confirm asks on. Nil: /dev/tty.
+	TTY func() (io.ReadWriteCloser, error)
+}
+
+// Signals turns SIGINT, SIGTERM and SIGHUP (a closed terminal, a dropped
+// ssh) into Run's context and its abort channel: the first signal
+// cancels ctx (stop sending, finish what is in flight, give every line its
+// result); the second closes abort (abandon the calls in flight, settle
+// them and give back what was not sent, leave the rest unread); a third
+// ends the process at once. SIGPIPE is ignored, so that a closed stdout
+// is a write error the run handles (it settles what was sent) instead of
+// death mid-call.
+func Signals(stderr io.Writer) (context.Context, <-chan struct{}) {
+	signal.Ignore(syscall.SIGPIPE)
+	// Buffered for the three signals told apart below.
+	sig := make(chan os.Signal, 3)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, stop := context.WithCancel(context.Background())
+	abort := make(chan struct{})
+	go func() {
+		<-sig
+		stop()
+		fmt.Fprintln(stderr, "gptbatch: interrupted: finishing the requests in flight, giving every line its result (interrupt again to stop at once)")
+		<-sig
+		close(abort)
+		fmt.Fprintln(stderr, "gptbatch: stopping at once: abandoning the requests in flight and settling the usage file (interrupt again to quit without settling)")
+		<-sig
+		os.Exit(pipeline.ExitInterrupted)
+	}()
+	return ctx, abort
+}
+
+// Run is gptbatch with its arguments, streams and seams: main without the
+// process. It prints each failure once, as "gptbatch: ...", and returns
+// the exit status. Cancelling ctx is the first signal.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, s Seams) int {
+	if s.TTY == nil {
+		s.TTY = openTTY
+	}
+	var c cli
+	exited := -1
+	parser, err := newParser(&c, stdout, stderr, func(code int) { exited = code })
+	if err != nil {
+		fmt.Fprintf(stderr, "gptbatch: %v\n", err)
+		return exitUsage
+	}
+	kctx, err := parser.Parse(args)
+	if exited >= 0 {
+		return exited // --help or --version
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gptbatch: %v\n", err)
+		return exitUsage
+	}
+	c.seams = s
+	switch kctx.Command() {
+	case "usage":
+		err = c.Usage.run(ctx, &c.runCmd, stdout, stderr)
+	case "limits show":
+		err = c.Limits.show(ctx, &c.runCmd, stdout)
+	case "limits set":
+		err = c.Limits.set(ctx, &c.runCmd, kctx, stdout)
+	case "limits clear", "limits clear <name>":
+		err = c.Limits.Clear.run(ctx, &c.runCmd, stdout, c.Limits.JSON)
+	case "batches", "batches list":
+		err = c.Batches.List.run(ctx, &c.runCmd, stdout)
+	case "batches cancel <id>":
+		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout)
+	case "batches recover":
+		err = c.Batches.Recover.run(ctx, &c.runCmd, stdout, stderr)
+	case "prices", "prices show", "prices load <file>", "prices clear":
+		err = c.Prices.run(ctx, &c.runCmd, kctx.Command(), stdout)
+	default:
+		err = c.runCmd.run(ctx, stdin, stdout, stderr)
+	}
+	return exitStatus(err, stderr)
+}
+
+// usageError is bad usage or configuration: exit 2, nothing sent.
+func usageError(err error) error { return &pipeline.Error{Code: exitUsage, Err: err} }
+
+// exitStatus prints err once, as "gptbatch: ...", and says the exit
+// status it calls for: its ExitCode, else 1. A closed stdout (| head) is
+// quiet, with the status of a filter killed by SIGPIPE, whatever the
+// command.
+func exitStatus(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, syscall.EPIPE) {
+		return pipeline.ExitBrokenPipe
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintf(stderr, "gptbatch: %s\n", msg)
+	}
+	var ec interface{ ExitCode() int }
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return exitFailed
+}
+
+// now is the time on s's clock.
+func (s Seams) now() time.Time {
+	if s.Clock == nil {
+		return time.Now()
+	}
+	return s.Clock.Now()
+}

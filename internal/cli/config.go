@@ -1,0 +1,281 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// modelName is the model for lines that name none: --model or
+// $OPENAI_MODEL, else ./gpt_model_type.txt, else gpt-4o-mini; for
+// --endpoint embeddings, text-embedding-3-small unless --model or
+// $OPENAI_MODEL names one (the file names a chat model).
+func modelName(flag, endpoint string) string {
+	if flag != "" {
+		return flag
+	}
+	if endpoint == jsonl.EndpointEmbeddings {
+		return "text-embedding-3-small"
+	}
+	if m := firstLine("gpt_model_type.txt"); m != "" {
+		return m
+	}
+	return "gpt-4o-mini"
+}
+
+// usagePath is --usage-file, else the default.
+func (r *runCmd) usagePath() (string, error) {
+	if r.UsageFile != "" {
+		return r.UsageFile, nil
+	}
+	return defaultUsageFile()
+}
+
+// usageFile is a usage file read without its lock: its state as it is
+// now, and the ledger beside it.
+type usageFile string
+
+// Load reads the state; a missing file is a fresh one.
+func (u usageFile) Load(ctx context.Context) (budget.State, error) {
+	return budget.PeekState(string(u))
+}
+
+// StoredPrices reads the price table stored beside the usage file; nil
+// when there is none.
+func (u usageFile) StoredPrices(ctx context.Context) (*budget.Prices, error) {
+	return budget.PeekPrices(string(u))
+}
+
+// Report reports from the ledger beside the usage file. Lines that are
+// not ledger entries are left out and counted in Skipped.
+func (u usageFile) Report(ctx context.Context, opt budget.ReportOptions, loc *time.Location) (budget.Report, error) {
+	empty := strings.NewReader("")
+	path := u.ledger()
+	if path == "" {
+		return budget.BuildReport(empty, opt, loc)
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return budget.BuildReport(empty, opt, loc)
+	}
+	if err != nil {
+		return budget.Report{}, fmt.Errorf("ledger: %w", err)
+	}
+	defer f.Close()
+	lr := &ledgerFilter{br: bufio.NewReaderSize(f, 64<<10)}
+	rep, err := budget.BuildReport(lr, opt, loc)
+	if err != nil {
+		return budget.Report{}, fmt.Errorf("ledger %s: %w", path, err)
+	}
+	rep.Skipped = lr.bad
+	return rep, nil
+}
+
+// ledger is the ledger's path, as budget.OpenFile places it: beside the
+// usage file (the target of a link to it); "" for /dev/null.
+func (u usageFile) ledger() string {
+	path, none := resolveUsage(string(u))
+	if none {
+		return ""
+	}
+	return strings.TrimSuffix(path, ".md") + ".ledger.jsonl"
+}
+
+// resolveUsage is the usage file a path names, as budget.OpenFile places
+// the files beside it: the target of a link; none is true for /dev/null
+// by any name (and other devices, which a run refuses), which has nothing
+// beside it.
+func resolveUsage(path string) (resolved string, none bool) {
+	if path == os.DevNull {
+		return path, true
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		if t, err := filepath.EvalSymlinks(path); err == nil {
+			path = t
+		}
+	}
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return path, true
+	}
+	return path, false
+}
+
+// ledgerFilter reads a ledger, passing on only the lines that are ledger
+// entries and counting the others, so that one damaged line does not hide
+// the rest of the report.
+type ledgerFilter struct {
+	br   *bufio.Reader
+	line []byte // what is left of the current line to pass on
+	bad  int
+	err  error
+}
+
+func (l *ledgerFilter) Read(p []byte) (int, error) {
+	for len(l.line) == 0 {
+		if l.err != nil {
+			return 0, l.err
+		}
+		var line []byte
+		line, l.err = l.br.ReadBytes('\n')
+		var e budget.LedgerEntry
+		switch {
+		case len(bytes.TrimSpace(line)) == 0:
+		case json.Unmarshal(line, &e) != nil:
+			l.bad++
+		default:
+			l.line = line
+		}
+	}
+	n := copy(p, l.line)
+	l.line = l.line[n:]
+	return n, nil
+}
+
+// apiKey finds the API key: --api-key-file, $OPENAI_API_KEY, then
+// api_key.txt, .openai_key and .env in the working directory.
+func apiKey(file string) (string, error) {
+	if file != "" {
+		if _, err := os.Stat(file); err != nil {
+			return "", fmt.Errorf("--api-key-file: cannot read %s: %w", file, errors.Unwrap(err))
+		}
+		k := firstLine(file)
+		if k == "" {
+			return "", fmt.Errorf("--api-key-file %s: no key in it", file)
+		}
+		return k, nil
+	}
+	if k := strings.TrimSpace(os.Getenv("OPENAI_API_KEY")); k != "" {
+		return k, nil
+	}
+	for _, f := range []string{"api_key.txt", ".openai_key"} {
+		if k := firstLine(f); k != "" {
+			return k, nil
+		}
+	}
+	if k := dotenv(".env", "OPENAI_API_KEY"); k != "" {
+		return k, nil
+	}
+	return "", errors.New("no API key: set OPENAI_API_KEY, or put the key in ./api_key.txt, ./.openai_key or ./.env (OPENAI_API_KEY=...), or pass --api-key-file; --dry-run needs none")
+}
+
+// firstLine is the first non-blank line of a file, trimmed; "" if none.
+func firstLine(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			return l
+		}
+	}
+	return ""
+}
+
+// dotenv reads key from a .env file's KEY=value lines, as dotenv tools
+// do: "export " before the key is allowed, a value may be quoted ('...'
+// taken as it is, "..." with \" inside), and an unquoted value ends at
+// " #", where a comment starts.
+func dotenv(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export "))
+		k, v, ok := strings.Cut(l, "=")
+		if ok && strings.TrimSpace(k) == key {
+			return dotenvValue(strings.TrimSpace(v))
+		}
+	}
+	return ""
+}
+
+// dotenvValue is the value of a .env line, its quotes or comment removed.
+func dotenvValue(v string) string {
+	if len(v) > 0 && (v[0] == '"' || v[0] == '\'') {
+		q := v[0]
+		var b strings.Builder
+		for i := 1; i < len(v); i++ {
+			switch {
+			case v[i] == q:
+				return b.String()
+			case q == '"' && v[i] == '\\' && i+1 < len(v):
+				i++
+			}
+			b.WriteByte(v[i])
+		}
+		return strings.TrimSpace(v[1:]) // no closing quote: keep what there is
+	}
+	if i := strings.Index(v, " #"); i >= 0 {
+		v = v[:i]
+	} else if i := strings.Index(v, "\t#"); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimSpace(v)
+}
+
+// defaultUsageFile is $XDG_STATE_HOME/gptbatch/usage.md, else
+// ~/.local/state/gptbatch/usage.md.
+func defaultUsageFile() (string, error) {
+	// A relative XDG_STATE_HOME is invalid and to be ignored, says the
+	// XDG Base Directory spec: it would put the budget every invocation
+	// shares under whichever directory each starts in.
+	dir := os.Getenv("XDG_STATE_HOME")
+	if !filepath.IsAbs(dir) {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no usage file: set --usage-file or GPTBATCH_USAGE_FILE: %w", err)
+		}
+		dir = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(dir, "gptbatch", "usage.md"), nil
+}
+
+// parseDollars reads a flag's amount of dollars (budget.ParseCost),
+// refusing an amount that is not zero but rounds to nothing: a cap of less
+// than a picodollar would otherwise mean "off".
+func parseDollars(flag, s string) (budget.Cost, error) {
+	c, err := budget.ParseCost(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", flag, err)
+	}
+	mantissa, _, _ := strings.Cut(strings.ToLower(s), "e")
+	if c == 0 && strings.ContainsAny(mantissa, "123456789") {
+		return 0, fmt.Errorf("%s %s: less than a picodollar ($0.000000000001), the smallest amount gptbatch counts; 0 turns the limit off", flag, s)
+	}
+	return c, nil
+}
+
+// checkBaseURL refuses to send the key in clear (http://) to a host other
+// than this machine, unless insecure allows it.
+func checkBaseURL(base string, insecure bool) error {
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme != "http" || insecure {
+		return nil // other problems with the URL are said where it is used
+	}
+	host := u.Hostname()
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--base-url %s: the API key would cross the network in clear text (http://); use https://, or --allow-insecure if the network is yours", u.Redacted())
+}

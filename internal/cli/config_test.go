@@ -1,0 +1,301 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime/debug"
+	"strings"
+	"testing"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
+)
+
+// TestInsecureBaseURL: the key goes over plain http:// only to
+// this machine, unless --allow-insecure.
+func TestInsecureBaseURL(t *testing.T) {
+	for _, url := range []string{"http://example.com/v1", "http://10.0.0.7:8080/v1", "http://user:pw@api.example.org/v1"} {
+		t.Run(url, func(t *testing.T) {
+			g := newGB(t, url)
+			_, stderr, code := g.run(context.Background(), prompts(1))
+			if code != 2 || !strings.Contains(stderr, "--allow-insecure") || !strings.Contains(stderr, "clear text") {
+				t.Errorf("exit status %d, stderr %q; want 2 and a word of --allow-insecure", code, stderr)
+			}
+			if strings.Contains(stderr, "pw@") {
+				t.Errorf("stderr %q shows the URL's password", stderr)
+			}
+		})
+	}
+	tests := []struct {
+		url      string
+		insecure bool
+		ok       bool
+	}{
+		{"http://127.0.0.1:8080/v1", false, true},
+		{"http://127.9.0.1/v1", false, true},
+		{"http://[::1]:8080/v1", false, true},
+		{"http://localhost:11434/v1", false, true},
+		{"http://ollama.localhost/v1", false, true},
+		{"https://api.example.com/v1", false, true},
+		{"http://example.com/v1", false, false},
+		{"http://example.com/v1", true, true},
+		{"http://localhost.example.com/v1", false, false},
+	}
+	for _, tt := range tests {
+		if err := checkBaseURL(tt.url, tt.insecure); (err == nil) != tt.ok {
+			t.Errorf("checkBaseURL(%q, %v) = %v, want ok %v", tt.url, tt.insecure, err, tt.ok)
+		}
+	}
+}
+
+// TestMaskedKeyRedacted: a 401 that quotes the key masked (first
+// and last characters around stars) does not reach results, stderr or
+// logs, whatever the key's prefix.
+func TestMaskedKeyRedacted(t *testing.T) {
+	for _, key := range []string{"gsk_wrong0123456789abcdefghijklmnopq", "AIzaWrong0123456789abcdefghijklm", "sk-proj-wrong0123456789abcdefghij"} {
+		t.Run(key[:4], func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{Key: "sk-the-right-key-000000000000"})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			t.Setenv("OPENAI_API_KEY", key)
+			out, stderr, code := g.run(context.Background(), prompts(2), "--verbose", "--parallel", "1")
+			if code != 1 {
+				t.Errorf("exit status %d, want 1; stderr: %s", code, stderr)
+			}
+			rs := parseResults(t, out)
+			if len(rs) != 2 || rs[0].Error == nil || !strings.Contains(rs[0].Error.Message, "[redacted]") {
+				t.Fatalf("results = %+v, want a 401 whose message says [redacted]", rs)
+			}
+			for _, leak := range []string{key[:5] + "*", "*" + key[len(key)-2:]} {
+				if strings.Contains(out, leak) || strings.Contains(stderr, leak) {
+					t.Errorf("output shows the masked key (%q):\n%s\n%s", leak, out, stderr)
+				}
+			}
+		})
+	}
+}
+
+// TestEmptyEnvIsUnset: VAR= is no value: the defaults hold.
+func TestEmptyEnvIsUnset(t *testing.T) {
+	for _, k := range []string{"OPENAI_BASE_URL", "OPENAI_MODEL", "GPTBATCH_USAGE_FILE"} {
+		t.Setenv(k, "")
+	}
+	var c cli
+	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, func(int) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Parse(nil); err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if c.BaseURL != "https://api.openai.com/v1" || c.Model != "" || c.UsageFile != "" {
+		t.Errorf("with empty variables: --base-url %q, --model %q, --usage-file %q; want the default URL and no model or usage file", c.BaseURL, c.Model, c.UsageFile)
+	}
+	t.Setenv("OPENAI_MODEL", "gpt-4.1-mini")
+	c = cli{}
+	p, _ = newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, func(int) {})
+	if _, err := p.Parse(nil); err != nil || c.Model != "gpt-4.1-mini" {
+		t.Errorf("OPENAI_MODEL=gpt-4.1-mini: --model %q (%v), want it", c.Model, err)
+	}
+}
+
+// TestAPIKeyFile: a missing --api-key-file says it cannot be
+// read; a .env value loses its inline comment and quotes.
+func TestAPIKeyFile(t *testing.T) {
+	g := newGB(t, "http://127.0.0.1:1/v1")
+	_, stderr, code := g.run(context.Background(), prompts(1), "--api-key-file", filepath.Join(g.dir, "nokey.txt"))
+	if code != 2 || !strings.Contains(stderr, "cannot read") || !strings.Contains(stderr, "no such file") {
+		t.Errorf("missing --api-key-file: exit status %d, stderr %q; want 2 and cannot read: no such file", code, stderr)
+	}
+	tests := []struct{ in, want string }{
+		{"sk-abc # my key", "sk-abc"},
+		{"sk-abc\t# my key", "sk-abc"},
+		{"sk-abc#not-a-comment", "sk-abc#not-a-comment"},
+		{`"sk-abc" # quoted`, "sk-abc"},
+		{`'sk-a#bc'  # single`, "sk-a#bc"},
+		{`"sk-a\"bc"`, `sk-a"bc`},
+		{"sk-abc", "sk-abc"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := dotenvValue(tt.in); got != tt.want {
+			t.Errorf("dotenvValue(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	srv := openaitest.New(openaitest.Config{Key: "sk-from-dotenv-123456"})
+	defer srv.Close()
+	g = newGB(t, srv.URL())
+	t.Setenv("OPENAI_API_KEY", "")
+	os.WriteFile(filepath.Join(g.dir, ".env"), []byte("OPENAI_API_KEY=sk-from-dotenv-123456 # the team's key\n"), 0o600)
+	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
+		t.Errorf(".env with an inline comment: exit status %d: %s", code, stderr)
+	}
+}
+
+// TestFlagValues (items 27, 28): values that would mean something else
+// than they say are refused, nothing sent.
+func TestFlagValues(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--timeout=-1s"}, "--timeout cannot be negative"},
+		{[]string{"--max-cost", "1e-13"}, "less than a picodollar"},
+		{[]string{"--daily-cost", "0.0000000000004"}, "less than a picodollar"},
+		{[]string{"--max-cost=0x10"}, "not an amount of dollars"},
+		{[]string{"--max-cost", "1e30"}, "too large"},
+		{[]string{"--tpd", "1000000000000000000"}, "more than"},
+		{[]string{"--max-tokens", "9223372036854775807"}, "more than"},
+		{[]string{"--retries", "1000000"}, "more than 1000"},
+		{[]string{"--warn-at", "120"}, "--warn-at"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, stderr, code := g.run(context.Background(), prompts(1), tt.args...)
+			if code != 2 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit status %d, stderr %q; want 2 and %q", code, stderr, tt.want)
+			}
+		})
+	}
+	if n := srv.Stats().Requests; n != 0 {
+		t.Errorf("server got %d requests, want none", n)
+	}
+	if _, stderr, code := g.run(context.Background(), prompts(1), "--max-cost", "0e5", "--timeout", "0"); code != 0 {
+		t.Errorf("--max-cost 0e5 --timeout 0 (off): exit status %d: %s", code, stderr)
+	}
+}
+
+// TestQuietWarnings: warnings are "gptbatch: warning: ...",
+// like errors, and --quiet silences them.
+func TestQuietWarnings(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	_, stderr, code := g.run(context.Background(), prompts(2), "--model", "my-local-llama")
+	if code != 0 || stderr != "" {
+		t.Errorf("--quiet: exit status %d, stderr %q; want 0 and nothing", code, stderr)
+	}
+	_, stderr, _ = g.loud().run(context.Background(), prompts(2), "--model", "my-local-llama")
+	if !strings.HasPrefix(stderr, `gptbatch: warning: no price known for model "my-local-llama"`) {
+		t.Errorf("stderr = %q, want it to start with gptbatch: warning:", stderr)
+	}
+}
+
+// TestVersion: --version says the module version a go install
+// build records, or the commit, rather than "dev".
+func TestVersion(t *testing.T) {
+	bi := func(v string, settings ...debug.BuildSetting) *debug.BuildInfo {
+		return &debug.BuildInfo{Main: debug.Module{Version: v}, Settings: settings}
+	}
+	rev := debug.BuildSetting{Key: "vcs.revision", Value: "0123456789abcdef0123"}
+	dirty := debug.BuildSetting{Key: "vcs.modified", Value: "true"}
+	tests := []struct {
+		set  string
+		bi   *debug.BuildInfo
+		want string
+	}{
+		{"v1.0.0", bi("v0.9.0"), "v1.0.0"},
+		{"dev", bi("v1.2.3"), "v1.2.3"},
+		{"dev", bi("(devel)", rev, dirty), "dev (0123456789ab, modified)"},
+		{"dev", bi("(devel)", rev), "dev (0123456789ab)"},
+		{"dev", bi("(devel)"), "dev"},
+	}
+	for _, tt := range tests {
+		if got := versionOf(tt.set, tt.bi, true); got != tt.want {
+			t.Errorf("versionOf(%q, %s) = %q, want %q", tt.set, tt.bi.Main.Version, got, tt.want)
+		}
+	}
+	var out strings.Builder
+	if code := run(context.Background(), []string{"--version"}, strings.NewReader(""), &out, &out); code != 0 || strings.TrimSpace(out.String()) != buildVersion() {
+		t.Errorf("--version = %q (exit %d), want %q", out.String(), code, buildVersion())
+	}
+}
+
+// TestHelpPriceDate: --help says the date of the price table.
+func TestHelpPriceDate(t *testing.T) {
+	var out strings.Builder
+	run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &out)
+	if !strings.Contains(out.String(), budget.PriceTableDate) {
+		t.Errorf("--help does not give the price table's date %s", budget.PriceTableDate)
+	}
+}
+
+// TestHelpNamesEveryFlag: --help lists every flag of the contract, its
+// environment variable, and the three examples.
+func TestHelpNamesEveryFlag(t *testing.T) {
+	var out, errb strings.Builder
+	if code := run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &errb); code != 0 {
+		t.Fatalf("--help: exit status %d: %s", code, errb.String())
+	}
+	help := out.String()
+	var flags []string
+	rt := reflect.TypeOf(runCmd{})
+	for i := 0; i < rt.NumField(); i++ {
+		if f := rt.Field(i); f.IsExported() {
+			name := f.Tag.Get("name")
+			if name == "" {
+				name = kebab(f.Name)
+			}
+			flags = append(flags, "--"+name)
+		}
+	}
+	flags = append(flags, "--version", "$OPENAI_MODEL", "$OPENAI_BASE_URL", "$GPTBATCH_USAGE_FILE", "$OPENAI_API_KEY", "jq ", "xargs ", "cron")
+	for _, f := range flags {
+		if !strings.Contains(help, f) {
+			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}
+
+func kebab(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r >= 'A' && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('-')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// TestNoKey: without a key, exit 2 and say where a key is looked for.
+func TestNoKey(t *testing.T) {
+	g := newGB(t, "http://127.0.0.1:1/v1")
+	t.Setenv("OPENAI_API_KEY", "")
+	_, stderr, code := g.run(context.Background(), prompts(1))
+	if code != 2 {
+		t.Errorf("exit status %d, want 2", code)
+	}
+	for _, where := range []string{"OPENAI_API_KEY", "api_key.txt", ".openai_key", ".env", "--api-key-file"} {
+		if !strings.Contains(stderr, where) {
+			t.Errorf("stderr %q does not mention %s", stderr, where)
+		}
+	}
+}
+
+// TestConfigFiles: the model from gpt_model_type.txt and the key from .env
+// in the working directory.
+func TestConfigFiles(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{Key: "sk-from-dotenv-123456"})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	t.Setenv("OPENAI_API_KEY", "")
+	os.WriteFile(filepath.Join(g.dir, "gpt_model_type.txt"), []byte("gpt-4.1-mini\n"), 0o600)
+	os.WriteFile(filepath.Join(g.dir, ".env"), []byte("# keys\nexport OPENAI_API_KEY=\"sk-from-dotenv-123456\"\n"), 0o600)
+	out, stderr, code := g.run(context.Background(), prompts(1))
+	if code != 0 {
+		t.Fatalf("exit status %d: %s", code, stderr)
+	}
+	if rs := parseResults(t, out); rs[0].Model != "gpt-4.1-mini-2025-04-14" {
+		t.Errorf("model = %q, want gpt-4.1-mini from gpt_model_type.txt", rs[0].Model)
+	}
+}

@@ -1,0 +1,178 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/gptbatch/gptbatch/budget"
+)
+
+// version is set at build time with
+// -ldflags "-X github.com/gptbatch/gptbatch/internal/cli.version=v1.2.3";
+// otherwise buildVersion asks the build.
+var version = "dev"
+
+// cli is the command line: the batch flags are global, so that --help
+// lists them all; the main job is the default command.
+type cli struct {
+	runCmd
+	Run     struct{}         `cmd:"" default:"1" hidden:"" help:"Send the batch on stdin (the default)."`
+	Usage   usageCmd         `cmd:"" help:"Report what has been spent, from the ledger beside the usage file."`
+	Limits  limitsCmd        `cmd:"" help:"Show, set (limits set --daily-cost 5) or clear the limits stored with the shared budget, which every run obeys."`
+	Batches batchesCmd       `cmd:"" help:"List, cancel or recover the Batch API batches recorded beside the usage file (--via batch)."`
+	Prices  pricesCmd        `cmd:"" help:"List the prices runs use, or store a price file with the shared budget (prices load FILE) for every run on every host, or clear it."`
+	Version kong.VersionFlag `help:"Print the version and exit."`
+}
+
+// examples close --help.
+const examples = `
+Examples:
+  # Label a file, keep only the answers, with jq:
+  jq -c '{id, prompt: ("Sentiment of: " + .text)}' reviews.jsonl | gptbatch -m gpt-4o-mini | jq -r '[.id, .content] | @tsv'
+
+  # Several batches at once, sharing one budget (same usage file), with xargs:
+  ls batches/*.jsonl | xargs -P 4 -I{} sh -c 'gptbatch --quiet < {} > {}.out'
+
+  # Nightly from cron, never more than $5 a day across every run:
+  0 2 * * * cd /data && gptbatch --daily-cost 5 --quiet < nightly.jsonl >> results.jsonl 2>> gptbatch.log
+
+  # A team budget: set once, every job sharing the usage file obeys it:
+  gptbatch limits set --daily-cost 5 && gptbatch limits
+
+  # Estimate first, send nothing, no key needed:
+  gptbatch --dry-run < prompts.jsonl | jq -s 'map(.est_cost_usd) | add'
+
+Prices: the table of %s, under any stored with the budget (gptbatch prices)
+and --prices; a model none of them lists has cost_usd null.
+
+Exit status: 0 all lines succeeded, 1 some failed (each still has its result),
+2 bad usage or configuration, 3 refused or stopped by a limit, 130 interrupted,
+141 stdout closed (| head).
+`
+
+// runCmd is the main job.
+type runCmd struct {
+	Model            string        `short:"m" env:"OPENAI_MODEL" placeholder:"NAME" help:"Model for lines that name none (else ./gpt_model_type.txt, else gpt-4o-mini)."`
+	APIKeyFile       string        `name:"api-key-file" type:"path" placeholder:"FILE" help:"File holding the API key (else $OPENAI_API_KEY, ./api_key.txt, ./.openai_key, ./.env)."`
+	BaseURL          string        `name:"base-url" env:"OPENAI_BASE_URL" default:"https://api.openai.com/v1" placeholder:"URL" help:"API endpoint; any OpenAI-compatible server."`
+	UsageFile        string        `name:"usage-file" env:"GPTBATCH_USAGE_FILE" type:"path" placeholder:"FILE" help:"Usage file shared by every invocation (default $XDG_STATE_HOME/gptbatch/usage.md)."`
+	Store            string        `name:"store" env:"GPTBATCH_STORE" placeholder:"URL" help:"Keep the shared budget in Redis (redis://[:password@]host:port/db or rediss://) instead of the usage file, to share it across hosts."`
+	StoreName        string        `name:"store-name" env:"GPTBATCH_STORE_NAME" default:"default" placeholder:"NAME" help:"The budget in --store: budgets of other names share the Redis, not the limits."`
+	Parallel         int           `short:"p" default:"16" help:"Requests in flight."`
+	RPM              int64         `name:"rpm" default:"500" help:"Requests per minute, shared through the usage file (0 = no limit)."`
+	TPM              int64         `name:"tpm" default:"500000" help:"Tokens per minute, shared (0 = no limit)."`
+	TPD              int64         `name:"tpd" default:"5000000" help:"Tokens per day, shared; resets at local midnight (0 = no limit)."`
+	BatchTokens      int64         `name:"batch-tokens" default:"300000" help:"Refuse a batch with more input tokens, before sending anything (0 = off, and stream)."`
+	MaxCost          string        `name:"max-cost" default:"0" placeholder:"USD" help:"Refuse a batch whose estimated cost is higher, before sending anything (0 = off)."`
+	DailyCost        string        `name:"daily-cost" default:"0" placeholder:"USD" help:"Dollars per day, shared (0 = off)."`
+	OnLimit          string        `name:"on-limit" enum:"wait,fail" default:"wait" help:"When a limit is reached: wait for room, or stop sending and exit 3 (wait|fail)."`
+	Retries          int           `default:"5" help:"Retries for 429s, 5xx, timeouts and dropped connections."`
+	Timeout          time.Duration `default:"5m" help:"Time limit for one request."`
+	MaxTokens        int64         `name:"max-tokens" placeholder:"N" help:"Output cap for lines that give none (default 256; 4096 for o-series and gpt-5)."`
+	System           string        `placeholder:"TEXT" help:"System prompt for lines that give none (responses: their instructions)."`
+	Endpoint         string        `env:"GPTBATCH_ENDPOINT" enum:"chat,responses,embeddings" default:"chat" help:"API for plain lines: chat (/v1/chat/completions), responses (/v1/responses) or embeddings (/v1/embeddings); a Batch API line goes to its own url."`
+	Pack             int           `placeholder:"N" help:"Embeddings: send up to N single-input lines in one request (up to 2048), each still its own result."`
+	PriceFile        string        `name:"prices" env:"GPTBATCH_PRICES" type:"path" placeholder:"FILE" help:"Prices in LiteLLM's model_prices_and_context_window.json format, over the built-in table and any stored with the budget (else $XDG_CONFIG_HOME/gptbatch/prices.json, under the stored ones, when it exists)."`
+	ServiceTier      string        `name:"service-tier" placeholder:"TIER" help:"service_tier for chat and responses lines that give none (flex: half price, slower, may be refused when busy)."`
+	DryRun           bool          `name:"dry-run" help:"Estimate tokens and cost per line; send nothing, need no key."`
+	Resume           string        `type:"path" placeholder:"FILE" help:"Skip lines whose id has a successful result in FILE."`
+	Unordered        bool          `help:"Write results as they finish, not in input order."`
+	Via              string        `enum:"sync,batch" default:"sync" env:"GPTBATCH_VIA" help:"sync: a request a line; batch: OpenAI's Batch API, half price, answers within 24 h (sync|batch)."`
+	BatchLines       int           `name:"batch-lines" default:"50000" placeholder:"N" help:"--via batch: most lines a batch file (the API takes 50000)."`
+	BatchQueueTokens int64         `name:"batch-queue-tokens" default:"0" placeholder:"N" help:"--via batch: most input tokens of one model enqueued at once, and so in one file: your organisation's enqueued-token limit (0 = none)."`
+	Format           string        `enum:"jsonl,text,csv" default:"jsonl" help:"Input format (jsonl|text|csv)."`
+	Progress         string        `enum:"auto,always,never" default:"auto" help:"Progress on stderr: auto (when stderr is a terminal and NO_COLOR is unset), always or never."`
+	Quiet            bool          `short:"q" help:"No summary, only errors."`
+	Verbose          bool          `short:"v" help:"Log retries, waits and limit changes to stderr."`
+
+	WarnAt        int  `name:"warn-at" default:"80" placeholder:"PERCENT" help:"Warn once when today's tokens or dollars pass this share of their limit, and when they reach it (0 = only then)."`
+	Confirm       bool `help:"Show the batch's estimate on the terminal and ask before sending anything (exit 3 unless answered yes)."`
+	AllowInsecure bool `name:"allow-insecure" help:"Send the API key over plain http:// to a host other than this machine."`
+
+	started time.Time
+	msgs    *msgWriter // stderr for messages, above the progress line
+	seams   Seams
+
+	hostPrices, givenPrices *budget.Prices // the price files read: the host's configuration file's, --prices's
+}
+
+// usageCmd reports spending from the ledger.
+type usageCmd struct {
+	Today bool   `help:"Only today (local time)." xor:"period"`
+	Month bool   `help:"Only this month." xor:"period"`
+	Since string `placeholder:"YYYY-MM-DD" help:"From this day on." xor:"period"`
+	By    string `enum:",model,day,via" default:"" placeholder:"model|day|via" help:"Group by model, by day, or by via (sync or batch)."`
+	JSON  bool   `name:"json" help:"Write JSON instead of a table."`
+	Limit string `placeholder:"USD" help:"Store a daily cost limit every run obeys (the same as limits set --daily-cost USD)."`
+}
+
+// BeforeReset makes an environment variable set to "" count as unset, as
+// a shell's VAR= or a cron line's means, rather than as an empty value: it
+// runs before kong reads the environment.
+func (c *cli) BeforeReset(kctx *kong.Context) error {
+	for _, f := range kctx.Flags() {
+		f.Tag.Envs = slices.DeleteFunc(slices.Clone(f.Tag.Envs), func(env string) bool {
+			v, ok := os.LookupEnv(env)
+			return ok && v == ""
+		})
+	}
+	return nil
+}
+
+// buildVersion is the version set at build time, else what the build
+// recorded: the module's version for `go install ...@v1.2.3`, else the
+// commit it was built from, else "dev".
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	return versionOf(version, bi, ok)
+}
+
+func versionOf(set string, bi *debug.BuildInfo, ok bool) string {
+	if set != "dev" || !ok {
+		return set
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value[:min(12, len(s.Value))]
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev != "" {
+		return fmt.Sprintf("dev (%s%s)", rev, modified)
+	}
+	return set
+}
+
+// newParser is the command line parser for c, writing help to stdout and
+// errors to stderr, calling exit instead of ending the process.
+func newParser(c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	return kong.New(c,
+		kong.Name("gptbatch"),
+		kong.Description("Send a batch of prompts through the OpenAI API (chat completions, responses or embeddings) within shared rate and budget limits."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
+		kong.Vars{"version": buildVersion()},
+		kong.UsageOnError(),
+		kong.Help(func(o kong.HelpOptions, ctx *kong.Context) error {
+			if err := kong.DefaultHelpPrinter(o, ctx); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintf(ctx.Stdout, examples, budget.PriceTableDate)
+			return err
+		}),
+	)
+}

@@ -1,0 +1,276 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/redistest"
+)
+
+// These tests run gptbatch as processes, hosts that share no file, only one
+// real redis-server (--store), started by the test on 127.0.0.1.
+
+// host is gptbatch on a host of its own: its own usage path, the shared
+// Redis at url.
+func host(t *testing.T, url, api, stdin string, args ...string) *exec.Cmd {
+	t.Helper()
+	return command(t, t.TempDir(), api, stdin, append([]string{"--store", url}, args...)...)
+}
+
+// answeredPrompts counts the 200 answers the fake API sent, by the prompt
+// they answered.
+func answeredPrompts(t *testing.T, srv *openaitest.Server) map[string]int {
+	t.Helper()
+	n := map[string]int{}
+	for _, r := range srv.Requests() {
+		if r.Status != 200 {
+			continue
+		}
+		var body struct {
+			Messages []struct {
+				Content string `json:"content"`
+			} `json:"messages"`
+		}
+		if err := json.Unmarshal(r.Body, &body); err != nil || len(body.Messages) == 0 {
+			t.Fatalf("a request the fake API answered has no messages: %v: %s", err, r.Body)
+		}
+		n[body.Messages[len(body.Messages)-1].Content]++
+	}
+	return n
+}
+
+// Four hosts (two with clocks minutes off) share one budget in Redis and
+// keep the server's rpm with no 429; a fifth host's usage reports every
+// host's calls, and its dry run reads what the day has used.
+func TestRedisHostsShareLimits(t *testing.T) {
+	rs := redistest.Start(t)
+	url := rs.URL("")
+	// 1320 requests at rpm 1200: the last 120 go at the limit's pace,
+	// 20 a second, so a bucket that is not shared, or that runs on a
+	// skewed host's clock, meets 429s.
+	srv := openaitest.New(openaitest.Config{RPM: 1200, Latency: 20 * time.Millisecond})
+	defer srv.Close()
+	const hosts, each = 4, 330
+	offsets := []string{"0s", "7m", "-5m", "0s"}
+	var wg sync.WaitGroup
+	outs, errs := make([]bytes.Buffer, hosts), make([]bytes.Buffer, hosts)
+	codes := make([]int, hosts)
+	for i := range hosts {
+		cmd := host(t, url, srv.URL(), prompts(each), "--rpm", "1200", "--tpm", "0", "--parallel", "32", "--batch-tokens", "0")
+		cmd.Env = append(cmd.Env, clockOffsetEnv+"="+offsets[i])
+		cmd.Stdout, cmd.Stderr = &outs[i], &errs[i]
+		wg.Go(func() {
+			_ = cmd.Run()
+			codes[i] = cmd.ProcessState.ExitCode()
+		})
+	}
+	wg.Wait()
+	for i := range hosts {
+		if codes[i] != 0 || errs[i].Len() > 0 {
+			t.Errorf("host %d (clock %s): exit status %d, stderr %q; want 0 and nothing said", i, offsets[i], codes[i], errs[i].String())
+		}
+		ok := 0
+		for _, r := range parseResults(t, outs[i].String()) {
+			if r.Error == nil {
+				ok++
+			}
+		}
+		if ok != each {
+			t.Errorf("host %d: %d answered, want %d", i, ok, each)
+		}
+	}
+	if st := srv.Stats(); st.RateLimited != 0 || st.Succeeded != hosts*each {
+		t.Errorf("server: %d answered, %d 429s; want %d and none", st.Succeeded, st.RateLimited, hosts*each)
+	}
+
+	// The buckets ran on Redis's clock, not on a skewed host's.
+	rstore, err := budget.OpenRedis(context.Background(), url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rstore.Close()
+	st, err := rstore.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Until(st.Updated); d > time.Minute || d < -time.Minute || st.TokensWithinDay != srv.Stats().PromptTokens+srv.Stats().CompletionTokens {
+		t.Errorf("shared state: updated %v from now, %d tokens today; want Redis's now and %d tokens", d, st.TokensWithinDay, srv.Stats().PromptTokens+srv.Stats().CompletionTokens)
+	}
+
+	// The skewed hosts were skewed: their ledger entries carry their time.
+	ahead, behind := 0, 0
+	err = rstore.Ledger(context.Background(), time.Time{}, func(e budget.LedgerEntry) error {
+		switch d := time.Until(e.Time); {
+		case d > 6*time.Minute:
+			ahead++
+		case d < -4*time.Minute:
+			behind++
+		}
+		return nil
+	})
+	if err != nil || ahead != each || behind != each {
+		t.Errorf("ledger: %d entries 7 min ahead, %d 5 min behind, %v; want %d each", ahead, behind, err, each)
+	}
+
+	// The ledger keeps each host's own time: within 10 minutes of
+	// midnight a skewed host's calls fall in the next or the last day.
+	period := []string{"--today"}
+	if now := time.Now(); now.Add(10*time.Minute).Day() != now.Day() || now.Add(-10*time.Minute).Day() != now.Day() {
+		period = []string{"--since", now.AddDate(0, 0, -1).Format(time.DateOnly)}
+	}
+	var out, errb bytes.Buffer
+	cmd := host(t, url, srv.URL(), "", append([]string{"usage", "--json"}, period...)...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("usage --store: %v: %s", err, errb.String())
+	}
+	var rep struct {
+		Total struct {
+			Requests int `json:"requests"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("usage --json: %v: %s", err, out.String())
+	}
+	if rep.Total.Requests != hosts*each {
+		t.Errorf("usage %s --json --store on a fifth host: %d requests, want %d: %s", period, rep.Total.Requests, hosts*each, out.String())
+	}
+
+	errb.Reset()
+	cmd = host(t, url, "", prompts(3), "--dry-run", "--tpd", "1000")
+	cmd.Args = slicesDelete(cmd.Args, "--quiet")
+	cmd.Stdout, cmd.Stderr = new(bytes.Buffer), &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("dry run --store: %v: %s", err, errb.String())
+	}
+	if !strings.Contains(errb.String(), "--tpd 1000: ") || strings.Contains(errb.String(), "--tpd 1000: 0 already used") {
+		t.Errorf("dry run --store --tpd 1000 said %q; want the day's use read from Redis", errb.String())
+	}
+}
+
+// slicesDelete is args without v.
+func slicesDelete(args []string, v string) []string {
+	var out []string
+	for _, a := range args {
+		if a != v {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// A Redis that does not answer at start is exit 2 with nothing sent and a
+// message naming the store without its password.
+func TestRedisUnreachable(t *testing.T) {
+	t.Parallel() // a process of its own: nothing of this one is shared
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	rs := redistest.Start(t, "--requirepass", "s3cret")
+	rs.Kill()
+	url := rs.URL("s3cret")
+	for _, args := range [][]string{nil, {"usage", "--today"}, {"--dry-run"}} {
+		t.Run(strings.Join(append([]string{"run"}, args...), " "), func(t *testing.T) {
+			var errb bytes.Buffer
+			cmd := host(t, url, srv.URL(), prompts(5), args...)
+			cmd.Stdout, cmd.Stderr = new(bytes.Buffer), &errb
+			_ = cmd.Run()
+			msg := errb.String()
+			if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(msg, "redis://:xxxxx@"+rs.Addr+"/0") || strings.Contains(msg, "s3cret") || strings.Count(msg, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want 2 and one line naming the store, password redacted", code, msg)
+			}
+		})
+	}
+	if n := srv.Stats().Requests; n != 0 {
+		t.Errorf("the API got %d requests, want none", n)
+	}
+}
+
+// Redis killed mid-run: the run stops sending, finishes what is in flight,
+// gives every line it read a result, says the shared store is gone and
+// exits 1;
+// with Redis back, --resume answers the rest and no prompt is answered
+// twice.
+func TestRedisKilledMidRun(t *testing.T) {
+	t.Parallel() // a process of its own: nothing of this one is shared
+	rs := redistest.Start(t, "--requirepass", "s3cret")
+	url := rs.URL("s3cret")
+	srv := openaitest.New(openaitest.Config{Latency: 30 * time.Millisecond})
+	defer srv.Close()
+	const n = 300
+	in := prompts(n)
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cmd := host(t, url, srv.URL(), in, "--parallel", "8", "--batch-tokens", "0")
+	cmd.Stdout, cmd.Stderr = f, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitServer(srv.WaitArrivals, 40); err != nil {
+		t.Fatal(err)
+	}
+	rs.Kill()
+	_ = cmd.Wait()
+	f.Close()
+	msg := errb.String()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(msg, "shared budget store is gone") || !strings.Contains(msg, "redis://:xxxxx@"+rs.Addr+"/0") || strings.Contains(msg, "s3cret") {
+		t.Errorf("with Redis killed: exit %d, stderr %q; want 1, saying the shared store is gone and naming it without its password", code, msg)
+	}
+	first, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The run stops reading when it stops sending; every line it read
+	// has its result, in order: answered, or not sent.
+	results := parseResults(t, string(first))
+	answered := 0
+	for i, r := range results {
+		switch {
+		case r.Line != i+1:
+			t.Fatalf("result %d is of line %d: a line read has no result", i+1, r.Line)
+		case r.Error == nil:
+			answered++
+		case r.Error.Type != "interrupted" || !strings.Contains(r.Error.Message, "the shared budget store is gone"):
+			t.Errorf("line %d: error %+v, want an answer or an interrupted line saying the shared budget store is gone", r.Line, *r.Error)
+		}
+	}
+	if answered == 0 || answered == len(results) {
+		t.Fatalf("%d results, %d answered; want some answered and the rest not sent", len(results), answered)
+	}
+
+	rs.Restart(t)
+	var out2 bytes.Buffer
+	errb.Reset()
+	cmd = host(t, url, srv.URL(), in, "--parallel", "8", "--batch-tokens", "0", "--resume", out)
+	cmd.Stdout, cmd.Stderr = &out2, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("--resume with Redis back: %v: %s", err, errb.String())
+	}
+	done := map[string]bool{}
+	for _, r := range append(results, parseResults(t, out2.String())...) {
+		if r.Error == nil {
+			done[r.ID] = true
+		}
+	}
+	if len(done) != n {
+		t.Errorf("%d lines answered after --resume, want %d", len(done), n)
+	}
+	for p, k := range answeredPrompts(t, srv) {
+		if k > 1 {
+			t.Errorf("the API answered %q %d times, want once", p, k)
+		}
+	}
+}

@@ -1,0 +1,328 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/jsonl"
+	"github.com/gptbatch/gptbatch/pipeline"
+)
+
+// run is the main job: the batch on stdin, its results on stdout. A dry
+// run only estimates it; otherwise it is sent within the shared budget.
+func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
+	cfg, limits, err := r.config(stdin, stderr)
+	if err != nil {
+		return usageError(err)
+	}
+	// The zone whose midnight ends a day this run starts, dry or not.
+	zone, err := budget.DayZone(os.Getenv(budget.DayZoneEnv))
+	if err != nil {
+		return usageError(err)
+	}
+	if r.DryRun {
+		return r.dryRun(ctx, stdin, stdout, stderr, cfg, limits, zone)
+	}
+	return r.send(ctx, stdin, stdout, stderr, cfg, limits, zone)
+}
+
+// config is the run's configuration from its flags, and the limits they
+// set; an error is bad usage.
+func (r *runCmd) config(stdin io.Reader, stderr io.Writer) (pipeline.Config, budget.Limits, error) {
+	cfg := pipeline.Config{
+		Model:       modelName(r.Model, r.Endpoint),
+		MaxTokens:   r.MaxTokens,
+		Input:       jsonl.Options{Format: jsonl.Format(r.Format), System: r.System, Endpoint: r.Endpoint},
+		Pack:        r.Pack,
+		ServiceTier: r.ServiceTier,
+		BaseURL:     r.BaseURL,
+		Parallel:    r.Parallel,
+		Retries:     r.Retries,
+		Timeout:     r.Timeout,
+		OnLimit:     pipeline.OnLimit(r.OnLimit),
+		BatchTokens: r.BatchTokens,
+		DryRun:      r.DryRun,
+		Unordered:   r.Unordered,
+		Stats:       new(pipeline.Stats),
+		Abort:       r.seams.Abort,
+		Clock:       r.seams.Clock,
+	}
+	if f, ok := stdin.(*os.File); ok {
+		cfg.TerminalInput = term.IsTerminal(int(f.Fd()))
+	}
+	if err := r.check(); err != nil {
+		return cfg, budget.Limits{}, err
+	}
+	var err error
+	if cfg.MaxCost, err = parseDollars("--max-cost", r.MaxCost); err != nil {
+		return cfg, budget.Limits{}, err
+	}
+	dailyCost, err := parseDollars("--daily-cost", r.DailyCost)
+	if err != nil {
+		return cfg, budget.Limits{}, err
+	}
+	level := slog.LevelWarn
+	switch {
+	case r.Verbose:
+		level = slog.LevelDebug
+	case r.Quiet:
+		level = slog.LevelError
+	}
+	r.msgs = &msgWriter{w: stderr}
+	cfg.Log = newLogger(r.msgs, level)
+	if err := r.checkStdin(stdin, stderr); err != nil {
+		return cfg, budget.Limits{}, err
+	}
+	if cfg.Resumed, err = resumed(r.Resume); err != nil {
+		return cfg, budget.Limits{}, err
+	}
+	// A bad price file stops the run before anything is opened or sent;
+	// the table stored with the budget goes between them once read.
+	if r.hostPrices, r.givenPrices, err = r.priceFiles(); err != nil {
+		return cfg, budget.Limits{}, err
+	}
+	return cfg, budget.Limits{RPM: r.RPM, TPM: r.TPM, TPD: r.TPD, DailyCost: dailyCost}, nil
+}
+
+// resumed is the ids that have a successful result in the --resume file;
+// none if it does not exist yet, so that the first run of a cron job's
+// `--resume out.jsonl < in >> out.jsonl` is the whole batch.
+func resumed(path string) (map[string]bool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--resume: %w", err)
+	}
+	defer f.Close()
+	done, _, err := jsonl.SucceededIDs(f)
+	if err != nil {
+		return nil, fmt.Errorf("--resume %s: %w", path, err)
+	}
+	return done, nil
+}
+
+// dryRun estimates the batch. It touches neither the network nor the
+// shared state: it only reads what today has used and the stored limits,
+// to say which limits the batch would hit.
+func (r *runCmd) dryRun(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, cfg pipeline.Config, limits budget.Limits, zone *time.Location) error {
+	used := budget.State{}
+	rd, where, closeStore, err := r.openReader(ctx)
+	if err != nil {
+		return usageError(err)
+	}
+	defer closeStore()
+	if used, err = rd.Load(ctx); err != nil {
+		if r.Store != "" {
+			return usageError(err)
+		}
+		cfg.Log.Warn(fmt.Sprintf("%v; estimating without it", err), "store", where)
+	}
+	stored, err := rd.StoredPrices(ctx)
+	if err != nil {
+		return usageError(err)
+	}
+	cfg.Prices = priceTable(r.hostPrices, stored, r.givenPrices)
+	mem := new(budget.MemStore)
+	_ = mem.Update(ctx, func(s *budget.State) ([]budget.LedgerEntry, error) { *s = used; return nil, nil })
+	cfg.Gate = budget.NewGate(mem, limits)
+	cfg.Gate.SetDayZone(zone)
+	if err := cfg.Gate.Load(ctx, r.seams.now()); err != nil {
+		return err
+	}
+	if err := r.batchConfig(&cfg, nil); err != nil {
+		return usageError(err)
+	}
+	err = r.pipe(ctx, stdin, stdout, stderr, cfg)
+	if !r.Quiet {
+		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg))
+		fmt.Fprintf(stderr, "gptbatch: %s\n", limitSources(cfg.Gate))
+	}
+	return err
+}
+
+// send sends the batch within the shared budget, and says how it went.
+func (r *runCmd) send(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, cfg pipeline.Config, limits budget.Limits, zone *time.Location) error {
+	if err := checkBaseURL(r.BaseURL, r.AllowInsecure); err != nil {
+		return usageError(err)
+	}
+	var err error
+	if cfg.Key, err = apiKey(r.APIKeyFile); err != nil {
+		return usageError(err)
+	}
+	if r.Confirm {
+		// Open the terminal first: without one, fail before reading.
+		tty, err := r.seams.TTY()
+		if err != nil {
+			return usageError(fmt.Errorf("--confirm asks on the terminal, and there is none (%w); run without --confirm, after --dry-run", err))
+		}
+		defer tty.Close()
+		cfg.Confirm = func() error { return r.confirm(ctx, tty, cfg) }
+	}
+	// The lock wait is said even with --quiet: it explains a run that
+	// seems to hang.
+	store, where, closeStore, err := r.openStore(ctx, func(msg string) { fmt.Fprintf(stderr, "gptbatch: %s\n", msg) })
+	if err != nil {
+		return usageError(fmt.Errorf("nothing sent: %w", err))
+	}
+	defer closeStore()
+	cfg.Gate = budget.NewGate(store, limits)
+	cfg.Gate.SetDayZone(zone)
+	// The limits stored with the budget apply from the first line.
+	// A signal while it waits for the store's lock is no failure: the run
+	// then sends nothing and gives every line its interrupted result.
+	if err := cfg.Gate.Load(ctx, r.seams.now()); err != nil && ctx.Err() == nil {
+		return usageError(fmt.Errorf("nothing sent: %s: %w", where, err))
+	}
+	cfg.Log.Debug(limitSources(cfg.Gate), "store", where)
+	stored, err := store.StoredPrices(ctx)
+	if err != nil {
+		return usageError(fmt.Errorf("nothing sent: %w", err))
+	}
+	cfg.Prices = priceTable(r.hostPrices, stored, r.givenPrices)
+	warner := &dayWarner{gate: cfg.Gate, pct: int64(r.WarnAt), log: cfg.Log}
+	cfg.Settled = warner.check
+	if err := r.batchConfig(&cfg, store); err != nil {
+		return usageError(err)
+	}
+	return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)
+}
+
+// pipe runs the pipeline with progress on stderr when asked for. With
+// --confirm the progress line waits for the answer.
+func (r *runCmd) pipe(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, cfg pipeline.Config) error {
+	r.started = time.Now()
+	show := r.Progress == "always"
+	stdoutTerm := isTerminal(stdout)
+	if r.Progress == "auto" && !r.Quiet {
+		show = isTerminal(stderr) && os.Getenv("NO_COLOR") == ""
+	}
+	if !show {
+		return pipeline.Run(ctx, stdin, stdout, cfg)
+	}
+	// out is stdout, kept off the progress line when they share a terminal.
+	out := &msgWriter{w: stdout}
+	var progress *pipeline.Progress
+	start := func() {
+		progress = pipeline.ShowProgress(stderr, cfg.Stats, 200*time.Millisecond)
+		r.msgs.set(progress.Above(stderr))
+		if stdoutTerm {
+			out.set(progress.Above(stdout))
+		}
+	}
+	defer func() {
+		if progress != nil {
+			progress.Stop()
+			r.msgs.set(stderr)
+		}
+	}()
+	if ask := cfg.Confirm; ask != nil {
+		cfg.Confirm = func() error {
+			if err := ask(); err != nil {
+				return err
+			}
+			start()
+			return nil
+		}
+	} else {
+		start()
+	}
+	return pipeline.Run(ctx, stdin, out, cfg)
+}
+
+// finish prints the summary and turns the run's outcome into an error
+// carrying the exit status.
+func (r *runCmd) finish(err error, s *pipeline.Stats, stderr io.Writer) error {
+	// A run refused before it sent or wrote anything has only its error
+	// to say.
+	if !r.Quiet && (err == nil || s.Requests.Load() > 0 || s.Written() > 0) {
+		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.Summary(s, time.Since(r.started)))
+	}
+	if errors.Is(err, jsonl.ErrNoPromptColumn) {
+		// The input as a whole is unusable: bad usage, nothing sent.
+		return usageError(err)
+	}
+	if err != nil {
+		return err
+	}
+	if s.Failed.Load() > 0 {
+		return &pipeline.Error{Code: exitFailed}
+	}
+	return nil
+}
+
+// maxCount bounds the counting flags: far above any real limit, and low
+// enough that sums of them never overflow.
+const maxCount = 1_000_000_000_000_000
+
+// check refuses flags out of their range.
+func (r *runCmd) check() error {
+	switch {
+	case r.Parallel < 1 || r.Parallel > 4096:
+		return fmt.Errorf("--parallel must be from 1 to 4096, not %d", r.Parallel)
+	case r.RPM < 0 || r.TPM < 0 || r.TPD < 0 || r.BatchTokens < 0 || r.Retries < 0 || r.MaxTokens < 0:
+		return errors.New("limits, --retries and --max-tokens cannot be negative")
+	case r.Timeout < 0:
+		return fmt.Errorf("--timeout cannot be negative (%s); 0 means no time limit", r.Timeout)
+	case r.WarnAt < 0 || r.WarnAt > 100:
+		return fmt.Errorf("--warn-at is a percentage from 0 (off) to 100, not %d", r.WarnAt)
+	case r.Retries > 1000:
+		return fmt.Errorf("--retries %d: more than 1000", r.Retries)
+	case r.Pack < 0 || r.Pack > 2048:
+		return fmt.Errorf("--pack must be from 0 to 2048 (the embeddings API's inputs a request), not %d", r.Pack)
+	case r.Pack > 1 && r.Via == "batch":
+		return errors.New("--pack goes with --via sync: the Batch API has no per-minute request limit for packing to save")
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"--rpm", r.RPM}, {"--tpm", r.TPM}, {"--tpd", r.TPD}, {"--batch-tokens", r.BatchTokens}, {"--max-tokens", r.MaxTokens}} {
+		if f.v > maxCount {
+			return fmt.Errorf("%s %d: more than %d", f.name, f.v, int64(maxCount))
+		}
+	}
+	return nil
+}
+
+// checkStdin refuses a directory on stdin and, on a terminal, says that
+// gptbatch is reading the batch from it.
+func (r *runCmd) checkStdin(stdin io.Reader, stderr io.Writer) error {
+	f, ok := stdin.(*os.File)
+	if !ok {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil // reading will say what is wrong
+	}
+	if fi.IsDir() {
+		return errors.New("stdin is a directory: give the batch as a file's contents (gptbatch < prompts.jsonl)")
+	}
+	if isTerminal(f) && !r.Quiet {
+		fmt.Fprintln(stderr, "gptbatch: reading prompts from the terminal, one a line; end with Ctrl-D (or give a file: gptbatch < prompts.jsonl)")
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// openTTY opens the controlling terminal, for --confirm's question.
+func openTTY() (io.ReadWriteCloser, error) {
+	return os.OpenFile("/dev/tty", os.O_RDWR, 0)
+}
