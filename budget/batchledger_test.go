@@ -32,7 +32,7 @@ func TestBatchEntries(t *testing.T) {
 
 	t.Run("file", func(t *testing.T) {
 		dir := t.TempDir()
-		fs, err := OpenFile(filepath.Join(dir, "usage.md"))
+		fs, err := OpenFile(filepath.Join(dir, "usage.md"), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

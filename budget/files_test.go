@@ -17,21 +17,21 @@ import (
 
 // /dev/null, by name or through a link, is no shared state: a store in
 // memory for this run, and nothing written anywhere.
-func TestOpenFileDevNull(t *testing.T) {
+func TestOpenDevNull(t *testing.T) {
 	link := filepath.Join(t.TempDir(), "usage.md")
 	if err := os.Symlink(os.DevNull, link); err != nil {
 		t.Fatal(err)
 	}
 	for _, path := range []string{os.DevNull, link} {
 		t.Run(path, func(t *testing.T) {
-			f, err := OpenFile(path)
-			if err != nil {
-				t.Fatalf("OpenFile(%s) = %v", path, err)
-			}
-			if f.Shared() || f.Path() != os.DevNull || f.LedgerPath() != os.DevNull {
-				t.Errorf("OpenFile(%s): Shared %v, Path %s, LedgerPath %s; want false, %s, %s", path, f.Shared(), f.Path(), f.LedgerPath(), os.DevNull, os.DevNull)
-			}
 			ctx := context.Background()
+			f, err := Open(ctx, path, Options{})
+			if err != nil {
+				t.Fatalf("Open(%s) = %v", path, err)
+			}
+			if _, ok := f.(*MemStore); !ok || f.String() != os.DevNull {
+				t.Errorf("Open(%s) = %T named %s, want a MemStore named %s", path, f, f, os.DevNull)
+			}
 			for i := range 2 {
 				if err := bump(ctx, f, "x"); err != nil {
 					t.Fatalf("Update %d = %v", i, err)
@@ -42,7 +42,7 @@ func TestOpenFileDevNull(t *testing.T) {
 			}
 			for _, p := range []string{os.DevNull + ".lock", "/dev/null.ledger.jsonl", "/dev/usage.ledger.jsonl"} {
 				if _, err := os.Lstat(p); err == nil {
-					t.Errorf("OpenFile(%s) created %s", path, p)
+					t.Errorf("Open(%s) created %s", path, p)
 				}
 			}
 			if fi, err := os.Lstat(os.DevNull); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
@@ -72,7 +72,7 @@ func TestOpenFileNotRegular(t *testing.T) {
 		{fifo, "a named pipe"},
 		{"/dev/zero", "a device"},
 	} {
-		_, err := OpenFile(tt.path)
+		_, err := OpenFile(tt.path, Options{})
 		if err == nil || !strings.Contains(err.Error(), tt.path) || !strings.Contains(err.Error(), tt.kind) {
 			t.Errorf("OpenFile(%s) = %v, want an error naming it as %s", tt.path, err, tt.kind)
 		}
@@ -83,7 +83,7 @@ func TestOpenFileNotRegular(t *testing.T) {
 	}
 	// A usage.md swapped for something else after OpenFile is not replaced.
 	path := filepath.Join(dir, "usage.md")
-	f, err := OpenFile(path)
+	f, err := OpenFile(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,20 +106,20 @@ func TestOpenFileSymlink(t *testing.T) {
 	target := filepath.Join(shared, "usage.md")
 	link := filepath.Join(home, "usage.md")
 	if err := os.Symlink(target, link); err == nil {
-		_, err = OpenFile(link)
+		_, err = OpenFile(link, Options{})
 		if err == nil || !strings.Contains(err.Error(), link) {
 			t.Errorf("OpenFile(dangling link) = %v, want an error naming %s", err, link)
 		}
 	}
 	ctx := context.Background()
-	direct, err := OpenFile(target)
+	direct, err := OpenFile(target, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := bump(ctx, direct, "direct"); err != nil {
 		t.Fatal(err)
 	}
-	viaLink, err := OpenFile(link)
+	viaLink, err := OpenFile(link, Options{})
 	if err != nil {
 		t.Fatalf("OpenFile(link) = %v", err)
 	}
@@ -160,7 +160,7 @@ func TestReplaceKeepsModeAndGroup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f, err := OpenFile(path)
+	f, err := OpenFile(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestOpenFileNoFollow(t *testing.T) {
 			if err := os.Symlink(victim, filepath.Join(dir, name)); err != nil {
 				t.Fatal(err)
 			}
-			_, err := OpenFile(filepath.Join(dir, "usage.md"))
+			_, err := OpenFile(filepath.Join(dir, "usage.md"), Options{})
 			if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "symbolic link") {
 				t.Errorf("OpenFile with %s a link = %v, want an error naming it a symbolic link", name, err)
 			}
@@ -204,7 +204,7 @@ func TestOpenFileNoFollow(t *testing.T) {
 		if err := os.WriteFile(victim, []byte("keep\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		f, err := OpenFile(filepath.Join(dir, "usage.md"))
+		f, err := OpenFile(filepath.Join(dir, "usage.md"), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +250,7 @@ func TestOpenFileNoFollow(t *testing.T) {
 				if err := os.Chmod(dir, tt.mode); err != nil {
 					t.Fatal(err)
 				}
-				_, err := OpenFile(path)
+				_, err := OpenFile(path, Options{})
 				if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), dir)) {
 					t.Errorf("OpenFile in a %v directory = %v, want %q", tt.mode, err, tt.want)
 				}
@@ -264,7 +264,7 @@ func TestOpenFileNoFollow(t *testing.T) {
 // and the store is usable again when the lock is free.
 func TestLockWait(t *testing.T) {
 	msgs := make(chan string, 4)
-	f, err := OpenFile(filepath.Join(t.TempDir(), "usage.md"), OnLockWait(func(m string) { msgs <- m }))
+	f, err := OpenFile(filepath.Join(t.TempDir(), "usage.md"), Options{OnLockWait: func(m string) { msgs <- m }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,8 +311,10 @@ func TestLockWait(t *testing.T) {
 	}
 }
 
-// PeekState never blocks on a named pipe nor creates anything.
-func TestPeekState(t *testing.T) {
+// A usage file opened read-only never blocks on a named pipe nor creates
+// anything; one that is missing or not a regular file reads as fresh, and
+// one that does not parse is an error. It cannot be updated.
+func TestOpenReadOnly(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
@@ -326,6 +328,7 @@ func TestPeekState(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("nonsense\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	ctx := context.Background()
 	for _, tt := range []struct {
 		path   string
 		tokens int64
@@ -336,14 +339,26 @@ func TestPeekState(t *testing.T) {
 		{os.DevNull, 0, false},
 		{dir, 0, false},
 		{filepath.Join(dir, "missing.md"), 0, false},
+		{filepath.Join(dir, "missing", "usage.md"), 0, false},
 		{bad, 0, true},
 	} {
-		st, err := PeekState(tt.path)
+		f, err := Open(ctx, tt.path, Options{ReadOnly: true})
+		if err != nil {
+			t.Fatalf("Open(%s, read-only) = %v", tt.path, err)
+		}
+		st, err := f.Load(ctx)
 		if st.TokensWithinDay != tt.tokens || (err != nil) != tt.err {
-			t.Errorf("PeekState(%s) = tokens_within_day %d, %v; want %d, error %v", tt.path, st.TokensWithinDay, err, tt.tokens, tt.err)
+			t.Errorf("Open(%s, read-only).Load() = tokens_within_day %d, %v; want %d, error %v", tt.path, st.TokensWithinDay, err, tt.tokens, tt.err)
+		}
+		if rep, err := f.Report(ctx, ReportOptions{}, time.UTC); err != nil || rep.Total.Requests != 0 {
+			t.Errorf("Open(%s, read-only).Report() = %+v, %v; want an empty report", tt.path, rep.Total, err)
 		}
 	}
+	f, _ := Open(ctx, good, Options{ReadOnly: true})
+	if err := bump(ctx, f, "x"); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("Update on a read-only usage file = %v, want an error saying it is read-only", err)
+	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
-		t.Errorf("PeekState left %v, want the three files it was given", ents)
+		t.Errorf("reading left %v, want the three files it was given", ents)
 	}
 }

@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,38 +20,25 @@ import (
 // the same file: flock(2) on usage.md.lock guards it (not on usage.md
 // itself, which each write replaces by rename), and each write goes to a
 // temporary file that is synced and renamed over usage.md, so a crash at
-// any moment leaves either the old file or the new one. A FileStore over
-// /dev/null keeps its state in memory instead: no shared state, nothing
-// written anywhere.
+// any moment leaves either the old file or the new one. A FileStore opened
+// read-only takes no lock and creates nothing.
 type FileStore struct {
 	path, ledger string
 	perm         os.FileMode // for the lock and ledger when gptbatch creates them
 	// sem is this store's turn at the lock, one at a time: flock is per
 	// open file, so our own goroutines must take turns. It is a channel
 	// so that waiting for it ends with ctx.
-	sem  chan struct{}
-	lock *flock.Flock
-	mem  *MemStore // for /dev/null
+	sem      chan struct{}
+	lock     *flock.Flock
+	readOnly bool
 
 	notify      func(msg string) // says that the lock is slow to come
 	noticeAfter time.Duration
 	after       func(time.Duration) <-chan time.Time // the clock, for tests
 }
 
-// FileOption configures OpenFile.
-type FileOption func(*FileStore)
-
-// OnLockWait has notify told, once per wait, when the lock has been held
-// by someone else for about a second: "waiting for the lock on
-// .../usage.md.lock (held by another gptbatch?)". notify is called from
-// the goroutine waiting for the lock.
-func OnLockWait(notify func(msg string)) FileOption {
-	return func(f *FileStore) { f.notify = notify }
-}
-
-// OpenFile opens the usage file at path. The path /dev/null means no
-// shared state: the store keeps this run's state in memory and writes
-// nothing anywhere. A usage.md that is a symbolic link is resolved once,
+// OpenFile opens the usage file at path, as o says (Name is not used). A
+// usage.md that is a symbolic link is resolved once,
 // and its lock file, ledger and temporary files live beside the link's
 // target, so that the link stays and every process naming either shares
 // one budget. Any other existing path that is not a regular file (a
@@ -61,28 +49,27 @@ func OnLockWait(notify func(msg string)) FileOption {
 // ledger sits beside it (usage.ledger.jsonl for usage.md), both created
 // with the mode of an existing usage.md, else 0600. An existing usage.md
 // that does not parse is an error naming the file; it is never reset.
-func OpenFile(path string, opts ...FileOption) (*FileStore, error) {
+// Opened read-only, none of this is checked or created, and a usage file
+// that is missing or not a regular file reads as a fresh one.
+func OpenFile(path string, o Options) (*FileStore, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
 	}
-	f := &FileStore{sem: make(chan struct{}, 1), noticeAfter: time.Second, after: time.After, perm: 0o600}
-	for _, o := range opts {
-		o(f)
-	}
-	if isDevNull(abs) {
-		f.path, f.ledger, f.mem = os.DevNull, os.DevNull, new(MemStore)
-		return f, nil
-	}
+	f := &FileStore{sem: make(chan struct{}, 1), noticeAfter: time.Second, after: time.After, perm: 0o600,
+		notify: o.OnLockWait, readOnly: o.ReadOnly}
 	target, err := resolve(abs)
 	if err != nil {
 		return nil, err
 	}
+	f.path = target
+	f.ledger = strings.TrimSuffix(target, ".md") + ".ledger.jsonl"
+	if f.readOnly {
+		return f, nil
+	}
 	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
 		return nil, fmt.Errorf("usage file: %w", err)
 	}
-	f.path = target
-	f.ledger = strings.TrimSuffix(target, ".md") + ".ledger.jsonl"
 	if err := f.check(path); err != nil {
 		return nil, err
 	}
@@ -188,20 +175,23 @@ func kindOf(fi os.FileInfo) string {
 	return "not a regular file"
 }
 
-// Path is the usage file: the target of a symbolic link, or /dev/null.
+// Path is the usage file: the target of a symbolic link.
 func (f *FileStore) Path() string { return f.path }
 
-// LedgerPath is the ledger file (/dev/null for a store over /dev/null).
+// String is the usage file, as Path.
+func (f *FileStore) String() string { return f.path }
+
+// LedgerPath is the ledger file.
 func (f *FileStore) LedgerPath() string { return f.ledger }
 
-// Shared reports whether the store keeps its state in a file other
-// processes share; false for /dev/null.
-func (f *FileStore) Shared() bool { return f.mem == nil }
+// Close implements Store; the lock is only held during an Update.
+func (f *FileStore) Close() error { return nil }
 
-// read parses usage.md; a missing file is a fresh state.
+// read parses usage.md; a missing file is a fresh state, and so, read-only,
+// is one that is not a regular file.
 func (f *FileStore) read() (State, error) {
 	b, err := readRegular(f.path)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || (f.readOnly && errors.Is(err, errNotRegular)) {
 		return State{}, nil
 	}
 	if err != nil {
@@ -210,22 +200,6 @@ func (f *FileStore) read() (State, error) {
 	s, err := ParseState(b)
 	if err != nil {
 		return State{}, fmt.Errorf("usage file %s is corrupt; gptbatch will not reset it, fix or remove it: %w", f.path, err)
-	}
-	return s, nil
-}
-
-// PeekState reads the usage file at path without the lock and without
-// creating anything, as a dry run does to say what today has used. A
-// missing file, /dev/null or any other path that is not a regular file is
-// a fresh State; a file that does not parse is an error naming it.
-func PeekState(path string) (State, error) {
-	b, err := readRegular(path)
-	if err != nil {
-		return State{}, nil
-	}
-	s, err := ParseState(b)
-	if err != nil {
-		return State{}, fmt.Errorf("usage file %s is corrupt: %w", path, err)
 	}
 	return s, nil
 }
@@ -243,10 +217,12 @@ func readRegular(path string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s, not a regular file", kindOf(fi))
+		return nil, fmt.Errorf("%s: %w", kindOf(fi), errNotRegular)
 	}
 	return io.ReadAll(r)
 }
+
+var errNotRegular = errors.New("not a regular file")
 
 // locked runs fn holding the lock. Waiting for the lock ends with ctx.
 func (f *FileStore) locked(ctx context.Context, fn func() error) error {
@@ -311,13 +287,14 @@ func (f *FileStore) acquire(ctx context.Context) error {
 	}
 }
 
-// Load reads the state under the lock, without writing.
+// Load reads the state under the lock (without, read-only), without
+// writing.
 func (f *FileStore) Load(ctx context.Context) (State, error) {
-	if f.mem != nil {
+	if f.readOnly {
 		if err := ctx.Err(); err != nil {
 			return State{}, err
 		}
-		return f.mem.State(), nil
+		return f.read()
 	}
 	var s State
 	err := f.locked(ctx, func() error {
@@ -332,13 +309,11 @@ func (f *FileStore) Load(ctx context.Context) (State, error) {
 // one is a fresh State; a corrupt one is an error naming the file, which is
 // left as it is), calls fn, and when fn returns nil replaces usage.md if
 // the state changed and appends fn's entries to the ledger in one write.
-// Waiting for the lock ends with ctx, with ctx's error.
-func (f *FileStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, error)) error {
-	if f.mem != nil {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return f.mem.Update(ctx, fn)
+// Waiting for the lock ends with ctx, with ctx's error. The store's time
+// is now.
+func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
+	if f.readOnly {
+		return fmt.Errorf("usage file %s is open read-only", f.path)
 	}
 	return f.locked(ctx, func() error {
 		old, err := f.read()
@@ -347,7 +322,7 @@ func (f *FileStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, 
 		}
 		s := old
 		s.extra = append([][2]string(nil), old.extra...)
-		entries, err := fn(&s)
+		entries, err := fn(&s, now)
 		if err != nil {
 			return err
 		}
@@ -487,12 +462,13 @@ func repairTorn(lf *os.File) error {
 }
 
 // Report is BuildReport of the ledger; a ledger not yet written is an
-// empty one.
+// empty one. It takes no lock: a line being appended is a torn last line,
+// which is skipped.
 func (f *FileStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
 	if err := ctx.Err(); err != nil {
 		return Report{}, err
 	}
-	lf, err := os.Open(f.ledger)
+	lf, err := os.OpenFile(f.ledger, os.O_RDONLY|openSafe, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return BuildReport(strings.NewReader(""), opt, loc)
 	}
@@ -505,4 +481,47 @@ func (f *FileStore) Report(ctx context.Context, opt ReportOptions, loc *time.Loc
 		return Report{}, fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
 	return rep, nil
+}
+
+// BatchEntries implements Store. It reads the ledger without the lock: a
+// line being appended is a torn last line, which is skipped, and only
+// lines that name a batch are decoded.
+func (f *FileStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
+	c := newCounter(ids)
+	lf, err := os.OpenFile(f.ledger, os.O_RDONLY|openSafe, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return c.n, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	defer lf.Close()
+	br := bufio.NewReaderSize(lf, 256<<10)
+	for {
+		line, rerr := br.ReadSlice('\n')
+		if rerr == bufio.ErrBufferFull {
+			// A line longer than the buffer names no batch of ours.
+			for rerr == bufio.ErrBufferFull {
+				_, rerr = br.ReadSlice('\n')
+			}
+			continue
+		}
+		if rerr != nil && rerr != io.EOF {
+			return nil, fmt.Errorf("ledger %s: %w", f.ledger, rerr)
+		}
+		if bytes.Contains(line, []byte(`"batch_id":`)) {
+			var e LedgerEntry
+			// A line that does not parse is a torn last one, or one that
+			// Report skips; it counts nothing here.
+			if json.Unmarshal(line, &e) == nil {
+				c.add(e)
+			}
+		}
+		if rerr == io.EOF {
+			return c.n, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
 }

@@ -92,7 +92,7 @@ func (g *Gate) Seen() Seen {
 func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
 	own, slack, zone := g.conf()
 	var seen Seen
-	err := g.store.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	err := g.store.Update(ctx, now, func(s *State, _ time.Time) ([]LedgerEntry, error) {
 		entries := fn(s, own.Ceil(s.Stored), slack, zone)
 		seen = Seen{Date: s.Date, TokensWithinDay: s.TokensWithinDay, CostWithinDay: s.CostWithinDay, Stored: s.Stored}
 		return entries, nil
@@ -126,6 +126,17 @@ func (g *Gate) saw(now time.Time, s Seen) {
 func (g *Gate) server() (serverGate, bool) {
 	sg, ok := g.store.(serverGate)
 	return sg, ok
+}
+
+// BatchEntries asks the gate's store what its ledger holds of the batches
+// ids names (Store.BatchEntries): what collecting them settled before a
+// kill or a broken download stopped it, so that collecting them again
+// settles only the rest.
+func (g *Gate) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return g.store.BatchEntries(ctx, since, ids)
 }
 
 // Load reads the shared state into what the gate has seen, so that Limits

@@ -370,10 +370,10 @@ type countingStore struct {
 	writes int
 }
 
-func (c *countingStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, error)) error {
-	return c.MemStore.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+func (c *countingStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
+	return c.MemStore.Update(ctx, now, func(s *State, now time.Time) ([]LedgerEntry, error) {
 		before := string(s.Format())
-		es, err := fn(s)
+		es, err := fn(s, now)
 		if string(s.Format()) != before {
 			c.writes++
 		}
@@ -540,7 +540,7 @@ func TestReserveClockBehind(t *testing.T) {
 func BenchmarkGateReserveSettle(b *testing.B) {
 	for _, block := range []int{1, 16} {
 		b.Run(fmt.Sprintf("block=%d", block), func(b *testing.B) {
-			f, err := OpenFile(filepath.Join(b.TempDir(), "usage.md"))
+			f, err := OpenFile(filepath.Join(b.TempDir(), "usage.md"), Options{})
 			if err != nil {
 				b.Fatal(err)
 			}

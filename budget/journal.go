@@ -12,19 +12,21 @@ import (
 	"sync"
 )
 
-// JournalPath is where the Batch API journal that goes with this usage
-// file lives, as JournalPathFor places it.
-func (f *FileStore) JournalPath() (path string, temp bool) {
-	return JournalPathFor(f.path)
-}
-
 // JournalPathFor is where the Batch API journal that goes with the usage
-// file usagePath lives: usage.batches.jsonl beside usage.md. A usage file
-// of /dev/null has no place of its own, so its journal is a file of the
-// user's in the temporary directory, and temp says so.
+// file usagePath lives: usage.batches.jsonl beside usage.md (beside the
+// target of a usage file that is a symbolic link, as OpenFile places its
+// files). A usage file of /dev/null (by any name) has no place of its own,
+// so its journal is a file of the user's in the temporary directory, and
+// temp says so. A run with a Redis store keeps its journal here too:
+// --resume collects on the host that submitted.
 func JournalPathFor(usagePath string) (path string, temp bool) {
-	if usagePath == os.DevNull {
+	if isDevNull(usagePath) {
 		return filepath.Join(os.TempDir(), fmt.Sprintf("gptbatch-%d.batches.jsonl", os.Geteuid())), true
+	}
+	if abs, err := filepath.Abs(usagePath); err == nil {
+		if target, err := resolve(abs); err == nil {
+			usagePath = target
+		}
 	}
 	return strings.TrimSuffix(usagePath, ".md") + ".batches.jsonl", false
 }

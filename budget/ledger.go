@@ -82,34 +82,51 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 // mid-append). Any other line that does not parse is an error naming its
 // line number.
 func ReadLedger(r io.Reader, fn func(LedgerEntry) error) error {
-	_, err := readLedger(r, fn)
+	_, err := readLedger(r, fn, false)
 	return err
 }
 
-// readLedger is ReadLedger, also saying whether it skipped a torn final
-// line.
-func readLedger(r io.Reader, fn func(LedgerEntry) error) (torn bool, err error) {
+// readLedger is ReadLedger, or with lenient true it skips every line that
+// does not parse, not only a torn final one; it says how many it skipped.
+func readLedger(r io.Reader, fn func(LedgerEntry) error, lenient bool) (skipped int, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
 		if err != nil && err != io.EOF {
-			return false, fmt.Errorf("line %d: %w", n, err)
+			return skipped, fmt.Errorf("line %d: %w", n, err)
 		}
 		final := err == io.EOF
 		if len(bytes.TrimSpace(line)) > 0 {
 			var e LedgerEntry
 			if jerr := json.Unmarshal(line, &e); jerr != nil {
-				if final {
-					return true, nil
+				if !final && !lenient {
+					return skipped, fmt.Errorf("line %d: not a ledger entry: %w", n, jerr)
 				}
-				return false, fmt.Errorf("line %d: not a ledger entry: %w", n, jerr)
-			}
-			if err := fn(e); err != nil {
-				return false, err
+				skipped++
+			} else if err := fn(e); err != nil {
+				return skipped, err
 			}
 		}
 		if final {
-			return false, nil
+			return skipped, nil
 		}
 	}
+}
+
+// counter counts the entries of the batches ids names (Store.BatchEntries).
+type counter struct {
+	ids map[string]bool
+	n   map[string]int
+}
+
+func newCounter(ids map[string]bool) *counter {
+	return &counter{ids: ids, n: map[string]int{}}
+}
+
+// add counts e; it never fails.
+func (c *counter) add(e LedgerEntry) error {
+	if e.BatchID != "" && c.ids[e.BatchID] {
+		c.n[e.BatchID]++
+	}
+	return nil
 }

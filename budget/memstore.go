@@ -2,11 +2,14 @@ package budget
 
 import (
 	"context"
+	"os"
 	"sync"
+	"time"
 )
 
-// MemStore is a Store in memory, for dry runs and tests. The zero value is
-// ready to use; it is safe for concurrent use.
+// MemStore is a Store in memory: the budget of one run alone (a usage
+// file of /dev/null, a dry run) and of tests. The zero value is ready to
+// use; it is safe for concurrent use.
 type MemStore struct {
 	mu      sync.Mutex
 	state   State
@@ -14,12 +17,15 @@ type MemStore struct {
 }
 
 // Update implements Store.
-func (m *MemStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, error)) error {
+func (m *MemStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.state
 	s.extra = append([][2]string(nil), s.extra...)
-	es, err := fn(&s)
+	es, err := fn(&s, now)
 	if err != nil {
 		return err
 	}
@@ -27,6 +33,9 @@ func (m *MemStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, e
 	m.entries = append(m.entries, es...)
 	return nil
 }
+
+// Load implements Store.
+func (m *MemStore) Load(ctx context.Context) (State, error) { return m.State(), ctx.Err() }
 
 // State is the current state.
 func (m *MemStore) State() State {
@@ -41,3 +50,27 @@ func (m *MemStore) Entries() []LedgerEntry {
 	defer m.mu.Unlock()
 	return append([]LedgerEntry(nil), m.entries...)
 }
+
+// Report implements Store.
+func (m *MemStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
+	b := newReportBuilder(opt, loc)
+	for _, e := range m.Entries() {
+		b.add(e)
+	}
+	return b.report(), ctx.Err()
+}
+
+// BatchEntries implements Store.
+func (m *MemStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
+	c := newCounter(ids)
+	for _, e := range m.Entries() {
+		c.add(e)
+	}
+	return c.n, ctx.Err()
+}
+
+// String is /dev/null, the name of a budget kept nowhere.
+func (m *MemStore) String() string { return os.DevNull }
+
+// Close implements Store; there is nothing to let go.
+func (m *MemStore) Close() error { return nil }

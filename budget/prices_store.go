@@ -39,38 +39,21 @@ func readStoredPrices(path string) (*Prices, error) {
 	return p, nil
 }
 
-// PeekPrices reads the price table stored beside the usage file at path
-// without the lock and without creating anything, as a dry run and
-// `gptbatch prices` do; nil when there is none.
-func PeekPrices(path string) (*Prices, error) {
-	if isDevNull(path) {
-		return nil, nil
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, err
-	}
-	if abs, err = resolve(abs); err != nil {
-		return nil, err
-	}
-	return readStoredPrices(pricesPath(abs))
-}
-
-// StoredPrices reads the price table stored with the budget; nil when
-// there is none (and always over /dev/null).
+// StoredPrices implements Store: the table beside usage.md, read without
+// the lock (it is replaced whole, by rename).
 func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
-	if f.mem != nil {
-		return nil, nil
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	return readStoredPrices(pricesPath(f.path))
 }
 
-// StorePrices stores p with the budget, under the store's lock, replacing
-// the table stored before; a nil p removes it. The file is replaced
-// atomically and gets usage.md's mode (0600 for a new one).
+// StorePrices implements Store: under the store's lock, the table beside
+// usage.md is replaced atomically (with usage.md's mode, 0600 for a new
+// one), or removed.
 func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
-	if f.mem != nil {
-		return errors.New("a usage file of /dev/null stores nothing: name a usage file, or a --store")
+	if f.readOnly {
+		return fmt.Errorf("usage file %s is open read-only", f.path)
 	}
 	path := pricesPath(f.path)
 	return f.locked(ctx, func() error {
@@ -82,6 +65,15 @@ func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
 		}
 		return writeAtomic(path, p.Format(), f.path)
 	})
+}
+
+// StoredPrices implements Store: a budget in memory has none.
+func (m *MemStore) StoredPrices(ctx context.Context) (*Prices, error) { return nil, ctx.Err() }
+
+// StorePrices implements Store: a budget in memory, this run's alone,
+// keeps no table for other runs.
+func (m *MemStore) StorePrices(ctx context.Context, p *Prices) error {
+	return errors.New("a usage file of /dev/null keeps nothing for other runs: name a usage file, or a --store")
 }
 
 // writeAtomic replaces the file at path with b: a temporary file beside
@@ -121,8 +113,7 @@ func (r *RedisStore) pricesKey() string {
 	return strings.TrimSuffix(r.state, ":state") + ":prices"
 }
 
-// StoredPrices reads the price table stored with the budget; nil when
-// there is none.
+// StoredPrices implements Store.
 func (r *RedisStore) StoredPrices(ctx context.Context) (*Prices, error) {
 	b, err := r.c.Get(ctx, r.pricesKey()).Bytes()
 	if errors.Is(err, redis.Nil) {
@@ -138,8 +129,7 @@ func (r *RedisStore) StoredPrices(ctx context.Context) (*Prices, error) {
 	return p, nil
 }
 
-// StorePrices stores p with the budget, replacing the table stored
-// before, in one command; a nil p removes it.
+// StorePrices implements Store, in one command.
 func (r *RedisStore) StorePrices(ctx context.Context, p *Prices) error {
 	var err error
 	if p == nil {

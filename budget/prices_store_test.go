@@ -10,12 +10,6 @@ import (
 	"github.com/gptbatch/gptbatch/internal/redistest"
 )
 
-// pricesStore is a store a price table can be stored with.
-type pricesStore interface {
-	StoredPrices(ctx context.Context) (*Prices, error)
-	StorePrices(ctx context.Context, p *Prices) error
-}
-
 // A table stored with the budget is what every store that shares it
 // reads back, until it is cleared.
 func TestStoredPrices(t *testing.T) {
@@ -28,21 +22,21 @@ func TestStoredPrices(t *testing.T) {
 	srv := redistest.Start(t)
 	for _, tt := range []struct {
 		name string
-		open func(t *testing.T) (a, b pricesStore) // two handles on one budget: two hosts
+		open func(t *testing.T) (a, b Store) // two handles on one budget: two hosts
 	}{
-		{"usage file", func(t *testing.T) (a, b pricesStore) {
+		{"usage file", func(t *testing.T) (a, b Store) {
 			path := filepath.Join(t.TempDir(), "usage.md")
-			fa, err := OpenFile(path)
+			fa, err := OpenFile(path, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			fb, err := OpenFile(path)
+			fb, err := OpenFile(path, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return fa, fb
 		}},
-		{"redis", func(t *testing.T) (a, b pricesStore) {
+		{"redis", func(t *testing.T) (a, b Store) {
 			return openReal(t, srv.URL("")), openReal(t, srv.URL(""))
 		}},
 	} {
@@ -72,21 +66,23 @@ func TestStoredPrices(t *testing.T) {
 	}
 }
 
-// The table beside usage.md is read without the lock by PeekPrices, has
-// usage.md's mode, and a damaged one is an error naming it.
-func TestPeekPrices(t *testing.T) {
+// The table beside usage.md is read by a usage file opened read-only,
+// has usage.md's mode, and a damaged one is an error naming it; a budget
+// in memory keeps none.
+func TestStoredPricesFile(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "usage.md")
 	if err := os.WriteFile(path, nil, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	f, err := OpenFile(path)
+	f, err := OpenFile(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := PeekPrices(path); p != nil || err != nil {
-		t.Fatalf("PeekPrices before any = %v, %v", p, err)
+	ro, err := OpenFile(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := f.StorePrices(ctx, BuiltinPrices()); err != nil {
 		t.Fatal(err)
@@ -96,23 +92,29 @@ func TestPeekPrices(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("stored table %s: %v, %v; want mode 0640 as usage.md", side, fi, err)
 	}
-	p, err := PeekPrices(path)
+	p, err := ro.StoredPrices(ctx)
 	if err != nil || p.Len() != BuiltinPrices().Len() {
-		t.Fatalf("PeekPrices = %v, %v; want the built-in table", p, err)
+		t.Fatalf("StoredPrices read-only = %v, %v; want the built-in table", p, err)
+	}
+	if err := ro.StorePrices(ctx, nil); err == nil {
+		t.Error("StorePrices on a read-only usage file = nil, want an error")
 	}
 	if err := os.WriteFile(side, []byte(`{"gpt-x": {"input_cost_per_token": -1}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, read := range []func() (*Prices, error){func() (*Prices, error) { return PeekPrices(path) }, func() (*Prices, error) { return f.StoredPrices(ctx) }} {
-		if _, err := read(); err == nil || !strings.Contains(err.Error(), side) || !strings.Contains(err.Error(), "corrupt") {
+	for _, st := range []Store{f, ro} {
+		if _, err := st.StoredPrices(ctx); err == nil || !strings.Contains(err.Error(), side) || !strings.Contains(err.Error(), "corrupt") {
 			t.Errorf("reading a damaged stored table = %v, want an error naming %s", err, side)
 		}
 	}
-	null, err := OpenFile(os.DevNull)
+	null, err := Open(ctx, os.DevNull, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p, err := null.StoredPrices(ctx); p != nil || err != nil {
+		t.Errorf("StoredPrices over /dev/null = %v, %v; want none", p, err)
+	}
 	if err := null.StorePrices(ctx, BuiltinPrices()); err == nil {
-		t.Error("StorePrices over /dev/null = nil, want an error: nothing is stored there")
+		t.Error("StorePrices over /dev/null = nil, want an error: nothing is kept for other runs")
 	}
 }

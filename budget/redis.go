@@ -81,6 +81,7 @@ func OpenRedis(ctx context.Context, rawURL, name string) (*RedisStore, error) {
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		return nil, fmt.Errorf("store %s: want a redis:// or rediss:// URL", where)
 	}
+	redis.SetLogger(quietRedis{})
 	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", where, err)
@@ -104,10 +105,16 @@ func OpenRedis(ctx context.Context, rawURL, name string) (*RedisStore, error) {
 	}
 	if err := r.c.Ping(ctx).Err(); err != nil {
 		r.c.Close()
-		return nil, r.fail(err)
+		return nil, fmt.Errorf("the shared budget store is unreachable: %w", r.fail(err))
 	}
 	return r, nil
 }
+
+// quietRedis keeps go-redis from logging: every failure it meets reaches
+// the caller as an error, which names the store.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // String is the store's URL with any password redacted.
 func (r *RedisStore) String() string { return r.where }
@@ -478,7 +485,7 @@ func fields(s State) []any {
 // clock) except Load; it serves the stored limits (SetStoredLimits,
 // ClearStoredLimits) and other changes to the state. Times are written to
 // the µs (the pace's next slots to the ns).
-func (r *RedisStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry, error)) error {
+func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
 	for {
 		old, hs, err := r.load(ctx)
 		if err != nil {
@@ -486,7 +493,7 @@ func (r *RedisStore) Update(ctx context.Context, fn func(*State) ([]LedgerEntry,
 		}
 		s := old
 		s.extra = append([][2]string(nil), old.extra...)
-		entries, err := fn(&s)
+		entries, err := fn(&s, now)
 		if err != nil {
 			return err
 		}
@@ -575,4 +582,17 @@ func (r *RedisStore) Report(ctx context.Context, opt ReportOptions, loc *time.Lo
 		return Report{}, err
 	}
 	return b.report(), nil
+}
+
+// BatchEntries implements Store: every host's entries.
+func (r *RedisStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
+	c := newCounter(ids)
+	var from time.Time
+	if !since.IsZero() {
+		from = since.Add(-ledgerSkew)
+	}
+	if err := r.Ledger(ctx, from, c.add); err != nil {
+		return nil, err
+	}
+	return c.n, nil
 }

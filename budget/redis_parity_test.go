@@ -115,7 +115,7 @@ func run(ctx context.Context, g *Gate, st Store, now time.Time, s step) result {
 	case s.load:
 		err = g.Load(ctx, now)
 	case s.edit != nil:
-		err = st.Update(ctx, func(st *State) ([]LedgerEntry, error) { s.edit(st); return nil, nil })
+		err = st.Update(ctx, time.Time{}, func(st *State, _ time.Time) ([]LedgerEntry, error) { s.edit(st); return nil, nil })
 	}
 	if err != nil {
 		r.Err = err.Error()
@@ -631,7 +631,7 @@ func TestRedisDayFarOff(t *testing.T) {
 	}
 	g := NewGate(r, Limits{TPD: 1000})
 	for _, host := range []time.Time{server.Add(-9 * 24 * time.Hour), server.Add(40 * 24 * time.Hour)} {
-		if err := r.Update(ctx, func(s *State) ([]LedgerEntry, error) { *s = State{}; return nil, nil }); err != nil {
+		if err := r.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) { *s = State{}; return nil, nil }); err != nil {
 			t.Fatal(err)
 		}
 		if n, _, _, err := g.Reserve(ctx, host.In(kolkata), []Estimate{{Tokens: 600}}); err != nil || n != 1 {

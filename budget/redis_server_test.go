@@ -162,7 +162,7 @@ func TestRedisKilled(t *testing.T) {
 		"Settle":  g.Settle(ctx, noon(), []Settlement{{Est: Estimate{Tokens: 1}, Sent: true, Entry: &LedgerEntry{ID: "x"}}}),
 		"Sync":    g.Sync(ctx, noon(), noon().Add(time.Second), ServerUsage{}),
 		"Load":    lerr,
-		"Update":  r.Update(ctx, func(*State) ([]LedgerEntry, error) { return nil, nil }),
+		"Update":  r.Update(ctx, time.Time{}, func(*State, time.Time) ([]LedgerEntry, error) { return nil, nil }),
 		"Ledger":  r.Ledger(ctx, time.Time{}, func(LedgerEntry) error { return nil }),
 	} {
 		want := "store redis://:xxxxx@" + srv.Addr + "/0: "

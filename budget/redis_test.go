@@ -153,7 +153,7 @@ func TestRedisLedger(t *testing.T) {
 func TestRedisUpdate(t *testing.T) {
 	_, r := miniStore(t)
 	ctx := context.Background()
-	err := r.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	err := r.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) {
 		s.extra = append(s.extra, [2]string{"daily_cost_limit_usd", "5"})
 		s.Date = "2026-11-22"
 		return []LedgerEntry{{ID: "u"}}, nil
@@ -165,7 +165,7 @@ func TestRedisUpdate(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			errs <- r.Update(ctx, func(s *State) ([]LedgerEntry, error) { s.TokensWithinDay++; return nil, nil })
+			errs <- r.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) { s.TokensWithinDay++; return nil, nil })
 		}()
 	}
 	for range n {

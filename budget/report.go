@@ -51,21 +51,21 @@ type Report struct {
 	By           string
 	Rows         []Row
 	Total        Row
-	Skipped      int // a torn last ledger line (a crash mid-append): 0 or 1
+	Skipped      int // ledger lines that are not entries: a torn last one (a crash mid-append), or damaged ones
 }
 
 // BuildReport sums the ledger entries with Since <= time < Until into rows
-// sorted by key; a day is the entry's date in loc.
+// sorted by key; a day is the entry's date in loc. Lines that are not
+// ledger entries are left out and counted in Skipped, so that one damaged
+// line does not hide the rest of the report.
 func BuildReport(r io.Reader, opt ReportOptions, loc *time.Location) (Report, error) {
 	b := newReportBuilder(opt, loc)
-	torn, err := readLedger(r, b.add)
+	skipped, err := readLedger(r, b.add, true)
 	if err != nil {
 		return Report{}, err
 	}
 	rep := b.report()
-	if torn {
-		rep.Skipped = 1
-	}
+	rep.Skipped = skipped
 	return rep, nil
 }
 

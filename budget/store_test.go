@@ -18,7 +18,7 @@ import (
 
 func openTemp(t *testing.T) *FileStore {
 	t.Helper()
-	f, err := OpenFile(filepath.Join(t.TempDir(), "state", "usage.md"))
+	f, err := OpenFile(filepath.Join(t.TempDir(), "state", "usage.md"), Options{})
 	if err != nil {
 		t.Fatalf("OpenFile = %v", err)
 	}
@@ -27,7 +27,7 @@ func openTemp(t *testing.T) *FileStore {
 
 // bump adds one to tokens_within_day and appends one ledger entry.
 func bump(ctx context.Context, s Store, id string) error {
-	return s.Update(ctx, func(st *State) ([]LedgerEntry, error) {
+	return s.Update(ctx, time.Time{}, func(st *State, _ time.Time) ([]LedgerEntry, error) {
 		st.TokensWithinDay++
 		c := Cost(7)
 		return []LedgerEntry{{ID: id, Model: "gpt-4o-mini", Status: 200, CostUSD: &c}}, nil
@@ -83,7 +83,7 @@ func TestFileStore(t *testing.T) {
 	// A failing fn writes nothing.
 	before, _ := os.ReadFile(f.Path())
 	boom := errors.New("boom")
-	err := f.Update(ctx, func(st *State) ([]LedgerEntry, error) {
+	err := f.Update(ctx, time.Time{}, func(st *State, _ time.Time) ([]LedgerEntry, error) {
 		st.TokensWithinDay = 1000
 		return []LedgerEntry{{ID: "no"}}, boom
 	})
@@ -92,7 +92,7 @@ func TestFileStore(t *testing.T) {
 		t.Errorf("Update with a failing fn = %v and changed the files; want %v and no change", err, boom)
 	}
 	// A second store on the same file (another process) sees it all.
-	g, err := OpenFile(f.Path())
+	g, err := OpenFile(f.Path(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestFileStore(t *testing.T) {
 func TestCorruptFileUntouched(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "usage.md")
-	f, err := OpenFile(path)
+	f, err := OpenFile(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestCorruptFileUntouched(t *testing.T) {
 			t.Errorf("%s on a corrupt file = %v, want an error naming %s and line 2", what, err, path)
 		}
 	}
-	_, err = OpenFile(path)
+	_, err = OpenFile(path, Options{})
 	check("OpenFile", err)
 	_, err = f.Load(context.Background())
 	check("Load", err)
@@ -208,7 +208,7 @@ func TestLedgerRepairsTornLine(t *testing.T) {
 // file, lose no update.
 func TestFileStoreConcurrent(t *testing.T) {
 	f := openTemp(t)
-	g, err := OpenFile(f.Path())
+	g, err := OpenFile(f.Path(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestHelperProcess(t *testing.T) {
 	}
 	parts := strings.SplitN(mode, ":", 3)
 	path := parts[len(parts)-1]
-	f, err := OpenFile(path)
+	f, err := OpenFile(path, Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -399,7 +399,7 @@ func TestKillSafety(t *testing.T) {
 // FileStore.Report reports from the ledger beside usage.md; before the
 // first call there is none, and the report is empty.
 func TestFileStoreReport(t *testing.T) {
-	f, err := OpenFile(filepath.Join(t.TempDir(), "usage.md"))
+	f, err := OpenFile(filepath.Join(t.TempDir(), "usage.md"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func TestFileStoreReport(t *testing.T) {
 		t.Errorf("Report with no ledger = %+v, %v; want an empty report", rep, err)
 	}
 	c := Cost(5)
-	err = f.Update(ctx, func(*State) ([]LedgerEntry, error) {
+	err = f.Update(ctx, time.Time{}, func(*State, time.Time) ([]LedgerEntry, error) {
 		return []LedgerEntry{{Time: t0, ID: "a", Status: 200, PromptTokens: 3, CostUSD: &c}, {Time: t0.Add(48 * time.Hour), ID: "b"}}, nil
 	})
 	if err != nil {

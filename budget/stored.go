@@ -61,7 +61,7 @@ func Source(own, stored Limits) map[string]string {
 // SetStoredLimits stores every limit that set gives (> 0) with the shared
 // budget, under the store's lock, leaving the others as they are.
 func SetStoredLimits(ctx context.Context, st Store, set Limits) error {
-	return st.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	return st.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) {
 		if set.RPM > 0 {
 			s.Stored.RPM = set.RPM
 		}
@@ -89,7 +89,7 @@ func ClearStoredLimits(ctx context.Context, st Store, names []string) error {
 			return fmt.Errorf("no limit named %q (limits are %s)", n, strings.Join(LimitNames, ", "))
 		}
 	}
-	return st.Update(ctx, func(s *State) ([]LedgerEntry, error) {
+	return st.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) {
 		for _, n := range names {
 			switch n {
 			case "rpm":

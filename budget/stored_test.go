@@ -37,7 +37,7 @@ func TestLimitsCeil(t *testing.T) {
 // loosen it, and the gate says so from its first reservation on.
 func TestStoredLimitIsACeiling(t *testing.T) {
 	ctx := context.Background()
-	f, err := OpenFile(filepath.Join(t.TempDir(), "usage.md"))
+	f, err := OpenFile(filepath.Join(t.TempDir(), "usage.md"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ func BenchmarkBatchRun(b *testing.B) {
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
 	dir := b.TempDir()
-	store, err := budget.OpenFile(filepath.Join(dir, "usage.md"))
+	store, err := budget.OpenFile(filepath.Join(dir, "usage.md"), budget.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func BenchmarkBatchRun(b *testing.B) {
 	for i := range b.N {
 		fmt.Fprintf(&in, "%q\n", fmt.Sprintf("tell me about the number %d in one short sentence", i))
 	}
-	journal, _ := store.JournalPath()
+	journal, _ := budget.JournalPathFor(store.Path())
 	cfg := Config{
 		Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 16, Retries: 5, Clock: clk,
 		Gate: budget.NewGate(store, budget.Limits{}), Via: ViaBatch, Batch: BatchOptions{Journal: journal, TempDir: dir},

@@ -18,7 +18,7 @@ import (
 func BenchmarkRun(b *testing.B) {
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
-	store, err := budget.OpenFile(filepath.Join(b.TempDir(), "usage.md"))
+	store, err := budget.OpenFile(filepath.Join(b.TempDir(), "usage.md"), budget.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

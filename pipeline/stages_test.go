@@ -227,9 +227,9 @@ type countingStore struct {
 	updates atomic.Int32
 }
 
-func (s *countingStore) Update(ctx context.Context, fn func(*budget.State) ([]budget.LedgerEntry, error)) error {
+func (s *countingStore) Update(ctx context.Context, now time.Time, fn func(*budget.State, time.Time) ([]budget.LedgerEntry, error)) error {
 	s.updates.Add(1)
-	return s.MemStore.Update(ctx, fn)
+	return s.MemStore.Update(ctx, now, fn)
 }
 
 // The settler applies what has queued in one update of the store.

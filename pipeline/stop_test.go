@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -24,11 +25,11 @@ type failingStore struct {
 	broken atomic.Bool
 }
 
-func (s *failingStore) Update(ctx context.Context, fn func(*budget.State) ([]budget.LedgerEntry, error)) error {
+func (s *failingStore) Update(ctx context.Context, now time.Time, fn func(*budget.State, time.Time) ([]budget.LedgerEntry, error)) error {
 	if s.broken.Load() {
 		return errors.New("write usage.md: no space left on device")
 	}
-	return s.MemStore.Update(ctx, fn)
+	return s.MemStore.Update(ctx, now, fn)
 }
 
 // TestSharedStateFailsMidRun: when the shared state cannot be written

@@ -22,11 +22,11 @@ type dyingStore struct {
 	left atomic.Int64
 }
 
-func (s *dyingStore) Update(ctx context.Context, fn func(*budget.State) ([]budget.LedgerEntry, error)) error {
+func (s *dyingStore) Update(ctx context.Context, now time.Time, fn func(*budget.State, time.Time) ([]budget.LedgerEntry, error)) error {
 	if s.left.Add(-1) < 0 {
 		return errors.New("store redis://127.0.0.1:1/0: connection refused")
 	}
-	return s.MemStore.Update(ctx, fn)
+	return s.MemStore.Update(ctx, now, fn)
 }
 
 // A store that fails mid-run stops the run closed: nothing more is sent,

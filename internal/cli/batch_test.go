@@ -713,7 +713,7 @@ func TestViaBatchResumeCountsOnce(t *testing.T) {
 		t.Errorf("ledger: %d requests, %d+%d tokens; the API answered %d with %d+%d: each answer counted once",
 			rep.Total.Requests, rep.Total.PromptTokens, rep.Total.CompletionTokens, n, st.PromptTokens, st.CompletionTokens)
 	}
-	fs, err := budget.OpenFile(filepath.Join(g.dir, "usage.md"))
+	fs, err := budget.OpenFile(filepath.Join(g.dir, "usage.md"), budget.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,9 +38,10 @@ type batchesRecoverCmd struct {
 	Days time.Duration `name:"within" aliases:"since" default:"720h" help:"Only batches created within this long (default 30 days, as long as the API keeps their files)."`
 }
 
-// batchConfig fills in what --via batch needs: the journal beside the
-// usage file (store; nil for a dry run), its limits, and --resume.
-func (r *runCmd) batchConfig(cfg *pipeline.Config, store sharedStore) error {
+// batchConfig fills in what --via batch needs: its limits, --resume and,
+// for a run that sends, the journal beside the usage file (also with a
+// Redis --store: --resume collects on the host that submitted).
+func (r *runCmd) batchConfig(cfg *pipeline.Config, send bool) error {
 	cfg.Via = pipeline.Via(r.Via)
 	if cfg.Via != pipeline.ViaBatch {
 		return nil
@@ -52,47 +53,35 @@ func (r *runCmd) batchConfig(cfg *pipeline.Config, store sharedStore) error {
 		return errors.New("--batch-queue-tokens cannot be negative")
 	}
 	cfg.Batch = pipeline.BatchOptions{Lines: r.BatchLines, QueueTokens: r.BatchQueueTokens, Resume: r.Resume != ""}
-	switch st := store.(type) {
-	case nil:
-	case *budget.FileStore:
-		path, temp := st.JournalPath()
-		if temp {
-			cfg.Log.Warn(fmt.Sprintf("the usage file is %s, so the batch journal is kept in the temporary directory: %s", os.DevNull, path))
-		}
-		cfg.Batch.Journal = path
-	default:
-		// The journal stays on this host, beside where its usage file
-		// would be: --resume collects on the host that submitted.
-		path, err := r.journalPath()
-		if err != nil {
-			return err
-		}
-		cfg.Batch.Journal = path
+	if !send {
+		return nil
 	}
+	path, temp, err := r.journalPath()
+	if err != nil {
+		return err
+	}
+	if temp {
+		cfg.Log.Warn(fmt.Sprintf("the usage file is %s, so the batch journal is kept in the temporary directory: %s", os.DevNull, path))
+	}
+	cfg.Batch.Journal = path
 	return nil
 }
 
-// journalPath is the batch journal beside the usage file.
-func (r *runCmd) journalPath() (string, error) {
-	path, err := r.usagePath()
+// journalPath is the batch journal beside the usage file (temp: in the
+// temporary directory, for a usage file of /dev/null).
+func (r *runCmd) journalPath() (path string, temp bool, err error) {
+	usage, err := r.usagePath()
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	// Where a run puts it: beside the target of a linked usage file, in
-	// the temporary directory for /dev/null by any name.
-	if resolved, none := resolveUsage(path); none {
-		path = os.DevNull
-	} else {
-		path = resolved
-	}
-	path, _ = budget.JournalPathFor(path)
-	return path, nil
+	path, temp = budget.JournalPathFor(usage)
+	return path, temp, nil
 }
 
 // journalAPI is the batch journal beside the usage file, and a client of
 // the Batch API with the run's key.
 func (r *runCmd) journalAPI() (string, *pipeline.BatchAPI, error) {
-	path, err := r.journalPath()
+	path, _, err := r.journalPath()
 	if err != nil {
 		return "", nil, usageError(err)
 	}
@@ -122,7 +111,7 @@ type batchRow struct {
 
 // run lists the journalled batches, with their live status.
 func (l *batchesListCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
-	path, err := r.journalPath()
+	path, _, err := r.journalPath()
 	if err != nil {
 		return usageError(err)
 	}

@@ -2,9 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -41,106 +37,6 @@ func (r *runCmd) usagePath() (string, error) {
 		return r.UsageFile, nil
 	}
 	return defaultUsageFile()
-}
-
-// usageFile is a usage file read without its lock: its state as it is
-// now, and the ledger beside it.
-type usageFile string
-
-// Load reads the state; a missing file is a fresh one.
-func (u usageFile) Load(ctx context.Context) (budget.State, error) {
-	return budget.PeekState(string(u))
-}
-
-// StoredPrices reads the price table stored beside the usage file; nil
-// when there is none.
-func (u usageFile) StoredPrices(ctx context.Context) (*budget.Prices, error) {
-	return budget.PeekPrices(string(u))
-}
-
-// Report reports from the ledger beside the usage file. Lines that are
-// not ledger entries are left out and counted in Skipped.
-func (u usageFile) Report(ctx context.Context, opt budget.ReportOptions, loc *time.Location) (budget.Report, error) {
-	empty := strings.NewReader("")
-	path := u.ledger()
-	if path == "" {
-		return budget.BuildReport(empty, opt, loc)
-	}
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return budget.BuildReport(empty, opt, loc)
-	}
-	if err != nil {
-		return budget.Report{}, fmt.Errorf("ledger: %w", err)
-	}
-	defer f.Close()
-	lr := &ledgerFilter{br: bufio.NewReaderSize(f, 64<<10)}
-	rep, err := budget.BuildReport(lr, opt, loc)
-	if err != nil {
-		return budget.Report{}, fmt.Errorf("ledger %s: %w", path, err)
-	}
-	rep.Skipped = lr.bad
-	return rep, nil
-}
-
-// ledger is the ledger's path, as budget.OpenFile places it: beside the
-// usage file (the target of a link to it); "" for /dev/null.
-func (u usageFile) ledger() string {
-	path, none := resolveUsage(string(u))
-	if none {
-		return ""
-	}
-	return strings.TrimSuffix(path, ".md") + ".ledger.jsonl"
-}
-
-// resolveUsage is the usage file a path names, as budget.OpenFile places
-// the files beside it: the target of a link; none is true for /dev/null
-// by any name (and other devices, which a run refuses), which has nothing
-// beside it.
-func resolveUsage(path string) (resolved string, none bool) {
-	if path == os.DevNull {
-		return path, true
-	}
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-		if t, err := filepath.EvalSymlinks(path); err == nil {
-			path = t
-		}
-	}
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-		return path, true
-	}
-	return path, false
-}
-
-// ledgerFilter reads a ledger, passing on only the lines that are ledger
-// entries and counting the others, so that one damaged line does not hide
-// the rest of the report.
-type ledgerFilter struct {
-	br   *bufio.Reader
-	line []byte // what is left of the current line to pass on
-	bad  int
-	err  error
-}
-
-func (l *ledgerFilter) Read(p []byte) (int, error) {
-	for len(l.line) == 0 {
-		if l.err != nil {
-			return 0, l.err
-		}
-		var line []byte
-		line, l.err = l.br.ReadBytes('\n')
-		var e budget.LedgerEntry
-		switch {
-		case len(bytes.TrimSpace(line)) == 0:
-		case json.Unmarshal(line, &e) != nil:
-			l.bad++
-		default:
-			l.line = line
-		}
-	}
-	n := copy(p, l.line)
-	l.line = l.line[n:]
-	return n, nil
 }
 
 // apiKey finds the API key: --api-key-file, $OPENAI_API_KEY, then

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/alecthomas/kong"
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
@@ -297,5 +299,59 @@ func TestConfigFiles(t *testing.T) {
 	}
 	if rs := parseResults(t, out); rs[0].Model != "gpt-4.1-mini-2025-04-14" {
 		t.Errorf("model = %q, want gpt-4.1-mini from gpt_model_type.txt", rs[0].Model)
+	}
+}
+
+// TestDocsNameEveryFlag: every flag and environment variable of every
+// command is documented in docs/, and --help ends by saying where the
+// docs are.
+func TestDocsNameEveryFlag(t *testing.T) {
+	var docs strings.Builder
+	files, err := filepath.Glob(filepath.Join(mustGetwdAtStart, "..", "..", "docs", "*.md"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no docs/*.md: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs.Write(b)
+	}
+	var c cli
+	parser, err := newParser(&c, io.Discard, io.Discard, func(int) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		for _, f := range n.Flags {
+			if f.Hidden {
+				continue
+			}
+			checked++
+			if !strings.Contains(docs.String(), "--"+f.Name) {
+				t.Errorf("--%s (%s) is not documented in docs/", f.Name, n.FullPath())
+			}
+			for _, env := range f.Tag.Envs {
+				if !strings.Contains(docs.String(), env) {
+					t.Errorf("$%s (--%s) is not documented in docs/", env, f.Name)
+				}
+			}
+		}
+		for _, child := range n.Children {
+			walk(child)
+		}
+	}
+	walk(parser.Model.Node)
+	if checked < 40 {
+		t.Fatalf("checked %d flags: the walk of the command line missed most of them", checked)
+	}
+
+	var out strings.Builder
+	run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, io.Discard)
+	if last := strings.TrimSpace(out.String()); !strings.HasSuffix(last, docsURL) {
+		t.Errorf("--help ends with %q, want where the docs are (%s)", last[max(0, len(last)-80):], docsURL)
 	}
 }

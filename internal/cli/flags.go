@@ -54,7 +54,13 @@ and --prices; a model none of them lists has cost_usd null.
 Exit status: 0 all lines succeeded, 1 some failed (each still has its result),
 2 bad usage or configuration, 3 refused or stopped by a limit, 130 interrupted,
 141 stdout closed (| head).
+
+The manual: %s
 `
+
+// docsURL is where --help sends its reader: the manual, docs/ in the
+// source.
+const docsURL = "https://github.com/gptbatch/gptbatch/tree/main/docs"
 
 // runCmd is the main job.
 type runCmd struct {
@@ -171,7 +177,7 @@ func newParser(c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, er
 			if err := kong.DefaultHelpPrinter(o, ctx); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(ctx.Stdout, examples, budget.PriceTableDate)
+			_, err := fmt.Fprintf(ctx.Stdout, examples, budget.PriceTableDate, docsURL)
 			return err
 		}),
 	)

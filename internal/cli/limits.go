@@ -18,14 +18,6 @@ import (
 	"github.com/gptbatch/gptbatch/pipeline"
 )
 
-// budgetReader is the shared budget as `usage` and `limits` read it,
-// without taking its lock or creating anything.
-type budgetReader interface {
-	Load(ctx context.Context) (budget.State, error)
-	Report(ctx context.Context, opt budget.ReportOptions, loc *time.Location) (budget.Report, error)
-	StoredPrices(ctx context.Context) (*budget.Prices, error)
-}
-
 // limitsCmd shows, sets and clears the limits stored with the shared
 // budget.
 type limitsCmd struct {
@@ -89,7 +81,7 @@ func (l *limitsCmd) set(ctx context.Context, r *runCmd, kctx *kong.Context, stdo
 			set.DailyCost = dailyCost
 		}
 	}
-	return storeLimits(ctx, r, stdout, l.JSON, func(st sharedStore) error { return budget.SetStoredLimits(ctx, st, set) })
+	return storeLimits(ctx, r, stdout, l.JSON, func(st budget.Store) error { return budget.SetStoredLimits(ctx, st, set) })
 }
 
 // clear removes stored limits.
@@ -99,17 +91,18 @@ func (c *limitsClearCmd) run(ctx context.Context, r *runCmd, stdout io.Writer, a
 			return usageError(fmt.Errorf("limits clear: no limit named %q (limits are %s)", n, strings.Join(budget.LimitNames, ", ")))
 		}
 	}
-	return storeLimits(ctx, r, stdout, asJSON, func(st sharedStore) error { return budget.ClearStoredLimits(ctx, st, c.Names) })
+	return storeLimits(ctx, r, stdout, asJSON, func(st budget.Store) error { return budget.ClearStoredLimits(ctx, st, c.Names) })
 }
 
 // storeLimits changes the stored limits with change, under the store's
 // lock, then shows them, as JSON when asJSON.
-func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, change func(sharedStore) error) error {
-	st, where, closeStore, err := r.openStore(ctx, nil)
+func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, change func(budget.Store) error) error {
+	st, err := r.openStore(ctx, false, nil)
 	if err != nil {
 		return usageError(err)
 	}
-	defer closeStore()
+	defer st.Close()
+	where := st.String()
 	if err := change(st); err != nil {
 		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}
@@ -122,16 +115,16 @@ func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, 
 
 // show writes the stored limits and today's use of each.
 func (l *limitsCmd) show(ctx context.Context, r *runCmd, stdout io.Writer) error {
-	rd, where, closeStore, err := r.openReader(ctx)
+	st, err := r.openStore(ctx, true, nil)
 	if err != nil {
 		return usageError(err)
 	}
-	defer closeStore()
-	s, err := rd.Load(ctx)
+	defer st.Close()
+	s, err := st.Load(ctx)
 	if err != nil {
 		return usageError(err)
 	}
-	return writeLimits(stdout, where, s, r.seams.now(), l.JSON)
+	return writeLimits(stdout, st.String(), s, r.seams.now(), l.JSON)
 }
 
 // limitUse is one stored limit and what it has used.

@@ -538,7 +538,7 @@ func TestConfirmDayZone(t *testing.T) {
 	if _, stderr, code := g.run(context.Background(), prompts(5)); code != 0 {
 		t.Fatalf("first run: exit status %d; stderr: %s", code, stderr)
 	}
-	fs, err := budget.OpenFile(filepath.Join(g.dir, "usage.md"))
+	fs, err := budget.OpenFile(filepath.Join(g.dir, "usage.md"), budget.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

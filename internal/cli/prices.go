@@ -100,26 +100,27 @@ func (p *pricesCmd) run(ctx context.Context, r *runCmd, command string, stdout i
 	case "prices clear":
 		return p.change(ctx, r, stdout, nil)
 	}
-	rd, where, closeStore, err := r.openReader(ctx)
+	rd, err := r.openStore(ctx, true, nil)
 	if err != nil {
 		return usageError(err)
 	}
-	defer closeStore()
+	defer rd.Close()
 	stored, err := rd.StoredPrices(ctx)
 	if err != nil {
 		return usageError(err)
 	}
-	return writePrices(stdout, where, priceTable(host, stored, given), p.JSON)
+	return writePrices(stdout, rd.String(), priceTable(host, stored, given), p.JSON)
 }
 
 // change stores table with the shared budget (nil: removes it) and says
 // what is stored.
 func (p *pricesCmd) change(ctx context.Context, r *runCmd, stdout io.Writer, table *budget.Prices) error {
-	st, where, closeStore, err := r.openStore(ctx, nil)
+	st, err := r.openStore(ctx, false, nil)
 	if err != nil {
 		return usageError(err)
 	}
-	defer closeStore()
+	defer st.Close()
+	where := st.String()
 	if err := st.StorePrices(ctx, table); err != nil {
 		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}

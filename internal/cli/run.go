@@ -119,16 +119,16 @@ func resumed(path string) (map[string]bool, error) {
 // to say which limits the batch would hit.
 func (r *runCmd) dryRun(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, cfg pipeline.Config, limits budget.Limits, zone *time.Location) error {
 	used := budget.State{}
-	rd, where, closeStore, err := r.openReader(ctx)
+	rd, err := r.openStore(ctx, true, nil)
 	if err != nil {
 		return usageError(err)
 	}
-	defer closeStore()
+	defer rd.Close()
 	if used, err = rd.Load(ctx); err != nil {
 		if r.Store != "" {
 			return usageError(err)
 		}
-		cfg.Log.Warn(fmt.Sprintf("%v; estimating without it", err), "store", where)
+		cfg.Log.Warn(fmt.Sprintf("%v; estimating without it", err), "store", rd.String())
 	}
 	stored, err := rd.StoredPrices(ctx)
 	if err != nil {
@@ -136,13 +136,13 @@ func (r *runCmd) dryRun(ctx context.Context, stdin io.Reader, stdout, stderr io.
 	}
 	cfg.Prices = priceTable(r.hostPrices, stored, r.givenPrices)
 	mem := new(budget.MemStore)
-	_ = mem.Update(ctx, func(s *budget.State) ([]budget.LedgerEntry, error) { *s = used; return nil, nil })
+	_ = mem.Update(ctx, time.Time{}, func(s *budget.State, _ time.Time) ([]budget.LedgerEntry, error) { *s = used; return nil, nil })
 	cfg.Gate = budget.NewGate(mem, limits)
 	cfg.Gate.SetDayZone(zone)
 	if err := cfg.Gate.Load(ctx, r.seams.now()); err != nil {
 		return err
 	}
-	if err := r.batchConfig(&cfg, nil); err != nil {
+	if err := r.batchConfig(&cfg, false); err != nil {
 		return usageError(err)
 	}
 	err = r.pipe(ctx, stdin, stdout, stderr, cfg)
@@ -173,11 +173,12 @@ func (r *runCmd) send(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 	}
 	// The lock wait is said even with --quiet: it explains a run that
 	// seems to hang.
-	store, where, closeStore, err := r.openStore(ctx, func(msg string) { fmt.Fprintf(stderr, "gptbatch: %s\n", msg) })
+	store, err := r.openStore(ctx, false, func(msg string) { fmt.Fprintf(stderr, "gptbatch: %s\n", msg) })
 	if err != nil {
 		return usageError(fmt.Errorf("nothing sent: %w", err))
 	}
-	defer closeStore()
+	defer store.Close()
+	where := store.String()
 	cfg.Gate = budget.NewGate(store, limits)
 	cfg.Gate.SetDayZone(zone)
 	// The limits stored with the budget apply from the first line.
@@ -194,7 +195,7 @@ func (r *runCmd) send(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 	cfg.Prices = priceTable(r.hostPrices, stored, r.givenPrices)
 	warner := &dayWarner{gate: cfg.Gate, pct: int64(r.WarnAt), log: cfg.Log}
 	cfg.Settled = warner.check
-	if err := r.batchConfig(&cfg, store); err != nil {
+	if err := r.batchConfig(&cfg, true); err != nil {
 		return usageError(err)
 	}
 	return r.finish(r.pipe(ctx, stdin, stdout, stderr, cfg), cfg.Stats, stderr)

@@ -23,7 +23,7 @@ func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer)
 		if c <= 0 {
 			return usageError(errors.New("usage --limit must be more than 0; to remove the stored limit: gptbatch limits clear daily-cost"))
 		}
-		return storeLimits(ctx, r, stdout, u.JSON, func(st sharedStore) error {
+		return storeLimits(ctx, r, stdout, u.JSON, func(st budget.Store) error {
 			return budget.SetStoredLimits(ctx, st, budget.Limits{DailyCost: c})
 		})
 	}
@@ -37,11 +37,11 @@ func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer)
 	if err != nil {
 		return usageError(err)
 	}
-	rd, _, closeStore, err := r.openReader(ctx)
+	rd, err := r.openStore(ctx, true, nil)
 	if err != nil {
 		return usageError(err)
 	}
-	defer closeStore()
+	defer rd.Close()
 	var st *budget.State
 	if s, err := rd.Load(ctx); err != nil {
 		warn("%v; the report below comes from the ledger alone", err)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -212,4 +213,119 @@ func ping(addr string) error {
 		return fmt.Errorf("ping redis-server on %s: %q", addr, line)
 	}
 	return nil
+}
+
+// Cluster is a Redis Cluster of three masters, each a Server on
+// 127.0.0.1, made with redis-cli --cluster create.
+type Cluster struct {
+	Servers []*Server
+}
+
+// StartCluster starts a Cluster as Start starts a server (skipped, or
+// failed with CI=true, without redis-server and redis-cli) and stops it at
+// the test's cleanup.
+func StartCluster(t testing.TB) *Cluster {
+	t.Helper()
+	_, err := binary()
+	if err == nil {
+		_, err = exec.LookPath("redis-cli")
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server or redis-cli is not installed (CI=true): apt-get install redis-server")
+		}
+		t.Skip("redis-server or redis-cli is not installed; apt-get install redis-server to run this test (with CI=true it fails instead)")
+	}
+	c, err := RunCluster()
+	if err != nil {
+		t.Fatalf("start a redis cluster: %v", err)
+	}
+	t.Cleanup(c.Kill)
+	return c
+}
+
+// RunCluster starts a Cluster as StartCluster does, outside a test: the
+// caller stops it with Kill.
+func RunCluster() (*Cluster, error) {
+	c := &Cluster{}
+	for range 3 {
+		// The bus's port, else the node's port + 10000, past 65535 for a
+		// high free port.
+		bus, err := freePort()
+		if err != nil {
+			c.Kill()
+			return nil, err
+		}
+		s, err := Run("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "2000", "--cluster-port", strconv.Itoa(bus))
+		if err != nil {
+			c.Kill()
+			return nil, err
+		}
+		c.Servers = append(c.Servers, s)
+	}
+	args := []string{"--cluster", "create"}
+	for _, s := range c.Servers {
+		args = append(args, s.Addr)
+	}
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		c.Kill()
+		return nil, fmt.Errorf("redis-cli --cluster create: %v: %s", err, out)
+	}
+	// Every node must know every slot before a client is pointed at it.
+	deadline := time.Now().Add(startTimeout)
+	for _, s := range c.Servers {
+		for {
+			out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", port(s.Addr), "cluster", "info").Output()
+			if err == nil && strings.Contains(string(out), "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.Kill()
+				return nil, fmt.Errorf("redis cluster on %s not ready after %v: %s", s.Addr, startTimeout, out)
+			}
+			time.Sleep(20 * time.Millisecond) // redis-cli has no way to wait for the state
+		}
+	}
+	return c, nil
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// URL is the redis:// URL of one node: the client finds the others.
+func (c *Cluster) URL() string { return "redis://" + c.Servers[0].Addr }
+
+// SeedsURL is the redis:// URL that names every node, in go-redis's form
+// (redis://host1:port1?addr=host2:port2&addr=host3:port3).
+func (c *Cluster) SeedsURL() string {
+	u := "redis://" + c.Servers[0].Addr
+	for i, s := range c.Servers[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + s.Addr
+	}
+	return u
+}
+
+// Server is the node on addr (host:port), or nil.
+func (c *Cluster) Server(addr string) *Server {
+	for _, s := range c.Servers {
+		if s.Addr == addr {
+			return s
+		}
+	}
+	return nil
+}
+
+// Kill stops every node.
+func (c *Cluster) Kill() {
+	for _, s := range c.Servers {
+		s.Kill()
+	}
 }
