@@ -42,9 +42,6 @@ func readStoredPrices(path string) (*Prices, error) {
 // StoredPrices implements Store: the table beside usage.md, read without
 // the lock (it is replaced whole, by rename).
 func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	return readStoredPrices(pricesPath(f.path))
 }
 

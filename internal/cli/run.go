@@ -188,8 +188,10 @@ func (r *runCmd) send(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 		return usageError(fmt.Errorf("nothing sent: %s: %w", where, err))
 	}
 	cfg.Log.Debug(limitSources(cfg.Gate), "store", where)
+	// As for the limits, a signal here is no failure: the run then sends
+	// nothing, and needs no price.
 	stored, err := store.StoredPrices(ctx)
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		return usageError(fmt.Errorf("nothing sent: %w", err))
 	}
 	cfg.Prices = priceTable(r.hostPrices, stored, r.givenPrices)
