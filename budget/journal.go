@@ -89,11 +89,12 @@ func (j *Journal) Append(lines ...[]byte) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	// The file's errors name it.
 	if _, err := j.f.Write(b.Bytes()); err != nil {
-		return fmt.Errorf("batch journal %s: %w", j.path, err)
+		return fmt.Errorf("batch journal: %w", err)
 	}
 	if err := j.f.Sync(); err != nil {
-		return fmt.Errorf("batch journal %s: %w", j.path, err)
+		return fmt.Errorf("batch journal: %w", err)
 	}
 	return nil
 }

@@ -237,12 +237,17 @@ func (t *tracker) setResultBytes(seq int32, b []byte) error {
 	if err != nil {
 		return err
 	}
+	t.publish(seq, off)
+	return nil
+}
+
+// publish gives slot seq the result spooled at off, for the writer.
+func (t *tracker) publish(seq int32, off int64) {
 	t.mu.Lock()
 	t.slots[seq].res = off
 	t.ready = append(t.ready, seq)
 	t.mu.Unlock()
 	t.poke()
-	return nil
 }
 
 // record reads the record of slot seq, and its body if withBody.
@@ -399,8 +404,12 @@ func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *j
 		return &Error{Code: ExitConfig, Err: err}
 	}
 	defer journal.Close()
+	api := NewBatchAPI(r.cfg.BaseURL, r.cfg.Key, r.cfg.Timeout)
 	var cl *claims
 	if r.cfg.Batch.Resume {
+		if err := r.resolveCreates(ctx, api, journal); err != nil {
+			return err
+		}
 		if cl, err = loadClaims(journal.Path(), r.cfg.Clock.Now()); err != nil {
 			return &Error{Code: ExitConfig, Err: err}
 		}
@@ -411,7 +420,6 @@ func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *j
 	}
 	defer t.close()
 
-	api := NewBatchAPI(r.cfg.BaseURL, r.cfg.Key, r.cfg.Timeout)
 	s := newSubmitter(r, t, api, journal, cl)
 	// Submitted batches wait in the poller, which takes every batch
 	// handed to it at once: the submitter never waits for it long.

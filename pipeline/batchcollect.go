@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	gojson "github.com/goccy/go-json"
 	"io"
@@ -20,6 +21,16 @@ import (
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
+
+// pendingResult is an answer spooled, waiting for its settlement.
+type pendingResult struct {
+	seq int32
+	off int64
+}
+
+// errStoreLost stops collecting a batch when the shared state cannot be
+// written: see collector.storeLost.
+var errStoreLost = errors.New("the shared budget store is gone")
 
 // collected is what collecting a batch sends back to the submitter.
 type collected struct {
@@ -90,11 +101,18 @@ type collector struct {
 	retry    []int32
 	retrySet map[int32]bool
 	settle   []budget.Settlement
-	lines    int   // results read
-	broken   error // a file could not be read to its end
-	heads    *heads
-	skipped  int // settlements an earlier run made (b.settled) and this one skipped
-	started  time.Time
+	// pending are the answers whose settlements wait in settle: spooled,
+	// and written only once those reach the ledger, so that an answer
+	// on stdout (which --resume counts as done) is always paid for there.
+	pending []pendingResult
+	lines   int   // results read
+	broken  error // a file could not be read to its end
+	// lost is the failure of the shared state that stopped collecting:
+	// what was not settled is left to --resume.
+	lost    error
+	heads   *heads
+	skipped int // settlements an earlier run made (b.settled) and this one skipped
+	started time.Time
 }
 
 // collect turns an ended batch into its lines' results: the answers and
@@ -120,11 +138,13 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 			// keeps the reservation to the day's end, never gives it
 			// back twice). Submitting its file again reserves again.
 			if !b.collected {
-				if err := c.journalCollected(j); err != nil {
-					return out, err
-				}
+				jerr := c.journalCollected(j)
 				b.collected = true
-				if err := releaseDay(ctx, r, b.est, b.day, b.submitted); err != nil {
+				if jerr != nil {
+					// Not journalled, it keeps its reservation:
+					// --resume gives it back when it records it.
+					r.journalFailed(fmt.Errorf("batch %s was refused and could not be journalled as over: %w", b.id, jerr))
+				} else if err := releaseDay(ctx, r, b.est, b.day, b.submitted); err != nil {
 					return out, err
 				}
 			}
@@ -144,15 +164,27 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 		}
 		for _, f := range []*string{fb.OutputFileID, fb.ErrorFileID} {
 			if f != nil && *f != "" {
-				if err := c.readFile(ctx, *f); err != nil {
+				if err := c.readFile(ctx, *f); errors.Is(err, errStoreLost) {
+					break
+				} else if err != nil {
 					return out, err
 				}
 			}
 		}
 		// Lines in neither file: submitted again, unless someone
 		// cancelled the batch on purpose, or the files could not be read.
+		answered := make(map[int32]bool, len(c.pending))
+		for _, p := range c.pending {
+			answered[p.seq] = true
+		}
 		for _, seq := range b.seqs {
-			if c.t.slot(seq).hasResult() || c.retrySet[seq] {
+			if c.t.slot(seq).hasResult() || c.retrySet[seq] || answered[seq] {
+				continue
+			}
+			if c.lost != nil {
+				if err := c.fail(seq, jsonl.ErrInterrupted, "not collected: the shared budget store is gone; the same command with --resume collects it", 0); err != nil {
+					return out, err
+				}
 				continue
 			}
 			if c.broken != nil {
@@ -172,7 +204,7 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 			}
 		}
 	}
-	if !b.collected && c.broken == nil {
+	if !b.collected && c.broken == nil && c.lost == nil {
 		// The reservation goes back in the same update as the batch's
 		// last results (add keeps the last back), so that a run stopped
 		// between two updates has either settled both or neither.
@@ -180,12 +212,14 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 			c.settle = append(c.settle, rel)
 		}
 	}
-	if err := c.flush(ctx); err != nil {
+	if err := c.flush(ctx); err != nil && !errors.Is(err, errStoreLost) {
 		return out, err
 	}
-	if !b.collected && c.broken == nil {
+	if !b.collected && c.broken == nil && c.lost == nil {
 		if err := c.journalCollected(j); err != nil {
-			return out, err
+			// Its results are settled and written: --resume, which
+			// counts the ledger's entries of it, settles none twice.
+			r.journalFailed(fmt.Errorf("batch %s was collected and could not be journalled as collected: %w", b.id, err))
 		}
 	}
 	if c.lines > 0 {
@@ -209,14 +243,7 @@ func (c *collector) journalCollected(j *budget.Journal) error {
 	if fb.ErrorFileID != nil {
 		rec.ErrorFileID = *fb.ErrorFileID
 	}
-	line, err := json.Marshal(rec)
-	if err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	if err := j.Append(line); err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	return nil
+	return journalAppend(j, rec)
 }
 
 // tokenLimit reports whether a failed batch was refused for the enqueued
@@ -422,7 +449,8 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 		c.r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results is not JSON: %v", c.b.id, o.bad))
 		return nil
 	}
-	if err := c.add(ctx, o.st); err != nil {
+	queued, err := c.add(ctx, o.st)
+	if err != nil {
 		return err
 	}
 	switch {
@@ -431,6 +459,12 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 		c.retry = append(c.retry, o.seq)
 		c.retrySet[o.seq] = true
 		c.r.stats.Retries.Add(1)
+	case queued:
+		off, err := c.t.results.append(o.res, nil)
+		if err != nil {
+			return err
+		}
+		c.pending = append(c.pending, pendingResult{o.seq, off})
 	default:
 		return c.t.setResultBytes(o.seq, o.res)
 	}
@@ -711,38 +745,65 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	return o
 }
 
-// add queues a settlement, and applies the queue when it is long. The
-// last one queued always waits for the final flush, with the release of
-// the batch's reservation. Results an earlier run settled (the ledger's
-// entries of this batch; they come first, as a file does not change) are
-// not settled again.
-func (c *collector) add(ctx context.Context, st budget.Settlement) error {
+// add queues a settlement, and applies the queue when it is long; it
+// reports whether st was queued. The last one queued always waits for
+// the final flush, with the release of the batch's reservation. Results
+// an earlier run settled (the ledger's entries of this batch; they come
+// first, as a file does not change) are not settled again.
+func (c *collector) add(ctx context.Context, st budget.Settlement) (bool, error) {
 	if c.b.collected {
-		return nil // settled when it was first collected
+		return false, nil // settled when it was first collected
 	}
 	if c.skipped < c.b.settled {
 		c.skipped++
-		return nil
+		return false, nil
 	}
 	if len(c.settle) >= 1024 {
 		if err := c.flush(ctx); err != nil {
-			return err
+			return false, err
 		}
 	}
 	c.settle = append(c.settle, st)
+	return true, nil
+}
+
+// flush applies the queued settlements, the day's budget and the ledger,
+// then hands their answers to the writer. When the shared state cannot
+// be written it stops collecting: see storeLost.
+func (c *collector) flush(ctx context.Context) error {
+	if len(c.settle) > 0 {
+		if err := c.r.cfg.Gate.Settle(ctx, c.r.cfg.Clock.Now(), c.settle); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return c.storeLost(err)
+		}
+		c.settle = c.settle[:0]
+	}
+	for _, p := range c.pending {
+		c.t.publish(p.seq, p.off)
+	}
+	c.pending = c.pending[:0]
 	return nil
 }
 
-// flush applies the queued settlements: the day's budget and the ledger.
-func (c *collector) flush(ctx context.Context) error {
-	if len(c.settle) == 0 {
-		return nil
-	}
-	if err := c.r.cfg.Gate.Settle(ctx, c.r.cfg.Clock.Now(), c.settle); err != nil {
-		return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
-	}
+// storeLost stops collecting because the shared state failed: the run
+// stops sending and will exit 1, and the answers whose settlements did
+// not reach the ledger are withheld. Their lines, and the lines not yet
+// read, are interrupted, so that --resume, which counts the ledger's
+// entries of the batch, collects them again and settles the rest. Not
+// tried again: the state may have been written and only the ledger not.
+func (c *collector) storeLost(err error) error {
+	c.r.storeFailed(err)
+	c.lost = err
 	c.settle = c.settle[:0]
-	return nil
+	for _, p := range c.pending {
+		if err := c.fail(p.seq, jsonl.ErrInterrupted, "answered in batch "+c.b.id+", but not recorded: the shared budget store is gone; the same command with --resume collects it again", 0); err != nil {
+			return err
+		}
+	}
+	c.pending = c.pending[:0]
+	return errStoreLost
 }
 
 // again submits a line again, if it has tries left; else it gets the

@@ -144,6 +144,8 @@ func (a *BatchAPI) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord,
 		Endpoint: string(bo.Endpoint), InputFileID: bo.InputFileID,
 	}
 	rec.Chunk, _ = strconv.Atoi(chunk)
+	create, _ := bo.Metadata["gptbatch_create"].(string)
+	rec.Create, _ = strconv.Atoi(create)
 	body, err := a.content(ctx, bo.InputFileID)
 	if err != nil {
 		f := callFailure(err, a.key, time.Now())
@@ -188,4 +190,74 @@ func (a *BatchAPI) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord,
 	}
 	rec.Lines = len(rec.Items)
 	return rec, nil
+}
+
+// resolveCreates settles what the journal's creating records left open:
+// a run that ended while a create was in flight (kill -9) may have made a
+// batch it never journalled. The batches the API lists are searched for
+// each one's tags; a batch found is journalled as submitted, rebuilt from
+// its input file with the estimate its run reserved, so that --resume
+// collects it instead of submitting its lines again; none found is
+// journalled as not created (its reservation stays counted until the
+// day's end, as a killed run's do). A listing that cannot be read, or a
+// batch found that cannot be read back, stops --resume before anything
+// is sent: submitting blind could run the lines twice.
+func (r *runner) resolveCreates(ctx context.Context, api *BatchAPI, j *budget.Journal) error {
+	open, err := openCreates(j.Path(), r.cfg.Clock.Now().Add(-claimWindow))
+	if err != nil {
+		return &Error{Code: ExitConfig, Err: err}
+	}
+	if len(open) == 0 {
+		return nil
+	}
+	// The API's clock is not ours: an hour's margin.
+	oldest := open[0].Time.Add(-time.Hour)
+	found := make([]*openai.Batch, len(open))
+	left := len(open)
+	after := ""
+	for left > 0 {
+		var page openai.ListBatchResponse
+		f, ok := r.apiCall(ctx, "list batches", true, func(ctx context.Context) (err error) {
+			page, err = api.list(ctx, after, 100)
+			return err
+		})
+		if !ok {
+			c := open[0]
+			return &Error{Code: ExitConfig, Err: fmt.Errorf("--resume: %s ended while it created a batch of its chunk %d, and the batches could not be listed to tell whether it made one: %s; nothing sent, try again",
+				c.Run, c.Chunk, f.msg)}
+		}
+		for _, bo := range page.Data {
+			for i, c := range open {
+				if found[i] == nil && tagged(bo, c.InputFileID, createTags(c, r.cfg.Batch.Journal)) {
+					found[i] = &bo
+					left--
+				}
+			}
+		}
+		n := len(page.Data)
+		if !page.HasMore || page.LastID == "" || n == 0 || time.Unix(int64(page.Data[n-1].CreatedAt), 0).Before(oldest) {
+			break
+		}
+		after = page.LastID
+	}
+	for i, c := range open {
+		if found[i] == nil {
+			c.Event, c.Time = EventNotMade, r.cfg.Clock.Now()
+			if err := journalAppend(j, c); err != nil {
+				return &Error{Code: ExitConfig, Err: err}
+			}
+			continue
+		}
+		bo := *found[i]
+		rec, err := api.rebuild(ctx, bo)
+		if err != nil {
+			return &Error{Code: ExitConfig, Err: fmt.Errorf("--resume: batch %s, made by %s as it ended, cannot be read back to collect it: %w; nothing sent", bo.ID, c.Run, err)}
+		}
+		rec.Create, rec.EstTokens, rec.EstCost, rec.Day, rec.InputTokens = c.Create, c.EstTokens, c.EstCost, c.Day, c.InputTokens
+		if err := journalAppend(j, rec); err != nil {
+			return &Error{Code: ExitConfig, Err: err}
+		}
+		r.cfg.Log.Info("found the batch a run made as it ended, and journalled it", "batch", bo.ID, "run", c.Run, "chunk", c.Chunk)
+	}
+	return nil
 }

@@ -56,6 +56,9 @@ func TestRecoverJournal(t *testing.T) {
 		file := filepath.Join(dir, fmt.Sprintf("in-%d.jsonl", n))
 		var data []byte
 		rec := JournalRecord{Event: EventSubmitted, Run: run, Chunk: chunk, Endpoint: lines[0].url, Lines: len(lines)}
+		if run != "" {
+			rec.Create = 1
+		}
 		for i, l := range lines {
 			id := "line-" + strconv.Itoa(i+1)
 			data = append(data, fmt.Sprintf(`{"custom_id":%q,"method":"POST","url":%q,"body":%s}`+"\n", id, l.url, l.body)...)

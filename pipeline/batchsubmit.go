@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -564,13 +563,24 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	if err != nil {
 		return err
 	}
-	// The tags name this creation of the file: a batch refused for the
-	// enqueued-token limit is created again from it, and must never be
-	// taken for the new one.
 	b.creates++
-	meta := map[string]any{
-		"gptbatch_run": s.runID, "gptbatch_chunk": strconv.Itoa(b.chunk), "gptbatch_create": strconv.Itoa(b.creates),
-		"gptbatch_journal": JournalTag(r.cfg.Batch.Journal),
+	head := JournalRecord{
+		Run: s.runID, Chunk: b.chunk, Create: b.creates, Endpoint: b.endpoint, Model: b.model, InputFileID: b.inputFile,
+		Lines: len(b.seqs), EstTokens: b.est.Tokens, EstCost: b.est.Cost, Day: b.day, InputTokens: b.tokens,
+	}
+	meta := createTags(head, r.cfg.Batch.Journal)
+	// Journalled before the call: a run killed while it is in flight
+	// leaves word of the batch it may have made, which --resume looks
+	// for before submitting the lines again.
+	intent := head
+	intent.Event, intent.Time = EventCreating, r.cfg.Clock.Now()
+	if err := journalAppend(s.journal, intent); err != nil {
+		r.journalFailed(fmt.Errorf("no batch was created of chunk %d: %w", b.chunk, err))
+		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
+			return err
+		}
+		s.unused(ctx, b, b.creates-1)
+		return s.failSeqs(b.seqs, jsonl.ErrInterrupted, "not sent: the run stopped: the batch journal cannot be written", 0, "")
 	}
 	// A second batch would run its lines, and be paid for, twice; one
 	// a lost answer made runs, and is journalled.
@@ -583,6 +593,10 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		return found
 	})
 	if !ok {
+		// Best effort: without it, --resume looks for the batch in vain.
+		notMade := head
+		notMade.Event, notMade.Time = EventNotMade, r.cfg.Clock.Now()
+		_ = journalAppend(s.journal, notMade)
 		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
 		}
@@ -593,24 +607,30 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		return s.failSeqs(b.seqs, f.typ, "not sent: the batch could not be created: "+f.msg, f.status, "")
 	}
 	b.id, b.status, b.submitted = bo.ID, bo.Status, r.cfg.Clock.Now()
-	rec := JournalRecord{
-		Event: EventSubmitted, Time: b.submitted, BatchID: b.id, Run: s.runID, Chunk: b.chunk,
-		Endpoint: b.endpoint, Model: b.model, InputFileID: b.inputFile, Lines: len(b.seqs),
-		EstTokens: b.est.Tokens, EstCost: b.est.Cost, Day: b.day, InputTokens: b.tokens, Items: items,
-	}
-	line, err := json.Marshal(rec)
-	if err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	if err := s.journal.Append(line); err != nil {
-		return &Error{Code: ExitFailed, Err: fmt.Errorf("%w; batch %s was submitted: gptbatch batches cancel %s cancels it", err, b.id, b.id)}
-	}
+	rec := head
+	rec.Event, rec.Time, rec.BatchID, rec.Items = EventSubmitted, b.submitted, b.id, items
+	jerr := journalAppend(s.journal, rec)
 	r.cfg.Log.Info("batch submitted", "batch", b.id, "lines", len(b.seqs), "model", b.model, "chunk", b.chunk)
 	s.t.register(b)
 	s.t.put(b, try, b.seqs...)
-	s.running[b.model] += b.tokens
 	r.stats.BatchLines.Add(int64(len(b.seqs)))
+	if jerr != nil {
+		return s.unjournalled(b, jerr)
+	}
+	s.running[b.model] += b.tokens
 	return s.hand(ctx, b)
+}
+
+// unjournalled deals with batch b, created when the journal could not
+// record it (a full disk, a file size limit): the run stops submitting,
+// as --resume could not know of what it submits, and b runs on without
+// it, paid for and keeping its reservation. Its lines get an interrupted
+// result that names it and says how to collect it.
+func (s *submitter) unjournalled(b *tbatch, err error) error {
+	s.r.journalFailed(fmt.Errorf("batch %s was submitted and could not be journalled: it runs on, paid for; "+
+		"once the journal can be written, `gptbatch batches recover` records it and the same command with --resume collects it: %w", b.id, err))
+	return s.failSeqs(b.seqs, jsonl.ErrInterrupted, "not collected: batch "+b.id+" was submitted, but the batch journal could not record it; "+
+		"once it can, `gptbatch batches recover` records the batch and the same command with --resume collects it", 0, b.id)
 }
 
 // unused deletes the input file of b, of which no batch is made, unless
@@ -620,6 +640,17 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 func (s *submitter) unused(ctx context.Context, b *tbatch, made int) {
 	if made == 0 && ctx.Err() == nil {
 		s.r.deleteInput(ctx, s.api, b)
+	}
+}
+
+// createTags are the metadata of the batch that the creation head
+// describes makes, in the journal at path: they name this creation of
+// the file, as a batch refused for the enqueued-token limit is created
+// again from it and must never be taken for the new one.
+func createTags(head JournalRecord, path string) map[string]any {
+	return map[string]any{
+		"gptbatch_run": head.Run, "gptbatch_chunk": strconv.Itoa(head.Chunk), "gptbatch_create": strconv.Itoa(head.Create),
+		"gptbatch_journal": JournalTag(path),
 	}
 }
 
@@ -758,14 +789,18 @@ func (s *submitter) giveUp(ctx context.Context, b *tbatch, seqs []int32, typ, ms
 
 // releaseDay gives back a reservation of the day's budget made on day at
 // reserved, unless the day it was made in has ended, and its counters
-// with it.
+// with it. A shared state that cannot be written stops the run
+// (storeFailed); the reservation then stays counted until the day ends.
 func releaseDay(ctx context.Context, r *runner, est budget.Estimate, day string, reserved time.Time) error {
 	st, ok := release(r, est, day, reserved)
 	if !ok {
 		return nil
 	}
 	if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), []budget.Settlement{st}); err != nil {
-		return &Error{Code: ExitConfig, Err: fmt.Errorf("settle usage: %w", err)}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.storeFailed(err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
@@ -21,9 +22,14 @@ import (
 
 // The journal's events.
 const (
-	EventSubmitted = "submitted" // a batch was created: what it holds
-	EventCollected = "collected" // its results were settled in the ledger
-	EventCancelled = "cancelled" // `gptbatch batches cancel` cancelled it
+	// EventCreating: a batch of an uploaded file is about to be created,
+	// recorded before the call, so that a run killed while it is in
+	// flight leaves word of a batch it may have made.
+	EventCreating  = "creating"
+	EventSubmitted = "submitted"   // a batch was created: what it holds
+	EventCollected = "collected"   // its results were settled in the ledger
+	EventCancelled = "cancelled"   // `gptbatch batches cancel` cancelled it
+	EventNotMade   = "not_created" // a creating record made no batch
 )
 
 // JournalRecord is one line of the batch journal.
@@ -37,6 +43,7 @@ type JournalRecord struct {
 	// the lines went, and what they reserved of the day's budget.
 	Run         string      `json:"run,omitempty"`
 	Chunk       int         `json:"chunk,omitempty"`
+	Create      int         `json:"create,omitempty"` // which creation of the chunk's file (gptbatch_create)
 	Endpoint    string      `json:"endpoint,omitempty"`
 	Model       string      `json:"model,omitempty"`
 	InputFileID string      `json:"input_file_id,omitempty"`
@@ -54,6 +61,15 @@ type JournalRecord struct {
 	Status       string `json:"status,omitempty"`
 	OutputFileID string `json:"output_file_id,omitempty"`
 	ErrorFileID  string `json:"error_file_id,omitempty"`
+}
+
+// journalAppend appends rec to the journal j.
+func journalAppend(j *budget.Journal, rec JournalRecord) error {
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return j.Append(line)
 }
 
 // JournalItem is one line of a submitted batch.
@@ -114,7 +130,9 @@ func ReadJournal(path string, since time.Time, items bool) ([]*JournalBatch, err
 		}
 		switch rec.Event {
 		case EventSubmitted:
-			if rec.Time.Before(since) {
+			if rec.Time.Before(since) || byID[rec.BatchID] != nil {
+				// A batch found again (--resume after a kill while it
+				// was created, by another run) is the one recorded first.
 				return nil
 			}
 			b := &JournalBatch{JournalRecord: rec}
@@ -132,6 +150,47 @@ func ReadJournal(path string, since time.Time, items bool) ([]*JournalBatch, err
 		return nil
 	})
 	return out, err
+}
+
+// createKey names one creation of a batch: the run, its chunk, which
+// creation of the chunk's file, and the file.
+type createKey struct {
+	run         string
+	chunk, make int
+	file        string
+}
+
+func keyOf(rec JournalRecord) createKey {
+	return createKey{rec.Run, rec.Chunk, rec.Create, rec.InputFileID}
+}
+
+// openCreates are the creating records of the journal at path since
+// since that no submitted or not_created record follows, oldest first: a
+// run ended while their create was in flight.
+func openCreates(path string, since time.Time) ([]JournalRecord, error) {
+	var open []JournalRecord
+	done := map[createKey]bool{}
+	n := 0
+	err := budget.ReadJournal(path, func(line []byte) error {
+		n++
+		var rec struct {
+			JournalRecord
+			Items json.RawMessage `json:"items"` // skipped
+		}
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return fmt.Errorf("batch journal %s: line %d: %w", path, n, err)
+		}
+		switch rec.Event {
+		case EventCreating:
+			if !rec.Time.Before(since) {
+				open = append(open, rec.JournalRecord)
+			}
+		case EventSubmitted, EventNotMade:
+			done[keyOf(rec.JournalRecord)] = true
+		}
+		return nil
+	})
+	return slices.DeleteFunc(open, func(rec JournalRecord) bool { return done[keyOf(rec)] }), err
 }
 
 // claimWindow is how old a journalled batch --resume still claims lines

@@ -155,20 +155,43 @@ var ErrInterrupted = &Error{Code: ExitInterrupted, Err: errors.New("interrupted"
 // says nothing was sent), once everything in flight is finished, written
 // and, as far as the state allows, settled. It keeps the first failure.
 func (r *runner) storeFailed(err error) {
-	e := &Error{Code: ExitFailed, Err: &stateFailure{err: err, sent: &r.stats.Requests}}
+	sf := &stateFailure{err: err, sent: &r.stats.Requests}
+	if r.cfg.Via == ViaBatch {
+		sf.sent, sf.batch = &r.stats.BatchLines, true
+	}
+	e := &Error{Code: ExitFailed, Err: sf}
 	r.fault.CompareAndSwap(nil, e)
 	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: the shared budget store is gone", err: e})
+}
+
+// journalFailed stops submitting because the batch journal cannot be
+// written: what is submitted must be journalled first, or --resume would
+// submit it again. The lines not submitted say why; what was submitted
+// is collected; the run ends with err, exit status 1, or 2 if no batch
+// was submitted. It keeps the first failure.
+func (r *runner) journalFailed(err error) {
+	code := ExitFailed
+	if r.stats.BatchLines.Load() == 0 {
+		code = ExitConfig
+	}
+	e := &Error{Code: code, Err: fmt.Errorf("stopped submitting: %w", err)}
+	r.fault.CompareAndSwap(nil, e)
+	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: the batch journal cannot be written", err: e})
 }
 
 // stateFailure is a failure of the shared state mid-run. Its message,
 // printed once the run has ended, says how many requests were sent in
 // all, in flight ones included.
 type stateFailure struct {
-	err  error
-	sent *atomic.Int64
+	err   error
+	sent  *atomic.Int64
+	batch bool // --via batch: sent in batches
 }
 
 func (e *stateFailure) Error() string {
+	if e.batch {
+		return fmt.Sprintf("stopped sending: the shared budget store is gone; %d requests were sent in batches, the answers recorded are on stdout, and --resume collects the rest: %v", e.sent.Load(), e.err)
+	}
 	return fmt.Sprintf("stopped sending: the shared budget store is gone; %d requests were sent, their results are on stdout, and --resume finishes the rest: %v", e.sent.Load(), e.err)
 }
 

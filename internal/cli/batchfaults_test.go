@@ -1,11 +1,17 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,5 +146,260 @@ func TestViaBatchRefusedThenResumedIsCounted(t *testing.T) {
 		if !b.Collected {
 			t.Errorf("batch %s is not journalled as collected", b.BatchID)
 		}
+	}
+}
+
+// child is gptbatch run as g.run runs it, in a child process (the test
+// binary, in TestHelperRun) whose files may not grow past fsize bytes
+// (RLIMIT_FSIZE, as `ulimit -f` sets it: a disk that fills up), or with
+// no such limit if fsize is 0. It is not started.
+func child(t *testing.T, g *gb, fsize int64, stdin string, args ...string) *exec.Cmd {
+	t.Helper()
+	all, err := json.Marshal(append(append([]string{}, g.args...), args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRun$")
+	cmd.Dir = g.dir
+	cmd.Env = append(os.Environ(), "GPTBATCH_TEST_FSIZE="+strconv.FormatInt(fsize, 10), "GPTBATCH_TEST_ARGS="+string(all))
+	cmd.Stdin = strings.NewReader(stdin)
+	return cmd
+}
+
+// runLimited runs gptbatch in a child process under a file size limit of
+// fsize bytes, and returns its stdout, stderr and exit status.
+func runLimited(t *testing.T, g *gb, fsize int64, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := child(t, g, fsize, stdin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("child process: %v", err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// TestHelperRun is no test: child runs it in a child process, where it
+// runs gptbatch.
+func TestHelperRun(t *testing.T) {
+	fsize := os.Getenv("GPTBATCH_TEST_FSIZE")
+	if fsize == "" {
+		t.Skip("runs only in a child process")
+	}
+	n, err := strconv.ParseUint(fsize, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(os.Getenv("GPTBATCH_TEST_ARGS")), &args); err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 {
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Exit(run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// fillJournal makes the batch journal beside g's usage file n bytes of
+// blank lines, which readers skip: under a file size limit of n, nothing
+// more can be appended to it.
+func fillJournal(t *testing.T, g *gb, n int) string {
+	t.Helper()
+	path := filepath.Join(g.dir, "usage.batches.jsonl")
+	if err := os.WriteFile(path, bytes.Repeat([]byte{'\n'}, n), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestViaBatchJournalFull: when the journal cannot record a batch (the
+// disk is full), the run stops submitting and every line still gets its
+// result. A batch created and not recorded runs on: its lines are
+// interrupted, naming it and how to collect it (exit 1); with none
+// created, nothing was sent (exit 2). The other lines are not sent. Once
+// the journal can be written, `batches recover` and --resume answer every
+// line once, submitting nothing twice.
+func TestViaBatchJournalFull(t *testing.T) {
+	const full = 64 << 10
+	for _, tt := range []struct {
+		name    string
+		room    int64 // bytes the journal may grow by: a creating record's, not a submitted one's
+		code    int
+		created int
+	}{
+		{"the creation cannot be recorded", 0, 2, 0},
+		{"the batch cannot be recorded", 480, 1, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{Seed: 23})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			journal := fillJournal(t, g, full)
+			in := simpleLines(30)
+			args := []string{"--via", "batch", "--batch-lines", "10"}
+			out, stderr, code := runLimited(t, g, full+tt.room, in, args...)
+			if code != tt.code {
+				t.Errorf("exit status = %d, want %d; stderr: %s", code, tt.code, stderr)
+			}
+			if !strings.Contains(stderr, "file too large") {
+				t.Errorf("stderr does not give the cause: %s", stderr)
+			}
+			rs := parseResults(t, out)
+			if len(rs) != 30 {
+				t.Fatalf("%d results, want 30; stderr: %s", len(rs), stderr)
+			}
+			ids := srv.BatchIDs()
+			if len(ids) != tt.created {
+				t.Fatalf("batches created: %v, want %d: the run stops submitting", ids, tt.created)
+			}
+			if tt.created > 0 {
+				for _, want := range []string{"batches recover", "--resume"} {
+					if !strings.Contains(stderr, want) {
+						t.Errorf("stderr does not say %q: %s", want, stderr)
+					}
+				}
+			}
+			inBatch := 10 * tt.created
+			for i, r := range rs {
+				switch {
+				case r.Error == nil || r.Error.Type != "interrupted":
+					t.Errorf("%s: %+v, want interrupted", r.ID, r.Error)
+				case i < inBatch && (r.BatchID != ids[0] || !strings.Contains(r.Error.Message, ids[0]) || !strings.Contains(r.Error.Message, "batches recover")):
+					t.Errorf("%s: batch %q, %q, want it to name batch %s and `batches recover`", r.ID, r.BatchID, r.Error.Message, ids[0])
+				case i >= inBatch && (r.BatchID != "" || !strings.Contains(r.Error.Message, "not sent")):
+					t.Errorf("%s: batch %q, %q, want not sent", r.ID, r.BatchID, r.Error.Message)
+				}
+			}
+
+			// Room on the disk again.
+			if err := os.Truncate(journal, 0); err != nil {
+				t.Fatal(err)
+			}
+			g.seams.Clock = newStepClock()
+			if _, stderr, code := g.run(context.Background(), "", "batches", "recover"); code != 0 {
+				t.Fatalf("batches recover: exit status = %d; stderr: %s", code, stderr)
+			}
+			out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", saveOut(t, g, out))...)
+			if code2 != 0 {
+				t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
+			}
+			for i, r := range parseResults(t, out2) {
+				if r.Error != nil || i < inBatch && r.BatchID != ids[0] {
+					t.Errorf("resumed run: %s: batch %q, %+v, want an answer (from the batch made before for the first %d)", r.ID, r.BatchID, r.Error, inBatch)
+				}
+			}
+			st := srv.BatchStats()
+			if st.Created != 3 || st.Lines != 30 {
+				t.Errorf("the fake: %d batches, %d lines answered; want 3 and 30: nothing submitted twice", st.Created, st.Lines)
+			}
+			if n, _ := todayTotal(t, g); n != 30 {
+				t.Errorf("ledger: %d succeeded, want 30", n)
+			}
+		})
+	}
+}
+
+// TestViaBatchKilledWhileCreating: a run killed while its create call is
+// in flight has made a batch it never heard of; --resume finds it by its
+// tags and collects it instead of submitting the lines again, and counts
+// each answer once.
+func TestViaBatchKilledWhileCreating(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{Seed: 24, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	srv.HoldCreates(1)
+	in := simpleLines(10)
+	cmd := child(t, g, 0, in, "--via", "batch")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := srv.Wait(ctx, func() bool { return srv.BatchStats().Created == 1 }); err != nil {
+		t.Fatalf("waiting for the batch to be created: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	srv.FinishBatches()
+	made := srv.BatchIDs()
+
+	g.seams.Clock = newStepClock()
+	out, stderr, code := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, ""))
+	if code != 0 {
+		t.Fatalf("--resume: exit status = %d, want 0; stderr: %s", code, stderr)
+	}
+	for _, r := range parseResults(t, out) {
+		if r.Error != nil || r.BatchID != made[0] {
+			t.Errorf("%s: batch %q, %+v; want an answer from %s, the batch the killed run made", r.ID, r.BatchID, r.Error, made[0])
+		}
+	}
+	st := srv.BatchStats()
+	if st.Created != 1 || st.Succeeded != 10 {
+		t.Errorf("the fake: %d batches, %d lines answered; want 1 and 10: nothing submitted again", st.Created, st.Succeeded)
+	}
+	if n, tokens := todayTotal(t, g); n != 10 || tokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens; want 10 and %d", n, tokens, st.PromptTokens)
+	}
+	if s := readState(t, g.dir); s.TokensWithinDay != st.PromptTokens+st.CompletionTokens {
+		t.Errorf("tokens_within_day = %d, want the %d the API counted: the killed run's reservation given back", s.TokensWithinDay, st.PromptTokens+st.CompletionTokens)
+	}
+}
+
+// fillLedger makes the ledger beside g's usage file n bytes of blank
+// lines, which readers skip: under a file size limit of n, no entry can
+// be appended to it.
+func fillLedger(t *testing.T, g *gb, n int) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(g.dir, "usage.ledger.jsonl"), bytes.Repeat([]byte{'\n'}, n), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestViaBatchStoreLostWhileCollecting: when the ledger cannot be written
+// as a batch is collected (the disk is full), the run exits 1 saying how
+// many requests were sent, and no answer goes to stdout that the ledger
+// does not hold: those lines are interrupted. --resume then collects the
+// batch again and the ledger holds each answer once.
+func TestViaBatchStoreLostWhileCollecting(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{Seed: 25, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	const full = 64 << 10
+	fillLedger(t, g, full)
+	in := simpleLines(10)
+	out, stderr, code := runLimited(t, g, full, in, "--via", "batch")
+	if code != 1 || !strings.Contains(stderr, "10 requests were sent") || !strings.Contains(stderr, "file too large") {
+		t.Errorf("exit status = %d, stderr %q; want 1, saying 10 requests were sent and why the store failed", code, stderr)
+	}
+	rs := parseResults(t, out)
+	if len(rs) != 10 {
+		t.Fatalf("%d results, want 10; stderr: %s", len(rs), stderr)
+	}
+	for _, r := range rs {
+		if r.Error == nil || r.Error.Type != "interrupted" || !strings.Contains(r.Error.Message, "--resume") {
+			t.Errorf("%s: %+v, want interrupted, not recorded, saying --resume collects it", r.ID, r.Error)
+		}
+	}
+
+	g.seams.Clock = newStepClock()
+	out2, stderr2, code2 := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, out))
+	if code2 != 0 {
+		t.Fatalf("resumed run: exit status = %d, want 0; stderr: %s", code2, stderr2)
+	}
+	if n := countIDs(t, out2); len(n) != 10 {
+		t.Errorf("resumed run: results %v, want an answer for each of the 10 lines", n)
+	}
+	st := srv.BatchStats()
+	if st.Created != 1 {
+		t.Errorf("%d batches, want 1: the batch collected again, not submitted again", st.Created)
+	}
+	if n, tokens := todayTotal(t, g); n != 10 || tokens != st.PromptTokens {
+		t.Errorf("ledger: %d succeeded, %d prompt tokens; want 10 and %d: each answer once", n, tokens, st.PromptTokens)
 	}
 }

@@ -398,11 +398,16 @@ func (x *exchange) createBatch() {
 	if lose {
 		s.ext.createsLost++
 	}
+	hold := !lose && s.takeHoldCreate()
 	s.ext.mu.Unlock()
 	if lose {
 		x.outcome = injected
 		x.drop()
 		return
+	}
+	if hold {
+		x.outcome = injected
+		x.hung()
 	}
 	b.mu.Lock()
 	o := b.object()

@@ -5,6 +5,7 @@ package openaitest
 type faults struct {
 	queueTokens    int  // the enqueued-token limit, once set (see SetQueueTokens)
 	queueTokensSet bool // queueTokens replaces BatchConfig.QueueTokens
+	holdCreates    int  // creations left to hold (see HoldCreates)
 }
 
 // SetQueueTokens sets the enqueued-token limit of each model from now on,
@@ -22,4 +23,23 @@ func (s *Server) queueTokens() int {
 		return s.ext.faults.queueTokens
 	}
 	return s.cfg.Batch.QueueTokens
+}
+
+// HoldCreates makes the next n batch creations make their batch, then
+// hold the answer until the client leaves: a client killed while its
+// create is in flight has made a batch it never heard of.
+func (s *Server) HoldCreates(n int) {
+	s.ext.mu.Lock()
+	defer s.ext.mu.Unlock()
+	s.ext.faults.holdCreates = n
+}
+
+// takeHoldCreate says whether to hold the answer to this creation. It
+// requires s.ext.mu held.
+func (s *Server) takeHoldCreate() bool {
+	if s.ext.faults.holdCreates <= 0 {
+		return false
+	}
+	s.ext.faults.holdCreates--
+	return true
 }

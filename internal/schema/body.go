@@ -1,0 +1,319 @@
+package schema
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/gptbatch/gptbatch/internal/jsonenc"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// ErrNoSchemaField is the error for an endpoint that takes no schema
+// (embeddings).
+var ErrNoSchemaField = errors.New("the endpoint takes no schema")
+
+// Resolve is what a line sends and what its answer is held to, given the
+// --schema flag (nil when not given), a cache for the lines' own schemas,
+// the line's endpoint (jsonl.EndpointChat or jsonl.EndpointResponses) and
+// its request body. The rules, in one place:
+//
+//   - without --schema, the body is sent as it is and nothing is checked;
+//   - a line whose body has its own json_schema format (chat's
+//     response_format, responses' text.format) is sent as it is and held
+//     to its own schema: the line's own wins;
+//   - a line whose body has another format (text, json_object) is sent as
+//     it is and not checked: it asked for something else;
+//   - any other line gets the flag's schema added (Attach) and is held to
+//     it.
+//
+// held is nil when the answer is not checked. An error is the line's
+// (invalid_input): its own schema does not compile, or its body is not a
+// JSON object, or the endpoint takes no schema.
+func Resolve(flag *Schema, c *Cache, endpoint string, body []byte) (out []byte, held *Schema, err error) {
+	if flag == nil {
+		return body, nil, nil
+	}
+	own, hasFormat, err := c.FromBody(endpoint, body)
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case own != nil:
+		return body, own, nil
+	case hasFormat:
+		return body, nil, nil
+	}
+	out, err = flag.Attach(endpoint, body)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, flag, nil
+}
+
+// Attach adds the schema to a request body that names no format of its
+// own: chat's response_format, or the Responses API's text.format (beside
+// any other field of "text", such as verbosity). A body that has one is
+// returned as it is. Every other byte of the body is kept as it was.
+func (s *Schema) Attach(endpoint string, body []byte) ([]byte, error) {
+	top, err := objectMembers(body)
+	if err != nil {
+		return nil, err
+	}
+	switch endpoint {
+	case jsonl.EndpointChat:
+		if top.get("response_format") != nil {
+			return body, nil
+		}
+		return top.with("response_format", s.ChatFormat()).encode(), nil
+	case jsonl.EndpointResponses:
+		text := top.get("text")
+		if text == nil || bytes.Equal(text, []byte("null")) {
+			return top.with("text", append(append([]byte(`{"format":`), s.ResponsesFormat()...), '}')).encode(), nil
+		}
+		tm, err := objectMembers(text)
+		if err != nil {
+			return nil, fmt.Errorf("text: %w", err)
+		}
+		if tm.get("format") != nil {
+			return body, nil
+		}
+		return top.with("text", tm.with("format", s.ResponsesFormat()).encode()).encode(), nil
+	}
+	return nil, fmt.Errorf("%s: %w", endpoint, ErrNoSchemaField)
+}
+
+// Cache compiles the schemas lines carry in their own bodies, each once
+// however many lines carry it: 10,000 lines with the same inline schema
+// compile it once. It keeps the last cacheSize formats (by their exact
+// bytes), so a batch of many different schemas holds a bounded number.
+// Its zero value is ready; it is safe for concurrent use.
+type Cache struct {
+	mu      sync.Mutex
+	entries map[string]*cacheEntry
+	order   []string // keys, oldest first, for eviction
+}
+
+// cacheSize is how many different line schemas a Cache holds: a batch has
+// one or a few; past this, the oldest is compiled again when it returns.
+const cacheSize = 64
+
+// cacheEntry is one format's compiled schema, built once.
+type cacheEntry struct {
+	once sync.Once
+	s    *Schema
+	err  error
+}
+
+// FromBody reads the format a line's own body names: chat's
+// response_format, or the Responses API's text.format. own is its schema,
+// compiled (through the cache), when the format is a json_schema; hasFormat
+// reports whether the body names any format, so (nil, true, nil) is a line
+// that asked for text or json_object. The schema keeps the body's name and
+// strict as the body sends them: the body is not changed. A nil Cache
+// compiles every time.
+func (c *Cache) FromBody(endpoint string, body []byte) (own *Schema, hasFormat bool, err error) {
+	top, err := objectMembers(body)
+	if err != nil {
+		return nil, false, err
+	}
+	var f json.RawMessage
+	var where string
+	switch endpoint {
+	case jsonl.EndpointChat:
+		f, where = top.get("response_format"), "response_format"
+	case jsonl.EndpointResponses:
+		text := top.get("text")
+		if text == nil || bytes.Equal(text, []byte("null")) {
+			return nil, false, nil
+		}
+		tm, err := objectMembers(text)
+		if err != nil {
+			return nil, false, fmt.Errorf("text: %w", err)
+		}
+		f, where = tm.get("format"), "text.format"
+	default:
+		return nil, false, nil
+	}
+	if f == nil || bytes.Equal(f, []byte("null")) {
+		return nil, false, nil
+	}
+	var head struct {
+		Type       string          `json:"type"`
+		JSONSchema json.RawMessage `json:"json_schema"`
+	}
+	if err := json.Unmarshal(f, &head); err != nil {
+		return nil, true, fmt.Errorf("%s: %w", where, err)
+	}
+	if head.Type != "json_schema" {
+		return nil, true, nil
+	}
+	fields := f
+	if endpoint == jsonl.EndpointChat {
+		fields = head.JSONSchema
+		if len(fields) == 0 {
+			return nil, true, fmt.Errorf("%s: a json_schema format without json_schema", where)
+		}
+	}
+	s, err := c.compile(fields)
+	if err != nil {
+		return nil, true, fmt.Errorf("%s: %w", where, err)
+	}
+	return s, true, nil
+}
+
+// compile compiles a json_schema format's fields, once per distinct bytes.
+func (c *Cache) compile(fields []byte) (*Schema, error) {
+	if c == nil {
+		return compileFields(fields)
+	}
+	key := string(fields)
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	if !ok {
+		if c.entries == nil {
+			c.entries = map[string]*cacheEntry{}
+		}
+		if len(c.order) >= cacheSize {
+			delete(c.entries, c.order[0])
+			c.order = c.order[1:]
+		}
+		e = &cacheEntry{}
+		c.entries[key] = e
+		c.order = append(c.order, key)
+	}
+	c.mu.Unlock()
+	// Compiling outside the lock lets other schemas compile meanwhile; the
+	// Once makes lines with this one wait for the first to compile it.
+	e.once.Do(func() { e.s, e.err = compileFields(fields) })
+	return e.s, e.err
+}
+
+// compileFields compiles a json_schema format's fields as the line sends
+// them. The body goes as it is, so the Schema's name and strictness are the
+// line's own: a schema that breaks strict mode's rules with strict true is
+// the API's to refuse.
+func compileFields(fields []byte) (*Schema, error) {
+	f, err := unwrapFields(fields)
+	if err != nil {
+		return nil, err
+	}
+	s, err := compile(sanitizeName(f.name), f.description, f.schema, true)
+	if err != nil {
+		return nil, err
+	}
+	s.name = f.name
+	if f.strict != nil && *f.strict {
+		s.strict, s.reason = true, ""
+	} else {
+		s.strict, s.reason = false, "the line's own format is not strict"
+	}
+	return s, nil
+}
+
+// members is a JSON object's members in their order, each value's bytes as
+// they were, so a body can be changed in one member and written back with
+// every other byte kept.
+type members []member
+
+type member struct {
+	key string
+	val json.RawMessage
+}
+
+// objectMembers reads b as one JSON object.
+func objectMembers(b []byte) (members, error) {
+	m, err := readMembers(b)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, errors.New("not a JSON object")
+	}
+	return m, nil
+}
+
+// readMembers reads b, one JSON value: its members when it is an object
+// (non-nil, empty for {}), nil when it is another value.
+func readMembers(b []byte) (members, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("not JSON: %w", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, nil
+	}
+	m := members{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("not JSON: %w", err)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("not JSON: %w", err)
+		}
+		m = append(m, member{key: tok.(string), val: v})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("not JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("not JSON: more after the object")
+	}
+	return m, nil
+}
+
+// get is the value of key, the last one where a key repeats (as a JSON
+// decoder reads it), or nil.
+func (m members) get(key string) json.RawMessage {
+	var v json.RawMessage
+	for _, x := range m {
+		if x.key == key {
+			v = x.val
+		}
+	}
+	return v
+}
+
+// with is m with key set to val: in place where it is, else last.
+func (m members) with(key string, val json.RawMessage) members {
+	out := make(members, 0, len(m)+1)
+	found := false
+	for _, x := range m {
+		if x.key == key {
+			if found {
+				continue
+			}
+			x.val, found = val, true
+		}
+		out = append(out, x)
+	}
+	if !found {
+		out = append(out, member{key: key, val: val})
+	}
+	return out
+}
+
+// encode writes the object back: its keys as JSON strings, its values'
+// bytes as they are.
+func (m members) encode() []byte {
+	n := 2
+	for _, x := range m {
+		n += len(x.key) + len(x.val) + 4
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	for i, x := range m {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = jsonenc.AppendString(b, x.key, false)
+		b = append(b, ':')
+		b = append(b, x.val...)
+	}
+	return append(b, '}')
+}
