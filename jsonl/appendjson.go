@@ -10,7 +10,7 @@ import (
 )
 
 // AppendJSON appends r as one output line, newline included: the bytes
-// an Encoder with SetEscapeHTML(false) writes for it (TestResultJSON holds
+// an Encoder with SetEscapeHTML(false) writes for it (TestResultCodecs holds
 // it to that), without reflection. The content and cost are gptbatch's
 // own encoding (String, budget.Cost) and are copied as they are; the JSON
 // the API or the input gave (tool calls, logprobs, embeddings, metadata)

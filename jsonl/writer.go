@@ -57,6 +57,14 @@ type Error struct {
 }
 
 // Result is one output line, its fields in the contract's order.
+//
+// A field Result (or Usage, or Error) gains must reach each of its codecs,
+// and TestResultCodecs fails until it does:
+//   - the struct tags, which encoding/json follows: the reference the
+//     others are held to, byte for byte;
+//   - AppendJSON, which writes result lines without reflection;
+//   - AppendBinary and UnmarshalBinary, which keep --via batch's results
+//     on disk until their turn to be written.
 type Result struct {
 	ID    string `json:"id"`
 	Line  int    `json:"line"`

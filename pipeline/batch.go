@@ -371,8 +371,7 @@ func (t *tracker) finish() {
 	t.poke()
 }
 
-// itemOf is the item a line's record describes, enough to build its
-// result at prices's Batch API prices.
+// itemOf is the item a line's record describes, enough to build its result.
 func itemOf(rec lineRecord, tries int, prices *budget.Prices) *item {
 	it := &item{
 		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,

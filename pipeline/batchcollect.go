@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	gojson "github.com/goccy/go-json"
 	"io"
 	"net/http"
 	"runtime"
@@ -471,110 +469,6 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 	return nil
 }
 
-// outputLine is a line of an output or error file. Its body is decoded
-// after, by the endpoint of the batch: a chat completion (most lines) on a
-// lean path, anything else as the synchronous API's answer is.
-type outputLine struct {
-	CustomID string          `json:"custom_id"`
-	Response *outputResponse `json:"response"`
-	Error    *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// outputResponse is an output line's response, its body kept whole.
-type outputResponse struct {
-	StatusCode int             `json:"status_code"`
-	Body       json.RawMessage `json:"body"`
-}
-
-// chatOutputLine is an output line of a chat batch read in one pass.
-type chatOutputLine struct {
-	CustomID string `json:"custom_id"`
-	Response *struct {
-		StatusCode int      `json:"status_code"`
-		Body       chatBody `json:"body"`
-	} `json:"response"`
-}
-
-// chatBody is the body of a chat line's response: the fields a result
-// takes, without go-openai's types, which decode each message twice.
-type chatBody struct {
-	Model   string `json:"model"`
-	Choices []struct {
-		Message struct {
-			Content   *string         `json:"content"`
-			Refusal   *string         `json:"refusal"`
-			ToolCalls json.RawMessage `json:"tool_calls"`
-		} `json:"message"`
-		FinishReason string          `json:"finish_reason"`
-		Logprobs     json.RawMessage `json:"logprobs"`
-	} `json:"choices"`
-	Usage struct {
-		PromptTokens        int64 `json:"prompt_tokens"`
-		CompletionTokens    int64 `json:"completion_tokens"`
-		TotalTokens         int64 `json:"total_tokens"`
-		PromptTokensDetails *struct {
-			CachedTokens int64 `json:"cached_tokens"`
-		} `json:"prompt_tokens_details"`
-	} `json:"usage"`
-}
-
-// lean says whether the lean chat result holds all of b: one choice, no
-// refusal, no logprobs.
-func (b *chatBody) lean() bool {
-	if len(b.Choices) != 1 {
-		return false
-	}
-	ch := b.Choices[0]
-	return ch.Message.Refusal == nil && (len(ch.Logprobs) == 0 || string(ch.Logprobs) == "null")
-}
-
-// usage is what the API counted.
-func (b *chatBody) usage() jsonl.Usage {
-	u := jsonl.Usage{PromptTokens: b.Usage.PromptTokens, CompletionTokens: b.Usage.CompletionTokens, TotalTokens: b.Usage.TotalTokens}
-	if d := b.Usage.PromptTokensDetails; d != nil {
-		u.CachedTokens = d.CachedTokens
-	}
-	return u
-}
-
-// chatResult is the result of a chat answer, as successResult makes it
-// from a synchronous one, at it's (batch) price, with the usage and cost
-// it counted.
-func (r *runner) chatResult(it *item, b *chatBody) (*jsonl.Result, jsonl.Usage, budget.Cost) {
-	res := &jsonl.Result{ID: it.req.ID, Line: it.req.Line, Model: b.Model, Attempts: it.attempts, Metadata: it.req.Metadata}
-	ch := b.Choices[0]
-	hasTools := len(ch.Message.ToolCalls) > 0 && string(ch.Message.ToolCalls) != "null"
-	if c := ch.Message.Content; (c != nil && *c != "") || !hasTools {
-		var s string
-		if c != nil {
-			s = *c
-		}
-		res.Content = jsonl.String(s)
-	}
-	res.FinishReason = ch.FinishReason
-	if hasTools {
-		res.ToolCalls = ch.Message.ToolCalls
-	}
-	u := b.usage()
-	res.Usage = &u
-	r.stats.PromptTokens.Add(u.PromptTokens)
-	r.stats.CompletionTokens.Add(u.CompletionTokens)
-	r.stats.CachedTokens.Add(u.CachedTokens)
-	var c budget.Cost
-	if it.priced {
-		c = it.priceFor(b.Model, "", u.PromptTokens).Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
-		r.stats.Cost.Add(int64(c))
-		res.CostUSD = c.AppendJSON(nil)
-	} else {
-		r.stats.Unpriced.Add(1)
-		res.CostUSD = []byte("null")
-	}
-	return res, u, c
-}
-
 // seqOf is the line of this run a custom_id names in b, or -1.
 func (c *collector) seqOf(customID string) int32 {
 	if c.b.byCustom != nil {
@@ -627,42 +521,22 @@ func (c *collector) lookup(customID string) (int32, lineRecord, int, error) {
 // result, or a retry, and its settlement.
 func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	r, b := c.r, c.b
-	// Output files are read with goccy/go-json, which decodes these lines
-	// in half the time of encoding/json (collection went from about 34,000
-	// to about 50,000 results a second): collection is bound by it.
-	// A chat line, most lines, is read in one pass into the lean result's
-	// fields; a line the lean result cannot hold (n > 1, a refusal,
-	// logprobs), an error or another endpoint's answer is read again with
-	// its body kept whole.
+	// Read in one pass, its answer with it, by the decoder that reads the
+	// synchronous answers: collection is bound by it.
 	endpoint := endpointOf(b.endpoint)
-	var ol outputLine
-	var lean *chatBody
-	if endpoint == jsonl.EndpointChat {
-		var cl chatOutputLine
-		if err := gojson.Unmarshal(raw, &cl); err != nil {
-			return lineOutcome{seq: -1, bad: err}
-		}
-		if cl.Response != nil && cl.Response.StatusCode == http.StatusOK && cl.Response.Body.lean() {
-			lean = &cl.Response.Body
-			ol.CustomID = cl.CustomID
-			ol.Response = &outputResponse{StatusCode: http.StatusOK}
-		}
-	}
-	if lean == nil {
-		if err := gojson.Unmarshal(raw, &ol); err != nil {
-			return lineOutcome{seq: -1, bad: err}
-		}
+	ol, err := readOutputLine(endpoint, raw)
+	if err != nil {
+		return lineOutcome{seq: -1, bad: err}
 	}
 	var rec lineRecord
 	var tries int
-	var err error
-	if o.seq, rec, tries, err = c.lookup(ol.CustomID); err != nil {
+	if o.seq, rec, tries, err = c.lookup(ol.customID); err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}
 	if o.seq < 0 {
 		// Not a line of this run's (its input changed since): its
 		// answer was paid for, so the ledger has it all the same.
-		rec = lineRecord{ID: ol.CustomID, Model: b.model}
+		rec = lineRecord{ID: ol.customID, Model: b.model}
 	}
 	it := itemOf(rec, tries, r.cfg.Prices)
 	entry := &budget.LedgerEntry{
@@ -679,32 +553,16 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	status := 0
 	retryable := false
 	switch {
-	case ol.Response != nil && ol.Response.StatusCode == http.StatusOK:
+	case ol.status == http.StatusOK:
 		status = http.StatusOK
-		var res *jsonl.Result
-		var u jsonl.Usage
-		var model string
-		var cost budget.Cost
-		if body := lean; body != nil {
-			res, u, cost = r.chatResult(it, body)
-			model = body.Model
-		} else {
-			ans, err := resultFromBody(it, endpoint, status, ol.Response.Body)
-			if err != nil || len(ans.results) == 0 {
-				typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
-				break
-			}
-			res, u, model, cost = ans.results[0], ans.usage, ans.model, ans.cost
-			res.Attempts = tries
-			r.stats.PromptTokens.Add(u.PromptTokens)
-			r.stats.CompletionTokens.Add(u.CompletionTokens)
-			r.stats.CachedTokens.Add(u.CachedTokens)
-			if it.priced {
-				r.stats.Cost.Add(int64(cost))
-			} else {
-				r.stats.Unpriced.Add(1)
-			}
+		ans, err := ol.result(it)
+		if err != nil || len(ans.results) == 0 {
+			typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
+			break
 		}
+		res, u, model, cost := ans.results[0], ans.usage, ans.model, ans.cost
+		res.Attempts = tries
+		r.count(it, ans)
 		if model != "" {
 			entry.Model = model
 		}
@@ -719,14 +577,14 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 			o.res = appendResult(nil, res)
 		}
 		return o
-	case ol.Response != nil:
-		status = ol.Response.StatusCode
-		f := callFailure(apiError(status, ol.Response.Body), r.cfg.Key, r.cfg.Clock.Now())
+	case ol.status != 0:
+		status = ol.status
+		f := callFailure(apiError(status, ol.body), r.cfg.Key, r.cfg.Clock.Now())
 		typ, msg, retryable = f.typ, f.msg, f.verdict == retry
-	case ol.Error != nil && ol.Error.Code == "batch_expired":
+	case ol.err != nil && ol.err.Code == "batch_expired":
 		typ, msg, retryable = jsonl.ErrServer, "not answered before batch "+b.id+" expired", true
-	case ol.Error != nil:
-		typ, msg = jsonl.ErrAPI, ol.Error.Code+": "+ol.Error.Message
+	case ol.err != nil:
+		typ, msg = jsonl.ErrAPI, ol.err.Code+": "+ol.err.Message
 	default:
 		typ, msg, retryable = jsonl.ErrServer, "an empty line in the batch's results", true
 	}

@@ -165,11 +165,7 @@ func (s *submitter) add(it *item) error {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
 		return t.setResult(t.add(it.req.Line, -1), errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
 	}
-	rec := lineRecord{
-		ID: it.req.ID, Line: it.req.Line, Model: it.model, URL: url, Metadata: it.req.Metadata,
-		Prompt: it.prompt, EstTokens: it.est.Tokens, EstCost: it.est.Cost, Priced: it.priced, Single: it.single, Floats: it.floats,
-		Hash: lineHash(url, it.body),
-	}
+	rec := recordOf(it, url)
 	off, err := t.records.append(appendRecord(nil, &rec), it.body)
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
@@ -182,6 +178,15 @@ func (s *submitter) add(it *item) error {
 		}
 	}
 	return s.toChunk(chunkKey{url, it.model}, seq, line, it.prompt, it.est, s.open)
+}
+
+// recordOf is the record of it, a line going to url in a batch file.
+func recordOf(it *item, url string) lineRecord {
+	return lineRecord{
+		ID: it.req.ID, Line: it.req.Line, Model: it.model, URL: url, Metadata: it.req.Metadata,
+		Prompt: it.prompt, EstTokens: it.est.Tokens, EstCost: it.est.Cost, Priced: it.priced, Single: it.single, Floats: it.floats,
+		Hash: lineHash(url, it.body),
+	}
 }
 
 // batchLine is a line of a batch file: gptbatch's own custom_id, unique

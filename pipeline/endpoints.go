@@ -33,27 +33,151 @@ type answer struct {
 // errNoChoices is an answer with nothing in it.
 var errNoChoices = errors.New("response has no choices")
 
-// resultFromBody reads body, the answer endpoint (a jsonl.Endpoint*) gave
-// with HTTP status status to the request of it (a line, or a pack of
-// them), into the lines' results. It is the one place that knows each
-// endpoint's answer, for the synchronous calls and for the lines a Batch
-// API output file holds alike. A status outside 2xx is the API's error,
-// returned as an *openai.APIError (or *openai.RequestError for a body
-// that is no error object) for classify; a 2xx body that cannot be read
-// as an answer is an error too. Costs are at the tier the answer says it
-// was billed at (priceFor); an item of the Batch API's (tier TierBatch)
-// is at its prices.
-func resultFromBody(it *item, endpoint string, status int, body []byte) (answer, error) {
+// answerBody is an endpoint's answer body, decoded: result reads it into
+// the results of the item (a line, or a pack of them) it answers. Each
+// endpoint has one (chatCompletion, response, embeddingList), and reading
+// it is the one way an answer becomes a result, whichever route it came
+// by: resultFromBody for an answer body, readOutputLine for a line of a
+// Batch API output file.
+type answerBody interface {
+	result(it *item) (answer, error)
+}
+
+// decoder reads an endpoint's answers into its answerBody with
+// goccy/go-json, which decodes them in half the time of encoding/json:
+// the decode was a tenth of a synchronous call's CPU, and collecting
+// --via batch's output is bound by it.
+type decoder struct {
+	what string // what the answer is called, for errors
+	// body reads an answer body.
+	body func(body []byte) (answerBody, error)
+	// line reads a line of a Batch API output or error file, and a 200's
+	// body with it in the same pass.
+	line func(line []byte) (outputLine, error)
+}
+
+// decoders are the endpoints' decoders, by jsonl.Endpoint*.
+var decoders = map[string]decoder{
+	jsonl.EndpointChat:       {"chat completion", decodeBody[chatCompletion], decodeLine[chatCompletion]},
+	jsonl.EndpointResponses:  {"response", decodeBody[response], decodeLine[response]},
+	jsonl.EndpointEmbeddings: {"embeddings", decodeBody[embeddingList], decodeLine[embeddingList]},
+}
+
+// decoderOf is endpoint's decoder; an unknown endpoint is chat.
+func decoderOf(endpoint string) decoder {
+	if d, ok := decoders[endpoint]; ok {
+		return d
+	}
+	return decoders[jsonl.EndpointChat]
+}
+
+// decodeBody reads an answer body as a B.
+func decodeBody[B any, P interface {
+	*B
+	answerBody
+}](body []byte) (answerBody, error) {
+	p := P(new(B))
+	if err := gojson.Unmarshal(body, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// resultFromBody reads body, the answer it.endpoint gave with HTTP status
+// status to the request of it (a line, or a pack of them), into the
+// lines' results. A status outside 2xx is the API's error, returned as an
+// *openai.APIError (or *openai.RequestError for a body that is no error
+// object) for classify; a 2xx body that cannot be read as an answer is an
+// error too. Costs are at the tier the answer says it was billed at
+// (priceFor); an item of the Batch API's (tier TierBatch) is at its
+// prices.
+func resultFromBody(it *item, status int, body []byte) (answer, error) {
 	if status < 200 || status >= 300 {
 		return answer{}, apiError(status, body)
 	}
-	switch endpoint {
-	case jsonl.EndpointEmbeddings:
-		return it.embeddingsAnswer(body)
-	case jsonl.EndpointResponses:
-		return it.responsesAnswer(body)
+	d := decoderOf(it.endpoint)
+	b, err := d.body(body)
+	if err != nil {
+		return answer{}, fmt.Errorf("read %s: %w", d.what, err)
 	}
-	return it.chatAnswer(body)
+	return b.result(it)
+}
+
+// outputLine is a line of a Batch API output or error file.
+type outputLine struct {
+	customID string
+	status   int        // the response's status_code; 0: no response
+	answer   answerBody // a 200's body, read as an answer; nil if it is none
+	// body is the response's body, kept whole when answer is nil: an
+	// error object, or a 200 that is no answer.
+	body json.RawMessage
+	err  *outputError // the line's error, in an error file
+}
+
+// outputError is the error of a line the Batch API did not send.
+type outputError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// outputLineOf is the JSON of an output line whose response body is a B.
+type outputLineOf[B any] struct {
+	CustomID string `json:"custom_id"`
+	Response *struct {
+		StatusCode int `json:"status_code"`
+		Body       B   `json:"body"`
+	} `json:"response"`
+	Error *outputError `json:"error"`
+}
+
+// decodeLine reads an output line whose 200 body is a B, in one pass. A
+// line it cannot read so (an error, a body that is no answer) is read
+// again with its body kept whole.
+func decodeLine[B any, P interface {
+	*B
+	answerBody
+}](line []byte) (outputLine, error) {
+	var l outputLineOf[B]
+	if gojson.Unmarshal(line, &l) == nil && l.Response != nil && l.Response.StatusCode == http.StatusOK {
+		return outputLine{customID: l.CustomID, status: http.StatusOK, answer: P(&l.Response.Body)}, nil
+	}
+	var raw outputLineOf[json.RawMessage]
+	if err := gojson.Unmarshal(line, &raw); err != nil {
+		return outputLine{}, err
+	}
+	o := outputLine{customID: raw.CustomID, err: raw.Error}
+	if raw.Response != nil {
+		o.status, o.body = raw.Response.StatusCode, raw.Response.Body
+	}
+	return o, nil
+}
+
+// readOutputLine reads a line of the output or error file of a batch of
+// endpoint's requests.
+func readOutputLine(endpoint string, line []byte) (outputLine, error) {
+	return decoderOf(endpoint).line(line)
+}
+
+// result reads the line's answer into it's results, as resultFromBody
+// reads a synchronous one.
+func (o *outputLine) result(it *item) (answer, error) {
+	if o.answer != nil {
+		return o.answer.result(it)
+	}
+	return resultFromBody(it, o.status, o.body)
+}
+
+// count adds an answer to the run's counters.
+func (r *runner) count(it *item, ans answer) {
+	u := ans.usage
+	r.stats.PromptTokens.Add(u.PromptTokens)
+	r.stats.CompletionTokens.Add(u.CompletionTokens)
+	r.stats.CachedTokens.Add(u.CachedTokens)
+	if it.priced {
+		r.stats.Cost.Add(int64(ans.cost))
+	} else {
+		r.stats.Unpriced.Add(1)
+	}
 }
 
 // apiError is the error an error body says, as go-openai makes it.
@@ -140,17 +264,11 @@ type chatChoice struct {
 	FinishReason string          `json:"finish_reason"`
 }
 
-// chatAnswer reads a chat completion. The first choice is the content
+// result reads a chat completion. The first choice is the content
 // (JSON null with a refusal, left out when it is only tool calls); with
 // n > 1 every choice's content is in choices, and logprobs, when asked
 // for, are the choice's or, with n > 1, one a choice.
-func (it *item) chatAnswer(body []byte) (answer, error) {
-	var c chatCompletion
-	// goccy/go-json, as for the Batch API's output: the answer's decode
-	// was a tenth of a synchronous call's CPU with encoding/json.
-	if err := gojson.Unmarshal(body, &c); err != nil {
-		return answer{}, fmt.Errorf("read chat completion: %w", err)
-	}
+func (c *chatCompletion) result(it *item) (answer, error) {
 	if len(c.Choices) == 0 {
 		return answer{}, errNoChoices
 	}
@@ -260,15 +378,11 @@ type outputItem struct {
 	} `json:"content"`
 }
 
-// responsesAnswer reads a Responses API response: content is the
-// concatenated output_text, a refusal is refusal with content null,
-// function calls are tool_calls, and usage maps input and output tokens
-// to prompt and completion tokens.
-func (it *item) responsesAnswer(body []byte) (answer, error) {
-	var r response
-	if err := json.Unmarshal(body, &r); err != nil {
-		return answer{}, fmt.Errorf("read response: %w", err)
-	}
+// result reads a Responses API response: content is the concatenated
+// output_text, a refusal is refusal with content null, function calls
+// are tool_calls, and usage maps input and output tokens to prompt and
+// completion tokens.
+func (r *response) result(it *item) (answer, error) {
 	if r.Status == "failed" {
 		msg := "response failed"
 		if r.Error != nil {
@@ -290,7 +404,7 @@ func (it *item) responsesAnswer(body []byte) (answer, error) {
 	hasText := false
 	for _, raw := range r.Output {
 		var o outputItem
-		if err := json.Unmarshal(raw, &o); err != nil {
+		if err := gojson.Unmarshal(raw, &o); err != nil {
 			return answer{}, fmt.Errorf("read response output: %w", err)
 		}
 		switch o.Type {
@@ -351,15 +465,11 @@ type embeddingList struct {
 	} `json:"usage"`
 }
 
-// embeddingsAnswer reads an embeddings answer: a single input's vector is
+// result reads an embeddings answer: a single input's vector is
 // embedding, a list's are embeddings, in input order; a pack's members
 // each get their own vector and their share of the usage, split exactly
 // by each input's own token count.
-func (it *item) embeddingsAnswer(body []byte) (answer, error) {
-	var l embeddingList
-	if err := json.Unmarshal(body, &l); err != nil {
-		return answer{}, fmt.Errorf("read embeddings: %w", err)
-	}
+func (l *embeddingList) result(it *item) (answer, error) {
 	vecs := make([]json.RawMessage, len(l.Data))
 	for _, d := range l.Data {
 		if d.Index < 0 || d.Index >= len(vecs) || vecs[d.Index] != nil {

@@ -178,15 +178,7 @@ func (w *wire) trace(ctx context.Context) context.Context {
 // succeeded counts an answer and returns the line's result; a pack's
 // results, one a line, are left in it.results.
 func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {
-	u := a.ans.usage
-	r.stats.PromptTokens.Add(u.PromptTokens)
-	r.stats.CompletionTokens.Add(u.CompletionTokens)
-	r.stats.CachedTokens.Add(u.CachedTokens)
-	if it.priced {
-		r.stats.Cost.Add(int64(a.ans.cost))
-	} else {
-		r.stats.Unpriced.Add(1)
-	}
+	r.count(it, a.ans)
 	for _, res := range a.ans.results {
 		res.LatencyMS = a.latency.Milliseconds()
 	}
@@ -294,7 +286,7 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 	}
 	a.latency = r.cfg.Clock.Now().Sub(start)
 	if a.err == nil {
-		a.ans, a.err = resultFromBody(it, it.endpoint, a.reply.status, a.reply.body)
+		a.ans, a.err = resultFromBody(it, a.reply.status, a.reply.body)
 	}
 	a.reply.body = nil // read: the results hold what is kept
 	return a
