@@ -43,11 +43,35 @@ const (
 	EndpointEmbeddings = "embeddings" // /v1/embeddings
 )
 
-// endpointURLs are the Batch API urls a line may name, and their endpoints.
-var endpointURLs = map[string]string{
-	"/v1/chat/completions": EndpointChat,
-	"/v1/responses":        EndpointResponses,
-	"/v1/embeddings":       EndpointEmbeddings,
+// endpointURLs is the one table of the endpoints and their urls, as a
+// Batch API line names them: URL and EndpointOf read it both ways.
+var endpointURLs = [...]struct{ endpoint, url string }{
+	{EndpointChat, "/v1/chat/completions"},
+	{EndpointResponses, "/v1/responses"},
+	{EndpointEmbeddings, "/v1/embeddings"},
+}
+
+// URL is the url of endpoint as a Batch API line names it
+// ("/v1/chat/completions" for EndpointChat), or "" for an endpoint
+// gptbatch does not send to.
+func URL(endpoint string) string {
+	for _, e := range endpointURLs {
+		if e.endpoint == endpoint {
+			return e.url
+		}
+	}
+	return ""
+}
+
+// EndpointOf is the endpoint a Batch API line's url names, and whether it
+// is one gptbatch sends to.
+func EndpointOf(url string) (string, bool) {
+	for _, e := range endpointURLs {
+		if e.url == url {
+			return e.endpoint, true
+		}
+	}
+	return "", false
 }
 
 // Options configure a Reader. The zero value reads JSONL for chat
@@ -304,10 +328,12 @@ func (r *Reader) batchLine(req *Request, obj map[string]json.RawMessage, body js
 	req.Endpoint = EndpointChat
 	if raw, ok := obj["url"]; ok {
 		var u string
-		if json.Unmarshal(raw, &u) != nil || endpointURLs[u] == "" {
+		json.Unmarshal(raw, &u) //nolint:errcheck // not a string: "", no endpoint's url
+		e, ok := EndpointOf(u)
+		if !ok {
 			return fmt.Errorf("url %s is not supported: gptbatch sends /v1/chat/completions, /v1/responses and /v1/embeddings", raw)
 		}
-		req.Endpoint = endpointURLs[u]
+		req.Endpoint = e
 	}
 	if err := json.Unmarshal(body, &req.Body); err != nil || req.Body == nil {
 		return errors.New(`"body" must be a JSON object`)

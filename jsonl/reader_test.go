@@ -425,3 +425,26 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// A Batch API line's url and the endpoint it names are one table read
+// both ways.
+func TestEndpointURLs(t *testing.T) {
+	for _, tt := range []struct{ endpoint, url string }{
+		{EndpointChat, "/v1/chat/completions"},
+		{EndpointResponses, "/v1/responses"},
+		{EndpointEmbeddings, "/v1/embeddings"},
+	} {
+		if got := URL(tt.endpoint); got != tt.url {
+			t.Errorf("URL(%q) = %q, want %q", tt.endpoint, got, tt.url)
+		}
+		if got, ok := EndpointOf(tt.url); got != tt.endpoint || !ok {
+			t.Errorf("EndpointOf(%q) = %q, %v; want %q", tt.url, got, ok, tt.endpoint)
+		}
+	}
+	if got := URL("completions"); got != "" {
+		t.Errorf(`URL("completions") = %q, want ""`, got)
+	}
+	if got, ok := EndpointOf("/v1/completions"); ok {
+		t.Errorf(`EndpointOf("/v1/completions") = %q, true; want none`, got)
+	}
+}

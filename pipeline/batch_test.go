@@ -18,6 +18,7 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/tokens"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -60,10 +61,10 @@ func BenchmarkBatchRun(b *testing.B) {
 	}
 	journal, _ := budget.JournalPathFor(store.Path())
 	cfg := Config{
-		Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 16, Retries: 5, Clock: clk,
+		Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 16, Retries: 5, Clock: clk,
 		Gate: budget.NewGate(store, budget.Limits{}), Via: ViaBatch, Batch: BatchOptions{Journal: journal, TempDir: dir},
 	}
-	if _, err := encoders[o200kBase](); err != nil {
+	if err := tokens.Build("gpt-4o-mini"); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
@@ -76,7 +77,7 @@ func BenchmarkBatchRun(b *testing.B) {
 // TestRecordCodec: a line's record goes through the spool unchanged.
 func TestRecordCodec(t *testing.T) {
 	for _, rec := range []lineRecord{
-		{ID: "q1", Line: 17, Model: "gpt-4o-mini", URL: batchURLs[jsonl.EndpointChat], Metadata: json.RawMessage(`{"a":1}`), Prompt: 9, EstTokens: 265, EstCost: 123456, Priced: true, Single: true, Floats: true, Hash: "h"},
+		{ID: "q1", Line: 17, Model: "gpt-4o-mini", URL: jsonl.URL(jsonl.EndpointChat), Metadata: json.RawMessage(`{"a":1}`), Prompt: 9, EstTokens: 265, EstCost: 123456, Priced: true, Single: true, Floats: true, Hash: "h"},
 		{ID: "", Line: 1},
 	} {
 		got, err := parseRecord(appendRecord(nil, &rec))

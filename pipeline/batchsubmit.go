@@ -16,25 +16,16 @@ import (
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
-// batchURLs are the url of a batch file's lines, by the lines' endpoint.
-var batchURLs = map[string]string{
-	jsonl.EndpointChat:       "/v1/chat/completions",
-	jsonl.EndpointResponses:  "/v1/responses",
-	jsonl.EndpointEmbeddings: "/v1/embeddings",
-}
-
 // batchURL is the url of it's line in a batch file; an item with no
 // endpoint is a chat completion.
 func (it *item) batchURL() string {
-	return batchURLs[cmp.Or(it.endpoint, jsonl.EndpointChat)]
+	return jsonl.URL(cmp.Or(it.endpoint, jsonl.EndpointChat))
 }
 
-// endpointOf is the endpoint of a batch line's url.
+// endpointOf is the endpoint of a batch line's url; an unknown one is chat.
 func endpointOf(url string) string {
-	for e, u := range batchURLs {
-		if u == url {
-			return e
-		}
+	if e, ok := jsonl.EndpointOf(url); ok {
+		return e
 	}
 	return jsonl.EndpointChat
 }

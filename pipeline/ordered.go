@@ -44,11 +44,11 @@ func drainReady[A any](in <-chan A, batch []A, max int) []A {
 	return batch
 }
 
-// tokens is a counting semaphore: a token for each free place.
-type tokens chan struct{}
+// places is a counting semaphore: a token for each free place.
+type places chan struct{}
 
-func newTokens(n int) tokens {
-	t := make(tokens, n)
+func newPlaces(n int) places {
+	t := make(places, n)
 	for range n {
 		t <- struct{}{}
 	}
@@ -56,7 +56,7 @@ func newTokens(n int) tokens {
 }
 
 // put gives back n tokens. It never blocks: only what was taken comes back.
-func (t tokens) put(n int) {
+func (t places) put(n int) {
 	for range n {
 		t <- struct{}{}
 	}
@@ -64,7 +64,7 @@ func (t tokens) put(n int) {
 
 // take waits for a token of each of ts, then takes as many more of each as
 // are free at once, up to max; it returns how many of each it took.
-func take(ctx context.Context, max int, ts ...tokens) (int, error) {
+func take(ctx context.Context, max int, ts ...places) (int, error) {
 	for i, t := range ts {
 		select {
 		case <-t:
@@ -105,7 +105,7 @@ func orderedMap[A, B any](ctx context.Context, workers, window int, next source[
 		a    A
 		slot chan B // filled once: a worker never waits for the collector
 	}
-	idle, room := newTokens(workers), newTokens(window)
+	idle, room := newPlaces(workers), newPlaces(window)
 	tasks := make(chan task, workers) // a task is queued only for an idle worker: never blocks
 	queue := make(chan task, window)  // the tasks in input order, one per place: never blocks
 	full := make(chan struct{}, 1)    // the submitter found the window full
@@ -193,7 +193,7 @@ func await[B any](ctx context.Context, slot <-chan B, signal <-chan struct{}, fu
 // sends each result to out as soon as it is ready. Like orderedMap, it
 // takes values only for an idle worker.
 func unorderedMap[A, B any](ctx context.Context, workers int, next source[A], out chan<- B, f func(A) B) error {
-	idle := newTokens(workers)
+	idle := newPlaces(workers)
 	tasks := make(chan A, workers) // queued only for an idle worker: never blocks
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

@@ -25,6 +25,8 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,6 +42,9 @@ import (
 // Config is what a run needs. Model must be set and, unless DryRun,
 // BaseURL and Key; the other fields have usable zero values.
 type Config struct {
+	// Tokens counts prompt tokens as the API bills them: internal/tokens'
+	// Counter. It must be set.
+	Tokens    TokenCounter
 	Model     string // for lines that name none
 	MaxTokens int64  // output cap for lines that give none; 0 picks by model
 	Input     jsonl.Options
@@ -104,6 +109,22 @@ type Config struct {
 	Settled func()
 }
 
+// TokenCounter counts prompt tokens as the API bills them: exactly with
+// the model's encoder, or, while it is not built (not exact), by an upper
+// bound that needs none. internal/tokens.Counter is gptbatch's. It must be
+// safe for concurrent use.
+type TokenCounter interface {
+	// Chat counts a chat request's messages and tools by the chat formula.
+	Chat(model string, messages, tools json.RawMessage, exact bool) (int64, error)
+	// Inputs counts embeddings inputs, texts and token arrays, with no
+	// overhead: the texts' counts, then the arrays'.
+	Inputs(model string, texts []string, arrays [][]int64, exact bool) ([]int64, error)
+	// Ready reports whether model's encoder is built.
+	Ready(model string) bool
+	// Build builds model's encoder, waiting for it.
+	Build(model string) error
+}
+
 // OnLimit is what to do when a limit holds a request back.
 type OnLimit string
 
@@ -124,6 +145,9 @@ const (
 // A failure of the shared state or of out stops sending the same way: what
 // is in flight is finished and settled, and Run returns the failure.
 func Run(ctx context.Context, in io.Reader, out io.Writer, cfg Config) error {
+	if cfg.Tokens == nil {
+		return &Error{Code: ExitConfig, Err: errors.New("no token counter (Config.Tokens)")}
+	}
 	if !cfg.DryRun {
 		if err := checkBaseURL(cfg.BaseURL); err != nil {
 			return &Error{Code: ExitConfig, Err: err}
@@ -208,8 +232,7 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	})
 	g.Go(func() error {
 		// Build the default model's encoder while the first lines are read.
-		_, err := encoders[encodingName(r.cfg.Model)]()
-		return err
+		return r.cfg.Tokens.Build(r.cfg.Model)
 	})
 
 	prepared := make(chan *item, readAhead)

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"runtime"
 	"strconv"
+	"strings"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -114,11 +115,11 @@ func (it *item) resolve(cfg *Config, exact bool) error {
 	if _, ok := body["service_tier"]; !ok && cfg.ServiceTier != "" && it.endpoint != jsonl.EndpointEmbeddings {
 		body["service_tier"] = mustJSON(cfg.ServiceTier)
 	}
-	it.exact = exact || encoderReady(it.model)
+	it.exact = exact || cfg.Tokens.Ready(it.model)
 	var err error
 	switch it.endpoint {
 	case jsonl.EndpointEmbeddings:
-		err = it.resolveEmbeddings(body)
+		err = it.resolveEmbeddings(body, cfg)
 	case jsonl.EndpointResponses:
 		err = it.resolveResponses(body, cfg)
 	default:
@@ -142,6 +143,18 @@ func (it *item) resolve(cfg *Config, exact bool) error {
 	}
 	it.body = b
 	return nil
+}
+
+// isReasoningModel reports whether model takes max_completion_tokens and
+// spends hidden reasoning tokens: the o-series and gpt-5, gpt-5.4 and the
+// rest of the gpt-5.x family.
+func isReasoningModel(model string) bool {
+	for _, p := range []string{"o1", "o3", "o4", "gpt-5"} {
+		if model == p || strings.HasPrefix(model, p+"-") || strings.HasPrefix(model, p+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // outputCap is the cap a line without one gets: --max-tokens, else the
@@ -207,7 +220,7 @@ func (it *item) resolveChat(body map[string]json.RawMessage, cfg *Config) error 
 		}
 		choices = n
 	}
-	prompt, err := it.countMessages(body["messages"], body["tools"])
+	prompt, err := it.countMessages(cfg.Tokens, body["messages"], body["tools"])
 	if err != nil {
 		return err
 	}
@@ -218,11 +231,8 @@ func (it *item) resolveChat(body map[string]json.RawMessage, cfg *Config) error 
 
 // countMessages counts chat messages by the chat formula: exactly, or by
 // the byte bound while the encoder is being built.
-func (it *item) countMessages(messages, tools json.RawMessage) (int64, error) {
-	if it.exact {
-		return promptTokens(it.model, messages, tools)
-	}
-	return promptTokenBound(it.model, messages, tools)
+func (it *item) countMessages(tc TokenCounter, messages, tools json.RawMessage) (int64, error) {
+	return tc.Chat(it.model, messages, tools, it.exact)
 }
 
 // resolveResponses sets a Responses API request's output cap and store,
@@ -257,7 +267,7 @@ func (it *item) resolveResponses(body map[string]json.RawMessage, cfg *Config) e
 	if err != nil {
 		return err
 	}
-	prompt, err := it.countMessages(msgs, body["tools"])
+	prompt, err := it.countMessages(cfg.Tokens, msgs, body["tools"])
 	if err != nil {
 		return err
 	}
@@ -324,24 +334,24 @@ const (
 // resolveEmbeddings counts an embeddings request's inputs with the
 // model's encoding and no overhead, as the API does, checks them against
 // the API's limits and asks for base64 vectors unless the line chose.
-func (it *item) resolveEmbeddings(body map[string]json.RawMessage) error {
+func (it *item) resolveEmbeddings(body map[string]json.RawMessage, cfg *Config) error {
 	it.input = body["input"]
-	texts, tokens, single, err := embeddingInputs(it.input)
+	texts, arrays, single, err := embeddingInputs(it.input)
 	if err != nil {
 		return err
 	}
 	it.single = single
-	if n := len(texts) + len(tokens); n > maxEmbeddingInputs {
+	if n := len(texts) + len(arrays); n > maxEmbeddingInputs {
 		return fmt.Errorf("input has %d items: the embeddings API takes at most %d inputs a request", n, maxEmbeddingInputs)
 	}
-	counts, err := it.countInputs(texts, tokens)
+	counts, err := it.countInputs(cfg.Tokens, texts, arrays)
 	if err != nil {
 		return err
 	}
 	if !it.exact && overEmbeddingLimits(counts) != nil {
 		// The byte bound may be what is over a limit: count exactly.
 		it.exact = true
-		if counts, err = it.countInputs(texts, tokens); err != nil {
+		if counts, err = it.countInputs(cfg.Tokens, texts, arrays); err != nil {
 			return err
 		}
 	}
@@ -415,23 +425,8 @@ func embeddingInputs(raw json.RawMessage) (texts []string, tokens [][]int64, sin
 
 // countInputs counts each input's tokens: texts with the model's encoding
 // (or their bytes, a bound, until it is built), token arrays by length.
-func (it *item) countInputs(texts []string, tokens [][]int64) ([]int64, error) {
-	counts := make([]int64, 0, len(texts)+len(tokens))
-	count := func(s string) int64 { return int64(len(s)) }
-	if it.exact && len(texts) > 0 {
-		enc, err := encoders[encodingName(it.model)]()
-		if err != nil {
-			return nil, err
-		}
-		count = func(s string) int64 { return countTokens(enc, s, tokenChunk) }
-	}
-	for _, t := range texts {
-		counts = append(counts, count(t))
-	}
-	for _, t := range tokens {
-		counts = append(counts, int64(len(t)))
-	}
-	return counts, nil
+func (it *item) countInputs(tc TokenCounter, texts []string, arrays [][]int64) ([]int64, error) {
+	return tc.Inputs(it.model, texts, arrays, it.exact)
 }
 
 // overEmbeddingLimits says which token limit of the embeddings API the

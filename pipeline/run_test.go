@@ -10,6 +10,7 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/tokens"
 )
 
 // BenchmarkRun is the whole pipeline against an instant local server,
@@ -27,10 +28,10 @@ func BenchmarkRun(b *testing.B) {
 		fmt.Fprintf(&in, "%q\n", fmt.Sprintf("tell me about the number %d in one short sentence", i))
 	}
 	cfg := Config{
-		Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 64, Retries: 5,
+		Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 64, Retries: 5,
 		Gate: budget.NewGate(store, budget.Limits{TPD: 1 << 40}),
 	}
-	if _, err := encoders[o200kBase](); err != nil {
+	if err := tokens.Build("gpt-4o-mini"); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()

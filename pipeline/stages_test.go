@@ -13,6 +13,7 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/tokens"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -25,6 +26,9 @@ func testRunner(t *testing.T, cfg Config) (*runner, *fakeClock, *strings.Builder
 	cfg.Log = slog.New(slog.NewTextHandler(&syncWriter{b: logs}, nil))
 	if cfg.Model == "" {
 		cfg.Model = "gpt-4o-mini"
+	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = tokens.Counter{}
 	}
 	return newRunner(context.Background(), cfg), clk, logs
 }
@@ -255,7 +259,7 @@ func TestSettleBatches(t *testing.T) {
 // A nil Gate is an in-memory gate with no limits: a dry run needs no other.
 func TestNilGate(t *testing.T) {
 	var out strings.Builder
-	err := Run(context.Background(), strings.NewReader("\"hello\"\n\"world\"\n"), &out, Config{Model: "gpt-4o-mini", DryRun: true})
+	err := Run(context.Background(), strings.NewReader("\"hello\"\n\"world\"\n"), &out, Config{Tokens: tokens.Counter{}, Model: "gpt-4o-mini", DryRun: true})
 	if err != nil || strings.Count(out.String(), "\n") != 2 {
 		t.Errorf("Run(dry run, nil Gate) = %v, output %q; want 2 estimates", err, out.String())
 	}

@@ -79,6 +79,13 @@ type Waiting struct {
 	Until  time.Time
 }
 
+// BatchPlan is how a dry run --via batch would split the lines into batch
+// files, or "" before one has counted them all.
+func (s *Stats) BatchPlan() string {
+	plan, _ := s.batchPlan.Load().(string)
+	return plan
+}
+
 // Waiting reports what the run is waiting for, or nil when it is not.
 func (s *Stats) Waiting() *Waiting { return s.waiting.Load() }
 

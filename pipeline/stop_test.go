@@ -15,6 +15,7 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/tokens"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -73,7 +74,7 @@ func TestSharedStateFailsMidRun(t *testing.T) {
 				fmt.Fprintf(&in, "%q\n", fmt.Sprintf("slow __hang__ %d", i))
 			}
 			err := Run(context.Background(), strings.NewReader(in.String()), &out, Config{
-				Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-test", Parallel: 4,
+				Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-test", Parallel: 4,
 				Gate: budget.NewGate(store, budget.Limits{TPD: 1 << 30}),
 			})
 			var ec interface{ ExitCode() int }

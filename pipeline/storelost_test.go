@@ -13,6 +13,7 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/tokens"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -46,7 +47,7 @@ func TestStoreLostMidRun(t *testing.T) {
 			}
 			var out bytes.Buffer
 			err := Run(context.Background(), strings.NewReader(in.String()), &out, Config{
-				Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-test", Parallel: 4,
+				Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-test", Parallel: 4,
 				Gate: budget.NewGate(store, budget.Limits{}),
 			})
 			var perr *Error

@@ -72,7 +72,7 @@ func appendAttr(b *strings.Builder, a slog.Attr) {
 }
 
 // msgWriter is stderr for gptbatch's messages: one message at a time, and
-// above the progress line while one is drawn (see pipeline.Progress.Above).
+// above the progress line while one is drawn (see progressBar.Above).
 type msgWriter struct {
 	mu sync.Mutex
 	w  io.Writer

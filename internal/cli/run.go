@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/tokens"
 	"github.com/gptbatch/gptbatch/jsonl"
 	"github.com/gptbatch/gptbatch/pipeline"
 )
@@ -38,6 +39,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 // set; an error is bad usage.
 func (r *runCmd) config(stdin io.Reader, stderr io.Writer) (pipeline.Config, budget.Limits, error) {
 	cfg := pipeline.Config{
+		Tokens:      tokens.Counter{},
 		Model:       modelName(r.Model, r.Endpoint),
 		MaxTokens:   r.MaxTokens,
 		Input:       jsonl.Options{Format: jsonl.Format(r.Format), System: r.System, Endpoint: r.Endpoint},
@@ -147,7 +149,7 @@ func (r *runCmd) dryRun(ctx context.Context, stdin io.Reader, stdout, stderr io.
 	}
 	err = r.pipe(ctx, stdin, stdout, stderr, cfg)
 	if !r.Quiet {
-		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.DrySummary(cfg.Stats, cfg))
+		fmt.Fprintf(stderr, "gptbatch: %s\n", drySummary(cfg.Stats, cfg))
 		fmt.Fprintf(stderr, "gptbatch: %s\n", limitSources(cfg.Gate))
 	}
 	return err
@@ -217,9 +219,9 @@ func (r *runCmd) pipe(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 	}
 	// out is stdout, kept off the progress line when they share a terminal.
 	out := &msgWriter{w: stdout}
-	var progress *pipeline.Progress
+	var progress *progressBar
 	start := func() {
-		progress = pipeline.ShowProgress(stderr, cfg.Stats, 200*time.Millisecond)
+		progress = showProgress(stderr, cfg.Stats, 200*time.Millisecond)
 		r.msgs.set(progress.Above(stderr))
 		if stdoutTerm {
 			out.set(progress.Above(stdout))
@@ -251,7 +253,7 @@ func (r *runCmd) finish(err error, s *pipeline.Stats, stderr io.Writer) error {
 	// A run refused before it sent or wrote anything has only its error
 	// to say.
 	if !r.Quiet && (err == nil || s.Requests.Load() > 0 || s.Written() > 0) {
-		fmt.Fprintf(stderr, "gptbatch: %s\n", pipeline.Summary(s, time.Since(r.started)))
+		fmt.Fprintf(stderr, "gptbatch: %s\n", summary(s, time.Since(r.started)))
 	}
 	if errors.Is(err, jsonl.ErrNoPromptColumn) {
 		// The input as a whole is unusable: bad usage, nothing sent.

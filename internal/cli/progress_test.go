@@ -1,4 +1,4 @@
-package pipeline
+package cli
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gptbatch/gptbatch/pipeline"
 )
 
 // screen is what a terminal shows after s is written to it: \r returns to
@@ -64,10 +66,10 @@ func TestProgressAbove(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var term bytes.Buffer // written only under the Progress's lock
-			s := new(Stats)
+			var term bytes.Buffer // written only under the progressBar's lock
+			s := new(pipeline.Stats)
 			s.Total.Store(3)
-			p := ShowProgress(&term, s, time.Hour)
+			p := showProgress(&term, s, time.Hour)
 			out := p.Above(&term)
 			for _, w := range tt.writes {
 				io.WriteString(out, w)

@@ -1,4 +1,13 @@
-package pipeline
+// Package tokens counts tokens as the OpenAI API bills them: a chat
+// request's prompt by the cookbook's formula on the exact tiktoken encoding
+// of its model (o200k_base or cl100k_base), images by OpenAI's published
+// formulas, and embeddings inputs with no overhead. Every count can also be
+// an upper bound that needs no encoder (every token is at least a byte),
+// for the moments before the encoder is built.
+//
+// The encoders are built once a process, from the BPE ranks compiled into
+// the binary: no run ever downloads one.
+package tokens
 
 import (
 	"encoding/json"
@@ -45,8 +54,37 @@ func buildEncoder(name string) (*tiktoken.Tiktoken, error) {
 	return enc, nil
 }
 
-// encoderReady reports whether model's encoder is built.
-func encoderReady(model string) bool { return built[encodingName(model)].Load() }
+// Counter counts tokens as the OpenAI API bills them, with this package's
+// functions: it is what a caller that takes its counter as a parameter
+// (pipeline.Config.Tokens) is given. The zero value is ready; every
+// Counter of a process shares its encoders. Safe for concurrent use.
+type Counter struct{}
+
+// Chat is the package's Chat.
+func (Counter) Chat(model string, messages, tools json.RawMessage, exact bool) (int64, error) {
+	return Chat(model, messages, tools, exact)
+}
+
+// Inputs is the package's Inputs.
+func (Counter) Inputs(model string, texts []string, arrays [][]int64, exact bool) ([]int64, error) {
+	return Inputs(model, texts, arrays, exact)
+}
+
+// Ready is the package's Ready.
+func (Counter) Ready(model string) bool { return Ready(model) }
+
+// Build is the package's Build.
+func (Counter) Build(model string) error { return Build(model) }
+
+// Ready reports whether model's encoder is built, without waiting for it.
+func Ready(model string) bool { return built[encodingName(model)].Load() }
+
+// Build builds model's encoder, once a process: a later call waits for
+// the first, and returns its error.
+func Build(model string) error {
+	_, err := encoders[encodingName(model)]()
+	return err
+}
 
 // encodingName is the tokenizer the API uses for model. tiktoken-go maps
 // neither the o-series nor gpt-5; they, gpt-4o, gpt-4.1 and any model we do
@@ -72,47 +110,27 @@ func encodingName(model string) string {
 	return o200kBase
 }
 
-// isReasoningModel reports whether model takes max_completion_tokens and
-// spends hidden reasoning tokens: the o-series and gpt-5, gpt-5.4 and the
-// rest of the gpt-5.x family.
-func isReasoningModel(model string) bool {
-	for _, p := range []string{"o1", "o3", "o4", "gpt-5"} {
-		if model == p || strings.HasPrefix(model, p+"-") || strings.HasPrefix(model, p+".") {
-			return true
+// Inputs counts embeddings inputs as the API does, with no overhead: each
+// text with model's encoding (built if it is not yet) or, unless exact,
+// by its bytes, an upper bound; each token array by its length. The
+// counts are in that order: the texts', then the arrays'.
+func Inputs(model string, texts []string, arrays [][]int64, exact bool) ([]int64, error) {
+	counts := make([]int64, 0, len(texts)+len(arrays))
+	count := func(s string) int64 { return int64(len(s)) }
+	if exact && len(texts) > 0 {
+		enc, err := encoders[encodingName(model)]()
+		if err != nil {
+			return nil, err
 		}
+		count = func(s string) int64 { return countTokens(enc, s, tokenChunk) }
 	}
-	return false
-}
-
-// message is the part of a chat message that costs tokens.
-type message struct {
-	Role       string          `json:"role"`
-	Content    json.RawMessage `json:"content"`
-	Name       string          `json:"name"`
-	ToolCalls  json.RawMessage `json:"tool_calls"`
-	ToolCallID string          `json:"tool_call_id"`
-}
-
-// contentPart is one element of array content: chat completions' text
-// and image_url parts, the Responses API's input_text, output_text and
-// input_image.
-type contentPart struct {
-	Type     string          `json:"type"`
-	Text     string          `json:"text"`
-	ImageURL json.RawMessage `json:"image_url"` // {"url", "detail"} in chat; a string in responses
-	Detail   string          `json:"detail"`    // responses
-}
-
-// promptTokens counts the prompt of a chat request by the OpenAI cookbook's
-// formula: 3 tokens a message plus its role and content, 1 more for a name,
-// and 3 that prime the reply. Tools are counted as their JSON text, which
-// errs high; images as imageTokens says.
-func promptTokens(model string, messages, tools json.RawMessage) (int64, error) {
-	enc, err := encoders[encodingName(model)]()
-	if err != nil {
-		return 0, err
+	for _, t := range texts {
+		counts = append(counts, count(t))
 	}
-	return countPrompt(model, messages, tools, func(s string) int64 { return countTokens(enc, s, tokenChunk) })
+	for _, t := range arrays {
+		counts = append(counts, int64(len(t)))
+	}
+	return counts, nil
 }
 
 // tokenChunk is the size of the pieces countTokens hands the encoder: it
@@ -174,70 +192,4 @@ func tokenBoundary(prev, r rune) bool {
 		return !unicode.IsLetter(r) && !unicode.IsMark(r) && r != '\''
 	}
 	return unicode.IsNumber(prev) && !unicode.IsNumber(r)
-}
-
-// promptTokenBound is an upper bound of promptTokens that needs no encoder:
-// every token is at least one byte.
-func promptTokenBound(model string, messages, tools json.RawMessage) (int64, error) {
-	return countPrompt(model, messages, tools, func(s string) int64 { return int64(len(s)) })
-}
-
-// countPrompt applies the chat formula with count as the tokenizer.
-func countPrompt(model string, messages, tools json.RawMessage, count func(string) int64) (int64, error) {
-	var msgs []message
-	if err := json.Unmarshal(messages, &msgs); err != nil {
-		return 0, fmt.Errorf("messages: %w", err)
-	}
-	n := int64(3)
-	for i, m := range msgs {
-		n += 3 + count(m.Role)
-		if m.Name != "" {
-			n += 1 + count(m.Name)
-		}
-		if m.ToolCallID != "" {
-			n += count(m.ToolCallID)
-		}
-		if len(m.ToolCalls) > 0 && string(m.ToolCalls) != "null" {
-			n += count(string(m.ToolCalls))
-		}
-		c, err := contentTokens(model, m.Content, count)
-		if err != nil {
-			return 0, fmt.Errorf("messages[%d].content: %w", i, err)
-		}
-		n += c
-	}
-	if len(tools) > 0 && string(tools) != "null" {
-		n += count(string(tools))
-	}
-	return n, nil
-}
-
-func contentTokens(model string, content json.RawMessage, count func(string) int64) (int64, error) {
-	if len(content) == 0 || string(content) == "null" {
-		return 0, nil
-	}
-	switch content[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(content, &s); err != nil {
-			return 0, err
-		}
-		return count(s), nil
-	case '[':
-		var parts []contentPart
-		if err := json.Unmarshal(content, &parts); err != nil {
-			return 0, err
-		}
-		var n int64
-		for _, p := range parts {
-			switch p.Type {
-			case "text", "input_text", "output_text":
-				n += count(p.Text)
-			case "image_url", "input_image":
-				n += p.imageTokens(model)
-			}
-		}
-		return n, nil
-	}
-	return 0, fmt.Errorf("must be a string or an array of parts")
 }

@@ -1,7 +1,6 @@
-package pipeline
+package tokens
 
 import (
-	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
@@ -9,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/gptbatch/gptbatch/jsonl"
 )
 
 func TestEncodingName(t *testing.T) {
@@ -36,7 +33,7 @@ func TestEncodingName(t *testing.T) {
 
 // The expected counts are what the API reports as prompt_tokens for these
 // requests (the cookbook's worked examples and hand-checked ones).
-func TestPromptTokens(t *testing.T) {
+func TestChat(t *testing.T) {
 	tests := []struct {
 		name, model, messages string
 		want                  int64
@@ -51,20 +48,20 @@ func TestPromptTokens(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := promptTokens(tt.model, json.RawMessage(tt.messages), nil)
+			got, err := Chat(tt.model, json.RawMessage(tt.messages), nil, true)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != tt.want {
-				t.Errorf("promptTokens(%s) = %d, want %d", tt.messages, got, tt.want)
+				t.Errorf("Chat(%s) = %d, want %d", tt.messages, got, tt.want)
 			}
 		})
 	}
 }
 
-func TestPromptTokensBadContent(t *testing.T) {
-	if _, err := promptTokens("gpt-4o", json.RawMessage(`[{"role":"user","content":42}]`), nil); err == nil {
-		t.Error("promptTokens with numeric content: no error")
+func TestChatBadContent(t *testing.T) {
+	if _, err := Chat("gpt-4o", json.RawMessage(`[{"role":"user","content":42}]`), nil, true); err == nil {
+		t.Error("Chat with numeric content: no error")
 	}
 }
 
@@ -76,13 +73,13 @@ func BenchmarkTokenize(b *testing.B) {
 	msgs, _ := json.Marshal([]map[string]string{{"role": "user", "content": string(text)}})
 	for _, enc := range []struct{ name, model string }{{o200kBase, "gpt-4o-mini"}, {cl100kBase, "gpt-4"}} {
 		b.Run(enc.name, func(b *testing.B) {
-			if _, err := promptTokens(enc.model, msgs, nil); err != nil { // build the encoder outside the timing
+			if _, err := Chat(enc.model, msgs, nil, true); err != nil { // build the encoder outside the timing
 				b.Fatal(err)
 			}
 			b.SetBytes(int64(len(text)))
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := promptTokens(enc.model, msgs, nil); err != nil {
+				if _, err := Chat(enc.model, msgs, nil, true); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -90,46 +87,21 @@ func BenchmarkTokenize(b *testing.B) {
 	}
 }
 
-// The byte bound, used while the encoder is built, must never be below the
+// The byte bound (Chat not exact), used while the encoder is built, must never be below the
 // exact count, or the first requests could overrun a limit.
-func TestPromptTokenBound(t *testing.T) {
+func TestChatBound(t *testing.T) {
 	for _, m := range []string{
 		`[{"role":"user","content":"Hello world"}]`,
 		`[{"role":"system","content":"naïve café — 🙂 emoji"},{"role":"user","name":"bob","content":[{"type":"text","text":"x"}]}]`,
 		`[{"role":"user","content":"` + strings.Repeat("a", 5000) + `"}]`,
 	} {
-		exact, err := promptTokens("gpt-4o", json.RawMessage(m), nil)
+		exact, err := Chat("gpt-4o", json.RawMessage(m), nil, true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		bound, err := promptTokenBound("gpt-4o", json.RawMessage(m), nil)
+		bound, err := Chat("gpt-4o", json.RawMessage(m), nil, false)
 		if err != nil || bound < exact {
-			t.Errorf("promptTokenBound(%.40s) = %d, %v; want >= %d", m, bound, err, exact)
-		}
-	}
-}
-
-// BenchmarkTokenizeStage is the tokenize stage over many lines, which it
-// spreads over every core: compare -cpu 1,2.
-func BenchmarkTokenizeStage(b *testing.B) {
-	line := strings.Repeat("The quick brown fox jumps over the lazy dog; naïve café 12345. ", 16)
-	cfg := &Config{Model: "gpt-4o-mini"}
-	if _, err := encoders[o200kBase](); err != nil {
-		b.Fatal(err)
-	}
-	const lines = 2000
-	b.SetBytes(int64(lines * len(line)))
-	for b.Loop() {
-		in := make(chan *jsonl.Request)
-		out := make(chan *item, lines)
-		go func() {
-			defer close(in)
-			for i := range lines {
-				in <- &jsonl.Request{Line: i + 1, ID: "x", Body: map[string]json.RawMessage{"messages": mustJSON([]map[string]string{{"role": "user", "content": line}})}}
-			}
-		}()
-		if err := orderedMap(context.Background(), runtime.GOMAXPROCS(0), 2*runtime.GOMAXPROCS(0), fromChan(in), out, func(r *jsonl.Request) *item { return prepare(r, cfg, true) }, nil); err != nil {
-			b.Fatal(err)
+			t.Errorf("Chat(%.40s, bound) = %d, %v; want >= %d", m, bound, err, exact)
 		}
 	}
 }
@@ -221,8 +193,8 @@ func hugeText(n int) string {
 // and in chunks, reporting the bytes allocated per count; the peak RSS of
 // either is measured with
 //
-//	go test -c -o /tmp/pipeline.test ./pipeline
-//	/usr/bin/time -v /tmp/pipeline.test -test.run '^$' -test.bench 'CountHuge/chunked' -test.benchtime 1x
+//	go test -c -o /tmp/tokens.test ./internal/tokens
+//	/usr/bin/time -v /tmp/tokens.test -test.run '^$' -test.bench 'CountHuge/chunked' -test.benchtime 1x
 func BenchmarkCountHuge(b *testing.B) {
 	enc, err := encoders[o200kBase]()
 	if err != nil {
@@ -246,18 +218,5 @@ func BenchmarkCountHuge(b *testing.B) {
 			runtime.ReadMemStats(&after)
 			b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(b.N)/(1<<20), "MiB-alloc/op")
 		})
-	}
-}
-
-// The reasoning models take max_completion_tokens, gpt-5.x included.
-func TestIsReasoningModel(t *testing.T) {
-	for model, want := range map[string]bool{
-		"gpt-5": true, "gpt-5-mini": true, "gpt-5.4": true, "gpt-5.4-2026-03-05": true, "gpt-5.6-luna": true,
-		"o1": true, "o3-mini": true, "o4-mini-2025-04-16": true,
-		"gpt-4o": false, "gpt-4.1": false, "gpt-50": false, "o10": false, "acme-1": false,
-	} {
-		if got := isReasoningModel(model); got != want {
-			t.Errorf("isReasoningModel(%q) = %v, want %v", model, got, want)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package pipeline
+package cli
 
 import (
 	"fmt"
@@ -10,11 +10,12 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/pipeline"
 )
 
-// Progress is a progress line drawn on a terminal, kept apart from what
+// progressBar is a progress line drawn on a terminal, kept apart from what
 // else is written to that terminal: see Above.
-type Progress struct {
+type progressBar struct {
 	mu      sync.Mutex // held while the line is drawn and while Above writes
 	w       io.Writer  // the terminal
 	midLine bool       // a stream Above wraps has written part of a line: do not draw over it
@@ -22,10 +23,10 @@ type Progress struct {
 	wg      sync.WaitGroup
 }
 
-// ShowProgress draws s on w, a terminal, every interval until Stop, which
+// showProgress draws s on w, a terminal, every interval until Stop, which
 // clears the line. It draws no colour.
-func ShowProgress(w io.Writer, s *Stats, interval time.Duration) *Progress {
-	p := &Progress{w: w, done: make(chan struct{})}
+func showProgress(w io.Writer, s *pipeline.Stats, interval time.Duration) *progressBar {
+	p := &progressBar{w: w, done: make(chan struct{})}
 	bar := progressbar.NewOptions64(-1,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetWidth(20),
@@ -75,7 +76,7 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) *Progress {
 					eta = time.Duration(float64(total-done) / float64(d) * float64(dt))
 				}
 			}
-			bar.Describe(progressLine(s, now, time.Since(start), eta))
+			bar.Describe(progressText(s, now, time.Since(start), eta))
 			_ = bar.Set64(done)
 		}
 		for {
@@ -99,7 +100,7 @@ func ShowProgress(w io.Writer, s *Stats, interval time.Duration) *Progress {
 }
 
 // Stop stops drawing and clears the line.
-func (p *Progress) Stop() {
+func (p *progressBar) Stop() {
 	close(p.done)
 	p.wg.Wait()
 }
@@ -111,10 +112,10 @@ const clearLine = "\r\x1b[K"
 // and stderr sharing one, or messages on stderr), so that its lines never
 // end up on the progress line: each write first clears that line, and the
 // line is drawn again only once out has ended its last line.
-func (p *Progress) Above(out io.Writer) io.Writer { return &above{p: p, out: out} }
+func (p *progressBar) Above(out io.Writer) io.Writer { return &above{p: p, out: out} }
 
 type above struct {
-	p   *Progress
+	p   *progressBar
 	out io.Writer
 }
 
@@ -131,9 +132,9 @@ func (a *above) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// progressLine is the text beside the bar: outcomes, tokens, dollars, pace
+// progressText is the text beside the bar: outcomes, tokens, dollars, pace
 // and what the run waits for.
-func progressLine(s *Stats, now time.Time, elapsed, eta time.Duration) string {
+func progressText(s *pipeline.Stats, now time.Time, elapsed, eta time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d ok, %d failed | %s tok | $%.4f", s.Succeeded.Load(), s.Failed.Load(),
 		shortCount(s.PromptTokens.Load()+s.CompletionTokens.Load()), budget.Cost(s.Cost.Load()).Float64())
@@ -169,8 +170,8 @@ func shortCount(n int64) string {
 	return fmt.Sprint(n)
 }
 
-// Summary is the end-of-run line for stderr.
-func Summary(s *Stats, elapsed time.Duration) string {
+// summary is the end-of-run line for stderr.
+func summary(s *pipeline.Stats, elapsed time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d lines: %d succeeded, %d failed", s.Written(), s.Succeeded.Load(), s.Failed.Load())
 	if n := s.Skipped.Load(); n > 0 {
@@ -187,19 +188,19 @@ func Summary(s *Stats, elapsed time.Duration) string {
 // addPrices says how to price a model the table lacks.
 const addPrices = "give prices in LiteLLM's format with --prices FILE, or store them with gptbatch prices load FILE"
 
-// DrySummary is a dry run's report for stderr: the batch's size and cost,
+// drySummary is a dry run's report for stderr: the batch's size and cost,
 // and which limits it would run into, given what the budget has already
 // spent today.
-func DrySummary(s *Stats, cfg Config) string {
-	return "dry run: " + BatchEstimate(s, cfg, s.Written(), s.Failed.Load())
+func drySummary(s *pipeline.Stats, cfg pipeline.Config) string {
+	return "dry run: " + batchEstimate(s, cfg, s.Written(), s.Failed.Load())
 }
 
-// BatchEstimate says what a counted batch of lines will use, skipped of
+// batchEstimate says what a counted batch of lines will use, skipped of
 // them not to be sent (invalid, or over a limit on their own): tokens,
 // the cost from prompts alone to every output cap used, and which limits
 // it would run into, given what the budget's day counters held when the
 // gate last read them (cfg.Gate.Seen: its own day, by day_ends_at).
-func BatchEstimate(s *Stats, cfg Config, lines, skipped int64) string {
+func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64) string {
 	var b strings.Builder
 	prompt, out := s.EstPromptTokens.Load(), s.EstOutputTokens.Load()
 	fmt.Fprintf(&b, "%d lines", lines)
@@ -245,7 +246,7 @@ func BatchEstimate(s *Stats, cfg Config, lines, skipped int64) string {
 		hits = append(hits, fmt.Sprintf("%s: $%s already spent today, the batch may cost $%s", name("daily-cost", l.DailyCost), dayCost, c))
 	}
 	var pace time.Duration
-	if cfg.Via == ViaBatch {
+	if cfg.Via == pipeline.ViaBatch {
 		l.RPM, l.TPM = 0, 0 // the Batch API has its own pool
 	}
 	if l.RPM > 0 && sent > l.RPM {
@@ -262,7 +263,7 @@ func BatchEstimate(s *Stats, cfg Config, lines, skipped int64) string {
 	} else {
 		b.WriteString("; limits: " + strings.Join(hits, "; "))
 	}
-	if plan, ok := s.batchPlan.Load().(string); ok {
+	if plan := s.BatchPlan(); plan != "" {
 		b.WriteString("; " + plan)
 	}
 	return b.String()
