@@ -34,9 +34,10 @@ func JournalPathFor(usagePath string) (path string, temp bool) {
 // Journal is an append-only file of JSON lines that must survive a crash:
 // each Append is one write(2) to a file opened O_APPEND, then fsync(2), so
 // a record is either whole on disk when Append returns or, if the process
-// died mid-write, a torn last line that ReadJournal skips. Appends of other
-// processes to the same file interleave whole records. Safe for concurrent
-// use.
+// died mid-write (or the disk filled), a torn last line, which the next
+// Append leaves on a line of its own and readers skip. Appends of other
+// processes to the same file interleave whole records. Safe for
+// concurrent use.
 type Journal struct {
 	mu   sync.Mutex
 	f    *os.File
@@ -81,14 +82,23 @@ func (j *Journal) Path() string { return j.path }
 
 // Append writes lines, each a JSON value without its newline, in one
 // write, and syncs the file: when Append returns nil they are on disk.
+// After a torn last line it starts a new line, so that the record is not
+// glued to the fragment.
 func (j *Journal) Append(lines ...[]byte) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	var b bytes.Buffer
+	torn, err := j.torn()
+	if err != nil {
+		return fmt.Errorf("batch journal: %w", err)
+	}
+	if torn {
+		b.WriteByte('\n')
+	}
 	for _, l := range lines {
 		b.Write(l)
 		b.WriteByte('\n')
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
 	// The file's errors name it.
 	if _, err := j.f.Write(b.Bytes()); err != nil {
 		return fmt.Errorf("batch journal: %w", err)
@@ -99,15 +109,32 @@ func (j *Journal) Append(lines ...[]byte) error {
 	return nil
 }
 
+// torn reports whether the journal ends in a line without its newline.
+// Another process's append may land between this look and the write:
+// that one is whole, and the worst case is a blank line, which readers
+// skip.
+func (j *Journal) torn() (bool, error) {
+	fi, err := j.f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return false, err
+	}
+	var last [1]byte
+	if _, err := j.f.ReadAt(last[:], fi.Size()-1); err != nil {
+		return false, err
+	}
+	return last[0] != '\n', nil
+}
+
 // Close closes the journal.
 func (j *Journal) Close() error { return j.f.Close() }
 
 // ReadJournal calls fn with each line of the journal at path, in order,
-// without its newline, and stops at the first error fn returns. A missing
-// journal has no lines. Blank lines are skipped, and so is a torn final
-// line (no newline: a process killed mid-append), which fn never sees.
-// The slice fn gets is reused after fn returns.
-func ReadJournal(path string, fn func(line []byte) error) error {
+// without its newline, and its line number, and stops at the first error
+// fn returns. A missing journal has no lines. Blank lines are skipped. A
+// final line without its newline (a process killed mid-append) is given
+// to fn too: fn, which parses the lines, tells a torn one. The slice fn
+// gets is reused after fn returns.
+func ReadJournal(path string, fn func(n int, line []byte) error) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|openSafe, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -121,22 +148,23 @@ func ReadJournal(path string, fn func(line []byte) error) error {
 	}
 	br := bufio.NewReaderSize(f, 64<<10)
 	var line []byte
-	for {
+	for n := 1; ; n++ {
 		chunk, err := br.ReadSlice('\n')
 		line = append(line, chunk...)
 		if err == bufio.ErrBufferFull {
+			n--
 			continue
 		}
-		if err == io.EOF {
-			return nil // a torn last line, or none
-		}
-		if err != nil {
+		if err != nil && err != io.EOF {
 			return fmt.Errorf("batch journal %s: %w", path, err)
 		}
 		if l := bytes.TrimSpace(line); len(l) > 0 {
-			if err := fn(l); err != nil {
+			if err := fn(n, l); err != nil {
 				return err
 			}
+		}
+		if err == io.EOF {
+			return nil
 		}
 		line = line[:0]
 	}

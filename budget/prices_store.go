@@ -107,7 +107,7 @@ func writeAtomic(path string, b []byte, modeOf string) (err error) {
 
 // pricesKey is the key of the stored table, under the budget's hash tag.
 func (r *RedisStore) pricesKey() string {
-	return strings.TrimSuffix(r.state, ":state") + ":prices"
+	return strings.TrimSuffix(r.keys[0], ":state") + ":prices"
 }
 
 // StoredPrices implements Store.

@@ -2,10 +2,12 @@ package budget
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gptbatch/gptbatch/internal/redistest"
 )
@@ -19,10 +21,22 @@ func TestStoredPrices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := redistest.Start(t)
+	// Two handles on one budget in the shared servers: two hosts.
+	twoRedis := func(t *testing.T, url string) (a, b Store) {
+		name := fmt.Sprint("prices-test-", budgets.Add(1))
+		for _, s := range []*Store{&a, &b} {
+			r, err := OpenRedis(ctx, url, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			*s = r
+		}
+		return a, b
+	}
 	for _, tt := range []struct {
 		name string
-		open func(t *testing.T) (a, b Store) // two handles on one budget: two hosts
+		open func(t *testing.T) (a, b Store)
 	}{
 		{"usage file", func(t *testing.T) (a, b Store) {
 			path := filepath.Join(t.TempDir(), "usage.md")
@@ -36,9 +50,8 @@ func TestStoredPrices(t *testing.T) {
 			}
 			return fa, fb
 		}},
-		{"redis", func(t *testing.T) (a, b Store) {
-			return openReal(t, srv.URL("")), openReal(t, srv.URL(""))
-		}},
+		{"redis", func(t *testing.T) (a, b Store) { return twoRedis(t, redistest.Shared(t).URL("")) }},
+		{"cluster", func(t *testing.T) (a, b Store) { return twoRedis(t, redistest.SharedCluster(t).URL()) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a, b := tt.open(t)
@@ -73,11 +86,14 @@ func TestStoredPricesFile(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "usage.md")
-	if err := os.WriteFile(path, nil, 0o640); err != nil {
-		t.Fatal(err)
-	}
 	f, err := OpenFile(path, Options{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Update(ctx, time.Now(), func(s *State, _ time.Time) ([]LedgerEntry, error) { s.TokensWithinDay = 1; return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
 		t.Fatal(err)
 	}
 	ro, err := OpenFile(path, Options{ReadOnly: true})

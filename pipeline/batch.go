@@ -409,7 +409,12 @@ func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *j
 		if err := r.resolveCreates(ctx, api, journal); err != nil {
 			return err
 		}
-		if cl, err = loadClaims(journal.Path(), r.cfg.Clock.Now()); err != nil {
+		var skipped []string
+		cl, skipped, err = loadClaims(journal.Path(), r.cfg.Clock.Now())
+		for _, msg := range skipped {
+			r.cfg.Log.Warn(msg)
+		}
+		if err != nil {
 			return &Error{Code: ExitConfig, Err: err}
 		}
 	}

@@ -51,7 +51,7 @@ func (r *runner) collectBatches(ctx context.Context, api *BatchAPI, t *tracker, 
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		c := &collector{r: r, api: api, t: t, b: b, retrySet: map[int32]bool{}}
+		c := &collector{r: r, api: api, t: t, b: b, retrySet: map[int32]bool{}, seen: map[int32]bool{}, seenForeign: map[string]bool{}}
 		res, err := c.collect(ctx, j)
 		if err != nil {
 			return err
@@ -105,6 +105,12 @@ type collector struct {
 	pending []pendingResult
 	lines   int   // results read
 	broken  error // a file could not be read to its end
+	// seen are the lines an answer or a failure was read for, this run's
+	// by slot and others by custom_id: the first counts, and the repeats
+	// (an output file that gives a line twice) are only counted.
+	seen        map[int32]bool
+	seenForeign map[string]bool
+	repeats     int
 	// lost is the failure of the shared state that stopped collecting:
 	// what was not settled is left to --resume.
 	lost    error
@@ -219,6 +225,9 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 			// counts the ledger's entries of it, settles none twice.
 			r.journalFailed(fmt.Errorf("batch %s was collected and could not be journalled as collected: %w", b.id, err))
 		}
+	}
+	if c.repeats > 0 {
+		r.cfg.Log.Warn(fmt.Sprintf("batch %s: its output and error files gave %d more answers for lines answered already; the first answer of each line counts, the others are neither charged nor written", b.id, c.repeats))
 	}
 	if c.lines > 0 {
 		secs := time.Since(c.started).Seconds()
@@ -414,7 +423,8 @@ func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
 
 // lineOutcome is what one line of an output or error file comes to.
 type lineOutcome struct {
-	seq   int32 // the run's line, or -1 for a line not of this run
+	id    string // its custom_id
+	seq   int32  // the run's line, or -1 for a line not of this run
 	st    budget.Settlement
 	res   []byte // the line's result, by appendResult; nil if it goes again
 	again bool   // submit it again
@@ -447,6 +457,10 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 		c.r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results is not JSON: %v", c.b.id, o.bad))
 		return nil
 	}
+	if c.repeated(o) {
+		c.repeats++
+		return nil
+	}
 	queued, err := c.add(ctx, o.st)
 	if err != nil {
 		return err
@@ -467,6 +481,25 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 		return c.t.setResultBytes(o.seq, o.res)
 	}
 	return nil
+}
+
+// repeated reports whether the line of o was answered, or failed, in a
+// line read before: the first answer of a line counts. It is decided in
+// the files' order, so a run that collects the batch again skips the
+// same repeats, and its count of the ledger's entries still matches.
+func (c *collector) repeated(o *lineOutcome) bool {
+	if o.seq >= 0 {
+		if c.seen[o.seq] {
+			return true
+		}
+		c.seen[o.seq] = true
+		return false
+	}
+	if c.seenForeign[o.id] {
+		return true
+	}
+	c.seenForeign[o.id] = true
+	return false
 }
 
 // seqOf is the line of this run a custom_id names in b, or -1.
@@ -530,6 +563,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	}
 	var rec lineRecord
 	var tries int
+	o.id = ol.customID
 	if o.seq, rec, tries, err = c.lookup(ol.customID); err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}

@@ -46,10 +46,13 @@ type Recovered struct {
 // false it only says what it would append. The records are appended
 // oldest first, as they were submitted: --resume claims a line from the
 // batch journalled last, the one a line submitted again was answered in.
-func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.Time, write, all bool) ([]Recovered, error) {
-	bs, err := ReadJournal(path, time.Time{}, false)
+// Lines of the journal that are not records are skipped, and skipped
+// says so, a message a line: a batch recorded on a torn line is taken
+// back as if the journal had lost it.
+func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.Time, write, all bool) (out []Recovered, skipped []string, err error) {
+	bs, skipped, err := ReadJournal(path, time.Time{}, false)
 	if err != nil {
-		return nil, &Error{Code: ExitConfig, Err: err}
+		return nil, skipped, &Error{Code: ExitConfig, Err: err}
 	}
 	known := make(map[string]bool, len(bs))
 	for _, b := range bs {
@@ -61,7 +64,7 @@ func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.
 	}
 	lost, err := api.untracked(ctx, since, known, tag)
 	if err != nil {
-		return nil, &Error{Code: ExitFailed, Err: err}
+		return nil, skipped, &Error{Code: ExitFailed, Err: err}
 	}
 	var j *budget.Journal
 	defer func() {
@@ -69,32 +72,28 @@ func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.
 			j.Close()
 		}
 	}()
-	out := make([]Recovered, 0, len(lost))
+	out = make([]Recovered, 0, len(lost))
 	for i := len(lost) - 1; i >= 0; i-- {
 		bo := lost[i]
 		rec, rerr := api.rebuild(ctx, bo)
 		if err := ctx.Err(); err != nil {
-			return out, err
+			return out, skipped, err
 		}
 		if rerr == nil && write {
 			if j == nil {
 				if j, err = budget.OpenJournal(path, 0o600); err != nil {
-					return out, &Error{Code: ExitConfig, Err: err}
+					return out, skipped, &Error{Code: ExitConfig, Err: err}
 				}
 			}
-			line, err := json.Marshal(rec)
-			if err != nil {
-				return out, &Error{Code: ExitFailed, Err: err}
-			}
-			if err := j.Append(line); err != nil {
-				return out, &Error{Code: ExitFailed, Err: err}
+			if err := journalAppend(j, rec); err != nil {
+				return out, skipped, &Error{Code: ExitFailed, Err: err}
 			}
 		}
 		// A batch of 50,000 lines has 50,000 items: keep none of them.
 		rec.Items = nil
 		out = append(out, Recovered{Batch: bo, Record: rec, Err: rerr})
 	}
-	return out, nil
+	return out, skipped, nil
 }
 
 // untracked are the batches created since since, newest first, that

@@ -147,7 +147,7 @@ func TestRecoverJournal(t *testing.T) {
 	}
 
 	for _, write := range []bool{false, true} {
-		rs, err := RecoverJournal(ctx, api, path, since, write, false)
+		rs, _, err := RecoverJournal(ctx, api, path, since, write, false)
 		if err != nil {
 			t.Fatalf("RecoverJournal(write %v): %v", write, err)
 		}
@@ -170,7 +170,7 @@ func TestRecoverJournal(t *testing.T) {
 			}
 		}
 	}
-	bs, err := ReadJournal(path, time.Time{}, true)
+	bs, _, err := ReadJournal(path, time.Time{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,12 +186,12 @@ func TestRecoverJournal(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("journal after RecoverJournal:\n%+v\nwant\n%+v", got, want)
 	}
-	rs, err := RecoverJournal(ctx, api, path, since, true, false)
+	rs, _, err := RecoverJournal(ctx, api, path, since, true, false)
 	if err != nil || len(rs) != 1 || rs[0].Batch.ID != gone.ID {
 		t.Errorf("RecoverJournal again = %+v, %v; want only %s, which cannot be", rs, err, gone.ID)
 	}
 	// With all, another journal's batch too.
-	rs, err = RecoverJournal(ctx, api, path, since, false, true)
+	rs, _, err = RecoverJournal(ctx, api, path, since, false, true)
 	if err != nil || len(rs) != 2 || rs[0].Record.Run != "run-other" || rs[0].Err != nil {
 		t.Errorf("RecoverJournal(all) = %+v, %v; want run-other's batch, then %s", rs, err, gone.ID)
 	}

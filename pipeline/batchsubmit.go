@@ -457,13 +457,16 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 	name := fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk)
 	// A second copy of the file would never be used, nor deleted, and
 	// count against the user's file storage.
-	f, ok := s.makeOnce(ctx, "upload", func(ctx context.Context) error {
+	f, ok, _ := s.makeOnce(ctx, "upload", func(ctx context.Context) error {
 		id, err := s.api.upload(ctx, c.f.Name(), name)
 		b.inputFile = id
 		return err
-	}, func(ctx context.Context) (found bool) {
+	}, func(ctx context.Context) (found bool, _ *failure) {
+		// Files that cannot be listed are uploaded again all the same:
+		// a second copy costs storage, not money, and a failed upload
+		// far more often stored nothing.
 		b.inputFile, found = s.uploaded(ctx, name, c.bytes, b.chunk)
-		return found
+		return found, nil
 	})
 	c.f.Close()
 	os.Remove(c.f.Name())
@@ -484,39 +487,59 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 // lose the answer, so before each retry, and once more when the retries
 // end on a failure worth retrying or a signal cuts them short, find looks
 // for what an earlier try made. What find finds is the call's result.
-func (s *submitter) makeOnce(ctx context.Context, what string, do func(context.Context) error, find func(context.Context) bool) (failure, bool) {
+// When find cannot look (a listing that failed past its retries), it is
+// not known whether the thing was made: makeOnce stops there rather than
+// make it blind, and says why in unknown.
+func (s *submitter) makeOnce(ctx context.Context, what string, do func(context.Context) error, find func(context.Context) (bool, *failure)) (f failure, ok bool, unknown *failure) {
 	tries := 0
-	f, ok := s.r.apiCall(ctx, what, true, func(ctx context.Context) error {
-		if tries++; tries > 1 && find(ctx) {
-			return nil
+	f, ok = s.r.apiCall(ctx, what, true, func(ctx context.Context) error {
+		if tries++; tries > 1 {
+			found, lf := find(ctx)
+			if lf != nil {
+				unknown = lf
+				return nil // ends the retries
+			}
+			if found {
+				return nil
+			}
 		}
 		return do(ctx)
 	})
-	if !ok && f.verdict == retry && ctx.Err() == nil {
-		ok = find(ctx)
+	if unknown != nil {
+		return *unknown, false, unknown
 	}
-	return f, ok
+	if !ok && f.verdict == retry && ctx.Err() == nil {
+		found, lf := find(ctx)
+		if lf != nil {
+			return *lf, false, lf
+		}
+		ok = found
+	}
+	return f, ok, nil
 }
 
 // newest looks for an item match accepts among the newest of a listing
 // (list: a page after the item after, its last item, whether more
 // follow): what a lost answer made moments ago is there, and two pages
-// are enough. A listing that fails finds nothing, and the call is made
-// again all the same: a failed call far more often made nothing than lost
-// its answer, and giving up would fail lines most likely never sent.
-func newest[T any](ctx context.Context, r *runner, what string, list func(ctx context.Context, after string) ([]T, string, bool, error), match func(T) bool) (T, bool) {
-	var zero T
+// are enough. A page that cannot be read is asked for again as any call
+// is; if it still cannot be, failed says why.
+func newest[T any](ctx context.Context, r *runner, what string, list func(ctx context.Context, after string) ([]T, string, bool, error), match func(T) bool) (it T, found bool, failed *failure) {
 	after := ""
 	for range 2 {
-		items, last, more, err := list(ctx, after)
-		if err != nil {
-			f := callFailure(err, r.cfg.Key, r.cfg.Clock.Now())
+		var items []T
+		var last string
+		var more bool
+		f, ok := r.apiCall(ctx, "list "+what, true, func(ctx context.Context) (err error) {
+			items, last, more, err = list(ctx, after)
+			return err
+		})
+		if !ok {
 			r.cfg.Log.Debug("listing "+what+" failed", "error", f.typ, "status", f.status)
-			return zero, false
+			return it, false, &f
 		}
 		for _, it := range items {
 			if match(it) {
-				return it, true
+				return it, true, nil
 			}
 		}
 		if !more || last == "" {
@@ -524,14 +547,14 @@ func newest[T any](ctx context.Context, r *runner, what string, list func(ctx co
 		}
 		after = last
 	}
-	return zero, false
+	return it, false, nil
 }
 
 // uploaded finds the file that an upload of chunk whose answer was lost
 // stored, if it did: the batch input file named name, unique to the run
 // and chunk, of size bytes.
 func (s *submitter) uploaded(ctx context.Context, name string, bytes int64, chunk int) (string, bool) {
-	fi, ok := newest(ctx, s.r, "files", func(ctx context.Context, after string) ([]fileInfo, string, bool, error) {
+	fi, ok, _ := newest(ctx, s.r, "files", func(ctx context.Context, after string) ([]fileInfo, string, bool, error) {
 		page, err := s.api.listFiles(ctx, "batch", after, 100)
 		return page.Data, page.LastID, page.HasMore, err
 	}, func(fi fileInfo) bool {
@@ -581,13 +604,20 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	// A second batch would run its lines, and be paid for, twice; one
 	// a lost answer made runs, and is journalled.
 	var bo openai.Batch
-	f, ok := s.makeOnce(ctx, "create batch", func(ctx context.Context) (err error) {
+	f, ok, unknown := s.makeOnce(ctx, "create batch", func(ctx context.Context) (err error) {
 		bo, err = s.api.create(ctx, b.inputFile, b.endpoint, meta)
 		return err
-	}, func(ctx context.Context) (found bool) {
-		bo, found = s.made(ctx, b, meta)
-		return found
+	}, func(ctx context.Context) (found bool, failed *failure) {
+		bo, found, failed = s.made(ctx, b, meta)
+		return found, failed
 	})
+	if unknown != nil {
+		// The batch may run, and bill: its creating record stays open,
+		// for --resume to look again; the file and the reservation stay
+		// with it.
+		return s.failSeqs(b.seqs, jsonl.ErrInterrupted, "not known to be sent: the answer to creating its batch was lost, and the batches could not be listed to tell whether it was made ("+
+			unknown.msg+"); the same command with --resume looks for it again, and collects it if it was", unknown.status, "")
+	}
 	if !ok {
 		// Best effort: without it, --resume looks for the batch in vain.
 		notMade := head
@@ -651,16 +681,17 @@ func createTags(head JournalRecord, path string) map[string]any {
 }
 
 // made finds the batch that a create of b whose answer was lost made, if
-// it did: the one of b's input file tagged with every tag of meta.
-func (s *submitter) made(ctx context.Context, b *tbatch, meta map[string]any) (openai.Batch, bool) {
-	bo, ok := newest(ctx, s.r, "batches", func(ctx context.Context, after string) ([]openai.Batch, string, bool, error) {
+// it did: the one of b's input file tagged with every tag of meta;
+// failed says why the batches could not be listed.
+func (s *submitter) made(ctx context.Context, b *tbatch, meta map[string]any) (openai.Batch, bool, *failure) {
+	bo, ok, failed := newest(ctx, s.r, "batches", func(ctx context.Context, after string) ([]openai.Batch, string, bool, error) {
 		page, err := s.api.list(ctx, after, 100)
 		return page.Data, page.LastID, page.HasMore, err
 	}, func(bo openai.Batch) bool { return tagged(bo, b.inputFile, meta) })
 	if ok {
 		s.r.cfg.Log.Info("found the batch a create whose answer was lost made", "batch", bo.ID, "chunk", b.chunk)
 	}
-	return bo, ok
+	return bo, ok, failed
 }
 
 // tagged reports whether bo is a batch of the file inputFile with every

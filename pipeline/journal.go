@@ -103,16 +103,13 @@ type JournalBatch struct {
 	Cancelled bool
 }
 
-// ReadJournal reads the batches recorded in the journal at path, oldest
-// first, leaving out those submitted before since. With items false, the
-// lines of each batch are left out, to save memory. A missing journal
-// records none.
-func ReadJournal(path string, since time.Time, items bool) ([]*JournalBatch, error) {
-	var out []*JournalBatch
-	byID := map[string]*JournalBatch{}
-	n := 0
-	err := budget.ReadJournal(path, func(line []byte) error {
-		n++
+// scanJournal calls fn with each record of the journal at path, in
+// order; with items false, without the lines of a batch, to save memory.
+// A line that is not a record (torn by a crash or a full disk, or edited
+// by hand) is skipped, and said in skipped: one such line must not cost
+// the batches recorded after it, nor stop a cron job for good.
+func scanJournal(path string, items bool, fn func(rec JournalRecord)) (skipped []string, err error) {
+	err = budget.ReadJournal(path, func(n int, line []byte) error {
 		var rec JournalRecord
 		var err error
 		if items {
@@ -125,18 +122,36 @@ func ReadJournal(path string, since time.Time, items bool) ([]*JournalBatch, err
 			err = json.Unmarshal(line, &head)
 			rec = head.JournalRecord
 		}
-		if err != nil {
-			return fmt.Errorf("batch journal %s: line %d: %w", path, n, err)
+		if err == nil && rec.Event == "" {
+			err = errors.New("no event")
 		}
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("batch journal %s: line %d is not a record, skipped: %v", path, n, err))
+			return nil
+		}
+		fn(rec)
+		return nil
+	})
+	return skipped, err
+}
+
+// ReadJournal reads the batches recorded in the journal at path, oldest
+// first, leaving out those submitted before since. With items false, the
+// lines of each batch are left out, to save memory. A missing journal
+// records none. Lines that are not records are skipped, and skipped says
+// so, a message a line, to be reported.
+func ReadJournal(path string, since time.Time, items bool) (bs []*JournalBatch, skipped []string, err error) {
+	byID := map[string]*JournalBatch{}
+	skipped, err = scanJournal(path, items, func(rec JournalRecord) {
 		switch rec.Event {
 		case EventSubmitted:
 			if rec.Time.Before(since) || byID[rec.BatchID] != nil {
 				// A batch found again (--resume after a kill while it
 				// was created, by another run) is the one recorded first.
-				return nil
+				return
 			}
 			b := &JournalBatch{JournalRecord: rec}
-			out = append(out, b)
+			bs = append(bs, b)
 			byID[rec.BatchID] = b
 		case EventCollected:
 			if b := byID[rec.BatchID]; b != nil {
@@ -147,9 +162,8 @@ func ReadJournal(path string, since time.Time, items bool) ([]*JournalBatch, err
 				b.Cancelled = true
 			}
 		}
-		return nil
 	})
-	return out, err
+	return bs, skipped, err
 }
 
 // createKey names one creation of a batch: the run, its chunk, which
@@ -166,29 +180,20 @@ func keyOf(rec JournalRecord) createKey {
 
 // openCreates are the creating records of the journal at path since
 // since that no submitted or not_created record follows, oldest first: a
-// run ended while their create was in flight.
+// run ended while their create was in flight. Lines that are not records
+// are skipped (ReadJournal reports them).
 func openCreates(path string, since time.Time) ([]JournalRecord, error) {
 	var open []JournalRecord
 	done := map[createKey]bool{}
-	n := 0
-	err := budget.ReadJournal(path, func(line []byte) error {
-		n++
-		var rec struct {
-			JournalRecord
-			Items json.RawMessage `json:"items"` // skipped
-		}
-		if err := json.Unmarshal(line, &rec); err != nil {
-			return fmt.Errorf("batch journal %s: line %d: %w", path, n, err)
-		}
+	_, err := scanJournal(path, false, func(rec JournalRecord) {
 		switch rec.Event {
 		case EventCreating:
 			if !rec.Time.Before(since) {
-				open = append(open, rec.JournalRecord)
+				open = append(open, rec)
 			}
 		case EventSubmitted, EventNotMade:
-			done[keyOf(rec.JournalRecord)] = true
+			done[keyOf(rec)] = true
 		}
-		return nil
 	})
 	return slices.DeleteFunc(open, func(rec JournalRecord) bool { return done[keyOf(rec)] }), err
 }
@@ -209,11 +214,12 @@ type claim struct {
 	customID string
 }
 
-// loadClaims reads the journal's batches of the last 30 days into claims.
-func loadClaims(path string, now time.Time) (*claims, error) {
-	bs, err := ReadJournal(path, now.Add(-claimWindow), true)
+// loadClaims reads the journal's batches of the last 30 days into claims;
+// skipped says which lines are not records.
+func loadClaims(path string, now time.Time) (*claims, []string, error) {
+	bs, skipped, err := ReadJournal(path, now.Add(-claimWindow), true)
 	if err != nil {
-		return nil, err
+		return nil, skipped, err
 	}
 	c := &claims{batches: bs, byHash: map[string][]claim{}}
 	for i, b := range bs {
@@ -222,7 +228,7 @@ func loadClaims(path string, now time.Time) (*claims, error) {
 		}
 		b.Items = nil
 	}
-	return c, nil
+	return c, skipped, nil
 }
 
 // take claims a journalled line with this content hash, the one submitted

@@ -634,7 +634,7 @@ func TestBatchesThroughLinkedUsageFile(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(target, nil, 0o600); err != nil {
+	if err := os.WriteFile(target, []byte("tokens_within_day = 0\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(target, filepath.Join(g.dir, "usage.md")); err != nil {
@@ -797,7 +797,7 @@ func TestBatchesRecover(t *testing.T) {
 	created := srv.BatchStats().Created
 
 	// What submission journalled, then the journal is lost.
-	journalled, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	journalled, _, err := pipeline.ReadJournal(journal, time.Time{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -888,7 +888,7 @@ func TestBatchesRecover(t *testing.T) {
 			t.Errorf("batches recover: stderr %q does not say %s's input file was deleted", rerr, id)
 		}
 	}
-	rebuilt, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	rebuilt, _, err := pipeline.ReadJournal(journal, time.Time{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,13 +110,14 @@ type batchRow struct {
 }
 
 // run lists the journalled batches, with their live status.
-func (l *batchesListCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
+func (l *batchesListCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer) error {
 	path, _, err := r.journalPath()
 	if err != nil {
 		return usageError(err)
 	}
 	now := r.seams.now()
-	bs, err := pipeline.ReadJournal(path, now.Add(-l.Days), false)
+	bs, skipped, err := pipeline.ReadJournal(path, now.Add(-l.Days), false)
+	r.warnSkipped(stderr, skipped)
 	if err != nil {
 		return usageError(err)
 	}
@@ -185,25 +186,22 @@ func age(d time.Duration) string {
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
-// run cancels the batches named, and journals each cancellation.
-func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer) error {
-	path, api, err := r.journalAPI()
-	if err != nil {
-		return err
-	}
-	known := map[string]bool{}
-	bs, err := pipeline.ReadJournal(path, time.Time{}, false)
+// run cancels the batches named, and journals each cancellation. It
+// needs only the ids and the key: a journal that cannot be read or
+// written is said on stderr, and the batches are cancelled all the same.
+func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer) error {
+	key, err := apiKey(r.APIKeyFile)
 	if err != nil {
 		return usageError(err)
 	}
-	for _, b := range bs {
-		known[b.BatchID] = true
-	}
-	j, err := budget.OpenJournal(path, 0o600)
+	api := pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout)
+	j, known, err := r.cancelJournal(stderr)
 	if err != nil {
-		return usageError(err)
+		r.warn(stderr, fmt.Sprintf("%v; the cancellations are not journalled", err))
 	}
-	defer j.Close()
+	if j != nil {
+		defer j.Close()
+	}
 	var failed []string
 	for _, id := range c.IDs {
 		b, err := api.Cancel(ctx, id)
@@ -212,14 +210,14 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer)
 			continue
 		}
 		note := ""
-		if !known[id] {
+		if j != nil && !known[id] {
 			note = " (not in the journal)"
 		}
 		fmt.Fprintf(stdout, "%s %s%s\n", id, b.Status, note)
 		if known[id] {
 			line, _ := json.Marshal(pipeline.JournalRecord{Event: pipeline.EventCancelled, Time: r.seams.now(), BatchID: id})
 			if err := j.Append(line); err != nil {
-				return err
+				r.warn(stderr, fmt.Sprintf("%v; the cancellation of %s is not journalled", err, id))
 			}
 		}
 	}
@@ -227,6 +225,44 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout io.Writer)
 		return fmt.Errorf("could not cancel %s", strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// cancelJournal is the journal that cancellations are recorded in, open
+// to append, and the batches it records.
+func (r *runCmd) cancelJournal(stderr io.Writer) (*budget.Journal, map[string]bool, error) {
+	path, _, err := r.journalPath()
+	if err != nil {
+		return nil, nil, err
+	}
+	bs, skipped, err := pipeline.ReadJournal(path, time.Time{}, false)
+	r.warnSkipped(stderr, skipped)
+	if err != nil {
+		return nil, nil, err
+	}
+	known := map[string]bool{}
+	for _, b := range bs {
+		known[b.BatchID] = true
+	}
+	j, err := budget.OpenJournal(path, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	return j, known, nil
+}
+
+// warnSkipped says which lines of the journal were skipped, not being
+// records.
+func (r *runCmd) warnSkipped(stderr io.Writer, skipped []string) {
+	for _, msg := range skipped {
+		r.warn(stderr, msg)
+	}
+}
+
+// warn says msg on stderr, unless --quiet.
+func (r *runCmd) warn(stderr io.Writer, msg string) {
+	if !r.Quiet {
+		fmt.Fprintf(stderr, "gptbatch: %s\n", msg)
+	}
 }
 
 // run appends to the journal a submitted record for each batch gptbatch
@@ -244,7 +280,8 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	rs, rerr := pipeline.RecoverJournal(ctx, api, path, r.seams.now().Add(-c.Days), !r.DryRun, c.All)
+	rs, skipped, rerr := pipeline.RecoverJournal(ctx, api, path, r.seams.now().Add(-c.Days), !r.DryRun, c.All)
+	r.warnSkipped(stderr, skipped)
 	enc := json.NewEncoder(stdout)
 	var lost []string
 	retry := false

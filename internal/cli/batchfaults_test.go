@@ -88,7 +88,7 @@ func saveOut(t *testing.T, g *gb, out string) string {
 // journalled reads the batch journal beside g's usage file.
 func journalled(t *testing.T, g *gb) []*pipeline.JournalBatch {
 	t.Helper()
-	bs, err := pipeline.ReadJournal(filepath.Join(g.dir, "usage.batches.jsonl"), time.Time{}, false)
+	bs, _, err := pipeline.ReadJournal(filepath.Join(g.dir, "usage.batches.jsonl"), time.Time{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,5 +401,282 @@ func TestViaBatchStoreLostWhileCollecting(t *testing.T) {
 	}
 	if n, tokens := todayTotal(t, g); n != 10 || tokens != st.PromptTokens {
 		t.Errorf("ledger: %d succeeded, %d prompt tokens; want 10 and %d: each answer once", n, tokens, st.PromptTokens)
+	}
+}
+
+// interruptedRun runs in through --via batch in files of batchLines lines
+// and interrupts it as the second is submitted: two batches are
+// journalled and run on. It returns the run's stdout and the batches the
+// fake made.
+func interruptedRun(t *testing.T, g *gb, srv *openaitest.Server, in string, args ...string) (string, []string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, stderr, code := g.runUntil(ctx, cancel, in, "chunk=2", append(args, "--verbose")...)
+	if code != 130 {
+		t.Fatalf("interrupted run: exit status = %d, want 130; stderr: %s", code, stderr)
+	}
+	return out, srv.BatchIDs()
+}
+
+// answeredOnce checks that over outs, each of the n lines of simpleLines
+// was answered exactly once.
+func answeredOnce(t *testing.T, n int, outs ...string) {
+	t.Helper()
+	done := map[string]int{}
+	for _, out := range outs {
+		for _, r := range parseResults(t, out) {
+			if r.Error == nil {
+				done[r.ID]++
+			}
+		}
+	}
+	for i := range n {
+		if id := fmt.Sprint("q", i); done[id] != 1 {
+			t.Errorf("%s answered %d times over the runs, want once", id, done[id])
+		}
+	}
+}
+
+// TestViaBatchTornJournal: a journal whose last line was torn (a process
+// killed mid-append) takes the next record on a line of its own, and
+// every reader skips the fragment and says so: the batch recorded after
+// it is not lost, and `batches`, `batches recover` and --resume go on
+// working, as a nightly cron job needs.
+func TestViaBatchTornJournal(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 26, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL()).loud()
+	g.seams.Clock = clk
+	in := simpleLines(40)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	out, made := interruptedRun(t, g, srv, in, args...)
+	journal := filepath.Join(g.dir, "usage.batches.jsonl")
+	f, err := os.OpenFile(journal, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"event":"submitted","time":"2026-`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	// Another job journals its batch after the fragment.
+	var other strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&other, `{"id":"o%d","prompt":"another job's line %d"}`+"\n", i, i)
+	}
+	if _, stderr, code := g.run(context.Background(), other.String(), "--via", "batch"); code != 0 {
+		t.Fatalf("another job: exit status = %d, want 0; stderr: %s", code, stderr)
+	}
+	ids := srv.BatchIDs()
+	if len(ids) != len(made)+1 {
+		t.Fatalf("batches made: %v, want %v and the other job's", ids, made)
+	}
+
+	lout, lerr, lcode := g.run(context.Background(), "", "batches", "--json")
+	if lcode != 0 || !strings.Contains(lerr, "is not a record, skipped") {
+		t.Fatalf("batches: exit status = %d, stderr %q; want 0, saying a line was skipped", lcode, lerr)
+	}
+	for _, id := range ids {
+		if !strings.Contains(lout, id) {
+			t.Errorf("batches does not list %s: %s", id, lout)
+		}
+	}
+	if _, rerr, rcode := g.run(context.Background(), "", "batches", "recover", "--dry-run"); rcode != 0 {
+		t.Errorf("batches recover --dry-run: exit status = %d, want 0; stderr: %s", rcode, rerr)
+	}
+	out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", saveOut(t, g, out))...)
+	if code2 != 0 || !strings.Contains(stderr2, "is not a record, skipped") {
+		t.Fatalf("--resume: exit status = %d, want 0, saying a line was skipped; stderr: %s", code2, stderr2)
+	}
+	answeredOnce(t, 40, out, out2)
+	if st := srv.BatchStats(); st.Created != len(ids) {
+		t.Errorf("%d batches made, want still %d: nothing submitted again", st.Created, len(ids))
+	}
+}
+
+// TestViaBatchJournalBadLine: one line of the journal that is not a
+// record (edited by hand) is skipped and reported by `batches`, `batches
+// recover`, `batches cancel` and --resume, which all go on working; and
+// `batches cancel` cancels even with no journal it can read, as it needs
+// only the batch's id.
+func TestViaBatchJournalBadLine(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 27, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL()).loud()
+	g.seams.Clock = clk
+	in := simpleLines(20)
+	args := []string{"--via", "batch", "--batch-lines", "10"}
+	// Nothing is polled before the interrupt: the batches are still
+	// running when cancelled.
+	hold := make(chan struct{})
+	clk.start = hold
+	out, made := interruptedRun(t, g, srv, in, args...)
+	close(hold)
+	if len(made) != 2 {
+		t.Fatalf("batches made: %v, want 2", made)
+	}
+	journal := filepath.Join(g.dir, "usage.batches.jsonl")
+	b, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(journal, append([]byte("edited by hand\n"), b...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const said = "line 1 is not a record, skipped"
+
+	for _, cmd := range [][]string{{"batches", "--json"}, {"batches", "recover", "--dry-run"}, {"batches", "cancel", made[1]}} {
+		out, stderr, code := g.run(context.Background(), "", cmd...)
+		if code != 0 || !strings.Contains(stderr, said) {
+			t.Errorf("%v: exit status = %d, stderr %q; want 0, saying %q", cmd, code, stderr, said)
+		}
+		if cmd[1] != "recover" && !strings.Contains(out, made[1]) {
+			t.Errorf("%v: stdout %q does not name %s", cmd, out, made[1])
+		}
+	}
+
+	// A journal that cannot be read at all: the batch is cancelled all
+	// the same, and stderr says the cancellation is not journalled.
+	aside := journal + ".aside"
+	if err := os.Rename(journal, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(journal, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cout, cerr, ccode := g.run(context.Background(), "", "batches", "cancel", made[0])
+	if ccode != 0 || !strings.Contains(cout, made[0]+" cancelling") || !strings.Contains(cerr, "not journalled") {
+		t.Errorf("batches cancel with the journal a directory: exit status = %d, stdout %q, stderr %q; want 0, the batch cancelling, and that it is not journalled", ccode, cout, cerr)
+	}
+	if err := os.Remove(journal); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(aside, journal); err != nil {
+		t.Fatal(err)
+	}
+
+	out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", saveOut(t, g, out))...)
+	if code2 != 0 || !strings.Contains(stderr2, said) {
+		t.Fatalf("--resume: exit status = %d, want 0, saying %q; stderr: %s", code2, said, stderr2)
+	}
+	answeredOnce(t, 20, out, out2)
+}
+
+// TestViaBatchRepeatedCustomID: an output file that repeats a custom_id,
+// or gives one both an answer and a 500, counts the first answer of each
+// line: one result a line, charged once, and no answered line submitted
+// again; the repeats are reported.
+func TestViaBatchRepeatedCustomID(t *testing.T) {
+	for _, fault := range []string{"repeated answers", "an answer and a 500"} {
+		for _, unordered := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/unordered=%v", fault, unordered), func(t *testing.T) {
+				clk := newStepClock()
+				srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 28, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+				defer srv.Close()
+				if fault == "repeated answers" {
+					srv.RepeatAnswers(true)
+				} else {
+					srv.AnswerAndFail(true)
+				}
+				g := newGB(t, srv.URL()).loud()
+				g.seams.Clock = clk
+				args := []string{"--via", "batch"}
+				if unordered {
+					args = append(args, "--unordered")
+				}
+				out, stderr, code := g.run(context.Background(), simpleLines(3), args...)
+				if code != 0 {
+					t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
+				}
+				n := countIDs(t, out)
+				for _, r := range parseResults(t, out) {
+					if r.Error != nil {
+						t.Errorf("%s: %+v, want its answer", r.ID, r.Error)
+					}
+				}
+				if len(n) != 3 || n["q0"] != 1 || n["q1"] != 1 || n["q2"] != 1 {
+					t.Errorf("results by id = %v, want one for each of q0, q1, q2", n)
+				}
+				if !strings.Contains(stderr, "3 more answers") {
+					t.Errorf("stderr does not report the 3 repeats: %s", stderr)
+				}
+				st := srv.BatchStats()
+				if st.Created != 1 {
+					t.Errorf("%d batches, want 1: no answered line submitted again", st.Created)
+				}
+				if got, tokens := todayTotal(t, g); got != 3 || tokens != st.PromptTokens {
+					t.Errorf("ledger: %d succeeded, %d prompt tokens; want 3 and %d: each line charged once", got, tokens, st.PromptTokens)
+				}
+				if rows := ledgerLines(t, g.dir); rows != 3 {
+					t.Errorf("ledger has %d entries, want 3", rows)
+				}
+			})
+		}
+	}
+}
+
+// TestViaBatchLostCreateListingFails: when the answer to a create is lost
+// and the listing that would find the batch fails, the listing is asked
+// again, and the batch is found, not made twice. When the batches cannot
+// be listed at all, the chunk's lines fail, saying so, rather than make a
+// second batch blind; --resume then finds and collects the batch.
+func TestViaBatchLostCreateListingFails(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		fails int // listings that fail
+		code  int
+	}{
+		{"once", 1, 0},
+		{"past the retries", 1000, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newStepClock()
+			srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 29, Batch: openaitest.BatchConfig{LoseCreates: 1, StepsPerPoll: -1}})
+			defer srv.Close()
+			srv.FailLists(tt.fails)
+			g := newGB(t, srv.URL())
+			g.seams.Clock = clk
+			in := simpleLines(10)
+			out, stderr, code := g.run(context.Background(), in, "--via", "batch", "--retries", "2")
+			if code != tt.code {
+				t.Errorf("exit status = %d, want %d; stderr: %s", code, tt.code, stderr)
+			}
+			if n := srv.BatchStats().Created; n != 1 {
+				t.Fatalf("%d batches made, want 1: none made blind", n)
+			}
+			made := srv.BatchIDs()[0]
+			rs := parseResults(t, out)
+			if len(rs) != 10 {
+				t.Fatalf("%d results, want 10", len(rs))
+			}
+			for _, r := range rs {
+				switch {
+				case tt.code == 0 && (r.Error != nil || r.BatchID != made):
+					t.Errorf("%s: batch %q, %+v; want an answer from %s", r.ID, r.BatchID, r.Error, made)
+				case tt.code != 0 && (r.Error == nil || !strings.Contains(r.Error.Message, "could not be listed") || !strings.Contains(r.Error.Message, "--resume")):
+					t.Errorf("%s: %+v; want an error saying the batches could not be listed, and that --resume looks again", r.ID, r.Error)
+				}
+			}
+			if tt.code == 0 {
+				return
+			}
+			srv.FailLists(0)
+			out2, stderr2, code2 := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, out))
+			if code2 != 0 {
+				t.Fatalf("--resume: exit status = %d, want 0; stderr: %s", code2, stderr2)
+			}
+			for _, r := range parseResults(t, out2) {
+				if r.Error != nil || r.BatchID != made {
+					t.Errorf("--resume: %s: batch %q, %+v; want an answer from %s", r.ID, r.BatchID, r.Error, made)
+				}
+			}
+			if st := srv.BatchStats(); st.Created != 1 || st.Succeeded != 10 {
+				t.Errorf("the fake: %d batches, %d answered; want 1 and 10", st.Created, st.Succeeded)
+			}
+		})
 	}
 }

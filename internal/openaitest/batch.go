@@ -456,6 +456,10 @@ func (x *exchange) retrieveBatch(id string) {
 // and limit (default 20, at most 100).
 func (x *exchange) listBatches() {
 	s := x.s
+	if s.takeFailList() {
+		x.fail(http.StatusInternalServerError, injected, serverError)
+		return
+	}
 	q := x.r.URL.Query()
 	limit := atoiOr(q.Get("limit"), 20)
 	if limit < 1 || limit > 100 {
@@ -836,6 +840,7 @@ type (
 // handlers of the synchronous endpoints. It requires b.mu held.
 func (s *Server) answerLines(b *batch, n int) {
 	parse := s.batchParser(b.endpoint)
+	repeat, answerAndFail := s.outputFaults()
 	var lines, ok, failed int
 	var prompt, completion int64
 	for ; n > 0 && b.next < len(b.order); n-- {
@@ -864,6 +869,23 @@ func (s *Server) answerLines(b *batch, n int) {
 		}
 		dst.Write(mustJSON(out))
 		dst.WriteByte('\n')
+		if status != http.StatusOK {
+			continue
+		}
+		if repeat {
+			out.ID = s.randomID("batch_req_", 32)
+			b.out.Write(mustJSON(out))
+			b.out.WriteByte('\n')
+		}
+		if answerAndFail {
+			errBody := mustJSON(map[string]apiError{"error": serverError})
+			fail := outputLine{
+				ID: s.randomID("batch_req_", 32), CustomID: l.customID,
+				Response: &lineResponse{StatusCode: http.StatusInternalServerError, RequestID: s.randomID("", 32), Body: errBody},
+			}
+			b.errs.Write(mustJSON(fail))
+			b.errs.WriteByte('\n')
+		}
 	}
 	s.ext.mu.Lock()
 	st := &s.ext.batchStats

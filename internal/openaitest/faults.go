@@ -6,6 +6,9 @@ type faults struct {
 	queueTokens    int  // the enqueued-token limit, once set (see SetQueueTokens)
 	queueTokensSet bool // queueTokens replaces BatchConfig.QueueTokens
 	holdCreates    int  // creations left to hold (see HoldCreates)
+	repeatAnswers  bool // see RepeatAnswers
+	answerAndFail  bool // see AnswerAndFail
+	failLists      int  // listings of batches left to fail (see FailLists)
 }
 
 // SetQueueTokens sets the enqueued-token limit of each model from now on,
@@ -41,5 +44,49 @@ func (s *Server) takeHoldCreate() bool {
 		return false
 	}
 	s.ext.faults.holdCreates--
+	return true
+}
+
+// RepeatAnswers makes every line a batch answers 200 from now on appear
+// twice in its output file, as the same answer under another request id:
+// an output file that repeats a custom_id. BatchStats counts each once.
+func (s *Server) RepeatAnswers(on bool) {
+	s.ext.mu.Lock()
+	defer s.ext.mu.Unlock()
+	s.ext.faults.repeatAnswers = on
+}
+
+// AnswerAndFail makes every line a batch answers 200 from now on also
+// appear in its error file with a 500: one custom_id given both an answer
+// and a failure. BatchStats counts only the answer.
+func (s *Server) AnswerAndFail(on bool) {
+	s.ext.mu.Lock()
+	defer s.ext.mu.Unlock()
+	s.ext.faults.answerAndFail = on
+}
+
+// outputFaults are RepeatAnswers and AnswerAndFail now.
+func (s *Server) outputFaults() (repeat, fail bool) {
+	s.ext.mu.Lock()
+	defer s.ext.mu.Unlock()
+	return s.ext.faults.repeatAnswers, s.ext.faults.answerAndFail
+}
+
+// FailLists makes the next n listings of batches (GET /v1/batches) answer
+// 500, as the API sometimes does.
+func (s *Server) FailLists(n int) {
+	s.ext.mu.Lock()
+	defer s.ext.mu.Unlock()
+	s.ext.faults.failLists = n
+}
+
+// takeFailList says whether to fail this listing.
+func (s *Server) takeFailList() bool {
+	s.ext.mu.Lock()
+	defer s.ext.mu.Unlock()
+	if s.ext.faults.failLists <= 0 {
+		return false
+	}
+	s.ext.faults.failLists--
 	return true
 }
