@@ -1,3 +1,8 @@
+// batch.go is one file of more than 500 lines because everything in it
+// works on the tracker, under its one lock: the table of a --via batch
+// run's lines and of the batches they are in, the sender that fills it and
+// the ordered writer that drains it. The lock's rules read in one place.
+
 package pipeline
 
 import (

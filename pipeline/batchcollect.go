@@ -1,3 +1,10 @@
+// batchcollect.go is one file of more than 500 lines because collecting an
+// ended batch is one protocol on one collector's state: the batch's
+// outcome, its two files streamed in order, each line's settlement, retry
+// or result, and the journal record that closes it. Split, the order its
+// steps must keep (a file's lines in order, settled before journalled)
+// would be spread over files.
+
 package pipeline
 
 import (
