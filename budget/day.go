@@ -16,16 +16,7 @@ func (g *Gate) ReserveDay(ctx context.Context, now time.Time, ests []Estimate) (
 	if len(ests) == 0 {
 		return 0, "", 0, "", nil
 	}
-	if sg, ok := g.server(); ok {
-		own, _, zone := g.conf()
-		n, wait, why, seen, err := sg.reserve(ctx, now, zone, own, 0, ests, true)
-		if err != nil {
-			return 0, "", 0, "", err
-		}
-		g.saw(now, seen)
-		return n, seen.Date, wait, why, nil
-	}
-	err = g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
+	err = g.update(ctx, now, func(s *State, now time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		n, wait, why = 0, 0, ""
 		advance(s, l, now, zone)
 		day = s.Date

@@ -147,7 +147,7 @@ func TestOpenFileSymlink(t *testing.T) {
 // gptbatch creates are 0600.
 func TestReplaceKeepsModeAndGroup(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "usage.md")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("tokens_within_day = 0\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
@@ -236,7 +236,7 @@ func TestOpenFileNoFollow(t *testing.T) {
 					t.Fatal(err)
 				}
 				path := filepath.Join(dir, "usage.md")
-				if err := os.WriteFile(path, nil, 0o600); err != nil {
+				if err := os.WriteFile(path, []byte("tokens_within_day = 0\n"), 0o600); err != nil {
 					t.Fatal(err)
 				}
 				if tt.foreign {

@@ -50,8 +50,9 @@ const DefaultSlack = 100 * time.Millisecond
 // does against one process's clock: the time is a parameter, reservations
 // are charged up front and settled to actuals later. Safe for concurrent
 // use; every decision is one Store.Update, so gates in many processes
-// sharing a FileStore decide as one. Over a RedisStore every decision is
-// instead one script on the server, on the server's clock.
+// sharing a store decide as one, on the store's clock (Redis's own, for a
+// RedisStore): the times a caller gives are taken as that far from its
+// now.
 type Gate struct {
 	store Store
 	mu    sync.Mutex // guards lim, slack, zone and seen
@@ -88,12 +89,13 @@ func (g *Gate) Seen() Seen {
 }
 
 // update is one Store.Update with the limits in force for s: the gate's
-// own under s's stored ceilings. It records what it saw.
-func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
+// own under s's stored ceilings. fn gets the store's time, at, for the
+// caller's now (see Store.Update). It records what it saw.
+func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at time.Time, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
 	own, slack, zone := g.conf()
 	var seen Seen
-	err := g.store.Update(ctx, now, func(s *State, _ time.Time) ([]LedgerEntry, error) {
-		entries := fn(s, own.Ceil(s.Stored), slack, zone)
+	err := g.store.Update(ctx, now, func(s *State, at time.Time) ([]LedgerEntry, error) {
+		entries := fn(s, at, own.Ceil(s.Stored), slack, zone)
 		seen = Seen{Date: s.Date, TokensWithinDay: s.TokensWithinDay, CostWithinDay: s.CostWithinDay, Stored: s.Stored}
 		return entries, nil
 	})
@@ -121,11 +123,13 @@ func (g *Gate) saw(now time.Time, s Seen) {
 	}
 }
 
-// server is the store as a serverGate, when it runs the gate's operations
-// itself (RedisStore).
-func (g *Gate) server() (serverGate, bool) {
-	sg, ok := g.store.(serverGate)
-	return sg, ok
+// shift is t, a time of the caller's clock, on the store's: as far from
+// at as t is from now. A zero t stays zero.
+func shift(t, now, at time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return at.Add(t.Sub(now))
 }
 
 // BatchEntries asks the gate's store what its ledger holds of the batches
@@ -142,7 +146,7 @@ func (g *Gate) BatchEntries(ctx context.Context, since time.Time, ids map[string
 // Load reads the shared state into what the gate has seen, so that Limits
 // and Check know the stored limits before the first reservation.
 func (g *Gate) Load(ctx context.Context, now time.Time) error {
-	return g.update(ctx, now, func(*State, Limits, time.Duration, *time.Location) []LedgerEntry { return nil })
+	return g.update(ctx, now, func(*State, time.Time, Limits, time.Duration, *time.Location) []LedgerEntry { return nil })
 }
 
 // SetLimits changes the limits, as when the server says its own are lower.
@@ -341,16 +345,7 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 			}
 		}
 	}
-	if sg, ok := g.server(); ok {
-		own, slack, zone := g.conf()
-		n, wait, why, seen, err := sg.reserve(ctx, now, zone, own, slack, ests, false)
-		if err != nil {
-			return 0, 0, "", err
-		}
-		g.saw(now, seen)
-		return n, wait, why, nil
-	}
-	err = g.update(ctx, now, func(s *State, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry {
+	err = g.update(ctx, now, func(s *State, now time.Time, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry {
 		n, wait, why = 0, 0, ""
 		old := *s
 		advance(s, l, now, zone)
@@ -445,15 +440,7 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 	if len(ss) == 0 {
 		return nil
 	}
-	if sg, ok := g.server(); ok {
-		own, _, zone := g.conf()
-		seen, err := sg.settle(ctx, now, zone, own, ss)
-		if err == nil {
-			g.saw(now, seen)
-		}
-		return err
-	}
-	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
+	return g.update(ctx, now, func(s *State, now time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		sameDay := !advance(s, l, now, zone)
 		var entries []LedgerEntry
 		for _, st := range ss {
@@ -495,17 +482,9 @@ type ServerUsage struct{ Requests, Tokens float64 }
 // used, so that sending resumes at the server's pace instead of in a burst
 // it would refuse.
 func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage) error {
-	if sg, ok := g.server(); ok {
-		own, _, zone := g.conf()
-		_, seen, err := sg.sync(ctx, now, zone, own, Refusal{Used: used, Until: until}, false)
-		if err == nil {
-			g.saw(now, seen)
-		}
-		return err
-	}
-	return g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
-		advance(s, l, now, zone)
-		syncServer(s, until, used)
+	return g.update(ctx, now, func(s *State, at time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
+		advance(s, l, at, zone)
+		syncServer(s, shift(until, now, at), used)
 		return nil
 	})
 }

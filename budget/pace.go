@@ -102,17 +102,10 @@ type Refusal struct {
 // spaced, not together. paced is the limit newly paced by this refusal
 // ("" when none was): a caller says it once.
 func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Reason, err error) {
-	if sg, ok := g.server(); ok {
-		own, _, zone := g.conf()
-		newly, seen, err := sg.sync(ctx, now, zone, own, r, true)
-		if err != nil {
-			return "", err
-		}
-		g.saw(now, seen)
-		return newly, nil
-	}
-	err = g.update(ctx, now, func(s *State, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
+	host := now
+	err = g.update(ctx, now, func(s *State, now time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		newly = ""
+		until := shift(r.Until, host, now)
 		advance(s, l, now, zone)
 		roomy := func(level float64, limit int64) bool {
 			return limit > 0 && level <= float64(limit)-max(1, float64(limit)/60)
@@ -130,12 +123,12 @@ func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Rea
 			s.TokensPacedUntil = now.Add(PaceLapse)
 		}
 		if paced(s.RequestsPacedUntil, now) {
-			s.RequestsNextAt = later(s.RequestsNextAt, r.Until)
+			s.RequestsNextAt = later(s.RequestsNextAt, until)
 		}
 		if paced(s.TokensPacedUntil, now) {
-			s.TokensNextAt = later(s.TokensNextAt, r.Until)
+			s.TokensNextAt = later(s.TokensNextAt, until)
 		}
-		syncServer(s, r.Until, r.Used)
+		syncServer(s, until, r.Used)
 		return nil
 	})
 	return newly, err

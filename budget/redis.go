@@ -1,15 +1,20 @@
 package budget
 
 import (
+	"bufio"
+	"bytes"
+	"cmp"
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"io"
+	"net"
 	"net/url"
-	"reflect"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,19 +22,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The scripts: common.lua is the Go code of gate.go in Lua, and each of the
-// others is one operation, run atomically on the server.
+// The scripts of RedisStore.Update: a turn at the state, and its write.
+// They hold none of the budget's rules, which are the Gate's, in Go, on
+// every store.
 var (
-	//go:embed lua/common.lua
-	luaCommon string
-	//go:embed lua/reserve.lua
-	luaReserve string
-	//go:embed lua/settle.lua
-	luaSettle string
-	//go:embed lua/sync.lua
-	luaSync string
-	//go:embed lua/cas.lua
-	luaCAS string
+	//go:embed lua/take.lua
+	luaTake string
+	//go:embed lua/put.lua
+	luaPut     string
+	takeScript = redis.NewScript(luaTake)
+	putScript  = redis.NewScript(luaPut)
 )
 
 // LedgerKeep is how long a RedisStore's ledger keeps an entry.
@@ -39,75 +41,177 @@ const LedgerKeep = 400 * 24 * time.Hour
 // stream: its IDs are the server's clock, an entry's time the host's.
 const ledgerSkew = 24 * time.Hour
 
+// holdTurn is how long an Update may hold the turn at the state before it
+// is taken back: the turn of a host that died comes back after it.
+const holdTurn = time.Second
+
+// doneKeep is how long a store's last write is known as done: longer than
+// go-redis waits to send a command again.
+const doneKeep = time.Minute
+
+// turnPoll bounds one wait for the turn, so that a wait sees its context
+// end (go-redis cannot call off a blocking command).
+const turnPoll = 100 * time.Millisecond
+
 // RedisStore is a Store in Redis, shared by every gptbatch on every host
-// that names the same Redis and budget name. Every key of one budget is
-// under one hash tag, {gptbatch:NAME}, so that it works on Redis Cluster:
-// the state is the hash {gptbatch:NAME}:state and the ledger the stream
-// {gptbatch:NAME}:ledger, one entry per call, kept LedgerKeep.
+// that names the same Redis and budget name. The keys of one budget share
+// the hash tag {gptbatch:NAME}, and so one slot of a Redis Cluster:
 //
-// A Gate over a RedisStore decides each Reserve, ReserveDay, Settle, Sync
-// and Refused in one Lua script on the server, on the server's clock
-// (TIME), all-or-nothing, with the same buckets, day boundary, per-second
-// pacing and stored limits as over a FileStore; the time the Gate is given
-// only picks the day a day that starts is, in the gate's zone. Update (the
-// stored limits, Gate.Load) is a compare-and-swap. A RedisStore never falls back to a
-// local budget: every failure is an error naming the store. Safe for
-// concurrent use.
+//	{gptbatch:NAME}:state   the State: usage.md's text, without its header
+//	{gptbatch:NAME}:ledger  a stream, an entry a call, kept LedgerKeep
+//	{gptbatch:NAME}:turn    a list that holds the turn at the state while nobody has it
+//	{gptbatch:NAME}:holder  who has the turn; it expires after holdTurn
+//	{gptbatch:NAME}:done:ID a store's last write, for one sent again; kept doneKeep
+//	{gptbatch:NAME}:prices  the price table stored with the budget (prices_store.go)
+//
+// An Update takes the turn and reads the state with the server's clock
+// (TIME) in one script, runs its function on the host, then writes and
+// gives the turn back in another, only if the turn is still its own: a
+// compare-and-swap on the turn. A wait for the turn is a blocking pop of
+// the list, which Redis serves in the order the hosts came, so that under
+// contention they take turns and none starves. A RedisStore never falls
+// back to a local budget: every failure is an error naming the store.
+// Safe for concurrent use.
 type RedisStore struct {
-	c             *redis.Client
-	where         string // the URL, password redacted, for errors
-	state, ledger string // the keys
-	reserveScript *redis.Script
-	settleScript  *redis.Script
-	syncScript    *redis.Script
-	casScript     *redis.Script
+	c     redis.UniversalClient
+	where string   // the URL, password redacted, for errors
+	keys  []string // state, ledger, turn, holder, done
+	me    string   // this store as the holder of the turn
+	sem   chan struct{}
+	// writes numbers this store's writes, so that a write sent again is
+	// known as done. Guarded by sem.
+	writes int64
+	// hostClock has Update give fn the caller's now instead of the
+	// server's clock: the tests of the Gate's rules run on their own.
+	hostClock bool
 }
 
-// OpenRedis connects to the Redis at rawURL
-// (redis://[[user]:password@]host[:port][/db] or rediss:// for TLS) and
-// pings it; name picks the budget ("" is "default"). An error names the
-// store without its password.
+// OpenRedis connects to the Redis rawURL names and pings it; name picks
+// the budget ("" is "default"). The forms, rediss:// for TLS in each:
+//
+//	redis://[[user]:password@]host[:port][/db]              one server, or any node of a cluster
+//	redis://[[user]:password@]host:port?addr=host2:port2...  a cluster, naming several nodes
+//	redis://[[user]:password@]host:port/db?master_name=NAME  Sentinel (host:port a sentinel; addr= others)
+//
+// plus go-redis's other query options (dial_timeout=3s, ...). A server
+// that says it is a cluster node is used as the cluster it belongs to, as
+// redis-cli -c finds it. An error names the store without its password.
 func OpenRedis(ctx context.Context, rawURL, name string) (*RedisStore, error) {
+	where := redactURL(rawURL)
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		// url.Error quotes the whole URL, password and all.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("store: not a redis:// URL: %w", err)
+		// url.Error quotes the whole URL, password and all, and an
+		// EscapeError the escape, which may be in the password.
+		return nil, fmt.Errorf("store %s: not a redis:// URL; a password with %% or @ in it is written percent-encoded (%%25, %%40)", where)
 	}
-	where := u.Redacted()
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		return nil, fmt.Errorf("store %s: want a redis:// or rediss:// URL", where)
 	}
 	redis.SetLogger(quietRedis{})
-	opt, err := redis.ParseURL(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", where, err)
+	q := u.Query()
+	// A store fails closed and at once: a command whose reply was lost is
+	// not sent again, and a server that does not answer is not dialled
+	// for long.
+	dial := 2 * time.Second
+	if q.Has("dial_timeout") {
+		dial = 0
 	}
-	// A script whose reply was lost may have run: running it again would
-	// charge a reservation or append a ledger entry twice.
-	opt.MaxRetries = -1
+	var c redis.UniversalClient
+	switch {
+	case q.Has("master_name"):
+		o, err := redis.ParseFailoverURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", where, err)
+		}
+		o.MaxRetries, o.DialerRetries, o.DialTimeout = -1, 1, cmp.Or(o.DialTimeout, dial)
+		c = redis.NewFailoverClient(o)
+	case q.Has("addr"):
+		o, err := redis.ParseClusterURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", where, err)
+		}
+		o.MaxRetries, o.DialerRetries, o.DialTimeout = -1, 1, cmp.Or(o.DialTimeout, dial)
+		c = redis.NewClusterClient(o)
+	default:
+		o, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", where, err)
+		}
+		o.MaxRetries, o.DialerRetries, o.DialTimeout = -1, 1, cmp.Or(o.DialTimeout, dial)
+		single := redis.NewClient(o)
+		// A server that refuses INFO (some hosted ones) is no cluster.
+		info, err := single.Info(ctx, "cluster").Result()
+		var refused redis.Error
+		if err != nil && !errors.As(err, &refused) {
+			single.Close()
+			return nil, unreachable(where, u, err)
+		}
+		c = single
+		if strings.Contains(info, "cluster_enabled:1") {
+			single.Close()
+			c = redis.NewClusterClient(&redis.ClusterOptions{
+				Addrs: []string{o.Addr}, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig,
+				MaxRetries: -1, DialerRetries: 1, DialTimeout: o.DialTimeout,
+				ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			})
+		}
+	}
 	if name == "" {
 		name = "default"
 	}
 	tag := "{gptbatch:" + name + "}"
+	id := make([]byte, 12)
+	rand.Read(id)
 	r := &RedisStore{
-		c:             redis.NewClient(opt),
-		where:         where,
-		state:         tag + ":state",
-		ledger:        tag + ":ledger",
-		reserveScript: redis.NewScript(luaCommon + luaReserve),
-		settleScript:  redis.NewScript(luaCommon + luaSettle),
-		syncScript:    redis.NewScript(luaCommon + luaSync),
-		casScript:     redis.NewScript(luaCAS),
+		c:     c,
+		where: where,
+		me:    hex.EncodeToString(id),
+		sem:   make(chan struct{}, 1),
 	}
-	if err := r.c.Ping(ctx).Err(); err != nil {
-		r.c.Close()
-		return nil, fmt.Errorf("the shared budget store is unreachable: %w", r.fail(err))
+	r.keys = []string{tag + ":state", tag + ":ledger", tag + ":turn", tag + ":holder", tag + ":done:" + r.me}
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		return nil, unreachable(where, u, err)
 	}
 	return r, nil
+}
+
+// unreachable is the error of a store that did not answer: for rediss://,
+// it says whether the server speaks plain Redis instead, which a TLS
+// client otherwise only learns by waiting for its handshake to time out.
+func unreachable(where string, u *url.URL, err error) error {
+	if u.Scheme == "rediss" {
+		host, port := u.Hostname(), cmp.Or(u.Port(), "6379")
+		if c, derr := net.DialTimeout("tcp", net.JoinHostPort(host, port), time.Second); derr == nil {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Second))
+			line := ""
+			if _, werr := io.WriteString(c, "PING\r\n"); werr == nil {
+				line, _ = bufio.NewReader(c).ReadString('\n')
+			}
+			if strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH") {
+				return fmt.Errorf("the shared budget store is unreachable: store %s: rediss:// expected TLS, and the server answers without it: use redis://, or turn TLS on in the server", where)
+			}
+		}
+	}
+	return fmt.Errorf("the shared budget store is unreachable: store %s: %w", where, err)
+}
+
+// redactURL is rawURL with the password replaced by xxxxx, even when the
+// URL does not parse.
+func redactURL(rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil {
+		return u.Redacted()
+	}
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return "(not a URL)"
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		user, _, _ := strings.Cut(rest[:at], ":")
+		return scheme + "://" + user + ":xxxxx" + rest[at:]
+	}
+	return rawURL
 }
 
 // quietRedis keeps go-redis from logging: every failure it meets reaches
@@ -126,417 +230,148 @@ func (r *RedisStore) fail(err error) error {
 	return fmt.Errorf("store %s: %w", r.where, err)
 }
 
-// serverGate is a Store that runs the Gate's operations itself, each as
-// one atomic step on its own clock (RedisStore). The Gate hands them over
-// instead of running its Go code through Update, with its own limits (the
-// store applies the stored ceilings), and records the Seen they return;
-// now is the host's time, used only for the day a day that starts is in
-// zone (nil: now's).
-type serverGate interface {
-	reserve(ctx context.Context, now time.Time, zone *time.Location, own Limits, slack time.Duration, ests []Estimate, dayOnly bool) (int, time.Duration, Reason, Seen, error)
-	settle(ctx context.Context, now time.Time, zone *time.Location, own Limits, ss []Settlement) (Seen, error)
-	sync(ctx context.Context, now time.Time, zone *time.Location, own Limits, r Refusal, refused bool) (Reason, Seen, error)
-}
-
-// dayOffset is the UTC offset of now's zone at the next midnight: the end
-// of the day, should now start one.
-func dayOffset(now time.Time) int {
-	y, m, d := now.Date()
-	_, off := time.Date(y, m, d+1, 0, 0, 0, 0, now.Location()).Zone()
-	return off
-}
-
-// dayDays is how many days either side of the host's date a script is
-// told the ends and dates of: a host clock this far off the server's still
-// starts days exactly as advanceDay would.
-const dayDays = 3
-
-// dayArgs are the arguments that start every script (see common.lua): the
-// gate's own limits and the days around the host's now in zone (nil:
-// now's), so that the script finds the day the server's now is in as
-// advanceDay does, daylight saving and all.
-func dayArgs(now time.Time, zone *time.Location, own Limits) []any {
-	if zone == nil {
-		zone = now.Location()
+// Update implements Store (see RedisStore): fn gets the server's clock,
+// read with the state, in now's zone, and may run again when the turn
+// was taken back before the write. It writes nothing when fn changed
+// nothing and returned no entries.
+func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
+	// This process's Updates take turns here, not in the server's queue.
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	now = now.In(zone)
-	y, m, d := now.Date()
-	end := func(k int) int64 { return time.Date(y, m, d+k+1, 0, 0, 0, 0, zone).UnixMicro() }
-	args := make([]any, 0, 8+2*(2*dayDays+1))
-	args = append(args, own.RPM, own.TPM, own.TPD, pico(own.DailyCost), dayOffset(now), 2*dayDays+1, end(-dayDays-1))
-	for k := -dayDays; k <= dayDays; k++ {
-		args = append(args, end(k), time.Date(y, m, d+k, 12, 0, 0, 0, zone).Format(time.DateOnly))
-	}
-	return args
-}
-
-func pico(c Cost) int64 { return int64(max(c, 0)) }
-
-// nanos reads a duration in ns that the server wrote as a decimal double.
-func nanos(s string) (time.Duration, error) {
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(f) || f < 0 {
-		return 0, fmt.Errorf("script returned the wait %q", s)
-	}
-	if f >= math.MaxInt64 {
-		return time.Duration(math.MaxInt64), nil
-	}
-	return time.Duration(f), nil
-}
-
-// seenLen is how many values of a script's reply are the Seen.
-const seenLen = 7
-
-// parseSeen reads the Seen a script returned (seen in common.lua).
-func parseSeen(v []any) (Seen, error) {
-	if len(v) != seenLen {
-		return Seen{}, fmt.Errorf("script returned %v", v)
-	}
-	var f [seenLen]string
-	for i := range v {
-		s, ok := v[i].(string)
-		if !ok {
-			return Seen{}, fmt.Errorf("script returned %v", v)
+	defer func() { <-r.sem }()
+	popped := false
+	for {
+		tctx := ctx
+		if popped {
+			tctx = context.WithoutCancel(ctx) // a turn popped must be taken, or it is lost until holdTurn
 		}
-		f[i] = s
-	}
-	var sn Seen
-	var errs [6]error
-	sn.Date = f[0]
-	sn.TokensWithinDay, errs[0] = parseCount(f[1])
-	var c, sc int64
-	c, errs[1] = parseCount(f[2])
-	sn.Stored.RPM, errs[2] = parseCount(f[3])
-	sn.Stored.TPM, errs[3] = parseCount(f[4])
-	sn.Stored.TPD, errs[4] = parseCount(f[5])
-	sc, errs[5] = parseCount(f[6])
-	sn.CostWithinDay, sn.Stored.DailyCost = Cost(c), Cost(sc)
-	if err := errors.Join(errs[:]...); err != nil {
-		return Seen{}, fmt.Errorf("script returned %v: %w", v, err)
-	}
-	return sn, nil
-}
-
-func (r *RedisStore) reserve(ctx context.Context, now time.Time, zone *time.Location, own Limits, slack time.Duration, ests []Estimate, dayOnly bool) (int, time.Duration, Reason, Seen, error) {
-	mode := "minute"
-	if dayOnly {
-		mode = "day"
-	}
-	args := append(dayArgs(now, zone, own), int64(slack), mode)
-	for _, e := range ests {
-		args = append(args, e.Tokens, pico(e.Cost))
-	}
-	res, err := r.reserveScript.Run(ctx, r.c, []string{r.state}, args...).Slice()
-	if err != nil {
-		return 0, 0, "", Seen{}, r.fail(err)
-	}
-	bad := func(err error) (int, time.Duration, Reason, Seen, error) {
-		if err == nil {
-			err = fmt.Errorf("reserve script returned %v", res)
+		res, err := takeScript.Run(tctx, r.c, r.keys, r.me, holdTurn.Milliseconds(), map[bool]string{true: "took", false: "try"}[popped]).Slice()
+		if err != nil {
+			return r.fail(err)
 		}
-		return 0, 0, "", Seen{}, r.fail(err)
-	}
-	if len(res) != 3+seenLen {
-		return bad(nil)
-	}
-	n, ok1 := res[0].(int64)
-	ws, ok2 := res[1].(string)
-	why, ok3 := res[2].(string)
-	if !ok1 || !ok2 || !ok3 {
-		return bad(nil)
-	}
-	wait, err := nanos(ws)
-	if err != nil {
-		return bad(err)
-	}
-	sn, err := parseSeen(res[3:])
-	if err != nil {
-		return bad(err)
-	}
-	return int(n), wait, Reason(why), sn, nil
-}
-
-func (r *RedisStore) settle(ctx context.Context, now time.Time, zone *time.Location, own Limits, ss []Settlement) (Seen, error) {
-	args := append(dayArgs(now, zone, own), LedgerKeep.Milliseconds(), len(ss))
-	flag := func(b bool) int {
-		if b {
-			return 1
-		}
-		return 0
-	}
-	for _, s := range ss {
-		args = append(args, s.Est.Tokens, pico(s.Est.Cost), flag(s.Sent), flag(s.DayOnly), s.Tokens, pico(s.Cost), s.Day)
-	}
-	for _, s := range ss {
-		if s.Entry != nil {
-			b, err := s.Entry.appendJSON(nil)
-			if err != nil {
-				return Seen{}, fmt.Errorf("ledger entry: %w", err)
+		if got, _ := res[0].(int64); got == 0 {
+			left, _ := res[1].(int64)
+			if popped, err = r.waitTurn(ctx, time.Duration(left)*time.Millisecond); err != nil {
+				return err
 			}
-			args = append(args, b[:len(b)-1]) // a stream entry: no newline
+			continue
 		}
+		popped = false
+		old, at, err := r.parseTake(res, now)
+		if err != nil {
+			r.put(ctx, at, old, old, nil) //nolint:errcheck // the turn goes back; the error is err
+			return r.fail(err)
+		}
+		s := old
+		s.extra = slices.Clone(old.extra)
+		entries, ferr := fn(&s, at)
+		if ferr != nil {
+			s, entries = old, nil
+		}
+		ok, err := r.put(ctx, at, old, s, entries)
+		switch {
+		case err != nil:
+			return r.fail(err)
+		case ferr != nil:
+			return ferr
+		case ok:
+			return nil
+		}
+		// The turn was taken back (held past holdTurn): nothing was written.
 	}
-	res, err := r.settleScript.Run(ctx, r.c, []string{r.state, r.ledger}, args...).Slice()
-	if err != nil {
-		return Seen{}, r.fail(err)
-	}
-	sn, err := parseSeen(res)
-	if err != nil {
-		return Seen{}, r.fail(err)
-	}
-	return sn, nil
 }
 
-// sync is Sync, or Refused when refused.
-func (r *RedisStore) sync(ctx context.Context, now time.Time, zone *time.Location, own Limits, rf Refusal, refused bool) (Reason, Seen, error) {
-	mode, lim := "sync", ""
-	if refused {
-		mode = "refused"
-		switch rf.Limit {
-		case MinuteRequests:
-			lim = "r"
-		case MinuteTokens:
-			lim = "t"
-		}
+// waitTurn waits for the turn, at most d (and turnPoll), and says whether
+// it popped it.
+func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (popped bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
 	}
-	// The back-off is a duration from the host's now, so that the
-	// server's clock ends it: a skewed host neither stretches nor cuts it.
-	pause := ""
-	if !rf.Until.IsZero() {
-		d := rf.Until.Sub(now)
-		us := d / time.Microsecond // rounds up below 0
-		if d%time.Microsecond > 0 {
-			us++
-		}
-		pause = strconv.FormatInt(int64(us), 10)
+	d = min(max(d, time.Millisecond), turnPoll)
+	err = r.c.Do(ctx, "blpop", r.keys[2], strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).Err()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	case err != nil:
+		return false, r.fail(err)
 	}
-	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-	args := append(dayArgs(now, zone, own), mode, lim, pause, f(rf.Used.Requests), f(rf.Used.Tokens))
-	res, err := r.syncScript.Run(ctx, r.c, []string{r.state}, args...).Slice()
-	if err != nil {
-		return "", Seen{}, r.fail(err)
+	return true, nil
+}
+
+// parseTake reads take.lua's reply: the state, and the server's clock in
+// now's zone (now itself with hostClock).
+func (r *RedisStore) parseTake(res []any, now time.Time) (State, time.Time, error) {
+	sec, ok1 := res[1].(string)
+	us, ok2 := res[2].(string)
+	if !ok1 || !ok2 || len(res) > 4 {
+		return State{}, now, fmt.Errorf("take script returned %v", res)
 	}
-	newly, ok := "", len(res) == 1+seenLen
+	text, ok := "", len(res) == 4 // a missing key is a nil, which ends a script's reply
 	if ok {
-		newly, ok = res[0].(string)
+		text, ok = res[3].(string)
 	}
-	if !ok {
-		return "", Seen{}, r.fail(fmt.Errorf("sync script returned %v", res))
+	s, err := r.parse(text, ok)
+	if err != nil || r.hostClock {
+		return s, now, err
 	}
-	sn, err := parseSeen(res[1:])
+	a, err1 := strconv.ParseInt(sec, 10, 64)
+	b, err2 := strconv.ParseInt(us, 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return State{}, now, fmt.Errorf("TIME returned %s %s: %w", sec, us, err)
+	}
+	return s, time.Unix(a, b*1000).In(now.Location()), nil
+}
+
+// parse reads the state key's value, usage.md's text: a key that does not
+// exist is a fresh budget.
+func (r *RedisStore) parse(text string, exists bool) (State, error) {
+	if !exists {
+		return State{}, nil
+	}
+	s, err := ParseState([]byte(text))
 	if err != nil {
-		return "", Seen{}, r.fail(err)
+		return State{}, fmt.Errorf("%s is corrupt; gptbatch will not reset it, fix or delete it: %w", r.keys[0], err)
 	}
-	return Reason(newly), sn, nil
+	return s, nil
+}
+
+// put writes s, unless it is old, with entries, and gives the turn back;
+// ok is false when the turn had been taken back, and nothing was written.
+// It runs whatever ctx says: a turn must go back. The state is usage.md's
+// text without its header, which speaks of files.
+func (r *RedisStore) put(ctx context.Context, at time.Time, old, s State, entries []LedgerEntry) (ok bool, err error) {
+	r.writes++
+	minID := max(at.UnixMilli()-LedgerKeep.Milliseconds(), 0)
+	text := ""
+	if b := s.Format(); len(entries) > 0 || !bytes.Equal(b, old.Format()) {
+		text = string(bytes.TrimPrefix(b, []byte(header)))
+	}
+	args := []any{r.me, holdTurn.Milliseconds(), r.writes, doneKeep.Milliseconds(), minID, text}
+	for i := range entries {
+		b, err := entries[i].appendJSON(nil)
+		if err != nil {
+			return false, fmt.Errorf("ledger entry: %w", err)
+		}
+		args = append(args, b[:len(b)-1]) // a stream entry: no newline
+	}
+	n, err := putScript.Run(context.WithoutCancel(ctx), r.c, r.keys, args...).Int()
+	return n == 1, err
 }
 
 // Load reads the state, without writing. Its times are the server's.
 func (r *RedisStore) Load(ctx context.Context) (State, error) {
-	s, _, err := r.load(ctx)
-	return s, err
-}
-
-// The fields of the state hash; those of State's unknown keys start with
-// extraPrefix.
-const extraPrefix = "x."
-
-// hashState is what load read besides the State: the version Update
-// compares.
-type hashState struct {
-	ver string
-}
-
-func (r *RedisStore) load(ctx context.Context) (State, hashState, error) {
-	h, err := r.c.HGetAll(ctx, r.state).Result()
+	text, err := r.c.Get(ctx, r.keys[0]).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return State{}, r.fail(err)
+	}
+	s, err := r.parse(text, err == nil)
 	if err != nil {
-		return State{}, hashState{}, r.fail(err)
+		return State{}, r.fail(err)
 	}
-	s, err := parseHash(h)
-	if err != nil {
-		return State{}, hashState{}, r.fail(fmt.Errorf("%s is corrupt; gptbatch will not reset it: %w", r.state, err))
-	}
-	return s, hashState{ver: h["ver"]}, nil
-}
-
-func parseHash(h map[string]string) (State, error) {
-	var s State
-	var dayOff int64
-	cost := func(c *Cost) func(string) error {
-		return func(v string) error { n, err := parseCount(v); *c = Cost(n); return err }
-	}
-	count := func(n *int64) func(string) error {
-		return func(v string) (err error) { *n, err = parseCount(v); return }
-	}
-	ts := func(t *time.Time) func(string) error {
-		return func(v string) (err error) { *t, err = parseMicros(v); return }
-	}
-	for _, f := range []struct {
-		key string
-		set func(string) error
-	}{
-		{"tmin", func(v string) (err error) { s.TokensWithinMin, err = parseLevel(v); return }},
-		{"rmin", func(v string) (err error) { s.RequestsWithinMin, err = parseLevel(v); return }},
-		{"tday", count(&s.TokensWithinDay)},
-		{"cday", cost(&s.CostWithinDay)},
-		{"mreach", func(v string) (err error) { s.MinuteTokenLimitReached, err = parseFlag(v); return }},
-		{"dreach", func(v string) (err error) { s.DayTokenLimitReached, err = parseFlag(v); return }},
-		{"updated", ts(&s.Updated)},
-		{"paused", ts(&s.PausedUntil)},
-		{"day_ends", ts(&s.DayEndsAt)},
-		{"day_off", func(v string) (err error) { dayOff, err = strconv.ParseInt(v, 10, 64); return }},
-		{"date", func(v string) error {
-			if _, err := time.Parse(time.DateOnly, v); v != "" && err != nil {
-				return fmt.Errorf("not a date (YYYY-MM-DD)")
-			}
-			s.Date = v
-			return nil
-		}},
-		{"rpaced", ts(&s.RequestsPacedUntil)},
-		{"rnext", func(v string) (err error) { s.RequestsNextAt, err = parseNanos(v); return }},
-		{"tpaced", ts(&s.TokensPacedUntil)},
-		{"tnext", func(v string) (err error) { s.TokensNextAt, err = parseNanos(v); return }},
-		{"lrpm", count(&s.Stored.RPM)},
-		{"ltpm", count(&s.Stored.TPM)},
-		{"ltpd", count(&s.Stored.TPD)},
-		{"lcost", cost(&s.Stored.DailyCost)},
-	} {
-		v, ok := h[f.key]
-		if !ok {
-			continue
-		}
-		if err := f.set(v); err != nil {
-			return State{}, fmt.Errorf("field %s: %w", f.key, err)
-		}
-	}
-	if _, ok := h["date"]; !ok && !s.DayEndsAt.IsZero() {
-		// A hash of the first version: its day is the one day_ends ends,
-		// at the offset day_off.
-		s.Date = s.DayEndsAt.Add(-time.Microsecond).In(time.FixedZone("", int(dayOff))).Format(time.DateOnly)
-	}
-	for k, v := range h {
-		if name, ok := strings.CutPrefix(k, extraPrefix); ok {
-			s.extra = append(s.extra, [2]string{name, v})
-		}
-	}
-	sort.Slice(s.extra, func(i, j int) bool { return s.extra[i][0] < s.extra[j][0] })
 	return s, nil
-}
-
-func parseMicros(v string) (time.Time, error) {
-	us, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || us < 0 {
-		return time.Time{}, fmt.Errorf("not a time in µs")
-	}
-	if us == 0 {
-		return time.Time{}, nil
-	}
-	return time.UnixMicro(us), nil
-}
-
-func parseNanos(v string) (time.Time, error) {
-	ns, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || ns < 0 {
-		return time.Time{}, fmt.Errorf("not a time in ns")
-	}
-	if ns == 0 {
-		return time.Time{}, nil
-	}
-	return time.Unix(0, ns), nil
-}
-
-func micros(t time.Time) string {
-	if t.IsZero() || t.Before(time.Unix(0, 0)) {
-		return "0"
-	}
-	return strconv.FormatInt(t.UnixMicro(), 10)
-}
-
-func nanosOf(t time.Time) string {
-	if t.IsZero() || t.Before(time.Unix(0, 0)) || t.Year() > 2200 { // UnixNano's range
-		return "0"
-	}
-	return strconv.FormatInt(t.UnixNano(), 10)
-}
-
-// fields are the hash's fields and values for s, as the scripts keep them.
-func fields(s State) []any {
-	date := s.Date
-	if _, err := time.Parse(time.DateOnly, date); err != nil {
-		date = ""
-	}
-	return []any{
-		"tmin", formatFloat(s.TokensWithinMin), "rmin", formatFloat(s.RequestsWithinMin),
-		"tday", max(s.TokensWithinDay, 0), "cday", pico(s.CostWithinDay),
-		"mreach", formatFlag(s.MinuteTokenLimitReached), "dreach", formatFlag(s.DayTokenLimitReached),
-		"updated", micros(s.Updated), "paused", micros(s.PausedUntil),
-		"day_ends", micros(s.DayEndsAt), "date", date,
-		"rpaced", micros(s.RequestsPacedUntil), "rnext", nanosOf(s.RequestsNextAt),
-		"tpaced", micros(s.TokensPacedUntil), "tnext", nanosOf(s.TokensNextAt),
-		"lrpm", max(s.Stored.RPM, 0), "ltpm", max(s.Stored.TPM, 0), "ltpd", max(s.Stored.TPD, 0),
-		"lcost", pico(s.Stored.DailyCost),
-	}
-}
-
-// Update implements Store as an optimistic transaction: it reads the
-// state, calls fn, and writes what fn left, with fn's ledger entries, only
-// if nobody wrote in between; else it reads again and calls fn again. It
-// writes nothing when fn changed nothing and returned no entries. The
-// Gate's operations do not use it (they run as scripts, on the server's
-// clock) except Load; it serves the stored limits (SetStoredLimits,
-// ClearStoredLimits) and other changes to the state. Times are written to
-// the µs (the pace's next slots to the ns).
-func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
-	for {
-		old, hs, err := r.load(ctx)
-		if err != nil {
-			return err
-		}
-		s := old
-		s.extra = append([][2]string(nil), old.extra...)
-		entries, err := fn(&s, now)
-		if err != nil {
-			return err
-		}
-		if len(entries) == 0 && reflect.DeepEqual(s, old) {
-			return nil
-		}
-		pairs := fields(s)
-		kept := map[string]bool{}
-		for _, e := range s.extra {
-			pairs = append(pairs, extraPrefix+e[0], e[1])
-			kept[e[0]] = true
-		}
-		args := append([]any{hs.ver, LedgerKeep.Milliseconds(), len(pairs) / 2}, pairs...)
-		// day_off was the first version's zone of the day; date says it now.
-		gone := []any{"day_off"}
-		for _, e := range old.extra {
-			if !kept[e[0]] {
-				gone = append(gone, extraPrefix+e[0])
-			}
-		}
-		args = append(append(args, len(gone)), gone...)
-		for _, e := range entries {
-			b, err := json.Marshal(e)
-			if err != nil {
-				return fmt.Errorf("ledger entry: %w", err)
-			}
-			args = append(args, b)
-		}
-		ok, err := r.casScript.Run(ctx, r.c, []string{r.state, r.ledger}, args...).Int()
-		if err != nil {
-			return r.fail(err)
-		}
-		if ok == 1 {
-			return nil
-		}
-	}
-}
-
-func formatFloat(f float64) string {
-	if !(f > 0) {
-		f = 0
-	}
-	return strconv.FormatFloat(min(f, maxLevel), 'g', -1, 64)
 }
 
 // Ledger calls fn for each ledger entry the server stamped at or after
@@ -550,7 +385,7 @@ func (r *RedisStore) Ledger(ctx context.Context, from time.Time, fn func(LedgerE
 	}
 	const page = 1000
 	for {
-		msgs, err := r.c.XRangeN(ctx, r.ledger, start, "+", page).Result()
+		msgs, err := r.c.XRangeN(ctx, r.keys[1], start, "+", page).Result()
 		if err != nil {
 			return r.fail(err)
 		}
@@ -558,7 +393,7 @@ func (r *RedisStore) Ledger(ctx context.Context, from time.Time, fn func(LedgerE
 			v, _ := m.Values["e"].(string)
 			var e LedgerEntry
 			if err := json.Unmarshal([]byte(v), &e); err != nil {
-				return r.fail(fmt.Errorf("%s entry %s: not a ledger entry: %w", r.ledger, m.ID, err))
+				return r.fail(fmt.Errorf("%s entry %s: not a ledger entry: %w", r.keys[1], m.ID, err))
 			}
 			if err := fn(e); err != nil {
 				return err

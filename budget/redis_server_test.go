@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -13,21 +12,9 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // These tests run against a real redis-server the test starts itself.
-
-// TestMain keeps go-redis from logging each failed dial of the tests that
-// kill Redis: the errors are what the tests look at.
-func TestMain(m *testing.M) {
-	redis.SetLogger(quiet{})
-	os.Exit(m.Run())
-}
-
-type quiet struct{}
-
-func (quiet) Printf(context.Context, string, ...any) {}
 
 // noon is the time now in a zone where it is about noon, so that a test
 // that starts a day on a real server does not see it end.
@@ -289,5 +276,101 @@ func BenchmarkRedisReserveSettle(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N*block)/b.Elapsed().Seconds(), "requests/s")
 		})
+	}
+}
+
+// A budget's keys of the wrong type are refused before anything is
+// written: at the start of an update (the state is not a string, the
+// ledger not a stream), and when one changes type between the read and
+// the write, which then writes neither the state nor the ledger.
+func TestRedisWrongTypes(t *testing.T) {
+	srv := redistest.Shared(t)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name, key string
+		before    bool // set the wrong type before the update, else during it
+	}{
+		{"state before", ":state", true},
+		{"ledger before", ":ledger", true},
+		{"ledger during", ":ledger", false},
+		{"state during", ":state", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprint("wrongtype-", budgets.Add(1))
+			r, err := OpenRedis(ctx, srv.URL(""), name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			key := "{gptbatch:" + name + "}" + tt.key
+			wrong := func() {
+				r.c.Del(ctx, key)
+				if err := r.c.HSet(ctx, key, "x", "1").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.before {
+				wrong()
+			}
+			err = r.Update(ctx, noon(), func(s *State, _ time.Time) ([]LedgerEntry, error) {
+				if !tt.before {
+					wrong()
+				}
+				s.TokensWithinDay += 5
+				return []LedgerEntry{{ID: "x"}}, nil
+			})
+			if err == nil || !strings.Contains(err.Error(), key) {
+				t.Errorf("Update with %s of the wrong type = %v, want an error naming it", key, err)
+			}
+			if n, _ := r.c.XLen(ctx, "{gptbatch:"+name+"}:ledger").Result(); n != 0 {
+				t.Errorf("the ledger has %d entries after the failed update, want none", n)
+			}
+			if tt.key == ":ledger" {
+				if st := stateOf(t, r); st.TokensWithinDay != 0 {
+					t.Errorf("tokens_within_day = %d after the failed update, want 0: written without its ledger", st.TokensWithinDay)
+				}
+			}
+			// The turn went back: the budget works once the key is right.
+			r.c.Del(ctx, key)
+			if err := SetStoredLimits(ctx, r, Limits{RPM: 8}); err != nil {
+				t.Errorf("SetStoredLimits after the key was removed = %v", err)
+			}
+		})
+	}
+}
+
+// A cluster is named by any one node, or by several (go-redis's ?addr=
+// form): every form reaches the one budget, in the slot of its hash tag.
+func TestRedisClusterForms(t *testing.T) {
+	c := redistest.SharedCluster(t)
+	ctx := context.Background()
+	name := fmt.Sprint("forms-", budgets.Add(1))
+	var stores []*RedisStore
+	for _, url := range []string{c.URL(), "redis://" + c.Servers[2].Addr, c.SeedsURL()} {
+		r, err := OpenRedis(ctx, url, name)
+		if err != nil {
+			t.Fatalf("OpenRedis(%s) = %v", url, err)
+		}
+		defer r.Close()
+		stores = append(stores, r)
+	}
+	for i, r := range stores {
+		if n, _, _ := reserve(t, NewGate(r, Limits{TPD: 100}), noon(), Estimate{Tokens: 10}); n != 1 {
+			t.Fatalf("store %d: Reserve = %d, want 1", i, n)
+		}
+	}
+	if st := stateOf(t, stores[0]); st.TokensWithinDay != 30 {
+		t.Errorf("tokens_within_day = %d after one reservation through each form, want 30", st.TokensWithinDay)
+	}
+}
+
+// A URL's password never appears in an error, even when the URL does not
+// parse because of it.
+func TestRedisURLRedacted(t *testing.T) {
+	for _, url := range []string{"redis://:pa%ss@127.0.0.1:1/0", "redis://user:pa%ss@127.0.0.1:1/0", "rediss://:pa%zzs@host/0?x=1"} {
+		_, err := OpenRedis(context.Background(), url, "")
+		if err == nil || strings.Contains(err.Error(), "%ss") || strings.Contains(err.Error(), "pa%") || strings.Contains(err.Error(), "%zz") {
+			t.Errorf("OpenRedis(%q) = %v, want an error without the password or a piece of it", url, err)
+		}
 	}
 }

@@ -187,13 +187,17 @@ func TestRedisUpdate(t *testing.T) {
 // A state that does not parse is an error naming the store, never reset.
 func TestRedisCorrupt(t *testing.T) {
 	m, r := miniStore(t)
-	m.HSet("{gptbatch:test}:state", "tday", "lots")
+	const bad = "tokens_within_day = lots\n"
+	m.Set("{gptbatch:test}:state", bad)
 	_, err := r.Load(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "redis://127.0.0.1") || !strings.Contains(err.Error(), "tday") {
-		t.Errorf("Load of a corrupt state = %v, want an error naming the store and the field", err)
+	if err == nil || !strings.Contains(err.Error(), "redis://127.0.0.1") || !strings.Contains(err.Error(), "tokens_within_day") {
+		t.Errorf("Load of a corrupt state = %v, want an error naming the store and the key", err)
 	}
-	if v := m.HGet("{gptbatch:test}:state", "tday"); v != "lots" {
-		t.Errorf("tday = %q after Load, want it left as it was", v)
+	if err := NewGate(r, Limits{}).Load(context.Background(), t0); err == nil {
+		t.Error("Gate.Load of a corrupt state = nil, want an error")
+	}
+	if v, _ := m.Get("{gptbatch:test}:state"); v != bad {
+		t.Errorf("state = %q after Load, want it left as it was", v)
 	}
 }
 
@@ -246,14 +250,14 @@ func TestRedisNames(t *testing.T) {
 }
 
 // Loading a gate and setting limits that are already stored write
-// nothing: the version other hosts' updates compare stays as it was.
+// nothing.
 func TestRedisUpdateUnchanged(t *testing.T) {
 	m, r := miniStore(t)
 	ctx := context.Background()
 	if err := SetStoredLimits(ctx, r, Limits{RPM: 60}); err != nil {
 		t.Fatal(err)
 	}
-	ver := m.HGet("{gptbatch:test}:state", "ver")
+	ver, _ := m.Get("{gptbatch:test}:state")
 	g := NewGate(r, Limits{RPM: 600})
 	if err := g.Load(ctx, t0); err != nil {
 		t.Fatal(err)
@@ -261,8 +265,8 @@ func TestRedisUpdateUnchanged(t *testing.T) {
 	if err := SetStoredLimits(ctx, r, Limits{RPM: 60}); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.HGet("{gptbatch:test}:state", "ver"); got != ver {
-		t.Errorf("ver = %s after Load and a SetStoredLimits that changed nothing, want %s", got, ver)
+	if got, _ := m.Get("{gptbatch:test}:state"); got != ver {
+		t.Errorf("state = %q after Load and a SetStoredLimits that changed nothing, want %q", got, ver)
 	}
 	if got := g.Limits(); got.RPM != 60 {
 		t.Errorf("Limits() after Load = %+v, want the stored rpm 60", got)

@@ -2,11 +2,8 @@ package budget
 
 import (
 	"cmp"
-	"encoding/json"
-	"fmt"
 	"io"
 	"sort"
-	"text/tabwriter"
 	"time"
 )
 
@@ -114,104 +111,4 @@ func (b *reportBuilder) report() Report {
 	}
 	sort.Slice(rep.Rows, func(i, j int) bool { return rep.Rows[i].Key < rep.Rows[j].Key })
 	return rep
-}
-
-// Period is the range of --today, --month or --since DATE at now, in now's
-// location; at most one may be given, none is everything.
-func Period(now time.Time, today, month bool, since string) (from, until time.Time, err error) {
-	y, m, d := now.Date()
-	loc := now.Location()
-	switch {
-	case today:
-		return time.Date(y, m, d, 0, 0, 0, 0, loc), time.Date(y, m, d+1, 0, 0, 0, 0, loc), nil
-	case month:
-		return time.Date(y, m, 1, 0, 0, 0, 0, loc), time.Date(y, m+1, 1, 0, 0, 0, 0, loc), nil
-	case since != "":
-		t, err := time.ParseInLocation(time.DateOnly, since, loc)
-		if err != nil {
-			return time.Time{}, time.Time{}, fmt.Errorf("--since %q: want a date as YYYY-MM-DD", since)
-		}
-		return t, time.Time{}, nil
-	}
-	return time.Time{}, time.Time{}, nil
-}
-
-// WriteTable writes the report as an aligned table, then the state of the
-// limits from usage.md when st is not nil.
-func (rep Report) WriteTable(w io.Writer, st *State) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := map[string]string{"model": "MODEL\t", "day": "DAY\t", "via": "VIA\t", "endpoint": "ENDPOINT\t"}[rep.By]
-	fmt.Fprintf(tw, "%sREQUESTS\tSUCCEEDED\tTOKENS IN\tCACHED\tOUT\tCOST\t\n", head)
-	line := func(key string, r Row) {
-		if rep.By != "" {
-			fmt.Fprintf(tw, "%s\t", key)
-		}
-		cost := fmt.Sprintf("$%.6f", r.CostUSD.Float64())
-		if r.UnpricedRequests > 0 {
-			cost += fmt.Sprintf(" (+%d unpriced)", r.UnpricedRequests)
-		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t\n", r.Requests, r.Succeeded, r.PromptTokens, r.CachedTokens, r.CompletionTokens, cost)
-	}
-	if rep.By == "" {
-		line("", rep.Total)
-	} else {
-		for _, r := range rep.Rows {
-			line(r.Key, r)
-		}
-		if len(rep.Rows) > 1 {
-			line("TOTAL", rep.Total)
-		}
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if st == nil {
-		return nil
-	}
-	yes := map[bool]string{true: "yes", false: "no"}
-	_, err := fmt.Fprintf(w, "\nshared state: date %s; minute bucket: %.0f tokens, %.1f requests; day: %d tokens, $%s; minute token limit reached: %s; day token limit reached: %s\n",
-		st.Date, st.TokensWithinMin, st.RequestsWithinMin, st.TokensWithinDay, st.CostWithinDay, yes[st.MinuteTokenLimitReached], yes[st.DayTokenLimitReached])
-	if err == nil && !st.PausedUntil.IsZero() {
-		_, err = fmt.Fprintf(w, "paused after a 429 until %s\n", st.PausedUntil.Format(time.RFC3339))
-	}
-	return err
-}
-
-// WriteJSON writes the report as one JSON object, with the usage.md keys
-// under "limits" when st is not nil.
-func (rep Report) WriteJSON(w io.Writer, st *State) error {
-	type limits struct {
-		Date              string  `json:"Date"`
-		TokensWithinMin   float64 `json:"tokens_within_min"`
-		RequestsWithinMin float64 `json:"requests_within_min"`
-		TokensWithinDay   int64   `json:"tokens_within_day"`
-		CostWithinDay     Cost    `json:"cost_within_day_usd"`
-		MinuteReached     int     `json:"minute_token_limit_reached"`
-		DayReached        int     `json:"day_token_limit_reached"`
-	}
-	out := struct {
-		Since  *time.Time `json:"since,omitempty"`
-		Until  *time.Time `json:"until,omitempty"`
-		By     string     `json:"by,omitempty"`
-		Rows   []Row      `json:"rows"`
-		Total  Row        `json:"total"`
-		Limits *limits    `json:"limits,omitempty"`
-	}{By: rep.By, Rows: rep.Rows, Total: rep.Total}
-	if out.Rows == nil {
-		out.Rows = []Row{}
-	}
-	if !rep.Since.IsZero() {
-		out.Since = &rep.Since
-	}
-	if !rep.Until.IsZero() {
-		out.Until = &rep.Until
-	}
-	if st != nil {
-		b2i := map[bool]int{true: 1}
-		out.Limits = &limits{st.Date, st.TokensWithinMin, st.RequestsWithinMin, st.TokensWithinDay, st.CostWithinDay,
-			b2i[st.MinuteTokenLimitReached], b2i[st.DayTokenLimitReached]}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
 }

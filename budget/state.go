@@ -96,8 +96,10 @@ const maxLevel = 1e15
 // ParseState reads usage.md. Comments (#) and blank lines are allowed;
 // every other line is "key = value". Unknown keys and comments (other
 // than the header Format writes) are kept, in order, for Format to write
-// back. An error names the line and what is wrong with
-// it.
+// back. An error names the line and what is wrong with it. A file with
+// none of the keys gptbatch writes (emptied, or another file put in its
+// place) is an error too: a fresh budget is no file at all, and taking
+// such a file for one would drop the day's spending and stored limits.
 func ParseState(b []byte) (State, error) {
 	var s State
 	seen := map[string]int{}
@@ -179,6 +181,9 @@ func ParseState(b []byte) (State, error) {
 			return State{}, fmt.Errorf("line %d: %s: %w", n, k, err)
 		}
 		seen[k] = n
+	}
+	if len(seen) == 0 {
+		return State{}, fmt.Errorf("none of the keys gptbatch writes (%s, %s, ...): emptied, or not a usage file", keyDate, keyTokensDay)
 	}
 	return s, nil
 }

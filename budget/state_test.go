@@ -130,12 +130,12 @@ func TestParseStateErrors(t *testing.T) {
 	}
 }
 
+// A file with none of gptbatch's keys is no usage file, nor a fresh one:
+// emptied, or unknown keys alone.
 func TestParseStateEmpty(t *testing.T) {
-	for _, in := range []string{"", "\n\n", "# only a comment\n"} {
-		got, err := ParseState([]byte(in))
-		got.comments = nil // kept for Format, and no counter
-		if err != nil || !statesEqual(got, State{}) {
-			t.Errorf("ParseState(%q) = %+v, %v; want the zero State", in, got, err)
+	for _, in := range []string{"", "\n\n", "# only a comment\n", "foo = 1\nbar = 2\n"} {
+		if _, err := ParseState([]byte(in)); err == nil || !strings.Contains(err.Error(), "none of the keys gptbatch writes") {
+			t.Errorf("ParseState(%q) = %v, want an error saying it has none of gptbatch's keys", in, err)
 		}
 	}
 }

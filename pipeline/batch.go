@@ -1,3 +1,8 @@
+// batch.go is one file of more than 500 lines because everything in it
+// works on the tracker, under its one lock: the table of a --via batch
+// run's lines and of the batches they are in, the sender that fills it and
+// the ordered writer that drains it. The lock's rules read in one place.
+
 package pipeline
 
 import (
@@ -376,14 +381,14 @@ func (t *tracker) finish() {
 }
 
 // itemOf is the item a line's record describes, enough to build its result.
-func itemOf(rec lineRecord, tries int) *item {
+func itemOf(rec lineRecord, tries int, prices *budget.Prices) *item {
 	it := &item{
 		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
 		endpoint: endpointOf(rec.URL), single: rec.Single, floats: rec.Floats,
 	}
-	if p, ok := budget.PriceOf(rec.Model); ok {
-		it.price, it.priced, it.batch = p.Batch(), true, true
-	}
+	it.prices = prices
+	it.price, _ = prices.Lookup(rec.Model)
+	it.setTier(budget.TierBatch)
 	return it
 }
 

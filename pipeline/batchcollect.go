@@ -1,3 +1,10 @@
+// batchcollect.go is one file of more than 500 lines because collecting an
+// ended batch is one protocol on one collector's state: the batch's
+// outcome, its two files streamed in order, each line's settlement, retry
+// or result, and the journal record that closes it. Split, the order its
+// steps must keep (a file's lines in order, settled before journalled)
+// would be spread over files.
+
 package pipeline
 
 import (
@@ -572,7 +579,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		// answer was paid for, so the ledger has it all the same.
 		rec = lineRecord{ID: ol.customID, Model: b.model}
 	}
-	it := itemOf(rec, tries)
+	it := itemOf(rec, tries, r.cfg.Prices)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
 		Endpoint: endpoint, Via: "batch", BatchID: b.id,

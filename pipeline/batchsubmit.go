@@ -1,3 +1,9 @@
+// batchsubmit.go is one file of more than 500 lines because the submitter
+// is one goroutine's state: lines into batch files, files uploaded and
+// made into batches, refused and failed lines coming back to be submitted
+// again. Every method here runs on that goroutine and changes that state
+// without a lock; in one file, which code may is plain.
+
 package pipeline
 
 import (

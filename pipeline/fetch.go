@@ -276,18 +276,34 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 	start := r.cfg.Clock.Now()
 	// Only the model goes through go-openai's structs: they pick the URL
 	// and run go-openai's checks on it; the body sent is the item's own.
-	switch it.endpoint {
-	case jsonl.EndpointEmbeddings:
-		_, a.err = r.client.CreateEmbeddings(ctx, openai.EmbeddingRequest{Model: openai.EmbeddingModel(it.model)})
-	case jsonl.EndpointResponses:
-		_, a.err = r.client.CreateResponse(ctx, openai.CreateResponseRequest{Model: it.model})
-	default:
-		_, a.err = r.client.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: it.model})
-	}
+	a.err = endpointFor(it.endpoint).call(ctx, r.client, it.model)
 	a.latency = r.cfg.Clock.Now().Sub(start)
 	if a.err == nil {
 		a.ans, a.err = resultFromBody(it, a.reply.status, a.reply.body)
 	}
 	a.reply.body = nil // read: the results hold what is kept
 	return a
+}
+
+// sendItem sends an admitted item and returns its lines' results in input
+// order: the line's, or each member's of a pack. A pack's failure (and the
+// retries before it) is every member's.
+func (r *runner) sendItem(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
+	res := r.sendLine(ctx, it, settle)
+	if it.members == nil {
+		return []*jsonl.Result{res}
+	}
+	if res.Error == nil && len(it.results) == len(it.members) {
+		return it.results
+	}
+	out := make([]*jsonl.Result, len(it.members))
+	prefix := fmt.Sprintf("line %d: ", it.req.Line)
+	for i, m := range it.members {
+		e := *res.Error
+		if rest, ok := strings.CutPrefix(e.Message, prefix); ok {
+			e.Message = fmt.Sprintf("line %d: %s", m.req.Line, rest)
+		}
+		out[i] = &jsonl.Result{ID: m.req.ID, Line: m.req.Line, Metadata: m.req.Metadata, Attempts: res.Attempts, Error: &e}
+	}
+	return out
 }

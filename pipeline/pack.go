@@ -4,12 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"strings"
 	"time"
-
-	"github.com/gptbatch/gptbatch/budget"
-	"github.com/gptbatch/gptbatch/jsonl"
 )
 
 // packLinger is how long a pack that is not full waits for more lines
@@ -151,27 +146,4 @@ func (it *item) wireBody() []byte {
 	}
 	it.body = b
 	return b
-}
-
-// sendItem sends an admitted item and returns its lines' results in input
-// order: the line's, or each member's of a pack. A pack's failure (and the
-// retries before it) is every member's.
-func (r *runner) sendItem(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
-	res := r.sendLine(ctx, it, settle)
-	if it.members == nil {
-		return []*jsonl.Result{res}
-	}
-	if res.Error == nil && len(it.results) == len(it.members) {
-		return it.results
-	}
-	out := make([]*jsonl.Result, len(it.members))
-	prefix := fmt.Sprintf("line %d: ", it.req.Line)
-	for i, m := range it.members {
-		e := *res.Error
-		if rest, ok := strings.CutPrefix(e.Message, prefix); ok {
-			e.Message = fmt.Sprintf("line %d: %s", m.req.Line, rest)
-		}
-		out[i] = &jsonl.Result{ID: m.req.ID, Line: m.req.Line, Metadata: m.req.Metadata, Attempts: res.Attempts, Error: &e}
-	}
-	return out
 }

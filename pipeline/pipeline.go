@@ -1,26 +1,48 @@
 // Package pipeline runs a batch: it reads JSONL prompts, counts their tokens,
 // admits them through the budget gate, sends them with a fixed number of
-// workers and writes one result per line, in input order.
+// workers, or through OpenAI's Batch API, and writes one result per line,
+// in input order.
 //
-// Run wires the stages in one place, run; each stage has a file of its own,
-// named for it, and reading them in this order follows a line from stdin to
-// stdout:
+// Run wires the stages in one place, run. These are every file of the
+// package but its tests; reading them in this order follows a line from
+// stdin to stdout:
 //
-//	read.go       stdin → requests, one a line
-//	prepare.go    tokenize: the wire body and the estimate, on every core
-//	hold.go       hold the batch back until --batch-tokens and --max-cost are known to hold
-//	pack.go       --pack: runs of single-input embeddings lines share a request
-//	admit.go      reserve each line's estimate through the gate, just ahead of a free worker
-//	fetch.go      send: a fixed number of workers, the retry loop
-//	endpoints.go  what each endpoint answered, read into the lines' results
-//	classify.go   what a failed call means: retry, give up or halt
+//	pipeline.go      Run and its Config; run makes the channels and starts the stages
+//	runner.go        what the stages share: the runner, the stop state, the run's errors
+//	item.go          a line on its way through the stages; the result of a line that failed
+//	read.go          stdin → requests, one a line
+//	prepare.go       tokenize: the wire body and the estimate, on every core
+//	endpoint.go      the endpoints' table, and what their files share
+//	chat.go          chat completions: a line's body, its call, its answer's result
+//	responses.go     the Responses API: the same
+//	embeddings.go    embeddings: the same, and the vectors as floats
+//	hold.go          hold the batch back until --batch-tokens and --max-cost are known to hold
+//	pack.go          --pack: runs of single-input embeddings lines share a request
+//	admit.go         reserve each line's estimate through the gate, just ahead of a free worker
+//	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
+//	answer.go        an answer into the lines' results: the one decoder, for both routes
+//	classify.go      what a failed call means: retry, give up or halt
 //	serverlimits.go  what the x-ratelimit headers teach the gate
-//	settle.go     the gate and the ledger move from estimates to what the API counted
-//	emit.go       the only writer to stdout (results, or a dry run's estimates)
-//	ordered.go    the ordered map and the pool the stages run on
+//	settle.go        the gate and the ledger move from estimates to what the API counted
+//	emit.go          the only writer to stdout (results, or a dry run's estimates)
 //
-// runner.go holds what the stages share: the runner, the stop state and the
-// run's errors; clock.go the time the run goes by.
+// --via batch stands in for admit, fetch and settle with the Batch API:
+//
+//	batchplan.go     the Batch API's prices; a dry run's plan of batch files
+//	batch.go         the batch sender's wiring, the lines' table, the ordered writer's source
+//	batchsubmit.go   lines → batch files, split by endpoint and model, uploaded and submitted
+//	batchpoll.go     every submitted batch polled, politely, until it ends
+//	batchcollect.go  output and error files streamed into results, settled, retried
+//	batchapi.go      the Files and Batch API calls
+//	journal.go       what is recorded beside usage.md, and what --resume claims
+//	batchrecover.go  a lost journal rebuilt from the API (gptbatch batches recover)
+//	spool.go         the temporary files that keep memory bounded
+//
+// Beneath both routes:
+//
+//	ordered.go       the ordered map and the pool the stages run on
+//	stats.go         the run's counters, for the progress line and the summaries
+//	clock.go         the time the run goes by
 package pipeline
 
 import (
@@ -51,6 +73,9 @@ type Config struct {
 	// ServiceTier is the service_tier sent with chat and responses lines
 	// that give none ("flex", say); "" sends none.
 	ServiceTier string
+	// Prices is the price table lines are estimated and answers priced
+	// by; nil is the built-in one.
+	Prices *budget.Prices
 	// Pack is how many single-input embeddings lines may share one
 	// request (--pack); each still gets its own result. 0 or 1: one a
 	// request.

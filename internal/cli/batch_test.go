@@ -634,7 +634,7 @@ func TestBatchesThroughLinkedUsageFile(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(target, nil, 0o600); err != nil {
+	if err := os.WriteFile(target, []byte("tokens_within_day = 0\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(target, filepath.Join(g.dir, "usage.md")); err != nil {

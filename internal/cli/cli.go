@@ -104,7 +104,22 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout, stderr)
 	case "batches recover":
 		err = c.Batches.Recover.run(ctx, &c.runCmd, stdout, stderr)
+	case "prices", "prices show", "prices load <file>", "prices clear":
+		err = c.Prices.run(ctx, &c.runCmd, kctx.Command(), stdout)
+	case "cache", "cache show":
+		err = c.CacheCmd.show(ctx, &c.runCmd, stdout)
+	case "cache clear":
+		err = c.CacheCmd.clear(ctx, &c.runCmd, stdout)
+	case "cache prune":
+		err = c.CacheCmd.prune(ctx, &c.runCmd, stdout)
 	default:
+		if c.runCmd.Cache.on {
+			// The cache package has landed; runs use it once the pipeline
+			// has one decoder for both routes. Until then --cache is
+			// refused, not silently ignored.
+			err = usageError(errors.New("--cache: runs do not use the response cache yet; `gptbatch cache` reports on it (--no-cache or GPTBATCH_CACHE=off to run without)"))
+			break
+		}
 		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}
 	return exitStatus(err, stderr)

@@ -11,6 +11,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/cache"
 )
 
 // version is set at build time with
@@ -22,11 +23,13 @@ var version = "dev"
 // lists them all; the main job is the default command.
 type cli struct {
 	runCmd
-	Run     struct{}         `cmd:"" default:"1" hidden:"" help:"Send the batch on stdin (the default)."`
-	Usage   usageCmd         `cmd:"" help:"Report what has been spent, from the ledger beside the usage file."`
-	Limits  limitsCmd        `cmd:"" help:"Show, set (limits set --daily-cost 5) or clear the limits stored with the shared budget, which every run obeys."`
-	Batches batchesCmd       `cmd:"" help:"List, cancel or recover the Batch API batches recorded beside the usage file (--via batch)."`
-	Version kong.VersionFlag `help:"Print the version and exit."`
+	Run      struct{}         `cmd:"" default:"1" hidden:"" help:"Send the batch on stdin (the default)."`
+	Usage    usageCmd         `cmd:"" help:"Report what has been spent, from the ledger beside the usage file."`
+	Limits   limitsCmd        `cmd:"" help:"Show, set (limits set --daily-cost 5) or clear the limits stored with the shared budget, which every run obeys."`
+	Batches  batchesCmd       `cmd:"" help:"List, cancel or recover the Batch API batches recorded beside the usage file (--via batch)."`
+	CacheCmd cacheCmd         `cmd:"" name:"cache" help:"Show the response cache's entries, size, hits and dollars saved; clear it (cache clear) or remove old answers (cache prune --older-than 30d)."`
+	Prices   pricesCmd        `cmd:"" help:"List the prices runs use, or store a price file with the shared budget (prices load FILE) for every run on every host, or clear it."`
+	Version  kong.VersionFlag `help:"Print the version and exit."`
 }
 
 // examples close --help.
@@ -47,7 +50,8 @@ Examples:
   # Estimate first, send nothing, no key needed:
   gptbatch --dry-run < prompts.jsonl | jq -s 'map(.est_cost_usd) | add'
 
-Prices: the table of %s; a model it does not list has cost_usd null.
+Prices: the table of %s, under any stored with the budget (gptbatch prices)
+and --prices; a model none of them lists has cost_usd null.
 
 Exit status: 0 all lines succeeded, 1 some failed (each still has its result),
 2 bad usage or configuration, 3 refused or stopped by a limit, 130 interrupted,
@@ -82,8 +86,11 @@ type runCmd struct {
 	System           string        `placeholder:"TEXT" help:"System prompt for lines that give none (responses: their instructions)."`
 	Endpoint         string        `env:"GPTBATCH_ENDPOINT" enum:"chat,responses,embeddings" default:"chat" help:"API for plain lines: chat (/v1/chat/completions), responses (/v1/responses) or embeddings (/v1/embeddings); a Batch API line goes to its own url."`
 	Pack             int           `placeholder:"N" help:"Embeddings: send up to N single-input lines in one request (up to 2048), each still its own result."`
+	PriceFile        string        `name:"prices" env:"GPTBATCH_PRICES" type:"path" placeholder:"FILE" help:"Prices in LiteLLM's model_prices_and_context_window.json format, over the built-in table and any stored with the budget (else $XDG_CONFIG_HOME/gptbatch/prices.json, under the stored ones, when it exists)."`
 	ServiceTier      string        `name:"service-tier" placeholder:"TIER" help:"service_tier for chat and responses lines that give none (flex: half price, slower, may be refused when busy)."`
 	DryRun           bool          `name:"dry-run" help:"Estimate tokens and cost per line; send nothing, need no key."`
+	Cache            cacheSpec     `env:"GPTBATCH_CACHE" negatable:"" help:"Answer requests sent before from the response cache, and keep new answers there: beside the budget ($XDG_CACHE_HOME/gptbatch/cache.db, or the Redis of --store), or --cache=PATH; off by default."`
+	CacheTTL         span          `name:"cache-ttl" default:"${cache_ttl}" placeholder:"AGE" help:"Serve cached answers up to this old: 30d, 2w, 12h (0 = forever)."`
 	Resume           string        `type:"path" placeholder:"FILE" help:"Skip lines whose id has a successful result in FILE."`
 	Unordered        bool          `help:"Write results as they finish, not in input order."`
 	Via              string        `enum:"sync,batch" default:"sync" env:"GPTBATCH_VIA" help:"sync: a request a line; batch: OpenAI's Batch API, half price, answers within 24 h (sync|batch)."`
@@ -102,6 +109,8 @@ type runCmd struct {
 	started time.Time
 	msgs    *msgWriter // stderr for messages, above the progress line
 	seams   Seams
+
+	hostPrices, givenPrices *budget.Prices // the price files read: the host's configuration file's, --prices's
 }
 
 // usageCmd reports spending from the ledger.
@@ -167,7 +176,7 @@ func newParser(c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, er
 		kong.Description("Send a batch of prompts through the OpenAI API (chat completions, responses or embeddings) within shared rate and budget limits."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
-		kong.Vars{"version": buildVersion()},
+		kong.Vars{"version": buildVersion(), "cache_ttl": span(cache.DefaultTTL).String()},
 		kong.UsageOnError(),
 		kong.Help(func(o kong.HelpOptions, ctx *kong.Context) error {
 			if err := kong.DefaultHelpPrinter(o, ctx); err != nil {

@@ -53,7 +53,7 @@ func gptbatchProcess(t *testing.T, args ...string) *exec.Cmd {
 	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), asMainEnv+"=1")
-	for _, k := range []string{"OPENAI_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "GPTBATCH_USAGE_FILE", "GPTBATCH_STORE", "GPTBATCH_VIA", "GPTBATCH_ENDPOINT", "XDG_STATE_HOME"} {
+	for _, k := range []string{"OPENAI_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "GPTBATCH_USAGE_FILE", "GPTBATCH_STORE", "GPTBATCH_VIA", "GPTBATCH_ENDPOINT", "XDG_STATE_HOME", "GPTBATCH_CACHE", "XDG_CACHE_HOME"} {
 		cmd.Env = append(cmd.Env, k+"=")
 	}
 	return cmd

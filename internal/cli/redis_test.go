@@ -15,6 +15,7 @@ import (
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 	"github.com/gptbatch/gptbatch/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // These tests run gptbatch as processes, hosts that share no file, only one
@@ -199,11 +200,37 @@ func TestRedisUnreachable(t *testing.T) {
 // gives every line it read a result, says the shared store failed and
 // exits 1;
 // with Redis back, --resume answers the rest and no prompt is answered
-// twice.
+// twice. A cluster whose node holding the budget's slot dies is the same.
 func TestRedisKilledMidRun(t *testing.T) {
 	t.Parallel() // a process of its own: nothing of this one is shared
-	rs := redistest.Start(t, "--requirepass", "s3cret")
-	url := rs.URL("s3cret")
+	t.Run("one server", func(t *testing.T) {
+		rs := redistest.Start(t, "--requirepass", "s3cret")
+		redisKilledMidRun(t, rs.URL("s3cret"), "redis://:xxxxx@"+rs.Addr+"/0", rs.Kill, func() { rs.Restart(t) })
+	})
+	t.Run("cluster node of the budget's slot", func(t *testing.T) {
+		c := redistest.StartCluster(t)
+		o, err := redis.ParseClusterURL(c.SeedsURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := redis.NewClusterClient(o)
+		defer cc.Close()
+		m, err := cc.MasterForKey(context.Background(), "{gptbatch:default}:state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		node := c.Server(m.Options().Addr)
+		if node == nil {
+			t.Fatalf("no node of the cluster is %s", m.Options().Addr)
+		}
+		redisKilledMidRun(t, c.URL(), c.URL(), func() { c.Stop(node) }, func() { c.Restart(t, node) })
+	})
+}
+
+// redisKilledMidRun runs gptbatch against the Redis at url (named where in
+// messages), kills it with kill mid-run, brings it back with restart and
+// resumes.
+func redisKilledMidRun(t *testing.T, url, where string, kill, restart func()) {
 	srv := openaitest.New(openaitest.Config{Latency: 30 * time.Millisecond})
 	defer srv.Close()
 	const n = 300
@@ -222,12 +249,12 @@ func TestRedisKilledMidRun(t *testing.T) {
 	if err := waitServer(srv.WaitArrivals, 40); err != nil {
 		t.Fatal(err)
 	}
-	rs.Kill()
+	kill()
 	_ = cmd.Wait()
 	f.Close()
 	msg := errb.String()
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(msg, "shared budget store failed") || !strings.Contains(msg, "redis://:xxxxx@"+rs.Addr+"/0") || strings.Contains(msg, "s3cret") {
-		t.Errorf("with Redis killed: exit %d, stderr %q; want 1, saying the shared store failed and naming it without its password", code, msg)
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(msg, "shared budget store failed") || !strings.Contains(msg, where) || strings.Contains(msg, "s3cret") {
+		t.Errorf("with Redis killed: exit %d, stderr %q; want 1, saying the shared store failed and naming it (%s) without its password", code, msg, where)
 	}
 	first, err := os.ReadFile(out)
 	if err != nil {
@@ -251,7 +278,7 @@ func TestRedisKilledMidRun(t *testing.T) {
 		t.Fatalf("%d results, %d answered; want some answered and the rest not sent", len(results), answered)
 	}
 
-	rs.Restart(t)
+	restart()
 	var out2 bytes.Buffer
 	errb.Reset()
 	cmd = host(t, url, srv.URL(), in, "--parallel", "8", "--batch-tokens", "0", "--resume", out)
@@ -272,5 +299,55 @@ func TestRedisKilledMidRun(t *testing.T) {
 		if k > 1 {
 			t.Errorf("the API answered %q %d times, want once", p, k)
 		}
+	}
+}
+
+// A --store that cannot be used is said at once, exit 2, nothing sent:
+// rediss:// to a server without TLS says so within seconds (not a
+// handshake timeout), a password is never quoted, not even a piece of one
+// that does not parse, and a budget whose ledger key is not a stream is
+// refused before anything is written.
+func TestRedisStoreRefused(t *testing.T) {
+	t.Parallel() // processes of their own: nothing of this one is shared
+	rs := redistest.Start(t)
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer rc.Close()
+	if err := rc.Set(context.Background(), "{gptbatch:wrongtype}:ledger", "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, url string
+		args      []string
+		want      string
+	}{
+		{"rediss to a server without TLS", "rediss://" + rs.Addr + "/0", nil, "expected TLS"},
+		{"password that does not parse", "redis://:pa%ss@" + rs.Addr + "/0", nil, "percent-encoded"},
+		{"ledger of the wrong type", rs.URL(""), []string{"--store-name", "wrongtype"}, "{gptbatch:wrongtype}:ledger is a string, not a stream"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{})
+			defer srv.Close()
+			var errb bytes.Buffer
+			cmd := host(t, tt.url, srv.URL(), prompts(3), tt.args...)
+			cmd.Stdout, cmd.Stderr = new(bytes.Buffer), &errb
+			start := time.Now()
+			_ = cmd.Run()
+			took, msg := time.Since(start), errb.String()
+			if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(msg, tt.want) {
+				t.Errorf("exit %d, stderr %q; want 2 and %q", code, msg, tt.want)
+			}
+			if took > 5*time.Second {
+				t.Errorf("took %v to fail, want a few seconds at most", took.Round(time.Millisecond))
+			}
+			if strings.Contains(msg, "pa%") || strings.Contains(msg, "%ss") {
+				t.Errorf("stderr %q quotes the password", msg)
+			}
+			if n := srv.Stats().Requests; n != 0 {
+				t.Errorf("the API got %d requests, want none", n)
+			}
+		})
+	}
+	if v, err := rc.Get(context.Background(), "{gptbatch:wrongtype}:ledger").Result(); err != nil || v != "not a stream" {
+		t.Errorf("the ledger key of the wrong type = %q, %v; want it left as it was", v, err)
 	}
 }

@@ -313,3 +313,70 @@ func TestUsageReport(t *testing.T) {
 		t.Errorf("usage --by model = %q (exit %d)", table, code)
 	}
 }
+
+// TestUsageFileWithoutOurKeys: a usage.md emptied, or holding none of the
+// keys gptbatch writes, is not a fresh budget (which would drop the
+// day's spending and the stored limits): it is refused as corrupt, before
+// the run (exit 2, nothing sent) and mid-run (the run stops sending, exit
+// 1), naming the file and leaving it as it is.
+func TestUsageFileWithoutOurKeys(t *testing.T) {
+	for _, tt := range []struct{ name, content string }{
+		{"emptied", ""},
+		{"unknown keys only", "team = research\nowner = ana\n"},
+		{"comments only", "# nothing here\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			path := filepath.Join(g.dir, "usage.md")
+			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, stderr, code := g.run(context.Background(), prompts(3))
+			if code != 2 || !strings.Contains(stderr, path) || !strings.Contains(stderr, "corrupt") {
+				t.Errorf("exit status %d, stderr %q; want 2, calling %s corrupt", code, stderr, path)
+			}
+			if b, _ := os.ReadFile(path); string(b) != tt.content {
+				t.Errorf("usage.md changed to %q", b)
+			}
+			if n := srv.Stats().Requests; n != 0 {
+				t.Errorf("server got %d requests, want 0", n)
+			}
+		})
+	}
+	t.Run("emptied mid-run", func(t *testing.T) {
+		srv := openaitest.New(openaitest.Config{Latency: 20 * time.Millisecond})
+		defer srv.Close()
+		g := newGB(t, srv.URL())
+		path := filepath.Join(g.dir, "usage.md")
+		emptied := make(chan error, 1)
+		go func() {
+			if err := waitServer(srv.WaitArrivals, 10); err != nil {
+				emptied <- err
+				return
+			}
+			// Under the lock, or the run's next write would replace it.
+			lock := flock.New(path + ".lock")
+			if err := lock.Lock(); err != nil {
+				emptied <- err
+				return
+			}
+			defer lock.Unlock()
+			emptied <- os.WriteFile(path, nil, 0o600)
+		}()
+		out, stderr, code := g.run(context.Background(), prompts(200), "--parallel", "2")
+		if err := <-emptied; err != nil {
+			t.Fatal(err)
+		}
+		if code != 1 || !strings.Contains(stderr, path) || !strings.Contains(stderr, "corrupt") {
+			t.Errorf("exit status %d, stderr %q; want 1, calling %s corrupt", code, stderr, path)
+		}
+		if n := len(parseResults(t, out)); n == 0 || srv.Stats().Requests >= 200 {
+			t.Errorf("%d results, %d requests sent; want the run stopped short, every line read with a result", n, srv.Stats().Requests)
+		}
+		if b, _ := os.ReadFile(path); len(b) != 0 {
+			t.Errorf("usage.md was rewritten as a fresh budget:\n%s", b)
+		}
+	})
+}

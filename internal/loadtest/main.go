@@ -50,8 +50,9 @@ type scenario struct {
 	dry       bool // a dry run: count lines, not requests
 	// redis shares the budget through one redis-server (--store) instead
 	// of a usage file: each copy has a usage path of its own, as on hosts
-	// of their own.
-	redis bool
+	// of their own. cluster makes it a 3-master Redis Cluster, named by
+	// one node.
+	redis, cluster bool
 	// note, if set, is a figure worked out from the measure, printed
 	// after it (an extrapolation, say).
 	note func(m measure) string
@@ -176,6 +177,19 @@ func scenarios() []scenario {
 			args:  []string{"--rpm", "600", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
 			ideal: func() time.Duration { return 20*time.Second + lat },
 			redis: true,
+			goals: append([]goal{
+				{"time <= 1.2 x ideal", func(m measure) bool { return m.wall <= m.ideal*12/10 }},
+				{"800 results", func(m measure) bool { return m.results == 800 }},
+				{"usage --today --json --store on a fifth host reports 800 requests", func(m measure) bool { return m.usageRequests == 800 }},
+			}, paceGoals...),
+		},
+		{
+			name:   "pace-redis-cluster: 4 hosts x 200 requests, rpm 600 shared through a 3-master Redis Cluster named by one node, 200 ms latency",
+			server: openaitest.Config{RPM: 600, Latency: lat},
+			procs:  4, lines: 200, prompt: "say %d",
+			args:  []string{"--rpm", "600", "--tpm", "0", "--parallel", "64", "--batch-tokens", "0"},
+			ideal: func() time.Duration { return 20*time.Second + lat },
+			redis: true, cluster: true,
 			goals: append([]goal{
 				{"time <= 1.2 x ideal", func(m measure) bool { return m.wall <= m.ideal*12/10 }},
 				{"800 results", func(m measure) bool { return m.results == 800 }},
@@ -358,7 +372,15 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	os.Remove(usage)
 	input := makeInput(sc.lines, sc.prompt)
 	var store []string
-	if sc.redis {
+	switch {
+	case sc.cluster:
+		c, err := redistest.RunCluster()
+		if err != nil {
+			return m, fmt.Errorf("redis cluster: %w", err)
+		}
+		defer c.Kill()
+		store = []string{"--store", c.URL()}
+	case sc.redis:
 		rs, err := redistest.Run()
 		if err != nil {
 			return m, fmt.Errorf("redis-server: %w", err)

@@ -105,6 +105,13 @@ func (s *Server) URL(password string) string {
 // Kill stops the server at once (SIGKILL) and waits for it to exit. It may
 // be called more than once.
 func (s *Server) Kill() {
+	s.stop()
+	// The directory only holds what --dir points at; a Restart makes it again.
+	os.RemoveAll(s.dir)
+}
+
+// stop stops the server at once, keeping its directory.
+func (s *Server) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd == nil {
@@ -113,8 +120,6 @@ func (s *Server) Kill() {
 	s.cmd.Process.Kill()
 	<-s.done
 	s.cmd = nil
-	// The directory only holds what --dir points at; a Restart makes it again.
-	os.RemoveAll(s.dir)
 }
 
 // Restart starts the server again on the same address, empty (there is no
@@ -226,16 +231,7 @@ type Cluster struct {
 // the test's cleanup.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
-	_, err := binary()
-	if err == nil {
-		_, err = exec.LookPath("redis-cli")
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server or redis-cli is not installed (CI=true): apt-get install redis-server")
-		}
-		t.Skip("redis-server or redis-cli is not installed; apt-get install redis-server to run this test (with CI=true it fails instead)")
-	}
+	start(t)
 	c, err := RunCluster()
 	if err != nil {
 		t.Fatalf("start a redis cluster: %v", err)
@@ -274,21 +270,28 @@ func RunCluster() (*Cluster, error) {
 		return nil, fmt.Errorf("redis-cli --cluster create: %v: %s", err, out)
 	}
 	// Every node must know every slot before a client is pointed at it.
-	deadline := time.Now().Add(startTimeout)
 	for _, s := range c.Servers {
-		for {
-			out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", port(s.Addr), "cluster", "info").Output()
-			if err == nil && strings.Contains(string(out), "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				c.Kill()
-				return nil, fmt.Errorf("redis cluster on %s not ready after %v: %s", s.Addr, startTimeout, out)
-			}
-			time.Sleep(20 * time.Millisecond) // redis-cli has no way to wait for the state
+		if err := waitClusterOK(s); err != nil {
+			c.Kill()
+			return nil, err
 		}
 	}
 	return c, nil
+}
+
+// waitClusterOK waits until s says the cluster is ok.
+func waitClusterOK(s *Server) error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", port(s.Addr), "cluster", "info").Output()
+		if err == nil && strings.Contains(string(out), "cluster_state:ok") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis cluster on %s not ready after %v: %s", s.Addr, startTimeout, out)
+		}
+		time.Sleep(20 * time.Millisecond) // redis-cli has no way to wait for the state
+	}
 }
 
 func port(addr string) string {
@@ -323,9 +326,102 @@ func (c *Cluster) Server(addr string) *Server {
 	return nil
 }
 
+// Stop stops the node s at once, as a node that dies; Restart starts it
+// again.
+func (c *Cluster) Stop(s *Server) { s.stop() }
+
+// Restart starts the node s again on its address, empty (there is no
+// persistence) but with its place in the cluster, and waits until the
+// cluster is ok.
+func (c *Cluster) Restart(t testing.TB, s *Server) {
+	t.Helper()
+	s.stop()
+	if err := s.start(s.Addr); err != nil {
+		t.Fatalf("restart redis cluster node: %v", err)
+	}
+	for _, n := range c.Servers {
+		if err := waitClusterOK(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Kill stops every node.
 func (c *Cluster) Kill() {
 	for _, s := range c.Servers {
 		s.Kill()
 	}
+}
+
+// The servers Shared and SharedCluster started, for Main to stop.
+var shared struct {
+	mu      sync.Mutex
+	server  *Server
+	cluster *Cluster
+	err     error
+}
+
+// Shared is one redis-server for every test of a package that calls it,
+// started by the first (skipped as Start is, without redis-server) and
+// stopped by Main after the last: tests keep apart by their keys.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	start(t)
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.server == nil && shared.err == nil {
+		shared.server, shared.err = Run()
+	}
+	if shared.err != nil {
+		t.Fatalf("start redis-server: %v", shared.err)
+	}
+	return shared.server
+}
+
+// SharedCluster is one Cluster for every test of a package that calls it,
+// as Shared is one server.
+func SharedCluster(t testing.TB) *Cluster {
+	t.Helper()
+	start(t)
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.cluster == nil && shared.err == nil {
+		shared.cluster, shared.err = RunCluster()
+	}
+	if shared.err != nil {
+		t.Fatalf("start a redis cluster: %v", shared.err)
+	}
+	return shared.cluster
+}
+
+// start skips t, or fails it with CI=true, when redis-server or redis-cli
+// is not installed.
+func start(t testing.TB) {
+	t.Helper()
+	_, err := binary()
+	if err == nil {
+		_, err = exec.LookPath("redis-cli")
+	}
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("redis-server or redis-cli is not installed (CI=true): apt-get install redis-server")
+	}
+	t.Skip("redis-server or redis-cli is not installed; apt-get install redis-server to run this test (with CI=true it fails instead)")
+}
+
+// Main runs a package's tests, then stops the servers Shared and
+// SharedCluster started: call os.Exit(redistest.Main(m)) from TestMain.
+func Main(m *testing.M) int {
+	code := m.Run()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.server != nil {
+		shared.server.Kill()
+	}
+	if shared.cluster != nil {
+		shared.cluster.Kill()
+	}
+	return code
 }

@@ -1,0 +1,313 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/cache"
+)
+
+// cacheSpec is --cache: off, on (the default place: beside the budget),
+// or a file. It is a flag that takes a value only after "=", so that
+// `--cache` alone turns the cache on where it belongs and
+// `--cache=PATH` names a file; a flag that always took a value would read
+// the next argument as the path, and a --cache bool with a --cache-file
+// beside it would be two flags for one choice. The environment
+// (GPTBATCH_CACHE) takes the same values: on, off or a path.
+type cacheSpec struct {
+	on   bool
+	path string // a file; "" for the default place
+}
+
+// Decode implements kong.MapperValue.
+func (c *cacheSpec) Decode(ctx *kong.DecodeContext) error {
+	if ctx.Scan.Peek().Type != kong.FlagValueToken {
+		*c = cacheSpec{on: true} // --cache alone
+		return nil
+	}
+	tok := ctx.Scan.Pop()
+	switch v := tok.Value.(type) {
+	case bool: // --no-cache
+		*c = cacheSpec{on: v}
+		return nil
+	case string:
+		return c.set(v)
+	default:
+		return fmt.Errorf("--cache: want on, off or a path, not %v", tok.Value)
+	}
+}
+
+func (c *cacheSpec) set(v string) error {
+	switch strings.ToLower(v) {
+	case "on", "true", "yes", "1":
+		*c = cacheSpec{on: true}
+	case "off", "false", "no", "0":
+		*c = cacheSpec{}
+	default:
+		if rest, ok := strings.CutPrefix(v, "~/"); ok {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return fmt.Errorf("--cache=%s: %w", v, err)
+			}
+			v = filepath.Join(home, rest)
+		}
+		*c = cacheSpec{on: true, path: v}
+	}
+	return nil
+}
+
+// IsBool implements kong.BoolMapper: --cache needs no value.
+func (c *cacheSpec) IsBool() bool { return true }
+
+// span is a length of time as people write one for a cache: 30d, 2w, 12h,
+// 90m, or anything time.ParseDuration reads.
+type span time.Duration
+
+// Decode implements kong.MapperValue.
+func (a *span) Decode(ctx *kong.DecodeContext) error {
+	var s string
+	if err := ctx.Scan.PopValueInto("span", &s); err != nil {
+		return err
+	}
+	d, err := parseSpan(s)
+	if err != nil {
+		return err
+	}
+	*a = span(d)
+	return nil
+}
+
+// parseSpan reads 30d, 2w, 1.5d or a time.ParseDuration span; a day is 24
+// hours.
+func parseSpan(s string) (time.Duration, error) {
+	for suffix, unit := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
+		if n, ok := strings.CutSuffix(s, suffix); ok {
+			f, err := strconv.ParseFloat(n, 64)
+			if err != nil || f < 0 || f*float64(unit) > float64(1<<62) {
+				return 0, fmt.Errorf("%q: want a span like 30d, 2w, 12h or 90m", s)
+			}
+			return time.Duration(f * float64(unit)), nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: want a span like 30d, 2w, 12h or 90m", s)
+	}
+	return d, nil
+}
+
+// String writes a as parseSpan reads it: whole days as "30d".
+func (a span) String() string {
+	d := time.Duration(a)
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// cacheCmd reports on, clears and prunes the response cache.
+type cacheCmd struct {
+	JSON  bool          `name:"json" help:"Write JSON instead of a table."`
+	Show  struct{}      `cmd:"" default:"1" hidden:"" help:"Show the cache's entries, size, hits and the dollars they saved (the default)."`
+	Clear struct{}      `cmd:"" help:"Remove every answer and zero the counters; a cache that cannot be opened (damaged, another format version) is deleted."`
+	Prune cachePruneCmd `cmd:"" help:"Remove the answers older than --older-than (default --cache-ttl)."`
+}
+
+// cachePruneCmd removes old answers.
+type cachePruneCmd struct {
+	OlderThan *span `name:"older-than" placeholder:"AGE" help:"Remove answers older than this: 30d, 2w, 12h (default --cache-ttl)."`
+}
+
+// cacheOptions are the cache's options from the flags.
+func (r *runCmd) cacheOptions() cache.Options {
+	ttl := time.Duration(r.CacheTTL)
+	if ttl == 0 {
+		ttl = -1 // --cache-ttl 0: answers never expire
+	}
+	return cache.Options{TTL: ttl, Now: r.seams.now}
+}
+
+// cachePath is the file of the cache --cache names, or of the default
+// place when it names none (or is off: `gptbatch cache` reports on the
+// cache runs would use). The default place is beside the budget: the
+// budget's Redis when --store is one, else DefaultPath.
+func (r *runCmd) cachePath() (string, error) {
+	if r.Cache.path != "" {
+		return r.Cache.path, nil
+	}
+	if r.Store != "" {
+		return "", errors.New("the cache beside a budget in Redis (--store) is not reachable from this command yet: name a file with --cache=PATH")
+	}
+	return cache.DefaultPath()
+}
+
+// openCache opens the cache at path. One that cannot be used is a usage
+// error (exit 2) naming the file and what to do.
+func (r *runCmd) openCache(ctx context.Context, path string) (*cache.File, error) {
+	f, err := cache.OpenFile(ctx, path, r.cacheOptions())
+	if err != nil {
+		return nil, usageError(err)
+	}
+	return f, nil
+}
+
+// cacheReport is what `gptbatch cache` says, in JSON.
+type cacheReport struct {
+	Cache     string  `json:"cache"`
+	Exists    bool    `json:"exists"`
+	Entries   int64   `json:"entries"`
+	Bytes     int64   `json:"bytes"`
+	DiskBytes int64   `json:"disk_bytes"`
+	Oldest    *string `json:"oldest"`
+	Newest    *string `json:"newest"`
+	Hits      int64   `json:"hits"`
+	SavedUSD  any     `json:"saved_usd"`
+	TTL       string  `json:"ttl"`
+}
+
+// show writes what the cache holds and has saved. A cache that does not
+// exist yet is reported empty, and not made.
+func (c *cacheCmd) show(ctx context.Context, r *runCmd, stdout io.Writer) error {
+	path, err := r.cachePath()
+	if err != nil {
+		return usageError(err)
+	}
+	rep := cacheReport{Cache: path, TTL: "none"}
+	if r.CacheTTL > 0 {
+		rep.TTL = r.CacheTTL.String()
+	}
+	var st cache.Stats
+	if _, err := os.Stat(path); err == nil {
+		f, err := r.openCache(ctx, path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if st, err = f.Stats(ctx); err != nil {
+			return err
+		}
+		rep.Exists = true
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return usageError(fmt.Errorf("cache %s: %w", path, err))
+	}
+	rep.Entries, rep.Bytes, rep.DiskBytes, rep.Hits = st.Entries, st.Bytes, st.DiskBytes, st.Hits
+	saved := budget.Cost(st.Saved)
+	rep.SavedUSD = json.Number(saved.String())
+	day := func(t time.Time) *string {
+		if t.IsZero() {
+			return nil
+		}
+		s := t.In(time.Local).Format(time.DateOnly)
+		return &s
+	}
+	rep.Oldest, rep.Newest = day(st.Oldest), day(st.Newest)
+	if c.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	if !rep.Exists {
+		_, err := fmt.Fprintf(stdout, "no cache at %s yet\n", path)
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "cache\t%s\n", path)
+	entries := fmt.Sprintf("%d answers", st.Entries)
+	if rep.Oldest != nil {
+		entries += fmt.Sprintf(", from %s to %s", *rep.Oldest, *rep.Newest)
+	}
+	fmt.Fprintf(tw, "entries\t%s\n", entries)
+	fmt.Fprintf(tw, "size\t%s of answers, %s on disk\n", size(st.Bytes), size(st.DiskBytes))
+	fmt.Fprintf(tw, "hits\t%d\n", st.Hits)
+	fmt.Fprintf(tw, "saved\t%s\n", dollars(saved))
+	fmt.Fprintf(tw, "ttl\t%s\n", rep.TTL)
+	return tw.Flush()
+}
+
+// size writes n bytes for people: 512 B, 1.5 KB, 12.3 MB.
+func size(n int64) string {
+	switch {
+	case n < 1000:
+		return fmt.Sprintf("%d B", n)
+	case n < 1000*1000:
+		return fmt.Sprintf("%.1f KB", float64(n)/1e3)
+	case n < 1000*1000*1000:
+		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+	default:
+		return fmt.Sprintf("%.1f GB", float64(n)/1e9)
+	}
+}
+
+// clear removes every answer; a cache that cannot be opened as one
+// (damaged, another format) is deleted instead.
+func (c *cacheCmd) clear(ctx context.Context, r *runCmd, stdout io.Writer) error {
+	path, err := r.cachePath()
+	if err != nil {
+		return usageError(err)
+	}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		_, err := fmt.Fprintf(stdout, "no cache at %s: nothing to clear\n", path)
+		return err
+	}
+	f, err := cache.OpenFile(ctx, path, r.cacheOptions())
+	if errors.Is(err, cache.ErrUnusable) {
+		if rerr := cache.RemoveFile(path); rerr != nil {
+			return usageError(fmt.Errorf("%w; deleting it: %w", err, rerr))
+		}
+		_, err := fmt.Fprintf(stdout, "deleted %s, which could not be used as a cache: the next run with --cache makes a new one\n", path)
+		return err
+	}
+	if err != nil {
+		return usageError(err)
+	}
+	defer f.Close()
+	n, err := f.Clear(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "removed %d answers from %s\n", n, path)
+	return err
+}
+
+// prune removes the answers older than --older-than, else --cache-ttl.
+func (c *cacheCmd) prune(ctx context.Context, r *runCmd, stdout io.Writer) error {
+	older := r.CacheTTL
+	if c.Prune.OlderThan != nil {
+		older = *c.Prune.OlderThan
+	}
+	if older <= 0 {
+		return usageError(errors.New("cache prune: give --older-than AGE (answers never expire with --cache-ttl 0)"))
+	}
+	path, err := r.cachePath()
+	if err != nil {
+		return usageError(err)
+	}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		_, err := fmt.Fprintf(stdout, "no cache at %s: nothing to prune\n", path)
+		return err
+	}
+	f, err := r.openCache(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n, err := f.Prune(ctx, r.seams.now().Add(-time.Duration(older)))
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "removed %d answers older than %s from %s\n", n, older, path)
+	return err
+}

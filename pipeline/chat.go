@@ -1,0 +1,182 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// chatEndpoint is the chat completions API, /v1/chat/completions.
+var chatEndpoint = endpoint{
+	what:    "chat completion",
+	tiers:   true,
+	resolve: (*item).resolveChat,
+	call: func(ctx context.Context, c *openai.Client, model string) error {
+		_, err := c.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: model})
+		return err
+	},
+	body: decodeBody[chatCompletion],
+	line: decodeLine[chatCompletion],
+}
+
+// isReasoningModel reports whether model takes max_completion_tokens and
+// spends hidden reasoning tokens: the o-series and gpt-5, gpt-5.4 and the
+// rest of the gpt-5.x family.
+func isReasoningModel(model string) bool {
+	for _, p := range []string{"o1", "o3", "o4", "gpt-5"} {
+		if model == p || strings.HasPrefix(model, p+"-") || strings.HasPrefix(model, p+".") {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveChat sets a chat-completions request's output cap and counts it.
+func (it *item) resolveChat(body map[string]json.RawMessage, cfg *Config) error {
+	// The o-series and gpt-5 refuse max_tokens; they take the same cap as
+	// max_completion_tokens.
+	reasoning := isReasoningModel(it.model)
+	if raw, ok := body["max_tokens"]; ok && reasoning {
+		if _, both := body["max_completion_tokens"]; !both {
+			body["max_completion_tokens"] = raw
+		}
+		delete(body, "max_tokens")
+	}
+	capField := "max_tokens"
+	if reasoning {
+		capField = "max_completion_tokens"
+	}
+	maxOut := int64(0)
+	for _, f := range []string{"max_completion_tokens", "max_tokens"} {
+		n, err := positive(body, f)
+		if err != nil {
+			return err
+		}
+		if n > 0 && (maxOut == 0 || n < maxOut) {
+			maxOut = n
+		}
+	}
+	if maxOut == 0 {
+		maxOut = outputCap(cfg, reasoning)
+		body[capField] = mustJSON(maxOut)
+	}
+	choices := int64(1)
+	if raw, ok := body["n"]; ok && string(raw) != "null" {
+		n, err := strconv.ParseInt(string(raw), 10, 64)
+		if err != nil || n <= 0 || n > 128 {
+			return fmt.Errorf("n must be an integer from 1 to 128, not %.40s", raw)
+		}
+		choices = n
+	}
+	prompt, err := it.countMessages(cfg.Tokens, body["messages"], body["tools"])
+	if err != nil {
+		return err
+	}
+	it.prompt = prompt
+	it.maxOut = maxOut * choices
+	return nil
+}
+
+// countMessages counts chat messages by the chat formula: exactly, or by
+// the byte bound while the encoder is being built.
+func (it *item) countMessages(tc TokenCounter, messages, tools json.RawMessage) (int64, error) {
+	return tc.Chat(it.model, messages, tools, it.exact)
+}
+
+// chatCompletion is the part of a chat completion gptbatch keeps.
+type chatCompletion struct {
+	Model   string       `json:"model"`
+	Choices []chatChoice `json:"choices"`
+	Usage   struct {
+		PromptTokens        int64 `json:"prompt_tokens"`
+		CompletionTokens    int64 `json:"completion_tokens"`
+		TotalTokens         int64 `json:"total_tokens"`
+		PromptTokensDetails struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
+		CompletionTokensDetails struct {
+			ReasoningTokens int64 `json:"reasoning_tokens"`
+		} `json:"completion_tokens_details"`
+	} `json:"usage"`
+	ServiceTier string `json:"service_tier"`
+}
+
+// chatChoice is one of a chat completion's choices.
+type chatChoice struct {
+	Index   int `json:"index"`
+	Message struct {
+		Content   *string         `json:"content"`
+		Refusal   *string         `json:"refusal"`
+		ToolCalls json.RawMessage `json:"tool_calls"`
+	} `json:"message"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+	FinishReason string          `json:"finish_reason"`
+}
+
+// errNoChoices is an answer with nothing in it.
+var errNoChoices = errors.New("response has no choices")
+
+// result reads a chat completion. The first choice is the content
+// (JSON null with a refusal, left out when it is only tool calls); with
+// n > 1 every choice's content is in choices, and logprobs, when asked
+// for, are the choice's or, with n > 1, one a choice.
+func (c *chatCompletion) result(it *item) (answer, error) {
+	if len(c.Choices) == 0 {
+		return answer{}, errNoChoices
+	}
+	slices.SortStableFunc(c.Choices, func(a, b chatChoice) int { return a.Index - b.Index })
+	u := jsonl.Usage{
+		PromptTokens:     c.Usage.PromptTokens,
+		CompletionTokens: c.Usage.CompletionTokens,
+		TotalTokens:      c.Usage.TotalTokens,
+		CachedTokens:     c.Usage.PromptTokensDetails.CachedTokens,
+		ReasoningTokens:  c.Usage.CompletionTokensDetails.ReasoningTokens,
+	}
+	price := it.priceFor(c.Model, c.ServiceTier, u.PromptTokens)
+	res := it.lineResult(c.Model, u, price)
+	first := c.Choices[0]
+	msg := first.Message
+	hasTools := isSet(msg.ToolCalls) && string(msg.ToolCalls) != "[]"
+	switch {
+	case msg.Refusal != nil && *msg.Refusal != "":
+		res.Content, res.Refusal = []byte("null"), msg.Refusal
+	case msg.Content != nil:
+		res.Content = jsonl.String(*msg.Content)
+	case !hasTools:
+		res.Content = []byte("null")
+	}
+	if hasTools {
+		res.ToolCalls = msg.ToolCalls
+	}
+	res.FinishReason = first.FinishReason
+	if len(c.Choices) > 1 {
+		res.Choices = make([]*string, len(c.Choices))
+		for i, ch := range c.Choices {
+			if ch.Message.Refusal == nil || *ch.Message.Refusal == "" {
+				res.Choices[i] = ch.Message.Content
+			}
+		}
+	}
+	var logprobs []json.RawMessage
+	asked := false
+	for _, ch := range c.Choices {
+		asked = asked || isSet(ch.Logprobs)
+		logprobs = append(logprobs, cmpRaw(ch.Logprobs))
+	}
+	switch {
+	case !asked:
+	case len(logprobs) == 1:
+		res.Logprobs = logprobs[0]
+	default:
+		res.Logprobs = mustJSON(logprobs)
+	}
+	return answer{results: []*jsonl.Result{res}, usage: u, model: c.Model, cost: it.callCost(u, price)}, nil
+}

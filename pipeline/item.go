@@ -1,0 +1,56 @@
+package pipeline
+
+import (
+	"encoding/json"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// item is one input line on its way through the stages, or (--pack) a
+// request that carries several.
+type item struct {
+	req      *jsonl.Request
+	endpoint string // jsonl.EndpointChat, EndpointResponses or EndpointEmbeddings
+	model    string
+	body     []byte             // the exact JSON sent to the API
+	prompt   int64              // prompt tokens as the API counts them (chat: by the chat formula)
+	maxOut   int64              // output tokens the request may use (max tokens × n)
+	est      budget.Estimate    // what reserving it charges
+	price    *budget.ModelPrice // nil when the model's price is unknown
+	tier     budget.Tier        // the tier it is estimated at: standard, priority or (--via batch) batch
+	priced   bool               // its price on tier is known
+	prices   *budget.Prices     // the table it is priced by
+	exact    bool               // prompt is the exact count, not the byte bound
+	result   *jsonl.Result      // set when the line is finished without a call
+	attempts int
+
+	// Embeddings.
+	single  bool            // one input (a text or a token array): the result has "embedding"
+	floats  bool            // gptbatch chose base64 on the wire: the result has floats
+	input   json.RawMessage // the input as the line gave it
+	packKey string          // lines with equal keys may share a request (--pack); "" may not
+
+	// A pack (--pack): the lines sent in one request, in input order. req is
+	// the first one's; results are theirs once the request is answered.
+	members []*item
+	results []*jsonl.Result
+}
+
+// errorResult is the result of a line that failed with type typ.
+func errorResult(req *jsonl.Request, typ, msg string, status int) *jsonl.Result {
+	return &jsonl.Result{
+		ID:       req.ID,
+		Line:     req.Line,
+		Metadata: req.Metadata,
+		Error:    &jsonl.Error{Type: typ, Message: msg, Status: status},
+	}
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only called with strings and integers
+	}
+	return b
+}
