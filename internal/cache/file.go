@@ -20,7 +20,8 @@ import (
 
 // fileFormat is the version of the database's layout, kept in its meta
 // table. A file of another version is refused at open, never read.
-const fileFormat = 1
+// Version 1 had a column a field; 2 keeps the head in one blob.
+const fileFormat = 2
 
 // applicationID marks the database as gptbatch's cache in its header
 // ("gptc"), so that an SQLite file of another program is never taken for
@@ -40,24 +41,22 @@ const getChunk = 256
 const readers = 4
 
 // schema is the database of a new cache. Each answer is a row of
-// entries, its small columns before the body, so that Stats reads no
-// body. Its rowid is the key's first 8 bytes (rowOf), so that a lookup is
-// one search of one B-tree, with no index beside it; the whole key is
-// kept to tell the rare two keys that share a rowid apart (the later put
-// replaces the earlier). counters holds the hits and what they saved.
+// entries: its head (appendHead: the sum, cost, endpoint and model) and
+// body as blobs, so that a lookup reads two columns; created and size
+// beside them for the TTL, Prune and Stats, which read no body. Its rowid
+// is the key's first 8 bytes (rowOf), so that a lookup is one search of
+// one B-tree, with no index beside it; the whole key is in the head's
+// sum, which tells the rare two keys that share a rowid apart (the later
+// put replaces the earlier). counters holds the hits and what they saved.
 const schema = `
 CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE entries (
-	id       INTEGER PRIMARY KEY,
-	key      BLOB NOT NULL,
-	created  INTEGER NOT NULL,
-	cost     INTEGER NOT NULL,
-	size     INTEGER NOT NULL,
-	endpoint TEXT NOT NULL,
-	model    TEXT NOT NULL,
-	sum      BLOB NOT NULL,
-	body     BLOB NOT NULL
+	id      INTEGER PRIMARY KEY,
+	created INTEGER NOT NULL,
+	size    INTEGER NOT NULL,
+	head    BLOB NOT NULL,
+	body    BLOB NOT NULL
 );
 CREATE INDEX entries_created ON entries (created);
 INSERT INTO counters (name, value) VALUES ('hits', 0), ('saved', 0);
@@ -238,10 +237,8 @@ func (f *File) unwritable(err error) error {
 // fail says which cache failed mid-run.
 func (f *File) fail(err error) error { return fmt.Errorf("cache %s: %w", f.path, err) }
 
-const columns = "key, endpoint, model, created, cost, sum, body"
-
 func getSQL(n int) string {
-	return "SELECT " + columns + " FROM entries WHERE created >= ? AND id IN (?" + strings.Repeat(", ?", n-1) + ")"
+	return "SELECT id, head, body FROM entries WHERE created >= ? AND id IN (?" + strings.Repeat(", ?", n-1) + ")"
 }
 
 // rowOf is the rowid of k's entry.
@@ -254,11 +251,7 @@ func (f *File) Get(ctx context.Context, k Key) (*Entry, error) {
 		return nil, f.fail(err)
 	}
 	var e *Entry
-	err = f.scan(rows, func(got *Entry) {
-		if got.Key == k {
-			e = got
-		}
-	})
+	err = f.scan(rows, func(int64) (Key, bool) { return k, true }, func(got *Entry) { e = got })
 	return e, err
 }
 
@@ -275,17 +268,18 @@ func (f *File) GetMany(ctx context.Context, keys []Key) ([]*Entry, error) {
 	}
 	defer tx.Rollback()
 	cutoff := f.o.cutoff()
-	at := make(map[Key]int, min(len(keys), getChunk))
+	at := make(map[int64]int, min(len(keys), getChunk)) // the first index asking for a rowid
 	args := make([]any, 0, getChunk+1)
 	for start := 0; start < len(keys); start += getChunk {
 		part := keys[start:min(start+getChunk, len(keys))]
 		clear(at)
 		args = append(args[:0], cutoff)
 		for i, k := range part {
-			if _, dup := at[k]; !dup {
-				at[k] = start + i
+			id := rowOf(k)
+			if _, dup := at[id]; !dup {
+				at[id] = start + i
 			}
-			args = append(args, rowOf(k))
+			args = append(args, id)
 		}
 		var rows *sql.Rows
 		if len(part) == getChunk {
@@ -296,52 +290,48 @@ func (f *File) GetMany(ctx context.Context, keys []Key) ([]*Entry, error) {
 		if err != nil {
 			return nil, f.fail(err)
 		}
-		if err := f.scan(rows, func(e *Entry) {
-			if i, ok := at[e.Key]; ok {
-				out[i] = e
-			}
-		}); err != nil {
+		var i int
+		keyOf := func(id int64) (Key, bool) {
+			var ok bool
+			i, ok = at[id]
+			return keys[i], ok
+		}
+		if err := f.scan(rows, keyOf, func(e *Entry) { out[i] = e }); err != nil {
 			return nil, err
 		}
-		// A key asked twice gets the first one's entry.
-		for i, k := range part {
-			if j := at[k]; j != start+i {
-				out[start+i] = out[j]
+		// A key asked twice gets the first one's entry, if it is its own;
+		// another key with the same rowid misses.
+		for j, k := range part {
+			if first := at[rowOf(k)]; first != start+j && keys[first] == k {
+				out[start+j] = out[first]
 			}
 		}
 	}
 	return out, nil
 }
 
-// scan reads the rows of a get, handing each entry that matches its key
-// to got, which must see if it is the key asked for: another may share
-// its rowid.
-func (f *File) scan(rows *sql.Rows, got func(*Entry)) error {
+// scan reads the rows of a get: for each, keyOf says which key asked for
+// its rowid, and got hears of the entry if it is that key's and intact.
+func (f *File) scan(rows *sql.Rows, keyOf func(id int64) (Key, bool), got func(*Entry)) error {
 	defer rows.Close()
-	// Raw: the key, sum and names are read in place, and only the body
-	// copied out; an endpoint or model is one string for every entry.
-	var key, endpoint, model, sum, body sql.RawBytes
-	names := map[string]string{}
-	name := func(b []byte) string {
-		s, ok := names[string(b)]
-		if !ok {
-			s = string(b)
-			names[s] = s
-		}
-		return s
-	}
+	// Raw: the head is read in place and only the body copied out; an
+	// endpoint or model is one string for every entry.
+	var id int64
+	var head, body sql.RawBytes
+	names := names{}
 	for rows.Next() {
-		var e Entry
-		var created int64
-		if err := rows.Scan(&key, &endpoint, &model, &created, &e.Cost, &sum, &body); err != nil {
+		if err := rows.Scan(&id, &head, &body); err != nil {
 			return f.fail(err)
 		}
-		if len(key) != len(e.Key) {
-			continue // not a key this store wrote: nobody asks for it
+		k, ok := keyOf(id)
+		if !ok {
+			continue
 		}
-		copy(e.Key[:], key)
-		e.Endpoint, e.Model = name(endpoint), name(model)
-		e.Created = time.UnixMilli(created)
+		e, sum, size, rest, ok := readHead(k, head, names.of)
+		if !ok || len(rest) != 0 || size != uint64(len(body)) {
+			f.o.mismatch(k)
+			continue
+		}
 		e.Body = bytes.Clone(body)
 		if e := f.o.check(&e, sum); e != nil {
 			got(e)
@@ -363,17 +353,16 @@ func (f *File) Put(ctx context.Context, entries ...Entry) error {
 		return f.fail(err)
 	}
 	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, "INSERT INTO entries (id, "+columns+", size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "+
-		"ON CONFLICT (id) DO UPDATE SET key = excluded.key, endpoint = excluded.endpoint, model = excluded.model, "+
-		"created = excluded.created, cost = excluded.cost, sum = excluded.sum, body = excluded.body, size = excluded.size")
+	st, err := tx.PrepareContext(ctx, "INSERT INTO entries (id, created, size, head, body) VALUES (?, ?, ?, ?, ?) "+
+		"ON CONFLICT (id) DO UPDATE SET created = excluded.created, size = excluded.size, head = excluded.head, body = excluded.body")
 	if err != nil {
 		return f.fail(err)
 	}
 	defer st.Close()
+	var head []byte
 	for _, e := range entries {
-		e.Created = time.UnixMilli(e.Created.UnixMilli())
-		sum := e.sum()
-		if _, err := st.ExecContext(ctx, rowOf(e.Key), e.Key[:], e.Endpoint, e.Model, e.Created.UnixMilli(), e.Cost, sum[:], e.Body, len(e.Body)); err != nil {
+		head = appendHead(head[:0], &e)
+		if _, err := st.ExecContext(ctx, rowOf(e.Key), e.Created.UnixMilli(), len(e.Body), head, e.Body); err != nil {
 			return f.fail(err)
 		}
 	}

@@ -84,8 +84,8 @@ func TestFileRefusedAtOpen(t *testing.T) {
 	}{
 		{"another format version", func(t *testing.T, path string) {
 			openFile(t, path, Options{}).Close()
-			execSQL(t, path, "UPDATE meta SET value = 2 WHERE name = 'format'")
-		}, []string{"format version 2", "reads version 1", "`gptbatch cache clear` or delete the file"}, true},
+			execSQL(t, path, "UPDATE meta SET value = 1 WHERE name = 'format'")
+		}, []string{"format version 1", "reads version 2", "`gptbatch cache clear` or delete the file"}, true},
 		{"not a database", func(t *testing.T, path string) {
 			if err := os.WriteFile(path, []byte(strings.Repeat("not a database\n", 500)), 0o600); err != nil {
 				t.Fatal(err)

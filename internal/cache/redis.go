@@ -14,22 +14,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// redisFormat opens every entry's value, and is kept in the counters
-// hash: a cache of another format is refused at open.
+// redisFormat is the layout of the keys, kept in the counters hash: a
+// cache of another format is refused at open. An entry's value is its
+// head (appendHead) and its body.
 const redisFormat = 1
-
-// Layout of an entry's value: the format byte, the sum, created (Unix
-// milliseconds), cost and the body's size (big-endian int64s), then the
-// endpoint and model (uvarint length first) and the body. The head, up to
-// offRest, has a fixed size, so that Prune and Stats read it with
-// GETRANGE, without the body.
-const (
-	offSum     = 1
-	offCreated = offSum + 32
-	offCost    = offCreated + 8
-	offSize    = offCost + 8
-	offRest    = offSize + 8
-)
 
 // scanCount is how many keys a SCAN step asks for, and so how many keys
 // Stats, Prune and Clear handle in one round trip.
@@ -110,6 +98,7 @@ func (r *Redis) GetMany(ctx context.Context, keys []Key) ([]*Entry, error) {
 		return nil, r.fail(err)
 	}
 	cutoff := r.o.cutoff()
+	names := names{}
 	for i, cmd := range cmds {
 		v, err := cmd.Bytes()
 		if errors.Is(err, redis.Nil) {
@@ -118,64 +107,18 @@ func (r *Redis) GetMany(ctx context.Context, keys []Key) ([]*Entry, error) {
 		if err != nil {
 			return nil, r.fail(err)
 		}
-		e, sum, ok := decodeEntry(keys[i], v)
-		if !ok {
+		e, sum, size, body, ok := readHead(keys[i], v, names.of)
+		if !ok || size != uint64(len(body)) {
 			r.o.mismatch(keys[i])
 			continue
 		}
+		e.Body = body
 		if e.Created.UnixMilli() < cutoff {
 			continue
 		}
 		out[i] = r.o.check(&e, sum)
 	}
 	return out, nil
-}
-
-func encodeEntry(e *Entry) []byte {
-	sum := e.sum()
-	b := make([]byte, 0, offRest+2*binary.MaxVarintLen64+len(e.Endpoint)+len(e.Model)+len(e.Body))
-	b = append(b, redisFormat)
-	b = append(b, sum[:]...)
-	b = binary.BigEndian.AppendUint64(b, uint64(e.Created.UnixMilli()))
-	b = binary.BigEndian.AppendUint64(b, uint64(e.Cost))
-	b = binary.BigEndian.AppendUint64(b, uint64(len(e.Body)))
-	b = binary.AppendUvarint(b, uint64(len(e.Endpoint)))
-	b = append(b, e.Endpoint...)
-	b = binary.AppendUvarint(b, uint64(len(e.Model)))
-	b = append(b, e.Model...)
-	return append(b, e.Body...)
-}
-
-// decodeEntry reads an entry's value; ok is false when it is not one.
-func decodeEntry(k Key, v []byte) (e Entry, sum []byte, ok bool) {
-	e.Key = k
-	if len(v) < offRest || v[0] != redisFormat {
-		return e, nil, false
-	}
-	sum = v[offSum:offCreated]
-	e.Created = time.UnixMilli(int64(binary.BigEndian.Uint64(v[offCreated:])))
-	e.Cost = int64(binary.BigEndian.Uint64(v[offCost:]))
-	rest := v[offRest:]
-	field := func() (string, bool) {
-		n, w := binary.Uvarint(rest)
-		if w <= 0 || n > uint64(len(rest)-w) {
-			return "", false
-		}
-		s := string(rest[w : w+int(n)])
-		rest = rest[w+int(n):]
-		return s, true
-	}
-	if e.Endpoint, ok = field(); !ok {
-		return e, nil, false
-	}
-	if e.Model, ok = field(); !ok {
-		return e, nil, false
-	}
-	if binary.BigEndian.Uint64(v[offSize:]) != uint64(len(rest)) {
-		return e, nil, false
-	}
-	e.Body = rest
-	return e, sum, true
 }
 
 // Put implements Store: one pipeline of SETs, each expiring TTL after the
@@ -191,7 +134,7 @@ func (r *Redis) Put(ctx context.Context, entries ...Entry) error {
 					continue
 				}
 			}
-			p.Set(ctx, r.key(e.Key), encodeEntry(&e), ttl)
+			p.Set(ctx, r.key(e.Key), append(appendHead(make([]byte, 0, headSize(&e)+len(e.Body)), &e), e.Body...), ttl)
 		}
 		return nil
 	})
@@ -274,7 +217,7 @@ func readHeads(ctx context.Context, c redis.Cmdable, keys []string) ([]*redis.St
 // headOf reads created and the body's size from the head of an entry's
 // value.
 func headOf(head string) (created time.Time, size int64, ok bool) {
-	if len(head) < offRest || head[0] != redisFormat {
+	if len(head) < offRest || head[0] != entryFormat {
 		return time.Time{}, 0, false
 	}
 	return time.UnixMilli(int64(binary.BigEndian.Uint64([]byte(head[offCreated:])))),

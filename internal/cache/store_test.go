@@ -53,10 +53,10 @@ func fileKind() kind {
 			return openFile(t, path, o), openFile(t, path, o)
 		},
 		forge: func(t *testing.T, s Store, k Key) {
-			execSQL(t, s.String(), "UPDATE entries SET body = CAST('{\"forged\":true}' AS BLOB) WHERE key = ?", k[:])
+			execSQL(t, s.String(), "UPDATE entries SET body = CAST(replace(CAST(body AS TEXT), 'answer', 'forged') AS BLOB) WHERE id = ?", rowOf(k))
 		},
 		move: func(t *testing.T, s Store, k, to Key) {
-			execSQL(t, s.String(), "INSERT INTO entries SELECT ?, ?, created, cost, size, endpoint, model, sum, body FROM entries WHERE key = ?", rowOf(to), to[:], k[:])
+			execSQL(t, s.String(), "INSERT INTO entries SELECT ?, created, size, head, body FROM entries WHERE id = ?", rowOf(to), rowOf(k))
 		},
 	}
 }
