@@ -186,95 +186,16 @@ func parseDollars(s string, allowNeg bool) (Cost, error) {
 	return Cost(v.Int64()), nil
 }
 
-// Price is what a model costs per token, in picodollars: 0.15 USD per
+// Price is what one tier of a model (its list price, the Batch API's,
+// flex's or priority's) costs per token, in picodollars: 0.15 USD per
 // million tokens is 150_000.
 type Price struct{ Input, CachedInput, Output Cost }
 
-// perMillion makes a Price from prices in thousandths of a dollar per
-// million tokens; a cached price of 0 means cached tokens bill as input.
-func perMillion(input, cached, output int64) Price {
-	const milli = Dollar / 1000 / 1_000_000 // $0.001 per million tokens, per token
-	if cached == 0 {
-		cached = input
-	}
-	return Price{Input: Cost(input) * milli, CachedInput: Cost(cached) * milli, Output: Cost(output) * milli}
-}
-
-// PriceTableDate is the day the price table was last checked against
-// OpenAI's list prices, for --help and usage output.
-const PriceTableDate = "2025-08-07"
-
-// PriceOf finds a model's list price by its exact name: a base name
-// (gpt-4o) or one of the dated snapshots the table lists
-// (gpt-4o-mini-2024-07-18, gpt-4-0613). Snapshots do not always cost what
-// their base model costs (gpt-4o-2024-05-13 is twice gpt-4o), so a dated
-// name the table does not list is unknown rather than its base model's
-// price, and so is every other name it does not list, such as
-// gpt-4o-mini-search-preview or a fine-tuned ft:... model. ok is false for
-// an unknown model, whose cost is then unknown, never 0. Embedding models
-// have an input price only.
-func PriceOf(model string) (p Price, ok bool) {
-	// Prices in $0.001 per million tokens: input, cached input (0: as
-	// input), output.
-	switch model {
-	case "gpt-4o-mini", "gpt-4o-mini-2024-07-18":
-		return perMillion(150, 75, 600), true
-	case "gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20":
-		return perMillion(2500, 1250, 10000), true
-	case "gpt-4o-2024-05-13", "chatgpt-4o-latest":
-		return perMillion(5000, 0, 15000), true
-	case "gpt-4.1", "gpt-4.1-2025-04-14":
-		return perMillion(2000, 500, 8000), true
-	case "gpt-4.1-mini", "gpt-4.1-mini-2025-04-14":
-		return perMillion(400, 100, 1600), true
-	case "gpt-4.1-nano", "gpt-4.1-nano-2025-04-14":
-		return perMillion(100, 25, 400), true
-	case "o1", "o1-2024-12-17", "o1-preview", "o1-preview-2024-09-12":
-		return perMillion(15000, 7500, 60000), true
-	case "o1-mini", "o1-mini-2024-09-12":
-		return perMillion(1100, 550, 4400), true
-	case "o3", "o3-2025-04-16":
-		return perMillion(2000, 500, 8000), true
-	case "o3-mini", "o3-mini-2025-01-31":
-		return perMillion(1100, 550, 4400), true
-	case "o4-mini", "o4-mini-2025-04-16":
-		return perMillion(1100, 275, 4400), true
-	case "gpt-5", "gpt-5-2025-08-07":
-		return perMillion(1250, 125, 10000), true
-	case "gpt-5-mini", "gpt-5-mini-2025-08-07":
-		return perMillion(250, 25, 2000), true
-	case "gpt-5-nano", "gpt-5-nano-2025-08-07":
-		return perMillion(50, 5, 400), true
-	case "gpt-4-turbo", "gpt-4-turbo-2024-04-09", "gpt-4-turbo-preview",
-		"gpt-4-0125-preview", "gpt-4-1106-preview", "gpt-4-1106-vision-preview":
-		return perMillion(10000, 0, 30000), true
-	case "gpt-4", "gpt-4-0613", "gpt-4-0314":
-		return perMillion(30000, 0, 60000), true
-	case "gpt-4-32k", "gpt-4-32k-0613", "gpt-4-32k-0314":
-		return perMillion(60000, 0, 120000), true
-	case "gpt-3.5-turbo", "gpt-3.5-turbo-0125":
-		return perMillion(500, 0, 1500), true
-	case "gpt-3.5-turbo-1106":
-		return perMillion(1000, 0, 2000), true
-	case "gpt-3.5-turbo-0613", "gpt-3.5-turbo-0301":
-		return perMillion(1500, 0, 2000), true
-	case "gpt-3.5-turbo-16k-0613":
-		return perMillion(3000, 0, 4000), true
-	case "text-embedding-3-small":
-		return perMillion(20, 0, 0), true
-	case "text-embedding-3-large":
-		return perMillion(130, 0, 0), true
-	case "text-embedding-ada-002":
-		return perMillion(100, 0, 0), true
-	}
-	return Price{}, false
-}
-
-// Batch is the price of p through the Batch API: half of every price.
-// Every price in the table is a whole number of $0.001 per million tokens,
-// 1,000 picodollars a token, so the half is exact.
+// Batch is half of every price of p, rounded up to the picodollar: the
+// Batch API's and flex's price where a table gives none of its own.
 func (p Price) Batch() Price {
-	return Price{Input: p.Input / 2, CachedInput: p.CachedInput / 2, Output: p.Output / 2}
+	half := func(c Cost) Cost { return c/2 + c%2 }
+	return Price{Input: half(p.Input), CachedInput: half(p.CachedInput), Output: half(p.Output)}
 }
 
 func isDigits(s string) bool {

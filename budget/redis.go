@@ -62,6 +62,7 @@ const turnPoll = 100 * time.Millisecond
 //	{gptbatch:NAME}:turn    a list that holds the turn at the state while nobody has it
 //	{gptbatch:NAME}:holder  who has the turn; it expires after holdTurn
 //	{gptbatch:NAME}:done:ID a store's last write, for one sent again; kept doneKeep
+//	{gptbatch:NAME}:prices  the price table stored with the budget (prices_store.go)
 //
 // An Update takes the turn and reads the state with the server's clock
 // (TIME) in one script, runs its function on the host, then writes and

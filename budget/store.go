@@ -28,6 +28,13 @@ type Store interface {
 	// store may skip what is older (a batch id is never used twice, so an
 	// entry is never counted by its time).
 	BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error)
+	// StoredPrices is the price table stored with the budget (`gptbatch
+	// prices load`), which every run sharing it prices by; nil when there
+	// is none. A stored table that does not parse is an error naming it.
+	StoredPrices(ctx context.Context) (*Prices, error)
+	// StorePrices stores p with the budget, replacing the table stored
+	// before, all or nothing; a nil p removes it.
+	StorePrices(ctx context.Context, p *Prices) error
 	// String names the store in messages: the usage file, or the Redis
 	// URL without its password.
 	String() string

@@ -37,9 +37,9 @@ type answerBody interface {
 // lines' results. A status outside 2xx is the API's error, returned as an
 // *openai.APIError (or *openai.RequestError for a body that is no error
 // object) for classify; a 2xx body that cannot be read as an answer is an
-// error too. Costs come from it.price (half of it when the answer says it
-// ran on the flex tier), so a caller pricing a Batch API line gives it
-// the batch price.
+// error too. Costs are at the tier the answer says it was billed at
+// (priceFor); an item of the Batch API's (tier TierBatch) is at its
+// prices.
 func resultFromBody(it *item, status int, body []byte) (answer, error) {
 	if status < 200 || status >= 300 {
 		return answer{}, apiError(status, body)

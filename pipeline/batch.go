@@ -377,14 +377,14 @@ func (t *tracker) finish() {
 }
 
 // itemOf is the item a line's record describes, enough to build its result.
-func itemOf(rec lineRecord, tries int) *item {
+func itemOf(rec lineRecord, tries int, prices *budget.Prices) *item {
 	it := &item{
 		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
 		endpoint: endpointOf(rec.URL), single: rec.Single, floats: rec.Floats,
 	}
-	if p, ok := budget.PriceOf(rec.Model); ok {
-		it.price, it.priced, it.batch = p.Batch(), true, true
-	}
+	it.prices = prices
+	it.price, _ = prices.Lookup(rec.Model)
+	it.setTier(budget.TierBatch)
 	return it
 }
 

@@ -579,7 +579,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		// answer was paid for, so the ledger has it all the same.
 		rec = lineRecord{ID: ol.customID, Model: b.model}
 	}
-	it := itemOf(rec, tries)
+	it := itemOf(rec, tries, r.cfg.Prices)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
 		Endpoint: endpoint, Via: "batch", BatchID: b.id,

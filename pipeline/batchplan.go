@@ -4,19 +4,28 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/gptbatch/gptbatch/budget"
 )
 
-// batchPrice puts a line at the Batch API's prices: half of every price.
+// batchPrice puts a line at the Batch API's prices.
 func (it *item) batchPrice() {
 	if it.result != nil {
 		return
 	}
-	if !it.priced {
-		it.est.CostUnknown = true
-		return
+	it.setTier(budget.TierBatch)
+}
+
+// setTier estimates the line at tier t's price: unknown when the model's
+// price, or its price on t, is.
+func (it *item) setTier(t budget.Tier) {
+	it.tier = t
+	it.est = budget.Estimate{Tokens: it.prompt + it.maxOut}
+	it.priced = false
+	if it.price != nil {
+		it.est.Cost, it.priced = it.price.Cost(t, it.prompt, 0, it.maxOut)
 	}
-	it.price, it.batch = it.price.Batch(), true
-	it.est.Cost = it.price.Cost(it.prompt, 0, it.maxOut)
+	it.est.CostUnknown = !it.priced
 }
 
 // plannedFile is a batch file of a dry run's plan.

@@ -28,10 +28,11 @@ var chatEndpoint = endpoint{
 }
 
 // isReasoningModel reports whether model takes max_completion_tokens and
-// spends hidden reasoning tokens: the o-series and gpt-5.
+// spends hidden reasoning tokens: the o-series and gpt-5, gpt-5.4 and the
+// rest of the gpt-5.x family.
 func isReasoningModel(model string) bool {
 	for _, p := range []string{"o1", "o3", "o4", "gpt-5"} {
-		if model == p || strings.HasPrefix(model, p+"-") {
+		if model == p || strings.HasPrefix(model, p+"-") || strings.HasPrefix(model, p+".") {
 			return true
 		}
 	}
@@ -139,7 +140,7 @@ func (c *chatCompletion) result(it *item) (answer, error) {
 		CachedTokens:     c.Usage.PromptTokensDetails.CachedTokens,
 		ReasoningTokens:  c.Usage.CompletionTokensDetails.ReasoningTokens,
 	}
-	price := it.priceFor(c.ServiceTier)
+	price := it.priceFor(c.Model, c.ServiceTier, u.PromptTokens)
 	res := it.lineResult(c.Model, u, price)
 	first := c.Choices[0]
 	msg := first.Message

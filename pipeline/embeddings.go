@@ -179,7 +179,8 @@ func (l *embeddingList) result(it *item) (answer, error) {
 		vecs[d.Index] = v
 	}
 	u := jsonl.Usage{PromptTokens: l.Usage.PromptTokens, TotalTokens: l.Usage.TotalTokens, InputOnly: true}
-	ans := answer{usage: u, model: l.Model, cost: it.callCost(u, it.price)}
+	price := it.priceFor(l.Model, "", u.PromptTokens)
+	ans := answer{usage: u, model: l.Model, cost: it.callCost(u, price)}
 	if it.members != nil {
 		if len(vecs) != len(it.members) {
 			return answer{}, fmt.Errorf("read embeddings: %d vectors for %d inputs", len(vecs), len(it.members))
@@ -191,13 +192,13 @@ func (l *embeddingList) result(it *item) (answer, error) {
 		shares := split(u.PromptTokens, own)
 		for i, m := range it.members {
 			m.attempts = it.attempts
-			res := m.lineResult(l.Model, jsonl.Usage{PromptTokens: shares[i], TotalTokens: shares[i], InputOnly: true}, m.price)
+			res := m.lineResult(l.Model, jsonl.Usage{PromptTokens: shares[i], TotalTokens: shares[i], InputOnly: true}, m.priceFor(l.Model, "", u.PromptTokens))
 			res.Embedding = vecs[i]
 			ans.results = append(ans.results, res)
 		}
 		return ans, nil
 	}
-	res := it.lineResult(l.Model, u, it.price)
+	res := it.lineResult(l.Model, u, price)
 	switch {
 	case it.single && len(vecs) == 1:
 		res.Embedding = vecs[0]

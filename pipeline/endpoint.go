@@ -113,14 +113,29 @@ func (it *item) lineResult(model string, u jsonl.Usage, price budget.Price) *jso
 	return res
 }
 
-// priceFor is the price of an answer served on tier: flex is billed at
-// the Batch API's price, half the list price, which a line sent through
-// the Batch API is priced at already.
-func (it *item) priceFor(tier string) budget.Price {
-	if tier == "flex" && !it.batch {
-		return it.price.Batch()
+// priceFor is the per-token price of an answer that names model (a
+// dated snapshot, say), says it was served on serviceTier, and had a
+// prompt of promptTokens: the answered model's own price when the table
+// lists it, else the line's (budget.Prices.ForAnswer); through the Batch
+// API its prices, else the tier's the API billed (flex, priority), long
+// context included. An answer served at priority to a model whose
+// priority price is unknown is at its standard price.
+func (it *item) priceFor(model, serviceTier string, promptTokens int64) budget.Price {
+	if !it.priced {
+		return budget.Price{}
 	}
-	return it.price
+	t := it.tier
+	if t != budget.TierBatch {
+		t = budget.TierOf(serviceTier)
+	}
+	if p, ok := it.prices.ForAnswer(it.price, model).Rates(t, promptTokens); ok {
+		return p
+	}
+	if p, ok := it.price.Rates(t, promptTokens); ok {
+		return p
+	}
+	p, _ := it.price.Rates(budget.TierStandard, promptTokens)
+	return p
 }
 
 // callCost is the cost of a call's usage at price; 0 when the price is

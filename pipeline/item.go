@@ -13,15 +13,16 @@ type item struct {
 	req      *jsonl.Request
 	endpoint string // jsonl.EndpointChat, EndpointResponses or EndpointEmbeddings
 	model    string
-	body     []byte          // the exact JSON sent to the API
-	prompt   int64           // prompt tokens as the API counts them (chat: by the chat formula)
-	maxOut   int64           // output tokens the request may use (max tokens × n)
-	est      budget.Estimate // what reserving it charges
-	price    budget.Price
-	priced   bool
-	batch    bool          // price is the Batch API's already (--via batch)
-	exact    bool          // prompt is the exact count, not the byte bound
-	result   *jsonl.Result // set when the line is finished without a call
+	body     []byte             // the exact JSON sent to the API
+	prompt   int64              // prompt tokens as the API counts them (chat: by the chat formula)
+	maxOut   int64              // output tokens the request may use (max tokens × n)
+	est      budget.Estimate    // what reserving it charges
+	price    *budget.ModelPrice // nil when the model's price is unknown
+	tier     budget.Tier        // the tier it is estimated at: standard, priority or (--via batch) batch
+	priced   bool               // its price on tier is known
+	prices   *budget.Prices     // the table it is priced by
+	exact    bool               // prompt is the exact count, not the byte bound
+	result   *jsonl.Result      // set when the line is finished without a call
 	attempts int
 
 	// Embeddings.

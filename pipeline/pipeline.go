@@ -73,6 +73,9 @@ type Config struct {
 	// ServiceTier is the service_tier sent with chat and responses lines
 	// that give none ("flex", say); "" sends none.
 	ServiceTier string
+	// Prices is the price table lines are estimated and answers priced
+	// by; nil is the built-in one.
+	Prices *budget.Prices
 	// Pack is how many single-input embeddings lines may share one
 	// request (--pack); each still gets its own result. 0 or 1: one a
 	// request.

@@ -26,8 +26,13 @@ func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out cha
 		if r.cfg.Via == ViaBatch {
 			it.batchPrice()
 		}
-		if it.result == nil && !it.priced && r.warnedPrice.CompareAndSwap(false, true) {
-			r.cfg.Log.Warn(fmt.Sprintf("no price known for model %q: its cost_usd is null", it.model))
+		if it.result == nil && !it.priced && r.stats.unpriced(it.model, it.tier) {
+			what := "price"
+			if it.tier == budget.TierPriority {
+				what = "priority price"
+			}
+			r.cfg.Log.Warn(fmt.Sprintf("no %s known for model %q: its cost_usd is null, and a dollar limit refuses it; "+
+				"give its price in LiteLLM's format with --prices FILE, or store it for every run with gptbatch prices load FILE", what, it.model))
 		}
 		return it
 	}, nil)
@@ -84,11 +89,15 @@ func (it *item) resolve(cfg *Config, exact bool) error {
 	if err := ep.resolve(it, body, cfg); err != nil {
 		return err
 	}
-	it.price, it.priced = budget.PriceOf(it.model)
-	it.est = budget.Estimate{Tokens: it.prompt + it.maxOut, CostUnknown: !it.priced}
-	if it.priced {
-		it.est.Cost = it.price.Cost(it.prompt, 0, it.maxOut)
+	it.prices = cfg.Prices
+	it.price, _ = cfg.Prices.Lookup(it.model)
+	// A line asking for priority is estimated at priority's price; flex
+	// costs no more than the standard price it is estimated at.
+	var tier string
+	if raw, ok := body["service_tier"]; ok {
+		_ = json.Unmarshal(raw, &tier)
 	}
+	it.setTier(budget.TierOf(tier))
 	b, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)

@@ -170,7 +170,7 @@ func (r *response) result(it *item) (answer, error) {
 		CachedTokens:     r.Usage.InputTokensDetails.CachedTokens,
 		ReasoningTokens:  r.Usage.OutputTokensDetails.ReasoningTokens,
 	}
-	price := it.priceFor(r.ServiceTier)
+	price := it.priceFor(r.Model, r.ServiceTier, u.PromptTokens)
 	res := it.lineResult(r.Model, u, price)
 	var text, refusal bytes.Buffer
 	var calls, logprobs []json.RawMessage

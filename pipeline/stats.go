@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +39,38 @@ type Stats struct {
 
 	waiting   atomic.Pointer[Waiting] // what admission waits for, for progress
 	batchPlan atomic.Value            // string: how --dry-run --via batch would split the lines
+	noPrice   sync.Map                // model and tier (unpricedKey) → struct{}: the models of unknown price
+}
+
+// unpricedKey is a model of unknown price on a tier.
+type unpricedKey struct {
+	model string
+	tier  budget.Tier
+}
+
+// unpriced records that model has no known price on tier, and reports
+// whether it is the first time.
+func (s *Stats) unpriced(model string, tier budget.Tier) bool {
+	_, seen := s.noPrice.LoadOrStore(unpricedKey{model, tier}, struct{}{})
+	return !seen
+}
+
+// UnpricedModels are the models of the lines estimated with no known
+// price, sorted ("gpt-x (priority)" for a line asking for a tier whose
+// price is unknown).
+func (s *Stats) UnpricedModels() []string {
+	var names []string
+	s.noPrice.Range(func(k, _ any) bool {
+		u := k.(unpricedKey)
+		name := u.model
+		if u.tier == budget.TierPriority {
+			name += " (priority)"
+		}
+		names = append(names, name)
+		return true
+	})
+	slices.Sort(names)
+	return names
 }
 
 // Waiting is what holds the run back.
@@ -60,7 +94,8 @@ func (s *Stats) estimate(it *item) {
 	s.EstPromptTokens.Add(it.prompt)
 	s.EstOutputTokens.Add(it.maxOut)
 	if it.priced {
-		s.EstCostMin.Add(int64(it.price.Cost(it.prompt, 0, 0)))
+		prompts, _ := it.price.Cost(it.tier, it.prompt, 0, 0)
+		s.EstCostMin.Add(int64(prompts))
 		s.EstCostMax.Add(int64(it.est.Cost))
 	} else {
 		s.EstUnpriced.Add(1)

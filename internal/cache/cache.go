@@ -91,7 +91,8 @@ type Store interface {
 	// hears of that one).
 	Get(ctx context.Context, k Key) (*Entry, error)
 	// GetMany is Get for a block of keys, in one transaction or round
-	// trip: the i-th entry is keys[i]'s, nil for a miss.
+	// trip: the i-th entry is keys[i]'s, nil for a miss. A key asked
+	// twice may get the same *Entry twice: the entries are read-only.
 	GetMany(ctx context.Context, keys []Key) ([]*Entry, error)
 	// Put stores entries, replacing any under the same key, in one
 	// transaction or round trip. Putting an entry twice, or from two

@@ -104,6 +104,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout, stderr)
 	case "batches recover":
 		err = c.Batches.Recover.run(ctx, &c.runCmd, stdout, stderr)
+	case "prices", "prices show", "prices load <file>", "prices clear":
+		err = c.Prices.run(ctx, &c.runCmd, kctx.Command(), stdout)
 	case "cache", "cache show":
 		err = c.CacheCmd.show(ctx, &c.runCmd, stdout)
 	case "cache clear":

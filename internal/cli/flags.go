@@ -28,6 +28,7 @@ type cli struct {
 	Limits   limitsCmd        `cmd:"" help:"Show, set (limits set --daily-cost 5) or clear the limits stored with the shared budget, which every run obeys."`
 	Batches  batchesCmd       `cmd:"" help:"List, cancel or recover the Batch API batches recorded beside the usage file (--via batch)."`
 	CacheCmd cacheCmd         `cmd:"" name:"cache" help:"Show the response cache's entries, size, hits and dollars saved; clear it (cache clear) or remove old answers (cache prune --older-than 30d)."`
+	Prices   pricesCmd        `cmd:"" help:"List the prices runs use, or store a price file with the shared budget (prices load FILE) for every run on every host, or clear it."`
 	Version  kong.VersionFlag `help:"Print the version and exit."`
 }
 
@@ -49,7 +50,8 @@ Examples:
   # Estimate first, send nothing, no key needed:
   gptbatch --dry-run < prompts.jsonl | jq -s 'map(.est_cost_usd) | add'
 
-Prices: the table of %s; a model it does not list has cost_usd null.
+Prices: the table of %s, under any stored with the budget (gptbatch prices)
+and --prices; a model none of them lists has cost_usd null.
 
 Exit status: 0 all lines succeeded, 1 some failed (each still has its result),
 2 bad usage or configuration, 3 refused or stopped by a limit, 130 interrupted,
@@ -84,6 +86,7 @@ type runCmd struct {
 	System           string        `placeholder:"TEXT" help:"System prompt for lines that give none (responses: their instructions)."`
 	Endpoint         string        `env:"GPTBATCH_ENDPOINT" enum:"chat,responses,embeddings" default:"chat" help:"API for plain lines: chat (/v1/chat/completions), responses (/v1/responses) or embeddings (/v1/embeddings); a Batch API line goes to its own url."`
 	Pack             int           `placeholder:"N" help:"Embeddings: send up to N single-input lines in one request (up to 2048), each still its own result."`
+	PriceFile        string        `name:"prices" env:"GPTBATCH_PRICES" type:"path" placeholder:"FILE" help:"Prices in LiteLLM's model_prices_and_context_window.json format, over the built-in table and any stored with the budget (else $XDG_CONFIG_HOME/gptbatch/prices.json, under the stored ones, when it exists)."`
 	ServiceTier      string        `name:"service-tier" placeholder:"TIER" help:"service_tier for chat and responses lines that give none (flex: half price, slower, may be refused when busy)."`
 	DryRun           bool          `name:"dry-run" help:"Estimate tokens and cost per line; send nothing, need no key."`
 	Cache            cacheSpec     `env:"GPTBATCH_CACHE" negatable:"" help:"Answer requests sent before from the response cache, and keep new answers there: beside the budget ($XDG_CACHE_HOME/gptbatch/cache.db, or the Redis of --store), or --cache=PATH; off by default."`
@@ -105,6 +108,8 @@ type runCmd struct {
 	started time.Time
 	msgs    *msgWriter // stderr for messages, above the progress line
 	seams   Seams
+
+	hostPrices, givenPrices *budget.Prices // the price files read: the host's configuration file's, --prices's
 }
 
 // usageCmd reports spending from the ledger.

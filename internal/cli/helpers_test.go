@@ -81,9 +81,10 @@ func newGB(t *testing.T, url string) *gb {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	t.Setenv("OPENAI_API_KEY", testKey)
-	for _, k := range []string{"OPENAI_MODEL", "OPENAI_BASE_URL", "GPTBATCH_USAGE_FILE", "XDG_STATE_HOME", "GPTBATCH_CACHE", "XDG_CACHE_HOME"} {
+	for _, k := range []string{"OPENAI_MODEL", "OPENAI_BASE_URL", "GPTBATCH_USAGE_FILE", "XDG_STATE_HOME", "GPTBATCH_CACHE", "XDG_CACHE_HOME", "GPTBATCH_PRICES"} {
 		t.Setenv(k, "")
 	}
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config")) // no price file of the machine's
 	return &gb{t: t, dir: dir, url: url, args: []string{"--base-url", url, "--usage-file", filepath.Join(dir, "usage.md"), "--quiet"}}
 }
 

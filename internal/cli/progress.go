@@ -185,6 +185,9 @@ func summary(s *pipeline.Stats, elapsed time.Duration) string {
 	return b.String()
 }
 
+// addPrices says how to price a model the table lacks.
+const addPrices = "give prices in LiteLLM's format with --prices FILE, or store them with gptbatch prices load FILE"
+
 // drySummary is a dry run's report for stderr: the batch's size and cost,
 // and which limits it would run into, given what the budget has already
 // spent today.
@@ -210,9 +213,9 @@ func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64)
 	case unpriced == 0:
 		b.WriteString("estimated cost " + costs)
 	case unpriced == s.Estimated.Load():
-		b.WriteString("estimated cost unknown: no price is known for the model")
+		fmt.Fprintf(&b, "estimated cost unknown: no price is known for %s (%s)", strings.Join(s.UnpricedModels(), ", "), addPrices)
 	default:
-		fmt.Fprintf(&b, "estimated cost unknown for %d lines (no price known for their model), %s for the rest", unpriced, costs)
+		fmt.Fprintf(&b, "estimated cost unknown for %d lines: no price is known for %s (%s); %s for the rest", unpriced, strings.Join(s.UnpricedModels(), ", "), addPrices, costs)
 	}
 	var hits []string
 	l := cfg.Gate.Limits()

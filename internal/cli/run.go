@@ -86,6 +86,11 @@ func (r *runCmd) config(stdin io.Reader, stderr io.Writer) (pipeline.Config, bud
 	if cfg.Resumed, err = resumed(r.Resume); err != nil {
 		return cfg, budget.Limits{}, err
 	}
+	// A bad price file stops the run before anything is opened or sent;
+	// the table stored with the budget goes between them once read.
+	if r.hostPrices, r.givenPrices, err = r.priceFiles(); err != nil {
+		return cfg, budget.Limits{}, err
+	}
 	return cfg, budget.Limits{RPM: r.RPM, TPM: r.TPM, TPD: r.TPD, DailyCost: dailyCost}, nil
 }
 
@@ -127,6 +132,11 @@ func (r *runCmd) dryRun(ctx context.Context, stdin io.Reader, stdout, stderr io.
 		}
 		cfg.Log.Warn(fmt.Sprintf("%v; estimating without it", err), "store", rd.String())
 	}
+	stored, err := rd.StoredPrices(ctx)
+	if err != nil {
+		return usageError(err)
+	}
+	cfg.Prices = priceTable(r.hostPrices, stored, r.givenPrices)
 	mem := new(budget.MemStore)
 	_ = mem.Update(ctx, time.Time{}, func(s *budget.State, _ time.Time) ([]budget.LedgerEntry, error) { *s = used; return nil, nil })
 	cfg.Gate = budget.NewGate(mem, limits)
@@ -180,6 +190,13 @@ func (r *runCmd) send(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 		return usageError(fmt.Errorf("nothing sent: %s: %w", where, err))
 	}
 	cfg.Log.Debug(limitSources(cfg.Gate), "store", where)
+	// As for the limits, a signal here is no failure: the run then sends
+	// nothing, and needs no price.
+	stored, err := store.StoredPrices(ctx)
+	if err != nil && ctx.Err() == nil {
+		return usageError(fmt.Errorf("nothing sent: %w", err))
+	}
+	cfg.Prices = priceTable(r.hostPrices, stored, r.givenPrices)
 	warner := &dayWarner{gate: cfg.Gate, pct: int64(r.WarnAt), log: cfg.Log}
 	cfg.Settled = warner.check
 	if err := r.batchConfig(&cfg, true); err != nil {

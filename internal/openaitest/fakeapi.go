@@ -126,6 +126,9 @@ type Config struct {
 	FlexUnavailable float64
 	// Batch configures the Files and Batch APIs.
 	Batch BatchConfig
+	// Snapshots are the model names answers report, by the model asked
+	// for, over DatedModel's: a snapshot newer than any gptbatch knows.
+	Snapshots map[string]string
 }
 
 // Stats counts what a Server has seen.
@@ -584,7 +587,7 @@ func (x *exchange) write(status int, body []byte) {
 	h.Set("openai-version", "2020-10-01")
 	h.Set("openai-processing-ms", strconv.FormatInt(time.Since(x.arrived).Milliseconds(), 10))
 	if x.model != "" {
-		h.Set("openai-model", DatedModel(x.model))
+		h.Set("openai-model", x.s.datedModel(x.model))
 	}
 	if p := x.r.URL.Path; !x.limits && (p == PathChat || p == PathEmbeddings || p == PathResponses) {
 		x.limitHeaders(x.s.lim.peek(x.s.cfg.Now()))
@@ -608,6 +611,15 @@ func (x *exchange) drop() {
 	}
 	x.settle()
 	conn.Close()
+}
+
+// datedModel is the name the server's answers report for model:
+// Config.Snapshots's, else DatedModel's.
+func (s *Server) datedModel(model string) string {
+	if name, ok := s.cfg.Snapshots[model]; ok {
+		return name
+	}
+	return DatedModel(model)
 }
 
 // DatedModel is the snapshot name the API reports for model: gpt-4o-mini

@@ -275,7 +275,7 @@ func (x *exchange) answer(req *request, enc *tiktoken.Tiktoken, prompt, maxOut i
 		ID:                s.randomID("chatcmpl-", 29),
 		Object:            "chat.completion",
 		Created:           s.cfg.Now().Unix(),
-		Model:             DatedModel(req.Model),
+		Model:             s.datedModel(req.Model),
 		ServiceTier:       servedTier(req.ServiceTier),
 		SystemFingerprint: "fp_fake",
 	}

@@ -334,7 +334,7 @@ func (c *responsesCall) respond(s *Server) (any, usage) {
 		Status:            "completed",
 		Instructions:      c.instructions,
 		MaxOutputTokens:   c.maxOut,
-		Model:             DatedModel(c.model),
+		Model:             s.datedModel(c.model),
 		ParallelToolCalls: true,
 		ServiceTier:       servedTier(c.tier),
 		Store:             c.store == nil || *c.store,

@@ -1,0 +1,504 @@
+package budget
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// PriceTableDate is the day the built-in price table was last checked
+// against OpenAI's list prices, for --help, `prices` and usage output.
+const PriceTableDate = "2026-07-30"
+
+// Price sources: where a model's price in a table comes from.
+const (
+	SourceBuiltin = "built-in" // the table compiled into gptbatch
+	SourceStored  = "stored"   // stored with the shared budget (`prices load`)
+	SourceFile    = "file"     // a price file given to this run
+)
+
+// Tier is the way a call is served, each billed at its own prices.
+type Tier uint8
+
+// The tiers, as OpenAI bills them.
+const (
+	TierStandard Tier = iota // the list price
+	TierBatch                // the Batch API
+	TierFlex                 // service_tier "flex"
+	TierPriority             // service_tier "priority"
+	numTiers
+)
+
+// TierOf is the tier an answer's (or a request's) service_tier names:
+// "flex" and "priority" are theirs, anything else ("default", "auto",
+// "scale", none) is the standard tier.
+func TierOf(serviceTier string) Tier {
+	switch serviceTier {
+	case "flex":
+		return TierFlex
+	case "priority":
+		return TierPriority
+	}
+	return TierStandard
+}
+
+// ModelPrice is what one model costs per token on each tier, and above
+// each of its long-context thresholds. The zero ModelPrice is free on
+// every tier but priority. Its prices are never changed once a table
+// holds it, and it is safe for concurrent use.
+type ModelPrice struct {
+	tiers rates
+	long  []longRates // by above, ascending
+	// Source says where the price comes from: SourceBuiltin, SourceStored
+	// or SourceFile.
+	Source string
+
+	// answered is the last answer ForAnswer priced for this model: the
+	// answers to one model's lines name one snapshot, and a comparison
+	// of names is a fifth of a map lookup, on every result.
+	answered atomic.Pointer[answerMemo]
+}
+
+// answerMemo is what ForAnswer found for an answer naming name, in table.
+type answerMemo struct {
+	table *Prices
+	name  string
+	price *ModelPrice
+}
+
+// rates are the prices of every tier; priority is known only when the
+// table gives it.
+type rates struct {
+	tier     [numTiers]Price
+	priority bool
+}
+
+// longRates are the prices of a call whose prompt has more than above
+// tokens: OpenAI bills the whole call at them.
+type longRates struct {
+	above int64
+	rates
+}
+
+// Rates is the per-token price of a call served on tier t whose prompt
+// has promptTokens tokens: a long-context tier's when the prompt is past
+// its threshold. ok is false for the priority tier of a model whose
+// priority price is unknown. Priority processing does not take long
+// prompts (OpenAI serves and bills them as standard), so a long prompt
+// without a long-context priority price is at the long-context standard
+// price.
+func (m *ModelPrice) Rates(t Tier, promptTokens int64) (p Price, ok bool) {
+	for i := len(m.long) - 1; i >= 0; i-- {
+		if l := &m.long[i]; promptTokens > l.above {
+			if t == TierPriority && !l.priority {
+				t = TierStandard
+			}
+			return l.tier[t], true
+		}
+	}
+	if t == TierPriority && !m.tiers.priority {
+		return Price{}, false
+	}
+	return m.tiers.tier[t], true
+}
+
+// Cost is the cost of a call served on tier t (see Rates); ok is false
+// when that tier's price is unknown.
+func (m *ModelPrice) Cost(t Tier, promptTokens, cachedTokens, completionTokens int64) (Cost, bool) {
+	p, ok := m.Rates(t, promptTokens)
+	if !ok {
+		return 0, false
+	}
+	return p.Cost(promptTokens, cachedTokens, completionTokens), true
+}
+
+// Prices is a price table: every model's price, by the model's exact
+// name. A nil *Prices is the built-in table. A Prices is never changed
+// once made, and it is safe for concurrent use.
+type Prices struct {
+	models map[string]*ModelPrice
+	// last is the last model Lookup found: a batch's lines mostly name
+	// one model.
+	last atomic.Pointer[lookupMemo]
+}
+
+// lookupMemo is what Lookup found for name.
+type lookupMemo struct {
+	name  string
+	price *ModelPrice
+	ok    bool
+}
+
+//go:embed prices_builtin.json
+var builtinJSON []byte
+
+// builtin parses the built-in table once, when it is first needed.
+var builtin = sync.OnceValue(func() *Prices {
+	p, err := ParsePrices(builtinJSON, SourceBuiltin)
+	if err != nil {
+		panic("budget: the built-in price table: " + err.Error())
+	}
+	return p
+})
+
+// BuiltinPrices is the table compiled into gptbatch: OpenAI's list prices
+// of PriceTableDate (prices_builtin.json, in LiteLLM's format, says where
+// each comes from).
+func BuiltinPrices() *Prices { return builtin() }
+
+// Lookup finds a model's price by its exact name: a base name (gpt-4o) or
+// one of the dated snapshots the table lists (gpt-4o-2024-08-06).
+// Snapshots do not always cost what their base model costs
+// (gpt-4o-2024-05-13 is twice gpt-4o), so a dated name the table does not
+// list is unknown, and so is every other name it does not list, such as a
+// fine-tuned ft:... model; ok is false for them, and their cost is
+// unknown, never 0. An answer naming a snapshot the table lacks is priced
+// as the model asked for: see ForAnswer.
+func (p *Prices) Lookup(model string) (m *ModelPrice, ok bool) {
+	if p == nil {
+		p = builtin()
+	}
+	if l := p.last.Load(); l != nil && l.name == model {
+		return l.price, l.ok
+	}
+	m, ok = p.models[model]
+	p.last.Store(&lookupMemo{name: model, price: m, ok: ok})
+	return m, ok
+}
+
+// ForAnswer is the price of an answer that names the model answered
+// (a dated snapshot, say) to a request for a model priced asked: the
+// answered model's own price when the table lists it, else asked.
+func (p *Prices) ForAnswer(asked *ModelPrice, answered string) *ModelPrice {
+	if answered == "" || asked == nil {
+		return asked
+	}
+	if p == nil {
+		p = builtin()
+	}
+	if a := asked.answered.Load(); a != nil && a.table == p && a.name == answered {
+		return a.price
+	}
+	m, ok := p.models[answered]
+	if !ok {
+		m = asked
+	}
+	asked.answered.Store(&answerMemo{table: p, name: answered, price: m})
+	return m
+}
+
+// PriceOf is a model's list price in the built-in table; see Lookup.
+func PriceOf(model string) (Price, bool) {
+	m, ok := BuiltinPrices().Lookup(model)
+	if !ok {
+		return Price{}, false
+	}
+	return m.tiers.tier[TierStandard], true
+}
+
+// Over is p with every model top prices replacing p's price of it (a
+// nil p is the built-in table).
+func (p *Prices) Over(top *Prices) *Prices {
+	if p == nil {
+		p = builtin()
+	}
+	if top == nil || len(top.models) == 0 {
+		return p
+	}
+	out := &Prices{models: make(map[string]*ModelPrice, len(p.models)+len(top.models))}
+	for k, v := range p.models {
+		out.models[k] = v
+	}
+	for k, v := range top.models {
+		out.models[k] = v
+	}
+	return out
+}
+
+// Len is the number of models p prices.
+func (p *Prices) Len() int {
+	if p == nil {
+		p = builtin()
+	}
+	return len(p.models)
+}
+
+// Models are the names of the models p prices, sorted.
+func (p *Prices) Models() []string {
+	if p == nil {
+		p = builtin()
+	}
+	names := make([]string, 0, len(p.models))
+	for k := range p.models {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// PriceError is a price a price file gives wrong: not a number, or
+// negative.
+type PriceError struct {
+	Model, Field string
+	Err          error
+}
+
+func (e *PriceError) Error() string {
+	return fmt.Sprintf("model %q: %s: %v", e.Model, e.Field, e.Err)
+}
+
+func (e *PriceError) Unwrap() error { return e.Err }
+
+// The fields of LiteLLM's format that ParsePrices reads, each optionally
+// followed by _above_<N>k_tokens (the price of a prompt of more than N
+// thousand tokens) and then by a tier's suffix.
+var (
+	priceBases = [3]string{"input_cost_per_token", "cache_read_input_token_cost", "output_cost_per_token"}
+	tierSuffix = [numTiers]string{"", "_batches", "_flex", "_priority"}
+)
+
+// ParsePrices reads a price table in the format of LiteLLM's
+// model_prices_and_context_window.json: an object whose keys are model
+// names and whose values give, in dollars per token,
+// input_cost_per_token, output_cost_per_token and
+// cache_read_input_token_cost (cached input; without it, cached tokens
+// bill as input), each optionally for a tier (suffixes _batches, _flex,
+// _priority) and for a long-context tier (_above_272k_tokens: a prompt of
+// more than 272,000 tokens bills the whole call at it, then the tier's
+// suffix). Batch and flex prices a model does not give are half its
+// standard ones; its priority price is known only when it gives both the
+// input and the output one.
+//
+// Only OpenAI's models are read: entries whose litellm_provider is
+// "openai", or that give none (a file of one's own); a key "openai/NAME"
+// prices NAME unless the file also has NAME. Other providers' entries,
+// entries with no per-token price (images, audio seconds), fields it does
+// not know and values that are not objects are ignored, so that
+// LiteLLM's whole file reads as it is. A read price that is not a JSON
+// number or is negative is a *PriceError naming the model and the field.
+// Prices are read from their decimal text, exactly, to the picodollar
+// (rounded half up below it), never through a float; a price above $0.01
+// a token is refused too. Every model gets
+// source as its Source.
+func ParsePrices(b []byte, source string) (*Prices, error) {
+	var entries map[string]json.RawMessage
+	d := json.NewDecoder(bytes.NewReader(b))
+	if err := d.Decode(&entries); err != nil {
+		return nil, fmt.Errorf("not a price table in LiteLLM's format (a JSON object of models): %w", err)
+	}
+	if d.More() {
+		return nil, errors.New("not a price table in LiteLLM's format: more than one JSON value")
+	}
+	p := &Prices{models: make(map[string]*ModelPrice)}
+	for key, raw := range entries {
+		name, prefixed := strings.CutPrefix(key, "openai/")
+		if prefixed {
+			if _, ok := entries[name]; ok {
+				continue
+			}
+		}
+		m, err := parseModel(key, raw)
+		if err != nil {
+			return nil, err
+		}
+		if m != nil {
+			m.Source = source
+			p.models[name] = m
+		}
+	}
+	return p, nil
+}
+
+// parseModel reads one entry; nil for one that is not OpenAI's or that
+// has no per-token price.
+func parseModel(key string, raw json.RawMessage) (*ModelPrice, error) {
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil, nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, nil
+	}
+	if prov, ok := fields["litellm_provider"]; ok {
+		var s string
+		if json.Unmarshal(prov, &s) != nil || s != "openai" {
+			return nil, nil
+		}
+	}
+	// Prices by threshold (0: none), base and tier; nil where not given.
+	type given [len(priceBases)][numTiers]*Cost
+	groups := map[int64]*given{}
+	for f, v := range fields {
+		base, above, tier, ok := priceField(f)
+		if !ok {
+			continue
+		}
+		c, err := parsePrice(v)
+		if err != nil {
+			return nil, &PriceError{Model: key, Field: f, Err: err}
+		}
+		g := groups[above]
+		if g == nil {
+			g = new(given)
+			groups[above] = g
+		}
+		g[base][tier] = &c
+	}
+	std := groups[0]
+	if std == nil || (std[0][TierStandard] == nil && std[2][TierStandard] == nil) {
+		return nil, nil
+	}
+	// build fills a group's tiers, each price it does not give from def:
+	// the standard price of the group below it.
+	build := func(g *given, def [len(priceBases)]Cost) rates {
+		var r rates
+		val := func(base int, t Tier, d Cost) Cost {
+			if c := g[base][t]; c != nil {
+				return *c
+			}
+			return d
+		}
+		var s Price
+		s.Input = val(0, TierStandard, def[0])
+		switch {
+		case g[1][TierStandard] != nil:
+			s.CachedInput = *g[1][TierStandard]
+		case g[0][TierStandard] != nil:
+			s.CachedInput = s.Input // an input price without a cached one: no discount
+		default:
+			s.CachedInput = def[1]
+		}
+		s.Output = val(2, TierStandard, def[2])
+		r.tier[TierStandard] = s
+		half := s.Batch()
+		for _, t := range []Tier{TierBatch, TierFlex} {
+			r.tier[t] = Price{Input: val(0, t, half.Input), CachedInput: val(1, t, half.CachedInput), Output: val(2, t, half.Output)}
+		}
+		if g[0][TierPriority] != nil && g[2][TierPriority] != nil {
+			in := *g[0][TierPriority]
+			r.tier[TierPriority] = Price{Input: in, CachedInput: val(1, TierPriority, in), Output: *g[2][TierPriority]}
+			r.priority = true
+		}
+		return r
+	}
+	m := &ModelPrice{tiers: build(std, [3]Cost{})}
+	s := m.tiers.tier[TierStandard]
+	for above, g := range groups {
+		if above > 0 {
+			m.long = append(m.long, longRates{above: above, rates: build(g, [3]Cost{s.Input, s.CachedInput, s.Output})})
+		}
+	}
+	slices.SortFunc(m.long, func(a, b longRates) int { return int(a.above - b.above) })
+	return m, nil
+}
+
+// priceField splits a field ParsePrices reads into its base (an index of
+// priceBases), its long-context threshold in tokens (0: none) and its
+// tier; ok is false for any other field.
+func priceField(f string) (base int, above int64, tier Tier, ok bool) {
+	base = -1
+	for i, b := range priceBases {
+		if rest, found := strings.CutPrefix(f, b); found {
+			base, f = i, rest
+			break
+		}
+	}
+	if base < 0 {
+		return 0, 0, 0, false
+	}
+	if rest, found := strings.CutPrefix(f, "_above_"); found {
+		n, after, found := strings.Cut(rest, "k_tokens")
+		k, err := strconv.ParseInt(n, 10, 32)
+		if !found || err != nil || k <= 0 || !isDigits(n) {
+			return 0, 0, 0, false
+		}
+		above, f = k*1000, after
+	}
+	for t, s := range tierSuffix {
+		if f == s {
+			return base, above, Tier(t), true
+		}
+	}
+	return 0, 0, 0, false
+}
+
+// parsePrice reads a price in dollars per token, a JSON number, to the
+// picodollar.
+func parsePrice(v json.RawMessage) (Cost, error) {
+	s := string(bytes.TrimSpace(v))
+	if s == "" || !(s[0] == '-' || s[0] >= '0' && s[0] <= '9') {
+		return 0, fmt.Errorf("%.40s is not a number", s)
+	}
+	c, err := parseDollars(s, false)
+	if err == nil && c > maxPrice {
+		err = fmt.Errorf("%s is more than $%s a token", s, maxPrice)
+	}
+	return c, err
+}
+
+// maxPrice bounds a price per token, $10,000 a million tokens: a call's
+// cost of millions of tokens at it stays far from overflowing a Cost.
+const maxPrice = Dollar / 100
+
+// Thresholds are the prompt sizes, in tokens, past which the model has
+// long-context prices (Rates gives them for a larger prompt), ascending.
+func (m *ModelPrice) Thresholds() []int64 {
+	out := make([]int64, len(m.long))
+	for i, l := range m.long {
+		out[i] = l.above
+	}
+	return out
+}
+
+// Format writes p in LiteLLM's format, every price it holds spelled out,
+// so that ParsePrices reads it back as the same table: what a stored
+// table is kept as.
+func (p *Prices) Format() []byte {
+	if p == nil {
+		p = builtin()
+	}
+	var b bytes.Buffer
+	b.WriteString("{")
+	for i, name := range p.Models() {
+		m := p.models[name]
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("\n    ")
+		b.Write(mustMarshal(name))
+		b.WriteString(`: {"litellm_provider": "openai"`)
+		group := func(r *rates, above string) {
+			for t := range numTiers {
+				if Tier(t) == TierPriority && !r.priority {
+					continue
+				}
+				pr := r.tier[t]
+				for base, c := range [3]Cost{pr.Input, pr.CachedInput, pr.Output} {
+					fmt.Fprintf(&b, `, "%s%s%s": %s`, priceBases[base], above, tierSuffix[t], c)
+				}
+			}
+		}
+		group(&m.tiers, "")
+		for _, l := range m.long {
+			group(&l.rates, fmt.Sprintf("_above_%dk_tokens", l.above/1000))
+		}
+		b.WriteString("}")
+	}
+	b.WriteString("\n}\n")
+	return b.Bytes()
+}
+
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

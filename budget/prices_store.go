@@ -1,0 +1,141 @@
+package budget
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A price table stored with the shared budget (`gptbatch prices load`)
+// prices every run that shares the budget, on every host: beside
+// usage.md in usage.prices.json, or in Redis beside the budget's state,
+// under its hash tag ({gptbatch:NAME}:prices). It is kept in LiteLLM's
+// format (Prices.Format), holding only the models it prices.
+
+// pricesPath is the stored table beside the usage file at path.
+func pricesPath(path string) string {
+	return strings.TrimSuffix(path, ".md") + ".prices.json"
+}
+
+// readStoredPrices reads the stored table at path; nil when there is
+// none.
+func readStoredPrices(path string) (*Prices, error) {
+	b, err := readRegular(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stored price table %s: %w", path, err)
+	}
+	p, err := ParsePrices(b, SourceStored)
+	if err != nil {
+		return nil, fmt.Errorf("stored price table %s is corrupt; store it again with gptbatch prices load, or remove it with gptbatch prices clear: %w", path, err)
+	}
+	return p, nil
+}
+
+// StoredPrices implements Store: the table beside usage.md, read without
+// the lock (it is replaced whole, by rename).
+func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
+	return readStoredPrices(pricesPath(f.path))
+}
+
+// StorePrices implements Store: under the store's lock, the table beside
+// usage.md is replaced atomically (with usage.md's mode, 0600 for a new
+// one), or removed.
+func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
+	if f.readOnly {
+		return fmt.Errorf("usage file %s is open read-only", f.path)
+	}
+	path := pricesPath(f.path)
+	return f.locked(ctx, func() error {
+		if p == nil {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("stored price table: %w", err)
+			}
+			return nil
+		}
+		return writeAtomic(path, p.Format(), f.path)
+	})
+}
+
+// StoredPrices implements Store: a budget in memory has none.
+func (m *MemStore) StoredPrices(ctx context.Context) (*Prices, error) { return nil, ctx.Err() }
+
+// StorePrices implements Store: a budget in memory, this run's alone,
+// keeps no table for other runs.
+func (m *MemStore) StorePrices(ctx context.Context, p *Prices) error {
+	return errors.New("a usage file of /dev/null keeps nothing for other runs: name a usage file, or a --store")
+}
+
+// writeAtomic replaces the file at path with b: a temporary file beside
+// it, synced and renamed over it, with the mode of modeOf (0600 when it
+// does not exist).
+func writeAtomic(path string, b []byte, modeOf string) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".prices-*.tmp") // created 0600
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			err = fmt.Errorf("write %s: %w", path, err)
+		}
+	}()
+	if fi, err := os.Stat(modeOf); err == nil {
+		if err := tmp.Chmod(fi.Mode().Perm()); err != nil {
+			return err
+		}
+	}
+	if _, err := tmp.Write(b); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// pricesKey is the key of the stored table, under the budget's hash tag.
+func (r *RedisStore) pricesKey() string {
+	return strings.TrimSuffix(r.keys[0], ":state") + ":prices"
+}
+
+// StoredPrices implements Store.
+func (r *RedisStore) StoredPrices(ctx context.Context) (*Prices, error) {
+	b, err := r.c.Get(ctx, r.pricesKey()).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, r.fail(err)
+	}
+	p, err := ParsePrices(b, SourceStored)
+	if err != nil {
+		return nil, r.fail(fmt.Errorf("the stored price table %s is corrupt; store it again with gptbatch prices load, or remove it with gptbatch prices clear: %w", r.pricesKey(), err))
+	}
+	return p, nil
+}
+
+// StorePrices implements Store, in one command.
+func (r *RedisStore) StorePrices(ctx context.Context, p *Prices) error {
+	var err error
+	if p == nil {
+		err = r.c.Del(ctx, r.pricesKey()).Err()
+	} else {
+		err = r.c.Set(ctx, r.pricesKey(), p.Format(), 0).Err()
+	}
+	if err != nil {
+		return r.fail(err)
+	}
+	return nil
+}
