@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,5 +133,59 @@ func TestRedisLostIsAnError(t *testing.T) {
 	}
 	if err := r.RecordHits(ctx, 1, 1); err == nil {
 		t.Errorf("RecordHits with Redis gone = nil, want an error")
+	}
+}
+
+// On a Redis Cluster the entries spread over the masters, a lookup asks
+// each node for its keys, and Stats, Prune and Clear visit every master.
+func TestRedisCluster(t *testing.T) {
+	ctx := context.Background()
+	cl := redistest.StartCluster(t)
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{cl.Servers[0].Addr}})
+	t.Cleanup(func() { c.Close() })
+	r := openRedis(t, c, "team", Options{})
+	now := time.Now()
+	const n = 300
+	var es []Entry
+	var keys []Key
+	for i := range n {
+		created := now
+		if i%3 == 0 {
+			created = now.Add(-48 * time.Hour)
+		}
+		es = append(es, testEntry(i, created))
+		keys = append(keys, testKey(i))
+	}
+	if err := r.Put(ctx, es...); err != nil {
+		t.Fatal(err)
+	}
+	var masters, holding atomic.Int64 // the masters are visited at once
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		size, err := m.DBSize(ctx).Result()
+		masters.Add(1)
+		if size > 0 {
+			holding.Add(1)
+		}
+		return err
+	})
+	if err != nil || masters.Load() != 3 || holding.Load() != 3 {
+		t.Errorf("%d of %d masters hold entries (%v), want all 3", holding.Load(), masters.Load(), err)
+	}
+	got, err := r.GetMany(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range got {
+		sameEntry(t, e, es[i])
+	}
+	st, err := r.Stats(ctx)
+	if err != nil || st.Entries != n {
+		t.Errorf("Stats = %+v, %v, want %d entries", st, err, n)
+	}
+	if pruned, err := r.Prune(ctx, now.Add(-24*time.Hour)); pruned != n/3 || err != nil {
+		t.Errorf("Prune = %d, %v, want %d", pruned, err, n/3)
+	}
+	if cleared, err := r.Clear(ctx); cleared != n-n/3 || err != nil {
+		t.Errorf("Clear = %d, %v, want %d", cleared, err, n-n/3)
 	}
 }

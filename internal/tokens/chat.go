@@ -12,7 +12,7 @@ import (
 // published formulas say (see images.go). Counted exactly with model's
 // encoding (built if it is not yet), or, unless exact, by bytes: an upper
 // bound that needs no encoder.
-func Chat(model string, messages, tools json.RawMessage, exact bool) (int64, error) {
+func (Counter) Chat(model string, messages, tools json.RawMessage, exact bool) (int64, error) {
 	if !exact {
 		return countPrompt(model, messages, tools, func(s string) int64 { return int64(len(s)) })
 	}

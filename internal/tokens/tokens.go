@@ -10,7 +10,6 @@
 package tokens
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -54,34 +53,18 @@ func buildEncoder(name string) (*tiktoken.Tiktoken, error) {
 	return enc, nil
 }
 
-// Counter counts tokens as the OpenAI API bills them, with this package's
-// functions: it is what a caller that takes its counter as a parameter
-// (pipeline.Config.Tokens) is given. The zero value is ready; every
-// Counter of a process shares its encoders. Safe for concurrent use.
+// Counter counts tokens as the OpenAI API bills them: it is this
+// package's API, given to the pipeline as its pipeline.Config.Tokens. The
+// zero value is ready; every Counter of a process shares its encoders,
+// built once. Safe for concurrent use.
 type Counter struct{}
 
-// Chat is the package's Chat.
-func (Counter) Chat(model string, messages, tools json.RawMessage, exact bool) (int64, error) {
-	return Chat(model, messages, tools, exact)
-}
-
-// Inputs is the package's Inputs.
-func (Counter) Inputs(model string, texts []string, arrays [][]int64, exact bool) ([]int64, error) {
-	return Inputs(model, texts, arrays, exact)
-}
-
-// Ready is the package's Ready.
-func (Counter) Ready(model string) bool { return Ready(model) }
-
-// Build is the package's Build.
-func (Counter) Build(model string) error { return Build(model) }
-
 // Ready reports whether model's encoder is built, without waiting for it.
-func Ready(model string) bool { return built[encodingName(model)].Load() }
+func (Counter) Ready(model string) bool { return built[encodingName(model)].Load() }
 
 // Build builds model's encoder, once a process: a later call waits for
 // the first, and returns its error.
-func Build(model string) error {
+func (Counter) Build(model string) error {
 	_, err := encoders[encodingName(model)]()
 	return err
 }
@@ -114,7 +97,7 @@ func encodingName(model string) string {
 // text with model's encoding (built if it is not yet) or, unless exact,
 // by its bytes, an upper bound; each token array by its length. The
 // counts are in that order: the texts', then the arrays'.
-func Inputs(model string, texts []string, arrays [][]int64, exact bool) ([]int64, error) {
+func (Counter) Inputs(model string, texts []string, arrays [][]int64, exact bool) ([]int64, error) {
 	counts := make([]int64, 0, len(texts)+len(arrays))
 	count := func(s string) int64 { return int64(len(s)) }
 	if exact && len(texts) > 0 {
