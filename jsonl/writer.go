@@ -144,36 +144,104 @@ func (w *Writer) Write(v any) error {
 // Flush writes what is buffered.
 func (w *Writer) Flush() error { return w.bw.Flush() }
 
-// SucceededIDs reads a previous output (for --resume) and returns the ids
-// that have a successful result: no error, and an answer the API gave
-// (usage, content, choices, a refusal, tool calls or an embedding). Lines
-// that are not results, such as a last line torn by a crash, are skipped
-// and counted. A --dry-run estimate (prompt_tokens and est_cost_usd, no
-// answer) is an error naming its line: estimates are not results, and
-// taking them for results would send nothing.
-func SucceededIDs(r io.Reader) (ids map[string]bool, skipped int, err error) {
-	ids = make(map[string]bool)
+// Done is what an earlier output says was answered, for --resume: the
+// ids with a successful result, and the input lines they answered. A nil
+// *Done has nothing done.
+//
+// --resume finds lines by id, so that a line moved in the input is still
+// found. Ids that an output gives to more than one input line (twins: a
+// duplicated id, or an explicit "1" beside line 1's implicit one) are
+// found by id and line number, so that the twin that failed is sent again.
+type Done struct {
+	byID  map[string]doneID
+	twins map[string]map[int32]bool // ids with results for several lines: the lines answered
+}
+
+// doneID is what an output says of an id: the line of its first result,
+// and of its first success, if any (0: the result named no line).
+type doneID struct {
+	first, ok int32
+	answered  bool
+}
+
+// ReadDone reads a previous output (for --resume): the results that
+// succeeded, with no error and an answer the API gave (usage, content,
+// choices, a refusal, tool calls or an embedding), and the lines of every
+// result. Lines that are not results, such as a last line torn by a
+// crash, are skipped and counted. A --dry-run estimate (prompt_tokens and
+// est_cost_usd, no answer) is an error naming its line: estimates are not
+// results, and taking them for results would send nothing.
+func ReadDone(r io.Reader) (d *Done, skipped int, err error) {
+	d = &Done{byID: map[string]doneID{}, twins: map[string]map[int32]bool{}}
 	br := bufio.NewReaderSize(r, 64<<10)
 	for n := 1; ; n++ {
 		line, rerr := br.ReadBytes('\n')
 		if l := bytes.TrimSpace(line); len(l) > 0 {
 			var res map[string]json.RawMessage
 			var id string
+			var at int32
 			if json.Unmarshal(l, &res) != nil || json.Unmarshal(res["id"], &id) != nil {
 				skipped++
 			} else if isEstimate(res) {
 				return nil, skipped, fmt.Errorf("line %d is a --dry-run estimate, not a result: resume from the output of a real run", n)
-			} else if isSuccess(res) {
-				ids[id] = true
+			} else {
+				_ = json.Unmarshal(res["line"], &at) // 0 if none
+				d.add(id, at, isSuccess(res))
 			}
 		}
 		if rerr == io.EOF {
-			return ids, skipped, nil
+			return d, skipped, nil
 		}
 		if rerr != nil {
 			return nil, skipped, rerr
 		}
 	}
+}
+
+// add notes a result of id for input line at.
+func (d *Done) add(id string, at int32, ok bool) {
+	e, seen := d.byID[id]
+	if !seen {
+		e.first = at
+	} else if at != e.first && d.twins[id] == nil {
+		d.twins[id] = map[int32]bool{}
+		if e.answered {
+			d.twins[id][e.ok] = true
+		}
+	}
+	if ok {
+		if !e.answered {
+			e.answered, e.ok = true, at
+		}
+		if tw := d.twins[id]; tw != nil {
+			tw[at] = true
+		}
+	}
+	d.byID[id] = e
+}
+
+// Answered reports whether id has a successful result.
+func (d *Done) Answered(id string) bool {
+	return d != nil && d.byID[id].answered
+}
+
+// Skip reports whether input line n, of id, was answered, and so is not
+// sent again; first says it is the first line of the input with id. A
+// line is found by its id, wherever it moved, except a twin: it is found
+// by its id and line number. A line the output gives no result for,
+// after a line of the same id the output answered, is a twin too.
+func (d *Done) Skip(id string, n int, first bool) bool {
+	if d == nil {
+		return false
+	}
+	e := d.byID[id]
+	if !e.answered {
+		return false
+	}
+	if tw := d.twins[id]; tw != nil {
+		return tw[int32(n)]
+	}
+	return e.ok == int32(n) || e.ok == 0 || first
 }
 
 // hasAnswer reports whether a line has a field only an answer from the

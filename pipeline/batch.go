@@ -62,6 +62,10 @@ type BatchOptions struct {
 	QueueTokens int64
 	Journal     string // the journal file, beside usage.md
 	Resume      bool   // collect journalled batches instead of submitting their lines again
+	// ResubmitUnknown submits again, with --resume, the lines of a
+	// journalled batch the API does not know (made with another key or
+	// base URL), instead of stopping the run.
+	ResubmitUnknown bool
 	// Poll is the first interval between polls of a batch, MaxPoll the
 	// longest; 0 means 1 s and 60 s. A batch is never polled more than
 	// once a second, whatever they say.

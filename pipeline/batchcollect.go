@@ -35,7 +35,7 @@ type pendingResult struct {
 
 // errStoreLost stops collecting a batch when the shared state cannot be
 // written: see collector.storeLost.
-var errStoreLost = errors.New("the shared budget store is gone")
+var errStoreLost = errors.New(storeFailedMsg)
 
 // collected is what collecting a batch sends back to the submitter.
 type collected struct {
@@ -193,7 +193,7 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 				continue
 			}
 			if c.lost != nil {
-				if err := c.fail(seq, jsonl.ErrInterrupted, "not collected: the shared budget store is gone; the same command with --resume collects it", 0); err != nil {
+				if err := c.fail(seq, jsonl.ErrInterrupted, "not collected: "+storeFailedMsg+"; the same command with --resume collects it", 0); err != nil {
 					return out, err
 				}
 				continue
@@ -603,7 +603,6 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		}
 		res, u, model, cost := ans.results[0], ans.usage, ans.model, ans.cost
 		res.Attempts = tries
-		r.count(it, ans)
 		if model != "" {
 			entry.Model = model
 		}
@@ -677,6 +676,7 @@ func (c *collector) flush(ctx context.Context) error {
 			}
 			return c.storeLost(err)
 		}
+		c.r.counted(c.settle)
 		c.settle = c.settle[:0]
 	}
 	for _, p := range c.pending {
@@ -684,6 +684,27 @@ func (c *collector) flush(ctx context.Context) error {
 	}
 	c.pending = c.pending[:0]
 	return nil
+}
+
+// counted adds the answers of settlements that reached the ledger to the
+// run's figures: the summary says what was settled, not what was read,
+// as a line may be read more than once (a download started over, a batch
+// collected before, an output that repeats a line).
+func (r *runner) counted(sts []budget.Settlement) {
+	for _, st := range sts {
+		e := st.Entry
+		if e == nil || e.Status != http.StatusOK {
+			continue
+		}
+		r.stats.PromptTokens.Add(e.PromptTokens)
+		r.stats.CompletionTokens.Add(e.CompletionTokens)
+		r.stats.CachedTokens.Add(e.CachedTokens)
+		if e.CostUSD != nil {
+			r.stats.Cost.Add(int64(*e.CostUSD))
+		} else {
+			r.stats.Unpriced.Add(1)
+		}
+	}
 }
 
 // storeLost stops collecting because the shared state failed: the run
@@ -697,7 +718,7 @@ func (c *collector) storeLost(err error) error {
 	c.lost = err
 	c.settle = c.settle[:0]
 	for _, p := range c.pending {
-		if err := c.fail(p.seq, jsonl.ErrInterrupted, "answered in batch "+c.b.id+", but not recorded: the shared budget store is gone; the same command with --resume collects it again", 0); err != nil {
+		if err := c.fail(p.seq, jsonl.ErrInterrupted, "answered in batch "+c.b.id+", but not recorded: "+storeFailedMsg+"; the same command with --resume collects it again", 0); err != nil {
 			return err
 		}
 	}

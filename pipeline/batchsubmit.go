@@ -12,6 +12,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -70,7 +72,8 @@ type submitter struct {
 	api     *BatchAPI
 	journal *budget.Journal
 	claims  *claims
-	claimed map[int32]*tbatch // tracked batches by their index in claims
+	claimed map[int32]*tbatch    // tracked batches by their index in claims
+	checked map[int32]batchCheck // what the API said of journalled batches, by their index in claims
 
 	runID  string
 	chunks int
@@ -90,7 +93,7 @@ type submitter struct {
 
 func newSubmitter(r *runner, t *tracker, api *BatchAPI, j *budget.Journal, cl *claims) *submitter {
 	return &submitter{
-		r: r, t: t, api: api, journal: j, claims: cl, claimed: map[int32]*tbatch{},
+		r: r, t: t, api: api, journal: j, claims: cl, claimed: map[int32]*tbatch{}, checked: map[int32]batchCheck{},
 		runID: newRunID(r.cfg.Clock.Now()), open: map[chunkKey]*chunk{}, running: map[string]int64{},
 	}
 }
@@ -125,7 +128,7 @@ func (s *submitter) run(ctx context.Context, in <-chan *item, toPoll chan<- *tba
 				}
 				continue
 			}
-			if err := s.add(it); err != nil {
+			if err := s.add(ctx, it); err != nil {
 				return err
 			}
 		case c := <-back:
@@ -144,7 +147,7 @@ func (s *submitter) run(ctx context.Context, in <-chan *item, toPoll chan<- *tba
 
 // add takes one line: its result if it has one already, else its record,
 // and its place in a claimed batch or in a batch file.
-func (s *submitter) add(it *item) error {
+func (s *submitter) add(ctx context.Context, it *item) error {
 	t, r := s.t, s.r
 	if it.result == nil {
 		if why := r.stop.stopped(); why != nil {
@@ -163,18 +166,79 @@ func (s *submitter) add(it *item) error {
 		return t.setResult(t.add(it.req.Line, -1), errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
 	}
 	rec := recordOf(it, url)
+	var cl claim
+	claimed := false
+	if s.claims != nil {
+		if c, ok := s.claims.take(rec.Hash); ok {
+			switch s.check(ctx, c.batch) {
+			case batchKnown:
+				cl, claimed = c, true
+			case batchRefused:
+				return t.setResult(t.add(it.req.Line, -1), r.stop.stopped().result(it.req))
+			}
+			// batchResubmit: as a line never sent.
+		}
+	}
 	off, err := t.records.append(appendRecord(nil, &rec), it.body)
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
 	}
 	seq := t.add(it.req.Line, off)
-	if s.claims != nil {
-		if c, ok := s.claims.take(rec.Hash); ok {
-			s.claim(seq, c)
-			return nil
-		}
+	if claimed {
+		s.claim(seq, cl)
+		return nil
 	}
 	return s.toChunk(chunkKey{url, it.model}, seq, line, it.prompt, it.est, s.open)
+}
+
+// batchCheck is what the API said of a journalled batch that lines are
+// claimed from.
+type batchCheck int
+
+const (
+	batchKnown    batchCheck = iota // the API has it (or could not say): collect it
+	batchResubmit                   // unknown, and --resubmit-unknown: submit its lines again
+	batchRefused                    // unknown: the run stops
+)
+
+// check asks the API, once a batch, whether it knows the journalled batch
+// lines are claimed from. One made with another API key or at another
+// base URL is unknown there (404): it cannot be collected, yet it may
+// still run and bill, so submitting its lines again must be asked for
+// (--resubmit-unknown). Without that the run stops, naming the batch:
+// exit 2 when nothing was submitted yet. A retrieval that fails otherwise
+// is left to the poller.
+func (s *submitter) check(ctx context.Context, idx int32) batchCheck {
+	if v, ok := s.checked[idx]; ok {
+		return v
+	}
+	r, jb := s.r, s.claims.batches[idx]
+	f, ok := r.apiCall(ctx, "retrieve batch", true, func(ctx context.Context) error {
+		_, err := s.api.Retrieve(ctx, jb.BatchID)
+		return err
+	})
+	v := batchKnown
+	if !ok && f.status == http.StatusNotFound {
+		where := r.cfg.BaseURL
+		if u, err := url.Parse(where); err == nil {
+			where = u.Redacted()
+		}
+		if r.cfg.Batch.ResubmitUnknown {
+			v = batchResubmit
+			r.cfg.Log.Warn(fmt.Sprintf("the API at %s does not know batch %s (journalled %s): submitting its lines again (--resubmit-unknown)", where, jb.BatchID, jb.Time.Format(time.RFC3339)))
+		} else {
+			v = batchRefused
+			code := ExitConfig
+			if r.stats.BatchLines.Load() > 0 {
+				code = ExitFailed
+			}
+			msg := fmt.Sprintf("the API at %s does not know batch %s, journalled %s by %s: it was made with another API key or base URL", where, jb.BatchID, jb.Time.Format(time.RFC3339), jb.Run)
+			r.stop.halt(&stopped{typ: jsonl.ErrAPI, status: http.StatusNotFound, msg: "not sent: " + msg,
+				err: &Error{Code: code, Err: fmt.Errorf("--resume: %s. Its lines are not submitted again, as it may still run and bill: run with the key and --base-url that made it, or add --resubmit-unknown to submit them again", msg)}})
+		}
+	}
+	s.checked[idx] = v
+	return v
 }
 
 // recordOf is the record of it, a line going to url in a batch file.
@@ -380,8 +444,15 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		// The refused batch gave back its reservation: the new one
 		// holds one of its own, which its collection settles.
 		day, ok, err := s.reserve(ctx, h.b.est, len(h.b.seqs))
-		if err != nil || !ok {
+		if err != nil {
 			return err
+		}
+		if !ok {
+			if r.stop.stopped() != nil {
+				i-- // given up on at once, above
+				continue
+			}
+			return nil // a wait is set
 		}
 		s.held = append(s.held[:i], s.held[i+1:]...)
 		i--
@@ -406,8 +477,14 @@ func (s *submitter) submitReady(ctx context.Context) error {
 			return nil // until one of this run's batches of the model ends
 		}
 		day, ok, err := s.reserve(ctx, c.est, len(c.seqs))
-		if err != nil || !ok {
+		if err != nil {
 			return err
+		}
+		if !ok {
+			if r.stop.stopped() != nil {
+				continue // its lines get their result at once, above
+			}
+			return nil // a wait is set
 		}
 		c.day = day
 		s.ready = s.ready[1:]
@@ -427,7 +504,13 @@ func (s *submitter) reserve(ctx context.Context, est budget.Estimate, lines int)
 	now := r.cfg.Clock.Now()
 	n, day, wait, why, err := r.cfg.Gate.ReserveDay(ctx, now, []budget.Estimate{est})
 	if err != nil {
-		return "", false, &Error{Code: ExitConfig, Err: err}
+		if ctx.Err() != nil {
+			return "", false, ctx.Err()
+		}
+		// The lines not submitted get their result, as on the
+		// synchronous route.
+		r.storeFailed(err)
+		return "", false, nil
 	}
 	if n == 1 {
 		s.warned = ""

@@ -101,7 +101,7 @@ type Config struct {
 
 	DryRun    bool
 	Unordered bool
-	Resumed   map[string]bool // ids finished by an earlier run (--resume): skipped
+	Resumed   *jsonl.Done // lines answered by an earlier run (--resume): skipped
 
 	// Abort, closed by a second signal, stops at once: calls in flight
 	// are cancelled and settled at their estimates, reservations not yet
@@ -305,6 +305,9 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		return nil
 	}
 	if f := r.fault.Load(); f != nil {
+		if sf := (*stateFailure)(nil); errors.As(f.Err, &sf) {
+			return &Error{Code: sf.exit(f.Code), Err: f.Err}
+		}
 		return f
 	}
 	if why := r.stop.stopped(); why != nil && why.err != nil {

@@ -19,8 +19,8 @@ const maxDupReports = 10
 func (r *runner) read(ctx context.Context, in io.Reader, out chan<- *jsonl.Request) error {
 	defer close(out)
 	rd := jsonl.NewReader(in, r.cfg.Input)
-	// Ids seen, to report duplicates: --resume finds lines by id, so a
-	// duplicated one would be skipped or sent again by mistake.
+	// Ids seen, to report duplicates, and for --resume to tell twins
+	// apart (see jsonl.Done).
 	seen := make(map[string]int32)
 	dups := 0
 	defer func() {
@@ -44,14 +44,15 @@ func (r *runner) read(ctx context.Context, in io.Reader, out chan<- *jsonl.Reque
 			r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the input could not be read", err: err, unread: true})
 			return nil
 		}
-		if first, ok := seen[req.ID]; ok {
+		first, dup := seen[req.ID]
+		if dup {
 			if dups++; dups <= maxDupReports {
 				r.cfg.Log.Warn(fmt.Sprintf("duplicate id %q on lines %d and %d", req.ID, first, req.Line))
 			}
 		} else {
 			seen[req.ID] = int32(req.Line)
 		}
-		if r.cfg.Resumed[req.ID] && req.Err == nil {
+		if req.Err == nil && r.cfg.Resumed.Skip(req.ID, req.Line, !dup) {
 			r.stats.Skipped.Add(1)
 			continue
 		}

@@ -151,9 +151,10 @@ func (e *Error) ExitCode() int { return e.Code }
 var ErrInterrupted = &Error{Code: ExitInterrupted, Err: errors.New("interrupted")}
 
 // storeFailed stops sending because the shared state failed mid-run: the
-// lines not sent say why, and the run ends with exit status 1, not 2 (which
-// says nothing was sent), once everything in flight is finished, written
-// and, as far as the state allows, settled. It keeps the first failure.
+// lines not sent say why, and the run ends with exit status 1 once
+// everything in flight is finished, written and, as far as the state
+// allows, settled; or with 2 if, in the end, nothing was sent (see
+// stateFailure.exit). It keeps the first failure.
 func (r *runner) storeFailed(err error) {
 	sf := &stateFailure{err: err, sent: &r.stats.Requests}
 	if r.cfg.Via == ViaBatch {
@@ -161,8 +162,12 @@ func (r *runner) storeFailed(err error) {
 	}
 	e := &Error{Code: ExitFailed, Err: sf}
 	r.fault.CompareAndSwap(nil, e)
-	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: the shared budget store is gone", err: e})
+	r.stop.halt(&stopped{typ: jsonl.ErrInterrupted, msg: "not sent: the run stopped: " + storeFailedMsg, err: e})
 }
+
+// storeFailedMsg says the shared state failed, whatever the cause: a
+// full disk, a file made corrupt, Redis gone.
+const storeFailedMsg = "the shared budget store failed"
 
 // journalFailed stops submitting because the batch journal cannot be
 // written: what is submitted must be journalled first, or --resume would
@@ -181,7 +186,7 @@ func (r *runner) journalFailed(err error) {
 
 // stateFailure is a failure of the shared state mid-run. Its message,
 // printed once the run has ended, says how many requests were sent in
-// all, in flight ones included.
+// all, in flight ones included, and the cause.
 type stateFailure struct {
 	err   error
 	sent  *atomic.Int64
@@ -189,10 +194,23 @@ type stateFailure struct {
 }
 
 func (e *stateFailure) Error() string {
-	if e.batch {
-		return fmt.Sprintf("stopped sending: the shared budget store is gone; %d requests were sent in batches, the answers recorded are on stdout, and --resume collects the rest: %v", e.sent.Load(), e.err)
+	switch n := e.sent.Load(); {
+	case n == 0:
+		return fmt.Sprintf("nothing sent: %s: %v", storeFailedMsg, e.err)
+	case e.batch:
+		return fmt.Sprintf("stopped sending: %s; %d requests were sent in batches, the answers recorded are on stdout, and --resume collects the rest: %v", storeFailedMsg, n, e.err)
+	default:
+		return fmt.Sprintf("stopped sending: %s; %d requests were sent, their results are on stdout, and --resume finishes the rest: %v", storeFailedMsg, n, e.err)
 	}
-	return fmt.Sprintf("stopped sending: the shared budget store is gone; %d requests were sent, their results are on stdout, and --resume finishes the rest: %v", e.sent.Load(), e.err)
+}
+
+// exit is the failure as the run ends with it: exit status 2 when nothing
+// was sent, as for any failure before sending, else 1.
+func (e *stateFailure) exit(code int) int {
+	if e.sent.Load() == 0 {
+		return ExitConfig
+	}
+	return code
 }
 
 func (e *stateFailure) Unwrap() error { return e.err }

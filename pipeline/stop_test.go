@@ -78,7 +78,7 @@ func TestSharedStateFailsMidRun(t *testing.T) {
 				Gate: budget.NewGate(store, budget.Limits{TPD: 1 << 30}),
 			})
 			var ec interface{ ExitCode() int }
-			if !errors.As(err, &ec) || ec.ExitCode() != ExitFailed || !strings.Contains(err.Error(), "shared budget store is gone; 4 requests were sent") {
+			if !errors.As(err, &ec) || ec.ExitCode() != ExitFailed || !strings.Contains(err.Error(), "shared budget store failed; 4 requests were sent") {
 				t.Errorf("Run = %v, want exit status 1 saying the state failed after 4 requests", err)
 			}
 			rs := readResults(t, out.String())
@@ -91,7 +91,7 @@ func TestSharedStateFailsMidRun(t *testing.T) {
 					t.Errorf("result %d is line %d: not in input order", i, r.Line)
 				case i < 4 && r.Error != nil:
 					t.Errorf("line %d, in flight when the state failed: %+v, want its answer", r.Line, r.Error)
-				case i >= 4 && (r.Error == nil || r.Error.Type != jsonl.ErrInterrupted || !strings.Contains(r.Error.Message, "shared budget store is gone")):
+				case i >= 4 && (r.Error == nil || r.Error.Type != jsonl.ErrInterrupted || !strings.Contains(r.Error.Message, "shared budget store failed")):
 					t.Errorf("line %d: %+v, want not sent because the state failed", r.Line, r.Error)
 				}
 			}

@@ -32,7 +32,8 @@ func (s *dyingStore) Update(ctx context.Context, now time.Time, fn func(*budget.
 
 // A store that fails mid-run stops the run closed: nothing more is sent,
 // every line read gets a result (answered, or "not sent" as a budget
-// error), and the run fails with exit 1, saying the store is gone.
+// error), and the run fails with exit 1, saying the store failed and why;
+// with exit 2, saying nothing was sent, when it failed before anything was.
 func TestStoreLostMidRun(t *testing.T) {
 	for _, left := range []int64{0, 1, 5, 20} {
 		t.Run(fmt.Sprint("after ", left, " updates"), func(t *testing.T) {
@@ -50,9 +51,13 @@ func TestStoreLostMidRun(t *testing.T) {
 				Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-test", Parallel: 4,
 				Gate: budget.NewGate(store, budget.Limits{}),
 			})
+			want, says := ExitFailed, "stopped sending: the shared budget store failed"
+			if left == 0 {
+				want, says = ExitConfig, "nothing sent: the shared budget store failed"
+			}
 			var perr *Error
-			if !errors.As(err, &perr) || perr.Code != ExitFailed || !strings.Contains(err.Error(), "shared budget store is gone") || !strings.Contains(err.Error(), "redis://127.0.0.1:1/0") {
-				t.Fatalf("Run with the store failing = %v, want exit %d saying the shared store is gone and naming it", err, ExitFailed)
+			if !errors.As(err, &perr) || perr.Code != want || !strings.Contains(err.Error(), says) || !strings.Contains(err.Error(), "redis://127.0.0.1:1/0") {
+				t.Fatalf("Run with the store failing = %v, want exit %d saying %q and naming the store", err, want, says)
 			}
 			// The run stops reading when it stops sending: every line it
 			// read has its result, in order.
@@ -67,10 +72,10 @@ func TestStoreLostMidRun(t *testing.T) {
 					t.Fatalf("result %d is of line %d: a line read has no result", i+1, r.Line)
 				case r.Error == nil:
 					answered++
-				case r.Error.Type == jsonl.ErrInterrupted && strings.Contains(r.Error.Message, "shared budget store is gone"):
+				case r.Error.Type == jsonl.ErrInterrupted && strings.Contains(r.Error.Message, "shared budget store failed"):
 					notSent++
 				default:
-					t.Errorf("line %s: error %+v, want an answer or \"not sent: the shared budget store is gone\"", r.ID, *r.Error)
+					t.Errorf("line %s: error %+v, want an answer or \"not sent: the run stopped: the shared budget store failed\"", r.ID, *r.Error)
 				}
 			}
 			if st := srv.Stats(); st.Succeeded != answered {

@@ -52,7 +52,7 @@ func (r *runCmd) batchConfig(cfg *pipeline.Config, send bool) error {
 	if r.BatchQueueTokens < 0 {
 		return errors.New("--batch-queue-tokens cannot be negative")
 	}
-	cfg.Batch = pipeline.BatchOptions{Lines: r.BatchLines, QueueTokens: r.BatchQueueTokens, Resume: r.Resume != ""}
+	cfg.Batch = pipeline.BatchOptions{Lines: r.BatchLines, QueueTokens: r.BatchQueueTokens, Resume: r.Resume != "", ResubmitUnknown: r.ResubmitUnknown}
 	if !send {
 		return nil
 	}

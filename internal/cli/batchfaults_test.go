@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 	"github.com/gptbatch/gptbatch/pipeline"
 )
@@ -678,5 +680,233 @@ func TestViaBatchLostCreateListingFails(t *testing.T) {
 				t.Errorf("the fake: %d batches, %d answered; want 1 and 10", st.Created, st.Succeeded)
 			}
 		})
+	}
+}
+
+// TestViaBatchResumeUnknownBatch: --resume against an API that does not
+// know the journalled batches (another key's, another base URL) stops
+// with exit 2, naming the batch and the mismatch, and sends nothing: the
+// batches may still run and bill where they were made. Submitting their
+// lines again is asked for with --resubmit-unknown.
+func TestViaBatchResumeUnknownBatch(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 30, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
+	in := simpleLines(40)
+	args := []string{"--via", "batch", "--batch-lines", "20"}
+	out, made := interruptedRun(t, g, srv, in, args...)
+	prev := saveOut(t, g, out)
+
+	other := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 31, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer other.Close()
+	out2, stderr2, code2 := g.run(context.Background(), in, append(args, "--resume", prev, "--base-url", other.URL())...)
+	named := strings.Contains(stderr2, made[0]) || strings.Contains(stderr2, made[1])
+	if code2 != 2 || !named || !strings.Contains(stderr2, "another API key or base URL") || !strings.Contains(stderr2, "--resubmit-unknown") {
+		t.Errorf("--resume at another base URL: exit status = %d, stderr %q; want 2, naming a batch of %v, the mismatch and --resubmit-unknown", code2, stderr2, made)
+	}
+	if st := other.BatchStats(); st.Created != 0 || st.Uploads != 0 {
+		t.Errorf("the other API: %d batches, %d uploads; want nothing sent", st.Created, st.Uploads)
+	}
+	for _, r := range parseResults(t, out2) {
+		if r.Error == nil || !strings.Contains(r.Error.Message, "not sent") {
+			t.Errorf("%s: %+v, want not sent", r.ID, r.Error)
+		}
+	}
+
+	out3, stderr3, code3 := g.run(context.Background(), in, append(args, "--resume", prev, "--base-url", other.URL(), "--resubmit-unknown")...)
+	if code3 != 0 {
+		t.Fatalf("--resume --resubmit-unknown: exit status = %d, want 0; stderr: %s", code3, stderr3)
+	}
+	answeredOnce(t, 40, out, out3)
+	if st := other.BatchStats(); st.Created == 0 {
+		t.Errorf("--resubmit-unknown: the other API made no batch")
+	}
+}
+
+// figures are the tokens and dollars a run's summary (on stderr) says.
+type figures struct {
+	prompt, completion int64
+	cost               budget.Cost
+}
+
+// summaryFigures reads the figures from a run's summary.
+func summaryFigures(t *testing.T, stderr string) figures {
+	t.Helper()
+	m := regexp.MustCompile(`tokens (\d+) in \(\d+ cached\), (\d+) out; \$([0-9.]+)`).FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("no summary on stderr: %s", stderr)
+	}
+	var f figures
+	f.prompt, _ = strconv.ParseInt(m[1], 10, 64)
+	f.completion, _ = strconv.ParseInt(m[2], 10, 64)
+	if err := f.cost.UnmarshalJSON([]byte(m[3])); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// ledgerFigures are the tokens and dollars the ledger holds for today.
+func ledgerFigures(t *testing.T, g *gb) figures {
+	t.Helper()
+	out, stderr, code := g.run(context.Background(), "", "usage", "--today", "--json")
+	if code != 0 {
+		t.Fatalf("usage --today --json: exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Total struct {
+			PromptTokens     int64       `json:"prompt_tokens"`
+			CompletionTokens int64       `json:"completion_tokens"`
+			CostUSD          budget.Cost `json:"cost_usd"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("usage --json: %v: %s", err, out)
+	}
+	return figures{rep.Total.PromptTokens, rep.Total.CompletionTokens, rep.Total.CostUSD}
+}
+
+// TestViaBatchSummaryCountsSettled: the summary's tokens and dollars are
+// what the run settled, once each, however often an answer was read: a
+// download cut and started over reads its first lines twice, and --resume
+// reads again a batch collected before (settled then, so nothing now).
+func TestViaBatchSummaryCountsSettled(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 32, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL()).loud()
+	g.seams.Clock = clk
+	in := simpleLines(30)
+	srv.CutDownloads(1, 0.5)
+	_, stderr, code := g.run(context.Background(), in, "--via", "batch")
+	if code != 0 || srv.Cut() != 1 {
+		t.Fatalf("exit status = %d, %d downloads cut; want 0 and 1; stderr: %s", code, srv.Cut(), stderr)
+	}
+	settled := ledgerFigures(t, g)
+	if got := summaryFigures(t, stderr); got != settled {
+		t.Errorf("a download started over: summary says %+v, the ledger %+v", got, settled)
+	}
+
+	// The results are lost; --resume reads the collected batch again.
+	_, stderr2, code2 := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, ""))
+	if code2 != 0 {
+		t.Fatalf("--resume: exit status = %d, want 0; stderr: %s", code2, stderr2)
+	}
+	if got := summaryFigures(t, stderr2); got != (figures{}) {
+		t.Errorf("--resume reading a collected batch again: summary says %+v, want nothing: it settled nothing", got)
+	}
+	if got := ledgerFigures(t, g); got != settled {
+		t.Errorf("after --resume the ledger holds %+v, want still %+v", got, settled)
+	}
+}
+
+// TestStoreFailsBeforeSending: a usage file that cannot be written when
+// the first reservation is made (the disk is full) stops the run before
+// anything is sent, on either route: exit 2, the message saying nothing
+// was sent and the real cause, and every line its result.
+func TestStoreFailsBeforeSending(t *testing.T) {
+	for _, via := range []string{"sync", "batch"} {
+		t.Run(via, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{Seed: 33})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			// usage.md, which is rewritten at each reservation, is larger
+			// than this; the batch file and the spools of 5 short lines
+			// are not.
+			out, stderr, code := runLimited(t, g, 900, simpleLines(5), "--via", via)
+			if code != 2 || !strings.Contains(stderr, "nothing sent") || !strings.Contains(stderr, "file too large") {
+				t.Errorf("exit status = %d, stderr %q; want 2, saying nothing was sent and the cause", code, stderr)
+			}
+			rs := parseResults(t, out)
+			if len(rs) != 5 {
+				t.Fatalf("%d results, want 5; stderr: %s", len(rs), stderr)
+			}
+			for _, r := range rs {
+				if r.Error == nil || r.Error.Type != "interrupted" || !strings.Contains(r.Error.Message, "not sent") {
+					t.Errorf("%s: %+v, want interrupted, not sent", r.ID, r.Error)
+				}
+			}
+			if n := srv.Stats().Requests; n != 0 && via == "sync" {
+				t.Errorf("the API got %d requests, want none", n)
+			}
+			if st := srv.BatchStats(); st.Created != 0 {
+				t.Errorf("%d batches created, want none", st.Created)
+			}
+		})
+	}
+}
+
+// TestViaBatchDayLimitFail: a batch file the day's limit cannot take,
+// with --on-limit fail, stops the run: exit 3, each line refused, and no
+// batch made (the run used to wait for ever).
+func TestViaBatchDayLimitFail(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 34, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
+	if _, stderr, code := g.run(context.Background(), simpleLines(10), "--via", "batch"); code != 0 {
+		t.Fatalf("first run: exit status = %d; stderr: %s", code, stderr)
+	}
+	// Room for the 10 lines' estimate alone, not with what the day used.
+	in := strings.ReplaceAll(simpleLines(10), "prompt number", "another prompt")
+	out, stderr, code := g.run(context.Background(), in, "--via", "batch", "--tpd", "2800", "--on-limit", "fail")
+	if code != 3 {
+		t.Errorf("exit status = %d, want 3; stderr: %s", code, stderr)
+	}
+	for _, r := range parseResults(t, out) {
+		if r.Error == nil || r.Error.Type != "budget" {
+			t.Errorf("%s: %+v, want a budget error", r.ID, r.Error)
+		}
+	}
+	if n := srv.BatchStats().Created; n != 1 {
+		t.Errorf("%d batches made, want only the first run's", n)
+	}
+}
+
+// TestResumeTwins: two lines with one id (line 1's implicit "1" and an
+// explicit "1"), one answered and one failed: --resume sends the failed
+// twin again, and only it, on either route. A twin the output gives no
+// result for (a run killed before it) is sent too.
+func TestResumeTwins(t *testing.T) {
+	in := `"say one"
+{"id":"1","prompt":"fails __status_500__"}
+{"id":"q3","prompt":"say three"}
+`
+	for _, via := range []string{"sync", "batch"} {
+		for _, killed := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/killed=%v", via, killed), func(t *testing.T) {
+				clk := newStepClock()
+				srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 35, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+				defer srv.Close()
+				g := newGB(t, srv.URL())
+				g.seams.Clock = clk
+				args := []string{"--via", via, "--retries", "0"}
+				out, stderr, code := g.run(context.Background(), in, args...)
+				if code != 1 {
+					t.Fatalf("first run: exit status = %d, want 1 (line 2 fails); stderr: %s", code, stderr)
+				}
+				if killed {
+					// The output of a run killed before line 2's result.
+					rs := strings.SplitAfter(out, "\n")
+					out = rs[0] + rs[2]
+				}
+				sent := srv.Stats().Requests
+				lines := srv.BatchStats().Lines
+				out2, stderr2, _ := g.run(context.Background(), in, append(args, "--resume", saveOut(t, g, out))...)
+				rs := parseResults(t, out2)
+				if len(rs) != 1 || rs[0].Line != 2 {
+					t.Fatalf("resumed run: results %+v, want one, for line 2, the twin that failed; stderr: %s", rs, stderr2)
+				}
+				if via == "sync" {
+					if n := srv.Stats().Requests - sent; n != 1 {
+						t.Errorf("resumed run sent %d requests, want 1: line 2 again, not line 1", n)
+					}
+				} else if n := srv.BatchStats().Lines - lines; n != 0 {
+					t.Errorf("resumed run: %d batch lines answered, want none: line 2 collected from its batch", n)
+				}
+			})
+		}
 	}
 }

@@ -96,6 +96,7 @@ type runCmd struct {
 	Via              string        `enum:"sync,batch" default:"sync" env:"GPTBATCH_VIA" help:"sync: a request a line; batch: OpenAI's Batch API, half price, answers within 24 h (sync|batch)."`
 	BatchLines       int           `name:"batch-lines" default:"50000" placeholder:"N" help:"--via batch: most lines a batch file (the API takes 50000)."`
 	BatchQueueTokens int64         `name:"batch-queue-tokens" default:"0" placeholder:"N" help:"--via batch: most input tokens of one model enqueued at once, and so in one file: your organisation's enqueued-token limit (0 = none)."`
+	ResubmitUnknown  bool          `name:"resubmit-unknown" help:"--via batch --resume: submit again the lines of a journalled batch the API does not know (made with another key or base URL) instead of stopping; it may still run and bill where it was made."`
 	Format           string        `enum:"jsonl,text,csv" default:"jsonl" help:"Input format (jsonl|text|csv)."`
 	Progress         string        `enum:"auto,always,never" default:"auto" help:"Progress on stderr: auto (when stderr is a terminal and NO_COLOR is unset), always or never."`
 	Quiet            bool          `short:"q" help:"No summary, only errors."`

@@ -197,7 +197,7 @@ func TestRedisUnreachable(t *testing.T) {
 }
 
 // Redis killed mid-run: the run stops sending, finishes what is in flight,
-// gives every line it read a result, says the shared store is gone and
+// gives every line it read a result, says the shared store failed and
 // exits 1;
 // with Redis back, --resume answers the rest and no prompt is answered
 // twice. A cluster whose node holding the budget's slot dies is the same.
@@ -253,8 +253,8 @@ func redisKilledMidRun(t *testing.T, url, where string, kill, restart func()) {
 	_ = cmd.Wait()
 	f.Close()
 	msg := errb.String()
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(msg, "shared budget store is gone") || !strings.Contains(msg, where) || strings.Contains(msg, "s3cret") {
-		t.Errorf("with Redis killed: exit %d, stderr %q; want 1, saying the shared store is gone and naming it (%s) without its password", code, msg, where)
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(msg, "shared budget store failed") || !strings.Contains(msg, where) || strings.Contains(msg, "s3cret") {
+		t.Errorf("with Redis killed: exit %d, stderr %q; want 1, saying the shared store failed and naming it (%s) without its password", code, msg, where)
 	}
 	first, err := os.ReadFile(out)
 	if err != nil {
@@ -270,8 +270,8 @@ func redisKilledMidRun(t *testing.T, url, where string, kill, restart func()) {
 			t.Fatalf("result %d is of line %d: a line read has no result", i+1, r.Line)
 		case r.Error == nil:
 			answered++
-		case r.Error.Type != "interrupted" || !strings.Contains(r.Error.Message, "the shared budget store is gone"):
-			t.Errorf("line %d: error %+v, want an answer or an interrupted line saying the shared budget store is gone", r.Line, *r.Error)
+		case r.Error.Type != "interrupted" || !strings.Contains(r.Error.Message, "the shared budget store failed"):
+			t.Errorf("line %d: error %+v, want an answer or an interrupted line saying the shared budget store failed", r.Line, *r.Error)
 		}
 	}
 	if answered == 0 || answered == len(results) {

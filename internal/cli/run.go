@@ -97,7 +97,7 @@ func (r *runCmd) config(stdin io.Reader, stderr io.Writer) (pipeline.Config, bud
 // resumed is the ids that have a successful result in the --resume file;
 // none if it does not exist yet, so that the first run of a cron job's
 // `--resume out.jsonl < in >> out.jsonl` is the whole batch.
-func resumed(path string) (map[string]bool, error) {
+func resumed(path string) (*jsonl.Done, error) {
 	if path == "" {
 		return nil, nil
 	}
@@ -109,7 +109,7 @@ func resumed(path string) (map[string]bool, error) {
 		return nil, fmt.Errorf("--resume: %w", err)
 	}
 	defer f.Close()
-	done, _, err := jsonl.SucceededIDs(f)
+	done, _, err := jsonl.ReadDone(f)
 	if err != nil {
 		return nil, fmt.Errorf("--resume %s: %w", path, err)
 	}
