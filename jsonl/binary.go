@@ -21,7 +21,8 @@ const (
 	resBatchID
 	resMetadata
 	resError
-	resExtra // the rarer answer fields, as JSON: see extraFields
+	resExtra  // the rarer answer fields, as JSON: see extraFields
+	resCached // no value: the tag alone says true
 )
 
 // extraFields are the fields of a result that few answers have (n > 1,
@@ -80,6 +81,9 @@ func (r *Result) AppendBinary(b []byte) ([]byte, error) {
 		b = append(b, flags)
 	}
 	str(resCost, string(r.CostUSD))
+	if r.Cached {
+		b = append(b, resCached)
+	}
 	num(resAttempts, int64(r.Attempts))
 	num(resLatency, r.LatencyMS)
 	str(resBatchID, r.BatchID)
@@ -164,6 +168,8 @@ func (r *Result) UnmarshalBinary(b []byte) error {
 			}
 		case resCost:
 			r.CostUSD, ok = raw()
+		case resCached:
+			r.Cached = true
 		case resAttempts:
 			r.Attempts, ok = integer()
 		case resLatency:

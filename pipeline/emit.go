@@ -63,6 +63,12 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 		switch {
 		case it.result != nil:
 			e.Error = it.result.Error
+		case it.cached != nil:
+			// The cache holds its answer: the real run sends nothing.
+			e.PromptTokens, e.MaxOutputTokens = it.prompt, it.maxOut
+			e.EstCostUSD, e.Cached = []byte("0"), true
+			r.stats.CacheHits.Add(1)
+			r.stats.CacheSaved.Add(max(it.cached.entry.Cost, 0))
 		default:
 			e.PromptTokens, e.MaxOutputTokens = it.prompt, it.maxOut
 			e.EstCostUSD = []byte("null")

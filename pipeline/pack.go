@@ -12,25 +12,45 @@ import (
 // it, short enough that lines trickling in are not held back long.
 const packLinger = 500 * time.Millisecond
 
+// maxBehind is the most lines the cache answers that wait behind a pack
+// being filled, in memory with their answers, before it goes: a pack of
+// new inputs gathers them from among this many answered lines.
+const maxBehind = 1024
+
 // pack is the pack stage (--pack): it joins runs of consecutive
 // single-input embeddings lines that are alike in all but their input
 // into one request of up to --pack inputs, within the API's limits and
 // the gate's. A full pack goes on at once; one that is not goes when the
 // input ends, or once it has waited packLinger and the stage after it
 // will take it, so that it fills while a limit holds the sender back.
-// Every other line passes through in its place.
+// Lines the cache answers do not end a pack: they go after it, so that a
+// pack gathers the new inputs from among them. Every other line passes
+// through in its place.
 func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) error {
 	defer close(out)
 	var cur *item               // the pack being filled; nil when there is none
 	var linger <-chan time.Time // fires when cur has waited packLinger
 	lingered := false           // cur has waited packLinger
+	var behind []*item          // lines the cache answers, read while cur fills
+	after := func() error {
+		for _, it := range behind {
+			if err := send(ctx, out, it); err != nil {
+				return err
+			}
+		}
+		behind = behind[:0]
+		return nil
+	}
 	flush := func() error {
 		if cur == nil {
 			return nil
 		}
 		p := cur.packed()
 		cur, linger, lingered = nil, nil, false
-		return send(ctx, out, p)
+		if err := send(ctx, out, p); err != nil {
+			return err
+		}
+		return after()
 	}
 	for in != nil || cur != nil {
 		var ready chan<- *item // nil (never ready) until cur may go
@@ -41,6 +61,9 @@ func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) er
 		select {
 		case ready <- next:
 			cur, linger, lingered = nil, nil, false
+			if err := after(); err != nil {
+				return err
+			}
 		case <-linger:
 			linger, lingered = nil, true
 		case it, ok := <-in:
@@ -48,7 +71,16 @@ func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) er
 				in = nil // closed: never ready again
 				continue
 			}
-			if it.result != nil || it.packKey == "" {
+			if it.cached != nil && cur != nil {
+				behind = append(behind, it)
+				if len(behind) >= maxBehind {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if it.result != nil || it.packKey == "" || it.cached != nil {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -59,7 +91,7 @@ func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) er
 			}
 			if !it.exact {
 				// A pack's usage is split by its inputs' exact counts.
-				*it = *prepare(it.req, &r.cfg, true)
+				it.recount(&r.cfg)
 			}
 			if cur != nil && !r.fits(cur, it) {
 				if err := flush(); err != nil {
@@ -100,6 +132,7 @@ func newPack(first *item) *item {
 	p := *first
 	p.members = []*item{first}
 	p.body, p.input, p.result, p.results = nil, nil, nil, nil
+	p.lineCache = lineCache{} // the members' own
 	p.exact = true
 	return &p
 }

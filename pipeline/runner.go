@@ -20,6 +20,7 @@ type runner struct {
 	stats  *Stats
 	client *openai.Client
 	stop   *stopState
+	cache  *cacheRun // nil without a response cache
 
 	reserveMu  sync.Mutex     // one reservation at a time: admission's, or a retry's
 	limitsMu   sync.Mutex     // orders changes to the gate's limits
