@@ -45,6 +45,9 @@ func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Write
 			}
 			return nil
 		}
+		if r.cache != nil {
+			r.cache.wrote(res)
+		}
 		if failed {
 			continue
 		}
@@ -52,6 +55,7 @@ func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Write
 		if !failed {
 			r.stats.result(res)
 		}
+
 	}
 }
 

@@ -12,10 +12,11 @@ import (
 // it, short enough that lines trickling in are not held back long.
 const packLinger = 500 * time.Millisecond
 
-// maxBehind is the most lines the cache answers that wait behind a pack
-// being filled, in memory with their answers, before it goes: a pack of
-// new inputs gathers them from among this many answered lines.
-const maxBehind = 1024
+// maxRiders is the most lines the cache answers that a pack carries: in
+// input order they are read among its inputs and after them, while it
+// fills, and their results must follow its first input's. A pack of new
+// inputs gathers them from among this many answered lines.
+const maxRiders = 1024
 
 // pack is the pack stage (--pack): it joins runs of consecutive
 // single-input embeddings lines that are alike in all but their input
@@ -23,47 +24,35 @@ const maxBehind = 1024
 // the gate's. A full pack goes on at once; one that is not goes when the
 // input ends, or once it has waited packLinger and the stage after it
 // will take it, so that it fills while a limit holds the sender back.
-// Lines the cache answers do not end a pack: they go after it, so that a
-// pack gathers the new inputs from among them. Every other line passes
-// through in its place.
+// Lines the cache answers do not end a pack: in input order the pack
+// carries them (riders), up to maxRiders and as the cache's room for
+// them allows (cacheRun.riderRoom); unordered, they pass. Every other
+// line passes through in its place.
 func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) error {
 	defer close(out)
 	var cur *item               // the pack being filled; nil when there is none
 	var linger <-chan time.Time // fires when cur has waited packLinger
 	lingered := false           // cur has waited packLinger
-	var behind []*item          // lines the cache answers, read while cur fills
-	after := func() error {
-		for _, it := range behind {
-			if err := send(ctx, out, it); err != nil {
-				return err
-			}
-		}
-		behind = behind[:0]
-		return nil
-	}
+	var riders []*item          // lines the cache answers, read while cur fills
 	flush := func() error {
 		if cur == nil {
 			return nil
 		}
 		p := cur.packed()
+		p.riders, riders = riders, nil
 		cur, linger, lingered = nil, nil, false
-		if err := send(ctx, out, p); err != nil {
-			return err
-		}
-		return after()
+		return send(ctx, out, p)
 	}
 	for in != nil || cur != nil {
 		var ready chan<- *item // nil (never ready) until cur may go
 		var next *item
 		if cur != nil && (lingered || in == nil) {
 			ready, next = out, cur.packed()
+			next.riders = riders
 		}
 		select {
 		case ready <- next:
-			cur, linger, lingered = nil, nil, false
-			if err := after(); err != nil {
-				return err
-			}
+			cur, linger, lingered, riders = nil, nil, false, nil
 		case <-linger:
 			linger, lingered = nil, true
 		case it, ok := <-in:
@@ -71,9 +60,15 @@ func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) er
 				in = nil // closed: never ready again
 				continue
 			}
-			if it.cached != nil && cur != nil {
-				behind = append(behind, it)
-				if len(behind) >= maxBehind {
+			if it.cached != nil && cur != nil && (r.cfg.Unordered || r.cache.ride()) {
+				if r.cfg.Unordered {
+					if err := send(ctx, out, it); err != nil {
+						return err
+					}
+					continue
+				}
+				riders = append(riders, it)
+				if len(riders) >= maxRiders {
 					if err := flush(); err != nil {
 						return err
 					}

@@ -22,6 +22,7 @@
 //	admit.go         reserve each line's estimate through the gate, just ahead of a free worker
 //	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
 //	answer.go        an answer into the lines' results: the one decoder, for both routes
+//	cacheserve.go    --cache in fetch's workers: hits and twins served, new answers stored
 //	classify.go      what a failed call means: retry, give up or halt
 //	serverlimits.go  what the x-ratelimit headers teach the gate
 //	settle.go        the gate and the ledger move from estimates to what the API counted

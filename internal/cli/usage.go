@@ -93,7 +93,7 @@ func period(now time.Time, today, month bool, since string) (from, until time.Ti
 func writeTable(w io.Writer, rep budget.Report, st *budget.State) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := map[string]string{"model": "MODEL\t", "day": "DAY\t", "via": "VIA\t", "endpoint": "ENDPOINT\t"}[rep.By]
-	fmt.Fprintf(tw, "%sREQUESTS\tSUCCEEDED\tTOKENS IN\tCACHED\tOUT\tCOST\tFROM CACHE\tSAVED\t\n", head)
+	fmt.Fprintf(tw, "%sREQUESTS\tSUCCEEDED\tTOKENS IN\tCACHED\tOUT\tCOST\tCACHE HITS\tSAVED\t\n", head)
 	line := func(key string, r budget.Row) {
 		if rep.By != "" {
 			fmt.Fprintf(tw, "%s\t", key)
