@@ -97,6 +97,32 @@ type cacheRun struct {
 	// lastRider maps the last result of a pack that carries riders to
 	// how many it carries. Guarded by mu.
 	lastRider map[*jsonl.Result]int
+	// kept are the flights whose answers the store does not keep, kept for
+	// their twins (see arrive): a ring of up to maxKept, whose oldest is
+	// at keptNext once it is full. Guarded by mu.
+	kept     []*flight
+	keptNext int
+}
+
+// maxKept is the most flights kept whose answers the store does not keep:
+// a failure holds its error, a cut-off answer its body. Past it the
+// oldest is let go, and a line identical to it read later is sent again.
+const maxKept = 10000
+
+// keep keeps f for its twins read later, letting the oldest kept go when
+// there are maxKept.
+func (c *cacheRun) keep(f *flight) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.kept) < maxKept {
+		c.kept = append(c.kept, f)
+		return
+	}
+	if old := c.kept[c.keptNext]; c.flights[old.key] == old {
+		delete(c.flights, old.key)
+	}
+	c.kept[c.keptNext] = f
+	c.keptNext = (c.keptNext + 1) % maxKept
 }
 
 // riderRoomLines is the most lines packs carry at once: two packs' worth.

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/cache"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 	"github.com/gptbatch/gptbatch/internal/tokens"
@@ -237,4 +240,54 @@ func TestCacheTwinsOfASlowLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkCachedRun is a run again of lines whose every answer is in the
+// cache file, through a usage file with the default limits, as the load
+// harness's cache-rerun runs it: its time a line is the figure to watch
+// (go test -run XXX -bench CachedRun -benchtime 20000x -cpuprofile cpu.out ./pipeline;
+// the run again alone: go tool pprof -tagfocus run=again pipeline.test cpu.out).
+func BenchmarkCachedRun(b *testing.B) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	store, err := budget.OpenFile(filepath.Join(b.TempDir(), "usage.md"), budget.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := cache.OpenFile(context.Background(), filepath.Join(b.TempDir(), "c.db"), cache.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var in strings.Builder
+	for i := range b.N {
+		fmt.Fprintf(&in, "%q\n", fmt.Sprintf("tell me about the number %d in one short sentence", i))
+	}
+	cfg := Config{
+		Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 64, Retries: 5,
+		Gate:  budget.NewGate(store, budget.Limits{RPM: 500, TPM: 500000, TPD: 1 << 40}),
+		Cache: f,
+	}
+	cfg.Gate.SetSlack(0)
+	fill := cfg
+	fill.Gate = budget.NewGate(new(budget.MemStore), budget.Limits{})
+	if err := Run(context.Background(), strings.NewReader(in.String()), io.Discard, fill); err != nil {
+		b.Fatal(err)
+	}
+	before := srv.Stats().Requests
+	b.ResetTimer()
+	// Labelled, so that a profile shows the run again alone:
+	// go tool pprof -tagfocus run=again pipeline.test cpu.out
+	var err2 error
+	pprof.Do(context.Background(), pprof.Labels("run", "again"), func(ctx context.Context) {
+		err2 = Run(ctx, strings.NewReader(in.String()), io.Discard, cfg)
+	})
+	if err2 != nil {
+		b.Fatal(err2)
+	}
+	b.StopTimer()
+	if n := srv.Stats().Requests - before; n != 0 {
+		b.Fatalf("the run again sent %d requests", n)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
 }

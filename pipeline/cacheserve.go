@@ -167,9 +167,12 @@ func (r *runner) land(ctx context.Context, it *item, rs []*jsonl.Result) {
 }
 
 // arrive ends flight f with the result res of line and the answer body
-// (nil if the call failed): its twins are let in, and a complete answer
-// goes to the writer, which lets the flight go once it is stored. Any
-// other is let go at once: a twin read after that sends its request again.
+// (nil if the call failed): its twins are let in. A complete answer goes
+// to the writer, which lets the flight go once it is stored; a failure or
+// an answer not kept (cut off, filtered) stays for the lines read later
+// (keep), so that every line of the run identical to it gets what it got.
+// Without the store (it failed) the flight is let go at once: a line read
+// after that sends its request again.
 func (r *runner) arrive(ctx context.Context, f *flight, line int, res *jsonl.Result, body []byte) {
 	c := r.cache
 	f.line = line
@@ -183,12 +186,16 @@ func (r *runner) arrive(ctx context.Context, f *flight, line int, res *jsonl.Res
 		f.body, f.model, f.cost = body, res.Model, costOf(res.CostUSD)
 	}
 	close(f.done)
-	if f.err == nil && !c.off.Load() && complete(f.endpoint, body) {
-		if send(ctx, c.puts, f) == nil {
-			return
+	switch {
+	case c.off.Load():
+		c.forget(f)
+	case f.err == nil && complete(f.endpoint, body):
+		if send(ctx, c.puts, f) != nil {
+			c.forget(f)
 		}
+	default:
+		c.keep(f)
 	}
-	c.forget(f)
 }
 
 // costOf reads a result's cost_usd as picodollars; null (an unknown
