@@ -77,8 +77,8 @@ INSERT INTO counters (name, value) VALUES ('hits', 0), ('saved', 0);
 type File struct {
 	path string
 	o    Options
-	wr   *sql.DB // one connection: this process's writes queue here, not in SQLite's busy loop
-	rd   *sql.DB // up to readers connections, reading at once
+	wr   *sql.DB                  // one connection: this process's writes queue here, not in SQLite's busy loop
+	rd   *sql.DB                  // up to readers connections, reading at once
 	gets [len(getSizes)]*sql.Stmt // a SELECT of getSizes[i] keys
 }
 
