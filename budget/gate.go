@@ -169,23 +169,6 @@ func (g *Gate) SetSlack(d time.Duration) {
 	g.slack = max(d, 0)
 }
 
-// DayZoneEnv is the environment variable that names the time zone whose
-// midnight ends the day a gate starts (see SetDayZone).
-const DayZoneEnv = "GPTBATCH_DAY_TZ"
-
-// DayZone is the time zone an IANA name such as "America/New_York" or
-// "UTC" names, for SetDayZone; "" is nil, the process's own zone.
-func DayZone(name string) (*time.Location, error) {
-	if name == "" {
-		return nil, nil
-	}
-	loc, err := time.LoadLocation(name)
-	if err != nil {
-		return nil, fmt.Errorf("%s=%s: not a time zone name such as America/New_York or UTC: %w", DayZoneEnv, name, err)
-	}
-	return loc, nil
-}
-
 // SetDayZone sets the zone whose midnight ends a day this gate starts.
 // Every process sharing the store keeps to the end of the day stored
 // there (day_ends_at) whatever its own zone; the zone only matters to the

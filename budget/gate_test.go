@@ -274,24 +274,6 @@ func TestSetDayZone(t *testing.T) {
 				t.Errorf("usage.md does not say day_ends_at in New York time:\n%s", b)
 			}
 		}
-		for _, tt := range []struct {
-			name string
-			want *time.Location
-			err  bool
-		}{
-			{"", nil, false},
-			{"America/New_York", ny, false},
-			{"UTC", time.UTC, false},
-			{"Mars/Olympus", nil, true},
-		} {
-			loc, err := DayZone(tt.name)
-			if (err != nil) != tt.err || (err == nil && loc.String() != tt.want.String()) {
-				t.Errorf("DayZone(%q) = %v, %v; want %v, error %v", tt.name, loc, err, tt.want, tt.err)
-			}
-			if err != nil && !strings.Contains(err.Error(), DayZoneEnv) {
-				t.Errorf("DayZone(%q) error %q does not name %s", tt.name, err, DayZoneEnv)
-			}
-		}
 	})
 }
 
