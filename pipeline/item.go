@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -24,6 +25,7 @@ type item struct {
 	exact    bool               // prompt is the exact count, not the byte bound
 	result   *jsonl.Result      // set when the line is finished without a call
 	attempts int
+	reserved time.Time // when its reservation was done, for Gate.Lag
 
 	// Embeddings.
 	single  bool            // one input (a text or a token array): the result has "embedding"
