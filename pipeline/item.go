@@ -23,6 +23,9 @@ type item struct {
 	priced   bool               // its price on tier is known
 	prices   *budget.Prices     // the table it is priced by
 	exact    bool               // prompt is the exact count, not the byte bound
+	// unbounded says why prompt cannot bound what the request bills (it
+	// continues a conversation stored at the API); "" when it can.
+	unbounded string
 	result   *jsonl.Result      // set when the line is finished without a call
 	attempts int
 	reserved time.Time // when its reservation was done, for Gate.Lag
