@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/schema"
@@ -25,7 +26,8 @@ type item struct {
 	exact    bool               // prompt is the exact count, not the byte bound
 	result   *jsonl.Result      // set when the line is finished without a call
 	attempts int
-	answered answer // the last answer its call got, once it got one
+	answered answer    // the last answer its call got, once it got one
+	reserved time.Time // when its reservation was done, for Gate.Lag
 
 	// --schema (schema.go).
 	schema       *schema.Schema // what its answer is held to; nil: not checked

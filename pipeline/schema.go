@@ -182,7 +182,7 @@ func (r *runner) sendChecked(ctx context.Context, it *item, settle chan<- budget
 			why = "not asked again: " + err.Error()
 			break
 		}
-		if _, err := r.reserve(ctx, []budget.Estimate{next.est}); err != nil {
+		if _, next.reserved, err = r.reserve(ctx, []budget.Estimate{next.est}); err != nil {
 			why = "not asked again: the run stopped"
 			break
 		}

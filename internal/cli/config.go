@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -174,4 +175,21 @@ func checkBaseURL(base string, insecure bool) error {
 		return nil
 	}
 	return fmt.Errorf("--base-url %s: the API key would cross the network in clear text (http://); use https://, or --allow-insecure if the network is yours", u.Redacted())
+}
+
+// dayZoneEnv is the environment variable that names the time zone whose
+// midnight ends the day a gate starts (see budget.Gate.SetDayZone).
+const dayZoneEnv = "GPTBATCH_DAY_TZ"
+
+// dayZone is the time zone an IANA name such as "America/New_York" or
+// "UTC" names, for Gate.SetDayZone; "" is nil, the process's own zone.
+func dayZone(name string) (*time.Location, error) {
+	if name == "" {
+		return nil, nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%s: not a time zone name such as America/New_York or UTC: %w", dayZoneEnv, name, err)
+	}
+	return loc, nil
 }

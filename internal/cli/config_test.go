@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/gptbatch/gptbatch/budget"
@@ -353,5 +354,43 @@ func TestDocsNameEveryFlag(t *testing.T) {
 	run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, io.Discard)
 	if last := strings.TrimSpace(out.String()); !strings.HasSuffix(last, docsURL) {
 		t.Errorf("--help ends with %q, want where the docs are (%s)", last[max(0, len(last)-80):], docsURL)
+	}
+}
+
+// dayZone reads GPTBATCH_DAY_TZ: an IANA name, "" for the process's own
+// zone; an error names the variable.
+func TestDayZoneName(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		want *time.Location
+		err  bool
+	}{
+		{"", nil, false},
+		{"America/New_York", ny, false},
+		{"UTC", time.UTC, false},
+		{"Mars/Olympus", nil, true},
+	} {
+		loc, err := dayZone(tt.name)
+		if (err != nil) != tt.err || (err == nil && loc.String() != tt.want.String()) {
+			t.Errorf("dayZone(%q) = %v, %v; want %v, error %v", tt.name, loc, err, tt.want, tt.err)
+		}
+		if err != nil && !strings.Contains(err.Error(), dayZoneEnv) {
+			t.Errorf("dayZone(%q) error %q does not name %s", tt.name, err, dayZoneEnv)
+		}
+	}
+}
+
+// limitSource says where each limit in force comes from.
+func TestLimitSource(t *testing.T) {
+	src := limitSource(budget.Limits{RPM: 500, TPM: 10, DailyCost: 10 * budget.Dollar}, budget.Limits{RPM: 100, TPM: 20, DailyCost: budget.Dollar})
+	want := map[string]string{"rpm": "stored", "tpm": "flag", "tpd": "off", "daily-cost": "stored"}
+	for k, v := range want {
+		if src[k] != v {
+			t.Errorf("limitSource[%s] = %q, want %q", k, src[k], v)
+		}
 	}
 }

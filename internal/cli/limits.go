@@ -190,7 +190,7 @@ func share(used, limit int64) string {
 // limitSources says the limits a run obeys and where each comes from: a
 // flag (or its default), or stored with the budget.
 func limitSources(g *budget.Gate) string {
-	l, src := g.Limits(), budget.Source(g.Own(), g.Seen().Stored)
+	l, src := g.Limits(), limitSource(g.Own(), g.Seen().Stored)
 	vals := map[string]string{
 		"rpm": fmt.Sprint(l.RPM), "tpm": fmt.Sprint(l.TPM), "tpd": fmt.Sprint(l.TPD), "daily-cost": "$" + l.DailyCost.String(),
 	}
@@ -248,4 +248,25 @@ func dollars(c budget.Cost) string {
 		return fmt.Sprintf("$%.2f", c.Float64())
 	}
 	return "$" + c.String()
+}
+
+// limitSource says where each effective limit of own.Ceil(stored) comes from:
+// "stored" where the stored one is lower, "flag" where own's is, "off"
+// where both are off.
+func limitSource(own, stored budget.Limits) map[string]string {
+	src := func(a, b int64) string {
+		switch {
+		case a <= 0 && b <= 0:
+			return "off"
+		case b > 0 && (a <= 0 || b < a):
+			return "stored"
+		}
+		return "flag"
+	}
+	return map[string]string{
+		"rpm":        src(own.RPM, stored.RPM),
+		"tpm":        src(own.TPM, stored.TPM),
+		"tpd":        src(own.TPD, stored.TPD),
+		"daily-cost": src(int64(own.DailyCost), int64(stored.DailyCost)),
+	}
 }

@@ -226,7 +226,7 @@ func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64)
 	}
 	var hits []string
 	l := cfg.Gate.Limits()
-	src := budget.Source(cfg.Gate.Own(), cfg.Gate.Seen().Stored)
+	src := limitSource(cfg.Gate.Own(), cfg.Gate.Seen().Stored)
 	// name is a limit as the user set it: a flag, or stored with the budget.
 	name := func(key string, v any) string {
 		if src[key] == "stored" {

@@ -26,7 +26,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		return usageError(err)
 	}
 	// The zone whose midnight ends a day this run starts, dry or not.
-	zone, err := budget.DayZone(os.Getenv(budget.DayZoneEnv))
+	zone, err := dayZone(os.Getenv(dayZoneEnv))
 	if err != nil {
 		return usageError(err)
 	}
