@@ -230,7 +230,18 @@ func (r *response) result(it *item) (answer, error) {
 	default:
 		res.FinishReason = "stop"
 	}
-	return answer{results: []*jsonl.Result{res}, usage: u, model: r.Model, cost: it.callCost(u, price)}, nil
+	a := answer{results: []*jsonl.Result{res}, usage: u, model: r.Model, cost: it.callCost(u, price)}
+	if it.schema != nil {
+		shape := choiceAnswer{finishReason: res.FinishReason}
+		if res.Refusal != nil {
+			shape.refusal = *res.Refusal
+		} else if hasText || len(calls) == 0 {
+			s := text.String()
+			shape.content = &s
+		}
+		a.invalid = it.check(res, []choiceAnswer{shape})
+	}
+	return a, nil
 }
 
 // unbounded says once that lines continuing a stored conversation are
