@@ -27,10 +27,10 @@ type item struct {
 	// unbounded says why prompt cannot bound what the request bills (it
 	// continues a conversation stored at the API); "" when it can.
 	unbounded string
-	result   *jsonl.Result      // set when the line is finished without a call
-	attempts int
-	answered answer    // the last answer its call got, once it got one
-	reserved time.Time // when its reservation was done, for Gate.Lag
+	result    *jsonl.Result // set when the line is finished without a call
+	attempts  int
+	answered  answer    // the last answer its call got, once it got one
+	reserved  time.Time // when its reservation was done, for Gate.Lag
 
 	// --schema (schema.go).
 	schema       *schema.Schema // what its answer is held to; nil: not checked
