@@ -26,6 +26,9 @@ func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out cha
 		if r.cfg.Via == ViaBatch {
 			it.batchPrice()
 		}
+		if it.result == nil && it.unbounded != "" {
+			r.unbounded(it)
+		}
 		if it.result == nil && !it.priced && r.stats.unpriced(it.model, it.tier) {
 			what := "price"
 			if it.tier == budget.TierPriority {
