@@ -25,6 +25,15 @@ import (
 //   - fetch: sendChecked asks an invalid answer again, up to
 //     --schema-retries times, each try reserved, sent, settled and in the
 //     ledger like any request.
+//
+// For the response cache: a re-ask is a request of its own (its body has
+// the invalid answer and the validator's message in it), and the answer
+// to a line's first request is worth keeping only when it fits: one that
+// does not would be served again and fail again. So what a line held to a
+// schema stores under its first request's key is that request's answer
+// when it.answered.invalid is nil, and nothing otherwise, whatever the
+// re-asks got; an answer served from the cache goes through the decoders
+// and is checked like a live one.
 
 // schemaRun is what a run keeps for --schema: the schemas lines carry in
 // their own bodies, compiled once each, and the flag's schema's token
