@@ -423,8 +423,11 @@ func TestDayWarnings(t *testing.T) {
 		{"dollars", 0, 402 * budget.Dollar / 100, []string{"--daily-cost", "5"},
 			"gptbatch: warning: 80 % of today's $5.00 spent ($4.02)\n", "tokens used"},
 		{"tokens", 850_000, 0, []string{"--tpd", "1000000"},
-			"gptbatch: warning: 80 % of today's 1000000 tokens used (850", "spent"},
+			"gptbatch: warning: 85 % of today's 1000000 tokens used (850", "spent"},
 		{"threshold flag", 850_000, 0, []string{"--tpd", "1000000", "--warn-at", "90"}, "", "warning"},
+		// The share said is the share spent, not the threshold passed.
+		{"far past the threshold", 0, 150 * budget.Dollar / 100, []string{"--daily-cost", "5", "--warn-at", "1"},
+			"gptbatch: warning: 30 % of today's $5.00 spent ($1.5", "1 %"},
 		{"below", 100, 0, []string{"--tpd", "1000000", "--daily-cost", "5"}, "", "warning"},
 		{"quiet", 850_000, 0, []string{"--tpd", "1000000", "--quiet"}, "", "warning"},
 	}

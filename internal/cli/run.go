@@ -65,10 +65,10 @@ func (r *runCmd) config(stdin io.Reader, stderr io.Writer) (pipeline.Config, bud
 		return cfg, budget.Limits{}, err
 	}
 	var err error
-	if cfg.MaxCost, err = parseDollars("--max-cost", r.MaxCost); err != nil {
+	if cfg.MaxCost, err = parseDollars("--max-cost", r.MaxCost, zeroTurnsOff); err != nil {
 		return cfg, budget.Limits{}, err
 	}
-	dailyCost, err := parseDollars("--daily-cost", r.DailyCost)
+	dailyCost, err := parseDollars("--daily-cost", r.DailyCost, zeroTurnsOff)
 	if err != nil {
 		return cfg, budget.Limits{}, err
 	}
@@ -311,7 +311,7 @@ func (r *runCmd) check() error {
 	case r.Timeout < 0:
 		return fmt.Errorf("--timeout cannot be negative (%s); 0 means no time limit", r.Timeout)
 	case r.WarnAt < 0 || r.WarnAt > 100:
-		return fmt.Errorf("--warn-at is a percentage from 0 (off) to 100, not %d", r.WarnAt)
+		return fmt.Errorf("--warn-at is a percentage from 0 to 100 (0: warn only when a day's limit is reached), not %d", r.WarnAt)
 	case r.Retries > 1000:
 		return fmt.Errorf("--retries %d: more than 1000", r.Retries)
 	case r.SchemaRetries < 0 || r.SchemaRetries > 100:
