@@ -466,6 +466,7 @@ func TestFlex(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{FlexUnavailable: 0.3, Seed: 7})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = newStepClock() // the retries' back-off takes no time
 	out, stderr, code := g.run(context.Background(), prompts(40), "--service-tier", "flex", "--retries", "20", "--parallel", "4")
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)

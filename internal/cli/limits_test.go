@@ -113,7 +113,7 @@ func TestDayZone(t *testing.T) {
 func TestBatchLimitsSendNothing(t *testing.T) {
 	long := strings.Repeat("word ", 1200) // ~1200 tokens a line
 	var big strings.Builder
-	for i := 0; i < 300; i++ { // ~360k tokens
+	for i := 0; i < 30; i++ { // ~36k tokens
 		big.WriteString(`"` + long + strconv.Itoa(i) + `"` + "\n")
 	}
 	tests := []struct {
@@ -121,7 +121,7 @@ func TestBatchLimitsSendNothing(t *testing.T) {
 		args     []string
 		msg      string
 	}{
-		{"batch tokens", big.String(), nil, "--batch-tokens 300000"},
+		{"batch tokens", big.String(), []string{"--batch-tokens", "30000"}, "--batch-tokens 30000"},
 		{"max cost", prompts(100), []string{"--max-cost", "0.001"}, "--max-cost 0.001"},
 	}
 	for _, tt := range tests {
