@@ -362,3 +362,46 @@ func TestOpenReadOnly(t *testing.T) {
 		t.Errorf("reading left %v, want the three files it was given", ents)
 	}
 }
+
+// A clock read before a long wait for the lock is that much behind once
+// the update runs: the update's time is it plus the wait, so that it
+// neither drains the buckets as of then nor, more than maxFuture behind
+// the file's updated, clamps updated back and hands out its refill twice.
+func TestFileStoreTimeAfterLockWait(t *testing.T) {
+	msgs := make(chan string, 1)
+	f, err := OpenFile(filepath.Join(t.TempDir(), "usage.md"), Options{OnLockWait: func(m string) { msgs <- m }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.noticeAfter = 1500 * time.Millisecond
+	ctx := context.Background()
+	g := exactGate(f, Limits{RPM: 60})
+	// Another process, its clock read later than ours, filled the bucket.
+	reserve(t, g, t0.Add(1200*time.Millisecond), ones(60, 1)...)
+	held := flock.New(f.Path() + ".lock")
+	if err := held.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, _, _, err := g.Reserve(ctx, t0, ones(1, 1)) // read at t0, before the wait
+		done <- result{n, err}
+	}()
+	<-msgs // it has waited 1.5 s for the lock
+	if err := held.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.err != nil || r.n != 0 {
+		t.Errorf("Reserve after 1.5 s behind the lock = %d, %v; want 0 (the bucket has drained 0.3 s since it was full)", r.n, r.err)
+	}
+	// At 1.5 s, by a fresh clock, the bucket has drained 0.3 s since it
+	// was full: no room yet. With updated clamped back to the stale
+	// clock, it would have drained 1.5 s and admitted one.
+	if n, wait, _ := reserve(t, g, t0.Add(1500*time.Millisecond), ones(1, 1)...); n != 0 || wait.Round(time.Millisecond) != 700*time.Millisecond {
+		t.Errorf("Reserve at 1.5 s = %d, wait %v; want 0, 700ms", n, wait)
+	}
+}

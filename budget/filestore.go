@@ -1,7 +1,6 @@
 package budget
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -224,36 +223,49 @@ func readRegular(path string) ([]byte, error) {
 
 var errNotRegular = errors.New("not a regular file")
 
-// locked runs fn holding the lock. Waiting for the lock ends with ctx.
-func (f *FileStore) locked(ctx context.Context, fn func() error) error {
+// locked runs fn holding the lock, telling it how long it waited for it
+// (0 when the lock was free). Waiting for the lock ends with ctx.
+func (f *FileStore) locked(ctx context.Context, fn func(waited time.Duration) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	start, turn := time.Now(), true
 	select {
 	case f.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	default:
+		turn = false
+		select {
+		case f.sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	if err := f.acquire(ctx); err != nil {
+	free, err := f.acquire(ctx)
+	if err != nil {
 		return err
 	}
 	defer func() {
 		f.lock.Unlock()
 		<-f.sem
 	}()
-	return fn()
+	var waited time.Duration
+	if !turn || !free {
+		waited = time.Since(start)
+	}
+	return fn(waited)
 }
 
-// acquire takes the flock, holding our turn (sem). On failure the turn is
-// given back, or passed to the goroutine left waiting for the flock.
-func (f *FileStore) acquire(ctx context.Context) error {
+// acquire takes the flock, holding our turn (sem), and says whether it
+// was free. On failure the turn is given back, or passed to the goroutine
+// left waiting for the flock.
+func (f *FileStore) acquire(ctx context.Context) (free bool, err error) {
 	ok, err := f.lock.TryLock()
 	if err != nil {
 		<-f.sem
-		return fmt.Errorf("lock %s: %w", f.lock.Path(), err)
+		return false, fmt.Errorf("lock %s: %w", f.lock.Path(), err)
 	}
 	if ok {
-		return nil
+		return true, nil
 	}
 	got := make(chan error, 1)
 	go func() { got <- f.lock.Lock() }()
@@ -263,9 +275,9 @@ func (f *FileStore) acquire(ctx context.Context) error {
 		case err := <-got:
 			if err != nil {
 				<-f.sem
-				return fmt.Errorf("lock %s: %w", f.lock.Path(), err)
+				return false, fmt.Errorf("lock %s: %w", f.lock.Path(), err)
 			}
-			return nil
+			return false, nil
 		case <-notice:
 			notice = nil
 			if f.notify != nil {
@@ -282,7 +294,7 @@ func (f *FileStore) acquire(ctx context.Context) error {
 				}
 				<-f.sem
 			}()
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 }
@@ -297,7 +309,7 @@ func (f *FileStore) Load(ctx context.Context) (State, error) {
 		return f.read()
 	}
 	var s State
-	err := f.locked(ctx, func() error {
+	err := f.locked(ctx, func(time.Duration) error {
 		var err error
 		s, err = f.read()
 		return err
@@ -310,19 +322,22 @@ func (f *FileStore) Load(ctx context.Context) (State, error) {
 // left as it is), calls fn, and when fn returns nil replaces usage.md if
 // the state changed and appends fn's entries to the ledger in one write.
 // Waiting for the lock ends with ctx, with ctx's error. The store's time
-// is now.
+// is now, plus how long the update waited for the lock: a clock read
+// before a wait of seconds behind a busy lock would otherwise drain the
+// buckets as of then, and one more than maxFuture behind the file's
+// updated would clamp it and hand out the refill between twice.
 func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
 	if f.readOnly {
 		return fmt.Errorf("usage file %s is open read-only", f.path)
 	}
-	return f.locked(ctx, func() error {
+	return f.locked(ctx, func(waited time.Duration) error {
 		old, err := f.read()
 		if err != nil {
 			return err
 		}
 		s := old
 		s.extra = append([][2]string(nil), old.extra...)
-		entries, err := fn(&s, now)
+		entries, err := fn(&s, now.Add(waited))
 		if err != nil {
 			return err
 		}
@@ -484,8 +499,8 @@ func (f *FileStore) Report(ctx context.Context, opt ReportOptions, loc *time.Loc
 }
 
 // BatchEntries implements Store. It reads the ledger without the lock: a
-// line being appended is a torn last line, which is skipped, and only
-// lines that name a batch are decoded.
+// line being appended is a torn last line, which is skipped, as is any
+// line that does not parse; only lines that name a batch are decoded.
 func (f *FileStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
 	c := newCounter(ids)
 	lf, err := os.OpenFile(f.ledger, os.O_RDONLY|openSafe, 0)
@@ -496,32 +511,9 @@ func (f *FileStore) BatchEntries(ctx context.Context, since time.Time, ids map[s
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	defer lf.Close()
-	br := bufio.NewReaderSize(lf, 256<<10)
-	for {
-		line, rerr := br.ReadSlice('\n')
-		if rerr == bufio.ErrBufferFull {
-			// A line longer than the buffer names no batch of ours.
-			for rerr == bufio.ErrBufferFull {
-				_, rerr = br.ReadSlice('\n')
-			}
-			continue
-		}
-		if rerr != nil && rerr != io.EOF {
-			return nil, fmt.Errorf("ledger %s: %w", f.ledger, rerr)
-		}
-		if bytes.Contains(line, []byte(`"batch_id":`)) {
-			var e LedgerEntry
-			// A line that does not parse is a torn last one, or one that
-			// Report skips; it counts nothing here.
-			if json.Unmarshal(line, &e) == nil {
-				c.add(e)
-			}
-		}
-		if rerr == io.EOF {
-			return c.n, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	names := func(line []byte) bool { return bytes.Contains(line, []byte(`"batch_id":`)) }
+	if _, err := readLedger(lf, c.add, true, names); err != nil {
+		return nil, fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
+	return c.n, ctx.Err()
 }

@@ -55,9 +55,11 @@ const DefaultSlack = 100 * time.Millisecond
 // now.
 type Gate struct {
 	store Store
-	mu    sync.Mutex // guards lim, slack, zone and seen
+	mu    sync.Mutex // guards lim, slack, lag, zone and seen
 	lim   Limits
 	slack time.Duration
+	lag   time.Duration  // the longest lag told (see Lag) ...
+	lagAt time.Time      // ... as of then
 	zone  *time.Location // where a day this gate starts ends; nil: now's zone
 	seen  Seen
 }
@@ -92,7 +94,7 @@ func (g *Gate) Seen() Seen {
 // own under s's stored ceilings. fn gets the store's time, at, for the
 // caller's now (see Store.Update). It records what it saw.
 func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at time.Time, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
-	own, slack, zone := g.conf()
+	own, slack, zone := g.conf(now)
 	var seen Seen
 	err := g.store.Update(ctx, now, func(s *State, at time.Time) ([]LedgerEntry, error) {
 		entries := fn(s, at, own.Ceil(s.Stored), slack, zone)
@@ -105,11 +107,31 @@ func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at t
 	return err
 }
 
-// conf is what the gate decides by besides the shared state.
-func (g *Gate) conf() (own Limits, slack time.Duration, zone *time.Location) {
+// conf is what the gate decides by at now besides the shared state: its
+// slack is the one set plus the longest lag of the last PaceLapse.
+func (g *Gate) conf(now time.Time) (own Limits, slack time.Duration, zone *time.Location) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.lim, g.slack, g.zone
+	slack = g.slack
+	if now.Sub(g.lagAt) <= PaceLapse {
+		slack += g.lag
+	}
+	return g.lim, slack, g.zone
+}
+
+// Lag tells the gate that a request it admitted at now-d went out at
+// now: a goroutine or a process that stalls between its reservation and
+// its request (a busy machine, a connection being opened) lets requests
+// admitted after it reach the server first, closer together than the
+// gate spaced them, and the server charges its bucket at arrival. The
+// gate keeps the longest lag of the last PaceLapse in hand, on top of its
+// slack (see SetSlack), so that such a bunch still fits.
+func (g *Gate) Lag(now time.Time, d time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if d > g.lag || now.Sub(g.lagAt) > PaceLapse {
+		g.lag, g.lagAt = max(d, 0), now
+	}
 }
 
 // saw records what a decision at now saw, unless the gate has seen a
@@ -167,23 +189,6 @@ func (g *Gate) SetSlack(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.slack = max(d, 0)
-}
-
-// DayZoneEnv is the environment variable that names the time zone whose
-// midnight ends the day a gate starts (see SetDayZone).
-const DayZoneEnv = "GPTBATCH_DAY_TZ"
-
-// DayZone is the time zone an IANA name such as "America/New_York" or
-// "UTC" names, for SetDayZone; "" is nil, the process's own zone.
-func DayZone(name string) (*time.Location, error) {
-	if name == "" {
-		return nil, nil
-	}
-	loc, err := time.LoadLocation(name)
-	if err != nil {
-		return nil, fmt.Errorf("%s=%s: not a time zone name such as America/New_York or UTC: %w", DayZoneEnv, name, err)
-	}
-	return loc, nil
 }
 
 // SetDayZone sets the zone whose midnight ends a day this gate starts.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -53,7 +54,7 @@ func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
 		return fmt.Errorf("usage file %s is open read-only", f.path)
 	}
 	path := pricesPath(f.path)
-	return f.locked(ctx, func() error {
+	return f.locked(ctx, func(time.Duration) error {
 		if p == nil {
 			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("stored price table: %w", err)

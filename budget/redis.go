@@ -91,7 +91,7 @@ type RedisStore struct {
 //
 //	redis://[[user]:password@]host[:port][/db]              one server, or any node of a cluster
 //	redis://[[user]:password@]host:port?addr=host2:port2...  a cluster, naming several nodes
-//	redis://[[user]:password@]host:port/db?master_name=NAME  Sentinel (host:port a sentinel; addr= others)
+//	redis://[[user]:password@]host:port/db?master_name=NAME  Sentinel: a sentinel, its password; password= the master's
 //
 // plus go-redis's other query options (dial_timeout=3s, ...). A server
 // that says it is a cluster node is used as the cluster it belongs to, as
@@ -197,10 +197,19 @@ func unreachable(where string, u *url.URL, err error) error {
 	return fmt.Errorf("the shared budget store is unreachable: store %s: %w", where, err)
 }
 
-// redactURL is rawURL with the password replaced by xxxxx, even when the
-// URL does not parse.
+// redactURL is rawURL with every password (the userinfo's, and the
+// password= and sentinel_password= options) replaced by xxxxx, even when
+// the URL does not parse.
 func redactURL(rawURL string) string {
 	if u, err := url.Parse(rawURL); err == nil {
+		if q := u.Query(); q.Has("password") || q.Has("sentinel_password") {
+			for _, k := range []string{"password", "sentinel_password"} {
+				if q.Has(k) {
+					q.Set(k, "xxxxx")
+				}
+			}
+			u.RawQuery = q.Encode()
+		}
 		return u.Redacted()
 	}
 	scheme, rest, ok := strings.Cut(rawURL, "://")

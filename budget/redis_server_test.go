@@ -367,10 +367,28 @@ func TestRedisClusterForms(t *testing.T) {
 // A URL's password never appears in an error, even when the URL does not
 // parse because of it.
 func TestRedisURLRedacted(t *testing.T) {
-	for _, url := range []string{"redis://:pa%ss@127.0.0.1:1/0", "redis://user:pa%ss@127.0.0.1:1/0", "rediss://:pa%zzs@host/0?x=1"} {
+	for _, url := range []string{"redis://:pa%ss@127.0.0.1:1/0", "redis://user:pa%ss@127.0.0.1:1/0", "rediss://:pa%zzs@host/0?x=1",
+		"redis://127.0.0.1:1/0?master_name=m&password=pa%25ss", "redis://127.0.0.1:1/0?master_name=m&sentinel_password=pa%25ss&password=pa%25ss"} {
 		_, err := OpenRedis(context.Background(), url, "")
 		if err == nil || strings.Contains(err.Error(), "%ss") || strings.Contains(err.Error(), "pa%") || strings.Contains(err.Error(), "%zz") {
 			t.Errorf("OpenRedis(%q) = %v, want an error without the password or a piece of it", url, err)
 		}
+	}
+}
+
+// A Sentinel URL (?master_name=) finds the master through the sentinel
+// and keeps the budget there.
+func TestRedisSentinel(t *testing.T) {
+	sentinel := redistest.StartSentinel(t, "budgets")
+	r, err := OpenRedis(context.Background(), "redis://"+sentinel.Addr+"/0?master_name=budgets", "")
+	if err != nil {
+		t.Fatalf("OpenRedis(sentinel) = %v", err)
+	}
+	defer r.Close()
+	if n, _, _ := reserve(t, NewGate(r, Limits{TPD: 100}), noon(), Estimate{Tokens: 10}); n != 1 {
+		t.Fatalf("Reserve through the sentinel's master = %d, want 1", n)
+	}
+	if st := stateOf(t, r); st.TokensWithinDay != 10 {
+		t.Errorf("tokens_within_day = %d, want 10", st.TokensWithinDay)
 	}
 }

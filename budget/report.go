@@ -69,7 +69,7 @@ type Report struct {
 // line does not hide the rest of the report.
 func BuildReport(r io.Reader, opt ReportOptions, loc *time.Location) (Report, error) {
 	b := newReportBuilder(opt, loc)
-	skipped, err := readLedger(r, b.add, true)
+	skipped, err := readLedger(r, b.add, true, nil)
 	if err != nil {
 		return Report{}, err
 	}

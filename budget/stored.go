@@ -3,6 +3,7 @@ package budget
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -37,27 +38,6 @@ func (l Limits) Ceil(c Limits) Limits {
 	}
 }
 
-// Source says where each effective limit of own.Ceil(stored) comes from:
-// "stored" where the stored one is lower, "flag" where own's is, "off"
-// where both are off.
-func Source(own, stored Limits) map[string]string {
-	src := func(a, b int64) string {
-		switch {
-		case a <= 0 && b <= 0:
-			return "off"
-		case b > 0 && (a <= 0 || b < a):
-			return "stored"
-		}
-		return "flag"
-	}
-	return map[string]string{
-		"rpm":        src(own.RPM, stored.RPM),
-		"tpm":        src(own.TPM, stored.TPM),
-		"tpd":        src(own.TPD, stored.TPD),
-		"daily-cost": src(int64(own.DailyCost), int64(stored.DailyCost)),
-	}
-}
-
 // SetStoredLimits stores every limit that set gives (> 0) with the shared
 // budget, under the store's lock, leaving the others as they are.
 func SetStoredLimits(ctx context.Context, st Store, set Limits) error {
@@ -85,7 +65,7 @@ func ClearStoredLimits(ctx context.Context, st Store, names []string) error {
 		names = LimitNames
 	}
 	for _, n := range names {
-		if !validLimitName(n) {
+		if !slices.Contains(LimitNames, n) {
 			return fmt.Errorf("no limit named %q (limits are %s)", n, strings.Join(LimitNames, ", "))
 		}
 	}
@@ -104,15 +84,6 @@ func ClearStoredLimits(ctx context.Context, st Store, names []string) error {
 		}
 		return nil, nil
 	})
-}
-
-func validLimitName(n string) bool {
-	for _, v := range LimitNames {
-		if n == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Seen is what the gate last saw of the shared budget: today's use and the

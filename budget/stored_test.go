@@ -24,13 +24,6 @@ func TestLimitsCeil(t *testing.T) {
 			t.Errorf("%+v.Ceil(%+v) = %+v, want %+v", tt.own, tt.stored, got, tt.want)
 		}
 	}
-	src := Source(Limits{RPM: 500, TPM: 10, DailyCost: 10 * Dollar}, Limits{RPM: 100, TPM: 20, DailyCost: Dollar})
-	want := map[string]string{"rpm": "stored", "tpm": "flag", "tpd": "off", "daily-cost": "stored"}
-	for k, v := range want {
-		if src[k] != v {
-			t.Errorf("Source[%s] = %q, want %q", k, src[k], v)
-		}
-	}
 }
 
 // A stored daily cost caps a run whose own flag is higher: the flag cannot

@@ -63,12 +63,15 @@ func (a *admitter) next(ctx context.Context, n int) ([]*item, error) {
 			}
 			ests = append(ests, it.est)
 		}
-		k, err := a.r.reserve(ctx, ests)
+		k, at, err := a.r.reserve(ctx, ests)
 		if errors.Is(err, errStopped) {
 			continue // preflight now gives the lines their result
 		}
 		if err != nil {
 			return nil, err
+		}
+		for _, it := range a.pending[:k] {
+			it.reserved = at
 		}
 		return a.hand(k), nil
 	}
@@ -127,16 +130,17 @@ var errStopped = errors.New("stopped")
 
 // reserve reserves room for the requests of ests, in order, waiting while
 // a limit holds the first back. It returns how many it reserved (at least
-// one), or errStopped when the run stopped sending meanwhile. A signal
-// also ends a wait for the usage file's lock. A shared state that cannot
-// be read or written stops the run (storeFailed): errStopped.
-func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, error) {
+// one) and when the reservation was done, or errStopped when the run
+// stopped sending meanwhile. A signal also ends a wait for the usage
+// file's lock. A shared state that cannot be read or written stops the
+// run (storeFailed): errStopped.
+func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, time.Time, error) {
 	r.reserveMu.Lock()
 	defer r.reserveMu.Unlock()
 	defer r.stats.waiting.Store(nil)
 	for {
 		if r.stop.stopped() != nil {
-			return 0, errStopped
+			return 0, time.Time{}, errStopped
 		}
 		now := r.cfg.Clock.Now()
 		n, wait, why, err := r.reserveOnce(ctx, now, ests)
@@ -144,17 +148,17 @@ func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, erro
 		if err != nil {
 			switch {
 			case ctx.Err() != nil:
-				return 0, ctx.Err()
+				return 0, time.Time{}, ctx.Err()
 			case errors.As(err, &tooLarge):
-				return 0, &Error{Code: ExitConfig, Err: err}
+				return 0, time.Time{}, &Error{Code: ExitConfig, Err: err}
 			case r.stop.stopped() == nil:
 				r.storeFailed(err)
 			}
-			return 0, errStopped
+			return 0, time.Time{}, errStopped
 		}
 		if n > 0 {
 			r.unsettled.Add(int64(n))
-			return n, nil
+			return n, r.cfg.Clock.Now(), nil
 		}
 		var settled <-chan struct{}
 		if why == budget.DayTokens || why == budget.DayCost {
@@ -174,7 +178,7 @@ func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, erro
 		case r.cfg.OnLimit == Fail:
 			msg := fmt.Sprintf("stopped by the %s (--on-limit fail)", why)
 			r.stop.halt(&stopped{typ: jsonl.ErrBudget, msg: "not sent: " + msg, err: &Error{Code: ExitLimit, Err: errors.New(msg)}})
-			return 0, errStopped
+			return 0, time.Time{}, errStopped
 		default:
 			w := &Waiting{Reason: why, Until: now.Add(wait)}
 			if prev := r.stats.waiting.Swap(w); prev == nil || prev.Reason != why {
@@ -196,7 +200,7 @@ func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, erro
 		case <-settled:
 		case <-r.stop.signal.Done():
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, time.Time{}, ctx.Err()
 		}
 	}
 }

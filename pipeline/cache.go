@@ -72,6 +72,7 @@ type flight struct {
 	model    string        // the model the answer names
 	cost     int64         // what the answer cost, in picodollars; negative when its price is unknown
 	err      *jsonl.Error  // why the call failed, when it did
+	resend   bool          // the answer is not one to serve (see land): the twins send their own
 }
 
 // cacheRun is a run's use of the cache: the store, the flights in the

@@ -58,7 +58,8 @@ func (r *runner) serveOne(ctx context.Context, it *item, settle chan<- budget.Se
 		// refuses) is a miss: sent, within the limits, like any other.
 		it.cached = nil
 		if !r.preflight(it) {
-			if _, err := r.reserve(ctx, []budget.Estimate{it.est}); err != nil {
+			var err error
+			if _, it.reserved, err = r.reserve(ctx, []budget.Estimate{it.est}); err != nil {
 				it.result = r.notSent(it)
 			}
 		}
@@ -79,7 +80,7 @@ func (r *runner) notSent(it *item) *jsonl.Result {
 
 // serve is the result of a line the cache answers: from its stored answer,
 // or its twin's once that is in. It is nil when a stored answer cannot be
-// read.
+// read, or the twin's is not one to serve: the line is then sent.
 func (r *runner) serve(ctx context.Context, it *item) *jsonl.Result {
 	start := r.cfg.Clock.Now()
 	var body []byte
@@ -92,6 +93,9 @@ func (r *runner) serve(ctx context.Context, it *item) *jsonl.Result {
 		case <-twin.done:
 		case <-ctx.Done():
 			return r.notSent(it)
+		}
+		if twin.resend {
+			return nil
 		}
 		if twin.err != nil {
 			e := *twin.err
@@ -145,9 +149,17 @@ func (r *runner) land(ctx context.Context, it *item, rs []*jsonl.Result) {
 	answer := it.answer
 	it.answer = nil
 	if it.members == nil {
-		if it.flight != nil {
-			r.arrive(ctx, it.flight, it.req.Line, rs[0], answer)
+		if it.flight == nil {
+			return
 		}
+		if it.schema != nil && it.answered.invalid != nil {
+			// The first answer did not fit the line's schema: served
+			// again it would fail again (schema.go), so it is neither
+			// stored nor handed on, and the twins ask for themselves.
+			r.resend(it.flight, it.req.Line)
+			return
+		}
+		r.arrive(ctx, it.flight, it.req.Line, rs[0], answer)
 		return
 	}
 	var pack *packAnswer
@@ -196,6 +208,14 @@ func (r *runner) arrive(ctx context.Context, f *flight, line int, res *jsonl.Res
 	default:
 		c.keep(f)
 	}
+}
+
+// resend ends flight f, sent by line, with no answer to serve: its twins
+// send their own requests, and a line read later is a flight of its own.
+func (r *runner) resend(f *flight, line int) {
+	f.line, f.resend = line, true
+	close(f.done)
+	r.cache.forget(f)
 }
 
 // costOf reads a result's cost_usd as picodollars; null (an unknown

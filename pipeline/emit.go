@@ -74,7 +74,7 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 			r.stats.CacheHits.Add(1)
 			r.stats.CacheSaved.Add(max(it.cached.entry.Cost, 0))
 		default:
-			e.PromptTokens, e.MaxOutputTokens = it.prompt, it.maxOut
+			e.PromptTokens, e.MaxOutputTokens, e.SchemaTokens = it.prompt, it.maxOut, it.schemaTokens
 			e.EstCostUSD = []byte("null")
 			if it.priced {
 				e.EstCostUSD = it.est.Cost.AppendJSON(nil)

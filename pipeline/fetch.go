@@ -77,7 +77,8 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 	var wait time.Duration // the last back-off, for the next one's jitter
 	for n := 1; ; n++ {
 		if n > 1 {
-			if _, err := r.reserve(ctx, []budget.Estimate{it.est}); err != nil {
+			var err error
+			if _, it.reserved, err = r.reserve(ctx, []budget.Estimate{it.est}); err != nil {
 				return r.failed(it, last)
 			}
 			// Counted once it is sent again: a wait cut short by a signal
@@ -89,9 +90,16 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			_ = send(ctx, settle, budget.Settlement{Est: it.est})
 			return r.failed(it, abandoned)
 		}
-		var w wire
+		// The gate learns how long after its reservation the request went
+		// out as it goes: a lag it must keep in hand (Gate.Lag).
+		w := wire{written: func() {
+			if !it.reserved.IsZero() {
+				now := r.cfg.Clock.Now()
+				r.cfg.Gate.Lag(now, now.Sub(it.reserved))
+			}
+		}}
 		cctx, cancel := r.stop.callContext(w.trace(ctx))
-		it.attempts = n
+		it.attempts = it.prior + n
 		a := r.call(cctx, it)
 		cancel()
 		wrote := w.wrote.Load()
@@ -104,7 +112,7 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			// go-openai refused it before opening a connection (a model
 			// it will not send, a URL it cannot build): nothing reached
 			// the API and a retry would be refused the same way.
-			it.attempts = n - 1
+			it.attempts = it.prior + n - 1
 			f = failure{typ: jsonl.ErrInvalidInput, msg: "refused before sending: " + a.err.Error(), verdict: giveUp}.redact(r.cfg.Key)
 		default:
 			f = classify(a, r.cfg.Key, r.cfg.Clock.Now())
@@ -161,7 +169,10 @@ var abandoned = failure{typ: jsonl.ErrInterrupted, msg: "interrupted: abandoned 
 // it asked for a connection at all, and whether the whole request was
 // written, after which the API may have taken and billed it. Safe for
 // concurrent use: the transport calls back from its own goroutines.
-type wire struct{ tried, wrote atomic.Bool }
+type wire struct {
+	tried, wrote atomic.Bool
+	written      func() // called once the request is written, from the HTTP client's goroutine
+}
 
 // trace is ctx with w's trace attached.
 func (w *wire) trace(ctx context.Context) context.Context {
@@ -170,6 +181,7 @@ func (w *wire) trace(ctx context.Context) context.Context {
 		WroteRequest: func(i httptrace.WroteRequestInfo) {
 			if i.Err == nil {
 				w.wrote.Store(true)
+				w.written()
 			}
 		},
 	})
@@ -182,7 +194,7 @@ func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {
 	for _, res := range a.ans.results {
 		res.LatencyMS = a.latency.Milliseconds()
 	}
-	it.results = a.ans.results
+	it.results, it.answered = a.ans.results, a.ans
 	return a.ans.results[0]
 }
 
@@ -292,7 +304,7 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 // order: the line's, or each member's of a pack. A pack's failure (and the
 // retries before it) is every member's.
 func (r *runner) sendItem(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
-	res := r.sendLine(ctx, it, settle)
+	res := r.sendChecked(ctx, it, settle)
 	if it.members == nil {
 		return []*jsonl.Result{res}
 	}

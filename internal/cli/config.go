@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -144,17 +145,25 @@ func defaultUsageFile() (string, error) {
 	return filepath.Join(dir, "gptbatch", "usage.md"), nil
 }
 
+// Hints for an amount of dollars that rounds to nothing: what 0 does
+// where it is allowed, and what to do instead where it is not.
+const (
+	zeroTurnsOff  = "0 turns the limit off"
+	zeroIsNoLimit = "to remove a stored limit: gptbatch limits clear daily-cost"
+)
+
 // parseDollars reads a flag's amount of dollars (budget.ParseCost),
 // refusing an amount that is not zero but rounds to nothing: a cap of less
-// than a picodollar would otherwise mean "off".
-func parseDollars(flag, s string) (budget.Cost, error) {
+// than a picodollar would otherwise mean "off". zero is the hint that
+// refusal gives.
+func parseDollars(flag, s, zero string) (budget.Cost, error) {
 	c, err := budget.ParseCost(s)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", flag, err)
 	}
 	mantissa, _, _ := strings.Cut(strings.ToLower(s), "e")
 	if c == 0 && strings.ContainsAny(mantissa, "123456789") {
-		return 0, fmt.Errorf("%s %s: less than a picodollar ($0.000000000001), the smallest amount gptbatch counts; 0 turns the limit off", flag, s)
+		return 0, fmt.Errorf("%s %s: less than a picodollar ($0.000000000001), the smallest amount gptbatch counts; %s", flag, s, zero)
 	}
 	return c, nil
 }
@@ -174,4 +183,21 @@ func checkBaseURL(base string, insecure bool) error {
 		return nil
 	}
 	return fmt.Errorf("--base-url %s: the API key would cross the network in clear text (http://); use https://, or --allow-insecure if the network is yours", u.Redacted())
+}
+
+// dayZoneEnv is the environment variable that names the time zone whose
+// midnight ends the day a gate starts (see budget.Gate.SetDayZone).
+const dayZoneEnv = "GPTBATCH_DAY_TZ"
+
+// dayZone is the time zone an IANA name such as "America/New_York" or
+// "UTC" names, for Gate.SetDayZone; "" is nil, the process's own zone.
+func dayZone(name string) (*time.Location, error) {
+	if name == "" {
+		return nil, nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%s: not a time zone name such as America/New_York or UTC: %w", dayZoneEnv, name, err)
+	}
+	return loc, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -59,7 +60,7 @@ func (l *limitsCmd) set(ctx context.Context, r *runCmd, kctx *kong.Context, stdo
 	if len(names) == 0 {
 		return usageError(errors.New("limits set: give the limits to store: --rpm N, --tpm N, --tpd N, --daily-cost USD"))
 	}
-	dailyCost, err := parseDollars("--daily-cost", r.DailyCost)
+	dailyCost, err := parseDollars("--daily-cost", r.DailyCost, zeroIsNoLimit)
 	if err != nil {
 		return usageError(err)
 	}
@@ -190,7 +191,7 @@ func share(used, limit int64) string {
 // limitSources says the limits a run obeys and where each comes from: a
 // flag (or its default), or stored with the budget.
 func limitSources(g *budget.Gate) string {
-	l, src := g.Limits(), budget.Source(g.Own(), g.Seen().Stored)
+	l, src := g.Limits(), limitSource(g.Own(), g.Seen().Stored)
 	vals := map[string]string{
 		"rpm": fmt.Sprint(l.RPM), "tpm": fmt.Sprint(l.TPM), "tpd": fmt.Sprint(l.TPD), "daily-cost": "$" + l.DailyCost.String(),
 	}
@@ -237,7 +238,13 @@ func (w *dayWarner) say(k int, used, limit int64, unit func(int64) string, verb 
 		w.log.Warn(fmt.Sprintf("100 %% of today's %s %s (%s): the day's limit is reached", unit(limit), verb, unit(used)))
 	case w.pct > 0 && w.pct < 100 && used >= limit/100*w.pct+limit%100*w.pct/100 && w.said[k] < 1:
 		w.said[k] = 1
-		w.log.Warn(fmt.Sprintf("%d %% of today's %s %s (%s)", w.pct, unit(limit), verb, unit(used)))
+		// The share spent, which may be far past --warn-at by the time
+		// the first settlement is seen.
+		pct := used / limit * 100
+		if used < math.MaxInt64/100 {
+			pct = used * 100 / limit
+		}
+		w.log.Warn(fmt.Sprintf("%d %% of today's %s %s (%s)", pct, unit(limit), verb, unit(used)))
 	}
 }
 
@@ -248,4 +255,25 @@ func dollars(c budget.Cost) string {
 		return fmt.Sprintf("$%.2f", c.Float64())
 	}
 	return "$" + c.String()
+}
+
+// limitSource says where each effective limit of own.Ceil(stored) comes from:
+// "stored" where the stored one is lower, "flag" where own's is, "off"
+// where both are off.
+func limitSource(own, stored budget.Limits) map[string]string {
+	src := func(a, b int64) string {
+		switch {
+		case a <= 0 && b <= 0:
+			return "off"
+		case b > 0 && (a <= 0 || b < a):
+			return "stored"
+		}
+		return "flag"
+	}
+	return map[string]string{
+		"rpm":        src(own.RPM, stored.RPM),
+		"tpm":        src(own.TPM, stored.TPM),
+		"tpd":        src(own.TPD, stored.TPD),
+		"daily-cost": src(int64(own.DailyCost), int64(stored.DailyCost)),
+	}
 }

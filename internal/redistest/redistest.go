@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ type Server struct {
 	Addr string // host:port on 127.0.0.1
 
 	bin  string
+	conf string // a config file to start from (a sentinel's), or ""
 	args []string
 	dir  string
 	mu   sync.Mutex
@@ -150,6 +152,13 @@ func (s *Server) start(addr string) error {
 	}
 	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--daemonize", "no", "--logfile", ""}, s.args...)
+	if s.conf != "" {
+		// A sentinel rewrites its config file: one of its own, first.
+		if err := os.WriteFile(filepath.Join(s.dir, "sentinel.conf"), []byte(s.conf), 0o600); err != nil {
+			return err
+		}
+		args = append([]string{filepath.Join(s.dir, "sentinel.conf")}, args...)
+	}
 	cmd := exec.Command(s.bin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -168,7 +177,7 @@ func (s *Server) start(addr string) error {
 		for sc.Scan() {
 			if !said {
 				log.WriteString(sc.Text() + "\n")
-				if strings.Contains(sc.Text(), "Ready to accept connections") {
+				if strings.Contains(sc.Text(), "Ready to accept connections") || strings.Contains(sc.Text(), "Sentinel ID is") {
 					said = true
 					close(ready)
 				}
@@ -424,4 +433,33 @@ func Main(m *testing.M) int {
 		shared.cluster.Kill()
 	}
 	return code
+}
+
+// StartSentinel starts a redis-server and a Sentinel that watches it as
+// the master named master, as Start starts a server, and returns the
+// Sentinel: a client given its address and the master's name finds the
+// master through it.
+func StartSentinel(t testing.TB, master string) *Server {
+	t.Helper()
+	m := Start(t)
+	bin, _ := binary()
+	dir, err := os.MkdirTemp("", "redistest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, mport, _ := net.SplitHostPort(m.Addr)
+	s := &Server{bin: bin, dir: dir, args: []string{"--sentinel"},
+		conf: fmt.Sprintf("sentinel monitor %s %s %s 1\n", master, host, mport)}
+	var port int
+	for range 5 {
+		if port, err = freePort(); err == nil {
+			if err = s.start(fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+				t.Cleanup(s.Kill)
+				return s
+			}
+		}
+	}
+	os.RemoveAll(dir)
+	t.Fatalf("start redis-server --sentinel: %v", err)
+	return nil
 }
