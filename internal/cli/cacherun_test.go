@@ -491,6 +491,9 @@ func TestCacheProcessesShareAFile(t *testing.T) {
 // run's.
 func TestCacheEmbeddingsPack(t *testing.T) {
 	g, srv, _ := cachedGB(t, openaitest.Config{})
+	// A pack goes when it is full or the input ends, never for having
+	// waited (packLinger), however slowly a loaded machine reads.
+	g.seams.Clock = stillClock{}
 	args := []string{"--endpoint", "embeddings", "--pack", "100"}
 	docs := func(changed map[int]bool) string {
 		var b strings.Builder
@@ -600,3 +603,11 @@ func TestCacheRedisHosts(t *testing.T) {
 		t.Errorf("cache clear: %v, %q, %q", err, out.String(), errb.String())
 	}
 }
+
+// stillClock is the wall clock whose waits never end: a run on it sends a
+// pack only when it is full or the input ends. Only for runs that wait
+// for nothing else (no limit reached, no retry).
+type stillClock struct{}
+
+func (stillClock) Now() time.Time                       { return time.Now() }
+func (stillClock) After(time.Duration) <-chan time.Time { return nil }
