@@ -15,6 +15,8 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/gptbatch/gptbatch/internal/retry"
 )
 
 // BatchAPI is the part of OpenAI's Files and Batch APIs that --via batch
@@ -87,7 +89,7 @@ func (w *watchdog) stop() {
 }
 
 // err is why the watchdog's context ended, if it ended for the timeout:
-// an error classify takes for a network failure.
+// an error retry.Classify takes for a network failure.
 func (w *watchdog) err(err error) error {
 	if cause := context.Cause(w.ctx); err != nil && errors.Is(cause, context.DeadlineExceeded) {
 		return cause
@@ -179,7 +181,7 @@ func (a *BatchAPI) upload(ctx context.Context, path, name string) (id string, er
 		return "", err
 	}
 	if resp.StatusCode >= 300 {
-		return "", apiError(resp.StatusCode, body)
+		return "", retry.APIError(resp.StatusCode, body)
 	}
 	var fo struct {
 		ID string `json:"id"`
@@ -253,7 +255,7 @@ func (a *BatchAPI) listFiles(ctx context.Context, purpose, after string, limit i
 		return filePage{}, err
 	}
 	if resp.StatusCode >= 300 {
-		return filePage{}, apiError(resp.StatusCode, body)
+		return filePage{}, retry.APIError(resp.StatusCode, body)
 	}
 	var page filePage
 	if err := json.Unmarshal(body, &page); err != nil {
@@ -297,37 +299,22 @@ func (a *BatchAPI) content(ctx context.Context, id string) (io.ReadCloser, error
 	return watchedBody{fedReader{raw.ReadCloser, w}, raw.ReadCloser}, nil
 }
 
-// callFailure classifies the error of a Files or Batch API call as
-// classify does a request's.
-func callFailure(err error, key string, now time.Time) failure {
-	a := attempt{err: err}
-	var apiErr *openai.APIError
-	var reqErr *openai.RequestError
-	switch {
-	case errors.As(err, &apiErr):
-		a.reply.status = apiErr.HTTPStatusCode
-	case errors.As(err, &reqErr):
-		a.reply.status = reqErr.HTTPStatusCode
-	}
-	return classify(a, key, now)
-}
-
 // apiCall runs call, retrying what is worth retrying (429, 5xx, network)
 // up to --retries times with back-off. It gives up early when the run is
 // interrupted and stop is true.
-func (r *runner) apiCall(ctx context.Context, what string, stop bool, call func(ctx context.Context) error) (failure, bool) {
+func (r *runner) apiCall(ctx context.Context, what string, stop bool, call func(ctx context.Context) error) (retry.Failure, bool) {
 	var wait time.Duration // the last back-off, for the next one's jitter
 	for n := 1; ; n++ {
 		err := call(ctx)
 		if err == nil {
-			return failure{}, true
+			return retry.Failure{}, true
 		}
-		f := callFailure(err, r.cfg.Key, r.cfg.Clock.Now())
-		if f.verdict != retry || n > r.cfg.Retries || ctx.Err() != nil {
+		f := retry.Classify(err, 0, nil, r.cfg.Key, r.cfg.Clock.Now())
+		var again bool
+		if wait, again = r.retry.Next(n, f, wait); !again || ctx.Err() != nil {
 			return f, false
 		}
-		wait = backoff(wait, f.after, r.cfg.Jitter)
-		r.cfg.Log.Debug("retry", "call", what, "attempt", n, "error", f.typ, "status", f.status, "wait", wait.Round(time.Millisecond))
+		r.cfg.Log.Debug("retry", "call", what, "attempt", n, "error", f.Type, "status", f.Status, "wait", wait.Round(time.Millisecond))
 		var signal <-chan struct{}
 		if stop {
 			signal = r.stop.signal.Done()

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -90,11 +91,11 @@ func (r *runner) deleteInput(ctx context.Context, api *BatchAPI, b *tbatch) {
 	if err == nil {
 		return
 	}
-	f := callFailure(err, r.cfg.Key, r.cfg.Clock.Now())
-	if f.status == http.StatusNotFound {
+	f := retry.Classify(err, 0, nil, r.cfg.Key, r.cfg.Clock.Now())
+	if f.Status == http.StatusNotFound {
 		return // deleted when a run before collected the batch
 	}
-	r.cfg.Log.Info("input file not deleted", "file", b.inputFile, "batch", b.id, "error", f.msg)
+	r.cfg.Log.Info("input file not deleted", "file", b.inputFile, "batch", b.id, "error", f.Msg)
 }
 
 // collector collects one batch.
@@ -368,7 +369,7 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 		return local
 	}
 	if !ok {
-		c.broken = fmt.Errorf("reading file %s of batch %s failed after %d lines: %s", id, c.b.id, done, f.msg)
+		c.broken = fmt.Errorf("reading file %s of batch %s failed after %d lines: %s", id, c.b.id, done, f.Msg)
 		c.r.cfg.Log.Warn(c.broken.Error())
 	}
 	return nil
@@ -619,8 +620,8 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		return o
 	case ol.status != 0:
 		status = ol.status
-		f := callFailure(apiError(status, ol.body), r.cfg.Key, r.cfg.Clock.Now())
-		typ, msg, retryable = f.typ, f.msg, f.verdict == retry
+		f := retry.Classify(retry.APIError(status, ol.body), 0, nil, r.cfg.Key, r.cfg.Clock.Now())
+		typ, msg, retryable = f.Type, f.Msg, f.Verdict == retry.Retry
 	case ol.err != nil && ol.err.Code == "batch_expired":
 		typ, msg, retryable = jsonl.ErrServer, "not answered before batch "+b.id+" expired", true
 	case ol.err != nil:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/gptbatch/gptbatch/internal/retry"
 )
 
 // pollBatches polls every batch handed to it on in until it ends, and
@@ -84,15 +86,15 @@ func (r *runner) pollOnce(ctx context.Context, api *BatchAPI, b *tbatch) bool {
 	bo, err := api.Retrieve(ctx, b.id)
 	now := r.cfg.Clock.Now()
 	if err != nil {
-		f := callFailure(err, r.cfg.Key, now)
-		if f.verdict != retry {
-			r.cfg.Log.Warn("batch " + b.id + " cannot be retrieved: " + f.msg + "; its lines are submitted again")
-			b.lost = errors.New(f.msg)
+		f := retry.Classify(err, 0, nil, r.cfg.Key, now)
+		if f.Verdict != retry.Retry {
+			r.cfg.Log.Warn("batch " + b.id + " cannot be retrieved: " + f.Msg + "; its lines are submitted again")
+			b.lost = errors.New(f.Msg)
 			return true
 		}
 		b.interval = min(2*b.interval, r.cfg.Batch.maxPoll())
-		wait := max(b.interval, f.after)
-		r.cfg.Log.Debug("poll failed", "batch", b.id, "error", f.typ, "status", f.status, "wait", wait)
+		wait := max(b.interval, f.After)
+		r.cfg.Log.Debug("poll failed", "batch", b.id, "error", f.Type, "status", f.Status, "wait", wait)
 		b.next = now.Add(wait)
 		return false
 	}

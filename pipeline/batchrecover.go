@@ -14,6 +14,7 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 )
 
 // A lost journal is rebuilt from the API: every batch gptbatch creates is
@@ -105,8 +106,8 @@ func (a *BatchAPI) untracked(ctx context.Context, since time.Time, known map[str
 	for {
 		page, err := a.list(ctx, after, 100)
 		if err != nil {
-			f := callFailure(err, a.key, time.Now())
-			return nil, fmt.Errorf("list the batches: %s", f.msg)
+			f := retry.Classify(err, 0, nil, a.key, time.Now())
+			return nil, fmt.Errorf("list the batches: %s", f.Msg)
 		}
 		for _, bo := range page.Data {
 			// The list is newest first: the rest are older still.
@@ -147,11 +148,11 @@ func (a *BatchAPI) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord,
 	rec.Create, _ = strconv.Atoi(create)
 	body, err := a.content(ctx, bo.InputFileID)
 	if err != nil {
-		f := callFailure(err, a.key, time.Now())
-		if f.status == http.StatusNotFound {
+		f := retry.Classify(err, 0, nil, a.key, time.Now())
+		if f.Status == http.StatusNotFound {
 			return rec, ErrInputDeleted
 		}
-		return rec, fmt.Errorf("input file %s: %s", bo.InputFileID, f.msg)
+		return rec, fmt.Errorf("input file %s: %s", bo.InputFileID, f.Msg)
 	}
 	defer body.Close()
 	dec := json.NewDecoder(bufio.NewReaderSize(body, 256<<10))
@@ -223,7 +224,7 @@ func (r *runner) resolveCreates(ctx context.Context, api *BatchAPI, j *budget.Jo
 		if !ok {
 			c := open[0]
 			return &Error{Code: ExitConfig, Err: fmt.Errorf("--resume: %s ended while it created a batch of its chunk %d, and the batches could not be listed to tell whether it made one: %s; nothing sent, try again",
-				c.Run, c.Chunk, f.msg)}
+				c.Run, c.Chunk, f.Msg)}
 		}
 		for _, bo := range page.Data {
 			for i, c := range open {

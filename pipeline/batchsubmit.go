@@ -21,6 +21,7 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -218,7 +219,7 @@ func (s *submitter) check(ctx context.Context, idx int32) batchCheck {
 		return err
 	})
 	v := batchKnown
-	if !ok && f.status == http.StatusNotFound {
+	if !ok && f.Status == http.StatusNotFound {
 		where := r.cfg.BaseURL
 		if u, err := url.Parse(where); err == nil {
 			where = u.Redacted()
@@ -550,7 +551,7 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 		id, err := s.api.upload(ctx, c.f.Name(), name)
 		b.inputFile = id
 		return err
-	}, func(ctx context.Context) (found bool, _ *failure) {
+	}, func(ctx context.Context) (found bool, _ *retry.Failure) {
 		// Files that cannot be listed are uploaded again all the same:
 		// a second copy costs storage, not money, and a failed upload
 		// far more often stored nothing.
@@ -566,7 +567,7 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 		if r.stop.signal.Err() != nil {
 			return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
 		}
-		return s.failSeqs(b.seqs, f.typ, "not sent: the batch file could not be uploaded: "+f.msg, f.status, "")
+		return s.failSeqs(b.seqs, f.Type, "not sent: the batch file could not be uploaded: "+f.Msg, f.Status, "")
 	}
 	return s.create(ctx, b, true)
 }
@@ -579,7 +580,7 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 // When find cannot look (a listing that failed past its retries), it is
 // not known whether the thing was made: makeOnce stops there rather than
 // make it blind, and says why in unknown.
-func (s *submitter) makeOnce(ctx context.Context, what string, do func(context.Context) error, find func(context.Context) (bool, *failure)) (f failure, ok bool, unknown *failure) {
+func (s *submitter) makeOnce(ctx context.Context, what string, do func(context.Context) error, find func(context.Context) (bool, *retry.Failure)) (f retry.Failure, ok bool, unknown *retry.Failure) {
 	tries := 0
 	f, ok = s.r.apiCall(ctx, what, true, func(ctx context.Context) error {
 		if tries++; tries > 1 {
@@ -597,7 +598,7 @@ func (s *submitter) makeOnce(ctx context.Context, what string, do func(context.C
 	if unknown != nil {
 		return *unknown, false, unknown
 	}
-	if !ok && f.verdict == retry && ctx.Err() == nil {
+	if !ok && f.Verdict == retry.Retry && ctx.Err() == nil {
 		found, lf := find(ctx)
 		if lf != nil {
 			return *lf, false, lf
@@ -612,7 +613,7 @@ func (s *submitter) makeOnce(ctx context.Context, what string, do func(context.C
 // follow): what a lost answer made moments ago is there, and two pages
 // are enough. A page that cannot be read is asked for again as any call
 // is; if it still cannot be, failed says why.
-func newest[T any](ctx context.Context, r *runner, what string, list func(ctx context.Context, after string) ([]T, string, bool, error), match func(T) bool) (it T, found bool, failed *failure) {
+func newest[T any](ctx context.Context, r *runner, what string, list func(ctx context.Context, after string) ([]T, string, bool, error), match func(T) bool) (it T, found bool, failed *retry.Failure) {
 	after := ""
 	for range 2 {
 		var items []T
@@ -623,7 +624,7 @@ func newest[T any](ctx context.Context, r *runner, what string, list func(ctx co
 			return err
 		})
 		if !ok {
-			r.cfg.Log.Debug("listing "+what+" failed", "error", f.typ, "status", f.status)
+			r.cfg.Log.Debug("listing "+what+" failed", "error", f.Type, "status", f.Status)
 			return it, false, &f
 		}
 		for _, it := range items {
@@ -696,7 +697,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	f, ok, unknown := s.makeOnce(ctx, "create batch", func(ctx context.Context) (err error) {
 		bo, err = s.api.create(ctx, b.inputFile, b.endpoint, meta)
 		return err
-	}, func(ctx context.Context) (found bool, failed *failure) {
+	}, func(ctx context.Context) (found bool, failed *retry.Failure) {
 		bo, found, failed = s.made(ctx, b, meta)
 		return found, failed
 	})
@@ -705,7 +706,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		// for --resume to look again; the file and the reservation stay
 		// with it.
 		return s.failSeqs(b.seqs, jsonl.ErrInterrupted, "not known to be sent: the answer to creating its batch was lost, and the batches could not be listed to tell whether it was made ("+
-			unknown.msg+"); the same command with --resume looks for it again, and collects it if it was", unknown.status, "")
+			unknown.Msg+"); the same command with --resume looks for it again, and collects it if it was", unknown.Status, "")
 	}
 	if !ok {
 		// Best effort: without it, --resume looks for the batch in vain.
@@ -719,7 +720,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		if r.stop.signal.Err() != nil {
 			return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
 		}
-		return s.failSeqs(b.seqs, f.typ, "not sent: the batch could not be created: "+f.msg, f.status, "")
+		return s.failSeqs(b.seqs, f.Type, "not sent: the batch could not be created: "+f.Msg, f.Status, "")
 	}
 	b.id, b.status, b.submitted = bo.ID, bo.Status, r.cfg.Clock.Now()
 	rec := head
@@ -772,7 +773,7 @@ func createTags(head JournalRecord, path string) map[string]any {
 // made finds the batch that a create of b whose answer was lost made, if
 // it did: the one of b's input file tagged with every tag of meta;
 // failed says why the batches could not be listed.
-func (s *submitter) made(ctx context.Context, b *tbatch, meta map[string]any) (openai.Batch, bool, *failure) {
+func (s *submitter) made(ctx context.Context, b *tbatch, meta map[string]any) (openai.Batch, bool, *retry.Failure) {
 	bo, ok, failed := newest(ctx, s.r, "batches", func(ctx context.Context, after string) ([]openai.Batch, string, bool, error) {
 		page, err := s.api.list(ctx, after, 100)
 		return page.Data, page.LastID, page.HasMore, err

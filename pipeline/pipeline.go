@@ -21,7 +21,6 @@
 //	admit.go         reserve each line's estimate through the gate, just ahead of a free worker
 //	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
 //	answer.go        an answer into the lines' results: the one decoder, for both routes
-//	classify.go      what a failed call means: retry, give up or halt
 //	serverlimits.go  what the x-ratelimit headers teach the gate
 //	settle.go        the gate and the ledger move from estimates to what the API counted
 //	emit.go          the only writer to stdout (results, or a dry run's estimates)
@@ -58,6 +57,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -191,9 +191,6 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	if r.cfg.Clock == nil {
 		r.cfg.Clock = realClock{}
 	}
-	if r.cfg.Jitter == nil {
-		r.cfg.Jitter = randomJitter
-	}
 	if r.cfg.Gate == nil {
 		r.cfg.Gate = budget.NewGate(new(budget.MemStore), budget.Limits{})
 	}
@@ -203,6 +200,7 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	if !r.cfg.DryRun {
 		r.client = newClient(r.cfg.BaseURL, r.cfg.Key, r.cfg.Parallel)
 	}
+	r.retry = retry.Policy{Retries: r.cfg.Retries, Jitter: r.cfg.Jitter}
 	r.countFirst = r.cfg.DryRun || r.cfg.BatchTokens > 0 || r.cfg.MaxCost > 0 || r.cfg.Gate.Limits().TPM > 0 || r.cfg.Confirm != nil
 	return r
 }
