@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/internal/retry"
 )
 
@@ -16,7 +17,7 @@ import (
 // retry (5xx, 429, the network) is tried again later, never fatal. On a
 // signal it stops: the batches run on, and --resume collects them. It
 // closes out.
-func (r *runner) pollBatches(ctx context.Context, api *BatchAPI, in <-chan *tbatch, out chan<- *tbatch) error {
+func (r *runner) pollBatches(ctx context.Context, api *batchapi.Client, in <-chan *tbatch, out chan<- *tbatch) error {
 	defer close(out)
 	var active, ended []*tbatch
 	first := r.cfg.Batch.poll()
@@ -82,11 +83,11 @@ func (r *runner) pollBatches(ctx context.Context, api *BatchAPI, in <-chan *tbat
 // pollOnce retrieves b and reports whether it has ended. The next poll is
 // due an interval after this one's answer came: twice the last interval
 // while the status stays, the first one when it changes.
-func (r *runner) pollOnce(ctx context.Context, api *BatchAPI, b *tbatch) bool {
+func (r *runner) pollOnce(ctx context.Context, api *batchapi.Client, b *tbatch) bool {
 	bo, err := api.Retrieve(ctx, b.id)
 	now := r.cfg.Clock.Now()
 	if err != nil {
-		f := retry.Classify(err, 0, nil, r.cfg.Key, now)
+		f := api.Failure(err)
 		if f.Verdict != retry.Retry {
 			r.cfg.Log.Warn("batch " + b.id + " cannot be retrieved: " + f.Msg + "; its lines are submitted again")
 			b.lost = errors.New(f.Msg)

@@ -32,10 +32,10 @@
 //	batchsubmit.go   lines → batch files, split by endpoint and model, uploaded and submitted
 //	batchpoll.go     every submitted batch polled, politely, until it ends
 //	batchcollect.go  output and error files streamed into results, settled, retried
-//	batchapi.go      the Files and Batch API calls
-//	journal.go       what is recorded beside usage.md, and what --resume claims
-//	batchrecover.go  a lost journal rebuilt from the API (gptbatch batches recover)
 //	spool.go         the temporary files that keep memory bounded
+//
+// The Batch API's client, its journal and their recovery are
+// internal/batchapi's.
 //
 // Beneath both routes:
 //
