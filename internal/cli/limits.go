@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -59,7 +60,7 @@ func (l *limitsCmd) set(ctx context.Context, r *runCmd, kctx *kong.Context, stdo
 	if len(names) == 0 {
 		return usageError(errors.New("limits set: give the limits to store: --rpm N, --tpm N, --tpd N, --daily-cost USD"))
 	}
-	dailyCost, err := parseDollars("--daily-cost", r.DailyCost)
+	dailyCost, err := parseDollars("--daily-cost", r.DailyCost, zeroIsNoLimit)
 	if err != nil {
 		return usageError(err)
 	}
@@ -237,7 +238,13 @@ func (w *dayWarner) say(k int, used, limit int64, unit func(int64) string, verb 
 		w.log.Warn(fmt.Sprintf("100 %% of today's %s %s (%s): the day's limit is reached", unit(limit), verb, unit(used)))
 	case w.pct > 0 && w.pct < 100 && used >= limit/100*w.pct+limit%100*w.pct/100 && w.said[k] < 1:
 		w.said[k] = 1
-		w.log.Warn(fmt.Sprintf("%d %% of today's %s %s (%s)", w.pct, unit(limit), verb, unit(used)))
+		// The share spent, which may be far past --warn-at by the time
+		// the first settlement is seen.
+		pct := used / limit * 100
+		if used < math.MaxInt64/100 {
+			pct = used * 100 / limit
+		}
+		w.log.Warn(fmt.Sprintf("%d %% of today's %s %s (%s)", pct, unit(limit), verb, unit(used)))
 	}
 }
 

@@ -182,6 +182,9 @@ func summary(s *pipeline.Stats, elapsed time.Duration) string {
 		fmt.Fprintf(&b, " (+%d calls of unknown price)", n)
 	}
 	fmt.Fprintf(&b, "; %s; %d retries, %d rate-limited", elapsed.Round(10*time.Millisecond), s.Retries.Load(), s.RateLimited.Load())
+	if n := s.Checked.Load(); n > 0 {
+		fmt.Fprintf(&b, "; %d answers checked against the schema, %d asked again (%d re-asks, $%s)", n, s.Reasked.Load(), s.Reasks.Load(), budget.Cost(s.ReaskCost.Load()))
+	}
 	return b.String()
 }
 
@@ -207,7 +210,11 @@ func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64)
 	if skipped > 0 {
 		fmt.Fprintf(&b, " (%d would not be sent)", skipped)
 	}
-	fmt.Fprintf(&b, "; %d prompt tokens, up to %d output tokens; ", prompt, out)
+	fmt.Fprintf(&b, "; %d prompt tokens", prompt)
+	if n := s.EstSchemaTokens.Load(); n > 0 {
+		fmt.Fprintf(&b, " (%d of them the schema's)", n)
+	}
+	fmt.Fprintf(&b, ", up to %d output tokens; ", out)
 	costs := fmt.Sprintf("$%s (prompts only) to $%s (every output cap used)", budget.Cost(s.EstCostMin.Load()), budget.Cost(s.EstCostMax.Load()))
 	switch unpriced := s.EstUnpriced.Load(); {
 	case unpriced == 0:

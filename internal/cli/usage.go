@@ -19,7 +19,7 @@ import (
 // usage.md is damaged.
 func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer) error {
 	if u.Limit != "" {
-		c, err := parseDollars("--limit", u.Limit)
+		c, err := parseDollars("--limit", u.Limit, zeroIsNoLimit)
 		if err != nil {
 			return usageError(err)
 		}
