@@ -103,7 +103,7 @@ func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, 
 		return usageError(err)
 	}
 	defer st.Close()
-	where := st.String()
+	where := r.storeWhere(st)
 	if err := change(st); err != nil {
 		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}
@@ -111,7 +111,7 @@ func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, 
 	if err != nil {
 		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}
-	return writeLimits(stdout, where, s, r.seams.now(), asJSON)
+	return writeLimits(stdout, where, r.budgetName(), s, r.seams.now(), asJSON)
 }
 
 // show writes the stored limits and today's use of each.
@@ -125,7 +125,7 @@ func (l *limitsCmd) show(ctx context.Context, r *runCmd, stdout io.Writer) error
 	if err != nil {
 		return usageError(err)
 	}
-	return writeLimits(stdout, st.String(), s, r.seams.now(), l.JSON)
+	return writeLimits(stdout, r.storeWhere(st), r.budgetName(), s, r.seams.now(), l.JSON)
 }
 
 // limitUse is one stored limit and what it has used.
@@ -136,8 +136,8 @@ type limitUse struct {
 }
 
 // writeLimits writes the stored limits in s and today's use of each, as a
-// table or JSON.
-func writeLimits(w io.Writer, where string, s budget.State, now time.Time, asJSON bool) error {
+// table or JSON; name is the budget's in a Redis store, "" for a file.
+func writeLimits(w io.Writer, where, name string, s budget.State, now time.Time, asJSON bool) error {
 	dayTokens, dayCost := s.DayUsed(now)
 	stored := func(v int64) any {
 		if v <= 0 {
@@ -160,9 +160,10 @@ func writeLimits(w io.Writer, where string, s budget.State, now time.Time, asJSO
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
 			Store  string              `json:"store"`
+			Budget string              `json:"budget,omitempty"`
 			Date   string              `json:"date"`
 			Limits map[string]limitUse `json:"limits"`
-		}{where, s.Date, uses})
+		}{where, name, s.Date, uses})
 	}
 	fmt.Fprintf(w, "limits stored with %s (every run sharing it obeys them; a flag can only lower them):\n", where)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

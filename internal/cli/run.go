@@ -216,7 +216,7 @@ func (r *runCmd) send(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 		return usageError(fmt.Errorf("nothing sent: %w", err))
 	}
 	defer store.Close()
-	where := store.String()
+	where := r.storeWhere(store)
 	cfg.Gate = budget.NewGate(store, limits)
 	cfg.Gate.SetDayZone(zone)
 	// The limits stored with the budget apply from the first line.
