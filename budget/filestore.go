@@ -319,8 +319,11 @@ func (f *FileStore) Load(ctx context.Context) (State, error) {
 
 // Update implements Store: under the lock, it reads usage.md (a missing
 // one is a fresh State; a corrupt one is an error naming the file, which is
-// left as it is), calls fn, and when fn returns nil replaces usage.md if
-// the state changed and appends fn's entries to the ledger in one write.
+// left as it is), calls fn, and when fn returns nil appends fn's entries to
+// the ledger in one write and then replaces usage.md if the state changed:
+// all or nothing, as a failed write of either leaves both as they were
+// (the ledger cut back), so that a run resumed after it counts no call
+// twice.
 // Waiting for the lock ends with ctx, with ctx's error. The store's time
 // is now, plus how long the update waited for the lock: a clock read
 // before a wait of seconds behind a busy lock would otherwise drain the
@@ -341,12 +344,15 @@ func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, t
 		if err != nil {
 			return err
 		}
-		if !stateEqual(s, old) {
-			if err := f.write(s.Format()); err != nil {
-				return err
-			}
+		undo, err := f.append(entries)
+		if err != nil || stateEqual(s, old) {
+			return err
 		}
-		return f.append(entries)
+		if err := f.write(s.Format()); err != nil {
+			undo()
+			return err
+		}
+		return nil
 	})
 }
 
@@ -399,38 +405,47 @@ func (f *FileStore) write(b []byte) (err error) {
 }
 
 // append adds entries to the ledger in one write, after dealing with a
-// torn last line. Called under the lock.
-func (f *FileStore) append(entries []LedgerEntry) error {
+// torn last line, and returns a function that takes them back out. Called
+// under the lock.
+func (f *FileStore) append(entries []LedgerEntry) (undo func(), err error) {
+	undo = func() {}
 	if len(entries) == 0 {
-		return nil
+		return undo, nil
 	}
 	b := make([]byte, 0, 320*len(entries)) // about a line's size each
 	for i := range entries {
-		var err error
 		if b, err = entries[i].appendJSON(b); err != nil {
-			return fmt.Errorf("ledger %s: %w", f.ledger, err)
+			return undo, fmt.Errorf("ledger %s: %w", f.ledger, err)
 		}
 	}
 	lf, err := os.OpenFile(f.ledger, os.O_RDWR|os.O_APPEND|os.O_CREATE|openSafe, f.perm)
 	if err != nil {
-		return fmt.Errorf("ledger: %w", err)
+		return undo, fmt.Errorf("ledger: %w", err)
 	}
+	defer func() {
+		if cerr := lf.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("ledger %s: %w", f.ledger, cerr)
+		}
+	}()
 	if fi, err := lf.Stat(); err != nil || !fi.Mode().IsRegular() {
-		lf.Close()
-		return fmt.Errorf("ledger %s is not a regular file; gptbatch will not write to it", f.ledger)
+		return undo, fmt.Errorf("ledger %s is not a regular file; gptbatch will not write to it", f.ledger)
 	}
 	if err := repairTorn(lf); err != nil {
-		lf.Close()
-		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+		return undo, fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
-	if _, err := lf.Write(b); err != nil {
-		lf.Close()
-		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+	size, err := lf.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = lf.Write(b)
 	}
-	if err := lf.Close(); err != nil {
-		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+	if err != nil {
+		return undo, fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
-	return nil
+	return func() {
+		if lf, err := os.OpenFile(f.ledger, os.O_WRONLY|openSafe, 0); err == nil {
+			lf.Truncate(size) //nolint:errcheck // at worst the entries stay, counted in reports only
+			lf.Close()
+		}
+	}, nil
 }
 
 // repairTorn makes the ledger end with a whole line again after a process
