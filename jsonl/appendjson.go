@@ -42,6 +42,7 @@ func (r *Result) AppendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"content":`...)
 		b = append(b, r.Content...)
 	}
+	raw(`,"parsed":`, r.Parsed)
 	if r.Refusal != nil {
 		str(`,"refusal":`, *r.Refusal)
 	}

@@ -14,6 +14,7 @@ func fullResult() Result {
 	s := func(v string) *string { return &v }
 	return Result{
 		ID: `q "1" <&>`, Line: 7, Model: "gpt-4o-mini", Content: String("hi\n<there> & ✓"),
+		Parsed:  json.RawMessage(`{"name": "Ada", "tags": [ "a <b>" ]}`),
 		Refusal: s("no"), Choices: []*string{s("a"), nil, s("c\u2028")}, FinishReason: "stop",
 		ToolCalls:  json.RawMessage(`[ {"id": "call_1", "function": {"arguments": "{\"a\": 1}"}} ]`),
 		Logprobs:   json.RawMessage("{\"content\":\n [ ]}"),

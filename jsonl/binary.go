@@ -21,7 +21,8 @@ const (
 	resBatchID
 	resMetadata
 	resError
-	resExtra // the rarer answer fields, as JSON: see extraFields
+	resExtra  // the rarer answer fields, as JSON: see extraFields
+	resParsed // --schema's parsed value: every line's, when it is given
 )
 
 // extraFields are the fields of a result that few answers have (n > 1,
@@ -62,6 +63,7 @@ func (r *Result) AppendBinary(b []byte) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(r.Content)))
 		b = append(b, r.Content...)
 	}
+	str(resParsed, string(r.Parsed))
 	if x := (extraFields{r.Refusal, r.Choices, r.Logprobs, r.Embedding, r.Embeddings}); x.Refusal != nil || x.Choices != nil || x.Logprobs != nil || x.Embedding != nil || x.Embeddings != nil {
 		j, _ := json.Marshal(x) // raw JSON and strings always marshal
 		str(resExtra, string(j))
@@ -140,6 +142,8 @@ func (r *Result) UnmarshalBinary(b []byte) error {
 			r.Model, ok = str()
 		case resContent:
 			r.Content, ok = raw()
+		case resParsed:
+			r.Parsed, ok = raw()
 		case resExtra:
 			var x extraFields
 			var s string

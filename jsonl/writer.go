@@ -19,6 +19,9 @@ const (
 	ErrServer       = "server"        // 5xx or broken answers past the retries
 	ErrNetwork      = "network"       // transport failures and timeouts past the retries
 	ErrInterrupted  = "interrupted"   // not sent because the run was interrupted
+	// ErrInvalidOutput is a line held to a schema (--schema) whose answers
+	// did not fit it in any of its tries; the result keeps the last one.
+	ErrInvalidOutput = "invalid_output"
 )
 
 // Usage is what the API counted for a call.
@@ -72,6 +75,12 @@ type Result struct {
 	// Content is the answer as a JSON string, JSON null for a refusal,
 	// nil (left out) for an error or an answer that is only tool calls.
 	Content json.RawMessage `json:"content,omitempty"`
+	// Parsed is the answer's JSON value when the line is held to a schema
+	// (--schema) and the answer fits it, compact; with "n" > 1 an array
+	// of every choice's value, in order (null for a choice that called a
+	// tool). Left out otherwise: never set from an answer cut off at the
+	// output cap.
+	Parsed  json.RawMessage `json:"parsed,omitempty"`
 	Refusal *string         `json:"refusal,omitempty"` // the refusal's message, when the model refused
 	// Choices are every choice's content, in order, when a chat request
 	// asked for more than one ("n" > 1); a refused choice is null.
@@ -103,12 +112,15 @@ func String(s string) json.RawMessage {
 
 // Estimate is a --dry-run output line.
 type Estimate struct {
-	ID              string          `json:"id"`
-	Line            int             `json:"line"`
-	PromptTokens    int64           `json:"prompt_tokens"`
-	MaxOutputTokens int64           `json:"max_output_tokens"`
-	EstCostUSD      json.RawMessage `json:"est_cost_usd,omitempty"`
-	Error           *Error          `json:"error,omitempty"`
+	ID              string `json:"id"`
+	Line            int    `json:"line"`
+	PromptTokens    int64  `json:"prompt_tokens"`
+	MaxOutputTokens int64  `json:"max_output_tokens"`
+	// SchemaTokens is the share of PromptTokens the schema the line is
+	// held to (--schema) adds, as the API bills it; left out when none.
+	SchemaTokens int64           `json:"schema_tokens,omitempty"`
+	EstCostUSD   json.RawMessage `json:"est_cost_usd,omitempty"`
+	Error        *Error          `json:"error,omitempty"`
 }
 
 // Writer writes one JSON value a line, buffered. Not safe for concurrent use.

@@ -20,6 +20,10 @@ type answer struct {
 	usage   jsonl.Usage // the call's, as the API reported it
 	model   string      // the model that answered, as the API names it
 	cost    budget.Cost // the call's cost; 0 when the model's price is unknown
+	// invalid is, for a line held to a schema, why the answer does not
+	// fit it (its result then says invalid_output); nil when it fits or
+	// is not checked.
+	invalid *invalidAnswer
 }
 
 // answerBody is an endpoint's answer body, decoded: result reads it into

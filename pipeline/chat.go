@@ -178,5 +178,16 @@ func (c *chatCompletion) result(it *item) (answer, error) {
 	default:
 		res.Logprobs = mustJSON(logprobs)
 	}
-	return answer{results: []*jsonl.Result{res}, usage: u, model: c.Model, cost: it.callCost(u, price)}, nil
+	a := answer{results: []*jsonl.Result{res}, usage: u, model: c.Model, cost: it.callCost(u, price)}
+	if it.schema != nil {
+		shapes := make([]choiceAnswer, len(c.Choices))
+		for i, ch := range c.Choices {
+			shapes[i] = choiceAnswer{content: ch.Message.Content, finishReason: ch.FinishReason}
+			if ch.Message.Refusal != nil {
+				shapes[i].refusal = *ch.Message.Refusal
+			}
+		}
+		a.invalid = it.check(res, shapes)
+	}
+	return a, nil
 }

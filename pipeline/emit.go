@@ -64,7 +64,7 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 		case it.result != nil:
 			e.Error = it.result.Error
 		default:
-			e.PromptTokens, e.MaxOutputTokens = it.prompt, it.maxOut
+			e.PromptTokens, e.MaxOutputTokens, e.SchemaTokens = it.prompt, it.maxOut, it.schemaTokens
 			e.EstCostUSD = []byte("null")
 			if it.priced {
 				e.EstCostUSD = it.est.Cost.AppendJSON(nil)

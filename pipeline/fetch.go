@@ -99,7 +99,7 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			}
 		}}
 		cctx, cancel := r.stop.callContext(w.trace(ctx))
-		it.attempts = n
+		it.attempts = it.prior + n
 		a := r.call(cctx, it)
 		cancel()
 		wrote := w.wrote.Load()
@@ -112,7 +112,7 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			// go-openai refused it before opening a connection (a model
 			// it will not send, a URL it cannot build): nothing reached
 			// the API and a retry would be refused the same way.
-			it.attempts = n - 1
+			it.attempts = it.prior + n - 1
 			f = failure{typ: jsonl.ErrInvalidInput, msg: "refused before sending: " + a.err.Error(), verdict: giveUp}.redact(r.cfg.Key)
 		default:
 			f = classify(a, r.cfg.Key, r.cfg.Clock.Now())
@@ -194,7 +194,7 @@ func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {
 	for _, res := range a.ans.results {
 		res.LatencyMS = a.latency.Milliseconds()
 	}
-	it.results = a.ans.results
+	it.results, it.answered = a.ans.results, a.ans
 	return a.ans.results[0]
 }
 
@@ -301,7 +301,7 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 // order: the line's, or each member's of a pack. A pack's failure (and the
 // retries before it) is every member's.
 func (r *runner) sendItem(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
-	res := r.sendLine(ctx, it, settle)
+	res := r.sendChecked(ctx, it, settle)
 	if it.members == nil {
 		return []*jsonl.Result{res}
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/schema"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -23,9 +24,18 @@ type item struct {
 	priced   bool               // its price on tier is known
 	prices   *budget.Prices     // the table it is priced by
 	exact    bool               // prompt is the exact count, not the byte bound
-	result   *jsonl.Result      // set when the line is finished without a call
-	attempts int
-	reserved time.Time // when its reservation was done, for Gate.Lag
+	// unbounded says why prompt cannot bound what the request bills (it
+	// continues a conversation stored at the API); "" when it can.
+	unbounded string
+	result    *jsonl.Result // set when the line is finished without a call
+	attempts  int
+	answered  answer    // the last answer its call got, once it got one
+	reserved  time.Time // when its reservation was done, for Gate.Lag
+
+	// --schema (schema.go).
+	schema       *schema.Schema // what its answer is held to; nil: not checked
+	schemaTokens int64          // the schema's share of prompt
+	prior        int            // calls made for the line's earlier tries: a re-ask's attempts go on from there
 
 	// Embeddings.
 	single  bool            // one input (a text or a token array): the result has "embedding"

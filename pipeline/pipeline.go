@@ -21,6 +21,7 @@
 //	admit.go         reserve each line's estimate through the gate, just ahead of a free worker
 //	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
 //	answer.go        an answer into the lines' results: the one decoder, for both routes
+//	schema.go        --schema: lines held to a schema, answers checked, invalid ones asked again
 //	classify.go      what a failed call means: retry, give up or halt
 //	serverlimits.go  what the x-ratelimit headers teach the gate
 //	settle.go        the gate and the ledger move from estimates to what the API counted
@@ -58,6 +59,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/schema"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -80,6 +82,14 @@ type Config struct {
 	// request (--pack); each still gets its own result. 0 or 1: one a
 	// request.
 	Pack int
+	// Schema is --schema: chat and responses lines that name no format of
+	// their own are sent with it and held to it; lines that carry a
+	// json_schema format are held to their own (see schema.go). Nil: none,
+	// and answers are not checked.
+	Schema *schema.Schema
+	// SchemaRetries is how many times an answer that does not fit the
+	// schema is asked again (--schema-retries).
+	SchemaRetries int
 
 	BaseURL  string
 	Key      string
@@ -129,6 +139,10 @@ type Config struct {
 	// reached the gate, on the settling goroutine: Gate.Seen then holds
 	// the day's use.
 	Settled func()
+
+	// schemas is the run's compiled line schemas and schema token counts,
+	// made by newRunner; nil (outside a run) compiles and counts anew.
+	schemas *schemaRun
 }
 
 // TokenCounter counts prompt tokens as the API bills them: exactly with
@@ -200,6 +214,7 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	if r.cfg.Parallel < 1 {
 		r.cfg.Parallel = 1
 	}
+	r.cfg.schemas = new(schemaRun)
 	if !r.cfg.DryRun {
 		r.client = newClient(r.cfg.BaseURL, r.cfg.Key, r.cfg.Parallel)
 	}

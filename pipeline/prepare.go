@@ -26,6 +26,9 @@ func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out cha
 		if r.cfg.Via == ViaBatch {
 			it.batchPrice()
 		}
+		if it.result == nil && it.unbounded != "" {
+			r.unbounded(it)
+		}
 		if it.result == nil && !it.priced && r.stats.unpriced(it.model, it.tier) {
 			what := "price"
 			if it.tier == budget.TierPriority {
@@ -89,6 +92,14 @@ func (it *item) resolve(cfg *Config, exact bool) error {
 	if err := ep.resolve(it, body, cfg); err != nil {
 		return err
 	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	// Before the estimate: the schema is billed as prompt tokens.
+	if it.body, err = it.holdToSchema(cfg, b); err != nil {
+		return err
+	}
 	it.prices = cfg.Prices
 	it.price, _ = cfg.Prices.Lookup(it.model)
 	// A line asking for priority is estimated at priority's price; flex
@@ -98,11 +109,6 @@ func (it *item) resolve(cfg *Config, exact bool) error {
 		_ = json.Unmarshal(raw, &tier)
 	}
 	it.setTier(budget.TierOf(tier))
-	b, err := json.Marshal(body)
-	if err != nil {
-		return fmt.Errorf("encode request: %w", err)
-	}
-	it.body = b
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	gojson "github.com/goccy/go-json"
 	openai "github.com/sashabaranov/go-openai"
@@ -49,6 +50,13 @@ func (it *item) resolveResponses(body map[string]json.RawMessage, cfg *Config) e
 	if maxOut == 0 {
 		maxOut = outputCap(cfg, isReasoningModel(it.model))
 		body["max_output_tokens"] = mustJSON(maxOut)
+	}
+	// A stored conversation the line continues is billed as input, and
+	// only the API knows its size.
+	for _, f := range []string{"previous_response_id", "conversation"} {
+		if isSet(body[f]) {
+			it.unbounded = f
+		}
 	}
 	if _, ok := body["store"]; !ok {
 		// A filter should not leave its answers stored at OpenAI.
@@ -222,5 +230,39 @@ func (r *response) result(it *item) (answer, error) {
 	default:
 		res.FinishReason = "stop"
 	}
-	return answer{results: []*jsonl.Result{res}, usage: u, model: r.Model, cost: it.callCost(u, price)}, nil
+	a := answer{results: []*jsonl.Result{res}, usage: u, model: r.Model, cost: it.callCost(u, price)}
+	if it.schema != nil {
+		shape := choiceAnswer{finishReason: res.FinishReason}
+		if res.Refusal != nil {
+			shape.refusal = *res.Refusal
+		} else if hasText || len(calls) == 0 {
+			s := text.String()
+			shape.content = &s
+		}
+		a.invalid = it.check(res, []choiceAnswer{shape})
+	}
+	return a, nil
+}
+
+// unbounded says once that lines continuing a stored conversation are
+// estimated without it, and refuses such a line where a limit must bound
+// the batch before anything is sent (--max-cost, --batch-tokens), as a
+// line of unknown price is refused under a dollar limit.
+func (r *runner) unbounded(it *item) {
+	if r.unboundSaid.CompareAndSwap(false, true) {
+		r.cfg.Log.Warn(fmt.Sprintf("responses lines with %s are estimated without the stored conversation they continue, which the API bills as input: their estimates are a lower bound", it.unbounded))
+	}
+	var limits []string
+	if r.cfg.MaxCost > 0 {
+		limits = append(limits, "--max-cost")
+	}
+	if r.cfg.BatchTokens > 0 {
+		limits = append(limits, "--batch-tokens")
+	}
+	if len(limits) == 0 {
+		return
+	}
+	it.result = errorResult(it.req, jsonl.ErrBudget, fmt.Sprintf(
+		"line %d: not sent: it continues a stored conversation (%s) whose tokens gptbatch cannot count, so %s cannot bound it; to send it, run without them (--batch-tokens 0)",
+		it.req.Line, it.unbounded, strings.Join(limits, " and ")), 0)
 }

@@ -21,9 +21,10 @@ type runner struct {
 	client *openai.Client
 	stop   *stopState
 
-	reserveMu  sync.Mutex     // one reservation at a time: admission's, or a retry's
-	limitsMu   sync.Mutex     // orders changes to the gate's limits
-	pacingSaid [2]atomic.Bool // "paced per second" said, for requests and tokens
+	reserveMu   sync.Mutex     // one reservation at a time: admission's, or a retry's
+	limitsMu    sync.Mutex     // orders changes to the gate's limits
+	pacingSaid  [2]atomic.Bool // "paced per second" said, for requests and tokens
+	unboundSaid atomic.Bool    // "estimates cannot bound a stored conversation" said
 	// countFirst says every estimate must be the exact count before
 	// anything is sent: a dry run, the batch limits and the minute token
 	// bucket (which keeps what it is charged) need it. Otherwise the first

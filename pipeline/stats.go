@@ -23,6 +23,7 @@ type Stats struct {
 	EstCostMin      atomic.Int64 // budget.Cost of the prompts alone
 	EstCostMax      atomic.Int64 // budget.Cost with every output cap used
 	EstUnpriced     atomic.Int64 // lines estimated whose model has no known price
+	EstSchemaTokens atomic.Int64 // of EstPromptTokens, the schemas' share (--schema)
 
 	Succeeded        atomic.Int64 // results (or estimates) written without an error
 	Failed           atomic.Int64 // results (or estimates) written with one
@@ -36,6 +37,10 @@ type Stats struct {
 	Unpriced         atomic.Int64 // calls whose model has no known price
 	BatchLines       atomic.Int64 // --via batch: lines submitted in batches
 	BatchAnswered    atomic.Int64 // --via batch: of those, answered so far (the batches' request_counts)
+	Checked          atomic.Int64 // lines whose answer was held to a schema (--schema)
+	Reasked          atomic.Int64 // of those, lines asked again at least once
+	Reasks           atomic.Int64 // requests that asked an invalid answer again
+	ReaskCost        atomic.Int64 // budget.Cost of the answers to them
 
 	waiting   atomic.Pointer[Waiting] // what admission waits for, for progress
 	batchPlan atomic.Value            // string: how --dry-run --via batch would split the lines
@@ -93,6 +98,7 @@ func (s *Stats) estimate(it *item) {
 	s.Estimated.Add(1)
 	s.EstPromptTokens.Add(it.prompt)
 	s.EstOutputTokens.Add(it.maxOut)
+	s.EstSchemaTokens.Add(it.schemaTokens)
 	if it.priced {
 		prompts, _ := it.price.Cost(it.tier, it.prompt, 0, 0)
 		s.EstCostMin.Add(int64(prompts))

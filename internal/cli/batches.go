@@ -305,7 +305,7 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 		if c.JSON {
 			err = enc.Encode(row)
 		} else {
-			_, err = fmt.Fprintf(stdout, "%s %s %s %d lines %s#%d\n", row.ID, row.Status, row.Model, row.Lines, row.Run, row.Chunk)
+			_, err = fmt.Fprintf(stdout, "%s %s %s %s %s#%d\n", row.ID, row.Status, row.Model, count(row.Lines, "line", "lines"), row.Run, row.Chunk)
 		}
 		if err != nil {
 			return err
@@ -316,9 +316,9 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 	}
 	if !r.Quiet {
 		n := len(rs) - len(lost)
-		msg := fmt.Sprintf("recovered %s into %s", batchesOf(n), path)
+		msg := fmt.Sprintf("recovered %s into %s", count(n, "batch", "batches"), path)
 		if r.DryRun {
-			msg = fmt.Sprintf("would recover %s into %s (--dry-run: nothing written)", batchesOf(n), path)
+			msg = fmt.Sprintf("would recover %s into %s (--dry-run: nothing written)", count(n, "batch", "batches"), path)
 		} else if n > 0 {
 			msg += "; the same command with --resume collects them"
 		}
@@ -334,12 +334,4 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 		return &pipeline.Error{Code: exitFailed}
 	}
 	return nil
-}
-
-// batchesOf is "1 batch" or "n batches".
-func batchesOf(n int) string {
-	if n == 1 {
-		return "1 batch"
-	}
-	return fmt.Sprintf("%d batches", n)
 }

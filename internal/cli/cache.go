@@ -225,7 +225,7 @@ func (c *cacheCmd) show(ctx context.Context, r *runCmd, stdout io.Writer) error 
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "cache\t%s\n", path)
-	entries := fmt.Sprintf("%d answers", st.Entries)
+	entries := count(st.Entries, "answer", "answers")
 	if rep.Oldest != nil {
 		entries += fmt.Sprintf(", from %s to %s", *rep.Oldest, *rep.Newest)
 	}
@@ -278,7 +278,7 @@ func (c *cacheCmd) clear(ctx context.Context, r *runCmd, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "removed %d answers from %s\n", n, path)
+	_, err = fmt.Fprintf(stdout, "removed %s from %s\n", count(n, "answer", "answers"), path)
 	return err
 }
 
@@ -308,6 +308,6 @@ func (c *cacheCmd) prune(ctx context.Context, r *runCmd, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "removed %d answers older than %s from %s\n", n, older, path)
+	_, err = fmt.Fprintf(stdout, "removed %s older than %s from %s\n", count(n, "answer", "answers"), older, path)
 	return err
 }

@@ -154,7 +154,7 @@ func TestCacheCommand(t *testing.T) {
 	}
 
 	out, stderr, code = g.run(ctx, "", "cache", "clear")
-	if code != 0 || !strings.Contains(out, "removed 1 answers from "+path) {
+	if code != 0 || !strings.Contains(out, "removed 1 answer from "+path) {
 		t.Errorf("gptbatch cache clear = %q, %q, exit %d", out, stderr, code)
 	}
 	if rep := cacheJSON(t, g); rep.Entries != 0 || rep.Hits != 0 || !rep.Exists {

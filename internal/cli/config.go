@@ -145,17 +145,25 @@ func defaultUsageFile() (string, error) {
 	return filepath.Join(dir, "gptbatch", "usage.md"), nil
 }
 
+// Hints for an amount of dollars that rounds to nothing: what 0 does
+// where it is allowed, and what to do instead where it is not.
+const (
+	zeroTurnsOff  = "0 turns the limit off"
+	zeroIsNoLimit = "to remove a stored limit: gptbatch limits clear daily-cost"
+)
+
 // parseDollars reads a flag's amount of dollars (budget.ParseCost),
 // refusing an amount that is not zero but rounds to nothing: a cap of less
-// than a picodollar would otherwise mean "off".
-func parseDollars(flag, s string) (budget.Cost, error) {
+// than a picodollar would otherwise mean "off". zero is the hint that
+// refusal gives.
+func parseDollars(flag, s, zero string) (budget.Cost, error) {
 	c, err := budget.ParseCost(s)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", flag, err)
 	}
 	mantissa, _, _ := strings.Cut(strings.ToLower(s), "e")
 	if c == 0 && strings.ContainsAny(mantissa, "123456789") {
-		return 0, fmt.Errorf("%s %s: less than a picodollar ($0.000000000001), the smallest amount gptbatch counts; 0 turns the limit off", flag, s)
+		return 0, fmt.Errorf("%s %s: less than a picodollar ($0.000000000001), the smallest amount gptbatch counts; %s", flag, s, zero)
 	}
 	return c, nil
 }

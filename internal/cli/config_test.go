@@ -144,25 +144,30 @@ func TestFlagValues(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	// Each error says what is wrong and what the user can do instead; a
+	// hint must not offer what the command refuses ("0 turns the limit
+	// off" where a stored limit of 0 is refused).
 	tests := []struct {
-		args []string
-		want string
+		args      []string
+		want, not string
 	}{
-		{[]string{"--timeout=-1s"}, "--timeout cannot be negative"},
-		{[]string{"--max-cost", "1e-13"}, "less than a picodollar"},
-		{[]string{"--daily-cost", "0.0000000000004"}, "less than a picodollar"},
-		{[]string{"--max-cost=0x10"}, "not an amount of dollars"},
-		{[]string{"--max-cost", "1e30"}, "too large"},
-		{[]string{"--tpd", "1000000000000000000"}, "more than"},
-		{[]string{"--max-tokens", "9223372036854775807"}, "more than"},
-		{[]string{"--retries", "1000000"}, "more than 1000"},
-		{[]string{"--warn-at", "120"}, "--warn-at"},
+		{[]string{"--timeout=-1s"}, "--timeout cannot be negative", ""},
+		{[]string{"--max-cost", "1e-13"}, "less than a picodollar ($0.000000000001), the smallest amount gptbatch counts; 0 turns the limit off", ""},
+		{[]string{"--daily-cost", "0.0000000000004"}, "less than a picodollar", ""},
+		{[]string{"limits", "set", "--daily-cost", "0.0000000000004"}, "less than a picodollar ($0.000000000001), the smallest amount gptbatch counts; to remove a stored limit: gptbatch limits clear daily-cost", "turns the limit off"},
+		{[]string{"usage", "--limit", "1e-13"}, "gptbatch limits clear daily-cost", "turns the limit off"},
+		{[]string{"--max-cost=0x10"}, "not an amount of dollars", ""},
+		{[]string{"--max-cost", "1e30"}, "too large", ""},
+		{[]string{"--tpd", "1000000000000000000"}, "more than", ""},
+		{[]string{"--max-tokens", "9223372036854775807"}, "more than", ""},
+		{[]string{"--retries", "1000000"}, "more than 1000", ""},
+		{[]string{"--warn-at", "120"}, "--warn-at is a percentage from 0 to 100 (0: warn only when a day's limit is reached), not 120", "(off)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			_, stderr, code := g.run(context.Background(), prompts(1), tt.args...)
-			if code != 2 || !strings.Contains(stderr, tt.want) {
-				t.Errorf("exit status %d, stderr %q; want 2 and %q", code, stderr, tt.want)
+			if code != 2 || !strings.Contains(stderr, tt.want) || (tt.not != "" && strings.Contains(stderr, tt.not)) {
+				t.Errorf("exit status %d, stderr %q; want 2 and %q, without %q", code, stderr, tt.want, tt.not)
 			}
 		})
 	}

@@ -466,6 +466,7 @@ func TestFlex(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{FlexUnavailable: 0.3, Seed: 7})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.seams.Clock = newStepClock() // the retries' back-off takes no time
 	out, stderr, code := g.run(context.Background(), prompts(40), "--service-tier", "flex", "--retries", "20", "--parallel", "4")
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
@@ -480,5 +481,67 @@ func TestFlex(t *testing.T) {
 		if want := p.Batch().Cost(u["prompt_tokens"], u["cached_tokens"], u["completion_tokens"]).String(); string(r.CostUSD) != want {
 			t.Errorf("result %d: cost_usd %s, want %s (half)", i, r.CostUSD, want)
 		}
+	}
+}
+
+// TestStoredConversation: a responses line that continues a conversation
+// stored at the API (previous_response_id, conversation) is billed for
+// tokens gptbatch cannot count. The run says so once; where a limit must
+// bound the batch before sending (--max-cost, --batch-tokens), such a line
+// is refused with a budget error that says how to send it, as a line of
+// unknown price is under a dollar limit, and the other lines go on.
+func TestStoredConversation(t *testing.T) {
+	in := `{"id":"a","input":"hello"}
+{"id":"b","input":"and then?","previous_response_id":"resp_123"}
+{"id":"c","input":"go on","conversation":"conv_456"}
+`
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		refused []string // the limits the refusal names; none: sent
+	}{
+		{"no limit", []string{"--batch-tokens", "0"}, nil},
+		{"batch tokens", nil, []string{"--batch-tokens"}},
+		{"max cost", []string{"--batch-tokens", "0", "--max-cost", "1"}, []string{"--max-cost"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{Key: testKey})
+			defer srv.Close()
+			g := newGB(t, srv.URL()).loud()
+			out, stderr, code := g.run(context.Background(), in, append([]string{"--endpoint", "responses"}, tt.args...)...)
+			rs := parseEndpointResults(t, out)
+			if len(rs) != 3 || rs[0].Error != nil {
+				t.Fatalf("results %+v (exit %d): want 3, the first answered; stderr: %s", rs, code, stderr)
+			}
+			if n := strings.Count(stderr, "estimated without the stored conversation"); n != 1 {
+				t.Errorf("stderr says %d times that estimates leave the stored conversation out, want once: %s", n, stderr)
+			}
+			sent := srv.Endpoint(openaitest.PathResponses).Requests
+			if tt.refused == nil {
+				if code != 0 || sent != 3 || rs[1].Error != nil || rs[2].Error != nil {
+					t.Errorf("no limit: exit %d, %d requests, errors %v %v; want 0, 3 and none", code, sent, rs[1].Error, rs[2].Error)
+				}
+				return
+			}
+			if code != 1 || sent != 1 {
+				t.Errorf("exit %d and %d requests, want 1 and only the first line sent", code, sent)
+			}
+			for i, field := range []string{"previous_response_id", "conversation"} {
+				var typ, msg string
+				if e := rs[i+1].Error; e != nil {
+					typ, _ = (*e)["type"].(string)
+					msg, _ = (*e)["message"].(string)
+				}
+				if typ != "budget" || !strings.Contains(msg, field) || !strings.Contains(msg, "--batch-tokens 0") {
+					t.Errorf("line %d: error %q %q, want a budget error naming %s and how to send it", i+2, typ, msg, field)
+					continue
+				}
+				for _, l := range tt.refused {
+					if !strings.Contains(msg, l) {
+						t.Errorf("line %d: %q does not name %s", i+2, msg, l)
+					}
+				}
+			}
+		})
 	}
 }

@@ -88,6 +88,8 @@ type runCmd struct {
 	Pack             int           `placeholder:"N" help:"Embeddings: send up to N single-input lines in one request (up to 2048), each still its own result."`
 	PriceFile        string        `name:"prices" env:"GPTBATCH_PRICES" type:"path" placeholder:"FILE" help:"Prices in LiteLLM's model_prices_and_context_window.json format, over the built-in table and any stored with the budget (else $XDG_CONFIG_HOME/gptbatch/prices.json, under the stored ones, when it exists)."`
 	ServiceTier      string        `name:"service-tier" placeholder:"TIER" help:"service_tier for chat and responses lines that give none (flex: half price, slower, may be refused when busy)."`
+	Schema           string        `placeholder:"FILE|JSON|SPEC" help:"Ask chat and responses lines for JSON of this shape, check every answer and put its value in parsed: a JSON Schema file, inline JSON, or llm's concise form ('name, age int, bio: one sentence')."`
+	SchemaRetries    int           `name:"schema-retries" default:"2" placeholder:"N" help:"Ask an answer that does not fit --schema again, up to N times (0 = never); each try is paid for."`
 	DryRun           bool          `name:"dry-run" help:"Estimate tokens and cost per line; send nothing, need no key."`
 	Cache            cacheSpec     `env:"GPTBATCH_CACHE" negatable:"" help:"Answer requests sent before from the response cache, and keep new answers there: beside the budget ($XDG_CACHE_HOME/gptbatch/cache.db, or the Redis of --store), or --cache=PATH; off by default."`
 	CacheTTL         span          `name:"cache-ttl" default:"${cache_ttl}" placeholder:"AGE" help:"Serve cached answers up to this old: 30d, 2w, 12h (0 = forever)."`

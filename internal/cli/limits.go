@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -59,7 +60,7 @@ func (l *limitsCmd) set(ctx context.Context, r *runCmd, kctx *kong.Context, stdo
 	if len(names) == 0 {
 		return usageError(errors.New("limits set: give the limits to store: --rpm N, --tpm N, --tpd N, --daily-cost USD"))
 	}
-	dailyCost, err := parseDollars("--daily-cost", r.DailyCost)
+	dailyCost, err := parseDollars("--daily-cost", r.DailyCost, zeroIsNoLimit)
 	if err != nil {
 		return usageError(err)
 	}
@@ -102,7 +103,7 @@ func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, 
 		return usageError(err)
 	}
 	defer st.Close()
-	where := st.String()
+	where := r.storeWhere(st)
 	if err := change(st); err != nil {
 		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}
@@ -110,7 +111,7 @@ func storeLimits(ctx context.Context, r *runCmd, stdout io.Writer, asJSON bool, 
 	if err != nil {
 		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}
-	return writeLimits(stdout, where, s, r.seams.now(), asJSON)
+	return writeLimits(stdout, where, r.budgetName(), s, r.seams.now(), asJSON)
 }
 
 // show writes the stored limits and today's use of each.
@@ -124,7 +125,7 @@ func (l *limitsCmd) show(ctx context.Context, r *runCmd, stdout io.Writer) error
 	if err != nil {
 		return usageError(err)
 	}
-	return writeLimits(stdout, st.String(), s, r.seams.now(), l.JSON)
+	return writeLimits(stdout, r.storeWhere(st), r.budgetName(), s, r.seams.now(), l.JSON)
 }
 
 // limitUse is one stored limit and what it has used.
@@ -135,8 +136,8 @@ type limitUse struct {
 }
 
 // writeLimits writes the stored limits in s and today's use of each, as a
-// table or JSON.
-func writeLimits(w io.Writer, where string, s budget.State, now time.Time, asJSON bool) error {
+// table or JSON; name is the budget's in a Redis store, "" for a file.
+func writeLimits(w io.Writer, where, name string, s budget.State, now time.Time, asJSON bool) error {
 	dayTokens, dayCost := s.DayUsed(now)
 	stored := func(v int64) any {
 		if v <= 0 {
@@ -159,9 +160,10 @@ func writeLimits(w io.Writer, where string, s budget.State, now time.Time, asJSO
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
 			Store  string              `json:"store"`
+			Budget string              `json:"budget,omitempty"`
 			Date   string              `json:"date"`
 			Limits map[string]limitUse `json:"limits"`
-		}{where, s.Date, uses})
+		}{where, name, s.Date, uses})
 	}
 	fmt.Fprintf(w, "limits stored with %s (every run sharing it obeys them; a flag can only lower them):\n", where)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -237,7 +239,13 @@ func (w *dayWarner) say(k int, used, limit int64, unit func(int64) string, verb 
 		w.log.Warn(fmt.Sprintf("100 %% of today's %s %s (%s): the day's limit is reached", unit(limit), verb, unit(used)))
 	case w.pct > 0 && w.pct < 100 && used >= limit/100*w.pct+limit%100*w.pct/100 && w.said[k] < 1:
 		w.said[k] = 1
-		w.log.Warn(fmt.Sprintf("%d %% of today's %s %s (%s)", w.pct, unit(limit), verb, unit(used)))
+		// The share spent, which may be far past --warn-at by the time
+		// the first settlement is seen.
+		pct := used / limit * 100
+		if used < math.MaxInt64/100 {
+			pct = used * 100 / limit
+		}
+		w.log.Warn(fmt.Sprintf("%d %% of today's %s %s (%s)", pct, unit(limit), verb, unit(used)))
 	}
 }
 

@@ -113,7 +113,7 @@ func TestDayZone(t *testing.T) {
 func TestBatchLimitsSendNothing(t *testing.T) {
 	long := strings.Repeat("word ", 1200) // ~1200 tokens a line
 	var big strings.Builder
-	for i := 0; i < 300; i++ { // ~360k tokens
+	for i := 0; i < 30; i++ { // ~36k tokens
 		big.WriteString(`"` + long + strconv.Itoa(i) + `"` + "\n")
 	}
 	tests := []struct {
@@ -121,7 +121,7 @@ func TestBatchLimitsSendNothing(t *testing.T) {
 		args     []string
 		msg      string
 	}{
-		{"batch tokens", big.String(), nil, "--batch-tokens 300000"},
+		{"batch tokens", big.String(), []string{"--batch-tokens", "30000"}, "--batch-tokens 30000"},
 		{"max cost", prompts(100), []string{"--max-cost", "0.001"}, "--max-cost 0.001"},
 	}
 	for _, tt := range tests {
@@ -423,8 +423,11 @@ func TestDayWarnings(t *testing.T) {
 		{"dollars", 0, 402 * budget.Dollar / 100, []string{"--daily-cost", "5"},
 			"gptbatch: warning: 80 % of today's $5.00 spent ($4.02)\n", "tokens used"},
 		{"tokens", 850_000, 0, []string{"--tpd", "1000000"},
-			"gptbatch: warning: 80 % of today's 1000000 tokens used (850", "spent"},
+			"gptbatch: warning: 85 % of today's 1000000 tokens used (850", "spent"},
 		{"threshold flag", 850_000, 0, []string{"--tpd", "1000000", "--warn-at", "90"}, "", "warning"},
+		// The share said is the share spent, not the threshold passed.
+		{"far past the threshold", 0, 150 * budget.Dollar / 100, []string{"--daily-cost", "5", "--warn-at", "1"},
+			"gptbatch: warning: 30 % of today's $5.00 spent ($1.5", "1 %"},
 		{"below", 100, 0, []string{"--tpd", "1000000", "--daily-cost", "5"}, "", "warning"},
 		{"quiet", 850_000, 0, []string{"--tpd", "1000000", "--quiet"}, "", "warning"},
 	}

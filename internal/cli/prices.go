@@ -120,7 +120,7 @@ func (p *pricesCmd) change(ctx context.Context, r *runCmd, stdout io.Writer, tab
 		return usageError(err)
 	}
 	defer st.Close()
-	where := st.String()
+	where := r.storeWhere(st)
 	if err := st.StorePrices(ctx, table); err != nil {
 		return &pipeline.Error{Code: exitUsage, Err: fmt.Errorf("%s: %w", where, err)}
 	}
@@ -138,7 +138,7 @@ func (p *pricesCmd) change(ctx context.Context, r *runCmd, stdout io.Writer, tab
 		_, err = fmt.Fprintf(stdout, "no price table stored with %s: runs price by the built-in table of %s\n", where, budget.PriceTableDate)
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "stored the prices of %d models with %s: every run sharing it prices by them, over the built-in table of %s\n", n, where, budget.PriceTableDate)
+	_, err = fmt.Fprintf(stdout, "stored the prices of %s with %s: every run sharing it prices by them, over the built-in table of %s\n", count(n, "model", "models"), where, budget.PriceTableDate)
 	return err
 }
 

@@ -1,67 +1,52 @@
 package cli
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"sync"
 	"testing"
-	"time"
 )
 
-// The tests that need gptbatch as processes (several at once on one
-// budget, kill -9, signals, a terminal) run this test binary as gptbatch:
-// TestMain sees asMainEnv and calls Run as main does, with the seams the
-// variables below ask for. Production code reads none of them.
-const (
-	asMainEnv = "GPTBATCH_TEST_AS_MAIN"
-	// clockOffsetEnv moves the process's clock, to play a host whose
-	// clock is off.
-	clockOffsetEnv = "GPTBATCH_TEST_CLOCK_OFFSET"
-)
+// clockOffsetEnv moves a gptbatchProcess's clock, to play a host whose
+// clock is off (see internal/gptbatchtest).
+const clockOffsetEnv = "GPTBATCH_TEST_CLOCK_OFFSET"
 
-func TestMain(m *testing.M) {
-	if os.Getenv(asMainEnv) == "1" {
-		os.Exit(asMain())
+// processBinary builds internal/gptbatchtest once, for the tests that run
+// gptbatch as processes. It is built without the race detector, as users
+// build gptbatch: a process starts in a fifth of the time (building its
+// encoder), which the tests that start twenty of them feel; the race
+// detector has the same code in this process's own tests.
+var processBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "gptbatch-test-")
+	if err != nil {
+		return "", err
 	}
-	os.Exit(m.Run())
-}
-
-// asMain is main, with the clock clockOffsetEnv asks for.
-func asMain() int {
-	var seams Seams
-	if v := os.Getenv(clockOffsetEnv); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", clockOffsetEnv, err)
-			return exitUsage
-		}
-		seams.Clock = offsetClock{d}
+	bin := filepath.Join(dir, "gptbatch")
+	build := exec.Command("go", "build", "-o", bin, "github.com/gptbatch/gptbatch/internal/gptbatchtest")
+	build.Dir = mustGetwdAtStart
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", &exec.ExitError{Stderr: out}
 	}
-	ctx, abort := Signals(os.Stderr)
-	seams.Abort = abort
-	return Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, seams)
-}
+	return bin, nil
+})
 
-// gptbatchProcess is gptbatch with args as a process of its own: this test
-// binary, run as main. Its environment is the test's, less what would
-// change the configuration the test gives (a variable set to nothing is
-// unset to gptbatch).
+// gptbatchProcess is gptbatch with args as a process of its own. Its
+// environment is the test's, less what would change the configuration the
+// test gives (a variable set to nothing is unset to gptbatch).
 func gptbatchProcess(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs gptbatch as processes")
 	}
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	bin, err := processBinary()
+	if err != nil {
+		t.Fatalf("build gptbatch: %v", err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = os.Environ()
 	for _, k := range []string{"OPENAI_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "GPTBATCH_USAGE_FILE", "GPTBATCH_STORE", "GPTBATCH_VIA", "GPTBATCH_ENDPOINT", "XDG_STATE_HOME", "GPTBATCH_CACHE", "XDG_CACHE_HOME"} {
 		cmd.Env = append(cmd.Env, k+"=")
 	}
 	return cmd
 }
-
-// offsetClock is the wall clock moved by d.
-type offsetClock struct{ d time.Duration }
-
-func (c offsetClock) Now() time.Time { return time.Now().Add(c.d) }
-
-func (c offsetClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

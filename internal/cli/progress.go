@@ -173,15 +173,18 @@ func shortCount(n int64) string {
 // summary is the end-of-run line for stderr.
 func summary(s *pipeline.Stats, elapsed time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d lines: %d succeeded, %d failed", s.Written(), s.Succeeded.Load(), s.Failed.Load())
+	fmt.Fprintf(&b, "%s: %d succeeded, %d failed", count(s.Written(), "line", "lines"), s.Succeeded.Load(), s.Failed.Load())
 	if n := s.Skipped.Load(); n > 0 {
 		fmt.Fprintf(&b, ", %d already done", n)
 	}
 	fmt.Fprintf(&b, "; tokens %d in (%d cached), %d out; $%s", s.PromptTokens.Load(), s.CachedTokens.Load(), s.CompletionTokens.Load(), budget.Cost(s.Cost.Load()))
 	if n := s.Unpriced.Load(); n > 0 {
-		fmt.Fprintf(&b, " (+%d calls of unknown price)", n)
+		fmt.Fprintf(&b, " (+%s of unknown price)", count(n, "call", "calls"))
 	}
 	fmt.Fprintf(&b, "; %s; %d retries, %d rate-limited", elapsed.Round(10*time.Millisecond), s.Retries.Load(), s.RateLimited.Load())
+	if n := s.Checked.Load(); n > 0 {
+		fmt.Fprintf(&b, "; %s checked against the schema, %d asked again (%s, $%s)", count(n, "answer", "answers"), s.Reasked.Load(), count(s.Reasks.Load(), "re-ask", "re-asks"), budget.Cost(s.ReaskCost.Load()))
+	}
 	return b.String()
 }
 
@@ -203,11 +206,15 @@ func drySummary(s *pipeline.Stats, cfg pipeline.Config) string {
 func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64) string {
 	var b strings.Builder
 	prompt, out := s.EstPromptTokens.Load(), s.EstOutputTokens.Load()
-	fmt.Fprintf(&b, "%d lines", lines)
+	b.WriteString(count(lines, "line", "lines"))
 	if skipped > 0 {
 		fmt.Fprintf(&b, " (%d would not be sent)", skipped)
 	}
-	fmt.Fprintf(&b, "; %d prompt tokens, up to %d output tokens; ", prompt, out)
+	fmt.Fprintf(&b, "; %d prompt tokens", prompt)
+	if n := s.EstSchemaTokens.Load(); n > 0 {
+		fmt.Fprintf(&b, " (%d of them the schema's)", n)
+	}
+	fmt.Fprintf(&b, ", up to %d output tokens; ", out)
 	costs := fmt.Sprintf("$%s (prompts only) to $%s (every output cap used)", budget.Cost(s.EstCostMin.Load()), budget.Cost(s.EstCostMax.Load()))
 	switch unpriced := s.EstUnpriced.Load(); {
 	case unpriced == 0:
@@ -215,7 +222,7 @@ func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64)
 	case unpriced == s.Estimated.Load():
 		fmt.Fprintf(&b, "estimated cost unknown: no price is known for %s (%s)", strings.Join(s.UnpricedModels(), ", "), addPrices)
 	default:
-		fmt.Fprintf(&b, "estimated cost unknown for %d lines: no price is known for %s (%s); %s for the rest", unpriced, strings.Join(s.UnpricedModels(), ", "), addPrices, costs)
+		fmt.Fprintf(&b, "estimated cost unknown for %s: no price is known for %s (%s); %s for the rest", count(unpriced, "line", "lines"), strings.Join(s.UnpricedModels(), ", "), addPrices, costs)
 	}
 	var hits []string
 	l := cfg.Gate.Limits()
@@ -235,7 +242,7 @@ func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64)
 		hits = append(hits, fmt.Sprintf("--max-cost %s: refused, nothing would be sent", cfg.MaxCost))
 	}
 	if skipped > 0 {
-		hits = append(hits, fmt.Sprintf("%d lines are invalid, exceed a limit on their own or have no known price under a dollar limit", skipped))
+		hits = append(hits, fmt.Sprintf("%s invalid, exceed a limit on their own or have no known price under a dollar limit", count(skipped, "line is", "lines are")))
 	}
 	seen := cfg.Gate.Seen()
 	dayTokens, dayCost := seen.TokensWithinDay, seen.CostWithinDay

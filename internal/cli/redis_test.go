@@ -351,3 +351,54 @@ func TestRedisStoreRefused(t *testing.T) {
 		t.Errorf("the ledger key of the wrong type = %q, %v; want it left as it was", v, err)
 	}
 }
+
+// The reports on a Redis store say which budget they show, say that an
+// empty store has counted nothing yet, and keep --json's keys snake_case.
+func TestRedisReports(t *testing.T) {
+	rs := redistest.Start(t)
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	g.args = append(g.args, "--store", rs.URL(""), "--store-name", "team-a")
+	ctx := context.Background()
+
+	out, stderr, code := g.run(ctx, "", "usage")
+	if code != 0 || strings.Contains(out, "date ;") || !strings.Contains(out, "shared state: none yet") {
+		t.Errorf("usage on an empty Redis: exit %d, %q, %s; want it said that nothing is counted yet", code, out, stderr)
+	}
+
+	out, stderr, code = g.run(ctx, "", "limits", "set", "--rpm", "100")
+	if code != 0 || !strings.Contains(out, `(budget "team-a")`) {
+		t.Errorf("limits set with --store-name team-a: exit %d, %q, %s; want the budget named", code, out, stderr)
+	}
+	out, _, _ = g.run(ctx, "", "limits")
+	if !strings.Contains(out, `(budget "team-a")`) {
+		t.Errorf("limits with --store-name team-a = %q; want the budget named", out)
+	}
+	out, _, _ = g.run(ctx, "", "limits", "--json")
+	var l struct {
+		Budget string `json:"budget"`
+	}
+	if err := json.Unmarshal([]byte(out), &l); err != nil || l.Budget != "team-a" {
+		t.Errorf("limits --json with --store-name team-a: budget %q (%v); want team-a: %s", l.Budget, err, out)
+	}
+
+	if _, stderr, code := g.loud().run(ctx, prompts(1)); code != 0 || !strings.Contains(stderr, "gptbatch: 1 line: 1 succeeded") {
+		t.Errorf("one line: exit %d, summary %q; want \"1 line: 1 succeeded\"", code, stderr)
+	}
+	out, _, _ = g.run(ctx, "", "usage", "--json")
+	var rep struct {
+		Limits map[string]any `json:"limits"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("usage --json: %v: %s", err, out)
+	}
+	for k := range rep.Limits {
+		if k != strings.ToLower(k) {
+			t.Errorf("usage --json: key limits.%s is not snake_case: %s", k, out)
+		}
+	}
+	if rep.Limits["date"] == nil {
+		t.Errorf("usage --json: no limits.date: %s", out)
+	}
+}

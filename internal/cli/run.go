@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/schema"
 	"github.com/gptbatch/gptbatch/internal/tokens"
 	"github.com/gptbatch/gptbatch/jsonl"
 	"github.com/gptbatch/gptbatch/pipeline"
@@ -64,10 +65,10 @@ func (r *runCmd) config(stdin io.Reader, stderr io.Writer) (pipeline.Config, bud
 		return cfg, budget.Limits{}, err
 	}
 	var err error
-	if cfg.MaxCost, err = parseDollars("--max-cost", r.MaxCost); err != nil {
+	if cfg.MaxCost, err = parseDollars("--max-cost", r.MaxCost, zeroTurnsOff); err != nil {
 		return cfg, budget.Limits{}, err
 	}
-	dailyCost, err := parseDollars("--daily-cost", r.DailyCost)
+	dailyCost, err := parseDollars("--daily-cost", r.DailyCost, zeroTurnsOff)
 	if err != nil {
 		return cfg, budget.Limits{}, err
 	}
@@ -83,6 +84,10 @@ func (r *runCmd) config(stdin io.Reader, stderr io.Writer) (pipeline.Config, bud
 	if err := r.checkStdin(stdin, stderr); err != nil {
 		return cfg, budget.Limits{}, err
 	}
+	if cfg.Schema, err = r.schema(cfg.Log); err != nil {
+		return cfg, budget.Limits{}, err
+	}
+	cfg.SchemaRetries = r.SchemaRetries
 	if cfg.Resumed, err = resumed(r.Resume); err != nil {
 		return cfg, budget.Limits{}, err
 	}
@@ -92,6 +97,30 @@ func (r *runCmd) config(stdin io.Reader, stderr io.Writer) (pipeline.Config, bud
 		return cfg, budget.Limits{}, err
 	}
 	return cfg, budget.Limits{RPM: r.RPM, TPM: r.TPM, TPD: r.TPD, DailyCost: dailyCost}, nil
+}
+
+// schema reads --schema, nil when it is not given. A schema that does not
+// compile, a concise form that does not parse, and --schema where no
+// answer could be checked are bad usage; a schema strict mode cannot
+// take is said once, as it is sent non-strict.
+func (r *runCmd) schema(log *slog.Logger) (*schema.Schema, error) {
+	if r.Schema == "" {
+		return nil, nil
+	}
+	switch {
+	case r.Endpoint == "embeddings":
+		return nil, errors.New("--schema: the embeddings endpoint answers with vectors, not text to check; use --endpoint chat or responses")
+	case r.Via == "batch":
+		return nil, errors.New("--schema does not go with --via batch yet: its answers would not be checked; run it --via sync")
+	}
+	s, err := schema.Parse(r.Schema)
+	if err != nil {
+		return nil, fmt.Errorf("--schema: %w", err)
+	}
+	if !s.Strict() {
+		log.Warn("--schema is sent non-strict: " + s.Reason())
+	}
+	return s, nil
 }
 
 // resumed is the ids that have a successful result in the --resume file;
@@ -180,7 +209,7 @@ func (r *runCmd) send(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 		return usageError(fmt.Errorf("nothing sent: %w", err))
 	}
 	defer store.Close()
-	where := store.String()
+	where := r.storeWhere(store)
 	cfg.Gate = budget.NewGate(store, limits)
 	cfg.Gate.SetDayZone(zone)
 	// The limits stored with the budget apply from the first line.
@@ -282,9 +311,11 @@ func (r *runCmd) check() error {
 	case r.Timeout < 0:
 		return fmt.Errorf("--timeout cannot be negative (%s); 0 means no time limit", r.Timeout)
 	case r.WarnAt < 0 || r.WarnAt > 100:
-		return fmt.Errorf("--warn-at is a percentage from 0 (off) to 100, not %d", r.WarnAt)
+		return fmt.Errorf("--warn-at is a percentage from 0 to 100 (0: warn only when a day's limit is reached), not %d", r.WarnAt)
 	case r.Retries > 1000:
 		return fmt.Errorf("--retries %d: more than 1000", r.Retries)
+	case r.SchemaRetries < 0 || r.SchemaRetries > 100:
+		return fmt.Errorf("--schema-retries must be from 0 to 100, not %d", r.SchemaRetries)
 	case r.Pack < 0 || r.Pack > 2048:
 		return fmt.Errorf("--pack must be from 0 to 2048 (the embeddings API's inputs a request), not %d", r.Pack)
 	case r.Pack > 1 && r.Via == "batch":

@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/gptbatch/gptbatch/budget"
 )
@@ -21,4 +24,22 @@ func (r *runCmd) openStore(ctx context.Context, readOnly bool, warn func(string)
 		spec = path
 	}
 	return budget.Open(ctx, spec, budget.Options{Name: r.StoreName, ReadOnly: readOnly, OnLockWait: warn})
+}
+
+// budgetName is the budget's name in a Redis --store, "" for a usage file,
+// which holds one budget.
+func (r *runCmd) budgetName() string {
+	if !strings.Contains(r.Store, "://") {
+		return ""
+	}
+	return cmp.Or(r.StoreName, "default")
+}
+
+// storeWhere names the store for messages: a Redis URL (without its
+// password) with the budget's name, or the usage file.
+func (r *runCmd) storeWhere(st budget.Store) string {
+	if name := r.budgetName(); name != "" {
+		return fmt.Sprintf("%s (budget %q)", st, name)
+	}
+	return st.String()
 }

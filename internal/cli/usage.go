@@ -19,7 +19,7 @@ import (
 // usage.md is damaged.
 func (u *usageCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer) error {
 	if u.Limit != "" {
-		c, err := parseDollars("--limit", u.Limit)
+		c, err := parseDollars("--limit", u.Limit, zeroIsNoLimit)
 		if err != nil {
 			return usageError(err)
 		}
@@ -120,6 +120,10 @@ func writeTable(w io.Writer, rep budget.Report, st *budget.State) error {
 	if st == nil {
 		return nil
 	}
+	if st.Date == "" {
+		_, err := fmt.Fprintln(w, "\nshared state: none yet (no run has counted anything in this store)")
+		return err
+	}
 	yes := map[bool]string{true: "yes", false: "no"}
 	_, err := fmt.Fprintf(w, "\nshared state: date %s; minute bucket: %.0f tokens, %.1f requests; day: %d tokens, $%s; minute token limit reached: %s; day token limit reached: %s\n",
 		st.Date, st.TokensWithinMin, st.RequestsWithinMin, st.TokensWithinDay, st.CostWithinDay, yes[st.MinuteTokenLimitReached], yes[st.DayTokenLimitReached])
@@ -129,11 +133,11 @@ func writeTable(w io.Writer, rep budget.Report, st *budget.State) error {
 	return err
 }
 
-// writeJSON writes the report as one JSON object, with the usage.md keys
-// under "limits" when st is not nil.
+// writeJSON writes the report as one JSON object, with usage.md's counters
+// under "limits" when st is not nil, its keys in snake_case as all others.
 func writeJSON(w io.Writer, rep budget.Report, st *budget.State) error {
 	type limits struct {
-		Date              string      `json:"Date"`
+		Date              string      `json:"date"`
 		TokensWithinMin   float64     `json:"tokens_within_min"`
 		RequestsWithinMin float64     `json:"requests_within_min"`
 		TokensWithinDay   int64       `json:"tokens_within_day"`

@@ -1004,5 +1004,5 @@ func (s *Server) parseChat(body []byte) (call, *apiError) {
 	if err != nil {
 		panic(err)
 	}
-	return &chatCall{req: req, enc: enc, prompt: countPrompt(enc, req.Messages), maxOut: req.maxOutput()}, nil
+	return &chatCall{req: req, enc: enc, prompt: countPrompt(enc, req.Messages) + formatTokens(enc, req.schema), maxOut: req.maxOutput()}, nil
 }

@@ -42,7 +42,7 @@ type logprob struct {
 // the first one's text, what the rules above say, and sets the usage's
 // completion tokens to what they hold. It leaves tool calls alone.
 func vary(req *request, enc *tiktoken.Tiktoken, resp *response, maxOut int) {
-	refuse := strings.Contains(req.lastUserText(), "__refusal__")
+	refuse := strings.Contains(req.lastUserText(), "__refusal__") || req.shaped != nil && req.shaped.refused
 	if len(resp.Choices) == 0 || (resp.Choices[0].Message.Content == nil && !refuse) {
 		return
 	}
@@ -55,11 +55,11 @@ func vary(req *request, enc *tiktoken.Tiktoken, resp *response, maxOut int) {
 			ch.Message.Content, ch.Message.Refusal = nil, &text
 			ch.FinishReason = "stop"
 		} else {
-			t, _, cut := truncate(enc, ChoiceText(req.lastUserText(), i), maxOut)
+			t, _, cut := truncate(enc, req.choiceText(i), maxOut)
 			text = t
 			ch.Message.Content = &text
 			ch.FinishReason = "stop"
-			if cut {
+			if cut || req.shaped != nil && req.shaped.cut {
 				ch.FinishReason = "length"
 			}
 		}

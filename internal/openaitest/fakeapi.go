@@ -129,6 +129,9 @@ type Config struct {
 	// Snapshots are the model names answers report, by the model asked
 	// for, over DatedModel's: a snapshot newer than any gptbatch knows.
 	Snapshots map[string]string
+	// Structured makes a share of the answers to structured-output
+	// requests invalid (see structured.go).
+	Structured StructuredConfig
 }
 
 // Stats counts what a Server has seen.
@@ -191,7 +194,9 @@ type Server struct {
 	inFlight int
 	recorded []Recorded
 	seen     map[string]bool // prompts answered, by model and messages
-	changes  changes         // wakes WaitArrivals and WaitInFlight
+	// structured is what structured answers were given (structured.go).
+	structured structuredState
+	changes    changes // wakes WaitArrivals and WaitInFlight
 
 	ext ext // the endpoints beyond chat completions
 
@@ -390,7 +395,7 @@ func (x *exchange) serve() {
 		x.fail(http.StatusInternalServerError, injected, serverError)
 		return
 	}
-	prompt := countPrompt(enc, req.Messages)
+	prompt := countPrompt(enc, req.Messages) + formatTokens(enc, req.schema)
 	maxOut := req.maxOutput()
 	charge := prompt + cmp.Or(maxOut, DefaultMaxOutput)*req.choices()
 

@@ -45,6 +45,8 @@ type request struct {
 	ServiceTier string          `json:"service_tier"`
 
 	rawMessages json.RawMessage
+	schema      json.RawMessage // response_format's json_schema schema; nil for none
+	shaped      *shaped         // the answer to schema, once made
 }
 
 // parseRequest parses and validates body as the API does, returning the
@@ -90,6 +92,13 @@ func parseRequest(body []byte) (*request, *apiError) {
 			target = &req.Tools
 		case "tool_choice":
 			req.ToolChoice = raw
+			continue
+		case "response_format":
+			sch, apiErr := formatSchema(raw, true, "response_format")
+			if apiErr != nil {
+				return &req, apiErr
+			}
+			req.schema = sch
 			continue
 		case "service_tier":
 			target = &req.ServiceTier
@@ -186,6 +195,27 @@ func (r *request) lastUserText() string {
 		}
 	}
 	return ""
+}
+
+// firstUserText is the text of the first user message: the prompt, which
+// asking again after an answer leaves first.
+func (r *request) firstUserText() string {
+	for _, m := range r.Messages {
+		if m.Role == "user" {
+			s, _ := m.text()
+			return s
+		}
+	}
+	return ""
+}
+
+// choiceText is the content of choice i (from 0), before it is cut to the
+// output cap: ChoiceText's, or the answer made to the request's schema.
+func (r *request) choiceText(i int) string {
+	if r.shaped != nil {
+		return r.shaped.text
+	}
+	return ChoiceText(r.lastUserText(), i)
 }
 
 // toolToCall is the tool the request forces an answer to call: the named
@@ -290,10 +320,14 @@ func (x *exchange) answer(req *request, enc *tiktoken.Tiktoken, prompt, maxOut i
 		finish = "tool_calls"
 		completion = len(enc.EncodeOrdinary(name)) + len(enc.EncodeOrdinary(tc.Function.Arguments))
 	} else {
-		text, n, cut := truncate(enc, "answer: "+req.lastUserText(), maxOut)
+		if req.schema != nil {
+			a := s.shape(req.schema, req.firstUserText())
+			req.shaped = &a
+		}
+		text, n, cut := truncate(enc, req.choiceText(0), maxOut)
 		msg = message{Role: "assistant", Content: &text, Annotations: []struct{}{}}
 		finish, completion = "stop", n
-		if cut {
+		if cut || req.shaped != nil && req.shaped.cut {
 			finish = "length"
 		}
 	}

@@ -43,6 +43,7 @@ type responsesCall struct {
 	temperature  *float64
 	prompt       int
 	enc          *tiktoken.Tiktoken
+	schema       json.RawMessage // text.format's json_schema schema; nil for none
 }
 
 func (c *responsesCall) modelName() string { return c.model }
@@ -91,6 +92,19 @@ func (s *Server) parseResponses(body []byte) (call, *apiError) {
 		case "metadata":
 			c.metadata = raw
 			continue
+		case "text":
+			text := readObject(raw)
+			if text == nil {
+				return c, invalidType(name, "an object")
+			}
+			if f := text.get("format"); f != nil && string(f) != "null" {
+				sch, apiErr := formatSchema(f, false, "text.format")
+				if apiErr != nil {
+					return c, apiErr
+				}
+				c.schema = sch
+			}
+			continue
 		case "stream":
 			var on bool
 			if json.Unmarshal(raw, &on) == nil && on {
@@ -134,7 +148,7 @@ func (s *Server) parseResponses(body []byte) (call, *apiError) {
 		panic(err)
 	}
 	c.enc = enc
-	c.prompt = countPrompt(enc, c.messages)
+	c.prompt = countPrompt(enc, c.messages) + formatTokens(enc, c.schema)
 	return c, nil
 }
 
@@ -288,11 +302,11 @@ type (
 		Reason string `json:"reason"`
 	}
 	outputMessage struct {
-		Type    string       `json:"type"`
-		ID      string       `json:"id"`
-		Status  string       `json:"status"`
-		Role    string       `json:"role"`
-		Content []outputText `json:"content"`
+		Type    string            `json:"type"`
+		ID      string            `json:"id"`
+		Status  string            `json:"status"`
+		Role    string            `json:"role"`
+		Content []json.RawMessage `json:"content"` // output_text (outputText) and refusal parts
 	}
 	outputText struct {
 		Type        string     `json:"type"`
@@ -365,11 +379,22 @@ func (c *responsesCall) respond(s *Server) (any, usage) {
 		resp.Output = append(resp.Output, mustJSON(reasoningItem{Type: "reasoning", ID: s.randomID("rs_", 48), Summary: []struct{}{}}))
 	}
 	text, n, cut := "answer: "+c.trigger(), 0, false
+	var shape shaped
+	if c.schema != nil {
+		resp.Text.Format.Type = "json_schema"
+		shape = s.shape(c.schema, (&request{Messages: c.messages}).firstUserText())
+		text = shape.text
+	}
 	if room != 0 {
 		text, n, cut = truncate(c.enc, text, max(room, 0))
+		cut = cut || shape.cut
+		part := mustJSON(outputText{Type: "output_text", Text: text, Annotations: []struct{}{}, Logprobs: []struct{}{}})
+		if shape.refused {
+			part = mustJSON(map[string]string{"type": "refusal", "refusal": text})
+		}
 		msg := outputMessage{
 			Type: "message", ID: s.randomID("msg_", 48), Status: "completed", Role: "assistant",
-			Content: []outputText{{Type: "output_text", Text: text, Annotations: []struct{}{}, Logprobs: []struct{}{}}},
+			Content: []json.RawMessage{part},
 		}
 		if cut {
 			msg.Status = "incomplete"

@@ -1,0 +1,496 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
+)
+
+// tenFields is a 10-field extraction schema: strings, numbers, a boolean,
+// an enum, a nullable field and a list.
+const tenFields = `{"type":"object","properties":{
+	"name":{"type":"string","description":"full name"},
+	"age":{"type":"integer"},
+	"score":{"type":"number","minimum":0,"maximum":1},
+	"member":{"type":"boolean"},
+	"email":{"type":["string","null"]},
+	"country":{"type":"string","description":"ISO 3166 alpha-2"},
+	"sentiment":{"type":"string","enum":["positive","neutral","negative"]},
+	"tags":{"type":"array","items":{"type":"string"},"maxItems":5},
+	"summary":{"type":"string"},
+	"confidence":{"type":"number"}},
+	"required":["name","age","score","member","email","country","sentiment","tags","summary","confidence"],
+	"additionalProperties":false}`
+
+// schemaResult is a result line with parsed.
+type schemaResult struct {
+	ID           string          `json:"id"`
+	Content      *string         `json:"content"`
+	Parsed       json.RawMessage `json:"parsed"`
+	Refusal      *string         `json:"refusal"`
+	FinishReason string          `json:"finish_reason"`
+	Usage        *usage          `json:"usage"`
+	CostUSD      json.RawMessage `json:"cost_usd"`
+	Attempts     int             `json:"attempts"`
+	Error        *struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func parseSchemaResults(t *testing.T, out string) []schemaResult {
+	t.Helper()
+	var rs []schemaResult
+	for i, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		var r schemaResult
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("output line %d is not a result: %v: %.200s", i+1, err, l)
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// validator compiles doc with santhosh-tekuri/jsonschema directly, formats
+// asserted: the check owes nothing to gptbatch's own wrapper of it.
+func validator(t *testing.T, doc string) func(json.RawMessage) error {
+	t.Helper()
+	v, err := jsonschema.UnmarshalJSON(strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource("mem://s.json", v); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Compile("mem://s.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(raw json.RawMessage) error {
+		if raw == nil {
+			return fmt.Errorf("no parsed value")
+		}
+		v, err := jsonschema.UnmarshalJSON(strings.NewReader(string(raw)))
+		if err != nil {
+			return err
+		}
+		return s.Validate(v)
+	}
+}
+
+// reviews is n lines asking to extract a review.
+func reviews(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `{"id":"r%d","prompt":"Extract the reviewer of review %d: Ada, 36, GB, loved it"}`+"\n", i, i)
+	}
+	return b.String()
+}
+
+// TestSchemaInvalidAnswersAskedAgain: 1,000 lines held to a schema, a
+// tenth of whose first answers are invalid in each of the four ways, all
+// end with a parsed value that fits the schema; every invalid answer was
+// asked again once, and each try is in attempts, in the ledger, in the
+// summary and in the line's cost_usd, which is the sum of its tries to the
+// picodollar, as the fake's own usage prices them.
+func TestSchemaInvalidAnswersAskedAgain(t *testing.T) {
+	s := openaitest.New(openaitest.Config{Seed: 11, Structured: openaitest.StructuredConfig{InvalidRate: 0.1}})
+	defer s.Close()
+	g := newGB(t, s.URL()).loud()
+	file := writeFile(t, g.dir, "review.json", tenFields)
+	const n = 1000
+	out, stderr, code := g.run(context.Background(), reviews(n), "--schema", file, "--progress", "never", "-p", "8", "--rpm", "0", "--tpm", "0", "--tpd", "0", "--batch-tokens", "0")
+	if code != 0 {
+		t.Fatalf("exit status %d: %s", code, stderr)
+	}
+	fits := validator(t, tenFields)
+	rs := parseSchemaResults(t, out)
+	if len(rs) != n {
+		t.Fatalf("%d results, want %d", len(rs), n)
+	}
+	st := s.Structured()
+	invalid := 0
+	for _, k := range []openaitest.InvalidKind{openaitest.InvalidNotJSON, openaitest.InvalidType, openaitest.InvalidTruncated, openaitest.InvalidRefused} {
+		if st.Invalid[k] == 0 {
+			t.Errorf("the fake made no %s answer: %+v", k, st.Invalid)
+		}
+		invalid += st.Invalid[k]
+	}
+	if invalid < n/20 || invalid > n/5 {
+		t.Fatalf("%d invalid first answers of %d, want about a tenth", invalid, n)
+	}
+	price, _ := budget.PriceOf("gpt-4o-mini")
+	byLine := map[string][]budget.LedgerEntry{}
+	for _, e := range ledger(t, g.dir) {
+		byLine[e.ID] = append(byLine[e.ID], e)
+	}
+	var sum, reaskCost budget.Cost
+	asked := 0
+	for _, r := range rs {
+		if r.Error != nil || fits(r.Parsed) != nil {
+			t.Fatalf("%s: error %+v, parsed %s: does not fit: %v", r.ID, r.Error, r.Parsed, fits(r.Parsed))
+		}
+		es := byLine[r.ID]
+		if r.Attempts != len(es) || r.Attempts < 1 || r.Attempts > 2 {
+			t.Errorf("%s: attempts %d, %d ledger lines; want 1, or 2 when asked again", r.ID, r.Attempts, len(es))
+		}
+		var u usage
+		var c budget.Cost
+		for _, e := range es {
+			u.PromptTokens += e.PromptTokens
+			u.CompletionTokens += e.CompletionTokens
+			u.CachedTokens += e.CachedTokens
+			c += *e.CostUSD
+			if e.Attempt > 1 {
+				reaskCost += *e.CostUSD
+			}
+		}
+		if got := cost(t, r.CostUSD); got != c || got != price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens) {
+			t.Errorf("%s: cost_usd %s, want the sum of its tries %s", r.ID, got, c)
+		}
+		if r.Usage.PromptTokens != u.PromptTokens || r.Usage.CompletionTokens != u.CompletionTokens {
+			t.Errorf("%s: usage %+v, want its tries' %+v", r.ID, *r.Usage, u)
+		}
+		if r.Attempts == 2 {
+			asked++
+		}
+		sum += c
+	}
+	if asked != invalid {
+		t.Errorf("%d lines asked again, want the %d invalid first answers", asked, invalid)
+	}
+	fs := s.Stats()
+	if fs.Requests != n+invalid {
+		t.Errorf("the fake saw %d requests, want %d", fs.Requests, n+invalid)
+	}
+	if want := price.Cost(fs.PromptTokens, fs.CachedTokens, fs.CompletionTokens); sum != want {
+		t.Errorf("the lines' cost_usd add up to %s, the fake's usage to %s", sum, want)
+	}
+	want := fmt.Sprintf("%d answers checked against the schema, %d asked again (%d re-asks, $%s)", n, invalid, invalid, reaskCost)
+	if !strings.Contains(stderr, want) {
+		t.Errorf("summary %q does not say %q", stderr, want)
+	}
+}
+
+// TestSchemaAlwaysInvalid: a line whose every answer is invalid ends as
+// invalid_output after the re-asks, its last content kept and every try
+// paid for; a refused one keeps its refusal; the run exits 1.
+func TestSchemaAlwaysInvalid(t *testing.T) {
+	s := openaitest.New(openaitest.Config{})
+	defer s.Close()
+	g := newGB(t, s.URL())
+	in := `{"id":"bad","prompt":"review __invalid__"}` + "\n" + `{"id":"no","prompt":"review __refusal__"}` + "\n" + `{"id":"ok","prompt":"review fine"}` + "\n"
+	out, stderr, code := g.run(context.Background(), in, "--schema", tenFields, "--schema-retries", "2")
+	if code != 1 {
+		t.Fatalf("exit status %d, want 1: %s", code, stderr)
+	}
+	rs := parseSchemaResults(t, out)
+	byLine := map[string][]budget.LedgerEntry{}
+	for _, e := range ledger(t, g.dir) {
+		byLine[e.ID] = append(byLine[e.ID], e)
+	}
+	for _, r := range rs[:2] {
+		if r.Error == nil || r.Error.Type != "invalid_output" || !strings.Contains(r.Error.Message, "in 3 tries") {
+			t.Errorf("%s: error %+v, want invalid_output after 3 tries", r.ID, r.Error)
+		}
+		if r.Parsed != nil || r.Attempts != 3 || len(byLine[r.ID]) != 3 {
+			t.Errorf("%s: parsed %s, attempts %d, %d ledger lines; want none, 3, 3", r.ID, r.Parsed, r.Attempts, len(byLine[r.ID]))
+		}
+		var c budget.Cost
+		for _, e := range byLine[r.ID] {
+			c += *e.CostUSD
+		}
+		if got := cost(t, r.CostUSD); got != c || c == 0 {
+			t.Errorf("%s: cost_usd %s, want its three tries' %s", r.ID, got, c)
+		}
+	}
+	if c := rs[0].Content; c == nil || !strings.Contains(*c, `"name":12345`) || !strings.Contains(rs[0].Error.Message, "at /name: got number, want string") {
+		t.Errorf("bad: content %v, message %q: want the invalid answer kept and the validator's message", c, rs[0].Error.Message)
+	}
+	if rs[1].Refusal == nil || *rs[1].Refusal != openaitest.RefusalMessage || !strings.Contains(rs[1].Error.Message, "refused") {
+		t.Errorf("no: refusal %v, message %q: want the refusal kept", rs[1].Refusal, rs[1].Error.Message)
+	}
+	if rs[2].Error != nil || rs[2].Parsed == nil || rs[2].Attempts != 1 {
+		t.Errorf("ok: %+v, want parsed in one try", rs[2])
+	}
+}
+
+// TestSchemaTruncatedNeverParsed: an answer cut off at the output cap is
+// asked again, and is never parsed, even when the cut falls where the JSON
+// would parse.
+func TestSchemaTruncatedNeverParsed(t *testing.T) {
+	s := openaitest.New(openaitest.Config{})
+	defer s.Close()
+	g := newGB(t, s.URL())
+	out, stderr, code := g.run(context.Background(), reviews(3), "--schema", tenFields, "--max-tokens", "20", "--schema-retries", "1")
+	if code != 1 {
+		t.Fatalf("exit status %d, want 1: %s", code, stderr)
+	}
+	for _, r := range parseSchemaResults(t, out) {
+		if r.Parsed != nil || r.FinishReason != "length" || r.Error == nil || r.Error.Type != "invalid_output" || r.Attempts != 2 {
+			t.Errorf("%s: parsed %s, finish %s, error %+v, attempts %d: want a truncated answer, asked again once, never parsed", r.ID, r.Parsed, r.FinishReason, r.Error, r.Attempts)
+		}
+	}
+	// The re-ask asks for a shorter answer; it does not send the cut text.
+	reqs := s.Requests()
+	if len(reqs) != 6 || !strings.Contains(string(reqs[5].Body), "cut off at the output token limit") {
+		t.Errorf("%d requests, the last %s: want 6, the re-asks saying the answer was cut off", len(reqs), reqs[len(reqs)-1].Body)
+	}
+}
+
+// TestSchemaForms: a schema file, inline JSON and the concise form all
+// go out as the request's json_schema format, strict, and every answer is
+// parsed and fits; the Responses API gets it as text.format.
+func TestSchemaForms(t *testing.T) {
+	concise := "name, age int: in years, score float, member bool, bio: one sentence"
+	conciseDoc := `{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer","description":"in years"},"score":{"type":"number"},"member":{"type":"boolean"},"bio":{"type":"string","description":"one sentence"}},"required":["name","age","score","member","bio"],"additionalProperties":false}`
+	tests := []struct {
+		name, endpoint, value, doc, schemaName string
+	}{
+		{"file", "chat", "FILE", tenFields, "person"},
+		{"inline JSON", "chat", tenFields, tenFields, "output"},
+		{"concise", "chat", concise, conciseDoc, "output"},
+		{"responses", "responses", concise, conciseDoc, "output"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openaitest.New(openaitest.Config{})
+			defer s.Close()
+			g := newGB(t, s.URL())
+			value := tt.value
+			if value == "FILE" {
+				value = writeFile(t, g.dir, "person.json", tt.doc)
+			}
+			out, stderr, code := g.run(context.Background(), reviews(5), "--schema", value, "--endpoint", tt.endpoint)
+			if code != 0 {
+				t.Fatalf("exit status %d: %s", code, stderr)
+			}
+			fits := validator(t, tt.doc)
+			for _, r := range parseSchemaResults(t, out) {
+				if err := fits(r.Parsed); err != nil {
+					t.Errorf("%s: parsed %s: %v", r.ID, r.Parsed, err)
+				}
+			}
+			var body struct {
+				ResponseFormat *struct {
+					JSONSchema struct {
+						Name   string          `json:"name"`
+						Schema json.RawMessage `json:"schema"`
+						Strict bool            `json:"strict"`
+					} `json:"json_schema"`
+				} `json:"response_format"`
+				Text *struct {
+					Format struct {
+						Type   string          `json:"type"`
+						Name   string          `json:"name"`
+						Schema json.RawMessage `json:"schema"`
+						Strict bool            `json:"strict"`
+					} `json:"format"`
+				} `json:"text"`
+			}
+			if err := json.Unmarshal(s.Requests()[0].Body, &body); err != nil {
+				t.Fatal(err)
+			}
+			name, sent, strict := "", json.RawMessage(nil), false
+			switch {
+			case tt.endpoint == "chat" && body.ResponseFormat != nil:
+				name, sent, strict = body.ResponseFormat.JSONSchema.Name, body.ResponseFormat.JSONSchema.Schema, body.ResponseFormat.JSONSchema.Strict
+			case tt.endpoint == "responses" && body.Text != nil && body.Text.Format.Type == "json_schema":
+				name, sent, strict = body.Text.Format.Name, body.Text.Format.Schema, body.Text.Format.Strict
+			default:
+				t.Fatalf("request %s carries no schema", s.Requests()[0].Body)
+			}
+			if name != tt.schemaName || !strict || !sameJSON(t, sent, tt.doc) {
+				t.Errorf("sent name %q, strict %v, schema %s; want %q, strict, %s", name, strict, sent, tt.schemaName, tt.doc)
+			}
+		})
+	}
+}
+
+// sameJSON reports whether a and b are the same JSON value.
+func sameJSON(t *testing.T, a json.RawMessage, b string) bool {
+	t.Helper()
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal([]byte(b), &y) != nil {
+		return false
+	}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return string(xb) == string(yb)
+}
+
+// TestSchemaBadUsage: a schema that is not valid JSON Schema, a concise
+// form that does not parse, a missing file, and --schema where no answer
+// can be checked stop gptbatch with exit 2, naming the problem, and
+// nothing is sent.
+func TestSchemaBadUsage(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"not JSON Schema", []string{"--schema", `{"type":"objec"}`}, "--schema: inline schema: not a valid JSON Schema: at /type"},
+		{"not JSON", []string{"--schema", `{"type":`}, "--schema: inline schema: not JSON"},
+		{"concise", []string{"--schema", "name, age integer"}, `unknown type "integer"`},
+		{"missing file", []string{"--schema", "schemas/person.json"}, "schema file schemas/person.json: no such file"},
+		{"embeddings", []string{"--schema", "name", "--endpoint", "embeddings"}, "--schema: the embeddings endpoint"},
+		{"batch", []string{"--schema", "name", "--via", "batch"}, "--schema does not go with --via batch"},
+		{"retries", []string{"--schema", "name", "--schema-retries=101"}, "--schema-retries must be from 0 to 100"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openaitest.New(openaitest.Config{})
+			defer s.Close()
+			g := newGB(t, s.URL())
+			out, stderr, code := g.run(context.Background(), reviews(2), tt.args...)
+			if code != 2 || !strings.Contains(stderr, tt.want) || out != "" {
+				t.Errorf("exit status %d, stderr %q, stdout %q; want 2 and %q", code, stderr, out, tt.want)
+			}
+			if n := s.Stats().Requests; n != 0 {
+				t.Errorf("the fake saw %d requests, want 0", n)
+			}
+		})
+	}
+}
+
+// TestSchemaNonStrict: a schema strict mode cannot take is sent with
+// strict false, said once on stderr, and still held to locally.
+func TestSchemaNonStrict(t *testing.T) {
+	s := openaitest.New(openaitest.Config{})
+	defer s.Close()
+	g := newGB(t, s.URL()).loud()
+	doc := `{"type":"object","properties":{"bio":{"type":"string","minLength":200}},"required":["bio"],"additionalProperties":false}`
+	out, stderr, code := g.run(context.Background(), reviews(4), "--schema", doc, "--progress", "never")
+	if code != 0 {
+		t.Fatalf("exit status %d: %s", code, stderr)
+	}
+	if n := strings.Count(stderr, "--schema is sent non-strict: #/properties/bio: \"minLength\""); n != 1 {
+		t.Errorf("stderr says non-strict %d times, want once:\n%s", n, stderr)
+	}
+	if !strings.Contains(string(s.Requests()[0].Body), `"strict":false`) {
+		t.Errorf("request %s, want strict false", s.Requests()[0].Body)
+	}
+	fits := validator(t, doc)
+	for _, r := range parseSchemaResults(t, out) {
+		if err := fits(r.Parsed); err != nil {
+			t.Errorf("%s: %v", r.ID, err)
+		}
+	}
+}
+
+// TestSchemaLineOwnFormat: a line's own json_schema format is sent as it
+// is and its answer held to it, not to --schema; a line that asked for
+// json_object is not checked; with n > 1 parsed holds every choice's
+// value.
+func TestSchemaLineOwnFormat(t *testing.T) {
+	s := openaitest.New(openaitest.Config{})
+	defer s.Close()
+	g := newGB(t, s.URL())
+	own := `{"type":"json_schema","json_schema":{"name":"colour","strict":true,"schema":{"type":"object","properties":{"colour":{"type":"string","enum":["red","blue"]}},"required":["colour"],"additionalProperties":false}}}`
+	in := `{"id":"own","prompt":"a colour","response_format":` + own + "}\n" +
+		`{"id":"object","prompt":"anything","response_format":{"type":"json_object"}}` + "\n" +
+		`{"id":"three","prompt":"three people","n":3}` + "\n"
+	out, stderr, code := g.run(context.Background(), in, "--schema", "name, age int")
+	if code != 0 {
+		t.Fatalf("exit status %d: %s", code, stderr)
+	}
+	rs := parseSchemaResults(t, out)
+	if p := string(rs[0].Parsed); p != `{"colour":"red"}` && p != `{"colour":"blue"}` {
+		t.Errorf("own: parsed %s, want its own schema's colour", p)
+	}
+	for _, req := range s.Requests() {
+		if b := string(req.Body); strings.Contains(b, "a colour") && (!strings.Contains(b, `"name":"colour"`) || strings.Contains(b, `"name":"output"`)) {
+			t.Errorf("own: sent %s, want its own format alone", b)
+		}
+	}
+	if rs[1].Parsed != nil || rs[1].Error != nil {
+		t.Errorf("object: parsed %s, error %+v: want it unchecked", rs[1].Parsed, rs[1].Error)
+	}
+	var three []map[string]any
+	if err := json.Unmarshal(rs[2].Parsed, &three); err != nil || len(three) != 3 || three[2]["age"] == nil {
+		t.Errorf("three: parsed %s (%v), want an array of three values", rs[2].Parsed, err)
+	}
+}
+
+// TestSchemaEstimates: the schema's own tokens are in every estimate: a
+// dry run's prompt_tokens and its schema_tokens share and summary, and
+// --batch-tokens and the reservation refuse what only the schema makes
+// too large.
+func TestSchemaEstimates(t *testing.T) {
+	s := openaitest.New(openaitest.Config{})
+	defer s.Close()
+	g := newGB(t, s.URL()).loud()
+	dry := func(args ...string) (map[string]int64, map[string]int64, string) {
+		t.Helper()
+		out, stderr, code := g.run(context.Background(), reviews(3), append([]string{"--dry-run"}, args...)...)
+		if code != 0 {
+			t.Fatalf("dry run: exit status %d: %s", code, stderr)
+		}
+		shares := map[string]int64{}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var e struct {
+				ID           string `json:"id"`
+				SchemaTokens int64  `json:"schema_tokens"`
+			}
+			if err := json.Unmarshal([]byte(l), &e); err != nil {
+				t.Fatal(err)
+			}
+			shares[e.ID] = e.SchemaTokens
+		}
+		return estimates(t, out), shares, stderr
+	}
+	plain, none, _ := dry()
+	held, shares, summary := dry("--schema", tenFields)
+	var share int64
+	for id, p := range held {
+		share = shares[id]
+		if none[id] != 0 || share < 50 || p != plain[id]+share {
+			t.Errorf("%s: prompt_tokens %d with the schema (schema_tokens %d), %d without", id, p, share, plain[id])
+		}
+	}
+	if want := fmt.Sprintf("(%d of them the schema's)", 3*share); !strings.Contains(summary, want) {
+		t.Errorf("dry-run summary %q does not say %q", summary, want)
+	}
+	// The fake bills the schema so too: the first answer's prompt tokens
+	// are the estimate.
+	out, stderr, code := g.run(context.Background(), reviews(1), "--schema", tenFields, "--progress", "never")
+	if code != 0 {
+		t.Fatalf("exit status %d: %s", code, stderr)
+	}
+	if r := parseSchemaResults(t, out)[0]; r.Usage.PromptTokens != held["r0"] {
+		t.Errorf("prompt_tokens %d billed, %d estimated", r.Usage.PromptTokens, held["r0"])
+	}
+
+	var total int64
+	for _, p := range plain {
+		total += p
+	}
+	limit := strconv.FormatInt(total+share, 10) // above the batch without the schema, below it with
+	if _, stderr, code := g.run(context.Background(), reviews(3), "--batch-tokens", limit, "--progress", "never"); code != 0 {
+		t.Errorf("without the schema, --batch-tokens %s: exit status %d: %s", limit, code, stderr)
+	}
+	before := s.Stats().Requests
+	if _, stderr, code := g.run(context.Background(), reviews(3), "--batch-tokens", limit, "--schema", tenFields); code != 3 || !strings.Contains(stderr, "--batch-tokens") {
+		t.Errorf("with the schema, --batch-tokens %s: exit status %d, want 3: %s", limit, code, stderr)
+	}
+	// --tpm below one line's estimate with the schema, above it without:
+	// the line is never sent.
+	tpm := strconv.FormatInt(plain["r0"]+256+share/2, 10)
+	out, _, code = g.run(context.Background(), reviews(1), "--tpm", tpm, "--schema", tenFields, "--batch-tokens", "0")
+	if r := parseSchemaResults(t, out)[0]; code != 1 || r.Error == nil || r.Error.Type != "budget" {
+		t.Errorf("--tpm %s with the schema: exit status %d, %+v: want a budget error", tpm, code, r.Error)
+	}
+	if n := s.Stats().Requests - before; n != 0 {
+		t.Errorf("%d requests sent past the limits, want 0", n)
+	}
+}

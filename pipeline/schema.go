@@ -1,0 +1,292 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/schema"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// A line's way with --schema (internal/schema holds the rules):
+//
+//   - prepare: holdToSchema sends the line with the flag's schema, unless
+//     it names a format of its own (its own json_schema wins), and adds the
+//     schema's tokens to its prompt, as the API bills them, so that every
+//     estimate (the reservation, --max-cost, --batch-tokens, a dry run)
+//     counts them;
+//   - the decoders (chat.go, responses.go): check holds each answer to it,
+//     putting the value in parsed or, when it does not fit, making the
+//     result invalid_output with the content kept;
+//   - fetch: sendChecked asks an invalid answer again, up to
+//     --schema-retries times, each try reserved, sent, settled and in the
+//     ledger like any request.
+//
+// For the response cache: a re-ask is a request of its own (its body has
+// the invalid answer and the validator's message in it), and the answer
+// to a line's first request is worth keeping only when it fits: one that
+// does not would be served again and fail again. So what a line held to a
+// schema stores under its first request's key is that request's answer
+// when it.answered.invalid is nil, and nothing otherwise, whatever the
+// re-asks got; an answer served from the cache goes through the decoders
+// and is checked like a live one.
+
+// schemaRun is what a run keeps for --schema: the schemas lines carry in
+// their own bodies, compiled once each, and the flag's schema's token
+// count by model. Safe for concurrent use; a nil *schemaRun keeps nothing.
+type schemaRun struct {
+	lines  schema.Cache
+	counts sync.Map // schemaCount → int64: the flag's schema's tokens
+}
+
+// schemaCount names a count of the flag's schema's tokens: by the model's
+// encoder, or (not exact) by the byte bound.
+type schemaCount struct {
+	model string
+	exact bool
+}
+
+// cache is the run's cache of line schemas; nil compiles every time.
+func (s *schemaRun) cache() *schema.Cache {
+	if s == nil {
+		return nil
+	}
+	return &s.lines
+}
+
+// tokens is the prompt tokens sc adds to a request of model, counted as
+// the line's prompt is: exactly, or by the byte bound. The flag's
+// schema's count is kept, one a model; a line's own is counted each time,
+// so that a batch of many schemas keeps none.
+func (s *schemaRun) tokens(cfg *Config, sc *schema.Schema, model string, exact bool) int64 {
+	key := schemaCount{model, exact}
+	keep := s != nil && sc == cfg.Schema
+	if keep {
+		if n, ok := s.counts.Load(key); ok {
+			return n.(int64)
+		}
+	}
+	n := int64(sc.PromptTokens(func(text string) int {
+		c, err := cfg.Tokens.Inputs(model, []string{text}, nil, exact)
+		if err != nil || len(c) != 1 {
+			return len(text) // the byte bound
+		}
+		return int(c[0])
+	}))
+	if keep {
+		s.counts.Store(key, n)
+	}
+	return n
+}
+
+// holdToSchema is body, a chat or responses line's request, as it is sent
+// with --schema (schema.Resolve), and holds the line to the schema its
+// answer must fit, whose tokens join its prompt. Without --schema, and for
+// embeddings, it is body.
+func (it *item) holdToSchema(cfg *Config, body []byte) ([]byte, error) {
+	if cfg.Schema == nil || it.endpoint == jsonl.EndpointEmbeddings {
+		return body, nil
+	}
+	out, held, err := schema.Resolve(cfg.Schema, cfg.schemas.cache(), it.endpoint, body)
+	if err != nil {
+		return nil, err
+	}
+	if held != nil {
+		it.schema = held
+		it.schemaTokens = cfg.schemas.tokens(cfg, held, it.model, it.exact)
+		it.prompt += it.schemaTokens
+	}
+	return out, nil
+}
+
+// choiceAnswer is one choice of an answer, as the schema judges it.
+type choiceAnswer struct {
+	content      *string // nil when there is none: a refusal, only tool calls
+	finishReason string
+	refusal      string
+}
+
+// invalidAnswer is an answer that does not fit the schema: what was wrong
+// with it, and its text, for the re-ask.
+type invalidAnswer struct {
+	verdict schema.Verdict
+	content string
+}
+
+// check holds an answer's choices to it's schema, for a decoder. When
+// every choice fits, res gets parsed: the value, or with n > 1 an array of
+// every choice's (null for one that called a tool instead of answering).
+// Otherwise res is an invalid_output error, its content kept, and check
+// returns the first choice that does not fit, for the re-ask: a choice
+// that does not fit fails the answer, as the line asked for n of them.
+// A choice cut off at the output cap is never parsed.
+func (it *item) check(res *jsonl.Result, choices []choiceAnswer) *invalidAnswer {
+	parsed := make([]json.RawMessage, 0, len(choices))
+	answered := false
+	for _, ch := range choices {
+		var content string
+		if ch.content != nil {
+			content = *ch.content
+		}
+		v := it.schema.Classify(content, ch.finishReason, ch.refusal)
+		switch {
+		case v.Retry():
+			res.Error = &jsonl.Error{Type: jsonl.ErrInvalidOutput, Message: fmt.Sprintf("line %d: %s", it.req.Line, v.Message)}
+			return &invalidAnswer{verdict: v, content: content}
+		case v.Kind == schema.Valid:
+			parsed = append(parsed, v.Parsed)
+			answered = true
+		default: // tool calls: not an answer to check
+			parsed = append(parsed, json.RawMessage("null"))
+		}
+	}
+	switch {
+	case !answered:
+	case len(parsed) == 1:
+		res.Parsed = parsed[0]
+	default:
+		b := []byte{'['}
+		for i, p := range parsed {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, p...)
+		}
+		res.Parsed = append(b, ']')
+	}
+	return nil
+}
+
+// sendChecked sends an admitted line (sendLine) and, while its answer does
+// not fit the schema it is held to, asks again with schema.Reask's body:
+// up to --schema-retries more tries, each reserved through the gate, sent
+// with sendLine's retries, settled and written to the ledger like the
+// first. The line's result is its last answer's, with usage, cost_usd and
+// latency_ms the sums of its tries' and attempts every call made for it.
+// A line still invalid after the last try keeps its last content and says
+// invalid_output. A re-ask that cannot be sent (the run stopped, a limit
+// it can never fit, a failure past the retries) leaves the last answer as
+// the result, and its error says why.
+func (r *runner) sendChecked(ctx context.Context, it *item, settle chan<- budget.Settlement) *jsonl.Result {
+	res := r.sendLine(ctx, it, settle)
+	if it.schema == nil || it.result != nil || res.Usage == nil {
+		return res // not checked, or no answer to check
+	}
+	r.stats.Checked.Add(1)
+	var sum tries
+	sum.add(it)
+	last, attempts := it, it.attempts
+	var why string // why it was not asked again while tries remained
+	for n := 1; last.answered.invalid != nil && n <= r.cfg.SchemaRetries; n++ {
+		next, err := it.reask(&r.cfg, last)
+		if err != nil {
+			why = "not asked again: " + err.Error()
+			break
+		}
+		if err := r.check(next.est); err != nil {
+			why = "not asked again: " + err.Error()
+			break
+		}
+		if _, next.reserved, err = r.reserve(ctx, []budget.Estimate{next.est}); err != nil {
+			why = "not asked again: the run stopped"
+			break
+		}
+		if n == 1 {
+			r.stats.Reasked.Add(1)
+		}
+		r.stats.Reasks.Add(1)
+		nres := r.sendLine(ctx, next, settle)
+		attempts = next.attempts
+		if nres.Usage == nil {
+			// Asking again failed past sendLine's retries: the answer
+			// paid for before stands.
+			why = "asking again failed: " + strings.TrimPrefix(nres.Error.Message, fmt.Sprintf("line %d: ", it.req.Line))
+			break
+		}
+		r.stats.ReaskCost.Add(int64(next.answered.cost))
+		sum.add(next)
+		last, res = next, nres
+	}
+	sum.set(res, last.priced)
+	res.Attempts = attempts
+	if res.Error != nil && res.Error.Type == jsonl.ErrInvalidOutput {
+		msg := last.answered.invalid.verdict.Message
+		switch {
+		case why != "":
+			res.Error.Message = fmt.Sprintf("line %d: %s (%s)", it.req.Line, msg, why)
+		case sum.n > 1:
+			res.Error.Message = fmt.Sprintf("line %d: no answer fit the schema in %d tries; the last: %s", it.req.Line, sum.n, msg)
+		}
+	}
+	return res
+}
+
+// tries adds up the answers of a line's tries.
+type tries struct {
+	n       int
+	usage   jsonl.Usage
+	cost    budget.Cost
+	latency int64
+}
+
+// add counts the answer it got.
+func (t *tries) add(it *item) {
+	t.n++
+	u := it.answered.usage
+	t.usage.PromptTokens += u.PromptTokens
+	t.usage.CompletionTokens += u.CompletionTokens
+	t.usage.TotalTokens += u.TotalTokens
+	t.usage.CachedTokens += u.CachedTokens
+	t.usage.ReasoningTokens += u.ReasoningTokens
+	t.cost += it.answered.cost
+	if len(it.answered.results) > 0 {
+		t.latency += it.answered.results[0].LatencyMS
+	}
+}
+
+// set makes res, the last try's result, the line's: the tries' sums.
+func (t *tries) set(res *jsonl.Result, priced bool) {
+	if t.n < 2 {
+		return
+	}
+	u := t.usage
+	res.Usage = &u
+	if priced {
+		res.CostUSD = t.cost.AppendJSON(nil)
+	}
+	res.LatencyMS = t.latency
+}
+
+// reask is the try after last, an answer of it's that did not fit its
+// schema: the request schema.Reask builds from it's original body,
+// counted and estimated as prepare would, its attempts going on from
+// last's.
+func (it *item) reask(cfg *Config, last *item) (*item, error) {
+	bad := last.answered.invalid
+	body, err := schema.Reask(it.endpoint, it.body, bad.content, bad.verdict)
+	if err != nil {
+		return nil, err
+	}
+	next := &item{
+		req: it.req, endpoint: it.endpoint, model: it.model, body: body,
+		price: it.price, prices: it.prices, schema: it.schema, prior: last.attempts,
+		exact: it.exact || cfg.Tokens.Ready(it.model),
+	}
+	// Counted from the body as sent: resolve leaves a resolved body's
+	// fields as they are.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil, err
+	}
+	if err := endpointFor(it.endpoint).resolve(next, fields, cfg); err != nil {
+		return nil, err
+	}
+	next.schemaTokens = cfg.schemas.tokens(cfg, it.schema, it.model, next.exact)
+	next.prompt += next.schemaTokens
+	next.setTier(it.tier)
+	return next, nil
+}

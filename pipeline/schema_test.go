@@ -1,0 +1,135 @@
+package pipeline
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/gptbatch/gptbatch/internal/schema"
+	"github.com/gptbatch/gptbatch/internal/tokens"
+	"github.com/gptbatch/gptbatch/jsonl"
+)
+
+// person is the schema the decoder tests hold answers to.
+const person = `{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"],"additionalProperties":false}`
+
+// chatBody is a chat completion whose choices are given as JSON.
+func chatBody(choices ...string) string {
+	return `{"model":"gpt-4o-mini-2024-07-18","choices":[` + strings.Join(choices, ",") + `],"usage":{"prompt_tokens":60,"completion_tokens":12,"total_tokens":72}}`
+}
+
+// choice is a chat choice's JSON.
+func choice(i int, content, refusal, finish string) string {
+	c, r := "null", "null"
+	if content != "" {
+		c = fmt.Sprintf("%q", content)
+	}
+	if refusal != "" {
+		r = fmt.Sprintf("%q", refusal)
+	}
+	return fmt.Sprintf(`{"index":%d,"message":{"role":"assistant","content":%s,"refusal":%s},"finish_reason":%q}`, i, c, r, finish)
+}
+
+// TestAnswersHeldToSchema: the decoders, the one place an answer becomes
+// a result on either route, give a fitting answer its parsed value and an
+// answer that does not fit an invalid_output error with its content kept;
+// an answer cut off at the cap is never parsed, even when it parses.
+func TestAnswersHeldToSchema(t *testing.T) {
+	s, err := schema.Parse(person)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ada = `{"name": "Ada",  "age": 36}`
+	tests := []struct {
+		name, endpoint, body string
+		parsed, kind         string // kind: the invalid answer's, "" when none
+	}{
+		{"valid", jsonl.EndpointChat, chatBody(choice(0, ada, "", "stop")), `{"name":"Ada","age":36}`, ""},
+		{"cut off, though it parses", jsonl.EndpointChat, chatBody(choice(0, ada, "", "length")), "", "truncated"},
+		{"not JSON", jsonl.EndpointChat, chatBody(choice(0, "```json\n"+ada+"\n```", "", "stop")), "", "not_json"},
+		{"wrong type", jsonl.EndpointChat, chatBody(choice(0, `{"name":"Ada","age":"36"}`, "", "stop")), "", "mismatch"},
+		{"refused", jsonl.EndpointChat, chatBody(choice(0, "", "I can't", "stop")), "", "refused"},
+		{"content filter", jsonl.EndpointChat, chatBody(choice(0, `{"name":"A`, "", "content_filter")), "", "refused"},
+		{"tool call", jsonl.EndpointChat, `{"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{}}`, "", ""},
+		{"n = 2", jsonl.EndpointChat, chatBody(choice(1, `{"name":"Bo","age":7}`, "", "stop"), choice(0, ada, "", "stop")), `[{"name":"Ada","age":36},{"name":"Bo","age":7}]`, ""},
+		{"n = 2, one cut off", jsonl.EndpointChat, chatBody(choice(0, ada, "", "stop"), choice(1, `{"name":"Bo",`, "", "length")), "", "truncated"},
+		{"responses", jsonl.EndpointResponses, `{"model":"m","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":` + fmt.Sprintf("%q", ada) + `}]}],"usage":{}}`, `{"name":"Ada","age":36}`, ""},
+		{"responses cut off", jsonl.EndpointResponses, `{"model":"m","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"output":[{"type":"message","content":[{"type":"output_text","text":` + fmt.Sprintf("%q", ada) + `}]}],"usage":{}}`, "", "truncated"},
+		{"responses refused", jsonl.EndpointResponses, `{"model":"m","status":"completed","output":[{"type":"message","content":[{"type":"refusal","refusal":"no"}]}],"usage":{}}`, "", "refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _, _ := testRunner(t, Config{Schema: s})
+			it := routeItem(t, r, tt.endpoint, `"who is Ada?"`)
+			if it.schema == nil {
+				t.Fatal("the line is not held to --schema")
+			}
+			ans, err := resultFromBody(it, 200, []byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := ans.results[0]
+			if string(res.Parsed) != tt.parsed {
+				t.Errorf("parsed = %s, want %s", res.Parsed, tt.parsed)
+			}
+			switch {
+			case tt.kind == "" && (ans.invalid != nil || res.Error != nil):
+				t.Errorf("invalid %+v, error %+v; want neither", ans.invalid, res.Error)
+			case tt.kind != "" && (ans.invalid == nil || ans.invalid.verdict.Kind.String() != tt.kind || res.Error == nil || res.Error.Type != jsonl.ErrInvalidOutput):
+				t.Errorf("invalid %+v, error %+v; want %s, invalid_output", ans.invalid, res.Error, tt.kind)
+			case tt.kind != "" && tt.kind != "refused" && len(res.Content) < 5:
+				t.Errorf("content %s: the invalid answer must be kept", res.Content)
+			}
+		})
+	}
+}
+
+// tenFields is a 10-field extraction schema, and tenFieldAnswer a chat
+// completion that fits it, as internal/schema's BenchmarkValidate has them.
+const (
+	tenFields = `{"type":"object","properties":{
+	"name":{"type":"string","description":"full name"},
+	"age":{"type":"integer"},
+	"score":{"type":"number","minimum":0,"maximum":1},
+	"member":{"type":"boolean"},
+	"email":{"type":["string","null"]},
+	"country":{"type":"string","description":"ISO 3166 alpha-2"},
+	"sentiment":{"type":"string","enum":["positive","neutral","negative"]},
+	"tags":{"type":"array","items":{"type":"string"},"maxItems":5},
+	"summary":{"type":"string"},
+	"confidence":{"type":"number"}},
+	"required":["name","age","score","member","email","country","sentiment","tags","summary","confidence"],
+	"additionalProperties":false}`
+	tenFieldAnswer = `{"name":"Ada Lovelace","age":36,"score":0.92,"member":true,"email":null,"country":"GB","sentiment":"positive","tags":["math","engines","poetry"],"summary":"Wrote the first published algorithm for Babbage's Analytical Engine.","confidence":0.87}`
+)
+
+// BenchmarkResultFromBodySchema is a chat answer read into its result
+// with and without a 10-field schema to hold it to: the difference is
+// what checking costs on the path every answer takes.
+func BenchmarkResultFromBodySchema(b *testing.B) {
+	s, err := schema.Parse(tenFields)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(chatBody(choice(0, tenFieldAnswer, "", "stop")))
+	for _, bc := range []struct {
+		name string
+		s    *schema.Schema
+	}{{"none", nil}, {"10 fields", s}} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := newRunner(b.Context(), Config{Schema: bc.s, Model: "gpt-4o-mini", Tokens: tokens.Counter{}})
+			req, err := jsonl.NewReader(strings.NewReader("\"who?\"\n"), jsonl.Options{}).Next()
+			if err != nil {
+				b.Fatal(err)
+			}
+			it := prepare(req, &r.cfg, false)
+			b.ReportAllocs()
+			for b.Loop() {
+				ans, err := resultFromBody(it, 200, body)
+				if err != nil || (bc.s != nil && ans.results[0].Parsed == nil) {
+					b.Fatal(err, ans.invalid)
+				}
+			}
+		})
+	}
+}
