@@ -360,33 +360,33 @@ func stateEqual(a, b State) bool {
 	return bytes.Equal(a.Format(), b.Format())
 }
 
-// write replaces usage.md atomically: a temporary file in the same
-// directory, synced, then renamed over it, so that a reader or a crash at
-// any moment sees the old file or the new one, whole. The new file keeps
-// the old one's mode and, where it can, its owner and group; a file
-// gptbatch creates is 0600. Only a regular file is ever replaced.
-func (f *FileStore) write(b []byte) (err error) {
-	old, err := os.Lstat(f.path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		old = nil
-	case err != nil:
-		return fmt.Errorf("write usage file %s: %w", f.path, err)
-	case !old.Mode().IsRegular():
-		return fmt.Errorf("usage file %s is now %s; gptbatch will not replace it", f.path, kindOf(old))
+// write replaces usage.md with b, atomically (writeAtomic).
+func (f *FileStore) write(b []byte) error {
+	return writeAtomic(f.path, b, f.path)
+}
+
+// writeAtomic replaces the file at path with b: a temporary file in the
+// same directory, synced, then renamed over it, so that a reader or a
+// crash at any moment sees the old file or the new one, whole. The new
+// file has the mode and, where it can, the owner and group of the file at
+// like (usage.md for the files beside it); a file gptbatch creates is
+// 0600. Only a regular file is ever replaced.
+func writeAtomic(path string, b []byte, like string) (err error) {
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is now %s; gptbatch will not replace it", path, kindOf(fi))
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".usage-*.tmp") // created 0600
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*.tmp") // created 0600
 	if err != nil {
-		return fmt.Errorf("write usage file %s: %w", f.path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
 			tmp.Close()
 			os.Remove(tmp.Name())
-			err = fmt.Errorf("write usage file %s: %w", f.path, err)
+			err = fmt.Errorf("write %s: %w", path, err)
 		}
 	}()
-	if old != nil {
+	if old, err := os.Lstat(like); err == nil && old.Mode().IsRegular() {
 		if err := tmp.Chmod(old.Mode().Perm()); err != nil {
 			return err
 		}
@@ -401,7 +401,7 @@ func (f *FileStore) write(b []byte) (err error) {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), f.path)
+	return os.Rename(tmp.Name(), path)
 }
 
 // append adds entries to the ledger in one write, after dealing with a
