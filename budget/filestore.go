@@ -79,6 +79,55 @@ func OpenFile(path string, o Options) (*FileStore, error) {
 	return f, nil
 }
 
+// Beside is the path of the file of gptbatch's named for the usage file
+// usagePath with ".md" replaced by suffix (".batches.jsonl"), beside it, or
+// beside its target when it is a symbolic link, as OpenFile places the
+// ledger. A usage file of /dev/null (by any name) has no place for one:
+// ok is false.
+func Beside(usagePath, suffix string) (path string, ok bool) {
+	if isDevNull(usagePath) {
+		return "", false
+	}
+	if abs, err := filepath.Abs(usagePath); err == nil {
+		if target, err := resolve(abs); err == nil {
+			usagePath = target
+		}
+	}
+	return strings.TrimSuffix(usagePath, ".md") + suffix, true
+}
+
+// OpenOwn opens a file gptbatch keeps beside usage.md (Beside) as it opens
+// its own: never through a symbolic link nor blocking on a named pipe put
+// there, and refused if it is not a regular file or belongs to another
+// user. flag and perm are os.OpenFile's; a file created gets its
+// directory made (0700) first.
+func OpenOwn(path string, flag int, perm os.FileMode) (*os.File, error) {
+	if flag&os.O_CREATE != 0 {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.OpenFile(path, flag|openSafe, perm)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+	case !fi.Mode().IsRegular():
+		err = fmt.Errorf("%s is %s, not a regular file; gptbatch will not use it", path, kindOf(fi))
+	default:
+		if uid, _, ok := owner(fi); ok && uid != os.Geteuid() {
+			err = fmt.Errorf("%s belongs to another user; gptbatch will not use it", path)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // isDevNull reports whether path is the null device, by name or through a
 // link.
 func isDevNull(path string) bool {

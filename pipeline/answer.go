@@ -3,11 +3,9 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
-
-	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -40,13 +38,13 @@ type answerBody interface {
 // status to the request of it (a line, or a pack of them), into the
 // lines' results. A status outside 2xx is the API's error, returned as an
 // *openai.APIError (or *openai.RequestError for a body that is no error
-// object) for classify; a 2xx body that cannot be read as an answer is an
+// object) for retry.Classify; a 2xx body that cannot be read as an answer is an
 // error too. Costs are at the tier the answer says it was billed at
 // (priceFor); an item of the Batch API's (tier TierBatch) is at its
 // prices.
 func resultFromBody(it *item, status int, body []byte) (answer, error) {
 	if status < 200 || status >= 300 {
-		return answer{}, apiError(status, body)
+		return answer{}, retry.APIError(status, body)
 	}
 	d := endpointFor(it.endpoint)
 	b, err := d.body(body)
@@ -99,15 +97,4 @@ func (r *runner) count(it *item, ans answer) {
 	} else {
 		r.stats.Unpriced.Add(1)
 	}
-}
-
-// apiError is the error an error body says, as go-openai makes it.
-func apiError(status int, body []byte) error {
-	var er openai.ErrorResponse
-	if err := json.Unmarshal(body, &er); err != nil || er.Error == nil {
-		return &openai.RequestError{HTTPStatus: http.StatusText(status), HTTPStatusCode: status, Err: err, Body: body}
-	}
-	er.Error.HTTPStatusCode = status
-	er.Error.HTTPStatus = http.StatusText(status)
-	return er.Error
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -31,8 +32,6 @@ import (
 //	batchsubmit.go   lines → batch files, split by endpoint and model, uploaded and submitted
 //	batchpoll.go     every submitted batch polled, politely, until it ends
 //	batchcollect.go  output and error files streamed into results, settled, retried
-//	batchapi.go      the Files and Batch API calls
-//	journal.go       what is recorded beside usage.md, and what --resume claims
 //	spool.go         the temporary files that keep memory bounded
 
 // Via is the way lines reach the API.
@@ -407,16 +406,16 @@ func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *j
 		// of 200,000 lines at about 90 MB, not 127.
 		defer debug.SetGCPercent(debug.SetGCPercent(batchGCPercent))
 	}
-	journal, err := budget.OpenJournal(r.cfg.Batch.Journal, 0o600)
+	journal, err := batchapi.OpenJournal(r.cfg.Batch.Journal)
 	if err != nil {
 		return &Error{Code: ExitConfig, Err: err}
 	}
 	defer journal.Close()
-	api := NewBatchAPI(r.cfg.BaseURL, r.cfg.Key, r.cfg.Timeout)
+	api := batchapi.New(batchapi.Config{BaseURL: r.cfg.BaseURL, Key: r.cfg.Key, Timeout: r.cfg.Timeout, Retry: r.retry, Clock: r.cfg.Clock, Log: r.cfg.Log})
 	var cl *claims
 	if r.cfg.Batch.Resume {
-		if err := r.resolveCreates(ctx, api, journal); err != nil {
-			return err
+		if err := api.ResolveCreates(ctx, r.stop.signal.Done(), journal, r.cfg.Clock.Now()); err != nil {
+			return &Error{Code: ExitConfig, Err: err}
 		}
 		var skipped []string
 		cl, skipped, err = loadClaims(journal.Path(), r.cfg.Clock.Now())

@@ -14,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	openai "github.com/sashabaranov/go-openai"
-
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 	"github.com/gptbatch/gptbatch/internal/tokens"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -59,7 +58,7 @@ func BenchmarkBatchRun(b *testing.B) {
 	for i := range b.N {
 		fmt.Fprintf(&in, "%q\n", fmt.Sprintf("tell me about the number %d in one short sentence", i))
 	}
-	journal, _ := budget.JournalPathFor(store.Path())
+	journal, _ := batchapi.JournalPath(store.Path())
 	cfg := Config{
 		Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 16, Retries: 5, Clock: clk,
 		Gate: budget.NewGate(store, budget.Limits{}), Via: ViaBatch, Batch: BatchOptions{Journal: journal, TempDir: dir},
@@ -129,33 +128,5 @@ func TestSpoolReadHeads(t *testing.T) {
 	})
 	if err != nil || n != len(some)-10 {
 		t.Errorf("readHeads: %d heads, %v; want %d and a stop", n, err, len(some)-10)
-	}
-}
-
-// TestTagged: after a create whose answer was lost, only the batch that
-// very create made is taken for it: never the batch of the same file that
-// an earlier create made and the API refused for the enqueued-token limit.
-func TestTagged(t *testing.T) {
-	meta := map[string]any{"gptbatch_run": "r1", "gptbatch_chunk": "3", "gptbatch_create": "2"}
-	tags := func(create string) map[string]any {
-		return map[string]any{"gptbatch_run": "r1", "gptbatch_chunk": "3", "gptbatch_create": create}
-	}
-	tests := []struct {
-		name string
-		bo   openai.Batch
-		want bool
-	}{
-		{"made by this create", openai.Batch{InputFileID: "file-a", Metadata: tags("2")}, true},
-		{"the refused one, made before", openai.Batch{InputFileID: "file-a", Metadata: tags("1")}, false},
-		{"another file", openai.Batch{InputFileID: "file-b", Metadata: tags("2")}, false},
-		{"another run", openai.Batch{InputFileID: "file-a", Metadata: map[string]any{"gptbatch_run": "r0", "gptbatch_chunk": "3", "gptbatch_create": "2"}}, false},
-		{"untagged", openai.Batch{InputFileID: "file-a"}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := tagged(tt.bo, "file-a", meta); got != tt.want {
-				t.Errorf("tagged(%v %v) = %v, want %v", tt.bo.InputFileID, tt.bo.Metadata, got, tt.want)
-			}
-		})
 	}
 }

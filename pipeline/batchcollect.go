@@ -24,6 +24,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -47,7 +49,7 @@ type collected struct {
 // collectBatches collects each ended batch from in, one at a time, and
 // sends what is to be submitted again back to the submitter, unless the
 // submitter has ended (done).
-func (r *runner) collectBatches(ctx context.Context, api *BatchAPI, t *tracker, j *budget.Journal, in <-chan *tbatch, back chan<- collected, done <-chan struct{}) error {
+func (r *runner) collectBatches(ctx context.Context, api *batchapi.Client, t *tracker, j *batchapi.Journal, in <-chan *tbatch, back chan<- collected, done <-chan struct{}) error {
 	for {
 		var b *tbatch
 		select {
@@ -82,25 +84,25 @@ func (r *runner) collectBatches(ctx context.Context, api *BatchAPI, t *tracker, 
 // collected: it only fills the user's file storage now. The output and
 // error files hold what was paid for, and stay. It is one try, best
 // effort: a failure leaves the file, and says so with --verbose.
-func (r *runner) deleteInput(ctx context.Context, api *BatchAPI, b *tbatch) {
+func (r *runner) deleteInput(ctx context.Context, api *batchapi.Client, b *tbatch) {
 	if b.inputFile == "" {
 		return
 	}
-	err := api.deleteFile(ctx, b.inputFile)
+	err := api.DeleteFile(ctx, b.inputFile)
 	if err == nil {
 		return
 	}
-	f := callFailure(err, r.cfg.Key, r.cfg.Clock.Now())
-	if f.status == http.StatusNotFound {
+	f := api.Failure(err)
+	if f.Status == http.StatusNotFound {
 		return // deleted when a run before collected the batch
 	}
-	r.cfg.Log.Info("input file not deleted", "file", b.inputFile, "batch", b.id, "error", f.msg)
+	r.cfg.Log.Info("input file not deleted", "file", b.inputFile, "batch", b.id, "error", f.Msg)
 }
 
 // collector collects one batch.
 type collector struct {
 	r        *runner
-	api      *BatchAPI
+	api      *batchapi.Client
 	t        *tracker
 	b        *tbatch
 	retry    []int32
@@ -130,7 +132,7 @@ type collector struct {
 // errors of its output and error files, or the reason it failed. It
 // settles each answer in the day's budget and the ledger, once: a batch
 // the journal says was collected already counts nothing again.
-func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, error) {
+func (c *collector) collect(ctx context.Context, j *batchapi.Journal) (collected, error) {
 	r, b := c.r, c.b
 	c.started = time.Now()
 	out := collected{b: b}
@@ -245,9 +247,9 @@ func (c *collector) collect(ctx context.Context, j *budget.Journal) (collected, 
 }
 
 // journalCollected records that b's results are settled.
-func (c *collector) journalCollected(j *budget.Journal) error {
+func (c *collector) journalCollected(j *batchapi.Journal) error {
 	fb := c.b.final
-	rec := JournalRecord{Event: EventCollected, Time: c.r.cfg.Clock.Now(), BatchID: c.b.id, Status: fb.Status}
+	rec := batchapi.JournalRecord{Event: batchapi.EventCollected, Time: c.r.cfg.Clock.Now(), BatchID: c.b.id, Status: fb.Status}
 	if c.b.lost != nil {
 		rec.Status = "lost"
 	}
@@ -257,7 +259,7 @@ func (c *collector) journalCollected(j *budget.Journal) error {
 	if fb.ErrorFileID != nil {
 		rec.ErrorFileID = *fb.ErrorFileID
 	}
-	return journalAppend(j, rec)
+	return j.Append(rec)
 }
 
 // tokenLimit reports whether a failed batch was refused for the enqueued
@@ -323,8 +325,8 @@ func (c *collector) failedValidation() error {
 func (c *collector) readFile(ctx context.Context, id string) error {
 	done := 0
 	var local error // gptbatch's own failure, which retrying does not cure
-	f, ok := c.r.apiCall(ctx, "download "+id, false, func(ctx context.Context) error {
-		body, err := c.api.content(ctx, id)
+	f, ok := c.api.Retry(ctx, "download "+id, nil, func(ctx context.Context) error {
+		body, err := c.api.Content(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -368,7 +370,7 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 		return local
 	}
 	if !ok {
-		c.broken = fmt.Errorf("reading file %s of batch %s failed after %d lines: %s", id, c.b.id, done, f.msg)
+		c.broken = fmt.Errorf("reading file %s of batch %s failed after %d lines: %s", id, c.b.id, done, f.Msg)
 		c.r.cfg.Log.Warn(c.broken.Error())
 	}
 	return nil
@@ -619,8 +621,8 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		return o
 	case ol.status != 0:
 		status = ol.status
-		f := callFailure(apiError(status, ol.body), r.cfg.Key, r.cfg.Clock.Now())
-		typ, msg, retryable = f.typ, f.msg, f.verdict == retry
+		f := retry.Classify(retry.APIError(status, ol.body), 0, nil, r.cfg.Key, r.cfg.Clock.Now())
+		typ, msg, retryable = f.Type, f.Msg, f.Verdict == retry.Retry
 	case ol.err != nil && ol.err.Code == "batch_expired":
 		typ, msg, retryable = jsonl.ErrServer, "not answered before batch "+b.id+" expired", true
 	case ol.err != nil:

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/gptbatch/gptbatch/internal/batchapi"
+	"github.com/gptbatch/gptbatch/internal/retry"
 )
 
 // pollBatches polls every batch handed to it on in until it ends, and
@@ -14,7 +17,7 @@ import (
 // retry (5xx, 429, the network) is tried again later, never fatal. On a
 // signal it stops: the batches run on, and --resume collects them. It
 // closes out.
-func (r *runner) pollBatches(ctx context.Context, api *BatchAPI, in <-chan *tbatch, out chan<- *tbatch) error {
+func (r *runner) pollBatches(ctx context.Context, api *batchapi.Client, in <-chan *tbatch, out chan<- *tbatch) error {
 	defer close(out)
 	var active, ended []*tbatch
 	first := r.cfg.Batch.poll()
@@ -80,19 +83,19 @@ func (r *runner) pollBatches(ctx context.Context, api *BatchAPI, in <-chan *tbat
 // pollOnce retrieves b and reports whether it has ended. The next poll is
 // due an interval after this one's answer came: twice the last interval
 // while the status stays, the first one when it changes.
-func (r *runner) pollOnce(ctx context.Context, api *BatchAPI, b *tbatch) bool {
+func (r *runner) pollOnce(ctx context.Context, api *batchapi.Client, b *tbatch) bool {
 	bo, err := api.Retrieve(ctx, b.id)
 	now := r.cfg.Clock.Now()
 	if err != nil {
-		f := callFailure(err, r.cfg.Key, now)
-		if f.verdict != retry {
-			r.cfg.Log.Warn("batch " + b.id + " cannot be retrieved: " + f.msg + "; its lines are submitted again")
-			b.lost = errors.New(f.msg)
+		f := api.Failure(err)
+		if f.Verdict != retry.Retry {
+			r.cfg.Log.Warn("batch " + b.id + " cannot be retrieved: " + f.Msg + "; its lines are submitted again")
+			b.lost = errors.New(f.Msg)
 			return true
 		}
 		b.interval = min(2*b.interval, r.cfg.Batch.maxPoll())
-		wait := max(b.interval, f.after)
-		r.cfg.Log.Debug("poll failed", "batch", b.id, "error", f.typ, "status", f.status, "wait", wait)
+		wait := max(b.interval, f.After)
+		r.cfg.Log.Debug("poll failed", "batch", b.id, "error", f.Type, "status", f.Status, "wait", wait)
 		b.next = now.Add(wait)
 		return false
 	}

@@ -21,6 +21,8 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -69,8 +71,8 @@ type refused struct {
 type submitter struct {
 	r       *runner
 	t       *tracker
-	api     *BatchAPI
-	journal *budget.Journal
+	api     *batchapi.Client
+	journal *batchapi.Journal
 	claims  *claims
 	claimed map[int32]*tbatch    // tracked batches by their index in claims
 	checked map[int32]batchCheck // what the API said of journalled batches, by their index in claims
@@ -91,10 +93,10 @@ type submitter struct {
 	toPoll      chan<- *tbatch
 }
 
-func newSubmitter(r *runner, t *tracker, api *BatchAPI, j *budget.Journal, cl *claims) *submitter {
+func newSubmitter(r *runner, t *tracker, api *batchapi.Client, j *batchapi.Journal, cl *claims) *submitter {
 	return &submitter{
 		r: r, t: t, api: api, journal: j, claims: cl, claimed: map[int32]*tbatch{}, checked: map[int32]batchCheck{},
-		runID: newRunID(r.cfg.Clock.Now()), open: map[chunkKey]*chunk{}, running: map[string]int64{},
+		runID: batchapi.NewRunID(r.cfg.Clock.Now()), open: map[chunkKey]*chunk{}, running: map[string]int64{},
 	}
 }
 
@@ -213,12 +215,12 @@ func (s *submitter) check(ctx context.Context, idx int32) batchCheck {
 		return v
 	}
 	r, jb := s.r, s.claims.batches[idx]
-	f, ok := r.apiCall(ctx, "retrieve batch", true, func(ctx context.Context) error {
+	f, ok := s.api.Retry(ctx, "retrieve batch", r.stop.signal.Done(), func(ctx context.Context) error {
 		_, err := s.api.Retrieve(ctx, jb.BatchID)
 		return err
 	})
 	v := batchKnown
-	if !ok && f.status == http.StatusNotFound {
+	if !ok && f.Status == http.StatusNotFound {
 		where := r.cfg.BaseURL
 		if u, err := url.Parse(where); err == nil {
 			where = u.Redacted()
@@ -246,7 +248,7 @@ func recordOf(it *item, url string) lineRecord {
 	return lineRecord{
 		ID: it.req.ID, Line: it.req.Line, Model: it.model, URL: url, Metadata: it.req.Metadata,
 		Prompt: it.prompt, EstTokens: it.est.Tokens, EstCost: it.est.Cost, Priced: it.priced, Single: it.single, Floats: it.floats,
-		Hash: lineHash(url, it.body),
+		Hash: batchapi.LineHash(url, it.body),
 	}
 }
 
@@ -544,19 +546,9 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 	s.chunks++
 	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, seqs: c.seqs, est: c.est, day: c.day, tokens: c.tokens}
 	name := fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk)
-	// A second copy of the file would never be used, nor deleted, and
-	// count against the user's file storage.
-	f, ok, _ := s.makeOnce(ctx, "upload", func(ctx context.Context) error {
-		id, err := s.api.upload(ctx, c.f.Name(), name)
-		b.inputFile = id
-		return err
-	}, func(ctx context.Context) (found bool, _ *failure) {
-		// Files that cannot be listed are uploaded again all the same:
-		// a second copy costs storage, not money, and a failed upload
-		// far more often stored nothing.
-		b.inputFile, found = s.uploaded(ctx, name, c.bytes, b.chunk)
-		return found, nil
-	})
+	var f retry.Failure
+	var ok bool
+	b.inputFile, f, ok = s.api.UploadOnce(ctx, r.stop.signal.Done(), c.f.Name(), name, c.bytes)
 	c.f.Close()
 	os.Remove(c.f.Name())
 	if !ok {
@@ -566,93 +558,9 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 		if r.stop.signal.Err() != nil {
 			return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
 		}
-		return s.failSeqs(b.seqs, f.typ, "not sent: the batch file could not be uploaded: "+f.msg, f.status, "")
+		return s.failSeqs(b.seqs, f.Type, "not sent: the batch file could not be uploaded: "+f.Msg, f.Status, "")
 	}
 	return s.create(ctx, b, true)
-}
-
-// makeOnce runs do, a call that makes something (a file, a batch), with
-// apiCall's retries, and never makes it twice: the API may make it and
-// lose the answer, so before each retry, and once more when the retries
-// end on a failure worth retrying or a signal cuts them short, find looks
-// for what an earlier try made. What find finds is the call's result.
-// When find cannot look (a listing that failed past its retries), it is
-// not known whether the thing was made: makeOnce stops there rather than
-// make it blind, and says why in unknown.
-func (s *submitter) makeOnce(ctx context.Context, what string, do func(context.Context) error, find func(context.Context) (bool, *failure)) (f failure, ok bool, unknown *failure) {
-	tries := 0
-	f, ok = s.r.apiCall(ctx, what, true, func(ctx context.Context) error {
-		if tries++; tries > 1 {
-			found, lf := find(ctx)
-			if lf != nil {
-				unknown = lf
-				return nil // ends the retries
-			}
-			if found {
-				return nil
-			}
-		}
-		return do(ctx)
-	})
-	if unknown != nil {
-		return *unknown, false, unknown
-	}
-	if !ok && f.verdict == retry && ctx.Err() == nil {
-		found, lf := find(ctx)
-		if lf != nil {
-			return *lf, false, lf
-		}
-		ok = found
-	}
-	return f, ok, nil
-}
-
-// newest looks for an item match accepts among the newest of a listing
-// (list: a page after the item after, its last item, whether more
-// follow): what a lost answer made moments ago is there, and two pages
-// are enough. A page that cannot be read is asked for again as any call
-// is; if it still cannot be, failed says why.
-func newest[T any](ctx context.Context, r *runner, what string, list func(ctx context.Context, after string) ([]T, string, bool, error), match func(T) bool) (it T, found bool, failed *failure) {
-	after := ""
-	for range 2 {
-		var items []T
-		var last string
-		var more bool
-		f, ok := r.apiCall(ctx, "list "+what, true, func(ctx context.Context) (err error) {
-			items, last, more, err = list(ctx, after)
-			return err
-		})
-		if !ok {
-			r.cfg.Log.Debug("listing "+what+" failed", "error", f.typ, "status", f.status)
-			return it, false, &f
-		}
-		for _, it := range items {
-			if match(it) {
-				return it, true, nil
-			}
-		}
-		if !more || last == "" {
-			break
-		}
-		after = last
-	}
-	return it, false, nil
-}
-
-// uploaded finds the file that an upload of chunk whose answer was lost
-// stored, if it did: the batch input file named name, unique to the run
-// and chunk, of size bytes.
-func (s *submitter) uploaded(ctx context.Context, name string, bytes int64, chunk int) (string, bool) {
-	fi, ok, _ := newest(ctx, s.r, "files", func(ctx context.Context, after string) ([]fileInfo, string, bool, error) {
-		page, err := s.api.listFiles(ctx, "batch", after, 100)
-		return page.Data, page.LastID, page.HasMore, err
-	}, func(fi fileInfo) bool {
-		return fi.Filename == name && fi.Purpose == "batch" && fi.Bytes == bytes
-	})
-	if ok {
-		s.r.cfg.Log.Info("found the file an upload whose answer was lost stored", "file", fi.ID, "chunk", chunk)
-	}
-	return fi.ID, ok
 }
 
 // create creates batch b of its uploaded file, journals it and hands it to
@@ -672,17 +580,17 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		return err
 	}
 	b.creates++
-	head := JournalRecord{
+	head := batchapi.JournalRecord{
 		Run: s.runID, Chunk: b.chunk, Create: b.creates, Endpoint: b.endpoint, Model: b.model, InputFileID: b.inputFile,
 		Lines: len(b.seqs), EstTokens: b.est.Tokens, EstCost: b.est.Cost, Day: b.day, InputTokens: b.tokens,
 	}
-	meta := createTags(head, r.cfg.Batch.Journal)
+	meta := batchapi.Tags(head, r.cfg.Batch.Journal)
 	// Journalled before the call: a run killed while it is in flight
 	// leaves word of the batch it may have made, which --resume looks
 	// for before submitting the lines again.
 	intent := head
-	intent.Event, intent.Time = EventCreating, r.cfg.Clock.Now()
-	if err := journalAppend(s.journal, intent); err != nil {
+	intent.Event, intent.Time = batchapi.EventCreating, r.cfg.Clock.Now()
+	if err := s.journal.Append(intent); err != nil {
 		r.journalFailed(fmt.Errorf("no batch was created of chunk %d: %w", b.chunk, err))
 		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
@@ -692,26 +600,19 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	}
 	// A second batch would run its lines, and be paid for, twice; one
 	// a lost answer made runs, and is journalled.
-	var bo openai.Batch
-	f, ok, unknown := s.makeOnce(ctx, "create batch", func(ctx context.Context) (err error) {
-		bo, err = s.api.create(ctx, b.inputFile, b.endpoint, meta)
-		return err
-	}, func(ctx context.Context) (found bool, failed *failure) {
-		bo, found, failed = s.made(ctx, b, meta)
-		return found, failed
-	})
+	bo, f, ok, unknown := s.api.CreateOnce(ctx, r.stop.signal.Done(), b.inputFile, b.endpoint, meta)
 	if unknown != nil {
 		// The batch may run, and bill: its creating record stays open,
 		// for --resume to look again; the file and the reservation stay
 		// with it.
 		return s.failSeqs(b.seqs, jsonl.ErrInterrupted, "not known to be sent: the answer to creating its batch was lost, and the batches could not be listed to tell whether it was made ("+
-			unknown.msg+"); the same command with --resume looks for it again, and collects it if it was", unknown.status, "")
+			unknown.Msg+"); the same command with --resume looks for it again, and collects it if it was", unknown.Status, "")
 	}
 	if !ok {
 		// Best effort: without it, --resume looks for the batch in vain.
 		notMade := head
-		notMade.Event, notMade.Time = EventNotMade, r.cfg.Clock.Now()
-		_ = journalAppend(s.journal, notMade)
+		notMade.Event, notMade.Time = batchapi.EventNotMade, r.cfg.Clock.Now()
+		_ = s.journal.Append(notMade)
 		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
 		}
@@ -719,12 +620,12 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		if r.stop.signal.Err() != nil {
 			return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
 		}
-		return s.failSeqs(b.seqs, f.typ, "not sent: the batch could not be created: "+f.msg, f.status, "")
+		return s.failSeqs(b.seqs, f.Type, "not sent: the batch could not be created: "+f.Msg, f.Status, "")
 	}
 	b.id, b.status, b.submitted = bo.ID, bo.Status, r.cfg.Clock.Now()
 	rec := head
-	rec.Event, rec.Time, rec.BatchID, rec.Items = EventSubmitted, b.submitted, b.id, items
-	jerr := journalAppend(s.journal, rec)
+	rec.Event, rec.Time, rec.BatchID, rec.Items = batchapi.EventSubmitted, b.submitted, b.id, items
+	jerr := s.journal.Append(rec)
 	r.cfg.Log.Info("batch submitted", "batch", b.id, "lines", len(b.seqs), "model", b.model, "chunk", b.chunk)
 	s.t.register(b)
 	s.t.put(b, try, b.seqs...)
@@ -758,45 +659,6 @@ func (s *submitter) unused(ctx context.Context, b *tbatch, made int) {
 	}
 }
 
-// createTags are the metadata of the batch that the creation head
-// describes makes, in the journal at path: they name this creation of
-// the file, as a batch refused for the enqueued-token limit is created
-// again from it and must never be taken for the new one.
-func createTags(head JournalRecord, path string) map[string]any {
-	return map[string]any{
-		"gptbatch_run": head.Run, "gptbatch_chunk": strconv.Itoa(head.Chunk), "gptbatch_create": strconv.Itoa(head.Create),
-		"gptbatch_journal": JournalTag(path),
-	}
-}
-
-// made finds the batch that a create of b whose answer was lost made, if
-// it did: the one of b's input file tagged with every tag of meta;
-// failed says why the batches could not be listed.
-func (s *submitter) made(ctx context.Context, b *tbatch, meta map[string]any) (openai.Batch, bool, *failure) {
-	bo, ok, failed := newest(ctx, s.r, "batches", func(ctx context.Context, after string) ([]openai.Batch, string, bool, error) {
-		page, err := s.api.list(ctx, after, 100)
-		return page.Data, page.LastID, page.HasMore, err
-	}, func(bo openai.Batch) bool { return tagged(bo, b.inputFile, meta) })
-	if ok {
-		s.r.cfg.Log.Info("found the batch a create whose answer was lost made", "batch", bo.ID, "chunk", b.chunk)
-	}
-	return bo, ok, failed
-}
-
-// tagged reports whether bo is a batch of the file inputFile with every
-// tag of meta.
-func tagged(bo openai.Batch, inputFile string, meta map[string]any) bool {
-	if bo.InputFileID != inputFile {
-		return false
-	}
-	for k, v := range meta {
-		if bo.Metadata[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 // hand gives a batch to the poller, unless a signal came: then the poller
 // has stopped, and the batch runs on without us.
 func (s *submitter) hand(ctx context.Context, b *tbatch) error {
@@ -812,8 +674,8 @@ func (s *submitter) hand(ctx context.Context, b *tbatch) error {
 }
 
 // items are what the journal records of a batch's lines.
-func (s *submitter) items(b *tbatch) ([]JournalItem, error) {
-	items := make([]JournalItem, 0, len(b.seqs))
+func (s *submitter) items(b *tbatch) ([]batchapi.JournalItem, error) {
+	items := make([]batchapi.JournalItem, 0, len(b.seqs))
 	custom := map[int32]string{}
 	for id, seq := range b.byCustom {
 		custom[seq] = id
@@ -827,7 +689,7 @@ func (s *submitter) items(b *tbatch) ([]JournalItem, error) {
 		if !ok {
 			id = "line-" + strconv.Itoa(rec.Line)
 		}
-		items = append(items, JournalItem{CustomID: id, Hash: rec.Hash})
+		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash})
 	}
 	return items, nil
 }
@@ -996,3 +858,51 @@ func (s *submitter) discard() {
 		os.Remove(c.f.Name())
 	}
 }
+
+// claims are the journalled lines --resume may collect instead of
+// submitting them again, by content hash.
+type claims struct {
+	batches []*batchapi.JournalBatch
+	byHash  map[string][]claim
+}
+
+type claim struct {
+	batch    int32 // in batches
+	customID string
+}
+
+// loadClaims reads the journal's batches of the last 30 days into claims;
+// skipped says which lines are not records.
+func loadClaims(path string, now time.Time) (*claims, []string, error) {
+	bs, skipped, err := batchapi.ReadJournal(path, now.Add(-batchapi.ClaimWindow), true)
+	if err != nil {
+		return nil, skipped, err
+	}
+	c := &claims{batches: bs, byHash: map[string][]claim{}}
+	for i, b := range bs {
+		for _, it := range b.Items {
+			c.byHash[it.Hash] = append(c.byHash[it.Hash], claim{int32(i), it.CustomID})
+		}
+		b.Items = nil
+	}
+	return c, skipped, nil
+}
+
+// take claims a journalled line with this content hash, the one submitted
+// last: a line resubmitted after a failure is answered in its latest batch.
+func (c *claims) take(hash string) (claim, bool) {
+	cs := c.byHash[hash]
+	if len(cs) == 0 {
+		return claim{}, false
+	}
+	last := cs[len(cs)-1]
+	if len(cs) == 1 {
+		delete(c.byHash, hash)
+	} else {
+		c.byHash[hash] = cs[:len(cs)-1]
+	}
+	return last, true
+}
+
+// errNoJournal says --via batch was asked for without a journal.
+var errNoJournal = errors.New("--via batch needs a journal file beside the usage file")

@@ -1,9 +1,6 @@
 package pipeline
 
-import (
-	"math/rand/v2"
-	"time"
-)
+import "time"
 
 // Clock is the time a run goes by: admission waits, back-off, retry-after
 // and the ledger's times all read it, so tests can run them on simulated
@@ -20,11 +17,3 @@ type realClock struct{}
 
 func (realClock) Now() time.Time                         { return time.Now() }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-// randomJitter is a uniform random duration in [0, n); 0 when n <= 0.
-func randomJitter(n time.Duration) time.Duration {
-	if n <= 0 {
-		return 0
-	}
-	return rand.N(n) //nolint:gosec // jitter, not a secret
-}

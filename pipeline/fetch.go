@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -73,7 +74,7 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 	if it.result != nil {
 		return it.result
 	}
-	var last failure
+	var last retry.Failure
 	var wait time.Duration // the last back-off, for the next one's jitter
 	for n := 1; ; n++ {
 		if n > 1 {
@@ -103,7 +104,7 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 		a := r.call(cctx, it)
 		cancel()
 		wrote := w.wrote.Load()
-		var f failure
+		var f retry.Failure
 		switch {
 		case a.err == nil:
 		case r.stop.aborted():
@@ -113,9 +114,9 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 			// it will not send, a URL it cannot build): nothing reached
 			// the API and a retry would be refused the same way.
 			it.attempts = it.prior + n - 1
-			f = failure{typ: jsonl.ErrInvalidInput, msg: "refused before sending: " + a.err.Error(), verdict: giveUp}.redact(r.cfg.Key)
+			f = retry.Failure{Type: jsonl.ErrInvalidInput, Msg: "refused before sending: " + a.err.Error(), Verdict: retry.GiveUp}.Redact(r.cfg.Key)
 		default:
-			f = classify(a, r.cfg.Key, r.cfg.Clock.Now())
+			f = retry.Classify(a.err, a.reply.status, a.reply.header, r.cfg.Key, r.cfg.Clock.Now())
 		}
 		if wrote {
 			r.stats.Requests.Add(1)
@@ -128,30 +129,30 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 		last = f
 		// A flex request refused for want of capacity is not over a rate
 		// limit: it is retried, but slows no one else.
-		rateLimited := f.status == http.StatusTooManyRequests && !f.noCapacity
+		rateLimited := f.Status == http.StatusTooManyRequests && !f.NoCapacity
 		if rateLimited {
 			r.stats.RateLimited.Add(1)
 		}
-		if f.verdict == halt {
-			r.stop.halt(&stopped{typ: f.typ, msg: "not sent: an earlier request was refused: " + f.msg, status: f.status})
+		if f.Verdict == retry.Halt {
+			r.stop.halt(&stopped{typ: f.Type, msg: "not sent: an earlier request was refused: " + f.Msg, status: f.Status})
 		}
-		if f.verdict != retry || n > r.cfg.Retries || r.stop.stopped() != nil {
+		var again bool
+		if wait, again = r.retry.Next(n, f, wait); !again || r.stop.stopped() != nil {
 			return r.failed(it, f)
 		}
-		wait = backoff(wait, f.after, r.cfg.Jitter)
 		if rateLimited {
 			// Every worker, in every process sharing the budget, waits,
 			// and a server stricter than its minute limit is paced.
 			// The shared pause is the server's own time, not this
 			// line's jittered wait: the others need not wait for it.
-			if err := r.refused(ctx, f, a.reply.header, cmp.Or(f.after, backoffBase)); err != nil {
+			if err := r.refused(ctx, f, a.reply.header, cmp.Or(f.After, retry.BackoffBase)); err != nil {
 				if ctx.Err() == nil {
 					r.storeFailed(err)
 				}
 				return r.failed(it, f)
 			}
 		}
-		r.cfg.Log.Debug("retry", "line", it.req.Line, "id", it.req.ID, "attempt", n, "error", f.typ, "status", f.status, "wait", wait.Round(time.Millisecond))
+		r.cfg.Log.Debug("retry", "line", it.req.Line, "id", it.req.ID, "attempt", n, "error", f.Type, "status", f.Status, "wait", wait.Round(time.Millisecond))
 		select {
 		case <-r.cfg.Clock.After(wait):
 		case <-r.stop.signal.Done():
@@ -163,7 +164,7 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 }
 
 // abandoned is the failure of a call cancelled by a second signal.
-var abandoned = failure{typ: jsonl.ErrInterrupted, msg: "interrupted: abandoned in flight (second signal)", verdict: giveUp}
+var abandoned = retry.Failure{Type: jsonl.ErrInterrupted, Msg: "interrupted: abandoned in flight (second signal)", Verdict: retry.GiveUp}
 
 // wire is what one attempt did on the wire, from its HTTP trace: whether
 // it asked for a connection at all, and whether the whole request was
@@ -198,8 +199,8 @@ func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {
 	return a.ans.results[0]
 }
 
-func (r *runner) failed(it *item, f failure) *jsonl.Result {
-	res := errorResult(it.req, f.typ, fmt.Sprintf("line %d: %s", it.req.Line, f.msg), f.status)
+func (r *runner) failed(it *item, f retry.Failure) *jsonl.Result {
+	res := errorResult(it.req, f.Type, fmt.Sprintf("line %d: %s", it.req.Line, f.Msg), f.Status)
 	res.Attempts = it.attempts
 	return res
 }

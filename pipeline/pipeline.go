@@ -22,7 +22,6 @@
 //	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
 //	answer.go        an answer into the lines' results: the one decoder, for both routes
 //	schema.go        --schema: lines held to a schema, answers checked, invalid ones asked again
-//	classify.go      what a failed call means: retry, give up or halt
 //	serverlimits.go  what the x-ratelimit headers teach the gate
 //	settle.go        the gate and the ledger move from estimates to what the API counted
 //	emit.go          the only writer to stdout (results, or a dry run's estimates)
@@ -34,10 +33,10 @@
 //	batchsubmit.go   lines → batch files, split by endpoint and model, uploaded and submitted
 //	batchpoll.go     every submitted batch polled, politely, until it ends
 //	batchcollect.go  output and error files streamed into results, settled, retried
-//	batchapi.go      the Files and Batch API calls
-//	journal.go       what is recorded beside usage.md, and what --resume claims
-//	batchrecover.go  a lost journal rebuilt from the API (gptbatch batches recover)
 //	spool.go         the temporary files that keep memory bounded
+//
+// The Batch API's client, its journal and their recovery are
+// internal/batchapi's.
 //
 // Beneath both routes:
 //
@@ -59,6 +58,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/internal/schema"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
@@ -205,9 +205,6 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	if r.cfg.Clock == nil {
 		r.cfg.Clock = realClock{}
 	}
-	if r.cfg.Jitter == nil {
-		r.cfg.Jitter = randomJitter
-	}
 	if r.cfg.Gate == nil {
 		r.cfg.Gate = budget.NewGate(new(budget.MemStore), budget.Limits{})
 	}
@@ -218,6 +215,7 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	if !r.cfg.DryRun {
 		r.client = newClient(r.cfg.BaseURL, r.cfg.Key, r.cfg.Parallel)
 	}
+	r.retry = retry.Policy{Retries: r.cfg.Retries, Jitter: r.cfg.Jitter}
 	r.countFirst = r.cfg.DryRun || r.cfg.BatchTokens > 0 || r.cfg.MaxCost > 0 || r.cfg.Gate.Limits().TPM > 0 || r.cfg.Confirm != nil
 	return r
 }

@@ -10,6 +10,8 @@ import (
 
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/gptbatch/gptbatch/internal/retry"
+
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -20,6 +22,7 @@ type runner struct {
 	stats  *Stats
 	client *openai.Client
 	stop   *stopState
+	retry  retry.Policy // how failed calls are tried again, on both routes
 
 	reserveMu   sync.Mutex     // one reservation at a time: admission's, or a retry's
 	limitsMu    sync.Mutex     // orders changes to the gate's limits

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 )
 
 // observe reads a response's x-ratelimit-* headers. A server limit lower
@@ -58,9 +59,9 @@ func (r *runner) observe(ctx context.Context, h http.Header) {
 // budget pauses for pause, and when the gate finds the server stricter
 // than its minute limit it paces that limit per second, which is said
 // once.
-func (r *runner) refused(ctx context.Context, f failure, h http.Header, pause time.Duration) error {
+func (r *runner) refused(ctx context.Context, f retry.Failure, h http.Header, pause time.Duration) error {
 	now := r.cfg.Clock.Now()
-	newly, err := r.cfg.Gate.Refused(ctx, now, budget.Refusal{Limit: f.limit, Used: serverUsage(h), Until: now.Add(pause)})
+	newly, err := r.cfg.Gate.Refused(ctx, now, budget.Refusal{Limit: f.Limit, Used: serverUsage(h), Until: now.Add(pause)})
 	if err != nil || newly == "" {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 )
 
 // settle applies the settlements of the calls to the gate, as many at a
@@ -47,7 +48,7 @@ func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error 
 // timeout, a dropped connection, an answer cut short, a call abandoned on
 // a second signal) is settled at its estimate: the API usually bills it,
 // and the ledger says so with the estimate's tokens.
-func (r *runner) settlement(it *item, a attempt, f failure, wrote bool) budget.Settlement {
+func (r *runner) settlement(it *item, a attempt, f retry.Failure, wrote bool) budget.Settlement {
 	if !wrote {
 		return budget.Settlement{Est: it.est}
 	}
@@ -60,7 +61,7 @@ func (r *runner) settlement(it *item, a attempt, f failure, wrote bool) budget.S
 		Status:    a.reply.status,
 		LatencyMS: a.latency.Milliseconds(),
 		Attempt:   it.attempts,
-		Error:     f.typ,
+		Error:     f.Type,
 	}
 	s := budget.Settlement{Est: it.est, Sent: true, Entry: e}
 	switch {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/internal/tokens"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
@@ -272,7 +273,7 @@ func TestRefusedPacesAndSaysOnce(t *testing.T) {
 	g := gate(budget.Limits{RPM: 600})
 	r, clk, logs := testRunner(t, Config{Gate: g})
 	ctx := context.Background()
-	f := failure{status: 429, limit: budget.MinuteRequests}
+	f := retry.Failure{Status: 429, Limit: budget.MinuteRequests}
 	for range 3 {
 		if err := r.refused(ctx, f, nil, time.Second); err != nil {
 			t.Fatalf("refused = %v", err)

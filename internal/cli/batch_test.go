@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
-	"github.com/gptbatch/gptbatch/pipeline"
 )
 
 // stepClock is simulated time for runs that poll batches: waiting moves it
@@ -797,7 +797,7 @@ func TestBatchesRecover(t *testing.T) {
 	created := srv.BatchStats().Created
 
 	// What submission journalled, then the journal is lost.
-	journalled, _, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	journalled, _, err := batchapi.ReadJournal(journal, time.Time{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -814,9 +814,9 @@ func TestBatchesRecover(t *testing.T) {
 	type submitted struct {
 		Event, BatchID, Run, Endpoint, Model, InputFileID string
 		Chunk, Lines                                      int
-		Items                                             []pipeline.JournalItem
+		Items                                             []batchapi.JournalItem
 	}
-	of := func(b *pipeline.JournalBatch) submitted {
+	of := func(b *batchapi.JournalBatch) submitted {
 		return submitted{b.Event, b.BatchID, b.Run, b.Endpoint, b.Model, b.InputFileID, b.Chunk, b.Lines, b.Items}
 	}
 	var want []submitted
@@ -888,7 +888,7 @@ func TestBatchesRecover(t *testing.T) {
 			t.Errorf("batches recover: stderr %q does not say %s's input file was deleted", rerr, id)
 		}
 	}
-	rebuilt, _, err := pipeline.ReadJournal(journal, time.Time{}, true)
+	rebuilt, _, err := batchapi.ReadJournal(journal, time.Time{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}

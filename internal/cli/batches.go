@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/pipeline"
 )
 
@@ -74,13 +74,13 @@ func (r *runCmd) journalPath() (path string, temp bool, err error) {
 	if err != nil {
 		return "", false, err
 	}
-	path, temp = budget.JournalPathFor(usage)
+	path, temp = batchapi.JournalPath(usage)
 	return path, temp, nil
 }
 
 // journalAPI is the batch journal beside the usage file, and a client of
 // the Batch API with the run's key.
-func (r *runCmd) journalAPI() (string, *pipeline.BatchAPI, error) {
+func (r *runCmd) journalAPI() (string, *batchapi.Client, error) {
 	path, _, err := r.journalPath()
 	if err != nil {
 		return "", nil, usageError(err)
@@ -89,7 +89,13 @@ func (r *runCmd) journalAPI() (string, *pipeline.BatchAPI, error) {
 	if err != nil {
 		return "", nil, usageError(err)
 	}
-	return path, pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout), nil
+	return path, r.batchClient(key), nil
+}
+
+// batchClient is a client of the Batch API with the key: its calls are
+// single attempts.
+func (r *runCmd) batchClient(key string) *batchapi.Client {
+	return batchapi.New(batchapi.Config{BaseURL: r.BaseURL, Key: key, Timeout: r.Timeout})
 }
 
 // batchRow is a journalled batch as `gptbatch batches` shows it.
@@ -116,18 +122,18 @@ func (l *batchesListCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.W
 		return usageError(err)
 	}
 	now := r.seams.now()
-	bs, skipped, err := pipeline.ReadJournal(path, now.Add(-l.Days), false)
+	bs, skipped, err := batchapi.ReadJournal(path, now.Add(-l.Days), false)
 	r.warnSkipped(stderr, skipped)
 	if err != nil {
 		return usageError(err)
 	}
-	var api *pipeline.BatchAPI
+	var api *batchapi.Client
 	if len(bs) > 0 {
 		key, err := apiKey(r.APIKeyFile)
 		if err != nil {
 			return usageError(err)
 		}
-		api = pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout)
+		api = r.batchClient(key)
 	}
 	rows := make([]batchRow, 0, len(bs))
 	for _, b := range bs {
@@ -194,7 +200,7 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout, stderr io
 	if err != nil {
 		return usageError(err)
 	}
-	api := pipeline.NewBatchAPI(r.BaseURL, key, r.Timeout)
+	api := r.batchClient(key)
 	j, known, err := r.cancelJournal(stderr)
 	if err != nil {
 		r.warn(stderr, fmt.Sprintf("%v; the cancellations are not journalled", err))
@@ -215,8 +221,7 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout, stderr io
 		}
 		fmt.Fprintf(stdout, "%s %s%s\n", id, b.Status, note)
 		if known[id] {
-			line, _ := json.Marshal(pipeline.JournalRecord{Event: pipeline.EventCancelled, Time: r.seams.now(), BatchID: id})
-			if err := j.Append(line); err != nil {
+			if err := j.Append(batchapi.JournalRecord{Event: batchapi.EventCancelled, Time: r.seams.now(), BatchID: id}); err != nil {
 				r.warn(stderr, fmt.Sprintf("%v; the cancellation of %s is not journalled", err, id))
 			}
 		}
@@ -229,12 +234,12 @@ func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout, stderr io
 
 // cancelJournal is the journal that cancellations are recorded in, open
 // to append, and the batches it records.
-func (r *runCmd) cancelJournal(stderr io.Writer) (*budget.Journal, map[string]bool, error) {
+func (r *runCmd) cancelJournal(stderr io.Writer) (*batchapi.Journal, map[string]bool, error) {
 	path, _, err := r.journalPath()
 	if err != nil {
 		return nil, nil, err
 	}
-	bs, skipped, err := pipeline.ReadJournal(path, time.Time{}, false)
+	bs, skipped, err := batchapi.ReadJournal(path, time.Time{}, false)
 	r.warnSkipped(stderr, skipped)
 	if err != nil {
 		return nil, nil, err
@@ -243,7 +248,7 @@ func (r *runCmd) cancelJournal(stderr io.Writer) (*budget.Journal, map[string]bo
 	for _, b := range bs {
 		known[b.BatchID] = true
 	}
-	j, err := budget.OpenJournal(path, 0o600)
+	j, err := batchapi.OpenJournal(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -280,7 +285,7 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	rs, skipped, rerr := pipeline.RecoverJournal(ctx, api, path, r.seams.now().Add(-c.Days), !r.DryRun, c.All)
+	rs, skipped, rerr := batchapi.RecoverJournal(ctx, api, path, r.seams.now().Add(-c.Days), !r.DryRun, c.All)
 	r.warnSkipped(stderr, skipped)
 	enc := json.NewEncoder(stdout)
 	var lost []string
@@ -289,7 +294,7 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 		b, rec := rc.Batch, rc.Record
 		if rc.Err != nil {
 			why := rc.Err.Error()
-			if errors.Is(rc.Err, pipeline.ErrInputDeleted) {
+			if errors.Is(rc.Err, batchapi.ErrInputDeleted) {
 				why = fmt.Sprintf("its input file %s was deleted (gptbatch deletes it once it has collected the batch), so --resume cannot know its lines", b.InputFileID)
 			} else {
 				retry = true

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
-	"github.com/gptbatch/gptbatch/pipeline"
 )
 
 // The Batch API route under faults: a misbehaving API, a journal or a
@@ -88,9 +88,9 @@ func saveOut(t *testing.T, g *gb, out string) string {
 }
 
 // journalled reads the batch journal beside g's usage file.
-func journalled(t *testing.T, g *gb) []*pipeline.JournalBatch {
+func journalled(t *testing.T, g *gb) []*batchapi.JournalBatch {
 	t.Helper()
-	bs, _, err := pipeline.ReadJournal(filepath.Join(g.dir, "usage.batches.jsonl"), time.Time{}, false)
+	bs, _, err := batchapi.ReadJournal(filepath.Join(g.dir, "usage.batches.jsonl"), time.Time{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package pipeline
+package retry
 
 import (
 	"context"
@@ -33,8 +33,8 @@ func TestRetryAfter(t *testing.T) {
 		{"garbage", http.Header{"Retry-After": {"soon"}}, 0},
 	}
 	for _, tt := range tests {
-		if got := retryAfter(tt.h, time.Now()); got != tt.want {
-			t.Errorf("retryAfter(%s) = %v, want %v", tt.name, got, tt.want)
+		if got := After(tt.h, time.Now()); got != tt.want {
+			t.Errorf("After(%s) = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }
@@ -46,31 +46,32 @@ func TestClassify(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		a       attempt
+		err     error
+		status  int
 		typ     string
-		verdict verdict
+		verdict Verdict
 	}{
-		{"429", attempt{err: apiErr(429, "requests", "rate_limit_exceeded", "Rate limit reached")}, jsonl.ErrRateLimit, retry},
-		{"too large", attempt{err: apiErr(429, "tokens", "rate_limit_exceeded", "Request too large for gpt-4o")}, jsonl.ErrRateLimit, giveUp},
-		{"quota", attempt{err: apiErr(429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota")}, jsonl.ErrRateLimit, halt},
-		{"500", attempt{err: apiErr(500, "server_error", "", "The server had an error")}, jsonl.ErrServer, retry},
-		{"503 unreadable", attempt{err: &openai.RequestError{HTTPStatusCode: 503, HTTPStatus: "503 Service Unavailable"}}, jsonl.ErrServer, retry},
-		{"400", attempt{err: apiErr(400, "invalid_request_error", "", "bad")}, jsonl.ErrAPI, giveUp},
-		{"401", attempt{err: apiErr(401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-proj-****mnop.")}, jsonl.ErrAPI, halt},
-		{"timeout", attempt{err: fmt.Errorf("post: %w", context.DeadlineExceeded)}, jsonl.ErrNetwork, retry},
-		{"dial", attempt{err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, jsonl.ErrNetwork, retry},
-		{"bad body", attempt{err: &json.SyntaxError{}, reply: reply{status: 200}}, jsonl.ErrServer, retry},
-		{"cut body", attempt{err: fmt.Errorf("read: %w", io.ErrUnexpectedEOF), reply: reply{status: 200}}, jsonl.ErrNetwork, retry},
-		{"reset mid-body", attempt{err: &net.OpError{Op: "read", Err: syscall.ECONNRESET}, reply: reply{status: 200}}, jsonl.ErrNetwork, retry},
+		{"429", apiErr(429, "requests", "rate_limit_exceeded", "Rate limit reached"), 0, jsonl.ErrRateLimit, Retry},
+		{"too large", apiErr(429, "tokens", "rate_limit_exceeded", "Request too large for gpt-4o"), 0, jsonl.ErrRateLimit, GiveUp},
+		{"quota", apiErr(429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota"), 0, jsonl.ErrRateLimit, Halt},
+		{"500", apiErr(500, "server_error", "", "The server had an error"), 0, jsonl.ErrServer, Retry},
+		{"503 unreadable", &openai.RequestError{HTTPStatusCode: 503, HTTPStatus: "503 Service Unavailable"}, 0, jsonl.ErrServer, Retry},
+		{"400", apiErr(400, "invalid_request_error", "", "bad"), 0, jsonl.ErrAPI, GiveUp},
+		{"401", apiErr(401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-proj-****mnop."), 0, jsonl.ErrAPI, Halt},
+		{"timeout", fmt.Errorf("post: %w", context.DeadlineExceeded), 0, jsonl.ErrNetwork, Retry},
+		{"dial", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, 0, jsonl.ErrNetwork, Retry},
+		{"bad body", &json.SyntaxError{}, 200, jsonl.ErrServer, Retry},
+		{"cut body", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), 200, jsonl.ErrNetwork, Retry},
+		{"reset mid-body", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, 200, jsonl.ErrNetwork, Retry},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := classify(tt.a, key, time.Now())
-			if f.typ != tt.typ || f.verdict != tt.verdict {
-				t.Errorf("classify(%v) = %s/%d, want %s/%d", tt.a.err, f.typ, f.verdict, tt.typ, tt.verdict)
+			f := Classify(tt.err, tt.status, nil, key, time.Now())
+			if f.Type != tt.typ || f.Verdict != tt.verdict {
+				t.Errorf("Classify(%v) = %s/%d, want %s/%d", tt.err, f.Type, f.Verdict, tt.typ, tt.verdict)
 			}
-			if strings.Contains(f.msg, "sk-proj") {
-				t.Errorf("classify(%v).msg = %q: quotes the key", tt.a.err, f.msg)
+			if strings.Contains(f.Msg, "sk-proj") {
+				t.Errorf("Classify(%v).Msg = %q: quotes the key", tt.err, f.Msg)
 			}
 		})
 	}
@@ -123,11 +124,38 @@ func TestBackoff(t *testing.T) {
 		{0, 45 * time.Second, 45 * time.Second},
 	}
 	for _, tt := range tests {
-		if got := backoff(tt.prev, tt.after, top); got != tt.want {
-			t.Errorf("backoff(%v, %v) at the top of its range = %v, want %v", tt.prev, tt.after, got, tt.want)
+		if got := Backoff(tt.prev, tt.after, top); got != tt.want {
+			t.Errorf("Backoff(%v, %v) at the top of its range = %v, want %v", tt.prev, tt.after, got, tt.want)
 		}
 	}
-	if got := backoff(0, 100*time.Millisecond, func(time.Duration) time.Duration { return 0 }); got != 100*time.Millisecond {
-		t.Errorf("backoff(0, 100ms) at the bottom of its range = %v, want the server's 100ms", got)
+	if got := Backoff(0, 100*time.Millisecond, func(time.Duration) time.Duration { return 0 }); got != 100*time.Millisecond {
+		t.Errorf("Backoff(0, 100ms) at the bottom of its range = %v, want the server's 100ms", got)
+	}
+}
+
+// A call is tried again only for a failure worth it, and no more than
+// --retries times, after the server's time if it gave one.
+func TestPolicyNext(t *testing.T) {
+	p := Policy{Retries: 2, Jitter: func(time.Duration) time.Duration { return 0 }}
+	tests := []struct {
+		name string
+		n    int
+		f    Failure
+		want time.Duration
+		ok   bool
+	}{
+		{"first retry", 1, Failure{Verdict: Retry}, BackoffBase, true},
+		{"server's time", 2, Failure{Verdict: Retry, After: 3 * time.Second}, 3 * time.Second, true},
+		{"retries used up", 3, Failure{Verdict: Retry}, 0, false},
+		{"give up", 1, Failure{Verdict: GiveUp}, 0, false},
+		{"halt", 1, Failure{Verdict: Halt}, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := p.Next(tt.n, tt.f, 0)
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("Next(%d, %+v) = %v, %v; want %v, %v", tt.n, tt.f, got, ok, tt.want, tt.ok)
+			}
+		})
 	}
 }

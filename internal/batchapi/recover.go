@@ -1,4 +1,4 @@
-package pipeline
+package batchapi
 
 import (
 	"bufio"
@@ -12,14 +12,12 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
-
-	"github.com/gptbatch/gptbatch/budget"
 )
 
 // A lost journal is rebuilt from the API: every batch gptbatch creates is
-// tagged with its run and chunk (gptbatch_run, gptbatch_chunk), and its
-// input file holds each line's custom_id, url and exact body, from which
-// the journal's items are computed again as submission computed them.
+// tagged with its run and chunk (Tags), and its input file holds each
+// line's custom_id, url and exact body, from which the journal's items are
+// computed again as submission computed them (LineHash).
 
 // ErrInputDeleted says that a batch's input file no longer exists: the
 // lines it holds cannot be known, so --resume cannot claim them.
@@ -48,11 +46,12 @@ type Recovered struct {
 // batch journalled last, the one a line submitted again was answered in.
 // Lines of the journal that are not records are skipped, and skipped
 // says so, a message a line: a batch recorded on a torn line is taken
-// back as if the journal had lost it.
-func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.Time, write, all bool) (out []Recovered, skipped []string, err error) {
+// back as if the journal had lost it. A journal that cannot be read or
+// opened is a *JournalError.
+func RecoverJournal(ctx context.Context, c *Client, path string, since time.Time, write, all bool) (out []Recovered, skipped []string, err error) {
 	bs, skipped, err := ReadJournal(path, time.Time{}, false)
 	if err != nil {
-		return nil, skipped, &Error{Code: ExitConfig, Err: err}
+		return nil, skipped, err
 	}
 	known := make(map[string]bool, len(bs))
 	for _, b := range bs {
@@ -62,11 +61,11 @@ func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.
 	if all {
 		tag = ""
 	}
-	lost, err := api.untracked(ctx, since, known, tag)
+	lost, err := c.untracked(ctx, since, known, tag)
 	if err != nil {
-		return nil, skipped, &Error{Code: ExitFailed, Err: err}
+		return nil, skipped, err
 	}
-	var j *budget.Journal
+	var j *Journal
 	defer func() {
 		if j != nil {
 			j.Close()
@@ -75,18 +74,18 @@ func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.
 	out = make([]Recovered, 0, len(lost))
 	for i := len(lost) - 1; i >= 0; i-- {
 		bo := lost[i]
-		rec, rerr := api.rebuild(ctx, bo)
+		rec, rerr := c.rebuild(ctx, bo)
 		if err := ctx.Err(); err != nil {
 			return out, skipped, err
 		}
 		if rerr == nil && write {
 			if j == nil {
-				if j, err = budget.OpenJournal(path, 0o600); err != nil {
-					return out, skipped, &Error{Code: ExitConfig, Err: err}
+				if j, err = OpenJournal(path); err != nil {
+					return out, skipped, err
 				}
 			}
-			if err := journalAppend(j, rec); err != nil {
-				return out, skipped, &Error{Code: ExitFailed, Err: err}
+			if err := j.Append(rec); err != nil {
+				return out, skipped, err
 			}
 		}
 		// A batch of 50,000 lines has 50,000 items: keep none of them.
@@ -99,14 +98,13 @@ func RecoverJournal(ctx context.Context, api *BatchAPI, path string, since time.
 // untracked are the batches created since since, newest first, that
 // gptbatch tagged and known does not hold; with journal, only those of
 // that journal's runs (or of no journal's tag).
-func (a *BatchAPI) untracked(ctx context.Context, since time.Time, known map[string]bool, journal string) ([]openai.Batch, error) {
+func (c *Client) untracked(ctx context.Context, since time.Time, known map[string]bool, journal string) ([]openai.Batch, error) {
 	var out []openai.Batch
 	after := ""
 	for {
-		page, err := a.list(ctx, after, 100)
+		page, err := c.List(ctx, after, 100)
 		if err != nil {
-			f := callFailure(err, a.key, time.Now())
-			return nil, fmt.Errorf("list the batches: %s", f.msg)
+			return nil, fmt.Errorf("list the batches: %s", c.Failure(err).Msg)
 		}
 		for _, bo := range page.Data {
 			// The list is newest first: the rest are older still.
@@ -128,7 +126,7 @@ func (a *BatchAPI) untracked(ctx context.Context, since time.Time, known map[str
 
 // rebuild is the submitted record of bo, from its tags and its input
 // file, streamed: the file may be 200 MB.
-func (a *BatchAPI) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord, error) {
+func (c *Client) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord, error) {
 	run, _ := bo.Metadata["gptbatch_run"].(string)
 	chunk, _ := bo.Metadata["gptbatch_chunk"].(string)
 	// The estimate the batch reserved of the day's budget is not known,
@@ -145,13 +143,13 @@ func (a *BatchAPI) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord,
 	rec.Chunk, _ = strconv.Atoi(chunk)
 	create, _ := bo.Metadata["gptbatch_create"].(string)
 	rec.Create, _ = strconv.Atoi(create)
-	body, err := a.content(ctx, bo.InputFileID)
+	body, err := c.Content(ctx, bo.InputFileID)
 	if err != nil {
-		f := callFailure(err, a.key, time.Now())
-		if f.status == http.StatusNotFound {
+		f := c.Failure(err)
+		if f.Status == http.StatusNotFound {
 			return rec, ErrInputDeleted
 		}
-		return rec, fmt.Errorf("input file %s: %s", bo.InputFileID, f.msg)
+		return rec, fmt.Errorf("input file %s: %s", bo.InputFileID, f.Msg)
 	}
 	defer body.Close()
 	dec := json.NewDecoder(bufio.NewReaderSize(body, 256<<10))
@@ -182,7 +180,7 @@ func (a *BatchAPI) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord,
 			}
 			rec.Endpoint, rec.Model = l.URL, m.Model
 		}
-		rec.Items = append(rec.Items, JournalItem{CustomID: l.CustomID, Hash: lineHash(l.URL, l.Body)})
+		rec.Items = append(rec.Items, JournalItem{CustomID: l.CustomID, Hash: LineHash(l.URL, l.Body)})
 	}
 	if len(rec.Items) == 0 {
 		return rec, fmt.Errorf("input file %s: no lines", bo.InputFileID)
@@ -191,7 +189,7 @@ func (a *BatchAPI) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord,
 	return rec, nil
 }
 
-// resolveCreates settles what the journal's creating records left open:
+// ResolveCreates settles what the journal's creating records left open:
 // a run that ended while a create was in flight (kill -9) may have made a
 // batch it never journalled. The batches the API lists are searched for
 // each one's tags; a batch found is journalled as submitted, rebuilt from
@@ -199,12 +197,13 @@ func (a *BatchAPI) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord,
 // collects it instead of submitting its lines again; none found is
 // journalled as not created (its reservation stays counted until the
 // day's end, as a killed run's do). A listing that cannot be read, or a
-// batch found that cannot be read back, stops --resume before anything
-// is sent: submitting blind could run the lines twice.
-func (r *runner) resolveCreates(ctx context.Context, api *BatchAPI, j *budget.Journal) error {
-	open, err := openCreates(j.Path(), r.cfg.Clock.Now().Add(-claimWindow))
+// batch found that cannot be read back, is an error: submitting blind
+// could run the lines twice. now is the time; stop, once closed, ends the
+// listing's retries.
+func (c *Client) ResolveCreates(ctx context.Context, stop <-chan struct{}, j *Journal, now time.Time) error {
+	open, err := openCreates(j.Path(), now.Add(-ClaimWindow))
 	if err != nil {
-		return &Error{Code: ExitConfig, Err: err}
+		return err
 	}
 	if len(open) == 0 {
 		return nil
@@ -216,18 +215,18 @@ func (r *runner) resolveCreates(ctx context.Context, api *BatchAPI, j *budget.Jo
 	after := ""
 	for left > 0 {
 		var page openai.ListBatchResponse
-		f, ok := r.apiCall(ctx, "list batches", true, func(ctx context.Context) (err error) {
-			page, err = api.list(ctx, after, 100)
+		f, ok := c.Retry(ctx, "list batches", stop, func(ctx context.Context) (err error) {
+			page, err = c.List(ctx, after, 100)
 			return err
 		})
 		if !ok {
-			c := open[0]
-			return &Error{Code: ExitConfig, Err: fmt.Errorf("--resume: %s ended while it created a batch of its chunk %d, and the batches could not be listed to tell whether it made one: %s; nothing sent, try again",
-				c.Run, c.Chunk, f.msg)}
+			o := open[0]
+			return fmt.Errorf("--resume: %s ended while it created a batch of its chunk %d, and the batches could not be listed to tell whether it made one: %s; nothing sent, try again",
+				o.Run, o.Chunk, f.Msg)
 		}
 		for _, bo := range page.Data {
-			for i, c := range open {
-				if found[i] == nil && tagged(bo, c.InputFileID, createTags(c, r.cfg.Batch.Journal)) {
+			for i, o := range open {
+				if found[i] == nil && tagged(bo, o.InputFileID, Tags(o, j.Path())) {
 					found[i] = &bo
 					left--
 				}
@@ -239,24 +238,24 @@ func (r *runner) resolveCreates(ctx context.Context, api *BatchAPI, j *budget.Jo
 		}
 		after = page.LastID
 	}
-	for i, c := range open {
+	for i, o := range open {
 		if found[i] == nil {
-			c.Event, c.Time = EventNotMade, r.cfg.Clock.Now()
-			if err := journalAppend(j, c); err != nil {
-				return &Error{Code: ExitConfig, Err: err}
+			o.Event, o.Time = EventNotMade, c.cfg.Clock.Now()
+			if err := j.Append(o); err != nil {
+				return err
 			}
 			continue
 		}
 		bo := *found[i]
-		rec, err := api.rebuild(ctx, bo)
+		rec, err := c.rebuild(ctx, bo)
 		if err != nil {
-			return &Error{Code: ExitConfig, Err: fmt.Errorf("--resume: batch %s, made by %s as it ended, cannot be read back to collect it: %w; nothing sent", bo.ID, c.Run, err)}
+			return fmt.Errorf("--resume: batch %s, made by %s as it ended, cannot be read back to collect it: %w; nothing sent", bo.ID, o.Run, err)
 		}
-		rec.Create, rec.EstTokens, rec.EstCost, rec.Day, rec.InputTokens = c.Create, c.EstTokens, c.EstCost, c.Day, c.InputTokens
-		if err := journalAppend(j, rec); err != nil {
-			return &Error{Code: ExitConfig, Err: err}
+		rec.Create, rec.EstTokens, rec.EstCost, rec.Day, rec.InputTokens = o.Create, o.EstTokens, o.EstCost, o.Day, o.InputTokens
+		if err := j.Append(rec); err != nil {
+			return err
 		}
-		r.cfg.Log.Info("found the batch a run made as it ended, and journalled it", "batch", bo.ID, "run", c.Run, "chunk", c.Chunk)
+		c.cfg.Log.Info("found the batch a run made as it ended, and journalled it", "batch", bo.ID, "run", o.Run, "chunk", o.Chunk)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package pipeline
+package batchapi
 
 import (
 	"context"
@@ -15,7 +15,6 @@ import (
 
 	openai "github.com/sashabaranov/go-openai"
 
-	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
@@ -41,7 +40,7 @@ func TestRecoverJournal(t *testing.T) {
 	}
 	srv := openaitest.New(openaitest.Config{Now: clock, Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
 	defer srv.Close()
-	api := NewBatchAPI(srv.URL(), "sk-test", 0)
+	api := New(Config{BaseURL: srv.URL(), Key: "sk-test"})
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "usage.batches.jsonl")
@@ -62,7 +61,7 @@ func TestRecoverJournal(t *testing.T) {
 		for i, l := range lines {
 			id := "line-" + strconv.Itoa(i+1)
 			data = append(data, fmt.Sprintf(`{"custom_id":%q,"method":"POST","url":%q,"body":%s}`+"\n", id, l.url, l.body)...)
-			rec.Items = append(rec.Items, JournalItem{CustomID: id, Hash: lineHash(l.url, []byte(l.body))})
+			rec.Items = append(rec.Items, JournalItem{CustomID: id, Hash: LineHash(l.url, []byte(l.body))})
 		}
 		var m struct{ Model string }
 		if err := json.Unmarshal([]byte(lines[0].body), &m); err != nil {
@@ -72,7 +71,7 @@ func TestRecoverJournal(t *testing.T) {
 		if err := os.WriteFile(file, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		fileID, err := api.upload(ctx, file, filepath.Base(file))
+		fileID, err := api.Upload(ctx, file, filepath.Base(file))
 		if err != nil {
 			t.Fatalf("upload: %v", err)
 		}
@@ -86,7 +85,7 @@ func TestRecoverJournal(t *testing.T) {
 		case "run-other": // made by a run of another usage file
 			meta["gptbatch_journal"] = JournalTag(filepath.Join(dir, "other", "usage.batches.jsonl"))
 		}
-		bo, err := api.create(ctx, fileID, lines[0].url, meta)
+		bo, err := api.Create(ctx, fileID, lines[0].url, meta)
 		if err != nil {
 			t.Fatalf("create: %v", err)
 		}
@@ -116,12 +115,11 @@ func TestRecoverJournal(t *testing.T) {
 		}
 		if c == 60 {
 			_, rec := newBatch("run-b", 1, chat("journalled"))
-			line, _ := json.Marshal(rec)
-			j, err := budget.OpenJournal(path, 0o600)
+			j, err := OpenJournal(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := j.Append(line); err != nil {
+			if err := j.Append(rec); err != nil {
 				t.Fatal(err)
 			}
 			j.Close()
@@ -138,7 +136,7 @@ func TestRecoverJournal(t *testing.T) {
 		want = append(want, rec)
 	}
 	gone, _ := newBatch("run-c", 1, chat("collected"))
-	if err := api.deleteFile(ctx, gone.InputFileID); err != nil {
+	if err := api.DeleteFile(ctx, gone.InputFileID); err != nil {
 		t.Fatal(err)
 	}
 	before, err := os.ReadFile(path)

@@ -1,0 +1,377 @@
+// Package batchapi is gptbatch's side of OpenAI's Batch API, for --via
+// batch and the `batches` command:
+//
+//	client.go   the Files and Batches calls, and the one retry loop they go through
+//	once.go     uploads and creates made once, however their answers are lost
+//	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written and read
+//	recover.go  what a lost journal, or a run killed mid-create, left: rebuilt from the API
+package batchapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/gptbatch/gptbatch/internal/retry"
+)
+
+// Config is what a Client needs. BaseURL and Key must be set; the other
+// fields have usable zero values.
+type Config struct {
+	BaseURL string
+	Key     string
+	// Timeout bounds a call that moves nothing: a whole small call, or a
+	// pause of an upload or a download (which may take long, but never
+	// stall that long). 0 = none.
+	Timeout time.Duration
+	// Retry is how Retry, and the calls made once, try a failed call
+	// again; the zero value tries once.
+	Retry retry.Policy
+	// Clock is the time Retry waits by; nil is the wall clock.
+	Clock Clock
+	// Log hears of retries (debug) and of what a lost answer made (info);
+	// nil discards.
+	Log *slog.Logger
+}
+
+// Clock is the time a Client waits by (pipeline.Clock is one).
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+// realClock is the wall clock.
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Client calls the part of OpenAI's Files and Batch APIs that --via batch
+// and `gptbatch batches` use. Its methods named for a call are single
+// attempts; Retry, UploadOnce and CreateOnce try again. Safe for
+// concurrent use.
+type Client struct {
+	cfg Config
+	hc  *http.Client
+	oa  *openai.Client
+}
+
+// New is a client of the API at cfg.BaseURL: a server that hangs does not
+// hang it past cfg.Timeout.
+func New(cfg Config) *Client {
+	cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	oc := openai.DefaultConfig(cfg.Key)
+	oc.BaseURL = cfg.BaseURL
+	return &Client{cfg: cfg, hc: &http.Client{}, oa: openai.NewClientWithConfig(oc)}
+}
+
+// Failure is the failure of a call that returned err, as retry.Classify
+// sorts it.
+func (c *Client) Failure(err error) retry.Failure {
+	return retry.Classify(err, 0, nil, c.cfg.Key, c.cfg.Clock.Now())
+}
+
+// Retry runs call, and runs it again while it fails for a reason worth a
+// retry (429, 5xx, the network) and the policy allows, after its back-off.
+// It gives up early when ctx ends or stop is closed (nil: never). It
+// reports how the last try failed, or ok.
+func (c *Client) Retry(ctx context.Context, what string, stop <-chan struct{}, call func(ctx context.Context) error) (f retry.Failure, ok bool) {
+	var wait time.Duration // the last back-off, for the next one's jitter
+	for n := 1; ; n++ {
+		err := call(ctx)
+		if err == nil {
+			return retry.Failure{}, true
+		}
+		f := c.Failure(err)
+		var again bool
+		if wait, again = c.cfg.Retry.Next(n, f, wait); !again || ctx.Err() != nil {
+			return f, false
+		}
+		c.cfg.Log.Debug("retry", "call", what, "attempt", n, "error", f.Type, "status", f.Status, "wait", wait.Round(time.Millisecond))
+		select {
+		case <-c.cfg.Clock.After(wait):
+		case <-stop:
+			return f, false
+		case <-ctx.Done():
+			return f, false
+		}
+	}
+}
+
+// bounded is ctx for a small call: ended after the timeout.
+func (c *Client) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.cfg.Timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, c.cfg.Timeout, c.timedOut())
+}
+
+// timedOut is the error of a call that moved nothing for the timeout: a
+// deadline, so that it is a network failure, retried.
+func (c *Client) timedOut() error {
+	return fmt.Errorf("nothing moved for %s: %w", c.cfg.Timeout, context.DeadlineExceeded)
+}
+
+// watchdog is a context that ends when it has not been fed for the
+// timeout: streams feed it as they move.
+type watchdog struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	t      *time.Timer
+	d      time.Duration
+}
+
+// watch is a watchdog over ctx; stop releases it.
+func (c *Client) watch(ctx context.Context) *watchdog {
+	ctx, cancel := context.WithCancelCause(ctx)
+	w := &watchdog{ctx: ctx, cancel: cancel, d: c.cfg.Timeout}
+	if c.cfg.Timeout > 0 {
+		w.t = time.AfterFunc(c.cfg.Timeout, func() { cancel(c.timedOut()) })
+	}
+	return w
+}
+
+// feed says the stream moved.
+func (w *watchdog) feed() {
+	if w.t != nil {
+		w.t.Reset(w.d)
+	}
+}
+
+// stop releases the watchdog.
+func (w *watchdog) stop() {
+	if w.t != nil {
+		w.t.Stop()
+	}
+	w.cancel(nil)
+}
+
+// err is why the watchdog's context ended, if it ended for the timeout:
+// an error retry.Classify takes for a network failure.
+func (w *watchdog) err(err error) error {
+	if cause := context.Cause(w.ctx); err != nil && errors.Is(cause, context.DeadlineExceeded) {
+		return cause
+	}
+	return err
+}
+
+// fedReader feeds a watchdog as it reads.
+type fedReader struct {
+	r io.Reader
+	w *watchdog
+}
+
+func (f fedReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if n > 0 {
+		f.w.feed()
+	}
+	return n, err
+}
+
+// watchedBody is a download's body, its watchdog stopped when it is
+// closed.
+type watchedBody struct {
+	fedReader
+	c io.Closer
+}
+
+func (b watchedBody) Read(p []byte) (int, error) {
+	n, err := b.fedReader.Read(p)
+	return n, b.w.err(err)
+}
+
+func (b watchedBody) Close() error {
+	err := b.c.Close()
+	b.w.stop()
+	return err
+}
+
+// Upload sends the file at path as a batch input file named name,
+// streaming it: the file may be 200 MB, and go-openai would build the
+// whole request in memory. It returns the file's id.
+func (c *Client) Upload(ctx context.Context, path, name string) (id string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	// Fed as the file is read onto the wire: a connection that takes no
+	// more, or an answer that does not come, ends the call.
+	w := c.watch(ctx)
+	defer w.stop()
+	defer func() { err = w.err(err) }()
+	ctx = w.ctx
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		err := mw.WriteField("purpose", "batch")
+		if err == nil {
+			var part io.Writer
+			if part, err = mw.CreateFormFile("file", name); err == nil {
+				if _, err = io.Copy(part, fedReader{f, w}); err == nil {
+					err = mw.Close()
+				}
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.BaseURL+"/files", pr)
+	if err != nil {
+		pr.Close()
+		<-wrote
+		return "", err
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+c.cfg.Key)
+	resp, err := c.hc.Do(req)
+	// The writer ends once the request body is read or closed.
+	pr.CloseWithError(errors.New("upload ended"))
+	<-wrote
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode >= 300 {
+		return "", retry.APIError(resp.StatusCode, body)
+	}
+	var fo struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(body, &fo); err != nil || fo.ID == "" {
+		return "", &openai.RequestError{HTTPStatus: resp.Status, HTTPStatusCode: resp.StatusCode, Err: fmt.Errorf("upload: unreadable answer")}
+	}
+	return fo.ID, nil
+}
+
+// Create creates a batch of the input file fileID at endpoint (a URL,
+// /v1/chat/completions), tagged with meta.
+func (c *Client) Create(ctx context.Context, fileID, endpoint string, meta map[string]any) (openai.Batch, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	b, err := c.oa.CreateBatch(ctx, openai.CreateBatchRequest{
+		InputFileID: fileID, Endpoint: openai.BatchEndpoint(endpoint), CompletionWindow: "24h", Metadata: meta,
+	})
+	return b.Batch, err
+}
+
+// List is a page of at most limit batches, newest first, after the batch
+// id after ("" for the first page).
+func (c *Client) List(ctx context.Context, after string, limit int) (openai.ListBatchResponse, error) {
+	var from *string
+	if after != "" {
+		from = &after
+	}
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	return c.oa.ListBatch(ctx, from, &limit)
+}
+
+// FileInfo is what ListFiles tells of a file.
+type FileInfo struct {
+	ID       string `json:"id"`
+	Filename string `json:"filename"`
+	Purpose  string `json:"purpose"`
+	Bytes    int64  `json:"bytes"`
+}
+
+// FilePage is a page of files.
+type FilePage struct {
+	Data    []FileInfo `json:"data"`
+	LastID  string     `json:"last_id"`
+	HasMore bool       `json:"has_more"`
+}
+
+// ListFiles is a page of at most limit files of purpose, newest first,
+// after the file id after ("" for the first page). go-openai's ListFiles
+// takes no purpose, limit or cursor, and would read every file of the
+// organisation.
+func (c *Client) ListFiles(ctx context.Context, purpose, after string, limit int) (FilePage, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	q := url.Values{"purpose": {purpose}, "limit": {strconv.Itoa(limit)}, "order": {"desc"}}
+	if after != "" {
+		q.Set("after", after)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.BaseURL+"/files?"+q.Encode(), nil)
+	if err != nil {
+		return FilePage{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.cfg.Key)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return FilePage{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return FilePage{}, err
+	}
+	if resp.StatusCode >= 300 {
+		return FilePage{}, retry.APIError(resp.StatusCode, body)
+	}
+	var page FilePage
+	if err := json.Unmarshal(body, &page); err != nil {
+		return FilePage{}, &openai.RequestError{HTTPStatus: resp.Status, HTTPStatusCode: resp.StatusCode, Err: fmt.Errorf("list files: unreadable answer")}
+	}
+	return page, nil
+}
+
+// DeleteFile deletes the file id.
+func (c *Client) DeleteFile(ctx context.Context, id string) error {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	return c.oa.DeleteFile(ctx, id)
+}
+
+// Retrieve is the batch id as the API has it now.
+func (c *Client) Retrieve(ctx context.Context, id string) (openai.Batch, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	b, err := c.oa.RetrieveBatch(ctx, id)
+	return b.Batch, err
+}
+
+// Cancel asks the API to cancel the batch id.
+func (c *Client) Cancel(ctx context.Context, id string) (openai.Batch, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	b, err := c.oa.CancelBatch(ctx, id)
+	return b.Batch, err
+}
+
+// Content streams the file id. It may take long, but a pause of the
+// timeout ends it (the body's Read returns a network failure).
+func (c *Client) Content(ctx context.Context, id string) (io.ReadCloser, error) {
+	w := c.watch(ctx)
+	raw, err := c.oa.GetFileContent(w.ctx, id)
+	if err != nil {
+		w.stop()
+		return nil, w.err(err)
+	}
+	return watchedBody{fedReader{raw.ReadCloser, w}, raw.ReadCloser}, nil
+}

@@ -1,0 +1,163 @@
+package batchapi
+
+import (
+	"context"
+	"strconv"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/gptbatch/gptbatch/internal/retry"
+)
+
+// An upload or a create may be made by the API and its answer lost (a
+// dropped connection, a timeout): trying again blind would make a second
+// file, or a second batch that runs its lines, and bills them, twice. So
+// before each retry, the newest files or batches are searched for what an
+// earlier try made: a file by its name (unique to the run and its chunk)
+// and size, a batch by its input file and tags (Tags).
+
+// UploadOnce uploads the file at path, of size bytes, as the batch input
+// file named name (unique to the run and chunk), with Retry's retries,
+// never storing it twice. Files that cannot be listed are uploaded again
+// all the same: a second copy costs storage, not money, and a failed
+// upload far more often stored nothing. stop, once closed, ends the
+// retries (nil: never).
+func (c *Client) UploadOnce(ctx context.Context, stop <-chan struct{}, path, name string, size int64) (id string, f retry.Failure, ok bool) {
+	f, ok, _ = c.makeOnce(ctx, stop, "upload", func(ctx context.Context) (err error) {
+		id, err = c.Upload(ctx, path, name)
+		return err
+	}, func(ctx context.Context) (bool, *retry.Failure) {
+		fi, found, _ := newest(ctx, c, stop, "files", func(ctx context.Context, after string) ([]FileInfo, string, bool, error) {
+			page, err := c.ListFiles(ctx, "batch", after, 100)
+			return page.Data, page.LastID, page.HasMore, err
+		}, func(fi FileInfo) bool {
+			return fi.Filename == name && fi.Purpose == "batch" && fi.Bytes == size
+		})
+		if found {
+			id = fi.ID
+			c.cfg.Log.Info("found the file an upload whose answer was lost stored", "file", fi.ID, "name", name)
+		}
+		return found, nil
+	})
+	return id, f, ok
+}
+
+// CreateOnce creates a batch of the input file fileID at endpoint, tagged
+// with meta (Tags), with Retry's retries, never making two: a batch a lost
+// answer made is found by its file and tags and taken for the call's
+// answer. When the batches cannot be listed to tell whether a lost answer
+// made one, it stops rather than create one blind, and unknown says why:
+// the batch may run, and bill. stop, once closed, ends the retries (nil:
+// never).
+func (c *Client) CreateOnce(ctx context.Context, stop <-chan struct{}, fileID, endpoint string, meta map[string]any) (b openai.Batch, f retry.Failure, ok bool, unknown *retry.Failure) {
+	f, ok, unknown = c.makeOnce(ctx, stop, "create batch", func(ctx context.Context) (err error) {
+		b, err = c.Create(ctx, fileID, endpoint, meta)
+		return err
+	}, func(ctx context.Context) (found bool, failed *retry.Failure) {
+		b, found, failed = newest(ctx, c, stop, "batches", func(ctx context.Context, after string) ([]openai.Batch, string, bool, error) {
+			page, err := c.List(ctx, after, 100)
+			return page.Data, page.LastID, page.HasMore, err
+		}, func(bo openai.Batch) bool { return tagged(bo, fileID, meta) })
+		if found {
+			c.cfg.Log.Info("found the batch a create whose answer was lost made", "batch", b.ID, "chunk", meta["gptbatch_chunk"])
+		}
+		return found, failed
+	})
+	return b, f, ok, unknown
+}
+
+// makeOnce runs do, a call that makes something (a file, a batch), with
+// Retry's retries, and never makes it twice: the API may make it and
+// lose the answer, so before each retry, and once more when the retries
+// end on a failure worth retrying or a signal cuts them short, find looks
+// for what an earlier try made. What find finds is the call's result.
+// When find cannot look (a listing that failed past its retries), it is
+// not known whether the thing was made: makeOnce stops there rather than
+// make it blind, and says why in unknown.
+func (c *Client) makeOnce(ctx context.Context, stop <-chan struct{}, what string, do func(context.Context) error, find func(context.Context) (bool, *retry.Failure)) (f retry.Failure, ok bool, unknown *retry.Failure) {
+	tries := 0
+	f, ok = c.Retry(ctx, what, stop, func(ctx context.Context) error {
+		if tries++; tries > 1 {
+			found, lf := find(ctx)
+			if lf != nil {
+				unknown = lf
+				return nil // ends the retries
+			}
+			if found {
+				return nil
+			}
+		}
+		return do(ctx)
+	})
+	if unknown != nil {
+		return *unknown, false, unknown
+	}
+	if !ok && f.Verdict == retry.Retry && ctx.Err() == nil {
+		found, lf := find(ctx)
+		if lf != nil {
+			return *lf, false, lf
+		}
+		ok = found
+	}
+	return f, ok, nil
+}
+
+// newest looks for an item match accepts among the newest of a listing
+// (list: a page after the item after, its last item, whether more
+// follow): what a lost answer made moments ago is there, and two pages
+// are enough. A page that cannot be read is asked for again as any call
+// is; if it still cannot be, failed says why.
+func newest[T any](ctx context.Context, c *Client, stop <-chan struct{}, what string, list func(ctx context.Context, after string) ([]T, string, bool, error), match func(T) bool) (it T, found bool, failed *retry.Failure) {
+	after := ""
+	for range 2 {
+		var items []T
+		var last string
+		var more bool
+		f, ok := c.Retry(ctx, "list "+what, stop, func(ctx context.Context) (err error) {
+			items, last, more, err = list(ctx, after)
+			return err
+		})
+		if !ok {
+			c.cfg.Log.Debug("listing "+what+" failed", "error", f.Type, "status", f.Status)
+			return it, false, &f
+		}
+		for _, it := range items {
+			if match(it) {
+				return it, true, nil
+			}
+		}
+		if !more || last == "" {
+			break
+		}
+		after = last
+	}
+	return it, false, nil
+}
+
+// Tags are the metadata of the batch that rec, a creating record of the
+// journal at journal, describes: they name this creation of the chunk's
+// file (gptbatch_run, gptbatch_chunk, gptbatch_create) and the journal
+// (gptbatch_journal), so that a lost answer's batch is found, and a lost
+// journal rebuilt. A batch refused for the enqueued-token limit is created
+// again from the same file: its tags, of an earlier creation, never match
+// the new one's.
+func Tags(rec JournalRecord, journal string) map[string]any {
+	return map[string]any{
+		"gptbatch_run": rec.Run, "gptbatch_chunk": strconv.Itoa(rec.Chunk), "gptbatch_create": strconv.Itoa(rec.Create),
+		"gptbatch_journal": JournalTag(journal),
+	}
+}
+
+// tagged reports whether bo is a batch of the file inputFile with every
+// tag of meta.
+func tagged(bo openai.Batch, inputFile string, meta map[string]any) bool {
+	if bo.InputFileID != inputFile {
+		return false
+	}
+	for k, v := range meta {
+		if bo.Metadata[k] != v {
+			return false
+		}
+	}
+	return true
+}
