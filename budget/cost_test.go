@@ -108,15 +108,6 @@ func TestFloat64(t *testing.T) {
 	}
 }
 
-// listPrice is a model's standard-tier price in the built-in table.
-func listPrice(model string) (Price, bool) {
-	m, ok := BuiltinPrices().Lookup(model)
-	if !ok {
-		return Price{}, false
-	}
-	return m.tiers.tier[TierStandard], true
-}
-
 // The price table, as the user reads it: USD per million tokens.
 func TestPriceOf(t *testing.T) {
 	for _, tt := range []struct {
@@ -170,8 +161,8 @@ func TestPriceOf(t *testing.T) {
 		if tt.cached != "" {
 			want.CachedInput = perToken(tt.cached)
 		}
-		if got, ok := listPrice(tt.model); !ok || got != want {
-			t.Errorf("listPrice(%q) = %+v, %v; want %+v, true", tt.model, got, ok, want)
+		if got, ok := PriceOf(tt.model); !ok || got != want {
+			t.Errorf("PriceOf(%q) = %+v, %v; want %+v, true", tt.model, got, ok, want)
 		}
 	}
 	for _, model := range []string{"gpt-4o-mini-search-preview", "gpt-4o-mini-tts", "llama3", "", "ft:gpt-4o-mini:acme::x",
@@ -179,15 +170,15 @@ func TestPriceOf(t *testing.T) {
 		// Dated names the table does not list: a snapshot's price may
 		// differ from its base model's, so they are unknown.
 		"gpt-4o-2099-01-01", "gpt-4o-mini-2030-12-31", "gpt-3.5-turbo-0999", "gpt-4-1234", "o3-mini-2099-01-31"} {
-		if p, ok := listPrice(model); ok {
-			t.Errorf("listPrice(%q) = %+v, true; want unknown", model, p)
+		if p, ok := PriceOf(model); ok {
+			t.Errorf("PriceOf(%q) = %+v, true; want unknown", model, p)
 		}
 	}
 }
 
 func TestPriceCost(t *testing.T) {
-	mini, _ := listPrice("gpt-4o-mini")
-	gpt4, _ := listPrice("gpt-4")
+	mini, _ := PriceOf("gpt-4o-mini")
+	gpt4, _ := PriceOf("gpt-4")
 	for _, tt := range []struct {
 		name                     string
 		p                        Price
@@ -211,13 +202,13 @@ func TestPriceCost(t *testing.T) {
 // The Batch API bills half the sync price, exactly.
 func TestPriceBatch(t *testing.T) {
 	for _, model := range []string{"gpt-4o-mini", "o4-mini", "gpt-5-nano", "gpt-3.5-turbo-0613", "text-embedding-3-small"} {
-		p, _ := listPrice(model)
+		p, _ := PriceOf(model)
 		b := p.Batch()
 		if b.Input*2 != p.Input || b.CachedInput*2 != p.CachedInput || b.Output*2 != p.Output {
-			t.Errorf("listPrice(%q).Batch() = %+v, want exactly half of %+v", model, b, p)
+			t.Errorf("PriceOf(%q).Batch() = %+v, want exactly half of %+v", model, b, p)
 		}
 	}
-	mini, _ := listPrice("gpt-4o-mini")
+	mini, _ := PriceOf("gpt-4o-mini")
 	// 1M in ($0.15), 1M cached ($0.075), 1M out ($0.60), halved.
 	if got, want := mini.Batch().Cost(2e6, 1e6, 1e6), "0.4125"; got.String() != want {
 		t.Errorf("gpt-4o-mini Batch().Cost(2M, 1M cached, 1M) = %s, want %s", got, want)

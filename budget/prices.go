@@ -194,6 +194,15 @@ func (p *Prices) ForAnswer(asked *ModelPrice, answered string) *ModelPrice {
 	return m
 }
 
+// PriceOf is a model's list price in the built-in table; see Lookup.
+func PriceOf(model string) (Price, bool) {
+	m, ok := BuiltinPrices().Lookup(model)
+	if !ok {
+		return Price{}, false
+	}
+	return m.tiers.tier[TierStandard], true
+}
+
 // Over is p with every model top prices replacing p's price of it (a
 // nil p is the built-in table).
 func (p *Prices) Over(top *Prices) *Prices {
