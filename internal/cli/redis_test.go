@@ -336,8 +336,11 @@ func TestRedisStoreRefused(t *testing.T) {
 			if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(msg, tt.want) {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", code, msg, tt.want)
 			}
-			if took > 5*time.Second {
-				t.Errorf("took %v to fail, want a few seconds at most", took.Round(time.Millisecond))
+			// It fails at once (well under a second idle); the bound is
+			// loose enough for a busy machine and still catches a store
+			// that retries a connection it can never make.
+			if took > 30*time.Second {
+				t.Errorf("took %v to fail, want it to fail without retrying", took.Round(time.Millisecond))
 			}
 			if strings.Contains(msg, "pa%") || strings.Contains(msg, "%ss") {
 				t.Errorf("stderr %q quotes the password", msg)

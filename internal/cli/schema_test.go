@@ -109,7 +109,7 @@ func TestSchemaInvalidAnswersAskedAgain(t *testing.T) {
 	g := newGB(t, s.URL()).loud()
 	file := writeFile(t, g.dir, "review.json", tenFields)
 	const n = 1000
-	out, stderr, code := g.run(context.Background(), reviews(n), "--schema", file, "--progress", "never", "-p", "8", "--rpm", "0", "--tpm", "0", "--tpd", "0", "--batch-tokens", "0")
+	out, stderr, code := g.run(context.Background(), reviews(n), "--schema", file, "--progress", "never", "-p", "32", "--rpm", "0", "--tpm", "0", "--tpd", "0", "--batch-tokens", "0")
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}

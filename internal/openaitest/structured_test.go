@@ -174,7 +174,7 @@ func askChatPlain(t *testing.T, s *Server, prompt string) int {
 // answered validly.
 func TestStructuredInvalidAnswers(t *testing.T) {
 	check := compileSchema(t, extraction)
-	const n = 400
+	const n = 200
 	cfg := Config{Seed: 7, Structured: StructuredConfig{InvalidRate: 0.25}}
 	invalidIn := func(order []int) map[int]string {
 		s := newServer(t, cfg)
