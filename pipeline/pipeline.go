@@ -28,13 +28,15 @@
 //	settle.go        the gate and the ledger move from estimates to what the API counted
 //	emit.go          the only writer to stdout (results, or a dry run's estimates)
 //
-// --via batch stands in for admit, fetch and settle with the Batch API:
+// --via batch stands in for admit, fetch and settle with the Batch API,
+// in stages of its own, wired in run beside the synchronous ones:
 //
 //	batchplan.go     the Batch API's prices; a dry run's plan of batch files
-//	batch.go         the batch sender's wiring, the lines' table, the ordered writer's source
-//	batchsubmit.go   lines → batch files, split by endpoint and model, uploaded and submitted
-//	batchpoll.go     every submitted batch polled, politely, until it ends
-//	batchcollect.go  output and error files streamed into results, settled, retried
+//	batch.go         what the batch stages share: options, the lines' table, the client and journal
+//	batchsubmit.go   submit: lines → batch files by endpoint and model, uploaded, created, journalled
+//	batchpoll.go     poll: every submitted batch polled, politely, until it ends
+//	batchcollect.go  collect: output and error files streamed into results, settled, retried
+//	batchorder.go    the ordered writer: the spooled results in input order, to emit
 //	spool.go         the temporary files that keep memory bounded
 //
 // The Batch API's client, its journal and their recovery are
@@ -247,6 +249,15 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	defer context.AfterFunc(abort, stopSignal)()
 	r.stop.signal, r.stop.abort = signal, abort
 
+	var br *batchRun
+	if r.cfg.Via == ViaBatch && !r.cfg.DryRun {
+		var err error
+		if br, err = r.openBatch(ctx); err != nil {
+			return err
+		}
+		defer br.close()
+	}
+
 	// The stages stop on gctx, which only a failure of the run cancels. A
 	// cancelled ctx (a signal) only stops new requests: see stopState.
 	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
@@ -302,9 +313,29 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	case r.cfg.DryRun:
 		g.Go(func() error { return r.emitEstimates(gctx, held, out) })
 	case r.cfg.Via == ViaBatch:
-		// The Batch API's sender stands in for admit, fetch and settle.
+		// The Batch API stands in for admit, fetch and settle: lines are
+		// submitted in batches, the batches polled until they end, and
+		// collected; the ordered writer puts the results in input order.
+		//
+		// Submitted batches: the poller takes each at once, so the
+		// submitter never waits on it for long.
+		toPoll := make(chan *tbatch)
+		// Ended batches, one at a time: the collector takes each in turn.
+		toCollect := make(chan *tbatch)
+		// Back from each collected batch to the submitter: lines to
+		// submit again. The submitter takes it while it works, and after
+		// it ends until the collector closes it.
+		back := make(chan collected)
+		// Results, spooled, to the ordered writer: the submitter's (lines
+		// no batch answers) and the collector's. The writer takes them at
+		// once; a send is a block of results.
+		unsent := make(chan []spooled)
+		answered := make(chan []spooled)
 		results := make(chan *jsonl.Result, p)
-		g.Go(func() error { return r.batchSender(gctx, held, results) })
+		g.Go(func() error { return r.submitBatches(gctx, br, held, toPoll, unsent, back) })
+		g.Go(func() error { return r.pollBatches(gctx, br.api, toPoll, toCollect) })
+		g.Go(func() error { return r.collectBatches(gctx, br, toCollect, back, answered) })
+		g.Go(func() error { return r.orderBatchResults(gctx, br.lines, unsent, answered, results) })
 		g.Go(func() error { return r.emit(gctx, results, out) })
 	default:
 		// Finished results on their way to the writer: a worker's worth,
