@@ -198,4 +198,3 @@ func TestCacheCommandDamaged(t *testing.T) {
 		t.Errorf("the damaged file is still there: %v", err)
 	}
 }
-
