@@ -368,8 +368,11 @@ func (f *FileStore) Load(ctx context.Context) (State, error) {
 
 // Update implements Store: under the lock, it reads usage.md (a missing
 // one is a fresh State; a corrupt one is an error naming the file, which is
-// left as it is), calls fn, and when fn returns nil replaces usage.md if
-// the state changed and appends fn's entries to the ledger in one write.
+// left as it is), calls fn, and when fn returns nil appends fn's entries to
+// the ledger in one write and then replaces usage.md if the state changed:
+// all or nothing, as a failed write of either leaves both as they were
+// (the ledger cut back), so that a run resumed after it counts no call
+// twice.
 // Waiting for the lock ends with ctx, with ctx's error. The store's time
 // is now, plus how long the update waited for the lock: a clock read
 // before a wait of seconds behind a busy lock would otherwise drain the
@@ -390,12 +393,15 @@ func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, t
 		if err != nil {
 			return err
 		}
-		if !stateEqual(s, old) {
-			if err := f.write(s.Format()); err != nil {
-				return err
-			}
+		undo, err := f.append(entries)
+		if err != nil || stateEqual(s, old) {
+			return err
 		}
-		return f.append(entries)
+		if err := f.write(s.Format()); err != nil {
+			undo()
+			return err
+		}
+		return nil
 	})
 }
 
@@ -403,33 +409,33 @@ func stateEqual(a, b State) bool {
 	return bytes.Equal(a.Format(), b.Format())
 }
 
-// write replaces usage.md atomically: a temporary file in the same
-// directory, synced, then renamed over it, so that a reader or a crash at
-// any moment sees the old file or the new one, whole. The new file keeps
-// the old one's mode and, where it can, its owner and group; a file
-// gptbatch creates is 0600. Only a regular file is ever replaced.
-func (f *FileStore) write(b []byte) (err error) {
-	old, err := os.Lstat(f.path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		old = nil
-	case err != nil:
-		return fmt.Errorf("write usage file %s: %w", f.path, err)
-	case !old.Mode().IsRegular():
-		return fmt.Errorf("usage file %s is now %s; gptbatch will not replace it", f.path, kindOf(old))
+// write replaces usage.md with b, atomically (writeAtomic).
+func (f *FileStore) write(b []byte) error {
+	return writeAtomic(f.path, b, f.path)
+}
+
+// writeAtomic replaces the file at path with b: a temporary file in the
+// same directory, synced, then renamed over it, so that a reader or a
+// crash at any moment sees the old file or the new one, whole. The new
+// file has the mode and, where it can, the owner and group of the file at
+// like (usage.md for the files beside it); a file gptbatch creates is
+// 0600. Only a regular file is ever replaced.
+func writeAtomic(path string, b []byte, like string) (err error) {
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is now %s; gptbatch will not replace it", path, kindOf(fi))
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".usage-*.tmp") // created 0600
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*.tmp") // created 0600
 	if err != nil {
-		return fmt.Errorf("write usage file %s: %w", f.path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
 			tmp.Close()
 			os.Remove(tmp.Name())
-			err = fmt.Errorf("write usage file %s: %w", f.path, err)
+			err = fmt.Errorf("write %s: %w", path, err)
 		}
 	}()
-	if old != nil {
+	if old, err := os.Lstat(like); err == nil && old.Mode().IsRegular() {
 		if err := tmp.Chmod(old.Mode().Perm()); err != nil {
 			return err
 		}
@@ -444,42 +450,51 @@ func (f *FileStore) write(b []byte) (err error) {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), f.path)
+	return os.Rename(tmp.Name(), path)
 }
 
 // append adds entries to the ledger in one write, after dealing with a
-// torn last line. Called under the lock.
-func (f *FileStore) append(entries []LedgerEntry) error {
+// torn last line, and returns a function that takes them back out. Called
+// under the lock.
+func (f *FileStore) append(entries []LedgerEntry) (undo func(), err error) {
+	undo = func() {}
 	if len(entries) == 0 {
-		return nil
+		return undo, nil
 	}
 	b := make([]byte, 0, 320*len(entries)) // about a line's size each
 	for i := range entries {
-		var err error
 		if b, err = entries[i].appendJSON(b); err != nil {
-			return fmt.Errorf("ledger %s: %w", f.ledger, err)
+			return undo, fmt.Errorf("ledger %s: %w", f.ledger, err)
 		}
 	}
 	lf, err := os.OpenFile(f.ledger, os.O_RDWR|os.O_APPEND|os.O_CREATE|openSafe, f.perm)
 	if err != nil {
-		return fmt.Errorf("ledger: %w", err)
+		return undo, fmt.Errorf("ledger: %w", err)
 	}
+	defer func() {
+		if cerr := lf.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("ledger %s: %w", f.ledger, cerr)
+		}
+	}()
 	if fi, err := lf.Stat(); err != nil || !fi.Mode().IsRegular() {
-		lf.Close()
-		return fmt.Errorf("ledger %s is not a regular file; gptbatch will not write to it", f.ledger)
+		return undo, fmt.Errorf("ledger %s is not a regular file; gptbatch will not write to it", f.ledger)
 	}
 	if err := repairTorn(lf); err != nil {
-		lf.Close()
-		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+		return undo, fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
-	if _, err := lf.Write(b); err != nil {
-		lf.Close()
-		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+	size, err := lf.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = lf.Write(b)
 	}
-	if err := lf.Close(); err != nil {
-		return fmt.Errorf("ledger %s: %w", f.ledger, err)
+	if err != nil {
+		return undo, fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
-	return nil
+	return func() {
+		if lf, err := os.OpenFile(f.ledger, os.O_WRONLY|openSafe, 0); err == nil {
+			lf.Truncate(size) //nolint:errcheck // at worst the entries stay, counted in reports only
+			lf.Close()
+		}
+	}, nil
 }
 
 // repairTorn makes the ledger end with a whole line again after a process

@@ -421,6 +421,18 @@ func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (w
 	return wait, why, minute, day
 }
 
+// Record appends entries to the ledger and changes nothing else: lines
+// answered without a call (LedgerEntry.CacheHits), which took no room
+// and cost nothing.
+func (g *Gate) Record(ctx context.Context, now time.Time, entries []LedgerEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	return g.update(ctx, now, func(*State, time.Time, Limits, time.Duration, *time.Location) []LedgerEntry {
+		return entries
+	})
+}
+
 // Settlement ends one reservation: one API attempt, or one admitted
 // request that was never sent.
 type Settlement struct {

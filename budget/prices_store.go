@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -72,38 +71,6 @@ func (m *MemStore) StoredPrices(ctx context.Context) (*Prices, error) { return n
 // keeps no table for other runs.
 func (m *MemStore) StorePrices(ctx context.Context, p *Prices) error {
 	return errors.New("a usage file of /dev/null keeps nothing for other runs: name a usage file, or a --store")
-}
-
-// writeAtomic replaces the file at path with b: a temporary file beside
-// it, synced and renamed over it, with the mode of modeOf (0600 when it
-// does not exist).
-func writeAtomic(path string, b []byte, modeOf string) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".prices-*.tmp") // created 0600
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("write %s: %w", path, err)
-		}
-	}()
-	if fi, err := os.Stat(modeOf); err == nil {
-		if err := tmp.Chmod(fi.Mode().Perm()); err != nil {
-			return err
-		}
-	}
-	if _, err := tmp.Write(b); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // pricesKey is the key of the stored table, under the budget's hash tag.

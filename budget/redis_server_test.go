@@ -175,41 +175,6 @@ func TestRedisContext(t *testing.T) {
 	}
 }
 
-// On a real server the same day's tokens and dollars hold as in the Go
-// code, and a settlement lands in the stream.
-func TestRedisSettleReal(t *testing.T) {
-	srv := redistest.Start(t)
-	r := openReal(t, srv.URL(""))
-	// rpm 6 drains 0.1 a second: the check below has 10 s to spare.
-	g := exactGate(r, Limits{RPM: 6, TPM: 100000, TPD: 1000000})
-	ctx := context.Background()
-	est := Estimate{Tokens: 1000, Cost: 1000}
-	reserve(t, g, noon(), est, est, est)
-	c := Cost(300)
-	err := g.Settle(ctx, noon(), []Settlement{
-		{Est: est, Sent: true, Tokens: 300, Cost: 300, Entry: &LedgerEntry{ID: "a", Status: 200, CostUSD: &c}},
-		{Est: est, Sent: true, Entry: &LedgerEntry{ID: "b", Status: 500}},
-		{Est: est, Sent: false},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := r.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.TokensWithinDay != 300 || st.CostWithinDay != 300 || st.RequestsWithinMin > 2 || st.RequestsWithinMin <= 1 {
-		t.Errorf("state = %+v; want the actuals 300 tokens, $%s, and the two sent requests' charge kept", st, Cost(300))
-	}
-	var ids []string
-	if err := r.Ledger(ctx, noon().Add(-time.Minute), func(e LedgerEntry) error { ids = append(ids, e.ID); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(ids, []string{"a", "b"}) {
-		t.Errorf("ledger = %v, want [a b]", ids)
-	}
-}
-
 // BenchmarkRedisReserve is one reservation through a real redis-server on
 // 127.0.0.1, in blocks of 1 and 16 as the pipeline's gate reserves when
 // requests queue: reservations a second and the p99 latency of one Reserve

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -418,5 +419,54 @@ func TestFileStoreReport(t *testing.T) {
 	rep, err = f.Report(ctx, ReportOptions{Until: t0.Add(time.Hour)}, time.UTC)
 	if err != nil || rep.Total.Requests != 1 || rep.Total.PromptTokens != 3 || rep.Total.CostUSD != 5 {
 		t.Errorf("Report until an hour after the first call = %+v, %v; want that call alone", rep.Total, err)
+	}
+}
+
+// An update whose ledger entries or state cannot be written writes
+// neither: the state does not count calls the ledger lacks (a run resumed
+// after it would count them again), nor the ledger calls the state lacks.
+func TestFileUpdateAllOrNothing(t *testing.T) {
+	// replace makes path a directory, which no write replaces.
+	replace := func(t *testing.T, path string) {
+		t.Helper()
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(path, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ledgerFails := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ledger fails %v", ledgerFails), func(t *testing.T) {
+			ctx := context.Background()
+			f := openTemp(t)
+			if err := bump(ctx, f, "a"); err != nil {
+				t.Fatal(err)
+			}
+			before, err := os.ReadFile(f.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = f.Update(ctx, time.Time{}, func(st *State, _ time.Time) ([]LedgerEntry, error) {
+				st.TokensWithinDay++
+				if ledgerFails {
+					replace(t, f.LedgerPath())
+				} else {
+					replace(t, f.Path())
+				}
+				return []LedgerEntry{{ID: "b", Status: 200}}, nil
+			})
+			if err == nil {
+				t.Fatal("Update with a write failing = nil, want an error")
+			}
+			if b, _ := os.ReadFile(f.Path()); ledgerFails && !bytes.Equal(b, before) {
+				t.Errorf("usage.md after a failed ledger write = %q, want it unchanged, %q", b, before)
+			}
+			if !ledgerFails {
+				if ids := ledgerIDs(t, f.LedgerPath()); !slices.Equal(ids, []string{"a"}) {
+					t.Errorf("ledger after a failed state write = %v, want [a]", ids)
+				}
+			}
+		})
 	}
 }

@@ -1,38 +1,27 @@
-// batch.go is one file of more than 500 lines because everything in it
-// works on the tracker, under its one lock: the table of a --via batch
-// run's lines and of the batches they are in, the sender that fills it and
-// the ordered writer that drains it. The lock's rules read in one place.
-
 package pipeline
 
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"os"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
-// --via batch replaces the send stage (admit.go, fetch.go, settle.go) as a
-// unit. Its files, in the order a line goes through them:
-//
-//	batch.go         the sender's wiring, the lines' table and the ordered writer's source
-//	batchsubmit.go   lines → batch files, split by endpoint and model, uploaded and submitted
-//	batchpoll.go     every submitted batch polled, politely, until it ends
-//	batchcollect.go  output and error files streamed into results, settled, retried
-//	spool.go         the temporary files that keep memory bounded
+// --via batch stands in for admit, fetch and settle with four stages,
+// wired in run (pipeline.go): submit (batchsubmit.go), poll
+// (batchpoll.go), collect (batchcollect.go) and the ordered writer
+// (batchorder.go). This file holds what they share: the options, the
+// lines' table and the run's client and journal.
 
 // Via is the way lines reach the API.
 type Via string
@@ -100,35 +89,25 @@ const batchGCPercent = 60
 // slot is one line of a --via batch run, by its place in the input.
 type slot struct {
 	rec   int64 // its record in the records spool; -1: it had its result at once
-	res   int64 // its result in the results spool, or noResult, or written
 	batch int32 // the batch it is in, in tracker.batches; -1: none
 	tries uint8 // the batches it was submitted in
 }
 
-// What slot.res holds besides a result's place in the spool.
-const (
-	noResult = -1 // no result yet
-	written  = -2 // --unordered: its result is written, and out of the spool's way
-)
-
-// hasResult reports whether the line has its result, written or not.
-func (s slot) hasResult() bool { return s.res != noResult }
-
 // tracker is the table of a --via batch run's lines: where each line's
-// record and result are spooled, and which batch holds it. Memory is a few
-// words a line; everything else is on disk. Safe for concurrent use.
+// record is spooled, which batch holds it, and the spool of their results.
+// Memory is a few words a line; everything else is on disk. The submitter
+// adds the lines and puts them in batches; the collector and the ordered
+// writer read it. Which lines have their result is not here: results go
+// to the ordered writer on channels (batchorder.go), and it alone keeps
+// that. Safe for concurrent use.
 type tracker struct {
 	records *spool // a line's record: lineRecord, then its body
-	results *spool // a line's result, as JSON
+	results *spool // a line's result, as appendResult encodes it
 
 	mu      sync.Mutex
 	slots   []slot
 	lineOf  []int32 // the input line number of each slot, ascending
 	batches []*tbatch
-	ready   []int32 // --unordered: slots whose result is not yet written
-	ended   bool    // every line is in slots
-	final   bool    // no more results will come
-	wake    chan struct{}
 }
 
 // lineRecord is what a line's result needs besides the answer, and what
@@ -190,7 +169,7 @@ func newTracker(dir string) (*tracker, error) {
 		recs.close()
 		return nil, err
 	}
-	return &tracker{records: recs, results: res, wake: make(chan struct{}, 1)}, nil
+	return &tracker{records: recs, results: res}, nil
 }
 
 func (t *tracker) close() {
@@ -198,19 +177,11 @@ func (t *tracker) close() {
 	t.results.close()
 }
 
-// poke wakes the writer.
-func (t *tracker) poke() {
-	select {
-	case t.wake <- struct{}{}:
-	default:
-	}
-}
-
 // add makes the slot of the next line and returns it.
 func (t *tracker) add(line int, rec int64) int32 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.slots = append(t.slots, slot{rec: rec, res: noResult, batch: -1})
+	t.slots = append(t.slots, slot{rec: rec, batch: -1})
 	t.lineOf = append(t.lineOf, int32(line))
 	return int32(len(t.slots) - 1)
 }
@@ -234,28 +205,21 @@ func (t *tracker) seqOfLine(n int) int32 {
 	return -1
 }
 
-// setResult spools the result of slot seq.
-func (t *tracker) setResult(seq int32, res *jsonl.Result) error {
-	return t.setResultBytes(seq, appendResult(nil, res))
-}
-
-// setResultBytes spools the result of slot seq, encoded by appendResult.
-func (t *tracker) setResultBytes(seq int32, b []byte) error {
-	off, err := t.results.append(b, nil)
-	if err != nil {
-		return err
-	}
-	t.publish(seq, off)
-	return nil
-}
-
-// publish gives slot seq the result spooled at off, for the writer.
-func (t *tracker) publish(seq int32, off int64) {
+// count is how many lines the table holds.
+func (t *tracker) count() int32 {
 	t.mu.Lock()
-	t.slots[seq].res = off
-	t.ready = append(t.ready, seq)
-	t.mu.Unlock()
-	t.poke()
+	defer t.mu.Unlock()
+	return int32(len(t.slots))
+}
+
+// spool spools a result of slot seq, encoded by appendResult, for the
+// ordered writer.
+func (t *tracker) spool(seq int32, res []byte) (spooled, error) {
+	off, err := t.results.append(res, nil)
+	if err != nil {
+		return spooled{}, &Error{Code: ExitFailed, Err: err}
+	}
+	return spooled{seq, off}, nil
 }
 
 // record reads the record of slot seq, and its body if withBody.
@@ -350,6 +314,13 @@ func (t *tracker) slot(seq int32) slot {
 	return t.slots[seq]
 }
 
+// batch is batch idx of the run's batches.
+func (t *tracker) batch(idx int32) *tbatch {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.batches[idx]
+}
+
 // register adds b to the run's batches.
 func (t *tracker) register(b *tbatch) {
 	t.mu.Lock()
@@ -371,14 +342,6 @@ func (t *tracker) put(b *tbatch, try bool, seqs ...int32) {
 	}
 }
 
-// finish says that no more results will come.
-func (t *tracker) finish() {
-	t.mu.Lock()
-	t.final = true
-	t.mu.Unlock()
-	t.poke()
-}
-
 // itemOf is the item a line's record describes, enough to build its result.
 func itemOf(rec lineRecord, tries int, prices *budget.Prices) *item {
 	it := &item{
@@ -391,229 +354,71 @@ func itemOf(rec lineRecord, tries int, prices *budget.Prices) *item {
 	return it
 }
 
-// batchSender is the send stage of --via batch: it reads the admitted
-// lines from in and writes one result a line to out, in input order
-// unless --unordered, as send does for the synchronous API. It closes out.
-func (r *runner) batchSender(ctx context.Context, in <-chan *item, out chan<- *jsonl.Result) (err error) {
-	defer close(out)
+// batchRun is what the stages of a --via batch run share: the Batch API's
+// client, the journal, the journalled lines --resume may claim, and the
+// lines' table.
+type batchRun struct {
+	api     *batchapi.Client
+	journal *batchapi.Journal
+	claims  *claims // nil unless --resume
+	lines   *tracker
+	gc      int // the GC target before the run, restored by close; -1: unchanged
+}
+
+// openBatch readies a --via batch run before any stage starts: it opens
+// the journal and, with --resume, settles what the journal left open and
+// reads the batches it may collect. Its errors end the run with nothing
+// sent.
+func (r *runner) openBatch(ctx context.Context) (_ *batchRun, err error) {
 	if r.cfg.Batch.Journal == "" {
-		return &Error{Code: ExitConfig, Err: errNoJournal}
+		return nil, &Error{Code: ExitConfig, Err: errNoJournal}
+	}
+	br := &batchRun{gc: -1}
+	defer func() {
+		if err != nil {
+			br.close()
+		}
+	}()
+	if br.journal, err = batchapi.OpenJournal(r.cfg.Batch.Journal); err != nil {
+		return nil, &Error{Code: ExitConfig, Err: err}
+	}
+	br.api = batchapi.New(batchapi.Config{BaseURL: r.cfg.BaseURL, Key: r.cfg.Key, Timeout: r.cfg.Timeout, Retry: r.retry, Clock: r.cfg.Clock, Log: r.cfg.Log})
+	if r.cfg.Batch.Resume {
+		if err := br.api.ResolveCreates(ctx, r.stop.signal.Done(), br.journal, r.cfg.Clock.Now()); err != nil {
+			return nil, &Error{Code: ExitConfig, Err: err}
+		}
+		var skipped []string
+		br.claims, skipped, err = loadClaims(br.journal.Path(), r.cfg.Clock.Now())
+		for _, msg := range skipped {
+			r.cfg.Log.Warn(msg)
+		}
+		if err != nil {
+			return nil, &Error{Code: ExitConfig, Err: err}
+		}
+	}
+	if br.lines, err = newTracker(r.cfg.Batch.TempDir); err != nil {
+		return nil, &Error{Code: ExitFailed, Err: err}
 	}
 	if os.Getenv("GOGC") == "" {
 		// Collecting streams gigabytes of answers through a live heap of
 		// a few tens of MB (the encoders, the lines' table): a heap goal
 		// of 1.6 times the live heap instead of twice keeps the peak RSS
 		// of 200,000 lines at about 90 MB, not 127.
-		defer debug.SetGCPercent(debug.SetGCPercent(batchGCPercent))
+		br.gc = debug.SetGCPercent(batchGCPercent)
 	}
-	journal, err := batchapi.OpenJournal(r.cfg.Batch.Journal)
-	if err != nil {
-		return &Error{Code: ExitConfig, Err: err}
-	}
-	defer journal.Close()
-	api := batchapi.New(batchapi.Config{BaseURL: r.cfg.BaseURL, Key: r.cfg.Key, Timeout: r.cfg.Timeout, Retry: r.retry, Clock: r.cfg.Clock, Log: r.cfg.Log})
-	var cl *claims
-	if r.cfg.Batch.Resume {
-		if err := api.ResolveCreates(ctx, r.stop.signal.Done(), journal, r.cfg.Clock.Now()); err != nil {
-			return &Error{Code: ExitConfig, Err: err}
-		}
-		var skipped []string
-		cl, skipped, err = loadClaims(journal.Path(), r.cfg.Clock.Now())
-		for _, msg := range skipped {
-			r.cfg.Log.Warn(msg)
-		}
-		if err != nil {
-			return &Error{Code: ExitConfig, Err: err}
-		}
-	}
-	t, err := newTracker(r.cfg.Batch.TempDir)
-	if err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	defer t.close()
-
-	s := newSubmitter(r, t, api, journal, cl)
-	// Submitted batches wait in the poller, which takes every batch
-	// handed to it at once: the submitter never waits for it long.
-	toPoll := make(chan *tbatch)
-	// Ended batches, one at a time: the collector takes each in turn.
-	toCollect := make(chan *tbatch)
-	// What collecting a batch sends back to the submitter: lines to submit
-	// again. The submitter reads it while it works.
-	back := make(chan collected)
-	subDone := make(chan struct{})
-
-	g, gctx := errgroup.WithContext(ctx)
-	var producers sync.WaitGroup
-	producers.Add(3)
-	g.Go(func() error {
-		defer producers.Done()
-		defer close(subDone)
-		return s.run(gctx, in, toPoll, back)
-	})
-	g.Go(func() error {
-		defer producers.Done()
-		return r.pollBatches(gctx, api, toPoll, toCollect)
-	})
-	g.Go(func() error {
-		defer producers.Done()
-		return r.collectBatches(gctx, api, t, journal, toCollect, back, subDone)
-	})
-	g.Go(func() error {
-		producers.Wait()
-		t.finish()
-		return nil
-	})
-	g.Go(func() error { return r.writeBatchResults(gctx, t, out) })
-	err = g.Wait()
-	if err == nil && r.stop.signal.Err() != nil {
-		r.sayHowToCollect(t, journal.Path())
-	}
-	return err
+	return br, nil
 }
 
-// writeBatchResults sends each line's result to out once it has one, in
-// input order unless --unordered. Once no more results will come, the
-// lines without one get an interrupted result that names their batch.
-func (r *runner) writeBatchResults(ctx context.Context, t *tracker, out chan<- *jsonl.Result) error {
-	next := int32(0) // ordered: the slot whose result is written next
-	var offs []int64
-	var seqs []int32
-	for {
-		t.mu.Lock()
-		offs, seqs = offs[:0], seqs[:0]
-		if r.cfg.Unordered {
-			for _, s := range t.ready {
-				offs = append(offs, t.slots[s].res)
-				seqs = append(seqs, s)
-			}
-			t.ready = t.ready[:0]
-		} else {
-			t.ready = t.ready[:0]
-			for int(next) < len(t.slots) && t.slots[next].res >= 0 && len(offs) < 1024 {
-				offs = append(offs, t.slots[next].res)
-				seqs = append(seqs, next)
-				next++
-			}
-		}
-		final, n := t.final, int32(len(t.slots))
-		t.mu.Unlock()
-		for _, off := range offs {
-			head, _, err := t.results.read(off, false)
-			if err != nil {
-				return &Error{Code: ExitFailed, Err: err}
-			}
-			res, err := parseResult(head)
-			if err != nil {
-				return &Error{Code: ExitFailed, Err: err}
-			}
-			if err := send(ctx, out, res); err != nil {
-				return err
-			}
-		}
-		if r.cfg.Unordered {
-			for _, s := range seqs {
-				t.mu.Lock()
-				t.slots[s].res = written
-				t.mu.Unlock()
-			}
-		}
-		if len(offs) > 0 {
-			continue
-		}
-		if final {
-			return r.writeUnfinished(ctx, t, next, n, out)
-		}
-		select {
-		case <-t.wake:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// close ends the run's use of the journal and the spools, and restores
+// the GC's target.
+func (br *batchRun) close() {
+	if br.lines != nil {
+		br.lines.close()
 	}
-}
-
-// writeUnfinished writes a result for each slot from next on that has none
-// when no more will come: the run was interrupted, or stopped.
-func (r *runner) writeUnfinished(ctx context.Context, t *tracker, next, n int32, out chan<- *jsonl.Result) error {
-	if r.cfg.Unordered {
-		next = 0
+	if br.journal != nil {
+		br.journal.Close()
 	}
-	for s := next; s < n; s++ {
-		sl := t.slot(s)
-		if sl.res == written {
-			continue
-		}
-		var res *jsonl.Result
-		if sl.res >= 0 {
-			head, _, err := t.results.read(sl.res, false)
-			if err != nil {
-				return &Error{Code: ExitFailed, Err: err}
-			}
-			if res, err = parseResult(head); err != nil {
-				return &Error{Code: ExitFailed, Err: err}
-			}
-		} else {
-			rec, _, err := t.record(s, false)
-			if err != nil {
-				return &Error{Code: ExitFailed, Err: err}
-			}
-			res = r.unfinishedResult(t, rec, sl)
-		}
-		if err := send(ctx, out, res); err != nil {
-			return err
-		}
+	if br.gc >= 0 {
+		debug.SetGCPercent(br.gc)
 	}
-	return nil
-}
-
-// unfinishedResult is the result of a line whose batch was not collected.
-func (r *runner) unfinishedResult(t *tracker, rec lineRecord, sl slot) *jsonl.Result {
-	req := &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}
-	if sl.batch < 0 {
-		why := r.stop.stopped()
-		if why == nil {
-			why = interrupted
-		}
-		res := errorResult(req, why.typ, fmt.Sprintf("line %d: %s", rec.Line, why.msg), why.status)
-		return res
-	}
-	t.mu.Lock()
-	b := t.batches[sl.batch]
-	t.mu.Unlock()
-	res := errorResult(req, jsonl.ErrInterrupted,
-		fmt.Sprintf("line %d: not collected: batch %s is still running; run the same command again with --resume to collect it", rec.Line, b.id), 0)
-	res.Attempts = int(sl.tries)
-	res.BatchID = b.id
-	return res
-}
-
-// sayHowToCollect tells, after an interrupt, which batches still run and
-// how to collect them.
-func (r *runner) sayHowToCollect(t *tracker, journal string) {
-	t.mu.Lock()
-	running := map[int32]bool{}
-	lines := 0
-	for _, sl := range t.slots {
-		if !sl.hasResult() && sl.batch >= 0 {
-			running[sl.batch] = true
-			lines++
-		}
-	}
-	var ids []string
-	for i, b := range t.batches {
-		if running[int32(i)] {
-			ids = append(ids, b.id)
-		}
-	}
-	t.mu.Unlock()
-	if len(ids) == 0 {
-		return
-	}
-	shown := ids
-	if len(shown) > 5 {
-		shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(ids)-5))
-	}
-	r.cfg.Log.Warn(fmt.Sprintf("%d lines are in %d batches still running (%s): they are paid for and keep running, and are recorded in %s; "+
-		"to collect them without submitting again, run the same command with --resume OUT (the file holding this run's results)",
-		lines, len(ids), strings.Join(shown, ", "), journal))
 }

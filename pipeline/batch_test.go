@@ -130,3 +130,47 @@ func TestSpoolReadHeads(t *testing.T) {
 		t.Errorf("readHeads: %d heads, %v; want %d and a stop", n, err, len(some)-10)
 	}
 }
+
+// TestViaBatchSignalWhileReading: lines read after a signal, more than the
+// stages ahead of the submitter hold, each get their interrupted result,
+// and the run ends.
+func TestViaBatchSignalWhileReading(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{})
+	defer srv.Close()
+	dir := t.TempDir()
+	cfg := Config{
+		Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-test", Retries: 1,
+		Via: ViaBatch, Batch: BatchOptions{Journal: filepath.Join(dir, "usage.batches.jsonl"), TempDir: dir},
+	}
+	ctx, signal := context.WithCancel(context.Background())
+	defer signal()
+	in, feed := io.Pipe()
+	const before, after = 2, 500
+	go func() {
+		for i := range before + after {
+			if i == before {
+				signal()
+			}
+			fmt.Fprintf(feed, "%q\n", fmt.Sprintf("prompt %d", i))
+		}
+		feed.Close()
+	}()
+	var out bytes.Buffer
+	err := Run(ctx, in, &out, cfg)
+	if err != ErrInterrupted {
+		t.Errorf("Run = %v, want %v", err, ErrInterrupted)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != before+after {
+		t.Fatalf("Run wrote %d results, want %d", len(lines), before+after)
+	}
+	for i, l := range lines {
+		var res jsonl.Result
+		if err := json.Unmarshal([]byte(l), &res); err != nil {
+			t.Fatalf("result %d: %v: %s", i+1, err, l)
+		}
+		if res.Line != i+1 || res.Error == nil || res.Error.Type != jsonl.ErrInterrupted {
+			t.Errorf("result %d = %s, want line %d interrupted", i+1, l, i+1)
+		}
+	}
+}

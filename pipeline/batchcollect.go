@@ -29,12 +29,6 @@ import (
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
-// pendingResult is an answer spooled, waiting for its settlement.
-type pendingResult struct {
-	seq int32
-	off int64
-}
-
 // errStoreLost stops collecting a batch when the shared state cannot be
 // written: see collector.storeLost.
 var errStoreLost = errors.New(storeFailedMsg)
@@ -46,10 +40,15 @@ type collected struct {
 	tokenLimit string  // the API's message, if it refused b for the enqueued-token limit
 }
 
-// collectBatches collects each ended batch from in, one at a time, and
-// sends what is to be submitted again back to the submitter, unless the
-// submitter has ended (done).
-func (r *runner) collectBatches(ctx context.Context, api *batchapi.Client, t *tracker, j *batchapi.Journal, in <-chan *tbatch, back chan<- collected, done <-chan struct{}) error {
+// collectBatches is the collect stage of --via batch: it collects each
+// ended batch from in, one at a time, sends its lines' results, spooled,
+// to the ordered writer on results, and what is to be submitted again
+// back to the submitter, which takes it until back is closed. It closes
+// back and results once in is closed.
+func (r *runner) collectBatches(ctx context.Context, br *batchRun, in <-chan *tbatch, back chan<- collected, results chan<- []spooled) error {
+	defer close(results)
+	defer close(back)
+	api, t, j := br.api, br.lines, br.journal
 	for {
 		var b *tbatch
 		select {
@@ -60,14 +59,13 @@ func (r *runner) collectBatches(ctx context.Context, api *batchapi.Client, t *tr
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		c := &collector{r: r, api: api, t: t, b: b, retrySet: map[int32]bool{}, seen: map[int32]bool{}, seenForeign: map[string]bool{}}
+		c := &collector{r: r, api: api, t: t, b: b, results: results, retrySet: map[int32]bool{}, seen: map[int32]bool{}, seenForeign: map[string]bool{}}
 		res, err := c.collect(ctx, j)
 		if err != nil {
 			return err
 		}
 		select {
 		case back <- res:
-		case <-done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -111,7 +109,11 @@ type collector struct {
 	// pending are the answers whose settlements wait in settle: spooled,
 	// and written only once those reach the ledger, so that an answer
 	// on stdout (which --resume counts as done) is always paid for there.
-	pending []pendingResult
+	pending []spooled
+	// done are the results spooled for the ordered writer, sent to it on
+	// results by deliver.
+	done    []spooled
+	results chan<- []spooled
 	lines   int   // results read
 	broken  error // a file could not be read to its end
 	// seen are the lines an answer or a failure was read for, this run's
@@ -186,12 +188,10 @@ func (c *collector) collect(ctx context.Context, j *batchapi.Journal) (collected
 		}
 		// Lines in neither file: submitted again, unless someone
 		// cancelled the batch on purpose, or the files could not be read.
-		answered := make(map[int32]bool, len(c.pending))
-		for _, p := range c.pending {
-			answered[p.seq] = true
-		}
 		for _, seq := range b.seqs {
-			if c.t.slot(seq).hasResult() || c.retrySet[seq] || answered[seq] {
+			// A line read in a file has its result, is pending or goes
+			// again.
+			if c.seen[seq] {
 				continue
 			}
 			if c.lost != nil {
@@ -335,6 +335,11 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 		n := runtime.GOMAXPROCS(0)
 		// Parsed blocks on their way to be applied: one a worker.
 		parsed := make(chan []lineOutcome, n)
+		// The collect stage fans out inside itself, so it has a group of
+		// its own: parsing is most of collecting's time and runs on every
+		// core, while applying (settling, in the file's order) is one
+		// goroutine's. The group lives for one download: a download that
+		// breaks off ends it, and the next try starts a new one.
 		g, gctx := errgroup.WithContext(ctx)
 		g.Go(func() error {
 			defer close(parsed)
@@ -481,13 +486,19 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 		c.retrySet[o.seq] = true
 		c.r.stats.Retries.Add(1)
 	case queued:
-		off, err := c.t.results.append(o.res, nil)
+		sp, err := c.t.spool(o.seq, o.res)
 		if err != nil {
 			return err
 		}
-		c.pending = append(c.pending, pendingResult{o.seq, off})
+		c.pending = append(c.pending, sp)
 	default:
-		return c.t.setResultBytes(o.seq, o.res)
+		sp, err := c.t.spool(o.seq, o.res)
+		if err != nil {
+			return err
+		}
+		if c.done = append(c.done, sp); len(c.done) >= 1024 {
+			return c.deliver(ctx)
+		}
 	}
 	return nil
 }
@@ -671,21 +682,34 @@ func (c *collector) add(ctx context.Context, st budget.Settlement) (bool, error)
 // then hands their answers to the writer. When the shared state cannot
 // be written it stops collecting: see storeLost.
 func (c *collector) flush(ctx context.Context) error {
+	var lost error
 	if len(c.settle) > 0 {
 		if err := c.r.cfg.Gate.Settle(ctx, c.r.cfg.Clock.Now(), c.settle); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return c.storeLost(err)
+			lost = c.storeLost(err)
+		} else {
+			c.r.counted(c.settle)
+			c.settle = c.settle[:0]
 		}
-		c.r.counted(c.settle)
-		c.settle = c.settle[:0]
 	}
-	for _, p := range c.pending {
-		c.t.publish(p.seq, p.off)
-	}
+	c.done = append(c.done, c.pending...)
 	c.pending = c.pending[:0]
-	return nil
+	if err := c.deliver(ctx); err != nil {
+		return err
+	}
+	return lost
+}
+
+// deliver sends the results spooled so far to the ordered writer.
+func (c *collector) deliver(ctx context.Context) error {
+	if len(c.done) == 0 {
+		return nil
+	}
+	done := c.done
+	c.done = nil // the writer's now
+	return send(ctx, c.results, done)
 }
 
 // counted adds the answers of settlements that reached the ledger to the
@@ -749,5 +773,10 @@ func (c *collector) fail(seq int32, typ, msg string, status int) error {
 	res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
 	res.Attempts = int(c.t.slot(seq).tries)
 	res.BatchID = c.b.id
-	return c.t.setResult(seq, res)
+	sp, err := c.t.spool(seq, appendResult(nil, res))
+	if err != nil {
+		return err
+	}
+	c.done = append(c.done, sp)
+	return nil
 }

@@ -91,22 +91,63 @@ type submitter struct {
 	waitUntil   time.Time
 	warned      budget.Reason
 	toPoll      chan<- *tbatch
+	unsent      chan<- []spooled
 }
 
-func newSubmitter(r *runner, t *tracker, api *batchapi.Client, j *batchapi.Journal, cl *claims) *submitter {
+func newSubmitter(r *runner, br *batchRun) *submitter {
 	return &submitter{
-		r: r, t: t, api: api, journal: j, claims: cl, claimed: map[int32]*tbatch{}, checked: map[int32]batchCheck{},
+		r: r, t: br.lines, api: br.api, journal: br.journal, claims: br.claims, claimed: map[int32]*tbatch{}, checked: map[int32]batchCheck{},
 		runID: batchapi.NewRunID(r.cfg.Clock.Now()), open: map[chunkKey]*chunk{}, running: map[string]int64{},
 	}
+}
+
+// submitBatches is the submit stage of --via batch: it reads the lines
+// from in, submits them in batches, and hands each batch to the poller on
+// toPoll; lines no batch will answer (invalid, refused by a limit, not
+// sent) get their result on unsent. What collecting a batch sends back on
+// back (lines to submit again, a batch refused for the enqueued-token
+// limit) it submits again. It closes toPoll once every line is in a
+// batch that was collected, or has its result; on a signal at once,
+// leaving the submitted batches running, and then gives the lines still
+// coming their interrupted results. It closes unsent when in and back are
+// both closed.
+func (r *runner) submitBatches(ctx context.Context, br *batchRun, in <-chan *item, toPoll chan<- *tbatch, unsent chan<- []spooled, back <-chan collected) error {
+	defer close(unsent)
+	s := newSubmitter(r, br)
+	s.toPoll, s.unsent = toPoll, unsent
+	err := s.run(ctx, in, back)
+	s.discard()
+	close(toPoll)
+	if err != nil {
+		return err
+	}
+	// The lines read after a signal, and what the batches being collected
+	// send back, which is not submitted again.
+	for in != nil || back != nil {
+		select {
+		case it, ok := <-in:
+			if !ok {
+				in = nil
+				continue
+			}
+			if err := s.add(ctx, it); err != nil {
+				return err
+			}
+		case _, ok := <-back:
+			if !ok {
+				back = nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // run is the submitter's loop. It ends when every line is in a batch that
 // was collected, or has its result; on a signal it ends at once, leaving
 // the submitted batches running.
-func (s *submitter) run(ctx context.Context, in <-chan *item, toPoll chan<- *tbatch, back <-chan collected) error {
-	defer close(toPoll)
-	s.toPoll = toPoll
-	defer s.discard()
+func (s *submitter) run(ctx context.Context, in <-chan *item, back <-chan collected) error {
 	for {
 		if err := s.submitReady(ctx); err != nil {
 			return err
@@ -159,13 +200,13 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		}
 	}
 	if it.result != nil {
-		return t.setResult(t.add(it.req.Line, -1), it.result)
+		return s.result(ctx, t.add(it.req.Line, -1), it.result)
 	}
 	url := it.batchURL()
 	line := batchLine(it.req.Line, url, it.body)
 	if max := r.cfg.Batch.bytes(); int64(len(line)) > max {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
-		return t.setResult(t.add(it.req.Line, -1), errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
+		return s.result(ctx, t.add(it.req.Line, -1), errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
 	}
 	rec := recordOf(it, url)
 	var cl claim
@@ -176,7 +217,7 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 			case batchKnown:
 				cl, claimed = c, true
 			case batchRefused:
-				return t.setResult(t.add(it.req.Line, -1), r.stop.stopped().result(it.req))
+				return s.result(ctx, t.add(it.req.Line, -1), r.stop.stopped().result(it.req))
 			}
 			// batchResubmit: as a line never sent.
 		}
@@ -347,9 +388,6 @@ func (s *submitter) endInput(ctx context.Context) error {
 			return err
 		}
 	}
-	s.t.mu.Lock()
-	s.t.ended = true
-	s.t.mu.Unlock()
 	return nil
 }
 
@@ -469,7 +507,7 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		c := s.ready[0]
 		if why := r.stop.stopped(); why != nil {
 			s.ready = s.ready[1:]
-			if err := s.failChunk(c, why.typ, why.msg, why.status); err != nil {
+			if err := s.failChunk(ctx, c, why.typ, why.msg, why.status); err != nil {
 				return err
 			}
 			continue
@@ -556,9 +594,9 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 			return err
 		}
 		if r.stop.signal.Err() != nil {
-			return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
+			return s.failSeqs(ctx, b.seqs, interrupted.typ, interrupted.msg, 0, "")
 		}
-		return s.failSeqs(b.seqs, f.Type, "not sent: the batch file could not be uploaded: "+f.Msg, f.Status, "")
+		return s.failSeqs(ctx, b.seqs, f.Type, "not sent: the batch file could not be uploaded: "+f.Msg, f.Status, "")
 	}
 	return s.create(ctx, b, true)
 }
@@ -573,7 +611,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 			return err
 		}
 		s.unused(ctx, b, b.creates)
-		return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
+		return s.failSeqs(ctx, b.seqs, interrupted.typ, interrupted.msg, 0, "")
 	}
 	items, err := s.items(b)
 	if err != nil {
@@ -596,7 +634,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 			return err
 		}
 		s.unused(ctx, b, b.creates-1)
-		return s.failSeqs(b.seqs, jsonl.ErrInterrupted, "not sent: the run stopped: the batch journal cannot be written", 0, "")
+		return s.failSeqs(ctx, b.seqs, jsonl.ErrInterrupted, "not sent: the run stopped: the batch journal cannot be written", 0, "")
 	}
 	// A second batch would run its lines, and be paid for, twice; one
 	// a lost answer made runs, and is journalled.
@@ -605,7 +643,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		// The batch may run, and bill: its creating record stays open,
 		// for --resume to look again; the file and the reservation stay
 		// with it.
-		return s.failSeqs(b.seqs, jsonl.ErrInterrupted, "not known to be sent: the answer to creating its batch was lost, and the batches could not be listed to tell whether it was made ("+
+		return s.failSeqs(ctx, b.seqs, jsonl.ErrInterrupted, "not known to be sent: the answer to creating its batch was lost, and the batches could not be listed to tell whether it was made ("+
 			unknown.Msg+"); the same command with --resume looks for it again, and collects it if it was", unknown.Status, "")
 	}
 	if !ok {
@@ -618,9 +656,9 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		}
 		s.unused(ctx, b, b.creates-1)
 		if r.stop.signal.Err() != nil {
-			return s.failSeqs(b.seqs, interrupted.typ, interrupted.msg, 0, "")
+			return s.failSeqs(ctx, b.seqs, interrupted.typ, interrupted.msg, 0, "")
 		}
-		return s.failSeqs(b.seqs, f.Type, "not sent: the batch could not be created: "+f.Msg, f.Status, "")
+		return s.failSeqs(ctx, b.seqs, f.Type, "not sent: the batch could not be created: "+f.Msg, f.Status, "")
 	}
 	b.id, b.status, b.submitted = bo.ID, bo.Status, r.cfg.Clock.Now()
 	rec := head
@@ -631,7 +669,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	s.t.put(b, try, b.seqs...)
 	r.stats.BatchLines.Add(int64(len(b.seqs)))
 	if jerr != nil {
-		return s.unjournalled(b, jerr)
+		return s.unjournalled(ctx, b, jerr)
 	}
 	s.running[b.model] += b.tokens
 	return s.hand(ctx, b)
@@ -642,10 +680,10 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 // as --resume could not know of what it submits, and b runs on without
 // it, paid for and keeping its reservation. Its lines get an interrupted
 // result that names it and says how to collect it.
-func (s *submitter) unjournalled(b *tbatch, err error) error {
+func (s *submitter) unjournalled(ctx context.Context, b *tbatch, err error) error {
 	s.r.journalFailed(fmt.Errorf("batch %s was submitted and could not be journalled: it runs on, paid for; "+
 		"once the journal can be written, `gptbatch batches recover` records it and the same command with --resume collects it: %w", b.id, err))
-	return s.failSeqs(b.seqs, jsonl.ErrInterrupted, "not collected: batch "+b.id+" was submitted, but the batch journal could not record it; "+
+	return s.failSeqs(ctx, b.seqs, jsonl.ErrInterrupted, "not collected: batch "+b.id+" was submitted, but the batch journal could not record it; "+
 		"once it can, `gptbatch batches recover` records the batch and the same command with --resume collects it", 0, b.id)
 }
 
@@ -762,7 +800,7 @@ func (s *submitter) giveUp(ctx context.Context, b *tbatch, seqs []int32, typ, ms
 			return err
 		}
 	}
-	return s.failSeqs(seqs, typ, msg, status, b.id)
+	return s.failSeqs(ctx, seqs, typ, msg, status, b.id)
 }
 
 // releaseDay gives back a reservation of the day's budget made on day at
@@ -801,7 +839,8 @@ func sameDay(a, b time.Time) bool {
 }
 
 // failSeqs gives lines an error result.
-func (s *submitter) failSeqs(seqs []int32, typ, msg string, status int, batchID string) error {
+func (s *submitter) failSeqs(ctx context.Context, seqs []int32, typ, msg string, status int, batchID string) error {
+	done := make([]spooled, 0, len(seqs))
 	for _, seq := range seqs {
 		rec, _, err := s.t.record(seq, false)
 		if err != nil {
@@ -810,18 +849,33 @@ func (s *submitter) failSeqs(seqs []int32, typ, msg string, status int, batchID 
 		res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
 		res.Attempts = int(s.t.slot(seq).tries)
 		res.BatchID = batchID
-		if err := s.t.setResult(seq, res); err != nil {
-			return &Error{Code: ExitFailed, Err: err}
+		sp, err := s.t.spool(seq, appendResult(nil, res))
+		if err != nil {
+			return err
 		}
+		done = append(done, sp)
 	}
-	return nil
+	if len(done) == 0 {
+		return nil
+	}
+	return send(ctx, s.unsent, done)
+}
+
+// result gives a line its result: spooled, and sent to the ordered
+// writer.
+func (s *submitter) result(ctx context.Context, seq int32, res *jsonl.Result) error {
+	sp, err := s.t.spool(seq, appendResult(nil, res))
+	if err != nil {
+		return err
+	}
+	return send(ctx, s.unsent, []spooled{sp})
 }
 
 // failChunk gives the lines of a file not submitted their error.
-func (s *submitter) failChunk(c *chunk, typ, msg string, status int) error {
+func (s *submitter) failChunk(ctx context.Context, c *chunk, typ, msg string, status int) error {
 	c.f.Close()
 	os.Remove(c.f.Name())
-	return s.failSeqs(c.seqs, typ, msg, status, "")
+	return s.failSeqs(ctx, c.seqs, typ, msg, status, "")
 }
 
 // abandon ends the submitter on a signal: the lines not submitted get
@@ -833,7 +887,7 @@ func (s *submitter) abandon(ctx context.Context) error {
 	}
 	for _, c := range s.ready {
 		c.w.Flush()
-		if err := s.failChunk(c, interrupted.typ, interrupted.msg, 0); err != nil {
+		if err := s.failChunk(ctx, c, interrupted.typ, interrupted.msg, 0); err != nil {
 			return err
 		}
 	}

@@ -12,6 +12,7 @@
 //	item.go          a line on its way through the stages; the result of a line that failed
 //	read.go          stdin → requests, one a line
 //	prepare.go       tokenize: the wire body and the estimate, on every core
+//	cache.go         --cache: answers sent before, looked up in blocks; identical lines sent once
 //	endpoint.go      the endpoints' table, and what their files share
 //	chat.go          chat completions: a line's body, its call, its answer's result
 //	responses.go     the Responses API: the same
@@ -21,18 +22,21 @@
 //	admit.go         reserve each line's estimate through the gate, just ahead of a free worker
 //	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
 //	answer.go        an answer into the lines' results: the one decoder, for both routes
+//	cacheserve.go    --cache in fetch's workers: hits and twins served, new answers stored
 //	schema.go        --schema: lines held to a schema, answers checked, invalid ones asked again
 //	serverlimits.go  what the x-ratelimit headers teach the gate
 //	settle.go        the gate and the ledger move from estimates to what the API counted
 //	emit.go          the only writer to stdout (results, or a dry run's estimates)
 //
-// --via batch stands in for admit, fetch and settle with the Batch API:
+// --via batch stands in for admit, fetch and settle with the Batch API,
+// in stages of its own, wired in run beside the synchronous ones:
 //
 //	batchplan.go     the Batch API's prices; a dry run's plan of batch files
-//	batch.go         the batch sender's wiring, the lines' table, the ordered writer's source
-//	batchsubmit.go   lines → batch files, split by endpoint and model, uploaded and submitted
-//	batchpoll.go     every submitted batch polled, politely, until it ends
-//	batchcollect.go  output and error files streamed into results, settled, retried
+//	batch.go         what the batch stages share: options, the lines' table, the client and journal
+//	batchsubmit.go   submit: lines → batch files by endpoint and model, uploaded, created, journalled
+//	batchpoll.go     poll: every submitted batch polled, politely, until it ends
+//	batchcollect.go  collect: output and error files streamed into results, settled, retried
+//	batchorder.go    the ordered writer: the spooled results in input order, to emit
 //	spool.go         the temporary files that keep memory bounded
 //
 // The Batch API's client, its journal and their recovery are
@@ -58,6 +62,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/cache"
 	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/internal/schema"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -112,6 +117,12 @@ type Config struct {
 	DryRun    bool
 	Unordered bool
 	Resumed   *jsonl.Done // lines answered by an earlier run (--resume): skipped
+
+	// Cache, if set, answers the requests it holds an answer to and keeps
+	// the complete answers of the others (see cache.go); a dry run only
+	// looks. Its failures mid-run are warnings. The Batch API's route does
+	// not use it yet.
+	Cache cache.Store
 
 	// Abort, closed by a second signal, stops at once: calls in flight
 	// are cancelled and settled at their estimates, reservations not yet
@@ -215,6 +226,9 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	if !r.cfg.DryRun {
 		r.client = newClient(r.cfg.BaseURL, r.cfg.Key, r.cfg.Parallel)
 	}
+	if r.cfg.Cache != nil && r.cfg.Via != ViaBatch {
+		r.cache = newCacheRun(r.cfg.Cache, r.cfg.Parallel)
+	}
 	r.retry = retry.Policy{Retries: r.cfg.Retries, Jitter: r.cfg.Jitter}
 	r.countFirst = r.cfg.DryRun || r.cfg.BatchTokens > 0 || r.cfg.MaxCost > 0 || r.cfg.Gate.Limits().TPM > 0 || r.cfg.Confirm != nil
 	return r
@@ -234,6 +248,15 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	defer stopSignal()
 	defer context.AfterFunc(abort, stopSignal)()
 	r.stop.signal, r.stop.abort = signal, abort
+
+	var br *batchRun
+	if r.cfg.Via == ViaBatch && !r.cfg.DryRun {
+		var err error
+		if br, err = r.openBatch(ctx); err != nil {
+			return err
+		}
+		defer br.close()
+	}
 
 	// The stages stop on gctx, which only a failure of the run cancels. A
 	// cancelled ctx (a signal) only stops new requests: see stopState.
@@ -273,8 +296,14 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	prepared := make(chan *item, readAhead)
 	g.Go(func() error { return upstream(r.tokenize(up, lines, prepared)) })
 
+	looked := prepared
+	if r.cache != nil {
+		looked = make(chan *item, readAhead)
+		g.Go(func() error { return upstream(r.lookup(up, prepared, looked)) })
+	}
+
 	held := make(chan *item, readAhead)
-	g.Go(func() error { return upstream(r.hold(up, prepared, held)) })
+	g.Go(func() error { return upstream(r.hold(up, looked, held)) })
 
 	switch {
 	case r.cfg.DryRun && r.cfg.Via == ViaBatch:
@@ -284,9 +313,29 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	case r.cfg.DryRun:
 		g.Go(func() error { return r.emitEstimates(gctx, held, out) })
 	case r.cfg.Via == ViaBatch:
-		// The Batch API's sender stands in for admit, fetch and settle.
+		// The Batch API stands in for admit, fetch and settle: lines are
+		// submitted in batches, the batches polled until they end, and
+		// collected; the ordered writer puts the results in input order.
+		//
+		// Submitted batches: the poller takes each at once, so the
+		// submitter never waits on it for long.
+		toPoll := make(chan *tbatch)
+		// Ended batches, one at a time: the collector takes each in turn.
+		toCollect := make(chan *tbatch)
+		// Back from each collected batch to the submitter: lines to
+		// submit again. The submitter takes it while it works, and after
+		// it ends until the collector closes it.
+		back := make(chan collected)
+		// Results, spooled, to the ordered writer: the submitter's (lines
+		// no batch answers) and the collector's. The writer takes them at
+		// once; a send is a block of results.
+		unsent := make(chan []spooled)
+		answered := make(chan []spooled)
 		results := make(chan *jsonl.Result, p)
-		g.Go(func() error { return r.batchSender(gctx, held, results) })
+		g.Go(func() error { return r.submitBatches(gctx, br, held, toPoll, unsent, back) })
+		g.Go(func() error { return r.pollBatches(gctx, br.api, toPoll, toCollect) })
+		g.Go(func() error { return r.collectBatches(gctx, br, toCollect, back, answered) })
+		g.Go(func() error { return r.orderBatchResults(gctx, br.lines, unsent, answered, results) })
 		g.Go(func() error { return r.emit(gctx, results, out) })
 	default:
 		// Finished results on their way to the writer: a worker's worth,
@@ -303,8 +352,17 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 			g.Go(func() error { return r.pack(gctx, held, packed) })
 			toAdmit = packed
 		}
-		g.Go(func() error { return r.fetch(gctx, r.admitter(toAdmit), results, settle) })
+		g.Go(func() error {
+			if r.cache != nil {
+				// The answers to store come from fetch's workers.
+				defer close(r.cache.puts)
+			}
+			return r.fetch(gctx, r.admitter(toAdmit), results, settle)
+		})
 		g.Go(func() error { return r.settle(gctx, settle) })
+		if r.cache != nil {
+			g.Go(func() error { return r.storeAnswers(gctx) })
+		}
 		g.Go(func() error { return r.emit(gctx, results, out) })
 	}
 

@@ -158,10 +158,11 @@ func batchResultLine(t *testing.T, endpoint, line, body string) string {
 	if out.bad != nil || out.res == nil {
 		t.Fatalf("parseLine: %v, result %q", out.bad, out.res)
 	}
-	if err := tr.setResultBytes(seq, out.res); err != nil {
+	sp, err := tr.spool(seq, out.res)
+	if err != nil {
 		t.Fatal(err)
 	}
-	head, _, err := tr.results.read(tr.slot(seq).res, false)
+	head, _, err := tr.results.read(sp.off, false)
 	if err != nil {
 		t.Fatal(err)
 	}
