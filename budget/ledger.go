@@ -12,7 +12,9 @@ import (
 	"github.com/gptbatch/gptbatch/internal/jsonenc"
 )
 
-// LedgerEntry is one API call: one JSON line of the ledger.
+// LedgerEntry is one API call: one JSON line of the ledger. An entry with
+// CacheHits is none: it records lines a run answered from the response
+// cache, which were neither sent nor paid for (see CacheHits).
 type LedgerEntry struct {
 	Time             time.Time `json:"time"`
 	ID               string    `json:"id"`
@@ -29,6 +31,13 @@ type LedgerEntry struct {
 	Endpoint         string    `json:"endpoint,omitempty"` // "chat" (or empty, older entries), "embeddings" or "responses"
 	Via              string    `json:"via,omitempty"`      // "batch" for a Batch API line; empty for a synchronous call
 	BatchID          string    `json:"batch_id,omitempty"` // the Batch API batch the line went in
+	// CacheHits, when not 0, makes the entry a run's lines of Model
+	// answered from the response cache, or by an identical line's call,
+	// without a call of their own: no request, no tokens, no cost; SavedUSD
+	// is what their answers cost when they were paid for. Reports count
+	// them apart from the calls (Row.CacheHits), never as spend.
+	CacheHits int64 `json:"cache_hits,omitempty"`
+	SavedUSD  *Cost `json:"saved_usd,omitempty"`
 }
 
 // appendJSON appends e as a ledger line: the bytes json.Encoder writes
@@ -72,6 +81,13 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 		if f.v != "" {
 			str(f.key, f.v)
 		}
+	}
+	if e.CacheHits != 0 {
+		num(`,"cache_hits":`, e.CacheHits)
+	}
+	if e.SavedUSD != nil {
+		b = append(b, `,"saved_usd":`...)
+		b = e.SavedUSD.AppendJSON(b)
 	}
 	return append(b, '}', '\n'), nil
 }

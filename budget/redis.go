@@ -232,6 +232,16 @@ func (quietRedis) Printf(context.Context, string, ...any) {}
 // String is the store's URL with any password redacted.
 func (r *RedisStore) String() string { return r.where }
 
+// RedisClient is the client of s when s is a RedisStore, else nil: what
+// lives beside the budget in its Redis (the response cache) shares its
+// connections. The client stays s's: it closes with s.
+func RedisClient(s Store) redis.UniversalClient {
+	if r, ok := s.(*RedisStore); ok {
+		return r.c
+	}
+	return nil
+}
+
 // Close closes the connections.
 func (r *RedisStore) Close() error { return r.c.Close() }
 

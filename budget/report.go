@@ -25,9 +25,21 @@ type Row struct {
 	CompletionTokens int64  `json:"completion_tokens"`
 	CostUSD          Cost   `json:"cost_usd"`
 	UnpricedRequests int64  `json:"unpriced_requests,omitempty"`
+	// CacheHits are the lines answered from the response cache without a
+	// call, and SavedUSD what their answers cost when they were paid for:
+	// in neither Requests, the tokens nor CostUSD.
+	CacheHits int64 `json:"cache_hits"`
+	SavedUSD  Cost  `json:"saved_usd"`
 }
 
 func (r *Row) add(e LedgerEntry) {
+	if e.CacheHits != 0 {
+		r.CacheHits += e.CacheHits
+		if e.SavedUSD != nil {
+			r.SavedUSD += *e.SavedUSD
+		}
+		return
+	}
 	r.Requests++
 	if e.Error == "" && e.Status/100 == 2 {
 		r.Succeeded++

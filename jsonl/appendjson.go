@@ -85,6 +85,9 @@ func (r *Result) AppendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"cost_usd":`...)
 		b = append(b, r.CostUSD...)
 	}
+	if r.Cached {
+		b = append(b, `,"cached":true`...)
+	}
 	num(`,"attempts":`, int64(r.Attempts))
 	if r.LatencyMS != 0 {
 		num(`,"latency_ms":`, r.LatencyMS)

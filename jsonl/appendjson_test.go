@@ -21,7 +21,7 @@ func fullResult() Result {
 		Embedding:  json.RawMessage(`[0.1, -2e-3]`),
 		Embeddings: json.RawMessage(`[[1],[2]]`),
 		Usage:      &Usage{PromptTokens: 10, CompletionTokens: 20, TotalTokens: 30, CachedTokens: 4, ReasoningTokens: 8, InputOnly: true},
-		CostUSD:    json.RawMessage(`0.0000123`), Attempts: 2, LatencyMS: 345, BatchID: "batch_1",
+		CostUSD:    json.RawMessage(`0.0000123`), Cached: true, Attempts: 2, LatencyMS: 345, BatchID: "batch_1",
 		Metadata: json.RawMessage(`{ "k": "v <b>", "n": [1, 2] }`),
 		Error:    &Error{Type: ErrAPI, Message: "bad <thing> & \"more\"", Status: 400},
 	}

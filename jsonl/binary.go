@@ -23,6 +23,7 @@ const (
 	resError
 	resExtra  // the rarer answer fields, as JSON: see extraFields
 	resParsed // --schema's parsed value: every line's, when it is given
+	resCached // no value: the tag alone says true
 )
 
 // extraFields are the fields of a result that few answers have (n > 1,
@@ -82,6 +83,9 @@ func (r *Result) AppendBinary(b []byte) ([]byte, error) {
 		b = append(b, flags)
 	}
 	str(resCost, string(r.CostUSD))
+	if r.Cached {
+		b = append(b, resCached)
+	}
 	num(resAttempts, int64(r.Attempts))
 	num(resLatency, r.LatencyMS)
 	str(resBatchID, r.BatchID)
@@ -168,6 +172,8 @@ func (r *Result) UnmarshalBinary(b []byte) error {
 			}
 		case resCost:
 			r.CostUSD, ok = raw()
+		case resCached:
+			r.Cached = true
 		case resAttempts:
 			r.Attempts, ok = integer()
 		case resLatency:

@@ -97,11 +97,15 @@ type Result struct {
 	Embeddings json.RawMessage `json:"embeddings,omitempty"`
 	Usage      *Usage          `json:"usage,omitempty"`
 	CostUSD    json.RawMessage `json:"cost_usd,omitempty"` // a number, or null when the price is unknown; omitted on errors
-	Attempts   int             `json:"attempts"`
-	LatencyMS  int64           `json:"latency_ms,omitempty"`
-	BatchID    string          `json:"batch_id,omitempty"` // --via batch: the Batch API batch that answered it
-	Metadata   json.RawMessage `json:"metadata,omitempty"`
-	Error      *Error          `json:"error,omitempty"`
+	// Cached says the answer came from the response cache (--cache), or
+	// from an identical line's call in the same run, without a call of its
+	// own: its cost_usd is 0 and its attempts 0.
+	Cached    bool            `json:"cached,omitempty"`
+	Attempts  int             `json:"attempts"`
+	LatencyMS int64           `json:"latency_ms,omitempty"`
+	BatchID   string          `json:"batch_id,omitempty"` // --via batch: the Batch API batch that answered it
+	Metadata  json.RawMessage `json:"metadata,omitempty"`
+	Error     *Error          `json:"error,omitempty"`
 }
 
 // String is s as a JSON string, for Result.Content: like the Writer, it
@@ -120,7 +124,10 @@ type Estimate struct {
 	// held to (--schema) adds, as the API bills it; left out when none.
 	SchemaTokens int64           `json:"schema_tokens,omitempty"`
 	EstCostUSD   json.RawMessage `json:"est_cost_usd,omitempty"`
-	Error        *Error          `json:"error,omitempty"`
+	// Cached says the response cache holds the line's answer: the real
+	// run would send nothing for it, and est_cost_usd is 0.
+	Cached bool   `json:"cached,omitempty"`
+	Error  *Error `json:"error,omitempty"`
 }
 
 // Writer writes one JSON value a line, buffered. Not safe for concurrent use.

@@ -88,7 +88,8 @@ func (a *admitter) hand(k int) []*item {
 // preflight gives a line that will not be sent its result, and reports
 // whether it has one.
 func (r *runner) preflight(it *item) bool {
-	if it.result != nil {
+	if it.result != nil || it.cached != nil {
+		// Done, or answered by the cache: nothing to reserve.
 		return true
 	}
 	if why := r.stop.stopped(); why != nil {
@@ -98,7 +99,7 @@ func (r *runner) preflight(it *item) bool {
 	if err := r.check(it.est); err != nil {
 		if !it.exact {
 			// The byte bound may be what is too large: count exactly.
-			*it = *prepare(it.req, &r.cfg, true)
+			it.recount(&r.cfg)
 			return r.preflight(it)
 		}
 		it.result = errorResult(it.req, jsonl.ErrBudget, fmt.Sprintf("line %d: not sent: %v", it.req.Line, err), 0)

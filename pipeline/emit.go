@@ -45,6 +45,9 @@ func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Write
 			}
 			return nil
 		}
+		if r.cache != nil {
+			r.cache.wrote(res)
+		}
 		if failed {
 			continue
 		}
@@ -52,6 +55,7 @@ func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Write
 		if !failed {
 			r.stats.result(res)
 		}
+
 	}
 }
 
@@ -63,6 +67,12 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 		switch {
 		case it.result != nil:
 			e.Error = it.result.Error
+		case it.cached != nil:
+			// The cache holds its answer: the real run sends nothing.
+			e.PromptTokens, e.MaxOutputTokens = it.prompt, it.maxOut
+			e.EstCostUSD, e.Cached = []byte("0"), true
+			r.stats.CacheHits.Add(1)
+			r.stats.CacheSaved.Add(max(it.cached.entry.Cost, 0))
 		default:
 			e.PromptTokens, e.MaxOutputTokens, e.SchemaTokens = it.prompt, it.maxOut, it.schemaTokens
 			e.EstCostUSD = []byte("null")

@@ -35,7 +35,7 @@ func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- *json
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(groups)
-		send := func(it *item) []*jsonl.Result { return r.sendItem(ctx, it, settle) }
+		send := func(it *item) []*jsonl.Result { return r.serveItem(ctx, it, settle) }
 		if r.cfg.Unordered {
 			return unorderedMap(gctx, p, next, groups, send)
 		}
@@ -293,6 +293,9 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 	a.latency = r.cfg.Clock.Now().Sub(start)
 	if a.err == nil {
 		a.ans, a.err = resultFromBody(it, a.reply.status, a.reply.body)
+	}
+	if a.err == nil && it.awaited() {
+		it.answer = a.reply.body // for the response cache (cache.go)
 	}
 	a.reply.body = nil // read: the results hold what is kept
 	return a

@@ -13,14 +13,21 @@ import (
 // Confirm set it holds the whole batch and asks before sending any of it.
 // With both limits off and no question to ask, in a dry run, and once the
 // run has stopped sending, it streams. Memory is bounded by the limits
-// themselves.
+// themselves. Lines the cache answers count against neither limit; those
+// read before the first line to be sent go on at once.
 func (r *runner) hold(ctx context.Context, in <-chan *item, out chan<- *item) error {
 	defer close(out)
 	ask := r.cfg.Confirm != nil && !r.cfg.DryRun
 	stream := r.cfg.DryRun || (r.cfg.BatchTokens == 0 && r.cfg.MaxCost == 0 && !ask)
 	var held []*item
+	passed := 0 // lines the cache answers, gone on before anything was held
 	for it := range in {
-		if it.result == nil {
+		switch {
+		case it.cached != nil:
+			// Answered without a call: it costs nothing and counts
+			// against no batch limit.
+			r.stats.CacheFound.Add(1)
+		case it.result == nil:
 			r.stats.estimate(it)
 		}
 		if msg := r.overBatch(); msg != "" && !r.cfg.DryRun {
@@ -37,16 +44,21 @@ func (r *runner) hold(ctx context.Context, in <-chan *item, out chan<- *item) er
 			}
 			held = nil
 		}
-		if !stream {
+		if !stream && !(it.cached != nil && len(held) == 0 && !ask) {
 			held = append(held, it)
 			continue
+		}
+		if !stream {
+			// Nothing is held before it, and it is not sent: it need not
+			// wait, nor take memory while the rest is counted.
+			passed++
 		}
 		if err := send(ctx, out, it); err != nil {
 			return err
 		}
 	}
 	if !stream {
-		r.stats.Total.Store(int64(len(held)))
+		r.stats.Total.Store(int64(passed + len(held)))
 	}
 	if ask {
 		if err := r.cfg.Confirm(); err != nil {

@@ -47,6 +47,9 @@ type item struct {
 	// the first one's; results are theirs once the request is answered.
 	members []*item
 	results []*jsonl.Result
+
+	// What the response cache knows of the line (cache.go).
+	lineCache
 }
 
 // errorResult is the result of a line that failed with type typ.

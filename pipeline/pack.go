@@ -12,23 +12,34 @@ import (
 // it, short enough that lines trickling in are not held back long.
 const packLinger = 500 * time.Millisecond
 
+// maxRiders is the most lines the cache answers that a pack carries: in
+// input order they are read among its inputs and after them, while it
+// fills, and their results must follow its first input's. A pack of new
+// inputs gathers them from among this many answered lines.
+const maxRiders = 1024
+
 // pack is the pack stage (--pack): it joins runs of consecutive
 // single-input embeddings lines that are alike in all but their input
 // into one request of up to --pack inputs, within the API's limits and
 // the gate's. A full pack goes on at once; one that is not goes when the
 // input ends, or once it has waited packLinger and the stage after it
 // will take it, so that it fills while a limit holds the sender back.
-// Every other line passes through in its place.
+// Lines the cache answers do not end a pack: in input order the pack
+// carries them (riders), up to maxRiders and as the cache's room for
+// them allows (cacheRun.riderRoom); unordered, they pass. Every other
+// line passes through in its place.
 func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) error {
 	defer close(out)
 	var cur *item               // the pack being filled; nil when there is none
 	var linger <-chan time.Time // fires when cur has waited packLinger
 	lingered := false           // cur has waited packLinger
+	var riders []*item          // lines the cache answers, read while cur fills
 	flush := func() error {
 		if cur == nil {
 			return nil
 		}
 		p := cur.packed()
+		p.riders, riders = riders, nil
 		cur, linger, lingered = nil, nil, false
 		return send(ctx, out, p)
 	}
@@ -37,10 +48,11 @@ func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) er
 		var next *item
 		if cur != nil && (lingered || in == nil) {
 			ready, next = out, cur.packed()
+			next.riders = riders
 		}
 		select {
 		case ready <- next:
-			cur, linger, lingered = nil, nil, false
+			cur, linger, lingered, riders = nil, nil, false, nil
 		case <-linger:
 			linger, lingered = nil, true
 		case it, ok := <-in:
@@ -48,7 +60,22 @@ func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) er
 				in = nil // closed: never ready again
 				continue
 			}
-			if it.result != nil || it.packKey == "" {
+			if it.cached != nil && cur != nil && (r.cfg.Unordered || r.cache.ride()) {
+				if r.cfg.Unordered {
+					if err := send(ctx, out, it); err != nil {
+						return err
+					}
+					continue
+				}
+				riders = append(riders, it)
+				if len(riders) >= maxRiders {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if it.result != nil || it.packKey == "" || it.cached != nil {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -59,7 +86,7 @@ func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) er
 			}
 			if !it.exact {
 				// A pack's usage is split by its inputs' exact counts.
-				*it = *prepare(it.req, &r.cfg, true)
+				it.recount(&r.cfg)
 			}
 			if cur != nil && !r.fits(cur, it) {
 				if err := flush(); err != nil {
@@ -100,6 +127,7 @@ func newPack(first *item) *item {
 	p := *first
 	p.members = []*item{first}
 	p.body, p.input, p.result, p.results = nil, nil, nil, nil
+	p.lineCache = lineCache{} // the members' own
 	p.exact = true
 	return &p
 }

@@ -12,6 +12,7 @@
 //	item.go          a line on its way through the stages; the result of a line that failed
 //	read.go          stdin → requests, one a line
 //	prepare.go       tokenize: the wire body and the estimate, on every core
+//	cache.go         --cache: answers sent before, looked up in blocks; identical lines sent once
 //	endpoint.go      the endpoints' table, and what their files share
 //	chat.go          chat completions: a line's body, its call, its answer's result
 //	responses.go     the Responses API: the same
@@ -21,6 +22,7 @@
 //	admit.go         reserve each line's estimate through the gate, just ahead of a free worker
 //	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
 //	answer.go        an answer into the lines' results: the one decoder, for both routes
+//	cacheserve.go    --cache in fetch's workers: hits and twins served, new answers stored
 //	schema.go        --schema: lines held to a schema, answers checked, invalid ones asked again
 //	serverlimits.go  what the x-ratelimit headers teach the gate
 //	settle.go        the gate and the ledger move from estimates to what the API counted
@@ -60,6 +62,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/cache"
 	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/internal/schema"
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -114,6 +117,12 @@ type Config struct {
 	DryRun    bool
 	Unordered bool
 	Resumed   *jsonl.Done // lines answered by an earlier run (--resume): skipped
+
+	// Cache, if set, answers the requests it holds an answer to and keeps
+	// the complete answers of the others (see cache.go); a dry run only
+	// looks. Its failures mid-run are warnings. The Batch API's route does
+	// not use it yet.
+	Cache cache.Store
 
 	// Abort, closed by a second signal, stops at once: calls in flight
 	// are cancelled and settled at their estimates, reservations not yet
@@ -217,6 +226,9 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	if !r.cfg.DryRun {
 		r.client = newClient(r.cfg.BaseURL, r.cfg.Key, r.cfg.Parallel)
 	}
+	if r.cfg.Cache != nil && r.cfg.Via != ViaBatch {
+		r.cache = newCacheRun(r.cfg.Cache, r.cfg.Parallel)
+	}
 	r.retry = retry.Policy{Retries: r.cfg.Retries, Jitter: r.cfg.Jitter}
 	r.countFirst = r.cfg.DryRun || r.cfg.BatchTokens > 0 || r.cfg.MaxCost > 0 || r.cfg.Gate.Limits().TPM > 0 || r.cfg.Confirm != nil
 	return r
@@ -284,8 +296,14 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 	prepared := make(chan *item, readAhead)
 	g.Go(func() error { return upstream(r.tokenize(up, lines, prepared)) })
 
+	looked := prepared
+	if r.cache != nil {
+		looked = make(chan *item, readAhead)
+		g.Go(func() error { return upstream(r.lookup(up, prepared, looked)) })
+	}
+
 	held := make(chan *item, readAhead)
-	g.Go(func() error { return upstream(r.hold(up, prepared, held)) })
+	g.Go(func() error { return upstream(r.hold(up, looked, held)) })
 
 	switch {
 	case r.cfg.DryRun && r.cfg.Via == ViaBatch:
@@ -334,8 +352,17 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 			g.Go(func() error { return r.pack(gctx, held, packed) })
 			toAdmit = packed
 		}
-		g.Go(func() error { return r.fetch(gctx, r.admitter(toAdmit), results, settle) })
+		g.Go(func() error {
+			if r.cache != nil {
+				// The answers to store come from fetch's workers.
+				defer close(r.cache.puts)
+			}
+			return r.fetch(gctx, r.admitter(toAdmit), results, settle)
+		})
 		g.Go(func() error { return r.settle(gctx, settle) })
+		if r.cache != nil {
+			g.Go(func() error { return r.storeAnswers(gctx) })
+		}
 		g.Go(func() error { return r.emit(gctx, results, out) })
 	}
 

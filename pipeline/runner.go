@@ -22,6 +22,7 @@ type runner struct {
 	stats  *Stats
 	client *openai.Client
 	stop   *stopState
+	cache  *cacheRun    // nil without a response cache
 	retry  retry.Policy // how failed calls are tried again, on both routes
 
 	reserveMu   sync.Mutex     // one reservation at a time: admission's, or a retry's

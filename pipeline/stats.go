@@ -42,6 +42,12 @@ type Stats struct {
 	Reasks           atomic.Int64 // requests that asked an invalid answer again
 	ReaskCost        atomic.Int64 // budget.Cost of the answers to them
 
+	// The response cache: lines answered from it, or by the call of an
+	// identical line of the run, without a call of their own.
+	CacheFound atomic.Int64 // such lines as the lookup found them, before sending (--confirm's)
+	CacheHits  atomic.Int64 // such lines answered (a dry run: found in the cache)
+	CacheSaved atomic.Int64 // budget.Cost their answers cost when they were paid for
+
 	waiting   atomic.Pointer[Waiting] // what admission waits for, for progress
 	batchPlan atomic.Value            // string: how --dry-run --via batch would split the lines
 	noPrice   sync.Map                // model and tier (unpricedKey) → struct{}: the models of unknown price

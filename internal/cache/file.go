@@ -37,6 +37,13 @@ const busyTimeout = 10 * time.Second
 // 32766 parameters, and the statement for it is prepared once.
 const getChunk = 256
 
+// getSizes are the numbers of keys a SELECT of GetMany is prepared for,
+// once, the last getChunk: a block of keys is asked for by the smallest
+// that holds it, the last key repeated to fill it, so that no lookup
+// compiles a statement (a run's blocks are what its input has ready, a
+// few keys as often as hundreds).
+var getSizes = [...]int{1, 4, 16, 64, getChunk}
+
 // readers is how many connections read at once.
 const readers = 4
 
@@ -70,10 +77,9 @@ INSERT INTO counters (name, value) VALUES ('hits', 0), ('saved', 0);
 type File struct {
 	path string
 	o    Options
-	wr   *sql.DB // one connection: this process's writes queue here, not in SQLite's busy loop
-	rd   *sql.DB // up to readers connections, reading at once
-	get1 *sql.Stmt
-	getN *sql.Stmt // getChunk keys
+	wr   *sql.DB                  // one connection: this process's writes queue here, not in SQLite's busy loop
+	rd   *sql.DB                  // up to readers connections, reading at once
+	gets [len(getSizes)]*sql.Stmt // a SELECT of getSizes[i] keys
 }
 
 // OpenFile opens the cache at path, creating it (and its directory, mode
@@ -202,11 +208,10 @@ func (f *File) init(ctx context.Context, empty bool) error {
 	if _, err := f.wr.ExecContext(ctx, "PRAGMA journal_mode = wal"); err != nil {
 		return f.classify(err)
 	}
-	if f.get1, err = f.rd.PrepareContext(ctx, getSQL(1)); err != nil {
-		return f.classify(err)
-	}
-	if f.getN, err = f.rd.PrepareContext(ctx, getSQL(getChunk)); err != nil {
-		return f.classify(err)
+	for i, n := range getSizes {
+		if f.gets[i], err = f.rd.PrepareContext(ctx, getSQL(n)); err != nil {
+			return f.classify(err)
+		}
 	}
 	return nil
 }
@@ -246,7 +251,7 @@ func rowOf(k Key) int64 { return int64(binary.BigEndian.Uint64(k[:])) }
 
 // Get implements Store.
 func (f *File) Get(ctx context.Context, k Key) (*Entry, error) {
-	rows, err := f.get1.QueryContext(ctx, f.o.cutoff(), rowOf(k))
+	rows, err := f.gets[0].QueryContext(ctx, f.o.cutoff(), rowOf(k))
 	if err != nil {
 		return nil, f.fail(err)
 	}
@@ -255,8 +260,8 @@ func (f *File) Get(ctx context.Context, k Key) (*Entry, error) {
 	return e, err
 }
 
-// GetMany implements Store: one read transaction, a SELECT for each
-// getChunk keys.
+// GetMany implements Store: one read transaction, a SELECT prepared
+// once (getSizes) for each getChunk keys.
 func (f *File) GetMany(ctx context.Context, keys []Key) ([]*Entry, error) {
 	out := make([]*Entry, len(keys))
 	if len(keys) == 0 {
@@ -281,12 +286,14 @@ func (f *File) GetMany(ctx context.Context, keys []Key) ([]*Entry, error) {
 			}
 			args = append(args, id)
 		}
-		var rows *sql.Rows
-		if len(part) == getChunk {
-			rows, err = tx.StmtContext(ctx, f.getN).QueryContext(ctx, args...)
-		} else {
-			rows, err = tx.QueryContext(ctx, getSQL(len(part)), args...)
+		size := 0
+		for getSizes[size] < len(part) {
+			size++
 		}
+		for len(args) < 1+getSizes[size] {
+			args = append(args, args[len(args)-1]) // a key asked twice is found once
+		}
+		rows, err := tx.StmtContext(ctx, f.gets[size]).QueryContext(ctx, args...)
 		if err != nil {
 			return nil, f.fail(err)
 		}
@@ -470,7 +477,7 @@ func (f *File) remove(ctx context.Context, del, also string, args ...any) (int64
 // Close implements Store.
 func (f *File) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{f.get1, f.getN} {
+	for _, st := range f.gets {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -43,10 +43,7 @@ type Redis struct {
 // is of this format: one of another is an error wrapping ErrUnusable. A
 // Redis that does not answer is an error.
 func OpenRedis(ctx context.Context, c redis.UniversalClient, name string, o Options) (*Redis, error) {
-	if name == "" {
-		name = "default"
-	}
-	r := &Redis{c: c, name: name, prefix: "gptbatch:" + name + ":cache:", counters: "gptbatch:" + name + ":cache", o: o}
+	r := newRedis(c, name, o)
 	if err := c.HSetNX(ctx, r.counters, "format", redisFormat).Err(); err != nil {
 		return nil, r.fail(err)
 	}
@@ -58,6 +55,29 @@ func OpenRedis(ctx context.Context, c redis.UniversalClient, name string, o Opti
 		return nil, unusablef("%s is format version %d, and this gptbatch reads version %d: clear it with `gptbatch cache clear`", r, v, redisFormat)
 	}
 	return r, nil
+}
+
+// newRedis is the cache of the budget name ("" is "default") in c.
+func newRedis(c redis.UniversalClient, name string, o Options) *Redis {
+	if name == "" {
+		name = "default"
+	}
+	return &Redis{c: c, name: name, prefix: "gptbatch:" + name + ":cache:", counters: "gptbatch:" + name + ":cache", o: o}
+}
+
+// RemoveRedis removes the cache of the budget name in c, whatever its
+// format, and its counters: `gptbatch cache clear` for a cache OpenRedis
+// refuses. It returns the number of entries removed.
+func RemoveRedis(ctx context.Context, c redis.UniversalClient, name string) (int64, error) {
+	r := newRedis(c, name, Options{})
+	n, err := r.unlink(ctx, nil)
+	if err != nil {
+		return n, err
+	}
+	if err := c.Unlink(ctx, r.counters).Err(); err != nil {
+		return n, r.fail(err)
+	}
+	return n, nil
 }
 
 // String implements Store.

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,10 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/cache"
@@ -140,28 +143,117 @@ func (r *runCmd) cacheOptions() cache.Options {
 	return cache.Options{TTL: ttl, Now: r.seams.now}
 }
 
-// cachePath is the file of the cache --cache names, or of the default
-// place when it names none (or is off: `gptbatch cache` reports on the
-// cache runs would use). The default place is beside the budget: the
-// budget's Redis when --store is one, else DefaultPath.
-func (r *runCmd) cachePath() (string, error) {
-	if r.Cache.path != "" {
-		return r.Cache.path, nil
-	}
-	if r.Store != "" {
-		return "", errors.New("the cache beside a budget in Redis (--store) is not reachable from this command yet: name a file with --cache=PATH")
-	}
-	return cache.DefaultPath()
+// cacheTarget is a cache as the commands find it: the file --cache=PATH
+// names, else the cache beside the budget: in its Redis (--store), or
+// the default file.
+type cacheTarget struct {
+	file  string                // the file; "" when the cache is in Redis
+	redis redis.UniversalClient // the budget's Redis client, when it is there
+	name  string                // the budget's name (--store-name)
+	where string                // the cache, for messages
 }
 
-// openCache opens the cache at path. One that cannot be used is a usage
-// error (exit 2) naming the file and what to do.
-func (r *runCmd) openCache(ctx context.Context, path string) (*cache.File, error) {
-	f, err := cache.OpenFile(ctx, path, r.cacheOptions())
-	if err != nil {
-		return nil, usageError(err)
+// cacheTarget is the cache beside st, the budget, unless --cache names a
+// file: the file --cache names, or (when --cache is off too: `gptbatch
+// cache` reports on the cache runs would use) the default one.
+func (r *runCmd) cacheTarget(st budget.Store) (*cacheTarget, error) {
+	if c := budget.RedisClient(st); c != nil && r.Cache.path == "" {
+		name := cmp.Or(r.StoreName, "default")
+		return &cacheTarget{redis: c, name: name, where: fmt.Sprintf("the cache of budget %s in %s", name, st)}, nil
 	}
-	return f, nil
+	path := r.Cache.path
+	if path == "" {
+		var err error
+		if path, err = cache.DefaultPath(); err != nil {
+			return nil, err
+		}
+	}
+	return &cacheTarget{file: path, where: path}, nil
+}
+
+// exists reports whether the cache has been made: a file may not be yet;
+// the cache in Redis always is.
+func (t *cacheTarget) exists() (bool, error) {
+	if t.file == "" {
+		return true, nil
+	}
+	_, err := os.Stat(t.file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cache %s: %w", t.file, err)
+	}
+	return true, nil
+}
+
+// open opens the cache, making a file that does not exist. One that
+// cannot be used is an error wrapping cache.ErrUnusable that names it and
+// says what to do.
+func (t *cacheTarget) open(ctx context.Context, o cache.Options) (cache.Store, error) {
+	if t.redis != nil {
+		return cache.OpenRedis(ctx, t.redis, t.name, o)
+	}
+	return cache.OpenFile(ctx, t.file, o)
+}
+
+// remove deletes a cache that cannot be opened as one.
+func (t *cacheTarget) remove(ctx context.Context) error {
+	if t.redis != nil {
+		_, err := cache.RemoveRedis(ctx, t.redis, t.name)
+		return err
+	}
+	return cache.RemoveFile(t.file)
+}
+
+// openRunCache opens the cache of a run beside st, its budget (see
+// cacheTarget), or returns nil when --cache is off. warn hears of each
+// answer not served because it does not match its key. A dry run only
+// looks: a file not made yet is no cache, and is not made. A cache that
+// cannot be used is an error naming it and what to do.
+func (r *runCmd) openRunCache(ctx context.Context, st budget.Store, warn func(string), dry bool) (cache.Store, error) {
+	if !r.Cache.on {
+		return nil, nil
+	}
+	t, err := r.cacheTarget(st)
+	if err != nil {
+		return nil, err
+	}
+	if dry {
+		if ok, err := t.exists(); !ok || err != nil {
+			return nil, err
+		}
+	}
+	o := r.cacheOptions()
+	var mismatched atomic.Int64
+	o.OnMismatch = func(k cache.Key) {
+		if n := mismatched.Add(1); n <= maxMismatchReports {
+			warn(fmt.Sprintf("a cached answer in %s does not match its key (edited, damaged or copied from another key): not served; the request is sent and its answer replaces it", t.where))
+		}
+	}
+	return t.open(ctx, o)
+}
+
+// maxMismatchReports is how many answers that do not match their keys a
+// run warns of.
+const maxMismatchReports = 10
+
+// commandCache is the cache `gptbatch cache` works on, and what closes
+// what it opened to find it.
+func (r *runCmd) commandCache(ctx context.Context) (*cacheTarget, func(), error) {
+	var st budget.Store = new(budget.MemStore)
+	if r.Cache.path == "" && r.Store != "" {
+		var err error
+		if st, err = r.openStore(ctx, true, nil); err != nil {
+			return nil, nil, usageError(err)
+		}
+	}
+	t, err := r.cacheTarget(st)
+	if err != nil {
+		st.Close()
+		return nil, nil, usageError(err)
+	}
+	return t, func() { st.Close() }, nil
 }
 
 // cacheReport is what `gptbatch cache` says, in JSON.
@@ -181,27 +273,29 @@ type cacheReport struct {
 // show writes what the cache holds and has saved. A cache that does not
 // exist yet is reported empty, and not made.
 func (c *cacheCmd) show(ctx context.Context, r *runCmd, stdout io.Writer) error {
-	path, err := r.cachePath()
+	t, done, err := r.commandCache(ctx)
 	if err != nil {
-		return usageError(err)
+		return err
 	}
+	defer done()
+	path := t.where
 	rep := cacheReport{Cache: path, TTL: "none"}
 	if r.CacheTTL > 0 {
 		rep.TTL = r.CacheTTL.String()
 	}
 	var st cache.Stats
-	if _, err := os.Stat(path); err == nil {
-		f, err := r.openCache(ctx, path)
+	if rep.Exists, err = t.exists(); err != nil {
+		return usageError(err)
+	}
+	if rep.Exists {
+		f, err := t.open(ctx, r.cacheOptions())
 		if err != nil {
-			return err
+			return usageError(err)
 		}
 		defer f.Close()
 		if st, err = f.Stats(ctx); err != nil {
 			return err
 		}
-		rep.Exists = true
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return usageError(fmt.Errorf("cache %s: %w", path, err))
 	}
 	rep.Entries, rep.Bytes, rep.DiskBytes, rep.Hits = st.Entries, st.Bytes, st.DiskBytes, st.Hits
 	saved := budget.Cost(st.Saved)
@@ -230,7 +324,11 @@ func (c *cacheCmd) show(ctx context.Context, r *runCmd, stdout io.Writer) error 
 		entries += fmt.Sprintf(", from %s to %s", *rep.Oldest, *rep.Newest)
 	}
 	fmt.Fprintf(tw, "entries\t%s\n", entries)
-	fmt.Fprintf(tw, "size\t%s of answers, %s on disk\n", size(st.Bytes), size(st.DiskBytes))
+	if t.file != "" {
+		fmt.Fprintf(tw, "size\t%s of answers, %s on disk\n", size(st.Bytes), size(st.DiskBytes))
+	} else {
+		fmt.Fprintf(tw, "size\t%s of answers\n", size(st.Bytes))
+	}
 	fmt.Fprintf(tw, "hits\t%d\n", st.Hits)
 	fmt.Fprintf(tw, "saved\t%s\n", dollars(saved))
 	fmt.Fprintf(tw, "ttl\t%s\n", rep.TTL)
@@ -254,17 +352,21 @@ func size(n int64) string {
 // clear removes every answer; a cache that cannot be opened as one
 // (damaged, another format) is deleted instead.
 func (c *cacheCmd) clear(ctx context.Context, r *runCmd, stdout io.Writer) error {
-	path, err := r.cachePath()
+	t, done, err := r.commandCache(ctx)
 	if err != nil {
-		return usageError(err)
+		return err
 	}
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	defer done()
+	path := t.where
+	if ok, err := t.exists(); err != nil {
+		return usageError(err)
+	} else if !ok {
 		_, err := fmt.Fprintf(stdout, "no cache at %s: nothing to clear\n", path)
 		return err
 	}
-	f, err := cache.OpenFile(ctx, path, r.cacheOptions())
+	f, err := t.open(ctx, r.cacheOptions())
 	if errors.Is(err, cache.ErrUnusable) {
-		if rerr := cache.RemoveFile(path); rerr != nil {
+		if rerr := t.remove(ctx); rerr != nil {
 			return usageError(fmt.Errorf("%w; deleting it: %w", err, rerr))
 		}
 		_, err := fmt.Fprintf(stdout, "deleted %s, which could not be used as a cache: the next run with --cache makes a new one\n", path)
@@ -291,17 +393,21 @@ func (c *cacheCmd) prune(ctx context.Context, r *runCmd, stdout io.Writer) error
 	if older <= 0 {
 		return usageError(errors.New("cache prune: give --older-than AGE (answers never expire with --cache-ttl 0)"))
 	}
-	path, err := r.cachePath()
+	t, done, err := r.commandCache(ctx)
 	if err != nil {
-		return usageError(err)
+		return err
 	}
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	defer done()
+	path := t.where
+	if ok, err := t.exists(); err != nil {
+		return usageError(err)
+	} else if !ok {
 		_, err := fmt.Fprintf(stdout, "no cache at %s: nothing to prune\n", path)
 		return err
 	}
-	f, err := r.openCache(ctx, path)
+	f, err := t.open(ctx, r.cacheOptions())
 	if err != nil {
-		return err
+		return usageError(err)
 	}
 	defer f.Close()
 	n, err := f.Prune(ctx, r.seams.now().Add(-time.Duration(older)))

@@ -23,7 +23,7 @@ func (r *runCmd) confirm(ctx context.Context, tty io.ReadWriter, cfg pipeline.Co
 		return err
 	}
 	fmt.Fprintf(tty, "gptbatch: %s\ngptbatch: %s\nSend this batch? [y/N] ",
-		batchEstimate(s, cfg, lines, lines-s.Estimated.Load()), limitSources(cfg.Gate))
+		batchEstimate(s, cfg, lines, lines-s.Estimated.Load()-s.CacheFound.Load()), limitSources(cfg.Gate))
 	answer := make(chan string, 1)
 	go func() {
 		// A read from a terminal cannot be called off: on a signal this

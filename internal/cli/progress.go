@@ -177,6 +177,9 @@ func summary(s *pipeline.Stats, elapsed time.Duration) string {
 	if n := s.Skipped.Load(); n > 0 {
 		fmt.Fprintf(&b, ", %d already done", n)
 	}
+	if n := s.CacheHits.Load(); n > 0 {
+		fmt.Fprintf(&b, ", %d answered from the cache ($%s saved)", n, budget.Cost(s.CacheSaved.Load()))
+	}
 	fmt.Fprintf(&b, "; tokens %d in (%d cached), %d out; $%s", s.PromptTokens.Load(), s.CachedTokens.Load(), s.CompletionTokens.Load(), budget.Cost(s.Cost.Load()))
 	if n := s.Unpriced.Load(); n > 0 {
 		fmt.Fprintf(&b, " (+%s of unknown price)", count(n, "call", "calls"))
@@ -199,16 +202,29 @@ func drySummary(s *pipeline.Stats, cfg pipeline.Config) string {
 }
 
 // batchEstimate says what a counted batch of lines will use, skipped of
-// them not to be sent (invalid, or over a limit on their own): tokens,
+// them not to be sent (invalid, or over a limit on their own) and those
+// the response cache answers (Stats.CacheFound) aside: tokens,
 // the cost from prompts alone to every output cap used, and which limits
 // it would run into, given what the budget's day counters held when the
 // gate last read them (cfg.Gate.Seen: its own day, by day_ends_at).
 func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64) string {
 	var b strings.Builder
 	prompt, out := s.EstPromptTokens.Load(), s.EstOutputTokens.Load()
+	cached := s.CacheFound.Load()
 	b.WriteString(count(lines, "line", "lines"))
+	var aside []string
+	if cached > 0 {
+		what := fmt.Sprintf("%d answered from the cache", cached)
+		if saved := budget.Cost(s.CacheSaved.Load()); saved > 0 {
+			what += fmt.Sprintf(", $%s saved", saved)
+		}
+		aside = append(aside, what)
+	}
 	if skipped > 0 {
-		fmt.Fprintf(&b, " (%d would not be sent)", skipped)
+		aside = append(aside, fmt.Sprintf("%d would not be sent", skipped))
+	}
+	if len(aside) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(aside, "; "))
 	}
 	fmt.Fprintf(&b, "; %d prompt tokens", prompt)
 	if n := s.EstSchemaTokens.Load(); n > 0 {
@@ -234,7 +250,7 @@ func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64)
 		}
 		return fmt.Sprintf("--%s %v", key, v)
 	}
-	sent := lines - skipped
+	sent := lines - skipped - cached
 	if cfg.BatchTokens > 0 && prompt > cfg.BatchTokens {
 		hits = append(hits, fmt.Sprintf("--batch-tokens %d: refused, nothing would be sent", cfg.BatchTokens))
 	}

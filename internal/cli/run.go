@@ -166,6 +166,13 @@ func (r *runCmd) dryRun(ctx context.Context, stdin io.Reader, stdout, stderr io.
 		return usageError(err)
 	}
 	cfg.Prices = priceTable(r.hostPrices, stored, r.givenPrices)
+	// The cache is only looked in: the dry run counts its answers.
+	if cfg.Cache, err = r.openRunCache(ctx, rd, func(msg string) { cfg.Log.Warn(msg) }, true); err != nil {
+		return usageError(err)
+	}
+	if cfg.Cache != nil {
+		defer cfg.Cache.Close()
+	}
 	mem := new(budget.MemStore)
 	_ = mem.Update(ctx, time.Time{}, func(s *budget.State, _ time.Time) ([]budget.LedgerEntry, error) { *s = used; return nil, nil })
 	cfg.Gate = budget.NewGate(mem, limits)
@@ -226,6 +233,12 @@ func (r *runCmd) send(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 		return usageError(fmt.Errorf("nothing sent: %w", err))
 	}
 	cfg.Prices = priceTable(r.hostPrices, stored, r.givenPrices)
+	if cfg.Cache, err = r.openRunCache(ctx, store, func(msg string) { cfg.Log.Warn(msg) }, false); err != nil {
+		return usageError(fmt.Errorf("nothing sent: %w", err))
+	}
+	if cfg.Cache != nil {
+		defer cfg.Cache.Close()
+	}
 	warner := &dayWarner{gate: cfg.Gate, pct: int64(r.WarnAt), log: cfg.Log}
 	cfg.Settled = warner.check
 	if err := r.batchConfig(&cfg, true); err != nil {

@@ -93,7 +93,7 @@ func period(now time.Time, today, month bool, since string) (from, until time.Ti
 func writeTable(w io.Writer, rep budget.Report, st *budget.State) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := map[string]string{"model": "MODEL\t", "day": "DAY\t", "via": "VIA\t", "endpoint": "ENDPOINT\t"}[rep.By]
-	fmt.Fprintf(tw, "%sREQUESTS\tSUCCEEDED\tTOKENS IN\tCACHED\tOUT\tCOST\t\n", head)
+	fmt.Fprintf(tw, "%sREQUESTS\tSUCCEEDED\tTOKENS IN\tCACHED\tOUT\tCOST\tCACHE HITS\tSAVED\t\n", head)
 	line := func(key string, r budget.Row) {
 		if rep.By != "" {
 			fmt.Fprintf(tw, "%s\t", key)
@@ -102,7 +102,7 @@ func writeTable(w io.Writer, rep budget.Report, st *budget.State) error {
 		if r.UnpricedRequests > 0 {
 			cost += fmt.Sprintf(" (+%d unpriced)", r.UnpricedRequests)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t\n", r.Requests, r.Succeeded, r.PromptTokens, r.CachedTokens, r.CompletionTokens, cost)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t%d\t$%.6f\t\n", r.Requests, r.Succeeded, r.PromptTokens, r.CachedTokens, r.CompletionTokens, cost, r.CacheHits, r.SavedUSD.Float64())
 	}
 	if rep.By == "" {
 		line("", rep.Total)

@@ -7,6 +7,7 @@
 //	go run ./internal/loadtest              # every scenario
 //	go run ./internal/loadtest -run pace    # scenarios whose name contains "pace"
 //	go run ./internal/loadtest -run redis   # the budget shared through Redis
+//	go run ./internal/loadtest -run cache   # --cache: the run that fills it, the run again
 package main
 
 import (
@@ -63,6 +64,10 @@ type scenario struct {
 	// been created (the fake set to BatchManual), so that the fake is idle
 	// while gptbatch collects.
 	finishAt int
+	// cache gives each copy --cache=FILE, a file of the scenario's made
+	// afresh; warm runs the scenario once first, unmeasured, so that what
+	// is measured is a run again.
+	cache, warm bool
 }
 
 // goal is a pass/fail figure.
@@ -99,6 +104,11 @@ func (m measure) collectRate() float64 {
 		return 0
 	}
 	return float64(m.collected) / m.collectSecs
+}
+
+// linesPerSec is results written a second.
+func (m measure) linesPerSec() float64 {
+	return float64(m.results) / m.wall.Seconds()
 }
 
 func (m measure) cpuPerReq() time.Duration {
@@ -264,6 +274,29 @@ func scenarios() []scenario {
 			},
 		},
 		{
+			// The run that fills the cache, for the ratio to the run again
+			// below and to memory-real: the same lines, stored as answered.
+			name:  "cache-fill: 200000 lines against an instant server, --cache (a new file), ordered",
+			procs: 1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
+			args:    append([]string{"--parallel", "64"}, noLimits...),
+			dropOut: true,
+			cache:   true,
+			goals:   []goal{{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }}},
+		},
+		{
+			name:  "cache-rerun: 200000 lines run again with --cache, every answer cached, ordered",
+			procs: 1, lines: 200000, prompt: "tell me about the number %d in one short sentence",
+			args:    append([]string{"--parallel", "64"}, noLimits...),
+			dropOut: true,
+			cache:   true, warm: true,
+			goals: []goal{
+				{"0 requests", func(m measure) bool { return m.requests == 0 }},
+				{"200000 results", func(m measure) bool { return m.results == 200000 }},
+				{">= 30000 lines/s", func(m measure) bool { return m.linesPerSec() >= 30000 }},
+				{"peak RSS <= 128 MB", func(m measure) bool { return m.peakRSS <= 128<<20 }},
+			},
+		},
+		{
 			name:  "cpu: 20000 requests against an instant server, --parallel 64",
 			procs: 1, lines: 20000, prompt: "tell me about the number %d in one short sentence",
 			args:    append([]string{"--parallel", "64"}, noLimits...),
@@ -334,6 +367,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "  requests %d, 429s %d (%d after the first 2 s), results %d, exit %v, first request after %.2fs\n", m.requests, m.limited, m.lateLimit, m.results, m.exitCodes, m.startup.Seconds())
 		fmt.Fprintf(stdout, "  peak RSS %.1f MB, CPU %.2fs = %d us/request\n", float64(m.peakRSS)/(1<<20), m.cpu.Seconds(), m.cpuPerReq().Microseconds())
+		if sc.cache {
+			fmt.Fprintf(stdout, "  %.0f lines/s, CPU %.1f us/line\n", m.linesPerSec(), float64(m.cpu.Microseconds())/float64(max(m.results, 1)))
+		}
 		if sc.note != nil {
 			fmt.Fprintf(stdout, "  %s\n", sc.note(m))
 		}
@@ -371,6 +407,23 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	usage := filepath.Join(dir, strings.Fields(sc.name)[0]+".usage.md")
 	os.Remove(usage)
 	input := makeInput(sc.lines, sc.prompt)
+	args := sc.args
+	if sc.cache {
+		file := filepath.Join(dir, strings.Fields(sc.name)[0]+".cache.db")
+		for _, p := range []string{file, file + "-wal", file + "-shm"} {
+			os.Remove(p)
+		}
+		args = append([]string{"--cache=" + file}, args...)
+	}
+	if sc.warm {
+		cmd := exec.Command(bin, append([]string{"--base-url", url, "--usage-file", usage, "--quiet", "--progress", "never"}, args...)...)
+		cmd.Env = append(os.Environ(), "OPENAI_API_KEY=sk-load-test")
+		cmd.Stdin = bytes.NewReader(input)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return m, fmt.Errorf("the run before: %w: %s", err, lastLines(string(out), 5))
+		}
+	}
+	warmed := srv.Stats().Requests
 	var store []string
 	switch {
 	case sc.cluster:
@@ -418,7 +471,7 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.Command(bin, append(append([]string{"--base-url", url, "--usage-file", usage, "--quiet", "--progress", "never"}, store...), sc.args...)...)
+			cmd := exec.Command(bin, append(append([]string{"--base-url", url, "--usage-file", usage, "--quiet", "--progress", "never"}, store...), args...)...)
 			cmd.Env = append(os.Environ(), "OPENAI_API_KEY=sk-load-test")
 			cmd.Stdin = bytes.NewReader(input)
 			var out counter
@@ -464,7 +517,7 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	wg.Wait()
 	m.wall = time.Since(start)
 	st := srv.Stats()
-	m.requests, m.limited = st.Requests, st.RateLimited
+	m.requests, m.limited = st.Requests-warmed, st.RateLimited
 	if !st.First.IsZero() {
 		m.startup = st.First.Sub(start)
 		for _, r := range srv.Requests() {

@@ -16,7 +16,10 @@ import (
 //     entry per token of its content (logprob -i/10 for token i);
 //   - a last user message containing "__refusal__" is refused: every
 //     choice has content null and refusal RefusalMessage, counted as its
-//     completion tokens.
+//     completion tokens;
+//   - a last user message containing "__content_filter__" is stopped by
+//     the content filter: every choice's content is cut to nothing, with
+//     finish_reason "content_filter".
 
 // RefusalMessage is the refusal the fake answers to "__refusal__".
 const RefusalMessage = "I'm sorry, but I can't help with that."
@@ -59,7 +62,11 @@ func vary(req *request, enc *tiktoken.Tiktoken, resp *response, maxOut int) {
 			text = t
 			ch.Message.Content = &text
 			ch.FinishReason = "stop"
-			if cut || req.shaped != nil && req.shaped.cut {
+			switch {
+			case strings.Contains(req.lastUserText(), "__content_filter__"):
+				text = ""
+				ch.FinishReason = "content_filter"
+			case cut || req.shaped != nil && req.shaped.cut:
 				ch.FinishReason = "length"
 			}
 		}

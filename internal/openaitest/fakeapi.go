@@ -23,6 +23,9 @@
 //   - "__status_500__": a 500 server_error, every time;
 //   - "__hang__": no answer until Config.Hang is closed, the client goes
 //     away or the server is closed.
+//
+// Or another answer (see choices.go): "__refusal__" a refusal,
+// "__content_filter__" an answer the content filter stopped.
 package openaitest
 
 import (
