@@ -43,8 +43,12 @@ type TooLargeError struct{ Msg string }
 // Error is the message, naming the estimate and the limit.
 func (e *TooLargeError) Error() string { return e.Msg }
 
-// DefaultSlack is the slack a new Gate keeps: see SetSlack.
-const DefaultSlack = 100 * time.Millisecond
+// DefaultSlack is the slack a new Gate keeps: see SetSlack. A server's
+// bucket is full until the first request reaches it and loses the refill
+// of that time, which the gate has counted; 250 ms covers the one-way
+// latency of a far network and a scheduler stall on a busy machine that
+// 100 ms did not (docs/performance.md).
+const DefaultSlack = 250 * time.Millisecond
 
 // Gate admits requests against Limits through a Store, as rate.Limiter
 // does against one process's clock: the time is a parameter, reservations

@@ -58,23 +58,23 @@ func TestReserveRPM(t *testing.T) {
 	})
 }
 
-// With the default slack, a bucket that holds anything keeps 100 ms of
-// refill in hand; an empty one still admits a request as large as the
+// With the default slack, a bucket that holds anything keeps 250 ms of
+// refill in hand (whole requests: 2 at 10 a second); an empty one still admits a request as large as the
 // limit.
 func TestReserveSlack(t *testing.T) {
 	onEveryStore(t, func(t *testing.T, open func(*testing.T, State) Store) {
 		g := NewGate(open(t, State{}), Limits{RPM: 600, TPM: 6000})
-		if n, wait, _ := reserve(t, g, t0, ones(700, 1)...); n != 599 || wait != 100*time.Millisecond {
-			t.Errorf("Reserve(700) on a full rpm 600 bucket with slack = %d, %v; want 599, 100ms", n, wait)
+		if n, wait, _ := reserve(t, g, t0, ones(700, 1)...); n != 598 || wait != 100*time.Millisecond {
+			t.Errorf("Reserve(700) on a full rpm 600 bucket with slack = %d, %v; want 598, 100ms", n, wait)
 		}
 		g = NewGate(open(t, State{}), Limits{TPM: 6000})
 		if n, _, _ := reserve(t, g, t0, Estimate{Tokens: 6000}); n != 1 {
 			t.Errorf("Reserve(6000 tokens) on a full tpm 6000 bucket with slack = %d, want 1", n)
 		}
-		// 5990 fit after the 10 tokens (100 ms at 100 a second) kept in hand.
+		// 5975 fit after the 25 tokens (250 ms at 100 a second) kept in hand.
 		g = NewGate(open(t, State{}), Limits{TPM: 6000})
-		if n, wait, _ := reserve(t, g, t0, Estimate{Tokens: 1}, Estimate{Tokens: 5989}, Estimate{Tokens: 1}); n != 2 || wait != 10*time.Millisecond {
-			t.Errorf("Reserve(1, 5989, 1) with slack = %d, %v; want 2, 10ms", n, wait)
+		if n, wait, _ := reserve(t, g, t0, Estimate{Tokens: 1}, Estimate{Tokens: 5974}, Estimate{Tokens: 1}); n != 2 || wait != 10*time.Millisecond {
+			t.Errorf("Reserve(1, 5974, 1) with slack = %d, %v; want 2, 10ms", n, wait)
 		}
 	})
 }

