@@ -59,24 +59,26 @@ const turnPoll = 100 * time.Millisecond
 //
 //	{gptbatch:NAME}:state   the State: usage.md's text, without its header
 //	{gptbatch:NAME}:ledger  a stream, an entry a call, kept LedgerKeep
-//	{gptbatch:NAME}:turn    a list that holds the turn at the state while nobody has it
-//	{gptbatch:NAME}:holder  who has the turn; it expires after holdTurn
+//	{gptbatch:NAME}:turn    a list that holds the turn at the state, handed on
+//	{gptbatch:NAME}:holder  the token of the turn held; it expires after holdTurn
+//	{gptbatch:NAME}:seq     numbers the turns' tokens
 //	{gptbatch:NAME}:done:ID a store's last write, for one sent again; kept doneKeep
 //	{gptbatch:NAME}:prices  the price table stored with the budget (prices_store.go)
 //
 // An Update takes the turn and reads the state with the server's clock
-// (TIME) in one script, runs its function on the host, then writes and
-// gives the turn back in another, only if the turn is still its own: a
-// compare-and-swap on the turn. A wait for the turn is a blocking pop of
-// the list, which Redis serves in the order the hosts came, so that under
-// contention they take turns and none starves. A RedisStore never falls
-// back to a local budget: every failure is an error naming the store.
-// Safe for concurrent use.
+// (TIME) in one script, runs its function on the host, then writes, only
+// if the turn is still its own (a compare-and-swap on the turn), and hands
+// the turn on with the state and the time in another. A host that finds
+// the turn held waits for it with a blocking pop of the list, which Redis
+// serves in the order the hosts came: under contention they take turns,
+// none starves, and each gets the turn with what it needs to decide. A
+// RedisStore never falls back to a local budget: every failure is an
+// error naming the store. Safe for concurrent use.
 type RedisStore struct {
 	c     redis.UniversalClient
 	where string   // the URL, password redacted, for errors
-	keys  []string // state, ledger, turn, holder, done
-	me    string   // this store as the holder of the turn
+	keys  []string // state, ledger, turn, holder, done, seq
+	me    string   // this store, in its done key
 	sem   chan struct{}
 	// writes numbers this store's writes, so that a write sent again is
 	// known as done. Guarded by sem.
@@ -168,7 +170,7 @@ func OpenRedis(ctx context.Context, rawURL, name string) (*RedisStore, error) {
 		me:    hex.EncodeToString(id),
 		sem:   make(chan struct{}, 1),
 	}
-	r.keys = []string{tag + ":state", tag + ":ledger", tag + ":turn", tag + ":holder", tag + ":done:" + r.me}
+	r.keys = []string{tag + ":state", tag + ":ledger", tag + ":turn", tag + ":holder", tag + ":done:" + r.me, tag + ":seq"}
 	if err := c.Ping(ctx).Err(); err != nil {
 		c.Close()
 		return nil, unreachable(where, u, err)
@@ -261,28 +263,31 @@ func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, 
 		return ctx.Err()
 	}
 	defer func() { <-r.sem }()
-	popped := false
 	for {
-		tctx := ctx
-		if popped {
-			tctx = context.WithoutCancel(ctx) // a turn popped must be taken, or it is lost until holdTurn
-		}
-		res, err := takeScript.Run(tctx, r.c, r.keys, r.me, holdTurn.Milliseconds(), map[bool]string{true: "took", false: "try"}[popped]).Slice()
+		res, err := takeScript.Run(ctx, r.c, r.keys, holdTurn.Milliseconds()).Slice()
 		if err != nil {
 			return r.fail(err)
 		}
-		if got, _ := res[0].(int64); got == 0 {
+		var t turn
+		if len(res) > 0 && res[0] == "" {
 			left, _ := res[1].(int64)
-			if popped, err = r.waitTurn(ctx, time.Duration(left)*time.Millisecond); err != nil {
+			if t, err = r.waitTurn(ctx, time.Duration(left)*time.Millisecond); err != nil {
 				return err
 			}
-			continue
-		}
-		popped = false
-		old, at, err := r.parseTake(res, now)
-		if err != nil {
-			r.put(ctx, at, old, old, nil) //nolint:errcheck // the turn goes back; the error is err
+			if t.token == "" {
+				continue // not yet: ask again
+			}
+		} else if t, err = parseTurn(res); err != nil {
 			return r.fail(err)
+		}
+		old, err := r.parse(t.state, t.exists)
+		if err != nil {
+			r.put(ctx, t, old, old, nil) //nolint:errcheck // the turn goes back; the error is err
+			return r.fail(err)
+		}
+		at := now
+		if !r.hostClock {
+			at = t.at.In(now.Location())
 		}
 		s := old
 		s.extra = slices.Clone(old.extra)
@@ -290,7 +295,7 @@ func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, 
 		if ferr != nil {
 			s, entries = old, nil
 		}
-		ok, err := r.put(ctx, at, old, s, entries)
+		ok, err := r.put(ctx, t, old, s, entries)
 		switch {
 		case err != nil:
 			return r.fail(err)
@@ -303,45 +308,63 @@ func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, 
 	}
 }
 
-// waitTurn waits for the turn, at most d (and turnPoll), and says whether
-// it popped it.
-func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (popped bool, err error) {
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	d = min(max(d, time.Millisecond), turnPoll)
-	err = r.c.Do(ctx, "blpop", r.keys[2], strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).Err()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return false, nil
-	case err != nil:
-		return false, r.fail(err)
-	}
-	return true, nil
+// turn is the turn at the state, as take.lua gives it or put.lua hands
+// it over: its token, the server's clock and the state.
+type turn struct {
+	token  string
+	at     time.Time
+	state  string
+	exists bool // the state key exists
 }
 
-// parseTake reads take.lua's reply: the state, and the server's clock in
-// now's zone (now itself with hostClock).
-func (r *RedisStore) parseTake(res []any, now time.Time) (State, time.Time, error) {
-	sec, ok1 := res[1].(string)
-	us, ok2 := res[2].(string)
-	if !ok1 || !ok2 || len(res) > 4 {
-		return State{}, now, fmt.Errorf("take script returned %v", res)
-	}
-	text, ok := "", len(res) == 4 // a missing key is a nil, which ends a script's reply
+// parseTurn reads take.lua's reply: {token, TIME's s, µs, state or nil}.
+func parseTurn(res []any) (turn, error) {
+	var t turn
+	var sec, us string
+	ok := len(res) >= 3 && len(res) <= 4
 	if ok {
-		text, ok = res[3].(string)
-	}
-	s, err := r.parse(text, ok)
-	if err != nil || r.hostClock {
-		return s, now, err
+		t.token, _ = res[0].(string)
+		sec, _ = res[1].(string)
+		us, _ = res[2].(string)
+		if len(res) == 4 { // a missing key is a nil, which ends a script's reply
+			t.state, t.exists = res[3].(string)
+		}
 	}
 	a, err1 := strconv.ParseInt(sec, 10, 64)
 	b, err2 := strconv.ParseInt(us, 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return State{}, now, fmt.Errorf("TIME returned %s %s: %w", sec, us, err)
+	if !ok || t.token == "" || err1 != nil || err2 != nil {
+		return turn{}, fmt.Errorf("take script returned %v", res)
 	}
-	return s, time.Unix(a, b*1000).In(now.Location()), nil
+	t.at = time.Unix(a, b*1000)
+	return t, nil
+}
+
+// waitTurn waits for the turn, at most d (and turnPoll), and returns it
+// when put.lua handed it over ("token s µs 1|0\nstate"); a turn with no
+// token when the wait ended without it.
+func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (turn, error) {
+	if err := ctx.Err(); err != nil {
+		return turn{}, err
+	}
+	d = min(max(d, time.Millisecond), turnPoll)
+	res, err := r.c.Do(ctx, "blpop", r.keys[2], strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).StringSlice()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return turn{}, nil
+	case err != nil:
+		return turn{}, r.fail(err)
+	}
+	head, state, _ := strings.Cut(res[len(res)-1], "\n")
+	f := strings.Fields(head)
+	if len(f) != 4 {
+		return turn{}, r.fail(fmt.Errorf("%s holds %q", r.keys[2], head))
+	}
+	t, err := parseTurn([]any{f[0], f[1], f[2]})
+	if err != nil {
+		return turn{}, r.fail(err)
+	}
+	t.state, t.exists = state, f[3] == "1"
+	return t, nil
 }
 
 // parse reads the state key's value, usage.md's text: a key that does not
@@ -357,18 +380,18 @@ func (r *RedisStore) parse(text string, exists bool) (State, error) {
 	return s, nil
 }
 
-// put writes s, unless it is old, with entries, and gives the turn back;
+// put writes s, unless it is old, with entries, and hands the turn on;
 // ok is false when the turn had been taken back, and nothing was written.
 // It runs whatever ctx says: a turn must go back. The state is usage.md's
 // text without its header, which speaks of files.
-func (r *RedisStore) put(ctx context.Context, at time.Time, old, s State, entries []LedgerEntry) (ok bool, err error) {
+func (r *RedisStore) put(ctx context.Context, t turn, old, s State, entries []LedgerEntry) (ok bool, err error) {
 	r.writes++
-	minID := max(at.UnixMilli()-LedgerKeep.Milliseconds(), 0)
+	minID := max(t.at.UnixMilli()-LedgerKeep.Milliseconds(), 0)
 	text := ""
 	if b := s.Format(); len(entries) > 0 || !bytes.Equal(b, old.Format()) {
 		text = string(bytes.TrimPrefix(b, []byte(header)))
 	}
-	args := []any{r.me, holdTurn.Milliseconds(), r.writes, doneKeep.Milliseconds(), minID, text}
+	args := []any{t.token, holdTurn.Milliseconds(), r.writes, doneKeep.Milliseconds(), minID, text}
 	for i := range entries {
 		b, err := entries[i].appendJSON(nil)
 		if err != nil {

@@ -357,3 +357,54 @@ func TestRedisSentinel(t *testing.T) {
 		t.Errorf("tokens_within_day = %d, want 10", st.TokensWithinDay)
 	}
 }
+
+// A host that holds the turn past holdTurn (stalled, or cut off) loses it:
+// another host takes it and writes, and the stalled host's write, when it
+// comes, writes nothing and its update runs again on what the other
+// wrote, so that neither write is lost.
+func TestRedisTurnTakenBack(t *testing.T) {
+	for _, kind := range []struct{ name, url string }{
+		{"redis", redistest.Shared(t).URL("")},
+		{"cluster", redistest.SharedCluster(t).URL()},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			ctx := context.Background()
+			name := fmt.Sprint("turn-test-", budgets.Add(1))
+			open := func() *RedisStore {
+				r, err := OpenRedis(ctx, kind.url, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { r.Close() })
+				return r
+			}
+			a, b := open(), open()
+			started, written := make(chan struct{}), make(chan error, 1)
+			go func() {
+				<-started
+				written <- b.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) {
+					s.TokensWithinDay += 10
+					return nil, nil
+				})
+			}()
+			calls := 0
+			err := a.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) {
+				calls++
+				if calls == 1 {
+					close(started)
+					if err := <-written; err != nil { // b waited out holdTurn
+						return nil, err
+					}
+				}
+				s.TokensWithinDay++
+				return nil, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := stateOf(t, a); calls != 2 || st.TokensWithinDay != 11 {
+				t.Errorf("a stalled past holdTurn while b wrote: a's update ran %d times, tokens_within_day %d; want 2, 11", calls, st.TokensWithinDay)
+			}
+		})
+	}
+}

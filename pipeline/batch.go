@@ -19,8 +19,10 @@ import (
 // --via batch stands in for admit, fetch and settle with four stages,
 // wired in run (pipeline.go): submit (batchsubmit.go), poll
 // (batchpoll.go), collect (batchcollect.go) and the ordered writer
-// (batchorder.go). This file holds what they share: the options, the
-// lines' table and the run's client and journal.
+// (batchorder.go); with --schema, collect checks the answers and sends
+// the invalid ones back to submit (batchschema.go). This file holds what
+// they share: the options, the lines' table and the run's client and
+// journal.
 
 // Via is the way lines reach the API.
 type Via string
@@ -124,7 +126,8 @@ type lineRecord struct {
 	Priced    bool
 	Single    bool   // embeddings: one input, so the result has "embedding"
 	Floats    bool   // embeddings: base64 on the wire, floats in the result
-	Hash      string // lineHash of URL and body
+	Hash      string // lineHash of URL and body (a re-ask's: of its line's original request)
+	Held      held   // --schema: what the answer is held to, and the line's tries so far
 }
 
 // tbatch is a batch this run waits for.
@@ -304,6 +307,21 @@ func (h *heads) record(i int) (lineRecord, error) {
 		start = h.ends[i-1]
 	}
 	return parseRecord(h.arena[start:h.ends[i]])
+}
+
+// addTries counts n more batches slot seq was in.
+func (t *tracker) addTries(seq int32, n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.slots[seq].tries = uint8(min(int(t.slots[seq].tries)+n, 255))
+}
+
+// setRecord makes the record spooled at off slot seq's: a re-ask's, to go
+// in a follow-up batch.
+func (t *tracker) setRecord(seq int32, off int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.slots[seq].rec = off
 }
 
 // slot returns a copy of slot seq.

@@ -466,6 +466,11 @@ type lineOutcome struct {
 	res   []byte // the line's result, by appendResult; nil if it goes again
 	again bool   // submit it again
 	bad   error  // the line is not JSON
+	// --schema: how the line is held, and its answer's cost; reask, when
+	// the answer did not fit, is what goes in the follow-up instead.
+	held  held
+	cost  budget.Cost
+	reask *batchReask
 }
 
 // parseBlock parses a block of lines: it may run on any goroutine.
@@ -502,8 +507,19 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 	if err != nil {
 		return err
 	}
+	if o.seq >= 0 && o.st.Entry != nil && o.st.Entry.Status == http.StatusOK {
+		c.r.countBatch(o.held, o.reask != nil, queued, o.cost)
+	}
 	switch {
 	case o.seq < 0:
+	case o.reask != nil:
+		off, err := c.t.records.append(appendRecord(nil, &o.reask.rec), o.reask.body)
+		if err != nil {
+			return err
+		}
+		c.t.setRecord(o.seq, off)
+		c.retry = append(c.retry, o.seq)
+		c.retrySet[o.seq] = true
 	case o.again:
 		c.retry = append(c.retry, o.seq)
 		c.retrySet[o.seq] = true
@@ -632,6 +648,20 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	switch {
 	case ol.status == http.StatusOK:
 		status = http.StatusOK
+		h := rec.Held
+		var origOff int64
+		orig := func() ([]byte, error) {
+			_, body, err := c.t.records.read(origOff, true)
+			return body, err
+		}
+		if o.seq >= 0 && h.kind != heldNone {
+			if origOff = h.origAt - 1; h.origAt == 0 {
+				origOff = c.t.slot(o.seq).rec
+			}
+			if it.schema, err = r.heldSchema(h, it.endpoint, orig); err != nil {
+				return lineOutcome{seq: -1, bad: err}
+			}
+		}
 		ans, err := ol.result(it)
 		if err != nil || len(ans.results) == 0 {
 			typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
@@ -649,6 +679,13 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 			entry.CostUSD, o.st.Cost = &cost, cost
 		}
 		if o.seq >= 0 {
+			if it.schema != nil {
+				o.held, o.cost = h, cost
+				if o.reask = r.checkBatch(it, rec, h, origOff, orig, ans, res); o.reask != nil {
+					o.again = true
+					return o
+				}
+			}
 			res.BatchID = b.id
 			o.res = appendResult(nil, res)
 		}
@@ -668,7 +705,9 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	if o.seq < 0 {
 		return o
 	}
-	if retryable && tries <= r.cfg.Retries {
+	// Retries count the batches the line failed in, not those that
+	// asked an invalid answer again.
+	if retryable && tries-rec.Held.reasks <= r.cfg.Retries {
 		o.again = true
 		return o
 	}

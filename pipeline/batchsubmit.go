@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -208,7 +209,7 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
 		return s.result(ctx, t.add(it.req.Line, -1), errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
 	}
-	rec := recordOf(it, url)
+	rec := recordOf(it, url, &r.cfg)
 	var cl claim
 	claimed := false
 	if s.claims != nil {
@@ -222,13 +223,17 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 			// batchResubmit: as a line never sent.
 		}
 	}
+	before := 0 // batches the line was in before the one claimed
+	if claimed {
+		before = rec.Held.resume(cl.tries)
+	}
 	off, err := t.records.append(appendRecord(nil, &rec), it.body)
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
 	}
 	seq := t.add(it.req.Line, off)
 	if claimed {
-		s.claim(seq, cl)
+		s.claim(seq, cl, before)
 		return nil
 	}
 	return s.toChunk(chunkKey{url, it.model}, seq, line, it.prompt, it.est, s.open)
@@ -284,12 +289,13 @@ func (s *submitter) check(ctx context.Context, idx int32) batchCheck {
 	return v
 }
 
-// recordOf is the record of it, a line going to url in a batch file.
-func recordOf(it *item, url string) lineRecord {
+// recordOf is the record of it, a line of a run of cfg going to url in a
+// batch file.
+func recordOf(it *item, url string, cfg *Config) lineRecord {
 	return lineRecord{
 		ID: it.req.ID, Line: it.req.Line, Model: it.model, URL: url, Metadata: it.req.Metadata,
 		Prompt: it.prompt, EstTokens: it.est.Tokens, EstCost: it.est.Cost, Priced: it.priced, Single: it.single, Floats: it.floats,
-		Hash: batchapi.LineHash(url, it.body),
+		Hash: batchapi.LineHash(url, it.body), Held: it.heldOf(cfg),
 	}
 }
 
@@ -441,8 +447,9 @@ func sortedChunks(open map[chunkKey]*chunk) []*chunk {
 	return cs
 }
 
-// claim puts a line in the journalled batch it was claimed from.
-func (s *submitter) claim(seq int32, c claim) {
+// claim puts a line in the journalled batch it was claimed from, after
+// before batches it was in.
+func (s *submitter) claim(seq int32, c claim, before int) {
 	b := s.claimed[c.batch]
 	if b == nil {
 		jb := s.claims.batches[c.batch]
@@ -458,6 +465,7 @@ func (s *submitter) claim(seq int32, c claim) {
 	b.seqs = append(b.seqs, seq)
 	b.byCustom[c.customID] = seq
 	s.t.put(b, true, seq)
+	s.t.addTries(seq, before)
 }
 
 // submitReady submits what waits, oldest first, as far as the limits let
@@ -727,7 +735,7 @@ func (s *submitter) items(b *tbatch) ([]batchapi.JournalItem, error) {
 		if !ok {
 			id = "line-" + strconv.Itoa(rec.Line)
 		}
-		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash})
+		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash, Tries: rec.Held.journal(int(s.t.slot(seq).tries))})
 	}
 	return items, nil
 }
@@ -923,6 +931,7 @@ type claims struct {
 type claim struct {
 	batch    int32 // in batches
 	customID string
+	tries    json.RawMessage // batchapi.JournalItem.Tries
 }
 
 // loadClaims reads the journal's batches of the last 30 days into claims;
@@ -935,7 +944,7 @@ func loadClaims(path string, now time.Time) (*claims, []string, error) {
 	c := &claims{batches: bs, byHash: map[string][]claim{}}
 	for i, b := range bs {
 		for _, it := range b.Items {
-			c.byHash[it.Hash] = append(c.byHash[it.Hash], claim{int32(i), it.CustomID})
+			c.byHash[it.Hash] = append(c.byHash[it.Hash], claim{int32(i), it.CustomID, it.Tries})
 		}
 		b.Items = nil
 	}

@@ -36,6 +36,7 @@
 //	batchsubmit.go   submit: lines → batch files by endpoint and model, uploaded, created, journalled
 //	batchpoll.go     poll: every submitted batch polled, politely, until it ends
 //	batchcollect.go  collect: output and error files streamed into results, settled, retried
+//	batchschema.go   --schema: collected answers checked, invalid ones asked again in follow-ups
 //	batchorder.go    the ordered writer: the spooled results in input order, to emit
 //	spool.go         the temporary files that keep memory bounded
 //

@@ -144,7 +144,7 @@ func batchResultLine(t *testing.T, endpoint, line, body string) string {
 	}
 	defer tr.close()
 	url := it.batchURL()
-	rec := recordOf(it, url)
+	rec := recordOf(it, url, &r.cfg)
 	off, err := tr.records.append(appendRecord(nil, &rec), it.body)
 	if err != nil {
 		t.Fatal(err)

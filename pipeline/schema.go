@@ -24,7 +24,10 @@ import (
 //     result invalid_output with the content kept;
 //   - fetch: sendChecked asks an invalid answer again, up to
 //     --schema-retries times, each try reserved, sent, settled and in the
-//     ledger like any request.
+//     ledger like any request;
+//   - --via batch (batchschema.go): the collector checks each answer with
+//     the same decoders, and an invalid one goes again in a follow-up
+//     batch, built as sendChecked's re-asks are.
 //
 // For the response cache: a re-ask is a request of its own (its body has
 // the invalid answer and the validator's message in it), and the answer
@@ -235,17 +238,23 @@ type tries struct {
 
 // add counts the answer it got.
 func (t *tries) add(it *item) {
+	var latency int64
+	if len(it.answered.results) > 0 {
+		latency = it.answered.results[0].LatencyMS
+	}
+	t.addAnswer(it.answered.usage, it.answered.cost, latency)
+}
+
+// addAnswer counts an answer: its usage, cost and latency.
+func (t *tries) addAnswer(u jsonl.Usage, cost budget.Cost, latency int64) {
 	t.n++
-	u := it.answered.usage
 	t.usage.PromptTokens += u.PromptTokens
 	t.usage.CompletionTokens += u.CompletionTokens
 	t.usage.TotalTokens += u.TotalTokens
 	t.usage.CachedTokens += u.CachedTokens
 	t.usage.ReasoningTokens += u.ReasoningTokens
-	t.cost += it.answered.cost
-	if len(it.answered.results) > 0 {
-		t.latency += it.answered.results[0].LatencyMS
-	}
+	t.cost += cost
+	t.latency += latency
 }
 
 // set makes res, the last try's result, the line's: the tries' sums.

@@ -183,7 +183,7 @@ func appendRecord(b []byte, rec *lineRecord) []byte {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
-	return b
+	return appendHeld(b, &rec.Held)
 }
 
 // parseRecord decodes what appendRecord encoded.
@@ -215,7 +215,9 @@ func parseRecord(b []byte) (lineRecord, error) {
 	if strs[4] != "" {
 		rec.Metadata = json.RawMessage(strs[4])
 	}
-	return rec, nil
+	var err error
+	rec.Held, _, err = parseHeld(b)
+	return rec, err
 }
 
 // appendResult appends r as the results spool keeps it: its binary

@@ -1,30 +1,41 @@
 -- put.lua: an Update's write, and the end of its turn (take.lua's KEYS).
--- ARGV: me, hold_ms, the write's number, done_ms (how long the done key
--- keeps it), the ledger's oldest ID to keep (ms), the state ('' to leave
--- it), then the ledger entries. Returns 1 (also when this write was done
--- already: the script sent again), or 0 with nothing written when the turn
--- is no longer the caller's (held past hold_ms).
+-- ARGV: the turn's token, hold_ms, the write's number, done_ms (how long
+-- the done key keeps it), the ledger's oldest ID to keep (ms), the state
+-- ('' to leave it), then the ledger entries. Returns 1 (also when this
+-- write was done already: the script sent again), or 0 with nothing
+-- written when the turn is no longer the caller's (held past hold_ms).
+-- Writes after TIME need effects replication before Redis 5 (a no-op since).
+redis.replicate_commands()
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then
   if redis.call('GET', KEYS[5]) == ARGV[3] then
     return 1
   end
   return 0
 end
--- The turn goes back: the next in line has hold_ms to take it.
-redis.call('SET', KEYS[4], '', 'PX', ARGV[2])
-redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
-redis.call('RPUSH', KEYS[3], 1)
 -- All or nothing: the types are checked before anything is written.
 for i, want in ipairs({'string', 'stream'}) do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= want and t ~= 'none' then
+    redis.call('DEL', KEYS[4]) -- the turn is free again
     return redis.error_reply(KEYS[i] .. ' is a ' .. t .. ', not a ' .. want .. '; gptbatch will not write to it')
   end
 end
+redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
 if ARGV[6] ~= '' then
   redis.call('SET', KEYS[1], ARGV[6])
 end
 for j = 7, #ARGV do
   redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[5], '*', 'e', ARGV[j])
+end
+-- The turn goes to the next in line with the state and the time, so that
+-- it need not ask for them: a new token it must hold within hold_ms.
+local token = tostring(redis.call('INCR', KEYS[6]))
+redis.call('SET', KEYS[4], token, 'PX', ARGV[2])
+local t = redis.call('TIME')
+local st = redis.call('GET', KEYS[1])
+if st then
+  redis.call('RPUSH', KEYS[3], token .. ' ' .. t[1] .. ' ' .. t[2] .. ' 1\n' .. st)
+else
+  redis.call('RPUSH', KEYS[3], token .. ' ' .. t[1] .. ' ' .. t[2] .. ' 0\n')
 end
 return 1

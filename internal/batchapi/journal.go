@@ -98,21 +98,40 @@ type JournalRecord struct {
 type JournalItem struct {
 	CustomID string
 	Hash     string
+	// Tries, for a line a batch holds once more after earlier batches
+	// answered it (--schema asking an invalid answer again), is what those
+	// tries were, for --resume to go on from: the pipeline's, kept as it
+	// is. Nil for a line's first try.
+	Tries json.RawMessage
 }
 
 // MarshalJSON writes the item as a pair, ["line-17","<hash>"]: a batch of
-// 50,000 lines records 50,000 of them.
+// 50,000 lines records 50,000 of them; with Tries, a triple.
 func (it JournalItem) MarshalJSON() ([]byte, error) {
-	return json.Marshal([2]string{it.CustomID, it.Hash})
+	if len(it.Tries) == 0 {
+		return json.Marshal([2]string{it.CustomID, it.Hash})
+	}
+	return json.Marshal([]any{it.CustomID, it.Hash, it.Tries})
 }
 
-// UnmarshalJSON reads a pair.
+// UnmarshalJSON reads a pair, or a triple.
 func (it *JournalItem) UnmarshalJSON(b []byte) error {
-	var p [2]string
+	var p []json.RawMessage
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	it.CustomID, it.Hash = p[0], p[1]
+	if len(p) < 2 || len(p) > 3 {
+		return fmt.Errorf("a batch line of %d members, want 2 or 3", len(p))
+	}
+	if err := json.Unmarshal(p[0], &it.CustomID); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(p[1], &it.Hash); err != nil {
+		return err
+	}
+	if len(p) == 3 {
+		it.Tries = p[2]
+	}
 	return nil
 }
 

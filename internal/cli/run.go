@@ -107,11 +107,8 @@ func (r *runCmd) schema(log *slog.Logger) (*schema.Schema, error) {
 	if r.Schema == "" {
 		return nil, nil
 	}
-	switch {
-	case r.Endpoint == "embeddings":
+	if r.Endpoint == "embeddings" {
 		return nil, errors.New("--schema: the embeddings endpoint answers with vectors, not text to check; use --endpoint chat or responses")
-	case r.Via == "batch":
-		return nil, errors.New("--schema does not go with --via batch yet: its answers would not be checked; run it --via sync")
 	}
 	s, err := schema.Parse(r.Schema)
 	if err != nil {

@@ -1,12 +1,18 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -344,7 +350,6 @@ func TestSchemaBadUsage(t *testing.T) {
 		{"concise", []string{"--schema", "name, age integer"}, `unknown type "integer"`},
 		{"missing file", []string{"--schema", "schemas/person.json"}, "schema file schemas/person.json: no such file"},
 		{"embeddings", []string{"--schema", "name", "--endpoint", "embeddings"}, "--schema: the embeddings endpoint"},
-		{"batch", []string{"--schema", "name", "--via", "batch"}, "--schema does not go with --via batch"},
 		{"retries", []string{"--schema", "name", "--schema-retries=101"}, "--schema-retries must be from 0 to 100"},
 	}
 	for _, tt := range tests {
@@ -492,5 +497,383 @@ func TestSchemaEstimates(t *testing.T) {
 	}
 	if n := s.Stats().Requests - before; n != 0 {
 		t.Errorf("%d requests sent past the limits, want 0", n)
+	}
+}
+
+// schemaBatchResult is a result line with parsed and batch_id.
+type schemaBatchResult struct {
+	schemaResult
+	BatchID string `json:"batch_id"`
+}
+
+func parseSchemaBatchResults(t *testing.T, out string) []schemaBatchResult {
+	t.Helper()
+	var rs []schemaBatchResult
+	for i, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		var r schemaBatchResult
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("output line %d is not a result: %v: %.200s", i+1, err, l)
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// TestSchemaViaBatchInvalidAnswersAskedAgain: through the Batch API, 1,000
+// lines held to a schema, a tenth of whose first answers are invalid in
+// each of the four ways, all end with a parsed value that fits: the
+// invalid lines went again in follow-up batches, at batch prices, and
+// each try is in attempts, in the ledger, in the summary and in the
+// line's cost_usd, the sum of its tries to the picodollar. No request
+// went to the synchronous API.
+func TestSchemaViaBatchInvalidAnswersAskedAgain(t *testing.T) {
+	clk := newStepClock()
+	s := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 11, Structured: openaitest.StructuredConfig{InvalidRate: 0.1}})
+	defer s.Close()
+	g := newGB(t, s.URL()).loud()
+	g.seams.Clock = clk
+	file := writeFile(t, g.dir, "review.json", tenFields)
+	const n = 1000
+	out, stderr, code := g.run(context.Background(), reviews(n), "--via", "batch", "--schema", file, "--progress", "never", "--batch-lines", "400")
+	if code != 0 {
+		t.Fatalf("exit status %d: %s", code, stderr)
+	}
+	fits := validator(t, tenFields)
+	rs := parseSchemaBatchResults(t, out)
+	if len(rs) != n {
+		t.Fatalf("%d results, want %d", len(rs), n)
+	}
+	st := s.Structured()
+	invalid := 0
+	for _, k := range []openaitest.InvalidKind{openaitest.InvalidNotJSON, openaitest.InvalidType, openaitest.InvalidTruncated, openaitest.InvalidRefused} {
+		if st.Invalid[k] == 0 {
+			t.Errorf("the fake made no %s answer: %+v", k, st.Invalid)
+		}
+		invalid += st.Invalid[k]
+	}
+	if invalid < n/20 || invalid > n/5 {
+		t.Fatalf("%d invalid first answers of %d, want about a tenth", invalid, n)
+	}
+	byLine := map[string][]budget.LedgerEntry{}
+	for _, e := range ledger(t, g.dir) {
+		byLine[e.ID] = append(byLine[e.ID], e)
+	}
+	var reaskCost budget.Cost
+	asked := 0
+	batches := map[string]bool{}
+	for i, r := range rs {
+		if want := fmt.Sprint("r", i); r.ID != want {
+			t.Fatalf("result %d is %s, want %s: input order", i, r.ID, want)
+		}
+		if r.Error != nil || fits(r.Parsed) != nil {
+			t.Fatalf("%s: error %+v, parsed %s: does not fit: %v", r.ID, r.Error, r.Parsed, fits(r.Parsed))
+		}
+		batches[r.BatchID] = true
+		es := byLine[r.ID]
+		if r.Attempts != len(es) || r.Attempts < 1 || r.Attempts > 2 {
+			t.Errorf("%s: attempts %d, %d ledger lines; want 1, or 2 when asked again", r.ID, r.Attempts, len(es))
+		}
+		var u usage
+		var c budget.Cost
+		for _, e := range es {
+			if e.Via != "batch" || e.BatchID == "" {
+				t.Errorf("%s: ledger entry via %q, batch %q: want every try through a batch", r.ID, e.Via, e.BatchID)
+			}
+			u.PromptTokens += e.PromptTokens
+			u.CompletionTokens += e.CompletionTokens
+			c += *e.CostUSD
+			if e.Attempt > 1 {
+				reaskCost += *e.CostUSD
+			}
+		}
+		if got := cost(t, r.CostUSD); got != c || c == 0 {
+			t.Errorf("%s: cost_usd %s, want the sum of its tries %s", r.ID, got, c)
+		}
+		if r.Usage.PromptTokens != u.PromptTokens || r.Usage.CompletionTokens != u.CompletionTokens {
+			t.Errorf("%s: usage %+v, want its tries' %+v", r.ID, *r.Usage, u)
+		}
+		if r.Attempts == 2 {
+			asked++
+		}
+	}
+	if asked != invalid {
+		t.Errorf("%d lines asked again, want the %d invalid first answers", asked, invalid)
+	}
+	bs := s.BatchStats()
+	if bs.Succeeded != n+invalid || bs.Created < 4 || len(batches) < 4 {
+		t.Errorf("the fake answered %d batch lines in %d batches, results from %d; want %d, in the first 3 and follow-ups", bs.Succeeded, bs.Created, len(batches), n+invalid)
+	}
+	if m := s.Endpoint(openaitest.PathChat).Requests; m != 0 {
+		t.Errorf("%d synchronous requests, want none", m)
+	}
+	// Batch prices: half of what the fake's usage costs synchronously.
+	price, _ := budget.PriceOf("gpt-4o-mini")
+	var sum budget.Cost
+	for _, es := range byLine {
+		for _, e := range es {
+			sum += *e.CostUSD
+		}
+	}
+	if full := price.Cost(bs.PromptTokens, 0, bs.CompletionTokens); sum*2 < full-budget.Cost(len(rs)) || sum*2 > full+budget.Cost(len(rs)) {
+		t.Errorf("the ledger's batch answers cost %s, want half of %s", sum, full)
+	}
+	want := fmt.Sprintf("%d answers checked against the schema, %d asked again (%d re-asks, $%s)", n, invalid, invalid, reaskCost)
+	if !strings.Contains(stderr, want) {
+		t.Errorf("summary %q does not say %q", stderr, want)
+	}
+}
+
+// TestSchemaViaBatchAlwaysInvalid: through the Batch API, a line whose
+// every answer is invalid ends as invalid_output after --schema-retries
+// follow-up batches, its last content kept and every try paid for; a
+// refused one keeps its refusal; an answer cut off at the output cap is
+// asked again and never parsed; the run exits 1.
+func TestSchemaViaBatchAlwaysInvalid(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		args    []string
+		tries   int
+		batches int
+		check   func(t *testing.T, rs []schemaBatchResult)
+	}{
+		{
+			name:  "invalid and refused",
+			in:    `{"id":"bad","prompt":"review __invalid__"}` + "\n" + `{"id":"no","prompt":"review __refusal__"}` + "\n" + `{"id":"ok","prompt":"review fine"}` + "\n",
+			args:  []string{"--schema-retries", "2"},
+			tries: 3, batches: 3,
+			check: func(t *testing.T, rs []schemaBatchResult) {
+				if c := rs[0].Content; c == nil || !strings.Contains(*c, `"name":12345`) || !strings.Contains(rs[0].Error.Message, "at /name: got number, want string") {
+					t.Errorf("bad: content %v, message %q: want the invalid answer kept and the validator's message", c, rs[0].Error.Message)
+				}
+				if rs[1].Refusal == nil || *rs[1].Refusal != openaitest.RefusalMessage || !strings.Contains(rs[1].Error.Message, "refused") {
+					t.Errorf("no: refusal %v, message %q: want the refusal kept", rs[1].Refusal, rs[1].Error.Message)
+				}
+				if r := rs[2]; r.Error != nil || r.Parsed == nil || r.Attempts != 1 {
+					t.Errorf("ok: error %+v, parsed %s, attempts %d; want parsed in one try", r.Error, r.Parsed, r.Attempts)
+				}
+			},
+		},
+		{
+			name:  "truncated",
+			in:    reviews(3),
+			args:  []string{"--max-tokens", "20", "--schema-retries", "1"},
+			tries: 2, batches: 2,
+			check: func(t *testing.T, rs []schemaBatchResult) {
+				for _, r := range rs {
+					if r.Parsed != nil || r.FinishReason != "length" || r.Content == nil {
+						t.Errorf("%s: parsed %s, finish %s, content %v: want the cut answer kept, never parsed", r.ID, r.Parsed, r.FinishReason, r.Content)
+					}
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newStepClock()
+			s := openaitest.New(openaitest.Config{Now: clk.Now})
+			defer s.Close()
+			g := newGB(t, s.URL())
+			g.seams.Clock = clk
+			out, stderr, code := g.run(context.Background(), tt.in, append([]string{"--via", "batch", "--schema", tenFields}, tt.args...)...)
+			if code != 1 {
+				t.Fatalf("exit status %d, want 1: %s", code, stderr)
+			}
+			rs := parseSchemaBatchResults(t, out)
+			byLine := map[string][]budget.LedgerEntry{}
+			for _, e := range ledger(t, g.dir) {
+				byLine[e.ID] = append(byLine[e.ID], e)
+			}
+			for _, r := range rs {
+				if r.Error == nil && r.Attempts == 1 {
+					continue // the line that fits
+				}
+				if r.Error == nil || r.Error.Type != "invalid_output" || !strings.Contains(r.Error.Message, fmt.Sprintf("in %d tries", tt.tries)) {
+					t.Errorf("%s: error %+v, want invalid_output after %d tries", r.ID, r.Error, tt.tries)
+				}
+				if r.Parsed != nil || r.Attempts != tt.tries || len(byLine[r.ID]) != tt.tries || r.BatchID == "" {
+					t.Errorf("%s: parsed %s, attempts %d, %d ledger lines, batch %q; want none, %d, %d and its last batch", r.ID, r.Parsed, r.Attempts, len(byLine[r.ID]), r.BatchID, tt.tries, tt.tries)
+				}
+				var c budget.Cost
+				var u usage
+				for _, e := range byLine[r.ID] {
+					c += *e.CostUSD
+					u.PromptTokens += e.PromptTokens
+					u.CompletionTokens += e.CompletionTokens
+				}
+				if got := cost(t, r.CostUSD); got != c || c == 0 {
+					t.Errorf("%s: cost_usd %s, want its %d tries' %s", r.ID, got, tt.tries, c)
+				}
+				if r.Usage == nil || r.Usage.PromptTokens != u.PromptTokens || r.Usage.CompletionTokens != u.CompletionTokens {
+					t.Errorf("%s: usage %+v, want its tries' %+v", r.ID, r.Usage, u)
+				}
+			}
+			tt.check(t, rs)
+			if bs := s.BatchStats(); bs.Created != tt.batches {
+				t.Errorf("%d batches, want %d: the first and a follow-up a re-ask", bs.Created, tt.batches)
+			}
+		})
+	}
+}
+
+// TestSchemaViaBatchKilledBeforeFollowUp: a --via batch run killed after
+// its first batch was collected, before or after the follow-up batch of
+// its invalid answers is made, is finished by --resume: every line ends
+// parsed, once; no line is answered by the API more than its tries (the
+// first batch's invalid answers are not bought again, the follow-up's
+// lines are not submitted again), and the ledger counts each answer once.
+func TestSchemaViaBatchKilledBeforeFollowUp(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		made    bool // the follow-up batch was made before the kill
+		created int  // batches made in all
+	}{
+		{"before the follow-up is made", false, 2},
+		{"while the follow-up runs", true, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // a process of its own: nothing of this one is shared
+			srv := openaitest.New(openaitest.Config{Seed: 5, Structured: openaitest.StructuredConfig{InvalidRate: 0.2},
+				Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+			defer srv.Close()
+			dir := t.TempDir()
+			const n = 60
+			in := reviews(n)
+			args := []string{"--via", "batch", "--schema", tenFields}
+			out := filepath.Join(dir, "out.jsonl")
+			f, err := os.Create(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var errb1 bytes.Buffer
+			cmd := command(t, dir, srv.URL(), in, args...)
+			cmd.Stdout, cmd.Stderr = f, &errb1
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			polled := func(k int) func() bool {
+				return func() bool {
+					ids := srv.BatchIDs()
+					return len(ids) == k && len(srv.BatchPolls(ids[k-1])) > 0
+				}
+			}
+			alive := func(what string, cond func() bool) {
+				t.Helper()
+				gone := make(chan struct{})
+				wctx, stop := context.WithCancel(ctx)
+				defer stop()
+				go func() {
+					select {
+					case err := <-exited:
+						exited <- err
+						close(gone)
+						stop()
+					case <-wctx.Done():
+					}
+				}()
+				if err := srv.Wait(wctx, cond); err != nil {
+					select {
+					case <-gone:
+						t.Fatalf("waiting for %s: gptbatch ended: %v: %s", what, <-exited, errb1.String())
+					default:
+					}
+					t.Fatalf("waiting for %s: %v", what, err)
+				}
+			}
+			// A batch is polled only once it is journalled.
+			alive("the first batch to be polled", polled(1))
+			if !tt.made {
+				// The follow-up's upload hangs: the first batch is
+				// collected, and its follow-up not yet made.
+				srv.Hang(1, http.MethodPost, "/v1/files")
+			}
+			srv.FinishBatches()
+			wait := polled(2)
+			if !tt.made {
+				wait = func() bool { return srv.Hung() == 1 }
+			}
+			alive("the follow-up", wait)
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			<-exited
+			f.Close()
+			srv.Hang(0, "", "")
+			if tt.made {
+				srv.FinishBatches()
+			}
+			invalid := 0
+			for _, k := range srv.Structured().Invalid {
+				invalid += k
+			}
+			if invalid == 0 {
+				t.Fatal("no invalid first answer: the test tests nothing")
+			}
+
+			var out2, errb bytes.Buffer
+			cmd = command(t, dir, srv.URL(), in, append(args, "--resume", out)...)
+			cmd.Stdout, cmd.Stderr = &out2, &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.made {
+				// --resume makes the follow-up: it ends once polled.
+				if err := srv.Wait(ctx, polled(2)); err != nil {
+					t.Fatalf("waiting for --resume's follow-up: %v", err)
+				}
+				srv.FinishBatches()
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("--resume: %v: %s", err, errb.String())
+			}
+			prev, _ := os.ReadFile(out)
+			fits := validator(t, tenFields)
+			byLine := map[string][]budget.LedgerEntry{}
+			for _, e := range ledger(t, dir) {
+				byLine[e.ID] = append(byLine[e.ID], e)
+			}
+			done := map[string]int{}
+			for _, r := range append(parseSchemaBatchResults(t, string(prev)), parseSchemaBatchResults(t, out2.String())...) {
+				if r.Error != nil {
+					continue
+				}
+				if err := fits(r.Parsed); err != nil {
+					t.Errorf("%s: parsed %s: %v", r.ID, r.Parsed, err)
+				}
+				done[r.ID]++
+				// The result sums its tries, those of the run killed too.
+				var c budget.Cost
+				for _, e := range byLine[r.ID] {
+					c += *e.CostUSD
+				}
+				if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) {
+					t.Errorf("%s: cost_usd %s, attempts %d; want its %d tries' %s", r.ID, got, r.Attempts, len(byLine[r.ID]), c)
+				}
+			}
+			for i := range n {
+				if id := fmt.Sprint("r", i); done[id] != 1 {
+					t.Errorf("%s parsed %d times over both runs, want once", id, done[id])
+				}
+			}
+			st := srv.BatchStats()
+			if st.Created != tt.created || st.Succeeded != n+invalid {
+				t.Errorf("the fake: %d batches, %d lines answered; want %d and %d: each line once, and once more each invalid answer", st.Created, st.Succeeded, tt.created, n+invalid)
+			}
+			if m := ledgerLines(t, dir); m != n+invalid {
+				t.Errorf("ledger has %d entries, want %d: each answer once", m, n+invalid)
+			}
+			if tt.made {
+				if s := readState(t, dir); s.TokensWithinDay != st.PromptTokens+st.CompletionTokens {
+					t.Errorf("tokens_within_day = %d, the API counted %d: each answer once, and the reservations given back", s.TokensWithinDay, st.PromptTokens+st.CompletionTokens)
+				}
+			}
+		})
 	}
 }

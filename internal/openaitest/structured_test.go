@@ -2,13 +2,16 @@ package openaitest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	openai "github.com/sashabaranov/go-openai"
 )
 
 // extraction is a schema of the kind extraction runs use, every keyword
@@ -247,6 +250,86 @@ func TestStructuredFormatRefused(t *testing.T) {
 		r := post(t, s, "", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"response_format":`+f+`}`)
 		if r.status != http.StatusBadRequest || !bytes.Contains(r.body, []byte("response_format")) {
 			t.Errorf("response_format %s: status %d %s, want a 400 naming it", f, r.status, r.body)
+		}
+	}
+}
+
+// TestStructuredBatchAnswersAsSync: batch lines held to a schema are
+// answered by the generator that answers synchronous requests: with the
+// same seed, the same prompts get the same answers, invalid ones alike, and
+// a line asked again in a later batch is answered validly.
+func TestStructuredBatchAnswersAsSync(t *testing.T) {
+	const n = 120
+	cfg := Config{Seed: 7, Structured: StructuredConfig{InvalidRate: 0.25}}
+	chatBody := func(prompt string) string {
+		return fmt.Sprintf(`{"model":"gpt-4o-mini","max_tokens":400,"messages":[{"role":"user","content":%q}],"response_format":{"type":"json_schema","json_schema":{"name":"x","strict":true,"schema":%s}}}`, prompt, compact(json.RawMessage(extraction)))
+	}
+	batchOf := func(s *Server, prompts []string) map[string]structuredAnswer {
+		t.Helper()
+		c := client(s, "k")
+		var in bytes.Buffer
+		for i, p := range prompts {
+			fmt.Fprintf(&in, `{"custom_id":"q%d","method":"POST","url":"/v1/chat/completions","body":%s}`+"\n", i, chatBody(p))
+		}
+		ctx := context.Background()
+		f, err := c.CreateFileBytes(ctx, openai.FileBytesRequest{Name: "in.jsonl", Bytes: in.Bytes(), Purpose: openai.PurposeBatch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := c.CreateBatch(ctx, openai.CreateBatchRequest{InputFileID: f.ID, Endpoint: openai.BatchEndpointChatCompletions})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.FinishBatches()
+		got := map[string]structuredAnswer{}
+		for _, l := range content(t, c, retrieve(t, c, b.ID).OutputFileID) {
+			var resp response
+			if err := json.Unmarshal(l.Response.Body, &resp); err != nil {
+				t.Fatal(err)
+			}
+			ch := resp.Choices[0]
+			a := structuredAnswer{finish: ch.FinishReason, prompt: resp.Usage.PromptTokens, completion: resp.Usage.CompletionTokens}
+			if ch.Message.Content != nil {
+				a.content = *ch.Message.Content
+			}
+			if ch.Message.Refusal != nil {
+				a.refusal = *ch.Message.Refusal
+			}
+			var i int
+			fmt.Sscanf(l.CustomID, "q%d", &i)
+			got[prompts[i]] = a
+		}
+		if len(got) != len(prompts) {
+			t.Fatalf("batch answered %d lines, want %d", len(got), len(prompts))
+		}
+		return got
+	}
+	prompts := make([]string, n)
+	for i := range prompts {
+		prompts[i] = fmt.Sprintf("review %d", i)
+	}
+	sync, batch := newServer(t, cfg), newServer(t, cfg)
+	got := batchOf(batch, prompts)
+	check := compileSchema(t, extraction)
+	var again []string
+	for _, p := range prompts {
+		want := askChat(t, sync, extraction, p)
+		if a := got[p]; a != want {
+			t.Errorf("%s: batch answered %+v, synchronously %+v", p, a, want)
+		}
+		if a := got[p]; a.refusal != "" || a.finish != "stop" || fits(check, a.content) != nil {
+			again = append(again, p)
+		}
+	}
+	if len(again) < n/8 || len(again) > n*3/8 {
+		t.Fatalf("%d of %d batch answers invalid, want about a quarter", len(again), n)
+	}
+	if st, want := batch.Structured(), sync.Structured(); st.Answered != want.Answered || !maps.Equal(st.Invalid, want.Invalid) {
+		t.Errorf("Structured() after the batch = %+v, after the same requests synchronously %+v", st, want)
+	}
+	for p, a := range batchOf(batch, again) {
+		if a.finish != "stop" || fits(check, a.content) != nil {
+			t.Errorf("%s asked again in a second batch: %q (finish %s), want an answer that fits", p, a.content, a.finish)
 		}
 	}
 }
