@@ -62,7 +62,7 @@ func (r *runner) collectBatches(ctx context.Context, br *batchRun, in <-chan *tb
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		c := &collector{r: r, api: api, t: t, b: b, results: results, retrySet: map[int32]bool{}, seen: map[int32]bool{}, seenForeign: map[string]bool{}}
+		c := newCollector(r, api, t, b, results)
 		res, err := c.collect(ctx, j)
 		if err != nil {
 			return err
@@ -106,6 +106,7 @@ type collector struct {
 	api      *batchapi.Client
 	t        *tracker
 	b        *tbatch
+	endpoint string // b's: every line of a batch goes to its one endpoint
 	retry    []int32
 	retrySet map[int32]bool
 	settle   []budget.Settlement
@@ -132,6 +133,28 @@ type collector struct {
 	skipped int // settlements an earlier run made (b.settled) and this one skipped
 	started time.Time
 	kr      cache.Keyer // keys the answers kept in the response cache
+}
+
+// newCollector is the collector of batch b, which sends its results on
+// results.
+func newCollector(r *runner, api *batchapi.Client, t *tracker, b *tbatch, results chan<- []spooled) *collector {
+	return &collector{
+		r: r, api: api, t: t, b: b, endpoint: endpointOf(b.endpoint), results: results,
+		retrySet: map[int32]bool{}, seen: map[int32]bool{}, seenForeign: map[string]bool{},
+	}
+}
+
+// itemOf is the item of a line of the batch, by its record, enough to
+// build its result.
+func (c *collector) itemOf(rec lineRecord, tries int) *item {
+	it := &item{
+		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
+		endpoint: c.endpoint, single: rec.Single, floats: rec.Floats,
+	}
+	it.prices = c.r.cfg.Prices
+	it.price, _ = it.prices.Lookup(rec.Model)
+	it.setTier(budget.TierBatch)
+	return it
 }
 
 // collect turns an ended batch into its lines' results: the answers and
@@ -605,7 +628,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	r, b := c.r, c.b
 	// Read in one pass, its answer with it, by the decoder that reads the
 	// synchronous answers: collection is bound by it.
-	endpoint := endpointOf(b.endpoint)
+	endpoint := c.endpoint
 	ol, err := readOutputLine(endpoint, raw)
 	if err != nil {
 		return lineOutcome{seq: -1, bad: err}
@@ -621,7 +644,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		// answer was paid for, so the ledger has it all the same.
 		rec = lineRecord{ID: ol.customID, Model: b.model}
 	}
-	it := itemOf(rec, tries, r.cfg.Prices)
+	it := c.itemOf(rec, tries)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
 		Endpoint: endpoint, Via: "batch", BatchID: b.id,
