@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,11 +21,13 @@ import (
 	"strings"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	openai "github.com/sashabaranov/go-openai"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/batchapi"
+	"github.com/gptbatch/gptbatch/internal/cache"
 	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
@@ -129,6 +132,7 @@ type collector struct {
 	heads   *heads
 	skipped int // settlements an earlier run made (b.settled) and this one skipped
 	started time.Time
+	kr      cache.Keyer // keys the answers kept in the response cache
 }
 
 // newCollector is the collector of batch b, which sends its results on
@@ -471,6 +475,11 @@ type lineOutcome struct {
 	held  held
 	cost  budget.Cost
 	reask *batchReask
+	// keep is the answer's body as received, for the response cache: set
+	// when there is one and the answer is complete (see complete).
+	keep      []byte
+	keepModel string
+	keepCost  int64 // picodollars; negative when its price is unknown
 }
 
 // parseBlock parses a block of lines: it may run on any goroutine.
@@ -530,7 +539,11 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 			return err
 		}
 		c.pending = append(c.pending, sp)
+		return c.keep(ctx, o)
 	default:
+		if err := c.keep(ctx, o); err != nil {
+			return err
+		}
 		sp, err := c.t.spool(o.seq, o.res)
 		if err != nil {
 			return err
@@ -688,6 +701,13 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 			}
 			res.BatchID = b.id
 			o.res = appendResult(nil, res)
+			// Kept only as the answer to the line's request as the input
+			// gave it: a follow-up's (--schema) is to another request.
+			if r.cache != nil && ans.invalid == nil && h.origAt == 0 {
+				if body := responseBody(raw); body != nil && complete(endpoint, body) {
+					o.keep, o.keepModel, o.keepCost = body, res.Model, costOf(res.CostUSD)
+				}
+			}
 		}
 		return o
 	case ol.status != 0:
@@ -841,4 +861,39 @@ func (c *collector) fail(seq int32, typ, msg string, status int) error {
 	}
 	c.done = append(c.done, sp)
 	return nil
+}
+
+// keep hands the answer of o, if it is one to keep, to the response
+// cache's writer, under the key of the line's request as sent: the key a
+// synchronous run of the same line looks up. A line whose request cannot
+// be read back or keyed is not kept; the batch goes on.
+func (c *collector) keep(ctx context.Context, o *lineOutcome) error {
+	if o.keep == nil || c.r.cache.off.Load() {
+		return nil
+	}
+	rec, body, err := c.t.record(o.seq, true)
+	if err != nil {
+		return nil
+	}
+	k, err := c.kr.Key(rec.URL, c.r.cfg.BaseURL, body)
+	if err != nil {
+		return nil
+	}
+	f := &flight{key: k, endpoint: endpointOf(rec.URL), body: o.keep, model: o.keepModel, cost: o.keepCost}
+	o.keep = nil
+	return send(ctx, c.r.cache.puts, f)
+}
+
+// responseBody is the response body of a line of a batch's output file, as
+// received; nil when it has none.
+func responseBody(line []byte) []byte {
+	var l struct {
+		Response *struct {
+			Body json.RawMessage `json:"body"`
+		} `json:"response"`
+	}
+	if gojson.Unmarshal(line, &l) != nil || l.Response == nil || len(l.Response.Body) == 0 {
+		return nil
+	}
+	return bytes.Clone(l.Response.Body)
 }
