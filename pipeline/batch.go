@@ -14,7 +14,6 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/batchapi"
-	"github.com/gptbatch/gptbatch/jsonl"
 )
 
 // --via batch stands in for admit, fetch and settle with four stages,
@@ -358,18 +357,6 @@ func (t *tracker) put(b *tbatch, try bool, seqs ...int32) {
 			t.slots[s].tries++
 		}
 	}
-}
-
-// itemOf is the item a line's record describes, enough to build its result.
-func itemOf(rec lineRecord, tries int, prices *budget.Prices) *item {
-	it := &item{
-		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
-		endpoint: endpointOf(rec.URL), single: rec.Single, floats: rec.Floats,
-	}
-	it.prices = prices
-	it.price, _ = prices.Lookup(rec.Model)
-	it.setTier(budget.TierBatch)
-	return it
 }
 
 // batchRun is what the stages of a --via batch run share: the Batch API's

@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,11 +21,13 @@ import (
 	"strings"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	openai "github.com/sashabaranov/go-openai"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/batchapi"
+	"github.com/gptbatch/gptbatch/internal/cache"
 	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
@@ -59,7 +62,7 @@ func (r *runner) collectBatches(ctx context.Context, br *batchRun, in <-chan *tb
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		c := &collector{r: r, api: api, t: t, b: b, results: results, retrySet: map[int32]bool{}, seen: map[int32]bool{}, seenForeign: map[string]bool{}}
+		c := newCollector(r, api, t, b, results)
 		res, err := c.collect(ctx, j)
 		if err != nil {
 			return err
@@ -103,6 +106,7 @@ type collector struct {
 	api      *batchapi.Client
 	t        *tracker
 	b        *tbatch
+	endpoint string // b's: every line of a batch goes to its one endpoint
 	retry    []int32
 	retrySet map[int32]bool
 	settle   []budget.Settlement
@@ -128,6 +132,29 @@ type collector struct {
 	heads   *heads
 	skipped int // settlements an earlier run made (b.settled) and this one skipped
 	started time.Time
+	kr      cache.Keyer // keys the answers kept in the response cache
+}
+
+// newCollector is the collector of batch b, which sends its results on
+// results.
+func newCollector(r *runner, api *batchapi.Client, t *tracker, b *tbatch, results chan<- []spooled) *collector {
+	return &collector{
+		r: r, api: api, t: t, b: b, endpoint: endpointOf(b.endpoint), results: results,
+		retrySet: map[int32]bool{}, seen: map[int32]bool{}, seenForeign: map[string]bool{},
+	}
+}
+
+// itemOf is the item of a line of the batch, by its record, enough to
+// build its result.
+func (c *collector) itemOf(rec lineRecord, tries int) *item {
+	it := &item{
+		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
+		endpoint: c.endpoint, single: rec.Single, floats: rec.Floats,
+	}
+	it.prices = c.r.cfg.Prices
+	it.price, _ = it.prices.Lookup(rec.Model)
+	it.setTier(budget.TierBatch)
+	return it
 }
 
 // collect turns an ended batch into its lines' results: the answers and
@@ -448,6 +475,11 @@ type lineOutcome struct {
 	held  held
 	cost  budget.Cost
 	reask *batchReask
+	// keep is the answer's body as received, for the response cache: set
+	// when there is one and the answer is complete (see complete).
+	keep      []byte
+	keepModel string
+	keepCost  int64 // picodollars; negative when its price is unknown
 }
 
 // parseBlock parses a block of lines: it may run on any goroutine.
@@ -512,7 +544,11 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 			return err
 		}
 		c.pending = append(c.pending, sp)
+		return c.keep(ctx, o)
 	default:
+		if err := c.keep(ctx, o); err != nil {
+			return err
+		}
 		sp, err := c.t.spool(o.seq, o.res)
 		if err != nil {
 			return err
@@ -597,7 +633,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	r, b := c.r, c.b
 	// Read in one pass, its answer with it, by the decoder that reads the
 	// synchronous answers: collection is bound by it.
-	endpoint := endpointOf(b.endpoint)
+	endpoint := c.endpoint
 	ol, err := readOutputLine(endpoint, raw)
 	if err != nil {
 		return lineOutcome{seq: -1, bad: err}
@@ -613,7 +649,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		// answer was paid for, so the ledger has it all the same.
 		rec = lineRecord{ID: ol.customID, Model: b.model}
 	}
-	it := itemOf(rec, tries, r.cfg.Prices)
+	it := c.itemOf(rec, tries)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
 		Endpoint: endpoint, Via: "batch", BatchID: b.id,
@@ -670,6 +706,13 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 				}
 			}
 			o.res = appendResult(nil, res)
+			// Kept only as the answer to the line's request as the input
+			// gave it: a follow-up's (--schema) is to another request.
+			if r.cache != nil && ans.invalid == nil && h.origAt == 0 {
+				if body := responseBody(raw); body != nil && complete(endpoint, body) {
+					o.keep, o.keepModel, o.keepCost = body, res.Model, costOf(res.CostUSD)
+				}
+			}
 		}
 		return o
 	case ol.status != 0:
@@ -829,4 +872,39 @@ func (c *collector) fail(seq int32, typ, msg string, status int) error {
 	}
 	c.done = append(c.done, sp)
 	return nil
+}
+
+// keep hands the answer of o, if it is one to keep, to the response
+// cache's writer, under the key of the line's request as sent: the key a
+// synchronous run of the same line looks up. A line whose request cannot
+// be read back or keyed is not kept; the batch goes on.
+func (c *collector) keep(ctx context.Context, o *lineOutcome) error {
+	if o.keep == nil || c.r.cache.off.Load() {
+		return nil
+	}
+	rec, body, err := c.t.record(o.seq, true)
+	if err != nil {
+		return nil
+	}
+	k, err := c.kr.Key(rec.URL, c.r.cfg.BaseURL, body)
+	if err != nil {
+		return nil
+	}
+	f := &flight{key: k, endpoint: endpointOf(rec.URL), body: o.keep, model: o.keepModel, cost: o.keepCost}
+	o.keep = nil
+	return send(ctx, c.r.cache.puts, f)
+}
+
+// responseBody is the response body of a line of a batch's output file, as
+// received; nil when it has none.
+func responseBody(line []byte) []byte {
+	var l struct {
+		Response *struct {
+			Body json.RawMessage `json:"body"`
+		} `json:"response"`
+	}
+	if gojson.Unmarshal(line, &l) != nil || l.Response == nil || len(l.Response.Body) == 0 {
+		return nil
+	}
+	return bytes.Clone(l.Response.Body)
 }

@@ -36,7 +36,8 @@ type plannedFile struct {
 
 // planBatches is a dry run's stand-in for the batch sender: it passes the
 // lines on to the estimates' writer and works out how the real run would
-// split them into batch files, which DrySummary says.
+// split them into batch files, which DrySummary says. A line the response
+// cache answers goes in none.
 func (r *runner) planBatches(ctx context.Context, in <-chan *item, out chan<- *item) error {
 	defer close(out)
 	o := r.cfg.Batch
@@ -45,7 +46,7 @@ func (r *runner) planBatches(ctx context.Context, in <-chan *item, out chan<- *i
 	files := map[chunkKey][]plannedFile{}
 	est := map[chunkKey]int64{}
 	for it := range in {
-		if it.result == nil && dayCheck(day, it.est) == nil {
+		if it.result == nil && it.cached == nil && dayCheck(day, it.est) == nil {
 			url := it.batchURL()
 			key := chunkKey{url, it.model}
 			n := int64(len(batchLine(it.req.Line, url, it.body)))

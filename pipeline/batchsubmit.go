@@ -193,6 +193,13 @@ func (s *submitter) run(ctx context.Context, in <-chan *item, back <-chan collec
 // and its place in a claimed batch or in a batch file.
 func (s *submitter) add(ctx context.Context, it *item) error {
 	t, r := s.t, s.r
+	if it.result == nil && it.cached != nil && r.stop.stopped() == nil {
+		// The response cache answers it: it goes in no batch.
+		if res := r.serve(ctx, it); res != nil {
+			return s.result(ctx, t.add(it.req.Line, -1), res)
+		}
+		it.cached = nil // a stored answer that cannot be read: sent
+	}
 	if it.result == nil {
 		if why := r.stop.stopped(); why != nil {
 			it.result = why.result(it.req)

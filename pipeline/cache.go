@@ -209,7 +209,9 @@ func (r *runner) lookup(ctx context.Context, in <-chan *item, out chan<- *item) 
 // look keys a block of lines and looks them up. A twin is found by the
 // flights before the store is asked: a flight lets go only once its
 // answer is stored, so a key neither knows has never been answered.
-// A dry run only reads: it has hits, but neither flights nor twins.
+// A dry run only reads, and the Batch API's route only reads here (its
+// answers are stored as they are collected): they have hits, but neither
+// flights nor twins.
 func (r *runner) look(ctx context.Context, kr *cache.Keyer, block []*item) {
 	c := r.cache
 	var ask []*item
@@ -248,7 +250,9 @@ func (r *runner) look(ctx context.Context, kr *cache.Keyer, block []*item) {
 			it.cached = &cached{entry: found[i]}
 			continue
 		}
-		if r.cfg.DryRun {
+		if r.cfg.DryRun || r.cfg.Via == ViaBatch {
+			// A dry run only reads. A batch's answers come hours later,
+			// in the collector: a twin would hold its line back that long.
 			continue
 		}
 		c.mu.Lock()

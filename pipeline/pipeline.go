@@ -121,8 +121,9 @@ type Config struct {
 
 	// Cache, if set, answers the requests it holds an answer to and keeps
 	// the complete answers of the others (see cache.go); a dry run only
-	// looks. Its failures mid-run are warnings. The Batch API's route does
-	// not use it yet.
+	// looks. Its failures mid-run are warnings. It sits before the routes
+	// part: on the Batch API's route, a line it answers goes in no batch,
+	// and the answers collected are kept.
 	Cache cache.Store
 
 	// Abort, closed by a second signal, stops at once: calls in flight
@@ -227,7 +228,7 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	if !r.cfg.DryRun {
 		r.client = newClient(r.cfg.BaseURL, r.cfg.Key, r.cfg.Parallel)
 	}
-	if r.cfg.Cache != nil && r.cfg.Via != ViaBatch {
+	if r.cfg.Cache != nil {
 		r.cache = newCacheRun(r.cfg.Cache, r.cfg.Parallel)
 	}
 	r.retry = retry.Policy{Retries: r.cfg.Retries, Jitter: r.cfg.Jitter}
@@ -335,7 +336,16 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		results := make(chan *jsonl.Result, p)
 		g.Go(func() error { return r.submitBatches(gctx, br, held, toPoll, unsent, back) })
 		g.Go(func() error { return r.pollBatches(gctx, br.api, toPoll, toCollect) })
-		g.Go(func() error { return r.collectBatches(gctx, br, toCollect, back, answered) })
+		g.Go(func() error {
+			if r.cache != nil {
+				// The answers to store come from the collector.
+				defer close(r.cache.puts)
+			}
+			return r.collectBatches(gctx, br, toCollect, back, answered)
+		})
+		if r.cache != nil {
+			g.Go(func() error { return r.storeAnswers(gctx) })
+		}
 		g.Go(func() error { return r.orderBatchResults(gctx, br.lines, unsent, answered, results) })
 		g.Go(func() error { return r.emit(gctx, results, out) })
 	default:

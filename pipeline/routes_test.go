@@ -153,7 +153,7 @@ func batchResultLine(t *testing.T, endpoint, line, body string) string {
 	b := &tbatch{id: "batch_1", endpoint: url, model: it.model}
 	tr.register(b)
 	tr.put(b, true, seq)
-	c := &collector{r: r, t: tr, b: b, retrySet: map[int32]bool{}}
+	c := newCollector(r, nil, tr, b, nil)
 	out := c.parseLine([]byte(`{"id":"batch_req_1","custom_id":"line-1","response":{"status_code":200,"request_id":"req_1","body":` + body + `},"error":null}`))
 	if out.bad != nil || out.res == nil {
 		t.Fatalf("parseLine: %v, result %q", out.bad, out.res)

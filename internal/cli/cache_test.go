@@ -198,18 +198,3 @@ func TestCacheCommandDamaged(t *testing.T) {
 		t.Errorf("the damaged file is still there: %v", err)
 	}
 }
-
-// The Batch API's route does not use the cache yet: --cache with --via
-// batch is refused before anything is sent, not ignored.
-func TestBatchRefusesCacheForNow(t *testing.T) {
-	ctx := context.Background()
-	g, _ := cacheGB(t)
-	_, stderr, code := g.run(ctx, prompts(2), "--dry-run", "--via", "batch", "--cache")
-	if code != exitUsage || !strings.Contains(stderr, "--cache with --via batch") {
-		t.Errorf("gptbatch --via batch --cache: exit %d, %q; want 2, saying --cache is not used there yet", code, stderr)
-	}
-	t.Setenv("GPTBATCH_CACHE", "on")
-	if out, stderr, code := g.run(ctx, prompts(2), "--dry-run", "--via", "batch", "--no-cache"); code != 0 || strings.Count(out, "\n") != 2 {
-		t.Errorf("gptbatch --via batch --no-cache with GPTBATCH_CACHE=on: exit %d, %q, %q; want the dry run", code, out, stderr)
-	}
-}

@@ -611,3 +611,81 @@ type stillClock struct{}
 
 func (stillClock) Now() time.Time                       { return time.Now() }
 func (stillClock) After(time.Duration) <-chan time.Time { return nil }
+
+// With --via batch, the lines the cache answers go in no batch: a batch run
+// again creates no batch and uploads no file, and its results are the
+// first's but for batch_id, cached, cost_usd, attempts and latency_ms;
+// with 10 lines new, one batch of those 10. The two routes share the
+// cache: what a synchronous run paid for, a batch run gets as hits, and
+// the other way round; a dry run plans batch files for the new lines only.
+func TestCacheViaBatch(t *testing.T) {
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Key: testKey})
+	t.Cleanup(srv.Close)
+	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
+	g.args = append(g.args, "--cache="+filepath.Join(g.dir, "answers.db"), "--batch-tokens", "0", "--rpm", "0")
+	batch := []string{"--via", "batch"}
+	in := sayRange(0, 200)
+	first := g.mustRun(in, batch...)
+	if st := srv.BatchStats(); st.Created != 1 || st.Succeeded != 200 {
+		t.Fatalf("first run: %d batches, %d lines answered; want 1 and 200", st.Created, st.Succeeded)
+	}
+	checkSaid(t, "first run", first, 0, 200)
+	if n := cachedLines(t, first); n != 0 {
+		t.Errorf("first run: %d cached results, want 0", n)
+	}
+
+	before := srv.BatchStats()
+	var second, stderr string
+	n := sent(srv, func() {
+		var code int
+		second, stderr, code = g.loud().run(context.Background(), in, batch...)
+		if code != 0 {
+			t.Fatalf("second run: exit %d: %s", code, stderr)
+		}
+	})
+	if st := srv.BatchStats(); n != 0 || st.Created != before.Created || st.Uploads != before.Uploads {
+		t.Errorf("second run: %d requests, %d batches and %d files made; want none", n, st.Created-before.Created, st.Uploads-before.Uploads)
+	}
+	if n := cachedLines(t, second); n != 200 {
+		t.Errorf("second run: %d cached results, want 200", n)
+	}
+	if !strings.Contains(stderr, "200 answered from the cache") {
+		t.Errorf("second run: the summary %q does not count the 200 hits", stderr)
+	}
+	a, b := linesBut(t, first), linesBut(t, second)
+	for i := range a {
+		delete(a[i], "batch_id")
+		if !reflect.DeepEqual(a[i], b[i]) {
+			t.Fatalf("result %d: first run %v, second %v", i+1, a[i], b[i])
+		}
+	}
+
+	// 10 new lines among the 200: one batch of those 10. A dry run plans
+	// it first.
+	in = sayRange(0, 210)
+	dry, stderr, code := g.run(context.Background(), in, "--via", "batch", "--dry-run")
+	if code != 0 || strings.Count(dry, `"cached":true`) != 200 || !strings.Contains(stderr, "in 1 batch files:") || !strings.Contains(stderr, ": 10 lines (") {
+		t.Errorf("dry run: exit %d, %d cached estimates, stderr %q; want 200 cached and 1 batch file of 10 lines planned", code, strings.Count(dry, `"cached":true`), stderr)
+	}
+	before = srv.BatchStats()
+	third := g.mustRun(in, batch...)
+	if st := srv.BatchStats(); st.Created != before.Created+1 || st.Lines != before.Lines+10 {
+		t.Errorf("10 new lines: %d batches of %d lines, want 1 of 10", st.Created-before.Created, st.Lines-before.Lines)
+	}
+	checkSaid(t, "10 new lines", third, 0, 210)
+	if n := cachedLines(t, third); n != 200 {
+		t.Errorf("10 new lines: %d cached results, want 200", n)
+	}
+
+	// One cache for both routes.
+	if n := sent(srv, func() { g.mustRun(in) }); n != 0 {
+		t.Errorf("a synchronous run of the lines a batch answered: %d requests, want 0", n)
+	}
+	g.mustRun(sayRange(300, 320))
+	before = srv.BatchStats()
+	if out := g.mustRun(sayRange(300, 320), batch...); cachedLines(t, out) != 20 || srv.BatchStats().Created != before.Created {
+		t.Errorf("a batch run of lines a synchronous run answered: %d cached, %d batches; want 20 and none", cachedLines(t, out), srv.BatchStats().Created-before.Created)
+	}
+}

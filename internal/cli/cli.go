@@ -113,12 +113,6 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "cache prune":
 		err = c.CacheCmd.prune(ctx, &c.runCmd, stdout)
 	default:
-		if c.runCmd.Cache.on && c.runCmd.Via == "batch" {
-			// Refused, not silently ignored, until the Batch API's route
-			// answers from the cache too.
-			err = usageError(errors.New("--cache with --via batch: the Batch API's route does not use the response cache yet; run with --via sync, or without the cache (--no-cache, GPTBATCH_CACHE=off)"))
-			break
-		}
 		err = c.runCmd.run(ctx, stdin, stdout, stderr)
 	}
 	return exitStatus(err, stderr)

@@ -518,7 +518,7 @@ func (sc scenario) measure(bin, dir string) (measure, error) {
 	m.wall = time.Since(start)
 	st := srv.Stats()
 	m.requests, m.limited = st.Requests-warmed, st.RateLimited
-	if !st.First.IsZero() {
+	if !st.First.IsZero() && m.requests > 0 { // the run before (warm) made any earlier ones
 		m.startup = st.First.Sub(start)
 		for _, r := range srv.Requests() {
 			if r.Status == http.StatusTooManyRequests && r.At.Sub(st.First) > 2*time.Second {
