@@ -78,7 +78,7 @@ func TestRecordCodec(t *testing.T) {
 	for _, rec := range []lineRecord{
 		{ID: "q1", Line: 17, Model: "gpt-4o-mini", URL: jsonl.URL(jsonl.EndpointChat), Metadata: json.RawMessage(`{"a":1}`), Prompt: 9, EstTokens: 265, EstCost: 123456, Priced: true, Single: true, Floats: true, Hash: "h"},
 		{ID: "", Line: 1},
-		{ID: "q2", Line: 2, Hash: "h", Held: held{kind: heldOwn, reasks: 2, origAt: 4097, prior: tries{n: 2, usage: jsonl.Usage{PromptTokens: 300, CompletionTokens: 80, TotalTokens: 380, CachedTokens: 128, ReasoningTokens: 64}, cost: 98765}}},
+		{ID: "q2", Line: 2, Hash: "h", Held: held{kind: heldOwn, reasks: 2, origAt: 4097, prior: tries{n: 2, usage: jsonl.Usage{PromptTokens: 300, CompletionTokens: 80, TotalTokens: 380, CachedTokens: 128, ReasoningTokens: 64}, cost: 98765}, lastAt: 77}},
 	} {
 		got, err := parseRecord(appendRecord(nil, &rec))
 		if err != nil || !reflect.DeepEqual(got, rec) {

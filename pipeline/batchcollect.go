@@ -522,6 +522,11 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 	switch {
 	case o.seq < 0:
 	case o.reask != nil:
+		last, err := c.t.results.append(o.reask.last, nil)
+		if err != nil {
+			return err
+		}
+		o.reask.rec.Held.lastAt = last + 1
 		off, err := c.t.records.append(appendRecord(nil, &o.reask.rec), o.reask.body)
 		if err != nil {
 			return err
@@ -692,6 +697,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 			entry.CostUSD, o.st.Cost = &cost, cost
 		}
 		if o.seq >= 0 {
+			res.BatchID = b.id
 			if it.schema != nil {
 				o.held, o.cost = h, cost
 				if o.reask = r.checkBatch(it, rec, h, origOff, orig, ans, res); o.reask != nil {
@@ -699,7 +705,6 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 					return o
 				}
 			}
-			res.BatchID = b.id
 			o.res = appendResult(nil, res)
 			// Kept only as the answer to the line's request as the input
 			// gave it: a follow-up's (--schema) is to another request.
@@ -734,6 +739,9 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
 	res.Attempts = tries
 	res.BatchID = b.id
+	if last := c.t.lastAnswer(rec, tries, typ, "asking again failed: "+msg); last != nil {
+		res = last
+	}
 	o.res = appendResult(nil, res)
 	return o
 }
@@ -855,6 +863,9 @@ func (c *collector) fail(seq int32, typ, msg string, status int) error {
 	res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
 	res.Attempts = int(c.t.slot(seq).tries)
 	res.BatchID = c.b.id
+	if last := c.t.lastAnswer(rec, res.Attempts, typ, "asking again failed: "+msg); last != nil {
+		res = last
+	}
 	sp, err := c.t.spool(seq, appendResult(nil, res))
 	if err != nil {
 		return err

@@ -42,6 +42,10 @@ type held struct {
 	// in the records spool, plus one; 0: this record is.
 	origAt int64
 	prior  tries // the answers of its earlier tries, paid for
+	// lastAt is where the result of its last answer, which did not fit,
+	// is in the results spool, plus one; 0: none. It is the line's result
+	// if its re-ask fails.
+	lastAt int64
 }
 
 // heldOf is how it, a line going into a batch file, is held: it is its
@@ -64,7 +68,7 @@ func appendHeld(b []byte, h *held) []byte {
 		return b
 	}
 	u := h.prior.usage
-	for _, v := range []int64{int64(h.reasks), h.origAt, int64(h.prior.n), u.PromptTokens, u.CompletionTokens, u.CachedTokens, u.ReasoningTokens, int64(h.prior.cost)} {
+	for _, v := range []int64{int64(h.reasks), h.origAt, int64(h.prior.n), u.PromptTokens, u.CompletionTokens, u.CachedTokens, u.ReasoningTokens, int64(h.prior.cost), h.lastAt} {
 		b = binary.AppendVarint(b, v)
 	}
 	return b
@@ -82,7 +86,7 @@ func parseHeld(b []byte) (held, []byte, error) {
 	if h.kind == heldNone {
 		return h, b, nil
 	}
-	var v [8]int64
+	var v [9]int64
 	for i := range v {
 		x, n := binary.Varint(b)
 		if n <= 0 {
@@ -93,7 +97,7 @@ func parseHeld(b []byte) (held, []byte, error) {
 	h.reasks, h.origAt, h.prior.n = int(v[0]), v[1], int(v[2])
 	h.prior.usage = jsonl.Usage{PromptTokens: v[3], CompletionTokens: v[4], CachedTokens: v[5], ReasoningTokens: v[6]}
 	h.prior.usage.TotalTokens = v[3] + v[4]
-	h.prior.cost = budget.Cost(v[7])
+	h.prior.cost, h.lastAt = budget.Cost(v[7]), v[8]
 	return h, b, nil
 }
 
@@ -116,10 +120,12 @@ func (r *runner) heldSchema(h held, endpoint string, orig func() ([]byte, error)
 }
 
 // batchReask is the re-ask of a --via batch line, to go in a follow-up
-// batch: its record and the body it sends.
+// batch: its record and the body it sends, and the line's result should
+// the re-ask fail: its last answer, paid for (appendResult's encoding).
 type batchReask struct {
 	rec  lineRecord
 	body []byte
+	last []byte
 }
 
 // checkBatch finishes res, the result a decoder made of ans, the answer a
@@ -137,6 +143,9 @@ func (r *runner) checkBatch(it *item, rec lineRecord, h held, origOff int64, ori
 	if ans.invalid != nil && h.reasks < r.cfg.SchemaRetries {
 		next, err := r.batchReask(it, rec, h, origOff, orig, ans)
 		if err == nil {
+			last := *res
+			sum.set(&last, it.priced)
+			next.last = appendResult(nil, &last)
 			return next
 		}
 		why = "not asked again: " + err.Error()
@@ -181,6 +190,30 @@ func (r *runner) batchReask(it *item, rec lineRecord, h held, origOff int64, ori
 	// Hash stays the original request's: --resume claims the re-ask by
 	// the input line it answers.
 	return &batchReask{rec: nrec, body: next.body}, nil
+}
+
+// lastAnswer is, for the line of record rec whose re-ask failed (why),
+// the result of its last answer, which did not fit and was paid for:
+// invalid_output, its message saying why it was not asked again, and
+// attempts every batch the line was in. Nil when it has none (a first
+// try, a line resumed from a follow-up), or when typ, the failure's type,
+// is one --resume mends (interrupted, network): then the line's result is
+// the failure.
+func (t *tracker) lastAnswer(rec lineRecord, attempts int, typ, why string) *jsonl.Result {
+	if rec.Held.lastAt == 0 || typ == jsonl.ErrInterrupted || typ == jsonl.ErrNetwork {
+		return nil
+	}
+	head, _, err := t.results.read(rec.Held.lastAt-1, false)
+	if err != nil {
+		return nil
+	}
+	res, err := parseResult(head)
+	if err != nil || res.Error == nil {
+		return nil
+	}
+	res.Error.Message += " (" + why + ")"
+	res.Attempts = attempts
+	return res
 }
 
 // countBatch adds an answer to a --via batch line held as h to the run's

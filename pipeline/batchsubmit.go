@@ -864,6 +864,9 @@ func (s *submitter) failSeqs(ctx context.Context, seqs []int32, typ, msg string,
 		res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
 		res.Attempts = int(s.t.slot(seq).tries)
 		res.BatchID = batchID
+		if last := s.t.lastAnswer(rec, res.Attempts, typ, "not asked again: "+msg); last != nil {
+			res = last
+		}
 		sp, err := s.t.spool(seq, appendResult(nil, res))
 		if err != nil {
 			return err

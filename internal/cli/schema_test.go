@@ -877,3 +877,32 @@ func TestSchemaViaBatchKilledBeforeFollowUp(t *testing.T) {
 		})
 	}
 }
+
+// TestSchemaViaBatchReaskFails: a line whose follow-up fails for good (a
+// 500 past --retries) keeps the answer it paid for: invalid_output with
+// its content, usage and cost, saying that asking again failed.
+func TestSchemaViaBatchReaskFails(t *testing.T) {
+	clk := newStepClock()
+	s := openaitest.New(openaitest.Config{Now: clk.Now})
+	defer s.Close()
+	g := newGB(t, s.URL())
+	g.seams.Clock = clk
+	// The validator's message names the field, and the re-ask sends it:
+	// the fake fails a request whose last user message says __status_500__.
+	doc := `{"type":"object","properties":{"__status_500__":{"type":"string"}},"required":["__status_500__"],"additionalProperties":false}`
+	out, stderr, code := g.run(context.Background(), `{"id":"bad","prompt":"review __invalid__"}`+"\n", "--via", "batch", "--schema", doc, "--retries", "0")
+	if code != 1 {
+		t.Fatalf("exit status %d, want 1: %s", code, stderr)
+	}
+	r := parseSchemaBatchResults(t, out)[0]
+	if r.Error == nil || r.Error.Type != "invalid_output" || !strings.Contains(r.Error.Message, "got number, want string (asking again failed: ") {
+		t.Fatalf("error %+v, want invalid_output saying asking again failed", r.Error)
+	}
+	es := ledger(t, g.dir)
+	if len(es) != 2 || es[0].Status != 200 || es[1].Status != 500 {
+		t.Fatalf("ledger %+v, want the answer and the failed re-ask", es)
+	}
+	if c := r.Content; c == nil || !strings.Contains(*c, `"__status_500__":12345`) || r.Attempts != 2 || r.Usage == nil || r.Usage.PromptTokens != es[0].PromptTokens || cost(t, r.CostUSD) != *es[0].CostUSD {
+		t.Errorf("content %v, attempts %d, usage %+v, cost_usd %s: want the invalid answer kept, as paid for, after 2 batches", r.Content, r.Attempts, r.Usage, r.CostUSD)
+	}
+}
