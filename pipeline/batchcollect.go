@@ -402,7 +402,7 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 		return local
 	}
 	if !ok {
-		c.broken = fmt.Errorf("reading file %s of batch %s failed after %d lines: %s", id, c.b.id, done, f.Msg)
+		c.broken = fmt.Errorf("reading file %s of batch %s failed after %s: %s", id, c.b.id, Count(done, "line", "lines"), f.Msg)
 		c.r.cfg.Log.Warn(c.broken.Error())
 	}
 	return nil

@@ -158,7 +158,7 @@ func (r *runner) sayHowToCollect(t *tracker, running map[int32]int) {
 	if len(shown) > 5 {
 		shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(ids)-5))
 	}
-	r.cfg.Log.Warn(fmt.Sprintf("%d lines are in %d batches still running (%s): they are paid for and keep running, and are recorded in %s; "+
+	r.cfg.Log.Warn(fmt.Sprintf("%s in %s still running (%s): they are paid for and keep running, and are recorded in %s; "+
 		"to collect them without submitting again, run the same command with --resume OUT (the file holding this run's results)",
-		lines, len(ids), strings.Join(shown, ", "), r.cfg.Batch.Journal))
+		Count(lines, "line is", "lines are"), Count(len(ids), "batch", "batches"), strings.Join(shown, ", "), r.cfg.Batch.Journal))
 }

@@ -86,7 +86,7 @@ func (r *runner) planBatches(ctx context.Context, in <-chan *item, out chan<- *i
 			if j > 0 {
 				b.WriteString(",")
 			}
-			fmt.Fprintf(&b, " %d lines (%s, %d input tokens)", f.lines, shortBytes(f.bytes), f.tokens)
+			fmt.Fprintf(&b, " %s (%s, %d input tokens)", Count(f.lines, "line", "lines"), shortBytes(f.bytes), f.tokens)
 		}
 	}
 	r.stats.batchPlan.Store(b.String())

@@ -578,7 +578,7 @@ func (s *submitter) reserve(ctx context.Context, est budget.Estimate, lines int)
 	}
 	if s.warned != why {
 		s.warned = why
-		r.cfg.Log.Warn(fmt.Sprintf("waiting %s for the %s before submitting a batch of %d lines (--on-limit wait)", wait.Round(time.Second), why, lines))
+		r.cfg.Log.Warn(fmt.Sprintf("waiting %s for the %s before submitting a batch of %s (--on-limit wait)", wait.Round(time.Second), why, Count(lines, "line", "lines")))
 	}
 	// Other processes settle meanwhile: look again within a minute.
 	s.wait(min(wait, time.Minute))

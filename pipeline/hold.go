@@ -79,9 +79,9 @@ func (r *runner) overBatch() string {
 	lines := r.stats.Estimated.Load()
 	switch {
 	case r.cfg.BatchTokens > 0 && tokens > r.cfg.BatchTokens:
-		return fmt.Sprintf("batch exceeds --batch-tokens %d: %d input tokens in its first %d lines", r.cfg.BatchTokens, tokens, lines)
+		return fmt.Sprintf("batch exceeds --batch-tokens %d: %d input tokens in its first %s", r.cfg.BatchTokens, tokens, Count(lines, "line", "lines"))
 	case r.cfg.MaxCost > 0 && cost > r.cfg.MaxCost:
-		return fmt.Sprintf("batch exceeds --max-cost %s: up to $%s in its first %d lines", r.cfg.MaxCost, cost, lines)
+		return fmt.Sprintf("batch exceeds --max-cost %s: up to $%s in its first %s", r.cfg.MaxCost, cost, Count(lines, "line", "lines"))
 	}
 	return ""
 }

@@ -203,9 +203,9 @@ func (e *stateFailure) Error() string {
 	case n == 0:
 		return fmt.Sprintf("nothing sent: %s: %v", storeFailedMsg, e.err)
 	case e.batch:
-		return fmt.Sprintf("stopped sending: %s; %d requests were sent in batches, the answers recorded are on stdout, and --resume collects the rest: %v", storeFailedMsg, n, e.err)
+		return fmt.Sprintf("stopped sending: %s; %s sent in batches, the answers recorded are on stdout, and --resume collects the rest: %v", storeFailedMsg, Count(n, "request was", "requests were"), e.err)
 	default:
-		return fmt.Sprintf("stopped sending: %s; %d requests were sent, their results are on stdout, and --resume finishes the rest: %v", storeFailedMsg, n, e.err)
+		return fmt.Sprintf("stopped sending: %s; %s sent, their results are on stdout, and --resume finishes the rest: %v", storeFailedMsg, Count(n, "request was", "requests were"), e.err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -128,3 +129,11 @@ func (s *Stats) wrote(failed bool) {
 
 // Written is the lines written so far: results, or a dry run's estimates.
 func (s *Stats) Written() int64 { return s.Succeeded.Load() + s.Failed.Load() }
+
+// Count is n and its noun, one or many, for messages: "1 line", "2 lines".
+func Count[N ~int | ~int32 | ~int64](n N, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

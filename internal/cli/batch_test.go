@@ -19,6 +19,7 @@ import (
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/pipeline"
 )
 
 // stepClock is simulated time for runs that poll batches: waiting moves it
@@ -871,7 +872,7 @@ func TestBatchesRecover(t *testing.T) {
 		}
 		dry = append(dry, r.ID)
 	}
-	if !slices.Equal(dry, wantIDs) || !strings.Contains(dryErr, fmt.Sprintf("would recover %s", count(len(want), "batch", "batches"))) {
+	if !slices.Equal(dry, wantIDs) || !strings.Contains(dryErr, fmt.Sprintf("would recover %s", pipeline.Count(len(want), "batch", "batches"))) {
 		t.Errorf("batches recover --dry-run = %v, %q, want %v, and that it would recover them", dry, dryErr, wantIDs)
 	}
 
@@ -879,7 +880,7 @@ func TestBatchesRecover(t *testing.T) {
 	if got := ids(rout); !slices.Equal(got, wantIDs) {
 		t.Errorf("batches recover = %v, want %v, oldest first", got, wantIDs)
 	}
-	summary := fmt.Sprintf("recovered %s into %s; the same command with --resume collects them; %d could not be", count(len(want), "batch", "batches"), journal, len(deleted))
+	summary := fmt.Sprintf("recovered %s into %s; the same command with --resume collects them; %d could not be", pipeline.Count(len(want), "batch", "batches"), journal, len(deleted))
 	if !strings.Contains(rerr, summary) {
 		t.Errorf("batches recover: stderr %q, want %q", rerr, summary)
 	}

@@ -310,7 +310,7 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 		if c.JSON {
 			err = enc.Encode(row)
 		} else {
-			_, err = fmt.Fprintf(stdout, "%s %s %s %s %s#%d\n", row.ID, row.Status, row.Model, count(row.Lines, "line", "lines"), row.Run, row.Chunk)
+			_, err = fmt.Fprintf(stdout, "%s %s %s %s %s#%d\n", row.ID, row.Status, row.Model, pipeline.Count(row.Lines, "line", "lines"), row.Run, row.Chunk)
 		}
 		if err != nil {
 			return err
@@ -321,9 +321,9 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 	}
 	if !r.Quiet {
 		n := len(rs) - len(lost)
-		msg := fmt.Sprintf("recovered %s into %s", count(n, "batch", "batches"), path)
+		msg := fmt.Sprintf("recovered %s into %s", pipeline.Count(n, "batch", "batches"), path)
 		if r.DryRun {
-			msg = fmt.Sprintf("would recover %s into %s (--dry-run: nothing written)", count(n, "batch", "batches"), path)
+			msg = fmt.Sprintf("would recover %s into %s (--dry-run: nothing written)", pipeline.Count(n, "batch", "batches"), path)
 		} else if n > 0 {
 			msg += "; the same command with --resume collects them"
 		}

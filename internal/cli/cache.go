@@ -21,6 +21,7 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/cache"
+	"github.com/gptbatch/gptbatch/pipeline"
 )
 
 // cacheSpec is --cache: off, on (the default place: beside the budget),
@@ -319,7 +320,7 @@ func (c *cacheCmd) show(ctx context.Context, r *runCmd, stdout io.Writer) error 
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "cache\t%s\n", path)
-	entries := count(st.Entries, "answer", "answers")
+	entries := pipeline.Count(st.Entries, "answer", "answers")
 	if rep.Oldest != nil {
 		entries += fmt.Sprintf(", from %s to %s", *rep.Oldest, *rep.Newest)
 	}
@@ -380,7 +381,7 @@ func (c *cacheCmd) clear(ctx context.Context, r *runCmd, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "removed %s from %s\n", count(n, "answer", "answers"), path)
+	_, err = fmt.Fprintf(stdout, "removed %s from %s\n", pipeline.Count(n, "answer", "answers"), path)
 	return err
 }
 
@@ -414,6 +415,6 @@ func (c *cacheCmd) prune(ctx context.Context, r *runCmd, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "removed %s older than %s from %s\n", count(n, "answer", "answers"), older, path)
+	_, err = fmt.Fprintf(stdout, "removed %s older than %s from %s\n", pipeline.Count(n, "answer", "answers"), older, path)
 	return err
 }

@@ -138,7 +138,7 @@ func (p *pricesCmd) change(ctx context.Context, r *runCmd, stdout io.Writer, tab
 		_, err = fmt.Fprintf(stdout, "no price table stored with %s: runs price by the built-in table of %s\n", where, budget.PriceTableDate)
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "stored the prices of %s with %s: every run sharing it prices by them, over the built-in table of %s\n", count(n, "model", "models"), where, budget.PriceTableDate)
+	_, err = fmt.Fprintf(stdout, "stored the prices of %s with %s: every run sharing it prices by them, over the built-in table of %s\n", pipeline.Count(n, "model", "models"), where, budget.PriceTableDate)
 	return err
 }
 

@@ -173,7 +173,7 @@ func shortCount(n int64) string {
 // summary is the end-of-run line for stderr.
 func summary(s *pipeline.Stats, elapsed time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d succeeded, %d failed", count(s.Written(), "line", "lines"), s.Succeeded.Load(), s.Failed.Load())
+	fmt.Fprintf(&b, "%s: %d succeeded, %d failed", pipeline.Count(s.Written(), "line", "lines"), s.Succeeded.Load(), s.Failed.Load())
 	if n := s.Skipped.Load(); n > 0 {
 		fmt.Fprintf(&b, ", %d already done", n)
 	}
@@ -182,11 +182,11 @@ func summary(s *pipeline.Stats, elapsed time.Duration) string {
 	}
 	fmt.Fprintf(&b, "; tokens %d in (%d cached), %d out; $%s", s.PromptTokens.Load(), s.CachedTokens.Load(), s.CompletionTokens.Load(), budget.Cost(s.Cost.Load()))
 	if n := s.Unpriced.Load(); n > 0 {
-		fmt.Fprintf(&b, " (+%s of unknown price)", count(n, "call", "calls"))
+		fmt.Fprintf(&b, " (+%s of unknown price)", pipeline.Count(n, "call", "calls"))
 	}
 	fmt.Fprintf(&b, "; %s; %d retries, %d rate-limited", elapsed.Round(10*time.Millisecond), s.Retries.Load(), s.RateLimited.Load())
 	if n := s.Checked.Load(); n > 0 {
-		fmt.Fprintf(&b, "; %s checked against the schema, %d asked again (%s, $%s)", count(n, "answer", "answers"), s.Reasked.Load(), count(s.Reasks.Load(), "re-ask", "re-asks"), budget.Cost(s.ReaskCost.Load()))
+		fmt.Fprintf(&b, "; %s checked against the schema, %d asked again (%s, $%s)", pipeline.Count(n, "answer", "answers"), s.Reasked.Load(), pipeline.Count(s.Reasks.Load(), "re-ask", "re-asks"), budget.Cost(s.ReaskCost.Load()))
 	}
 	return b.String()
 }
@@ -211,7 +211,7 @@ func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64)
 	var b strings.Builder
 	prompt, out := s.EstPromptTokens.Load(), s.EstOutputTokens.Load()
 	cached := s.CacheFound.Load()
-	b.WriteString(count(lines, "line", "lines"))
+	b.WriteString(pipeline.Count(lines, "line", "lines"))
 	var aside []string
 	if cached > 0 {
 		what := fmt.Sprintf("%d answered from the cache", cached)
@@ -238,7 +238,7 @@ func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64)
 	case unpriced == s.Estimated.Load():
 		fmt.Fprintf(&b, "estimated cost unknown: no price is known for %s (%s)", strings.Join(s.UnpricedModels(), ", "), addPrices)
 	default:
-		fmt.Fprintf(&b, "estimated cost unknown for %s: no price is known for %s (%s); %s for the rest", count(unpriced, "line", "lines"), strings.Join(s.UnpricedModels(), ", "), addPrices, costs)
+		fmt.Fprintf(&b, "estimated cost unknown for %s: no price is known for %s (%s); %s for the rest", pipeline.Count(unpriced, "line", "lines"), strings.Join(s.UnpricedModels(), ", "), addPrices, costs)
 	}
 	var hits []string
 	l := cfg.Gate.Limits()
@@ -258,7 +258,7 @@ func batchEstimate(s *pipeline.Stats, cfg pipeline.Config, lines, skipped int64)
 		hits = append(hits, fmt.Sprintf("--max-cost %s: refused, nothing would be sent", cfg.MaxCost))
 	}
 	if skipped > 0 {
-		hits = append(hits, fmt.Sprintf("%s invalid, exceed a limit on their own or have no known price under a dollar limit", count(skipped, "line is", "lines are")))
+		hits = append(hits, fmt.Sprintf("%s invalid, exceed a limit on their own or have no known price under a dollar limit", pipeline.Count(skipped, "line is", "lines are")))
 	}
 	seen := cfg.Gate.Seen()
 	dayTokens, dayCost := seen.TokensWithinDay, seen.CostWithinDay
