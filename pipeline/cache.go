@@ -245,6 +245,20 @@ func (r *runner) look(ctx context.Context, kr *cache.Keyer, block []*item) {
 			r.cacheFailed(err)
 		}
 	}
+	defer func() {
+		// The lines to send, counted exactly before hold and admission
+		// see them (Config.countLater): the cache answers the others.
+		for _, it := range block {
+			if it.result != nil || it.cached != nil || it.exact {
+				continue
+			}
+			it.recount(&r.cfg)
+			if it.result != nil && it.flight != nil {
+				// Refused once counted: its twins get its result.
+				r.arrive(ctx, it.flight, it.req.Line, it.result, nil)
+			}
+		}
+	}()
 	for i, it := range ask {
 		if found != nil && found[i] != nil {
 			it.cached = &cached{entry: found[i]}

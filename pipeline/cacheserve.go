@@ -57,6 +57,9 @@ func (r *runner) serveOne(ctx context.Context, it *item, settle chan<- budget.Se
 		// A stored answer that cannot be read (one this gptbatch's decoder
 		// refuses) is a miss: sent, within the limits, like any other.
 		it.cached = nil
+		if !it.exact {
+			it.recount(&r.cfg) // not counted while it was to be served
+		}
 		if !r.preflight(it) {
 			var err error
 			if _, it.reserved, err = r.reserve(ctx, []budget.Estimate{it.est}); err != nil {

@@ -156,6 +156,11 @@ type Config struct {
 	// schemas is the run's compiled line schemas and schema token counts,
 	// made by newRunner; nil (outside a run) compiles and counts anew.
 	schemas *schemaRun
+	// countLater, set by newRunner, has prepare estimate every line by the
+	// byte bound, even once the encoder is built: the response cache's
+	// lookup counts exactly the lines it does not answer (see look), so
+	// that a run again spends no time counting lines it sends nothing for.
+	countLater bool
 }
 
 // TokenCounter counts prompt tokens as the API bills them: exactly with
@@ -233,6 +238,9 @@ func newRunner(ctx context.Context, cfg Config) *runner {
 	}
 	r.retry = retry.Policy{Retries: r.cfg.Retries, Jitter: r.cfg.Jitter}
 	r.countFirst = r.cfg.DryRun || r.cfg.BatchTokens > 0 || r.cfg.MaxCost > 0 || r.cfg.Gate.Limits().TPM > 0 || r.cfg.Confirm != nil
+	// A dry run writes every line's count, and the batch route counts
+	// the lines it puts in files: only the synchronous route counts later.
+	r.cfg.countLater = r.cache != nil && !r.cfg.DryRun && r.cfg.Via != ViaBatch
 	return r
 }
 

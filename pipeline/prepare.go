@@ -22,7 +22,7 @@ func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out cha
 		if it := r.unsent(req); it != nil {
 			return it
 		}
-		it := prepare(req, &r.cfg, r.countFirst)
+		it := prepare(req, &r.cfg, r.countFirst && !r.cfg.countLater)
 		if r.cfg.Via == ViaBatch {
 			it.batchPrice()
 		}
@@ -88,7 +88,7 @@ func (it *item) resolve(cfg *Config, exact bool) error {
 	if _, ok := body["service_tier"]; !ok && cfg.ServiceTier != "" && ep.tiers {
 		body["service_tier"] = mustJSON(cfg.ServiceTier)
 	}
-	it.exact = exact || cfg.Tokens.Ready(it.model)
+	it.exact = exact || !cfg.countLater && cfg.Tokens.Ready(it.model)
 	if err := ep.resolve(it, body, cfg); err != nil {
 		return err
 	}

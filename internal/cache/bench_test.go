@@ -127,3 +127,35 @@ func BenchmarkKey(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGetManyFew: blocks of 16 keys, as a run's lookup often gets
+// when the lines come no faster than it reads them.
+func BenchmarkGetManyFew(b *testing.B) {
+	const block, stored = 16, 1024
+	ctx := context.Background()
+	s := benchStores()[0].open(b)
+	var keys []Key
+	var es []Entry
+	for i := range stored {
+		keys = append(keys, testKey(i))
+		es = append(es, benchEntry(i))
+	}
+	if err := s.Put(ctx, es...); err != nil {
+		b.Fatal(err)
+	}
+	cpu := cpuTime()
+	i := 0
+	for b.Loop() {
+		part := keys[i : i+block]
+		i = (i + block) % stored
+		got, err := s.GetMany(ctx, part)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got[block-1] == nil {
+			b.Fatal("a miss")
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*block), "ns/key")
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N*block), "cpu-ns/key")
+}

@@ -260,18 +260,25 @@ func (f *File) Get(ctx context.Context, k Key) (*Entry, error) {
 	return e, err
 }
 
-// GetMany implements Store: one read transaction, a SELECT prepared
-// once (getSizes) for each getChunk keys.
+// GetMany implements Store: a SELECT prepared once (getSizes) for each
+// getChunk keys, in one read transaction when there is more than one.
 func (f *File) GetMany(ctx context.Context, keys []Key) ([]*Entry, error) {
 	out := make([]*Entry, len(keys))
 	if len(keys) == 0 {
 		return out, nil
 	}
-	tx, err := f.rd.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, f.fail(err)
+	// One SELECT is a consistent read by itself: a transaction (BEGIN and
+	// its end, each a statement of its own) is opened only when the keys
+	// take more than one, and a run's blocks are mostly what one takes.
+	stmt := func(st *sql.Stmt) *sql.Stmt { return st }
+	if len(keys) > getChunk {
+		tx, err := f.rd.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return nil, f.fail(err)
+		}
+		defer tx.Rollback()
+		stmt = func(st *sql.Stmt) *sql.Stmt { return tx.StmtContext(ctx, st) }
 	}
-	defer tx.Rollback()
 	cutoff := f.o.cutoff()
 	at := make(map[int64]int, min(len(keys), getChunk)) // the first index asking for a rowid
 	args := make([]any, 0, getChunk+1)
@@ -293,7 +300,7 @@ func (f *File) GetMany(ctx context.Context, keys []Key) ([]*Entry, error) {
 		for len(args) < 1+getSizes[size] {
 			args = append(args, args[len(args)-1]) // a key asked twice is found once
 		}
-		rows, err := tx.StmtContext(ctx, f.gets[size]).QueryContext(ctx, args...)
+		rows, err := stmt(f.gets[size]).QueryContext(ctx, args...)
 		if err != nil {
 			return nil, f.fail(err)
 		}
