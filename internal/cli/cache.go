@@ -353,18 +353,13 @@ func size(n int64) string {
 // clear removes every answer; a cache that cannot be opened as one
 // (damaged, another format) is deleted instead.
 func (c *cacheCmd) clear(ctx context.Context, r *runCmd, stdout io.Writer) error {
-	t, done, err := r.commandCache(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	path := t.where
-	if ok, err := t.exists(); err != nil {
-		return usageError(err)
-	} else if !ok {
-		_, err := fmt.Fprintf(stdout, "no cache at %s: nothing to clear\n", path)
-		return err
-	}
+	return r.existingCache(ctx, stdout, "clear", func(t *cacheTarget, path string) error {
+		return c.clearIn(ctx, r, stdout, t, path)
+	})
+}
+
+// clearIn is clear on the cache t, which exists.
+func (c *cacheCmd) clearIn(ctx context.Context, r *runCmd, stdout io.Writer, t *cacheTarget, path string) error {
 	f, err := t.open(ctx, r.cacheOptions())
 	if errors.Is(err, cache.ErrUnusable) {
 		if rerr := t.remove(ctx); rerr != nil {
@@ -394,27 +389,34 @@ func (c *cacheCmd) prune(ctx context.Context, r *runCmd, stdout io.Writer) error
 	if older <= 0 {
 		return usageError(errors.New("cache prune: give --older-than AGE (answers never expire with --cache-ttl 0)"))
 	}
+	return r.existingCache(ctx, stdout, "prune", func(t *cacheTarget, path string) error {
+		f, err := t.open(ctx, r.cacheOptions())
+		if err != nil {
+			return usageError(err)
+		}
+		defer f.Close()
+		n, err := f.Prune(ctx, r.seams.now().Add(-time.Duration(older)))
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "removed %s older than %s from %s\n", pipeline.Count(n, "answer", "answers"), older, path)
+		return err
+	})
+}
+
+// existingCache runs fn on the command's cache when it exists, and says
+// there is nothing to verb when it does not.
+func (r *runCmd) existingCache(ctx context.Context, stdout io.Writer, verb string, fn func(t *cacheTarget, path string) error) error {
 	t, done, err := r.commandCache(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	path := t.where
 	if ok, err := t.exists(); err != nil {
 		return usageError(err)
 	} else if !ok {
-		_, err := fmt.Fprintf(stdout, "no cache at %s: nothing to prune\n", path)
+		_, err := fmt.Fprintf(stdout, "no cache at %s: nothing to %s\n", t.where, verb)
 		return err
 	}
-	f, err := t.open(ctx, r.cacheOptions())
-	if err != nil {
-		return usageError(err)
-	}
-	defer f.Close()
-	n, err := f.Prune(ctx, r.seams.now().Add(-time.Duration(older)))
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(stdout, "removed %s older than %s from %s\n", pipeline.Count(n, "answer", "answers"), older, path)
-	return err
+	return fn(t, t.where)
 }

@@ -124,17 +124,7 @@ func TestSchemaInvalidAnswersAskedAgain(t *testing.T) {
 	if len(rs) != n {
 		t.Fatalf("%d results, want %d", len(rs), n)
 	}
-	st := s.Structured()
-	invalid := 0
-	for _, k := range []openaitest.InvalidKind{openaitest.InvalidNotJSON, openaitest.InvalidType, openaitest.InvalidTruncated, openaitest.InvalidRefused} {
-		if st.Invalid[k] == 0 {
-			t.Errorf("the fake made no %s answer: %+v", k, st.Invalid)
-		}
-		invalid += st.Invalid[k]
-	}
-	if invalid < n/20 || invalid > n/5 {
-		t.Fatalf("%d invalid first answers of %d, want about a tenth", invalid, n)
-	}
+	invalid := invalidFirstAnswers(t, s, n)
 	price, _ := budget.PriceOf("gpt-4o-mini")
 	byLine := map[string][]budget.LedgerEntry{}
 	for _, e := range ledger(t, g.dir) {
@@ -150,17 +140,8 @@ func TestSchemaInvalidAnswersAskedAgain(t *testing.T) {
 		if r.Attempts != len(es) || r.Attempts < 1 || r.Attempts > 2 {
 			t.Errorf("%s: attempts %d, %d ledger lines; want 1, or 2 when asked again", r.ID, r.Attempts, len(es))
 		}
-		var u usage
-		var c budget.Cost
-		for _, e := range es {
-			u.PromptTokens += e.PromptTokens
-			u.CompletionTokens += e.CompletionTokens
-			u.CachedTokens += e.CachedTokens
-			c += *e.CostUSD
-			if e.Attempt > 1 {
-				reaskCost += *e.CostUSD
-			}
-		}
+		u, c, reask := tries(es)
+		reaskCost += reask
 		if got := cost(t, r.CostUSD); got != c || got != price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens) {
 			t.Errorf("%s: cost_usd %s, want the sum of its tries %s", r.ID, got, c)
 		}
@@ -546,17 +527,7 @@ func TestSchemaViaBatchInvalidAnswersAskedAgain(t *testing.T) {
 	if len(rs) != n {
 		t.Fatalf("%d results, want %d", len(rs), n)
 	}
-	st := s.Structured()
-	invalid := 0
-	for _, k := range []openaitest.InvalidKind{openaitest.InvalidNotJSON, openaitest.InvalidType, openaitest.InvalidTruncated, openaitest.InvalidRefused} {
-		if st.Invalid[k] == 0 {
-			t.Errorf("the fake made no %s answer: %+v", k, st.Invalid)
-		}
-		invalid += st.Invalid[k]
-	}
-	if invalid < n/20 || invalid > n/5 {
-		t.Fatalf("%d invalid first answers of %d, want about a tenth", invalid, n)
-	}
+	invalid := invalidFirstAnswers(t, s, n)
 	byLine := map[string][]budget.LedgerEntry{}
 	for _, e := range ledger(t, g.dir) {
 		byLine[e.ID] = append(byLine[e.ID], e)
@@ -576,19 +547,13 @@ func TestSchemaViaBatchInvalidAnswersAskedAgain(t *testing.T) {
 		if r.Attempts != len(es) || r.Attempts < 1 || r.Attempts > 2 {
 			t.Errorf("%s: attempts %d, %d ledger lines; want 1, or 2 when asked again", r.ID, r.Attempts, len(es))
 		}
-		var u usage
-		var c budget.Cost
 		for _, e := range es {
 			if e.Via != "batch" || e.BatchID == "" {
 				t.Errorf("%s: ledger entry via %q, batch %q: want every try through a batch", r.ID, e.Via, e.BatchID)
 			}
-			u.PromptTokens += e.PromptTokens
-			u.CompletionTokens += e.CompletionTokens
-			c += *e.CostUSD
-			if e.Attempt > 1 {
-				reaskCost += *e.CostUSD
-			}
 		}
+		u, c, reask := tries(es)
+		reaskCost += reask
 		if got := cost(t, r.CostUSD); got != c || c == 0 {
 			t.Errorf("%s: cost_usd %s, want the sum of its tries %s", r.ID, got, c)
 		}
@@ -905,4 +870,37 @@ func TestSchemaViaBatchReaskFails(t *testing.T) {
 	if c := r.Content; c == nil || !strings.Contains(*c, `"__status_500__":12345`) || r.Attempts != 2 || r.Usage == nil || r.Usage.PromptTokens != es[0].PromptTokens || cost(t, r.CostUSD) != *es[0].CostUSD {
 		t.Errorf("content %v, attempts %d, usage %+v, cost_usd %s: want the invalid answer kept, as paid for, after 2 batches", r.Content, r.Attempts, r.Usage, r.CostUSD)
 	}
+}
+
+// invalidFirstAnswers is how many of n first answers the fake made
+// invalid, which must be about a tenth and of every kind.
+func invalidFirstAnswers(t *testing.T, s *openaitest.Server, n int) int {
+	t.Helper()
+	st := s.Structured()
+	invalid := 0
+	for _, k := range []openaitest.InvalidKind{openaitest.InvalidNotJSON, openaitest.InvalidType, openaitest.InvalidTruncated, openaitest.InvalidRefused} {
+		if st.Invalid[k] == 0 {
+			t.Errorf("the fake made no %s answer: %+v", k, st.Invalid)
+		}
+		invalid += st.Invalid[k]
+	}
+	if invalid < n/20 || invalid > n/5 {
+		t.Fatalf("%d invalid first answers of %d, want about a tenth", invalid, n)
+	}
+	return invalid
+}
+
+// tries adds up a line's ledger entries: its usage, its cost, and the
+// cost of its re-asks.
+func tries(es []budget.LedgerEntry) (u usage, c, reask budget.Cost) {
+	for _, e := range es {
+		u.PromptTokens += e.PromptTokens
+		u.CompletionTokens += e.CompletionTokens
+		u.CachedTokens += e.CachedTokens
+		c += *e.CostUSD
+		if e.Attempt > 1 {
+			reask += *e.CostUSD
+		}
+	}
+	return u, c, reask
 }
