@@ -210,10 +210,12 @@ func (g *Gate) SetDayZone(loc *time.Location) {
 // exceeds on its own a limit that is on (--tpm, --tpd, --daily-cost), or
 // when its cost is unknown and --daily-cost is on.
 func (g *Gate) Check(e Estimate) error {
-	return check(g.Limits(), e)
+	return CheckLimits(g.Limits(), e)
 }
 
-func check(l Limits, e Estimate) error {
+// CheckLimits is Check against l: a caller with limits of its own (the
+// Batch API's lines, which only the day's limits bind) asks with those.
+func CheckLimits(l Limits, e Estimate) error {
 	switch {
 	case l.DailyCost > 0 && e.CostUnknown:
 		return &TooLargeError{"the model has no known price, so its cost cannot be counted against --daily-cost"}
@@ -349,7 +351,7 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 	}
 	for _, e := range ests {
 		if e.CostUnknown {
-			if err := check(g.Limits(), e); err != nil {
+			if err := CheckLimits(g.Limits(), e); err != nil {
 				return 0, 0, "", err
 			}
 		}

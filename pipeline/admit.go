@@ -102,10 +102,19 @@ func (r *runner) preflight(it *item) bool {
 			it.recount(&r.cfg)
 			return r.preflight(it)
 		}
-		it.result = errorResult(it.req, jsonl.ErrBudget, fmt.Sprintf("line %d: not sent: %v", it.req.Line, err), 0)
+		it.result = errorResult(it.req, jsonl.ErrBudget, refusal(it, "not sent", err), 0)
 		return true
 	}
 	return false
+}
+
+// refusal says that a line is what (not sent, would not be sent) and
+// why, naming its model when the refusal is for the model's unknown price.
+func refusal(it *item, what string, err error) string {
+	if it.est.CostUnknown {
+		return fmt.Sprintf("line %d: %s: model %q: %v", it.req.Line, what, it.model, err)
+	}
+	return fmt.Sprintf("line %d: %s: %v", it.req.Line, what, err)
 }
 
 // check says whether e can ever be sent: the gate's Check, and, with

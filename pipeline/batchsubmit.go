@@ -204,7 +204,7 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		if why := r.stop.stopped(); why != nil {
 			it.result = why.result(it.req)
 		} else if err := dayCheck(r.cfg.Gate.Limits(), it.est); err != nil {
-			it.result = errorResult(it.req, jsonl.ErrBudget, fmt.Sprintf("line %d: not sent: %v", it.req.Line, err), 0)
+			it.result = errorResult(it.req, jsonl.ErrBudget, refusal(it, "not sent", err), 0)
 		}
 	}
 	if it.result != nil {
@@ -322,15 +322,7 @@ func batchLine(line int, url string, body []byte) []byte {
 // dayCheck says whether e can ever be admitted by the day's limits: the
 // Batch API's lines do not count against the minute limits.
 func dayCheck(l budget.Limits, e budget.Estimate) error {
-	switch {
-	case l.DailyCost > 0 && e.CostUnknown:
-		return errors.New("the model has no known price, so its cost cannot be counted against --daily-cost")
-	case l.TPD > 0 && e.Tokens > l.TPD:
-		return fmt.Errorf("estimate %d tokens exceeds --tpd %d on its own", e.Tokens, l.TPD)
-	case l.DailyCost > 0 && e.Cost > l.DailyCost:
-		return fmt.Errorf("estimated cost $%s exceeds --daily-cost %s on its own", e.Cost, l.DailyCost)
-	}
-	return nil
+	return budget.CheckLimits(budget.Limits{TPD: l.TPD, DailyCost: l.DailyCost}, e)
 }
 
 // toChunk adds a line to the open file of its key in open, first closing

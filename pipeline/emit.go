@@ -80,7 +80,7 @@ func (r *runner) emitEstimates(ctx context.Context, in <-chan *item, out io.Writ
 				e.EstCostUSD = it.est.Cost.AppendJSON(nil)
 			}
 			if err := r.check(it.est); err != nil {
-				e.Error = &jsonl.Error{Type: jsonl.ErrBudget, Message: fmt.Sprintf("line %d: would not be sent: %v", it.req.Line, err)}
+				e.Error = &jsonl.Error{Type: jsonl.ErrBudget, Message: refusal(it, "would not be sent", err)}
 			}
 		}
 		if err := w.Write(e); err != nil {

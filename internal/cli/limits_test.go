@@ -18,8 +18,8 @@ import (
 )
 
 // TestUnknownPriceUnderDollarLimit: with a dollar limit, a line whose model
-// has no known price is refused, not sent as if free; the dry run says
-// its cost is unknown.
+// has no known price is refused, naming the model, not sent as if free;
+// the dry run says its cost is unknown.
 func TestUnknownPriceUnderDollarLimit(t *testing.T) {
 	for _, flag := range []string{"--max-cost", "--daily-cost"} {
 		t.Run(flag, func(t *testing.T) {
@@ -35,8 +35,9 @@ func TestUnknownPriceUnderDollarLimit(t *testing.T) {
 				t.Fatalf("%d results, want 5", len(rs))
 			}
 			for _, r := range rs {
-				if r.Error == nil || r.Error.Type != "budget" || !strings.Contains(r.Error.Message, "no known price") || !strings.Contains(r.Error.Message, flag) {
-					t.Errorf("result %s: %+v, want a budget error: no known price for %s", r.ID, r.Error, flag)
+				if r.Error == nil || r.Error.Type != "budget" || !strings.Contains(r.Error.Message, `model "my-local-llama"`) ||
+					!strings.Contains(r.Error.Message, "no known price") || !strings.Contains(r.Error.Message, flag) {
+					t.Errorf("result %s: %+v, want a budget error: my-local-llama has no known price for %s", r.ID, r.Error, flag)
 				}
 			}
 			if n := srv.Stats().Requests; n != 0 {
@@ -54,7 +55,7 @@ func TestUnknownPriceUnderDollarLimit(t *testing.T) {
 		if s := errb.String(); !strings.Contains(s, "estimated cost unknown") || strings.Contains(s, "$0 (prompts only) to $0") {
 			t.Errorf("dry-run summary = %q, want the cost said unknown, not $0", s)
 		}
-		if !strings.Contains(out.String(), `"est_cost_usd":null`) || !strings.Contains(out.String(), "no known price") {
+		if !strings.Contains(out.String(), `"est_cost_usd":null`) || !strings.Contains(out.String(), `model \"my-local-llama\": the model has no known price`) {
 			t.Errorf("estimates = %s, want null costs and each line refused under --max-cost", out.String())
 		}
 		_ = g
