@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -84,24 +85,22 @@ func TestAnswersHeldToSchema(t *testing.T) {
 	}
 }
 
-// tenFields is a 10-field extraction schema, and tenFieldAnswer a chat
-// completion that fits it, as internal/schema's BenchmarkValidate has them.
-const (
-	tenFields = `{"type":"object","properties":{
-	"name":{"type":"string","description":"full name"},
-	"age":{"type":"integer"},
-	"score":{"type":"number","minimum":0,"maximum":1},
-	"member":{"type":"boolean"},
-	"email":{"type":["string","null"]},
-	"country":{"type":"string","description":"ISO 3166 alpha-2"},
-	"sentiment":{"type":"string","enum":["positive","neutral","negative"]},
-	"tags":{"type":"array","items":{"type":"string"},"maxItems":5},
-	"summary":{"type":"string"},
-	"confidence":{"type":"number"}},
-	"required":["name","age","score","member","email","country","sentiment","tags","summary","confidence"],
-	"additionalProperties":false}`
-	tenFieldAnswer = `{"name":"Ada Lovelace","age":36,"score":0.92,"member":true,"email":null,"country":"GB","sentiment":"positive","tags":["math","engines","poetry"],"summary":"Wrote the first published algorithm for Babbage's Analytical Engine.","confidence":0.87}`
+// tenFields is a 10-field extraction schema, and tenFieldAnswer an answer
+// that fits it: the repository's fixtures, as internal/schema's
+// BenchmarkValidate has them.
+var (
+	tenFields      = fixture("../testdata/schema/ten-fields.json")
+	tenFieldAnswer = fixture("../testdata/schema/ten-fields-answer.json")
 )
+
+// fixture is a file of the repository's testdata, without its last newline.
+func fixture(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}
 
 // BenchmarkResultFromBodySchema is a chat answer read into its result
 // with and without a 10-field schema to hold it to: the difference is

@@ -938,20 +938,24 @@ func TestBatchesRecover(t *testing.T) {
 // that succeeded and their prompt tokens.
 func todayTotal(t *testing.T, g *gb) (succeeded, promptTokens int64) {
 	t.Helper()
+	r := todayUsage(t, g)
+	return r.Succeeded, r.PromptTokens
+}
+
+// todayUsage is the total row of `gptbatch usage --today --json`.
+func todayUsage(t *testing.T, g *gb) budget.Row {
+	t.Helper()
 	out, stderr, code := g.run(context.Background(), "", "usage", "--today", "--json")
 	if code != 0 {
 		t.Fatalf("usage --today --json: exit %d: %s", code, stderr)
 	}
 	var rep struct {
-		Total struct {
-			Succeeded    int64 `json:"succeeded"`
-			PromptTokens int64 `json:"prompt_tokens"`
-		} `json:"total"`
+		Total budget.Row `json:"total"`
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("usage --today --json: %v: %s", err, out)
 	}
-	return rep.Total.Succeeded, rep.Total.PromptTokens
+	return rep.Total
 }
 
 // TestViaBatchCreateFails: when no batch can be made of an uploaded file

@@ -750,21 +750,8 @@ func summaryFigures(t *testing.T, stderr string) figures {
 // ledgerFigures are the tokens and dollars the ledger holds for today.
 func ledgerFigures(t *testing.T, g *gb) figures {
 	t.Helper()
-	out, stderr, code := g.run(context.Background(), "", "usage", "--today", "--json")
-	if code != 0 {
-		t.Fatalf("usage --today --json: exit %d: %s", code, stderr)
-	}
-	var rep struct {
-		Total struct {
-			PromptTokens     int64       `json:"prompt_tokens"`
-			CompletionTokens int64       `json:"completion_tokens"`
-			CostUSD          budget.Cost `json:"cost_usd"`
-		} `json:"total"`
-	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("usage --json: %v: %s", err, out)
-	}
-	return figures{rep.Total.PromptTokens, rep.Total.CompletionTokens, rep.Total.CostUSD}
+	r := todayUsage(t, g)
+	return figures{r.PromptTokens, r.CompletionTokens, r.CostUSD}
 }
 
 // TestViaBatchSummaryCountsSettled: the summary's tokens and dollars are

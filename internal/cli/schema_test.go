@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,21 +21,18 @@ import (
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
-// tenFields is a 10-field extraction schema: strings, numbers, a boolean,
-// an enum, a nullable field and a list.
-const tenFields = `{"type":"object","properties":{
-	"name":{"type":"string","description":"full name"},
-	"age":{"type":"integer"},
-	"score":{"type":"number","minimum":0,"maximum":1},
-	"member":{"type":"boolean"},
-	"email":{"type":["string","null"]},
-	"country":{"type":"string","description":"ISO 3166 alpha-2"},
-	"sentiment":{"type":"string","enum":["positive","neutral","negative"]},
-	"tags":{"type":"array","items":{"type":"string"},"maxItems":5},
-	"summary":{"type":"string"},
-	"confidence":{"type":"number"}},
-	"required":["name","age","score","member","email","country","sentiment","tags","summary","confidence"],
-	"additionalProperties":false}`
+// tenFields is a 10-field extraction schema (strings, numbers, a boolean,
+// an enum, a nullable field and a list): the repository's fixture.
+// Read by where this file is, not the working directory: the test binary
+// also runs as gptbatch in other directories, and reads it there too.
+var tenFields = func() string {
+	_, here, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(here), "../../testdata/schema/ten-fields.json"))
+	if err != nil {
+		panic(err)
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}()
 
 // schemaResult is a result line with parsed.
 type schemaResult struct {

@@ -1,25 +1,28 @@
 package schema
 
-import "testing"
+import (
+	"os"
+	"strings"
+	"testing"
+)
 
-// tenFields is a 10-field schema of the kind extraction runs use: strings,
-// numbers, a boolean, an enum, a nullable field and a list.
-const tenFields = `{"type":"object","properties":{
-	"name":{"type":"string","description":"full name"},
-	"age":{"type":"integer"},
-	"score":{"type":"number","minimum":0,"maximum":1},
-	"member":{"type":"boolean"},
-	"email":{"type":["string","null"]},
-	"country":{"type":"string","description":"ISO 3166 alpha-2"},
-	"sentiment":{"type":"string","enum":["positive","neutral","negative"]},
-	"tags":{"type":"array","items":{"type":"string"},"maxItems":5},
-	"summary":{"type":"string"},
-	"confidence":{"type":"number"}},
-	"required":["name","age","score","member","email","country","sentiment","tags","summary","confidence"],
-	"additionalProperties":false}`
+// tenFields is a 10-field schema of the kind extraction runs use (strings,
+// numbers, a boolean, an enum, a nullable field and a list), and
+// tenFieldAnswer a valid answer to it as a model writes it: the fixtures
+// the command's and the pipeline's tests use too.
+var (
+	tenFields      = fixture("../../testdata/schema/ten-fields.json")
+	tenFieldAnswer = fixture("../../testdata/schema/ten-fields-answer.json")
+)
 
-// tenFieldAnswer is a valid answer to tenFields, as a model writes it.
-const tenFieldAnswer = `{"name":"Ada Lovelace","age":36,"score":0.92,"member":true,"email":null,"country":"GB","sentiment":"positive","tags":["math","engines","poetry"],"summary":"Wrote the first published algorithm for Babbage's Analytical Engine.","confidence":0.87}`
+// fixture is a file of the repository's testdata, without its last newline.
+func fixture(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}
 
 // BenchmarkValidate is one answer checked against a 10-field schema:
 // parsed, validated and compacted.

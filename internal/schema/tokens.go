@@ -29,8 +29,8 @@ var (
 // cl100k_base, as for the messages).
 //
 // OpenAI does not publish how a json_schema format is put before the model.
-// The best-supported approximation is a community measurement
-// (openai/openai-cookbook issue 2140, September 2025): the tokens of the
+// The best-supported approximation is a community measurement reported to
+// the OpenAI cookbook in September 2025: the tokens of the
 // schema as compact JSON with "required", "additionalProperties" and
 // "$schema" left out at every level, plus 9, matched the billed difference
 // linearly across schema sizes on the Responses API, where the schema as
