@@ -3,12 +3,10 @@ package pipeline
 import (
 	"bufio"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
 
-	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -107,117 +105,10 @@ func (s *spool) read(off int64, withBody bool) (head, body []byte, err error) {
 	return b, nil, nil
 }
 
-// readHeads reads the heads of the records at offs, which ascend, in a
-// few large reads rather than one a record, and calls fn with each: the
-// head is fn's only for the call. fn returns false to stop.
-func (s *spool) readHeads(offs []int64, fn func(i int, head []byte) bool) error {
-	if len(offs) == 0 {
-		return nil
-	}
-	if err := s.readable(s.sizeNow()); err != nil {
-		return err
-	}
-	win := make([]byte, 256<<10)
-	var start, end int64 // the file's bytes in win[:end-start]
-	fill := func(off int64, need int) error {
-		if need > len(win) {
-			win = make([]byte, need)
-		}
-		n, err := s.f.ReadAt(win, off)
-		if n < need {
-			return fmt.Errorf("spool: %w", err)
-		}
-		start, end = off, off+int64(n)
-		return nil
-	}
-	for i, off := range offs {
-		if off < start || off+spoolHeader > end {
-			if err := fill(off, spoolHeader); err != nil {
-				return err
-			}
-		}
-		hl := int64(binary.LittleEndian.Uint32(win[off-start:]))
-		if off+spoolHeader+hl > end {
-			if err := fill(off, spoolHeader+int(hl)); err != nil {
-				return err
-			}
-		}
-		at := off - start + spoolHeader
-		if !fn(i, win[at:at+hl]) {
-			return nil
-		}
-	}
-	return nil
-}
-
-// sizeNow is the bytes appended so far.
-func (s *spool) sizeNow() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.size
-}
-
 // close removes the spool.
 func (s *spool) close() {
 	s.f.Close()
 	_ = os.Remove(s.f.Name())
-}
-
-// appendRecord encodes a line's record for the spool: integers as
-// varints, strings with their length. It takes a tenth of JSON's time to
-// read back, and every collected answer reads one.
-func appendRecord(b []byte, rec *lineRecord) []byte {
-	b = binary.AppendVarint(b, int64(rec.Line))
-	b = binary.AppendVarint(b, rec.Prompt)
-	b = binary.AppendVarint(b, rec.EstTokens)
-	b = binary.AppendVarint(b, int64(rec.EstCost))
-	// One byte of flags: priced, and for embeddings single and floats.
-	var flags byte
-	for i, f := range []bool{rec.Priced, rec.Single, rec.Floats} {
-		if f {
-			flags |= 1 << i
-		}
-	}
-	b = append(b, flags)
-	for _, s := range []string{rec.ID, rec.Model, rec.URL, rec.Hash, string(rec.Metadata)} {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
-	}
-	return appendHeld(b, &rec.Held)
-}
-
-// parseRecord decodes what appendRecord encoded.
-func parseRecord(b []byte) (lineRecord, error) {
-	var rec lineRecord
-	bad := fmt.Errorf("spool: a damaged line record")
-	var ints [4]int64
-	for i := range ints {
-		v, n := binary.Varint(b)
-		if n <= 0 {
-			return rec, bad
-		}
-		ints[i], b = v, b[n:]
-	}
-	if len(b) == 0 {
-		return rec, bad
-	}
-	rec.Line, rec.Prompt, rec.EstTokens, rec.EstCost = int(ints[0]), ints[1], ints[2], budget.Cost(ints[3])
-	rec.Priced, rec.Single, rec.Floats, b = b[0]&1 != 0, b[0]&2 != 0, b[0]&4 != 0, b[1:]
-	var strs [5]string
-	for i := range strs {
-		l, n := binary.Uvarint(b)
-		if n <= 0 || uint64(len(b)-n) < l {
-			return rec, bad
-		}
-		strs[i], b = string(b[n:n+int(l)]), b[n+int(l):]
-	}
-	rec.ID, rec.Model, rec.URL, rec.Hash = strs[0], strs[1], strs[2], strs[3]
-	if strs[4] != "" {
-		rec.Metadata = json.RawMessage(strs[4])
-	}
-	var err error
-	rec.Held, _, err = parseHeld(b)
-	return rec, err
 }
 
 // appendResult appends r as the results spool keeps it: its binary
