@@ -92,14 +92,15 @@ const batchGCPercent = 60
 // bline is a line of a --via batch run in a batch, or on its way to one:
 // what the batch stages carry of it. Its record, with the body it sends,
 // is in the records spool at rec; its head, the part of the record its
-// result needs, is in its batch's heads at [hs, he), or, past headsMax, only
-// in the record (hs < 0).
+// result needs, is in its batch's heads from hs to where the next line's
+// begins, or, past headsMax, only in the record (hs < 0, and so for every
+// line after it in its batch).
 type bline struct {
-	seq    int32 // its place among the run's lines: results are written in its order
-	line   int32 // its input line number, which its custom_id names
-	rec    int64
-	hs, he int32
-	tries  uint8 // the batches it was submitted in
+	seq   int32 // its place among the run's lines: results are written in its order
+	line  int32 // its input line number, which its custom_id names
+	rec   int64
+	hs    int32
+	tries uint8 // the batches it was submitted in
 }
 
 // headsMax bounds the heads a run holds in memory: past it, the rest of
@@ -201,11 +202,11 @@ type tbatch struct {
 	model     string
 	chunk     int
 	lines     []bline          // its lines, in the order of its file
-	heads     []byte           // its lines' heads (bline.hs), appendRecord's encoding without model, url and hash
+	heads     []byte           // its lines' heads (bline.hs): their records without model, url and hash
 	byCustom  map[string]int32 // a claimed batch's custom_ids → its lines
-	// items are what the journal records of its lines, until it does;
+	// journal is what the journal records of its lines, until it does;
 	// nil: read from their records.
-	items     []batchapi.JournalItem
+	journal   *journalled
 	est       budget.Estimate // what its submission reserved of the day
 	day       string          // the day (budget.State.Date) est was reserved in
 	tokens    int64           // its input tokens, enqueued while it runs

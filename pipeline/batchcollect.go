@@ -631,13 +631,18 @@ func (c *collector) lookup(customID string) (int32, lineRecord, int, error) {
 	if i < 0 {
 		return -1, lineRecord{}, 1, nil
 	}
-	l := &c.b.lines[i]
+	ls := c.b.lines
+	l := &ls[i]
 	if l.hs < 0 {
 		rec, _, err := c.br.record(l.rec, false)
 		return i, rec, int(l.tries), err
 	}
-	rec, err := parseRecord(c.b.heads[l.hs:l.he])
-	rec.URL = c.b.endpoint // a head leaves out what its batch says
+	end := len(c.b.heads)
+	if int(i)+1 < len(ls) && ls[i+1].hs >= 0 {
+		end = int(ls[i+1].hs)
+	}
+	rec, err := parseRecord(c.b.heads[l.hs:end])
+	rec.Line, rec.Model, rec.URL = int(l.line), c.b.model, c.b.endpoint // a head leaves out what its line and batch say
 	return i, rec, int(l.tries), err
 }
 

@@ -49,16 +49,35 @@ type chunkKey struct{ url, model string }
 
 // chunk is a batch file being written, or written and waiting to go.
 type chunk struct {
-	key    chunkKey
-	f      *os.File
-	w      *bufio.Writer
-	lines  []bline
-	heads  []byte                 // the lines' heads (bline.hs)
-	items  []batchapi.JournalItem // what the journal records of the lines
-	bytes  int64
-	tokens int64 // input tokens, as the API counts what it enqueues
-	est    budget.Estimate
-	day    string // the day est was reserved in
+	key     chunkKey
+	f       *os.File
+	w       *bufio.Writer
+	lines   []bline
+	heads   []byte // the lines' heads (bline.hs)
+	journal journalled
+	bytes   int64
+	tokens  int64 // input tokens, as the API counts what it enqueues
+	est     budget.Estimate
+	day     string // the day est was reserved in
+}
+
+// journalled is what the journal records of a file's lines, kept with it
+// until its batch is journalled: their content hashes, one after the
+// other, and the earlier tries of the few that have any.
+type journalled struct {
+	hashes []byte
+	tries  map[int]json.RawMessage // by index in the file
+}
+
+// add adds what the journal records of the next line of the file.
+func (j *journalled) add(hash string, tries json.RawMessage) {
+	if tries != nil {
+		if j.tries == nil {
+			j.tries = map[int]json.RawMessage{}
+		}
+		j.tries[len(j.hashes)/batchapi.LineHashLen] = tries
+	}
+	j.hashes = append(j.hashes, hash...)
 }
 
 // refused is a batch the API refused for the enqueued-token limit, waiting
@@ -312,19 +331,24 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 	return s.toChunk(chunkKey{url, it.model}, l, &rec, line, s.open)
 }
 
-// head adds the head of rec, line l's record, to heads, unless the run
-// holds headsMax of them: then l's is read from its record.
-func (s *submitter) head(heads []byte, l *bline, rec *lineRecord) []byte {
-	h := *rec
-	h.URL, h.Hash = "", "" // its batch's url, and needed only to journal it
+// head adds the head of rec, line l's record, to heads, the heads of the
+// lines before l in its batch, unless the run holds headsMax of them, or
+// the line before l has none: then l's is read from its record.
+func (s *submitter) head(heads []byte, lines []bline, l *bline, rec *lineRecord) []byte {
+	l.hs = -1
+	if n := len(lines); n > 0 && lines[n-1].hs < 0 {
+		return heads
+	}
+	// Only what its result needs: its line, model and url are its batch's
+	// and bline's, and the rest is for submitting it again.
+	h := lineRecord{ID: rec.ID, Metadata: rec.Metadata, Single: rec.Single, Floats: rec.Floats, Held: rec.Held}
 	start := len(heads)
 	heads = appendRecord(heads, &h)
 	if s.heads+len(heads)-start > headsMax || len(heads) > math.MaxInt32 {
-		l.hs, l.he = -1, -1
 		return heads[:start]
 	}
 	s.heads += len(heads) - start
-	l.hs, l.he = int32(start), int32(len(heads))
+	l.hs = int32(start)
 	return heads
 }
 
@@ -436,9 +460,9 @@ func (s *submitter) toChunk(key chunkKey, l bline, rec *lineRecord, line []byte,
 	if _, err := c.w.Write(line); err != nil {
 		return &Error{Code: ExitFailed, Err: fmt.Errorf("batch file: %w", err)}
 	}
-	c.heads = s.head(c.heads, &l, rec)
+	c.heads = s.head(c.heads, c.lines, &l, rec)
 	c.lines = append(c.lines, l)
-	c.items = append(c.items, batchapi.JournalItem{CustomID: "line-" + strconv.Itoa(int(l.line)), Hash: rec.Hash, Tries: rec.Held.journal(int(l.tries))})
+	c.journal.add(rec.Hash, rec.Held.journal(int(l.tries)))
 	c.bytes += int64(len(line))
 	c.tokens += prompt
 	c.est.Tokens += est.Tokens
@@ -548,7 +572,7 @@ func (s *submitter) claim(l bline, rec *lineRecord, c claim, before int) {
 		s.r.cfg.Log.Info("collecting a journalled batch instead of submitting its lines again", "batch", b.id, "submitted", b.submitted.Format(time.RFC3339))
 	}
 	l.tries = uint8(min(1+before, 255))
-	b.heads = s.head(b.heads, &l, rec)
+	b.heads = s.head(b.heads, b.lines, &l, rec)
 	b.byCustom[c.customID] = int32(len(b.lines))
 	b.lines = append(b.lines, l)
 }
@@ -680,7 +704,8 @@ func (s *submitter) wait(d time.Duration) {
 func (s *submitter) submit(ctx context.Context, c *chunk) error {
 	r := s.r
 	s.chunks++
-	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, lines: c.lines, heads: c.heads, items: c.items, est: c.est, day: c.day, tokens: c.tokens}
+	j := c.journal
+	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, lines: c.lines, heads: c.heads, journal: &j, est: c.est, day: c.day, tokens: c.tokens}
 	name := fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk)
 	var f retry.Failure
 	var ok bool
@@ -764,7 +789,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	jerr := s.journal.Append(rec)
 	r.cfg.Log.Info("batch submitted", "batch", b.id, "lines", len(b.lines), "model", b.model, "chunk", b.chunk)
 	s.register(b)
-	b.items = nil
+	b.journal = nil
 	if try {
 		for i := range b.lines {
 			b.lines[i].tries = uint8(min(int(b.lines[i].tries)+1, 255))
@@ -815,19 +840,21 @@ func (s *submitter) hand(ctx context.Context, b *tbatch) error {
 	}
 }
 
-// items are what the journal records of a batch's lines: made with its
+// items are what the journal records of a batch's lines: kept with its
 // file, or, for a batch created again, read from their records.
 func (s *submitter) items(b *tbatch) ([]batchapi.JournalItem, error) {
-	if b.items != nil {
-		return b.items, nil
-	}
 	items := make([]batchapi.JournalItem, 0, len(b.lines))
-	for _, l := range b.lines {
+	for i, l := range b.lines {
+		id := "line-" + strconv.Itoa(int(l.line))
+		if j := b.journal; j != nil {
+			items = append(items, batchapi.JournalItem{CustomID: id, Hash: string(j.hashes[i*batchapi.LineHashLen : (i+1)*batchapi.LineHashLen]), Tries: j.tries[i]})
+			continue
+		}
 		rec, _, err := s.br.record(l.rec, false)
 		if err != nil {
 			return nil, &Error{Code: ExitFailed, Err: err}
 		}
-		items = append(items, batchapi.JournalItem{CustomID: "line-" + strconv.Itoa(rec.Line), Hash: rec.Hash, Tries: rec.Held.journal(int(l.tries))})
+		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash, Tries: rec.Held.journal(int(l.tries))})
 	}
 	return items, nil
 }
