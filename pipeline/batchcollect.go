@@ -532,7 +532,7 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 	if err != nil {
 		return err
 	}
-	if o.seq >= 0 && o.st.Entry != nil && o.st.Entry.Status == http.StatusOK {
+	if o.seq >= 0 && o.held.kind != heldNone && o.st.Entry != nil && o.st.Entry.Status == http.StatusOK {
 		c.r.countBatch(o.held, o.reask != nil, queued, o.cost)
 	}
 	switch {

@@ -319,37 +319,32 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 	if claimed {
 		before = rec.Held.resume(cl.tries)
 	}
-	off, err := s.br.records.append(appendRecord(nil, &rec), it.body)
+	enc := appendHead(nil, &rec)
+	head := len(enc)
+	enc = appendTail(enc, &rec)
+	off, err := s.br.records.append(enc, it.body)
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
 	}
 	l := bline{seq: seq, line: int32(it.req.Line), rec: off}
 	if claimed {
-		s.claim(l, &rec, cl, before)
+		s.claim(l, &rec, enc[:head], cl, before)
 		return nil
 	}
-	return s.toChunk(chunkKey{url, it.model}, l, &rec, line, s.open)
+	return s.toChunk(chunkKey{url, it.model}, l, &rec, enc[:head], line, s.open)
 }
 
-// head adds the head of rec, line l's record, to heads, the heads of the
+// head adds h, line l's head (appendHead), to heads, the heads of the
 // lines before l in its batch, unless the run holds headsMax of them, or
 // the line before l has none: then l's is read from its record.
-func (s *submitter) head(heads []byte, lines []bline, l *bline, rec *lineRecord) []byte {
+func (s *submitter) head(heads []byte, lines []bline, l *bline, h []byte) []byte {
 	l.hs = -1
-	if n := len(lines); n > 0 && lines[n-1].hs < 0 {
+	if n := len(lines); n > 0 && lines[n-1].hs < 0 || s.heads+len(h) > headsMax || len(heads)+len(h) > math.MaxInt32 {
 		return heads
 	}
-	// Only what its result needs: its line, model and url are its batch's
-	// and bline's, and the rest is for submitting it again.
-	h := lineRecord{ID: rec.ID, Metadata: rec.Metadata, Single: rec.Single, Floats: rec.Floats, Held: rec.Held}
-	start := len(heads)
-	heads = appendRecord(heads, &h)
-	if s.heads+len(heads)-start > headsMax || len(heads) > math.MaxInt32 {
-		return heads[:start]
-	}
-	s.heads += len(heads) - start
-	l.hs = int32(start)
-	return heads
+	s.heads += len(h)
+	l.hs = int32(len(heads))
+	return append(heads, h...)
 }
 
 // batchCheck is what the API said of a journalled batch that lines are
@@ -431,10 +426,11 @@ func dayCheck(l budget.Limits, e budget.Estimate) error {
 	return budget.CheckLimits(budget.Limits{TPD: l.TPD, DailyCost: l.DailyCost}, e)
 }
 
-// toChunk adds line l, of record rec, to the open file of its key in
-// open, as line, first closing that file if the line would take it past a
-// limit: lines, bytes, the enqueued-token limit, or what the day allows.
-func (s *submitter) toChunk(key chunkKey, l bline, rec *lineRecord, line []byte, open map[chunkKey]*chunk) error {
+// toChunk adds line l, of record rec and head h, to the open file of its
+// key in open, as line, first closing that file if the line would take it
+// past a limit: lines, bytes, the enqueued-token limit, or what the day
+// allows.
+func (s *submitter) toChunk(key chunkKey, l bline, rec *lineRecord, h, line []byte, open map[chunkKey]*chunk) error {
 	o := s.r.cfg.Batch
 	day := s.r.cfg.Gate.Limits()
 	prompt := rec.Prompt
@@ -460,7 +456,7 @@ func (s *submitter) toChunk(key chunkKey, l bline, rec *lineRecord, line []byte,
 	if _, err := c.w.Write(line); err != nil {
 		return &Error{Code: ExitFailed, Err: fmt.Errorf("batch file: %w", err)}
 	}
-	c.heads = s.head(c.heads, c.lines, &l, rec)
+	c.heads = s.head(c.heads, c.lines, &l, h)
 	c.lines = append(c.lines, l)
 	c.journal.add(rec.Hash, rec.Held.journal(int(l.tries)))
 	c.bytes += int64(len(line))
@@ -556,9 +552,9 @@ func sortedChunks(open map[chunkKey]*chunk) []*chunk {
 	return cs
 }
 
-// claim puts line l, of record rec, in the journalled batch it was
-// claimed from, after before batches it was in.
-func (s *submitter) claim(l bline, rec *lineRecord, c claim, before int) {
+// claim puts line l, of record rec and head h, in the journalled batch it
+// was claimed from, after before batches it was in.
+func (s *submitter) claim(l bline, rec *lineRecord, h []byte, c claim, before int) {
 	b := s.claimed[c.batch]
 	if b == nil {
 		jb := s.claims.batches[c.batch]
@@ -572,7 +568,7 @@ func (s *submitter) claim(l bline, rec *lineRecord, c claim, before int) {
 		s.r.cfg.Log.Info("collecting a journalled batch instead of submitting its lines again", "batch", b.id, "submitted", b.submitted.Format(time.RFC3339))
 	}
 	l.tries = uint8(min(1+before, 255))
-	b.heads = s.head(b.heads, b.lines, &l, rec)
+	b.heads = s.head(b.heads, b.lines, &l, h)
 	b.byCustom[c.customID] = int32(len(b.lines))
 	b.lines = append(b.lines, l)
 }
@@ -881,7 +877,7 @@ func (s *submitter) collected(ctx context.Context, c collected) error {
 		if err != nil {
 			return &Error{Code: ExitFailed, Err: err}
 		}
-		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, batchLine(rec.Line, rec.URL, body), open); err != nil {
+		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchLine(rec.Line, rec.URL, body), open); err != nil {
 			return err
 		}
 	}

@@ -32,13 +32,12 @@
 // in stages of its own, wired in run beside the synchronous ones:
 //
 //	batchplan.go     the Batch API's prices; a dry run's plan of batch files
-//	batch.go         what the batch stages share: options, a line's record, the client, journal and records spool
+//	batch.go         what the batch stages share: options, a line's record, the client, the journal, the spools
 //	batchsubmit.go   submit: lines → batch files by endpoint and model, uploaded, created, journalled
 //	batchpoll.go     poll: every submitted batch polled, politely, until it ends
 //	batchcollect.go  collect: output and error files streamed into results, settled, retried
 //	batchschema.go   --schema: collected answers checked, invalid ones asked again in follow-ups
 //	batchorder.go    the ordered writer: results in input order, to emit; those ahead of their turn spooled
-//	spool.go         the temporary files that keep memory bounded
 //
 // The Batch API's client, its journal and their recovery are
 // internal/batchapi's.

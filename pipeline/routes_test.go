@@ -152,7 +152,7 @@ func batchResultLine(t *testing.T, endpoint, line, body string) string {
 	s := &submitter{r: r}
 	l := bline{line: int32(it.req.Line), rec: off, tries: 1}
 	b := &tbatch{id: "batch_1", endpoint: url, model: it.model}
-	b.heads = s.head(nil, nil, &l, &rec)
+	b.heads = s.head(nil, nil, &l, appendHead(nil, &rec))
 	b.lines = []bline{l}
 	c := newCollector(r, &batchRun{records: records}, b, nil)
 	out := c.parseLine([]byte(`{"id":"batch_req_1","custom_id":"line-1","response":{"status_code":200,"request_id":"req_1","body":` + body + `},"error":null}`))
