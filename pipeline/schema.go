@@ -282,7 +282,7 @@ func (it *item) reask(cfg *Config, last *item) (*item, error) {
 		return nil, err
 	}
 	next := &item{
-		req: it.req, endpoint: it.endpoint, ep: it.ep, model: it.model, body: body,
+		req: it.req, endpoint: it.endpoint, ep: endpointFor(it.endpoint), model: it.model, body: body,
 		price: it.price, prices: it.prices, schema: it.schema, prior: last.attempts,
 		exact: it.exact || cfg.Tokens.Ready(it.model),
 	}
@@ -292,7 +292,7 @@ func (it *item) reask(cfg *Config, last *item) (*item, error) {
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return nil, err
 	}
-	if err := it.ep.resolve(next, fields, cfg); err != nil {
+	if err := next.ep.resolve(next, fields, cfg); err != nil {
 		return nil, err
 	}
 	next.schemaTokens = cfg.schemas.tokens(cfg, it.schema, it.model, next.exact)
