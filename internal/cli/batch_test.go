@@ -518,7 +518,7 @@ func TestViaBatchDryRun(t *testing.T) {
 	dry := func(args ...string) ([]map[string]json.RawMessage, string) {
 		t.Helper()
 		var out, errb bytes.Buffer
-		code := run(context.Background(), append([]string{"--dry-run", "--usage-file", filepath.Join(g.dir, "usage.md")}, args...), strings.NewReader(in), &out, &errb)
+		code := g.runStreams(context.Background(), append([]string{"--dry-run", "--usage-file", filepath.Join(g.dir, "usage.md")}, args...), strings.NewReader(in), &out, &errb)
 		if code != 0 {
 			t.Fatalf("--dry-run %v: exit %d: %s", args, code, errb.String())
 		}

@@ -163,7 +163,7 @@ func child(t *testing.T, g *gb, fsize int64, stdin string, args ...string) *exec
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRun$")
 	cmd.Dir = g.dir
-	cmd.Env = append(os.Environ(), "GPTBATCH_TEST_FSIZE="+strconv.FormatInt(fsize, 10), "GPTBATCH_TEST_ARGS="+string(all))
+	cmd.Env = append(append(os.Environ(), g.environ()...), "GPTBATCH_TEST_FSIZE="+strconv.FormatInt(fsize, 10), "GPTBATCH_TEST_ARGS="+string(all))
 	cmd.Stdin = strings.NewReader(stdin)
 	return cmd
 }

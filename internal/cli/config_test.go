@@ -63,7 +63,7 @@ func TestMaskedKeyRedacted(t *testing.T) {
 			srv := openaitest.New(openaitest.Config{Key: "sk-the-right-key-000000000000"})
 			defer srv.Close()
 			g := newGB(t, srv.URL())
-			t.Setenv("OPENAI_API_KEY", key)
+			g.setenv("OPENAI_API_KEY", key)
 			out, stderr, code := g.run(context.Background(), prompts(2), "--verbose", "--parallel", "1")
 			if code != 1 {
 				t.Errorf("exit status %d, want 1; stderr: %s", code, stderr)
@@ -83,25 +83,26 @@ func TestMaskedKeyRedacted(t *testing.T) {
 
 // TestEmptyEnvIsUnset: VAR= is no value: the defaults hold.
 func TestEmptyEnvIsUnset(t *testing.T) {
-	for _, k := range []string{"OPENAI_BASE_URL", "OPENAI_MODEL", "GPTBATCH_USAGE_FILE"} {
-		t.Setenv(k, "")
+	t.Parallel()
+	env := map[string]string{"OPENAI_BASE_URL": "", "OPENAI_MODEL": "", "GPTBATCH_USAGE_FILE": ""}
+	parse := func() cli {
+		t.Helper()
+		c := cli{runCmd: runCmd{seams: Seams{Env: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}}}
+		p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, func(int) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Parse(nil); err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		return c
 	}
-	var c cli
-	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, func(int) {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Parse(nil); err != nil {
-		t.Fatalf("Parse: %v", err)
-	}
-	if c.BaseURL != "https://api.openai.com/v1" || c.Model != "" || c.UsageFile != "" {
+	if c := parse(); c.BaseURL != "https://api.openai.com/v1" || c.Model != "" || c.UsageFile != "" {
 		t.Errorf("with empty variables: --base-url %q, --model %q, --usage-file %q; want the default URL and no model or usage file", c.BaseURL, c.Model, c.UsageFile)
 	}
-	t.Setenv("OPENAI_MODEL", "gpt-4.1-mini")
-	c = cli{}
-	p, _ = newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, func(int) {})
-	if _, err := p.Parse(nil); err != nil || c.Model != "gpt-4.1-mini" {
-		t.Errorf("OPENAI_MODEL=gpt-4.1-mini: --model %q (%v), want it", c.Model, err)
+	env["OPENAI_MODEL"] = "gpt-4.1-mini"
+	if c := parse(); c.Model != "gpt-4.1-mini" {
+		t.Errorf("OPENAI_MODEL=gpt-4.1-mini: --model %q, want it", c.Model)
 	}
 }
 
@@ -131,7 +132,7 @@ func TestAPIKeyFile(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Key: "sk-from-dotenv-123456"})
 	defer srv.Close()
 	g = newGB(t, srv.URL())
-	t.Setenv("OPENAI_API_KEY", "")
+	g.setenv("OPENAI_API_KEY", "")
 	os.WriteFile(filepath.Join(g.dir, ".env"), []byte("OPENAI_API_KEY=sk-from-dotenv-123456 # the team's key\n"), 0o600)
 	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
 		t.Errorf(".env with an inline comment: exit status %d: %s", code, stderr)
@@ -278,7 +279,7 @@ func kebab(s string) string {
 // TestNoKey: without a key, exit 2 and say where a key is looked for.
 func TestNoKey(t *testing.T) {
 	g := newGB(t, "http://127.0.0.1:1/v1")
-	t.Setenv("OPENAI_API_KEY", "")
+	g.setenv("OPENAI_API_KEY", "")
 	_, stderr, code := g.run(context.Background(), prompts(1))
 	if code != 2 {
 		t.Errorf("exit status %d, want 2", code)
@@ -296,7 +297,7 @@ func TestConfigFiles(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Key: "sk-from-dotenv-123456"})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
-	t.Setenv("OPENAI_API_KEY", "")
+	g.setenv("OPENAI_API_KEY", "")
 	os.WriteFile(filepath.Join(g.dir, "gpt_model_type.txt"), []byte("gpt-4.1-mini\n"), 0o600)
 	os.WriteFile(filepath.Join(g.dir, ".env"), []byte("# keys\nexport OPENAI_API_KEY=\"sk-from-dotenv-123456\"\n"), 0o600)
 	out, stderr, code := g.run(context.Background(), prompts(1))

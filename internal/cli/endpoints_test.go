@@ -454,7 +454,7 @@ func TestChoicesLogprobsRefusal(t *testing.T) {
 		t.Errorf("n=2 with logprobs: logprobs %.80s, choices %d; want an array of 2 and 2 choices", rs[3].Logprobs, len(rs[3].Choices))
 	}
 	// Resume counts a refusal as an answer: it was paid for.
-	if code := run(context.Background(), append(g.args, "--resume", writeFile(t, g.dir, "prev.jsonl", out)), strings.NewReader(in), new(strings.Builder), new(strings.Builder)); code != 0 {
+	if code := g.runStreams(context.Background(), append(g.args, "--resume", writeFile(t, g.dir, "prev.jsonl", out)), strings.NewReader(in), new(strings.Builder), new(strings.Builder)); code != 0 {
 		t.Errorf("--resume of the finished run: exit status %d", code)
 	}
 }

@@ -171,7 +171,7 @@ func TestSlowHeadBoundsWindow(t *testing.T) {
 		go func() {
 			var out bytes.Buffer
 			errb := &watchWriter{marker: "window ahead of it is full", seen: func() { close(full) }}
-			run(context.Background(), append(append(append([]string{}, g.args...), args...), "--verbose"), strings.NewReader(in), &out, errb)
+			g.runStreams(context.Background(), append(append(append([]string{}, g.args...), args...), "--verbose"), strings.NewReader(in), &out, errb)
 			done <- out.String()
 		}()
 		// Ordered, the run stops sending once the window is full, and says

@@ -48,7 +48,7 @@ func TestUnknownPriceUnderDollarLimit(t *testing.T) {
 	t.Run("dry run", func(t *testing.T) {
 		g := newGB(t, "http://127.0.0.1:1/v1")
 		var out, errb bytes.Buffer
-		code := run(context.Background(), []string{"--dry-run", "-m", "my-local-llama", "--max-cost", "0.01"}, strings.NewReader(prompts(3)), &out, &errb)
+		code := g.runStreams(context.Background(), []string{"--dry-run", "-m", "my-local-llama", "--max-cost", "0.01"}, strings.NewReader(prompts(3)), &out, &errb)
 		if code != 0 {
 			t.Errorf("exit status %d, want 0; stderr %s", code, errb.String())
 		}
@@ -92,11 +92,11 @@ func TestDayZone(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
-	t.Setenv("GPTBATCH_DAY_TZ", "Not/AZone")
+	g.setenv("GPTBATCH_DAY_TZ", "Not/AZone")
 	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 2 || !strings.Contains(stderr, "GPTBATCH_DAY_TZ") {
 		t.Errorf("GPTBATCH_DAY_TZ=Not/AZone: exit status %d, stderr %q; want 2 naming it", code, stderr)
 	}
-	t.Setenv("GPTBATCH_DAY_TZ", "Pacific/Kiritimati") // UTC+14: never the zone of the test machine's midnight
+	g.setenv("GPTBATCH_DAY_TZ", "Pacific/Kiritimati") // UTC+14: never the zone of the test machine's midnight
 	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
@@ -495,7 +495,7 @@ func TestConfirm(t *testing.T) {
 				}
 			}
 			var out, errb bytes.Buffer
-			code := Run(context.Background(), append(g.args, "--confirm"), strings.NewReader(prompts(5)), &out, &errb, Seams{TTY: open})
+			code := Run(context.Background(), append(g.args, "--confirm"), strings.NewReader(prompts(5)), &out, &errb, g.ttySeams(open))
 			if code != tt.code {
 				t.Errorf("exit status %d, want %d; stderr: %s", code, tt.code, errb.String())
 			}
@@ -535,10 +535,10 @@ func TestConfirmDayZone(t *testing.T) {
 			break
 		}
 	}
-	t.Setenv("GPTBATCH_DAY_TZ", zone)
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.setenv("GPTBATCH_DAY_TZ", zone)
 	if _, stderr, code := g.run(context.Background(), prompts(5)); code != 0 {
 		t.Fatalf("first run: exit status %d; stderr: %s", code, stderr)
 	}
@@ -553,7 +553,7 @@ func TestConfirmDayZone(t *testing.T) {
 	tty := &fakeTTY{answer: strings.NewReader("n\n")}
 	var out, errb bytes.Buffer
 	args := append(g.args, "--confirm", "--tpd", strconv.FormatInt(st.TokensWithinDay+1, 10))
-	Run(context.Background(), args, strings.NewReader(prompts(5)), &out, &errb, Seams{TTY: func() (io.ReadWriteCloser, error) { return tty, nil }})
+	Run(context.Background(), args, strings.NewReader(prompts(5)), &out, &errb, g.ttySeams(func() (io.ReadWriteCloser, error) { return tty, nil }))
 	want := strconv.FormatInt(st.TokensWithinDay, 10) + " already used today"
 	if !strings.Contains(tty.screen.String(), want) {
 		t.Errorf("with GPTBATCH_DAY_TZ=%s the terminal shows %q, want it to say %q", zone, tty.screen.String(), want)

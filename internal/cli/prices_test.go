@@ -164,7 +164,7 @@ func TestStoredPrices(t *testing.T) {
 				t.Fatalf("prices load: exit status %d: %s%s", code, out, stderr)
 			}
 			// Another host: another directory, no price file.
-			t.Chdir(t.TempDir())
+			g.seams.Dir = t.TempDir()
 			for _, tier := range []budget.Tier{budget.TierStandard, budget.TierBatch} {
 				args := append(tt.store(g), "--daily-cost", "5")
 				if tier == budget.TierBatch {
@@ -281,7 +281,7 @@ func TestBadPriceFile(t *testing.T) {
 					}
 				}
 			}
-			t.Setenv("XDG_CONFIG_HOME", g.dir)
+			g.setenv("XDG_CONFIG_HOME", g.dir)
 			config := writeFile(t, configDir(t, g.dir), "prices.json", tt.body)
 			if _, stderr, code := g.run(context.Background(), acmePrompts(2)); code != 2 || !strings.Contains(stderr, config) {
 				t.Errorf("a bad %s: exit status %d, want 2 naming it: %s", config, code, stderr)
@@ -299,7 +299,7 @@ func TestConfigPriceFile(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
-	t.Setenv("XDG_CONFIG_HOME", g.dir)
+	g.setenv("XDG_CONFIG_HOME", g.dir)
 	writeFile(t, configDir(t, g.dir), "prices.json", acmeFile)
 	out, stderr, code := g.run(context.Background(), acmePrompts(2), "--daily-cost", "1")
 	if code != 0 {

@@ -75,7 +75,7 @@ func TestResultsWrittenWhileWaiting(t *testing.T) {
 		cancel()
 	}()
 	var errb bytes.Buffer
-	code := run(ctx, append(g.args, "--rpm", "3", "--parallel", "1"), strings.NewReader(prompts(6)), stdout, &errb)
+	code := g.runStreams(ctx, append(g.args, "--rpm", "3", "--parallel", "1"), strings.NewReader(prompts(6)), stdout, &errb)
 	if code != 130 {
 		t.Errorf("exit status %d, want 130; stderr %s", code, errb.String())
 	}
@@ -105,7 +105,7 @@ func TestUnusableInput(t *testing.T) {
 	}
 	defer dir.Close()
 	var out, errb bytes.Buffer
-	code = run(context.Background(), g.args, dir, &out, &errb)
+	code = g.runStreams(context.Background(), g.args, dir, &out, &errb)
 	if code != 2 || !strings.Contains(errb.String(), "stdin is a directory") {
 		t.Errorf("stdin a directory: exit status %d, stderr %q; want 2", code, errb.String())
 	}
@@ -268,7 +268,7 @@ func TestDryRun(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
-	t.Setenv("OPENAI_API_KEY", "")
+	g.setenv("OPENAI_API_KEY", "")
 	g.args = []string{"--base-url", srv.URL(), "--usage-file", filepath.Join(g.dir, "usage.md")}
 	out, stderr, code := g.run(context.Background(), prompts(40), "--dry-run")
 	if code != 0 {

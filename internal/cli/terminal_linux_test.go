@@ -51,7 +51,7 @@ func TestTerminalStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	code := run(context.Background(), append(g.args, "--format", "text"), tty, &out, &errb)
+	code := g.runStreams(context.Background(), append(g.args, "--format", "text"), tty, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, errb.String())
 	}

@@ -95,8 +95,8 @@ func TestRelativeXDGStateHome(t *testing.T) {
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_STATE_HOME", "state")
+	g.setenv("HOME", home)
+	g.setenv("XDG_STATE_HOME", "state")
 	g.args = []string{"--base-url", srv.URL(), "--quiet"}
 	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
