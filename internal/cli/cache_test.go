@@ -75,6 +75,7 @@ func TestCacheDefaultFile(t *testing.T) {
 }
 
 func TestParseSpan(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want time.Duration
@@ -145,6 +146,7 @@ func cacheJSON(t *testing.T, g *gb, args ...string) cacheReport {
 // gptbatch cache reports what the cache holds and saved; prune and clear
 // remove answers.
 func TestCacheCommand(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	g, path := cacheGB(t)
 	fillCache(t, path)
@@ -185,6 +187,7 @@ func TestCacheCommand(t *testing.T) {
 
 // A cache that does not exist is reported empty, and not made.
 func TestCacheCommandNoCache(t *testing.T) {
+	t.Parallel()
 	g, _ := cacheGB(t)
 	path := filepath.Join(g.dir, "none", "cache.db")
 	for _, args := range [][]string{{"cache"}, {"cache", "clear"}, {"cache", "prune", "--older-than", "2w"}} {
@@ -201,6 +204,7 @@ func TestCacheCommandNoCache(t *testing.T) {
 // A damaged cache is a usage error that says how to clear it, and
 // gptbatch cache clear does.
 func TestCacheCommandDamaged(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	g, path := cacheGB(t)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

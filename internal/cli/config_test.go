@@ -20,6 +20,7 @@ import (
 // TestInsecureBaseURL: the key goes over plain http:// only to
 // this machine, unless --allow-insecure.
 func TestInsecureBaseURL(t *testing.T) {
+	t.Parallel()
 	for _, url := range []string{"http://example.com/v1", "http://10.0.0.7:8080/v1", "http://user:pw@api.example.org/v1"} {
 		t.Run(url, func(t *testing.T) {
 			g := newGB(t, url)
@@ -58,6 +59,7 @@ func TestInsecureBaseURL(t *testing.T) {
 // and last characters around stars) does not reach results, stderr or
 // logs, whatever the key's prefix.
 func TestMaskedKeyRedacted(t *testing.T) {
+	t.Parallel()
 	for _, key := range []string{"gsk_wrong0123456789abcdefghijklmnopq", "AIzaWrong0123456789abcdefghijklm", "sk-proj-wrong0123456789abcdefghij"} {
 		t.Run(key[:4], func(t *testing.T) {
 			srv := openaitest.New(openaitest.Config{Key: "sk-the-right-key-000000000000"})
@@ -109,6 +111,7 @@ func TestEmptyEnvIsUnset(t *testing.T) {
 // TestAPIKeyFile: a missing --api-key-file says it cannot be
 // read; a .env value loses its inline comment and quotes.
 func TestAPIKeyFile(t *testing.T) {
+	t.Parallel()
 	g := newGB(t, "http://127.0.0.1:1/v1")
 	_, stderr, code := g.run(context.Background(), prompts(1), "--api-key-file", filepath.Join(g.dir, "nokey.txt"))
 	if code != 2 || !strings.Contains(stderr, "cannot read") || !strings.Contains(stderr, "no such file") {
@@ -142,6 +145,7 @@ func TestAPIKeyFile(t *testing.T) {
 // TestFlagValues (items 27, 28): values that would mean something else
 // than they say are refused, nothing sent.
 func TestFlagValues(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -183,6 +187,7 @@ func TestFlagValues(t *testing.T) {
 // TestQuietWarnings: warnings are "gptbatch: warning: ...",
 // like errors, and --quiet silences them.
 func TestQuietWarnings(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -199,6 +204,7 @@ func TestQuietWarnings(t *testing.T) {
 // TestVersion: --version says the module version a go install
 // build records, or the commit, rather than "dev".
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	bi := func(v string, settings ...debug.BuildSetting) *debug.BuildInfo {
 		return &debug.BuildInfo{Main: debug.Module{Version: v}, Settings: settings}
 	}
@@ -228,6 +234,7 @@ func TestVersion(t *testing.T) {
 
 // TestHelpPriceDate: --help says the date of the price table.
 func TestHelpPriceDate(t *testing.T) {
+	t.Parallel()
 	var out strings.Builder
 	run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &out)
 	if !strings.Contains(out.String(), budget.PriceTableDate) {
@@ -238,6 +245,7 @@ func TestHelpPriceDate(t *testing.T) {
 // TestHelpNamesEveryFlag: --help lists every flag of the contract, its
 // environment variable, and the three examples.
 func TestHelpNamesEveryFlag(t *testing.T) {
+	t.Parallel()
 	var out, errb strings.Builder
 	if code := run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &errb); code != 0 {
 		t.Fatalf("--help: exit status %d: %s", code, errb.String())
@@ -278,6 +286,7 @@ func kebab(s string) string {
 
 // TestNoKey: without a key, exit 2 and say where a key is looked for.
 func TestNoKey(t *testing.T) {
+	t.Parallel()
 	g := newGB(t, "http://127.0.0.1:1/v1")
 	g.setenv("OPENAI_API_KEY", "")
 	_, stderr, code := g.run(context.Background(), prompts(1))
@@ -294,6 +303,7 @@ func TestNoKey(t *testing.T) {
 // TestConfigFiles: the model from gpt_model_type.txt and the key from .env
 // in the working directory.
 func TestConfigFiles(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: "sk-from-dotenv-123456"})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -313,6 +323,7 @@ func TestConfigFiles(t *testing.T) {
 // command is documented in docs/, and --help ends by saying where the
 // docs are.
 func TestDocsNameEveryFlag(t *testing.T) {
+	t.Parallel()
 	var docs strings.Builder
 	files, err := filepath.Glob(filepath.Join(mustGetwdAtStart, "..", "..", "docs", "*.md"))
 	if err != nil || len(files) == 0 {
@@ -366,6 +377,7 @@ func TestDocsNameEveryFlag(t *testing.T) {
 // dayZone reads GPTBATCH_DAY_TZ: an IANA name, "" for the process's own
 // zone; an error names the variable.
 func TestDayZoneName(t *testing.T) {
+	t.Parallel()
 	ny, err := time.LoadLocation("America/New_York")
 	if err != nil {
 		t.Fatal(err)
@@ -392,6 +404,7 @@ func TestDayZoneName(t *testing.T) {
 
 // limitSource says where each limit in force comes from.
 func TestLimitSource(t *testing.T) {
+	t.Parallel()
 	src := limitSource(budget.Limits{RPM: 500, TPM: 10, DailyCost: 10 * budget.Dollar}, budget.Limits{RPM: 100, TPM: 20, DailyCost: budget.Dollar})
 	want := map[string]string{"rpm": "stored", "tpm": "flag", "tpd": "off", "daily-cost": "stored"}
 	for k, v := range want {

@@ -78,6 +78,7 @@ func checkCosts(t *testing.T, rs []result, n int, price budget.Price) budget.Cos
 // _batches prices) and on flex (at its _flex ones), and counts against
 // --daily-cost instead of being refused.
 func TestPriceFile(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name string
 		args []string
@@ -110,6 +111,7 @@ func TestPriceFile(t *testing.T) {
 // Without a price, the same lines are refused under a dollar limit, and
 // the warning says how to give one.
 func TestUnpricedModelRefused(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL()).loud()
@@ -141,6 +143,7 @@ func TestUnpricedModelRefused(t *testing.T) {
 // the budget, with no flag, on every host: a usage file two working
 // directories name, or one Redis.
 func TestStoredPrices(t *testing.T) {
+	t.Parallel()
 	rs := redistest.Start(t)
 	for _, tt := range []struct {
 		name  string
@@ -210,6 +213,7 @@ func TestStoredPrices(t *testing.T) {
 // snapshot the table lacks is priced as the model asked for, and one it
 // lists at its own price.
 func TestBuiltinAndSnapshotPrices(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey, Snapshots: map[string]string{
 		"gpt-5.4":     "gpt-5.4-2026-12-01",     // newer than the table
 		"gpt-4o-mini": "gpt-4o-2024-05-13",      // a listed snapshot with a price of its own
@@ -242,6 +246,7 @@ func TestBuiltinAndSnapshotPrices(t *testing.T) {
 // service_tier priority is priced as the API bills it: at priority's
 // price when the answer says it ran so.
 func TestPriorityPrice(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -257,6 +262,7 @@ func TestPriorityPrice(t *testing.T) {
 // A bad price file exits 2 naming the file, the model and the field, and
 // sends nothing; so does one in the configuration directory.
 func TestBadPriceFile(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -296,6 +302,7 @@ func TestBadPriceFile(t *testing.T) {
 
 // The configuration directory's price file prices a run with no flag.
 func TestConfigPriceFile(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())

@@ -19,6 +19,7 @@ import (
 // that have no system or developer message, and is the instructions of a
 // responses line that has none.
 func TestSystemFlag(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -60,6 +61,7 @@ func TestSystemFlag(t *testing.T) {
 // answers are written before the fourth request's 20 s wait ends, so that
 // an interrupt then loses nothing.
 func TestResultsWrittenWhileWaiting(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -92,6 +94,7 @@ func TestResultsWrittenWhileWaiting(t *testing.T) {
 // directory on stdin are usage errors (exit 2) that send nothing; the CSV
 // error lists the columns it found.
 func TestUnusableInput(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -153,6 +156,7 @@ func mixedBatch(n int, bad map[int]bool) (string, []string, []string) {
 // lines and three bad ones, sent 16 at a time to a server whose latency
 // varies so that answers finish out of order.
 func TestMixedBatch(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Latency: 5 * time.Millisecond, Jitter: 40 * time.Millisecond, Seed: 1, Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -234,6 +238,7 @@ func TestMixedBatch(t *testing.T) {
 // TestGolden runs the quick start's batch and compares with the golden file
 // (latencies zeroed). go test -update rewrites it.
 func TestGolden(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Seed: 1})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -265,6 +270,7 @@ func TestGolden(t *testing.T) {
 
 // TestDryRun: 40 prompts with no key: nothing sent, 40 estimates and a cost.
 func TestDryRun(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -303,6 +309,7 @@ func TestDryRun(t *testing.T) {
 // TestTextAndCSV: one result per prompt; CSV ids kept and other columns in
 // metadata.
 func TestTextAndCSV(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -331,6 +338,7 @@ func TestTextAndCSV(t *testing.T) {
 // TestProgressShowsDoneOfTotal: with --progress always, stderr shows the
 // count done out of the batch's total.
 func TestProgressShowsDoneOfTotal(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())

@@ -42,6 +42,7 @@ func openPTY(t *testing.T) (master, tty *os.File) {
 // TestTerminalStdin: prompts typed at a terminal are read, with
 // a word on stderr that gptbatch is reading them from it.
 func TestTerminalStdin(t *testing.T) {
+	t.Parallel()
 	master, tty := openPTY(t)
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
