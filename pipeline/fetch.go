@@ -1,23 +1,20 @@
 package pipeline
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptrace"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	openai "github.com/sashabaranov/go-openai"
-	"golang.org/x/sync/errgroup"
-
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
+	"golang.org/x/sync/errgroup"
 )
 
 // fetch is the send stage: it pulls admitted lines (or packs of them) from
@@ -205,69 +202,6 @@ func (r *runner) failed(it *item, f retry.Failure) *jsonl.Result {
 	return res
 }
 
-type ctxKey int
-
-const (
-	bodyKey  ctxKey = iota // []byte: the exact request body to send
-	replyKey               // *reply: filled with what the response said
-)
-
-// reply is what a call's HTTP response carried, which go-openai does not
-// expose: the status and headers, for the retry logic, and a success's
-// body, for resultFromBody.
-type reply struct {
-	status int
-	header http.Header
-	body   []byte // a 2xx answer's body
-}
-
-// rawBodyDoer sends the request body carried in the request's context in
-// place of the one go-openai marshalled from its struct, which drops
-// "temperature": 0 and every field it does not know. It also records the
-// status and headers for the retry logic, and keeps a successful answer's
-// body whole: go-openai's structs drop what gptbatch must not (logprobs,
-// refusals) and cannot read base64 embeddings, so go-openai is given an
-// empty object to decode and resultFromBody reads the answer.
-type rawBodyDoer struct{ hc *http.Client }
-
-func (d rawBodyDoer) Do(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
-	if b, ok := ctx.Value(bodyKey).([]byte); ok {
-		req.Body = io.NopCloser(bytes.NewReader(b))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-		req.ContentLength = int64(len(b))
-	}
-	resp, err := d.hc.Do(req)
-	r, ok := ctx.Value(replyKey).(*reply)
-	if !ok || resp == nil {
-		return resp, err
-	}
-	r.status, r.header = resp.StatusCode, resp.Header
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return nil, err
-		}
-		r.body = b
-		resp.Body = io.NopCloser(strings.NewReader("{}"))
-		resp.ContentLength = 2
-	}
-	return resp, err
-}
-
-// newClient is a go-openai client for baseURL whose connection pool keeps
-// one idle connection per worker.
-func newClient(baseURL, key string, parallel int) *openai.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = parallel + 8
-	tr.MaxIdleConnsPerHost = parallel + 8
-	cfg := openai.DefaultConfig(key)
-	cfg.BaseURL = strings.TrimRight(baseURL, "/")
-	cfg.HTTPClient = rawBodyDoer{hc: &http.Client{Transport: tr}}
-	return openai.NewClientWithConfig(cfg)
-}
-
 // attempt is the outcome of one API call.
 type attempt struct {
 	ans     answer // what a successful call answered
@@ -322,4 +256,177 @@ func (r *runner) sendItem(ctx context.Context, it *item, settle chan<- budget.Se
 		out[i] = &jsonl.Result{ID: m.req.ID, Line: m.req.Line, Metadata: m.req.Metadata, Attempts: res.Attempts, Error: &e}
 	}
 	return out
+}
+
+// settle applies the settlements of the calls to the gate, as many at a
+// time as have queued, so that the shared file is written once per batch,
+// not once per call. It takes every settlement until in is closed, even
+// after a signal: what reached the API must reach the ledger. When the
+// shared state cannot be written, the run stops sending (storeFailed) and
+// the settler goes on trying each later batch, so that a passing failure
+// loses as little as it can; it never ends the run itself, which would
+// drop the answers in flight.
+func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error {
+	batch := make([]budget.Settlement, 0, max(cap(in), 1))
+	for s := range in {
+		batch = drainReady(in, append(batch[:0], s), cap(batch))
+		if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), batch); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err() // the run failed already
+			}
+			// Not tried again: the state may have been written and
+			// only the ledger not, and a second try would settle the
+			// day's counters twice.
+			r.storeFailed(err)
+		} else if r.cfg.Settled != nil {
+			r.cfg.Settled()
+		}
+		for _, s := range batch {
+			if !s.DayOnly {
+				r.unsettled.Add(-1)
+			}
+		}
+		r.settled.signal()
+	}
+	return nil
+}
+
+// settlement is what one call settles: the ledger gets a line and the
+// budget moves from the estimate to what the API counted. A call that
+// never left the process (wrote false) gives its whole reservation back
+// and has no ledger line. A call the server took and never answered (a
+// timeout, a dropped connection, an answer cut short, a call abandoned on
+// a second signal) is settled at its estimate: the API usually bills it,
+// and the ledger says so with the estimate's tokens.
+func (r *runner) settlement(it *item, a attempt, f retry.Failure, wrote bool) budget.Settlement {
+	if !wrote {
+		return budget.Settlement{Est: it.est}
+	}
+	e := &budget.LedgerEntry{
+		Endpoint:  it.endpoint,
+		Time:      r.cfg.Clock.Now(),
+		ID:        it.req.ID,
+		Line:      it.req.Line,
+		Model:     it.model,
+		Status:    a.reply.status,
+		LatencyMS: a.latency.Milliseconds(),
+		Attempt:   it.attempts,
+		Error:     f.Type,
+	}
+	s := budget.Settlement{Est: it.est, Sent: true, Entry: e}
+	switch {
+	case a.err == nil:
+		u := a.ans.usage
+		if a.ans.model != "" {
+			e.Model = a.ans.model
+		}
+		e.PromptTokens, e.CompletionTokens, e.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
+		s.Tokens = u.TotalTokens
+		if it.priced {
+			c := a.ans.cost
+			e.CostUSD, s.Cost = &c, c
+		}
+	case a.reply.status == 0 || a.reply.status < http.StatusMultipleChoices:
+		// Taken and not answered, or answered 2xx with a body that did
+		// not parse: presumed billed.
+		e.PromptTokens, e.CompletionTokens = it.prompt, it.maxOut
+		s.Tokens, s.Cost = it.est.Tokens, it.est.Cost
+		if it.priced {
+			c := it.est.Cost
+			e.CostUSD = &c
+		}
+	default:
+		// The API refused it: nothing billed.
+		if it.priced {
+			var zero budget.Cost
+			e.CostUSD = &zero
+		}
+	}
+	return s
+}
+
+// observe reads a response's x-ratelimit-* headers. A server limit lower
+// than the configured one replaces it, said once on stderr. A limit the
+// server says is used up pauses every worker for the time one more request
+// needs to refill (the reset header is the time to refill all of it, which
+// would be far too long for a bucket), or until the reset if sooner.
+func (r *runner) observe(ctx context.Context, h http.Header) {
+	if h == nil {
+		return
+	}
+	r.limitsMu.Lock()
+	defer r.limitsMu.Unlock()
+	lim := r.cfg.Gate.Limits()
+	changed := false
+	for _, k := range []struct {
+		kind, flag string
+		cur        *int64
+	}{{"requests", "--rpm", &lim.RPM}, {"tokens", "--tpm", &lim.TPM}} {
+		n, err := strconv.ParseInt(h.Get("x-ratelimit-limit-"+k.kind), 10, 64)
+		if err != nil || n <= 0 || (*k.cur > 0 && n >= *k.cur) {
+			continue
+		}
+		r.cfg.Log.Warn("the server allows fewer "+k.kind+" per minute than "+k.flag+": using its limit", "server", n, "configured", *k.cur)
+		*k.cur = n
+		changed = true
+	}
+	if changed {
+		r.cfg.Gate.SetLimits(lim)
+	}
+	var pause time.Duration
+	if h.Get("x-ratelimit-remaining-requests") == "0" && lim.RPM > 0 {
+		if d, err := time.ParseDuration(h.Get("x-ratelimit-reset-requests")); err == nil {
+			pause = min(d, time.Minute/time.Duration(lim.RPM))
+		}
+	}
+	if pause > 0 {
+		now := r.cfg.Clock.Now()
+		// Only a pause: at the limit's own pace the server is at zero after
+		// nearly every request, and the gate's bucket already agrees.
+		if err := r.cfg.Gate.Pause(ctx, now, now.Add(pause)); err == nil {
+			r.cfg.Log.Debug("server limit used up", "pause", pause)
+		}
+	}
+}
+
+// refused tells the gate of a 429 after which every process sharing the
+// budget pauses for pause, and when the gate finds the server stricter
+// than its minute limit it paces that limit per second, which is said
+// once.
+func (r *runner) refused(ctx context.Context, f retry.Failure, h http.Header, pause time.Duration) error {
+	now := r.cfg.Clock.Now()
+	newly, err := r.cfg.Gate.Refused(ctx, now, budget.Refusal{Limit: f.Limit, Used: serverUsage(h), Until: now.Add(pause)})
+	if err != nil || newly == "" {
+		return err
+	}
+	lim := r.cfg.Gate.Limits()
+	kind, perMin, said := "request", lim.RPM, &r.pacingSaid[0]
+	if newly == budget.PacedTokens {
+		kind, perMin, said = "token", lim.TPM, &r.pacingSaid[1]
+	}
+	if said.CompareAndSwap(false, true) {
+		r.cfg.Log.Warn(fmt.Sprintf("the server enforces its %s limit per second: pacing at %s a second", kind, paceFigure(budget.PaceRate(perMin))))
+	}
+	return nil
+}
+
+// paceFigure writes a rate with one decimal below 100 a second.
+func paceFigure(rate float64) string {
+	if rate < 100 {
+		return strconv.FormatFloat(rate, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(rate, 'f', 0, 64)
+}
+
+// serverUsage is what the headers say is used of the server's limits.
+func serverUsage(h http.Header) budget.ServerUsage {
+	used := func(kind string) float64 {
+		l, err1 := strconv.ParseFloat(h.Get("x-ratelimit-limit-"+kind), 64)
+		r, err2 := strconv.ParseFloat(h.Get("x-ratelimit-remaining-"+kind), 64)
+		if err1 != nil || err2 != nil {
+			return -1
+		}
+		return l - r
+	}
+	return budget.ServerUsage{Requests: used("requests"), Tokens: used("tokens")}
 }

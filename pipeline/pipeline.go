@@ -13,23 +13,22 @@
 //	read.go          stdin → requests, one a line
 //	prepare.go       tokenize: the wire body and the estimate, on every core
 //	cache.go         --cache: answers sent before, looked up in blocks; identical lines sent once
-//	endpoint.go      the endpoints' table, and what their files share
+//	endpoint.go      the endpoints' table and what their files share: the wire, the one decoder
 //	chat.go          chat completions: a line's body, its call, its answer's result
 //	responses.go     the Responses API: the same
 //	embeddings.go    embeddings: the same, and the vectors as floats
-//	hold.go          hold the batch back until --batch-tokens and --max-cost are known to hold
 //	pack.go          --pack: runs of single-input embeddings lines share a request
-//	admit.go         reserve each line's estimate through the gate, just ahead of a free worker
-//	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
-//	answer.go        an answer into the lines' results: the one decoder, for both routes
+//	admit.go         hold the batch back while --batch-tokens and --max-cost may refuse it;
+//	                 then reserve each line's estimate through the gate, just ahead of a free worker
+//	fetch.go         send: a fixed number of workers, the retry loop, what the headers teach
+//	                 the gate, and the settling of every call to what the API counted
 //	cacheserve.go    --cache in fetch's workers: hits and twins served, new answers stored
 //	schema.go        --schema: lines held to a schema, answers checked, invalid ones asked again
-//	serverlimits.go  what the x-ratelimit headers teach the gate
-//	settle.go        the gate and the ledger move from estimates to what the API counted
 //	emit.go          the only writer to stdout (results, or a dry run's estimates)
 //
-// --via batch stands in for admit, fetch and settle with the Batch API,
-// in stages of its own, wired in run beside the synchronous ones:
+// --via batch takes the lines hold passes on (admit.go) and stands in for
+// admission and fetch with the Batch API, in stages of its own, wired in
+// run beside the synchronous ones:
 //
 //	batchplan.go     the Batch API's prices; a dry run's plan of batch files
 //	batch.go         what the batch stages share: options, the lines' table, the client and journal

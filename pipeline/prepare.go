@@ -137,3 +137,26 @@ func positive(body map[string]json.RawMessage, f string) (int64, error) {
 	}
 	return n, nil
 }
+
+// setTier estimates the line at tier t's price: unknown when the model's
+// price, or its price on t, is.
+func (it *item) setTier(t budget.Tier) {
+	it.tier = t
+	it.est = budget.Estimate{Tokens: it.prompt + it.maxOut}
+	it.priced = false
+	if it.price != nil {
+		it.est.Cost, it.priced = it.price.Cost(t, it.prompt, 0, it.maxOut)
+	}
+	it.est.CostUnknown = !it.priced
+}
+
+// unsent is the item of a line read after the run stopped sending, with
+// the result that says why, or nil while the run sends: such a line need
+// not be counted.
+func (r *runner) unsent(req *jsonl.Request) *item {
+	why := r.stop.stopped()
+	if why == nil || r.cfg.DryRun || req.Err != nil {
+		return nil
+	}
+	return &item{req: req, model: r.cfg.Model, result: why.result(req)}
+}
