@@ -4,8 +4,8 @@
 package budget
 
 import (
+	"bytes"
 	"fmt"
-	"math/big"
 	"strconv"
 	"strings"
 )
@@ -20,45 +20,27 @@ const Dollar Cost = 1_000_000_000_000
 // String writes c as the shortest exact decimal number of dollars:
 // "0.0000074", "0", "12.5", "-0.25".
 func (c Cost) String() string {
-	u := uint64(c) // the magnitude, also for the most negative Cost
-	sign := ""
-	if c < 0 {
-		u, sign = -u, "-"
-	}
 	var buf [32]byte
-	return string(c.append(buf[:0], u, sign))
+	return string(c.AppendJSON(buf[:0]))
 }
 
 // AppendJSON appends c as String writes it: a ledger line or a result
 // writes one each, so it takes no allocation of its own.
 func (c Cost) AppendJSON(b []byte) []byte {
-	u := uint64(c)
+	u := uint64(c) // the magnitude, also for the most negative Cost
 	if c < 0 {
-		return c.append(b, -u, "-")
+		b, u = append(b, '-'), -u
 	}
-	return c.append(b, u, "")
-}
-
-// append appends the magnitude u with its sign: the dollars, then the
-// twelve digits of picodollars without their trailing zeros.
-func (Cost) append(b []byte, u uint64, sign string) []byte {
-	b = append(b, sign...)
 	b = strconv.AppendUint(b, u/uint64(Dollar), 10)
-	frac := u % uint64(Dollar)
-	if frac == 0 {
-		return b
+	if frac := u % uint64(Dollar); frac != 0 {
+		// The twelve digits of picodollars are Dollar+frac's but its
+		// leading 1, which becomes the point.
+		i := len(b)
+		b = strconv.AppendUint(b, uint64(Dollar)+frac, 10)
+		b[i] = '.'
+		b = bytes.TrimRight(b, "0")
 	}
-	var digits [12]byte
-	for i := len(digits) - 1; i >= 0; i-- {
-		digits[i] = byte('0' + frac%10)
-		frac /= 10
-	}
-	end := len(digits)
-	for digits[end-1] == '0' {
-		end--
-	}
-	b = append(b, '.')
-	return append(b, digits[:end]...)
+	return b
 }
 
 // Float64 is c in dollars, for display and arithmetic that need not be
@@ -90,100 +72,66 @@ func ParseCost(s string) (Cost, error) {
 	return parseDollars(strings.TrimPrefix(strings.TrimSpace(s), "$"), false)
 }
 
-// parseDollars reads [sign] digits [. digits] [e [sign] digits] exactly.
-// It does its own parsing rather than use big.Rat, whose exponents are
-// unbounded: "1e999999999" would take minutes in a corrupt usage.md.
+// parseDollars reads [sign] digits [. digits] [e [sign] digits] exactly,
+// rounding half up below the picodollar. It does its own parsing rather
+// than use big.Rat, whose exponents are unbounded: "1e999999999" would take
+// minutes in a corrupt usage.md.
 func parseDollars(s string, allowNeg bool) (Cost, error) {
-	bad := func() (Cost, error) { return 0, fmt.Errorf("%q is not an amount of dollars", s) }
-	rest := s
-	neg := false
-	if rest != "" && (rest[0] == '+' || rest[0] == '-') {
-		neg = rest[0] == '-'
-		rest = rest[1:]
+	bad := func() error { return fmt.Errorf("%q is not an amount of dollars", s) }
+	rest, neg := cutSign(s)
+	var exp int64
+	if i := strings.IndexAny(rest, "eE"); i >= 0 {
+		if e, _ := cutSign(rest[i+1:]); !isDigits(e) {
+			return 0, bad()
+		}
+		// Out of range, it is the nearest int32: far too large or too
+		// small either way.
+		exp, _ = strconv.ParseInt(rest[i+1:], 10, 32)
+		rest = rest[:i]
 	}
-	var digits []byte // the significant digits, without leading zeros
-	shift := 12       // the power of ten that turns digits into picodollars
-	seenDigit, seenDot := false, false
-	i := 0
-	for ; i < len(rest); i++ {
-		ch := rest[i]
-		switch {
-		case ch >= '0' && ch <= '9':
-			seenDigit = true
-			if ch != '0' || len(digits) > 0 {
-				digits = append(digits, ch)
-			}
-			if seenDot {
-				shift--
-			}
-			continue
-		case ch == '.' && !seenDot:
-			seenDot = true
-			continue
-		}
-		break
+	whole, frac, _ := strings.Cut(rest, ".")
+	digits := whole + frac
+	if !isDigits(digits) {
+		return 0, bad()
 	}
-	if !seenDigit {
-		return bad()
-	}
-	if i < len(rest) {
-		if rest[i] != 'e' && rest[i] != 'E' {
-			return bad()
-		}
-		exp := rest[i+1:]
-		expNeg := false
-		if exp != "" && (exp[0] == '+' || exp[0] == '-') {
-			expNeg = exp[0] == '-'
-			exp = exp[1:]
-		}
-		if !isDigits(exp) {
-			return bad()
-		}
-		e, err := strconv.ParseInt(exp, 10, 32)
-		if err != nil {
-			e = 1 << 31 // out of range: far too large or far too small
-		}
-		if expNeg {
-			e = -e
-		}
-		shift += int(e)
-	}
-	// Trailing zeros only move the decimal point.
-	for len(digits) > 0 && digits[len(digits)-1] == '0' {
-		digits = digits[:len(digits)-1]
-		shift++
-	}
-	if len(digits) == 0 {
+	digits = strings.TrimLeft(digits, "0")
+	sig := strings.TrimRight(digits, "0") // trailing zeros only move the point
+	shift := 12 - len(frac) + int(exp) + len(digits) - len(sig)
+	n := len(sig) + shift // the digits of whole picodollars
+	round := false
+	switch {
+	case sig == "":
 		return 0, nil
-	}
-	if neg && !allowNeg {
+	case neg && !allowNeg:
 		return 0, fmt.Errorf("%q is negative", s)
-	}
-	if len(digits)+shift > 19 {
+	case n > 19:
 		return 0, fmt.Errorf("%q is too large", s)
+	case n < 0:
+		return 0, nil // below a tenth of a picodollar
+	case shift >= 0:
+		sig += strings.Repeat("0", shift)
+	default:
+		sig, round = sig[:n], sig[n] >= '5'
 	}
-	if shift < -len(digits)-1 {
-		return 0, nil // below half a picodollar
+	u, _ := strconv.ParseUint("0"+sig, 10, 64)
+	if round {
+		u++
 	}
-	v, _ := new(big.Int).SetString(string(digits), 10)
-	ten := big.NewInt(10)
-	if shift >= 0 {
-		v.Mul(v, new(big.Int).Exp(ten, big.NewInt(int64(shift)), nil))
-	} else {
-		div := new(big.Int).Exp(ten, big.NewInt(int64(-shift)), nil)
-		var r big.Int
-		v.QuoRem(v, div, &r)
-		if r.Lsh(&r, 1).Cmp(div) >= 0 {
-			v.Add(v, big.NewInt(1))
-		}
+	if u > 1<<63 || u == 1<<63 && !neg {
+		return 0, fmt.Errorf("%q is too large", s)
 	}
 	if neg {
-		v.Neg(v)
+		u = -u
 	}
-	if !v.IsInt64() {
-		return 0, fmt.Errorf("%q is too large", s)
+	return Cost(u), nil
+}
+
+// cutSign cuts a leading + or - off s and says whether it was a -.
+func cutSign(s string) (string, bool) {
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		return s[1:], s[0] == '-'
 	}
-	return Cost(v.Int64()), nil
+	return s, false
 }
 
 // Price is what one tier of a model (its list price, the Batch API's,
@@ -198,14 +146,8 @@ func (p Price) Batch() Price {
 	return Price{Input: half(p.Input), CachedInput: half(p.CachedInput), Output: half(p.Output)}
 }
 
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
+// isDigits reports whether s is one or more decimal digits.
+func isDigits(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
 
 // Cost is the price of a call: the uncached prompt tokens at the input
 // price, the cached ones at the cached price (the input price for a model

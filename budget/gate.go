@@ -492,35 +492,13 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 // Pause makes every process sharing the store wait until at least until:
 // paused_until becomes the later of its old value and until.
 func (g *Gate) Pause(ctx context.Context, now, until time.Time) error {
-	return g.Sync(ctx, now, until, ServerUsage{})
+	return g.update(ctx, now, func(s *State, at time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
+		advance(s, l, at, zone)
+		s.PausedUntil = later(shift(until, now, at), s.PausedUntil)
+		return nil
+	})
 }
 
 // ServerUsage is what the server's x-ratelimit headers say is used of its
 // per-minute limits (limit − remaining); negative means not stated.
 type ServerUsage struct{ Requests, Tokens float64 }
-
-// Sync brings the shared state in line with the server after it refused a
-// request or said a limit is used up: every process waits until at least
-// until, and the minute buckets hold at least what the server counts as
-// used, so that sending resumes at the server's pace instead of in a burst
-// it would refuse.
-func (g *Gate) Sync(ctx context.Context, now, until time.Time, used ServerUsage) error {
-	return g.update(ctx, now, func(s *State, at time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
-		advance(s, l, at, zone)
-		syncServer(s, shift(until, now, at), used)
-		return nil
-	})
-}
-
-// syncServer makes s wait until at least until and hold at least used.
-func syncServer(s *State, until time.Time, used ServerUsage) {
-	if until.After(s.PausedUntil) {
-		s.PausedUntil = until
-	}
-	if used.Requests > s.RequestsWithinMin {
-		s.RequestsWithinMin = used.Requests
-	}
-	if used.Tokens > s.TokensWithinMin {
-		s.TokensWithinMin = used.Tokens
-	}
-}

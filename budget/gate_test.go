@@ -522,16 +522,16 @@ func TestPause(t *testing.T) {
 
 // After a 429, the bucket holds what the server counts as used, so sending
 // resumes at the server's pace rather than in a burst.
-func TestSync(t *testing.T) {
+func TestRefusedHoldsServerUsage(t *testing.T) {
 	onEveryStore(t, func(t *testing.T, open func(*testing.T, State) Store) {
 		m := open(t, State{})
 		g := exactGate(m, Limits{RPM: 60})
-		if err := g.Sync(context.Background(), t0, t0.Add(time.Second), ServerUsage{Requests: 60, Tokens: -1}); err != nil {
+		if _, err := g.Refused(context.Background(), t0, Refusal{Until: t0.Add(time.Second), Used: ServerUsage{Requests: 60, Tokens: -1}}); err != nil {
 			t.Fatal(err)
 		}
 		// Paused 1 s; then the bucket has drained 1 request: one fits, not 60.
 		if n, _, _ := reserve(t, g, t0.Add(time.Second), ones(10, 1)...); n != 1 {
-			t.Errorf("Reserve after Sync to a full server bucket = %d, want 1", n)
+			t.Errorf("Reserve after a refusal with a full server bucket = %d, want 1", n)
 		}
 	})
 }

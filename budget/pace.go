@@ -93,9 +93,11 @@ type Refusal struct {
 	Until time.Time   // the back-off every process keeps
 }
 
-// Refused records a 429 at now, as Sync does, and decides whether the
-// server enforces the refused limit per second: it does when the minute
-// bucket still had a second's worth of room when the server refused.
+// Refused records a 429 at now: every process waits until at least
+// r.Until, and the minute buckets hold at least r.Used. It decides whether
+// the server enforces the refused limit per second: it does when the
+// minute bucket still had a second's worth of room when the server
+// refused.
 // Then that limit is paced at limit/60 a second (see PaceShare) until
 // PaceLapse after now, in every process sharing the store, and the paced
 // slots start at the back-off's end so that the retries it holds go out
@@ -128,7 +130,15 @@ func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Rea
 		if paced(s.TokensPacedUntil, now) {
 			s.TokensNextAt = later(s.TokensNextAt, until)
 		}
-		syncServer(s, until, r.Used)
+		// The minute buckets hold at least what the server counts as used,
+		// so that sending resumes at its pace, not in a burst it refuses.
+		s.PausedUntil = later(until, s.PausedUntil)
+		if r.Used.Requests > s.RequestsWithinMin {
+			s.RequestsWithinMin = r.Used.Requests
+		}
+		if r.Used.Tokens > s.TokensWithinMin {
+			s.TokensWithinMin = r.Used.Tokens
+		}
 		return nil
 	})
 	return newly, err

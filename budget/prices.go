@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/gptbatch/gptbatch/internal/jsonenc"
 )
 
 // PriceTableDate is the day the built-in price table was last checked
@@ -212,13 +215,8 @@ func (p *Prices) Over(top *Prices) *Prices {
 	if top == nil || len(top.models) == 0 {
 		return p
 	}
-	out := &Prices{models: make(map[string]*ModelPrice, len(p.models)+len(top.models))}
-	for k, v := range p.models {
-		out.models[k] = v
-	}
-	for k, v := range top.models {
-		out.models[k] = v
-	}
+	out := &Prices{models: maps.Clone(p.models)}
+	maps.Copy(out.models, top.models)
 	return out
 }
 
@@ -235,12 +233,7 @@ func (p *Prices) Models() []string {
 	if p == nil {
 		p = builtin()
 	}
-	names := make([]string, 0, len(p.models))
-	for k := range p.models {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	return names
+	return slices.Sorted(maps.Keys(p.models))
 }
 
 // PriceError is a price a price file gives wrong: not a number, or
@@ -464,16 +457,15 @@ func (p *Prices) Format() []byte {
 	if p == nil {
 		p = builtin()
 	}
-	var b bytes.Buffer
-	b.WriteString("{")
+	b := []byte("{")
 	for i, name := range p.Models() {
 		m := p.models[name]
 		if i > 0 {
-			b.WriteString(",")
+			b = append(b, ',')
 		}
-		b.WriteString("\n    ")
-		b.Write(mustMarshal(name))
-		b.WriteString(`: {"litellm_provider": "openai"`)
+		b = append(b, "\n    "...)
+		b = jsonenc.AppendString(b, name, true)
+		b = append(b, `: {"litellm_provider": "openai"`...)
 		group := func(r *rates, above string) {
 			for t := range numTiers {
 				if Tier(t) == TierPriority && !r.priority {
@@ -481,7 +473,7 @@ func (p *Prices) Format() []byte {
 				}
 				pr := r.tier[t]
 				for base, c := range [3]Cost{pr.Input, pr.CachedInput, pr.Output} {
-					fmt.Fprintf(&b, `, "%s%s%s": %s`, priceBases[base], above, tierSuffix[t], c)
+					b = fmt.Appendf(b, `, "%s%s%s": %s`, priceBases[base], above, tierSuffix[t], c)
 				}
 			}
 		}
@@ -489,16 +481,7 @@ func (p *Prices) Format() []byte {
 		for _, l := range m.long {
 			group(&l.rates, fmt.Sprintf("_above_%dk_tokens", l.above/1000))
 		}
-		b.WriteString("}")
+		b = append(b, '}')
 	}
-	b.WriteString("\n}\n")
-	return b.Bytes()
-}
-
-func mustMarshal(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
+	return append(b, "\n}\n"...)
 }

@@ -147,7 +147,7 @@ func TestRedisKilled(t *testing.T) {
 	for name, err := range map[string]error{
 		"Reserve": rerr,
 		"Settle":  g.Settle(ctx, noon(), []Settlement{{Est: Estimate{Tokens: 1}, Sent: true, Entry: &LedgerEntry{ID: "x"}}}),
-		"Sync":    g.Sync(ctx, noon(), noon().Add(time.Second), ServerUsage{}),
+		"Pause":   g.Pause(ctx, noon(), noon().Add(time.Second)),
 		"Load":    lerr,
 		"Update":  r.Update(ctx, time.Time{}, func(*State, time.Time) ([]LedgerEntry, error) { return nil, nil }),
 		"Ledger":  r.Ledger(ctx, time.Time{}, func(LedgerEntry) error { return nil }),

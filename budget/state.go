@@ -2,8 +2,10 @@ package budget
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,29 +33,6 @@ type State struct {
 	extra    [][2]string // keys this version does not know, kept in order
 	comments []string    // comment lines someone added, kept in order (not the header's)
 }
-
-// The keys of usage.md. The first six are the original file's and keep
-// their spelling.
-const (
-	keyTokensMin   = "tokens_within_min"
-	keyRequestsMin = "requests_within_min"
-	keyTokensDay   = "tokens_within_day"
-	keyMinReached  = "minute_token_limit_reached"
-	keyDayReached  = "day_token_limit_reached"
-	keyDate        = "Date"
-	keyCostDay     = "cost_within_day_usd"
-	keyUpdated     = "updated"
-	keyPaused      = "paused_until"
-	keyDayEnds     = "day_ends_at"
-	keyReqPaced    = "requests_paced_until"
-	keyReqNext     = "requests_next_at"
-	keyTokPaced    = "tokens_paced_until"
-	keyTokNext     = "tokens_next_at"
-	keyLimitRPM    = "limit_rpm"
-	keyLimitTPM    = "limit_tpm"
-	keyLimitTPD    = "limit_tpd"
-	keyLimitCost   = "limit_daily_cost_usd"
-)
 
 const header = `# gptbatch usage file: the limits' counters shared by every gptbatch that
 # names this file (--usage-file, GPTBATCH_USAGE_FILE), in any directory.
@@ -93,6 +72,43 @@ func (s State) DayUsed(now time.Time) (tokens int64, cost Cost) {
 // enough that every level formats and parses back the same.
 const maxLevel = 1e15
 
+// A field is a key of usage.md and where its value goes in a State: a
+// *string (the date), *float64 (a bucket's level), *int64 (a count), *Cost,
+// *bool (0 or 1) or *time.Time (RFC 3339). An optional one is written only
+// when it is set.
+type field struct {
+	key      string
+	p        any
+	optional bool
+}
+
+// fields are the keys of usage.md, in the order Format writes them. The
+// first six are the original file's and keep their spelling.
+func (s *State) fields() []field {
+	return []field{
+		{"Date", &s.Date, false},
+		{"tokens_within_min", &s.TokensWithinMin, false},
+		{"requests_within_min", &s.RequestsWithinMin, false},
+		{"tokens_within_day", &s.TokensWithinDay, false},
+		{"minute_token_limit_reached", &s.MinuteTokenLimitReached, false},
+		{"day_token_limit_reached", &s.DayTokenLimitReached, false},
+		{"cost_within_day_usd", &s.CostWithinDay, false},
+		{"updated", &s.Updated, false},
+		{"paused_until", &s.PausedUntil, false},
+		{"day_ends_at", &s.DayEndsAt, false},
+		// Pacing is written only while on, so that a file of a server with
+		// true minute buckets stays as short as it was.
+		{"requests_paced_until", &s.RequestsPacedUntil, true},
+		{"requests_next_at", &s.RequestsNextAt, true},
+		{"tokens_paced_until", &s.TokensPacedUntil, true},
+		{"tokens_next_at", &s.TokensNextAt, true},
+		{"limit_rpm", &s.Stored.RPM, true},
+		{"limit_tpm", &s.Stored.TPM, true},
+		{"limit_tpd", &s.Stored.TPD, true},
+		{"limit_daily_cost_usd", &s.Stored.DailyCost, true},
+	}
+}
+
 // ParseState reads usage.md. Comments (#) and blank lines are allowed;
 // every other line is "key = value". Unknown keys and comments (other
 // than the header Format writes) are kept, in order, for Format to write
@@ -102,6 +118,7 @@ const maxLevel = 1e15
 // such a file for one would drop the day's spending and stored limits.
 func ParseState(b []byte) (State, error) {
 	var s State
+	fields := s.fields()
 	seen := map[string]int{}
 	for i, raw := range bytes.Split(b, []byte("\n")) {
 		n := i + 1
@@ -126,115 +143,76 @@ func ParseState(b []byte) (State, error) {
 		if first, dup := seen[k]; dup {
 			return State{}, fmt.Errorf("line %d: %s: given twice (first on line %d)", n, k, first)
 		}
-		var err error
-		switch k {
-		case keyTokensMin:
-			s.TokensWithinMin, err = parseLevel(v)
-		case keyRequestsMin:
-			s.RequestsWithinMin, err = parseLevel(v)
-		case keyTokensDay:
-			s.TokensWithinDay, err = parseCount(v)
-		case keyCostDay:
-			s.CostWithinDay, err = ParseCost(v)
-			if err != nil {
-				err = fmt.Errorf("not a non-negative amount of dollars")
-			}
-		case keyMinReached:
-			s.MinuteTokenLimitReached, err = parseFlag(v)
-		case keyDayReached:
-			s.DayTokenLimitReached, err = parseFlag(v)
-		case keyDate:
-			if _, perr := time.Parse(time.DateOnly, v); v != "" && perr != nil {
-				err = fmt.Errorf("not a date (YYYY-MM-DD)")
-			}
-			s.Date = v
-		case keyUpdated:
-			s.Updated, err = parseTime(v)
-		case keyPaused:
-			s.PausedUntil, err = parseTime(v)
-		case keyDayEnds:
-			s.DayEndsAt, err = parseTime(v)
-		case keyReqPaced:
-			s.RequestsPacedUntil, err = parseTime(v)
-		case keyReqNext:
-			s.RequestsNextAt, err = parseTime(v)
-		case keyTokPaced:
-			s.TokensPacedUntil, err = parseTime(v)
-		case keyTokNext:
-			s.TokensNextAt, err = parseTime(v)
-		case keyLimitRPM:
-			s.Stored.RPM, err = parseCount(v)
-		case keyLimitTPM:
-			s.Stored.TPM, err = parseCount(v)
-		case keyLimitTPD:
-			s.Stored.TPD, err = parseCount(v)
-		case keyLimitCost:
-			s.Stored.DailyCost, err = ParseCost(v)
-			if err != nil {
-				err = fmt.Errorf("not a non-negative amount of dollars")
-			}
-		default:
+		f := slices.IndexFunc(fields, func(f field) bool { return f.key == k })
+		if f < 0 {
 			s.extra = append(s.extra, [2]string{k, v})
 			continue // unknown keys may repeat; a later version knows why
 		}
-		if err != nil {
+		if err := fields[f].parse(v); err != nil {
 			return State{}, fmt.Errorf("line %d: %s: %w", n, k, err)
 		}
 		seen[k] = n
 	}
 	if len(seen) == 0 {
-		return State{}, fmt.Errorf("none of the keys gptbatch writes (%s, %s, ...): emptied, or not a usage file", keyDate, keyTokensDay)
+		return State{}, errors.New("none of the keys gptbatch writes (Date, tokens_within_day, ...): emptied, or not a usage file")
 	}
 	return s, nil
 }
 
-func parseLevel(v string) (float64, error) {
-	f, err := strconv.ParseFloat(v, 64)
-	switch {
-	case err != nil || math.IsNaN(f):
-		return 0, fmt.Errorf("not a number")
-	case f < 0:
-		return 0, fmt.Errorf("negative")
-	case f > maxLevel:
-		return 0, fmt.Errorf("larger than %g", maxLevel)
+// parse sets the field to v.
+func (f field) parse(v string) error {
+	switch p := f.p.(type) {
+	case *string:
+		if _, err := time.Parse(time.DateOnly, v); v != "" && err != nil {
+			return errors.New("not a date (YYYY-MM-DD)")
+		}
+		*p = v
+	case *float64:
+		l, err := strconv.ParseFloat(v, 64)
+		switch {
+		case err != nil || math.IsNaN(l):
+			return errors.New("not a number")
+		case l < 0:
+			return errors.New("negative")
+		case l > maxLevel:
+			return fmt.Errorf("larger than %g", maxLevel)
+		}
+		*p = l + 0 // no -0
+	case *int64:
+		n, err := strconv.ParseInt(v, 10, 64)
+		switch {
+		case err != nil:
+			return errors.New("not a whole number")
+		case n < 0:
+			return errors.New("negative")
+		}
+		*p = n
+	case *Cost:
+		c, err := ParseCost(v)
+		if err != nil {
+			return errors.New("not a non-negative amount of dollars")
+		}
+		*p = c
+	case *bool:
+		if v != "0" && v != "1" {
+			return errors.New("not 0 or 1")
+		}
+		*p = v == "1"
+	case *time.Time:
+		if v == "" {
+			return nil
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return errors.New("not an RFC 3339 time")
+		}
+		*p = t
 	}
-	return f + 0, nil // no -0
-}
-
-func parseCount(v string) (int64, error) {
-	n, err := strconv.ParseInt(v, 10, 64)
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("not a whole number")
-	case n < 0:
-		return 0, fmt.Errorf("negative")
-	}
-	return n, nil
-}
-
-func parseFlag(v string) (bool, error) {
-	switch v {
-	case "0":
-		return false, nil
-	case "1":
-		return true, nil
-	}
-	return false, fmt.Errorf("not 0 or 1")
-}
-
-func parseTime(v string) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("not an RFC 3339 time")
-	}
-	return t, nil
+	return nil
 }
 
 // Format writes s as usage.md: a header comment saying what the file is,
-// the comments ParseState kept, the keys in a fixed order (bucket levels with 3 decimals), then the keys
+// the comments ParseState kept, the keys in a fixed order, then the keys
 // this version does not know. ParseState reads it back as s, bucket levels
 // rounded to 3 decimals. Values ParseState would refuse (negative
 // counters, a level beyond any limit) are written as the nearest it
@@ -245,68 +223,45 @@ func (s State) Format() []byte {
 	for _, c := range s.comments {
 		b.WriteString(c + "\n")
 	}
-	kv := func(k, v string) { b.WriteString(k + " = " + v + "\n") }
-	date := s.Date
-	if _, err := time.Parse(time.DateOnly, date); err != nil {
-		date = ""
-	}
-	kv(keyDate, date)
-	kv(keyTokensMin, formatLevel(s.TokensWithinMin))
-	kv(keyRequestsMin, formatLevel(s.RequestsWithinMin))
-	kv(keyTokensDay, strconv.FormatInt(max(s.TokensWithinDay, 0), 10))
-	kv(keyMinReached, formatFlag(s.MinuteTokenLimitReached))
-	kv(keyDayReached, formatFlag(s.DayTokenLimitReached))
-	kv(keyCostDay, max(s.CostWithinDay, 0).String())
-	kv(keyUpdated, formatTime(s.Updated))
-	kv(keyPaused, formatTime(s.PausedUntil))
-	kv(keyDayEnds, formatTime(s.DayEndsAt))
-	// Pacing is written only while on, so that a file of a server with
-	// true minute buckets stays as short as it was.
-	for _, p := range []struct {
-		k string
-		t time.Time
-	}{{keyReqPaced, s.RequestsPacedUntil}, {keyReqNext, s.RequestsNextAt}, {keyTokPaced, s.TokensPacedUntil}, {keyTokNext, s.TokensNextAt}} {
-		if !p.t.IsZero() {
-			kv(p.k, formatTime(p.t))
+	for _, f := range s.fields() {
+		if v := f.format(); !f.optional || (v != "" && v != "0") {
+			b.WriteString(f.key + " = " + v + "\n")
 		}
-	}
-	// Stored limits, set by `gptbatch limits set`: written only when set.
-	for _, p := range []struct {
-		k string
-		v int64
-	}{{keyLimitRPM, s.Stored.RPM}, {keyLimitTPM, s.Stored.TPM}, {keyLimitTPD, s.Stored.TPD}} {
-		if p.v > 0 {
-			kv(p.k, strconv.FormatInt(p.v, 10))
-		}
-	}
-	if s.Stored.DailyCost > 0 {
-		kv(keyLimitCost, s.Stored.DailyCost.String())
 	}
 	for _, e := range s.extra {
-		kv(e[0], e[1])
+		b.WriteString(e[0] + " = " + e[1] + "\n")
 	}
 	return b.Bytes()
 }
 
-// formatLevel writes a bucket level with 3 decimals, within the range
-// ParseState accepts.
-func formatLevel(f float64) string {
-	if !(f > 0) { // also NaN
-		f = 0
+// format is the field's value as ParseState reads it.
+func (f field) format() string {
+	switch p := f.p.(type) {
+	case *string:
+		if _, err := time.Parse(time.DateOnly, *p); err != nil {
+			return ""
+		}
+		return *p
+	case *float64:
+		l := *p
+		if !(l > 0) { // also NaN
+			l = 0
+		}
+		return strconv.FormatFloat(min(l, maxLevel), 'f', 3, 64)
+	case *int64:
+		return strconv.FormatInt(max(*p, 0), 10)
+	case *Cost:
+		return max(*p, 0).String()
+	case *bool:
+		if *p {
+			return "1"
+		}
+		return "0"
+	case *time.Time:
+		if y := p.Year(); p.IsZero() || y < 0 || y > 9999 { // beyond RFC 3339
+			return ""
+		}
+		return p.Format(time.RFC3339Nano)
 	}
-	return strconv.FormatFloat(min(f, maxLevel), 'f', 3, 64)
-}
-
-func formatFlag(v bool) string {
-	if v {
-		return "1"
-	}
-	return "0"
-}
-
-func formatTime(t time.Time) string {
-	if t.IsZero() || t.Year() < 0 || t.Year() > 9999 { // beyond RFC 3339
-		return ""
-	}
-	return t.Format(time.RFC3339Nano)
+	panic("budget: a usage.md field of an unknown type")
 }

@@ -18,41 +18,30 @@ import (
 // they are shown: `gptbatch limits clear` takes these.
 var LimitNames = []string{"rpm", "tpm", "tpd", "daily-cost"}
 
+// byName are the limits in LimitNames' order.
+func (l *Limits) byName() [4]*int64 {
+	return [4]*int64{&l.RPM, &l.TPM, &l.TPD, (*int64)(&l.DailyCost)}
+}
+
 // Ceil is l with every limit no higher than c's. A limit that is off (0)
 // in either is the other's.
 func (l Limits) Ceil(c Limits) Limits {
-	low := func(a, b int64) int64 {
-		switch {
-		case a <= 0:
-			return b
-		case b <= 0:
-			return a
+	for i, p := range l.byName() {
+		if b := *c.byName()[i]; *p <= 0 || b > 0 && b < *p {
+			*p = b
 		}
-		return min(a, b)
 	}
-	return Limits{
-		RPM:       low(l.RPM, c.RPM),
-		TPM:       low(l.TPM, c.TPM),
-		TPD:       low(l.TPD, c.TPD),
-		DailyCost: Cost(low(int64(l.DailyCost), int64(c.DailyCost))),
-	}
+	return l
 }
 
 // SetStoredLimits stores every limit that set gives (> 0) with the shared
 // budget, under the store's lock, leaving the others as they are.
 func SetStoredLimits(ctx context.Context, st Store, set Limits) error {
 	return st.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) {
-		if set.RPM > 0 {
-			s.Stored.RPM = set.RPM
-		}
-		if set.TPM > 0 {
-			s.Stored.TPM = set.TPM
-		}
-		if set.TPD > 0 {
-			s.Stored.TPD = set.TPD
-		}
-		if set.DailyCost > 0 {
-			s.Stored.DailyCost = set.DailyCost
+		for i, p := range s.Stored.byName() {
+			if v := *set.byName()[i]; v > 0 {
+				*p = v
+			}
 		}
 		return nil, nil
 	})
@@ -71,16 +60,7 @@ func ClearStoredLimits(ctx context.Context, st Store, names []string) error {
 	}
 	return st.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) {
 		for _, n := range names {
-			switch n {
-			case "rpm":
-				s.Stored.RPM = 0
-			case "tpm":
-				s.Stored.TPM = 0
-			case "tpd":
-				s.Stored.TPD = 0
-			case "daily-cost":
-				s.Stored.DailyCost = 0
-			}
+			*s.Stored.byName()[slices.Index(LimitNames, n)] = 0
 		}
 		return nil, nil
 	})

@@ -30,7 +30,7 @@ const (
 // keeps which lines have their result: the first a line gets is its
 // result. Once both inputs are closed no more results come: those still
 // spooled are written in order. It closes out.
-func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, collected <-chan []done, out chan<- *jsonl.Result) error {
+func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, collected <-chan []done, out chan<- []*jsonl.Result) error {
 	defer close(out)
 	var parked *spool // made when a result first waits
 	defer func() {
@@ -40,6 +40,16 @@ func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, coll
 	}()
 	var at []int64 // by line: where its result is spooled, noResult or written
 	next := 0      // ordered: the line whose result is written next
+	var block []*jsonl.Result
+	// emit sends the results in block to out once there are n of them.
+	emit := func(n int) error {
+		if len(block) < max(n, 1) {
+			return nil
+		}
+		err := send(ctx, out, block)
+		block = nil
+		return err
+	}
 	// write sends the spooled result of line seq, then the ones spooled
 	// after it in turn.
 	write := func(seq int) error {
@@ -52,7 +62,8 @@ func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, coll
 			if err != nil {
 				return &Error{Code: ExitFailed, Err: err}
 			}
-			if err := send(ctx, out, res); err != nil {
+			block = append(block, res)
+			if err := emit(blockLen); err != nil {
 				return err
 			}
 			at[seq] = written
@@ -96,9 +107,7 @@ func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, coll
 				at[d.seq] = off
 				continue
 			}
-			if err := send(ctx, out, d.res); err != nil {
-				return err
-			}
+			block = append(block, d.res)
 			at[d.seq] = written
 			if !r.cfg.Unordered {
 				next = int(d.seq) + 1
@@ -106,6 +115,9 @@ func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, coll
 					return err
 				}
 			}
+		}
+		if err := emit(1); err != nil {
+			return err
 		}
 	}
 	// What still waits follows a line that got no result: the run
@@ -117,5 +129,9 @@ func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, coll
 			}
 		}
 	}
-	return nil
+	return emit(1)
 }
+
+// blockLen is the most results a block to emit holds: results spooled
+// ahead of their turn are read back a block at a time.
+const blockLen = 1024

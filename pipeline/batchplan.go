@@ -16,18 +16,6 @@ func (it *item) batchPrice() {
 	it.setTier(budget.TierBatch)
 }
 
-// setTier estimates the line at tier t's price: unknown when the model's
-// price, or its price on t, is.
-func (it *item) setTier(t budget.Tier) {
-	it.tier = t
-	it.est = budget.Estimate{Tokens: it.prompt + it.maxOut}
-	it.priced = false
-	if it.price != nil {
-		it.est.Cost, it.priced = it.price.Cost(t, it.prompt, 0, it.maxOut)
-	}
-	it.est.CostUnknown = !it.priced
-}
-
 // plannedFile is a batch file of a dry run's plan.
 type plannedFile struct {
 	lines         int

@@ -1,15 +1,19 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"strings"
 
 	gojson "github.com/goccy/go-json"
-	openai "github.com/sashabaranov/go-openai"
-
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
+	openai "github.com/sashabaranov/go-openai"
 )
 
 // endpoint is what the stages know of one API endpoint. Each has a file of
@@ -26,13 +30,14 @@ type endpoint struct {
 	// call sends the request ctx carries (see rawBodyDoer) through
 	// go-openai, which picks the URL and checks the model.
 	call func(ctx context.Context, c *openai.Client, model string) error
-	// body reads an answer body (see resultFromBody); line reads a line of
-	// a Batch API output or error file, and a 200's body with it in the
-	// same pass (see readOutputLine). Both read it into the endpoint's
-	// answerBody with goccy/go-json, which decodes in half the time of
-	// encoding/json: the decode was a tenth of a synchronous call's CPU,
-	// and collecting --via batch's output is bound by it.
-	body func(body []byte) (answerBody, error)
+	// body is an empty answerBody of the endpoint's, for resultFromBody
+	// to read an answer body into; line reads a line of a Batch API
+	// output or error file, and a 200's body with it in the same pass
+	// (see readOutputLine). Both read with goccy/go-json, which decodes in
+	// half the time of encoding/json: the decode was a tenth of a
+	// synchronous call's CPU, and collecting --via batch's output is bound
+	// by it.
+	body func() answerBody
 	line func(line []byte) (outputLine, error)
 }
 
@@ -51,16 +56,12 @@ func endpointFor(name string) *endpoint {
 	return &chatEndpoint
 }
 
-// decodeBody reads an answer body as a B.
-func decodeBody[B any, P interface {
+// newBody is an empty B, to read an answer body into.
+func newBody[B any, P interface {
 	*B
 	answerBody
-}](body []byte) (answerBody, error) {
-	p := P(new(B))
-	if err := gojson.Unmarshal(body, p); err != nil {
-		return nil, err
-	}
-	return p, nil
+}]() answerBody {
+	return P(new(B))
 }
 
 // outputLineOf is the JSON of an output line whose response body is a B.
@@ -156,4 +157,144 @@ func cmpRaw(raw json.RawMessage) json.RawMessage {
 		return []byte("null")
 	}
 	return raw
+}
+
+// answer is what an endpoint answered, read for the item it answers.
+type answer struct {
+	// results are the lines' results, in input order: the line's own, or
+	// a pack's, one a member. Each has its usage and cost; the caller adds
+	// the latency.
+	results []*jsonl.Result
+	usage   jsonl.Usage // the call's, as the API reported it
+	model   string      // the model that answered, as the API names it
+	cost    budget.Cost // the call's cost; 0 when the model's price is unknown
+	// invalid is, for a line held to a schema, why the answer does not
+	// fit it (its result then says invalid_output); nil when it fits or
+	// is not checked.
+	invalid *invalidAnswer
+}
+
+// answerBody is an endpoint's answer body, decoded: result reads it into
+// the results of the item (a line, or a pack of them) it answers. Each
+// endpoint has one (chatCompletion, response, embeddingList), and reading
+// it is the one way an answer becomes a result, whichever route it came
+// by: resultFromBody for an answer body, readOutputLine for a line of a
+// Batch API output file.
+type answerBody interface {
+	result(it *item) (answer, error)
+}
+
+// resultFromBody reads body, the answer it.endpoint gave with HTTP status
+// status to the request of it (a line, or a pack of them), into the
+// lines' results. A status outside 2xx is the API's error, returned as an
+// *openai.APIError (or *openai.RequestError for a body that is no error
+// object) for retry.Classify; a 2xx body that cannot be read as an answer is an
+// error too. Costs are at the tier the answer says it was billed at
+// (priceFor); an item of the Batch API's (tier TierBatch) is at its
+// prices.
+func resultFromBody(it *item, status int, body []byte) (answer, error) {
+	if status < 200 || status >= 300 {
+		return answer{}, retry.APIError(status, body)
+	}
+	d := endpointFor(it.endpoint)
+	b := d.body()
+	if err := gojson.Unmarshal(body, b); err != nil {
+		return answer{}, fmt.Errorf("read %s: %w", d.what, err)
+	}
+	return b.result(it)
+}
+
+// outputLine is a line of a Batch API output or error file.
+type outputLine struct {
+	customID string
+	status   int        // the response's status_code; 0: no response
+	answer   answerBody // a 200's body, read as an answer; nil if it is none
+	// body is the response's body, kept whole when answer is nil: an
+	// error object, or a 200 that is no answer.
+	body json.RawMessage
+	err  *outputError // the line's error, in an error file
+}
+
+// outputError is the error of a line the Batch API did not send.
+type outputError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// readOutputLine reads a line of the output or error file of a batch of
+// endpoint's requests.
+func readOutputLine(endpoint string, line []byte) (outputLine, error) {
+	return endpointFor(endpoint).line(line)
+}
+
+// result reads the line's answer into it's results, as resultFromBody
+// reads a synchronous one.
+func (o *outputLine) result(it *item) (answer, error) {
+	if o.answer != nil {
+		return o.answer.result(it)
+	}
+	return resultFromBody(it, o.status, o.body)
+}
+
+type ctxKey int
+
+const (
+	bodyKey  ctxKey = iota // []byte: the exact request body to send
+	replyKey               // *reply: filled with what the response said
+)
+
+// reply is what a call's HTTP response carried, which go-openai does not
+// expose: the status and headers, for the retry logic, and a success's
+// body, for resultFromBody.
+type reply struct {
+	status int
+	header http.Header
+	body   []byte // a 2xx answer's body
+}
+
+// rawBodyDoer sends the request body carried in the request's context in
+// place of the one go-openai marshalled from its struct, which drops
+// "temperature": 0 and every field it does not know. It also records the
+// status and headers for the retry logic, and keeps a successful answer's
+// body whole: go-openai's structs drop what gptbatch must not (logprobs,
+// refusals) and cannot read base64 embeddings, so go-openai is given an
+// empty object to decode and resultFromBody reads the answer.
+type rawBodyDoer struct{ hc *http.Client }
+
+func (d rawBodyDoer) Do(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if b, ok := ctx.Value(bodyKey).([]byte); ok {
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		req.ContentLength = int64(len(b))
+	}
+	resp, err := d.hc.Do(req)
+	r, ok := ctx.Value(replyKey).(*reply)
+	if !ok || resp == nil {
+		return resp, err
+	}
+	r.status, r.header = resp.StatusCode, resp.Header
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		r.body = b
+		resp.Body = io.NopCloser(strings.NewReader("{}"))
+		resp.ContentLength = 2
+	}
+	return resp, err
+}
+
+// newClient is a go-openai client for baseURL whose connection pool keeps
+// one idle connection per worker.
+func newClient(baseURL, key string, parallel int) *openai.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = parallel + 8
+	tr.MaxIdleConnsPerHost = parallel + 8
+	cfg := openai.DefaultConfig(key)
+	cfg.BaseURL = strings.TrimRight(baseURL, "/")
+	cfg.HTTPClient = rawBodyDoer{hc: &http.Client{Transport: tr}}
+	return openai.NewClientWithConfig(cfg)
 }

@@ -1,19 +1,15 @@
 package pipeline
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptrace"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	openai "github.com/sashabaranov/go-openai"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/retry"
@@ -21,58 +17,52 @@ import (
 )
 
 // fetch is the send stage: it pulls admitted lines (or packs of them) from
-// next as its workers come free, sends each with sendItem and passes the
-// results to out, one a line, in input order unless --unordered. It is the
-// only sender on out and on settle, and closes both. Another way of
-// sending (the Batch API) would replace this stage as a whole.
-func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- *jsonl.Result, settle chan<- budget.Settlement) error {
+// next as its workers come free, and passes each one's results to out, in
+// input order unless --unordered: a line's result, or a pack's, one a
+// line. What a worker does with an item is chosen once for the run: send
+// it (sendLine); with --schema, send it and ask again while its answer
+// does not fit (sendChecked); with --cache, serve it from the cache or
+// send it (serveItem). It is the only sender on out and on settle, and
+// closes both. Another way of sending (the Batch API) replaces this stage
+// as a whole.
+func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- []*jsonl.Result, settle chan<- budget.Settlement) error {
 	defer close(settle)
 	defer close(out)
+	work := r.sendLine
+	switch {
+	case r.cache != nil:
+		work = r.serveItem
+	case r.cfg.Schema != nil:
+		work = r.sendChecked
+	}
+	send := func(it *item) []*jsonl.Result { return work(ctx, it, settle) }
 	p := r.cfg.Parallel
-	// Each item's results, a line's or a pack's, on their way to be
-	// unpacked in order: sized as the results channel.
-	groups := make(chan []*jsonl.Result, p)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(groups)
-		send := func(it *item) []*jsonl.Result { return r.serveItem(ctx, it, settle) }
-		if r.cfg.Unordered {
-			return unorderedMap(gctx, p, next, groups, send)
-		}
-		// The window: items taken in ahead of the one the writer waits
-		// for. A slow item at the head holds back at most this many. A
-		// pack holds up to --pack lines' results, so the window of packs
-		// is the window of lines over --pack, with a place for every
-		// worker.
-		window := 4*p + 64
-		if r.cfg.Pack > 1 {
-			window = p + max(1, window/r.cfg.Pack)
-		}
-		return orderedMap(gctx, p, window, next, groups, send, func(head *item) {
-			r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
-		})
+	if r.cfg.Unordered {
+		return unorderedMap(ctx, p, next, out, send)
+	}
+	// The window: items taken in ahead of the one the writer waits for. A
+	// slow item at the head holds back at most this many. A pack holds up
+	// to --pack lines' results, so the window of packs is the window of
+	// lines over --pack, with a place for every worker.
+	window := 4*p + 64
+	if r.cfg.Pack > 1 {
+		window = p + max(1, window/r.cfg.Pack)
+	}
+	return orderedMap(ctx, p, window, next, out, send, func(head *item) {
+		r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
 	})
-	g.Go(func() error {
-		for rs := range groups {
-			for _, res := range rs {
-				if err := send(gctx, out, res); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	return g.Wait()
 }
 
-// sendLine sends one admitted line, retrying what is worth retrying, and
-// returns its result. Every reservation is settled through settle. A line
+// sendLine sends one admitted item, retrying what is worth retrying, and
+// returns its lines' results in input order: the line's, or each member's
+// of a pack, whose failure (and the retries before it) is every member's.
+// Every reservation is settled through settle. A line
 // admitted is sent, even if the run stops sending meanwhile: admission was
 // the decision, and its reservation is already charged. Only a second
 // signal (abort) abandons it: the call in flight is cancelled.
-func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Settlement) *jsonl.Result {
+func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
 	if it.result != nil {
-		return it.result
+		return it.spread(it.result)
 	}
 	var last retry.Failure
 	var wait time.Duration // the last back-off, for the next one's jitter
@@ -124,7 +114,11 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 		r.observe(ctx, a.reply.header)
 		_ = send(ctx, settle, r.settlement(it, a, f, wrote))
 		if a.err == nil {
-			return r.succeeded(it, a)
+			for _, res := range a.ans.results {
+				res.LatencyMS = a.latency.Milliseconds()
+			}
+			it.results, it.answered = a.ans.results, a.ans
+			return a.ans.results
 		}
 		last = f
 		// A flex request refused for want of capacity is not over a rate
@@ -188,84 +182,30 @@ func (w *wire) trace(ctx context.Context) context.Context {
 	})
 }
 
-// succeeded counts an answer and returns the line's result; a pack's
-// results, one a line, are left in it.results.
-func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {
-	r.count(it, a.ans)
-	for _, res := range a.ans.results {
-		res.LatencyMS = a.latency.Milliseconds()
-	}
-	it.results, it.answered = a.ans.results, a.ans
-	return a.ans.results[0]
-}
-
-func (r *runner) failed(it *item, f retry.Failure) *jsonl.Result {
+// failed is the result of an item that failed with f: its lines'.
+func (r *runner) failed(it *item, f retry.Failure) []*jsonl.Result {
 	res := errorResult(it.req, f.Type, fmt.Sprintf("line %d: %s", it.req.Line, f.Msg), f.Status)
 	res.Attempts = it.attempts
-	return res
+	return it.spread(res)
 }
 
-type ctxKey int
-
-const (
-	bodyKey  ctxKey = iota // []byte: the exact request body to send
-	replyKey               // *reply: filled with what the response said
-)
-
-// reply is what a call's HTTP response carried, which go-openai does not
-// expose: the status and headers, for the retry logic, and a success's
-// body, for resultFromBody.
-type reply struct {
-	status int
-	header http.Header
-	body   []byte // a 2xx answer's body
-}
-
-// rawBodyDoer sends the request body carried in the request's context in
-// place of the one go-openai marshalled from its struct, which drops
-// "temperature": 0 and every field it does not know. It also records the
-// status and headers for the retry logic, and keeps a successful answer's
-// body whole: go-openai's structs drop what gptbatch must not (logprobs,
-// refusals) and cannot read base64 embeddings, so go-openai is given an
-// empty object to decode and resultFromBody reads the answer.
-type rawBodyDoer struct{ hc *http.Client }
-
-func (d rawBodyDoer) Do(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
-	if b, ok := ctx.Value(bodyKey).([]byte); ok {
-		req.Body = io.NopCloser(bytes.NewReader(b))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-		req.ContentLength = int64(len(b))
+// spread is res, the result of an item that got no answer, as its lines'
+// results: the line's, or a copy for each member of a pack, naming its
+// line.
+func (it *item) spread(res *jsonl.Result) []*jsonl.Result {
+	if it.members == nil {
+		return []*jsonl.Result{res}
 	}
-	resp, err := d.hc.Do(req)
-	r, ok := ctx.Value(replyKey).(*reply)
-	if !ok || resp == nil {
-		return resp, err
-	}
-	r.status, r.header = resp.StatusCode, resp.Header
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return nil, err
+	out := make([]*jsonl.Result, len(it.members))
+	prefix := fmt.Sprintf("line %d: ", it.req.Line)
+	for i, m := range it.members {
+		e := *res.Error
+		if rest, ok := strings.CutPrefix(e.Message, prefix); ok {
+			e.Message = fmt.Sprintf("line %d: %s", m.req.Line, rest)
 		}
-		r.body = b
-		resp.Body = io.NopCloser(strings.NewReader("{}"))
-		resp.ContentLength = 2
+		out[i] = &jsonl.Result{ID: m.req.ID, Line: m.req.Line, Metadata: m.req.Metadata, Attempts: res.Attempts, Error: &e}
 	}
-	return resp, err
-}
-
-// newClient is a go-openai client for baseURL whose connection pool keeps
-// one idle connection per worker.
-func newClient(baseURL, key string, parallel int) *openai.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = parallel + 8
-	tr.MaxIdleConnsPerHost = parallel + 8
-	cfg := openai.DefaultConfig(key)
-	cfg.BaseURL = strings.TrimRight(baseURL, "/")
-	cfg.HTTPClient = rawBodyDoer{hc: &http.Client{Transport: tr}}
-	return openai.NewClientWithConfig(cfg)
+	return out
 }
 
 // attempt is the outcome of one API call.
@@ -279,7 +219,11 @@ type attempt struct {
 // call sends it once, to its endpoint, giving up after --timeout.
 func (r *runner) call(ctx context.Context, it *item) attempt {
 	var a attempt
-	ctx = context.WithValue(ctx, bodyKey, it.wireBody())
+	body := it.body
+	if it.members != nil {
+		body = it.packBody()
+	}
+	ctx = context.WithValue(ctx, bodyKey, body)
 	ctx = context.WithValue(ctx, replyKey, &a.reply)
 	if r.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -289,7 +233,7 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 	start := r.cfg.Clock.Now()
 	// Only the model goes through go-openai's structs: they pick the URL
 	// and run go-openai's checks on it; the body sent is the item's own.
-	a.err = endpointFor(it.endpoint).call(ctx, r.client, it.model)
+	a.err = it.ep.call(ctx, r.client, it.model)
 	a.latency = r.cfg.Clock.Now().Sub(start)
 	if a.err == nil {
 		a.ans, a.err = resultFromBody(it, a.reply.status, a.reply.body)
@@ -301,25 +245,187 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 	return a
 }
 
-// sendItem sends an admitted item and returns its lines' results in input
-// order: the line's, or each member's of a pack. A pack's failure (and the
-// retries before it) is every member's.
-func (r *runner) sendItem(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
-	res := r.sendChecked(ctx, it, settle)
-	if it.members == nil {
-		return []*jsonl.Result{res}
-	}
-	if res.Error == nil && len(it.results) == len(it.members) {
-		return it.results
-	}
-	out := make([]*jsonl.Result, len(it.members))
-	prefix := fmt.Sprintf("line %d: ", it.req.Line)
-	for i, m := range it.members {
-		e := *res.Error
-		if rest, ok := strings.CutPrefix(e.Message, prefix); ok {
-			e.Message = fmt.Sprintf("line %d: %s", m.req.Line, rest)
+// settle applies the settlements of the calls to the gate, as many at a
+// time as have queued, so that the shared file is written once per batch,
+// not once per call. It takes every settlement until in is closed, even
+// after a signal: what reached the API must reach the ledger. When the
+// shared state cannot be written, the run stops sending (storeFailed) and
+// the settler goes on trying each later batch, so that a passing failure
+// loses as little as it can; it never ends the run itself, which would
+// drop the answers in flight.
+func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error {
+	batch := make([]budget.Settlement, 0, max(cap(in), 1))
+	for s := range in {
+		batch = drainReady(in, append(batch[:0], s), cap(batch))
+		if err := r.cfg.Gate.Settle(ctx, r.cfg.Clock.Now(), batch); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err() // the run failed already
+			}
+			// Not tried again: the state may have been written and
+			// only the ledger not, and a second try would settle the
+			// day's counters twice.
+			r.storeFailed(err)
+		} else if r.cfg.Settled != nil {
+			r.cfg.Settled()
 		}
-		out[i] = &jsonl.Result{ID: m.req.ID, Line: m.req.Line, Metadata: m.req.Metadata, Attempts: res.Attempts, Error: &e}
+		for _, s := range batch {
+			if !s.DayOnly {
+				r.unsettled.Add(-1)
+			}
+		}
+		r.settled.signal()
 	}
-	return out
+	return nil
+}
+
+// settlement is what one call settles: the ledger gets a line and the
+// budget moves from the estimate to what the API counted; an answer's
+// usage and cost also go to the run's counters. A call that
+// never left the process (wrote false) gives its whole reservation back
+// and has no ledger line. A call the server took and never answered (a
+// timeout, a dropped connection, an answer cut short, a call abandoned on
+// a second signal) is settled at its estimate: the API usually bills it,
+// and the ledger says so with the estimate's tokens.
+func (r *runner) settlement(it *item, a attempt, f retry.Failure, wrote bool) budget.Settlement {
+	if a.err == nil {
+		u := a.ans.usage
+		r.stats.PromptTokens.Add(u.PromptTokens)
+		r.stats.CompletionTokens.Add(u.CompletionTokens)
+		r.stats.CachedTokens.Add(u.CachedTokens)
+		if it.priced {
+			r.stats.Cost.Add(int64(a.ans.cost))
+		} else {
+			r.stats.Unpriced.Add(1)
+		}
+	}
+	if !wrote {
+		return budget.Settlement{Est: it.est}
+	}
+	e := &budget.LedgerEntry{
+		Endpoint:  it.endpoint,
+		Time:      r.cfg.Clock.Now(),
+		ID:        it.req.ID,
+		Line:      it.req.Line,
+		Model:     it.model,
+		Status:    a.reply.status,
+		LatencyMS: a.latency.Milliseconds(),
+		Attempt:   it.attempts,
+		Error:     f.Type,
+	}
+	s := budget.Settlement{Est: it.est, Sent: true, Entry: e}
+	switch {
+	case a.err == nil:
+		u := a.ans.usage
+		if a.ans.model != "" {
+			e.Model = a.ans.model
+		}
+		e.PromptTokens, e.CompletionTokens, e.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
+		s.Tokens = u.TotalTokens
+		if it.priced {
+			c := a.ans.cost
+			e.CostUSD, s.Cost = &c, c
+		}
+	case a.reply.status == 0 || a.reply.status < http.StatusMultipleChoices:
+		// Taken and not answered, or answered 2xx with a body that did
+		// not parse: presumed billed.
+		e.PromptTokens, e.CompletionTokens = it.prompt, it.maxOut
+		s.Tokens, s.Cost = it.est.Tokens, it.est.Cost
+		if it.priced {
+			c := it.est.Cost
+			e.CostUSD = &c
+		}
+	default:
+		// The API refused it: nothing billed.
+		if it.priced {
+			var zero budget.Cost
+			e.CostUSD = &zero
+		}
+	}
+	return s
+}
+
+// observe reads a response's x-ratelimit-* headers. A server limit lower
+// than the configured one replaces it, said once on stderr. A limit the
+// server says is used up pauses every worker for the time one more request
+// needs to refill (the reset header is the time to refill all of it, which
+// would be far too long for a bucket), or until the reset if sooner.
+func (r *runner) observe(ctx context.Context, h http.Header) {
+	if h == nil {
+		return
+	}
+	r.limitsMu.Lock()
+	defer r.limitsMu.Unlock()
+	lim := r.cfg.Gate.Limits()
+	changed := false
+	for _, k := range []struct {
+		kind, flag string
+		cur        *int64
+	}{{"requests", "--rpm", &lim.RPM}, {"tokens", "--tpm", &lim.TPM}} {
+		n, err := strconv.ParseInt(h.Get("x-ratelimit-limit-"+k.kind), 10, 64)
+		if err != nil || n <= 0 || (*k.cur > 0 && n >= *k.cur) {
+			continue
+		}
+		r.cfg.Log.Warn("the server allows fewer "+k.kind+" per minute than "+k.flag+": using its limit", "server", n, "configured", *k.cur)
+		*k.cur = n
+		changed = true
+	}
+	if changed {
+		r.cfg.Gate.SetLimits(lim)
+	}
+	var pause time.Duration
+	if h.Get("x-ratelimit-remaining-requests") == "0" && lim.RPM > 0 {
+		if d, err := time.ParseDuration(h.Get("x-ratelimit-reset-requests")); err == nil {
+			pause = min(d, time.Minute/time.Duration(lim.RPM))
+		}
+	}
+	if pause > 0 {
+		now := r.cfg.Clock.Now()
+		// Only a pause: at the limit's own pace the server is at zero after
+		// nearly every request, and the gate's bucket already agrees.
+		if err := r.cfg.Gate.Pause(ctx, now, now.Add(pause)); err == nil {
+			r.cfg.Log.Debug("server limit used up", "pause", pause)
+		}
+	}
+}
+
+// refused tells the gate of a 429 after which every process sharing the
+// budget pauses for pause, and when the gate finds the server stricter
+// than its minute limit it paces that limit per second, which is said
+// once.
+func (r *runner) refused(ctx context.Context, f retry.Failure, h http.Header, pause time.Duration) error {
+	now := r.cfg.Clock.Now()
+	newly, err := r.cfg.Gate.Refused(ctx, now, budget.Refusal{Limit: f.Limit, Used: serverUsage(h), Until: now.Add(pause)})
+	if err != nil || newly == "" {
+		return err
+	}
+	lim := r.cfg.Gate.Limits()
+	kind, perMin, said := "request", lim.RPM, &r.pacingSaid[0]
+	if newly == budget.PacedTokens {
+		kind, perMin, said = "token", lim.TPM, &r.pacingSaid[1]
+	}
+	if said.CompareAndSwap(false, true) {
+		r.cfg.Log.Warn(fmt.Sprintf("the server enforces its %s limit per second: pacing at %s a second", kind, paceFigure(budget.PaceRate(perMin))))
+	}
+	return nil
+}
+
+// paceFigure writes a rate with one decimal below 100 a second.
+func paceFigure(rate float64) string {
+	if rate < 100 {
+		return strconv.FormatFloat(rate, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(rate, 'f', 0, 64)
+}
+
+// serverUsage is what the headers say is used of the server's limits.
+func serverUsage(h http.Header) budget.ServerUsage {
+	used := func(kind string) float64 {
+		l, err1 := strconv.ParseFloat(h.Get("x-ratelimit-limit-"+kind), 64)
+		r, err2 := strconv.ParseFloat(h.Get("x-ratelimit-remaining-"+kind), 64)
+		if err1 != nil || err2 != nil {
+			return -1
+		}
+		return l - r
+	}
+	return budget.ServerUsage{Requests: used("requests"), Tokens: used("tokens")}
 }

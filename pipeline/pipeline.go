@@ -13,23 +13,22 @@
 //	read.go          stdin → requests, one a line
 //	prepare.go       tokenize: the wire body and the estimate, on every core
 //	cache.go         --cache: answers sent before, looked up in blocks; identical lines sent once
-//	endpoint.go      the endpoints' table, and what their files share
+//	endpoint.go      the endpoints' table and what their files share: the wire, the one decoder
 //	chat.go          chat completions: a line's body, its call, its answer's result
 //	responses.go     the Responses API: the same
 //	embeddings.go    embeddings: the same, and the vectors as floats
-//	hold.go          hold the batch back until --batch-tokens and --max-cost are known to hold
 //	pack.go          --pack: runs of single-input embeddings lines share a request
-//	admit.go         reserve each line's estimate through the gate, just ahead of a free worker
-//	fetch.go         send: a fixed number of workers, the send of every request, the retry loop
-//	answer.go        an answer into the lines' results: the one decoder, for both routes
+//	admit.go         hold the batch back while --batch-tokens and --max-cost may refuse it;
+//	                 then reserve each line's estimate through the gate, just ahead of a free worker
+//	fetch.go         send: a fixed number of workers, the retry loop, what the headers teach
+//	                 the gate, and the settling of every call to what the API counted
 //	cacheserve.go    --cache in fetch's workers: hits and twins served, new answers stored
 //	schema.go        --schema: lines held to a schema, answers checked, invalid ones asked again
-//	serverlimits.go  what the x-ratelimit headers teach the gate
-//	settle.go        the gate and the ledger move from estimates to what the API counted
 //	emit.go          the only writer to stdout (results, or a dry run's estimates)
 //
-// --via batch stands in for admit, fetch and settle with the Batch API,
-// in stages of its own, wired in run beside the synchronous ones:
+// --via batch takes the lines hold passes on (admit.go) and stands in for
+// admission and fetch with the Batch API, in stages of its own, wired in
+// run beside the synchronous ones:
 //
 //	batchplan.go     the Batch API's prices; a dry run's plan of batch files
 //	batch.go         what the batch stages share: options, a line's record, the client, the journal, the spools
@@ -340,7 +339,9 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		// spooling those ahead of their turn; a send is a block of results.
 		unsent := make(chan []done)
 		answered := make(chan []done)
-		results := make(chan *jsonl.Result, p)
+		// Results in order, to emit: one block, which the ordered writer
+		// makes of a block it takes, while emit writes the last.
+		results := make(chan []*jsonl.Result, 1)
 		g.Go(func() error { return r.submitBatches(gctx, br, held, toPoll, unsent, back) })
 		g.Go(func() error { return r.pollBatches(gctx, br.api, toPoll, toCollect) })
 		g.Go(func() error {
@@ -356,9 +357,10 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		g.Go(func() error { return r.orderBatchResults(gctx, r.cfg.Batch.TempDir, unsent, answered, results) })
 		g.Go(func() error { return r.emit(gctx, results, out) })
 	default:
-		// Finished results on their way to the writer: a worker's worth,
-		// so that workers rarely wait for a write.
-		results := make(chan *jsonl.Result, p)
+		// Finished results on their way to the writer, an item's (a
+		// line's, or a pack's) a send: a worker's worth, so that workers
+		// rarely wait for a write.
+		results := make(chan []*jsonl.Result, p)
 		// Settlements queue while the settler writes the last batch of
 		// them; sized so that workers rarely wait for the usage file.
 		settle := make(chan budget.Settlement, 4*p)

@@ -220,17 +220,6 @@ func (e *stateFailure) exit(code int) int {
 
 func (e *stateFailure) Unwrap() error { return e.err }
 
-// unsent is the item of a line read after the run stopped sending, with
-// the result that says why, or nil while the run sends: such a line need
-// not be counted.
-func (r *runner) unsent(req *jsonl.Request) *item {
-	why := r.stop.stopped()
-	if why == nil || r.cfg.DryRun || req.Err != nil {
-		return nil
-	}
-	return &item{req: req, model: r.cfg.Model, result: why.result(req)}
-}
-
 // outputFailed stops sending because stdout cannot be written: nobody
 // will see more results, so the lines not yet read stay unread. A closed
 // pipe (| head) ends the run quietly with ExitBrokenPipe, as a filter
