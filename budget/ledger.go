@@ -130,21 +130,3 @@ func readLedger(r io.Reader, fn func(LedgerEntry) error, lenient bool, want func
 		}
 	}
 }
-
-// counter counts the entries of the batches ids names (Store.BatchEntries).
-type counter struct {
-	ids map[string]bool
-	n   map[string]int
-}
-
-func newCounter(ids map[string]bool) *counter {
-	return &counter{ids: ids, n: map[string]int{}}
-}
-
-// add counts e; it never fails.
-func (c *counter) add(e LedgerEntry) error {
-	if e.BatchID != "" && c.ids[e.BatchID] {
-		c.n[e.BatchID]++
-	}
-	return nil
-}

@@ -448,28 +448,21 @@ func (r *RedisStore) Ledger(ctx context.Context, from time.Time, fn func(LedgerE
 	}
 }
 
-// Report is BuildReport of the ledger: every host's calls.
+// Report implements Store: every host's calls.
 func (r *RedisStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
-	var from time.Time
-	if !opt.Since.IsZero() {
-		from = opt.Since.Add(-ledgerSkew)
-	}
-	b := newReportBuilder(opt, loc)
-	if err := r.Ledger(ctx, from, b.add); err != nil {
-		return Report{}, err
-	}
-	return b.report(), nil
+	return buildReport(opt, loc, r.scan(ctx, opt.Since))
 }
 
 // BatchEntries implements Store: every host's entries.
 func (r *RedisStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
-	c := newCounter(ids)
-	var from time.Time
+	return countBatches(ids, r.scan(ctx, since))
+}
+
+// scan reads the ledger from ledgerSkew before since (all of it when since
+// is zero).
+func (r *RedisStore) scan(ctx context.Context, since time.Time) ledgerRead {
 	if !since.IsZero() {
-		from = since.Add(-ledgerSkew)
+		since = since.Add(-ledgerSkew)
 	}
-	if err := r.Ledger(ctx, from, c.add); err != nil {
-		return nil, err
-	}
-	return c.n, nil
+	return func(fn func(LedgerEntry) error) (int, error) { return 0, r.Ledger(ctx, since, fn) }
 }
