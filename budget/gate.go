@@ -43,27 +43,23 @@ type TooLargeError struct{ Msg string }
 // Error is the message, naming the estimate and the limit.
 func (e *TooLargeError) Error() string { return e.Msg }
 
-// DefaultSlack is the slack a new Gate keeps: see SetSlack. A server's
-// bucket is full until the first request reaches it and loses the refill
-// of that time, which the gate has counted; 250 ms covers the one-way
-// latency of a far network and a scheduler stall on a busy machine that
-// 100 ms did not (docs/performance.md).
+// DefaultSlack is the slack a new Gate keeps (see SetSlack): 250 ms covers
+// the one-way latency of a far network and a scheduler stall on a busy
+// machine (docs/performance.md).
 const DefaultSlack = 250 * time.Millisecond
 
 // Gate admits requests against Limits through a Store, as rate.Limiter
 // does against one process's clock: the time is a parameter, reservations
 // are charged up front and settled to actuals later. Safe for concurrent
 // use; every decision is one Store.Update, so gates in many processes
-// sharing a store decide as one, on the store's clock (Redis's own, for a
-// RedisStore): the times a caller gives are taken as that far from its
-// now.
+// sharing a store decide as one, on the store's clock (see Store.Update).
 type Gate struct {
 	store Store
 	mu    sync.Mutex // guards lim, slack, lag, zone and seen
 	lim   Limits
 	slack time.Duration
-	lag   time.Duration  // the longest lag told (see Lag) ...
-	lagAt time.Time      // ... as of then
+	lag   time.Duration // the longest lag told (see Lag), as of lagAt
+	lagAt time.Time
 	zone  *time.Location // where a day this gate starts ends; nil: now's zone
 	seen  Seen
 }
@@ -94,9 +90,9 @@ func (g *Gate) Seen() Seen {
 	return g.seen
 }
 
-// update is one Store.Update with the limits in force for s: the gate's
-// own under s's stored ceilings. fn gets the store's time, at, for the
-// caller's now (see Store.Update). It records what it saw.
+// update is one Store.Update with the limits in force for s (the gate's
+// own under s's stored ceilings) and the store's time, at. It records
+// what it saw.
 func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at time.Time, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
 	own, slack, zone := g.conf(now)
 	var seen Seen
@@ -123,13 +119,11 @@ func (g *Gate) conf(now time.Time) (own Limits, slack time.Duration, zone *time.
 	return g.lim, slack, g.zone
 }
 
-// Lag tells the gate that a request it admitted at now-d went out at
-// now: a goroutine or a process that stalls between its reservation and
-// its request (a busy machine, a connection being opened) lets requests
-// admitted after it reach the server first, closer together than the
-// gate spaced them, and the server charges its bucket at arrival. The
+// Lag tells the gate that a request it admitted at now-d went out at now.
+// A stall between reservation and request lets requests admitted after it
+// reach the server first, closer together than the gate spaced them; the
 // gate keeps the longest lag of the last PaceLapse in hand, on top of its
-// slack (see SetSlack), so that such a bunch still fits.
+// slack, so that such a bunch still fits.
 func (g *Gate) Lag(now time.Time, d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -158,10 +152,9 @@ func shift(t, now, at time.Time) time.Time {
 	return at.Add(t.Sub(now))
 }
 
-// BatchEntries asks the gate's store what its ledger holds of the batches
-// ids names (Store.BatchEntries): what collecting them settled before a
-// kill or a broken download stopped it, so that collecting them again
-// settles only the rest.
+// BatchEntries is the store's Store.BatchEntries: what collecting the
+// batches settled before a kill or a broken download stopped it, so that
+// collecting them again settles only the rest.
 func (g *Gate) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -183,23 +176,20 @@ func (g *Gate) SetLimits(l Limits) {
 }
 
 // SetSlack sets how much of each minute bucket's refill the gate keeps in
-// hand once the bucket holds anything: a request can reach the server
-// after one admitted later than it (a new connection, a slow goroutine),
-// and the server charges its bucket at arrival. With slack 0 the gate is
-// exactly the server's bucket: capacity the limit, full at start,
+// hand once the bucket holds anything, as the server charges its bucket
+// when a request arrives, not when the gate admitted it. With slack 0 the
+// gate is exactly the server's bucket: capacity the limit, full at start,
 // refilled at limit/60 a second. An empty bucket admits anything up to the
-// limit whatever the slack, so a request as large as the limit still fits.
+// limit whatever the slack.
 func (g *Gate) SetSlack(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.slack = max(d, 0)
 }
 
-// SetDayZone sets the zone whose midnight ends a day this gate starts.
-// Every process sharing the store keeps to the end of the day stored
-// there (day_ends_at) whatever its own zone; the zone only matters to the
-// process that starts the next day. nil, the default, is the zone of the
-// time the gate is given.
+// SetDayZone sets the zone whose midnight ends a day this gate starts;
+// every process keeps to the end of the day stored (day_ends_at). nil, the
+// default, is the zone of the time the gate is given.
 func (g *Gate) SetDayZone(loc *time.Location) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -230,13 +220,11 @@ func CheckLimits(l Limits, e Estimate) error {
 }
 
 // maxFuture is how far ahead of now an updated time may be and still be
-// taken as another process's clock read a moment after ours (each reads
-// its clock before waiting for the lock): it drains nothing until now
-// passes it. Further ahead is a clock stepped back or a skewed host, and
-// updated is clamped to now so that the buckets drain from now on instead
-// of freezing until the clock catches up. Clamping every time would hand
-// out refill twice whenever a process's now went stale waiting for the
-// lock.
+// taken as another process's clock read a moment after ours: it drains
+// nothing until now passes it. Further ahead is a clock stepped back or a
+// skewed host, and updated is clamped to now so that the buckets do not
+// freeze until the clock catches up. (Clamping every time would hand out
+// refill twice whenever a process's now went stale waiting for the lock.)
 const maxFuture = time.Second
 
 // maxDay bounds the length of a day: 25 hours at the end of summer time,
@@ -336,15 +324,14 @@ func bucketWait(level float64, need, limit int64, slack time.Duration) time.Dura
 // Reserve admits the longest prefix of ests that fits at now and charges
 // each one: a request and its tokens against the minute buckets, its
 // tokens and cost against the day. When not all fit it returns n <
-// len(ests), how long until the next would fit (the longest of the waits
-// of the limits that hold it: bucket waits are exact, day limits wait for
-// the end of the day (day_ends_at), a back-off for its end) and the limit that holds it
-// longest. It sets minute_token_limit_reached and day_token_limit_reached
-// to whether those limits held the next estimate, and writes the store
-// only when it admitted something or a flag changed. One Store.Update does
-// it all. An estimate Check refuses is an error (the *TooLargeError) and
-// nothing is reserved: callers Check each estimate first, and Reserve
-// fails closed rather than wait for room that can never come.
+// len(ests), how long until the next would fit (bucket waits are exact,
+// day limits wait for day_ends_at, a back-off for its end) and the limit
+// that holds it longest. It sets minute_token_limit_reached and
+// day_token_limit_reached to whether those limits held the next estimate,
+// and writes the store only when it admitted something or a flag changed.
+// An estimate Check refuses is an error (the *TooLargeError) and nothing is
+// reserved: Reserve fails closed rather than wait for room that can never
+// come.
 func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n int, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
 		return 0, 0, "", nil
@@ -456,9 +443,8 @@ type Settlement struct {
 
 // Settle applies settlements in one Store.Update. The day's tokens and
 // cost move from the estimate to the actual. The minute buckets keep the
-// charge of a request that was sent, since the API counts a request and its
-// prompt+max_tokens estimate against its rate limits when it arrives and
-// gives nothing back; a request never sent gives its charge back.
+// charge of a request that was sent, as the API counts its estimate when
+// it arrives and gives nothing back; a request never sent gives it back.
 func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error {
 	if len(ss) == 0 {
 		return nil

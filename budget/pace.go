@@ -7,14 +7,12 @@ import (
 
 // Pacing per second. OpenAI documents that a per-minute limit may be
 // enforced in shorter slices (600 a minute as 10 a second). A server that
-// refuses a request while the minute bucket, which mirrors the server's
-// own, still has a second's worth of room is such a server: from then on
-// the gate also spaces that limit's requests evenly at limit/60 a second
-// (a GCRA with no burst), so that no second gets more than its share and
-// no burst of retries meets a full second. The pacing is kept in the
-// shared state, so every process sharing the store paces alike, and it
-// lapses after PaceLapse without another such refusal, so that a server
-// with true minute buckets gets its burst back.
+// refuses a request while the minute bucket still has a second's worth of
+// room is such a server: from then on the gate also spaces that limit's
+// requests evenly at limit/60 a second (a GCRA with no burst). The pacing
+// is kept in the shared state, so every process paces alike, and it lapses
+// after PaceLapse without another such refusal, so that a server with true
+// minute buckets gets its burst back.
 
 // The reasons a paced limit holds a request back.
 const (
@@ -29,10 +27,6 @@ const PaceLapse = time.Minute
 // PaceShare is the share of limit/60 a second that pacing admits: the rest
 // absorbs requests that reach the server closer together than they left
 // (connections, scheduling), which would otherwise meet a full second.
-// Evenly spaced, whole requests then never exceed limit/60 in any second
-// (600 a minute: at most 10); paced tokens can exceed a second's share by
-// at most the one request that opens the second, which a server's
-// continuous bucket absorbs and a fixed one-second window rarely meets.
 const PaceShare = 0.98
 
 // paceInterval is the spacing of units of a per-minute limit when paced.
@@ -94,15 +88,12 @@ type Refusal struct {
 }
 
 // Refused records a 429 at now: every process waits until at least
-// r.Until, and the minute buckets hold at least r.Used. It decides whether
-// the server enforces the refused limit per second: it does when the
-// minute bucket still had a second's worth of room when the server
-// refused.
-// Then that limit is paced at limit/60 a second (see PaceShare) until
-// PaceLapse after now, in every process sharing the store, and the paced
-// slots start at the back-off's end so that the retries it holds go out
-// spaced, not together. paced is the limit newly paced by this refusal
-// ("" when none was): a caller says it once.
+// r.Until, and the minute buckets hold at least r.Used. When the minute
+// bucket still had a second's worth of room, the server enforces the
+// refused limit per second: it is paced (see PaceShare) until PaceLapse
+// after now, with the paced slots starting at the back-off's end so that
+// the retries it holds go out spaced. newly is the limit newly paced by
+// this refusal ("" when none was): a caller says it once.
 func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Reason, err error) {
 	host := now
 	err = g.update(ctx, now, func(s *State, now time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {

@@ -151,6 +151,14 @@ var builtin = sync.OnceValue(func() *Prices {
 	return p
 })
 
+// orBuiltin is p, or the built-in table for a nil p.
+func (p *Prices) orBuiltin() *Prices {
+	if p == nil {
+		return builtin()
+	}
+	return p
+}
+
 // BuiltinPrices is the table compiled into gptbatch: OpenAI's list prices
 // of PriceTableDate (prices_builtin.json, in LiteLLM's format, says where
 // each comes from).
@@ -159,15 +167,11 @@ func BuiltinPrices() *Prices { return builtin() }
 // Lookup finds a model's price by its exact name: a base name (gpt-4o) or
 // one of the dated snapshots the table lists (gpt-4o-2024-08-06).
 // Snapshots do not always cost what their base model costs
-// (gpt-4o-2024-05-13 is twice gpt-4o), so a dated name the table does not
-// list is unknown, and so is every other name it does not list, such as a
-// fine-tuned ft:... model; ok is false for them, and their cost is
-// unknown, never 0. An answer naming a snapshot the table lacks is priced
-// as the model asked for: see ForAnswer.
+// (gpt-4o-2024-05-13 is twice gpt-4o), so any name the table does not
+// list, a dated one or a fine-tuned ft:..., is unknown (ok is false), never
+// free. See ForAnswer for an answer naming a snapshot the table lacks.
 func (p *Prices) Lookup(model string) (m *ModelPrice, ok bool) {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	if l := p.last.Load(); l != nil && l.name == model {
 		return l.price, l.ok
 	}
@@ -183,9 +187,7 @@ func (p *Prices) ForAnswer(asked *ModelPrice, answered string) *ModelPrice {
 	if answered == "" || asked == nil {
 		return asked
 	}
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	if a := asked.answered.Load(); a != nil && a.table == p && a.name == answered {
 		return a.price
 	}
@@ -209,9 +211,7 @@ func PriceOf(model string) (Price, bool) {
 // Over is p with every model top prices replacing p's price of it (a
 // nil p is the built-in table).
 func (p *Prices) Over(top *Prices) *Prices {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	if top == nil || len(top.models) == 0 {
 		return p
 	}
@@ -222,17 +222,13 @@ func (p *Prices) Over(top *Prices) *Prices {
 
 // Len is the number of models p prices.
 func (p *Prices) Len() int {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	return len(p.models)
 }
 
 // Models are the names of the models p prices, sorted.
 func (p *Prices) Models() []string {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	return slices.Sorted(maps.Keys(p.models))
 }
 
@@ -271,15 +267,13 @@ var (
 //
 // Only OpenAI's models are read: entries whose litellm_provider is
 // "openai", or that give none (a file of one's own); a key "openai/NAME"
-// prices NAME unless the file also has NAME. Other providers' entries,
-// entries with no per-token price (images, audio seconds), fields it does
-// not know and values that are not objects are ignored, so that
-// LiteLLM's whole file reads as it is. A read price that is not a JSON
-// number or is negative is a *PriceError naming the model and the field.
-// Prices are read from their decimal text, exactly, to the picodollar
-// (rounded half up below it), never through a float; a price above $0.01
-// a token is refused too. Every model gets
-// source as its Source.
+// prices NAME unless the file also has NAME. Everything else (other
+// providers, entries with no per-token price, unknown fields, values that
+// are not objects) is ignored, so that LiteLLM's whole file reads as it
+// is. A price that is not a JSON number, is negative or is above $0.01 a
+// token is a *PriceError naming the model and the field. Prices are read
+// from their decimal text, exactly, to the picodollar (rounded half up),
+// never through a float. Every model gets source as its Source.
 func ParsePrices(b []byte, source string) (*Prices, error) {
 	var entries map[string]json.RawMessage
 	d := json.NewDecoder(bytes.NewReader(b))
@@ -454,9 +448,7 @@ func (m *ModelPrice) Thresholds() []int64 {
 // so that ParsePrices reads it back as the same table: what a stored
 // table is kept as.
 func (p *Prices) Format() []byte {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	b := []byte("{")
 	for i, name := range p.Models() {
 		m := p.models[name]

@@ -264,13 +264,12 @@ func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, 
 	}
 	defer func() { <-r.sem }()
 	for {
-		res, err := takeScript.Run(ctx, r.c, r.keys, holdTurn.Milliseconds()).Slice()
+		res, err := takeScript.Run(ctx, r.c, r.keys, holdTurn.Milliseconds()).Result()
 		if err != nil {
 			return r.fail(err)
 		}
 		var t turn
-		if len(res) > 0 && res[0] == "" {
-			left, _ := res[1].(int64)
+		if left, held := res.(int64); held {
 			if t, err = r.waitTurn(ctx, time.Duration(left)*time.Millisecond); err != nil {
 				return err
 			}
@@ -317,31 +316,23 @@ type turn struct {
 	exists bool // the state key exists
 }
 
-// parseTurn reads take.lua's reply: {token, TIME's s, µs, state or nil}.
-func parseTurn(res []any) (turn, error) {
-	var t turn
-	var sec, us string
-	ok := len(res) >= 3 && len(res) <= 4
-	if ok {
-		t.token, _ = res[0].(string)
-		sec, _ = res[1].(string)
-		us, _ = res[2].(string)
-		if len(res) == 4 { // a missing key is a nil, which ends a script's reply
-			t.state, t.exists = res[3].(string)
+// parseTurn reads a turn: "token s µs 1|0\nstate".
+func parseTurn(v any) (turn, error) {
+	s, _ := v.(string)
+	head, state, _ := strings.Cut(s, "\n")
+	if f := strings.Fields(head); len(f) == 4 {
+		sec, err1 := strconv.ParseInt(f[1], 10, 64)
+		us, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 == nil && err2 == nil {
+			return turn{token: f[0], at: time.Unix(sec, us*1000), state: state, exists: f[3] == "1"}, nil
 		}
 	}
-	a, err1 := strconv.ParseInt(sec, 10, 64)
-	b, err2 := strconv.ParseInt(us, 10, 64)
-	if !ok || t.token == "" || err1 != nil || err2 != nil {
-		return turn{}, fmt.Errorf("take script returned %v", res)
-	}
-	t.at = time.Unix(a, b*1000)
-	return t, nil
+	return turn{}, fmt.Errorf("not a turn at the state: %.40q", s)
 }
 
 // waitTurn waits for the turn, at most d (and turnPoll), and returns it
-// when put.lua handed it over ("token s µs 1|0\nstate"); a turn with no
-// token when the wait ended without it.
+// when put.lua handed it over; a turn with no token when the wait ended
+// without it.
 func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (turn, error) {
 	if err := ctx.Err(); err != nil {
 		return turn{}, err
@@ -354,16 +345,10 @@ func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (turn, error
 	case err != nil:
 		return turn{}, r.fail(err)
 	}
-	head, state, _ := strings.Cut(res[len(res)-1], "\n")
-	f := strings.Fields(head)
-	if len(f) != 4 {
-		return turn{}, r.fail(fmt.Errorf("%s holds %q", r.keys[2], head))
-	}
-	t, err := parseTurn([]any{f[0], f[1], f[2]})
+	t, err := parseTurn(res[len(res)-1])
 	if err != nil {
 		return turn{}, r.fail(err)
 	}
-	t.state, t.exists = state, f[3] == "1"
 	return t, nil
 }
 
