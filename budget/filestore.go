@@ -225,9 +225,6 @@ func (f *FileStore) Path() string { return f.path }
 // String is the usage file, as Path.
 func (f *FileStore) String() string { return f.path }
 
-// LedgerPath is the ledger file.
-func (f *FileStore) LedgerPath() string { return f.ledger }
-
 // Close implements Store; the lock is only held during an Update.
 func (f *FileStore) Close() error { return nil }
 

@@ -243,8 +243,6 @@ func (e *PriceError) Error() string {
 	return fmt.Sprintf("model %q: %s: %v", e.Model, e.Field, e.Err)
 }
 
-func (e *PriceError) Unwrap() error { return e.Err }
-
 // The fields of LiteLLM's format that ParsePrices reads, each optionally
 // followed by _above_<N>k_tokens (the price of a prompt of more than N
 // thousand tokens) and then by a tier's suffix.

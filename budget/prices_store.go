@@ -22,9 +22,10 @@ func pricesPath(path string) string {
 	return strings.TrimSuffix(path, ".md") + ".prices.json"
 }
 
-// readStoredPrices reads the stored table at path; nil when there is
-// none.
-func readStoredPrices(path string) (*Prices, error) {
+// StoredPrices implements Store: the table beside usage.md, read without
+// the lock (it is replaced whole, by rename).
+func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
+	path := pricesPath(f.path)
 	b, err := readRegular(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -37,12 +38,6 @@ func readStoredPrices(path string) (*Prices, error) {
 		return nil, fmt.Errorf("stored price table %s is corrupt; store it again with gptbatch prices load, or remove it with gptbatch prices clear: %w", path, err)
 	}
 	return p, nil
-}
-
-// StoredPrices implements Store: the table beside usage.md, read without
-// the lock (it is replaced whole, by rename).
-func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
-	return readStoredPrices(pricesPath(f.path))
 }
 
 // StorePrices implements Store: under the store's lock, the table beside

@@ -2,7 +2,6 @@ package budget
 
 import (
 	"cmp"
-	"io"
 	"slices"
 	"strings"
 	"time"
@@ -64,19 +63,14 @@ type Report struct {
 	Skipped      int // ledger lines that are not entries: a torn last one (a crash mid-append), or damaged ones
 }
 
-// BuildReport sums the ledger entries with Since <= time < Until into rows
-// sorted by key; a day is the entry's date in loc. Lines that are not
-// ledger entries are left out and counted in Skipped, so that one damaged
-// line does not hide the rest of the report.
-func BuildReport(r io.Reader, opt ReportOptions, loc *time.Location) (Report, error) {
-	return buildReport(opt, loc, func(fn func(LedgerEntry) error) (int, error) { return readLedger(r, fn, true, nil) })
-}
-
 // A ledgerRead calls fn for each entry of a store's ledger and says how
 // many lines that are not entries it skipped.
 type ledgerRead func(fn func(LedgerEntry) error) (skipped int, err error)
 
-// buildReport is BuildReport of the entries read gives.
+// buildReport sums the ledger entries read gives with Since <= time <
+// Until into rows sorted by key; a day is the entry's date in loc. Lines
+// that are not ledger entries are left out and counted in Skipped, so that
+// one damaged line does not hide the rest of the report.
 func buildReport(opt ReportOptions, loc *time.Location, read ledgerRead) (Report, error) {
 	rep := Report{Since: opt.Since, Until: opt.Until, By: opt.By}
 	rows := map[string]*Row{}
