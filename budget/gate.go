@@ -19,8 +19,7 @@ type Estimate struct {
 	Tokens int64 // prompt tokens + maximum output tokens
 	Cost   Cost  // the price of Tokens; 0 when CostUnknown
 	// CostUnknown says the model has no known price: under a dollar limit
-	// the call can never be admitted, since it cannot be counted against
-	// the limit and must not count as free.
+	// the call is never admitted, as it must not count as free.
 	CostUnknown bool
 }
 
@@ -36,8 +35,7 @@ const (
 	BackOff        Reason = "server back-off"
 )
 
-// TooLargeError says an estimate can never be admitted: it exceeds a
-// limit on its own, or its cost is unknown while a dollar limit is on.
+// TooLargeError says an estimate can never be admitted (see Check).
 type TooLargeError struct{ Msg string }
 
 // Error is the message, naming the estimate and the limit.
@@ -50,9 +48,9 @@ const DefaultSlack = 250 * time.Millisecond
 
 // Gate admits requests against Limits through a Store, as rate.Limiter
 // does against one process's clock: the time is a parameter, reservations
-// are charged up front and settled to actuals later. Safe for concurrent
-// use; every decision is one Store.Update, so gates in many processes
-// sharing a store decide as one, on the store's clock (see Store.Update).
+// are charged up front and settled to actuals later. Every decision is one
+// Store.Update, so gates sharing a store decide as one, on the store's
+// clock. Safe for concurrent use.
 type Gate struct {
 	store Store
 	mu    sync.Mutex // guards lim, slack, lag, zone and seen
@@ -91,8 +89,7 @@ func (g *Gate) Seen() Seen {
 }
 
 // update is one Store.Update with the limits in force for s (the gate's
-// own under s's stored ceilings) and the store's time, at. It records
-// what it saw.
+// own under s's stored ceilings); it records what it saw.
 func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at time.Time, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
 	own, slack, zone := g.conf(now)
 	var seen Seen
@@ -107,8 +104,8 @@ func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at t
 	return err
 }
 
-// conf is what the gate decides by at now besides the shared state: its
-// slack is the one set plus the longest lag of the last PaceLapse.
+// conf is what the gate decides by at now besides the shared state, with
+// the longest lag of the last PaceLapse added to the slack.
 func (g *Gate) conf(now time.Time) (own Limits, slack time.Duration, zone *time.Location) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -120,10 +117,9 @@ func (g *Gate) conf(now time.Time) (own Limits, slack time.Duration, zone *time.
 }
 
 // Lag tells the gate that a request it admitted at now-d went out at now.
-// A stall between reservation and request lets requests admitted after it
-// reach the server first, closer together than the gate spaced them; the
-// gate keeps the longest lag of the last PaceLapse in hand, on top of its
-// slack, so that such a bunch still fits.
+// Requests admitted after a stalled one reach the server closer together
+// than the gate spaced them, so the gate keeps the longest lag of the last
+// PaceLapse in hand, on top of its slack.
 func (g *Gate) Lag(now time.Time, d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -132,8 +128,7 @@ func (g *Gate) Lag(now time.Time, d time.Duration) {
 	}
 }
 
-// saw records what a decision at now saw, unless the gate has seen a
-// later one.
+// saw records what a decision at now saw, unless one saw later.
 func (g *Gate) saw(now time.Time, s Seen) {
 	s.At = now
 	g.mu.Lock()
@@ -143,8 +138,8 @@ func (g *Gate) saw(now time.Time, s Seen) {
 	}
 }
 
-// shift is t, a time of the caller's clock, on the store's: as far from
-// at as t is from now. A zero t stays zero.
+// shift is t, of the caller's clock (now), on the store's (at); zero stays
+// zero.
 func shift(t, now, at time.Time) time.Time {
 	if t.IsZero() {
 		return t
@@ -152,9 +147,9 @@ func shift(t, now, at time.Time) time.Time {
 	return at.Add(t.Sub(now))
 }
 
-// BatchEntries is the store's Store.BatchEntries: what collecting the
-// batches settled before a kill or a broken download stopped it, so that
-// collecting them again settles only the rest.
+// BatchEntries is the store's (Store.BatchEntries): what collecting the
+// batches settled before it was stopped, so that collecting them again
+// settles only the rest.
 func (g *Gate) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -177,10 +172,8 @@ func (g *Gate) SetLimits(l Limits) {
 
 // SetSlack sets how much of each minute bucket's refill the gate keeps in
 // hand once the bucket holds anything, as the server charges its bucket
-// when a request arrives, not when the gate admitted it. With slack 0 the
-// gate is exactly the server's bucket: capacity the limit, full at start,
-// refilled at limit/60 a second. An empty bucket admits anything up to the
-// limit whatever the slack.
+// when a request arrives. With slack 0 the gate is exactly the server's
+// bucket: capacity the limit, full at start, refilled at limit/60 a second.
 func (g *Gate) SetSlack(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -197,14 +190,13 @@ func (g *Gate) SetDayZone(loc *time.Location) {
 }
 
 // Check says whether e can ever be admitted: a *TooLargeError when e
-// exceeds on its own a limit that is on (--tpm, --tpd, --daily-cost), or
-// when its cost is unknown and --daily-cost is on.
+// exceeds a limit on its own, or its cost is unknown under --daily-cost.
 func (g *Gate) Check(e Estimate) error {
 	return CheckLimits(g.Limits(), e)
 }
 
-// CheckLimits is Check against l: a caller with limits of its own (the
-// Batch API's lines, which only the day's limits bind) asks with those.
+// CheckLimits is Check against l, for a caller with limits of its own (the
+// Batch API's lines, which only the day's limits bind).
 func CheckLimits(l Limits, e Estimate) error {
 	switch {
 	case l.DailyCost > 0 && e.CostUnknown:
@@ -220,21 +212,17 @@ func CheckLimits(l Limits, e Estimate) error {
 }
 
 // maxFuture is how far ahead of now an updated time may be and still be
-// taken as another process's clock read a moment after ours: it drains
-// nothing until now passes it. Further ahead is a clock stepped back or a
-// skewed host, and updated is clamped to now so that the buckets do not
-// freeze until the clock catches up. (Clamping every time would hand out
-// refill twice whenever a process's now went stale waiting for the lock.)
+// another process's clock read a moment after ours, left as it is. Further
+// ahead is a clock stepped back or a skewed host: updated is clamped to now
+// so that the buckets do not freeze until the clock catches up.
 const maxFuture = time.Second
 
 // maxDay bounds the length of a day: 25 hours at the end of summer time,
 // plus an hour's margin.
 const maxDay = 26 * time.Hour
 
-// advance brings s to now: the minute buckets drain by the time elapsed
-// since s.Updated, the day counters start again once now reaches
-// s.DayEndsAt, and a pause that has ended is cleared. It reports whether a
-// new day started.
+// advance brings s to now: the minute buckets drain, the day may end, an
+// ended pause is cleared. It reports whether a new day started.
 func advance(s *State, l Limits, now time.Time, zone *time.Location) (newDay bool) {
 	newDay = advanceDay(s, now, zone)
 	if s.Updated.After(now.Add(maxFuture)) {
@@ -254,11 +242,9 @@ func advance(s *State, l Limits, now time.Time, zone *time.Location) (newDay boo
 	return newDay
 }
 
-// advanceDay starts a new day when now has reached s.DayEndsAt: the day
-// counters start again, Date is now's date in zone (nil: now's own zone)
-// and the day ends at the next midnight there. Every process goes by the
-// stored instant, so processes in different zones agree on the day. It
-// reports whether a new day started.
+// advanceDay starts a new day when now has reached s.DayEndsAt, dated in
+// zone (nil: now's) and ending at its next midnight. Every process goes by
+// the stored instant, so that all zones agree on the day.
 func advanceDay(s *State, now time.Time, zone *time.Location) bool {
 	if zone == nil {
 		zone = now.Location()
@@ -276,9 +262,8 @@ func advanceDay(s *State, now time.Time, zone *time.Location) bool {
 		}
 	case now.Before(s.DayEndsAt):
 		if s.DayEndsAt.Sub(now) > maxDay {
-			// The day was started by a clock far ahead of this one:
-			// keep its counters, but end it at the next midnight
-			// rather than days from now.
+			// Started by a clock far ahead of this one: end it at the
+			// next midnight rather than days from now.
 			s.DayEndsAt = next
 		}
 		return false
@@ -289,8 +274,7 @@ func advanceDay(s *State, now time.Time, zone *time.Location) bool {
 	return true
 }
 
-// drain empties a bucket of a per-minute limit for secs seconds. With the
-// limit off, the bucket drains at once.
+// drain empties a bucket of a per-minute limit (off: at once) for secs.
 func drain(level float64, limit int64, secs float64) float64 {
 	if limit <= 0 {
 		return 0
@@ -302,15 +286,13 @@ func drain(level float64, limit int64, secs float64) float64 {
 // has room for need, keeping slack's refill in hand.
 func bucketWait(level float64, need, limit int64, slack time.Duration) time.Duration {
 	rate := float64(limit) / 60 // a second
-	// Whole units only, so that a small limit still admits all of itself
-	// at once.
+	// Whole units, so that a small limit still admits all of itself.
 	capacity := float64(limit) - math.Floor(rate*slack.Seconds())
 	if level <= 0 || float64(need) > capacity {
 		capacity = float64(limit)
 	}
 	over := level + float64(need) - capacity
-	// tol absorbs float rounding, so that a request retried after the
-	// wait returned fits.
+	// tol absorbs rounding: a request retried after the wait fits.
 	if tol := 1e-6 + float64(limit)*1e-12; over <= tol {
 		return 0
 	}
@@ -324,14 +306,11 @@ func bucketWait(level float64, need, limit int64, slack time.Duration) time.Dura
 // Reserve admits the longest prefix of ests that fits at now and charges
 // each one: a request and its tokens against the minute buckets, its
 // tokens and cost against the day. When not all fit it returns n <
-// len(ests), how long until the next would fit (bucket waits are exact,
-// day limits wait for day_ends_at, a back-off for its end) and the limit
-// that holds it longest. It sets minute_token_limit_reached and
-// day_token_limit_reached to whether those limits held the next estimate,
-// and writes the store only when it admitted something or a flag changed.
-// An estimate Check refuses is an error (the *TooLargeError) and nothing is
-// reserved: Reserve fails closed rather than wait for room that can never
-// come.
+// len(ests), how long until the next would fit and the limit that holds
+// it longest. The *_limit_reached flags say whether those limits held the
+// next estimate; the store is written only when something was admitted or
+// a flag changed. An estimate Check refuses is an error, nothing reserved:
+// Reserve fails closed rather than wait for room that never comes.
 func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n int, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
 		return 0, 0, "", nil
@@ -383,8 +362,7 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 }
 
 // room is how long e must wait for every limit to have room for it, the
-// limit that holds it longest, and whether the minute token limit and the
-// day token limit hold it.
+// limit that holds it longest, and whether the token limits hold it.
 func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (wait time.Duration, why Reason, minute, day bool) {
 	hold := func(w time.Duration, r Reason) {
 		if w > wait {
@@ -411,8 +389,7 @@ func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (w
 }
 
 // Record appends entries to the ledger and changes nothing else: lines
-// answered without a call (LedgerEntry.CacheHits), which took no room
-// and cost nothing.
+// answered without a call (LedgerEntry.CacheHits).
 func (g *Gate) Record(ctx context.Context, now time.Time, entries []LedgerEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -434,17 +411,16 @@ type Settlement struct {
 	// never charged, so nothing goes back to them.
 	DayOnly bool
 	// Day is the day (State.Date) ReserveDay counted the estimate in: it
-	// goes back only while the day counters are still that day's, however
-	// long ago it was reserved (a batch runs for up to a day) and whichever
-	// process started the next day. "" is the day this update finds, unless
-	// this update starts a new one: a reservation of moments ago.
+	// goes back only while the day counters are still that day's (a batch
+	// runs for up to a day). "" is the day this update finds, unless it
+	// starts a new one: a reservation of moments ago.
 	Day string
 }
 
-// Settle applies settlements in one Store.Update. The day's tokens and
-// cost move from the estimate to the actual. The minute buckets keep the
-// charge of a request that was sent, as the API counts its estimate when
-// it arrives and gives nothing back; a request never sent gives it back.
+// Settle applies settlements in one Store.Update: the day's tokens and
+// cost move from the estimate to the actual. The minute buckets keep a
+// sent request's charge, as the API keeps its estimate; a request never
+// sent gives it back.
 func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error {
 	if len(ss) == 0 {
 		return nil

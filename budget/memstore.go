@@ -8,8 +8,8 @@ import (
 )
 
 // MemStore is a Store in memory: the budget of one run alone (a usage
-// file of /dev/null, a dry run) and of tests. The zero value is ready to
-// use; it is safe for concurrent use.
+// file of /dev/null) and of tests. The zero value is ready to use; it is
+// safe for concurrent use.
 type MemStore struct {
 	mu      sync.Mutex
 	state   State

@@ -25,9 +25,8 @@ type Row struct {
 	CompletionTokens int64  `json:"completion_tokens"`
 	CostUSD          Cost   `json:"cost_usd"`
 	UnpricedRequests int64  `json:"unpriced_requests,omitempty"`
-	// CacheHits are the lines answered from the response cache without a
-	// call, and SavedUSD what their answers cost when they were paid for:
-	// in neither Requests, the tokens nor CostUSD.
+	// CacheHits and SavedUSD are LedgerEntry's, in neither Requests, the
+	// tokens nor CostUSD.
 	CacheHits int64 `json:"cache_hits"`
 	SavedUSD  Cost  `json:"saved_usd"`
 }
