@@ -178,7 +178,7 @@ func (r *runner) preflight(it *item) bool {
 	if err := r.check(it.est); err != nil {
 		if !it.exact {
 			// The byte bound may be what is too large: count exactly.
-			it.recount(&r.cfg)
+			r.recount(it)
 			return r.preflight(it)
 		}
 		it.result = errorResult(it.req, jsonl.ErrBudget, refusal(it, "not sent", err), 0)
@@ -231,7 +231,15 @@ func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, time
 			return 0, time.Time{}, errStopped
 		}
 		now := r.cfg.Clock.Now()
-		n, wait, why, err := r.reserveOnce(ctx, now, ests)
+		// A signal also ends Gate.Reserve's wait for the usage file's lock.
+		rctx, cancel := context.WithCancel(ctx)
+		unwatch := context.AfterFunc(r.stop.signal, cancel)
+		n, wait, why, err := r.cfg.Gate.Reserve(rctx, now, ests)
+		unwatch()
+		cancel()
+		if err != nil && r.stop.signal.Err() != nil {
+			err = errStopped
+		}
 		var tooLarge *budget.TooLargeError
 		if err != nil {
 			switch {
@@ -291,17 +299,4 @@ func (r *runner) reserve(ctx context.Context, ests []budget.Estimate) (int, time
 			return 0, time.Time{}, ctx.Err()
 		}
 	}
-}
-
-// reserveOnce is one Gate.Reserve, whose wait for the usage file's lock a
-// signal ends too.
-func (r *runner) reserveOnce(ctx context.Context, now time.Time, ests []budget.Estimate) (int, time.Duration, budget.Reason, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(r.stop.signal, cancel)()
-	n, wait, why, err := r.cfg.Gate.Reserve(ctx, now, ests)
-	if err != nil && r.stop.signal.Err() != nil {
-		return 0, 0, "", errStopped
-	}
-	return n, wait, why, err
 }

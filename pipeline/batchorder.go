@@ -30,7 +30,7 @@ const (
 // it holds is a place in the spool a line, not the results. Once both
 // inputs are closed no more results come: the lines still without one
 // get an interrupted result that names their batch. It closes out.
-func (r *runner) orderBatchResults(ctx context.Context, t *tracker, unsent, collected <-chan []spooled, out chan<- *jsonl.Result) error {
+func (r *runner) orderBatchResults(ctx context.Context, t *tracker, unsent, collected <-chan []spooled, out chan<- []*jsonl.Result) error {
 	defer close(out)
 	var at []int64 // by slot: where its result is spooled, noResult or written
 	next := 0      // ordered: the slot whose result is written next
@@ -93,7 +93,7 @@ func (r *runner) orderBatchResults(ctx context.Context, t *tracker, unsent, coll
 			if batch >= 0 {
 				running[batch]++
 			}
-			if err := send(ctx, out, res); err != nil {
+			if err := send(ctx, out, []*jsonl.Result{res}); err != nil {
 				return err
 			}
 		}
@@ -105,7 +105,7 @@ func (r *runner) orderBatchResults(ctx context.Context, t *tracker, unsent, coll
 }
 
 // writeSpooled sends the result spooled at off to out.
-func (r *runner) writeSpooled(ctx context.Context, t *tracker, off int64, out chan<- *jsonl.Result) error {
+func (r *runner) writeSpooled(ctx context.Context, t *tracker, off int64, out chan<- []*jsonl.Result) error {
 	head, _, err := t.results.read(off, false)
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
@@ -114,7 +114,7 @@ func (r *runner) writeSpooled(ctx context.Context, t *tracker, off int64, out ch
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
 	}
-	return send(ctx, out, res)
+	return send(ctx, out, []*jsonl.Result{res})
 }
 
 // unfinishedResult is the result of line seq, which has none once no more

@@ -252,7 +252,7 @@ func (r *runner) look(ctx context.Context, kr *cache.Keyer, block []*item) {
 			if it.result != nil || it.cached != nil || it.exact {
 				continue
 			}
-			it.recount(&r.cfg)
+			r.recount(it)
 			if it.result != nil && it.flight != nil {
 				// Refused once counted: its twins get its result.
 				r.arrive(ctx, it.flight, it.req.Line, it.result, nil)
@@ -308,8 +308,8 @@ func (it *item) awaited() bool {
 
 // recount prepares the line again with the exact count, keeping what the
 // cache knows of it.
-func (it *item) recount(cfg *Config) {
+func (r *runner) recount(it *item) {
 	lc := it.lineCache
-	*it = *prepare(it.req, cfg, true)
+	*it = *r.prepare(it.req, true)
 	it.lineCache = lc
 }

@@ -18,13 +18,11 @@ import (
 // it answers served, the answers of flights handed to their twins, the
 // complete ones stored by the writer.
 
-// serveItem is what the fetch stage's workers do with an admitted item:
-// a line the cache answers is served, any other sent (sendItem), and the
-// answer of a flight handed to its twins and to the writer.
+// serveItem is what the fetch stage's workers do with an admitted item
+// under --cache: a line the cache answers is served, any other sent
+// (sendChecked), and the answer of a flight handed to its twins and to the
+// writer.
 func (r *runner) serveItem(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
-	if r.cache == nil {
-		return r.sendItem(ctx, it, settle)
-	}
 	rs := r.serveOne(ctx, it, settle)
 	if len(it.riders) == 0 {
 		return rs
@@ -58,7 +56,7 @@ func (r *runner) serveOne(ctx context.Context, it *item, settle chan<- budget.Se
 		// refuses) is a miss: sent, within the limits, like any other.
 		it.cached = nil
 		if !it.exact {
-			it.recount(&r.cfg) // not counted while it was to be served
+			r.recount(it) // not counted while it was to be served
 		}
 		if !r.preflight(it) {
 			var err error
@@ -67,7 +65,7 @@ func (r *runner) serveOne(ctx context.Context, it *item, settle chan<- budget.Se
 			}
 		}
 	}
-	rs := r.sendItem(ctx, it, settle)
+	rs := r.sendChecked(ctx, it, settle)
 	r.land(ctx, it, rs)
 	return rs
 }

@@ -23,7 +23,7 @@ var chatEndpoint = endpoint{
 		_, err := c.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: model})
 		return err
 	},
-	body: decodeBody[chatCompletion],
+	body: newBody[chatCompletion],
 	line: decodeLine[chatCompletion],
 }
 
@@ -76,19 +76,13 @@ func (it *item) resolveChat(body map[string]json.RawMessage, cfg *Config) error 
 		}
 		choices = n
 	}
-	prompt, err := it.countMessages(cfg.Tokens, body["messages"], body["tools"])
+	prompt, err := cfg.Tokens.Chat(it.model, body["messages"], body["tools"], it.exact)
 	if err != nil {
 		return err
 	}
 	it.prompt = prompt
 	it.maxOut = maxOut * choices
 	return nil
-}
-
-// countMessages counts chat messages by the chat formula: exactly, or by
-// the byte bound while the encoder is being built.
-func (it *item) countMessages(tc TokenCounter, messages, tools json.RawMessage) (int64, error) {
-	return tc.Chat(it.model, messages, tools, it.exact)
 }
 
 // chatCompletion is the part of a chat completion gptbatch keeps.

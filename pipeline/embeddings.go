@@ -23,7 +23,7 @@ var embeddingsEndpoint = endpoint{
 		_, err := c.CreateEmbeddings(ctx, openai.EmbeddingRequest{Model: openai.EmbeddingModel(model)})
 		return err
 	},
-	body: decodeBody[embeddingList],
+	body: newBody[embeddingList],
 	line: decodeLine[embeddingList],
 }
 

@@ -9,13 +9,14 @@ import (
 )
 
 // emit is the only writer of results: it writes them as they come from
-// in, already in order unless --unordered. Output is flushed whenever no
+// in, already in order unless --unordered; a receive is the results of one
+// item (a line, or a pack's lines). Output is flushed whenever no
 // result is ready, so a reader downstream sees results as soon as they
 // are final, also while the run waits for a limit. When out cannot be
 // written (a closed pipe), the run stops sending (outputFailed) and emit
 // takes the remaining results without writing them, so that what is in
 // flight still finishes and is settled.
-func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Writer) error {
+func (r *runner) emit(ctx context.Context, in <-chan []*jsonl.Result, out io.Writer) error {
 	w := jsonl.NewWriter(out)
 	failed := false
 	fail := func(err error) {
@@ -25,16 +26,16 @@ func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Write
 		}
 	}
 	for {
-		var res *jsonl.Result
+		var rs []*jsonl.Result
 		var ok bool
 		select {
-		case res, ok = <-in:
+		case rs, ok = <-in:
 		default:
 			if !failed {
 				fail(w.Flush())
 			}
 			select {
-			case res, ok = <-in:
+			case rs, ok = <-in:
 			case <-ctx.Done():
 				return nil
 			}
@@ -45,17 +46,18 @@ func (r *runner) emit(ctx context.Context, in <-chan *jsonl.Result, out io.Write
 			}
 			return nil
 		}
-		if r.cache != nil {
-			r.cache.wrote(res)
+		for _, res := range rs {
+			if r.cache != nil {
+				r.cache.wrote(res)
+			}
+			if failed {
+				continue
+			}
+			fail(w.Write(res))
+			if !failed {
+				r.stats.result(res)
+			}
 		}
-		if failed {
-			continue
-		}
-		fail(w.Write(res))
-		if !failed {
-			r.stats.result(res)
-		}
-
 	}
 }
 

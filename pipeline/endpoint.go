@@ -30,13 +30,14 @@ type endpoint struct {
 	// call sends the request ctx carries (see rawBodyDoer) through
 	// go-openai, which picks the URL and checks the model.
 	call func(ctx context.Context, c *openai.Client, model string) error
-	// body reads an answer body (see resultFromBody); line reads a line of
-	// a Batch API output or error file, and a 200's body with it in the
-	// same pass (see readOutputLine). Both read it into the endpoint's
-	// answerBody with goccy/go-json, which decodes in half the time of
-	// encoding/json: the decode was a tenth of a synchronous call's CPU,
-	// and collecting --via batch's output is bound by it.
-	body func(body []byte) (answerBody, error)
+	// body is an empty answerBody of the endpoint's, for resultFromBody
+	// to read an answer body into; line reads a line of a Batch API
+	// output or error file, and a 200's body with it in the same pass
+	// (see readOutputLine). Both read with goccy/go-json, which decodes in
+	// half the time of encoding/json: the decode was a tenth of a
+	// synchronous call's CPU, and collecting --via batch's output is bound
+	// by it.
+	body func() answerBody
 	line func(line []byte) (outputLine, error)
 }
 
@@ -55,16 +56,12 @@ func endpointFor(name string) *endpoint {
 	return &chatEndpoint
 }
 
-// decodeBody reads an answer body as a B.
-func decodeBody[B any, P interface {
+// newBody is an empty B, to read an answer body into.
+func newBody[B any, P interface {
 	*B
 	answerBody
-}](body []byte) (answerBody, error) {
-	p := P(new(B))
-	if err := gojson.Unmarshal(body, p); err != nil {
-		return nil, err
-	}
-	return p, nil
+}]() answerBody {
+	return P(new(B))
 }
 
 // outputLineOf is the JSON of an output line whose response body is a B.
@@ -200,8 +197,8 @@ func resultFromBody(it *item, status int, body []byte) (answer, error) {
 		return answer{}, retry.APIError(status, body)
 	}
 	d := endpointFor(it.endpoint)
-	b, err := d.body(body)
-	if err != nil {
+	b := d.body()
+	if err := gojson.Unmarshal(body, b); err != nil {
 		return answer{}, fmt.Errorf("read %s: %w", d.what, err)
 	}
 	return b.result(it)
@@ -237,19 +234,6 @@ func (o *outputLine) result(it *item) (answer, error) {
 		return o.answer.result(it)
 	}
 	return resultFromBody(it, o.status, o.body)
-}
-
-// count adds an answer to the run's counters.
-func (r *runner) count(it *item, ans answer) {
-	u := ans.usage
-	r.stats.PromptTokens.Add(u.PromptTokens)
-	r.stats.CompletionTokens.Add(u.CompletionTokens)
-	r.stats.CachedTokens.Add(u.CachedTokens)
-	if it.priced {
-		r.stats.Cost.Add(int64(ans.cost))
-	} else {
-		r.stats.Unpriced.Add(1)
-	}
 }
 
 type ctxKey int

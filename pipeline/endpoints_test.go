@@ -44,7 +44,7 @@ func TestSplit(t *testing.T) {
 func packed(t *testing.T, r *runner, line int, input string) *item {
 	t.Helper()
 	req := &jsonl.Request{Line: line, ID: fmt.Sprint(line), Endpoint: jsonl.EndpointEmbeddings, Body: map[string]json.RawMessage{"input": mustJSON(input)}}
-	it := prepare(req, &r.cfg, true)
+	it := r.prepare(req, true)
 	if it.result != nil || it.packKey == "" {
 		t.Fatalf("prepare(%q) = %+v, want a packable line", input, it.result)
 	}
@@ -136,9 +136,9 @@ func TestFlexNoCapacity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it := prepare(req, &r.cfg, true)
+	it := r.prepare(req, true)
 	done := make(chan *jsonl.Result)
-	go func() { done <- r.sendLine(context.Background(), it, make(chan budget.Settlement, 10)) }()
+	go func() { done <- r.sendLine(context.Background(), it, make(chan budget.Settlement, 10))[0] }()
 	res := runUntil(clk, done)
 	if res.Error == nil || res.Error.Type != jsonl.ErrRateLimit || res.Attempts != 3 || !strings.Contains(res.Error.Message, "flex") {
 		t.Fatalf("sendLine = %+v (attempts %d), want a rate_limit error about flex after 3 attempts", res.Error, res.Attempts)

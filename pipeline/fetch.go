@@ -14,62 +14,55 @@ import (
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
-	"golang.org/x/sync/errgroup"
 )
 
 // fetch is the send stage: it pulls admitted lines (or packs of them) from
-// next as its workers come free, sends each with sendItem and passes the
-// results to out, one a line, in input order unless --unordered. It is the
-// only sender on out and on settle, and closes both. Another way of
-// sending (the Batch API) would replace this stage as a whole.
-func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- *jsonl.Result, settle chan<- budget.Settlement) error {
+// next as its workers come free, and passes each one's results to out, in
+// input order unless --unordered: a line's result, or a pack's, one a
+// line. What a worker does with an item is chosen once for the run: send
+// it (sendLine); with --schema, send it and ask again while its answer
+// does not fit (sendChecked); with --cache, serve it from the cache or
+// send it (serveItem). It is the only sender on out and on settle, and
+// closes both. Another way of sending (the Batch API) replaces this stage
+// as a whole.
+func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- []*jsonl.Result, settle chan<- budget.Settlement) error {
 	defer close(settle)
 	defer close(out)
+	work := r.sendLine
+	switch {
+	case r.cache != nil:
+		work = r.serveItem
+	case r.cfg.Schema != nil:
+		work = r.sendChecked
+	}
+	send := func(it *item) []*jsonl.Result { return work(ctx, it, settle) }
 	p := r.cfg.Parallel
-	// Each item's results, a line's or a pack's, on their way to be
-	// unpacked in order: sized as the results channel.
-	groups := make(chan []*jsonl.Result, p)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(groups)
-		send := func(it *item) []*jsonl.Result { return r.serveItem(ctx, it, settle) }
-		if r.cfg.Unordered {
-			return unorderedMap(gctx, p, next, groups, send)
-		}
-		// The window: items taken in ahead of the one the writer waits
-		// for. A slow item at the head holds back at most this many. A
-		// pack holds up to --pack lines' results, so the window of packs
-		// is the window of lines over --pack, with a place for every
-		// worker.
-		window := 4*p + 64
-		if r.cfg.Pack > 1 {
-			window = p + max(1, window/r.cfg.Pack)
-		}
-		return orderedMap(gctx, p, window, next, groups, send, func(head *item) {
-			r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
-		})
+	if r.cfg.Unordered {
+		return unorderedMap(ctx, p, next, out, send)
+	}
+	// The window: items taken in ahead of the one the writer waits for. A
+	// slow item at the head holds back at most this many. A pack holds up
+	// to --pack lines' results, so the window of packs is the window of
+	// lines over --pack, with a place for every worker.
+	window := 4*p + 64
+	if r.cfg.Pack > 1 {
+		window = p + max(1, window/r.cfg.Pack)
+	}
+	return orderedMap(ctx, p, window, next, out, send, func(head *item) {
+		r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
 	})
-	g.Go(func() error {
-		for rs := range groups {
-			for _, res := range rs {
-				if err := send(gctx, out, res); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	return g.Wait()
 }
 
-// sendLine sends one admitted line, retrying what is worth retrying, and
-// returns its result. Every reservation is settled through settle. A line
+// sendLine sends one admitted item, retrying what is worth retrying, and
+// returns its lines' results in input order: the line's, or each member's
+// of a pack, whose failure (and the retries before it) is every member's.
+// Every reservation is settled through settle. A line
 // admitted is sent, even if the run stops sending meanwhile: admission was
 // the decision, and its reservation is already charged. Only a second
 // signal (abort) abandons it: the call in flight is cancelled.
-func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Settlement) *jsonl.Result {
+func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
 	if it.result != nil {
-		return it.result
+		return it.spread(it.result)
 	}
 	var last retry.Failure
 	var wait time.Duration // the last back-off, for the next one's jitter
@@ -121,7 +114,11 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 		r.observe(ctx, a.reply.header)
 		_ = send(ctx, settle, r.settlement(it, a, f, wrote))
 		if a.err == nil {
-			return r.succeeded(it, a)
+			for _, res := range a.ans.results {
+				res.LatencyMS = a.latency.Milliseconds()
+			}
+			it.results, it.answered = a.ans.results, a.ans
+			return a.ans.results
 		}
 		last = f
 		// A flex request refused for want of capacity is not over a rate
@@ -185,21 +182,30 @@ func (w *wire) trace(ctx context.Context) context.Context {
 	})
 }
 
-// succeeded counts an answer and returns the line's result; a pack's
-// results, one a line, are left in it.results.
-func (r *runner) succeeded(it *item, a attempt) *jsonl.Result {
-	r.count(it, a.ans)
-	for _, res := range a.ans.results {
-		res.LatencyMS = a.latency.Milliseconds()
-	}
-	it.results, it.answered = a.ans.results, a.ans
-	return a.ans.results[0]
-}
-
-func (r *runner) failed(it *item, f retry.Failure) *jsonl.Result {
+// failed is the result of an item that failed with f: its lines'.
+func (r *runner) failed(it *item, f retry.Failure) []*jsonl.Result {
 	res := errorResult(it.req, f.Type, fmt.Sprintf("line %d: %s", it.req.Line, f.Msg), f.Status)
 	res.Attempts = it.attempts
-	return res
+	return it.spread(res)
+}
+
+// spread is res, the result of an item that got no answer, as its lines'
+// results: the line's, or a copy for each member of a pack, naming its
+// line.
+func (it *item) spread(res *jsonl.Result) []*jsonl.Result {
+	if it.members == nil {
+		return []*jsonl.Result{res}
+	}
+	out := make([]*jsonl.Result, len(it.members))
+	prefix := fmt.Sprintf("line %d: ", it.req.Line)
+	for i, m := range it.members {
+		e := *res.Error
+		if rest, ok := strings.CutPrefix(e.Message, prefix); ok {
+			e.Message = fmt.Sprintf("line %d: %s", m.req.Line, rest)
+		}
+		out[i] = &jsonl.Result{ID: m.req.ID, Line: m.req.Line, Metadata: m.req.Metadata, Attempts: res.Attempts, Error: &e}
+	}
+	return out
 }
 
 // attempt is the outcome of one API call.
@@ -213,7 +219,11 @@ type attempt struct {
 // call sends it once, to its endpoint, giving up after --timeout.
 func (r *runner) call(ctx context.Context, it *item) attempt {
 	var a attempt
-	ctx = context.WithValue(ctx, bodyKey, it.wireBody())
+	body := it.body
+	if it.members != nil {
+		body = it.packBody()
+	}
+	ctx = context.WithValue(ctx, bodyKey, body)
 	ctx = context.WithValue(ctx, replyKey, &a.reply)
 	if r.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -223,7 +233,7 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 	start := r.cfg.Clock.Now()
 	// Only the model goes through go-openai's structs: they pick the URL
 	// and run go-openai's checks on it; the body sent is the item's own.
-	a.err = endpointFor(it.endpoint).call(ctx, r.client, it.model)
+	a.err = it.ep.call(ctx, r.client, it.model)
 	a.latency = r.cfg.Clock.Now().Sub(start)
 	if a.err == nil {
 		a.ans, a.err = resultFromBody(it, a.reply.status, a.reply.body)
@@ -233,29 +243,6 @@ func (r *runner) call(ctx context.Context, it *item) attempt {
 	}
 	a.reply.body = nil // read: the results hold what is kept
 	return a
-}
-
-// sendItem sends an admitted item and returns its lines' results in input
-// order: the line's, or each member's of a pack. A pack's failure (and the
-// retries before it) is every member's.
-func (r *runner) sendItem(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
-	res := r.sendChecked(ctx, it, settle)
-	if it.members == nil {
-		return []*jsonl.Result{res}
-	}
-	if res.Error == nil && len(it.results) == len(it.members) {
-		return it.results
-	}
-	out := make([]*jsonl.Result, len(it.members))
-	prefix := fmt.Sprintf("line %d: ", it.req.Line)
-	for i, m := range it.members {
-		e := *res.Error
-		if rest, ok := strings.CutPrefix(e.Message, prefix); ok {
-			e.Message = fmt.Sprintf("line %d: %s", m.req.Line, rest)
-		}
-		out[i] = &jsonl.Result{ID: m.req.ID, Line: m.req.Line, Metadata: m.req.Metadata, Attempts: res.Attempts, Error: &e}
-	}
-	return out
 }
 
 // settle applies the settlements of the calls to the gate, as many at a
@@ -292,13 +279,25 @@ func (r *runner) settle(ctx context.Context, in <-chan budget.Settlement) error 
 }
 
 // settlement is what one call settles: the ledger gets a line and the
-// budget moves from the estimate to what the API counted. A call that
+// budget moves from the estimate to what the API counted; an answer's
+// usage and cost also go to the run's counters. A call that
 // never left the process (wrote false) gives its whole reservation back
 // and has no ledger line. A call the server took and never answered (a
 // timeout, a dropped connection, an answer cut short, a call abandoned on
 // a second signal) is settled at its estimate: the API usually bills it,
 // and the ledger says so with the estimate's tokens.
 func (r *runner) settlement(it *item, a attempt, f retry.Failure, wrote bool) budget.Settlement {
+	if a.err == nil {
+		u := a.ans.usage
+		r.stats.PromptTokens.Add(u.PromptTokens)
+		r.stats.CompletionTokens.Add(u.CompletionTokens)
+		r.stats.CachedTokens.Add(u.CachedTokens)
+		if it.priced {
+			r.stats.Cost.Add(int64(a.ans.cost))
+		} else {
+			r.stats.Unpriced.Add(1)
+		}
+	}
 	if !wrote {
 		return budget.Settlement{Est: it.est}
 	}

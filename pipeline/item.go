@@ -13,7 +13,8 @@ import (
 // request that carries several.
 type item struct {
 	req      *jsonl.Request
-	endpoint string // jsonl.EndpointChat, EndpointResponses or EndpointEmbeddings
+	endpoint string    // jsonl.EndpointChat, EndpointResponses or EndpointEmbeddings
+	ep       *endpoint // its entry in endpoints, set by prepare
 	model    string
 	body     []byte             // the exact JSON sent to the API
 	prompt   int64              // prompt tokens as the API counts them (chat: by the chat formula)

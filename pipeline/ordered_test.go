@@ -143,13 +143,14 @@ func BenchmarkEmit(b *testing.B) {
 	res := &jsonl.Result{ID: "q12345", Line: 12345, Model: "gpt-4o-mini-2024-07-18", Content: jsonl.String(content), FinishReason: "stop",
 		Usage: &jsonl.Usage{PromptTokens: 20, CompletionTokens: 14, TotalTokens: 34}, CostUSD: []byte("0.0000114"), Attempts: 1, LatencyMS: 200}
 	r := &runner{stats: new(Stats)}
-	in := make(chan *jsonl.Result, 256)
+	in := make(chan []*jsonl.Result, 256)
 	n := b.N
 	b.ResetTimer()
 	go func() {
 		defer close(in)
+		rs := []*jsonl.Result{res}
 		for range n {
-			in <- res
+			in <- rs
 		}
 	}()
 	if err := r.emit(context.Background(), in, io.Discard); err != nil {

@@ -86,7 +86,7 @@ func (r *runner) pack(ctx context.Context, in <-chan *item, out chan<- *item) er
 			}
 			if !it.exact {
 				// A pack's usage is split by its inputs' exact counts.
-				it.recount(&r.cfg)
+				r.recount(it)
 			}
 			if cur != nil && !r.fits(cur, it) {
 				if err := flush(); err != nil {
@@ -148,10 +148,10 @@ func (p *item) packed() *item {
 	return p
 }
 
-// wireBody is the body to send: a line's, or for a pack its first line's
-// with every member's input in a list, built once.
-func (it *item) wireBody() []byte {
-	if it.members == nil || it.body != nil {
+// packBody is a pack's body to send: its first line's with every member's
+// input in a list, built once.
+func (it *item) packBody() []byte {
+	if it.body != nil {
 		return it.body
 	}
 	var body map[string]json.RawMessage

@@ -340,7 +340,7 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		// once; a send is a block of results.
 		unsent := make(chan []spooled)
 		answered := make(chan []spooled)
-		results := make(chan *jsonl.Result, p)
+		results := make(chan []*jsonl.Result, p)
 		g.Go(func() error { return r.submitBatches(gctx, br, held, toPoll, unsent, back) })
 		g.Go(func() error { return r.pollBatches(gctx, br.api, toPoll, toCollect) })
 		g.Go(func() error {
@@ -356,9 +356,10 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		g.Go(func() error { return r.orderBatchResults(gctx, br.lines, unsent, answered, results) })
 		g.Go(func() error { return r.emit(gctx, results, out) })
 	default:
-		// Finished results on their way to the writer: a worker's worth,
-		// so that workers rarely wait for a write.
-		results := make(chan *jsonl.Result, p)
+		// Finished results on their way to the writer, an item's (a
+		// line's, or a pack's) a send: a worker's worth, so that workers
+		// rarely wait for a write.
+		results := make(chan []*jsonl.Result, p)
 		// Settlements queue while the settler writes the last batch of
 		// them; sized so that workers rarely wait for the usage file.
 		settle := make(chan budget.Settlement, 4*p)

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"runtime"
@@ -18,27 +19,8 @@ func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out cha
 	// Two lines a core in the window keep every core busy while the head
 	// line, perhaps a long one, is counted.
 	n := runtime.GOMAXPROCS(0)
-	return orderedMap(ctx, n, 2*n, fromChan(in), out, func(req *jsonl.Request) *item {
-		if it := r.unsent(req); it != nil {
-			return it
-		}
-		it := prepare(req, &r.cfg, r.countFirst && !r.cfg.countLater)
-		if r.cfg.Via == ViaBatch {
-			it.batchPrice()
-		}
-		if it.result == nil && it.unbounded != "" {
-			r.unbounded(it)
-		}
-		if it.result == nil && !it.priced && r.stats.unpriced(it.model, it.tier) {
-			what := "price"
-			if it.tier == budget.TierPriority {
-				what = "priority price"
-			}
-			r.cfg.Log.Warn(fmt.Sprintf("no %s known for model %q: its cost_usd is null, and a dollar limit refuses it; "+
-				"give its price in LiteLLM's format with --prices FILE, or store it for every run with gptbatch prices load FILE", what, it.model))
-		}
-		return it
-	}, nil)
+	exact := r.countFirst && !r.cfg.countLater
+	return orderedMap(ctx, n, 2*n, fromChan(in), out, func(req *jsonl.Request) *item { return r.prepare(req, exact) }, nil)
 }
 
 // Default output-token caps, sent when a line gives none, so that every
@@ -53,52 +35,57 @@ const (
 // estimates it. A problem with the line becomes an invalid_input result.
 // Unless exact, a line whose encoder is still being built is estimated by
 // its byte count, an upper bound, so that the first requests need not wait
-// for the encoder.
-func prepare(req *jsonl.Request, cfg *Config, exact bool) *item {
+// for the encoder. A line read after the run stopped sending is not
+// counted: it gets the result that says why.
+func (r *runner) prepare(req *jsonl.Request, exact bool) *item {
+	cfg := &r.cfg
 	it := &item{req: req, model: cfg.Model, endpoint: req.Endpoint}
+	if why := r.stop.stopped(); why != nil && !cfg.DryRun && req.Err == nil {
+		it.result = why.result(req)
+		return it
+	}
 	if req.Err != nil {
 		it.result = errorResult(req, jsonl.ErrInvalidInput, req.Err.Error(), 0)
+		return it
+	}
+	invalid := func(err error) *item {
+		it.result = errorResult(req, jsonl.ErrInvalidInput, fmt.Sprintf("line %d: %v", req.Line, err), 0)
 		return it
 	}
 	if it.endpoint == "" {
 		it.endpoint = jsonl.EndpointChat
 	}
-	if err := it.resolve(cfg, exact); err != nil {
-		it.result = errorResult(req, jsonl.ErrInvalidInput, fmt.Sprintf("line %d: %v", req.Line, err), 0)
-		return it
-	}
-	return it
-}
-
-func (it *item) resolve(cfg *Config, exact bool) error {
 	// The line's own body stays as it was: a line prepared again (counted
 	// exactly) must not take what this added for its own.
-	body := maps.Clone(it.req.Body)
+	body := maps.Clone(req.Body)
 	if raw, ok := body["model"]; ok {
 		if err := json.Unmarshal(raw, &it.model); err != nil || it.model == "" {
-			return fmt.Errorf("model must be a non-empty string")
+			return invalid(errors.New("model must be a non-empty string"))
 		}
 	} else {
 		body["model"] = mustJSON(it.model)
 	}
 	if raw, ok := body["stream"]; ok && string(raw) != "false" {
-		return fmt.Errorf("stream is not supported: gptbatch writes whole answers")
+		return invalid(errors.New("stream is not supported: gptbatch writes whole answers"))
 	}
-	ep := endpointFor(it.endpoint)
-	if _, ok := body["service_tier"]; !ok && cfg.ServiceTier != "" && ep.tiers {
+	it.ep = endpointFor(it.endpoint)
+	if _, ok := body["service_tier"]; !ok && cfg.ServiceTier != "" && it.ep.tiers {
 		body["service_tier"] = mustJSON(cfg.ServiceTier)
 	}
 	it.exact = exact || !cfg.countLater && cfg.Tokens.Ready(it.model)
-	if err := ep.resolve(it, body, cfg); err != nil {
-		return err
+	if err := it.ep.resolve(it, body, cfg); err != nil {
+		return invalid(err)
 	}
 	b, err := json.Marshal(body)
 	if err != nil {
-		return fmt.Errorf("encode request: %w", err)
+		return invalid(fmt.Errorf("encode request: %w", err))
 	}
-	// Before the estimate: the schema is billed as prompt tokens.
-	if it.body, err = it.holdToSchema(cfg, b); err != nil {
-		return err
+	it.body = b
+	if cfg.Schema != nil && it.endpoint != jsonl.EndpointEmbeddings {
+		// Before the estimate: the schema is billed as prompt tokens.
+		if it.body, err = it.holdToSchema(cfg, b); err != nil {
+			return invalid(err)
+		}
 	}
 	it.prices = cfg.Prices
 	it.price, _ = cfg.Prices.Lookup(it.model)
@@ -109,7 +96,21 @@ func (it *item) resolve(cfg *Config, exact bool) error {
 		_ = json.Unmarshal(raw, &tier)
 	}
 	it.setTier(budget.TierOf(tier))
-	return nil
+	if cfg.Via == ViaBatch {
+		it.batchPrice()
+	}
+	if it.result == nil && it.unbounded != "" {
+		r.unbounded(it)
+	}
+	if it.result == nil && !it.priced && r.stats.unpriced(it.model, it.tier) {
+		what := "price"
+		if it.tier == budget.TierPriority {
+			what = "priority price"
+		}
+		cfg.Log.Warn(fmt.Sprintf("no %s known for model %q: its cost_usd is null, and a dollar limit refuses it; "+
+			"give its price in LiteLLM's format with --prices FILE, or store it for every run with gptbatch prices load FILE", what, it.model))
+	}
+	return it
 }
 
 // outputCap is the cap a line without one gets: --max-tokens, else the
@@ -148,15 +149,4 @@ func (it *item) setTier(t budget.Tier) {
 		it.est.Cost, it.priced = it.price.Cost(t, it.prompt, 0, it.maxOut)
 	}
 	it.est.CostUnknown = !it.priced
-}
-
-// unsent is the item of a line read after the run stopped sending, with
-// the result that says why, or nil while the run sends: such a line need
-// not be counted.
-func (r *runner) unsent(req *jsonl.Request) *item {
-	why := r.stop.stopped()
-	if why == nil || r.cfg.DryRun || req.Err != nil {
-		return nil
-	}
-	return &item{req: req, model: r.cfg.Model, result: why.result(req)}
 }

@@ -19,6 +19,7 @@ func BenchmarkTokenizeStage(b *testing.B) {
 	if err := (tokens.Counter{}).Build(cfg.Model); err != nil {
 		b.Fatal(err)
 	}
+	r := newRunner(context.Background(), *cfg)
 	const lines = 2000
 	b.SetBytes(int64(lines * len(line)))
 	for b.Loop() {
@@ -30,7 +31,7 @@ func BenchmarkTokenizeStage(b *testing.B) {
 				in <- &jsonl.Request{Line: i + 1, ID: "x", Body: map[string]json.RawMessage{"messages": mustJSON([]map[string]string{{"role": "user", "content": line}})}}
 			}
 		}()
-		if err := orderedMap(context.Background(), runtime.GOMAXPROCS(0), 2*runtime.GOMAXPROCS(0), fromChan(in), out, func(r *jsonl.Request) *item { return prepare(r, cfg, true) }, nil); err != nil {
+		if err := orderedMap(context.Background(), runtime.GOMAXPROCS(0), 2*runtime.GOMAXPROCS(0), fromChan(in), out, func(req *jsonl.Request) *item { return r.prepare(req, true) }, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

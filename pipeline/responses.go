@@ -23,7 +23,7 @@ var responsesEndpoint = endpoint{
 		_, err := c.CreateResponse(ctx, openai.CreateResponseRequest{Model: model})
 		return err
 	},
-	body: decodeBody[response],
+	body: newBody[response],
 	line: decodeLine[response],
 }
 
@@ -66,7 +66,7 @@ func (it *item) resolveResponses(body map[string]json.RawMessage, cfg *Config) e
 	if err != nil {
 		return err
 	}
-	prompt, err := it.countMessages(cfg.Tokens, msgs, body["tools"])
+	prompt, err := cfg.Tokens.Chat(it.model, msgs, body["tools"], it.exact)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gptbatch/gptbatch/jsonl"
 )
@@ -95,7 +94,7 @@ func routeItem(t *testing.T, r *runner, endpoint, line string) *item {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it := prepare(req, &r.cfg, false)
+	it := r.prepare(req, false)
 	if it.result != nil {
 		t.Fatalf("prepare(%s) = %+v", line, it.result.Error)
 	}
@@ -129,7 +128,10 @@ func syncResultLine(t *testing.T, endpoint, line, body string) string {
 	if err != nil {
 		t.Fatalf("resultFromBody: %v", err)
 	}
-	return resultLine(t, r.succeeded(it, attempt{ans: ans, reply: reply{status: 200}, latency: 412 * time.Millisecond}))
+	// As sendLine finishes an answered line's result.
+	res := ans.results[0]
+	res.LatencyMS = 412
+	return resultLine(t, res)
 }
 
 // batchResultLine is the result line of body, answered to line as a line

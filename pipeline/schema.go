@@ -174,10 +174,11 @@ func (it *item) check(res *jsonl.Result, choices []choiceAnswer) *invalidAnswer 
 // invalid_output. A re-ask that cannot be sent (the run stopped, a limit
 // it can never fit, a failure past the retries) leaves the last answer as
 // the result, and its error says why.
-func (r *runner) sendChecked(ctx context.Context, it *item, settle chan<- budget.Settlement) *jsonl.Result {
-	res := r.sendLine(ctx, it, settle)
+func (r *runner) sendChecked(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
+	rs := r.sendLine(ctx, it, settle)
+	res := rs[0]
 	if it.schema == nil || it.result != nil || res.Usage == nil {
-		return res // not checked, or no answer to check
+		return rs // not checked (a pack is not), or no answer to check
 	}
 	r.stats.Checked.Add(1)
 	var sum tries
@@ -202,7 +203,7 @@ func (r *runner) sendChecked(ctx context.Context, it *item, settle chan<- budget
 			r.stats.Reasked.Add(1)
 		}
 		r.stats.Reasks.Add(1)
-		nres := r.sendLine(ctx, next, settle)
+		nres := r.sendLine(ctx, next, settle)[0]
 		attempts = next.attempts
 		if nres.Usage == nil {
 			// Asking again failed past sendLine's retries: the answer
@@ -225,7 +226,7 @@ func (r *runner) sendChecked(ctx context.Context, it *item, settle chan<- budget
 			res.Error.Message = fmt.Sprintf("line %d: no answer fit the schema in %d tries; the last: %s", it.req.Line, sum.n, msg)
 		}
 	}
-	return res
+	return []*jsonl.Result{res}
 }
 
 // tries adds up the answers of a line's tries.
@@ -281,7 +282,7 @@ func (it *item) reask(cfg *Config, last *item) (*item, error) {
 		return nil, err
 	}
 	next := &item{
-		req: it.req, endpoint: it.endpoint, model: it.model, body: body,
+		req: it.req, endpoint: it.endpoint, ep: endpointFor(it.endpoint), model: it.model, body: body,
 		price: it.price, prices: it.prices, schema: it.schema, prior: last.attempts,
 		exact: it.exact || cfg.Tokens.Ready(it.model),
 	}
@@ -291,7 +292,7 @@ func (it *item) reask(cfg *Config, last *item) (*item, error) {
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return nil, err
 	}
-	if err := endpointFor(it.endpoint).resolve(next, fields, cfg); err != nil {
+	if err := next.ep.resolve(next, fields, cfg); err != nil {
 		return nil, err
 	}
 	next.schemaTokens = cfg.schemas.tokens(cfg, it.schema, it.model, next.exact)

@@ -121,7 +121,7 @@ func BenchmarkResultFromBodySchema(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			it := prepare(req, &r.cfg, false)
+			it := r.prepare(req, false)
 			b.ReportAllocs()
 			for b.Loop() {
 				ans, err := resultFromBody(it, 200, body)

@@ -203,10 +203,10 @@ func TestRetryLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it := prepare(req, &r.cfg, true)
+	it := r.prepare(req, true)
 	settle := make(chan budget.Settlement, 10)
 	done := make(chan *jsonl.Result)
-	go func() { done <- r.sendLine(context.Background(), it, settle) }()
+	go func() { done <- r.sendLine(context.Background(), it, settle)[0] }()
 	start := clk.Now()
 	res := runUntil(clk, done)
 	if res.Error == nil || res.Error.Type != jsonl.ErrServer || res.Attempts != 4 {

@@ -3,7 +3,7 @@
 // that sends the same request again is answered without paying again.
 //
 // A Store is one of two: File, an SQLite database in WAL mode that every
-// gptbatch on the host shares (DefaultPath, or a path the user gives),
+// gptbatch on the host shares (the default place, or a path the user gives),
 // and Redis, beside a budget kept in Redis, that every host shares. Both
 // check each entry on the way out against a checksum binding it to its
 // key, so that an entry that does not match its key is never served.
@@ -20,8 +20,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -187,19 +185,4 @@ func (e *unusable) Is(target error) bool { return target == ErrUnusable }
 
 func unusablef(format string, args ...any) error {
 	return &unusable{fmt.Sprintf(format, args...)}
-}
-
-// DefaultPath is where the host's cache lives:
-// $XDG_CACHE_HOME/gptbatch/cache.db, else ~/.cache/gptbatch/cache.db.
-func DefaultPath() (string, error) {
-	dir := os.Getenv("XDG_CACHE_HOME")
-	if !filepath.IsAbs(dir) {
-		// The XDG spec: a relative path is invalid and is ignored.
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", err
-		}
-		dir = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(dir, "gptbatch", "cache.db"), nil
 }

@@ -44,20 +44,6 @@ func TestFileModeIsPrivate(t *testing.T) {
 	}
 }
 
-func TestDefaultPath(t *testing.T) {
-	t.Setenv("XDG_CACHE_HOME", "/var/cache/me")
-	if got, err := DefaultPath(); got != "/var/cache/me/gptbatch/cache.db" || err != nil {
-		t.Errorf("DefaultPath() with XDG_CACHE_HOME = %q, %v", got, err)
-	}
-	t.Setenv("HOME", "/home/me")
-	for _, xdg := range []string{"", "relative/cache"} {
-		t.Setenv("XDG_CACHE_HOME", xdg)
-		if got, err := DefaultPath(); got != "/home/me/.cache/gptbatch/cache.db" || err != nil {
-			t.Errorf("DefaultPath() with XDG_CACHE_HOME=%q = %q, %v, want ~/.cache/gptbatch/cache.db", xdg, got, err)
-		}
-	}
-}
-
 // A path with the characters a file: URI gives a meaning is the file it
 // names.
 func TestFileAnyPath(t *testing.T) {

@@ -72,6 +72,7 @@ func (c *stepClock) advance(d time.Duration) time.Time {
 // single synchronous request and never more than one poll a second per
 // batch; the ledger shows the batches' tokens.
 func TestViaBatch(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 3, Key: testKey, Batch: openaitest.BatchConfig{LineFailRate: 0.1}})
 	defer srv.Close()
@@ -181,6 +182,7 @@ func simpleLines(n int) string {
 // lines go again (only they), and the enqueued-token limit is waited out,
 // or with --on-limit fail stops the run.
 func TestViaBatchFailures(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
 		batch openaitest.BatchConfig
@@ -316,6 +318,7 @@ func TestViaBatchFailures(t *testing.T) {
 // --resume then answers every line without submitting anything again, and
 // the ledger counts each answer once.
 func TestViaBatchInterruptAndResume(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 9, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
 	defer srv.Close()
@@ -395,6 +398,7 @@ func TestViaBatchInterruptAndResume(t *testing.T) {
 // the user's file storage. Each line is answered once and counted once,
 // and no input file of the run is left behind.
 func TestViaBatchLostAnswers(t *testing.T) {
+	t.Parallel()
 	for _, lost := range []struct {
 		name string
 		cfg  openaitest.BatchConfig
@@ -454,6 +458,7 @@ func TestViaBatchLostAnswers(t *testing.T) {
 // TestBatchesCommand: `gptbatch batches` lists the journalled batches with
 // their live status, and `batches cancel` cancels one.
 func TestBatchesCommand(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
 	defer srv.Close()
@@ -513,12 +518,13 @@ func TestBatchesCommand(t *testing.T) {
 // TestViaBatchDryRun: a dry run estimates at batch prices and says how the
 // lines would be split.
 func TestViaBatchDryRun(t *testing.T) {
+	t.Parallel()
 	g := newGB(t, "http://127.0.0.1:9/v1")
 	in := simpleLines(25)
 	dry := func(args ...string) ([]map[string]json.RawMessage, string) {
 		t.Helper()
 		var out, errb bytes.Buffer
-		code := run(context.Background(), append([]string{"--dry-run", "--usage-file", filepath.Join(g.dir, "usage.md")}, args...), strings.NewReader(in), &out, &errb)
+		code := g.runStreams(context.Background(), append([]string{"--dry-run", "--usage-file", filepath.Join(g.dir, "usage.md")}, args...), strings.NewReader(in), &out, &errb)
 		if code != 0 {
 			t.Fatalf("--dry-run %v: exit %d: %s", args, code, errb.String())
 		}
@@ -553,6 +559,7 @@ func TestViaBatchDryRun(t *testing.T) {
 // endpoint, and each line comes back as its endpoint answers it: vectors
 // for embeddings, text for chat and responses, at half price.
 func TestViaBatchEndpoints(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 7})
 	defer srv.Close()
@@ -626,6 +633,7 @@ func TestViaBatchEndpoints(t *testing.T) {
 // journals its batches beside the link's target, and `gptbatch batches`
 // finds them there.
 func TestBatchesThroughLinkedUsageFile(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now})
 	defer srv.Close()
@@ -655,6 +663,7 @@ func TestBatchesThroughLinkedUsageFile(t *testing.T) {
 // budget and the ledger count each answer once: the day's tokens are the
 // API's count, not one and a half times it.
 func TestViaBatchResumeCountsOnce(t *testing.T) {
+	t.Parallel()
 	const n = 3000 // answers settle 1,024 at a time: several updates before the cut
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 12, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
@@ -731,6 +740,7 @@ func TestViaBatchResumeCountsOnce(t *testing.T) {
 // stalls half way, ends after --timeout without progress and is tried
 // again: the run finishes with every line answered, as a cron job must.
 func TestViaBatchHungCalls(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 13, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
@@ -766,6 +776,7 @@ func TestViaBatchHungCalls(t *testing.T) {
 // batch collected before, whose input file is deleted, is named and not
 // rebuilt; a dry run writes nothing; a second recovery recovers nothing.
 func TestBatchesRecover(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 9, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
 	defer srv.Close()
@@ -963,6 +974,7 @@ func todayUsage(t *testing.T, g *gb) budget.Row {
 // their error and the file is deleted: nothing is left in the user's
 // file storage.
 func TestViaBatchCreateFails(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 14})
 	defer srv.Close()

@@ -85,7 +85,7 @@ func (r *runCmd) journalAPI() (string, *batchapi.Client, error) {
 	if err != nil {
 		return "", nil, usageError(err)
 	}
-	key, err := apiKey(r.APIKeyFile)
+	key, err := r.apiKey()
 	if err != nil {
 		return "", nil, usageError(err)
 	}
@@ -129,7 +129,7 @@ func (l *batchesListCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.W
 	}
 	var api *batchapi.Client
 	if len(bs) > 0 {
-		key, err := apiKey(r.APIKeyFile)
+		key, err := r.apiKey()
 		if err != nil {
 			return usageError(err)
 		}
@@ -196,7 +196,7 @@ func age(d time.Duration) string {
 // needs only the ids and the key: a journal that cannot be read or
 // written is said on stderr, and the batches are cancelled all the same.
 func (c *batchesCancelCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer) error {
-	key, err := apiKey(r.APIKeyFile)
+	key, err := r.apiKey()
 	if err != nil {
 		return usageError(err)
 	}

@@ -39,6 +39,7 @@ func countIDs(t *testing.T, out string) map[string]int {
 // result, and a line answered is never submitted again: a line whose
 // result was written already is not "missing from the output".
 func TestViaBatchUnorderedOnce(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 21, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
@@ -103,6 +104,7 @@ func journalled(t *testing.T, g *gb) []*batchapi.JournalBatch {
 // for and counted: in the ledger, in the day's tokens, and journalled as
 // collected.
 func TestViaBatchRefusedThenResumedIsCounted(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	// Another batch of the organisation's fills the queue: every batch is
 	// refused until it ends.
@@ -163,7 +165,7 @@ func child(t *testing.T, g *gb, fsize int64, stdin string, args ...string) *exec
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRun$")
 	cmd.Dir = g.dir
-	cmd.Env = append(os.Environ(), "GPTBATCH_TEST_FSIZE="+strconv.FormatInt(fsize, 10), "GPTBATCH_TEST_ARGS="+string(all))
+	cmd.Env = append(append(os.Environ(), g.environ()...), "GPTBATCH_TEST_FSIZE="+strconv.FormatInt(fsize, 10), "GPTBATCH_TEST_ARGS="+string(all))
 	cmd.Stdin = strings.NewReader(stdin)
 	return cmd
 }
@@ -226,6 +228,7 @@ func fillJournal(t *testing.T, g *gb, n int) string {
 // the journal can be written, `batches recover` and --resume answer every
 // line once, submitting nothing twice.
 func TestViaBatchJournalFull(t *testing.T) {
+	t.Parallel()
 	const full = 64 << 10
 	for _, tt := range []struct {
 		name    string
@@ -310,6 +313,7 @@ func TestViaBatchJournalFull(t *testing.T) {
 // tags and collects it instead of submitting the lines again, and counts
 // each answer once.
 func TestViaBatchKilledWhileCreating(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Seed: 24, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -369,6 +373,7 @@ func fillLedger(t *testing.T, g *gb, n int) {
 // does not hold: those lines are interrupted. --resume then collects the
 // batch again and the ledger holds each answer once.
 func TestViaBatchStoreLostWhileCollecting(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Seed: 25, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -446,6 +451,7 @@ func answeredOnce(t *testing.T, n int, outs ...string) {
 // it is not lost, and `batches`, `batches recover` and --resume go on
 // working, as a nightly cron job needs.
 func TestViaBatchTornJournal(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 26, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
 	defer srv.Close()
@@ -505,6 +511,7 @@ func TestViaBatchTornJournal(t *testing.T) {
 // `batches cancel` cancels even with no journal it can read, as it needs
 // only the batch's id.
 func TestViaBatchJournalBadLine(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 27, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
 	defer srv.Close()
@@ -573,6 +580,7 @@ func TestViaBatchJournalBadLine(t *testing.T) {
 // line: one result a line, charged once, and no answered line submitted
 // again; the repeats are reported.
 func TestViaBatchRepeatedCustomID(t *testing.T) {
+	t.Parallel()
 	for _, fault := range []string{"repeated answers", "an answer and a 500"} {
 		for _, unordered := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/unordered=%v", fault, unordered), func(t *testing.T) {
@@ -627,6 +635,7 @@ func TestViaBatchRepeatedCustomID(t *testing.T) {
 // be listed at all, the chunk's lines fail, saying so, rather than make a
 // second batch blind; --resume then finds and collects the batch.
 func TestViaBatchLostCreateListingFails(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name  string
 		fails int // listings that fail
@@ -689,6 +698,7 @@ func TestViaBatchLostCreateListingFails(t *testing.T) {
 // batches may still run and bill where they were made. Submitting their
 // lines again is asked for with --resubmit-unknown.
 func TestViaBatchResumeUnknownBatch(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 30, Batch: openaitest.BatchConfig{LinesPerStep: 5}})
 	defer srv.Close()
@@ -759,6 +769,7 @@ func ledgerFigures(t *testing.T, g *gb) figures {
 // download cut and started over reads its first lines twice, and --resume
 // reads again a batch collected before (settled then, so nothing now).
 func TestViaBatchSummaryCountsSettled(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 32, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
@@ -793,6 +804,7 @@ func TestViaBatchSummaryCountsSettled(t *testing.T) {
 // anything is sent, on either route: exit 2, the message saying nothing
 // was sent and the real cause, and every line its result.
 func TestStoreFailsBeforeSending(t *testing.T) {
+	t.Parallel()
 	for _, via := range []string{"sync", "batch"} {
 		t.Run(via, func(t *testing.T) {
 			srv := openaitest.New(openaitest.Config{Seed: 33})
@@ -828,6 +840,7 @@ func TestStoreFailsBeforeSending(t *testing.T) {
 // with --on-limit fail, stops the run: exit 3, each line refused, and no
 // batch made (the run used to wait for ever).
 func TestViaBatchDayLimitFail(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 34, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
@@ -857,6 +870,7 @@ func TestViaBatchDayLimitFail(t *testing.T) {
 // twin again, and only it, on either route. A twin the output gives no
 // result for (a run killed before it) is sent too.
 func TestResumeTwins(t *testing.T) {
+	t.Parallel()
 	in := `"say one"
 {"id":"1","prompt":"fails __status_500__"}
 {"id":"q3","prompt":"say three"}

@@ -61,13 +61,6 @@ func (c *cacheSpec) set(v string) error {
 	case "off", "false", "no", "0":
 		*c = cacheSpec{}
 	default:
-		if rest, ok := strings.CutPrefix(v, "~/"); ok {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return fmt.Errorf("--cache=%s: %w", v, err)
-			}
-			v = filepath.Join(home, rest)
-		}
 		*c = cacheSpec{on: true, path: v}
 	}
 	return nil
@@ -162,14 +155,29 @@ func (r *runCmd) cacheTarget(st budget.Store) (*cacheTarget, error) {
 		name := cmp.Or(r.StoreName, "default")
 		return &cacheTarget{redis: c, name: name, where: fmt.Sprintf("the cache of budget %s in %s", name, st)}, nil
 	}
-	path := r.Cache.path
-	if path == "" {
-		var err error
-		if path, err = cache.DefaultPath(); err != nil {
-			return nil, err
-		}
+	path, err := r.cacheFile()
+	if err != nil {
+		return nil, err
 	}
 	return &cacheTarget{file: path, where: path}, nil
+}
+
+// cacheFile is the file --cache names, ~/ the home directory and a
+// relative path in the working directory; else the host's cache,
+// $XDG_CACHE_HOME/gptbatch/cache.db, else ~/.cache/gptbatch/cache.db.
+func (r *runCmd) cacheFile() (string, error) {
+	p := r.Cache.path
+	if p == "" {
+		return r.seams.xdgPath("XDG_CACHE_HOME", ".cache", filepath.Join("gptbatch", "cache.db"))
+	}
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		home, err := r.seams.home()
+		if err != nil {
+			return "", fmt.Errorf("--cache=%s: %w", p, err)
+		}
+		return filepath.Join(home, rest), nil
+	}
+	return r.seams.path(p), nil
 }
 
 // exists reports whether the cache has been made: a file may not be yet;

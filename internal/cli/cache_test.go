@@ -14,30 +14,34 @@ import (
 )
 
 // --cache alone turns the cache on in its default place, --cache=PATH
-// names a file, and GPTBATCH_CACHE takes the same values.
+// names a file (~/ the home directory, a relative path in the working
+// directory), and GPTBATCH_CACHE takes the same values.
 func TestCacheFlag(t *testing.T) {
-	t.Setenv("HOME", "/home/me")
+	t.Parallel()
+	const home, def = "/home/me", "/home/me/.cache/gptbatch/cache.db"
 	for _, tc := range []struct {
 		name string
 		env  string
 		args []string
-		want cacheSpec
+		on   bool
+		file string
 	}{
-		{"off by default", "", nil, cacheSpec{}},
-		{"--cache alone: the default place", "", []string{"--cache"}, cacheSpec{on: true}},
-		{"--cache takes no argument after it", "", []string{"--cache", "--dry-run"}, cacheSpec{on: true}},
-		{"--cache=PATH", "", []string{"--cache=/data/answers.db"}, cacheSpec{on: true, path: "/data/answers.db"}},
-		{"--cache=~/PATH", "", []string{"--cache=~/answers.db"}, cacheSpec{on: true, path: "/home/me/answers.db"}},
-		{"--cache=off", "", []string{"--cache=off"}, cacheSpec{}},
-		{"GPTBATCH_CACHE=on", "on", nil, cacheSpec{on: true}},
-		{"GPTBATCH_CACHE=PATH", "/data/answers.db", nil, cacheSpec{on: true, path: "/data/answers.db"}},
-		{"GPTBATCH_CACHE=off", "off", nil, cacheSpec{}},
-		{"--no-cache over GPTBATCH_CACHE", "on", []string{"--no-cache"}, cacheSpec{}},
-		{"--cache=PATH over GPTBATCH_CACHE", "/a.db", []string{"--cache=/b.db"}, cacheSpec{on: true, path: "/b.db"}},
+		{"off by default", "", nil, false, def},
+		{"--cache alone: the default place", "", []string{"--cache"}, true, def},
+		{"--cache takes no argument after it", "", []string{"--cache", "--dry-run"}, true, def},
+		{"--cache=PATH", "", []string{"--cache=/data/answers.db"}, true, "/data/answers.db"},
+		{"--cache=~/PATH", "", []string{"--cache=~/answers.db"}, true, "/home/me/answers.db"},
+		{"--cache=relative PATH", "", []string{"--cache=answers.db"}, true, "/work/answers.db"},
+		{"--cache=off", "", []string{"--cache=off"}, false, def},
+		{"GPTBATCH_CACHE=on", "on", nil, true, def},
+		{"GPTBATCH_CACHE=PATH", "/data/answers.db", nil, true, "/data/answers.db"},
+		{"GPTBATCH_CACHE=off", "off", nil, false, def},
+		{"--no-cache over GPTBATCH_CACHE", "on", []string{"--no-cache"}, false, def},
+		{"--cache=PATH over GPTBATCH_CACHE", "/a.db", []string{"--cache=/b.db"}, true, "/b.db"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Setenv("GPTBATCH_CACHE", tc.env)
-			var c cli
+			env := map[string]string{"HOME": home, "GPTBATCH_CACHE": tc.env}
+			c := cli{runCmd: runCmd{seams: Seams{Dir: "/work", Env: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}}}
 			p, err := newParser(&c, io.Discard, io.Discard, func(int) {})
 			if err != nil {
 				t.Fatal(err)
@@ -45,14 +49,33 @@ func TestCacheFlag(t *testing.T) {
 			if _, err := p.Parse(tc.args); err != nil {
 				t.Fatalf("Parse(%q): %v", tc.args, err)
 			}
-			if c.Cache != tc.want {
-				t.Errorf("Parse(%q) with GPTBATCH_CACHE=%q: --cache = %+v, want %+v", tc.args, tc.env, c.Cache, tc.want)
+			file, err := c.cacheFile()
+			if c.Cache.on != tc.on || file != tc.file || err != nil {
+				t.Errorf("Parse(%q) with GPTBATCH_CACHE=%q: cache on %v in %q (%v), want on %v in %q", tc.args, tc.env, c.Cache.on, file, err, tc.on, tc.file)
 			}
 		})
 	}
 }
 
+// The host's cache is in $XDG_CACHE_HOME, else in ~/.cache: a relative
+// XDG_CACHE_HOME is invalid, says the XDG spec, and is ignored.
+func TestCacheDefaultFile(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ xdg, want string }{
+		{"/var/cache/me", "/var/cache/me/gptbatch/cache.db"},
+		{"", "/home/me/.cache/gptbatch/cache.db"},
+		{"relative/cache", "/home/me/.cache/gptbatch/cache.db"},
+	} {
+		env := map[string]string{"HOME": "/home/me", "XDG_CACHE_HOME": tc.xdg}
+		r := runCmd{seams: Seams{Env: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}}
+		if got, err := r.cacheFile(); got != tc.want || err != nil {
+			t.Errorf("cacheFile() with XDG_CACHE_HOME=%q = %q, %v, want %q", tc.xdg, got, err, tc.want)
+		}
+	}
+}
+
 func TestParseSpan(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want time.Duration
@@ -77,8 +100,7 @@ func cacheGB(t *testing.T) (*gb, string) {
 	t.Helper()
 	g := newGB(t, "http://127.0.0.1:1/v1")
 	xdg := filepath.Join(g.dir, "xdg-cache")
-	t.Setenv("XDG_CACHE_HOME", xdg)
-	t.Setenv("GPTBATCH_CACHE", "")
+	g.setenv("XDG_CACHE_HOME", xdg)
 	return g, filepath.Join(xdg, "gptbatch", "cache.db")
 }
 
@@ -124,6 +146,7 @@ func cacheJSON(t *testing.T, g *gb, args ...string) cacheReport {
 // gptbatch cache reports what the cache holds and saved; prune and clear
 // remove answers.
 func TestCacheCommand(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	g, path := cacheGB(t)
 	fillCache(t, path)
@@ -164,6 +187,7 @@ func TestCacheCommand(t *testing.T) {
 
 // A cache that does not exist is reported empty, and not made.
 func TestCacheCommandNoCache(t *testing.T) {
+	t.Parallel()
 	g, _ := cacheGB(t)
 	path := filepath.Join(g.dir, "none", "cache.db")
 	for _, args := range [][]string{{"cache"}, {"cache", "clear"}, {"cache", "prune", "--older-than", "2w"}} {
@@ -180,6 +204,7 @@ func TestCacheCommandNoCache(t *testing.T) {
 // A damaged cache is a usage error that says how to clear it, and
 // gptbatch cache clear does.
 func TestCacheCommandDamaged(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	g, path := cacheGB(t)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

@@ -100,6 +100,7 @@ func cachedLines(t *testing.T, out string) int {
 // first run's but for cached, cost_usd, attempts and latency_ms; with 10
 // lines changed, it sends those 10.
 func TestCacheRerun(t *testing.T) {
+	t.Parallel()
 	g, srv, _ := cachedGB(t, openaitest.Config{})
 	in := prompts(1000)
 	var first, second string
@@ -145,6 +146,7 @@ func TestCacheRerun(t *testing.T) {
 // its keys in another order hits, at any depth, under another id; a change
 // to temperature, reasoning_effort, response_format or tools misses.
 func TestCacheKeyIsTheRequest(t *testing.T) {
+	t.Parallel()
 	g, srv, _ := cachedGB(t, openaitest.Config{})
 	const base = `{"id":"a","model":"o3-mini","messages":[{"role":"user","content":"hi"}],"temperature":1,"reasoning_effort":"low",` +
 		`"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}},` +
@@ -178,6 +180,7 @@ func TestCacheKeyIsTheRequest(t *testing.T) {
 // which 50 repeat earlier ones sends 50, and each repeat has the answer
 // of the line it repeats, under its own id.
 func TestCacheDuplicatesSentOnce(t *testing.T) {
+	t.Parallel()
 	g, srv, _ := cachedGB(t, openaitest.Config{})
 	var b strings.Builder
 	for i := range 100 {
@@ -201,6 +204,7 @@ func TestCacheDuplicatesSentOnce(t *testing.T) {
 // the output cap or by the content filter, not a Responses API answer
 // that is incomplete. A refusal is an answer.
 func TestCacheKeepsCompleteAnswers(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("word ", 40)
 	for _, tc := range []struct {
 		name string
@@ -232,6 +236,7 @@ func TestCacheKeepsCompleteAnswers(t *testing.T) {
 // A cache that cannot be opened stops the run before anything is sent,
 // exit 2, naming the file and what to do about it.
 func TestCacheUnusableAtStart(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		spoil func(t *testing.T, path string)
@@ -298,6 +303,7 @@ func setFormat(t *testing.T, path string, v int) {
 // served: the request is sent, the run warns, and the fresh answer
 // replaces it.
 func TestCacheServesNoMismatchedAnswer(t *testing.T) {
+	t.Parallel()
 	g, srv, path := cachedGB(t, openaitest.Config{})
 	g.mustRun(prompts(3))
 	execCache(t, path, "UPDATE entries SET body = CAST(replace(CAST(body AS TEXT), 'answer: say 1', 'answer: say 9') AS BLOB) WHERE instr(CAST(body AS TEXT), 'answer: say 1') > 0")
@@ -323,6 +329,7 @@ func TestCacheServesNoMismatchedAnswer(t *testing.T) {
 // A dry run counts the lines the cache answers and what they saved, and
 // estimates only the rest; it changes nothing in the cache.
 func TestCacheDryRun(t *testing.T) {
+	t.Parallel()
 	g, srv, path := cachedGB(t, openaitest.Config{})
 	var firstCost budget.Cost
 	for _, r := range parseResults(t, g.mustRun(prompts(10))) {
@@ -383,6 +390,7 @@ func TestCacheDryRun(t *testing.T) {
 // nowhere: not in the day's tokens or dollars, not in usage's tokens or
 // cost.
 func TestCacheHitsReported(t *testing.T) {
+	t.Parallel()
 	g, _, _ := cachedGB(t, openaitest.Config{})
 	var paid budget.Cost
 	for _, r := range parseResults(t, g.mustRun(prompts(10))) {
@@ -443,6 +451,7 @@ func checkSaid(t *testing.T, what, out string, from, to int) {
 // none fails, every result is right, and a fifth run over all their
 // lines sends nothing.
 func TestCacheProcessesShareAFile(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Latency: 2 * time.Millisecond})
 	defer srv.Close()
 	dir := t.TempDir()
@@ -490,6 +499,7 @@ func TestCacheProcessesShareAFile(t *testing.T) {
 // request of the 10 new inputs, and the others' vectors are the first
 // run's.
 func TestCacheEmbeddingsPack(t *testing.T) {
+	t.Parallel()
 	g, srv, _ := cachedGB(t, openaitest.Config{})
 	// A pack goes when it is full or the input ends, never for having
 	// waited (packLinger), however slowly a loaded machine reads.
@@ -541,6 +551,7 @@ func TestCacheEmbeddingsPack(t *testing.T) {
 // host paid for, another gets as hits; gptbatch cache and gptbatch usage
 // on a third report the answers, the hits and the dollars saved.
 func TestCacheRedisHosts(t *testing.T) {
+	t.Parallel()
 	rs := redistest.Start(t)
 	url := rs.URL("")
 	srv := openaitest.New(openaitest.Config{})
@@ -621,6 +632,7 @@ func (stillClock) After(time.Duration) <-chan time.Time { return nil }
 // cache: what a synchronous run paid for, a batch run gets as hits, and
 // the other way round; a dry run plans batch files for the new lines only.
 func TestCacheViaBatch(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Key: testKey})
 	t.Cleanup(srv.Close)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -26,7 +27,7 @@ const (
 
 // Seams are what Run takes from the process besides its arguments and
 // streams. The zero value is a process with no second signal, the wall
-// clock and /dev/tty.
+// clock, /dev/tty, the process's environment and working directory.
 type Seams struct {
 	// Abort is closed by a second signal: stop at once (see Signals).
 	// Nil: never.
@@ -36,6 +37,13 @@ type Seams struct {
 	Clock pipeline.Clock
 	// TTY opens the terminal --confirm asks on. Nil: /dev/tty.
 	TTY func() (io.ReadWriteCloser, error)
+	// Env looks up an environment variable, as os.LookupEnv: the flags'
+	// ($OPENAI_MODEL, $GPTBATCH_...), the key, $HOME and the XDG
+	// directories. Nil: the process's environment.
+	Env func(key string) (string, bool)
+	// Dir is the working directory relative paths are in: a flag's file,
+	// ./api_key.txt, ./gpt_model_type.txt. "": the process's.
+	Dir string
 }
 
 // Signals turns SIGINT, SIGTERM and SIGHUP (a closed terminal, a dropped
@@ -73,7 +81,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if s.TTY == nil {
 		s.TTY = openTTY
 	}
-	var c cli
+	c := cli{runCmd: runCmd{seams: s}}
 	exited := -1
 	parser, err := newParser(&c, stdout, stderr, func(code int) { exited = code })
 	if err != nil {
@@ -88,7 +96,6 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "gptbatch: %v\n", err)
 		return exitUsage
 	}
-	c.seams = s
 	switch kctx.Command() {
 	case "usage":
 		err = c.Usage.run(ctx, &c.runCmd, stdout, stderr)
@@ -140,6 +147,56 @@ func exitStatus(err error, stderr io.Writer) int {
 		return ec.ExitCode()
 	}
 	return exitFailed
+}
+
+// lookupEnv is the environment variable key, and whether it is set.
+func (s Seams) lookupEnv(key string) (string, bool) {
+	if s.Env == nil {
+		return os.LookupEnv(key)
+	}
+	return s.Env(key)
+}
+
+// getenv is the environment variable key; "" when it is not set.
+func (s Seams) getenv(key string) string {
+	v, _ := s.lookupEnv(key)
+	return v
+}
+
+// path is p in the working directory: p itself when it is absolute, or
+// when the working directory is the process's.
+func (s Seams) path(p string) string {
+	if s.Dir == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(s.Dir, p)
+}
+
+// home is the user's home directory, $HOME (os.UserHomeDir).
+func (s Seams) home() (string, error) {
+	if s.Env == nil {
+		return os.UserHomeDir()
+	}
+	if h := s.getenv("HOME"); h != "" {
+		return h, nil
+	}
+	return "", errors.New("$HOME is not defined")
+}
+
+// xdgPath is name in the XDG base directory $env, else in fallback under
+// the home directory (a relative $env is invalid and to be ignored, says
+// the XDG Base Directory spec: it would put what every invocation shares
+// under whichever directory each starts in).
+func (s Seams) xdgPath(env, fallback, name string) (string, error) {
+	dir := s.getenv(env)
+	if !filepath.IsAbs(dir) {
+		home, err := s.home()
+		if err != nil {
+			return "", err
+		}
+		dir = filepath.Join(home, fallback)
+	}
+	return filepath.Join(dir, name), nil
 }
 
 // now is the time on s's clock.

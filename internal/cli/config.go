@@ -19,14 +19,14 @@ import (
 // $OPENAI_MODEL, else ./gpt_model_type.txt, else gpt-4o-mini; for
 // --endpoint embeddings, text-embedding-3-small unless --model or
 // $OPENAI_MODEL names one (the file names a chat model).
-func modelName(flag, endpoint string) string {
-	if flag != "" {
-		return flag
+func (r *runCmd) modelName() string {
+	if r.Model != "" {
+		return r.Model
 	}
-	if endpoint == jsonl.EndpointEmbeddings {
+	if r.Endpoint == jsonl.EndpointEmbeddings {
 		return "text-embedding-3-small"
 	}
-	if m := firstLine("gpt_model_type.txt"); m != "" {
+	if m := firstLine(r.seams.path("gpt_model_type.txt")); m != "" {
 		return m
 	}
 	return "gpt-4o-mini"
@@ -37,13 +37,13 @@ func (r *runCmd) usagePath() (string, error) {
 	if r.UsageFile != "" {
 		return r.UsageFile, nil
 	}
-	return defaultUsageFile()
+	return r.defaultUsageFile()
 }
 
 // apiKey finds the API key: --api-key-file, $OPENAI_API_KEY, then
 // api_key.txt, .openai_key and .env in the working directory.
-func apiKey(file string) (string, error) {
-	if file != "" {
+func (r *runCmd) apiKey() (string, error) {
+	if file := r.APIKeyFile; file != "" {
 		if _, err := os.Stat(file); err != nil {
 			return "", fmt.Errorf("--api-key-file: cannot read %s: %w", file, errors.Unwrap(err))
 		}
@@ -53,15 +53,15 @@ func apiKey(file string) (string, error) {
 		}
 		return k, nil
 	}
-	if k := strings.TrimSpace(os.Getenv("OPENAI_API_KEY")); k != "" {
+	if k := strings.TrimSpace(r.seams.getenv("OPENAI_API_KEY")); k != "" {
 		return k, nil
 	}
 	for _, f := range []string{"api_key.txt", ".openai_key"} {
-		if k := firstLine(f); k != "" {
+		if k := firstLine(r.seams.path(f)); k != "" {
 			return k, nil
 		}
 	}
-	if k := dotenv(".env", "OPENAI_API_KEY"); k != "" {
+	if k := dotenv(r.seams.path(".env"), "OPENAI_API_KEY"); k != "" {
 		return k, nil
 	}
 	return "", errors.New("no API key: set OPENAI_API_KEY, or put the key in ./api_key.txt, ./.openai_key or ./.env (OPENAI_API_KEY=...), or pass --api-key-file; --dry-run needs none")
@@ -130,19 +130,12 @@ func dotenvValue(v string) string {
 
 // defaultUsageFile is $XDG_STATE_HOME/gptbatch/usage.md, else
 // ~/.local/state/gptbatch/usage.md.
-func defaultUsageFile() (string, error) {
-	// A relative XDG_STATE_HOME is invalid and to be ignored, says the
-	// XDG Base Directory spec: it would put the budget every invocation
-	// shares under whichever directory each starts in.
-	dir := os.Getenv("XDG_STATE_HOME")
-	if !filepath.IsAbs(dir) {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("no usage file: set --usage-file or GPTBATCH_USAGE_FILE: %w", err)
-		}
-		dir = filepath.Join(home, ".local", "state")
+func (r *runCmd) defaultUsageFile() (string, error) {
+	path, err := r.seams.xdgPath("XDG_STATE_HOME", filepath.Join(".local", "state"), filepath.Join("gptbatch", "usage.md"))
+	if err != nil {
+		return "", fmt.Errorf("no usage file: set --usage-file or GPTBATCH_USAGE_FILE: %w", err)
 	}
-	return filepath.Join(dir, "gptbatch", "usage.md"), nil
+	return path, nil
 }
 
 // Hints for an amount of dollars that rounds to nothing: what 0 does

@@ -20,6 +20,7 @@ import (
 // TestInsecureBaseURL: the key goes over plain http:// only to
 // this machine, unless --allow-insecure.
 func TestInsecureBaseURL(t *testing.T) {
+	t.Parallel()
 	for _, url := range []string{"http://example.com/v1", "http://10.0.0.7:8080/v1", "http://user:pw@api.example.org/v1"} {
 		t.Run(url, func(t *testing.T) {
 			g := newGB(t, url)
@@ -58,12 +59,13 @@ func TestInsecureBaseURL(t *testing.T) {
 // and last characters around stars) does not reach results, stderr or
 // logs, whatever the key's prefix.
 func TestMaskedKeyRedacted(t *testing.T) {
+	t.Parallel()
 	for _, key := range []string{"gsk_wrong0123456789abcdefghijklmnopq", "AIzaWrong0123456789abcdefghijklm", "sk-proj-wrong0123456789abcdefghij"} {
 		t.Run(key[:4], func(t *testing.T) {
 			srv := openaitest.New(openaitest.Config{Key: "sk-the-right-key-000000000000"})
 			defer srv.Close()
 			g := newGB(t, srv.URL())
-			t.Setenv("OPENAI_API_KEY", key)
+			g.setenv("OPENAI_API_KEY", key)
 			out, stderr, code := g.run(context.Background(), prompts(2), "--verbose", "--parallel", "1")
 			if code != 1 {
 				t.Errorf("exit status %d, want 1; stderr: %s", code, stderr)
@@ -83,31 +85,33 @@ func TestMaskedKeyRedacted(t *testing.T) {
 
 // TestEmptyEnvIsUnset: VAR= is no value: the defaults hold.
 func TestEmptyEnvIsUnset(t *testing.T) {
-	for _, k := range []string{"OPENAI_BASE_URL", "OPENAI_MODEL", "GPTBATCH_USAGE_FILE"} {
-		t.Setenv(k, "")
+	t.Parallel()
+	env := map[string]string{"OPENAI_BASE_URL": "", "OPENAI_MODEL": "", "GPTBATCH_USAGE_FILE": ""}
+	parse := func() cli {
+		t.Helper()
+		c := cli{runCmd: runCmd{seams: Seams{Env: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}}}
+		p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, func(int) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Parse(nil); err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		return c
 	}
-	var c cli
-	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, func(int) {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Parse(nil); err != nil {
-		t.Fatalf("Parse: %v", err)
-	}
-	if c.BaseURL != "https://api.openai.com/v1" || c.Model != "" || c.UsageFile != "" {
+	if c := parse(); c.BaseURL != "https://api.openai.com/v1" || c.Model != "" || c.UsageFile != "" {
 		t.Errorf("with empty variables: --base-url %q, --model %q, --usage-file %q; want the default URL and no model or usage file", c.BaseURL, c.Model, c.UsageFile)
 	}
-	t.Setenv("OPENAI_MODEL", "gpt-4.1-mini")
-	c = cli{}
-	p, _ = newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, func(int) {})
-	if _, err := p.Parse(nil); err != nil || c.Model != "gpt-4.1-mini" {
-		t.Errorf("OPENAI_MODEL=gpt-4.1-mini: --model %q (%v), want it", c.Model, err)
+	env["OPENAI_MODEL"] = "gpt-4.1-mini"
+	if c := parse(); c.Model != "gpt-4.1-mini" {
+		t.Errorf("OPENAI_MODEL=gpt-4.1-mini: --model %q, want it", c.Model)
 	}
 }
 
 // TestAPIKeyFile: a missing --api-key-file says it cannot be
 // read; a .env value loses its inline comment and quotes.
 func TestAPIKeyFile(t *testing.T) {
+	t.Parallel()
 	g := newGB(t, "http://127.0.0.1:1/v1")
 	_, stderr, code := g.run(context.Background(), prompts(1), "--api-key-file", filepath.Join(g.dir, "nokey.txt"))
 	if code != 2 || !strings.Contains(stderr, "cannot read") || !strings.Contains(stderr, "no such file") {
@@ -131,7 +135,7 @@ func TestAPIKeyFile(t *testing.T) {
 	srv := openaitest.New(openaitest.Config{Key: "sk-from-dotenv-123456"})
 	defer srv.Close()
 	g = newGB(t, srv.URL())
-	t.Setenv("OPENAI_API_KEY", "")
+	g.setenv("OPENAI_API_KEY", "")
 	os.WriteFile(filepath.Join(g.dir, ".env"), []byte("OPENAI_API_KEY=sk-from-dotenv-123456 # the team's key\n"), 0o600)
 	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
 		t.Errorf(".env with an inline comment: exit status %d: %s", code, stderr)
@@ -141,6 +145,7 @@ func TestAPIKeyFile(t *testing.T) {
 // TestFlagValues (items 27, 28): values that would mean something else
 // than they say are refused, nothing sent.
 func TestFlagValues(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -182,6 +187,7 @@ func TestFlagValues(t *testing.T) {
 // TestQuietWarnings: warnings are "gptbatch: warning: ...",
 // like errors, and --quiet silences them.
 func TestQuietWarnings(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -198,6 +204,7 @@ func TestQuietWarnings(t *testing.T) {
 // TestVersion: --version says the module version a go install
 // build records, or the commit, rather than "dev".
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	bi := func(v string, settings ...debug.BuildSetting) *debug.BuildInfo {
 		return &debug.BuildInfo{Main: debug.Module{Version: v}, Settings: settings}
 	}
@@ -227,6 +234,7 @@ func TestVersion(t *testing.T) {
 
 // TestHelpPriceDate: --help says the date of the price table.
 func TestHelpPriceDate(t *testing.T) {
+	t.Parallel()
 	var out strings.Builder
 	run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &out)
 	if !strings.Contains(out.String(), budget.PriceTableDate) {
@@ -237,6 +245,7 @@ func TestHelpPriceDate(t *testing.T) {
 // TestHelpNamesEveryFlag: --help lists every flag of the contract, its
 // environment variable, and the three examples.
 func TestHelpNamesEveryFlag(t *testing.T) {
+	t.Parallel()
 	var out, errb strings.Builder
 	if code := run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &errb); code != 0 {
 		t.Fatalf("--help: exit status %d: %s", code, errb.String())
@@ -277,8 +286,9 @@ func kebab(s string) string {
 
 // TestNoKey: without a key, exit 2 and say where a key is looked for.
 func TestNoKey(t *testing.T) {
+	t.Parallel()
 	g := newGB(t, "http://127.0.0.1:1/v1")
-	t.Setenv("OPENAI_API_KEY", "")
+	g.setenv("OPENAI_API_KEY", "")
 	_, stderr, code := g.run(context.Background(), prompts(1))
 	if code != 2 {
 		t.Errorf("exit status %d, want 2", code)
@@ -293,10 +303,11 @@ func TestNoKey(t *testing.T) {
 // TestConfigFiles: the model from gpt_model_type.txt and the key from .env
 // in the working directory.
 func TestConfigFiles(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: "sk-from-dotenv-123456"})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
-	t.Setenv("OPENAI_API_KEY", "")
+	g.setenv("OPENAI_API_KEY", "")
 	os.WriteFile(filepath.Join(g.dir, "gpt_model_type.txt"), []byte("gpt-4.1-mini\n"), 0o600)
 	os.WriteFile(filepath.Join(g.dir, ".env"), []byte("# keys\nexport OPENAI_API_KEY=\"sk-from-dotenv-123456\"\n"), 0o600)
 	out, stderr, code := g.run(context.Background(), prompts(1))
@@ -312,6 +323,7 @@ func TestConfigFiles(t *testing.T) {
 // command is documented in docs/, and --help ends by saying where the
 // docs are.
 func TestDocsNameEveryFlag(t *testing.T) {
+	t.Parallel()
 	var docs strings.Builder
 	files, err := filepath.Glob(filepath.Join(mustGetwdAtStart, "..", "..", "docs", "*.md"))
 	if err != nil || len(files) == 0 {
@@ -365,6 +377,7 @@ func TestDocsNameEveryFlag(t *testing.T) {
 // dayZone reads GPTBATCH_DAY_TZ: an IANA name, "" for the process's own
 // zone; an error names the variable.
 func TestDayZoneName(t *testing.T) {
+	t.Parallel()
 	ny, err := time.LoadLocation("America/New_York")
 	if err != nil {
 		t.Fatal(err)
@@ -391,6 +404,7 @@ func TestDayZoneName(t *testing.T) {
 
 // limitSource says where each limit in force comes from.
 func TestLimitSource(t *testing.T) {
+	t.Parallel()
 	src := limitSource(budget.Limits{RPM: 500, TPM: 10, DailyCost: 10 * budget.Dollar}, budget.Limits{RPM: 100, TPM: 20, DailyCost: budget.Dollar})
 	want := map[string]string{"rpm": "stored", "tpm": "flag", "tpd": "off", "daily-cost": "stored"}
 	for k, v := range want {

@@ -114,6 +114,7 @@ func embeddingsBatch(n int) (in string, ids []string, texts [][]string, dims []i
 // with their vectors (base64 on the wire, floats in the result) and exact
 // costs, and a dry run counts exactly the tokens the API counted.
 func TestEmbeddings(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Latency: 2 * time.Millisecond, Jitter: 20 * time.Millisecond, Seed: 3, Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -198,6 +199,7 @@ func TestEmbeddings(t *testing.T) {
 // naming the limit, never sent; a line that asks for floats gets them as
 // the API sent them.
 func TestEmbeddingLimits(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -235,6 +237,7 @@ func TestEmbeddingLimits(t *testing.T) {
 // by its own token count and its own cost; a line unlike its neighbours
 // (other dimensions) goes apart; a pack's failure is each of its lines'.
 func TestPack(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Latency: time.Millisecond})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -298,6 +301,7 @@ func TestPack(t *testing.T) {
 // store false and come back with the answer, usage and cost; the dry run
 // counts the input as the API does.
 func TestResponses(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Latency: 2 * time.Millisecond, Jitter: 10 * time.Millisecond, Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -360,6 +364,7 @@ func TestResponses(t *testing.T) {
 // TestMixedBatchAPILines: Batch API lines for the three urls, in one
 // file, each go to their own endpoint.
 func TestMixedBatchAPILines(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -413,6 +418,7 @@ func TestMixedBatchAPILines(t *testing.T) {
 // with n > 1, logprobs when asked for, a refusal as refusal with content
 // null.
 func TestChoicesLogprobsRefusal(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -454,7 +460,7 @@ func TestChoicesLogprobsRefusal(t *testing.T) {
 		t.Errorf("n=2 with logprobs: logprobs %.80s, choices %d; want an array of 2 and 2 choices", rs[3].Logprobs, len(rs[3].Choices))
 	}
 	// Resume counts a refusal as an answer: it was paid for.
-	if code := run(context.Background(), append(g.args, "--resume", writeFile(t, g.dir, "prev.jsonl", out)), strings.NewReader(in), new(strings.Builder), new(strings.Builder)); code != 0 {
+	if code := g.runStreams(context.Background(), append(g.args, "--resume", writeFile(t, g.dir, "prev.jsonl", out)), strings.NewReader(in), new(strings.Builder), new(strings.Builder)); code != 0 {
 		t.Errorf("--resume of the finished run: exit status %d", code)
 	}
 }
@@ -463,6 +469,7 @@ func TestChoicesLogprobsRefusal(t *testing.T) {
 // says it ran as flex, and its 429 resource_unavailable is retried
 // without counting as a rate limit.
 func TestFlex(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{FlexUnavailable: 0.3, Seed: 7})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -491,6 +498,7 @@ func TestFlex(t *testing.T) {
 // is refused with a budget error that says how to send it, as a line of
 // unknown price is under a dollar limit, and the other lines go on.
 func TestStoredConversation(t *testing.T) {
+	t.Parallel()
 	in := `{"id":"a","input":"hello"}
 {"id":"b","input":"and then?","previous_response_id":"resp_123"}
 {"id":"c","input":"go on","conversation":"conv_456"}

@@ -23,6 +23,7 @@ import (
 // however wrapped, and is printed once; one with nothing to say prints
 // nothing.
 func TestExitStatus(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		err    error
@@ -50,6 +51,7 @@ func TestExitStatus(t *testing.T) {
 // TestFlakyServer: 300 prompts against a server that fails 20% of calls in
 // every way it can all come back right.
 func TestFlakyServer(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{FailRate: 0.2, Seed: 7, Jitter: 5 * time.Millisecond})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -83,6 +85,7 @@ func TestFlakyServer(t *testing.T) {
 // TestStricterServer: limits far above a server that allows 600 a minute
 // in one-second windows cost a few 429s, not a storm.
 func TestStricterServer(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("takes 10 s of pacing")
 	}
@@ -108,6 +111,7 @@ func TestStricterServer(t *testing.T) {
 
 // TestTimeout: a hung connection costs --timeout per attempt, not the batch.
 func TestTimeout(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -128,6 +132,7 @@ func TestTimeout(t *testing.T) {
 // TestRejectedKey: a wrong key stops the batch at the first 401 and is never
 // echoed, whole or masked.
 func TestRejectedKey(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: "sk-the-right-key-000000000000"})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -157,6 +162,7 @@ func TestRejectedKey(t *testing.T) {
 // TestSlowHeadBoundsWindow: a line that hangs at the head holds back only a
 // bounded window of later lines: the fetch stage stops running ahead.
 func TestSlowHeadBoundsWindow(t *testing.T) {
+	t.Parallel()
 	for _, unordered := range []bool{false, true} {
 		hang := make(chan struct{})
 		srv := openaitest.New(openaitest.Config{Hang: hang})
@@ -171,7 +177,7 @@ func TestSlowHeadBoundsWindow(t *testing.T) {
 		go func() {
 			var out bytes.Buffer
 			errb := &watchWriter{marker: "window ahead of it is full", seen: func() { close(full) }}
-			run(context.Background(), append(append(append([]string{}, g.args...), args...), "--verbose"), strings.NewReader(in), &out, errb)
+			g.runStreams(context.Background(), append(append(append([]string{}, g.args...), args...), "--verbose"), strings.NewReader(in), &out, errb)
 			done <- out.String()
 		}()
 		// Ordered, the run stops sending once the window is full, and says
@@ -223,6 +229,7 @@ func waitServer(wait func(context.Context, int) error, n int) error {
 // invalid_input result with no retry, no ledger line and no charge to the
 // minute bucket.
 func TestNeverSent(t *testing.T) {
+	t.Parallel()
 	t.Run("base URL", func(t *testing.T) {
 		for _, u := range []string{"http//127.0.0.1/v1", "127.0.0.1:8080/v1", "ftp://127.0.0.1/v1", "https:///v1"} {
 			g := newGB(t, u)
@@ -262,6 +269,7 @@ func TestNeverSent(t *testing.T) {
 // took it is settled at its estimate, which the API usually bills, not at
 // 0; the ledger says so and the day counter agrees with it.
 func TestLostCallSettledAtEstimate(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -291,6 +299,7 @@ func TestLostCallSettledAtEstimate(t *testing.T) {
 // TestCancelledRetryNotCounted: a retry the run never made (a
 // signal came during the back-off) is not in the summary's retries.
 func TestCancelledRetryNotCounted(t *testing.T) {
+	t.Parallel()
 	// Every request gets a 429 asking to wait a minute.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

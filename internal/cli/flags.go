@@ -3,9 +3,9 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
+	"reflect"
 	"runtime/debug"
-	"slices"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -125,17 +125,51 @@ type usageCmd struct {
 	Limit string `placeholder:"USD" help:"Store a daily cost limit every run obeys (the same as limits set --daily-cost USD)."`
 }
 
-// BeforeReset makes an environment variable set to "" count as unset, as
-// a shell's VAR= or a cron line's means, rather than as an empty value: it
-// runs before kong reads the environment.
+// BeforeReset keeps kong from reading the process's environment for the
+// flags: envResolver reads it, from the Seams, after the defaults are set.
 func (c *cli) BeforeReset(kctx *kong.Context) error {
 	for _, f := range kctx.Flags() {
-		f.Tag.Envs = slices.DeleteFunc(slices.Clone(f.Tag.Envs), func(env string) bool {
-			v, ok := os.LookupEnv(env)
-			return ok && v == ""
-		})
+		f.Tag.Envs = nil // kong reads these in Reset; help shows f.Envs
 	}
 	return nil
+}
+
+// envResolver sets a flag the command line leaves unset from its
+// environment variable (its env tag), looked up in s. A variable set to ""
+// counts as unset, as a shell's VAR= or a cron line's means, rather than
+// as an empty value.
+func envResolver(s *Seams) kong.Resolver {
+	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, f *kong.Flag) (any, error) {
+		for _, env := range f.Envs {
+			if v, _ := s.lookupEnv(env); v != "" {
+				return v, nil
+			}
+		}
+		return nil, nil
+	})
+}
+
+// pathMapper is kong's "path" type with relative paths in s's working
+// directory.
+func pathMapper(s *Seams) kong.MapperFunc {
+	return func(ctx *kong.DecodeContext, target reflect.Value) error {
+		var path string
+		if err := ctx.Scan.PopValueInto("file", &path); err != nil {
+			return err
+		}
+		// As kong's: "" leaves a flag with a default unset, "-" is stdin.
+		if ctx.Value.HasDefault && path == "" {
+			return nil
+		}
+		if path != "-" {
+			if !strings.HasPrefix(path, "~/") {
+				path = s.path(path)
+			}
+			path = kong.ExpandPath(path)
+		}
+		target.SetString(path)
+		return nil
+	}
 }
 
 // buildVersion is the version set at build time, else what the build
@@ -178,9 +212,14 @@ func newParser(c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, er
 		kong.Description("Send a batch of prompts through the OpenAI API (chat completions, responses or embeddings) within shared rate and budget limits."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
+		kong.Resolvers(envResolver(&c.seams)),
+		kong.NamedMapper("path", pathMapper(&c.seams)),
 		kong.Vars{"version": buildVersion(), "cache_ttl": span(cache.DefaultTTL).String()},
 		kong.UsageOnError(),
 		kong.Help(func(o kong.HelpOptions, ctx *kong.Context) error {
+			for _, f := range ctx.Flags() {
+				f.Tag.Envs = f.Envs // hidden from kong by BeforeReset, shown in help
+			}
 			if err := kong.DefaultHelpPrinter(o, ctx); err != nil {
 				return err
 			}

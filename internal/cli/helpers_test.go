@@ -67,30 +67,72 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 const testKey = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"
 
 // gb runs gptbatch as a user would, with stdin and arguments, in a fresh
-// working directory with the key in the environment.
+// working directory with the key in the environment. It has an
+// environment and a working directory of its own (its Seams), not the
+// process's, so that tests run in parallel.
 type gb struct {
 	t     *testing.T
 	dir   string
 	url   string
 	args  []string
+	env   map[string]string // the environment gptbatch sees
 	seams Seams
+}
+
+// commandEnv is every environment variable gptbatch reads.
+var commandEnv = []string{
+	"OPENAI_API_KEY", "OPENAI_MODEL", "OPENAI_BASE_URL",
+	"GPTBATCH_USAGE_FILE", "GPTBATCH_STORE", "GPTBATCH_STORE_NAME", "GPTBATCH_ENDPOINT", "GPTBATCH_PRICES",
+	"GPTBATCH_CACHE", "GPTBATCH_VIA", "GPTBATCH_DAY_TZ",
+	"HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "NO_COLOR",
 }
 
 func newGB(t *testing.T, url string) *gb {
 	t.Helper()
 	dir := t.TempDir()
-	t.Chdir(dir)
-	t.Setenv("OPENAI_API_KEY", testKey)
-	for _, k := range []string{"OPENAI_MODEL", "OPENAI_BASE_URL", "GPTBATCH_USAGE_FILE", "XDG_STATE_HOME", "GPTBATCH_CACHE", "XDG_CACHE_HOME", "GPTBATCH_PRICES"} {
-		t.Setenv(k, "")
+	g := &gb{t: t, dir: dir, url: url, args: []string{"--base-url", url, "--usage-file", filepath.Join(dir, "usage.md"), "--quiet"}, env: map[string]string{}}
+	for _, k := range commandEnv {
+		g.env[k] = ""
 	}
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config")) // no price file of the machine's
-	return &gb{t: t, dir: dir, url: url, args: []string{"--base-url", url, "--usage-file", filepath.Join(dir, "usage.md"), "--quiet"}}
+	g.env["OPENAI_API_KEY"] = testKey
+	g.env["HOME"] = dir
+	g.env["XDG_CONFIG_HOME"] = filepath.Join(dir, "config") // no price file of the machine's
+	g.seams = Seams{Env: g.lookupEnv, Dir: dir}
+	return g
+}
+
+// setenv sets an environment variable for the runs to come.
+func (g *gb) setenv(key, value string) { g.env[key] = value }
+
+func (g *gb) lookupEnv(key string) (string, bool) {
+	v, ok := g.env[key]
+	return v, ok
+}
+
+// environ is g's environment as a process's, KEY=value.
+func (g *gb) environ() []string {
+	var env []string
+	for k, v := range g.env {
+		env = append(env, k+"="+v)
+	}
+	return env
 }
 
 // run is Run as main runs it, but for signals.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return Run(ctx, args, stdin, stdout, stderr, Seams{})
+}
+
+// runStreams is run in g's environment and working directory.
+func (g *gb) runStreams(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Run(ctx, args, stdin, stdout, stderr, g.seams)
+}
+
+// ttySeams is g's seams with open as the terminal.
+func (g *gb) ttySeams(open func() (io.ReadWriteCloser, error)) Seams {
+	s := g.seams
+	s.TTY = open
+	return s
 }
 
 // loud is g without --quiet: warnings and the summary on stderr.
@@ -199,7 +241,7 @@ func command(t *testing.T, dir, url string, stdin string, args ...string) *exec.
 	t.Helper()
 	cmd := gptbatchProcess(t, append([]string{"--base-url", url, "--usage-file", filepath.Join(dir, "usage.md"), "--quiet"}, args...)...)
 	cmd.Dir = dir
-	cmd.Env = append(cmd.Env, "OPENAI_API_KEY="+testKey)
+	cmd.Env = append(cmd.Env, "OPENAI_API_KEY="+testKey, "HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
 	cmd.Stdin = strings.NewReader(stdin)
 	return cmd
 }

@@ -19,6 +19,7 @@ import (
 // TestInterruptAndResume: a signal stops sending, keeps the results of the
 // requests in flight, exits 130; --resume then does each id exactly once.
 func TestInterruptAndResume(t *testing.T) {
+	t.Parallel()
 	hang := make(chan struct{})
 	srv := openaitest.New(openaitest.Config{Hang: hang})
 	defer srv.Close()
@@ -82,6 +83,7 @@ func TestInterruptAndResume(t *testing.T) {
 // one. It used to stop reading: 216 results for
 // 100,000 lines.
 func TestInterruptGivesEveryLineAResult(t *testing.T) {
+	t.Parallel()
 	hang := make(chan struct{})
 	srv := openaitest.New(openaitest.Config{Hang: hang})
 	defer srv.Close()
@@ -327,6 +329,7 @@ func TestSecondSignal(t *testing.T) {
 // reader (gptbatch batches | head -1) ends as the main job does: quietly,
 // with the status of a filter killed by SIGPIPE, not "broken pipe" and 1.
 func TestCommandsClosedStdout(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	srv := openaitest.New(openaitest.Config{Now: clk.Now, Key: testKey})
 	defer srv.Close()

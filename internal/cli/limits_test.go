@@ -21,6 +21,7 @@ import (
 // has no known price is refused, naming the model, not sent as if free;
 // the dry run says its cost is unknown.
 func TestUnknownPriceUnderDollarLimit(t *testing.T) {
+	t.Parallel()
 	for _, flag := range []string{"--max-cost", "--daily-cost"} {
 		t.Run(flag, func(t *testing.T) {
 			srv := openaitest.New(openaitest.Config{})
@@ -48,7 +49,7 @@ func TestUnknownPriceUnderDollarLimit(t *testing.T) {
 	t.Run("dry run", func(t *testing.T) {
 		g := newGB(t, "http://127.0.0.1:1/v1")
 		var out, errb bytes.Buffer
-		code := run(context.Background(), []string{"--dry-run", "-m", "my-local-llama", "--max-cost", "0.01"}, strings.NewReader(prompts(3)), &out, &errb)
+		code := g.runStreams(context.Background(), []string{"--dry-run", "-m", "my-local-llama", "--max-cost", "0.01"}, strings.NewReader(prompts(3)), &out, &errb)
 		if code != 0 {
 			t.Errorf("exit status %d, want 0; stderr %s", code, errb.String())
 		}
@@ -67,6 +68,7 @@ func TestUnknownPriceUnderDollarLimit(t *testing.T) {
 // settle, neither failing nor announcing a wait of hours: 30 lines of about 20 tokens each fit in --tpd 3000 although 16 in
 // flight reserve about 4,200.
 func TestOwnReservationsFillTheDay(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"fail", "wait"} {
 		t.Run(mode, func(t *testing.T) {
 			srv := openaitest.New(openaitest.Config{Latency: 20 * time.Millisecond})
@@ -89,14 +91,15 @@ func TestOwnReservationsFillTheDay(t *testing.T) {
 // TestDayZone: GPTBATCH_DAY_TZ chooses where the day a run starts ends; a
 // name that is no zone is exit 2.
 func TestDayZone(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
-	t.Setenv("GPTBATCH_DAY_TZ", "Not/AZone")
+	g.setenv("GPTBATCH_DAY_TZ", "Not/AZone")
 	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 2 || !strings.Contains(stderr, "GPTBATCH_DAY_TZ") {
 		t.Errorf("GPTBATCH_DAY_TZ=Not/AZone: exit status %d, stderr %q; want 2 naming it", code, stderr)
 	}
-	t.Setenv("GPTBATCH_DAY_TZ", "Pacific/Kiritimati") // UTC+14: never the zone of the test machine's midnight
+	g.setenv("GPTBATCH_DAY_TZ", "Pacific/Kiritimati") // UTC+14: never the zone of the test machine's midnight
 	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
@@ -112,6 +115,7 @@ func TestDayZone(t *testing.T) {
 // TestBatchLimitsSendNothing: a batch over --batch-tokens or --max-cost is
 // refused whole, exit 3, before any request.
 func TestBatchLimitsSendNothing(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("word ", 1200) // ~1200 tokens a line
 	var big strings.Builder
 	for i := 0; i < 30; i++ { // ~36k tokens
@@ -147,6 +151,7 @@ func TestBatchLimitsSendNothing(t *testing.T) {
 // TestTooLargeForTPM: a line whose estimate exceeds --tpm on its own gets a
 // budget result and is never sent; the others go.
 func TestTooLargeForTPM(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -170,6 +175,7 @@ func TestTooLargeForTPM(t *testing.T) {
 // TestOnLimitFail: with --on-limit fail, reaching a limit stops sending and
 // exits 3; the lines not sent say why.
 func TestOnLimitFail(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -198,6 +204,7 @@ func TestOnLimitFail(t *testing.T) {
 // TestUnknownPrice: a model with no known price gets cost_usd null and one
 // warning naming it.
 func TestUnknownPrice(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL()).loud()
@@ -218,6 +225,7 @@ func TestUnknownPrice(t *testing.T) {
 // TestDayLimitWaitIsSaid: waiting for the day's limit to reset is said on
 // stderr; interrupting the wait ends the run with every line accounted for.
 func TestDayLimitWaitIsSaid(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL()).loud()
@@ -256,6 +264,7 @@ type limitsJSON struct {
 // holds a run that gives no cost flag, and a later run cannot loosen it
 // with a flag; `limits --json` shows the limit and the day's spend.
 func TestStoredDailyCost(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -331,6 +340,7 @@ func lineEstimate(t *testing.T, g *gb, in string) budget.Cost {
 // what it names, usage --limit is limits set --daily-cost, and bad names
 // and values are usage errors that change nothing.
 func TestLimitsCommands(t *testing.T) {
+	t.Parallel()
 	g := newGB(t, "http://127.0.0.1:1/v1")
 	steps := []struct {
 		args []string
@@ -370,6 +380,7 @@ func TestLimitsCommands(t *testing.T) {
 // TestStoredLimitIsCeiling: a stored limit lowers a higher flag, a lower
 // flag wins, and the dry run and --verbose say where each came from.
 func TestStoredLimitIsCeiling(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL()).loud()
@@ -414,6 +425,7 @@ func writeDay(t *testing.T, path string, tokens int64, cost budget.Cost) {
 // of their limit, stderr says so once, in gptbatch's warning format;
 // --quiet and --warn-at 0 say nothing.
 func TestDayWarnings(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name          string
 		tokens        int64
@@ -468,6 +480,7 @@ func (f *fakeTTY) Close() error { f.closed = true; return nil }
 // TestConfirm: --confirm shows the estimate on the terminal and sends
 // only when answered yes; without a terminal it is a usage error.
 func TestConfirm(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		answer string // "" with noTTY: none
@@ -495,7 +508,7 @@ func TestConfirm(t *testing.T) {
 				}
 			}
 			var out, errb bytes.Buffer
-			code := Run(context.Background(), append(g.args, "--confirm"), strings.NewReader(prompts(5)), &out, &errb, Seams{TTY: open})
+			code := Run(context.Background(), append(g.args, "--confirm"), strings.NewReader(prompts(5)), &out, &errb, g.ttySeams(open))
 			if code != tt.code {
 				t.Errorf("exit status %d, want %d; stderr: %s", code, tt.code, errb.String())
 			}
@@ -523,6 +536,7 @@ func TestConfirm(t *testing.T) {
 // TestConfirmDayZone: --confirm and the dry run count what the budget's own day has used
 // (GPTBATCH_DAY_TZ), also when the local date is another.
 func TestConfirmDayZone(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	var zone string
 	for _, z := range []string{"Etc/GMT-14", "Etc/GMT+12"} {
@@ -535,10 +549,10 @@ func TestConfirmDayZone(t *testing.T) {
 			break
 		}
 	}
-	t.Setenv("GPTBATCH_DAY_TZ", zone)
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
+	g.setenv("GPTBATCH_DAY_TZ", zone)
 	if _, stderr, code := g.run(context.Background(), prompts(5)); code != 0 {
 		t.Fatalf("first run: exit status %d; stderr: %s", code, stderr)
 	}
@@ -553,7 +567,7 @@ func TestConfirmDayZone(t *testing.T) {
 	tty := &fakeTTY{answer: strings.NewReader("n\n")}
 	var out, errb bytes.Buffer
 	args := append(g.args, "--confirm", "--tpd", strconv.FormatInt(st.TokensWithinDay+1, 10))
-	Run(context.Background(), args, strings.NewReader(prompts(5)), &out, &errb, Seams{TTY: func() (io.ReadWriteCloser, error) { return tty, nil }})
+	Run(context.Background(), args, strings.NewReader(prompts(5)), &out, &errb, g.ttySeams(func() (io.ReadWriteCloser, error) { return tty, nil }))
 	want := strconv.FormatInt(st.TokensWithinDay, 10) + " already used today"
 	if !strings.Contains(tty.screen.String(), want) {
 		t.Errorf("with GPTBATCH_DAY_TZ=%s the terminal shows %q, want it to say %q", zone, tty.screen.String(), want)

@@ -44,22 +44,18 @@ func readPriceFile(path string) (*budget.Prices, error) {
 // configPrices is $XDG_CONFIG_HOME/gptbatch/prices.json, else
 // ~/.config/gptbatch/prices.json: the prices a host adds to the built-in
 // table when it exists; "" when there is no home to look in.
-func configPrices() string {
-	dir := os.Getenv("XDG_CONFIG_HOME")
-	if !filepath.IsAbs(dir) {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return ""
-		}
-		dir = filepath.Join(home, ".config")
+func (r *runCmd) configPrices() string {
+	path, err := r.seams.xdgPath("XDG_CONFIG_HOME", ".config", filepath.Join("gptbatch", "prices.json"))
+	if err != nil {
+		return ""
 	}
-	return filepath.Join(dir, "gptbatch", "prices.json")
+	return path
 }
 
 // priceFiles reads the price files a run uses: the host's configuration
 // file when it exists, and --prices (or $GPTBATCH_PRICES).
 func (r *runCmd) priceFiles() (host, given *budget.Prices, err error) {
-	if path := configPrices(); path != "" {
+	if path := r.configPrices(); path != "" {
 		if _, err := os.Stat(path); err == nil {
 			if host, err = readPriceFile(path); err != nil {
 				return nil, nil, err

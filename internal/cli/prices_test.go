@@ -78,6 +78,7 @@ func checkCosts(t *testing.T, rs []result, n int, price budget.Price) budget.Cos
 // _batches prices) and on flex (at its _flex ones), and counts against
 // --daily-cost instead of being refused.
 func TestPriceFile(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name string
 		args []string
@@ -110,6 +111,7 @@ func TestPriceFile(t *testing.T) {
 // Without a price, the same lines are refused under a dollar limit, and
 // the warning says how to give one.
 func TestUnpricedModelRefused(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL()).loud()
@@ -141,6 +143,7 @@ func TestUnpricedModelRefused(t *testing.T) {
 // the budget, with no flag, on every host: a usage file two working
 // directories name, or one Redis.
 func TestStoredPrices(t *testing.T) {
+	t.Parallel()
 	rs := redistest.Start(t)
 	for _, tt := range []struct {
 		name  string
@@ -164,7 +167,7 @@ func TestStoredPrices(t *testing.T) {
 				t.Fatalf("prices load: exit status %d: %s%s", code, out, stderr)
 			}
 			// Another host: another directory, no price file.
-			t.Chdir(t.TempDir())
+			g.seams.Dir = t.TempDir()
 			for _, tier := range []budget.Tier{budget.TierStandard, budget.TierBatch} {
 				args := append(tt.store(g), "--daily-cost", "5")
 				if tier == budget.TierBatch {
@@ -210,6 +213,7 @@ func TestStoredPrices(t *testing.T) {
 // snapshot the table lacks is priced as the model asked for, and one it
 // lists at its own price.
 func TestBuiltinAndSnapshotPrices(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey, Snapshots: map[string]string{
 		"gpt-5.4":     "gpt-5.4-2026-12-01",     // newer than the table
 		"gpt-4o-mini": "gpt-4o-2024-05-13",      // a listed snapshot with a price of its own
@@ -242,6 +246,7 @@ func TestBuiltinAndSnapshotPrices(t *testing.T) {
 // service_tier priority is priced as the API bills it: at priority's
 // price when the answer says it ran so.
 func TestPriorityPrice(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -257,6 +262,7 @@ func TestPriorityPrice(t *testing.T) {
 // A bad price file exits 2 naming the file, the model and the field, and
 // sends nothing; so does one in the configuration directory.
 func TestBadPriceFile(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -281,7 +287,7 @@ func TestBadPriceFile(t *testing.T) {
 					}
 				}
 			}
-			t.Setenv("XDG_CONFIG_HOME", g.dir)
+			g.setenv("XDG_CONFIG_HOME", g.dir)
 			config := writeFile(t, configDir(t, g.dir), "prices.json", tt.body)
 			if _, stderr, code := g.run(context.Background(), acmePrompts(2)); code != 2 || !strings.Contains(stderr, config) {
 				t.Errorf("a bad %s: exit status %d, want 2 naming it: %s", config, code, stderr)
@@ -296,10 +302,11 @@ func TestBadPriceFile(t *testing.T) {
 
 // The configuration directory's price file prices a run with no flag.
 func TestConfigPriceFile(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
-	t.Setenv("XDG_CONFIG_HOME", g.dir)
+	g.setenv("XDG_CONFIG_HOME", g.dir)
 	writeFile(t, configDir(t, g.dir), "prices.json", acmeFile)
 	out, stderr, code := g.run(context.Background(), acmePrompts(2), "--daily-cost", "1")
 	if code != 0 {

@@ -32,8 +32,8 @@ var processBinary = sync.OnceValues(func() (string, error) {
 })
 
 // gptbatchProcess is gptbatch with args as a process of its own. Its
-// environment is the test's, less what would change the configuration the
-// test gives (a variable set to nothing is unset to gptbatch).
+// environment is the test's, less every variable gptbatch reads (set to
+// nothing, which is unset to gptbatch): the test gives the configuration.
 func gptbatchProcess(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	if testing.Short() {
@@ -45,7 +45,7 @@ func gptbatchProcess(t *testing.T, args ...string) *exec.Cmd {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = os.Environ()
-	for _, k := range []string{"OPENAI_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "GPTBATCH_USAGE_FILE", "GPTBATCH_STORE", "GPTBATCH_VIA", "GPTBATCH_ENDPOINT", "XDG_STATE_HOME", "GPTBATCH_CACHE", "XDG_CACHE_HOME"} {
+	for _, k := range commandEnv {
 		cmd.Env = append(cmd.Env, k+"=")
 	}
 	return cmd

@@ -54,6 +54,7 @@ func screen(s string) []string {
 // line stands alone, the progress line is never drawn into the middle of
 // one, and it is gone at the end.
 func TestProgressAbove(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		writes []string

@@ -356,6 +356,7 @@ func TestRedisStoreRefused(t *testing.T) {
 // The reports on a Redis store say which budget they show, say that an
 // empty store has counted nothing yet, and keep --json's keys snake_case.
 func TestRedisReports(t *testing.T) {
+	t.Parallel()
 	rs := redistest.Start(t)
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()

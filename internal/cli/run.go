@@ -26,7 +26,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		return usageError(err)
 	}
 	// The zone whose midnight ends a day this run starts, dry or not.
-	zone, err := dayZone(os.Getenv(dayZoneEnv))
+	zone, err := dayZone(r.seams.getenv(dayZoneEnv))
 	if err != nil {
 		return usageError(err)
 	}
@@ -41,7 +41,7 @@ func (r *runCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 func (r *runCmd) config(stdin io.Reader, stderr io.Writer) (pipeline.Config, budget.Limits, error) {
 	cfg := pipeline.Config{
 		Tokens:      tokens.Counter{},
-		Model:       modelName(r.Model, r.Endpoint),
+		Model:       r.modelName(),
 		MaxTokens:   r.MaxTokens,
 		Input:       jsonl.Options{Format: jsonl.Format(r.Format), System: r.System, Endpoint: r.Endpoint},
 		Pack:        r.Pack,
@@ -194,7 +194,7 @@ func (r *runCmd) send(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 		return usageError(err)
 	}
 	var err error
-	if cfg.Key, err = apiKey(r.APIKeyFile); err != nil {
+	if cfg.Key, err = r.apiKey(); err != nil {
 		return usageError(err)
 	}
 	if r.Confirm {
@@ -251,7 +251,7 @@ func (r *runCmd) pipe(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 	show := r.Progress == "always"
 	stdoutTerm := isTerminal(stdout)
 	if r.Progress == "auto" && !r.Quiet {
-		show = isTerminal(stderr) && os.Getenv("NO_COLOR") == ""
+		show = isTerminal(stderr) && r.seams.getenv("NO_COLOR") == ""
 	}
 	if !show {
 		return pipeline.Run(ctx, stdin, stdout, cfg)

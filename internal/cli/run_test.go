@@ -19,6 +19,7 @@ import (
 // that have no system or developer message, and is the instructions of a
 // responses line that has none.
 func TestSystemFlag(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -60,6 +61,7 @@ func TestSystemFlag(t *testing.T) {
 // answers are written before the fourth request's 20 s wait ends, so that
 // an interrupt then loses nothing.
 func TestResultsWrittenWhileWaiting(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -75,7 +77,7 @@ func TestResultsWrittenWhileWaiting(t *testing.T) {
 		cancel()
 	}()
 	var errb bytes.Buffer
-	code := run(ctx, append(g.args, "--rpm", "3", "--parallel", "1"), strings.NewReader(prompts(6)), stdout, &errb)
+	code := g.runStreams(ctx, append(g.args, "--rpm", "3", "--parallel", "1"), strings.NewReader(prompts(6)), stdout, &errb)
 	if code != 130 {
 		t.Errorf("exit status %d, want 130; stderr %s", code, errb.String())
 	}
@@ -92,6 +94,7 @@ func TestResultsWrittenWhileWaiting(t *testing.T) {
 // directory on stdin are usage errors (exit 2) that send nothing; the CSV
 // error lists the columns it found.
 func TestUnusableInput(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -105,7 +108,7 @@ func TestUnusableInput(t *testing.T) {
 	}
 	defer dir.Close()
 	var out, errb bytes.Buffer
-	code = run(context.Background(), g.args, dir, &out, &errb)
+	code = g.runStreams(context.Background(), g.args, dir, &out, &errb)
 	if code != 2 || !strings.Contains(errb.String(), "stdin is a directory") {
 		t.Errorf("stdin a directory: exit status %d, stderr %q; want 2", code, errb.String())
 	}
@@ -153,6 +156,7 @@ func mixedBatch(n int, bad map[int]bool) (string, []string, []string) {
 // lines and three bad ones, sent 16 at a time to a server whose latency
 // varies so that answers finish out of order.
 func TestMixedBatch(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Latency: 5 * time.Millisecond, Jitter: 40 * time.Millisecond, Seed: 1, Key: testKey})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -234,6 +238,7 @@ func TestMixedBatch(t *testing.T) {
 // TestGolden runs the quick start's batch and compares with the golden file
 // (latencies zeroed). go test -update rewrites it.
 func TestGolden(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{Seed: 1})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -265,10 +270,11 @@ func TestGolden(t *testing.T) {
 
 // TestDryRun: 40 prompts with no key: nothing sent, 40 estimates and a cost.
 func TestDryRun(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
-	t.Setenv("OPENAI_API_KEY", "")
+	g.setenv("OPENAI_API_KEY", "")
 	g.args = []string{"--base-url", srv.URL(), "--usage-file", filepath.Join(g.dir, "usage.md")}
 	out, stderr, code := g.run(context.Background(), prompts(40), "--dry-run")
 	if code != 0 {
@@ -303,6 +309,7 @@ func TestDryRun(t *testing.T) {
 // TestTextAndCSV: one result per prompt; CSV ids kept and other columns in
 // metadata.
 func TestTextAndCSV(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -331,6 +338,7 @@ func TestTextAndCSV(t *testing.T) {
 // TestProgressShowsDoneOfTotal: with --progress always, stderr shows the
 // count done out of the batch's total.
 func TestProgressShowsDoneOfTotal(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())

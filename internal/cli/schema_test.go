@@ -108,6 +108,7 @@ func reviews(n int) string {
 // summary and in the line's cost_usd, which is the sum of its tries to the
 // picodollar, as the fake's own usage prices them.
 func TestSchemaInvalidAnswersAskedAgain(t *testing.T) {
+	t.Parallel()
 	s := openaitest.New(openaitest.Config{Seed: 11, Structured: openaitest.StructuredConfig{InvalidRate: 0.1}})
 	defer s.Close()
 	g := newGB(t, s.URL()).loud()
@@ -171,6 +172,7 @@ func TestSchemaInvalidAnswersAskedAgain(t *testing.T) {
 // invalid_output after the re-asks, its last content kept and every try
 // paid for; a refused one keeps its refusal; the run exits 1.
 func TestSchemaAlwaysInvalid(t *testing.T) {
+	t.Parallel()
 	s := openaitest.New(openaitest.Config{})
 	defer s.Close()
 	g := newGB(t, s.URL())
@@ -214,6 +216,7 @@ func TestSchemaAlwaysInvalid(t *testing.T) {
 // asked again, and is never parsed, even when the cut falls where the JSON
 // would parse.
 func TestSchemaTruncatedNeverParsed(t *testing.T) {
+	t.Parallel()
 	s := openaitest.New(openaitest.Config{})
 	defer s.Close()
 	g := newGB(t, s.URL())
@@ -237,6 +240,7 @@ func TestSchemaTruncatedNeverParsed(t *testing.T) {
 // go out as the request's json_schema format, strict, and every answer is
 // parsed and fits; the Responses API gets it as text.format.
 func TestSchemaForms(t *testing.T) {
+	t.Parallel()
 	concise := "name, age int: in years, score float, member bool, bio: one sentence"
 	conciseDoc := `{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer","description":"in years"},"score":{"type":"number"},"member":{"type":"boolean"},"bio":{"type":"string","description":"one sentence"}},"required":["name","age","score","member","bio"],"additionalProperties":false}`
 	tests := []struct {
@@ -319,6 +323,7 @@ func sameJSON(t *testing.T, a json.RawMessage, b string) bool {
 // can be checked stop gptbatch with exit 2, naming the problem, and
 // nothing is sent.
 func TestSchemaBadUsage(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		args []string
@@ -350,6 +355,7 @@ func TestSchemaBadUsage(t *testing.T) {
 // TestSchemaNonStrict: a schema strict mode cannot take is sent with
 // strict false, said once on stderr, and still held to locally.
 func TestSchemaNonStrict(t *testing.T) {
+	t.Parallel()
 	s := openaitest.New(openaitest.Config{})
 	defer s.Close()
 	g := newGB(t, s.URL()).loud()
@@ -377,6 +383,7 @@ func TestSchemaNonStrict(t *testing.T) {
 // json_object is not checked; with n > 1 parsed holds every choice's
 // value.
 func TestSchemaLineOwnFormat(t *testing.T) {
+	t.Parallel()
 	s := openaitest.New(openaitest.Config{})
 	defer s.Close()
 	g := newGB(t, s.URL())
@@ -411,6 +418,7 @@ func TestSchemaLineOwnFormat(t *testing.T) {
 // --batch-tokens and the reservation refuse what only the schema makes
 // too large.
 func TestSchemaEstimates(t *testing.T) {
+	t.Parallel()
 	s := openaitest.New(openaitest.Config{})
 	defer s.Close()
 	g := newGB(t, s.URL()).loud()
@@ -509,6 +517,7 @@ func parseSchemaBatchResults(t *testing.T, out string) []schemaBatchResult {
 // line's cost_usd, the sum of its tries to the picodollar. No request
 // went to the synchronous API.
 func TestSchemaViaBatchInvalidAnswersAskedAgain(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	s := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 11, Structured: openaitest.StructuredConfig{InvalidRate: 0.1}})
 	defer s.Close()
@@ -595,6 +604,7 @@ func TestSchemaViaBatchInvalidAnswersAskedAgain(t *testing.T) {
 // refused one keeps its refusal; an answer cut off at the output cap is
 // asked again and never parsed; the run exits 1.
 func TestSchemaViaBatchAlwaysInvalid(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		in      string
@@ -689,6 +699,7 @@ func TestSchemaViaBatchAlwaysInvalid(t *testing.T) {
 // first batch's invalid answers are not bought again, the follow-up's
 // lines are not submitted again), and the ledger counts each answer once.
 func TestSchemaViaBatchKilledBeforeFollowUp(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name    string
 		made    bool // the follow-up batch was made before the kill
@@ -845,6 +856,7 @@ func TestSchemaViaBatchKilledBeforeFollowUp(t *testing.T) {
 // 500 past --retries) keeps the answer it paid for: invalid_output with
 // its content, usage and cost, saying that asking again failed.
 func TestSchemaViaBatchReaskFails(t *testing.T) {
+	t.Parallel()
 	clk := newStepClock()
 	s := openaitest.New(openaitest.Config{Now: clk.Now})
 	defer s.Close()

@@ -42,6 +42,7 @@ func openPTY(t *testing.T) (master, tty *os.File) {
 // TestTerminalStdin: prompts typed at a terminal are read, with
 // a word on stderr that gptbatch is reading them from it.
 func TestTerminalStdin(t *testing.T) {
+	t.Parallel()
 	master, tty := openPTY(t)
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
@@ -51,7 +52,7 @@ func TestTerminalStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	code := run(context.Background(), append(g.args, "--format", "text"), tty, &out, &errb)
+	code := g.runStreams(context.Background(), append(g.args, "--format", "text"), tty, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, errb.String())
 	}

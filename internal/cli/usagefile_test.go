@@ -21,6 +21,7 @@ import (
 // stderr after about a second, and a signal ends the wait with every line
 // given its result.
 func TestLockWait(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -68,6 +69,7 @@ func TestLockWait(t *testing.T) {
 // without the lock and without waiting on a named pipe put in the usage
 // file's place.
 func TestDryRunReadsUsageWithoutWaiting(t *testing.T) {
+	t.Parallel()
 	g := newGB(t, "http://127.0.0.1:1/v1")
 	if err := syscall.Mkfifo(filepath.Join(g.dir, "usage.md"), 0o600); err != nil {
 		t.Skip(err)
@@ -91,12 +93,13 @@ func TestDryRunReadsUsageWithoutWaiting(t *testing.T) {
 // ignored, as the XDG spec says: the usage file goes under $HOME, not
 // under the working directory.
 func TestRelativeXDGStateHome(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
 	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_STATE_HOME", "state")
+	g.setenv("HOME", home)
+	g.setenv("XDG_STATE_HOME", "state")
 	g.args = []string{"--base-url", srv.URL(), "--quiet"}
 	if _, stderr, code := g.run(context.Background(), prompts(1)); code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
@@ -114,6 +117,7 @@ func TestRelativeXDGStateHome(t *testing.T) {
 // usage.md is damaged (it needs only the ledger), and creates no state
 // directory or lock.
 func TestUsageReadsOnly(t *testing.T) {
+	t.Parallel()
 	g := newGB(t, "http://127.0.0.1:1/v1")
 	g.loud()
 	missing := filepath.Join(g.dir, "never", "usage.md")
@@ -162,6 +166,7 @@ func TestUsageReadsOnly(t *testing.T) {
 // TestUsageFileComments: a comment written in usage.md is there
 // after a run rewrites the file.
 func TestUsageFileComments(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -180,6 +185,7 @@ func TestUsageFileComments(t *testing.T) {
 // shared state and leaves /dev/null a character device, with nothing
 // created beside it.
 func TestDevNullUsageFile(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -204,6 +210,7 @@ func TestDevNullUsageFile(t *testing.T) {
 // TestUsageFile: after a run usage.md has the contract's keys and the
 // ledger one line per call, with the tokens the server counted.
 func TestUsageFile(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -255,6 +262,7 @@ func TestUsageFile(t *testing.T) {
 // TestCorruptUsageFile: a usage.md with garbage stops the run before any
 // request, names the file, exits 2 and leaves the file as it was.
 func TestCorruptUsageFile(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -278,6 +286,7 @@ func TestCorruptUsageFile(t *testing.T) {
 // TestUsageReport: after a run of 20 prompts, usage --today --json reports
 // 20 requests and exactly the tokens the server counted.
 func TestUsageReport(t *testing.T) {
+	t.Parallel()
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -320,6 +329,7 @@ func TestUsageReport(t *testing.T) {
 // the run (exit 2, nothing sent) and mid-run (the run stops sending, exit
 // 1), naming the file and leaving it as it is.
 func TestUsageFileWithoutOurKeys(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct{ name, content string }{
 		{"emptied", ""},
 		{"unknown keys only", "team = research\nowner = ana\n"},
