@@ -250,6 +250,9 @@ var errNotRegular = errors.New("not a regular file")
 
 // locked runs fn holding the lock, telling it how long it waited for it.
 func (f *FileStore) locked(ctx context.Context, fn func(waited time.Duration) error) error {
+	if f.readOnly {
+		return fmt.Errorf("usage file %s is open read-only", f.path)
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -341,9 +344,6 @@ func (f *FileStore) Load(ctx context.Context) (s State, err error) {
 // is now plus the wait for the lock, or a now from before a long wait
 // would clamp the file's updated (maxFuture).
 func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
-	if f.readOnly {
-		return fmt.Errorf("usage file %s is open read-only", f.path)
-	}
 	return f.locked(ctx, func(waited time.Duration) error {
 		old, err := f.read()
 		if err != nil {

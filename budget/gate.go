@@ -90,7 +90,7 @@ func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at t
 	var seen Seen
 	err := g.store.Update(ctx, now, func(s *State, at time.Time) ([]LedgerEntry, error) {
 		entries := fn(s, at, own.Ceil(s.Stored), slack, zone)
-		seen = Seen{Date: s.Date, TokensWithinDay: s.TokensWithinDay, CostWithinDay: s.CostWithinDay, Stored: s.Stored}
+		seen = Seen{State: *s}
 		return entries, nil
 	})
 	if err == nil {

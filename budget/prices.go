@@ -198,16 +198,10 @@ func (p *Prices) Over(top *Prices) *Prices {
 }
 
 // Len is the number of models p prices.
-func (p *Prices) Len() int {
-	p = p.orBuiltin()
-	return len(p.models)
-}
+func (p *Prices) Len() int { return len(p.orBuiltin().models) }
 
 // Models are the names of the models p prices, sorted.
-func (p *Prices) Models() []string {
-	p = p.orBuiltin()
-	return slices.Sorted(maps.Keys(p.models))
-}
+func (p *Prices) Models() []string { return slices.Sorted(maps.Keys(p.orBuiltin().models)) }
 
 // PriceError is a price a price file gives wrong.
 type PriceError struct {

@@ -38,9 +38,6 @@ func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
 
 // StorePrices implements Store, under the lock.
 func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
-	if f.readOnly {
-		return fmt.Errorf("usage file %s is open read-only", f.path)
-	}
 	path := pricesPath(f.path)
 	return f.locked(ctx, func(time.Duration) error {
 		if p == nil {

@@ -60,11 +60,8 @@ func ClearStoredLimits(ctx context.Context, st Store, names []string) error {
 	})
 }
 
-// Seen is what the gate last saw of the shared budget.
+// Seen is the shared state as the gate last saw it, at At (its time then).
 type Seen struct {
-	Date            string // the day TokensWithinDay and CostWithinDay belong to
-	TokensWithinDay int64
-	CostWithinDay   Cost
-	Stored          Limits
-	At              time.Time // when it was seen (the time passed to the gate)
+	State
+	At time.Time
 }
