@@ -94,6 +94,7 @@ func content(t *testing.T, c *openai.Client, id *string) []batchLine {
 }
 
 func TestBatchLifecycle(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{Seed: 7})
 	c := client(s, "k")
 	req := chatLines("gpt-4o-mini", 20)
@@ -175,6 +176,7 @@ func boolInt(b bool) int {
 }
 
 func TestBatchSameBodiesAsSync(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	c := client(s, "k")
 	ctx := context.Background()
@@ -233,6 +235,7 @@ func TestBatchSameBodiesAsSync(t *testing.T) {
 }
 
 func TestBatchLineFailures(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	c := client(s, "k")
 	req := chatLines("gpt-4o-mini", 5)
@@ -271,6 +274,7 @@ func TestBatchLineFailures(t *testing.T) {
 }
 
 func TestBatchValidation(t *testing.T) {
+	t.Parallel()
 	line := func(id, url, model string) string {
 		return fmt.Sprintf(`{"custom_id":%q,"method":"POST","url":%q,"body":{"model":%q,"messages":[{"role":"user","content":"x"}]}}`, id, url, model)
 	}
@@ -320,6 +324,7 @@ func TestBatchValidation(t *testing.T) {
 }
 
 func TestBatchCreateErrors(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{Batch: BatchConfig{MaxBytes: 100}})
 	c := client(s, "k")
 	ctx := context.Background()
@@ -356,6 +361,7 @@ func TestBatchCreateErrors(t *testing.T) {
 }
 
 func TestFiles(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	c := client(s, "k")
 	ctx := context.Background()
@@ -417,6 +423,7 @@ func TestFiles(t *testing.T) {
 }
 
 func TestBatchExpires(t *testing.T) {
+	t.Parallel()
 	clk := newClock()
 	s := newServer(t, Config{Now: clk.Now, Batch: BatchConfig{Advance: BatchManual, LinesPerStep: 2}})
 	c := client(s, "k")
@@ -452,6 +459,7 @@ func TestBatchExpires(t *testing.T) {
 }
 
 func TestBatchCancel(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{Batch: BatchConfig{LinesPerStep: 3}})
 	c := client(s, "k")
 	ctx := context.Background()
@@ -476,6 +484,7 @@ func TestBatchCancel(t *testing.T) {
 }
 
 func TestBatchQueueTokens(t *testing.T) {
+	t.Parallel()
 	// Each line "prompt i" is 10 tokens of o200k_base by the chat
 	// formula; 5 lines are 50.
 	s := newServer(t, Config{Batch: BatchConfig{Advance: BatchManual, QueueTokens: 80}})
@@ -505,6 +514,7 @@ func TestBatchQueueTokens(t *testing.T) {
 }
 
 func TestBatchTimed(t *testing.T) {
+	t.Parallel()
 	clk := newClock()
 	s := newServer(t, Config{Now: clk.Now, Batch: BatchConfig{
 		Advance: BatchTimed, Validating: time.Second, LinesPerSecond: 2, Finalizing: time.Second,
@@ -536,6 +546,7 @@ func TestBatchTimed(t *testing.T) {
 }
 
 func TestListBatches(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	c := client(s, "k")
 	ctx := context.Background()
@@ -564,6 +575,7 @@ func TestListBatches(t *testing.T) {
 }
 
 func TestBatchAPIFaults(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{Batch: BatchConfig{APIFailRate: 1}, Failures: []Failure{Fail503}})
 	r := do(t, "GET", s.URL()+"/batches/batch_x", "", "")
 	if r.status != 503 {
@@ -574,6 +586,7 @@ func TestBatchAPIFaults(t *testing.T) {
 // TestBatchLoseCreates: a lost creation makes its batch, then closes the
 // connection without an answer; the batch is in the list.
 func TestBatchLoseCreates(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{Batch: BatchConfig{LoseCreates: 1}})
 	c := client(s, "k")
 	ctx := context.Background()
@@ -629,6 +642,7 @@ func BenchmarkBatchLines(b *testing.B) {
 // TestListFiles: GET /v1/files lists as the API does: newest first, or
 // oldest with order=asc; by purpose; limit and after page through.
 func TestListFiles(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	c := client(s, "k")
 	ctx := context.Background()
@@ -684,6 +698,7 @@ func TestListFiles(t *testing.T) {
 // TestBatchLoseUploads: a lost upload stores its file, then closes the
 // connection without an answer; the file is in the list.
 func TestBatchLoseUploads(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{Batch: BatchConfig{LoseUploads: 1}})
 	c := client(s, "k")
 	ctx := context.Background()

@@ -10,6 +10,7 @@ import (
 // TestChoices: n choices that differ, logprobs when asked, refusals on
 // request, each as the API sends them, read by go-openai.
 func TestChoices(t *testing.T) {
+	t.Parallel()
 	s := New(Config{})
 	defer s.Close()
 	cfg := openai.DefaultConfig("sk-test")

@@ -13,6 +13,7 @@ import (
 )
 
 func TestEmbeddingsGoOpenAI(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	c := client(s, "k")
 	ctx := context.Background()
@@ -82,6 +83,7 @@ func TestEmbeddingsGoOpenAI(t *testing.T) {
 }
 
 func TestEmbeddingsWire(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	r := do(t, "POST", s.URL()+"/embeddings", "", `{"model":"text-embedding-3-small","input":"hi","encoding_format":"base64"}`)
 	var resp struct {
@@ -102,6 +104,7 @@ func TestEmbeddingsWire(t *testing.T) {
 }
 
 func TestEmbeddingsLimits(t *testing.T) {
+	t.Parallel()
 	tokens := func(n, each int) string {
 		arrays := make([]string, n)
 		one := "[" + strings.TrimSuffix(strings.Repeat("1,", each), ",") + "]"
@@ -170,6 +173,7 @@ func TestEmbeddingsLimits(t *testing.T) {
 }
 
 func TestEmbeddingsRateLimit(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	s := newServer(t, Config{TPM: 10, Now: c.Now})
 	body := `{"model":"text-embedding-3-small","input":["hello world","hello world again"]}` // 5 tokens
@@ -196,6 +200,7 @@ func TestEmbeddingsRateLimit(t *testing.T) {
 }
 
 func TestEmbeddingsFailures(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{FailRate: 1, Failures: []Failure{Fail503}})
 	r := do(t, "POST", s.URL()+"/embeddings", "", `{"model":"text-embedding-3-small","input":"x"}`)
 	if r.status != 503 {
@@ -209,6 +214,7 @@ func TestEmbeddingsFailures(t *testing.T) {
 }
 
 func TestEmbeddingVectorDiffers(t *testing.T) {
+	t.Parallel()
 	seen := map[string]string{}
 	for i := range 50 {
 		in := fmt.Sprint("input ", i)

@@ -105,6 +105,7 @@ func client(s *Server, key string) *openai.Client {
 }
 
 func TestGoOpenAIClient(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{Seed: 1})
 	if u := s.URL(); !strings.HasPrefix(u, "http://127.0.0.1:") || !strings.HasSuffix(u, "/v1") {
 		t.Errorf("URL() = %q, want http://127.0.0.1:port/v1", u)
@@ -186,6 +187,7 @@ func TestGoOpenAIClient(t *testing.T) {
 }
 
 func TestGoOpenAIErrors(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{Key: "sk-right-key-000000"})
 	_, err := client(s, "sk-wrong-key-123456789").CreateChatCompletion(context.Background(), openai.ChatCompletionRequest{
 		Model:    "gpt-4o-mini",
@@ -204,6 +206,7 @@ func TestGoOpenAIErrors(t *testing.T) {
 }
 
 func TestToolChoiceRequired(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	resp, err := client(s, "k").CreateChatCompletion(context.Background(), openai.ChatCompletionRequest{
 		Model:    "gpt-4o",
@@ -232,6 +235,7 @@ func TestToolChoiceRequired(t *testing.T) {
 }
 
 func TestPromptTokens(t *testing.T) {
+	t.Parallel()
 	// The OpenAI cookbook's example, with the counts the API reported.
 	cookbook := `[{"role":"system","content":"You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
 {"role":"system","name":"example_user","content":"New synergies will help drive top-line growth."},
@@ -272,6 +276,7 @@ func TestPromptTokens(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, body  string
 		status      int
@@ -325,6 +330,7 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestKey(t *testing.T) {
+	t.Parallel()
 	const key = "sk-proj-RightKey0123456789"
 	s := newServer(t, Config{Key: key})
 	if r := post(t, s, key, hello); r.status != 200 {
@@ -348,6 +354,7 @@ func TestKey(t *testing.T) {
 }
 
 func TestMaskKey(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ key, want string }{
 		{"sk-abcdefghijklyz", "sk-ab**********yz"},
 		{"short", "*****"},
@@ -361,6 +368,7 @@ func TestMaskKey(t *testing.T) {
 }
 
 func TestFormatDuration(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		d    time.Duration
 		want string
@@ -381,6 +389,7 @@ func TestFormatDuration(t *testing.T) {
 }
 
 func TestDatedModel(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ model, want string }{
 		{"gpt-4o-mini", "gpt-4o-mini-2024-07-18"},
 		{"gpt-4o", "gpt-4o-2024-08-06"},
@@ -413,6 +422,7 @@ func wantHeaders(t *testing.T, r reply, want map[string]string) {
 }
 
 func TestRequestBucket(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	s := newServer(t, Config{RPM: 60, Now: c.Now})
 	for i := range 59 {
@@ -486,6 +496,7 @@ func TestRequestBucket(t *testing.T) {
 }
 
 func TestTokenBucket(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	s := newServer(t, Config{TPM: 1000, Now: c.Now})
 	// 9 prompt tokens + 400 output = 409 tokens a request.
@@ -524,6 +535,7 @@ func TestTokenBucket(t *testing.T) {
 }
 
 func TestWindow(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	// 60 RPM in 10s windows: 10 requests a window.
 	s := newServer(t, Config{RPM: 60, Window: 10 * time.Second, Now: c.Now})
@@ -561,6 +573,7 @@ func TestWindow(t *testing.T) {
 }
 
 func TestInjectedFailures(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		kind   Failure
 		status int // 0: the connection drops
@@ -614,6 +627,7 @@ func TestInjectedFailures(t *testing.T) {
 }
 
 func TestFailRateIsSeeded(t *testing.T) {
+	t.Parallel()
 	statuses := func() []int {
 		s := newServer(t, Config{FailRate: 0.5, Failures: []Failure{Fail500}, Seed: 42})
 		var out []int
@@ -649,6 +663,7 @@ func waitFor(t *testing.T, what string, w func(context.Context) error) {
 }
 
 func TestHang(t *testing.T) {
+	t.Parallel()
 	hang := make(chan struct{})
 	s := newServer(t, Config{Hang: hang})
 	const n = 5
@@ -688,6 +703,7 @@ func TestHang(t *testing.T) {
 }
 
 func TestHangClientLeaves(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{}) // no Hang: held until the client leaves
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -712,6 +728,7 @@ func TestHangClientLeaves(t *testing.T) {
 }
 
 func TestCloseReleasesHeld(t *testing.T) {
+	t.Parallel()
 	s := New(Config{})
 	go func() {
 		resp, err := http.Post(s.URL()+"/chat/completions", "application/json",
@@ -734,6 +751,7 @@ func TestCloseReleasesHeld(t *testing.T) {
 }
 
 func TestRequestsRecorded(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	s := newServer(t, Config{Now: c.Now})
 	bodies := []string{hello, `{"model":`, "{\n  \"model\": \"gpt-4o\",\n  \"messages\": [{\"role\":\"user\",\"content\":\"x\"}]\n}"}

@@ -27,6 +27,7 @@ func newStalledServer(t *testing.T, cfg Config, stall func()) *Server {
 // client that mirrors the bucket from when it sent the request finds the
 // server's bucket where it expects it.
 func TestChargedAtReceipt(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name, path, body string
 	}{
@@ -61,6 +62,7 @@ func TestChargedAtReceipt(t *testing.T) {
 // late its count ends, unless a later window has opened meanwhile: then it
 // counts in that one, and the window does not start again.
 func TestWindowChargedAtReceipt(t *testing.T) {
+	t.Parallel()
 	t.Run("decided in the next window", func(t *testing.T) {
 		c := newClock()
 		var once sync.Once

@@ -76,6 +76,7 @@ func promptTokens(t *testing.T, s *Server, chatBody string) int {
 }
 
 func TestResponsesCountLikeChat(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ name, responses, chat string }{
 		{"string",
 			`{"model":"gpt-4o-mini","input":"Hello world"}`,
@@ -105,6 +106,7 @@ func TestResponsesCountLikeChat(t *testing.T) {
 }
 
 func TestResponsesObject(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	r := postResponse(t, s, `{"model":"gpt-4o-mini","input":"Hello world","store":false}`)
 	if !strings.HasPrefix(r.ID, "resp_") || r.Object != "response" || r.Status != "completed" || r.Model != "gpt-4o-mini-2024-07-18" || r.Store || r.ServiceTier != "default" {
@@ -144,6 +146,7 @@ func TestResponsesObject(t *testing.T) {
 }
 
 func TestResponsesStoreAndFlex(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	for _, body := range []string{
 		`{"model":"gpt-4o-mini","input":"a"}`,
@@ -186,6 +189,7 @@ func TestResponsesStoreAndFlex(t *testing.T) {
 }
 
 func TestResponsesBadRequests(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ name, body, param, prefix string }{
 		{"no input", `{"model":"gpt-4o-mini"}`, "input", "Missing required parameter: 'input'."},
 		{"no model", `{"input":"x"}`, "model", "Missing required parameter: 'model'."},

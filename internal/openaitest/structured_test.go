@@ -136,6 +136,7 @@ func askResponses(t *testing.T, s *Server, doc, prompt string) structuredAnswer 
 // of its own; its tokens are counted, and the schema's are billed in the
 // prompt.
 func TestStructuredAnswersFit(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	check := compileSchema(t, extraction)
 	enc, _ := o200kEncoder()
@@ -176,6 +177,7 @@ func askChatPlain(t *testing.T, s *Server, prompt string) int {
 // they come in, and the prompt's next answer fits; "__invalid__" is never
 // answered validly.
 func TestStructuredInvalidAnswers(t *testing.T) {
+	t.Parallel()
 	check := compileSchema(t, extraction)
 	const n = 200
 	cfg := Config{Seed: 7, Structured: StructuredConfig{InvalidRate: 0.25}}
@@ -240,6 +242,7 @@ func TestStructuredInvalidAnswers(t *testing.T) {
 // TestStructuredFormatRefused: a json_schema format without its name or
 // schema is the API's 400.
 func TestStructuredFormatRefused(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, Config{})
 	for _, f := range []string{
 		`{"type":"json_schema","json_schema":{"schema":{"type":"object"}}}`,
@@ -259,6 +262,7 @@ func TestStructuredFormatRefused(t *testing.T) {
 // same seed, the same prompts get the same answers, invalid ones alike, and
 // a line asked again in a later batch is answered validly.
 func TestStructuredBatchAnswersAsSync(t *testing.T) {
+	t.Parallel()
 	const n = 120
 	cfg := Config{Seed: 7, Structured: StructuredConfig{InvalidRate: 0.25}}
 	chatBody := func(prompt string) string {

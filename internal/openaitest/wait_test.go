@@ -11,6 +11,7 @@ import (
 // WaitArrivals and WaitInFlight return as the requests arrive and leave,
 // and with ctx's error when it ends first.
 func TestWait(t *testing.T) {
+	t.Parallel()
 	hang := make(chan struct{})
 	s := newServer(t, Config{Hang: hang})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
