@@ -41,7 +41,7 @@ func TestBatchEntries(t *testing.T) {
 		}
 		settle(t, fs)
 		// A process killed mid-append leaves a torn line naming a batch.
-		lf, err := os.OpenFile(fs.LedgerPath(), os.O_APPEND|os.O_WRONLY, 0)
+		lf, err := os.OpenFile(fs.ledger, os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -73,9 +73,8 @@ func ParseCost(s string) (Cost, error) {
 }
 
 // parseDollars reads [sign] digits [. digits] [e [sign] digits] exactly,
-// rounding half up below the picodollar. It does its own parsing rather
-// than use big.Rat, whose exponents are unbounded: "1e999999999" would take
-// minutes in a corrupt usage.md.
+// rounding half up below the picodollar. Not big.Rat, whose exponents are
+// unbounded: "1e999999999" in a corrupt usage.md would take minutes.
 func parseDollars(s string, allowNeg bool) (Cost, error) {
 	bad := func() error { return fmt.Errorf("%q is not an amount of dollars", s) }
 	rest, neg := cutSign(s)
@@ -134,9 +133,8 @@ func cutSign(s string) (string, bool) {
 	return s, false
 }
 
-// Price is what one tier of a model (its list price, the Batch API's,
-// flex's or priority's) costs per token, in picodollars: 0.15 USD per
-// million tokens is 150_000.
+// Price is what one tier of a model costs per token, in picodollars: 0.15
+// USD per million tokens is 150_000.
 type Price struct{ Input, CachedInput, Output Cost }
 
 // Batch is half of every price of p, rounded up to the picodollar: the
@@ -150,8 +148,8 @@ func (p Price) Batch() Price {
 func isDigits(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
 
 // Cost is the price of a call: the uncached prompt tokens at the input
-// price, the cached ones at the cached price (the input price for a model
-// without one), the completion tokens at the output price.
+// price, the cached ones at the cached price, the completion tokens at the
+// output price.
 func (p Price) Cost(promptTokens, cachedTokens, completionTokens int64) Cost {
 	cachedTokens = min(max(cachedTokens, 0), promptTokens)
 	return Cost(promptTokens-cachedTokens)*p.Input + Cost(cachedTokens)*p.CachedInput + Cost(completionTokens)*p.Output

@@ -5,13 +5,10 @@ import (
 	"time"
 )
 
-// ReserveDay admits the longest prefix of ests against the day limits
-// only (tokens a day, dollars a day) and charges them there: the Batch
-// API's lines count against the day's budget but not against the
-// per-minute limits, which the Batch API keeps in a pool of its own. Its
-// results are as Reserve's, and day is the day (State.Date) the
-// reservations were counted in; settle them with Settlement.DayOnly and
-// that Day.
+// ReserveDay is Reserve against the day limits only: the Batch API's
+// lines, which its own pool keeps from the per-minute limits. day is the
+// day (State.Date) they were counted in; settle them with
+// Settlement.DayOnly and that Day.
 func (g *Gate) ReserveDay(ctx context.Context, now time.Time, ests []Estimate) (n int, day string, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
 		return 0, "", 0, "", nil

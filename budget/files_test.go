@@ -123,8 +123,8 @@ func TestOpenFileSymlink(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenFile(link) = %v", err)
 	}
-	if viaLink.Path() != target || viaLink.LedgerPath() != filepath.Join(shared, "usage.ledger.jsonl") {
-		t.Errorf("OpenFile(link): Path %s, LedgerPath %s; want the target %s and the ledger beside it", viaLink.Path(), viaLink.LedgerPath(), target)
+	if viaLink.Path() != target || viaLink.ledger != filepath.Join(shared, "usage.ledger.jsonl") {
+		t.Errorf("OpenFile(link): Path %s, LedgerPath %s; want the target %s and the ledger beside it", viaLink.Path(), viaLink.ledger, target)
 	}
 	if err := bump(ctx, viaLink, "link"); err != nil {
 		t.Fatal(err)
@@ -138,7 +138,7 @@ func TestOpenFileSymlink(t *testing.T) {
 	if ents, _ := os.ReadDir(home); len(ents) != 1 {
 		t.Errorf("the link's directory holds %v, want only the link", ents)
 	}
-	if ids := ledgerIDs(t, direct.LedgerPath()); strings.Join(ids, ",") != "direct,link" {
+	if ids := ledgerIDs(t, direct.ledger); strings.Join(ids, ",") != "direct,link" {
 		t.Errorf("ledger ids = %v, want direct,link", ids)
 	}
 }
@@ -208,7 +208,7 @@ func TestOpenFileNoFollow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Symlink(victim, f.LedgerPath()); err != nil {
+		if err := os.Symlink(victim, f.ledger); err != nil {
 			t.Fatal(err)
 		}
 		if err := bump(context.Background(), f, "x"); err == nil {

@@ -16,17 +16,15 @@ import (
 )
 
 // FileStore is a Store over usage.md, shared by every process that names
-// the same file: flock(2) on usage.md.lock guards it (not on usage.md
-// itself, which each write replaces by rename), and each write goes to a
-// temporary file that is synced and renamed over usage.md, so a crash at
-// any moment leaves either the old file or the new one. A FileStore opened
-// read-only takes no lock and creates nothing.
+// the same file: flock(2) on usage.md.lock guards it (usage.md itself is
+// replaced by rename at each write, so that a crash leaves the old file or
+// the new one). A FileStore opened read-only takes no lock and creates
+// nothing.
 type FileStore struct {
 	path, ledger string
 	perm         os.FileMode // for the lock and ledger when gptbatch creates them
-	// sem is this store's turn at the lock, one at a time: flock is per
-	// open file, so our own goroutines must take turns. It is a channel
-	// so that waiting for it ends with ctx.
+	// sem is our own goroutines' turn at the lock, as flock is per open
+	// file; a channel, so that waiting for it ends with ctx.
 	sem      chan struct{}
 	lock     *flock.Flock
 	readOnly bool
@@ -37,19 +35,17 @@ type FileStore struct {
 }
 
 // OpenFile opens the usage file at path, as o says (Name is not used). A
-// usage.md that is a symbolic link is resolved once,
-// and its lock file, ledger and temporary files live beside the link's
-// target, so that the link stays and every process naming either shares
-// one budget. Any other existing path that is not a regular file (a
-// directory, a named pipe, a device) is refused, as is a directory others
-// can write to unless it is sticky and the files in it are the user's, or
-// a lock file or ledger that is not a regular file. OpenFile creates the
-// directory (0700) but no file yet: the lock file is path+".lock" and the
-// ledger sits beside it (usage.ledger.jsonl for usage.md), both created
-// with the mode of an existing usage.md, else 0600. An existing usage.md
-// that does not parse is an error naming the file; it is never reset.
-// Opened read-only, none of this is checked or created, and a usage file
-// that is missing or not a regular file reads as a fresh one.
+// usage.md that is a symbolic link is resolved once, and its lock file,
+// ledger and temporary files live beside the link's target, so that every
+// process naming either shares one budget. Refused: any other path that is
+// not a regular file, a lock file or ledger that is not one, and a
+// directory others can write to unless it is sticky and the files in it
+// are the user's. OpenFile creates the directory (0700) but no file yet:
+// the lock file is path+".lock", the ledger usage.ledger.jsonl for
+// usage.md, both created with the mode of an existing usage.md, else 0600.
+// A usage.md that does not parse is an error naming it; it is never reset.
+// Read-only, none of this is checked or created, and a usage file that is
+// missing or not a regular file reads as a fresh one.
 func OpenFile(path string, o Options) (*FileStore, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -229,9 +225,6 @@ func (f *FileStore) Path() string { return f.path }
 // String is the usage file, as Path.
 func (f *FileStore) String() string { return f.path }
 
-// LedgerPath is the ledger file.
-func (f *FileStore) LedgerPath() string { return f.ledger }
-
 // Close implements Store; the lock is only held during an Update.
 func (f *FileStore) Close() error { return nil }
 
@@ -350,33 +343,28 @@ func (f *FileStore) acquire(ctx context.Context) (free bool, err error) {
 
 // Load reads the state under the lock (without, read-only), without
 // writing.
-func (f *FileStore) Load(ctx context.Context) (State, error) {
-	if f.readOnly {
-		if err := ctx.Err(); err != nil {
-			return State{}, err
-		}
-		return f.read()
-	}
-	var s State
-	err := f.locked(ctx, func(time.Duration) error {
-		var err error
+func (f *FileStore) Load(ctx context.Context) (s State, err error) {
+	read := func(time.Duration) error {
 		s, err = f.read()
 		return err
-	})
-	return s, err
+	}
+	if f.readOnly {
+		if err = ctx.Err(); err == nil {
+			err = read(0)
+		}
+		return s, err
+	}
+	return s, f.locked(ctx, read)
 }
 
 // Update implements Store: under the lock, it reads usage.md (a missing
-// one is a fresh State; a corrupt one is an error naming the file, which is
-// left as it is), calls fn, and when fn returns nil appends fn's entries to
-// the ledger in one write and then replaces usage.md if the state changed:
-// all or nothing, as a failed write of either leaves both as they were
-// (the ledger cut back), so that a run resumed after it counts no call
-// twice.
-// Waiting for the lock ends with ctx, with ctx's error. The store's time
-// is now, plus how long the update waited for the lock: a clock read
-// before a wait of seconds behind a busy lock would otherwise drain the
-// buckets as of then, and one more than maxFuture behind the file's
+// one is a fresh State; a corrupt one is an error naming the file), calls
+// fn, appends fn's entries to the ledger in one write, then replaces
+// usage.md if the state changed. A failed write of either leaves both as
+// they were (the ledger cut back), so that a run resumed after it counts
+// no call twice. The store's time is now plus how long the update waited
+// for the lock: else a clock read before seconds behind a busy lock would
+// drain the buckets as of then, and more than maxFuture behind the file's
 // updated would clamp it and hand out the refill between twice.
 func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
 	if f.readOnly {
@@ -394,24 +382,13 @@ func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, t
 			return err
 		}
 		undo, err := f.append(entries)
-		if err != nil || stateEqual(s, old) {
-			return err
+		if b := s.Format(); err == nil && !bytes.Equal(b, old.Format()) {
+			if err = writeAtomic(f.path, b, f.path); err != nil {
+				undo()
+			}
 		}
-		if err := f.write(s.Format()); err != nil {
-			undo()
-			return err
-		}
-		return nil
+		return err
 	})
-}
-
-func stateEqual(a, b State) bool {
-	return bytes.Equal(a.Format(), b.Format())
-}
-
-// write replaces usage.md with b, atomically (writeAtomic).
-func (f *FileStore) write(b []byte) error {
-	return writeAtomic(f.path, b, f.path)
 }
 
 // writeAtomic replaces the file at path with b: a temporary file in the
@@ -512,10 +489,7 @@ func repairTorn(lf *os.File) error {
 	buf := make([]byte, 64<<10)
 	start := end
 	for start > 0 {
-		n := int64(len(buf))
-		if n > start {
-			n = start
-		}
+		n := min(int64(len(buf)), start)
 		if _, err := lf.ReadAt(buf[:n], start-n); err != nil {
 			return err
 		}
@@ -540,44 +514,41 @@ func repairTorn(lf *os.File) error {
 	return lf.Truncate(start)
 }
 
-// Report is BuildReport of the ledger; a ledger not yet written is an
-// empty one. It takes no lock: a line being appended is a torn last line,
-// which is skipped.
+// Report implements Store. It takes no lock: a line being appended is a
+// torn last line, which is skipped.
 func (f *FileStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
 	if err := ctx.Err(); err != nil {
 		return Report{}, err
 	}
-	lf, err := os.OpenFile(f.ledger, os.O_RDONLY|openSafe, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return BuildReport(strings.NewReader(""), opt, loc)
-	}
-	if err != nil {
-		return Report{}, fmt.Errorf("ledger: %w", err)
-	}
-	defer lf.Close()
-	rep, err := BuildReport(lf, opt, loc)
-	if err != nil {
-		return Report{}, fmt.Errorf("ledger %s: %w", f.ledger, err)
-	}
-	return rep, nil
+	return buildReport(opt, loc, f.scan(nil))
 }
 
 // BatchEntries implements Store. It reads the ledger without the lock: a
 // line being appended is a torn last line, which is skipped, as is any
 // line that does not parse; only lines that name a batch are decoded.
 func (f *FileStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
-	c := newCounter(ids)
-	lf, err := os.OpenFile(f.ledger, os.O_RDONLY|openSafe, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return c.n, nil
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("ledger: %w", err)
+	return countBatches(ids, f.scan(func(line []byte) bool { return bytes.Contains(line, []byte(`"batch_id":`)) }))
+}
+
+// scan reads the ledger leniently (readLedger), only the lines want keeps
+// when want is set; a ledger not yet written is an empty one.
+func (f *FileStore) scan(want func(line []byte) bool) ledgerRead {
+	return func(fn func(LedgerEntry) error) (int, error) {
+		lf, err := os.OpenFile(f.ledger, os.O_RDONLY|openSafe, 0)
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("ledger: %w", err)
+		}
+		defer lf.Close()
+		skipped, err := readLedger(lf, fn, true, want)
+		if err != nil {
+			return 0, fmt.Errorf("ledger %s: %w", f.ledger, err)
+		}
+		return skipped, nil
 	}
-	defer lf.Close()
-	names := func(line []byte) bool { return bytes.Contains(line, []byte(`"batch_id":`)) }
-	if _, err := readLedger(lf, c.add, true, names); err != nil {
-		return nil, fmt.Errorf("ledger %s: %w", f.ledger, err)
-	}
-	return c.n, ctx.Err()
 }

@@ -22,8 +22,7 @@ func owner(fi fs.FileInfo) (uid, gid int, ok bool) {
 }
 
 // chownLike gives f the owner and group of fi where it can: the owner
-// only as root, the group when the user is in it; else it leaves f as it
-// is.
+// only as root, the group when the user is in it.
 func chownLike(f *os.File, fi fs.FileInfo) {
 	uid, gid, ok := owner(fi)
 	if !ok {

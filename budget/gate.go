@@ -19,8 +19,7 @@ type Estimate struct {
 	Tokens int64 // prompt tokens + maximum output tokens
 	Cost   Cost  // the price of Tokens; 0 when CostUnknown
 	// CostUnknown says the model has no known price: under a dollar limit
-	// the call can never be admitted, since it cannot be counted against
-	// the limit and must not count as free.
+	// the call is never admitted, as it must not count as free.
 	CostUnknown bool
 }
 
@@ -36,34 +35,29 @@ const (
 	BackOff        Reason = "server back-off"
 )
 
-// TooLargeError says an estimate can never be admitted: it exceeds a
-// limit on its own, or its cost is unknown while a dollar limit is on.
+// TooLargeError says an estimate can never be admitted (see Check).
 type TooLargeError struct{ Msg string }
 
 // Error is the message, naming the estimate and the limit.
 func (e *TooLargeError) Error() string { return e.Msg }
 
-// DefaultSlack is the slack a new Gate keeps: see SetSlack. A server's
-// bucket is full until the first request reaches it and loses the refill
-// of that time, which the gate has counted; 250 ms covers the one-way
-// latency of a far network and a scheduler stall on a busy machine that
-// 100 ms did not (docs/performance.md).
+// DefaultSlack is the slack a new Gate keeps (see SetSlack): 250 ms covers
+// the one-way latency of a far network and a scheduler stall on a busy
+// machine (docs/performance.md).
 const DefaultSlack = 250 * time.Millisecond
 
 // Gate admits requests against Limits through a Store, as rate.Limiter
 // does against one process's clock: the time is a parameter, reservations
-// are charged up front and settled to actuals later. Safe for concurrent
-// use; every decision is one Store.Update, so gates in many processes
-// sharing a store decide as one, on the store's clock (Redis's own, for a
-// RedisStore): the times a caller gives are taken as that far from its
-// now.
+// are charged up front and settled to actuals later. Every decision is one
+// Store.Update, so gates sharing a store decide as one, on the store's
+// clock. Safe for concurrent use.
 type Gate struct {
 	store Store
 	mu    sync.Mutex // guards lim, slack, lag, zone and seen
 	lim   Limits
 	slack time.Duration
-	lag   time.Duration  // the longest lag told (see Lag) ...
-	lagAt time.Time      // ... as of then
+	lag   time.Duration // the longest lag told (see Lag), as of lagAt
+	lagAt time.Time
 	zone  *time.Location // where a day this gate starts ends; nil: now's zone
 	seen  Seen
 }
@@ -94,9 +88,8 @@ func (g *Gate) Seen() Seen {
 	return g.seen
 }
 
-// update is one Store.Update with the limits in force for s: the gate's
-// own under s's stored ceilings. fn gets the store's time, at, for the
-// caller's now (see Store.Update). It records what it saw.
+// update is one Store.Update with the limits in force for s (the gate's
+// own under s's stored ceilings); it records what it saw.
 func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at time.Time, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
 	own, slack, zone := g.conf(now)
 	var seen Seen
@@ -111,8 +104,8 @@ func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at t
 	return err
 }
 
-// conf is what the gate decides by at now besides the shared state: its
-// slack is the one set plus the longest lag of the last PaceLapse.
+// conf is what the gate decides by at now besides the shared state, with
+// the longest lag of the last PaceLapse added to the slack.
 func (g *Gate) conf(now time.Time) (own Limits, slack time.Duration, zone *time.Location) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -123,13 +116,10 @@ func (g *Gate) conf(now time.Time) (own Limits, slack time.Duration, zone *time.
 	return g.lim, slack, g.zone
 }
 
-// Lag tells the gate that a request it admitted at now-d went out at
-// now: a goroutine or a process that stalls between its reservation and
-// its request (a busy machine, a connection being opened) lets requests
-// admitted after it reach the server first, closer together than the
-// gate spaced them, and the server charges its bucket at arrival. The
-// gate keeps the longest lag of the last PaceLapse in hand, on top of its
-// slack (see SetSlack), so that such a bunch still fits.
+// Lag tells the gate that a request it admitted at now-d went out at now.
+// Requests admitted after a stalled one reach the server closer together
+// than the gate spaced them, so the gate keeps the longest lag of the last
+// PaceLapse in hand, on top of its slack.
 func (g *Gate) Lag(now time.Time, d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -138,8 +128,7 @@ func (g *Gate) Lag(now time.Time, d time.Duration) {
 	}
 }
 
-// saw records what a decision at now saw, unless the gate has seen a
-// later one.
+// saw records what a decision at now saw, unless one saw later.
 func (g *Gate) saw(now time.Time, s Seen) {
 	s.At = now
 	g.mu.Lock()
@@ -149,8 +138,8 @@ func (g *Gate) saw(now time.Time, s Seen) {
 	}
 }
 
-// shift is t, a time of the caller's clock, on the store's: as far from
-// at as t is from now. A zero t stays zero.
+// shift is t, of the caller's clock (now), on the store's (at); zero stays
+// zero.
 func shift(t, now, at time.Time) time.Time {
 	if t.IsZero() {
 		return t
@@ -158,9 +147,8 @@ func shift(t, now, at time.Time) time.Time {
 	return at.Add(t.Sub(now))
 }
 
-// BatchEntries asks the gate's store what its ledger holds of the batches
-// ids names (Store.BatchEntries): what collecting them settled before a
-// kill or a broken download stopped it, so that collecting them again
+// BatchEntries is the store's (Store.BatchEntries): what collecting the
+// batches settled before it was stopped, so that collecting them again
 // settles only the rest.
 func (g *Gate) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
 	if len(ids) == 0 {
@@ -183,23 +171,18 @@ func (g *Gate) SetLimits(l Limits) {
 }
 
 // SetSlack sets how much of each minute bucket's refill the gate keeps in
-// hand once the bucket holds anything: a request can reach the server
-// after one admitted later than it (a new connection, a slow goroutine),
-// and the server charges its bucket at arrival. With slack 0 the gate is
-// exactly the server's bucket: capacity the limit, full at start,
-// refilled at limit/60 a second. An empty bucket admits anything up to the
-// limit whatever the slack, so a request as large as the limit still fits.
+// hand once the bucket holds anything, as the server charges its bucket
+// when a request arrives. With slack 0 the gate is exactly the server's
+// bucket: capacity the limit, full at start, refilled at limit/60 a second.
 func (g *Gate) SetSlack(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.slack = max(d, 0)
 }
 
-// SetDayZone sets the zone whose midnight ends a day this gate starts.
-// Every process sharing the store keeps to the end of the day stored
-// there (day_ends_at) whatever its own zone; the zone only matters to the
-// process that starts the next day. nil, the default, is the zone of the
-// time the gate is given.
+// SetDayZone sets the zone whose midnight ends a day this gate starts;
+// every process keeps to the end of the day stored (day_ends_at). nil, the
+// default, is the zone of the time the gate is given.
 func (g *Gate) SetDayZone(loc *time.Location) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -207,14 +190,13 @@ func (g *Gate) SetDayZone(loc *time.Location) {
 }
 
 // Check says whether e can ever be admitted: a *TooLargeError when e
-// exceeds on its own a limit that is on (--tpm, --tpd, --daily-cost), or
-// when its cost is unknown and --daily-cost is on.
+// exceeds a limit on its own, or its cost is unknown under --daily-cost.
 func (g *Gate) Check(e Estimate) error {
 	return CheckLimits(g.Limits(), e)
 }
 
-// CheckLimits is Check against l: a caller with limits of its own (the
-// Batch API's lines, which only the day's limits bind) asks with those.
+// CheckLimits is Check against l, for a caller with limits of its own (the
+// Batch API's lines, which only the day's limits bind).
 func CheckLimits(l Limits, e Estimate) error {
 	switch {
 	case l.DailyCost > 0 && e.CostUnknown:
@@ -230,23 +212,17 @@ func CheckLimits(l Limits, e Estimate) error {
 }
 
 // maxFuture is how far ahead of now an updated time may be and still be
-// taken as another process's clock read a moment after ours (each reads
-// its clock before waiting for the lock): it drains nothing until now
-// passes it. Further ahead is a clock stepped back or a skewed host, and
-// updated is clamped to now so that the buckets drain from now on instead
-// of freezing until the clock catches up. Clamping every time would hand
-// out refill twice whenever a process's now went stale waiting for the
-// lock.
+// another process's clock read a moment after ours, left as it is. Further
+// ahead is a clock stepped back or a skewed host: updated is clamped to now
+// so that the buckets do not freeze until the clock catches up.
 const maxFuture = time.Second
 
 // maxDay bounds the length of a day: 25 hours at the end of summer time,
 // plus an hour's margin.
 const maxDay = 26 * time.Hour
 
-// advance brings s to now: the minute buckets drain by the time elapsed
-// since s.Updated, the day counters start again once now reaches
-// s.DayEndsAt, and a pause that has ended is cleared. It reports whether a
-// new day started.
+// advance brings s to now: the minute buckets drain, the day may end, an
+// ended pause is cleared. It reports whether a new day started.
 func advance(s *State, l Limits, now time.Time, zone *time.Location) (newDay bool) {
 	newDay = advanceDay(s, now, zone)
 	if s.Updated.After(now.Add(maxFuture)) {
@@ -266,11 +242,9 @@ func advance(s *State, l Limits, now time.Time, zone *time.Location) (newDay boo
 	return newDay
 }
 
-// advanceDay starts a new day when now has reached s.DayEndsAt: the day
-// counters start again, Date is now's date in zone (nil: now's own zone)
-// and the day ends at the next midnight there. Every process goes by the
-// stored instant, so processes in different zones agree on the day. It
-// reports whether a new day started.
+// advanceDay starts a new day when now has reached s.DayEndsAt, dated in
+// zone (nil: now's) and ending at its next midnight. Every process goes by
+// the stored instant, so that all zones agree on the day.
 func advanceDay(s *State, now time.Time, zone *time.Location) bool {
 	if zone == nil {
 		zone = now.Location()
@@ -288,9 +262,8 @@ func advanceDay(s *State, now time.Time, zone *time.Location) bool {
 		}
 	case now.Before(s.DayEndsAt):
 		if s.DayEndsAt.Sub(now) > maxDay {
-			// The day was started by a clock far ahead of this one:
-			// keep its counters, but end it at the next midnight
-			// rather than days from now.
+			// Started by a clock far ahead of this one: end it at the
+			// next midnight rather than days from now.
 			s.DayEndsAt = next
 		}
 		return false
@@ -301,8 +274,7 @@ func advanceDay(s *State, now time.Time, zone *time.Location) bool {
 	return true
 }
 
-// drain empties a bucket of a per-minute limit for secs seconds. With the
-// limit off, the bucket drains at once.
+// drain empties a bucket of a per-minute limit (off: at once) for secs.
 func drain(level float64, limit int64, secs float64) float64 {
 	if limit <= 0 {
 		return 0
@@ -314,15 +286,13 @@ func drain(level float64, limit int64, secs float64) float64 {
 // has room for need, keeping slack's refill in hand.
 func bucketWait(level float64, need, limit int64, slack time.Duration) time.Duration {
 	rate := float64(limit) / 60 // a second
-	// Whole units only, so that a small limit still admits all of itself
-	// at once.
+	// Whole units, so that a small limit still admits all of itself.
 	capacity := float64(limit) - math.Floor(rate*slack.Seconds())
 	if level <= 0 || float64(need) > capacity {
 		capacity = float64(limit)
 	}
 	over := level + float64(need) - capacity
-	// tol absorbs float rounding, so that a request retried after the
-	// wait returned fits.
+	// tol absorbs rounding: a request retried after the wait fits.
 	if tol := 1e-6 + float64(limit)*1e-12; over <= tol {
 		return 0
 	}
@@ -336,15 +306,11 @@ func bucketWait(level float64, need, limit int64, slack time.Duration) time.Dura
 // Reserve admits the longest prefix of ests that fits at now and charges
 // each one: a request and its tokens against the minute buckets, its
 // tokens and cost against the day. When not all fit it returns n <
-// len(ests), how long until the next would fit (the longest of the waits
-// of the limits that hold it: bucket waits are exact, day limits wait for
-// the end of the day (day_ends_at), a back-off for its end) and the limit that holds it
-// longest. It sets minute_token_limit_reached and day_token_limit_reached
-// to whether those limits held the next estimate, and writes the store
-// only when it admitted something or a flag changed. One Store.Update does
-// it all. An estimate Check refuses is an error (the *TooLargeError) and
-// nothing is reserved: callers Check each estimate first, and Reserve
-// fails closed rather than wait for room that can never come.
+// len(ests), how long until the next would fit and the limit that holds
+// it longest. The *_limit_reached flags say whether those limits held the
+// next estimate; the store is written only when something was admitted or
+// a flag changed. An estimate Check refuses is an error, nothing reserved:
+// Reserve fails closed rather than wait for room that never comes.
 func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n int, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
 		return 0, 0, "", nil
@@ -396,8 +362,7 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 }
 
 // room is how long e must wait for every limit to have room for it, the
-// limit that holds it longest, and whether the minute token limit and the
-// day token limit hold it.
+// limit that holds it longest, and whether the token limits hold it.
 func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (wait time.Duration, why Reason, minute, day bool) {
 	hold := func(w time.Duration, r Reason) {
 		if w > wait {
@@ -424,8 +389,7 @@ func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (w
 }
 
 // Record appends entries to the ledger and changes nothing else: lines
-// answered without a call (LedgerEntry.CacheHits), which took no room
-// and cost nothing.
+// answered without a call (LedgerEntry.CacheHits).
 func (g *Gate) Record(ctx context.Context, now time.Time, entries []LedgerEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -447,18 +411,16 @@ type Settlement struct {
 	// never charged, so nothing goes back to them.
 	DayOnly bool
 	// Day is the day (State.Date) ReserveDay counted the estimate in: it
-	// goes back only while the day counters are still that day's, however
-	// long ago it was reserved (a batch runs for up to a day) and whichever
-	// process started the next day. "" is the day this update finds, unless
-	// this update starts a new one: a reservation of moments ago.
+	// goes back only while the day counters are still that day's (a batch
+	// runs for up to a day). "" is the day this update finds, unless it
+	// starts a new one: a reservation of moments ago.
 	Day string
 }
 
-// Settle applies settlements in one Store.Update. The day's tokens and
-// cost move from the estimate to the actual. The minute buckets keep the
-// charge of a request that was sent, since the API counts a request and its
-// prompt+max_tokens estimate against its rate limits when it arrives and
-// gives nothing back; a request never sent gives its charge back.
+// Settle applies settlements in one Store.Update: the day's tokens and
+// cost move from the estimate to the actual. The minute buckets keep a
+// sent request's charge, as the API keeps its estimate; a request never
+// sent gives it back.
 func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error {
 	if len(ss) == 0 {
 		return nil

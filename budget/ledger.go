@@ -12,9 +12,8 @@ import (
 	"github.com/gptbatch/gptbatch/internal/jsonenc"
 )
 
-// LedgerEntry is one API call: one JSON line of the ledger. An entry with
-// CacheHits is none: it records lines a run answered from the response
-// cache, which were neither sent nor paid for (see CacheHits).
+// LedgerEntry is one API call, or one run's cache hits (see CacheHits): one
+// JSON line of the ledger.
 type LedgerEntry struct {
 	Time             time.Time `json:"time"`
 	ID               string    `json:"id"`
@@ -32,18 +31,17 @@ type LedgerEntry struct {
 	Via              string    `json:"via,omitempty"`      // "batch" for a Batch API line; empty for a synchronous call
 	BatchID          string    `json:"batch_id,omitempty"` // the Batch API batch the line went in
 	// CacheHits, when not 0, makes the entry a run's lines of Model
-	// answered from the response cache, or by an identical line's call,
-	// without a call of their own: no request, no tokens, no cost; SavedUSD
-	// is what their answers cost when they were paid for. Reports count
-	// them apart from the calls (Row.CacheHits), never as spend.
+	// answered without a call of their own (from the response cache, or by
+	// an identical line's call); SavedUSD is what their answers cost when
+	// paid for. Reports count them apart from the calls, never as spend.
 	CacheHits int64 `json:"cache_hits,omitempty"`
 	SavedUSD  *Cost `json:"saved_usd,omitempty"`
 }
 
-// appendJSON appends e as a ledger line: the bytes json.Encoder writes
-// for it, newline included (TestLedgerEntryJSON holds it to that), without
-// reflection. Collecting a batch writes a ledger line a result, hundreds
-// of thousands, and encoding/json took most of that time.
+// appendJSON appends e as a ledger line, the bytes json.Encoder writes
+// for it (TestLedgerEntryJSON holds it to that), without reflection: a
+// batch's collection writes a line a result, and encoding/json took most
+// of that time.
 func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 	if y := e.Time.Year(); y < 0 || y > 9999 {
 		line, err := json.Marshal(e) // says why
@@ -94,18 +92,16 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 
 // ReadLedger calls fn for each entry of a ledger, in order, and stops at
 // the first error fn returns. Blank lines are skipped, and so is a torn
-// final line (one with no newline that does not parse: a process killed
-// mid-append). Any other line that does not parse is an error naming its
-// line number.
+// final line (a process killed mid-append); any other line that does not
+// parse is an error naming its line number.
 func ReadLedger(r io.Reader, fn func(LedgerEntry) error) error {
 	_, err := readLedger(r, fn, false, nil)
 	return err
 }
 
-// readLedger is ReadLedger, or with lenient true it skips every line that
-// does not parse, not only a torn final one; it says how many it skipped.
-// With want, only the lines want keeps are decoded: decoding is most of
-// the time a ledger of hundreds of thousands of lines takes.
+// readLedger is ReadLedger, or, lenient, it skips every line that does not
+// parse and says how many. With want, only the lines want keeps are
+// decoded: decoding is most of the time a large ledger takes.
 func readLedger(r io.Reader, fn func(LedgerEntry) error, lenient bool, want func(line []byte) bool) (skipped int, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for n := 1; ; n++ {
@@ -129,22 +125,4 @@ func readLedger(r io.Reader, fn func(LedgerEntry) error, lenient bool, want func
 			return skipped, nil
 		}
 	}
-}
-
-// counter counts the entries of the batches ids names (Store.BatchEntries).
-type counter struct {
-	ids map[string]bool
-	n   map[string]int
-}
-
-func newCounter(ids map[string]bool) *counter {
-	return &counter{ids: ids, n: map[string]int{}}
-}
-
-// add counts e; it never fails.
-func (c *counter) add(e LedgerEntry) error {
-	if e.BatchID != "" && c.ids[e.BatchID] {
-		c.n[e.BatchID]++
-	}
-	return nil
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // MemStore is a Store in memory: the budget of one run alone (a usage
-// file of /dev/null, a dry run) and of tests. The zero value is ready to
-// use; it is safe for concurrent use.
+// file of /dev/null) and of tests. The zero value is ready to use; it is
+// safe for concurrent use.
 type MemStore struct {
 	mu      sync.Mutex
 	state   State
@@ -53,20 +53,24 @@ func (m *MemStore) Entries() []LedgerEntry {
 
 // Report implements Store.
 func (m *MemStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
-	b := newReportBuilder(opt, loc)
-	for _, e := range m.Entries() {
-		b.add(e)
-	}
-	return b.report(), ctx.Err()
+	return buildReport(opt, loc, m.scan(ctx))
 }
 
 // BatchEntries implements Store.
 func (m *MemStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
-	c := newCounter(ids)
-	for _, e := range m.Entries() {
-		c.add(e)
+	return countBatches(ids, m.scan(ctx))
+}
+
+// scan reads the ledger kept so far.
+func (m *MemStore) scan(ctx context.Context) ledgerRead {
+	return func(fn func(LedgerEntry) error) (int, error) {
+		for _, e := range m.Entries() {
+			if err := fn(e); err != nil {
+				return 0, err
+			}
+		}
+		return 0, ctx.Err()
 	}
-	return c.n, ctx.Err()
 }
 
 // String is /dev/null, the name of a budget kept nowhere.

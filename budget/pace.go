@@ -5,16 +5,11 @@ import (
 	"time"
 )
 
-// Pacing per second. OpenAI documents that a per-minute limit may be
-// enforced in shorter slices (600 a minute as 10 a second). A server that
-// refuses a request while the minute bucket, which mirrors the server's
-// own, still has a second's worth of room is such a server: from then on
-// the gate also spaces that limit's requests evenly at limit/60 a second
-// (a GCRA with no burst), so that no second gets more than its share and
-// no burst of retries meets a full second. The pacing is kept in the
-// shared state, so every process sharing the store paces alike, and it
-// lapses after PaceLapse without another such refusal, so that a server
-// with true minute buckets gets its burst back.
+// Pacing per second. OpenAI may enforce a per-minute limit in shorter
+// slices (600 a minute as 10 a second). After such a refusal (see Refused)
+// the gate also spaces that limit's requests evenly at limit/60 a second (a
+// GCRA with no burst), in the shared state, until PaceLapse passes without
+// another, so that a server with true minute buckets gets its burst back.
 
 // The reasons a paced limit holds a request back.
 const (
@@ -29,10 +24,6 @@ const PaceLapse = time.Minute
 // PaceShare is the share of limit/60 a second that pacing admits: the rest
 // absorbs requests that reach the server closer together than they left
 // (connections, scheduling), which would otherwise meet a full second.
-// Evenly spaced, whole requests then never exceed limit/60 in any second
-// (600 a minute: at most 10); paced tokens can exceed a second's share by
-// at most the one request that opens the second, which a server's
-// continuous bucket absorbs and a fixed one-second window rarely meets.
 const PaceShare = 0.98
 
 // paceInterval is the spacing of units of a per-minute limit when paced.
@@ -44,7 +35,7 @@ func paceInterval(units, limit int64) time.Duration {
 func paced(until, now time.Time) bool { return !until.IsZero() && now.Before(until) }
 
 // paceWait is how long e must wait for the paced limits, and which holds
-// it longest. Requires s advanced to now.
+// it longest, in s advanced to now.
 func paceWait(s *State, l Limits, e Estimate, now time.Time) (wait time.Duration, why Reason) {
 	if l.RPM > 0 && paced(s.RequestsPacedUntil, now) && s.RequestsNextAt.After(now) {
 		wait, why = s.RequestsNextAt.Sub(now), PacedRequests
@@ -84,9 +75,7 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// Refusal is a 429 from the server: which of its per-minute limits it said
-// was used up, what its headers say is used, and until when everybody
-// should wait.
+// Refusal is a 429 from the server.
 type Refusal struct {
 	Limit Reason      // MinuteRequests or MinuteTokens; "" when the server did not say
 	Used  ServerUsage // from the x-ratelimit headers
@@ -94,15 +83,11 @@ type Refusal struct {
 }
 
 // Refused records a 429 at now: every process waits until at least
-// r.Until, and the minute buckets hold at least r.Used. It decides whether
-// the server enforces the refused limit per second: it does when the
-// minute bucket still had a second's worth of room when the server
-// refused.
-// Then that limit is paced at limit/60 a second (see PaceShare) until
-// PaceLapse after now, in every process sharing the store, and the paced
-// slots start at the back-off's end so that the retries it holds go out
-// spaced, not together. paced is the limit newly paced by this refusal
-// ("" when none was): a caller says it once.
+// r.Until, and the minute buckets hold at least r.Used. When the minute
+// bucket still had a second's worth of room, the server enforces the
+// limit per second: it is paced until PaceLapse after now, its slots
+// starting at the back-off's end so that the retries go out spaced. newly
+// is the limit newly paced ("" when none was): a caller says it once.
 func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Reason, err error) {
 	host := now
 	err = g.update(ctx, now, func(s *State, now time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
@@ -130,8 +115,7 @@ func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Rea
 		if paced(s.TokensPacedUntil, now) {
 			s.TokensNextAt = later(s.TokensNextAt, until)
 		}
-		// The minute buckets hold at least what the server counts as used,
-		// so that sending resumes at its pace, not in a burst it refuses.
+		// Sending resumes at the server's pace, not in a burst it refuses.
 		s.PausedUntil = later(until, s.PausedUntil)
 		if r.Used.Requests > s.RequestsWithinMin {
 			s.RequestsWithinMin = r.Used.Requests

@@ -17,7 +17,7 @@ import (
 )
 
 // PriceTableDate is the day the built-in price table was last checked
-// against OpenAI's list prices, for --help, `prices` and usage output.
+// against OpenAI's list prices.
 const PriceTableDate = "2026-07-30"
 
 // Price sources: where a model's price in a table comes from.
@@ -40,8 +40,7 @@ const (
 )
 
 // TierOf is the tier an answer's (or a request's) service_tier names:
-// "flex" and "priority" are theirs, anything else ("default", "auto",
-// "scale", none) is the standard tier.
+// "flex" and "priority" are theirs, anything else the standard tier.
 func TierOf(serviceTier string) Tier {
 	switch serviceTier {
 	case "flex":
@@ -53,9 +52,8 @@ func TierOf(serviceTier string) Tier {
 }
 
 // ModelPrice is what one model costs per token on each tier, and above
-// each of its long-context thresholds. The zero ModelPrice is free on
-// every tier but priority. Its prices are never changed once a table
-// holds it, and it is safe for concurrent use.
+// each of its long-context thresholds. Its prices never change once a
+// table holds it; it is safe for concurrent use.
 type ModelPrice struct {
 	tiers rates
 	long  []longRates // by above, ascending
@@ -63,9 +61,9 @@ type ModelPrice struct {
 	// or SourceFile.
 	Source string
 
-	// answered is the last answer ForAnswer priced for this model: the
-	// answers to one model's lines name one snapshot, and a comparison
-	// of names is a fifth of a map lookup, on every result.
+	// answered is the last answer ForAnswer priced for this model: one
+	// model's answers name one snapshot, and comparing names is a fifth
+	// of a map lookup, on every result.
 	answered atomic.Pointer[answerMemo]
 }
 
@@ -91,12 +89,9 @@ type longRates struct {
 }
 
 // Rates is the per-token price of a call served on tier t whose prompt
-// has promptTokens tokens: a long-context tier's when the prompt is past
-// its threshold. ok is false for the priority tier of a model whose
-// priority price is unknown. Priority processing does not take long
-// prompts (OpenAI serves and bills them as standard), so a long prompt
-// without a long-context priority price is at the long-context standard
-// price.
+// has promptTokens tokens, a long-context one's past its threshold; ok is
+// false for an unknown priority price. OpenAI bills a long prompt sent
+// for priority as standard unless it has a long-context priority price.
 func (m *ModelPrice) Rates(t Tier, promptTokens int64) (p Price, ok bool) {
 	for i := len(m.long) - 1; i >= 0; i-- {
 		if l := &m.long[i]; promptTokens > l.above {
@@ -122,9 +117,9 @@ func (m *ModelPrice) Cost(t Tier, promptTokens, cachedTokens, completionTokens i
 	return p.Cost(promptTokens, cachedTokens, completionTokens), true
 }
 
-// Prices is a price table: every model's price, by the model's exact
-// name. A nil *Prices is the built-in table. A Prices is never changed
-// once made, and it is safe for concurrent use.
+// Prices is a price table: every model's price, by its exact name. A nil
+// *Prices is the built-in table. It never changes once made and is safe
+// for concurrent use.
 type Prices struct {
 	models map[string]*ModelPrice
 	// last is the last model Lookup found: a batch's lines mostly name
@@ -151,23 +146,26 @@ var builtin = sync.OnceValue(func() *Prices {
 	return p
 })
 
+// orBuiltin is p, or the built-in table for a nil p.
+func (p *Prices) orBuiltin() *Prices {
+	if p == nil {
+		return builtin()
+	}
+	return p
+}
+
 // BuiltinPrices is the table compiled into gptbatch: OpenAI's list prices
-// of PriceTableDate (prices_builtin.json, in LiteLLM's format, says where
-// each comes from).
+// of PriceTableDate (prices_builtin.json says where each comes from).
 func BuiltinPrices() *Prices { return builtin() }
 
 // Lookup finds a model's price by its exact name: a base name (gpt-4o) or
 // one of the dated snapshots the table lists (gpt-4o-2024-08-06).
 // Snapshots do not always cost what their base model costs
-// (gpt-4o-2024-05-13 is twice gpt-4o), so a dated name the table does not
-// list is unknown, and so is every other name it does not list, such as a
-// fine-tuned ft:... model; ok is false for them, and their cost is
-// unknown, never 0. An answer naming a snapshot the table lacks is priced
-// as the model asked for: see ForAnswer.
+// (gpt-4o-2024-05-13 is twice gpt-4o), so any name the table does not
+// list, a dated one or a fine-tuned ft:..., is unknown (ok is false), never
+// free. See ForAnswer for an answer naming a snapshot the table lacks.
 func (p *Prices) Lookup(model string) (m *ModelPrice, ok bool) {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	if l := p.last.Load(); l != nil && l.name == model {
 		return l.price, l.ok
 	}
@@ -176,16 +174,14 @@ func (p *Prices) Lookup(model string) (m *ModelPrice, ok bool) {
 	return m, ok
 }
 
-// ForAnswer is the price of an answer that names the model answered
-// (a dated snapshot, say) to a request for a model priced asked: the
-// answered model's own price when the table lists it, else asked.
+// ForAnswer is the price of an answer naming the model answered (a dated
+// snapshot, say) to a request priced asked: answered's when the table
+// lists it, else asked.
 func (p *Prices) ForAnswer(asked *ModelPrice, answered string) *ModelPrice {
 	if answered == "" || asked == nil {
 		return asked
 	}
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	if a := asked.answered.Load(); a != nil && a.table == p && a.name == answered {
 		return a.price
 	}
@@ -209,9 +205,7 @@ func PriceOf(model string) (Price, bool) {
 // Over is p with every model top prices replacing p's price of it (a
 // nil p is the built-in table).
 func (p *Prices) Over(top *Prices) *Prices {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	if top == nil || len(top.models) == 0 {
 		return p
 	}
@@ -222,22 +216,17 @@ func (p *Prices) Over(top *Prices) *Prices {
 
 // Len is the number of models p prices.
 func (p *Prices) Len() int {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	return len(p.models)
 }
 
 // Models are the names of the models p prices, sorted.
 func (p *Prices) Models() []string {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	return slices.Sorted(maps.Keys(p.models))
 }
 
-// PriceError is a price a price file gives wrong: not a number, or
-// negative.
+// PriceError is a price a price file gives wrong.
 type PriceError struct {
 	Model, Field string
 	Err          error
@@ -247,39 +236,31 @@ func (e *PriceError) Error() string {
 	return fmt.Sprintf("model %q: %s: %v", e.Model, e.Field, e.Err)
 }
 
-func (e *PriceError) Unwrap() error { return e.Err }
-
 // The fields of LiteLLM's format that ParsePrices reads, each optionally
-// followed by _above_<N>k_tokens (the price of a prompt of more than N
-// thousand tokens) and then by a tier's suffix.
+// followed by _above_<N>k_tokens and then by a tier's suffix.
 var (
 	priceBases = [3]string{"input_cost_per_token", "cache_read_input_token_cost", "output_cost_per_token"}
 	tierSuffix = [numTiers]string{"", "_batches", "_flex", "_priority"}
 )
 
 // ParsePrices reads a price table in the format of LiteLLM's
-// model_prices_and_context_window.json: an object whose keys are model
-// names and whose values give, in dollars per token,
-// input_cost_per_token, output_cost_per_token and
-// cache_read_input_token_cost (cached input; without it, cached tokens
-// bill as input), each optionally for a tier (suffixes _batches, _flex,
-// _priority) and for a long-context tier (_above_272k_tokens: a prompt of
-// more than 272,000 tokens bills the whole call at it, then the tier's
-// suffix). Batch and flex prices a model does not give are half its
-// standard ones; its priority price is known only when it gives both the
-// input and the output one.
+// model_prices_and_context_window.json: model names to, in dollars per
+// token, input_cost_per_token, output_cost_per_token and
+// cache_read_input_token_cost (else cached tokens bill as input), each
+// optionally for a long-context tier (_above_272k_tokens: a prompt of more
+// than 272,000 tokens bills the whole call at it) and a tier (_batches,
+// _flex, _priority). Batch and flex prices not given are half the standard
+// ones; a priority price is known only when input and output are given.
 //
 // Only OpenAI's models are read: entries whose litellm_provider is
 // "openai", or that give none (a file of one's own); a key "openai/NAME"
-// prices NAME unless the file also has NAME. Other providers' entries,
-// entries with no per-token price (images, audio seconds), fields it does
-// not know and values that are not objects are ignored, so that
-// LiteLLM's whole file reads as it is. A read price that is not a JSON
-// number or is negative is a *PriceError naming the model and the field.
-// Prices are read from their decimal text, exactly, to the picodollar
-// (rounded half up below it), never through a float; a price above $0.01
-// a token is refused too. Every model gets
-// source as its Source.
+// prices NAME unless the file also has NAME. Everything else (other
+// providers, entries with no per-token price, unknown fields, values that
+// are not objects) is ignored, so that LiteLLM's whole file reads as it
+// is. A price that is not a JSON number, is negative or is above $0.01 a
+// token is a *PriceError naming the model and the field. Prices are read
+// from their decimal text, exactly, to the picodollar (rounded half up),
+// never through a float. Every model gets source as its Source.
 func ParsePrices(b []byte, source string) (*Prices, error) {
 	var entries map[string]json.RawMessage
 	d := json.NewDecoder(bytes.NewReader(b))
@@ -309,8 +290,7 @@ func ParsePrices(b []byte, source string) (*Prices, error) {
 	return p, nil
 }
 
-// parseModel reads one entry; nil for one that is not OpenAI's or that
-// has no per-token price.
+// parseModel reads one entry; nil for one not OpenAI's or not per token.
 func parseModel(key string, raw json.RawMessage) (*ModelPrice, error) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, nil
@@ -348,8 +328,7 @@ func parseModel(key string, raw json.RawMessage) (*ModelPrice, error) {
 	if std == nil || (std[0][TierStandard] == nil && std[2][TierStandard] == nil) {
 		return nil, nil
 	}
-	// build fills a group's tiers, each price it does not give from def:
-	// the standard price of the group below it.
+	// build fills a group's tiers, each price not given from def.
 	build := func(g *given, def [len(priceBases)]Cost) rates {
 		var r rates
 		val := func(base int, t Tier, d Cost) Cost {
@@ -393,8 +372,8 @@ func parseModel(key string, raw json.RawMessage) (*ModelPrice, error) {
 }
 
 // priceField splits a field ParsePrices reads into its base (an index of
-// priceBases), its long-context threshold in tokens (0: none) and its
-// tier; ok is false for any other field.
+// priceBases), threshold in tokens (0: none) and tier; ok is false for any
+// other field.
 func priceField(f string) (base int, above int64, tier Tier, ok bool) {
 	base = -1
 	for i, b := range priceBases {
@@ -436,12 +415,12 @@ func parsePrice(v json.RawMessage) (Cost, error) {
 	return c, err
 }
 
-// maxPrice bounds a price per token, $10,000 a million tokens: a call's
-// cost of millions of tokens at it stays far from overflowing a Cost.
+// maxPrice bounds a price per token, $10,000 a million tokens, far from
+// overflowing a Cost for a call of millions of tokens.
 const maxPrice = Dollar / 100
 
 // Thresholds are the prompt sizes, in tokens, past which the model has
-// long-context prices (Rates gives them for a larger prompt), ascending.
+// long-context prices, ascending.
 func (m *ModelPrice) Thresholds() []int64 {
 	out := make([]int64, len(m.long))
 	for i, l := range m.long {
@@ -450,13 +429,10 @@ func (m *ModelPrice) Thresholds() []int64 {
 	return out
 }
 
-// Format writes p in LiteLLM's format, every price it holds spelled out,
-// so that ParsePrices reads it back as the same table: what a stored
-// table is kept as.
+// Format writes p in LiteLLM's format, every price spelled out, so that
+// ParsePrices reads it back as the same table.
 func (p *Prices) Format() []byte {
-	if p == nil {
-		p = builtin()
-	}
+	p = p.orBuiltin()
 	b := []byte("{")
 	for i, name := range p.Models() {
 		m := p.models[name]

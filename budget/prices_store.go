@@ -11,20 +11,19 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// A price table stored with the shared budget (`gptbatch prices load`)
-// prices every run that shares the budget, on every host: beside
-// usage.md in usage.prices.json, or in Redis beside the budget's state,
-// under its hash tag ({gptbatch:NAME}:prices). It is kept in LiteLLM's
-// format (Prices.Format), holding only the models it prices.
+// A price table stored with the shared budget (`gptbatch prices load`) is
+// kept in LiteLLM's format (Prices.Format), beside usage.md in
+// usage.prices.json, or in Redis at {gptbatch:NAME}:prices.
 
 // pricesPath is the stored table beside the usage file at path.
 func pricesPath(path string) string {
 	return strings.TrimSuffix(path, ".md") + ".prices.json"
 }
 
-// readStoredPrices reads the stored table at path; nil when there is
-// none.
-func readStoredPrices(path string) (*Prices, error) {
+// StoredPrices implements Store: the table beside usage.md, read without
+// the lock (it is replaced whole, by rename).
+func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
+	path := pricesPath(f.path)
 	b, err := readRegular(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -39,15 +38,8 @@ func readStoredPrices(path string) (*Prices, error) {
 	return p, nil
 }
 
-// StoredPrices implements Store: the table beside usage.md, read without
-// the lock (it is replaced whole, by rename).
-func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
-	return readStoredPrices(pricesPath(f.path))
-}
-
 // StorePrices implements Store: under the store's lock, the table beside
-// usage.md is replaced atomically (with usage.md's mode, 0600 for a new
-// one), or removed.
+// usage.md is replaced atomically, or removed.
 func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
 	if f.readOnly {
 		return fmt.Errorf("usage file %s is open read-only", f.path)
@@ -67,20 +59,15 @@ func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
 // StoredPrices implements Store: a budget in memory has none.
 func (m *MemStore) StoredPrices(ctx context.Context) (*Prices, error) { return nil, ctx.Err() }
 
-// StorePrices implements Store: a budget in memory, this run's alone,
-// keeps no table for other runs.
+// StorePrices implements Store: a budget in memory keeps nothing for
+// other runs.
 func (m *MemStore) StorePrices(ctx context.Context, p *Prices) error {
 	return errors.New("a usage file of /dev/null keeps nothing for other runs: name a usage file, or a --store")
 }
 
-// pricesKey is the key of the stored table, under the budget's hash tag.
-func (r *RedisStore) pricesKey() string {
-	return strings.TrimSuffix(r.keys[0], ":state") + ":prices"
-}
-
 // StoredPrices implements Store.
 func (r *RedisStore) StoredPrices(ctx context.Context) (*Prices, error) {
-	b, err := r.c.Get(ctx, r.pricesKey()).Bytes()
+	b, err := r.c.Get(ctx, r.tag+":prices").Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -89,7 +76,7 @@ func (r *RedisStore) StoredPrices(ctx context.Context) (*Prices, error) {
 	}
 	p, err := ParsePrices(b, SourceStored)
 	if err != nil {
-		return nil, r.fail(fmt.Errorf("the stored price table %s is corrupt; store it again with gptbatch prices load, or remove it with gptbatch prices clear: %w", r.pricesKey(), err))
+		return nil, r.fail(fmt.Errorf("the stored price table %s is corrupt; store it again with gptbatch prices load, or remove it with gptbatch prices clear: %w", r.tag+":prices", err))
 	}
 	return p, nil
 }
@@ -98,9 +85,9 @@ func (r *RedisStore) StoredPrices(ctx context.Context) (*Prices, error) {
 func (r *RedisStore) StorePrices(ctx context.Context, p *Prices) error {
 	var err error
 	if p == nil {
-		err = r.c.Del(ctx, r.pricesKey()).Err()
+		err = r.c.Del(ctx, r.tag+":prices").Err()
 	} else {
-		err = r.c.Set(ctx, r.pricesKey(), p.Format(), 0).Err()
+		err = r.c.Set(ctx, r.tag+":prices", p.Format(), 0).Err()
 	}
 	if err != nil {
 		return r.fail(err)

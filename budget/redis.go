@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,8 +22,6 @@ import (
 )
 
 // The scripts of RedisStore.Update: a turn at the state, and its write.
-// They hold none of the budget's rules, which are the Gate's, in Go, on
-// every store.
 var (
 	//go:embed lua/take.lua
 	luaTake string
@@ -37,8 +34,8 @@ var (
 // LedgerKeep is how long a RedisStore's ledger keeps an entry.
 const LedgerKeep = 400 * 24 * time.Hour
 
-// ledgerSkew is how much earlier than asked Report starts reading the
-// stream: its IDs are the server's clock, an entry's time the host's.
+// ledgerSkew is how much earlier than asked the ledger is read: the
+// stream's IDs are the server's clock, an entry's time the host's.
 const ledgerSkew = 24 * time.Hour
 
 // holdTurn is how long an Update may hold the turn at the state before it
@@ -49,8 +46,8 @@ const holdTurn = time.Second
 // go-redis waits to send a command again.
 const doneKeep = time.Minute
 
-// turnPoll bounds one wait for the turn, so that a wait sees its context
-// end (go-redis cannot call off a blocking command).
+// turnPoll bounds one wait for the turn, so that it sees its context end
+// (go-redis cannot call off a blocking command).
 const turnPoll = 100 * time.Millisecond
 
 // RedisStore is a Store in Redis, shared by every gptbatch on every host
@@ -65,27 +62,21 @@ const turnPoll = 100 * time.Millisecond
 //	{gptbatch:NAME}:done:ID a store's last write, for one sent again; kept doneKeep
 //	{gptbatch:NAME}:prices  the price table stored with the budget (prices_store.go)
 //
-// An Update takes the turn and reads the state with the server's clock
-// (TIME) in one script, runs its function on the host, then writes, only
-// if the turn is still its own (a compare-and-swap on the turn), and hands
-// the turn on with the state and the time in another. A host that finds
-// the turn held waits for it with a blocking pop of the list, which Redis
-// serves in the order the hosts came: under contention they take turns,
-// none starves, and each gets the turn with what it needs to decide. A
-// RedisStore never falls back to a local budget: every failure is an
-// error naming the store. Safe for concurrent use.
+// An Update takes the turn and reads the state and the server's clock in
+// one script, runs its function on the host, then writes, only if the turn
+// is still its own, and hands the turn on with the state and the time in
+// another. A host that finds the turn held waits for it with a blocking
+// pop of the list, which Redis serves in order: under contention none
+// starves. Every failure is an error naming the store, never a fall back
+// to a local budget. Safe for concurrent use.
 type RedisStore struct {
-	c     redis.UniversalClient
-	where string   // the URL, password redacted, for errors
-	keys  []string // state, ledger, turn, holder, done, seq
-	me    string   // this store, in its done key
-	sem   chan struct{}
-	// writes numbers this store's writes, so that a write sent again is
-	// known as done. Guarded by sem.
-	writes int64
-	// hostClock has Update give fn the caller's now instead of the
-	// server's clock: the tests of the Gate's rules run on their own.
-	hostClock bool
+	c         redis.UniversalClient
+	where     string   // the URL, password redacted, for errors
+	tag       string   // the budget's hash tag
+	keys      []string // state, ledger, turn, holder, done (this store's), seq
+	sem       chan struct{}
+	writes    int64 // numbers this store's writes, to know one sent again; guarded by sem
+	hostClock bool  // gives fn the caller's now, not the server's clock: for tests
 }
 
 // OpenRedis connects to the Redis rawURL names and pings it; name picks
@@ -162,15 +153,8 @@ func OpenRedis(ctx context.Context, rawURL, name string) (*RedisStore, error) {
 		name = "default"
 	}
 	tag := "{gptbatch:" + name + "}"
-	id := make([]byte, 12)
-	rand.Read(id)
-	r := &RedisStore{
-		c:     c,
-		where: where,
-		me:    hex.EncodeToString(id),
-		sem:   make(chan struct{}, 1),
-	}
-	r.keys = []string{tag + ":state", tag + ":ledger", tag + ":turn", tag + ":holder", tag + ":done:" + r.me, tag + ":seq"}
+	r := &RedisStore{c: c, where: where, tag: tag, sem: make(chan struct{}, 1)}
+	r.keys = []string{tag + ":state", tag + ":ledger", tag + ":turn", tag + ":holder", tag + ":done:" + rand.Text(), tag + ":seq"}
 	if err := c.Ping(ctx).Err(); err != nil {
 		c.Close()
 		return nil, unreachable(where, u, err)
@@ -204,13 +188,12 @@ func unreachable(where string, u *url.URL, err error) error {
 // the URL does not parse.
 func redactURL(rawURL string) string {
 	if u, err := url.Parse(rawURL); err == nil {
-		if q := u.Query(); q.Has("password") || q.Has("sentinel_password") {
-			for _, k := range []string{"password", "sentinel_password"} {
-				if q.Has(k) {
-					q.Set(k, "xxxxx")
-				}
+		q := u.Query()
+		for _, k := range []string{"password", "sentinel_password"} {
+			if q.Has(k) {
+				q.Set(k, "xxxxx")
+				u.RawQuery = q.Encode()
 			}
-			u.RawQuery = q.Encode()
 		}
 		return u.Redacted()
 	}
@@ -225,8 +208,8 @@ func redactURL(rawURL string) string {
 	return rawURL
 }
 
-// quietRedis keeps go-redis from logging: every failure it meets reaches
-// the caller as an error, which names the store.
+// quietRedis keeps go-redis from logging: every failure reaches the
+// caller as an error.
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
@@ -234,9 +217,8 @@ func (quietRedis) Printf(context.Context, string, ...any) {}
 // String is the store's URL with any password redacted.
 func (r *RedisStore) String() string { return r.where }
 
-// RedisClient is the client of s when s is a RedisStore, else nil: what
-// lives beside the budget in its Redis (the response cache) shares its
-// connections. The client stays s's: it closes with s.
+// RedisClient is the client of s when s is a RedisStore, else nil, for
+// what lives beside the budget (the response cache); it closes with s.
 func RedisClient(s Store) redis.UniversalClient {
 	if r, ok := s.(*RedisStore); ok {
 		return r.c
@@ -251,10 +233,9 @@ func (r *RedisStore) fail(err error) error {
 	return fmt.Errorf("store %s: %w", r.where, err)
 }
 
-// Update implements Store (see RedisStore): fn gets the server's clock,
-// read with the state, in now's zone, and may run again when the turn
-// was taken back before the write. It writes nothing when fn changed
-// nothing and returned no entries.
+// Update implements Store (see RedisStore): fn gets the server's clock in
+// now's zone, and may run again when the turn was taken back before the
+// write.
 func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
 	// This process's Updates take turns here, not in the server's queue.
 	select {
@@ -264,13 +245,12 @@ func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, 
 	}
 	defer func() { <-r.sem }()
 	for {
-		res, err := takeScript.Run(ctx, r.c, r.keys, holdTurn.Milliseconds()).Slice()
+		res, err := takeScript.Run(ctx, r.c, r.keys, holdTurn.Milliseconds()).Result()
 		if err != nil {
 			return r.fail(err)
 		}
 		var t turn
-		if len(res) > 0 && res[0] == "" {
-			left, _ := res[1].(int64)
+		if left, held := res.(int64); held {
 			if t, err = r.waitTurn(ctx, time.Duration(left)*time.Millisecond); err != nil {
 				return err
 			}
@@ -317,31 +297,23 @@ type turn struct {
 	exists bool // the state key exists
 }
 
-// parseTurn reads take.lua's reply: {token, TIME's s, µs, state or nil}.
-func parseTurn(res []any) (turn, error) {
-	var t turn
-	var sec, us string
-	ok := len(res) >= 3 && len(res) <= 4
-	if ok {
-		t.token, _ = res[0].(string)
-		sec, _ = res[1].(string)
-		us, _ = res[2].(string)
-		if len(res) == 4 { // a missing key is a nil, which ends a script's reply
-			t.state, t.exists = res[3].(string)
+// parseTurn reads a turn: "token s µs 1|0\nstate".
+func parseTurn(v any) (turn, error) {
+	s, _ := v.(string)
+	head, state, _ := strings.Cut(s, "\n")
+	if f := strings.Fields(head); len(f) == 4 {
+		sec, err1 := strconv.ParseInt(f[1], 10, 64)
+		us, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 == nil && err2 == nil {
+			return turn{token: f[0], at: time.Unix(sec, us*1000), state: state, exists: f[3] == "1"}, nil
 		}
 	}
-	a, err1 := strconv.ParseInt(sec, 10, 64)
-	b, err2 := strconv.ParseInt(us, 10, 64)
-	if !ok || t.token == "" || err1 != nil || err2 != nil {
-		return turn{}, fmt.Errorf("take script returned %v", res)
-	}
-	t.at = time.Unix(a, b*1000)
-	return t, nil
+	return turn{}, fmt.Errorf("not a turn at the state: %.40q", s)
 }
 
 // waitTurn waits for the turn, at most d (and turnPoll), and returns it
-// when put.lua handed it over ("token s µs 1|0\nstate"); a turn with no
-// token when the wait ended without it.
+// when put.lua handed it over; a turn with no token when the wait ended
+// without it.
 func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (turn, error) {
 	if err := ctx.Err(); err != nil {
 		return turn{}, err
@@ -354,16 +326,10 @@ func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (turn, error
 	case err != nil:
 		return turn{}, r.fail(err)
 	}
-	head, state, _ := strings.Cut(res[len(res)-1], "\n")
-	f := strings.Fields(head)
-	if len(f) != 4 {
-		return turn{}, r.fail(fmt.Errorf("%s holds %q", r.keys[2], head))
-	}
-	t, err := parseTurn([]any{f[0], f[1], f[2]})
+	t, err := parseTurn(res[len(res)-1])
 	if err != nil {
 		return turn{}, r.fail(err)
 	}
-	t.state, t.exists = state, f[3] == "1"
 	return t, nil
 }
 
@@ -380,10 +346,9 @@ func (r *RedisStore) parse(text string, exists bool) (State, error) {
 	return s, nil
 }
 
-// put writes s, unless it is old, with entries, and hands the turn on;
-// ok is false when the turn had been taken back, and nothing was written.
-// It runs whatever ctx says: a turn must go back. The state is usage.md's
-// text without its header, which speaks of files.
+// put writes s, unless it is old, with entries, and hands the turn on; ok
+// is false when the turn had been taken back, and nothing was written. It
+// runs whatever ctx says: a turn must go back.
 func (r *RedisStore) put(ctx context.Context, t turn, old, s State, entries []LedgerEntry) (ok bool, err error) {
 	r.writes++
 	minID := max(t.at.UnixMilli()-LedgerKeep.Milliseconds(), 0)
@@ -418,8 +383,7 @@ func (r *RedisStore) Load(ctx context.Context) (State, error) {
 
 // Ledger calls fn for each ledger entry the server stamped at or after
 // from (every entry when from is zero), oldest first, and stops at the
-// first error fn returns. An entry's stamp is the server's clock, its Time
-// the host's.
+// first error fn returns.
 func (r *RedisStore) Ledger(ctx context.Context, from time.Time, fn func(LedgerEntry) error) error {
 	start := "-"
 	if !from.IsZero() {
@@ -448,28 +412,21 @@ func (r *RedisStore) Ledger(ctx context.Context, from time.Time, fn func(LedgerE
 	}
 }
 
-// Report is BuildReport of the ledger: every host's calls.
+// Report implements Store: every host's calls.
 func (r *RedisStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
-	var from time.Time
-	if !opt.Since.IsZero() {
-		from = opt.Since.Add(-ledgerSkew)
-	}
-	b := newReportBuilder(opt, loc)
-	if err := r.Ledger(ctx, from, b.add); err != nil {
-		return Report{}, err
-	}
-	return b.report(), nil
+	return buildReport(opt, loc, r.scan(ctx, opt.Since))
 }
 
 // BatchEntries implements Store: every host's entries.
 func (r *RedisStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
-	c := newCounter(ids)
-	var from time.Time
+	return countBatches(ids, r.scan(ctx, since))
+}
+
+// scan reads the ledger from ledgerSkew before since (all of it when since
+// is zero).
+func (r *RedisStore) scan(ctx context.Context, since time.Time) ledgerRead {
 	if !since.IsZero() {
-		from = since.Add(-ledgerSkew)
+		since = since.Add(-ledgerSkew)
 	}
-	if err := r.Ledger(ctx, from, c.add); err != nil {
-		return nil, err
-	}
-	return c.n, nil
+	return func(fn func(LedgerEntry) error) (int, error) { return 0, r.Ledger(ctx, since, fn) }
 }

@@ -2,8 +2,8 @@ package budget
 
 import (
 	"cmp"
-	"io"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -25,9 +25,8 @@ type Row struct {
 	CompletionTokens int64  `json:"completion_tokens"`
 	CostUSD          Cost   `json:"cost_usd"`
 	UnpricedRequests int64  `json:"unpriced_requests,omitempty"`
-	// CacheHits are the lines answered from the response cache without a
-	// call, and SavedUSD what their answers cost when they were paid for:
-	// in neither Requests, the tokens nor CostUSD.
+	// CacheHits and SavedUSD are LedgerEntry's, in neither Requests, the
+	// tokens nor CostUSD.
 	CacheHits int64 `json:"cache_hits"`
 	SavedUSD  Cost  `json:"saved_usd"`
 }
@@ -63,64 +62,64 @@ type Report struct {
 	Skipped      int // ledger lines that are not entries: a torn last one (a crash mid-append), or damaged ones
 }
 
-// BuildReport sums the ledger entries with Since <= time < Until into rows
-// sorted by key; a day is the entry's date in loc. Lines that are not
-// ledger entries are left out and counted in Skipped, so that one damaged
-// line does not hide the rest of the report.
-func BuildReport(r io.Reader, opt ReportOptions, loc *time.Location) (Report, error) {
-	b := newReportBuilder(opt, loc)
-	skipped, err := readLedger(r, b.add, true, nil)
+// A ledgerRead calls fn for each entry of a store's ledger and says how
+// many lines that are not entries it skipped.
+type ledgerRead func(fn func(LedgerEntry) error) (skipped int, err error)
+
+// buildReport sums the ledger entries read gives with Since <= time <
+// Until into rows sorted by key; a day is the entry's date in loc. Lines
+// that are not ledger entries are left out and counted in Skipped, so that
+// one damaged line does not hide the rest of the report.
+func buildReport(opt ReportOptions, loc *time.Location, read ledgerRead) (Report, error) {
+	rep := Report{Since: opt.Since, Until: opt.Until, By: opt.By}
+	rows := map[string]*Row{}
+	skipped, err := read(func(e LedgerEntry) error {
+		if (!opt.Since.IsZero() && e.Time.Before(opt.Since)) || (!opt.Until.IsZero() && !e.Time.Before(opt.Until)) {
+			return nil
+		}
+		var key string
+		switch opt.By {
+		case "model":
+			key = e.Model
+		case "day":
+			key = e.Time.In(loc).Format(time.DateOnly)
+		case "via":
+			key = cmp.Or(e.Via, "sync")
+		case "endpoint":
+			key = cmp.Or(e.Endpoint, "chat")
+		}
+		row := rows[key]
+		if row == nil {
+			row = &Row{Key: key}
+			rows[key] = row
+		}
+		row.add(e)
+		rep.Total.add(e)
+		return nil
+	})
 	if err != nil {
 		return Report{}, err
 	}
-	rep := b.report()
+	for _, row := range rows {
+		rep.Rows = append(rep.Rows, *row)
+	}
+	slices.SortFunc(rep.Rows, func(a, b Row) int { return strings.Compare(a.Key, b.Key) })
 	rep.Skipped = skipped
 	return rep, nil
 }
 
-// reportBuilder sums ledger entries as BuildReport does, one at a time.
-type reportBuilder struct {
-	opt  ReportOptions
-	loc  *time.Location
-	rows map[string]*Row
-	tot  Row
-}
-
-func newReportBuilder(opt ReportOptions, loc *time.Location) *reportBuilder {
-	return &reportBuilder{opt: opt, loc: loc, rows: map[string]*Row{}}
-}
-
-// add counts e when it falls in the period; it never fails.
-func (b *reportBuilder) add(e LedgerEntry) error {
-	if (!b.opt.Since.IsZero() && e.Time.Before(b.opt.Since)) || (!b.opt.Until.IsZero() && !e.Time.Before(b.opt.Until)) {
+// countBatches counts, for each batch id in ids, the entries read gives
+// (Store.BatchEntries).
+func countBatches(ids map[string]bool, read ledgerRead) (map[string]int, error) {
+	n := map[string]int{}
+	_, err := read(func(e LedgerEntry) error {
+		if e.BatchID != "" && ids[e.BatchID] {
+			n[e.BatchID]++
+		}
 		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	var key string
-	switch b.opt.By {
-	case "model":
-		key = e.Model
-	case "day":
-		key = e.Time.In(b.loc).Format(time.DateOnly)
-	case "via":
-		key = cmp.Or(e.Via, "sync")
-	case "endpoint":
-		key = cmp.Or(e.Endpoint, "chat")
-	}
-	row := b.rows[key]
-	if row == nil {
-		row = &Row{Key: key}
-		b.rows[key] = row
-	}
-	row.add(e)
-	b.tot.add(e)
-	return nil
-}
-
-func (b *reportBuilder) report() Report {
-	rep := Report{Since: b.opt.Since, Until: b.opt.Until, By: b.opt.By, Total: b.tot}
-	for _, row := range b.rows {
-		rep.Rows = append(rep.Rows, *row)
-	}
-	sort.Slice(rep.Rows, func(i, j int) bool { return rep.Rows[i].Key < rep.Rows[j].Key })
-	return rep
+	return n, nil
 }

@@ -45,15 +45,6 @@ const header = `# gptbatch usage file: the limits' counters shared by every gptb
 # gptbatch runs. The ledger of every call is the .ledger.jsonl beside it.
 `
 
-// headerLines are the lines of header, which Format writes itself.
-var headerLines = func() map[string]bool {
-	m := map[string]bool{}
-	for _, l := range strings.Split(header, "\n") {
-		m[strings.TrimSpace(l)] = true
-	}
-	return m
-}()
-
 // DayUsed is what the day counters hold at now: the tokens and dollars
 // used today, or nothing once the day has ended. A file without
 // day_ends_at counts as today's when its Date is now's date.
@@ -127,7 +118,7 @@ func ParseState(b []byte) (State, error) {
 			continue
 		}
 		if strings.HasPrefix(line, "#") {
-			if !headerLines[line] {
+			if !strings.Contains("\n"+header, "\n"+line+"\n") { // the header is Format's
 				s.comments = append(s.comments, line)
 			}
 			continue

@@ -7,30 +7,26 @@ import (
 )
 
 // Store is the shared budget: the State every gptbatch sharing it decides
-// by, and the ledger of every call. MemStore, FileStore and RedisStore are
-// its implementations, and Open picks one; each is safe for concurrent
-// use.
+// by, and the ledger of every call. Open picks one of MemStore, FileStore
+// and RedisStore; each is safe for concurrent use.
 type Store interface {
 	// Update is one atomic read-modify-write across every process
-	// sharing the store: it reads the state, calls fn with it and the
-	// store's time, and when fn returns nil saves what fn left and
-	// appends the ledger entries fn returned, all or nothing. The store's
-	// time is now, except for a store with a clock of its own (Redis):
-	// then it is that clock's, read with the state. Waiting for the store
-	// ends with ctx.
+	// sharing the store: it calls fn with the state and the store's time,
+	// and when fn returns nil saves what fn left and appends the entries
+	// fn returned, all or nothing. The store's time is now, or a Redis
+	// server's clock, read with the state. Waiting ends with ctx.
 	Update(ctx context.Context, now time.Time, fn func(s *State, now time.Time) ([]LedgerEntry, error)) error
 	// Load reads the state, changing nothing.
 	Load(ctx context.Context) (State, error)
 	// Report is what the ledger says was spent, every process's calls.
 	Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error)
 	// BatchEntries counts, for each batch id in ids, the ledger entries
-	// of its lines. Since is when the earliest of them was submitted: a
-	// store may skip what is older (a batch id is never used twice, so an
-	// entry is never counted by its time).
+	// of its lines. A store may skip entries older than since, when the
+	// earliest was submitted.
 	BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error)
 	// StoredPrices is the price table stored with the budget (`gptbatch
-	// prices load`), which every run sharing it prices by; nil when there
-	// is none. A stored table that does not parse is an error naming it.
+	// prices load`); nil when there is none. One that does not parse is an
+	// error naming it.
 	StoredPrices(ctx context.Context) (*Prices, error)
 	// StorePrices stores p with the budget, replacing the table stored
 	// before, all or nothing; a nil p removes it.
@@ -49,17 +45,15 @@ type Options struct {
 	// ReadOnly opens a usage file for reading alone, as `usage`, `limits`
 	// and `batches` read it: no lock, nothing created, and Update fails.
 	ReadOnly bool
-	// OnLockWait, when set, is told once per wait that the usage file's
-	// lock has been held by someone else for about a second: "waiting for
-	// the lock on .../usage.md.lock (held by another gptbatch?)". It is
-	// called from the goroutine waiting for the lock.
+	// OnLockWait, when set, is told once per wait, from the waiting
+	// goroutine, that the usage file's lock has been held by someone else
+	// for about a second.
 	OnLockWait func(msg string)
 }
 
-// Open opens the shared budget spec names: a redis:// or rediss:// URL is
-// a RedisStore (OpenRedis), /dev/null by any name a MemStore (a budget of
-// this run alone, written nowhere), and any other path a usage file
-// (OpenFile).
+// Open opens the shared budget spec names: a redis:// or rediss:// URL
+// (OpenRedis), /dev/null by any name (a MemStore: this run's alone), or a
+// usage file (OpenFile).
 func Open(ctx context.Context, spec string, o Options) (Store, error) {
 	switch {
 	case strings.Contains(spec, "://"):

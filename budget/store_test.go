@@ -52,8 +52,8 @@ func ledgerIDs(t *testing.T, path string) []string {
 func TestFileStore(t *testing.T) {
 	f := openTemp(t)
 	ctx := context.Background()
-	if want := filepath.Join(filepath.Dir(f.Path()), "usage.ledger.jsonl"); f.LedgerPath() != want {
-		t.Errorf("LedgerPath() = %s, want %s", f.LedgerPath(), want)
+	if want := filepath.Join(filepath.Dir(f.Path()), "usage.ledger.jsonl"); f.ledger != want {
+		t.Errorf("LedgerPath() = %s, want %s", f.ledger, want)
 	}
 	if fi, err := os.Stat(filepath.Dir(f.Path())); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("OpenFile made its directory %v, %v; want mode 0700", fi.Mode().Perm(), err)
@@ -69,10 +69,10 @@ func TestFileStore(t *testing.T) {
 	if st, err := f.Load(ctx); err != nil || st.TokensWithinDay != 3 {
 		t.Errorf("Load = %+v, %v; want tokens_within_day 3", st, err)
 	}
-	if ids := ledgerIDs(t, f.LedgerPath()); strings.Join(ids, ",") != "0,1,2" {
+	if ids := ledgerIDs(t, f.ledger); strings.Join(ids, ",") != "0,1,2" {
 		t.Errorf("ledger ids = %v, want 0,1,2", ids)
 	}
-	for _, p := range []string{f.Path(), f.Path() + ".lock", f.LedgerPath()} {
+	for _, p := range []string{f.Path(), f.Path() + ".lock", f.ledger} {
 		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v, %v; want 0600", filepath.Base(p), fi.Mode().Perm(), err)
 		}
@@ -89,7 +89,7 @@ func TestFileStore(t *testing.T) {
 		return []LedgerEntry{{ID: "no"}}, boom
 	})
 	after, _ := os.ReadFile(f.Path())
-	if !errors.Is(err, boom) || !bytes.Equal(before, after) || len(ledgerIDs(t, f.LedgerPath())) != 3 {
+	if !errors.Is(err, boom) || !bytes.Equal(before, after) || len(ledgerIDs(t, f.ledger)) != 3 {
 		t.Errorf("Update with a failing fn = %v and changed the files; want %v and no change", err, boom)
 	}
 	// A second store on the same file (another process) sees it all.
@@ -136,7 +136,7 @@ func TestCorruptFileUntouched(t *testing.T) {
 	if b, _ := os.ReadFile(path); !bytes.Equal(b, bad) {
 		t.Errorf("corrupt usage.md changed to %q", b)
 	}
-	if _, err := os.Stat(f.LedgerPath()); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(f.ledger); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the ledger was written after a corrupt usage.md: %v", err)
 	}
 }
@@ -189,7 +189,7 @@ func TestLedgerRepairsTornLine(t *testing.T) {
 			if err := bump(ctx, f, "0"); err != nil {
 				t.Fatal(err)
 			}
-			lf, err := os.OpenFile(f.LedgerPath(), os.O_APPEND|os.O_WRONLY, 0)
+			lf, err := os.OpenFile(f.ledger, os.O_APPEND|os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -198,7 +198,7 @@ func TestLedgerRepairsTornLine(t *testing.T) {
 			if err := bump(ctx, f, "1"); err != nil {
 				t.Fatal(err)
 			}
-			if ids := strings.Join(ledgerIDs(t, f.LedgerPath()), ","); ids != tt.ids {
+			if ids := strings.Join(ledgerIDs(t, f.ledger), ","); ids != tt.ids {
 				t.Errorf("ledger ids = %s, want %s", ids, tt.ids)
 			}
 		})
@@ -236,7 +236,7 @@ func TestFileStoreConcurrent(t *testing.T) {
 	if st, err := f.Load(context.Background()); err != nil || st.TokensWithinDay != 200 {
 		t.Errorf("tokens_within_day = %d, %v; want 200", st.TokensWithinDay, err)
 	}
-	if n := len(ledgerIDs(t, f.LedgerPath())); n != 200 {
+	if n := len(ledgerIDs(t, f.ledger)); n != 200 {
 		t.Errorf("ledger has %d entries, want 200", n)
 	}
 }
@@ -305,14 +305,14 @@ func TestMultiProcess(t *testing.T) {
 	if st, err := f.Load(context.Background()); err != nil || st.TokensWithinDay != procs*each {
 		t.Errorf("tokens_within_day = %d, %v; want %d", st.TokensWithinDay, err, procs*each)
 	}
-	b, err := os.ReadFile(f.LedgerPath())
+	b, err := os.ReadFile(f.ledger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := bytes.Count(b, []byte("\n")); n != procs*each {
 		t.Errorf("ledger has %d lines, want %d", n, procs*each)
 	}
-	if n := len(ledgerIDs(t, f.LedgerPath())); n != procs*each {
+	if n := len(ledgerIDs(t, f.ledger)); n != procs*each {
 		t.Errorf("ReadLedger read %d entries, want %d", n, procs*each)
 	}
 }
@@ -386,7 +386,7 @@ func TestKillSafety(t *testing.T) {
 			t.Fatalf("round %d: Update after kill -9: %v", round, err)
 		}
 		want++
-		ledgerIDs(t, f.LedgerPath()) // no bad line anywhere
+		ledgerIDs(t, f.ledger) // no bad line anywhere
 	}
 	close(done)
 	wg.Wait()
@@ -450,7 +450,7 @@ func TestFileUpdateAllOrNothing(t *testing.T) {
 			err = f.Update(ctx, time.Time{}, func(st *State, _ time.Time) ([]LedgerEntry, error) {
 				st.TokensWithinDay++
 				if ledgerFails {
-					replace(t, f.LedgerPath())
+					replace(t, f.ledger)
 				} else {
 					replace(t, f.Path())
 				}
@@ -463,7 +463,7 @@ func TestFileUpdateAllOrNothing(t *testing.T) {
 				t.Errorf("usage.md after a failed ledger write = %q, want it unchanged, %q", b, before)
 			}
 			if !ledgerFails {
-				if ids := ledgerIDs(t, f.LedgerPath()); !slices.Equal(ids, []string{"a"}) {
+				if ids := ledgerIDs(t, f.ledger); !slices.Equal(ids, []string{"a"}) {
 					t.Errorf("ledger after a failed state write = %v, want [a]", ids)
 				}
 			}

@@ -8,11 +8,9 @@ import (
 	"time"
 )
 
-// Stored limits live with the shared budget (in usage.md, or the Redis
-// store), set once by `gptbatch limits set` and obeyed by every later run
-// that shares the budget. They are ceilings: a run uses, for each limit,
-// the lower of its own (a flag or the default) and the stored one, so a
-// flag can tighten a stored limit for one run but never loosen it.
+// Stored limits, set by `gptbatch limits set`, are ceilings for every run
+// sharing the budget: a run uses, for each limit, the lower of its own (a
+// flag or the default) and the stored one.
 
 // LimitNames are the names of the limits that can be stored, in the order
 // they are shown: `gptbatch limits clear` takes these.

@@ -10,14 +10,22 @@ import (
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
+// holds reports whether run starts hold: to count a dry run's estimates,
+// or to hold the batch back for --batch-tokens, --max-cost or Confirm.
+// Otherwise the lines go straight on to be sent.
+func (r *runner) holds() bool {
+	return r.cfg.DryRun || r.cfg.BatchTokens > 0 || r.cfg.MaxCost > 0 || r.cfg.Confirm != nil
+}
+
 // hold keeps the batch back until its size is known to be within
 // --batch-tokens and --max-cost: until the end of input, or until a limit is
 // crossed, which refuses the whole batch before anything is sent. With
 // Confirm set it holds the whole batch and asks before sending any of it.
-// With both limits off and no question to ask, in a dry run, and once the
-// run has stopped sending, it streams. Memory is bounded by the limits
-// themselves. Lines the cache answers count against neither limit; those
-// read before the first line to be sent go on at once.
+// In a dry run, and once the run has stopped sending, it streams. It
+// counts the estimates (Stats.Estimated and the rest) that the limits, the
+// question and a dry run's summary are made of. Memory is bounded by the
+// limits themselves. Lines the cache answers count against neither limit;
+// those read before the first line to be sent go on at once.
 func (r *runner) hold(ctx context.Context, in <-chan *item, out chan<- *item) error {
 	defer close(out)
 	ask := r.cfg.Confirm != nil && !r.cfg.DryRun

@@ -311,8 +311,11 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		g.Go(func() error { return upstream(r.lookup(up, prepared, looked)) })
 	}
 
-	held := make(chan *item, readAhead)
-	g.Go(func() error { return upstream(r.hold(up, looked, held)) })
+	held := looked
+	if r.holds() {
+		held = make(chan *item, readAhead)
+		g.Go(func() error { return upstream(r.hold(up, looked, held)) })
+	}
 
 	switch {
 	case r.cfg.DryRun && r.cfg.Via == ViaBatch:

@@ -18,6 +18,9 @@ type Stats struct {
 	Total   atomic.Int64 // lines in the batch once known, else 0
 	Skipped atomic.Int64 // lines --resume found done
 
+	// The estimates, counted as hold takes the lines: in a dry run and
+	// when the batch is held (--batch-tokens, --max-cost, Config.Confirm);
+	// a run with neither has none.
 	Estimated       atomic.Int64 // lines estimated
 	EstPromptTokens atomic.Int64
 	EstOutputTokens atomic.Int64 // the lines' output caps

@@ -33,9 +33,5 @@ local token = tostring(redis.call('INCR', KEYS[6]))
 redis.call('SET', KEYS[4], token, 'PX', ARGV[2])
 local t = redis.call('TIME')
 local st = redis.call('GET', KEYS[1])
-if st then
-  redis.call('RPUSH', KEYS[3], token .. ' ' .. t[1] .. ' ' .. t[2] .. ' 1\n' .. st)
-else
-  redis.call('RPUSH', KEYS[3], token .. ' ' .. t[1] .. ' ' .. t[2] .. ' 0\n')
-end
+redis.call('RPUSH', KEYS[3], token .. ' ' .. t[1] .. ' ' .. t[2] .. (st and ' 1\n' .. st or ' 0\n'))
 return 1

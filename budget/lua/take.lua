@@ -4,8 +4,9 @@
 -- that expires), the caller's done, and seq (the turns' numbers). ARGV:
 -- hold_ms. The turn is free when the list holds it (put.lua hands it over
 -- there), or when nobody holds it: a budget's first Update, or a holder
--- that died (hold_ms went by). Returns {token, TIME's s and µs, the state}
--- with the turn, or {'', ms} while another holds it for up to ms more.
+-- that died (hold_ms went by). Returns the turn as put.lua hands it over,
+-- "token s µs 1|0\nstate" (TIME, and whether the state exists), or while
+-- another holds it, for how many ms more.
 for i, want in ipairs({'string', 'stream', 'list', 'string', 'string', 'string'}) do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= want and t ~= 'none' then
@@ -17,10 +18,11 @@ local handed = redis.call('LPOP', KEYS[3])
 if handed then
   token = string.match(handed, '^(%S+)')
 elseif redis.call('EXISTS', KEYS[4]) == 1 then
-  return {'', redis.call('PTTL', KEYS[4])}
+  return redis.call('PTTL', KEYS[4])
 else
   token = tostring(redis.call('INCR', KEYS[6]))
 end
 redis.call('SET', KEYS[4], token, 'PX', ARGV[1])
 local t = redis.call('TIME')
-return {token, t[1], t[2], redis.call('GET', KEYS[1])}
+local st = redis.call('GET', KEYS[1])
+return token .. ' ' .. t[1] .. ' ' .. t[2] .. (st and ' 1\n' .. st or ' 0\n')
