@@ -14,6 +14,7 @@ import (
 )
 
 func TestCanonical(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, in, want string }{
 		{"whitespace goes", " { \"a\" :\t[ 1 , 2 ]\r\n} ", `{"a":[1,2]}`},
 		{"keys sorted at every depth", `{"b":{"y":1,"x":2},"a":[{"d":1,"c":2}]}`, `{"a":[{"c":2,"d":1}],"b":{"x":2,"y":1}}`},
@@ -37,6 +38,7 @@ func TestCanonical(t *testing.T) {
 }
 
 func TestCanonicalRefuses(t *testing.T) {
+	t.Parallel()
 	for _, in := range []string{
 		``, `{`, `{"a"}`, `{"a":1,}`, `[1,]`, `01`, `1.`, `.5`, `1e`, `+1`, `tru`, `nul`,
 		`"a`, `"\x"`, `"\u12"`, "\"a\tb\"", `{} {}`, `{"a":1} x`, `'a'`,

@@ -47,6 +47,7 @@ func TestFileModeIsPrivate(t *testing.T) {
 // A path with the characters a file: URI gives a meaning is the file it
 // names.
 func TestFileAnyPath(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "a dir?x=1#y%20", "cache.db")
 	f := openFile(t, path, Options{})
 	if err := f.Put(context.Background(), testEntry(1, t0)); err != nil {
@@ -61,6 +62,7 @@ func TestFileAnyPath(t *testing.T) {
 // names it and says what to do; `gptbatch cache clear` (RemoveFile)
 // then clears it, unless it is another program's database.
 func TestFileRefusedAtOpen(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name  string
@@ -137,6 +139,7 @@ func TestFileRefusedAtOpen(t *testing.T) {
 // -shm beside it), a read-only file. Root writes anywhere, so as root
 // the open runs in a process of user nobody.
 func TestFileNotWritableRefusedAtOpen(t *testing.T) {
+	t.Parallel()
 	root, err := os.MkdirTemp("", "cachetest-")
 	if err != nil {
 		t.Fatal(err)
@@ -244,6 +247,7 @@ func copyFile(t *testing.T, dst string) {
 // overlapping keys: none fails, every answer served is its key's, and
 // every key ends up stored.
 func TestFileSharedByProcesses(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "cache.db")
 	self, err := os.Executable()
 	if err != nil {

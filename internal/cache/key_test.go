@@ -23,6 +23,7 @@ func mustKey(t *testing.T, endpoint, baseURL, body string) Key {
 // A request sent again, its fields in another order or spelt another way,
 // is answered from the cache.
 func TestKeySameRequestHits(t *testing.T) {
+	t.Parallel()
 	base := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Café?"}],"temperature":0.2,"response_format":{"type":"json_object"}}`
 	for _, tc := range []struct{ name, endpoint, baseURL, body string }{
 		{"keys reordered", chat, openai, `{"temperature":0.2,"response_format":{"type":"json_object"},"messages":[{"content":"Café?","role":"user"}],"model":"gpt-4o-mini"}`},
@@ -40,6 +41,7 @@ func TestKeySameRequestHits(t *testing.T) {
 
 // A change to anything the API receives is another request: it misses.
 func TestKeyChangedRequestMisses(t *testing.T) {
+	t.Parallel()
 	const chatBody = `{"model":"o4-mini","messages":[{"role":"user","content":"Hi"}],"temperature":1,"reasoning_effort":"low","response_format":{"type":"text"},"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"seed":7,"n":1,"logprobs":false,"service_tier":"default","max_completion_tokens":4096}`
 	const responsesBody = `{"model":"o4-mini","input":"Hi","reasoning":{"effort":"low"},"store":false,"max_output_tokens":4096}`
 	base := map[string]Key{chat: mustKey(t, chat, openai, chatBody), responses: mustKey(t, responses, openai, responsesBody)}
@@ -73,6 +75,7 @@ func TestKeyChangedRequestMisses(t *testing.T) {
 // that a change to any of them comes with a new keyVersion. The value was
 // computed apart, with Python's hashlib over the fields as KeyOf lays them.
 func TestKeyIsStable(t *testing.T) {
+	t.Parallel()
 	got := mustKey(t, chat, openai, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Caf\u00e9 <b>\n"}],"temperature":0}`)
 	const want = "be13ab3bec9b911a82ba2bf655290a3727af4b0f4c398a28ea43910c8d2bc857"
 	if got.String() != want {
@@ -81,6 +84,7 @@ func TestKeyIsStable(t *testing.T) {
 }
 
 func TestKeyRefusesWhatIsNotJSON(t *testing.T) {
+	t.Parallel()
 	if _, err := KeyOf(chat, openai, []byte(`{"model":`)); !errors.Is(err, ErrNotCacheable) {
 		t.Errorf("KeyOf(a cut body) = %v, want ErrNotCacheable", err)
 	}

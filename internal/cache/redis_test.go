@@ -34,6 +34,7 @@ func newClient(t *testing.T, addr string) *redis.Client {
 // no hash tag (on a Cluster, a slot each); a cache of one budget is not
 // another's, and clearing it leaves the budget alone.
 func TestRedisKeysBesideTheBudget(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	m := miniredis.RunT(t)
 	c := newClient(t, m.Addr())
@@ -68,6 +69,7 @@ func TestRedisKeysBesideTheBudget(t *testing.T) {
 // An entry expires in Redis TTL after it was created; with a negative
 // TTL it never does.
 func TestRedisTTL(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newClient(t, redistest.Start(t).Addr)
 	now := time.Now()
@@ -105,6 +107,7 @@ func TestRedisTTL(t *testing.T) {
 }
 
 func TestRedisRefusesAnotherFormat(t *testing.T) {
+	t.Parallel()
 	m := miniredis.RunT(t)
 	m.HSet("gptbatch:team:cache", "format", "2")
 	_, err := OpenRedis(context.Background(), newClient(t, m.Addr()), "team", Options{})
@@ -116,6 +119,7 @@ func TestRedisRefusesAnotherFormat(t *testing.T) {
 // A Redis lost mid-run is an error, never a miss: the caller warns and
 // goes on without the cache.
 func TestRedisLostIsAnError(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: time.Second})
@@ -139,6 +143,7 @@ func TestRedisLostIsAnError(t *testing.T) {
 // On a Redis Cluster the entries spread over the masters, a lookup asks
 // each node for its keys, and Stats, Prune and Clear visit every master.
 func TestRedisCluster(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cl := redistest.StartCluster(t)
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{cl.Servers[0].Addr}})

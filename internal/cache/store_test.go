@@ -168,6 +168,7 @@ func sameEntry(t *testing.T, got *Entry, want Entry) {
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
 
 func TestStore(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, kd := range kinds() {
 		t.Run(kd.name, func(t *testing.T) {

@@ -202,10 +202,12 @@ func TestRedisUnreachable(t *testing.T) {
 func TestRedisKilledMidRun(t *testing.T) {
 	t.Parallel() // a process of its own: nothing of this one is shared
 	t.Run("one server", func(t *testing.T) {
+		t.Parallel()
 		rs := redistest.Start(t, "--requirepass", "s3cret")
 		redisKilledMidRun(t, rs.URL("s3cret"), "redis://:xxxxx@"+rs.Addr+"/0", rs.Kill, func() { rs.Restart(t) })
 	})
 	t.Run("cluster node of the budget's slot", func(t *testing.T) {
+		t.Parallel()
 		c := redistest.StartCluster(t)
 		o, err := redis.ParseClusterURL(c.SeedsURL())
 		if err != nil {
