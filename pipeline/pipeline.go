@@ -30,7 +30,7 @@
 // admission and fetch with the Batch API, in stages of its own, wired in
 // run beside the synchronous ones:
 //
-//	batchplan.go     the Batch API's prices; a dry run's plan of batch files
+//	batchplan.go     a dry run's plan of batch files
 //	batch.go         what the batch stages share: options, a line's record, the client, the journal, the spools
 //	batchsubmit.go   submit: lines → batch files by endpoint and model, uploaded, created, journalled
 //	batchpoll.go     poll: every submitted batch polled, politely, until it ends

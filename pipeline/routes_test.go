@@ -98,9 +98,6 @@ func routeItem(t *testing.T, r *runner, endpoint, line string) *item {
 	if it.result != nil {
 		t.Fatalf("prepare(%s) = %+v", line, it.result.Error)
 	}
-	if r.cfg.Via == ViaBatch {
-		it.batchPrice()
-	}
 	return it
 }
 
