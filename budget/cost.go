@@ -1,5 +1,4 @@
-// Package budget keeps gptbatch's limits: the per-minute and per-day
-// counters shared through usage.md, the reservations each request makes
+// Package budget keeps gptbatch's shared limits, the reservations made
 // against them, the ledger of calls and the price table.
 package budget
 
@@ -10,8 +9,7 @@ import (
 	"strings"
 )
 
-// Cost is an amount of US dollars in picodollars (1e-12 USD), exact for
-// every price in the table times any token count.
+// Cost is an amount of US dollars in picodollars (1e-12 USD), exact.
 type Cost int64
 
 // Dollar is one US dollar.
@@ -24,8 +22,7 @@ func (c Cost) String() string {
 	return string(c.AppendJSON(buf[:0]))
 }
 
-// AppendJSON appends c as String writes it: a ledger line or a result
-// writes one each, so it takes no allocation of its own.
+// AppendJSON appends c as String writes it, allocating nothing.
 func (c Cost) AppendJSON(b []byte) []byte {
 	u := uint64(c) // the magnitude, also for the most negative Cost
 	if c < 0 {
@@ -33,8 +30,7 @@ func (c Cost) AppendJSON(b []byte) []byte {
 	}
 	b = strconv.AppendUint(b, u/uint64(Dollar), 10)
 	if frac := u % uint64(Dollar); frac != 0 {
-		// The twelve digits of picodollars are Dollar+frac's but its
-		// leading 1, which becomes the point.
+		// The picodollars are Dollar+frac's digits, the 1 made the point.
 		i := len(b)
 		b = strconv.AppendUint(b, uint64(Dollar)+frac, 10)
 		b[i] = '.'
@@ -43,15 +39,13 @@ func (c Cost) AppendJSON(b []byte) []byte {
 	return b
 }
 
-// Float64 is c in dollars, for display and arithmetic that need not be
-// exact.
+// Float64 is c in dollars, for what need not be exact.
 func (c Cost) Float64() float64 { return float64(c) / float64(Dollar) }
 
 // MarshalJSON writes c as a JSON number of dollars, exactly.
 func (c Cost) MarshalJSON() ([]byte, error) { return c.AppendJSON(nil), nil }
 
-// UnmarshalJSON reads a JSON number of dollars, rounded to the picodollar.
-// A JSON null leaves c unchanged.
+// UnmarshalJSON reads a JSON number of dollars; null leaves c unchanged.
 func (c *Cost) UnmarshalJSON(b []byte) error {
 	s := string(b)
 	if s == "null" {
@@ -65,9 +59,8 @@ func (c *Cost) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// ParseCost reads a non-negative amount of dollars written in decimal,
-// optionally after a "$": "5", "0.25", "$1.50", "1e-3". Digits below a
-// picodollar are rounded, half up.
+// ParseCost reads a non-negative amount of dollars, optionally after a
+// "$": "5", "0.25", "$1.50", "1e-3", rounded half up to the picodollar.
 func ParseCost(s string) (Cost, error) {
 	return parseDollars(strings.TrimPrefix(strings.TrimSpace(s), "$"), false)
 }
@@ -83,8 +76,7 @@ func parseDollars(s string, allowNeg bool) (Cost, error) {
 		if e, _ := cutSign(rest[i+1:]); !isDigits(e) {
 			return 0, bad()
 		}
-		// Out of range, it is the nearest int32: far too large or too
-		// small either way.
+		// Out of range, the nearest int32 is far off either way.
 		exp, _ = strconv.ParseInt(rest[i+1:], 10, 32)
 		rest = rest[:i]
 	}
@@ -133,12 +125,11 @@ func cutSign(s string) (string, bool) {
 	return s, false
 }
 
-// Price is what one tier of a model costs per token, in picodollars: 0.15
-// USD per million tokens is 150_000.
+// Price is what one tier of a model costs per token.
 type Price struct{ Input, CachedInput, Output Cost }
 
-// Batch is half of every price of p, rounded up to the picodollar: the
-// Batch API's and flex's price where a table gives none of its own.
+// Batch is half of every price of p, rounded up: the Batch API's and
+// flex's price where a table gives none.
 func (p Price) Batch() Price {
 	half := func(c Cost) Cost { return c/2 + c%2 }
 	return Price{Input: half(p.Input), CachedInput: half(p.CachedInput), Output: half(p.Output)}
@@ -147,9 +138,8 @@ func (p Price) Batch() Price {
 // isDigits reports whether s is one or more decimal digits.
 func isDigits(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
 
-// Cost is the price of a call: the uncached prompt tokens at the input
-// price, the cached ones at the cached price, the completion tokens at the
-// output price.
+// Cost is the price of a call: uncached and cached prompt tokens and
+// completion tokens, each at its price.
 func (p Price) Cost(promptTokens, cachedTokens, completionTokens int64) Cost {
 	cachedTokens = min(max(cachedTokens, 0), promptTokens)
 	return Cost(promptTokens-cachedTokens)*p.Input + Cost(cachedTokens)*p.CachedInput + Cost(completionTokens)*p.Output

@@ -5,10 +5,9 @@ import (
 	"time"
 )
 
-// ReserveDay is Reserve against the day limits only: the Batch API's
-// lines, which its own pool keeps from the per-minute limits. day is the
-// day (State.Date) they were counted in; settle them with
-// Settlement.DayOnly and that Day.
+// ReserveDay is Reserve against the day limits only, for the Batch API's
+// lines (its own pool keeps them from the per-minute limits). Settle them
+// with Settlement.DayOnly and Day: the day (State.Date) they counted in.
 func (g *Gate) ReserveDay(ctx context.Context, now time.Time, ests []Estimate) (n int, day string, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
 		return 0, "", 0, "", nil

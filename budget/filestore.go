@@ -16,15 +16,12 @@ import (
 )
 
 // FileStore is a Store over usage.md, shared by every process that names
-// the same file: flock(2) on usage.md.lock guards it (usage.md itself is
-// replaced by rename at each write, so that a crash leaves the old file or
-// the new one). A FileStore opened read-only takes no lock and creates
-// nothing.
+// the same file: flock(2) on usage.md.lock guards it, as each write
+// replaces usage.md by rename. Read-only, it takes no lock.
 type FileStore struct {
 	path, ledger string
 	perm         os.FileMode // for the lock and ledger when gptbatch creates them
-	// sem is our own goroutines' turn at the lock, as flock is per open
-	// file; a channel, so that waiting for it ends with ctx.
+	// sem is our goroutines' turn at the flock, a channel to wait with ctx.
 	sem      chan struct{}
 	lock     *flock.Flock
 	readOnly bool
@@ -35,17 +32,13 @@ type FileStore struct {
 }
 
 // OpenFile opens the usage file at path, as o says (Name is not used). A
-// usage.md that is a symbolic link is resolved once, and its lock file,
-// ledger and temporary files live beside the link's target, so that every
-// process naming either shares one budget. Refused: any other path that is
-// not a regular file, a lock file or ledger that is not one, and a
-// directory others can write to unless it is sticky and the files in it
-// are the user's. OpenFile creates the directory (0700) but no file yet:
-// the lock file is path+".lock", the ledger usage.ledger.jsonl for
-// usage.md, both created with the mode of an existing usage.md, else 0600.
-// A usage.md that does not parse is an error naming it; it is never reset.
-// Read-only, none of this is checked or created, and a usage file that is
-// missing or not a regular file reads as a fresh one.
+// symbolic link is resolved once: the lock file (path+".lock") and ledger
+// (usage.ledger.jsonl) live beside its target, created with usage.md's
+// mode, else 0600. Refused: a usage file, lock file or ledger that is not
+// a regular file, and a directory others can write to unless it is sticky
+// and the files are the user's. A usage.md that does not parse is an
+// error naming it, never reset. Read-only, nothing is checked or created,
+// and a usage file that is missing or not a regular file reads as fresh.
 func OpenFile(path string, o Options) (*FileStore, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -75,11 +68,8 @@ func OpenFile(path string, o Options) (*FileStore, error) {
 	return f, nil
 }
 
-// Beside is the path of the file of gptbatch's named for the usage file
-// usagePath with ".md" replaced by suffix (".batches.jsonl"), beside it, or
-// beside its target when it is a symbolic link, as OpenFile places the
-// ledger. A usage file of /dev/null (by any name) has no place for one:
-// ok is false.
+// Beside is usagePath's target with ".md" replaced by suffix, as OpenFile
+// places the ledger; ok is false for /dev/null by any name.
 func Beside(usagePath, suffix string) (path string, ok bool) {
 	if isDevNull(usagePath) {
 		return "", false
@@ -92,11 +82,9 @@ func Beside(usagePath, suffix string) (path string, ok bool) {
 	return strings.TrimSuffix(usagePath, ".md") + suffix, true
 }
 
-// OpenOwn opens a file gptbatch keeps beside usage.md (Beside) as it opens
-// its own: never through a symbolic link nor blocking on a named pipe put
-// there, and refused if it is not a regular file or belongs to another
-// user. flag and perm are os.OpenFile's; a file created gets its
-// directory made (0700) first.
+// OpenOwn is os.OpenFile (making the directory to create) of a file beside
+// usage.md, opened as gptbatch opens its own, refused unless regular and
+// the user's.
 func OpenOwn(path string, flag int, perm os.FileMode) (*os.File, error) {
 	if flag&os.O_CREATE != 0 {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -124,8 +112,7 @@ func OpenOwn(path string, flag int, perm os.FileMode) (*os.File, error) {
 	return f, nil
 }
 
-// isDevNull reports whether path is the null device, by name or through a
-// link.
+// isDevNull reports whether path is the null device, by any name.
 func isDevNull(path string) bool {
 	if path == os.DevNull {
 		return true
@@ -151,9 +138,7 @@ func resolve(abs string) (string, error) {
 	return target, nil
 }
 
-// check refuses a usage file, lock file or ledger that is not a regular
-// file, and a directory others could use to swap them for links to files
-// the user can write.
+// check refuses what OpenFile refuses.
 func (f *FileStore) check(given string) error {
 	name := f.path
 	if abs, _ := filepath.Abs(given); abs != f.path {
@@ -228,8 +213,7 @@ func (f *FileStore) String() string { return f.path }
 // Close implements Store; the lock is only held during an Update.
 func (f *FileStore) Close() error { return nil }
 
-// read parses usage.md; a missing file is a fresh state, and so, read-only,
-// is one that is not a regular file.
+// read parses usage.md; missing (read-only, or not regular) is fresh.
 func (f *FileStore) read() (State, error) {
 	b, err := readRegular(f.path)
 	if errors.Is(err, os.ErrNotExist) || (f.readOnly && errors.Is(err, errNotRegular)) {
@@ -245,8 +229,7 @@ func (f *FileStore) read() (State, error) {
 	return s, nil
 }
 
-// readRegular reads a regular file, not through a link, and without
-// waiting on a named pipe swapped in for it.
+// readRegular reads a regular file, opened as openSafe says.
 func readRegular(path string) ([]byte, error) {
 	r, err := os.OpenFile(path, os.O_RDONLY|openSafe, 0)
 	if err != nil {
@@ -265,9 +248,11 @@ func readRegular(path string) ([]byte, error) {
 
 var errNotRegular = errors.New("not a regular file")
 
-// locked runs fn holding the lock, telling it how long it waited for it
-// (0 when the lock was free). Waiting for the lock ends with ctx.
+// locked runs fn holding the lock, telling it how long it waited for it.
 func (f *FileStore) locked(ctx context.Context, fn func(waited time.Duration) error) error {
+	if f.readOnly {
+		return fmt.Errorf("usage file %s is open read-only", f.path)
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -297,9 +282,8 @@ func (f *FileStore) locked(ctx context.Context, fn func(waited time.Duration) er
 	return fn(waited)
 }
 
-// acquire takes the flock, holding our turn (sem), and says whether it
-// was free. On failure the turn is given back, or passed to the goroutine
-// left waiting for the flock.
+// acquire takes the flock in our turn (sem) and says whether it was free;
+// on failure, the turn goes back, or to the goroutine still waiting.
 func (f *FileStore) acquire(ctx context.Context) (free bool, err error) {
 	ok, err := f.lock.TryLock()
 	if err != nil {
@@ -326,10 +310,8 @@ func (f *FileStore) acquire(ctx context.Context) (free bool, err error) {
 				f.notify(fmt.Sprintf("waiting for the lock on %s (held by another gptbatch?)", f.lock.Path()))
 			}
 		case <-ctx.Done():
-			// A blocked flock(2) cannot be called off: the goroutine
-			// waiting in it lets the lock go as soon as it has it, and
-			// only then gives up our turn, so that no other Update of
-			// ours takes the flock's state for its own meanwhile.
+			// A blocked flock(2) cannot be called off: the goroutine in
+			// it lets the lock go as soon as it has it, then our turn.
 			go func() {
 				if <-got == nil {
 					f.lock.Unlock()
@@ -341,8 +323,7 @@ func (f *FileStore) acquire(ctx context.Context) (free bool, err error) {
 	}
 }
 
-// Load reads the state under the lock (without, read-only), without
-// writing.
+// Load reads the state under the lock (read-only, without).
 func (f *FileStore) Load(ctx context.Context) (s State, err error) {
 	read := func(time.Duration) error {
 		s, err = f.read()
@@ -357,19 +338,12 @@ func (f *FileStore) Load(ctx context.Context) (s State, err error) {
 	return s, f.locked(ctx, read)
 }
 
-// Update implements Store: under the lock, it reads usage.md (a missing
-// one is a fresh State; a corrupt one is an error naming the file), calls
-// fn, appends fn's entries to the ledger in one write, then replaces
-// usage.md if the state changed. A failed write of either leaves both as
-// they were (the ledger cut back), so that a run resumed after it counts
-// no call twice. The store's time is now plus how long the update waited
-// for the lock: else a clock read before seconds behind a busy lock would
-// drain the buckets as of then, and more than maxFuture behind the file's
-// updated would clamp it and hand out the refill between twice.
+// Update implements Store: under the lock, fn's entries are appended to
+// the ledger, then usage.md is replaced if the state changed; a failed
+// write leaves both as they were, so that no call counts twice. The time
+// is now plus the wait for the lock, or a now from before a long wait
+// would clamp the file's updated (maxFuture).
 func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
-	if f.readOnly {
-		return fmt.Errorf("usage file %s is open read-only", f.path)
-	}
 	return f.locked(ctx, func(waited time.Duration) error {
 		old, err := f.read()
 		if err != nil {
@@ -391,12 +365,8 @@ func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, t
 	})
 }
 
-// writeAtomic replaces the file at path with b: a temporary file in the
-// same directory, synced, then renamed over it, so that a reader or a
-// crash at any moment sees the old file or the new one, whole. The new
-// file has the mode and, where it can, the owner and group of the file at
-// like (usage.md for the files beside it); a file gptbatch creates is
-// 0600. Only a regular file is ever replaced.
+// writeAtomic replaces the regular file at path with b, a synced file
+// renamed over it, with the mode, owner and group of like where it can.
 func writeAtomic(path string, b []byte, like string) (err error) {
 	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s is now %s; gptbatch will not replace it", path, kindOf(fi))
@@ -430,9 +400,7 @@ func writeAtomic(path string, b []byte, like string) (err error) {
 	return os.Rename(tmp.Name(), path)
 }
 
-// append adds entries to the ledger in one write, after dealing with a
-// torn last line, and returns a function that takes them back out. Called
-// under the lock.
+// append adds entries to the ledger in one write and returns its undo.
 func (f *FileStore) append(entries []LedgerEntry) (undo func(), err error) {
 	undo = func() {}
 	if len(entries) == 0 {
@@ -474,11 +442,8 @@ func (f *FileStore) append(entries []LedgerEntry) (undo func(), err error) {
 	}, nil
 }
 
-// repairTorn makes the ledger end with a whole line again after a process
-// was killed mid-append: a last line without its newline is finished when
-// it parses (the write stopped just before the newline) and cut off
-// otherwise, just as ReadLedger reads it either way. Appending after a
-// torn line instead would leave a bad line in the middle.
+// repairTorn ends a ledger torn mid-append with a whole line, as ReadLedger
+// reads it: its last line is finished when it parses, else cut off.
 func repairTorn(lf *os.File) error {
 	st, err := lf.Stat()
 	if err != nil || st.Size() == 0 {
@@ -514,8 +479,8 @@ func repairTorn(lf *os.File) error {
 	return lf.Truncate(start)
 }
 
-// Report implements Store. It takes no lock: a line being appended is a
-// torn last line, which is skipped.
+// Report implements Store, without the lock: a line being appended is a
+// torn last line, skipped.
 func (f *FileStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
 	if err := ctx.Err(); err != nil {
 		return Report{}, err
@@ -523,9 +488,7 @@ func (f *FileStore) Report(ctx context.Context, opt ReportOptions, loc *time.Loc
 	return buildReport(opt, loc, f.scan(nil))
 }
 
-// BatchEntries implements Store. It reads the ledger without the lock: a
-// line being appended is a torn last line, which is skipped, as is any
-// line that does not parse; only lines that name a batch are decoded.
+// BatchEntries implements Store as Report reads, decoding batches' lines.
 func (f *FileStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -533,8 +496,7 @@ func (f *FileStore) BatchEntries(ctx context.Context, since time.Time, ids map[s
 	return countBatches(ids, f.scan(func(line []byte) bool { return bytes.Contains(line, []byte(`"batch_id":`)) }))
 }
 
-// scan reads the ledger leniently (readLedger), only the lines want keeps
-// when want is set; a ledger not yet written is an empty one.
+// scan reads the ledger leniently, only the lines want keeps (if set).
 func (f *FileStore) scan(want func(line []byte) bool) ledgerRead {
 	return func(fn func(LedgerEntry) error) (int, error) {
 		lf, err := os.OpenFile(f.ledger, os.O_RDONLY|openSafe, 0)

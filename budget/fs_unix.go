@@ -8,8 +8,7 @@ import (
 	"syscall"
 )
 
-// openSafe are the flags every open of a file beside usage.md adds: never
-// through a symbolic link, and never blocking on a named pipe put there.
+// openSafe: never through a symbolic link, nor blocking on a named pipe.
 const openSafe = syscall.O_NOFOLLOW | syscall.O_NONBLOCK
 
 // owner is the user and group that own fi's file.
@@ -21,8 +20,7 @@ func owner(fi fs.FileInfo) (uid, gid int, ok bool) {
 	return int(st.Uid), int(st.Gid), true
 }
 
-// chownLike gives f the owner and group of fi where it can: the owner
-// only as root, the group when the user is in it.
+// chownLike gives f the owner (as root) and group of fi where it can.
 func chownLike(f *os.File, fi fs.FileInfo) {
 	uid, gid, ok := owner(fi)
 	if !ok {

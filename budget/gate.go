@@ -18,8 +18,7 @@ type Limits struct {
 type Estimate struct {
 	Tokens int64 // prompt tokens + maximum output tokens
 	Cost   Cost  // the price of Tokens; 0 when CostUnknown
-	// CostUnknown says the model has no known price: under a dollar limit
-	// the call is never admitted, as it must not count as free.
+	// CostUnknown: no known price, so never admitted under a dollar limit.
 	CostUnknown bool
 }
 
@@ -42,15 +41,13 @@ type TooLargeError struct{ Msg string }
 func (e *TooLargeError) Error() string { return e.Msg }
 
 // DefaultSlack is the slack a new Gate keeps (see SetSlack): 250 ms covers
-// the one-way latency of a far network and a scheduler stall on a busy
-// machine (docs/performance.md).
+// a far network and a stalled scheduler (docs/performance.md).
 const DefaultSlack = 250 * time.Millisecond
 
-// Gate admits requests against Limits through a Store, as rate.Limiter
-// does against one process's clock: the time is a parameter, reservations
-// are charged up front and settled to actuals later. Every decision is one
-// Store.Update, so gates sharing a store decide as one, on the store's
-// clock. Safe for concurrent use.
+// Gate admits requests against Limits as rate.Limiter does: the time is a
+// parameter, reservations are charged up front and settled later. Every
+// decision is one Store.Update, so gates sharing a store decide as one, on
+// the store's clock. Safe for concurrent use.
 type Gate struct {
 	store Store
 	mu    sync.Mutex // guards lim, slack, lag, zone and seen
@@ -65,16 +62,14 @@ type Gate struct {
 // NewGate is a gate over s with limits l and DefaultSlack.
 func NewGate(s Store, l Limits) *Gate { return &Gate{store: s, lim: l, slack: DefaultSlack} }
 
-// Limits are the gate's current limits: its own, under the limits stored
-// with the budget as of the gate's last read of the store.
+// Limits are the gate's own limits under the stored ones it last saw.
 func (g *Gate) Limits() Limits {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.lim.Ceil(g.seen.Stored)
 }
 
-// Own are the gate's own limits (flags, defaults and what the server
-// taught), before the stored ceilings.
+// Own are the gate's own limits, before the stored ceilings.
 func (g *Gate) Own() Limits {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -88,14 +83,14 @@ func (g *Gate) Seen() Seen {
 	return g.seen
 }
 
-// update is one Store.Update with the limits in force for s (the gate's
-// own under s's stored ceilings); it records what it saw.
+// update is one Store.Update with the limits in force; it records what it
+// saw.
 func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at time.Time, l Limits, slack time.Duration, zone *time.Location) []LedgerEntry) error {
 	own, slack, zone := g.conf(now)
 	var seen Seen
 	err := g.store.Update(ctx, now, func(s *State, at time.Time) ([]LedgerEntry, error) {
 		entries := fn(s, at, own.Ceil(s.Stored), slack, zone)
-		seen = Seen{Date: s.Date, TokensWithinDay: s.TokensWithinDay, CostWithinDay: s.CostWithinDay, Stored: s.Stored}
+		seen = Seen{State: *s}
 		return entries, nil
 	})
 	if err == nil {
@@ -104,8 +99,7 @@ func (g *Gate) update(ctx context.Context, now time.Time, fn func(s *State, at t
 	return err
 }
 
-// conf is what the gate decides by at now besides the shared state, with
-// the longest lag of the last PaceLapse added to the slack.
+// conf is what the gate decides by at now besides the shared state.
 func (g *Gate) conf(now time.Time) (own Limits, slack time.Duration, zone *time.Location) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -117,9 +111,8 @@ func (g *Gate) conf(now time.Time) (own Limits, slack time.Duration, zone *time.
 }
 
 // Lag tells the gate that a request it admitted at now-d went out at now.
-// Requests admitted after a stalled one reach the server closer together
-// than the gate spaced them, so the gate keeps the longest lag of the last
-// PaceLapse in hand, on top of its slack.
+// Requests admitted after a stalled one arrive closer together than spaced,
+// so the longest lag of the last PaceLapse is added to the slack.
 func (g *Gate) Lag(now time.Time, d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -138,8 +131,7 @@ func (g *Gate) saw(now time.Time, s Seen) {
 	}
 }
 
-// shift is t, of the caller's clock (now), on the store's (at); zero stays
-// zero.
+// shift is t, of the caller's clock (now), on the store's (at).
 func shift(t, now, at time.Time) time.Time {
 	if t.IsZero() {
 		return t
@@ -147,9 +139,8 @@ func shift(t, now, at time.Time) time.Time {
 	return at.Add(t.Sub(now))
 }
 
-// BatchEntries is the store's (Store.BatchEntries): what collecting the
-// batches settled before it was stopped, so that collecting them again
-// settles only the rest.
+// BatchEntries is the store's: what collecting the batches settled before
+// it was stopped, so that collecting them again settles only the rest.
 func (g *Gate) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -157,8 +148,7 @@ func (g *Gate) BatchEntries(ctx context.Context, since time.Time, ids map[string
 	return g.store.BatchEntries(ctx, since, ids)
 }
 
-// Load reads the shared state into what the gate has seen, so that Limits
-// and Check know the stored limits before the first reservation.
+// Load reads the shared state, so that Limits knows the stored limits.
 func (g *Gate) Load(ctx context.Context, now time.Time) error {
 	return g.update(ctx, now, func(*State, time.Time, Limits, time.Duration, *time.Location) []LedgerEntry { return nil })
 }
@@ -170,33 +160,29 @@ func (g *Gate) SetLimits(l Limits) {
 	g.lim = l
 }
 
-// SetSlack sets how much of each minute bucket's refill the gate keeps in
-// hand once the bucket holds anything, as the server charges its bucket
-// when a request arrives. With slack 0 the gate is exactly the server's
-// bucket: capacity the limit, full at start, refilled at limit/60 a second.
+// SetSlack sets how much of a minute bucket's refill the gate keeps in
+// hand once it holds anything, as the server charges requests on arrival.
+// With slack 0 the gate is exactly the server's bucket.
 func (g *Gate) SetSlack(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.slack = max(d, 0)
 }
 
-// SetDayZone sets the zone whose midnight ends a day this gate starts;
-// every process keeps to the end of the day stored (day_ends_at). nil, the
-// default, is the zone of the time the gate is given.
+// SetDayZone sets the zone whose midnight ends a day this gate starts (nil:
+// the time's); every process keeps to the day_ends_at stored.
 func (g *Gate) SetDayZone(loc *time.Location) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.zone = loc
 }
 
-// Check says whether e can ever be admitted: a *TooLargeError when e
-// exceeds a limit on its own, or its cost is unknown under --daily-cost.
+// Check says whether e can ever be admitted: a *TooLargeError if not.
 func (g *Gate) Check(e Estimate) error {
 	return CheckLimits(g.Limits(), e)
 }
 
-// CheckLimits is Check against l, for a caller with limits of its own (the
-// Batch API's lines, which only the day's limits bind).
+// CheckLimits is Check against l, for limits of the caller's own.
 func CheckLimits(l Limits, e Estimate) error {
 	switch {
 	case l.DailyCost > 0 && e.CostUnknown:
@@ -211,18 +197,15 @@ func CheckLimits(l Limits, e Estimate) error {
 	return nil
 }
 
-// maxFuture is how far ahead of now an updated time may be and still be
-// another process's clock read a moment after ours, left as it is. Further
-// ahead is a clock stepped back or a skewed host: updated is clamped to now
-// so that the buckets do not freeze until the clock catches up.
+// maxFuture is how far ahead of now updated may be as another process's
+// clock read a moment after ours. Further, it is a skewed clock: clamped
+// to now, so that the buckets do not freeze until the clock catches up.
 const maxFuture = time.Second
 
-// maxDay bounds the length of a day: 25 hours at the end of summer time,
-// plus an hour's margin.
+// maxDay bounds a day: 25 hours as summer time ends, and a margin.
 const maxDay = 26 * time.Hour
 
-// advance brings s to now: the minute buckets drain, the day may end, an
-// ended pause is cleared. It reports whether a new day started.
+// advance brings s to now and reports whether a new day started.
 func advance(s *State, l Limits, now time.Time, zone *time.Location) (newDay bool) {
 	newDay = advanceDay(s, now, zone)
 	if s.Updated.After(now.Add(maxFuture)) {
@@ -242,9 +225,8 @@ func advance(s *State, l Limits, now time.Time, zone *time.Location) (newDay boo
 	return newDay
 }
 
-// advanceDay starts a new day when now has reached s.DayEndsAt, dated in
-// zone (nil: now's) and ending at its next midnight. Every process goes by
-// the stored instant, so that all zones agree on the day.
+// advanceDay starts a new day at s.DayEndsAt, ending at zone's next
+// midnight: every process goes by the instant stored, whatever its zone.
 func advanceDay(s *State, now time.Time, zone *time.Location) bool {
 	if zone == nil {
 		zone = now.Location()
@@ -254,16 +236,14 @@ func advanceDay(s *State, now time.Time, zone *time.Location) bool {
 	next := time.Date(y, m, d+1, 0, 0, 0, 0, zone)
 	switch {
 	case s.DayEndsAt.IsZero():
-		// A file written before day_ends_at (or a fresh one): its Date,
-		// read in this zone, says whether its counters are today's.
+		// A file from before day_ends_at (or fresh): its Date says.
 		if s.Date == local.Format(time.DateOnly) {
 			s.DayEndsAt = next
 			return false
 		}
 	case now.Before(s.DayEndsAt):
 		if s.DayEndsAt.Sub(now) > maxDay {
-			// Started by a clock far ahead of this one: end it at the
-			// next midnight rather than days from now.
+			// Started by a clock far ahead: end it at the next midnight.
 			s.DayEndsAt = next
 		}
 		return false
@@ -282,8 +262,7 @@ func drain(level float64, limit int64, secs float64) float64 {
 	return max(0, level-float64(limit)/60*secs)
 }
 
-// bucketWait is how long until a bucket at level with a per-minute limit
-// has room for need, keeping slack's refill in hand.
+// bucketWait is how long until a bucket at level has room for need.
 func bucketWait(level float64, need, limit int64, slack time.Duration) time.Duration {
 	rate := float64(limit) / 60 // a second
 	// Whole units, so that a small limit still admits all of itself.
@@ -303,14 +282,11 @@ func bucketWait(level float64, need, limit int64, slack time.Duration) time.Dura
 	return time.Duration(ns)
 }
 
-// Reserve admits the longest prefix of ests that fits at now and charges
-// each one: a request and its tokens against the minute buckets, its
-// tokens and cost against the day. When not all fit it returns n <
-// len(ests), how long until the next would fit and the limit that holds
-// it longest. The *_limit_reached flags say whether those limits held the
-// next estimate; the store is written only when something was admitted or
-// a flag changed. An estimate Check refuses is an error, nothing reserved:
-// Reserve fails closed rather than wait for room that never comes.
+// Reserve admits the longest prefix of ests that fits at now, charging the
+// minute buckets and the day. When not all fit, it says how long until the
+// next would and the limit holding it longest, and the *_limit_reached
+// flags whether those limits held it. An estimate Check refuses is an
+// error, nothing reserved: it fails closed rather than wait for ever.
 func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n int, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
 		return 0, 0, "", nil
@@ -326,8 +302,7 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 		n, wait, why = 0, 0, ""
 		old := *s
 		advance(s, l, now, zone)
-		// A clamped updated must be written: the next reader would
-		// clamp it to its own now, and the buckets would never drain.
+		// A clamped updated is written, or the buckets would never drain.
 		clamped := !s.Updated.Equal(old.Updated) && old.Updated.After(now)
 		if s.PausedUntil.After(now) {
 			wait, why = s.PausedUntil.Sub(now), BackOff
@@ -361,8 +336,7 @@ func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n i
 	return n, wait, why, nil
 }
 
-// room is how long e must wait for every limit to have room for it, the
-// limit that holds it longest, and whether the token limits hold it.
+// room is how long e must wait, why, and whether token limits hold it.
 func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (wait time.Duration, why Reason, minute, day bool) {
 	hold := func(w time.Duration, r Reason) {
 		if w > wait {
@@ -388,8 +362,7 @@ func room(s *State, l Limits, slack time.Duration, e Estimate, now time.Time) (w
 	return wait, why, minute, day
 }
 
-// Record appends entries to the ledger and changes nothing else: lines
-// answered without a call (LedgerEntry.CacheHits).
+// Record appends entries to the ledger, changing nothing else (CacheHits).
 func (g *Gate) Record(ctx context.Context, now time.Time, entries []LedgerEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -399,28 +372,23 @@ func (g *Gate) Record(ctx context.Context, now time.Time, entries []LedgerEntry)
 	})
 }
 
-// Settlement ends one reservation: one API attempt, or one admitted
-// request that was never sent.
+// Settlement ends one reservation: an API attempt, or a request not sent.
 type Settlement struct {
 	Est    Estimate
 	Sent   bool  // the request may have reached the API
 	Tokens int64 // total tokens the API reported; 0 for a failure
 	Cost   Cost  // what the call cost
 	Entry  *LedgerEntry
-	// DayOnly settles a reservation of ReserveDay: the minute buckets were
-	// never charged, so nothing goes back to them.
+	// DayOnly settles ReserveDay's: nothing goes back to the minute.
 	DayOnly bool
 	// Day is the day (State.Date) ReserveDay counted the estimate in: it
-	// goes back only while the day counters are still that day's (a batch
-	// runs for up to a day). "" is the day this update finds, unless it
-	// starts a new one: a reservation of moments ago.
+	// goes back only while the counters are that day's. "" is today's,
+	// unless this update starts a new one.
 	Day string
 }
 
-// Settle applies settlements in one Store.Update: the day's tokens and
-// cost move from the estimate to the actual. The minute buckets keep a
-// sent request's charge, as the API keeps its estimate; a request never
-// sent gives it back.
+// Settle moves the day's tokens and cost from estimates to actuals; the
+// minute buckets give back an unsent request's charge only, as the API.
 func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error {
 	if len(ss) == 0 {
 		return nil
@@ -451,8 +419,7 @@ func (g *Gate) Settle(ctx context.Context, now time.Time, ss []Settlement) error
 	})
 }
 
-// Pause makes every process sharing the store wait until at least until:
-// paused_until becomes the later of its old value and until.
+// Pause makes every process sharing the store wait until at least until.
 func (g *Gate) Pause(ctx context.Context, now, until time.Time) error {
 	return g.update(ctx, now, func(s *State, at time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {
 		advance(s, l, at, zone)
@@ -461,6 +428,5 @@ func (g *Gate) Pause(ctx context.Context, now, until time.Time) error {
 	})
 }
 
-// ServerUsage is what the server's x-ratelimit headers say is used of its
-// per-minute limits (limit − remaining); negative means not stated.
+// ServerUsage is the use x-ratelimit headers state; negative: not stated.
 type ServerUsage struct{ Requests, Tokens float64 }

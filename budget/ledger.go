@@ -12,8 +12,7 @@ import (
 	"github.com/gptbatch/gptbatch/internal/jsonenc"
 )
 
-// LedgerEntry is one API call, or one run's cache hits (see CacheHits): one
-// JSON line of the ledger.
+// LedgerEntry is one JSON line of the ledger: an API call, or cache hits.
 type LedgerEntry struct {
 	Time             time.Time `json:"time"`
 	ID               string    `json:"id"`
@@ -30,18 +29,16 @@ type LedgerEntry struct {
 	Endpoint         string    `json:"endpoint,omitempty"` // "chat" (or empty, older entries), "embeddings" or "responses"
 	Via              string    `json:"via,omitempty"`      // "batch" for a Batch API line; empty for a synchronous call
 	BatchID          string    `json:"batch_id,omitempty"` // the Batch API batch the line went in
-	// CacheHits, when not 0, makes the entry a run's lines of Model
-	// answered without a call of their own (from the response cache, or by
-	// an identical line's call); SavedUSD is what their answers cost when
-	// paid for. Reports count them apart from the calls, never as spend.
+	// CacheHits, when not 0, are a run's lines of Model answered without a
+	// call; SavedUSD is what their answers cost when paid for. Reports
+	// count them apart from the calls, never as spend.
 	CacheHits int64 `json:"cache_hits,omitempty"`
 	SavedUSD  *Cost `json:"saved_usd,omitempty"`
 }
 
-// appendJSON appends e as a ledger line, the bytes json.Encoder writes
-// for it (TestLedgerEntryJSON holds it to that), without reflection: a
-// batch's collection writes a line a result, and encoding/json took most
-// of that time.
+// appendJSON appends e as json.Encoder writes it, without reflection: a
+// collected batch writes a line a result, and encoding/json took most of
+// that time.
 func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 	if y := e.Time.Year(); y < 0 || y > 9999 {
 		line, err := json.Marshal(e) // says why
@@ -90,18 +87,16 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 	return append(b, '}', '\n'), nil
 }
 
-// ReadLedger calls fn for each entry of a ledger, in order, and stops at
-// the first error fn returns. Blank lines are skipped, and so is a torn
-// final line (a process killed mid-append); any other line that does not
-// parse is an error naming its line number.
+// ReadLedger calls fn for each entry of a ledger until fn fails. Blank
+// lines and a torn final line are skipped; any other line that does not
+// parse is an error naming it.
 func ReadLedger(r io.Reader, fn func(LedgerEntry) error) error {
 	_, err := readLedger(r, fn, false, nil)
 	return err
 }
 
-// readLedger is ReadLedger, or, lenient, it skips every line that does not
-// parse and says how many. With want, only the lines want keeps are
-// decoded: decoding is most of the time a large ledger takes.
+// readLedger is ReadLedger, or, lenient, it skips and counts every line
+// that does not parse. With want, only the lines it keeps are decoded.
 func readLedger(r io.Reader, fn func(LedgerEntry) error, lenient bool, want func(line []byte) bool) (skipped int, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for n := 1; ; n++ {

@@ -7,9 +7,8 @@ import (
 	"time"
 )
 
-// MemStore is a Store in memory: the budget of one run alone (a usage
-// file of /dev/null) and of tests. The zero value is ready to use; it is
-// safe for concurrent use.
+// MemStore is a Store in memory, of one run alone; the zero value is ready
+// to use and safe for concurrent use.
 type MemStore struct {
 	mu      sync.Mutex
 	state   State

@@ -5,11 +5,10 @@ import (
 	"time"
 )
 
-// Pacing per second. OpenAI may enforce a per-minute limit in shorter
-// slices (600 a minute as 10 a second). After such a refusal (see Refused)
-// the gate also spaces that limit's requests evenly at limit/60 a second (a
-// GCRA with no burst), in the shared state, until PaceLapse passes without
-// another, so that a server with true minute buckets gets its burst back.
+// Pacing per second: OpenAI may enforce a per-minute limit in shorter
+// slices. After such a refusal (Refused), the gate spaces that limit's
+// requests at limit/60 a second (a GCRA with no burst) until PaceLapse
+// passes without another, so that true minute buckets get their burst back.
 
 // The reasons a paced limit holds a request back.
 const (
@@ -17,13 +16,11 @@ const (
 	PacedTokens   Reason = "token limit, paced per second"
 )
 
-// PaceLapse is how long per-second pacing stays on after the last refusal
-// that called for it.
+// PaceLapse is how long pacing stays on after the refusal that called for it.
 const PaceLapse = time.Minute
 
 // PaceShare is the share of limit/60 a second that pacing admits: the rest
-// absorbs requests that reach the server closer together than they left
-// (connections, scheduling), which would otherwise meet a full second.
+// absorbs requests that arrive closer together than they left.
 const PaceShare = 0.98
 
 // paceInterval is the spacing of units of a per-minute limit when paced.
@@ -34,8 +31,7 @@ func paceInterval(units, limit int64) time.Duration {
 // paced reports whether pacing until until is on at now.
 func paced(until, now time.Time) bool { return !until.IsZero() && now.Before(until) }
 
-// paceWait is how long e must wait for the paced limits, and which holds
-// it longest, in s advanced to now.
+// paceWait is how long e must wait for the paced limits, and why.
 func paceWait(s *State, l Limits, e Estimate, now time.Time) (wait time.Duration, why Reason) {
 	if l.RPM > 0 && paced(s.RequestsPacedUntil, now) && s.RequestsNextAt.After(now) {
 		wait, why = s.RequestsNextAt.Sub(now), PacedRequests
@@ -82,12 +78,10 @@ type Refusal struct {
 	Until time.Time   // the back-off every process keeps
 }
 
-// Refused records a 429 at now: every process waits until at least
-// r.Until, and the minute buckets hold at least r.Used. When the minute
-// bucket still had a second's worth of room, the server enforces the
-// limit per second: it is paced until PaceLapse after now, its slots
-// starting at the back-off's end so that the retries go out spaced. newly
-// is the limit newly paced ("" when none was): a caller says it once.
+// Refused records a 429 at now: every process waits until r.Until, the
+// minute buckets hold at least r.Used, and a limit refused with a second's
+// room in its bucket is paced, from the back-off's end so that the retries
+// go out spaced. newly is the limit newly paced, for the caller to say.
 func (g *Gate) Refused(ctx context.Context, now time.Time, r Refusal) (newly Reason, err error) {
 	host := now
 	err = g.update(ctx, now, func(s *State, now time.Time, l Limits, _ time.Duration, zone *time.Location) []LedgerEntry {

@@ -16,8 +16,7 @@ import (
 	"github.com/gptbatch/gptbatch/internal/jsonenc"
 )
 
-// PriceTableDate is the day the built-in price table was last checked
-// against OpenAI's list prices.
+// PriceTableDate is when the built-in table was checked against OpenAI's.
 const PriceTableDate = "2026-07-30"
 
 // Price sources: where a model's price in a table comes from.
@@ -39,8 +38,7 @@ const (
 	numTiers
 )
 
-// TierOf is the tier an answer's (or a request's) service_tier names:
-// "flex" and "priority" are theirs, anything else the standard tier.
+// TierOf is the tier a service_tier names (else TierStandard).
 func TierOf(serviceTier string) Tier {
 	switch serviceTier {
 	case "flex":
@@ -51,19 +49,16 @@ func TierOf(serviceTier string) Tier {
 	return TierStandard
 }
 
-// ModelPrice is what one model costs per token on each tier, and above
-// each of its long-context thresholds. Its prices never change once a
-// table holds it; it is safe for concurrent use.
+// ModelPrice is what one model costs per token on each tier and past each
+// long-context threshold; safe for concurrent use.
 type ModelPrice struct {
 	tiers rates
 	long  []longRates // by above, ascending
-	// Source says where the price comes from: SourceBuiltin, SourceStored
-	// or SourceFile.
+	// Source says where the price comes from (SourceBuiltin, ...).
 	Source string
 
-	// answered is the last answer ForAnswer priced for this model: one
-	// model's answers name one snapshot, and comparing names is a fifth
-	// of a map lookup, on every result.
+	// answered is ForAnswer's last for this model: comparing names is a
+	// fifth of a map lookup, on every result.
 	answered atomic.Pointer[answerMemo]
 }
 
@@ -74,24 +69,21 @@ type answerMemo struct {
 	price *ModelPrice
 }
 
-// rates are the prices of every tier; priority is known only when the
-// table gives it.
+// rates are the prices of every tier; priority only when the table has it.
 type rates struct {
 	tier     [numTiers]Price
 	priority bool
 }
 
-// longRates are the prices of a call whose prompt has more than above
-// tokens: OpenAI bills the whole call at them.
+// longRates bill a whole call whose prompt has more than above tokens.
 type longRates struct {
 	above int64
 	rates
 }
 
-// Rates is the per-token price of a call served on tier t whose prompt
-// has promptTokens tokens, a long-context one's past its threshold; ok is
-// false for an unknown priority price. OpenAI bills a long prompt sent
-// for priority as standard unless it has a long-context priority price.
+// Rates is the price of a call on tier t with promptTokens, past a
+// threshold the long-context one (for priority, the standard one unless
+// given, as OpenAI bills it); ok is false for an unknown priority price.
 func (m *ModelPrice) Rates(t Tier, promptTokens int64) (p Price, ok bool) {
 	for i := len(m.long) - 1; i >= 0; i-- {
 		if l := &m.long[i]; promptTokens > l.above {
@@ -107,8 +99,7 @@ func (m *ModelPrice) Rates(t Tier, promptTokens int64) (p Price, ok bool) {
 	return m.tiers.tier[t], true
 }
 
-// Cost is the cost of a call served on tier t (see Rates); ok is false
-// when that tier's price is unknown.
+// Cost is the cost of a call on tier t (see Rates).
 func (m *ModelPrice) Cost(t Tier, promptTokens, cachedTokens, completionTokens int64) (Cost, bool) {
 	p, ok := m.Rates(t, promptTokens)
 	if !ok {
@@ -117,13 +108,11 @@ func (m *ModelPrice) Cost(t Tier, promptTokens, cachedTokens, completionTokens i
 	return p.Cost(promptTokens, cachedTokens, completionTokens), true
 }
 
-// Prices is a price table: every model's price, by its exact name. A nil
-// *Prices is the built-in table. It never changes once made and is safe
-// for concurrent use.
+// Prices is a price table, by exact model name; nil is the built-in one.
+// It never changes once made and is safe for concurrent use.
 type Prices struct {
 	models map[string]*ModelPrice
-	// last is the last model Lookup found: a batch's lines mostly name
-	// one model.
+	// last is Lookup's last: a batch's lines mostly name one model.
 	last atomic.Pointer[lookupMemo]
 }
 
@@ -154,16 +143,12 @@ func (p *Prices) orBuiltin() *Prices {
 	return p
 }
 
-// BuiltinPrices is the table compiled into gptbatch: OpenAI's list prices
-// of PriceTableDate (prices_builtin.json says where each comes from).
+// BuiltinPrices is OpenAI's list prices of PriceTableDate, compiled in.
 func BuiltinPrices() *Prices { return builtin() }
 
-// Lookup finds a model's price by its exact name: a base name (gpt-4o) or
-// one of the dated snapshots the table lists (gpt-4o-2024-08-06).
-// Snapshots do not always cost what their base model costs
-// (gpt-4o-2024-05-13 is twice gpt-4o), so any name the table does not
-// list, a dated one or a fine-tuned ft:..., is unknown (ok is false), never
-// free. See ForAnswer for an answer naming a snapshot the table lacks.
+// Lookup finds a model's price by its exact name, a base name or a dated
+// snapshot. Snapshots do not always cost what their base model costs, so
+// any name the table does not list is unknown (ok is false), never free.
 func (p *Prices) Lookup(model string) (m *ModelPrice, ok bool) {
 	p = p.orBuiltin()
 	if l := p.last.Load(); l != nil && l.name == model {
@@ -174,9 +159,8 @@ func (p *Prices) Lookup(model string) (m *ModelPrice, ok bool) {
 	return m, ok
 }
 
-// ForAnswer is the price of an answer naming the model answered (a dated
-// snapshot, say) to a request priced asked: answered's when the table
-// lists it, else asked.
+// ForAnswer is the price of an answer naming answered (a snapshot, say) to
+// a request priced asked: answered's if the table lists it, else asked.
 func (p *Prices) ForAnswer(asked *ModelPrice, answered string) *ModelPrice {
 	if answered == "" || asked == nil {
 		return asked
@@ -202,8 +186,7 @@ func PriceOf(model string) (Price, bool) {
 	return m.tiers.tier[TierStandard], true
 }
 
-// Over is p with every model top prices replacing p's price of it (a
-// nil p is the built-in table).
+// Over is p with top's models replacing p's.
 func (p *Prices) Over(top *Prices) *Prices {
 	p = p.orBuiltin()
 	if top == nil || len(top.models) == 0 {
@@ -215,16 +198,10 @@ func (p *Prices) Over(top *Prices) *Prices {
 }
 
 // Len is the number of models p prices.
-func (p *Prices) Len() int {
-	p = p.orBuiltin()
-	return len(p.models)
-}
+func (p *Prices) Len() int { return len(p.orBuiltin().models) }
 
 // Models are the names of the models p prices, sorted.
-func (p *Prices) Models() []string {
-	p = p.orBuiltin()
-	return slices.Sorted(maps.Keys(p.models))
-}
+func (p *Prices) Models() []string { return slices.Sorted(maps.Keys(p.orBuiltin().models)) }
 
 // PriceError is a price a price file gives wrong.
 type PriceError struct {
@@ -236,8 +213,7 @@ func (e *PriceError) Error() string {
 	return fmt.Sprintf("model %q: %s: %v", e.Model, e.Field, e.Err)
 }
 
-// The fields of LiteLLM's format that ParsePrices reads, each optionally
-// followed by _above_<N>k_tokens and then by a tier's suffix.
+// The fields ParsePrices reads, each then _above_<N>k_tokens and a tier's.
 var (
 	priceBases = [3]string{"input_cost_per_token", "cache_read_input_token_cost", "output_cost_per_token"}
 	tierSuffix = [numTiers]string{"", "_batches", "_flex", "_priority"}
@@ -247,20 +223,15 @@ var (
 // model_prices_and_context_window.json: model names to, in dollars per
 // token, input_cost_per_token, output_cost_per_token and
 // cache_read_input_token_cost (else cached tokens bill as input), each
-// optionally for a long-context tier (_above_272k_tokens: a prompt of more
-// than 272,000 tokens bills the whole call at it) and a tier (_batches,
+// optionally for a long context (_above_272k_tokens) and a tier (_batches,
 // _flex, _priority). Batch and flex prices not given are half the standard
 // ones; a priority price is known only when input and output are given.
 //
-// Only OpenAI's models are read: entries whose litellm_provider is
-// "openai", or that give none (a file of one's own); a key "openai/NAME"
-// prices NAME unless the file also has NAME. Everything else (other
-// providers, entries with no per-token price, unknown fields, values that
-// are not objects) is ignored, so that LiteLLM's whole file reads as it
-// is. A price that is not a JSON number, is negative or is above $0.01 a
-// token is a *PriceError naming the model and the field. Prices are read
-// from their decimal text, exactly, to the picodollar (rounded half up),
-// never through a float. Every model gets source as its Source.
+// Only OpenAI's models are read: a litellm_provider of "openai" or none;
+// "openai/NAME" prices NAME unless NAME is there too. Anything else is
+// ignored, so that LiteLLM's whole file reads. A price that is not a
+// number, negative or above $0.01 a token is a *PriceError. Prices are
+// read exactly, never through a float. Every model gets source as Source.
 func ParsePrices(b []byte, source string) (*Prices, error) {
 	var entries map[string]json.RawMessage
 	d := json.NewDecoder(bytes.NewReader(b))
@@ -371,9 +342,8 @@ func parseModel(key string, raw json.RawMessage) (*ModelPrice, error) {
 	return m, nil
 }
 
-// priceField splits a field ParsePrices reads into its base (an index of
-// priceBases), threshold in tokens (0: none) and tier; ok is false for any
-// other field.
+// priceField splits a field into its base (priceBases' index), threshold
+// (0: none) and tier; ok is false for any other field.
 func priceField(f string) (base int, above int64, tier Tier, ok bool) {
 	base = -1
 	for i, b := range priceBases {
@@ -401,8 +371,7 @@ func priceField(f string) (base int, above int64, tier Tier, ok bool) {
 	return 0, 0, 0, false
 }
 
-// parsePrice reads a price in dollars per token, a JSON number, to the
-// picodollar.
+// parsePrice reads a price in dollars per token, a JSON number.
 func parsePrice(v json.RawMessage) (Cost, error) {
 	s := string(bytes.TrimSpace(v))
 	if s == "" || !(s[0] == '-' || s[0] >= '0' && s[0] <= '9') {
@@ -415,12 +384,10 @@ func parsePrice(v json.RawMessage) (Cost, error) {
 	return c, err
 }
 
-// maxPrice bounds a price per token, $10,000 a million tokens, far from
-// overflowing a Cost for a call of millions of tokens.
+// maxPrice bounds a price, far from overflowing a Cost of a large call.
 const maxPrice = Dollar / 100
 
-// Thresholds are the prompt sizes, in tokens, past which the model has
-// long-context prices, ascending.
+// Thresholds are the prompt sizes with long-context prices past, ascending.
 func (m *ModelPrice) Thresholds() []int64 {
 	out := make([]int64, len(m.long))
 	for i, l := range m.long {
@@ -429,8 +396,7 @@ func (m *ModelPrice) Thresholds() []int64 {
 	return out
 }
 
-// Format writes p in LiteLLM's format, every price spelled out, so that
-// ParsePrices reads it back as the same table.
+// Format writes p in LiteLLM's format, as ParsePrices reads it back.
 func (p *Prices) Format() []byte {
 	p = p.orBuiltin()
 	b := []byte("{")

@@ -11,17 +11,15 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// A price table stored with the shared budget (`gptbatch prices load`) is
-// kept in LiteLLM's format (Prices.Format), beside usage.md in
-// usage.prices.json, or in Redis at {gptbatch:NAME}:prices.
+// A stored price table (`gptbatch prices load`) is kept as Prices.Format
+// writes it, in usage.prices.json or at {gptbatch:NAME}:prices.
 
 // pricesPath is the stored table beside the usage file at path.
 func pricesPath(path string) string {
 	return strings.TrimSuffix(path, ".md") + ".prices.json"
 }
 
-// StoredPrices implements Store: the table beside usage.md, read without
-// the lock (it is replaced whole, by rename).
+// StoredPrices implements Store, without the lock: it is replaced whole.
 func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
 	path := pricesPath(f.path)
 	b, err := readRegular(path)
@@ -38,12 +36,8 @@ func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
 	return p, nil
 }
 
-// StorePrices implements Store: under the store's lock, the table beside
-// usage.md is replaced atomically, or removed.
+// StorePrices implements Store, under the lock.
 func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
-	if f.readOnly {
-		return fmt.Errorf("usage file %s is open read-only", f.path)
-	}
 	path := pricesPath(f.path)
 	return f.locked(ctx, func(time.Duration) error {
 		if p == nil {
@@ -59,8 +53,7 @@ func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
 // StoredPrices implements Store: a budget in memory has none.
 func (m *MemStore) StoredPrices(ctx context.Context) (*Prices, error) { return nil, ctx.Err() }
 
-// StorePrices implements Store: a budget in memory keeps nothing for
-// other runs.
+// StorePrices implements Store: memory keeps nothing for other runs.
 func (m *MemStore) StorePrices(ctx context.Context, p *Prices) error {
 	return errors.New("a usage file of /dev/null keeps nothing for other runs: name a usage file, or a --store")
 }

@@ -34,20 +34,17 @@ var (
 // LedgerKeep is how long a RedisStore's ledger keeps an entry.
 const LedgerKeep = 400 * 24 * time.Hour
 
-// ledgerSkew is how much earlier than asked the ledger is read: the
-// stream's IDs are the server's clock, an entry's time the host's.
+// ledgerSkew is how much earlier than asked the ledger is read: its IDs
+// are the server's clock, an entry's time the host's.
 const ledgerSkew = 24 * time.Hour
 
-// holdTurn is how long an Update may hold the turn at the state before it
-// is taken back: the turn of a host that died comes back after it.
+// holdTurn is how long an Update may hold the turn before it is taken back.
 const holdTurn = time.Second
 
-// doneKeep is how long a store's last write is known as done: longer than
-// go-redis waits to send a command again.
+// doneKeep is how long a write is known as done, longer than a resend.
 const doneKeep = time.Minute
 
-// turnPoll bounds one wait for the turn, so that it sees its context end
-// (go-redis cannot call off a blocking command).
+// turnPoll bounds a wait for the turn: go-redis cannot call one off.
 const turnPoll = 100 * time.Millisecond
 
 // RedisStore is a Store in Redis, shared by every gptbatch on every host
@@ -62,13 +59,12 @@ const turnPoll = 100 * time.Millisecond
 //	{gptbatch:NAME}:done:ID a store's last write, for one sent again; kept doneKeep
 //	{gptbatch:NAME}:prices  the price table stored with the budget (prices_store.go)
 //
-// An Update takes the turn and reads the state and the server's clock in
-// one script, runs its function on the host, then writes, only if the turn
-// is still its own, and hands the turn on with the state and the time in
-// another. A host that finds the turn held waits for it with a blocking
-// pop of the list, which Redis serves in order: under contention none
-// starves. Every failure is an error naming the store, never a fall back
-// to a local budget. Safe for concurrent use.
+// An Update takes the turn with the state and the server's clock in one
+// script, runs its function on the host, then writes, only if the turn is
+// still its own, and hands it on in another. A host that finds the turn
+// held waits in a blocking pop of the list, which Redis serves in order,
+// so that none starves. Every failure is an error naming the store, never
+// a fall back to a local budget. Safe for concurrent use.
 type RedisStore struct {
 	c         redis.UniversalClient
 	where     string   // the URL, password redacted, for errors
@@ -86,15 +82,14 @@ type RedisStore struct {
 //	redis://[[user]:password@]host:port?addr=host2:port2...  a cluster, naming several nodes
 //	redis://[[user]:password@]host:port/db?master_name=NAME  Sentinel: a sentinel, its password; password= the master's
 //
-// plus go-redis's other query options (dial_timeout=3s, ...). A server
-// that says it is a cluster node is used as the cluster it belongs to, as
-// redis-cli -c finds it. An error names the store without its password.
+// plus go-redis's other query options. A cluster node is used as its
+// cluster, as redis-cli -c does. An error names the store, no password.
 func OpenRedis(ctx context.Context, rawURL, name string) (*RedisStore, error) {
 	where := redactURL(rawURL)
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		// url.Error quotes the whole URL, password and all, and an
-		// EscapeError the escape, which may be in the password.
+		// url.Error quotes the URL, and an EscapeError the escape: both
+		// may hold the password.
 		return nil, fmt.Errorf("store %s: not a redis:// URL; a password with %% or @ in it is written percent-encoded (%%25, %%40)", where)
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
@@ -102,9 +97,8 @@ func OpenRedis(ctx context.Context, rawURL, name string) (*RedisStore, error) {
 	}
 	redis.SetLogger(quietRedis{})
 	q := u.Query()
-	// A store fails closed and at once: a command whose reply was lost is
-	// not sent again, and a server that does not answer is not dialled
-	// for long.
+	// Fail closed and at once: a command whose reply was lost is not
+	// sent again, and a server that does not answer is not dialled long.
 	dial := 2 * time.Second
 	if q.Has("dial_timeout") {
 		dial = 0
@@ -162,9 +156,8 @@ func OpenRedis(ctx context.Context, rawURL, name string) (*RedisStore, error) {
 	return r, nil
 }
 
-// unreachable is the error of a store that did not answer: for rediss://,
-// it says whether the server speaks plain Redis instead, which a TLS
-// client otherwise only learns by waiting for its handshake to time out.
+// unreachable is the error of a store that did not answer, and says when
+// a rediss:// server speaks plain Redis (a TLS handshake only times out).
 func unreachable(where string, u *url.URL, err error) error {
 	if u.Scheme == "rediss" {
 		host, port := u.Hostname(), cmp.Or(u.Port(), "6379")
@@ -183,9 +176,8 @@ func unreachable(where string, u *url.URL, err error) error {
 	return fmt.Errorf("the shared budget store is unreachable: store %s: %w", where, err)
 }
 
-// redactURL is rawURL with every password (the userinfo's, and the
-// password= and sentinel_password= options) replaced by xxxxx, even when
-// the URL does not parse.
+// redactURL is rawURL with every password (userinfo, password= and
+// sentinel_password=) replaced by xxxxx, even when it does not parse.
 func redactURL(rawURL string) string {
 	if u, err := url.Parse(rawURL); err == nil {
 		q := u.Query()
@@ -208,8 +200,7 @@ func redactURL(rawURL string) string {
 	return rawURL
 }
 
-// quietRedis keeps go-redis from logging: every failure reaches the
-// caller as an error.
+// quietRedis keeps go-redis from logging: every failure is an error.
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
@@ -217,8 +208,8 @@ func (quietRedis) Printf(context.Context, string, ...any) {}
 // String is the store's URL with any password redacted.
 func (r *RedisStore) String() string { return r.where }
 
-// RedisClient is the client of s when s is a RedisStore, else nil, for
-// what lives beside the budget (the response cache); it closes with s.
+// RedisClient is s's client when s is a RedisStore (else nil), for the
+// response cache; it closes with s.
 func RedisClient(s Store) redis.UniversalClient {
 	if r, ok := s.(*RedisStore); ok {
 		return r.c
@@ -233,9 +224,8 @@ func (r *RedisStore) fail(err error) error {
 	return fmt.Errorf("store %s: %w", r.where, err)
 }
 
-// Update implements Store (see RedisStore): fn gets the server's clock in
-// now's zone, and may run again when the turn was taken back before the
-// write.
+// Update implements Store: fn gets the server's clock in now's zone, and
+// runs again when the turn was taken back before the write.
 func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, time.Time) ([]LedgerEntry, error)) error {
 	// This process's Updates take turns here, not in the server's queue.
 	select {
@@ -288,8 +278,7 @@ func (r *RedisStore) Update(ctx context.Context, now time.Time, fn func(*State, 
 	}
 }
 
-// turn is the turn at the state, as take.lua gives it or put.lua hands
-// it over: its token, the server's clock and the state.
+// turn is the turn at the state: its token, the server's clock, the state.
 type turn struct {
 	token  string
 	at     time.Time
@@ -311,9 +300,8 @@ func parseTurn(v any) (turn, error) {
 	return turn{}, fmt.Errorf("not a turn at the state: %.40q", s)
 }
 
-// waitTurn waits for the turn, at most d (and turnPoll), and returns it
-// when put.lua handed it over; a turn with no token when the wait ended
-// without it.
+// waitTurn waits up to d (and turnPoll) for the turn, which has no token
+// if it did not come.
 func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (turn, error) {
 	if err := ctx.Err(); err != nil {
 		return turn{}, err
@@ -333,8 +321,7 @@ func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (turn, error
 	return t, nil
 }
 
-// parse reads the state key's value, usage.md's text: a key that does not
-// exist is a fresh budget.
+// parse reads the state key's value; a key that does not exist is fresh.
 func (r *RedisStore) parse(text string, exists bool) (State, error) {
 	if !exists {
 		return State{}, nil
@@ -346,9 +333,8 @@ func (r *RedisStore) parse(text string, exists bool) (State, error) {
 	return s, nil
 }
 
-// put writes s, unless it is old, with entries, and hands the turn on; ok
-// is false when the turn had been taken back, and nothing was written. It
-// runs whatever ctx says: a turn must go back.
+// put writes s, unless it is old, with entries, and hands the turn on,
+// whatever ctx says; ok is false, nothing written, if the turn was lost.
 func (r *RedisStore) put(ctx context.Context, t turn, old, s State, entries []LedgerEntry) (ok bool, err error) {
 	r.writes++
 	minID := max(t.at.UnixMilli()-LedgerKeep.Milliseconds(), 0)
@@ -381,9 +367,8 @@ func (r *RedisStore) Load(ctx context.Context) (State, error) {
 	return s, nil
 }
 
-// Ledger calls fn for each ledger entry the server stamped at or after
-// from (every entry when from is zero), oldest first, and stops at the
-// first error fn returns.
+// Ledger calls fn, until it fails, for each entry the server stamped at or
+// after from (zero: all), oldest first.
 func (r *RedisStore) Ledger(ctx context.Context, from time.Time, fn func(LedgerEntry) error) error {
 	start := "-"
 	if !from.IsZero() {
@@ -422,8 +407,7 @@ func (r *RedisStore) BatchEntries(ctx context.Context, since time.Time, ids map[
 	return countBatches(ids, r.scan(ctx, since))
 }
 
-// scan reads the ledger from ledgerSkew before since (all of it when since
-// is zero).
+// scan reads the ledger from ledgerSkew before since (zero: all of it).
 func (r *RedisStore) scan(ctx context.Context, since time.Time) ledgerRead {
 	if !since.IsZero() {
 		since = since.Add(-ledgerSkew)

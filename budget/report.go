@@ -7,9 +7,8 @@ import (
 	"time"
 )
 
-// ReportOptions select and group ledger entries. Zero Since or Until is
-// unbounded; By is "" (one row), "model", "day", "via" (sync or batch) or
-// "endpoint".
+// ReportOptions select and group ledger entries: zero Since or Until is
+// unbounded; By is "", "model", "day", "via" or "endpoint".
 type ReportOptions struct {
 	Since, Until time.Time
 	By           string
@@ -25,8 +24,7 @@ type Row struct {
 	CompletionTokens int64  `json:"completion_tokens"`
 	CostUSD          Cost   `json:"cost_usd"`
 	UnpricedRequests int64  `json:"unpriced_requests,omitempty"`
-	// CacheHits and SavedUSD are LedgerEntry's, in neither Requests, the
-	// tokens nor CostUSD.
+	// CacheHits and SavedUSD are LedgerEntry's, counted apart.
 	CacheHits int64 `json:"cache_hits"`
 	SavedUSD  Cost  `json:"saved_usd"`
 }
@@ -62,14 +60,12 @@ type Report struct {
 	Skipped      int // ledger lines that are not entries: a torn last one (a crash mid-append), or damaged ones
 }
 
-// A ledgerRead calls fn for each entry of a store's ledger and says how
-// many lines that are not entries it skipped.
+// A ledgerRead calls fn for each entry of a ledger and counts bad lines.
 type ledgerRead func(fn func(LedgerEntry) error) (skipped int, err error)
 
-// buildReport sums the ledger entries read gives with Since <= time <
-// Until into rows sorted by key; a day is the entry's date in loc. Lines
-// that are not ledger entries are left out and counted in Skipped, so that
-// one damaged line does not hide the rest of the report.
+// buildReport sums the entries read gives with Since <= time < Until into
+// rows sorted by key (a day in loc); a damaged line is counted in Skipped,
+// so that it does not hide the rest.
 func buildReport(opt ReportOptions, loc *time.Location, read ledgerRead) (Report, error) {
 	rep := Report{Since: opt.Since, Until: opt.Until, By: opt.By}
 	rows := map[string]*Row{}
@@ -108,8 +104,7 @@ func buildReport(opt ReportOptions, loc *time.Location, read ledgerRead) (Report
 	return rep, nil
 }
 
-// countBatches counts, for each batch id in ids, the entries read gives
-// (Store.BatchEntries).
+// countBatches is Store.BatchEntries of the entries read gives.
 func countBatches(ids map[string]bool, read ledgerRead) (map[string]int, error) {
 	n := map[string]int{}
 	_, err := read(func(e LedgerEntry) error {

@@ -11,8 +11,7 @@ import (
 	"time"
 )
 
-// State is the content of usage.md: what every gptbatch sharing the file
-// has used. The zero value is a fresh file.
+// State is the shared budget's use, usage.md's content; zero is fresh.
 type State struct {
 	Date                    string    // the day the day counters belong to, YYYY-MM-DD, in the zone that started it
 	DayEndsAt               time.Time // the instant the day counters start again, the same for every process
@@ -45,9 +44,8 @@ const header = `# gptbatch usage file: the limits' counters shared by every gptb
 # gptbatch runs. The ledger of every call is the .ledger.jsonl beside it.
 `
 
-// DayUsed is what the day counters hold at now: the tokens and dollars
-// used today, or nothing once the day has ended. A file without
-// day_ends_at counts as today's when its Date is now's date.
+// DayUsed is what the day counters hold at now: today's tokens and
+// dollars, or nothing once the day has ended.
 func (s State) DayUsed(now time.Time) (tokens int64, cost Cost) {
 	today := now.Before(s.DayEndsAt)
 	if s.DayEndsAt.IsZero() {
@@ -59,22 +57,17 @@ func (s State) DayUsed(now time.Time) (tokens int64, cost Cost) {
 	return s.TokensWithinDay, s.CostWithinDay
 }
 
-// maxLevel bounds a minute bucket's level: far above any limit, and low
-// enough that every level formats and parses back the same.
+// maxLevel bounds a bucket's level, low enough to format and parse back.
 const maxLevel = 1e15
 
-// A field is a key of usage.md and where its value goes in a State: a
-// *string (the date), *float64 (a bucket's level), *int64 (a count), *Cost,
-// *bool (0 or 1) or *time.Time (RFC 3339). An optional one is written only
-// when it is set.
+// A field is a key of usage.md and where its value goes; optional: if set.
 type field struct {
 	key      string
 	p        any
 	optional bool
 }
 
-// fields are the keys of usage.md, in the order Format writes them. The
-// first six are the original file's and keep their spelling.
+// fields are the keys in Format's order; the first six keep their spelling.
 func (s *State) fields() []field {
 	return []field{
 		{"Date", &s.Date, false},
@@ -87,8 +80,7 @@ func (s *State) fields() []field {
 		{"updated", &s.Updated, false},
 		{"paused_until", &s.PausedUntil, false},
 		{"day_ends_at", &s.DayEndsAt, false},
-		// Pacing is written only while on, so that a file of a server with
-		// true minute buckets stays as short as it was.
+		// Pacing only while on, so that most files stay as short as they were.
 		{"requests_paced_until", &s.RequestsPacedUntil, true},
 		{"requests_next_at", &s.RequestsNextAt, true},
 		{"tokens_paced_until", &s.TokensPacedUntil, true},
@@ -100,13 +92,10 @@ func (s *State) fields() []field {
 	}
 }
 
-// ParseState reads usage.md. Comments (#) and blank lines are allowed;
-// every other line is "key = value". Unknown keys and comments (other
-// than the header Format writes) are kept, in order, for Format to write
-// back. An error names the line and what is wrong with it. A file with
-// none of the keys gptbatch writes (emptied, or another file put in its
-// place) is an error too: a fresh budget is no file at all, and taking
-// such a file for one would drop the day's spending and stored limits.
+// ParseState reads usage.md: "key = value" lines, comments and blank
+// lines; unknown keys and comments but the header are kept for Format. An
+// error names the line. A file with none of gptbatch's keys is an error:
+// taking an emptied file for a fresh one would drop the day's spending.
 func ParseState(b []byte) (State, error) {
 	var s State
 	fields := s.fields()
@@ -202,12 +191,8 @@ func (f field) parse(v string) error {
 	return nil
 }
 
-// Format writes s as usage.md: a header comment saying what the file is,
-// the comments ParseState kept, the keys in a fixed order, then the keys
-// this version does not know. ParseState reads it back as s, bucket levels
-// rounded to 3 decimals. Values ParseState would refuse (negative
-// counters, a level beyond any limit) are written as the nearest it
-// accepts, so that gptbatch never writes a usage.md it cannot read.
+// Format writes s as usage.md, which ParseState reads back as s (levels
+// rounded to 3 decimals; a value it would refuse as the nearest it takes).
 func (s State) Format() []byte {
 	var b bytes.Buffer
 	b.WriteString(header)

@@ -8,12 +8,10 @@ import (
 	"time"
 )
 
-// Stored limits, set by `gptbatch limits set`, are ceilings for every run
-// sharing the budget: a run uses, for each limit, the lower of its own (a
-// flag or the default) and the stored one.
+// Stored limits (`gptbatch limits set`) are ceilings for every run sharing
+// the budget: a flag can lower one for a run, never raise it.
 
-// LimitNames are the names of the limits that can be stored, in the order
-// they are shown: `gptbatch limits clear` takes these.
+// LimitNames are the names of the limits that can be stored, as shown.
 var LimitNames = []string{"rpm", "tpm", "tpd", "daily-cost"}
 
 // byName are the limits in LimitNames' order.
@@ -21,8 +19,8 @@ func (l *Limits) byName() [4]*int64 {
 	return [4]*int64{&l.RPM, &l.TPM, &l.TPD, (*int64)(&l.DailyCost)}
 }
 
-// Ceil is l with every limit no higher than c's. A limit that is off (0)
-// in either is the other's.
+// Ceil is l with every limit no higher than c's; off (0) in one is the
+// other's.
 func (l Limits) Ceil(c Limits) Limits {
 	for i, p := range l.byName() {
 		if b := *c.byName()[i]; *p <= 0 || b > 0 && b < *p {
@@ -32,8 +30,7 @@ func (l Limits) Ceil(c Limits) Limits {
 	return l
 }
 
-// SetStoredLimits stores every limit that set gives (> 0) with the shared
-// budget, under the store's lock, leaving the others as they are.
+// SetStoredLimits stores every limit set gives (> 0), leaving the others.
 func SetStoredLimits(ctx context.Context, st Store, set Limits) error {
 	return st.Update(ctx, time.Time{}, func(s *State, _ time.Time) ([]LedgerEntry, error) {
 		for i, p := range s.Stored.byName() {
@@ -45,8 +42,7 @@ func SetStoredLimits(ctx context.Context, st Store, set Limits) error {
 	})
 }
 
-// ClearStoredLimits removes the named stored limits (LimitNames), or all of
-// them when names is empty.
+// ClearStoredLimits removes the named stored limits, or all for none.
 func ClearStoredLimits(ctx context.Context, st Store, names []string) error {
 	if len(names) == 0 {
 		names = LimitNames
@@ -64,12 +60,8 @@ func ClearStoredLimits(ctx context.Context, st Store, names []string) error {
 	})
 }
 
-// Seen is what the gate last saw of the shared budget: today's use and the
-// stored limits, as of its last read of the store.
+// Seen is the shared state as the gate last saw it, at At (its time then).
 type Seen struct {
-	Date            string // the day TokensWithinDay and CostWithinDay belong to
-	TokensWithinDay int64
-	CostWithinDay   Cost
-	Stored          Limits
-	At              time.Time // when it was seen (the time passed to the gate)
+	State
+	At time.Time
 }

@@ -1,12 +1,14 @@
 package pipeline
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
-	"math"
+	"errors"
+	"fmt"
 	"os"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"time"
 
@@ -14,15 +16,19 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/batchapi"
+	"github.com/gptbatch/gptbatch/jsonl"
 )
 
 // --via batch stands in for admit, fetch and settle with four stages,
 // wired in run (pipeline.go): submit (batchsubmit.go), poll
 // (batchpoll.go), collect (batchcollect.go) and the ordered writer
 // (batchorder.go); with --schema, collect checks the answers and sends
-// the invalid ones back to submit (batchschema.go). This file holds what
-// they share: the options, the lines' table and the run's client and
-// journal.
+// the invalid ones back to submit (batchschema.go). A line travels with
+// its batch (bline, tbatch): the submitter hands the poller each batch
+// with its lines and their heads, the collector hands the ordered writer
+// their results, and what goes again goes back to the submitter. This
+// file holds what they share: the options, the line's record, the run's
+// client, journal and records spool, and the spools themselves.
 
 // Via is the way lines reach the API.
 type Via string
@@ -87,29 +93,23 @@ func (o BatchOptions) maxPoll() time.Duration {
 // batchGCPercent is the GC's target while a --via batch run collects.
 const batchGCPercent = 60
 
-// slot is one line of a --via batch run, by its place in the input.
-type slot struct {
-	rec   int64 // its record in the records spool; -1: it had its result at once
-	batch int32 // the batch it is in, in tracker.batches; -1: none
+// bline is a line of a --via batch run in a batch, or on its way to one:
+// what the batch stages carry of it. Its record, with the body it sends,
+// is in the records spool at rec; its head, the part of the record its
+// result needs, is in its batch's heads from hs to where the next line's
+// begins, or, past headsMax, only in the record (hs < 0, and so for every
+// line after it in its batch).
+type bline struct {
+	seq   int32 // its place among the run's lines: results are written in its order
+	line  int32 // its input line number, which its custom_id names
+	rec   int64
+	hs    int32
 	tries uint8 // the batches it was submitted in
 }
 
-// tracker is the table of a --via batch run's lines: where each line's
-// record is spooled, which batch holds it, and the spool of their results.
-// Memory is a few words a line; everything else is on disk. The submitter
-// adds the lines and puts them in batches; the collector and the ordered
-// writer read it. Which lines have their result is not here: results go
-// to the ordered writer on channels (batchorder.go), and it alone keeps
-// that. Safe for concurrent use.
-type tracker struct {
-	records *spool // a line's record: lineRecord, then its body
-	results *spool // a line's result, as appendResult encodes it
-
-	mu      sync.Mutex
-	slots   []slot
-	lineOf  []int32 // the input line number of each slot, ascending
-	batches []*tbatch
-}
+// headsMax bounds the heads a run holds in memory: past it, the rest of
+// its lines' heads are read from their records when they are collected.
+const headsMax = 32 << 20
 
 // lineRecord is what a line's result needs besides the answer, and what
 // submitting it again needs: spooled when it is read (appendRecord), read
@@ -130,21 +130,125 @@ type lineRecord struct {
 	Held      held   // --schema: what the answer is held to, and the line's tries so far
 }
 
+// appendRecord encodes a line's record for the spool: integers as
+// varints, strings with their length. It takes a tenth of JSON's time to
+// read back. It begins with the line's head, which appendHead alone
+// encodes: what a result needs, so that a batch may keep it in memory.
+func appendRecord(b []byte, rec *lineRecord) []byte {
+	return appendTail(appendHead(b, rec), rec)
+}
+
+// appendTail encodes the rest of a line's record after its head.
+func appendTail(b []byte, rec *lineRecord) []byte {
+	for _, v := range []int64{int64(rec.Line), rec.Prompt, rec.EstTokens, int64(rec.EstCost)} {
+		b = binary.AppendVarint(b, v)
+	}
+	return appendStrings(b, rec.Model, rec.URL, rec.Hash)
+}
+
+// appendHead encodes the head of a line's record: its flags, id, metadata
+// and --schema's hold.
+func appendHead(b []byte, rec *lineRecord) []byte {
+	// One byte of flags: priced, and for embeddings single and floats.
+	var flags byte
+	for i, f := range []bool{rec.Priced, rec.Single, rec.Floats} {
+		if f {
+			flags |= 1 << i
+		}
+	}
+	b = appendStrings(append(b, flags), rec.ID, string(rec.Metadata))
+	return appendHeld(b, &rec.Held)
+}
+
+func appendStrings(b []byte, strs ...string) []byte {
+	for _, s := range strs {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// parseRecord decodes what appendRecord encoded, or only its head.
+func parseRecord(b []byte) (lineRecord, error) {
+	var rec lineRecord
+	bad := fmt.Errorf("spool: a damaged line record")
+	if len(b) == 0 {
+		return rec, bad
+	}
+	rec.Priced, rec.Single, rec.Floats, b = b[0]&1 != 0, b[0]&2 != 0, b[0]&4 != 0, b[1:]
+	var strs [5]string
+	var err error
+	if b, err = parseStrings(b, strs[:2]); err != nil {
+		return rec, bad
+	}
+	rec.ID = strs[0]
+	if strs[1] != "" {
+		rec.Metadata = json.RawMessage(strs[1])
+	}
+	if rec.Held, b, err = parseHeld(b); err != nil || len(b) == 0 {
+		return rec, err // a head
+	}
+	var ints [4]int64
+	for i := range ints {
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			return rec, bad
+		}
+		ints[i], b = v, b[n:]
+	}
+	rec.Line, rec.Prompt, rec.EstTokens, rec.EstCost = int(ints[0]), ints[1], ints[2], budget.Cost(ints[3])
+	if _, err = parseStrings(b, strs[2:]); err != nil {
+		return rec, bad
+	}
+	rec.Model, rec.URL, rec.Hash = strs[2], strs[3], strs[4]
+	return rec, nil
+}
+
+// parseStrings reads len(strs) strings that appendStrings wrote at the
+// start of b, and returns the rest of b.
+func parseStrings(b []byte, strs []string) ([]byte, error) {
+	for i := range strs {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || uint64(len(b)-n) < l {
+			return nil, errors.New("damaged")
+		}
+		strs[i], b = string(b[n:n+int(l)]), b[n+int(l):]
+	}
+	return b, nil
+}
+
+// record reads the record at off in the records spool, and its body if
+// withBody.
+func (br *batchRun) record(off int64, withBody bool) (lineRecord, []byte, error) {
+	head, body, err := br.records.read(off, withBody)
+	if err != nil {
+		return lineRecord{}, nil, err
+	}
+	rec, err := parseRecord(head)
+	return rec, body, err
+}
+
 // tbatch is a batch this run waits for.
 type tbatch struct {
-	idx       int32
 	id        string
 	inputFile string
 	endpoint  string
 	model     string
 	chunk     int
-	seqs      []int32          // its lines, in the order of its file
-	byCustom  map[string]int32 // a claimed batch's custom_ids → slots
-	est       budget.Estimate  // what its submission reserved of the day
-	day       string           // the day (budget.State.Date) est was reserved in
-	tokens    int64            // its input tokens, enqueued while it runs
+	lines     []bline          // its lines, in the order of its file
+	heads     []byte           // its lines' heads (bline.hs): their records without model, url and hash
+	byCustom  map[string]int32 // a claimed batch's custom_ids → its lines
+	// journal is what the journal records of its lines, until it does;
+	// nil: read from their records.
+	journal   *journalled
+	est       budget.Estimate // what its submission reserved of the day
+	day       string          // the day (budget.State.Date) est was reserved in
+	tokens    int64           // its input tokens, enqueued while it runs
 	submitted time.Time
 	claimed   bool // from the journal (--resume)
+	// over says the submitter owes its lines nothing more: it came back
+	// collected, or its lines have their results.
+	over      bool
 	collected bool // the journal says it was collected: its results are in the ledger, and it holds no reservation
 	// settled are the entries the ledger holds of it already: an earlier
 	// run collected that many of its results before it was stopped.
@@ -161,212 +265,16 @@ type tbatch struct {
 	final    openai.Batch
 }
 
-func newTracker(dir string) (*tracker, error) {
-	recs, err := newSpool(dir, "lines")
-	if err != nil {
-		return nil, err
-	}
-	res, err := newSpool(dir, "results")
-	if err != nil {
-		recs.close()
-		return nil, err
-	}
-	return &tracker{records: recs, results: res}, nil
-}
-
-func (t *tracker) close() {
-	t.records.close()
-	t.results.close()
-}
-
-// add makes the slot of the next line and returns it.
-func (t *tracker) add(line int, rec int64) int32 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.slots = append(t.slots, slot{rec: rec, batch: -1})
-	t.lineOf = append(t.lineOf, int32(line))
-	return int32(len(t.slots) - 1)
-}
-
-// seqOfLine is the slot of input line n, or -1.
-func (t *tracker) seqOfLine(n int) int32 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	lo, hi := 0, len(t.lineOf)
-	for lo < hi {
-		m := (lo + hi) / 2
-		if int(t.lineOf[m]) < n {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	if lo < len(t.lineOf) && int(t.lineOf[lo]) == n {
-		return int32(lo)
-	}
-	return -1
-}
-
-// count is how many lines the table holds.
-func (t *tracker) count() int32 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return int32(len(t.slots))
-}
-
-// spool spools a result of slot seq, encoded by appendResult, for the
-// ordered writer.
-func (t *tracker) spool(seq int32, res []byte) (spooled, error) {
-	off, err := t.results.append(res, nil)
-	if err != nil {
-		return spooled{}, &Error{Code: ExitFailed, Err: err}
-	}
-	return spooled{seq, off}, nil
-}
-
-// record reads the record of slot seq, and its body if withBody.
-func (t *tracker) record(seq int32, withBody bool) (lineRecord, []byte, error) {
-	t.mu.Lock()
-	off := t.slots[seq].rec
-	t.mu.Unlock()
-	head, body, err := t.records.read(off, withBody)
-	if err != nil {
-		return lineRecord{}, nil, err
-	}
-	rec, err := parseRecord(head)
-	return rec, body, err
-}
-
-// heads is what collecting a batch needs of its lines, read in one pass
-// before its files are: the record of every line and its tries. A read(2)
-// for each answer was a fifth of collecting's time.
-type heads struct {
-	lines []int32 // input line numbers, ascending
-	seqs  []int32
-	tries []uint8
-	ends  []int  // where each record ends in arena
-	arena []byte // the records, one after the other
-}
-
-// headsMax bounds a batch's heads in memory: past it, the rest of its
-// lines' records are read one at a time.
-const headsMax = 32 << 20
-
-// headsOf reads the records of b's lines.
-func (t *tracker) headsOf(b *tbatch) (*heads, error) {
-	n := len(b.seqs)
-	h := &heads{lines: make([]int32, 0, n), seqs: make([]int32, 0, n), tries: make([]uint8, 0, n), ends: make([]int, 0, n)}
-	offs := make([]int64, 0, n)
-	t.mu.Lock()
-	seqs := append([]int32(nil), b.seqs...)
-	slices.Sort(seqs)
-	for _, seq := range seqs {
-		sl := t.slots[seq]
-		if sl.rec < 0 || sl.batch != b.idx {
-			continue
-		}
-		h.lines = append(h.lines, t.lineOf[seq])
-		h.seqs = append(h.seqs, seq)
-		h.tries = append(h.tries, sl.tries)
-		offs = append(offs, sl.rec)
-	}
-	t.mu.Unlock()
-	err := t.records.readHeads(offs, func(i int, head []byte) bool {
-		if len(h.arena)+len(head) > headsMax {
-			h.lines, h.seqs, h.tries = h.lines[:i], h.seqs[:i], h.tries[:i]
-			return false
-		}
-		if i == 64 {
-			// Room for the rest at the first heads' mean size and a
-			// tenth more, rather than copies of a growing arena.
-			want := min(len(h.arena)*len(offs)/64*11/10, headsMax)
-			h.arena = append(make([]byte, 0, want), h.arena...)
-		}
-		h.arena = append(h.arena, head...)
-		h.ends = append(h.ends, len(h.arena))
-		return true
-	})
-	return h, err
-}
-
-// find returns the index of input line n in h, or -1.
-func (h *heads) find(n int) int {
-	if n < 0 || n > math.MaxInt32 {
-		return -1
-	}
-	if i, ok := slices.BinarySearch(h.lines, int32(n)); ok {
-		return i
-	}
-	return -1
-}
-
-// record decodes the record at index i.
-func (h *heads) record(i int) (lineRecord, error) {
-	start := 0
-	if i > 0 {
-		start = h.ends[i-1]
-	}
-	return parseRecord(h.arena[start:h.ends[i]])
-}
-
-// addTries counts n more batches slot seq was in.
-func (t *tracker) addTries(seq int32, n int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.slots[seq].tries = uint8(min(int(t.slots[seq].tries)+n, 255))
-}
-
-// setRecord makes the record spooled at off slot seq's: a re-ask's, to go
-// in a follow-up batch.
-func (t *tracker) setRecord(seq int32, off int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.slots[seq].rec = off
-}
-
-// slot returns a copy of slot seq.
-func (t *tracker) slot(seq int32) slot {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.slots[seq]
-}
-
-// batch is batch idx of the run's batches.
-func (t *tracker) batch(idx int32) *tbatch {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.batches[idx]
-}
-
-// register adds b to the run's batches.
-func (t *tracker) register(b *tbatch) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	b.idx = int32(len(t.batches))
-	t.batches = append(t.batches, b)
-}
-
-// put puts the slots seqs in batch b; try says it is one more submission
-// of them, not the same one under a new batch id.
-func (t *tracker) put(b *tbatch, try bool, seqs ...int32) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, s := range seqs {
-		t.slots[s].batch = b.idx
-		if try && t.slots[s].tries < 255 {
-			t.slots[s].tries++
-		}
-	}
-}
-
 // batchRun is what the stages of a --via batch run share: the Batch API's
 // client, the journal, the journalled lines --resume may claim, and the
-// lines' table.
+// records spool: each line's record and the body it sends, written by the
+// submitter, read back by the collector for what goes again. Memory is a
+// few words a line and its head; everything else is on disk.
 type batchRun struct {
 	api     *batchapi.Client
 	journal *batchapi.Journal
 	claims  *claims // nil unless --resume
-	lines   *tracker
+	records *spool
 	gc      int // the GC target before the run, restored by close; -1: unchanged
 }
 
@@ -401,7 +309,7 @@ func (r *runner) openBatch(ctx context.Context) (_ *batchRun, err error) {
 			return nil, &Error{Code: ExitConfig, Err: err}
 		}
 	}
-	if br.lines, err = newTracker(r.cfg.Batch.TempDir); err != nil {
+	if br.records, err = newSpool(r.cfg.Batch.TempDir, "lines"); err != nil {
 		return nil, &Error{Code: ExitFailed, Err: err}
 	}
 	if os.Getenv("GOGC") == "" {
@@ -414,11 +322,11 @@ func (r *runner) openBatch(ctx context.Context) (_ *batchRun, err error) {
 	return br, nil
 }
 
-// close ends the run's use of the journal and the spools, and restores
+// close ends the run's use of the journal and the spool, and restores
 // the GC's target.
 func (br *batchRun) close() {
-	if br.lines != nil {
-		br.lines.close()
+	if br.records != nil {
+		br.records.close()
 	}
 	if br.journal != nil {
 		br.journal.Close()
@@ -426,4 +334,121 @@ func (br *batchRun) close() {
 	if br.gc >= 0 {
 		debug.SetGCPercent(br.gc)
 	}
+}
+
+// spool is an append-only temporary file of records, each a pair of byte
+// strings (a head and a body), read back at the offset append returned.
+// It lets --via batch keep what it knows of each line on disk, not in
+// memory: the lines waiting for their batch, and the results waiting for
+// their turn to be written. The file is unlinked as soon as it is made, so
+// nothing is left behind however the process ends. Safe for concurrent
+// use.
+type spool struct {
+	mu      sync.Mutex
+	f       *os.File
+	w       *bufio.Writer
+	size    int64 // bytes appended, buffered ones included
+	flushed int64 // bytes in the file
+}
+
+// spoolHeader is the two lengths before each record.
+const spoolHeader = 8
+
+// newSpool makes a spool in dir ("" for the temporary directory).
+func newSpool(dir, name string) (*spool, error) {
+	f, err := os.CreateTemp(dir, "gptbatch-"+name+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	// Where an open file cannot be removed, close removes it.
+	_ = os.Remove(f.Name())
+	return &spool{f: f, w: bufio.NewWriterSize(f, 256<<10)}, nil
+}
+
+// append adds a record and returns its offset.
+func (s *spool) append(head, body []byte) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	off := s.size
+	var h [spoolHeader]byte
+	binary.LittleEndian.PutUint32(h[:4], uint32(len(head)))
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(body)))
+	s.w.Write(h[:])
+	s.w.Write(head)
+	if _, err := s.w.Write(body); err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	s.size += spoolHeader + int64(len(head)) + int64(len(body))
+	return off, nil
+}
+
+// readable makes sure the bytes up to end are in the file, not the buffer.
+func (s *spool) readable(end int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if end <= s.flushed {
+		return nil
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	s.flushed = s.size
+	return nil
+}
+
+// guess is how much read reads at first: most records fit, and then one
+// read(2) is enough.
+const guess = 1024
+
+// read returns the record at off: its head, and its body too if withBody.
+func (s *spool) read(off int64, withBody bool) (head, body []byte, err error) {
+	if err := s.readable(off + spoolHeader); err != nil {
+		return nil, nil, err
+	}
+	b := make([]byte, guess)
+	n, err := s.f.ReadAt(b, off)
+	if n < spoolHeader {
+		return nil, nil, fmt.Errorf("spool: %w", err)
+	}
+	hl, bl := int(binary.LittleEndian.Uint32(b[:4])), int(binary.LittleEndian.Uint32(b[4:]))
+	want := spoolHeader + hl
+	if withBody {
+		want += bl
+	}
+	if err := s.readable(off + int64(want)); err != nil {
+		return nil, nil, err
+	}
+	if n < want {
+		b = append(b[:n], make([]byte, want-n)...)
+		if _, err := s.f.ReadAt(b[n:], off+int64(n)); err != nil {
+			return nil, nil, fmt.Errorf("spool: %w", err)
+		}
+	}
+	b = b[spoolHeader:want]
+	if withBody {
+		return b[:hl], b[hl:], nil
+	}
+	return b, nil, nil
+}
+
+// close removes the spool.
+func (s *spool) close() {
+	s.f.Close()
+	_ = os.Remove(s.f.Name())
+}
+
+// appendResult appends r as the results spool keeps it: its binary
+// encoding, which jsonl.Result's doc lists among its codecs.
+func appendResult(b []byte, r *jsonl.Result) []byte {
+	b, _ = r.AppendBinary(b) // it never fails
+	return b
+}
+
+// parseResult decodes what appendResult encoded.
+func parseResult(b []byte) (*jsonl.Result, error) {
+	r := new(jsonl.Result)
+	if err := r.UnmarshalBinary(b); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return r, nil
 }

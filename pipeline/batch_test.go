@@ -8,7 +8,6 @@ import (
 	"io"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -84,51 +83,6 @@ func TestRecordCodec(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, rec) {
 			t.Errorf("parseRecord(appendRecord(%+v)) = %+v, %v", rec, got, err)
 		}
-	}
-}
-
-// TestSpoolReadHeads: the heads read in bulk for collecting are the
-// records read one at a time, also for a record larger than a read's
-// window, some still in the write buffer, and a stop asked for midway.
-func TestSpoolReadHeads(t *testing.T) {
-	s, err := newSpool(t.TempDir(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.close()
-	var offs []int64
-	for i := range 3000 {
-		head := []byte(fmt.Sprintf("head %d %s", i, strings.Repeat("h", i%7)))
-		if i == 1500 {
-			head = bytes.Repeat([]byte{'H'}, 600<<10) // over the 256 KiB window
-		}
-		off, err := s.append(head, bytes.Repeat([]byte{'b'}, i%300))
-		if err != nil {
-			t.Fatal(err)
-		}
-		offs = append(offs, off)
-	}
-	// Every third record, as a batch's lines interleave with others'.
-	var some []int64
-	for i := 0; i < len(offs); i += 3 {
-		some = append(some, offs[i])
-	}
-	some = append(some, offs[1500])
-	slices.Sort(some)
-	n := 0
-	err = s.readHeads(some, func(i int, head []byte) bool {
-		want, _, err := s.read(some[i], false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(head, want) {
-			t.Fatalf("head %d: read in bulk %.40q, alone %.40q", i, head, want)
-		}
-		n++
-		return n < len(some)-10
-	})
-	if err != nil || n != len(some)-10 {
-		t.Errorf("readHeads: %d heads, %v; want %d and a stop", n, err, len(some)-10)
 	}
 }
 

@@ -10,6 +10,7 @@ package pipeline
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,8 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -39,19 +42,19 @@ var errStoreLost = errors.New(storeFailedMsg)
 // collected is what collecting a batch sends back to the submitter.
 type collected struct {
 	b          *tbatch
-	retry      []int32 // lines to submit again
+	retry      []bline // lines to submit again
 	tokenLimit string  // the API's message, if it refused b for the enqueued-token limit
 }
 
 // collectBatches is the collect stage of --via batch: it collects each
-// ended batch from in, one at a time, sends its lines' results, spooled,
-// to the ordered writer on results, and what is to be submitted again
-// back to the submitter, which takes it until back is closed. It closes
-// back and results once in is closed.
-func (r *runner) collectBatches(ctx context.Context, br *batchRun, in <-chan *tbatch, back chan<- collected, results chan<- []spooled) error {
+// ended batch from in, one at a time, sends its lines' results to the
+// ordered writer on results, and what is to be submitted again back to
+// the submitter, which takes it until back is closed. It closes back and
+// results once in is closed.
+func (r *runner) collectBatches(ctx context.Context, br *batchRun, in <-chan *tbatch, back chan<- collected, results chan<- []done) error {
 	defer close(results)
 	defer close(back)
-	api, t, j := br.api, br.lines, br.journal
+	api, j := br.api, br.journal
 	for {
 		var b *tbatch
 		select {
@@ -62,7 +65,7 @@ func (r *runner) collectBatches(ctx context.Context, br *batchRun, in <-chan *tb
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		c := newCollector(r, api, t, b, results)
+		c := newCollector(r, br, b, results)
 		res, err := c.collect(ctx, j)
 		if err != nil {
 			return err
@@ -104,44 +107,62 @@ func (r *runner) deleteInput(ctx context.Context, api *batchapi.Client, b *tbatc
 type collector struct {
 	r        *runner
 	api      *batchapi.Client
-	t        *tracker
+	br       *batchRun
 	b        *tbatch
 	endpoint string // b's: every line of a batch goes to its one endpoint
-	retry    []int32
-	retrySet map[int32]bool
-	settle   []budget.Settlement
-	// pending are the answers whose settlements wait in settle: spooled,
-	// and written only once those reach the ledger, so that an answer
-	// on stdout (which --resume counts as done) is always paid for there.
-	pending []spooled
-	// done are the results spooled for the ordered writer, sent to it on
-	// results by deliver.
-	done    []spooled
-	results chan<- []spooled
+	// byLine are b's lines (their index in b.lines) by input line, when
+	// b.lines are not in that order already (a follow-up's); nil: they are.
+	byLine []int32
+	retry  []bline
+	settle []budget.Settlement
+	// pending are the answers whose settlements wait in settle, by their
+	// line in b.lines: written only once those reach the ledger, so that
+	// an answer on stdout (which --resume counts as done) is always paid
+	// for there.
+	pending []pendingAnswer
+	// done are the results for the ordered writer, sent to it on results
+	// by deliver.
+	done    []done
+	results chan<- []done
 	lines   int   // results read
 	broken  error // a file could not be read to its end
 	// seen are the lines an answer or a failure was read for, this run's
-	// by slot and others by custom_id: the first counts, and the repeats
-	// (an output file that gives a line twice) are only counted.
-	seen        map[int32]bool
+	// by their index in b.lines and others by custom_id: the first counts,
+	// and the repeats (an output file that gives a line twice) are only
+	// counted.
+	seen        []bool
 	seenForeign map[string]bool
 	repeats     int
 	// lost is the failure of the shared state that stopped collecting:
 	// what was not settled is left to --resume.
 	lost    error
-	heads   *heads
 	skipped int // settlements an earlier run made (b.settled) and this one skipped
 	started time.Time
 	kr      cache.Keyer // keys the answers kept in the response cache
 }
 
+// pendingAnswer is an answer whose settlement waits: its line in b.lines
+// and its result.
+type pendingAnswer struct {
+	i   int32
+	res *jsonl.Result
+}
+
 // newCollector is the collector of batch b, which sends its results on
 // results.
-func newCollector(r *runner, api *batchapi.Client, t *tracker, b *tbatch, results chan<- []spooled) *collector {
-	return &collector{
-		r: r, api: api, t: t, b: b, endpoint: endpointOf(b.endpoint), results: results,
-		retrySet: map[int32]bool{}, seen: map[int32]bool{}, seenForeign: map[string]bool{},
+func newCollector(r *runner, br *batchRun, b *tbatch, results chan<- []done) *collector {
+	c := &collector{
+		r: r, api: br.api, br: br, b: b, endpoint: endpointOf(b.endpoint), results: results,
+		seen: make([]bool, len(b.lines)), seenForeign: map[string]bool{},
 	}
+	if !slices.IsSortedFunc(b.lines, func(x, y bline) int { return cmp.Compare(x.line, y.line) }) {
+		c.byLine = make([]int32, len(b.lines))
+		for i := range c.byLine {
+			c.byLine[i] = int32(i)
+		}
+		slices.SortFunc(c.byLine, func(x, y int32) int { return cmp.Compare(b.lines[x].line, b.lines[y].line) })
+	}
+	return c
 }
 
 // itemOf is the item of a line of the batch, by its record, enough to
@@ -168,8 +189,8 @@ func (c *collector) collect(ctx context.Context, j *batchapi.Journal) (collected
 	fb := b.final
 	switch {
 	case b.lost != nil:
-		for _, seq := range b.seqs {
-			if err := c.again(seq, jsonl.ErrAPI, "batch "+b.id+" could not be retrieved: "+b.lost.Error(), 0); err != nil {
+		for i := range b.lines {
+			if err := c.again(int32(i), jsonl.ErrAPI, "batch "+b.id+" could not be retrieved: "+b.lost.Error(), 0); err != nil {
 				return out, err
 			}
 		}
@@ -197,13 +218,6 @@ func (c *collector) collect(ctx context.Context, j *batchapi.Journal) (collected
 			return out, err
 		}
 	default:
-		if b.byCustom == nil {
-			h, err := c.t.headsOf(b)
-			if err != nil {
-				return out, err
-			}
-			c.heads = h
-		}
 		for _, f := range []*string{fb.OutputFileID, fb.ErrorFileID} {
 			if f != nil && *f != "" {
 				if err := c.readFile(ctx, *f); errors.Is(err, errStoreLost) {
@@ -215,7 +229,8 @@ func (c *collector) collect(ctx context.Context, j *batchapi.Journal) (collected
 		}
 		// Lines in neither file: submitted again, unless someone
 		// cancelled the batch on purpose, or the files could not be read.
-		for _, seq := range b.seqs {
+		for i := range b.lines {
+			seq := int32(i)
 			// A line read in a file has its result, is pending or goes
 			// again.
 			if c.seen[seq] {
@@ -324,7 +339,8 @@ func (c *collector) failedValidation() error {
 	if len(byLine) == 0 && len(general) == 0 {
 		general = append(general, "no reason given")
 	}
-	for i, seq := range b.seqs {
+	for i := range b.lines {
+		seq := int32(i)
 		if msg, ok := byLine[i+1]; ok {
 			if err := c.fail(seq, jsonl.ErrAPI, fmt.Sprintf("batch %s failed validation: line %d of its file: %s", b.id, i+1, msg), http.StatusBadRequest); err != nil {
 				return err
@@ -465,11 +481,11 @@ func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
 // lineOutcome is what one line of an output or error file comes to.
 type lineOutcome struct {
 	id    string // its custom_id
-	seq   int32  // the run's line, or -1 for a line not of this run
+	seq   int32  // its index in the batch's lines, or -1 for a line not of this run
 	st    budget.Settlement
-	res   []byte // the line's result, by appendResult; nil if it goes again
-	again bool   // submit it again
-	bad   error  // the line is not JSON
+	res   *jsonl.Result // the line's result; nil if it goes again
+	again bool          // submit it again
+	bad   error         // the line is not JSON
 	// --schema: how the line is held, and its answer's cost; reask, when
 	// the answer did not fit, is what goes in the follow-up instead.
 	held  held
@@ -516,44 +532,37 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 	if err != nil {
 		return err
 	}
-	if o.seq >= 0 && o.st.Entry != nil && o.st.Entry.Status == http.StatusOK {
+	if o.seq >= 0 && o.held.kind != heldNone && o.st.Entry != nil && o.st.Entry.Status == http.StatusOK {
 		c.r.countBatch(o.held, o.reask != nil, queued, o.cost)
 	}
 	switch {
 	case o.seq < 0:
 	case o.reask != nil:
-		last, err := c.t.results.append(o.reask.last, nil)
+		// The re-ask's record, and the result of the answer it follows,
+		// which is the line's should the re-ask fail, go on disk.
+		last, err := c.br.records.append(o.reask.last, nil)
 		if err != nil {
 			return err
 		}
 		o.reask.rec.Held.lastAt = last + 1
-		off, err := c.t.records.append(appendRecord(nil, &o.reask.rec), o.reask.body)
+		off, err := c.br.records.append(appendRecord(nil, &o.reask.rec), o.reask.body)
 		if err != nil {
 			return err
 		}
-		c.t.setRecord(o.seq, off)
-		c.retry = append(c.retry, o.seq)
-		c.retrySet[o.seq] = true
+		l := c.b.lines[o.seq]
+		l.rec = off
+		c.retry = append(c.retry, l)
 	case o.again:
-		c.retry = append(c.retry, o.seq)
-		c.retrySet[o.seq] = true
+		c.retry = append(c.retry, c.b.lines[o.seq])
 		c.r.stats.Retries.Add(1)
 	case queued:
-		sp, err := c.t.spool(o.seq, o.res)
-		if err != nil {
-			return err
-		}
-		c.pending = append(c.pending, sp)
+		c.pending = append(c.pending, pendingAnswer{o.seq, o.res})
 		return c.keep(ctx, o)
 	default:
 		if err := c.keep(ctx, o); err != nil {
 			return err
 		}
-		sp, err := c.t.spool(o.seq, o.res)
-		if err != nil {
-			return err
-		}
-		if c.done = append(c.done, sp); len(c.done) >= 1024 {
+		if c.done = append(c.done, done{c.b.lines[o.seq].seq, o.res}); len(c.done) >= 1024 {
 			return c.deliver(ctx)
 		}
 	}
@@ -579,11 +588,12 @@ func (c *collector) repeated(o *lineOutcome) bool {
 	return false
 }
 
-// seqOf is the line of this run a custom_id names in b, or -1.
+// seqOf is the line of b (its index in b.lines) a custom_id names, or -1.
 func (c *collector) seqOf(customID string) int32 {
-	if c.b.byCustom != nil {
-		if s, ok := c.b.byCustom[customID]; ok {
-			return s
+	b := c.b
+	if b.byCustom != nil {
+		if i, ok := b.byCustom[customID]; ok {
+			return i
 		}
 		return -1
 	}
@@ -591,11 +601,17 @@ func (c *collector) seqOf(customID string) int32 {
 	if !ok {
 		return -1
 	}
-	s := c.t.seqOfLine(n)
-	if s < 0 || c.t.slot(s).batch != c.b.idx {
+	at := func(k int) int32 {
+		if c.byLine != nil {
+			return c.byLine[k]
+		}
+		return int32(k)
+	}
+	k, found := sort.Find(len(b.lines), func(k int) int { return cmp.Compare(n, int(b.lines[at(k)].line)) })
+	if !found {
 		return -1
 	}
-	return s
+	return at(k)
 }
 
 // lineOfCustomID is the input line a custom_id of gptbatch's names.
@@ -608,23 +624,26 @@ func lineOfCustomID(customID string) (int, bool) {
 	return n, err == nil
 }
 
-// lookup finds the line a custom_id names in b: its slot (-1 for none of
-// this run's), its record and its tries.
+// lookup finds the line a custom_id names in b: its index in b.lines
+// (-1 for none of this run's), its record and its tries.
 func (c *collector) lookup(customID string) (int32, lineRecord, int, error) {
-	if h := c.heads; h != nil {
-		if n, ok := lineOfCustomID(customID); ok {
-			if i := h.find(n); i >= 0 {
-				rec, err := h.record(i)
-				return h.seqs[i], rec, int(h.tries[i]), err
-			}
-		}
-	}
-	seq := c.seqOf(customID)
-	if seq < 0 {
+	i := c.seqOf(customID)
+	if i < 0 {
 		return -1, lineRecord{}, 1, nil
 	}
-	rec, _, err := c.t.record(seq, false)
-	return seq, rec, int(c.t.slot(seq).tries), err
+	ls := c.b.lines
+	l := &ls[i]
+	if l.hs < 0 {
+		rec, _, err := c.br.record(l.rec, false)
+		return i, rec, int(l.tries), err
+	}
+	end := len(c.b.heads)
+	if int(i)+1 < len(ls) && ls[i+1].hs >= 0 {
+		end = int(ls[i+1].hs)
+	}
+	rec, err := parseRecord(c.b.heads[l.hs:end])
+	rec.Line, rec.Model, rec.URL = int(l.line), c.b.model, c.b.endpoint // a head leaves out what its line and batch say
+	return i, rec, int(l.tries), err
 }
 
 // parseLine parses one line of an output or error file into the line's
@@ -669,12 +688,12 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 		h := rec.Held
 		var origOff int64
 		orig := func() ([]byte, error) {
-			_, body, err := c.t.records.read(origOff, true)
+			_, body, err := c.br.records.read(origOff, true)
 			return body, err
 		}
 		if o.seq >= 0 && h.kind != heldNone {
 			if origOff = h.origAt - 1; h.origAt == 0 {
-				origOff = c.t.slot(o.seq).rec
+				origOff = c.b.lines[o.seq].rec
 			}
 			if it.schema, err = r.heldSchema(h, it.endpoint, orig); err != nil {
 				return lineOutcome{seq: -1, bad: err}
@@ -705,7 +724,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 					return o
 				}
 			}
-			o.res = appendResult(nil, res)
+			o.res = res
 			// Kept only as the answer to the line's request as the input
 			// gave it: a follow-up's (--schema) is to another request.
 			if r.cache != nil && ans.invalid == nil && h.origAt == 0 {
@@ -739,10 +758,10 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
 	res.Attempts = tries
 	res.BatchID = b.id
-	if last := c.t.lastAnswer(rec, tries, typ, "asking again failed: "+msg); last != nil {
+	if last := lastAnswer(c.br.records, rec, tries, typ, "asking again failed: "+msg); last != nil {
 		res = last
 	}
-	o.res = appendResult(nil, res)
+	o.res = res
 	return o
 }
 
@@ -784,7 +803,9 @@ func (c *collector) flush(ctx context.Context) error {
 			c.settle = c.settle[:0]
 		}
 	}
-	c.done = append(c.done, c.pending...)
+	for _, p := range c.pending {
+		c.done = append(c.done, done{c.b.lines[p.i].seq, p.res})
+	}
 	c.pending = c.pending[:0]
 	if err := c.deliver(ctx); err != nil {
 		return err
@@ -792,7 +813,7 @@ func (c *collector) flush(ctx context.Context) error {
 	return lost
 }
 
-// deliver sends the results spooled so far to the ordered writer.
+// deliver sends the results so far to the ordered writer.
 func (c *collector) deliver(ctx context.Context) error {
 	if len(c.done) == 0 {
 		return nil
@@ -834,7 +855,7 @@ func (c *collector) storeLost(err error) error {
 	c.lost = err
 	c.settle = c.settle[:0]
 	for _, p := range c.pending {
-		if err := c.fail(p.seq, jsonl.ErrInterrupted, "answered in batch "+c.b.id+", but not recorded: "+storeFailedMsg+"; the same command with --resume collects it again", 0); err != nil {
+		if err := c.fail(p.i, jsonl.ErrInterrupted, "answered in batch "+c.b.id+", but not recorded: "+storeFailedMsg+"; the same command with --resume collects it again", 0); err != nil {
 			return err
 		}
 	}
@@ -844,33 +865,30 @@ func (c *collector) storeLost(err error) error {
 
 // again submits a line again, if it has tries left; else it gets the
 // error.
-func (c *collector) again(seq int32, typ, msg string, status int) error {
-	if int(c.t.slot(seq).tries) <= c.r.cfg.Retries {
-		c.retry = append(c.retry, seq)
-		c.retrySet[seq] = true
+func (c *collector) again(i int32, typ, msg string, status int) error {
+	l := c.b.lines[i]
+	if int(l.tries) <= c.r.cfg.Retries {
+		c.retry = append(c.retry, l)
 		c.r.stats.Retries.Add(1)
 		return nil
 	}
-	return c.fail(seq, typ, msg, status)
+	return c.fail(i, typ, msg, status)
 }
 
-// fail gives a line its error result.
-func (c *collector) fail(seq int32, typ, msg string, status int) error {
-	rec, _, err := c.t.record(seq, false)
+// fail gives line i of the batch its error result.
+func (c *collector) fail(i int32, typ, msg string, status int) error {
+	l := c.b.lines[i]
+	rec, _, err := c.br.record(l.rec, false)
 	if err != nil {
 		return err
 	}
 	res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
-	res.Attempts = int(c.t.slot(seq).tries)
+	res.Attempts = int(l.tries)
 	res.BatchID = c.b.id
-	if last := c.t.lastAnswer(rec, res.Attempts, typ, "asking again failed: "+msg); last != nil {
+	if last := lastAnswer(c.br.records, rec, res.Attempts, typ, "asking again failed: "+msg); last != nil {
 		res = last
 	}
-	sp, err := c.t.spool(seq, appendResult(nil, res))
-	if err != nil {
-		return err
-	}
-	c.done = append(c.done, sp)
+	c.done = append(c.done, done{l.seq, res})
 	return nil
 }
 
@@ -882,7 +900,7 @@ func (c *collector) keep(ctx context.Context, o *lineOutcome) error {
 	if o.keep == nil || c.r.cache.off.Load() {
 		return nil
 	}
-	rec, body, err := c.t.record(o.seq, true)
+	rec, body, err := c.br.record(c.b.lines[o.seq].rec, true)
 	if err != nil {
 		return nil
 	}

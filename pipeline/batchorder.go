@@ -2,21 +2,19 @@ package pipeline
 
 import (
 	"context"
-	"fmt"
-	"strings"
 
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
-// spooled is a line's result, spooled in the tracker's results spool at
-// off: what the submitter and the collector send the ordered writer.
-type spooled struct {
-	seq int32 // the line's slot
-	off int64
+// done is a line's result on its way to the ordered writer: what the
+// submitter and the collector send it.
+type done struct {
+	seq int32 // the line's place among the run's lines
+	res *jsonl.Result
 }
 
-// What orderBatchResults holds of a slot besides its result's place in
-// the spool.
+// What orderBatchResults holds of a line besides its result's place in
+// its spool.
 const (
 	noResult = -1 // no result yet
 	written  = -2 // its result is written
@@ -24,18 +22,57 @@ const (
 
 // orderBatchResults is the ordered writer of --via batch: it takes the
 // results of the lines no batch answers (the submitter's, on unsent) and
-// of those a batch answers (the collector's, on collected), spooled on
-// disk, and sends each to out in input order, or at once with
-// --unordered. It alone keeps which lines have their result; the window
-// it holds is a place in the spool a line, not the results. Once both
-// inputs are closed no more results come: the lines still without one
-// get an interrupted result that names their batch. It closes out.
-func (r *runner) orderBatchResults(ctx context.Context, t *tracker, unsent, collected <-chan []spooled, out chan<- []*jsonl.Result) error {
+// of those a batch answers (the collector's, on collected) and sends each
+// to out in input order, or at once with --unordered. A result that comes
+// before its turn (answers arrive hours apart, and batches end in any
+// order) waits in a spool of its own on disk, in dir: the window it holds
+// in memory is a place in the spool a line, not the results. It alone
+// keeps which lines have their result: the first a line gets is its
+// result. Once both inputs are closed no more results come: those still
+// spooled are written in order. It closes out.
+func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, collected <-chan []done, out chan<- []*jsonl.Result) error {
 	defer close(out)
-	var at []int64 // by slot: where its result is spooled, noResult or written
-	next := 0      // ordered: the slot whose result is written next
+	var parked *spool // made when a result first waits
+	defer func() {
+		if parked != nil {
+			parked.close()
+		}
+	}()
+	var at []int64 // by line: where its result is spooled, noResult or written
+	next := 0      // ordered: the line whose result is written next
+	var block []*jsonl.Result
+	// emit sends the results in block to out once there are n of them.
+	emit := func(n int) error {
+		if len(block) < max(n, 1) {
+			return nil
+		}
+		err := send(ctx, out, block)
+		block = nil
+		return err
+	}
+	// write sends the spooled result of line seq, then the ones spooled
+	// after it in turn.
+	write := func(seq int) error {
+		for ; seq < len(at) && at[seq] >= 0; seq++ {
+			head, _, err := parked.read(at[seq], false)
+			if err != nil {
+				return &Error{Code: ExitFailed, Err: err}
+			}
+			res, err := parseResult(head)
+			if err != nil {
+				return &Error{Code: ExitFailed, Err: err}
+			}
+			block = append(block, res)
+			if err := emit(blockLen); err != nil {
+				return err
+			}
+			at[seq] = written
+			next = seq + 1
+		}
+		return nil
+	}
 	for unsent != nil || collected != nil {
-		var got []spooled
+		var got []done
 		var ok bool
 		select {
 		case got, ok = <-unsent:
@@ -49,116 +86,52 @@ func (r *runner) orderBatchResults(ctx context.Context, t *tracker, unsent, coll
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		for _, s := range got {
-			for len(at) <= int(s.seq) {
+		for _, d := range got {
+			for len(at) <= int(d.seq) {
 				at = append(at, noResult)
 			}
-			if !r.cfg.Unordered {
-				at[s.seq] = s.off
+			if at[d.seq] != noResult {
+				continue // it has its result
+			}
+			if !r.cfg.Unordered && int(d.seq) != next {
+				if parked == nil {
+					var err error
+					if parked, err = newSpool(dir, "results"); err != nil {
+						return &Error{Code: ExitFailed, Err: err}
+					}
+				}
+				off, err := parked.append(appendResult(nil, d.res), nil)
+				if err != nil {
+					return &Error{Code: ExitFailed, Err: err}
+				}
+				at[d.seq] = off
 				continue
 			}
-			if err := r.writeSpooled(ctx, t, s.off, out); err != nil {
-				return err
+			block = append(block, d.res)
+			at[d.seq] = written
+			if !r.cfg.Unordered {
+				next = int(d.seq) + 1
+				if err := write(next); err != nil {
+					return err
+				}
 			}
-			at[s.seq] = written
 		}
-		for !r.cfg.Unordered && next < len(at) && at[next] >= 0 {
-			if err := r.writeSpooled(ctx, t, at[next], out); err != nil {
-				return err
-			}
-			at[next] = written
-			next++
+		if err := emit(1); err != nil {
+			return err
 		}
 	}
-	if r.cfg.Unordered {
-		next = 0
-	}
-	running := map[int32]int{} // batches still running: their lines without a result
-	for seq, n := int32(next), t.count(); seq < n; seq++ {
-		off := int64(noResult)
-		if int(seq) < len(at) {
-			off = at[seq]
-		}
-		switch {
-		case off == written:
-		case off >= 0:
-			if err := r.writeSpooled(ctx, t, off, out); err != nil {
-				return err
-			}
-		default:
-			res, batch, err := r.unfinishedResult(t, seq)
-			if err != nil {
-				return &Error{Code: ExitFailed, Err: err}
-			}
-			if batch >= 0 {
-				running[batch]++
-			}
-			if err := send(ctx, out, []*jsonl.Result{res}); err != nil {
+	// What still waits follows a line that got no result: the run
+	// failed, and what it has is written in order.
+	for seq := range at {
+		if at[seq] >= 0 {
+			if err := write(seq); err != nil {
 				return err
 			}
 		}
 	}
-	if len(running) > 0 && r.stop.signal.Err() != nil {
-		r.sayHowToCollect(t, running)
-	}
-	return nil
+	return emit(1)
 }
 
-// writeSpooled sends the result spooled at off to out.
-func (r *runner) writeSpooled(ctx context.Context, t *tracker, off int64, out chan<- []*jsonl.Result) error {
-	head, _, err := t.results.read(off, false)
-	if err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	res, err := parseResult(head)
-	if err != nil {
-		return &Error{Code: ExitFailed, Err: err}
-	}
-	return send(ctx, out, []*jsonl.Result{res})
-}
-
-// unfinishedResult is the result of line seq, which has none once no more
-// will come: its batch was not collected, or it was never in one (-1).
-func (r *runner) unfinishedResult(t *tracker, seq int32) (*jsonl.Result, int32, error) {
-	sl := t.slot(seq)
-	rec, _, err := t.record(seq, false)
-	if err != nil {
-		return nil, -1, err
-	}
-	req := &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}
-	if sl.batch < 0 {
-		why := r.stop.stopped()
-		if why == nil {
-			why = interrupted
-		}
-		return errorResult(req, why.typ, fmt.Sprintf("line %d: %s", rec.Line, why.msg), why.status), -1, nil
-	}
-	id := t.batch(sl.batch).id
-	res := errorResult(req, jsonl.ErrInterrupted,
-		fmt.Sprintf("line %d: not collected: batch %s is still running; run the same command again with --resume to collect it", rec.Line, id), 0)
-	res.Attempts = int(sl.tries)
-	res.BatchID = id
-	return res, sl.batch, nil
-}
-
-// sayHowToCollect tells, after an interrupt, which batches still run and
-// how to collect them; running counts their lines without a result.
-func (r *runner) sayHowToCollect(t *tracker, running map[int32]int) {
-	var ids []string
-	lines := 0
-	t.mu.Lock()
-	for i, b := range t.batches {
-		if n, ok := running[int32(i)]; ok {
-			ids = append(ids, b.id)
-			lines += n
-		}
-	}
-	t.mu.Unlock()
-	shown := ids
-	if len(shown) > 5 {
-		shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(ids)-5))
-	}
-	r.cfg.Log.Warn(fmt.Sprintf("%s in %s still running (%s): they are paid for and keep running, and are recorded in %s; "+
-		"to collect them without submitting again, run the same command with --resume OUT (the file holding this run's results)",
-		Count(lines, "line is", "lines are"), Count(len(ids), "batch", "batches"), strings.Join(shown, ", "), r.cfg.Batch.Journal))
-}
+// blockLen is the most results a block to emit holds: results spooled
+// ahead of their turn are read back a block at a time.
+const blockLen = 1024

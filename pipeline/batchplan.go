@@ -4,17 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
-
-	"github.com/gptbatch/gptbatch/budget"
 )
-
-// batchPrice puts a line at the Batch API's prices.
-func (it *item) batchPrice() {
-	if it.result != nil {
-		return
-	}
-	it.setTier(budget.TierBatch)
-}
 
 // plannedFile is a batch file of a dry run's plan.
 type plannedFile struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/internal/schema"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
@@ -43,7 +44,7 @@ type held struct {
 	origAt int64
 	prior  tries // the answers of its earlier tries, paid for
 	// lastAt is where the result of its last answer, which did not fit,
-	// is in the results spool, plus one; 0: none. It is the line's result
+	// is in the records spool, plus one; 0: none. It is the line's result
 	// if its re-ask fails.
 	lastAt int64
 }
@@ -187,8 +188,9 @@ func (r *runner) batchReask(it *item, rec lineRecord, h held, origOff int64, ori
 	nh.prior.addAnswer(ans.usage, ans.cost, 0)
 	nrec := rec
 	nrec.Prompt, nrec.EstTokens, nrec.EstCost, nrec.Priced, nrec.Held = next.prompt, next.est.Tokens, next.est.Cost, next.priced, nh
-	// Hash stays the original request's: --resume claims the re-ask by
-	// the input line it answers.
+	// Hash is the original request's: --resume claims the re-ask by the
+	// input line it answers.
+	nrec.Hash = batchapi.LineHash(rec.URL, body)
 	return &batchReask{rec: nrec, body: next.body}, nil
 }
 
@@ -199,11 +201,11 @@ func (r *runner) batchReask(it *item, rec lineRecord, h held, origOff int64, ori
 // try, a line resumed from a follow-up), or when typ, the failure's type,
 // is one --resume mends (interrupted, network): then the line's result is
 // the failure.
-func (t *tracker) lastAnswer(rec lineRecord, attempts int, typ, why string) *jsonl.Result {
+func lastAnswer(records *spool, rec lineRecord, attempts int, typ, why string) *jsonl.Result {
 	if rec.Held.lastAt == 0 || typ == jsonl.ErrInterrupted || typ == jsonl.ErrNetwork {
 		return nil
 	}
-	head, _, err := t.results.read(rec.Held.lastAt-1, false)
+	head, _, err := records.read(rec.Held.lastAt-1, false)
 	if err != nil {
 		return nil
 	}

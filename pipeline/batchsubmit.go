@@ -13,10 +13,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
@@ -47,14 +49,35 @@ type chunkKey struct{ url, model string }
 
 // chunk is a batch file being written, or written and waiting to go.
 type chunk struct {
-	key    chunkKey
-	f      *os.File
-	w      *bufio.Writer
-	seqs   []int32
-	bytes  int64
-	tokens int64 // input tokens, as the API counts what it enqueues
-	est    budget.Estimate
-	day    string // the day est was reserved in
+	key     chunkKey
+	f       *os.File
+	w       *bufio.Writer
+	lines   []bline
+	heads   []byte // the lines' heads (bline.hs)
+	journal journalled
+	bytes   int64
+	tokens  int64 // input tokens, as the API counts what it enqueues
+	est     budget.Estimate
+	day     string // the day est was reserved in
+}
+
+// journalled is what the journal records of a file's lines, kept with it
+// until its batch is journalled: their content hashes, one after the
+// other, and the earlier tries of the few that have any.
+type journalled struct {
+	hashes []byte
+	tries  map[int]json.RawMessage // by index in the file
+}
+
+// add adds what the journal records of the next line of the file.
+func (j *journalled) add(hash string, tries json.RawMessage) {
+	if tries != nil {
+		if j.tries == nil {
+			j.tries = map[int]json.RawMessage{}
+		}
+		j.tries[len(j.hashes)/batchapi.LineHashLen] = tries
+	}
+	j.hashes = append(j.hashes, hash...)
 }
 
 // refused is a batch the API refused for the enqueued-token limit, waiting
@@ -71,7 +94,7 @@ type refused struct {
 // waits for it, and submits again what collecting sends back.
 type submitter struct {
 	r       *runner
-	t       *tracker
+	br      *batchRun
 	api     *batchapi.Client
 	journal *batchapi.Journal
 	claims  *claims
@@ -80,9 +103,14 @@ type submitter struct {
 
 	runID  string
 	chunks int
-	open   map[chunkKey]*chunk
-	ready  []*chunk   // written, to be submitted in order
-	held   []*refused // refused for the enqueued-token limit
+	lines  int32 // the lines taken so far: the next one's seq
+	// batches are the run's batches, created or claimed, in that order;
+	// those not over when the submitter ends are still running.
+	batches []*tbatch
+	heads   int // bytes of heads in memory (bline.hs)
+	open    map[chunkKey]*chunk
+	ready   []*chunk   // written, to be submitted in order
+	held    []*refused // refused for the enqueued-token limit
 	// running is the input tokens of this run's batches of each model
 	// not yet collected: what they may have enqueued.
 	running     map[string]int64
@@ -92,12 +120,12 @@ type submitter struct {
 	waitUntil   time.Time
 	warned      budget.Reason
 	toPoll      chan<- *tbatch
-	unsent      chan<- []spooled
+	unsent      chan<- []done
 }
 
 func newSubmitter(r *runner, br *batchRun) *submitter {
 	return &submitter{
-		r: r, t: br.lines, api: br.api, journal: br.journal, claims: br.claims, claimed: map[int32]*tbatch{}, checked: map[int32]batchCheck{},
+		r: r, br: br, api: br.api, journal: br.journal, claims: br.claims, claimed: map[int32]*tbatch{}, checked: map[int32]batchCheck{},
 		runID: batchapi.NewRunID(r.cfg.Clock.Now()), open: map[chunkKey]*chunk{}, running: map[string]int64{},
 	}
 }
@@ -110,9 +138,10 @@ func newSubmitter(r *runner, br *batchRun) *submitter {
 // limit) it submits again. It closes toPoll once every line is in a
 // batch that was collected, or has its result; on a signal at once,
 // leaving the submitted batches running, and then gives the lines still
-// coming their interrupted results. It closes unsent when in and back are
-// both closed.
-func (r *runner) submitBatches(ctx context.Context, br *batchRun, in <-chan *item, toPoll chan<- *tbatch, unsent chan<- []spooled, back <-chan collected) error {
+// coming their interrupted results. Once in and back are both closed, it
+// gives the lines of the batches not collected their result, which says
+// how to collect them, and closes unsent.
+func (r *runner) submitBatches(ctx context.Context, br *batchRun, in <-chan *item, toPoll chan<- *tbatch, unsent chan<- []done, back <-chan collected) error {
 	defer close(unsent)
 	s := newSubmitter(r, br)
 	s.toPoll, s.unsent = toPoll, unsent
@@ -124,6 +153,7 @@ func (r *runner) submitBatches(ctx context.Context, br *batchRun, in <-chan *ite
 	}
 	// The lines read after a signal, and what the batches being collected
 	// send back, which is not submitted again.
+	owed := map[*tbatch][]bline{}
 	for in != nil || back != nil {
 		select {
 		case it, ok := <-in:
@@ -134,13 +164,66 @@ func (r *runner) submitBatches(ctx context.Context, br *batchRun, in <-chan *ite
 			if err := s.add(ctx, it); err != nil {
 				return err
 			}
-		case _, ok := <-back:
+		case c, ok := <-back:
 			if !ok {
 				back = nil
+				continue
+			}
+			c.b.over = true
+			if c.tokenLimit != "" {
+				owed[c.b] = c.b.lines
+			} else if len(c.retry) > 0 {
+				owed[c.b] = c.retry
 			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	for _, b := range s.batches {
+		if !b.over {
+			owed[b] = b.lines
+		}
+	}
+	return s.stillRunning(ctx, owed)
+}
+
+// stillRunning gives the lines owed, which no more results will come
+// for, their result: not collected, as their batch is still running, and
+// how to collect it; after an interrupt, it says which batches still run.
+func (s *submitter) stillRunning(ctx context.Context, owed map[*tbatch][]bline) error {
+	var ids []string
+	n := 0
+	for _, b := range s.batches {
+		lines := owed[b]
+		if len(lines) == 0 {
+			continue
+		}
+		ids = append(ids, b.id)
+		n += len(lines)
+		res := make([]done, 0, len(lines))
+		for _, l := range lines {
+			rec, _, err := s.br.record(l.rec, false)
+			if err != nil {
+				return &Error{Code: ExitFailed, Err: err}
+			}
+			r := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, jsonl.ErrInterrupted,
+				fmt.Sprintf("line %d: not collected: batch %s is still running; run the same command again with --resume to collect it", rec.Line, b.id), 0)
+			r.Attempts = int(l.tries)
+			r.BatchID = b.id
+			res = append(res, done{l.seq, r})
+		}
+		if err := send(ctx, s.unsent, res); err != nil {
+			return err
+		}
+	}
+	if len(ids) > 0 && s.r.stop.signal.Err() != nil {
+		shown := ids
+		if len(shown) > 5 {
+			shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(ids)-5))
+		}
+		s.r.cfg.Log.Warn(fmt.Sprintf("%s in %s still running (%s): they are paid for and keep running, and are recorded in %s; "+
+			"to collect them without submitting again, run the same command with --resume OUT (the file holding this run's results)",
+			Count(n, "line is", "lines are"), Count(len(ids), "batch", "batches"), strings.Join(shown, ", "), s.r.cfg.Batch.Journal))
 	}
 	return nil
 }
@@ -192,11 +275,13 @@ func (s *submitter) run(ctx context.Context, in <-chan *item, back <-chan collec
 // add takes one line: its result if it has one already, else its record,
 // and its place in a claimed batch or in a batch file.
 func (s *submitter) add(ctx context.Context, it *item) error {
-	t, r := s.t, s.r
+	r := s.r
+	seq := s.lines
+	s.lines++
 	if it.result == nil && it.cached != nil && r.stop.stopped() == nil {
 		// The response cache answers it: it goes in no batch.
 		if res := r.serve(ctx, it); res != nil {
-			return s.result(ctx, t.add(it.req.Line, -1), res)
+			return s.result(ctx, seq, res)
 		}
 		it.cached = nil // a stored answer that cannot be read: sent
 	}
@@ -208,13 +293,13 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		}
 	}
 	if it.result != nil {
-		return s.result(ctx, t.add(it.req.Line, -1), it.result)
+		return s.result(ctx, seq, it.result)
 	}
 	url := it.batchURL()
 	line := batchLine(it.req.Line, url, it.body)
 	if max := r.cfg.Batch.bytes(); int64(len(line)) > max {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
-		return s.result(ctx, t.add(it.req.Line, -1), errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
+		return s.result(ctx, seq, errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
 	}
 	rec := recordOf(it, url, &r.cfg)
 	var cl claim
@@ -225,7 +310,7 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 			case batchKnown:
 				cl, claimed = c, true
 			case batchRefused:
-				return s.result(ctx, t.add(it.req.Line, -1), r.stop.stopped().result(it.req))
+				return s.result(ctx, seq, r.stop.stopped().result(it.req))
 			}
 			// batchResubmit: as a line never sent.
 		}
@@ -234,16 +319,32 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 	if claimed {
 		before = rec.Held.resume(cl.tries)
 	}
-	off, err := t.records.append(appendRecord(nil, &rec), it.body)
+	enc := appendHead(nil, &rec)
+	head := len(enc)
+	enc = appendTail(enc, &rec)
+	off, err := s.br.records.append(enc, it.body)
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
 	}
-	seq := t.add(it.req.Line, off)
+	l := bline{seq: seq, line: int32(it.req.Line), rec: off}
 	if claimed {
-		s.claim(seq, cl, before)
+		s.claim(l, &rec, enc[:head], cl, before)
 		return nil
 	}
-	return s.toChunk(chunkKey{url, it.model}, seq, line, it.prompt, it.est, s.open)
+	return s.toChunk(chunkKey{url, it.model}, l, &rec, enc[:head], line, s.open)
+}
+
+// head adds h, line l's head (appendHead), to heads, the heads of the
+// lines before l in its batch, unless the run holds headsMax of them, or
+// the line before l has none: then l's is read from its record.
+func (s *submitter) head(heads []byte, lines []bline, l *bline, h []byte) []byte {
+	l.hs = -1
+	if n := len(lines); n > 0 && lines[n-1].hs < 0 || s.heads+len(h) > headsMax || len(heads)+len(h) > math.MaxInt32 {
+		return heads
+	}
+	s.heads += len(h)
+	l.hs = int32(len(heads))
+	return append(heads, h...)
 }
 
 // batchCheck is what the API said of a journalled batch that lines are
@@ -325,14 +426,17 @@ func dayCheck(l budget.Limits, e budget.Estimate) error {
 	return budget.CheckLimits(budget.Limits{TPD: l.TPD, DailyCost: l.DailyCost}, e)
 }
 
-// toChunk adds a line to the open file of its key in open, first closing
-// that file if the line would take it past a limit: lines, bytes, the
-// enqueued-token limit, or what the day allows.
-func (s *submitter) toChunk(key chunkKey, seq int32, line []byte, prompt int64, est budget.Estimate, open map[chunkKey]*chunk) error {
+// toChunk adds line l, of record rec and head h, to the open file of its
+// key in open, as line, first closing that file if the line would take it
+// past a limit: lines, bytes, the enqueued-token limit, or what the day
+// allows.
+func (s *submitter) toChunk(key chunkKey, l bline, rec *lineRecord, h, line []byte, open map[chunkKey]*chunk) error {
 	o := s.r.cfg.Batch
 	day := s.r.cfg.Gate.Limits()
+	prompt := rec.Prompt
+	est := budget.Estimate{Tokens: rec.EstTokens, Cost: rec.EstCost, CostUnknown: !rec.Priced}
 	c := open[key]
-	if c != nil && (len(c.seqs)+1 > o.lines() || c.bytes+int64(len(line)) > o.bytes() ||
+	if c != nil && (len(c.lines)+1 > o.lines() || c.bytes+int64(len(line)) > o.bytes() ||
 		(o.QueueTokens > 0 && c.tokens+prompt > o.QueueTokens) ||
 		(day.TPD > 0 && c.est.Tokens+est.Tokens > day.TPD) ||
 		(day.DailyCost > 0 && c.est.Cost+est.Cost > day.DailyCost)) {
@@ -352,7 +456,9 @@ func (s *submitter) toChunk(key chunkKey, seq int32, line []byte, prompt int64, 
 	if _, err := c.w.Write(line); err != nil {
 		return &Error{Code: ExitFailed, Err: fmt.Errorf("batch file: %w", err)}
 	}
-	c.seqs = append(c.seqs, seq)
+	c.heads = s.head(c.heads, c.lines, &l, h)
+	c.lines = append(c.lines, l)
+	c.journal.add(rec.Hash, rec.Held.journal(int(l.tries)))
 	c.bytes += int64(len(line))
 	c.tokens += prompt
 	c.est.Tokens += est.Tokens
@@ -439,16 +545,16 @@ func sortedChunks(open map[chunkKey]*chunk) []*chunk {
 		cs = append(cs, c)
 	}
 	for i := 1; i < len(cs); i++ {
-		for j := i; j > 0 && cs[j].seqs[0] < cs[j-1].seqs[0]; j-- {
+		for j := i; j > 0 && cs[j].lines[0].seq < cs[j-1].lines[0].seq; j-- {
 			cs[j], cs[j-1] = cs[j-1], cs[j]
 		}
 	}
 	return cs
 }
 
-// claim puts a line in the journalled batch it was claimed from, after
-// before batches it was in.
-func (s *submitter) claim(seq int32, c claim, before int) {
+// claim puts line l, of record rec and head h, in the journalled batch it
+// was claimed from, after before batches it was in.
+func (s *submitter) claim(l bline, rec *lineRecord, h []byte, c claim, before int) {
 	b := s.claimed[c.batch]
 	if b == nil {
 		jb := s.claims.batches[c.batch]
@@ -458,13 +564,18 @@ func (s *submitter) claim(seq int32, c claim, before int) {
 			tokens: jb.InputTokens, submitted: jb.Time, claimed: true, collected: jb.Collected,
 		}
 		s.claimed[c.batch] = b
-		s.t.register(b)
+		s.register(b)
 		s.r.cfg.Log.Info("collecting a journalled batch instead of submitting its lines again", "batch", b.id, "submitted", b.submitted.Format(time.RFC3339))
 	}
-	b.seqs = append(b.seqs, seq)
-	b.byCustom[c.customID] = seq
-	s.t.put(b, true, seq)
-	s.t.addTries(seq, before)
+	l.tries = uint8(min(1+before, 255))
+	b.heads = s.head(b.heads, b.lines, &l, h)
+	b.byCustom[c.customID] = int32(len(b.lines))
+	b.lines = append(b.lines, l)
+}
+
+// register adds b to the run's batches.
+func (s *submitter) register(b *tbatch) {
+	s.batches = append(s.batches, b)
 }
 
 // submitReady submits what waits, oldest first, as far as the limits let
@@ -480,7 +591,7 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		if why := r.stop.stopped(); why != nil {
 			s.held = append(s.held[:i], s.held[i+1:]...)
 			i--
-			if err := s.giveUp(ctx, h.b, h.b.seqs, why.typ, "not sent: "+h.msg, why.status); err != nil {
+			if err := s.giveUp(ctx, h.b, h.b.lines, why.typ, "not sent: "+h.msg, why.status); err != nil {
 				return err
 			}
 			continue
@@ -490,7 +601,7 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		}
 		// The refused batch gave back its reservation: the new one
 		// holds one of its own, which its collection settles.
-		day, ok, err := s.reserve(ctx, h.b.est, len(h.b.seqs))
+		day, ok, err := s.reserve(ctx, h.b.est, len(h.b.lines))
 		if err != nil {
 			return err
 		}
@@ -505,7 +616,7 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		i--
 		nb := *h.b
 		nb.status, nb.answered, nb.final, nb.lost = "", 0, openai.Batch{}, nil
-		nb.claimed, nb.collected, nb.settled, nb.day = false, false, 0, day
+		nb.claimed, nb.collected, nb.over, nb.settled, nb.day = false, false, false, 0, day
 		if err := s.create(ctx, &nb, false); err != nil {
 			return err
 		}
@@ -523,7 +634,7 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		if q > 0 && s.running[c.key.model] > 0 && s.running[c.key.model]+c.tokens > q {
 			return nil // until one of this run's batches of the model ends
 		}
-		day, ok, err := s.reserve(ctx, c.est, len(c.seqs))
+		day, ok, err := s.reserve(ctx, c.est, len(c.lines))
 		if err != nil {
 			return err
 		}
@@ -589,7 +700,8 @@ func (s *submitter) wait(d time.Duration) {
 func (s *submitter) submit(ctx context.Context, c *chunk) error {
 	r := s.r
 	s.chunks++
-	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, seqs: c.seqs, est: c.est, day: c.day, tokens: c.tokens}
+	j := c.journal
+	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, lines: c.lines, heads: c.heads, journal: &j, est: c.est, day: c.day, tokens: c.tokens}
 	name := fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk)
 	var f retry.Failure
 	var ok bool
@@ -601,9 +713,9 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 			return err
 		}
 		if r.stop.signal.Err() != nil {
-			return s.failSeqs(ctx, b.seqs, interrupted.typ, interrupted.msg, 0, "")
+			return s.failSeqs(ctx, b.lines, interrupted.typ, interrupted.msg, 0, "")
 		}
-		return s.failSeqs(ctx, b.seqs, f.Type, "not sent: the batch file could not be uploaded: "+f.Msg, f.Status, "")
+		return s.failSeqs(ctx, b.lines, f.Type, "not sent: the batch file could not be uploaded: "+f.Msg, f.Status, "")
 	}
 	return s.create(ctx, b, true)
 }
@@ -618,7 +730,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 			return err
 		}
 		s.unused(ctx, b, b.creates)
-		return s.failSeqs(ctx, b.seqs, interrupted.typ, interrupted.msg, 0, "")
+		return s.failSeqs(ctx, b.lines, interrupted.typ, interrupted.msg, 0, "")
 	}
 	items, err := s.items(b)
 	if err != nil {
@@ -627,7 +739,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	b.creates++
 	head := batchapi.JournalRecord{
 		Run: s.runID, Chunk: b.chunk, Create: b.creates, Endpoint: b.endpoint, Model: b.model, InputFileID: b.inputFile,
-		Lines: len(b.seqs), EstTokens: b.est.Tokens, EstCost: b.est.Cost, Day: b.day, InputTokens: b.tokens,
+		Lines: len(b.lines), EstTokens: b.est.Tokens, EstCost: b.est.Cost, Day: b.day, InputTokens: b.tokens,
 	}
 	meta := batchapi.Tags(head, r.cfg.Batch.Journal)
 	// Journalled before the call: a run killed while it is in flight
@@ -641,7 +753,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 			return err
 		}
 		s.unused(ctx, b, b.creates-1)
-		return s.failSeqs(ctx, b.seqs, jsonl.ErrInterrupted, "not sent: the run stopped: the batch journal cannot be written", 0, "")
+		return s.failSeqs(ctx, b.lines, jsonl.ErrInterrupted, "not sent: the run stopped: the batch journal cannot be written", 0, "")
 	}
 	// A second batch would run its lines, and be paid for, twice; one
 	// a lost answer made runs, and is journalled.
@@ -650,7 +762,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		// The batch may run, and bill: its creating record stays open,
 		// for --resume to look again; the file and the reservation stay
 		// with it.
-		return s.failSeqs(ctx, b.seqs, jsonl.ErrInterrupted, "not known to be sent: the answer to creating its batch was lost, and the batches could not be listed to tell whether it was made ("+
+		return s.failSeqs(ctx, b.lines, jsonl.ErrInterrupted, "not known to be sent: the answer to creating its batch was lost, and the batches could not be listed to tell whether it was made ("+
 			unknown.Msg+"); the same command with --resume looks for it again, and collects it if it was", unknown.Status, "")
 	}
 	if !ok {
@@ -663,18 +775,23 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		}
 		s.unused(ctx, b, b.creates-1)
 		if r.stop.signal.Err() != nil {
-			return s.failSeqs(ctx, b.seqs, interrupted.typ, interrupted.msg, 0, "")
+			return s.failSeqs(ctx, b.lines, interrupted.typ, interrupted.msg, 0, "")
 		}
-		return s.failSeqs(ctx, b.seqs, f.Type, "not sent: the batch could not be created: "+f.Msg, f.Status, "")
+		return s.failSeqs(ctx, b.lines, f.Type, "not sent: the batch could not be created: "+f.Msg, f.Status, "")
 	}
 	b.id, b.status, b.submitted = bo.ID, bo.Status, r.cfg.Clock.Now()
 	rec := head
 	rec.Event, rec.Time, rec.BatchID, rec.Items = batchapi.EventSubmitted, b.submitted, b.id, items
 	jerr := s.journal.Append(rec)
-	r.cfg.Log.Info("batch submitted", "batch", b.id, "lines", len(b.seqs), "model", b.model, "chunk", b.chunk)
-	s.t.register(b)
-	s.t.put(b, try, b.seqs...)
-	r.stats.BatchLines.Add(int64(len(b.seqs)))
+	r.cfg.Log.Info("batch submitted", "batch", b.id, "lines", len(b.lines), "model", b.model, "chunk", b.chunk)
+	s.register(b)
+	b.journal = nil
+	if try {
+		for i := range b.lines {
+			b.lines[i].tries = uint8(min(int(b.lines[i].tries)+1, 255))
+		}
+	}
+	r.stats.BatchLines.Add(int64(len(b.lines)))
 	if jerr != nil {
 		return s.unjournalled(ctx, b, jerr)
 	}
@@ -688,9 +805,10 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 // it, paid for and keeping its reservation. Its lines get an interrupted
 // result that names it and says how to collect it.
 func (s *submitter) unjournalled(ctx context.Context, b *tbatch, err error) error {
+	b.over = true
 	s.r.journalFailed(fmt.Errorf("batch %s was submitted and could not be journalled: it runs on, paid for; "+
 		"once the journal can be written, `gptbatch batches recover` records it and the same command with --resume collects it: %w", b.id, err))
-	return s.failSeqs(ctx, b.seqs, jsonl.ErrInterrupted, "not collected: batch "+b.id+" was submitted, but the batch journal could not record it; "+
+	return s.failSeqs(ctx, b.lines, jsonl.ErrInterrupted, "not collected: batch "+b.id+" was submitted, but the batch journal could not record it; "+
 		"once it can, `gptbatch batches recover` records the batch and the same command with --resume collects it", 0, b.id)
 }
 
@@ -718,23 +836,21 @@ func (s *submitter) hand(ctx context.Context, b *tbatch) error {
 	}
 }
 
-// items are what the journal records of a batch's lines.
+// items are what the journal records of a batch's lines: kept with its
+// file, or, for a batch created again, read from their records.
 func (s *submitter) items(b *tbatch) ([]batchapi.JournalItem, error) {
-	items := make([]batchapi.JournalItem, 0, len(b.seqs))
-	custom := map[int32]string{}
-	for id, seq := range b.byCustom {
-		custom[seq] = id
-	}
-	for _, seq := range b.seqs {
-		rec, _, err := s.t.record(seq, false)
+	items := make([]batchapi.JournalItem, 0, len(b.lines))
+	for i, l := range b.lines {
+		id := "line-" + strconv.Itoa(int(l.line))
+		if j := b.journal; j != nil {
+			items = append(items, batchapi.JournalItem{CustomID: id, Hash: string(j.hashes[i*batchapi.LineHashLen : (i+1)*batchapi.LineHashLen]), Tries: j.tries[i]})
+			continue
+		}
+		rec, _, err := s.br.record(l.rec, false)
 		if err != nil {
 			return nil, &Error{Code: ExitFailed, Err: err}
 		}
-		id, ok := custom[seq]
-		if !ok {
-			id = "line-" + strconv.Itoa(rec.Line)
-		}
-		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash, Tries: rec.Held.journal(int(s.t.slot(seq).tries))})
+		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash, Tries: rec.Held.journal(int(l.tries))})
 	}
 	return items, nil
 }
@@ -744,22 +860,24 @@ func (s *submitter) items(b *tbatch) ([]batchapi.JournalItem, error) {
 func (s *submitter) collected(ctx context.Context, c collected) error {
 	r := s.r
 	b := c.b
+	b.over = true
 	s.running[b.model] -= b.tokens
 	if c.tokenLimit != "" {
+		// Its lines go again as they are, heads and all.
 		return s.refusedBatch(ctx, b, c.tokenLimit)
 	}
+	s.heads -= len(b.heads)
 	if len(c.retry) == 0 {
 		return nil
 	}
 	r.cfg.Log.Info("submitting again in a follow-up batch", "lines", len(c.retry), "after", b.id)
 	open := map[chunkKey]*chunk{}
-	for _, seq := range c.retry {
-		rec, body, err := s.t.record(seq, true)
+	for _, l := range c.retry {
+		rec, body, err := s.br.record(l.rec, true)
 		if err != nil {
 			return &Error{Code: ExitFailed, Err: err}
 		}
-		est := budget.Estimate{Tokens: rec.EstTokens, Cost: rec.EstCost, CostUnknown: !rec.Priced}
-		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, seq, batchLine(rec.Line, rec.URL, body), rec.Prompt, est, open); err != nil {
+		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchLine(rec.Line, rec.URL, body), open); err != nil {
 			return err
 		}
 	}
@@ -784,11 +902,11 @@ func (s *submitter) refusedBatch(ctx context.Context, b *tbatch, msg string) err
 	if r.cfg.OnLimit == Fail {
 		why := fmt.Sprintf("stopped by the Batch API's enqueued token limit (--on-limit fail): %s", msg)
 		r.stop.halt(&stopped{typ: jsonl.ErrRateLimit, msg: "not sent: " + why, err: &Error{Code: ExitLimit, Err: errors.New(why)}})
-		return s.giveUp(ctx, b, b.seqs, jsonl.ErrRateLimit, "not answered: batch "+b.id+" was refused: "+msg+" (--on-limit fail)", 0)
+		return s.giveUp(ctx, b, b.lines, jsonl.ErrRateLimit, "not answered: batch "+b.id+" was refused: "+msg+" (--on-limit fail)", 0)
 	}
 	b.limitWait++
 	if b.limitWait > r.cfg.Retries {
-		return s.giveUp(ctx, b, b.seqs, jsonl.ErrRateLimit, fmt.Sprintf("not answered: batch %s was refused %d times: %s; a smaller --batch-queue-tokens splits the batch", b.id, b.limitWait, msg), 0)
+		return s.giveUp(ctx, b, b.lines, jsonl.ErrRateLimit, fmt.Sprintf("not answered: batch %s was refused %d times: %s; a smaller --batch-queue-tokens splits the batch", b.id, b.limitWait, msg), 0)
 	}
 	d := min(time.Minute<<(b.limitWait-1), 30*time.Minute)
 	r.cfg.Log.Warn(fmt.Sprintf("batch %s was refused: %s; none of this run's batches of %s is running, so waiting %s before submitting it again (--on-limit wait)", b.id, msg, b.model, d))
@@ -801,13 +919,13 @@ func (s *submitter) refusedBatch(ctx context.Context, b *tbatch, msg string) err
 
 // giveUp gives lines of batch b their error and gives back what b
 // reserved.
-func (s *submitter) giveUp(ctx context.Context, b *tbatch, seqs []int32, typ, msg string, status int) error {
+func (s *submitter) giveUp(ctx context.Context, b *tbatch, lines []bline, typ, msg string, status int) error {
 	if !b.collected {
 		if err := releaseDay(ctx, s.r, b.est, b.day, b.submitted); err != nil {
 			return err
 		}
 	}
-	return s.failSeqs(ctx, seqs, typ, msg, status, b.id)
+	return s.failSeqs(ctx, lines, typ, msg, status, b.id)
 }
 
 // releaseDay gives back a reservation of the day's budget made on day at
@@ -846,46 +964,37 @@ func sameDay(a, b time.Time) bool {
 }
 
 // failSeqs gives lines an error result.
-func (s *submitter) failSeqs(ctx context.Context, seqs []int32, typ, msg string, status int, batchID string) error {
-	done := make([]spooled, 0, len(seqs))
-	for _, seq := range seqs {
-		rec, _, err := s.t.record(seq, false)
+func (s *submitter) failSeqs(ctx context.Context, lines []bline, typ, msg string, status int, batchID string) error {
+	out := make([]done, 0, len(lines))
+	for _, l := range lines {
+		rec, _, err := s.br.record(l.rec, false)
 		if err != nil {
 			return &Error{Code: ExitFailed, Err: err}
 		}
 		res := errorResult(&jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, typ, fmt.Sprintf("line %d: %s", rec.Line, msg), status)
-		res.Attempts = int(s.t.slot(seq).tries)
+		res.Attempts = int(l.tries)
 		res.BatchID = batchID
-		if last := s.t.lastAnswer(rec, res.Attempts, typ, "not asked again: "+msg); last != nil {
+		if last := lastAnswer(s.br.records, rec, res.Attempts, typ, "not asked again: "+msg); last != nil {
 			res = last
 		}
-		sp, err := s.t.spool(seq, appendResult(nil, res))
-		if err != nil {
-			return err
-		}
-		done = append(done, sp)
+		out = append(out, done{l.seq, res})
 	}
-	if len(done) == 0 {
+	if len(out) == 0 {
 		return nil
 	}
-	return send(ctx, s.unsent, done)
+	return send(ctx, s.unsent, out)
 }
 
-// result gives a line its result: spooled, and sent to the ordered
-// writer.
+// result gives line seq its result: sent to the ordered writer.
 func (s *submitter) result(ctx context.Context, seq int32, res *jsonl.Result) error {
-	sp, err := s.t.spool(seq, appendResult(nil, res))
-	if err != nil {
-		return err
-	}
-	return send(ctx, s.unsent, []spooled{sp})
+	return send(ctx, s.unsent, []done{{seq, res}})
 }
 
 // failChunk gives the lines of a file not submitted their error.
 func (s *submitter) failChunk(ctx context.Context, c *chunk, typ, msg string, status int) error {
 	c.f.Close()
 	os.Remove(c.f.Name())
-	return s.failSeqs(ctx, c.seqs, typ, msg, status, "")
+	return s.failSeqs(ctx, c.lines, typ, msg, status, "")
 }
 
 // abandon ends the submitter on a signal: the lines not submitted get
@@ -903,7 +1012,7 @@ func (s *submitter) abandon(ctx context.Context) error {
 	}
 	s.ready = nil
 	for _, h := range s.held {
-		if err := s.giveUp(ctx, h.b, h.b.seqs, interrupted.typ, "not sent: interrupted while batch "+h.b.id+" waited to be submitted again", 0); err != nil {
+		if err := s.giveUp(ctx, h.b, h.b.lines, interrupted.typ, "not sent: interrupted while batch "+h.b.id+" waited to be submitted again", 0); err != nil {
 			return err
 		}
 	}

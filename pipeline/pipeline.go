@@ -30,14 +30,13 @@
 // admission and fetch with the Batch API, in stages of its own, wired in
 // run beside the synchronous ones:
 //
-//	batchplan.go     the Batch API's prices; a dry run's plan of batch files
-//	batch.go         what the batch stages share: options, the lines' table, the client and journal
+//	batchplan.go     a dry run's plan of batch files
+//	batch.go         what the batch stages share: options, a line's record, the client, the journal, the spools
 //	batchsubmit.go   submit: lines → batch files by endpoint and model, uploaded, created, journalled
 //	batchpoll.go     poll: every submitted batch polled, politely, until it ends
 //	batchcollect.go  collect: output and error files streamed into results, settled, retried
 //	batchschema.go   --schema: collected answers checked, invalid ones asked again in follow-ups
-//	batchorder.go    the ordered writer: the spooled results in input order, to emit
-//	spool.go         the temporary files that keep memory bounded
+//	batchorder.go    the ordered writer: results in input order, to emit; those ahead of their turn spooled
 //
 // The Batch API's client, its journal and their recovery are
 // internal/batchapi's.
@@ -338,12 +337,14 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		// submit again. The submitter takes it while it works, and after
 		// it ends until the collector closes it.
 		back := make(chan collected)
-		// Results, spooled, to the ordered writer: the submitter's (lines
-		// no batch answers) and the collector's. The writer takes them at
-		// once; a send is a block of results.
-		unsent := make(chan []spooled)
-		answered := make(chan []spooled)
-		results := make(chan []*jsonl.Result, p)
+		// Results to the ordered writer: the submitter's (lines no batch
+		// answers) and the collector's. The writer takes them at once,
+		// spooling those ahead of their turn; a send is a block of results.
+		unsent := make(chan []done)
+		answered := make(chan []done)
+		// Results in order, to emit: one block, which the ordered writer
+		// makes of a block it takes, while emit writes the last.
+		results := make(chan []*jsonl.Result, 1)
 		g.Go(func() error { return r.submitBatches(gctx, br, held, toPoll, unsent, back) })
 		g.Go(func() error { return r.pollBatches(gctx, br.api, toPoll, toCollect) })
 		g.Go(func() error {
@@ -356,7 +357,7 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		if r.cache != nil {
 			g.Go(func() error { return r.storeAnswers(gctx) })
 		}
-		g.Go(func() error { return r.orderBatchResults(gctx, br.lines, unsent, answered, results) })
+		g.Go(func() error { return r.orderBatchResults(gctx, r.cfg.Batch.TempDir, unsent, answered, results) })
 		g.Go(func() error { return r.emit(gctx, results, out) })
 	default:
 		// Finished results on their way to the writer, an item's (a

@@ -90,15 +90,17 @@ func (r *runner) prepare(req *jsonl.Request, exact bool) *item {
 	it.prices = cfg.Prices
 	it.price, _ = cfg.Prices.Lookup(it.model)
 	// A line asking for priority is estimated at priority's price; flex
-	// costs no more than the standard price it is estimated at.
+	// costs no more than the standard price it is estimated at. Through
+	// the Batch API every line is at its prices.
 	var tier string
 	if raw, ok := body["service_tier"]; ok {
 		_ = json.Unmarshal(raw, &tier)
 	}
-	it.setTier(budget.TierOf(tier))
+	t := budget.TierOf(tier)
 	if cfg.Via == ViaBatch {
-		it.batchPrice()
+		t = budget.TierBatch
 	}
+	it.setTier(t)
 	if it.result == nil && it.unbounded != "" {
 		r.unbounded(it)
 	}

@@ -98,9 +98,6 @@ func routeItem(t *testing.T, r *runner, endpoint, line string) *item {
 	if it.result != nil {
 		t.Fatalf("prepare(%s) = %+v", line, it.result.Error)
 	}
-	if r.cfg.Via == ViaBatch {
-		it.batchPrice()
-	}
 	return it
 }
 
@@ -140,35 +137,29 @@ func batchResultLine(t *testing.T, endpoint, line, body string) string {
 	t.Helper()
 	r, _, _ := testRunner(t, Config{Via: ViaBatch})
 	it := routeItem(t, r, endpoint, line)
-	tr, err := newTracker(t.TempDir())
+	records, err := newSpool(t.TempDir(), "lines")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tr.close()
+	defer records.close()
 	url := it.batchURL()
 	rec := recordOf(it, url, &r.cfg)
-	off, err := tr.records.append(appendRecord(nil, &rec), it.body)
+	off, err := records.append(appendRecord(nil, &rec), it.body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq := tr.add(it.req.Line, off)
+	s := &submitter{r: r}
+	l := bline{line: int32(it.req.Line), rec: off, tries: 1}
 	b := &tbatch{id: "batch_1", endpoint: url, model: it.model}
-	tr.register(b)
-	tr.put(b, true, seq)
-	c := newCollector(r, nil, tr, b, nil)
+	b.heads = s.head(nil, nil, &l, appendHead(nil, &rec))
+	b.lines = []bline{l}
+	c := newCollector(r, &batchRun{records: records}, b, nil)
 	out := c.parseLine([]byte(`{"id":"batch_req_1","custom_id":"line-1","response":{"status_code":200,"request_id":"req_1","body":` + body + `},"error":null}`))
 	if out.bad != nil || out.res == nil {
-		t.Fatalf("parseLine: %v, result %q", out.bad, out.res)
+		t.Fatalf("parseLine: %v, result %v", out.bad, out.res)
 	}
-	sp, err := tr.spool(seq, out.res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, _, err := tr.results.read(sp.off, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := parseResult(head)
+	// Through the spool a result ahead of its turn waits in.
+	res, err := parseResult(appendResult(nil, out.res))
 	if err != nil {
 		t.Fatal(err)
 	}

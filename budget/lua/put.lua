@@ -1,10 +1,9 @@
 -- put.lua: an Update's write, and the end of its turn (take.lua's KEYS).
--- ARGV: the turn's token, hold_ms, the write's number, done_ms (how long
--- the done key keeps it), the ledger's oldest ID to keep (ms), the state
--- ('' to leave it), then the ledger entries. Returns 1 (also when this
--- write was done already: the script sent again), or 0 with nothing
--- written when the turn is no longer the caller's (held past hold_ms).
--- Writes after TIME need effects replication before Redis 5 (a no-op since).
+-- ARGV: the turn's token, hold_ms, the write's number, done_ms, the
+-- ledger's oldest ID to keep (ms), the state ('' to leave it), then the
+-- ledger entries. Returns 1 (also for a write done already), or 0 with
+-- nothing written when the turn is no longer the caller's.
+-- Writes after TIME need effects replication before Redis 5.
 redis.replicate_commands()
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then
   if redis.call('GET', KEYS[5]) == ARGV[3] then
@@ -27,8 +26,7 @@ end
 for j = 7, #ARGV do
   redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[5], '*', 'e', ARGV[j])
 end
--- The turn goes to the next in line with the state and the time, so that
--- it need not ask for them: a new token it must hold within hold_ms.
+-- The turn goes to the next in line with the state and the time.
 local token = tostring(redis.call('INCR', KEYS[6]))
 redis.call('SET', KEYS[4], token, 'PX', ARGV[2])
 local t = redis.call('TIME')

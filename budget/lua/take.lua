@@ -1,12 +1,10 @@
--- take.lua: an Update's turn at a budget's state (redis.go), and the state
--- with the server's clock. KEYS: the budget's state (usage.md's text),
--- ledger (a stream), turn (a list), holder (the turn's token, a string
--- that expires), the caller's done, and seq (the turns' numbers). ARGV:
--- hold_ms. The turn is free when the list holds it (put.lua hands it over
--- there), or when nobody holds it: a budget's first Update, or a holder
--- that died (hold_ms went by). Returns the turn as put.lua hands it over,
--- "token s µs 1|0\nstate" (TIME, and whether the state exists), or while
--- another holds it, for how many ms more.
+-- take.lua: an Update's turn at a budget's state, with the state and the
+-- server's clock. KEYS: state, ledger (a stream), turn (a list), holder
+-- (the turn's token, expiring), the caller's done, seq. ARGV: hold_ms.
+-- The turn is free when the list holds it (put.lua hands it over there),
+-- or nobody holds it (a first Update, or a holder that died). Returns
+-- "token s µs 1|0\nstate" (TIME, whether the state exists), as put.lua
+-- hands it over, or while another holds it, for how many ms more.
 for i, want in ipairs({'string', 'stream', 'list', 'string', 'string', 'string'}) do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= want and t ~= 'none' then

@@ -355,8 +355,11 @@ func openCreates(path string, since time.Time) ([]JournalRecord, error) {
 // API keeps output files for 30 days.
 const ClaimWindow = 30 * 24 * time.Hour
 
+// LineHashLen is the length of every LineHash.
+const LineHashLen = 16
+
 // LineHash is the content hash of a request as the journal records it
-// (JournalItem): its URL and its exact body.
+// (JournalItem): its URL and its exact body, in LineHashLen characters.
 func LineHash(url string, body []byte) string {
 	h := sha256.New()
 	h.Write([]byte(url))
