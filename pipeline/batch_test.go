@@ -129,3 +129,83 @@ func TestViaBatchSignalWhileReading(t *testing.T) {
 		}
 	}
 }
+
+// TestOrderBatchResults: results that come in an order of their own (a
+// batch's output file, batches that end out of turn, lines no batch
+// answers), more than wait in memory, are written in input order, each
+// once; with --unordered, each once as it comes.
+func TestOrderBatchResults(t *testing.T) {
+	const n = 3*parkLen + 517
+	for _, unordered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unordered=%v", unordered), func(t *testing.T) {
+			r, _, _ := testRunner(t, Config{Unordered: unordered})
+			// Two batches, the second ending first, each answered in an
+			// order of its own; every 97th line has no batch, and line 5
+			// is answered twice.
+			var batches [2][]int32
+			var none []int32
+			for seq := int32(0); seq < n; seq++ {
+				switch {
+				case seq%97 == 0:
+					none = append(none, seq)
+				case seq < n/2:
+					batches[0] = append(batches[0], seq)
+				default:
+					batches[1] = append(batches[1], seq)
+				}
+			}
+			for i, b := range batches {
+				for j := range b {
+					k := (j*7919 + i) % len(b)
+					b[j], b[k] = b[k], b[j]
+				}
+			}
+			answered := append(append(append([]int32(nil), batches[1]...), batches[0]...), 5)
+			unsent, collected := make(chan []done), make(chan []done)
+			out := make(chan []*jsonl.Result)
+			errc := make(chan error, 1)
+			go func() {
+				errc <- r.orderBatchResults(context.Background(), t.TempDir(), unsent, collected, out)
+			}()
+			result := func(seq int32) *jsonl.Result { return &jsonl.Result{ID: fmt.Sprint(seq), Line: int(seq) + 1} }
+			go func() {
+				for i := 0; i < len(answered); i += 1000 {
+					var block []done
+					for _, seq := range answered[i:min(i+1000, len(answered))] {
+						block = append(block, done{seq, result(seq)})
+					}
+					collected <- block
+				}
+				close(collected)
+			}()
+			go func() {
+				for _, seq := range none {
+					unsent <- []done{{seq, result(seq)}}
+				}
+				close(unsent)
+			}()
+			var got []int
+			for block := range out {
+				for _, res := range block {
+					got = append(got, res.Line)
+				}
+			}
+			if err := <-errc; err != nil {
+				t.Fatalf("orderBatchResults: %v", err)
+			}
+			if len(got) != n {
+				t.Fatalf("orderBatchResults wrote %d results, want %d", len(got), n)
+			}
+			seen := map[int]bool{}
+			for i, line := range got {
+				if !unordered && line != i+1 {
+					t.Fatalf("result %d is line %d, want %d", i+1, line, i+1)
+				}
+				if seen[line] {
+					t.Fatalf("line %d written twice", line)
+				}
+				seen[line] = true
+			}
+		})
+	}
+}

@@ -1,7 +1,12 @@
 package pipeline
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"slices"
 
 	"github.com/gptbatch/gptbatch/jsonl"
 )
@@ -13,32 +18,29 @@ type done struct {
 	res *jsonl.Result
 }
 
-// What orderBatchResults holds of a line besides its result's place in
-// its spool.
+// What orderBatchResults holds of a line besides the run its result waits
+// in.
 const (
 	noResult = -1 // no result yet
 	written  = -2 // its result is written
+	inMemory = -3 // its result waits in memory
 )
 
 // orderBatchResults is the ordered writer of --via batch: it takes the
 // results of the lines no batch answers (the submitter's, on unsent) and
 // of those a batch answers (the collector's, on collected) and sends each
-// to out in input order, or at once with --unordered. A result that comes
-// before its turn (answers arrive hours apart, and batches end in any
-// order) waits in a spool of its own on disk, in dir: the window it holds
-// in memory is a place in the spool a line, not the results. It alone
-// keeps which lines have their result: the first a line gets is its
-// result. Once both inputs are closed no more results come: those still
-// spooled are written in order. It closes out.
+// to out in input order, or at once with --unordered. It alone keeps which
+// lines have their result: the first a line gets is its result. A result
+// that comes before its turn (answers arrive hours apart, batches end in
+// any order, and a batch's output file in an order of its own) waits
+// (parking): the window it holds is a few bytes a line, not the results.
+// Once both inputs are closed no more results come: those still waiting
+// are written in order. It closes out.
 func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, collected <-chan []done, out chan<- []*jsonl.Result) error {
 	defer close(out)
-	var parked *spool // made when a result first waits
-	defer func() {
-		if parked != nil {
-			parked.close()
-		}
-	}()
-	var at []int64 // by line: where its result is spooled, noResult or written
+	p := &parking{dir: dir, mem: map[int32]*jsonl.Result{}}
+	defer p.close()
+	var at []int32 // by line: the run its result waits in, noResult, written or inMemory
 	next := 0      // ordered: the line whose result is written next
 	var block []*jsonl.Result
 	// emit sends the results in block to out once there are n of them.
@@ -50,15 +52,11 @@ func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, coll
 		block = nil
 		return err
 	}
-	// write sends the spooled result of line seq, then the ones spooled
+	// write sends the waiting result of line seq, then the ones waiting
 	// after it in turn.
 	write := func(seq int) error {
-		for ; seq < len(at) && at[seq] >= 0; seq++ {
-			head, _, err := parked.read(at[seq], false)
-			if err != nil {
-				return &Error{Code: ExitFailed, Err: err}
-			}
-			res, err := parseResult(head)
+		for ; seq < len(at) && at[seq] != noResult && at[seq] != written; seq++ {
+			res, err := p.take(int32(seq), at[seq])
 			if err != nil {
 				return &Error{Code: ExitFailed, Err: err}
 			}
@@ -94,17 +92,10 @@ func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, coll
 				continue // it has its result
 			}
 			if !r.cfg.Unordered && int(d.seq) != next {
-				if parked == nil {
-					var err error
-					if parked, err = newSpool(dir, "results"); err != nil {
-						return &Error{Code: ExitFailed, Err: err}
-					}
-				}
-				off, err := parked.append(appendResult(nil, d.res), nil)
-				if err != nil {
+				at[d.seq] = inMemory
+				if err := p.park(d, at); err != nil {
 					return &Error{Code: ExitFailed, Err: err}
 				}
-				at[d.seq] = off
 				continue
 			}
 			block = append(block, d.res)
@@ -123,15 +114,103 @@ func (r *runner) orderBatchResults(ctx context.Context, dir string, unsent, coll
 	// What still waits follows a line that got no result: the run
 	// failed, and what it has is written in order.
 	for seq := range at {
-		if at[seq] >= 0 {
-			if err := write(seq); err != nil {
-				return err
-			}
+		if err := write(seq); err != nil {
+			return err
 		}
 	}
 	return emit(1)
 }
 
-// blockLen is the most results a block to emit holds: results spooled
-// ahead of their turn are read back a block at a time.
-const blockLen = 1024
+// blockLen is the most results a block to emit holds, and parkLen the
+// most that wait in memory: more are written to disk in a run, sorted by
+// line. Each run is read back in order through a buffer of its own, so
+// that the results of a batch whose output came in an order of its own
+// are read back in input order without a read(2) each.
+const (
+	blockLen = 1024
+	parkLen  = 4096
+	runBuf   = 32 << 10
+)
+
+// parking is where results wait for their turn: the last few in memory,
+// the others in sorted runs in a spool in dir. The line whose turn it is
+// is always at the head of its run.
+type parking struct {
+	dir   string
+	mem   map[int32]*jsonl.Result
+	spool *spool // made when a run is first written
+	runs  []*bufio.Reader
+	left  []int // results not yet read of each run
+}
+
+// park keeps d's result until its turn; at says where each line's waits,
+// and learns where those in memory go when they are written in a run.
+func (p *parking) park(d done, at []int32) error {
+	p.mem[d.seq] = d.res
+	if len(p.mem) < parkLen {
+		return nil
+	}
+	if p.spool == nil {
+		var err error
+		if p.spool, err = newSpool(p.dir, "results"); err != nil {
+			return err
+		}
+	}
+	seqs := make([]int32, 0, len(p.mem))
+	for seq := range p.mem {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	run := int32(len(p.runs))
+	var start, end int64
+	var b []byte
+	for i, seq := range seqs {
+		b = appendResult(b[:0], p.mem[seq])
+		off, err := p.spool.append(b, nil)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			start = off
+		}
+		end = off + spoolHeader + int64(len(b))
+		at[seq] = run
+		delete(p.mem, seq)
+	}
+	if err := p.spool.readable(end); err != nil {
+		return err
+	}
+	p.runs = append(p.runs, bufio.NewReaderSize(io.NewSectionReader(p.spool.f, start, end-start), runBuf))
+	p.left = append(p.left, len(seqs))
+	return nil
+}
+
+// take is the result of line seq, which waits where at says: in memory, or
+// at the head of run at.
+func (p *parking) take(seq, at int32) (*jsonl.Result, error) {
+	if at == inMemory {
+		res := p.mem[seq]
+		delete(p.mem, seq)
+		return res, nil
+	}
+	r := p.runs[at]
+	var h [spoolHeader]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	b := make([]byte, int(binary.LittleEndian.Uint32(h[:4]))+int(binary.LittleEndian.Uint32(h[4:])))
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if p.left[at]--; p.left[at] == 0 {
+		p.runs[at] = nil // read to its end: its buffer goes
+	}
+	return parseResult(b[:binary.LittleEndian.Uint32(h[:4])])
+}
+
+// close removes the spool.
+func (p *parking) close() {
+	if p.spool != nil {
+		p.spool.close()
+	}
+}
