@@ -123,8 +123,8 @@ func TestOpenFileSymlink(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenFile(link) = %v", err)
 	}
-	if viaLink.Path() != target || viaLink.ledger != filepath.Join(shared, "usage.ledger.jsonl") {
-		t.Errorf("OpenFile(link): Path %s, LedgerPath %s; want the target %s and the ledger beside it", viaLink.Path(), viaLink.ledger, target)
+	if viaLink.path != target || viaLink.ledger != filepath.Join(shared, "usage.ledger.jsonl") {
+		t.Errorf("OpenFile(link): Path %s, LedgerPath %s; want the target %s and the ledger beside it", viaLink.path, viaLink.ledger, target)
 	}
 	if err := bump(ctx, viaLink, "link"); err != nil {
 		t.Fatal(err)
@@ -276,14 +276,14 @@ func TestLockWait(t *testing.T) {
 		c <- time.Time{}
 		return c
 	}
-	held := flock.New(f.Path() + ".lock")
+	held := flock.New(f.path + ".lock")
 	if err := held.Lock(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- bump(ctx, f, "waited") }()
-	want := "waiting for the lock on " + f.Path() + ".lock (held by another gptbatch?)"
+	want := "waiting for the lock on " + f.path + ".lock (held by another gptbatch?)"
 	if m := <-msgs; m != want {
 		t.Errorf("lock wait message = %q, want %q", m, want)
 	}
@@ -378,7 +378,7 @@ func TestFileStoreTimeAfterLockWait(t *testing.T) {
 	g := exactGate(f, Limits{RPM: 60})
 	// Another process, its clock read later than ours, filled the bucket.
 	reserve(t, g, t0.Add(1200*time.Millisecond), ones(60, 1)...)
-	held := flock.New(f.Path() + ".lock")
+	held := flock.New(f.path + ".lock")
 	if err := held.Lock(); err != nil {
 		t.Fatal(err)
 	}

@@ -204,10 +204,7 @@ func kindOf(fi os.FileInfo) string {
 	return "not a regular file"
 }
 
-// Path is the usage file: the target of a symbolic link.
-func (f *FileStore) Path() string { return f.path }
-
-// String is the usage file, as Path.
+// String is the usage file: the target of a symbolic link.
 func (f *FileStore) String() string { return f.path }
 
 // Close implements Store; the lock is only held during an Update.
@@ -311,7 +308,8 @@ func (f *FileStore) acquire(ctx context.Context) (free bool, err error) {
 			}
 		case <-ctx.Done():
 			// A blocked flock(2) cannot be called off: the goroutine in
-			// it lets the lock go as soon as it has it, then our turn.
+			// it lets the lock go as soon as it has it, and only then our
+			// turn, so that no Update of ours takes the lock for its own.
 			go func() {
 				if <-got == nil {
 					f.lock.Unlock()
@@ -366,7 +364,8 @@ func (f *FileStore) Update(ctx context.Context, now time.Time, fn func(*State, t
 }
 
 // writeAtomic replaces the regular file at path with b, a synced file
-// renamed over it, with the mode, owner and group of like where it can.
+// renamed over it, so that a reader or a crash sees the old or the new
+// one; it gets the mode, owner and group of like where it can.
 func writeAtomic(path string, b []byte, like string) (err error) {
 	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s is now %s; gptbatch will not replace it", path, kindOf(fi))

@@ -162,7 +162,8 @@ func (g *Gate) SetLimits(l Limits) {
 
 // SetSlack sets how much of a minute bucket's refill the gate keeps in
 // hand once it holds anything, as the server charges requests on arrival.
-// With slack 0 the gate is exactly the server's bucket.
+// With slack 0 the gate is exactly the server's bucket; an empty bucket
+// admits up to the limit whatever the slack.
 func (g *Gate) SetSlack(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -177,7 +178,9 @@ func (g *Gate) SetDayZone(loc *time.Location) {
 	g.zone = loc
 }
 
-// Check says whether e can ever be admitted: a *TooLargeError if not.
+// Check says whether e can ever be admitted: a *TooLargeError when it
+// exceeds --tpm, --tpd or --daily-cost on its own, or its cost is unknown
+// under --daily-cost.
 func (g *Gate) Check(e Estimate) error {
 	return CheckLimits(g.Limits(), e)
 }
@@ -198,8 +201,9 @@ func CheckLimits(l Limits, e Estimate) error {
 }
 
 // maxFuture is how far ahead of now updated may be as another process's
-// clock read a moment after ours. Further, it is a skewed clock: clamped
-// to now, so that the buckets do not freeze until the clock catches up.
+// clock read a moment after ours (clamping it would hand out refill twice).
+// Further, it is a skewed clock: clamped to now, so that the buckets do
+// not freeze until the clock catches up.
 const maxFuture = time.Second
 
 // maxDay bounds a day: 25 hours as summer time ends, and a margin.
@@ -285,8 +289,9 @@ func bucketWait(level float64, need, limit int64, slack time.Duration) time.Dura
 // Reserve admits the longest prefix of ests that fits at now, charging the
 // minute buckets and the day. When not all fit, it says how long until the
 // next would and the limit holding it longest, and the *_limit_reached
-// flags whether those limits held it. An estimate Check refuses is an
-// error, nothing reserved: it fails closed rather than wait for ever.
+// flags whether those limits held it; the store is written only if one
+// was admitted or a flag changed. An estimate Check refuses is an error,
+// nothing reserved: it fails closed rather than wait for ever.
 func (g *Gate) Reserve(ctx context.Context, now time.Time, ests []Estimate) (n int, wait time.Duration, why Reason, err error) {
 	if len(ests) == 0 {
 		return 0, 0, "", nil

@@ -271,7 +271,7 @@ func TestSetDayZone(t *testing.T) {
 			t.Errorf("day started at %v with zone New York: Date %s, day_ends_at %v; want 2026-11-22, %v", now, st.Date, st.DayEndsAt, want)
 		}
 		if f, ok := m.(*FileStore); ok {
-			if b, _ := os.ReadFile(f.Path()); !strings.Contains(string(b), "day_ends_at = 2026-11-23T00:00:00-05:00") {
+			if b, _ := os.ReadFile(f.path); !strings.Contains(string(b), "day_ends_at = 2026-11-23T00:00:00-05:00") {
 				t.Errorf("usage.md does not say day_ends_at in New York time:\n%s", b)
 			}
 		}

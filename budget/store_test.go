@@ -52,13 +52,13 @@ func ledgerIDs(t *testing.T, path string) []string {
 func TestFileStore(t *testing.T) {
 	f := openTemp(t)
 	ctx := context.Background()
-	if want := filepath.Join(filepath.Dir(f.Path()), "usage.ledger.jsonl"); f.ledger != want {
+	if want := filepath.Join(filepath.Dir(f.path), "usage.ledger.jsonl"); f.ledger != want {
 		t.Errorf("LedgerPath() = %s, want %s", f.ledger, want)
 	}
-	if fi, err := os.Stat(filepath.Dir(f.Path())); err != nil || fi.Mode().Perm() != 0o700 {
+	if fi, err := os.Stat(filepath.Dir(f.path)); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("OpenFile made its directory %v, %v; want mode 0700", fi.Mode().Perm(), err)
 	}
-	if ents, _ := os.ReadDir(filepath.Dir(f.Path())); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Dir(f.path)); len(ents) != 0 {
 		t.Errorf("OpenFile created %v, want nothing yet", ents)
 	}
 	for i := range 3 {
@@ -72,28 +72,28 @@ func TestFileStore(t *testing.T) {
 	if ids := ledgerIDs(t, f.ledger); strings.Join(ids, ",") != "0,1,2" {
 		t.Errorf("ledger ids = %v, want 0,1,2", ids)
 	}
-	for _, p := range []string{f.Path(), f.Path() + ".lock", f.ledger} {
+	for _, p := range []string{f.path, f.path + ".lock", f.ledger} {
 		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v, %v; want 0600", filepath.Base(p), fi.Mode().Perm(), err)
 		}
 	}
 	// Nothing but the three files is left behind (no temporary files).
-	if ents, _ := os.ReadDir(filepath.Dir(f.Path())); len(ents) != 3 {
+	if ents, _ := os.ReadDir(filepath.Dir(f.path)); len(ents) != 3 {
 		t.Errorf("the directory holds %v, want usage.md, its lock and its ledger", ents)
 	}
 	// A failing fn writes nothing.
-	before, _ := os.ReadFile(f.Path())
+	before, _ := os.ReadFile(f.path)
 	boom := errors.New("boom")
 	err := f.Update(ctx, time.Time{}, func(st *State, _ time.Time) ([]LedgerEntry, error) {
 		st.TokensWithinDay = 1000
 		return []LedgerEntry{{ID: "no"}}, boom
 	})
-	after, _ := os.ReadFile(f.Path())
+	after, _ := os.ReadFile(f.path)
 	if !errors.Is(err, boom) || !bytes.Equal(before, after) || len(ledgerIDs(t, f.ledger)) != 3 {
 		t.Errorf("Update with a failing fn = %v and changed the files; want %v and no change", err, boom)
 	}
 	// A second store on the same file (another process) sees it all.
-	g, err := OpenFile(f.Path(), Options{})
+	g, err := OpenFile(f.path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestLedgerRepairsTornLine(t *testing.T) {
 // file, lose no update.
 func TestFileStoreConcurrent(t *testing.T) {
 	f := openTemp(t)
-	g, err := OpenFile(f.Path(), Options{})
+	g, err := OpenFile(f.path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestMultiProcess(t *testing.T) {
 	const procs, each = 4, 200
 	var cmds []*exec.Cmd
 	for range procs {
-		cmd := helper(t, fmt.Sprintf("count:%d:%s", each, f.Path()))
+		cmd := helper(t, fmt.Sprintf("count:%d:%s", each, f.path))
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -336,7 +336,7 @@ func TestKillSafety(t *testing.T) {
 				return
 			default:
 			}
-			b, err := os.ReadFile(f.Path())
+			b, err := os.ReadFile(f.path)
 			if errors.Is(err, os.ErrNotExist) {
 				continue
 			}
@@ -351,7 +351,7 @@ func TestKillSafety(t *testing.T) {
 	})
 	want := int64(0)
 	for round := range 6 {
-		cmd := helper(t, "loop:"+f.Path())
+		cmd := helper(t, "loop:"+f.path)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -443,7 +443,7 @@ func TestFileUpdateAllOrNothing(t *testing.T) {
 			if err := bump(ctx, f, "a"); err != nil {
 				t.Fatal(err)
 			}
-			before, err := os.ReadFile(f.Path())
+			before, err := os.ReadFile(f.path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -452,14 +452,14 @@ func TestFileUpdateAllOrNothing(t *testing.T) {
 				if ledgerFails {
 					replace(t, f.ledger)
 				} else {
-					replace(t, f.Path())
+					replace(t, f.path)
 				}
 				return []LedgerEntry{{ID: "b", Status: 200}}, nil
 			})
 			if err == nil {
 				t.Fatal("Update with a write failing = nil, want an error")
 			}
-			if b, _ := os.ReadFile(f.Path()); ledgerFails && !bytes.Equal(b, before) {
+			if b, _ := os.ReadFile(f.path); ledgerFails && !bytes.Equal(b, before) {
 				t.Errorf("usage.md after a failed ledger write = %q, want it unchanged, %q", b, before)
 			}
 			if !ledgerFails {

@@ -53,7 +53,7 @@ func TestStoredLimitIsACeiling(t *testing.T) {
 			t.Errorf("stored daily cost after reservations = %s, want %s", got, cap)
 		}
 		if f, ok := s.(*FileStore); ok {
-			if b, err := os.ReadFile(f.Path()); err != nil || !strings.Contains(string(b), "limit_daily_cost_usd = 0.0005\n") {
+			if b, err := os.ReadFile(f.path); err != nil || !strings.Contains(string(b), "limit_daily_cost_usd = 0.0005\n") {
 				t.Errorf("usage.md after reservations lacks the stored limit: %v\n%s", err, b)
 			}
 		}

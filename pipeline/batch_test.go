@@ -57,7 +57,7 @@ func BenchmarkBatchRun(b *testing.B) {
 	for i := range b.N {
 		fmt.Fprintf(&in, "%q\n", fmt.Sprintf("tell me about the number %d in one short sentence", i))
 	}
-	journal, _ := batchapi.JournalPath(store.Path())
+	journal, _ := batchapi.JournalPath(store.String())
 	cfg := Config{
 		Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-bench", Parallel: 16, Retries: 5, Clock: clk,
 		Gate: budget.NewGate(store, budget.Limits{}), Via: ViaBatch, Batch: BatchOptions{Journal: journal, TempDir: dir},

@@ -53,16 +53,21 @@ func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- []*js
 	})
 }
 
-// sendLine sends one admitted item, retrying what is worth retrying, and
-// returns its lines' results in input order: the line's, or each member's
-// of a pack, whose failure (and the retries before it) is every member's.
-// Every reservation is settled through settle. A line
-// admitted is sent, even if the run stops sending meanwhile: admission was
-// the decision, and its reservation is already charged. Only a second
-// signal (abort) abandons it: the call in flight is cancelled.
+// sendLine sends one admitted item to its endpoint, giving each attempt
+// up after --timeout and retrying what is worth retrying, and returns its
+// lines' results in input order: the line's, or each member's of a pack,
+// whose failure (and the retries before it) is every member's. Every
+// reservation is settled through settle. A line admitted is sent, even if
+// the run stops sending meanwhile: admission was the decision, and its
+// reservation is already charged. Only a second signal (abort) abandons
+// it: the call in flight is cancelled.
 func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Settlement) []*jsonl.Result {
 	if it.result != nil {
 		return it.spread(it.result)
+	}
+	body := it.body
+	if it.members != nil {
+		body = it.packBody()
 	}
 	var last retry.Failure
 	var wait time.Duration // the last back-off, for the next one's jitter
@@ -89,10 +94,25 @@ func (r *runner) sendLine(ctx context.Context, it *item, settle chan<- budget.Se
 				r.cfg.Gate.Lag(now, now.Sub(it.reserved))
 			}
 		}}
-		cctx, cancel := r.stop.callContext(w.trace(ctx))
+		// The attempt. Only the model goes through go-openai's structs:
+		// they pick the URL and run go-openai's checks on it; the body
+		// sent is the item's own (rawBodyDoer), and so is the answer read.
+		var a attempt
+		cctx, cancel := r.stop.callContext(w.trace(ctx), r.cfg.Timeout)
+		cctx = context.WithValue(cctx, bodyKey, body)
+		cctx = context.WithValue(cctx, replyKey, &a.reply)
 		it.attempts = it.prior + n
-		a := r.call(cctx, it)
+		start := r.cfg.Clock.Now()
+		a.err = it.ep.call(cctx, r.client, it.model)
+		a.latency = r.cfg.Clock.Now().Sub(start)
 		cancel()
+		if a.err == nil {
+			a.ans, a.err = resultFromBody(it, a.reply.status, a.reply.body)
+		}
+		if a.err == nil && it.awaited() {
+			it.answer = a.reply.body // for the response cache (cache.go)
+		}
+		a.reply.body = nil // read: the results hold what is kept
 		wrote := w.wrote.Load()
 		var f retry.Failure
 		switch {
@@ -208,41 +228,12 @@ func (it *item) spread(res *jsonl.Result) []*jsonl.Result {
 	return out
 }
 
-// attempt is the outcome of one API call.
+// attempt is the outcome of one API call, as sendLine makes it.
 type attempt struct {
 	ans     answer // what a successful call answered
 	reply   reply
 	err     error
 	latency time.Duration
-}
-
-// call sends it once, to its endpoint, giving up after --timeout.
-func (r *runner) call(ctx context.Context, it *item) attempt {
-	var a attempt
-	body := it.body
-	if it.members != nil {
-		body = it.packBody()
-	}
-	ctx = context.WithValue(ctx, bodyKey, body)
-	ctx = context.WithValue(ctx, replyKey, &a.reply)
-	if r.cfg.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
-		defer cancel()
-	}
-	start := r.cfg.Clock.Now()
-	// Only the model goes through go-openai's structs: they pick the URL
-	// and run go-openai's checks on it; the body sent is the item's own.
-	a.err = it.ep.call(ctx, r.client, it.model)
-	a.latency = r.cfg.Clock.Now().Sub(start)
-	if a.err == nil {
-		a.ans, a.err = resultFromBody(it, a.reply.status, a.reply.body)
-	}
-	if a.err == nil && it.awaited() {
-		it.answer = a.reply.body // for the response cache (cache.go)
-	}
-	a.reply.body = nil // read: the results hold what is kept
-	return a
 }
 
 // settle applies the settlements of the calls to the gate, as many at a

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	openai "github.com/sashabaranov/go-openai"
 
@@ -98,9 +99,15 @@ func (s *stopState) stopped() *stopped {
 // aborted reports whether a second signal came.
 func (s *stopState) aborted() bool { return s.abort != nil && s.abort.Err() != nil }
 
-// callContext is ctx, also cancelled by a second signal, for one call.
-func (s *stopState) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
+// callContext is ctx for one call: also cancelled by a second signal, and
+// once timeout has passed (0: never).
+func (s *stopState) callContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	var cancel context.CancelFunc
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
 	if s.abort == nil {
 		return ctx, cancel
 	}
