@@ -601,6 +601,12 @@ func (c *collector) seqOf(customID string) int32 {
 	if !ok {
 		return -1
 	}
+	if ls := b.lines; c.byLine == nil && len(ls) > 0 {
+		// A batch's lines are most often the input's lines in a row.
+		if k := n - int(ls[0].line); k >= 0 && k < len(ls) && int(ls[k].line) == n {
+			return int32(k)
+		}
+	}
 	at := func(k int) int32 {
 		if c.byLine != nil {
 			return c.byLine[k]
