@@ -33,6 +33,7 @@
 //	batchplan.go     a dry run's plan of batch files
 //	batch.go         what the batch stages share: options, a line's record, the client, the journal, the spools
 //	batchsubmit.go   submit: lines → batch files by endpoint and model, uploaded, created, journalled
+//	batchresume.go   --resume: lines claimed from the journal's batches, collected, not submitted again
 //	batchpoll.go     poll: every submitted batch polled, politely, until it ends
 //	batchcollect.go  collect: output and error files streamed into results, settled, retried
 //	batchschema.go   --schema: collected answers checked, invalid ones asked again in follow-ups
