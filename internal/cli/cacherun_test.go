@@ -102,7 +102,7 @@ func cachedLines(t *testing.T, out string) int {
 func TestCacheRerun(t *testing.T) {
 	t.Parallel()
 	g, srv, _ := cachedGB(t, openaitest.Config{})
-	const n = 500 // two of the cache's blocks of 256
+	const n = 1000 // the re-run --cache promises for: four of the cache's blocks of 256
 	in := prompts(n)
 	var first, second string
 	if m := sent(srv, func() { first = g.mustRun(in) }); m != n {

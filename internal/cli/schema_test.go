@@ -101,7 +101,7 @@ func reviews(n int) string {
 	return b.String()
 }
 
-// TestSchemaInvalidAnswersAskedAgain: 300 lines held to a schema, a
+// TestSchemaInvalidAnswersAskedAgain: 1,000 lines held to a schema, a
 // tenth of whose first answers are invalid in each of the four ways, all
 // end with a parsed value that fits the schema; every invalid answer was
 // asked again once, and each try is in attempts, in the ledger, in the
@@ -113,7 +113,7 @@ func TestSchemaInvalidAnswersAskedAgain(t *testing.T) {
 	defer s.Close()
 	g := newGB(t, s.URL()).loud()
 	file := writeFile(t, g.dir, "review.json", tenFields)
-	const n = 300 // seed 11 makes 28 of their first answers invalid, of each kind
+	const n = 1000 // the size --schema promises for: about 10 % of first answers invalid, of each kind
 	out, stderr, code := g.run(context.Background(), reviews(n), "--schema", file, "--progress", "never", "-p", "32", "--rpm", "0", "--tpm", "0", "--tpd", "0", "--batch-tokens", "0")
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
@@ -509,7 +509,7 @@ func parseSchemaBatchResults(t *testing.T, out string) []schemaBatchResult {
 	return rs
 }
 
-// TestSchemaViaBatchInvalidAnswersAskedAgain: through the Batch API, 300
+// TestSchemaViaBatchInvalidAnswersAskedAgain: through the Batch API, 1,000
 // lines held to a schema, a tenth of whose first answers are invalid in
 // each of the four ways, all end with a parsed value that fits: the
 // invalid lines went again in follow-up batches, at batch prices, and
@@ -524,8 +524,8 @@ func TestSchemaViaBatchInvalidAnswersAskedAgain(t *testing.T) {
 	g := newGB(t, s.URL()).loud()
 	g.seams.Clock = clk
 	file := writeFile(t, g.dir, "review.json", tenFields)
-	const n = 300 // seed 11 makes 28 of their first answers invalid, of each kind
-	out, stderr, code := g.run(context.Background(), reviews(n), "--via", "batch", "--schema", file, "--progress", "never", "--batch-lines", "120")
+	const n = 1000 // the size --schema promises for: about 10 % of first answers invalid, of each kind
+	out, stderr, code := g.run(context.Background(), reviews(n), "--via", "batch", "--schema", file, "--progress", "never", "--batch-lines", "400")
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
