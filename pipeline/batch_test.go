@@ -209,3 +209,51 @@ func TestOrderBatchResults(t *testing.T) {
 		})
 	}
 }
+
+// TestViaBatchHeadsPastTheBound: past the heads a run holds in memory, the
+// rest of its lines' heads are read from their records when collected, and
+// every line still gets its own id, metadata and answer, as when all are
+// held.
+func TestViaBatchHeadsPastTheBound(t *testing.T) {
+	run := func(bound int) []jsonl.Result {
+		t.Helper()
+		defer func(was int) { headsMax = was }(headsMax)
+		headsMax = bound
+		clk := &stepClock{now: time.Now()}
+		srv := openaitest.New(openaitest.Config{Now: clk.Now, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+		defer srv.Close()
+		dir := t.TempDir()
+		var in strings.Builder
+		for i := range 300 {
+			fmt.Fprintf(&in, `{"id":"q%d","metadata":{"row":%d},"messages":[{"role":"user","content":"say %d"}]}`+"\n", i, i, i)
+		}
+		cfg := Config{
+			Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-test", Retries: 1, Clock: clk,
+			Via: ViaBatch, Batch: BatchOptions{Journal: filepath.Join(dir, "usage.batches.jsonl"), TempDir: dir, Lines: 100},
+		}
+		var out bytes.Buffer
+		if err := Run(context.Background(), strings.NewReader(in.String()), &out, cfg); err != nil {
+			t.Fatalf("Run (heads bound %d) = %v", bound, err)
+		}
+		var rs []jsonl.Result
+		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			var r jsonl.Result
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("result %q: %v", line, err)
+			}
+			rs = append(rs, r)
+		}
+		return rs
+	}
+	held, read := run(headsMax), run(500) // a few lines' heads fit; the rest are read back
+	if len(read) != 300 || len(held) != 300 {
+		t.Fatalf("%d and %d results, want 300 each", len(held), len(read))
+	}
+	for i, r := range read {
+		h := held[i]
+		if r.ID != fmt.Sprintf("q%d", i) || string(r.Metadata) != fmt.Sprintf(`{"row":%d}`, i) || r.Error != nil ||
+			len(r.Content) == 0 || string(r.Content) != string(h.Content) || r.Usage == nil || h.Usage == nil || *r.Usage != *h.Usage || string(r.CostUSD) != string(h.CostUSD) {
+			t.Fatalf("line %d with heads read back: %+v; with heads held: %+v", i+1, r, h)
+		}
+	}
+}
