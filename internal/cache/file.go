@@ -111,11 +111,40 @@ func OpenFile(ctx context.Context, path string, o Options) (*File, error) {
 	}
 	f.rd.SetMaxOpenConns(readers)
 	f.rd.SetMaxIdleConns(readers)
-	if err := f.init(ctx, empty); err != nil {
+	if err := f.initWaiting(ctx, empty); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return f, nil
+}
+
+// initWaiting is init, tried again while it meets SQLITE_BUSY, for up to
+// busyTimeout. Statements wait for locks (busy_timeout), but SQLite answers
+// some at once, without waiting, where to wait could deadlock: a reader
+// that must become a writer while another process holds a lock (the
+// switch to WAL), a read that meets the WAL being made. Processes opening
+// a new cache together meet these. init can be tried again: its one write
+// is a transaction.
+func (f *File) initWaiting(ctx context.Context, empty bool) error {
+	deadline := time.Now().Add(busyTimeout)
+	for pause := time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
+		err := f.init(ctx, empty)
+		var se *sqlite.Error
+		if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		for i, st := range f.gets {
+			if st != nil {
+				st.Close()
+				f.gets[i] = nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
 }
 
 // create makes path's directory and path, empty (an empty file is an
