@@ -231,19 +231,7 @@ func TestViaBatchHeadsPastTheBound(t *testing.T) {
 			Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: srv.URL(), Key: "sk-test", Retries: 1, Clock: clk,
 			Via: ViaBatch, Batch: BatchOptions{Journal: filepath.Join(dir, "usage.batches.jsonl"), TempDir: dir, Lines: 100},
 		}
-		var out bytes.Buffer
-		if err := Run(context.Background(), strings.NewReader(in.String()), &out, cfg); err != nil {
-			t.Fatalf("Run (heads bound %d) = %v", bound, err)
-		}
-		var rs []jsonl.Result
-		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-			var r jsonl.Result
-			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				t.Fatalf("result %q: %v", line, err)
-			}
-			rs = append(rs, r)
-		}
-		return rs
+		return runResults(t, cfg, in.String())
 	}
 	held, read := run(headsMax), run(500) // a few lines' heads fit; the rest are read back
 	if len(read) != 300 || len(held) != 300 {
