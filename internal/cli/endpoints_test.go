@@ -34,22 +34,6 @@ type endpointResult struct {
 	Error        *map[string]any  `json:"error"`
 }
 
-func parseEndpointResults(t *testing.T, out string) []endpointResult {
-	t.Helper()
-	var rs []endpointResult
-	for i, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
-		if l == "" {
-			continue
-		}
-		var r endpointResult
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("output line %d is not a result: %v: %.200s", i+1, err, l)
-		}
-		rs = append(rs, r)
-	}
-	return rs
-}
-
 // estimates reads a dry run's prompt_tokens, by id.
 func estimates(t *testing.T, out string) map[string]int64 {
 	t.Helper()
@@ -125,7 +109,7 @@ func TestEmbeddings(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
-	rs := parseEndpointResults(t, out)
+	rs := parseLines[endpointResult](t, out)
 	if len(rs) != 120 {
 		t.Fatalf("%d results, want 120", len(rs))
 	}
@@ -218,7 +202,7 @@ func TestEmbeddingLimits(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit status %d, want 1", code)
 	}
-	rs := parseEndpointResults(t, out)
+	rs := parseLines[endpointResult](t, out)
 	for i, want := range []string{"at most 8192 tokens an input", "at most 2048 inputs a request", "refuses empty inputs"} {
 		if rs[i].Error == nil || (*rs[i].Error)["type"] != "invalid_input" || !strings.Contains(fmt.Sprint((*rs[i].Error)["message"]), want) {
 			t.Errorf("line %d: error %v, want invalid_input saying %q", i+1, rs[i].Error, want)
@@ -253,7 +237,7 @@ func TestPack(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
-	rs := parseEndpointResults(t, out)
+	rs := parseLines[endpointResult](t, out)
 	if len(rs) != 250 {
 		t.Fatalf("%d results, want 250", len(rs))
 	}
@@ -285,7 +269,7 @@ func TestPack(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit status %d, want 1", code)
 	}
-	rs = parseEndpointResults(t, out)
+	rs = parseLines[endpointResult](t, out)
 	for i, r := range rs {
 		failed := r.Error != nil && (*r.Error)["type"] == "api" && strings.HasPrefix(fmt.Sprint((*r.Error)["message"]), fmt.Sprintf("line %d: ", i+1))
 		if failed != (i >= 3) {
@@ -326,7 +310,7 @@ func TestResponses(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
-	rs := parseEndpointResults(t, out)
+	rs := parseLines[endpointResult](t, out)
 	if len(rs) != 60 {
 		t.Fatalf("%d results, want 60", len(rs))
 	}
@@ -383,7 +367,7 @@ func TestMixedBatchAPILines(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
-	rs := parseEndpointResults(t, out)
+	rs := parseLines[endpointResult](t, out)
 	for i, r := range rs {
 		var content string
 		json.Unmarshal(r.Content, &content)
@@ -431,7 +415,7 @@ func TestChoicesLogprobsRefusal(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
-	rs := parseEndpointResults(t, out)
+	rs := parseLines[endpointResult](t, out)
 	if len(rs) != 4 {
 		t.Fatalf("%d results, want 4", len(rs))
 	}
@@ -483,7 +467,7 @@ func TestFlex(t *testing.T) {
 		t.Errorf("server: %d flex requests, %d refused; want 40 answered and some refused", st.Flex, st.FlexUnavailable)
 	}
 	p, _ := budget.PriceOf("gpt-4o-mini-2024-07-18")
-	for i, r := range parseEndpointResults(t, out) {
+	for i, r := range parseLines[endpointResult](t, out) {
 		u := r.Usage
 		if want := p.Batch().Cost(u["prompt_tokens"], u["cached_tokens"], u["completion_tokens"]).String(); string(r.CostUSD) != want {
 			t.Errorf("result %d: cost_usd %s, want %s (half)", i, r.CostUSD, want)
@@ -517,7 +501,7 @@ func TestStoredConversation(t *testing.T) {
 			defer srv.Close()
 			g := newGB(t, srv.URL()).loud()
 			out, stderr, code := g.run(context.Background(), in, append([]string{"--endpoint", "responses"}, tt.args...)...)
-			rs := parseEndpointResults(t, out)
+			rs := parseLines[endpointResult](t, out)
 			if len(rs) != 3 || rs[0].Error != nil {
 				t.Fatalf("results %+v (exit %d): want 3, the first answered; stderr: %s", rs, code, stderr)
 			}

@@ -210,20 +210,28 @@ type usage struct {
 	CachedTokens     int64 `json:"cached_tokens"`
 }
 
-func parseResults(t *testing.T, out string) []result {
+// parseLines reads out, gptbatch's stdout, as a JSON value of type T a
+// line; a line that is not one fails the test.
+func parseLines[T any](t *testing.T, out string) []T {
 	t.Helper()
-	var rs []result
+	if out == "" {
+		return nil
+	}
+	var rs []T
 	for i, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
-		if l == "" {
-			continue
-		}
-		var r result
+		var r T
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("output line %d is not a result: %v: %s", i+1, err, l)
+			t.Fatalf("output line %d is not a result: %v: %.200s", i+1, err, l)
 		}
 		rs = append(rs, r)
 	}
 	return rs
+}
+
+// parseResults reads out as results.
+func parseResults(t *testing.T, out string) []result {
+	t.Helper()
+	return parseLines[result](t, out)
 }
 
 // mustGetwdAtStart is the package directory: tests chdir away from it.

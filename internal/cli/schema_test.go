@@ -50,19 +50,6 @@ type schemaResult struct {
 	} `json:"error"`
 }
 
-func parseSchemaResults(t *testing.T, out string) []schemaResult {
-	t.Helper()
-	var rs []schemaResult
-	for i, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
-		var r schemaResult
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("output line %d is not a result: %v: %.200s", i+1, err, l)
-		}
-		rs = append(rs, r)
-	}
-	return rs
-}
-
 // validator compiles doc with santhosh-tekuri/jsonschema directly, formats
 // asserted: the check owes nothing to gptbatch's own wrapper of it.
 func validator(t *testing.T, doc string) func(json.RawMessage) error {
@@ -119,7 +106,7 @@ func TestSchemaInvalidAnswersAskedAgain(t *testing.T) {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
 	fits := validator(t, tenFields)
-	rs := parseSchemaResults(t, out)
+	rs := parseLines[schemaResult](t, out)
 	if len(rs) != n {
 		t.Fatalf("%d results, want %d", len(rs), n)
 	}
@@ -181,7 +168,7 @@ func TestSchemaAlwaysInvalid(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit status %d, want 1: %s", code, stderr)
 	}
-	rs := parseSchemaResults(t, out)
+	rs := parseLines[schemaResult](t, out)
 	byLine := map[string][]budget.LedgerEntry{}
 	for _, e := range ledger(t, g.dir) {
 		byLine[e.ID] = append(byLine[e.ID], e)
@@ -224,7 +211,7 @@ func TestSchemaTruncatedNeverParsed(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit status %d, want 1: %s", code, stderr)
 	}
-	for _, r := range parseSchemaResults(t, out) {
+	for _, r := range parseLines[schemaResult](t, out) {
 		if r.Parsed != nil || r.FinishReason != "length" || r.Error == nil || r.Error.Type != "invalid_output" || r.Attempts != 2 {
 			t.Errorf("%s: parsed %s, finish %s, error %+v, attempts %d: want a truncated answer, asked again once, never parsed", r.ID, r.Parsed, r.FinishReason, r.Error, r.Attempts)
 		}
@@ -265,7 +252,7 @@ func TestSchemaForms(t *testing.T) {
 				t.Fatalf("exit status %d: %s", code, stderr)
 			}
 			fits := validator(t, tt.doc)
-			for _, r := range parseSchemaResults(t, out) {
+			for _, r := range parseLines[schemaResult](t, out) {
 				if err := fits(r.Parsed); err != nil {
 					t.Errorf("%s: parsed %s: %v", r.ID, r.Parsed, err)
 				}
@@ -371,7 +358,7 @@ func TestSchemaNonStrict(t *testing.T) {
 		t.Errorf("request %s, want strict false", s.Requests()[0].Body)
 	}
 	fits := validator(t, doc)
-	for _, r := range parseSchemaResults(t, out) {
+	for _, r := range parseLines[schemaResult](t, out) {
 		if err := fits(r.Parsed); err != nil {
 			t.Errorf("%s: %v", r.ID, err)
 		}
@@ -395,7 +382,7 @@ func TestSchemaLineOwnFormat(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
-	rs := parseSchemaResults(t, out)
+	rs := parseLines[schemaResult](t, out)
 	if p := string(rs[0].Parsed); p != `{"colour":"red"}` && p != `{"colour":"blue"}` {
 		t.Errorf("own: parsed %s, want its own schema's colour", p)
 	}
@@ -459,7 +446,7 @@ func TestSchemaEstimates(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
-	if r := parseSchemaResults(t, out)[0]; r.Usage.PromptTokens != held["r0"] {
+	if r := parseLines[schemaResult](t, out)[0]; r.Usage.PromptTokens != held["r0"] {
 		t.Errorf("prompt_tokens %d billed, %d estimated", r.Usage.PromptTokens, held["r0"])
 	}
 
@@ -479,7 +466,7 @@ func TestSchemaEstimates(t *testing.T) {
 	// the line is never sent.
 	tpm := strconv.FormatInt(plain["r0"]+256+share/2, 10)
 	out, _, code = g.run(context.Background(), reviews(1), "--tpm", tpm, "--schema", tenFields, "--batch-tokens", "0")
-	if r := parseSchemaResults(t, out)[0]; code != 1 || r.Error == nil || r.Error.Type != "budget" {
+	if r := parseLines[schemaResult](t, out)[0]; code != 1 || r.Error == nil || r.Error.Type != "budget" {
 		t.Errorf("--tpm %s with the schema: exit status %d, %+v: want a budget error", tpm, code, r.Error)
 	}
 	if n := s.Stats().Requests - before; n != 0 {
@@ -491,22 +478,6 @@ func TestSchemaEstimates(t *testing.T) {
 type schemaBatchResult struct {
 	schemaResult
 	BatchID string `json:"batch_id"`
-}
-
-func parseSchemaBatchResults(t *testing.T, out string) []schemaBatchResult {
-	t.Helper()
-	var rs []schemaBatchResult
-	for i, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
-		if l == "" {
-			continue
-		}
-		var r schemaBatchResult
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("output line %d is not a result: %v: %.200s", i+1, err, l)
-		}
-		rs = append(rs, r)
-	}
-	return rs
 }
 
 // TestSchemaViaBatchInvalidAnswersAskedAgain: through the Batch API, 1,000
@@ -530,7 +501,7 @@ func TestSchemaViaBatchInvalidAnswersAskedAgain(t *testing.T) {
 		t.Fatalf("exit status %d: %s", code, stderr)
 	}
 	fits := validator(t, tenFields)
-	rs := parseSchemaBatchResults(t, out)
+	rs := parseLines[schemaBatchResult](t, out)
 	if len(rs) != n {
 		t.Fatalf("%d results, want %d", len(rs), n)
 	}
@@ -655,7 +626,7 @@ func TestSchemaViaBatchAlwaysInvalid(t *testing.T) {
 			if code != 1 {
 				t.Fatalf("exit status %d, want 1: %s", code, stderr)
 			}
-			rs := parseSchemaBatchResults(t, out)
+			rs := parseLines[schemaBatchResult](t, out)
 			byLine := map[string][]budget.LedgerEntry{}
 			for _, e := range ledger(t, g.dir) {
 				byLine[e.ID] = append(byLine[e.ID], e)
@@ -814,7 +785,7 @@ func TestSchemaViaBatchKilledBeforeFollowUp(t *testing.T) {
 				byLine[e.ID] = append(byLine[e.ID], e)
 			}
 			done := map[string]int{}
-			for _, r := range append(parseSchemaBatchResults(t, string(prev)), parseSchemaBatchResults(t, out2.String())...) {
+			for _, r := range append(parseLines[schemaBatchResult](t, string(prev)), parseLines[schemaBatchResult](t, out2.String())...) {
 				if r.Error != nil {
 					continue
 				}
@@ -869,7 +840,7 @@ func TestSchemaViaBatchReaskFails(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit status %d, want 1: %s", code, stderr)
 	}
-	r := parseSchemaBatchResults(t, out)[0]
+	r := parseLines[schemaBatchResult](t, out)[0]
 	if r.Error == nil || r.Error.Type != "invalid_output" || !strings.Contains(r.Error.Message, "got number, want string (asking again failed: ") {
 		t.Fatalf("error %+v, want invalid_output saying asking again failed", r.Error)
 	}

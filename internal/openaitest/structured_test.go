@@ -67,6 +67,19 @@ type structuredAnswer struct {
 	prompt, completion       int
 }
 
+// answerOf is what a test reads of resp, a chat answer to a schema.
+func answerOf(resp response) structuredAnswer {
+	ch := resp.Choices[0]
+	a := structuredAnswer{finish: ch.FinishReason, prompt: resp.Usage.PromptTokens, completion: resp.Usage.CompletionTokens}
+	if ch.Message.Content != nil {
+		a.content = *ch.Message.Content
+	}
+	if ch.Message.Refusal != nil {
+		a.refusal = *ch.Message.Refusal
+	}
+	return a
+}
+
 // askChat sends prompt to chat completions with doc as its json_schema.
 func askChat(t *testing.T, s *Server, doc, prompt string) structuredAnswer {
 	t.Helper()
@@ -79,15 +92,7 @@ func askChat(t *testing.T, s *Server, doc, prompt string) structuredAnswer {
 	if err := json.Unmarshal(r.body, &resp); err != nil {
 		t.Fatal(err)
 	}
-	ch := resp.Choices[0]
-	a := structuredAnswer{finish: ch.FinishReason, prompt: resp.Usage.PromptTokens, completion: resp.Usage.CompletionTokens}
-	if ch.Message.Content != nil {
-		a.content = *ch.Message.Content
-	}
-	if ch.Message.Refusal != nil {
-		a.refusal = *ch.Message.Refusal
-	}
-	return a
+	return answerOf(resp)
 }
 
 // askResponses sends prompt to /v1/responses with doc as its text.format.
@@ -291,14 +296,7 @@ func TestStructuredBatchAnswersAsSync(t *testing.T) {
 			if err := json.Unmarshal(l.Response.Body, &resp); err != nil {
 				t.Fatal(err)
 			}
-			ch := resp.Choices[0]
-			a := structuredAnswer{finish: ch.FinishReason, prompt: resp.Usage.PromptTokens, completion: resp.Usage.CompletionTokens}
-			if ch.Message.Content != nil {
-				a.content = *ch.Message.Content
-			}
-			if ch.Message.Refusal != nil {
-				a.refusal = *ch.Message.Refusal
-			}
+			a := answerOf(resp)
 			var i int
 			fmt.Sscanf(l.CustomID, "q%d", &i)
 			got[prompts[i]] = a
