@@ -705,8 +705,11 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 				return lineOutcome{seq: -1, bad: err}
 			}
 		}
-		ans, err := ol.result(it)
-		if err != nil || len(ans.results) == 0 {
+		var ans answer
+		if ol.answer != nil {
+			ans, err = ol.answer.result(it)
+		}
+		if ol.answer == nil || err != nil || len(ans.results) == 0 {
 			typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
 			break
 		}

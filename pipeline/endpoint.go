@@ -76,7 +76,7 @@ type outputLineOf[B any] struct {
 
 // decodeLine reads an output line whose 200 body is a B, in one pass. A
 // line it cannot read so (an error, a body that is no answer) is read
-// again with its body kept whole.
+// again with its body kept whole, and a 200's body then read alone.
 func decodeLine[B any, P interface {
 	*B
 	answerBody
@@ -92,6 +92,9 @@ func decodeLine[B any, P interface {
 	o := outputLine{customID: raw.CustomID, err: raw.Error}
 	if raw.Response != nil {
 		o.status, o.body = raw.Response.StatusCode, raw.Response.Body
+	}
+	if b := P(new(B)); o.status == http.StatusOK && gojson.Unmarshal(o.body, b) == nil {
+		o.answer = b
 	}
 	return o, nil
 }
@@ -186,8 +189,8 @@ type outputLine struct {
 	customID string
 	status   int        // the response's status_code; 0: no response
 	answer   answerBody // a 200's body, read as an answer; nil if it is none
-	// body is the response's body, kept whole when answer is nil: an
-	// error object, or a 200 that is no answer.
+	// body is the response's body, kept whole when the line could not be
+	// read in one pass: an error object, or a 200 that is no answer.
 	body json.RawMessage
 	err  *outputError // the line's error, in an error file
 }
@@ -202,15 +205,6 @@ type outputError struct {
 // endpoint's requests.
 func readOutputLine(endpoint string, line []byte) (outputLine, error) {
 	return endpointFor(endpoint).line(line)
-}
-
-// result reads the line's answer into it's results, as resultFromBody
-// reads a synchronous one.
-func (o *outputLine) result(it *item) (answer, error) {
-	if o.answer != nil {
-		return o.answer.result(it)
-	}
-	return resultFromBody(it, o.status, o.body)
 }
 
 type ctxKey int
