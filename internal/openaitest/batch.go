@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/pkoukk/tiktoken-go"
 )
 
 // BatchAdvance says what moves a batch along its lifecycle.
@@ -969,7 +967,7 @@ func (s *Server) finish(b *batch, status string) {
 // chatCall is a valid chat-completions request.
 type chatCall struct {
 	req    *request
-	enc    *tiktoken.Tiktoken
+	enc    *encoder
 	prompt int
 	maxOut int
 }
