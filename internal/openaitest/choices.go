@@ -3,8 +3,6 @@ package openaitest
 import (
 	"fmt"
 	"strings"
-
-	"github.com/pkoukk/tiktoken-go"
 )
 
 // The answers a client must not drop, beyond one choice of text:
@@ -44,7 +42,7 @@ type logprob struct {
 // vary makes the choices of resp, an answer to req whose choices are all
 // the first one's text, what the rules above say, and sets the usage's
 // completion tokens to what they hold. It leaves tool calls alone.
-func vary(req *request, enc *tiktoken.Tiktoken, resp *response, maxOut int) {
+func vary(req *request, enc *encoder, resp *response, maxOut int) {
 	refuse := strings.Contains(req.lastUserText(), "__refusal__") || req.shaped != nil && req.shaped.refused
 	if len(resp.Choices) == 0 || (resp.Choices[0].Message.Content == nil && !refuse) {
 		return
@@ -70,7 +68,7 @@ func vary(req *request, enc *tiktoken.Tiktoken, resp *response, maxOut int) {
 				ch.FinishReason = "length"
 			}
 		}
-		toks := enc.EncodeOrdinary(text)
+		toks := enc.tokens(text)
 		total += len(toks)
 		if req.Logprobs {
 			lp := struct {
@@ -79,7 +77,7 @@ func vary(req *request, enc *tiktoken.Tiktoken, resp *response, maxOut int) {
 			}{}
 			entries := make([]logprob, len(toks))
 			for j, tok := range toks {
-				s := enc.Decode([]int{tok})
+				s := enc.decode([]int{tok})
 				b := make([]int, len(s))
 				for k := range len(s) {
 					b[k] = int(s[k])

@@ -50,10 +50,10 @@ func TestChoices(t *testing.T) {
 				} else if ch.Message.Content != text {
 					t.Errorf("choice %d: content %q, want %q", i, ch.Message.Content, text)
 				}
-				want += len(enc.EncodeOrdinary(text))
+				want += len(enc.tk.EncodeOrdinary(text))
 				if got := ch.LogProbs != nil; got != tt.logprobs {
 					t.Errorf("choice %d: logprobs present %v, want %v", i, got, tt.logprobs)
-				} else if tt.logprobs && len(ch.LogProbs.Content) != len(enc.EncodeOrdinary(text)) {
+				} else if tt.logprobs && len(ch.LogProbs.Content) != len(enc.tk.EncodeOrdinary(text)) {
 					t.Errorf("choice %d: %d logprobs, want one a token", i, len(ch.LogProbs.Content))
 				}
 			}

@@ -110,7 +110,7 @@ func EmbeddingVector(model, input string, dimensions int) []float32 {
 	if err != nil {
 		panic(err)
 	}
-	return vectorOf(model, enc.EncodeOrdinary(input), dimensions)
+	return vectorOf(model, enc.tokens(input), dimensions)
 }
 
 func vectorOf(model string, tokens []int, dims int) []float32 {
@@ -219,7 +219,7 @@ func (c *embeddingCall) parseInput(raw json.RawMessage) *apiError {
 	var one string
 	if json.Unmarshal(raw, &one) == nil {
 		c.texts = []string{one}
-		c.inputs = [][]int{enc.EncodeOrdinary(one)}
+		c.inputs = [][]int{enc.tokens(one)}
 		return nil
 	}
 	var items []json.RawMessage
@@ -241,7 +241,7 @@ func (c *embeddingCall) parseInput(raw json.RawMessage) *apiError {
 		switch {
 		case json.Unmarshal(it, &s) == nil:
 			c.texts = append(c.texts, s)
-			c.inputs = append(c.inputs, enc.EncodeOrdinary(s))
+			c.inputs = append(c.inputs, enc.tokens(s))
 		case json.Unmarshal(it, &toks) == nil && toks != nil:
 			c.texts = append(c.texts, "")
 			c.inputs = append(c.inputs, toks)

@@ -52,7 +52,7 @@ func TestEmbeddingsGoOpenAI(t *testing.T) {
 
 	// The same text as tokens gets the same vector.
 	enc, _ := cl100kEncoder()
-	toks, err := c.CreateEmbeddings(ctx, openai.EmbeddingRequestTokens{Input: [][]int{enc.EncodeOrdinary("foo")}, Model: openai.SmallEmbedding3})
+	toks, err := c.CreateEmbeddings(ctx, openai.EmbeddingRequestTokens{Input: [][]int{enc.tk.EncodeOrdinary("foo")}, Model: openai.SmallEmbedding3})
 	if err != nil {
 		t.Fatalf("CreateEmbeddings(tokens): %v", err)
 	}

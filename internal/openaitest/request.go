@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-
-	"github.com/pkoukk/tiktoken-go"
 )
 
 // knownParams are the request fields the chat-completions endpoint takes;
@@ -299,7 +297,7 @@ const (
 
 // answer builds the success body for req, whose prompt counts prompt
 // tokens, and marks its prompt as cached for the requests after it.
-func (x *exchange) answer(req *request, enc *tiktoken.Tiktoken, prompt, maxOut int) response {
+func (x *exchange) answer(req *request, enc *encoder, prompt, maxOut int) response {
 	s := x.s
 	resp := response{
 		ID:                s.randomID("chatcmpl-", 29),
@@ -318,7 +316,7 @@ func (x *exchange) answer(req *request, enc *tiktoken.Tiktoken, prompt, maxOut i
 		tc.Function.Name, tc.Function.Arguments = name, "{}"
 		msg = message{Role: "assistant", ToolCalls: []toolCall{tc}, Annotations: []struct{}{}}
 		finish = "tool_calls"
-		completion = len(enc.EncodeOrdinary(name)) + len(enc.EncodeOrdinary(tc.Function.Arguments))
+		completion = enc.count(name) + enc.count(tc.Function.Arguments)
 	} else {
 		if req.schema != nil {
 			a := s.shape(req.schema, req.firstUserText())

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-
-	"github.com/pkoukk/tiktoken-go"
 )
 
 // ReasoningTokens is what a reasoning model (o-series, gpt-5) spends on
@@ -42,7 +40,7 @@ type responsesCall struct {
 	metadata     json.RawMessage
 	temperature  *float64
 	prompt       int
-	enc          *tiktoken.Tiktoken
+	enc          *encoder
 	schema       json.RawMessage // text.format's json_schema schema; nil for none
 }
 

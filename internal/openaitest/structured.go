@@ -10,8 +10,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-
-	"github.com/pkoukk/tiktoken-go"
 )
 
 // Structured outputs. A chat request whose response_format is
@@ -375,13 +373,15 @@ func schemaType(m object) string {
 // "additionalProperties" and "$schema" at any level, plus 9. The fake bills
 // it so; gptbatch estimates it so too, and a test that compares them
 // shows only that both read the schema alike.
-func formatTokens(enc *tiktoken.Tiktoken, sch json.RawMessage) int {
+func formatTokens(enc *encoder, sch json.RawMessage) int {
 	if sch == nil {
 		return 0
 	}
-	var b bytes.Buffer
-	writeBilled(&b, sch)
-	return len(enc.EncodeOrdinary(b.String())) + 9
+	return enc.schemaTokens(string(sch), func() int {
+		var b bytes.Buffer
+		writeBilled(&b, sch)
+		return enc.count(b.String()) + 9
+	})
 }
 
 // writeBilled writes v, compact, without the keywords the API leaves out

@@ -153,7 +153,7 @@ func TestStructuredAnswersFit(t *testing.T) {
 				if err := fits(check, a.content); err != nil || a.finish != "stop" {
 					t.Fatalf("answer %q (finish %s) does not fit: %v", a.content, a.finish, err)
 				}
-				if want := len(enc.EncodeOrdinary(a.content)); a.completion != want {
+				if want := len(enc.tk.EncodeOrdinary(a.content)); a.completion != want {
 					t.Errorf("completion tokens %d, want %d", a.completion, want)
 				}
 			}

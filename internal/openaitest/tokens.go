@@ -27,23 +27,111 @@ var useOfflineLoader = sync.OnceFunc(func() {
 // Each encoder is built once per process: building one parses a vocabulary
 // of up to 200k entries. Neither variable is ever reassigned.
 var (
-	o200kEncoder  = sync.OnceValues(func() (*tiktoken.Tiktoken, error) { return buildEncoder(o200kBase) })
-	cl100kEncoder = sync.OnceValues(func() (*tiktoken.Tiktoken, error) { return buildEncoder(cl100kBase) })
+	o200kEncoder  = sync.OnceValues(func() (*encoder, error) { return buildEncoder(o200kBase) })
+	cl100kEncoder = sync.OnceValues(func() (*encoder, error) { return buildEncoder(cl100kBase) })
 )
 
-func buildEncoder(name string) (*tiktoken.Tiktoken, error) {
+func buildEncoder(name string) (*encoder, error) {
 	useOfflineLoader()
-	enc, err := tiktoken.GetEncoding(name)
+	tk, err := tiktoken.GetEncoding(name)
 	if err != nil {
 		return nil, fmt.Errorf("openaitest: build %s encoder: %w", name, err)
 	}
-	return enc, nil
+	return newEncoder(tk, memoBytes), nil
+}
+
+// memoBytes bounds what an encoder remembers: the texts and their tokens,
+// roughly, in bytes.
+const memoBytes = 32 << 20
+
+// encoder is a tiktoken encoding that remembers the tokens of the texts it
+// has encoded, and the tokens schemas are billed. The tests send the same
+// prompts and schemas again and again, each request has its text counted
+// more than once (charged, answered, billed), and tiktoken's pre-tokenizer
+// (a regexp2 expression, slower still under -race) is most of what the
+// fake costs. It is safe for concurrent use.
+type encoder struct {
+	tk    *tiktoken.Tiktoken
+	limit int // memoBytes, but in tests
+
+	mu sync.Mutex
+	// Guarded by mu.
+	memo   map[string][]int // tokens, by text
+	billed map[string]int   // formatTokens's count, by schema
+	held   int              // bytes of both, roughly: all forgotten at once past limit
+}
+
+func newEncoder(tk *tiktoken.Tiktoken, limit int) *encoder {
+	return &encoder{tk: tk, limit: limit, memo: map[string][]int{}, billed: map[string]int{}}
+}
+
+// tokens returns the tokens of s, as tiktoken's EncodeOrdinary does. The
+// slice is shared: the caller must not change it.
+func (e *encoder) tokens(s string) []int {
+	e.mu.Lock()
+	toks, ok := e.memo[s]
+	e.mu.Unlock()
+	if ok {
+		return toks
+	}
+	toks = e.tk.EncodeOrdinary(s)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.room(len(s) + 8*len(toks)) {
+		e.memo[s] = toks
+	}
+	return toks
+}
+
+// schemaTokens is formatTokens's count of schema, made by count the first
+// time.
+func (e *encoder) schemaTokens(schema string, count func() int) int {
+	e.mu.Lock()
+	n, ok := e.billed[schema]
+	e.mu.Unlock()
+	if ok {
+		return n
+	}
+	n = count()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.room(len(schema)) {
+		e.billed[schema] = n
+	}
+	return n
+}
+
+// room makes room for an entry of size bytes, forgetting everything if
+// the memory is full, and reports whether it fits at all. It requires
+// e.mu held.
+func (e *encoder) room(size int) bool {
+	size += 64 // a map entry's own
+	if size > e.limit {
+		return false
+	}
+	if e.held+size > e.limit {
+		clear(e.memo)
+		clear(e.billed)
+		e.held = 0
+	}
+	e.held += size
+	return true
+}
+
+// count is the number of tokens of s.
+func (e *encoder) count(s string) int {
+	return len(e.tokens(s))
+}
+
+// decode is the text of toks.
+func (e *encoder) decode(toks []int) string {
+	return e.tk.Decode(toks)
 }
 
 // encoderFor returns the tokenizer the real API uses for model:
 // cl100k_base for gpt-4, gpt-4-turbo and gpt-3.5-turbo (and their dated
 // snapshots), o200k_base for everything else, unknown models included.
-func encoderFor(model string) (*tiktoken.Tiktoken, error) {
+func encoderFor(model string) (*encoder, error) {
 	if encodingFor(model) == cl100kBase {
 		return cl100kEncoder()
 	}
@@ -104,13 +192,8 @@ func (m chatMessage) text() (s string, ok bool) {
 // message, plus its role and content, plus its name and 1 more if it has
 // one, plus 3 that prime the reply. Tool calls in assistant messages count
 // as their function names and arguments.
-func countPrompt(enc *tiktoken.Tiktoken, msgs []chatMessage) int {
-	count := func(s string) int {
-		if s == "" {
-			return 0
-		}
-		return len(enc.EncodeOrdinary(s))
-	}
+func countPrompt(enc *encoder, msgs []chatMessage) int {
+	count := enc.count
 	n := 3
 	for _, m := range msgs {
 		text, _ := m.text()
@@ -127,11 +210,11 @@ func countPrompt(enc *tiktoken.Tiktoken, msgs []chatMessage) int {
 
 // truncate cuts s to at most limit tokens (no limit if limit <= 0) and
 // reports the tokens kept and whether it cut anything.
-func truncate(enc *tiktoken.Tiktoken, s string, limit int) (out string, tokens int, cut bool) {
-	toks := enc.EncodeOrdinary(s)
+func truncate(enc *encoder, s string, limit int) (out string, tokens int, cut bool) {
+	toks := enc.tokens(s)
 	if limit <= 0 || len(toks) <= limit {
 		return s, len(toks), false
 	}
 	// A cut can fall inside a multi-byte character; drop its remains.
-	return strings.ToValidUTF8(enc.Decode(toks[:limit]), ""), limit, true
+	return strings.ToValidUTF8(enc.decode(toks[:limit]), ""), limit, true
 }
