@@ -626,14 +626,23 @@ func TestLagKeepsServerBucket(t *testing.T) {
 				at, reserved time.Time
 				arrival      bool // else a worker free to reserve
 			}
-			var events []event
+			var events []event // by time; events at the same time in the order they came
 			for range workers {
 				events = append(events, event{at: t0})
+			}
+			// add inserts e after every event not later than it.
+			add := func(e event) {
+				i, _ := slices.BinarySearchFunc(events, e, func(a, b event) int {
+					if a.at.After(b.at) {
+						return 1
+					}
+					return -1
+				})
+				events = slices.Insert(events, i, e)
 			}
 			server, last := float64(rpm), t0 // full at the start, as the API's
 			sent, refused := 0, 0
 			for len(events) > 0 {
-				slices.SortStableFunc(events, func(a, b event) int { return a.at.Compare(b.at) })
 				e := events[0]
 				events = events[1:]
 				switch {
@@ -648,18 +657,18 @@ func TestLagKeepsServerBucket(t *testing.T) {
 					} else {
 						server--
 					}
-					events = append(events, event{at: e.at.Add(20 * time.Millisecond)}) // answered
+					add(event{at: e.at.Add(20 * time.Millisecond)}) // answered
 				case sent < 1320:
 					n, wait, _ := reserve(t, g, e.at, Estimate{Tokens: 1})
 					if n == 0 {
-						events = append(events, event{at: e.at.Add(max(wait, time.Millisecond))})
+						add(event{at: e.at.Add(max(wait, time.Millisecond))})
 						continue
 					}
 					lag := time.Millisecond
 					if sent < workers {
 						lag = tt.late // the first round
 					}
-					events = append(events, event{at: e.at.Add(lag), reserved: e.at, arrival: true})
+					add(event{at: e.at.Add(lag), reserved: e.at, arrival: true})
 					sent++
 				}
 			}

@@ -107,15 +107,22 @@ func TestRedisLedger(t *testing.T) {
 	g := NewGate(r, Limits{})
 	c := Cost(7400)
 	want := new(MemStore)
-	for i := range 2500 { // more than a page
-		e := LedgerEntry{Time: t0.Add(time.Duration(i) * time.Minute), ID: fmt.Sprint(i), Model: []string{"a", "b"}[i%2], Status: 200, PromptTokens: 9, CostUSD: &c}
-		if i%3 == 0 {
-			e.CostUSD = nil
+	// More than two pages, settled a batch's worth at a time: one script
+	// run per Settle is what costs here, not the entries.
+	const entries, batch = 2500, 250
+	for lo := 0; lo < entries; lo += batch {
+		ss := make([]Settlement, 0, batch)
+		for i := lo; i < lo+batch; i++ {
+			e := LedgerEntry{Time: t0.Add(time.Duration(i) * time.Minute), ID: fmt.Sprint(i), Model: []string{"a", "b"}[i%2], Status: 200, PromptTokens: 9, CostUSD: &c}
+			if i%3 == 0 {
+				e.CostUSD = nil
+			}
+			ss = append(ss, Settlement{Sent: true, Entry: &e})
 		}
-		if err := NewGate(want, Limits{}).Settle(ctx, t0, []Settlement{{Sent: true, Entry: &e}}); err != nil {
+		if err := NewGate(want, Limits{}).Settle(ctx, t0, ss); err != nil {
 			t.Fatal(err)
 		}
-		if err := g.Settle(ctx, t0, []Settlement{{Sent: true, Entry: &e}}); err != nil {
+		if err := g.Settle(ctx, t0, ss); err != nil {
 			t.Fatal(err)
 		}
 	}
