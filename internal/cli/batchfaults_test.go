@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -153,19 +152,18 @@ func TestViaBatchRefusedThenResumedIsCounted(t *testing.T) {
 	}
 }
 
-// child is gptbatch run as g.run runs it, in a child process (the test
-// binary, in TestHelperRun) whose files may not grow past fsize bytes
+// child is gptbatch run as g.run runs it, in a process of its own
+// (gptbatchProcess) whose files may not grow past fsize bytes
 // (RLIMIT_FSIZE, as `ulimit -f` sets it: a disk that fills up), or with
 // no such limit if fsize is 0. It is not started.
 func child(t *testing.T, g *gb, fsize int64, stdin string, args ...string) *exec.Cmd {
 	t.Helper()
-	all, err := json.Marshal(append(append([]string{}, g.args...), args...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRun$")
+	cmd := gptbatchProcess(t, append(append([]string{}, g.args...), args...)...)
 	cmd.Dir = g.dir
-	cmd.Env = append(append(os.Environ(), g.environ()...), "GPTBATCH_TEST_FSIZE="+strconv.FormatInt(fsize, 10), "GPTBATCH_TEST_ARGS="+string(all))
+	cmd.Env = append(cmd.Env, g.environ()...)
+	if fsize > 0 {
+		cmd.Env = append(cmd.Env, "GPTBATCH_TEST_FSIZE="+strconv.FormatInt(fsize, 10))
+	}
 	cmd.Stdin = strings.NewReader(stdin)
 	return cmd
 }
@@ -183,29 +181,6 @@ func runLimited(t *testing.T, g *gb, fsize int64, stdin string, args ...string) 
 		t.Fatalf("child process: %v", err)
 	}
 	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
-}
-
-// TestHelperRun is no test: child runs it in a child process, where it
-// runs gptbatch.
-func TestHelperRun(t *testing.T) {
-	fsize := os.Getenv("GPTBATCH_TEST_FSIZE")
-	if fsize == "" {
-		t.Skip("runs only in a child process")
-	}
-	n, err := strconv.ParseUint(fsize, 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var args []string
-	if err := json.Unmarshal([]byte(os.Getenv("GPTBATCH_TEST_ARGS")), &args); err != nil {
-		t.Fatal(err)
-	}
-	if n > 0 {
-		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.Exit(run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr))
 }
 
 // fillJournal makes the batch journal beside g's usage file n bytes of

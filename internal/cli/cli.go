@@ -81,16 +81,17 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if s.TTY == nil {
 		s.TTY = openTTY
 	}
-	c := cli{runCmd: runCmd{seams: s}}
-	exited := -1
-	parser, err := newParser(&c, stdout, stderr, func(code int) { exited = code })
+	p, err := takeParser()
 	if err != nil {
 		fmt.Fprintf(stderr, "gptbatch: %v\n", err)
 		return exitUsage
 	}
-	kctx, err := parser.Parse(args)
-	if exited >= 0 {
-		return exited // --help or --version
+	defer p.release()
+	p.c = cli{runCmd: runCmd{seams: s}}
+	c := &p.c
+	kctx, err := p.parse(args, stdout, stderr)
+	if p.exited >= 0 {
+		return p.exited // --help or --version
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gptbatch: %v\n", err)

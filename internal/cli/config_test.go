@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -80,6 +81,63 @@ func TestMaskedKeyRedacted(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParserReused: a Run parses its arguments as it would in a process of
+// its own, whatever the Runs before it parsed with the same parser (Run
+// keeps parsers for the Runs to come): flags given before are neither
+// still given (--today then --month is no conflict) nor negated, and the
+// environment still gives what the command line leaves unset.
+func TestParserReused(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"OPENAI_MODEL": "gpt-4.1-mini", "GPTBATCH_CACHE": "on"}
+	lines := [][]string{
+		{"usage", "--today"},
+		{"usage", "--month", "--json"},
+		{"usage", "--today", "--month"},
+		{"--no-cache", "--dry-run", "-m", "gpt-4o"},
+		{"--dry-run", "--parallel", "3"},
+		{"--on-limit", "never"},
+		{"limits", "set", "--daily-cost", "5"},
+		{"limits", "--json"},
+		{"prices", "load", "prices.json"},
+		{"--help"},
+		{"usage", "--help"},
+		{"--version"},
+	}
+	// parse is args parsed by p: what --help and errors said, the exit
+	// status asked for, the command and the flags' values.
+	parse := func(p *parser, args []string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		p.c = cli{runCmd: runCmd{seams: Seams{Dir: "/work", Env: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}}}
+		kctx, err := p.parse(args, &out, &errb)
+		cmd := ""
+		if kctx != nil {
+			cmd = kctx.Command()
+		}
+		c := p.c
+		c.seams = Seams{}
+		return fmt.Sprintf("%s|%s|%v|%d|%s|%+v", out.String(), errb.String(), err, p.exited, cmd, c)
+	}
+	fresh := func() *parser {
+		t.Helper()
+		p, err := buildParser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, b := range lines {
+		want := parse(fresh(), b)
+		p := fresh()
+		for _, a := range lines {
+			parse(p, a)
+			if got := parse(p, b); got != want {
+				t.Errorf("parse(%q) after parse(%q) = %s\nwant, as by a new parser: %s", b, a, got, want)
+			}
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -202,6 +203,68 @@ func versionOf(set string, bi *debug.BuildInfo, ok bool) string {
 		return fmt.Sprintf("dev (%s%s)", rev, modified)
 	}
 	return set
+}
+
+// parser is the command line's parser with the cli it parses into, kept
+// in parsers between Runs. It is used by one Run at a time.
+type parser struct {
+	c      cli
+	k      *kong.Kong
+	exited int // the status --help or --version asked for; -1: none
+}
+
+// parsers are parsers built before, for the Runs to come: kong builds its
+// model by reading every field's tags (a few milliseconds, longer than a
+// parse), and a process running many Runs (tests, a program calling Run)
+// would otherwise build it for each.
+var parsers sync.Pool
+
+// takeParser is a parser from parsers, or a new one.
+func takeParser() (*parser, error) {
+	if p, ok := parsers.Get().(*parser); ok {
+		return p, nil
+	}
+	return buildParser()
+}
+
+// buildParser is a new parser.
+func buildParser() (*parser, error) {
+	p := &parser{}
+	k, err := newParser(&p.c, nil, nil, func(code int) { p.exited = code })
+	if err != nil {
+		return nil, err
+	}
+	p.k = k
+	return p, nil
+}
+
+// parse parses args into p.c, writing help to stdout and errors to
+// stderr. The model is first put back as kong.New made it: kong marks in
+// it what a parse met (a flag set, a branch taken, a flag negated), and
+// its checks (--today and --month together, say) read those marks.
+func (p *parser) parse(args []string, stdout, stderr io.Writer) (*kong.Context, error) {
+	p.k.Stdout, p.k.Stderr = stdout, stderr
+	p.exited = -1
+	_ = kong.Visit(p.k.Model.Node, func(n kong.Visitable, next kong.Next) error {
+		switch n := n.(type) {
+		case *kong.Node:
+			n.Active = false
+		case *kong.Flag:
+			n.Negated = false
+			n.Tag.Envs = n.Envs // as kong.New leaves them: see BeforeReset
+		case *kong.Value:
+			n.Active, n.Set = false, false
+		}
+		return next(nil)
+	})
+	return p.k.Parse(args)
+}
+
+// release returns p to parsers, holding nothing of the Run that used it.
+func (p *parser) release() {
+	p.c = cli{}
+	p.k.Stdout, p.k.Stderr = nil, nil
+	parsers.Put(p)
 }
 
 // newParser is the command line parser for c, writing help to stdout and

@@ -4,12 +4,16 @@
 // main reads no such variable.
 //
 // GPTBATCH_TEST_CLOCK_OFFSET (a duration) moves the process's clock, to
-// play a host whose clock is off.
+// play a host whose clock is off. GPTBATCH_TEST_FSIZE (bytes) limits the
+// size of the files the process writes (RLIMIT_FSIZE, as `ulimit -f`
+// sets it), to play a disk that fills up.
 package main
 
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/cli"
@@ -24,6 +28,16 @@ func main() {
 			os.Exit(2)
 		}
 		seams.Clock = offsetClock{d}
+	}
+	if v := os.Getenv("GPTBATCH_TEST_FSIZE"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err == nil {
+			err = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: n, Max: n})
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gptbatchtest: GPTBATCH_TEST_FSIZE: %v\n", err)
+			os.Exit(2)
+		}
 	}
 	ctx, abort := cli.Signals(os.Stderr)
 	seams.Abort = abort

@@ -186,10 +186,12 @@ func newBatchError(code, msg, param string, line int) batchError {
 	return e
 }
 
-// inputLine is one request of a batch's input file.
+// inputLine is one request of a batch's input file, parsed once, when
+// the batch is validated.
 type inputLine struct {
-	start, end int // of its bytes in the file
-	customID   string
+	customID string
+	call     call      // nil if the endpoint could not read the body
+	refused  *apiError // the endpoint's error for the body; nil if valid
 }
 
 // batch is one batch. Its mutex guards its state; it is never held with
@@ -209,7 +211,7 @@ type batch struct {
 	cancelled               time.Time
 	errors                  []batchError
 	total, done, failed     int
-	input                   []byte // the input file's content while needed
+	input                   []byte // the input file's content until validated
 	lines                   []inputLine
 	order                   []int32 // the order lines are answered in
 	next                    int     // lines of order answered
@@ -659,7 +661,9 @@ func (s *Server) catchUp(b *batch, now time.Time) {
 // start validates b's input file and puts b in progress, or fails it.
 // It requires b.mu held.
 func (s *Server) start(b *batch, now time.Time) {
-	if errs := s.validate(b); len(errs) > 0 {
+	errs := s.validate(b)
+	b.input = nil // read into b.lines
+	if len(errs) > 0 {
 		b.status, b.failedAt, b.errors = "failed", now, errs
 		b.input, b.lines = nil, nil
 		return
@@ -730,7 +734,6 @@ func (s *Server) validate(b *batch) []batchError {
 			end += start
 		}
 		raw := data[start:end]
-		lineStart := start
 		start = end + 1
 		lineNo++
 		if len(bytes.TrimSpace(raw)) == 0 {
@@ -801,10 +804,11 @@ func (s *Server) validate(b *batch) []batchError {
 		}
 		// A body the endpoint refuses fails on its own line later, as in
 		// the API; it enqueues no tokens.
-		if c, err := parse(l.Body); err == nil {
+		c, refused := parse(l.Body)
+		if refused == nil {
 			b.tokens += c.inputTokens()
 		}
-		b.lines = append(b.lines, inputLine{start: lineStart, end: end, customID: *l.CustomID})
+		b.lines = append(b.lines, inputLine{customID: *l.CustomID, call: c, refused: refused})
 	}
 	if len(b.lines) == 0 && len(errs) == 0 {
 		add(newBatchError("empty_file", "The batch input file is empty.", "", 0))
@@ -837,18 +841,13 @@ type (
 // answerLines answers up to n more of b's lines, in b's order, through the
 // handlers of the synchronous endpoints. It requires b.mu held.
 func (s *Server) answerLines(b *batch, n int) {
-	parse := s.batchParser(b.endpoint)
 	repeat, answerAndFail := s.outputFaults()
 	var lines, ok, failed int
 	var prompt, completion int64
 	for ; n > 0 && b.next < len(b.order); n-- {
 		l := b.lines[b.order[b.next]]
 		b.next++
-		var env struct {
-			Body json.RawMessage `json:"body"`
-		}
-		json.Unmarshal(b.input[l.start:l.end], &env) //nolint:errcheck // validated
-		status, body, u := s.answerLine(parse, env.Body)
+		status, body, u := s.answerLine(l)
 		out := outputLine{
 			ID: s.randomID("batch_req_", 32), CustomID: l.customID,
 			Response: &lineResponse{StatusCode: status, RequestID: s.randomID("", 32), Body: body},
@@ -899,15 +898,15 @@ func (s *Server) answerLines(b *batch, n int) {
 	s.ext.mu.Unlock()
 }
 
-// answerLine answers one batch line's body as its synchronous endpoint
-// would, without its rate limits, latency or random failures, but with
+// answerLine answers one batch line as its synchronous endpoint would,
+// without its rate limits, latency or random failures, but with
 // BatchConfig.LineFailRate.
-func (s *Server) answerLine(parse parser, body []byte) (status int, out []byte, u usage) {
+func (s *Server) answerLine(l inputLine) (status int, out []byte, u usage) {
 	errBody := func(e apiError) []byte { return mustJSON(map[string]apiError{"error": e}) }
-	c, apiErr := parse(body)
-	if apiErr != nil {
-		return http.StatusBadRequest, errBody(*apiErr), u
+	if l.refused != nil {
+		return http.StatusBadRequest, errBody(*l.refused), u
 	}
+	c := l.call
 	fail := strings.Contains(c.trigger(), "__status_500__")
 	if !fail && s.cfg.Batch.LineFailRate > 0 {
 		s.mu.Lock()

@@ -377,9 +377,11 @@ func formatTokens(enc *encoder, sch json.RawMessage) int {
 	if sch == nil {
 		return 0
 	}
-	var b bytes.Buffer
-	writeBilled(&b, sch)
-	return enc.count(b.String()) + 9
+	return enc.schemaTokens(string(sch), func() int {
+		var b bytes.Buffer
+		writeBilled(&b, sch)
+		return enc.count(b.String()) + 9
+	})
 }
 
 // writeBilled writes v, compact, without the keywords the API leaves out

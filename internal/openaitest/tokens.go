@@ -37,7 +37,7 @@ func buildEncoder(name string) (*encoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("openaitest: build %s encoder: %w", name, err)
 	}
-	return &encoder{tk: tk, limit: memoBytes, memo: map[string][]int{}}, nil
+	return newEncoder(tk, memoBytes), nil
 }
 
 // memoBytes bounds what an encoder remembers: the texts and their tokens,
@@ -45,18 +45,24 @@ func buildEncoder(name string) (*encoder, error) {
 const memoBytes = 32 << 20
 
 // encoder is a tiktoken encoding that remembers the tokens of the texts it
-// has encoded. The tests send the same prompts again and again, each
-// request has its text counted more than once (charged, answered, billed),
-// and tiktoken's pre-tokenizer (a regexp2 expression, slower still under
-// -race) is most of what the fake costs. It is safe for concurrent use.
+// has encoded, and the tokens schemas are billed. The tests send the same
+// prompts and schemas again and again, each request has its text counted
+// more than once (charged, answered, billed), and tiktoken's pre-tokenizer
+// (a regexp2 expression, slower still under -race) is most of what the
+// fake costs. It is safe for concurrent use.
 type encoder struct {
 	tk    *tiktoken.Tiktoken
 	limit int // memoBytes, but in tests
 
 	mu sync.Mutex
 	// Guarded by mu.
-	memo map[string][]int
-	held int // bytes of memo, roughly: all forgotten at once past limit
+	memo   map[string][]int // tokens, by text
+	billed map[string]int   // formatTokens's count, by schema
+	held   int              // bytes of both, roughly: all forgotten at once past limit
+}
+
+func newEncoder(tk *tiktoken.Tiktoken, limit int) *encoder {
+	return &encoder{tk: tk, limit: limit, memo: map[string][]int{}, billed: map[string]int{}}
 }
 
 // tokens returns the tokens of s, as tiktoken's EncodeOrdinary does. The
@@ -69,18 +75,47 @@ func (e *encoder) tokens(s string) []int {
 		return toks
 	}
 	toks = e.tk.EncodeOrdinary(s)
-	size := len(s) + 8*len(toks) + 64
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.held+size > e.limit {
-		clear(e.memo)
-		e.held = 0
-	}
-	if size <= e.limit {
+	if e.room(len(s) + 8*len(toks)) {
 		e.memo[s] = toks
-		e.held += size
 	}
 	return toks
+}
+
+// schemaTokens is formatTokens's count of schema, made by count the first
+// time.
+func (e *encoder) schemaTokens(schema string, count func() int) int {
+	e.mu.Lock()
+	n, ok := e.billed[schema]
+	e.mu.Unlock()
+	if ok {
+		return n
+	}
+	n = count()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.room(len(schema)) {
+		e.billed[schema] = n
+	}
+	return n
+}
+
+// room makes room for an entry of size bytes, forgetting everything if
+// the memory is full, and reports whether it fits at all. It requires
+// e.mu held.
+func (e *encoder) room(size int) bool {
+	size += 64 // a map entry's own
+	if size > e.limit {
+		return false
+	}
+	if e.held+size > e.limit {
+		clear(e.memo)
+		clear(e.billed)
+		e.held = 0
+	}
+	e.held += size
+	return true
 }
 
 // count is the number of tokens of s.

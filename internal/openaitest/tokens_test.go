@@ -1,6 +1,8 @@
 package openaitest
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,8 +11,9 @@ import (
 )
 
 // TestEncoderRemembersWhatTiktokenSays: the encoder's memory answers what
-// tiktoken answers, for texts seen before, texts forgotten when its memory
-// was full, and texts asked for from many goroutines at once.
+// tiktoken answers, for the tokens of texts and the billed tokens of
+// schemas: those seen before, those forgotten when its memory was full,
+// and those asked for from many goroutines at once.
 func TestEncoderRemembersWhatTiktokenSays(t *testing.T) {
 	t.Parallel()
 	texts := []string{
@@ -21,15 +24,20 @@ func TestEncoderRemembersWhatTiktokenSays(t *testing.T) {
 	for i := range 40 {
 		texts = append(texts, fmt.Sprintf("answer: prompt %d of the batch, item %d", i, i*i))
 	}
+	schemas := []json.RawMessage{
+		json.RawMessage(extraction),
+		json.RawMessage(`{"type":"object","properties":{"a":{"type":"string"}},"required":["a"],"additionalProperties":false}`),
+		json.RawMessage(`{"type":"array","items":{"$ref":"#/$defs/x"},"$defs":{"x":{"type":"integer"}}}`),
+	}
 	for _, build := range []func() (*encoder, error){o200kEncoder, cl100kEncoder} {
 		base, err := build()
 		if err != nil {
 			t.Fatal(err)
 		}
 		// A memory of 600 bytes forgets everything many times over.
-		e := &encoder{tk: base.tk, limit: 600, memo: map[string][]int{}}
+		e := newEncoder(base.tk, 600)
 		var wg sync.WaitGroup
-		errs := make(chan string, 4*2*len(texts)) // every goroutine, every try, every text
+		errs := make(chan string, 4*2*(len(texts)+len(schemas))) // every goroutine, try, text and schema
 		for range 4 {
 			wg.Go(func() {
 				for _, s := range texts {
@@ -37,6 +45,16 @@ func TestEncoderRemembersWhatTiktokenSays(t *testing.T) {
 					for range 2 {
 						if got := e.tokens(s); !slices.Equal(got, want) {
 							errs <- fmt.Sprintf("tokens(%.40q) = %v, want %v", s, got, want)
+						}
+					}
+				}
+				for _, sch := range schemas {
+					var billed bytes.Buffer
+					writeBilled(&billed, sch)
+					want := len(e.tk.EncodeOrdinary(billed.String())) + 9
+					for range 2 {
+						if got := formatTokens(e, sch); got != want {
+							errs <- fmt.Sprintf("formatTokens(%.40s) = %d, want %d", sch, got, want)
 						}
 					}
 				}
