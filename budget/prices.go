@@ -108,6 +108,20 @@ func (m *ModelPrice) Cost(t Tier, promptTokens, cachedTokens, completionTokens i
 	return p.Cost(promptTokens, cachedTokens, completionTokens), true
 }
 
+// Estimate is what a call on tier t that sends promptTokens and may get
+// up to maxOutput back reserves: its tokens and, at m's price on t, its
+// cost at most; the cost is unknown when the price, or its price on t, is
+// (m may be nil: an unknown price).
+func (m *ModelPrice) Estimate(t Tier, promptTokens, maxOutput int64) Estimate {
+	est := Estimate{Tokens: promptTokens + maxOutput, CostUnknown: true}
+	if m != nil {
+		var ok bool
+		est.Cost, ok = m.Cost(t, promptTokens, 0, maxOutput)
+		est.CostUnknown = !ok
+	}
+	return est
+}
+
 // Prices is a price table, by exact model name; nil is the built-in one.
 // It never changes once made and is safe for concurrent use.
 type Prices struct {
@@ -175,6 +189,30 @@ func (p *Prices) ForAnswer(asked *ModelPrice, answered string) *ModelPrice {
 	}
 	asked.answered.Store(&answerMemo{table: p, name: answered, price: m})
 	return m
+}
+
+// Quote is model's price in p (nil when unknown; see Lookup) and the
+// Estimate of a call of it on tier t.
+func (p *Prices) Quote(model string, t Tier, promptTokens, maxOutput int64) (*ModelPrice, Estimate) {
+	m, _ := p.Lookup(model)
+	return m, m.Estimate(t, promptTokens, maxOutput)
+}
+
+// AnswerPrice is the per-token price of an answer naming answered (a
+// dated snapshot, say), billed on tier t, with a prompt of promptTokens,
+// to a request priced asked (not nil): answered's own price on t when the
+// table lists it (ForAnswer), else asked's, long context included. An
+// answer served at priority to a model whose priority price is unknown is
+// at its standard price.
+func (p *Prices) AnswerPrice(asked *ModelPrice, answered string, t Tier, promptTokens int64) Price {
+	if r, ok := p.ForAnswer(asked, answered).Rates(t, promptTokens); ok {
+		return r
+	}
+	if r, ok := asked.Rates(t, promptTokens); ok {
+		return r
+	}
+	r, _ := asked.Rates(TierStandard, promptTokens)
+	return r
 }
 
 // PriceOf is a model's list price in the built-in table; see Lookup.

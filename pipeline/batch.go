@@ -16,7 +16,6 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/batchapi"
-	"github.com/gptbatch/gptbatch/jsonl"
 )
 
 // --via batch stands in for admit, fetch and settle with four stages,
@@ -436,20 +435,4 @@ func (s *spool) read(off int64, withBody bool) (head, body []byte, err error) {
 func (s *spool) close() {
 	s.f.Close()
 	_ = os.Remove(s.f.Name())
-}
-
-// appendResult appends r as the results spool keeps it: its binary
-// encoding, which jsonl.Result's doc lists among its codecs.
-func appendResult(b []byte, r *jsonl.Result) []byte {
-	b, _ = r.AppendBinary(b) // it never fails
-	return b
-}
-
-// parseResult decodes what appendResult encoded.
-func parseResult(b []byte) (*jsonl.Result, error) {
-	r := new(jsonl.Result)
-	if err := r.UnmarshalBinary(b); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	return r, nil
 }

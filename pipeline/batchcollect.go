@@ -172,9 +172,9 @@ func (c *collector) itemOf(rec lineRecord, tries int) *item {
 		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
 		endpoint: c.endpoint, single: rec.Single, floats: rec.Floats,
 	}
-	it.prices = c.r.cfg.Prices
-	it.price, _ = it.prices.Lookup(rec.Model)
-	it.setTier(budget.TierBatch)
+	it.prices, it.tier = c.r.cfg.Prices, budget.TierBatch
+	it.price, it.est = it.prices.Quote(rec.Model, it.tier, 0, 0)
+	it.priced = !it.est.CostUnknown
 	return it
 }
 
@@ -705,8 +705,11 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 				return lineOutcome{seq: -1, bad: err}
 			}
 		}
-		ans, err := ol.result(it)
-		if err != nil || len(ans.results) == 0 {
+		var ans answer
+		if ol.answer != nil {
+			ans, err = ol.answer.result(it)
+		}
+		if ol.answer == nil || err != nil || len(ans.results) == 0 {
 			typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
 			break
 		}

@@ -165,7 +165,7 @@ func (p *parking) park(d done, at []int32) error {
 	var start, end int64
 	var b []byte
 	for i, seq := range seqs {
-		b = appendResult(b[:0], p.mem[seq])
+		b, _ = p.mem[seq].AppendBinary(b[:0]) // it never fails
 		off, err := p.spool.append(b, nil)
 		if err != nil {
 			return err
@@ -205,7 +205,11 @@ func (p *parking) take(seq, at int32) (*jsonl.Result, error) {
 	if p.left[at]--; p.left[at] == 0 {
 		p.runs[at] = nil // read to its end: its buffer goes
 	}
-	return parseResult(b[:binary.LittleEndian.Uint32(h[:4])])
+	res := new(jsonl.Result)
+	if err := res.UnmarshalBinary(b[:binary.LittleEndian.Uint32(h[:4])]); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return res, nil
 }
 
 // close removes the spool.

@@ -122,7 +122,8 @@ func (r *runner) heldSchema(h held, endpoint string, orig func() ([]byte, error)
 
 // batchReask is the re-ask of a --via batch line, to go in a follow-up
 // batch: its record and the body it sends, and the line's result should
-// the re-ask fail: its last answer, paid for (appendResult's encoding).
+// the re-ask fail: its last answer, paid for (jsonl.Result's binary
+// encoding, as the results spool keeps it).
 type batchReask struct {
 	rec  lineRecord
 	body []byte
@@ -146,7 +147,7 @@ func (r *runner) checkBatch(it *item, rec lineRecord, h held, origOff int64, ori
 		if err == nil {
 			last := *res
 			sum.set(&last, it.priced)
-			next.last = appendResult(nil, &last)
+			next.last, _ = last.AppendBinary(nil) // it never fails
 			return next
 		}
 		why = "not asked again: " + err.Error()
@@ -209,8 +210,8 @@ func lastAnswer(records *spool, rec lineRecord, attempts int, typ, why string) *
 	if err != nil {
 		return nil
 	}
-	res, err := parseResult(head)
-	if err != nil || res.Error == nil {
+	res := new(jsonl.Result)
+	if err := res.UnmarshalBinary(head); err != nil || res.Error == nil {
 		return nil
 	}
 	res.Error.Message += " (" + why + ")"

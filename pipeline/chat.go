@@ -134,8 +134,7 @@ func (c *chatCompletion) result(it *item) (answer, error) {
 		CachedTokens:     c.Usage.PromptTokensDetails.CachedTokens,
 		ReasoningTokens:  c.Usage.CompletionTokensDetails.ReasoningTokens,
 	}
-	price := it.priceFor(c.Model, c.ServiceTier, u.PromptTokens)
-	res := it.lineResult(c.Model, u, price)
+	res, cost := it.lineResult(c.Model, c.ServiceTier, u.PromptTokens, u)
 	first := c.Choices[0]
 	msg := first.Message
 	hasTools := isSet(msg.ToolCalls) && string(msg.ToolCalls) != "[]"
@@ -172,7 +171,7 @@ func (c *chatCompletion) result(it *item) (answer, error) {
 	default:
 		res.Logprobs = mustJSON(logprobs)
 	}
-	a := answer{results: []*jsonl.Result{res}, usage: u, model: c.Model, cost: it.callCost(u, price)}
+	a := answer{results: []*jsonl.Result{res}, usage: u, model: c.Model, cost: cost}
 	if it.schema != nil {
 		shapes := make([]choiceAnswer, len(c.Choices))
 		for i, ch := range c.Choices {

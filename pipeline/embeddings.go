@@ -179,8 +179,7 @@ func (l *embeddingList) result(it *item) (answer, error) {
 		vecs[d.Index] = v
 	}
 	u := jsonl.Usage{PromptTokens: l.Usage.PromptTokens, TotalTokens: l.Usage.TotalTokens, InputOnly: true}
-	price := it.priceFor(l.Model, "", u.PromptTokens)
-	ans := answer{usage: u, model: l.Model, cost: it.callCost(u, price)}
+	ans := answer{usage: u, model: l.Model}
 	if it.members != nil {
 		if len(vecs) != len(it.members) {
 			return answer{}, fmt.Errorf("read embeddings: %d vectors for %d inputs", len(vecs), len(it.members))
@@ -192,13 +191,18 @@ func (l *embeddingList) result(it *item) (answer, error) {
 		shares := split(u.PromptTokens, own)
 		for i, m := range it.members {
 			m.attempts = it.attempts
-			res := m.lineResult(l.Model, jsonl.Usage{PromptTokens: shares[i], TotalTokens: shares[i], InputOnly: true}, m.priceFor(l.Model, "", u.PromptTokens))
+			res, cost := m.lineResult(l.Model, "", u.PromptTokens, jsonl.Usage{PromptTokens: shares[i], TotalTokens: shares[i], InputOnly: true})
 			res.Embedding = vecs[i]
 			ans.results = append(ans.results, res)
+			// The members' costs add up to the call's, exactly: they share
+			// its model and so its price, and their shares add up to its
+			// prompt, the only tokens an embedding bills.
+			ans.cost += cost
 		}
 		return ans, nil
 	}
-	res := it.lineResult(l.Model, u, price)
+	res, cost := it.lineResult(l.Model, "", u.PromptTokens, u)
+	ans.cost = cost
 	switch {
 	case it.single && len(vecs) == 1:
 		res.Embedding = vecs[0]

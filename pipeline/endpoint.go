@@ -76,7 +76,7 @@ type outputLineOf[B any] struct {
 
 // decodeLine reads an output line whose 200 body is a B, in one pass. A
 // line it cannot read so (an error, a body that is no answer) is read
-// again with its body kept whole.
+// again with its body kept whole, and a 200's body then read alone.
 func decodeLine[B any, P interface {
 	*B
 	answerBody
@@ -93,12 +93,20 @@ func decodeLine[B any, P interface {
 	if raw.Response != nil {
 		o.status, o.body = raw.Response.StatusCode, raw.Response.Body
 	}
+	if b := P(new(B)); o.status == http.StatusOK && gojson.Unmarshal(o.body, b) == nil {
+		o.answer = b
+	}
 	return o, nil
 }
 
-// lineResult is a line's result with its share of an answer: its usage and
-// the cost of it at price.
-func (it *item) lineResult(model string, u jsonl.Usage, price budget.Price) *jsonl.Result {
+// lineResult is a line's result with its share u of an answer that names
+// model (a dated snapshot, say) and says it was served on serviceTier, and
+// the cost of u, which is also its cost_usd: at the answer's price
+// (budget.Prices.AnswerPrice), through the Batch API at its prices, else
+// on the tier the API billed (flex, priority); 0, and cost_usd null, when
+// the line's price is unknown. promptTokens is the whole answer's prompt,
+// which decides a long-context price: u's own but for a pack's member.
+func (it *item) lineResult(model, serviceTier string, promptTokens int64, u jsonl.Usage) (*jsonl.Result, budget.Cost) {
 	res := &jsonl.Result{
 		ID:       it.req.ID,
 		Line:     it.req.Line,
@@ -108,44 +116,16 @@ func (it *item) lineResult(model string, u jsonl.Usage, price budget.Price) *jso
 		Usage:    &u,
 		CostUSD:  []byte("null"),
 	}
-	if it.priced {
-		res.CostUSD = price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens).AppendJSON(nil)
-	}
-	return res
-}
-
-// priceFor is the per-token price of an answer that names model (a
-// dated snapshot, say), says it was served on serviceTier, and had a
-// prompt of promptTokens: the answered model's own price when the table
-// lists it, else the line's (budget.Prices.ForAnswer); through the Batch
-// API its prices, else the tier's the API billed (flex, priority), long
-// context included. An answer served at priority to a model whose
-// priority price is unknown is at its standard price.
-func (it *item) priceFor(model, serviceTier string, promptTokens int64) budget.Price {
 	if !it.priced {
-		return budget.Price{}
+		return res, 0
 	}
 	t := it.tier
 	if t != budget.TierBatch {
 		t = budget.TierOf(serviceTier)
 	}
-	if p, ok := it.prices.ForAnswer(it.price, model).Rates(t, promptTokens); ok {
-		return p
-	}
-	if p, ok := it.price.Rates(t, promptTokens); ok {
-		return p
-	}
-	p, _ := it.price.Rates(budget.TierStandard, promptTokens)
-	return p
-}
-
-// callCost is the cost of a call's usage at price; 0 when the price is
-// unknown.
-func (it *item) callCost(u jsonl.Usage, price budget.Price) budget.Cost {
-	if !it.priced {
-		return 0
-	}
-	return price.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+	cost := it.prices.AnswerPrice(it.price, model, t, promptTokens).Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+	res.CostUSD = cost.AppendJSON(nil)
+	return res, cost
 }
 
 // isSet reports whether a raw JSON field is there and not null.
@@ -190,7 +170,7 @@ type answerBody interface {
 // *openai.APIError (or *openai.RequestError for a body that is no error
 // object) for retry.Classify; a 2xx body that cannot be read as an answer is an
 // error too. Costs are at the tier the answer says it was billed at
-// (priceFor); an item of the Batch API's (tier TierBatch) is at its
+// (lineResult); an item of the Batch API's (tier TierBatch) is at its
 // prices.
 func resultFromBody(it *item, status int, body []byte) (answer, error) {
 	if status < 200 || status >= 300 {
@@ -209,8 +189,8 @@ type outputLine struct {
 	customID string
 	status   int        // the response's status_code; 0: no response
 	answer   answerBody // a 200's body, read as an answer; nil if it is none
-	// body is the response's body, kept whole when answer is nil: an
-	// error object, or a 200 that is no answer.
+	// body is the response's body, kept whole when the line could not be
+	// read in one pass: an error object, or a 200 that is no answer.
 	body json.RawMessage
 	err  *outputError // the line's error, in an error file
 }
@@ -225,15 +205,6 @@ type outputError struct {
 // endpoint's requests.
 func readOutputLine(endpoint string, line []byte) (outputLine, error) {
 	return endpointFor(endpoint).line(line)
-}
-
-// result reads the line's answer into it's results, as resultFromBody
-// reads a synchronous one.
-func (o *outputLine) result(it *item) (answer, error) {
-	if o.answer != nil {
-		return o.answer.result(it)
-	}
-	return resultFromBody(it, o.status, o.body)
 }
 
 type ctxKey int

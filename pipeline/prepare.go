@@ -87,8 +87,6 @@ func (r *runner) prepare(req *jsonl.Request, exact bool) *item {
 			return invalid(err)
 		}
 	}
-	it.prices = cfg.Prices
-	it.price, _ = cfg.Prices.Lookup(it.model)
 	// A line asking for priority is estimated at priority's price; flex
 	// costs no more than the standard price it is estimated at. Through
 	// the Batch API every line is at its prices.
@@ -96,11 +94,12 @@ func (r *runner) prepare(req *jsonl.Request, exact bool) *item {
 	if raw, ok := body["service_tier"]; ok {
 		_ = json.Unmarshal(raw, &tier)
 	}
-	t := budget.TierOf(tier)
+	it.prices, it.tier = cfg.Prices, budget.TierOf(tier)
 	if cfg.Via == ViaBatch {
-		t = budget.TierBatch
+		it.tier = budget.TierBatch
 	}
-	it.setTier(t)
+	it.price, it.est = cfg.Prices.Quote(it.model, it.tier, it.prompt, it.maxOut)
+	it.priced = !it.est.CostUnknown
 	if it.result == nil && it.unbounded != "" {
 		r.unbounded(it)
 	}
@@ -139,16 +138,4 @@ func positive(body map[string]json.RawMessage, f string) (int64, error) {
 		return 0, fmt.Errorf("%s must be a positive integer, not %.40s", f, raw)
 	}
 	return n, nil
-}
-
-// setTier estimates the line at tier t's price: unknown when the model's
-// price, or its price on t, is.
-func (it *item) setTier(t budget.Tier) {
-	it.tier = t
-	it.est = budget.Estimate{Tokens: it.prompt + it.maxOut}
-	it.priced = false
-	if it.price != nil {
-		it.est.Cost, it.priced = it.price.Cost(t, it.prompt, 0, it.maxOut)
-	}
-	it.est.CostUnknown = !it.priced
 }

@@ -178,8 +178,7 @@ func (r *response) result(it *item) (answer, error) {
 		CachedTokens:     r.Usage.InputTokensDetails.CachedTokens,
 		ReasoningTokens:  r.Usage.OutputTokensDetails.ReasoningTokens,
 	}
-	price := it.priceFor(r.Model, r.ServiceTier, u.PromptTokens)
-	res := it.lineResult(r.Model, u, price)
+	res, cost := it.lineResult(r.Model, r.ServiceTier, u.PromptTokens, u)
 	var text, refusal bytes.Buffer
 	var calls, logprobs []json.RawMessage
 	hasText := false
@@ -230,7 +229,7 @@ func (r *response) result(it *item) (answer, error) {
 	default:
 		res.FinishReason = "stop"
 	}
-	a := answer{results: []*jsonl.Result{res}, usage: u, model: r.Model, cost: it.callCost(u, price)}
+	a := answer{results: []*jsonl.Result{res}, usage: u, model: r.Model, cost: cost}
 	if it.schema != nil {
 		shape := choiceAnswer{finishReason: res.FinishReason}
 		if res.Refusal != nil {

@@ -159,8 +159,9 @@ func batchResultLine(t *testing.T, endpoint, line, body string) string {
 		t.Fatalf("parseLine: %v, result %v", out.bad, out.res)
 	}
 	// Through the spool a result ahead of its turn waits in.
-	res, err := parseResult(appendResult(nil, out.res))
-	if err != nil {
+	spooled, _ := out.res.AppendBinary(nil)
+	res := new(jsonl.Result)
+	if err := res.UnmarshalBinary(spooled); err != nil {
 		t.Fatal(err)
 	}
 	return resultLine(t, res)

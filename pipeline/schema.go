@@ -297,6 +297,7 @@ func (it *item) reask(cfg *Config, last *item) (*item, error) {
 	}
 	next.schemaTokens = cfg.schemas.tokens(cfg, it.schema, it.model, next.exact)
 	next.prompt += next.schemaTokens
-	next.setTier(it.tier)
+	next.tier, next.est = it.tier, it.price.Estimate(it.tier, next.prompt, next.maxOut)
+	next.priced = !next.est.CostUnknown
 	return next, nil
 }

@@ -2,19 +2,46 @@ package batchapi
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"mime/multipart"
-	"net/http"
-	"os"
 	"strconv"
+	"time"
 
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/gptbatch/gptbatch/internal/retry"
 )
+
+// Failure is the failure of a call that returned err, as retry.Classify
+// sorts it.
+func (c *Client) Failure(err error) retry.Failure {
+	return retry.Classify(err, 0, nil, c.cfg.Key, c.cfg.Clock.Now())
+}
+
+// Retry runs call, and runs it again while it fails for a reason worth a
+// retry (429, 5xx, the network) and the policy allows, after its back-off.
+// It gives up early when ctx ends or stop is closed (nil: never). It
+// reports how the last try failed, or ok.
+func (c *Client) Retry(ctx context.Context, what string, stop <-chan struct{}, call func(ctx context.Context) error) (f retry.Failure, ok bool) {
+	var wait time.Duration // the last back-off, for the next one's jitter
+	for n := 1; ; n++ {
+		err := call(ctx)
+		if err == nil {
+			return retry.Failure{}, true
+		}
+		f := c.Failure(err)
+		var again bool
+		if wait, again = c.cfg.Retry.Next(n, f, wait); !again || ctx.Err() != nil {
+			return f, false
+		}
+		c.cfg.Log.Debug("retry", "call", what, "attempt", n, "error", f.Type, "status", f.Status, "wait", wait.Round(time.Millisecond))
+		select {
+		case <-c.cfg.Clock.After(wait):
+		case <-stop:
+			return f, false
+		case <-ctx.Done():
+			return f, false
+		}
+	}
+}
 
 // An upload or a create may be made by the API and its answer lost (a
 // dropped connection, a timeout): trying again blind would make a second
@@ -22,80 +49,6 @@ import (
 // before each retry, the newest files or batches are searched for what an
 // earlier try made: a file by its name (unique to the run and its chunk)
 // and size, a batch by its input file and tags (Tags).
-
-// Upload sends the file at path as a batch input file named name,
-// streaming it: the file may be 200 MB, and go-openai would build the
-// whole request in memory. It returns the file's id.
-func (c *Client) Upload(ctx context.Context, path, name string) (id string, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	// Fed as the file is read onto the wire: a connection that takes no
-	// more, or an answer that does not come, ends the call.
-	w := c.watch(ctx)
-	defer w.stop()
-	defer func() { err = w.err(err) }()
-	ctx = w.ctx
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	wrote := make(chan struct{})
-	go func() {
-		defer close(wrote)
-		err := mw.WriteField("purpose", "batch")
-		if err == nil {
-			var part io.Writer
-			if part, err = mw.CreateFormFile("file", name); err == nil {
-				if _, err = io.Copy(part, fedReader{f, w}); err == nil {
-					err = mw.Close()
-				}
-			}
-		}
-		pw.CloseWithError(err)
-	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.BaseURL+"/files", pr)
-	if err != nil {
-		pr.Close()
-		<-wrote
-		return "", err
-	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("Authorization", "Bearer "+c.cfg.Key)
-	resp, err := c.hc.Do(req)
-	// The writer ends once the request body is read or closed.
-	pr.CloseWithError(errors.New("upload ended"))
-	<-wrote
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode >= 300 {
-		return "", retry.APIError(resp.StatusCode, body)
-	}
-	var fo struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(body, &fo); err != nil || fo.ID == "" {
-		return "", &openai.RequestError{HTTPStatus: resp.Status, HTTPStatusCode: resp.StatusCode, Err: fmt.Errorf("upload: unreadable answer")}
-	}
-	return fo.ID, nil
-}
-
-// Create creates a batch of the input file fileID at endpoint (a URL,
-// /v1/chat/completions), tagged with meta.
-func (c *Client) Create(ctx context.Context, fileID, endpoint string, meta map[string]any) (openai.Batch, error) {
-	ctx, cancel := c.bounded(ctx)
-	defer cancel()
-	b, err := c.oa.CreateBatch(ctx, openai.CreateBatchRequest{
-		InputFileID: fileID, Endpoint: openai.BatchEndpoint(endpoint), CompletionWindow: "24h", Metadata: meta,
-	})
-	return b.Batch, err
-}
 
 // UploadOnce uploads the file at path, of size bytes, as the batch input
 // file named name (unique to the run and chunk), with Retry's retries,
