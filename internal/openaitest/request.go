@@ -116,11 +116,12 @@ func parseRequest(body []byte) (*request, *apiError) {
 	if len(req.Messages) == 0 {
 		return &req, invalid("[] is too short - 'messages'", "messages", "empty_array")
 	}
-	for i, m := range req.Messages {
-		param := fmt.Sprintf("messages[%d].role", i)
+	for i := range req.Messages {
+		m := &req.Messages[i]
 		if !roles[m.Role] {
-			return &req, invalid(fmt.Sprintf("Invalid value: '%s'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.", m.Role), param, "invalid_value")
+			return &req, invalid(fmt.Sprintf("Invalid value: '%s'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.", m.Role), fmt.Sprintf("messages[%d].role", i), "invalid_value")
 		}
+		m.keepText()
 		if _, ok := m.text(); !ok {
 			return &req, invalid(fmt.Sprintf("Invalid type for 'messages[%d].content': expected one of a string or array of objects, but got something else instead.", i), fmt.Sprintf("messages[%d].content", i), "invalid_type")
 		}

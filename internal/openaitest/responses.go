@@ -167,7 +167,9 @@ func textMessage(role, text string) chatMessage {
 	if err != nil {
 		panic(err)
 	}
-	return chatMessage{Role: role, Content: b}
+	m := chatMessage{Role: role, Content: b}
+	m.keepText()
+	return m
 }
 
 // inputItem is the part of a Responses API input item the fake reads.

@@ -40,8 +40,7 @@ func buildEncoder(name string) (*encoder, error) {
 	return newEncoder(tk, memoBytes), nil
 }
 
-// memoBytes bounds what an encoder remembers: the texts and their tokens,
-// roughly, in bytes.
+// memoBytes bounds each of an encoder's memories, roughly, in bytes.
 const memoBytes = 32 << 20
 
 // encoder is a tiktoken encoding that remembers the tokens of the texts it
@@ -51,71 +50,70 @@ const memoBytes = 32 << 20
 // (a regexp2 expression, slower still under -race) is most of what the
 // fake costs. It is safe for concurrent use.
 type encoder struct {
-	tk    *tiktoken.Tiktoken
-	limit int // memoBytes, but in tests
-
-	mu sync.Mutex
-	// Guarded by mu.
-	memo   map[string][]int // tokens, by text
-	billed map[string]int   // formatTokens's count, by schema
-	held   int              // bytes of both, roughly: all forgotten at once past limit
+	tk     *tiktoken.Tiktoken
+	texts  *memo[[]int] // tokens, by text
+	billed *memo[int]   // formatTokens's count, by schema
 }
 
 func newEncoder(tk *tiktoken.Tiktoken, limit int) *encoder {
-	return &encoder{tk: tk, limit: limit, memo: map[string][]int{}, billed: map[string]int{}}
+	return &encoder{tk: tk, texts: newMemo[[]int](limit), billed: newMemo[int](limit)}
 }
 
 // tokens returns the tokens of s, as tiktoken's EncodeOrdinary does. The
 // slice is shared: the caller must not change it.
 func (e *encoder) tokens(s string) []int {
-	e.mu.Lock()
-	toks, ok := e.memo[s]
-	e.mu.Unlock()
-	if ok {
-		return toks
-	}
-	toks = e.tk.EncodeOrdinary(s)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.room(len(s) + 8*len(toks)) {
-		e.memo[s] = toks
-	}
-	return toks
+	return e.texts.get(s, func() ([]int, int) {
+		toks := e.tk.EncodeOrdinary(s)
+		return toks, len(s) + 8*len(toks)
+	})
 }
 
 // schemaTokens is formatTokens's count of schema, made by count the first
 // time.
 func (e *encoder) schemaTokens(schema string, count func() int) int {
-	e.mu.Lock()
-	n, ok := e.billed[schema]
-	e.mu.Unlock()
-	if ok {
-		return n
-	}
-	n = count()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.room(len(schema)) {
-		e.billed[schema] = n
-	}
-	return n
+	return e.billed.get(schema, func() (int, int) { return count(), len(schema) })
 }
 
-// room makes room for an entry of size bytes, forgetting everything if
-// the memory is full, and reports whether it fits at all. It requires
-// e.mu held.
-func (e *encoder) room(size int) bool {
+// memo remembers values by a text they are made from, up to a bound of
+// bytes: past it, it forgets them all at once. It is safe for concurrent
+// use.
+type memo[V any] struct {
+	limit int
+
+	mu sync.Mutex
+	// Guarded by mu.
+	m    map[string]V
+	held int // bytes of m, roughly
+}
+
+func newMemo[V any](limit int) *memo[V] {
+	return &memo[V]{limit: limit, m: map[string]V{}}
+}
+
+// get returns the value of key, made by build the first time (outside
+// the lock: two callers may build it at once), which also returns the
+// bytes the value and key hold.
+func (m *memo[V]) get(key string, build func() (v V, size int)) V {
+	m.mu.Lock()
+	v, ok := m.m[key]
+	m.mu.Unlock()
+	if ok {
+		return v
+	}
+	v, size := build()
 	size += 64 // a map entry's own
-	if size > e.limit {
-		return false
+	if size > m.limit {
+		return v
 	}
-	if e.held+size > e.limit {
-		clear(e.memo)
-		clear(e.billed)
-		e.held = 0
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.held+size > m.limit {
+		clear(m.m)
+		m.held = 0
 	}
-	e.held += size
-	return true
+	m.m[key] = v
+	m.held += size
+	return v
 }
 
 // count is the number of tokens of s.
@@ -159,12 +157,31 @@ type chatMessage struct {
 			Arguments string `json:"arguments"`
 		} `json:"function"`
 	} `json:"tool_calls"`
+
+	// The content's text, once kept (see keepText): the fake reads it
+	// again and again.
+	kept       bool
+	keptText   string
+	keptTextOK bool
+}
+
+// keepText reads the message's text once, for text to return.
+func (m *chatMessage) keepText() {
+	m.keptText, m.keptTextOK = m.readText()
+	m.kept = true
 }
 
 // text is the text of a message's content: a string, or the text parts of
 // an array of parts joined together. ok is false for content of any other
 // shape.
 func (m chatMessage) text() (s string, ok bool) {
+	if m.kept {
+		return m.keptText, m.keptTextOK
+	}
+	return m.readText()
+}
+
+func (m chatMessage) readText() (s string, ok bool) {
 	c := m.Content
 	if len(c) == 0 || string(c) == "null" {
 		return "", true

@@ -65,8 +65,8 @@ func TestEncoderRemembersWhatTiktokenSays(t *testing.T) {
 		for msg := range errs {
 			t.Error(msg)
 		}
-		if e.held > e.limit {
-			t.Errorf("the memory holds %d bytes, want at most %d", e.held, e.limit)
+		if e.texts.held > e.texts.limit {
+			t.Errorf("the memory holds %d bytes, want at most %d", e.texts.held, e.texts.limit)
 		}
 	}
 }
