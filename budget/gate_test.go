@@ -114,7 +114,9 @@ func TestReserveLongestWait(t *testing.T) {
 // would refuse, and no more in any window than the bucket's bound.
 func TestReserveMatchesServerBucket(t *testing.T) {
 	onEveryStore(t, func(t *testing.T, open func(*testing.T, State) Store) {
-		const rpm = 600
+		// 60/rpm seconds (0.4) is no binary fraction, as 0.1 was at 600
+		// rpm: the same rounding at a quarter of the store updates.
+		const rpm = 150
 		g := exactGate(open(t, State{}), Limits{RPM: rpm})
 		server, last := float64(rpm), t0
 		var times []time.Time
@@ -140,8 +142,8 @@ func TestReserveMatchesServerBucket(t *testing.T) {
 			}
 			now = now.Add(wait)
 		}
-		// 600 at once, then one every 100 ms: at 0.1 s, ..., 119.9 s.
-		if want := rpm + 1199; len(times) != want {
+		// 150 at once, then one every 400 ms: at 0.4 s, ..., 119.6 s.
+		if want := rpm + 299; len(times) != want {
 			t.Errorf("admitted %d in two minutes, want %d", len(times), want)
 		}
 		// A bucket admits at most its capacity plus its refill in any window.

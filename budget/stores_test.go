@@ -23,8 +23,11 @@ var budgets atomic.Int64
 // redistest skips, without redis-server). open gives a fresh budget,
 // holding seed, whose clock is the test's own: the rules are the Gate's,
 // in Go, and must decide alike on every store. Subtests pass their own t.
+// The test runs in parallel with the others that use onEveryStore: each
+// has budgets of its own, and no clock but its own.
 func onEveryStore(t *testing.T, test func(t *testing.T, open func(t *testing.T, seed State) Store)) {
 	t.Helper()
+	t.Parallel()
 	ctx := context.Background()
 	seeded := func(t *testing.T, s Store, seed State) Store {
 		t.Helper()

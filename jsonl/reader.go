@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -186,6 +187,12 @@ func (r *Reader) readLine() (line []byte, long bool, err error) {
 				long = true
 				r.buf = r.buf[:0]
 			} else {
+				if need := len(r.buf) + len(chunk); need > cap(r.buf) {
+					// Double, up to the longest line kept: append grows a
+					// large slice by a quarter, which copies a 32 MiB line
+					// about four times over on its way in.
+					r.buf = slices.Grow(r.buf, min(max(need, 2*cap(r.buf)), r.opt.MaxLine+2)-len(r.buf))
+				}
 				r.buf = append(r.buf, chunk...)
 			}
 		}
