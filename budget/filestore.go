@@ -19,8 +19,8 @@ import (
 // the same file: flock(2) on usage.md.lock guards it, as each write
 // replaces usage.md by rename. Read-only, it takes no lock.
 type FileStore struct {
-	path, ledger string
-	perm         os.FileMode // for the lock and ledger when gptbatch creates them
+	path, ledger, prices string      // usage.md, and the ledger and stored price table beside it
+	perm                 os.FileMode // for the lock and ledger when gptbatch creates them
 	// sem is our goroutines' turn at the flock, a channel to wait with ctx.
 	sem      chan struct{}
 	lock     *flock.Flock
@@ -50,8 +50,8 @@ func OpenFile(path string, o Options) (*FileStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.path = target
-	f.ledger = strings.TrimSuffix(target, ".md") + ".ledger.jsonl"
+	base := strings.TrimSuffix(target, ".md")
+	f.path, f.ledger, f.prices = target, base+".ledger.jsonl", base+".prices.json"
 	if f.readOnly {
 		return f, nil
 	}
@@ -144,9 +144,8 @@ func (f *FileStore) check(given string) error {
 	if abs, _ := filepath.Abs(given); abs != f.path {
 		name = fmt.Sprintf("%s (%s)", given, f.path)
 	}
-	files := []string{f.path, f.path + ".lock", f.ledger}
-	infos := make([]os.FileInfo, len(files))
-	for i, p := range files {
+	others := "" // the first of the files another user owns
+	for i, p := range []string{f.path, f.path + ".lock", f.ledger} {
 		fi, err := os.Lstat(p)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
@@ -160,10 +159,12 @@ func (f *FileStore) check(given string) error {
 			}
 			return fmt.Errorf("%s is %s, not a regular file; gptbatch will not use it", p, kindOf(fi))
 		}
-		infos[i] = fi
-	}
-	if infos[0] != nil {
-		f.perm = infos[0].Mode().Perm()
+		if i == 0 {
+			f.perm = fi.Mode().Perm()
+		}
+		if uid, _, ok := owner(fi); ok && uid != os.Geteuid() && others == "" {
+			others = p
+		}
 	}
 	dir := filepath.Dir(f.path)
 	di, err := os.Stat(dir)
@@ -176,13 +177,8 @@ func (f *FileStore) check(given string) error {
 	if di.Mode()&os.ModeSticky == 0 {
 		return fmt.Errorf("usage file %s: its directory %s can be written by any user, who could replace gptbatch's files; use a directory only you (or your group) can write to", name, dir)
 	}
-	for i, fi := range infos {
-		if fi == nil {
-			continue
-		}
-		if uid, _, ok := owner(fi); ok && uid != os.Geteuid() {
-			return fmt.Errorf("usage file %s: %s belongs to another user, in %s, which any user can write to; gptbatch will not use it", name, files[i], dir)
-		}
+	if others != "" {
+		return fmt.Errorf("usage file %s: %s belongs to another user, in %s, which any user can write to; gptbatch will not use it", name, others, dir)
 	}
 	return nil
 }
@@ -323,17 +319,17 @@ func (f *FileStore) acquire(ctx context.Context) (free bool, err error) {
 
 // Load reads the state under the lock (read-only, without).
 func (f *FileStore) Load(ctx context.Context) (s State, err error) {
-	read := func(time.Duration) error {
+	if f.readOnly {
+		if err := ctx.Err(); err != nil {
+			return State{}, err
+		}
+		return f.read()
+	}
+	err = f.locked(ctx, func(time.Duration) error {
 		s, err = f.read()
 		return err
-	}
-	if f.readOnly {
-		if err = ctx.Err(); err == nil {
-			err = read(0)
-		}
-		return s, err
-	}
-	return s, f.locked(ctx, read)
+	})
+	return s, err
 }
 
 // Update implements Store: under the lock, fn's entries are appended to
@@ -401,19 +397,18 @@ func writeAtomic(path string, b []byte, like string) (err error) {
 
 // append adds entries to the ledger in one write and returns its undo.
 func (f *FileStore) append(entries []LedgerEntry) (undo func(), err error) {
-	undo = func() {}
 	if len(entries) == 0 {
-		return undo, nil
+		return func() {}, nil
 	}
 	b := make([]byte, 0, 320*len(entries)) // about a line's size each
 	for i := range entries {
 		if b, err = entries[i].appendJSON(b); err != nil {
-			return undo, fmt.Errorf("ledger %s: %w", f.ledger, err)
+			return nil, fmt.Errorf("ledger %s: %w", f.ledger, err)
 		}
 	}
 	lf, err := os.OpenFile(f.ledger, os.O_RDWR|os.O_APPEND|os.O_CREATE|openSafe, f.perm)
 	if err != nil {
-		return undo, fmt.Errorf("ledger: %w", err)
+		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	defer func() {
 		if cerr := lf.Close(); cerr != nil && err == nil {
@@ -421,17 +416,17 @@ func (f *FileStore) append(entries []LedgerEntry) (undo func(), err error) {
 		}
 	}()
 	if fi, err := lf.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return undo, fmt.Errorf("ledger %s is not a regular file; gptbatch will not write to it", f.ledger)
+		return nil, fmt.Errorf("ledger %s is not a regular file; gptbatch will not write to it", f.ledger)
 	}
 	if err := repairTorn(lf); err != nil {
-		return undo, fmt.Errorf("ledger %s: %w", f.ledger, err)
+		return nil, fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
 	size, err := lf.Seek(0, io.SeekEnd)
 	if err == nil {
 		_, err = lf.Write(b)
 	}
 	if err != nil {
-		return undo, fmt.Errorf("ledger %s: %w", f.ledger, err)
+		return nil, fmt.Errorf("ledger %s: %w", f.ledger, err)
 	}
 	return func() {
 		if lf, err := os.OpenFile(f.ledger, os.O_WRONLY|openSafe, 0); err == nil {
@@ -481,23 +476,21 @@ func repairTorn(lf *os.File) error {
 // Report implements Store, without the lock: a line being appended is a
 // torn last line, skipped.
 func (f *FileStore) Report(ctx context.Context, opt ReportOptions, loc *time.Location) (Report, error) {
-	if err := ctx.Err(); err != nil {
-		return Report{}, err
-	}
-	return buildReport(opt, loc, f.scan(nil))
+	return buildReport(opt, loc, f.scan(ctx, nil))
 }
 
 // BatchEntries implements Store as Report reads, decoding batches' lines.
 func (f *FileStore) BatchEntries(ctx context.Context, since time.Time, ids map[string]bool) (map[string]int, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return countBatches(ids, f.scan(func(line []byte) bool { return bytes.Contains(line, []byte(`"batch_id":`)) }))
+	return countBatches(ids, f.scan(ctx, func(line []byte) bool { return bytes.Contains(line, []byte(`"batch_id":`)) }))
 }
 
-// scan reads the ledger leniently, only the lines want keeps (if set).
-func (f *FileStore) scan(want func(line []byte) bool) ledgerRead {
+// scan reads the ledger leniently, only the lines want keeps (if set),
+// unless ctx is done.
+func (f *FileStore) scan(ctx context.Context, want func(line []byte) bool) ledgerRead {
 	return func(fn func(LedgerEntry) error) (int, error) {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
 		lf, err := os.OpenFile(f.ledger, os.O_RDONLY|openSafe, 0)
 		if errors.Is(err, os.ErrNotExist) {
 			return 0, nil

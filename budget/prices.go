@@ -57,12 +57,12 @@ type ModelPrice struct {
 	// Source says where the price comes from (SourceBuiltin, ...).
 	Source string
 
-	// answered is ForAnswer's last for this model: comparing names is a
+	// answered is AnswerPrice's last for this model: comparing names is a
 	// fifth of a map lookup, on every result.
 	answered atomic.Pointer[answerMemo]
 }
 
-// answerMemo is what ForAnswer found for an answer naming name, in table.
+// answerMemo is the price AnswerPrice found for an answer naming name, in table.
 type answerMemo struct {
 	table *Prices
 	name  string
@@ -113,13 +113,11 @@ func (m *ModelPrice) Cost(t Tier, promptTokens, cachedTokens, completionTokens i
 // cost at most; the cost is unknown when the price, or its price on t, is
 // (m may be nil: an unknown price).
 func (m *ModelPrice) Estimate(t Tier, promptTokens, maxOutput int64) Estimate {
-	est := Estimate{Tokens: promptTokens + maxOutput, CostUnknown: true}
-	if m != nil {
-		var ok bool
-		est.Cost, ok = m.Cost(t, promptTokens, 0, maxOutput)
-		est.CostUnknown = !ok
+	if m == nil {
+		return Estimate{Tokens: promptTokens + maxOutput, CostUnknown: true}
 	}
-	return est
+	c, ok := m.Cost(t, promptTokens, 0, maxOutput)
+	return Estimate{Tokens: promptTokens + maxOutput, Cost: c, CostUnknown: !ok}
 }
 
 // Prices is a price table, by exact model name; nil is the built-in one.
@@ -173,24 +171,6 @@ func (p *Prices) Lookup(model string) (m *ModelPrice, ok bool) {
 	return m, ok
 }
 
-// ForAnswer is the price of an answer naming answered (a snapshot, say) to
-// a request priced asked: answered's if the table lists it, else asked.
-func (p *Prices) ForAnswer(asked *ModelPrice, answered string) *ModelPrice {
-	if answered == "" || asked == nil {
-		return asked
-	}
-	p = p.orBuiltin()
-	if a := asked.answered.Load(); a != nil && a.table == p && a.name == answered {
-		return a.price
-	}
-	m, ok := p.models[answered]
-	if !ok {
-		m = asked
-	}
-	asked.answered.Store(&answerMemo{table: p, name: answered, price: m})
-	return m
-}
-
 // Quote is model's price in p (nil when unknown; see Lookup) and the
 // Estimate of a call of it on tier t.
 func (p *Prices) Quote(model string, t Tier, promptTokens, maxOutput int64) (*ModelPrice, Estimate) {
@@ -201,17 +181,28 @@ func (p *Prices) Quote(model string, t Tier, promptTokens, maxOutput int64) (*Mo
 // AnswerPrice is the per-token price of an answer naming answered (a
 // dated snapshot, say), billed on tier t, with a prompt of promptTokens,
 // to a request priced asked (not nil): answered's own price on t when the
-// table lists it (ForAnswer), else asked's, long context included. An
-// answer served at priority to a model whose priority price is unknown is
-// at its standard price.
+// table lists it, else asked's, long context included. An answer served
+// at priority to a model whose priority price is unknown is at its
+// standard price.
 func (p *Prices) AnswerPrice(asked *ModelPrice, answered string, t Tier, promptTokens int64) Price {
-	if r, ok := p.ForAnswer(asked, answered).Rates(t, promptTokens); ok {
-		return r
+	p, m := p.orBuiltin(), asked
+	switch a := asked.answered.Load(); {
+	case answered == "":
+	case a != nil && a.table == p && a.name == answered:
+		m = a.price
+	default:
+		if listed, ok := p.models[answered]; ok {
+			m = listed
+		}
+		asked.answered.Store(&answerMemo{table: p, name: answered, price: m})
 	}
-	if r, ok := asked.Rates(t, promptTokens); ok {
-		return r
+	r, ok := m.Rates(t, promptTokens)
+	if !ok {
+		r, ok = asked.Rates(t, promptTokens)
 	}
-	r, _ := asked.Rates(TierStandard, promptTokens)
+	if !ok {
+		r, _ = asked.Rates(TierStandard, promptTokens)
+	}
 	return r
 }
 
@@ -316,7 +307,7 @@ func parseModel(key string, raw json.RawMessage) (*ModelPrice, error) {
 	}
 	// Prices by threshold (0: none), base and tier; nil where not given.
 	type given [len(priceBases)][numTiers]*Cost
-	groups := map[int64]*given{}
+	groups := map[int64]given{}
 	for f, v := range fields {
 		base, above, tier, ok := priceField(f)
 		if !ok {
@@ -327,53 +318,41 @@ func parseModel(key string, raw json.RawMessage) (*ModelPrice, error) {
 			return nil, &PriceError{Model: key, Field: f, Err: err}
 		}
 		g := groups[above]
-		if g == nil {
-			g = new(given)
-			groups[above] = g
-		}
 		g[base][tier] = &c
+		groups[above] = g
 	}
 	std := groups[0]
-	if std == nil || (std[0][TierStandard] == nil && std[2][TierStandard] == nil) {
+	if std[0][TierStandard] == nil && std[2][TierStandard] == nil {
 		return nil, nil
 	}
-	// build fills a group's tiers, each price not given from def.
-	build := func(g *given, def [len(priceBases)]Cost) rates {
-		var r rates
-		val := func(base int, t Tier, d Cost) Cost {
-			if c := g[base][t]; c != nil {
-				return *c
+	// build fills a group's tiers, each price not given from def's: the
+	// standard tier's from def, batch and flex from half the standard.
+	build := func(g given, def Price) rates {
+		tier := func(t Tier, d Price) Price {
+			val := func(base int, d Cost) Cost {
+				if c := g[base][t]; c != nil {
+					return *c
+				}
+				return d
 			}
-			return d
+			return Price{Input: val(0, d.Input), CachedInput: val(1, d.CachedInput), Output: val(2, d.Output)}
 		}
-		var s Price
-		s.Input = val(0, TierStandard, def[0])
-		switch {
-		case g[1][TierStandard] != nil:
-			s.CachedInput = *g[1][TierStandard]
-		case g[0][TierStandard] != nil:
-			s.CachedInput = s.Input // an input price without a cached one: no discount
-		default:
-			s.CachedInput = def[1]
+		if in := g[0][TierStandard]; in != nil {
+			def.CachedInput = *in // an input price without a cached one: no discount
 		}
-		s.Output = val(2, TierStandard, def[2])
-		r.tier[TierStandard] = s
-		half := s.Batch()
-		for _, t := range []Tier{TierBatch, TierFlex} {
-			r.tier[t] = Price{Input: val(0, t, half.Input), CachedInput: val(1, t, half.CachedInput), Output: val(2, t, half.Output)}
-		}
-		if g[0][TierPriority] != nil && g[2][TierPriority] != nil {
-			in := *g[0][TierPriority]
-			r.tier[TierPriority] = Price{Input: in, CachedInput: val(1, TierPriority, in), Output: *g[2][TierPriority]}
-			r.priority = true
+		var r rates
+		r.tier[TierStandard] = tier(TierStandard, def)
+		half := r.tier[TierStandard].Batch()
+		r.tier[TierBatch], r.tier[TierFlex] = tier(TierBatch, half), tier(TierFlex, half)
+		if in := g[0][TierPriority]; in != nil && g[2][TierPriority] != nil {
+			r.tier[TierPriority], r.priority = tier(TierPriority, Price{CachedInput: *in}), true
 		}
 		return r
 	}
-	m := &ModelPrice{tiers: build(std, [3]Cost{})}
-	s := m.tiers.tier[TierStandard]
+	m := &ModelPrice{tiers: build(std, Price{})}
 	for above, g := range groups {
 		if above > 0 {
-			m.long = append(m.long, longRates{above: above, rates: build(g, [3]Cost{s.Input, s.CachedInput, s.Output})})
+			m.long = append(m.long, longRates{above: above, rates: build(g, m.tiers.tier[TierStandard])})
 		}
 	}
 	slices.SortFunc(m.long, func(a, b longRates) int { return int(a.above - b.above) })

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,39 +13,32 @@ import (
 // A stored price table (`gptbatch prices load`) is kept as Prices.Format
 // writes it, in usage.prices.json or at {gptbatch:NAME}:prices.
 
-// pricesPath is the stored table beside the usage file at path.
-func pricesPath(path string) string {
-	return strings.TrimSuffix(path, ".md") + ".prices.json"
-}
-
 // StoredPrices implements Store, without the lock: it is replaced whole.
 func (f *FileStore) StoredPrices(ctx context.Context) (*Prices, error) {
-	path := pricesPath(f.path)
-	b, err := readRegular(path)
+	b, err := readRegular(f.prices)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("stored price table %s: %w", path, err)
+		return nil, fmt.Errorf("stored price table %s: %w", f.prices, err)
 	}
 	p, err := ParsePrices(b, SourceStored)
 	if err != nil {
-		return nil, fmt.Errorf("stored price table %s is corrupt; store it again with gptbatch prices load, or remove it with gptbatch prices clear: %w", path, err)
+		return nil, fmt.Errorf("stored price table %s is corrupt; store it again with gptbatch prices load, or remove it with gptbatch prices clear: %w", f.prices, err)
 	}
 	return p, nil
 }
 
 // StorePrices implements Store, under the lock.
 func (f *FileStore) StorePrices(ctx context.Context, p *Prices) error {
-	path := pricesPath(f.path)
 	return f.locked(ctx, func(time.Duration) error {
 		if p == nil {
-			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := os.Remove(f.prices); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("stored price table: %w", err)
 			}
 			return nil
 		}
-		return writeAtomic(path, p.Format(), f.path)
+		return writeAtomic(f.prices, p.Format(), f.path)
 	})
 }
 
@@ -82,8 +74,5 @@ func (r *RedisStore) StorePrices(ctx context.Context, p *Prices) error {
 	} else {
 		err = r.c.Set(ctx, r.tag+":prices", p.Format(), 0).Err()
 	}
-	if err != nil {
-		return r.fail(err)
-	}
-	return nil
+	return r.fail(err)
 }

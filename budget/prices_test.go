@@ -275,7 +275,7 @@ func equalModelPrice(a, b *ModelPrice) bool {
 
 // An answer naming a snapshot the table lacks is priced as the model
 // asked for; one the table lists keeps its own price.
-func TestForAnswer(t *testing.T) {
+func TestAnswerPriceOfSnapshot(t *testing.T) {
 	p := BuiltinPrices()
 	gpt4o := mustLookup(t, p, "gpt-4o")
 	for _, tt := range []struct {
@@ -287,8 +287,9 @@ func TestForAnswer(t *testing.T) {
 		{"gpt-4o-2024-05-13", mustLookup(t, p, "gpt-4o-2024-05-13")},
 		{"gpt-4o-2024-08-06", mustLookup(t, p, "gpt-4o-2024-08-06")},
 	} {
-		if got := p.ForAnswer(gpt4o, tt.answered); got != tt.want {
-			t.Errorf("ForAnswer(gpt-4o, %q) = %+v, want %+v", tt.answered, got, tt.want)
+		want, _ := tt.want.Rates(TierStandard, 10)
+		if got := p.AnswerPrice(gpt4o, tt.answered, TierStandard, 10); got != want {
+			t.Errorf("AnswerPrice(gpt-4o, %q) = %+v, want %+v", tt.answered, got, want)
 		}
 	}
 }
@@ -383,7 +384,7 @@ func TestBuiltinPricesCurrentModels(t *testing.T) {
 
 // BenchmarkPriceResult is what pricing one result costs: the line's
 // model looked up when it is prepared, then the answer's dated snapshot
-// looked up (ForAnswer), its tier's rates and the cost.
+// looked up, its tier's rates (AnswerPrice) and the cost.
 func BenchmarkPriceResult(b *testing.B) {
 	p := BuiltinPrices()
 	for _, tt := range []struct{ name, asked, answered string }{
@@ -395,8 +396,7 @@ func BenchmarkPriceResult(b *testing.B) {
 			var sum Cost
 			for b.Loop() {
 				m, _ := p.Lookup(tt.asked)
-				c, _ := p.ForAnswer(m, tt.answered).Cost(TierStandard, 1200, 300, 250)
-				sum += c
+				sum += p.AnswerPrice(m, tt.answered, TierStandard, 1200).Cost(1200, 300, 250)
 			}
 			if sum == 0 {
 				b.Fatal("priced nothing")

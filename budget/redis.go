@@ -143,10 +143,7 @@ func OpenRedis(ctx context.Context, rawURL, name string) (*RedisStore, error) {
 			})
 		}
 	}
-	if name == "" {
-		name = "default"
-	}
-	tag := "{gptbatch:" + name + "}"
+	tag := "{gptbatch:" + cmp.Or(name, "default") + "}"
 	r := &RedisStore{c: c, where: where, tag: tag, sem: make(chan struct{}, 1)}
 	r.keys = []string{tag + ":state", tag + ":ledger", tag + ":turn", tag + ":holder", tag + ":done:" + rand.Text(), tag + ":seq"}
 	if err := c.Ping(ctx).Err(); err != nil {
@@ -220,7 +217,11 @@ func RedisClient(s Store) redis.UniversalClient {
 // Close closes the connections.
 func (r *RedisStore) Close() error { return r.c.Close() }
 
+// fail is err naming the store; nil stays nil.
 func (r *RedisStore) fail(err error) error {
+	if err == nil {
+		return nil
+	}
 	return fmt.Errorf("store %s: %w", r.where, err)
 }
 
@@ -315,10 +316,7 @@ func (r *RedisStore) waitTurn(ctx context.Context, d time.Duration) (turn, error
 		return turn{}, r.fail(err)
 	}
 	t, err := parseTurn(res[len(res)-1])
-	if err != nil {
-		return turn{}, r.fail(err)
-	}
-	return t, nil
+	return t, r.fail(err)
 }
 
 // parse reads the state key's value; a key that does not exist is fresh.
@@ -361,10 +359,7 @@ func (r *RedisStore) Load(ctx context.Context) (State, error) {
 		return State{}, r.fail(err)
 	}
 	s, err := r.parse(text, err == nil)
-	if err != nil {
-		return State{}, r.fail(err)
-	}
-	return s, nil
+	return s, r.fail(err)
 }
 
 // Ledger calls fn, until it fails, for each entry the server stamped at or

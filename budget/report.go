@@ -2,6 +2,7 @@ package budget
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -68,7 +69,7 @@ type ledgerRead func(fn func(LedgerEntry) error) (skipped int, err error)
 // so that it does not hide the rest.
 func buildReport(opt ReportOptions, loc *time.Location, read ledgerRead) (Report, error) {
 	rep := Report{Since: opt.Since, Until: opt.Until, By: opt.By}
-	rows := map[string]*Row{}
+	rows := map[string]Row{}
 	skipped, err := read(func(e LedgerEntry) error {
 		if (!opt.Since.IsZero() && e.Time.Before(opt.Since)) || (!opt.Until.IsZero() && !e.Time.Before(opt.Until)) {
 			return nil
@@ -85,20 +86,16 @@ func buildReport(opt ReportOptions, loc *time.Location, read ledgerRead) (Report
 			key = cmp.Or(e.Endpoint, "chat")
 		}
 		row := rows[key]
-		if row == nil {
-			row = &Row{Key: key}
-			rows[key] = row
-		}
+		row.Key = key
 		row.add(e)
+		rows[key] = row
 		rep.Total.add(e)
 		return nil
 	})
 	if err != nil {
 		return Report{}, err
 	}
-	for _, row := range rows {
-		rep.Rows = append(rep.Rows, *row)
-	}
+	rep.Rows = slices.Collect(maps.Values(rows))
 	slices.SortFunc(rep.Rows, func(a, b Row) int { return strings.Compare(a.Key, b.Key) })
 	rep.Skipped = skipped
 	return rep, nil
