@@ -363,6 +363,7 @@ func TestRedisSentinel(t *testing.T) {
 // comes, writes nothing and its update runs again on what the other
 // wrote, so that neither write is lost.
 func TestRedisTurnTakenBack(t *testing.T) {
+	t.Parallel() // it waits out holdTurn, on budgets of its own
 	for _, kind := range []struct{ name, url string }{
 		{"redis", redistest.Shared(t).URL("")},
 		{"cluster", redistest.SharedCluster(t).URL()},

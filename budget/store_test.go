@@ -287,6 +287,7 @@ func TestMultiProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
+	t.Parallel() // on a usage file of its own; it asserts counts, not times
 	f := openTemp(t)
 	const procs, each = 4, 200
 	var cmds []*exec.Cmd
@@ -324,6 +325,7 @@ func TestKillSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
+	t.Parallel() // on a usage file of its own; it asserts counts, not times
 	f := openTemp(t)
 	ctx := context.Background()
 	var wg sync.WaitGroup
