@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -16,21 +17,36 @@ const liteLLMFile = "testdata/litellm_model_prices_2026-07-24.json.gz"
 
 func readLiteLLM(t testing.TB) []byte {
 	t.Helper()
-	f, err := os.Open(liteLLMFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	z, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(z)
+	b, err := gunzipFile(liteLLMFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
+
+func gunzipFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(z)
+}
+
+// liteLLMPrices is LiteLLM's file parsed as a price file given to a run,
+// once for the tests that read it so: parsing it is most of their time.
+// Prices is safe for concurrent use and never changes.
+var liteLLMPrices = sync.OnceValues(func() (*Prices, error) {
+	b, err := gunzipFile(liteLLMFile)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePrices(b, SourceFile)
+})
 
 // perM is a price in dollars per million tokens, as OpenAI lists them,
 // per token.
@@ -55,7 +71,7 @@ func mustLookup(t testing.TB, p *Prices, model string) *ModelPrice {
 // LiteLLM's whole file loads as it is, its OpenAI models priced to the
 // picodollar from their decimal text, on every tier.
 func TestParsePricesLiteLLMFile(t *testing.T) {
-	p, err := ParsePrices(readLiteLLM(t), SourceFile)
+	p, err := liteLLMPrices()
 	if err != nil {
 		t.Fatalf("ParsePrices(LiteLLM's file) = %v", err)
 	}
@@ -219,7 +235,7 @@ func TestPricesFormatRoundTrip(t *testing.T) {
 	}{
 		{"built-in", BuiltinPrices()},
 		{"LiteLLM's file", func() *Prices {
-			p, err := ParsePrices(readLiteLLM(t), SourceFile)
+			p, err := liteLLMPrices()
 			if err != nil {
 				t.Fatal(err)
 			}

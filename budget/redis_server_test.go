@@ -35,9 +35,10 @@ func closedAddr(t *testing.T) string {
 	return addr
 }
 
-func openReal(t testing.TB, url string) *RedisStore {
+// openReal opens the budget name ("": the default) at url.
+func openReal(t testing.TB, url, name string) *RedisStore {
 	t.Helper()
-	r, err := OpenRedis(context.Background(), url, "")
+	r, err := OpenRedis(context.Background(), url, name)
 	if err != nil {
 		t.Fatalf("OpenRedis = %v", err)
 	}
@@ -47,7 +48,7 @@ func openReal(t testing.TB, url string) *RedisStore {
 
 // One limit refusing charges no other: a reservation is all or nothing.
 func TestRedisAllOrNothing(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := redistest.Shared(t)
 	for _, tt := range []struct {
 		name  string
 		l     Limits
@@ -60,7 +61,7 @@ func TestRedisAllOrNothing(t *testing.T) {
 		{"tpm", Limits{RPM: 1000, TPM: 1000, TPD: 100000, DailyCost: Dollar}, Estimate{Tokens: 600, Cost: 1}, MinuteTokens, Estimate{Tokens: 600, Cost: 1}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := OpenRedis(context.Background(), srv.URL(""), tt.name)
+			r, err := OpenRedis(context.Background(), srv.URL(""), fmt.Sprint(tt.name, "-", budgets.Add(1)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,7 +88,7 @@ func TestRedisAllOrNothing(t *testing.T) {
 // Many hosts, many goroutines each, reserving at once never admit more
 // than the limit.
 func TestRedisConcurrent(t *testing.T) {
-	srv := redistest.Start(t)
+	srv, name := redistest.Shared(t), fmt.Sprint("concurrent-", budgets.Add(1))
 	const hosts, workers, tpd, tokens = 4, 8, 10000, 7
 	l := Limits{TPD: tpd, DailyCost: 1000 * Dollar}
 	var mu sync.Mutex
@@ -95,7 +96,7 @@ func TestRedisConcurrent(t *testing.T) {
 	errs := make(chan error, hosts*workers)
 	var wg sync.WaitGroup
 	for range hosts {
-		g := exactGate(openReal(t, srv.URL("")), l)
+		g := exactGate(openReal(t, srv.URL(""), name), l)
 		for w := range workers {
 			wg.Go(func() {
 				for {
@@ -122,7 +123,7 @@ func TestRedisConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	st, err := openReal(t, srv.URL("")).Load(context.Background())
+	st, err := openReal(t, srv.URL(""), name).Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestRedisConcurrent(t *testing.T) {
 // store, and never its password.
 func TestRedisKilled(t *testing.T) {
 	srv := redistest.Start(t, "--requirepass", "s3cret")
-	r := openReal(t, srv.URL("s3cret"))
+	r := openReal(t, srv.URL("s3cret"), "")
 	g := exactGate(r, Limits{RPM: 100})
 	ctx := context.Background()
 	if n, _, _ := reserve(t, g, noon(), Estimate{Tokens: 1}); n != 1 {
@@ -166,8 +167,7 @@ func TestRedisKilled(t *testing.T) {
 
 // A cancelled context stops an operation with its error.
 func TestRedisContext(t *testing.T) {
-	srv := redistest.Start(t)
-	g := NewGate(openReal(t, srv.URL("")), Limits{})
+	g := NewGate(openReal(t, redistest.Shared(t).URL(""), fmt.Sprint("context-", budgets.Add(1))), Limits{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, _, _, err := g.Reserve(ctx, noon(), []Estimate{{}}); !errors.Is(err, context.Canceled) {

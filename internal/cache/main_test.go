@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gptbatch/gptbatch/internal/redistest"
 )
 
 // The test binary is also the processes the tests start: with
@@ -41,7 +43,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(redistest.Main(m)) // stops the redis-server the tests share
 }
 
 // The processes' keys: worker i works on keys i*workerStride up to

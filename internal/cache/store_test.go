@@ -98,10 +98,12 @@ func redisKind(name string, addr func(t *testing.T) string) kind {
 		name: name,
 		open: func(t *testing.T, o Options) (Store, Store) {
 			a := addr(t)
+			// A budget of its own: the server may be shared.
+			budget := fmt.Sprint("test-", budgets.Add(1))
 			open := func() Store {
 				c := redis.NewClient(&redis.Options{Addr: a})
 				t.Cleanup(func() { c.Close() })
-				r, err := OpenRedis(context.Background(), c, "test", o)
+				r, err := OpenRedis(context.Background(), c, budget, o)
 				if err != nil {
 					t.Fatalf("OpenRedis: %v", err)
 				}
@@ -133,8 +135,11 @@ func miniredisKind() kind {
 }
 
 func redisServerKind() kind {
-	return redisKind("redis (redis-server)", func(t *testing.T) string { return redistest.Start(t).Addr })
+	return redisKind("redis (redis-server)", func(t *testing.T) string { return redistest.Shared(t).Addr })
 }
+
+// budgets numbers the budgets the tests make on the shared redis-server.
+var budgets atomic.Int64
 
 func kinds() []kind { return []kind{fileKind(), miniredisKind(), redisServerKind()} }
 

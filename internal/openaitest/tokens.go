@@ -74,48 +74,6 @@ func (e *encoder) schemaTokens(schema string, count func() int) int {
 	return e.billed.get(schema, func() (int, int) { return count(), len(schema) })
 }
 
-// memo remembers values by a text they are made from, up to a bound of
-// bytes: past it, it forgets them all at once. It is safe for concurrent
-// use.
-type memo[V any] struct {
-	limit int
-
-	mu sync.Mutex
-	// Guarded by mu.
-	m    map[string]V
-	held int // bytes of m, roughly
-}
-
-func newMemo[V any](limit int) *memo[V] {
-	return &memo[V]{limit: limit, m: map[string]V{}}
-}
-
-// get returns the value of key, made by build the first time (outside
-// the lock: two callers may build it at once), which also returns the
-// bytes the value and key hold.
-func (m *memo[V]) get(key string, build func() (v V, size int)) V {
-	m.mu.Lock()
-	v, ok := m.m[key]
-	m.mu.Unlock()
-	if ok {
-		return v
-	}
-	v, size := build()
-	size += 64 // a map entry's own
-	if size > m.limit {
-		return v
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.held+size > m.limit {
-		clear(m.m)
-		m.held = 0
-	}
-	m.m[key] = v
-	m.held += size
-	return v
-}
-
 // count is the number of tokens of s.
 func (e *encoder) count(s string) int {
 	return len(e.tokens(s))
@@ -234,4 +192,46 @@ func truncate(enc *encoder, s string, limit int) (out string, tokens int, cut bo
 	}
 	// A cut can fall inside a multi-byte character; drop its remains.
 	return strings.ToValidUTF8(enc.decode(toks[:limit]), ""), limit, true
+}
+
+// memo remembers values by a text they are made from, up to a bound of
+// bytes: past it, it forgets them all at once. It is safe for concurrent
+// use.
+type memo[V any] struct {
+	limit int
+
+	mu sync.Mutex
+	// Guarded by mu.
+	m    map[string]V
+	held int // bytes of m, roughly
+}
+
+func newMemo[V any](limit int) *memo[V] {
+	return &memo[V]{limit: limit, m: map[string]V{}}
+}
+
+// get returns the value of key, made by build the first time (outside
+// the lock: two callers may build it at once), which also returns the
+// bytes the value and key hold.
+func (m *memo[V]) get(key string, build func() (v V, size int)) V {
+	m.mu.Lock()
+	v, ok := m.m[key]
+	m.mu.Unlock()
+	if ok {
+		return v
+	}
+	v, size := build()
+	size += 64 // a map entry's own
+	if size > m.limit {
+		return v
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.held+size > m.limit {
+		clear(m.m)
+		m.held = 0
+	}
+	m.m[key] = v
+	m.held += size
+	return v
 }
