@@ -6,7 +6,6 @@ import (
 	"reflect"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -216,15 +215,19 @@ type parser struct {
 // parsers are parsers built before, for the Runs to come: kong builds its
 // model by reading every field's tags (a few milliseconds, longer than a
 // parse), and a process running many Runs (tests, a program calling Run)
-// would otherwise build it for each.
-var parsers sync.Pool
+// would otherwise build it for each. Not a sync.Pool, which lets every
+// garbage collection take them. The buffer is the most kept: Runs at once
+// beyond it build their own.
+var parsers = make(chan *parser, 16)
 
 // takeParser is a parser from parsers, or a new one.
 func takeParser() (*parser, error) {
-	if p, ok := parsers.Get().(*parser); ok {
+	select {
+	case p := <-parsers:
 		return p, nil
+	default:
+		return buildParser()
 	}
-	return buildParser()
 }
 
 // buildParser is a new parser.
@@ -264,7 +267,10 @@ func (p *parser) parse(args []string, stdout, stderr io.Writer) (*kong.Context, 
 func (p *parser) release() {
 	p.c = cli{}
 	p.k.Stdout, p.k.Stderr = nil, nil
-	parsers.Put(p)
+	select {
+	case parsers <- p:
+	default:
+	}
 }
 
 // newParser is the command line parser for c, writing help to stdout and
