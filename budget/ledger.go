@@ -53,7 +53,7 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 		b = strconv.AppendInt(b, v, 10)
 	}
 	b = append(b, `{"time":"`...)
-	b = e.Time.AppendFormat(b, time.RFC3339Nano)
+	b = appendTime(b, e.Time)
 	b = append(b, '"')
 	str(`,"id":`, e.ID)
 	num(`,"line":`, int64(e.Line))

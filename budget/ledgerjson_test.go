@@ -56,6 +56,14 @@ func TestLedgerEntryJSON(t *testing.T) {
 			t.Errorf("appendJSON wrote\n%s\nencoding/json writes\n%s", got, want.Bytes())
 		}
 	}
+	// A time in a zone whose offset has seconds, which RFC 3339 cannot
+	// write, reads back as the same instant.
+	at := time.Date(2026, 11, 22, 12, 0, 0, 5, time.FixedZone("noon", -(4*60+17)))
+	b, err := (&LedgerEntry{Time: at}).appendJSON(nil)
+	var back LedgerEntry
+	if err != nil || json.Unmarshal(b, &back) != nil || !back.Time.Equal(at) {
+		t.Errorf("appendJSON of %v wrote %s (%v), which reads back as %v", at, b, err, back.Time)
+	}
 	// A time JSON cannot hold is an error, as it was.
 	if _, err := (&LedgerEntry{Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}).appendJSON(nil); err == nil {
 		t.Error("appendJSON of the year 10000: no error")

@@ -237,7 +237,17 @@ func (f field) format() string {
 		if y := p.Year(); p.IsZero() || y < 0 || y > 9999 { // beyond RFC 3339
 			return ""
 		}
-		return p.Format(time.RFC3339Nano)
+		return string(appendTime(nil, *p))
 	}
 	panic("budget: a usage.md field of an unknown type")
+}
+
+// appendTime appends t as RFC 3339 does, which writes a zone's offset in
+// whole minutes: t in a zone whose offset has seconds is written in UTC,
+// or it would read back those seconds off.
+func appendTime(b []byte, t time.Time) []byte {
+	if _, off := t.Zone(); off%60 != 0 {
+		t = t.UTC()
+	}
+	return t.AppendFormat(b, time.RFC3339Nano)
 }

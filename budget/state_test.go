@@ -23,6 +23,8 @@ func TestStateRoundTrip(t *testing.T) {
 			DayEndsAt: time.Date(2026, 11, 23, 0, 0, 0, 0, zone),
 			extra:     [][2]string{{"future_key", "x = y"}, {"future_key", ""}, {"another", "2"}},
 		}},
+		// RFC 3339 writes offsets in whole minutes: these 17 s must not be lost.
+		{"offset with seconds", State{Updated: time.Date(2026, 11, 22, 12, 0, 0, 5, time.FixedZone("noon", -(4*60+17)))}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ParseState(tt.s.Format())
