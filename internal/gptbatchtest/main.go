@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/cli"
@@ -32,7 +31,7 @@ func main() {
 	if v := os.Getenv("GPTBATCH_TEST_FSIZE"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err == nil {
-			err = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: n, Max: n})
+			err = limitFileSize(n)
 		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "gptbatchtest: GPTBATCH_TEST_FSIZE: %v\n", err)
