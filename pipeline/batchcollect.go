@@ -663,6 +663,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	if err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}
+	ol.customID = batchapi.LineID(ol.customID) // a follow-up's carries more
 	var rec lineRecord
 	var tries int
 	o.id = ol.customID
