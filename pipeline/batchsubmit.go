@@ -295,7 +295,7 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		return s.result(ctx, seq, it.result)
 	}
 	url := it.batchURL()
-	line := batchLine(it.req.Line, url, it.body)
+	line := batchLine(batchapi.CustomID(it.req.Line, "", nil), url, it.body)
 	if max := r.cfg.Batch.bytes(); int64(len(line)) > max {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
 		return s.result(ctx, seq, errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
@@ -356,13 +356,14 @@ func recordOf(it *item, url string, cfg *Config) lineRecord {
 	}
 }
 
-// batchLine is a line of a batch file: gptbatch's own custom_id, unique
-// whatever the input's ids are, and the exact body.
-func batchLine(line int, url string, body []byte) []byte {
-	b := make([]byte, 0, len(body)+80)
-	b = append(b, `{"custom_id":"line-`...)
-	b = strconv.AppendInt(b, int64(line), 10)
-	b = append(b, `","method":"POST","url":`...)
+// batchLine is a line of a batch file: gptbatch's own custom_id
+// (batchapi.CustomID), unique whatever the input's ids are, and the exact
+// body.
+func batchLine(id string, url string, body []byte) []byte {
+	b := make([]byte, 0, len(body)+len(id)+64)
+	b = append(b, `{"custom_id":`...)
+	b = strconv.AppendQuote(b, id)
+	b = append(b, `,"method":"POST","url":`...)
 	b = strconv.AppendQuote(b, url)
 	b = append(b, `,"body":`...)
 	b = append(b, body...)
@@ -756,7 +757,10 @@ func (s *submitter) collected(ctx context.Context, c collected) error {
 		if err != nil {
 			return &Error{Code: ExitFailed, Err: err}
 		}
-		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchLine(rec.Line, rec.URL, body), open); err != nil {
+		// A line asked again carries its journal item in its custom_id,
+		// so that a lost journal is rebuilt with it.
+		id := batchapi.CustomID(rec.Line, rec.Hash, rec.Held.journal(int(l.tries)))
+		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchLine(id, rec.URL, body), open); err != nil {
 			return err
 		}
 	}
