@@ -582,6 +582,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	if err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}
+	ol.customID = batchapi.LineID(ol.customID) // a follow-up's carries more
 	// Then the line's record, which its item, and so its result, is
 	// made of.
 	o.id, o.seq = ol.customID, b.lineOf(ol.customID)
