@@ -4,7 +4,8 @@
 //	client.go   the Files and Batches calls, each a single attempt that a server that hangs cannot hang
 //	once.go     the one retry loop every call goes through, and the calls that make something, an
 //	            upload and a create, tried again with it and made once however their answers are lost
-//	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written and read
+//	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written (a
+//	            batch's create journalled around the call) and read
 //	recover.go  what a lost journal, or a run killed mid-create, left: rebuilt from the API
 package batchapi
 
@@ -61,7 +62,7 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 
 // Client calls the part of OpenAI's Files and Batch APIs that --via batch
 // and `gptbatch batches` use. Its methods named for a call are single
-// attempts; Retry, UploadOnce and CreateOnce try again. Safe for
+// attempts; Retry, UploadOnce and Journal.Create try again. Safe for
 // concurrent use.
 type Client struct {
 	cfg Config

@@ -2,7 +2,6 @@ package batchapi
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
@@ -76,14 +75,14 @@ func (c *Client) UploadOnce(ctx context.Context, stop <-chan struct{}, path, nam
 	return id, f, ok
 }
 
-// CreateOnce creates a batch of the input file fileID at endpoint, tagged
+// createOnce creates a batch of the input file fileID at endpoint, tagged
 // with meta (Tags), with Retry's retries, never making two: a batch a lost
 // answer made is found by its file and tags and taken for the call's
 // answer. When the batches cannot be listed to tell whether a lost answer
 // made one, it stops rather than create one blind, and unknown says why:
 // the batch may run, and bill. stop, once closed, ends the retries (nil:
-// never).
-func (c *Client) CreateOnce(ctx context.Context, stop <-chan struct{}, fileID, endpoint string, meta map[string]any) (b openai.Batch, f retry.Failure, ok bool, unknown *retry.Failure) {
+// never). Journal.Create journals it.
+func (c *Client) createOnce(ctx context.Context, stop <-chan struct{}, fileID, endpoint string, meta map[string]any) (b openai.Batch, f retry.Failure, ok bool, unknown *retry.Failure) {
 	f, ok, unknown = c.makeOnce(ctx, stop, "create batch", func(ctx context.Context) (err error) {
 		b, err = c.Create(ctx, fileID, endpoint, meta)
 		return err
@@ -166,20 +165,6 @@ func newest[T any](ctx context.Context, c *Client, stop <-chan struct{}, what st
 		after = last
 	}
 	return it, false, nil
-}
-
-// Tags are the metadata of the batch that rec, a creating record of the
-// journal at journal, describes: they name this creation of the chunk's
-// file (gptbatch_run, gptbatch_chunk, gptbatch_create) and the journal
-// (gptbatch_journal), so that a lost answer's batch is found, and a lost
-// journal rebuilt. A batch refused for the enqueued-token limit is created
-// again from the same file: its tags, of an earlier creation, never match
-// the new one's.
-func Tags(rec JournalRecord, journal string) map[string]any {
-	return map[string]any{
-		"gptbatch_run": rec.Run, "gptbatch_chunk": strconv.Itoa(rec.Chunk), "gptbatch_create": strconv.Itoa(rec.Create),
-		"gptbatch_journal": JournalTag(journal),
-	}
 }
 
 // tagged reports whether bo is a batch of the file inputFile with every
