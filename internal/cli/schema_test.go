@@ -996,3 +996,101 @@ func TestSchemaViaBatchRecoveredFollowUp(t *testing.T) {
 		t.Errorf("the ledger counts %d tokens, the API billed %d: want every answer paid for counted once", counted, billed)
 	}
 }
+
+// TestSchemaViaBatchKilledWhileCreatingFollowUp: a --via batch --schema
+// run killed while the create of its follow-up batch is in flight has
+// made a follow-up it never heard of; --resume finds it by its tags and
+// collects it, with the lines it answers and their earlier tries, rather
+// than read the invalid answers again and make another: the API answers
+// (and bills) each line once and each invalid answer once more, and each
+// line's result sums its tries.
+func TestSchemaViaBatchKilledWhileCreatingFollowUp(t *testing.T) {
+	t.Parallel()
+	srv := openaitest.New(openaitest.Config{Seed: 5, Structured: openaitest.StructuredConfig{InvalidRate: 0.2},
+		Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	const n = 60
+	in := reviews(n)
+	args := []string{"--via", "batch", "--schema", tenFields}
+	prev := filepath.Join(g.dir, "out.jsonl")
+	f, err := os.Create(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := child(t, g, 0, in, args...)
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	created := func(k int) func() bool { return func() bool { return srv.BatchStats().Created >= k } }
+	if err := srv.Wait(ctx, created(1)); err != nil {
+		t.Fatalf("waiting for the first batch: %v", err)
+	}
+	// The first batch ends; the follow-up of its invalid answers is
+	// made, and the answer to its create held until the run is killed.
+	srv.HoldCreates(1)
+	srv.FinishBatches()
+	if err := srv.Wait(ctx, created(2)); err != nil {
+		t.Fatalf("waiting for the follow-up: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	srv.FinishBatches()
+	invalid := 0
+	for _, k := range srv.Structured().Invalid {
+		invalid += k
+	}
+	if invalid == 0 {
+		t.Fatal("no invalid first answer: the test tests nothing")
+	}
+
+	// A batch --resume makes runs to its end, as the API's do.
+	go func() {
+		if srv.Wait(ctx, created(3)) == nil {
+			srv.FinishBatches()
+		}
+	}()
+	g.seams.Clock = newStepClock()
+	out, stderr, code := g.run(ctx, in, append(args, "--resume", prev)...)
+	if code != 0 {
+		t.Fatalf("--resume: exit status %d: %s", code, stderr)
+	}
+	first, err := os.ReadFile(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byLine := map[string][]budget.LedgerEntry{}
+	for _, e := range ledger(t, g.dir) {
+		byLine[e.ID] = append(byLine[e.ID], e)
+	}
+	done := map[string]int{}
+	for _, r := range append(parseLines[schemaBatchResult](t, string(first)), parseLines[schemaBatchResult](t, out)...) {
+		if r.Error != nil {
+			continue
+		}
+		done[r.ID]++
+		u, c, _ := tries(byLine[r.ID])
+		if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) || r.Usage.PromptTokens != u.PromptTokens {
+			t.Errorf("%s: cost_usd %s, attempts %d, prompt_tokens %d; want its %d tries' %s and %d", r.ID, got, r.Attempts, r.Usage.PromptTokens, len(byLine[r.ID]), c, u.PromptTokens)
+		}
+	}
+	for i := range n {
+		if id := fmt.Sprint("r", i); done[id] != 1 {
+			t.Errorf("%s parsed %d times over both runs, want once", id, done[id])
+		}
+	}
+	st := srv.BatchStats()
+	t.Logf("the API: %d batches, %d lines answered, %d tokens billed", st.Created, st.Succeeded, st.PromptTokens+st.CompletionTokens)
+	if st.Created != 2 || st.Succeeded != n+invalid {
+		t.Errorf("the fake: %d batches, %d lines answered; want 2 and %d: each line once, and once more each invalid answer", st.Created, st.Succeeded, n+invalid)
+	}
+	if counted := ledgerTokens(ledger(t, g.dir)); counted != st.PromptTokens+st.CompletionTokens {
+		t.Errorf("the ledger counts %d tokens, the API billed %d: want every answer paid for counted once", counted, st.PromptTokens+st.CompletionTokens)
+	}
+}
