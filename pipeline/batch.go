@@ -1,7 +1,16 @@
+// batch.go is one file of more than 500 lines because it holds what the
+// batch stages share and no one of them owns: the options, a line's
+// record (its codec, and how a collected line finds its record by the
+// custom_id its output names), the batch that carries the lines, the
+// run's client and journal, and the spools. Each stage's own steps are in
+// its own file; split further, a line's record would be written in one
+// file and read back in another.
+
 package pipeline
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -9,6 +18,9 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +28,7 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/batchapi"
+	"github.com/gptbatch/gptbatch/jsonl"
 )
 
 // --via batch stands in for admit, fetch and settle with four stages,
@@ -263,6 +276,88 @@ type tbatch struct {
 	interval time.Duration
 	lost     error // retrieving it failed for good
 	final    openai.Batch
+
+	// The collector's: its lines (their index in lines) by input line,
+	// for lineOf, when lines are not in that order (a follow-up's); nil:
+	// they are.
+	byLine []int32
+}
+
+// lineOf is the line of b (its index in b.lines) a custom_id of its
+// output names, or -1 for none of this run's.
+func (b *tbatch) lineOf(customID string) int32 {
+	if b.byCustom != nil {
+		if i, ok := b.byCustom[customID]; ok {
+			return i
+		}
+		return -1
+	}
+	n, ok := lineOfCustomID(customID)
+	if !ok {
+		return -1
+	}
+	ls := b.lines
+	if len(ls) == 0 {
+		return -1
+	}
+	// A batch's lines are most often the input's lines in a row.
+	if k := n - int(ls[0].line); k >= 0 && k < len(ls) && int(ls[k].line) == n {
+		return int32(k)
+	}
+	at := func(k int) int32 {
+		if b.byLine != nil {
+			return b.byLine[k]
+		}
+		return int32(k)
+	}
+	k, found := sort.Find(len(ls), func(k int) int { return cmp.Compare(n, int(ls[at(k)].line)) })
+	if !found {
+		return -1
+	}
+	return at(k)
+}
+
+// lineOfCustomID is the input line a custom_id of gptbatch's names.
+func lineOfCustomID(customID string) (int, bool) {
+	rest, ok := strings.CutPrefix(customID, "line-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil
+}
+
+// record is the record of line i of b, enough for its result: its head,
+// from b's heads, with what b says of all its lines (model, url), or,
+// past headsMax, its whole record from the records spool of br.
+func (b *tbatch) record(br *batchRun, i int32) (lineRecord, error) {
+	ls := b.lines
+	l := &ls[i]
+	if l.hs < 0 {
+		rec, _, err := br.record(l.rec, false)
+		return rec, err
+	}
+	end := len(b.heads)
+	if int(i)+1 < len(ls) && ls[i+1].hs >= 0 {
+		end = int(ls[i+1].hs)
+	}
+	rec, err := parseRecord(b.heads[l.hs:end])
+	rec.Line, rec.Model, rec.URL = int(l.line), b.model, b.endpoint
+	return rec, err
+}
+
+// item is the item of a batch line collected after tries batches, by its
+// record: enough to read its answer into its result, priced by prices at
+// the Batch API's prices.
+func (rec *lineRecord) item(endpoint string, tries int, prices *budget.Prices) *item {
+	it := &item{
+		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
+		endpoint: endpoint, single: rec.Single, floats: rec.Floats,
+	}
+	it.prices, it.tier = prices, budget.TierBatch
+	it.price, it.est = it.prices.Quote(rec.Model, it.tier, 0, 0)
+	it.priced = !it.est.CostUnknown
+	return it
 }
 
 // batchRun is what the stages of a --via batch run share: the Batch API's

@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -110,11 +109,8 @@ type collector struct {
 	br       *batchRun
 	b        *tbatch
 	endpoint string // b's: every line of a batch goes to its one endpoint
-	// byLine are b's lines (their index in b.lines) by input line, when
-	// b.lines are not in that order already (a follow-up's); nil: they are.
-	byLine []int32
-	retry  []bline
-	settle []budget.Settlement
+	retry    []bline
+	settle   []budget.Settlement
 	// pending are the answers whose settlements wait in settle, by their
 	// line in b.lines: written only once those reach the ledger, so that
 	// an answer on stdout (which --resume counts as done) is always paid
@@ -151,31 +147,18 @@ type pendingAnswer struct {
 // newCollector is the collector of batch b, which sends its results on
 // results.
 func newCollector(r *runner, br *batchRun, b *tbatch, results chan<- []done) *collector {
-	c := &collector{
+	b.byLine = nil
+	if !slices.IsSortedFunc(b.lines, func(x, y bline) int { return cmp.Compare(x.line, y.line) }) {
+		b.byLine = make([]int32, len(b.lines))
+		for i := range b.byLine {
+			b.byLine[i] = int32(i)
+		}
+		slices.SortFunc(b.byLine, func(x, y int32) int { return cmp.Compare(b.lines[x].line, b.lines[y].line) })
+	}
+	return &collector{
 		r: r, api: br.api, br: br, b: b, endpoint: endpointOf(b.endpoint), results: results,
 		seen: make([]bool, len(b.lines)), seenForeign: map[string]bool{},
 	}
-	if !slices.IsSortedFunc(b.lines, func(x, y bline) int { return cmp.Compare(x.line, y.line) }) {
-		c.byLine = make([]int32, len(b.lines))
-		for i := range c.byLine {
-			c.byLine[i] = int32(i)
-		}
-		slices.SortFunc(c.byLine, func(x, y int32) int { return cmp.Compare(b.lines[x].line, b.lines[y].line) })
-	}
-	return c
-}
-
-// itemOf is the item of a line of the batch, by its record, enough to
-// build its result.
-func (c *collector) itemOf(rec lineRecord, tries int) *item {
-	it := &item{
-		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
-		endpoint: c.endpoint, single: rec.Single, floats: rec.Floats,
-	}
-	it.prices, it.tier = c.r.cfg.Prices, budget.TierBatch
-	it.price, it.est = it.prices.Quote(rec.Model, it.tier, 0, 0)
-	it.priced = !it.est.CostUnknown
-	return it
 }
 
 // collect turns an ended batch into its lines' results: the answers and
@@ -588,70 +571,6 @@ func (c *collector) repeated(o *lineOutcome) bool {
 	return false
 }
 
-// seqOf is the line of b (its index in b.lines) a custom_id names, or -1.
-func (c *collector) seqOf(customID string) int32 {
-	b := c.b
-	if b.byCustom != nil {
-		if i, ok := b.byCustom[customID]; ok {
-			return i
-		}
-		return -1
-	}
-	n, ok := lineOfCustomID(customID)
-	if !ok {
-		return -1
-	}
-	if ls := b.lines; c.byLine == nil && len(ls) > 0 {
-		// A batch's lines are most often the input's lines in a row.
-		if k := n - int(ls[0].line); k >= 0 && k < len(ls) && int(ls[k].line) == n {
-			return int32(k)
-		}
-	}
-	at := func(k int) int32 {
-		if c.byLine != nil {
-			return c.byLine[k]
-		}
-		return int32(k)
-	}
-	k, found := sort.Find(len(b.lines), func(k int) int { return cmp.Compare(n, int(b.lines[at(k)].line)) })
-	if !found {
-		return -1
-	}
-	return at(k)
-}
-
-// lineOfCustomID is the input line a custom_id of gptbatch's names.
-func lineOfCustomID(customID string) (int, bool) {
-	rest, ok := strings.CutPrefix(customID, "line-")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.Atoi(rest)
-	return n, err == nil
-}
-
-// lookup finds the line a custom_id names in b: its index in b.lines
-// (-1 for none of this run's), its record and its tries.
-func (c *collector) lookup(customID string) (int32, lineRecord, int, error) {
-	i := c.seqOf(customID)
-	if i < 0 {
-		return -1, lineRecord{}, 1, nil
-	}
-	ls := c.b.lines
-	l := &ls[i]
-	if l.hs < 0 {
-		rec, _, err := c.br.record(l.rec, false)
-		return i, rec, int(l.tries), err
-	}
-	end := len(c.b.heads)
-	if int(i)+1 < len(ls) && ls[i+1].hs >= 0 {
-		end = int(ls[i+1].hs)
-	}
-	rec, err := parseRecord(c.b.heads[l.hs:end])
-	rec.Line, rec.Model, rec.URL = int(l.line), c.b.model, c.b.endpoint // a head leaves out what its line and batch say
-	return i, rec, int(l.tries), err
-}
-
 // parseLine parses one line of an output or error file into the line's
 // result, or a retry, and its settlement.
 func (c *collector) parseLine(raw []byte) (o lineOutcome) {
@@ -663,18 +582,20 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	if err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}
-	var rec lineRecord
-	var tries int
-	o.id = ol.customID
-	if o.seq, rec, tries, err = c.lookup(ol.customID); err != nil {
-		return lineOutcome{seq: -1, bad: err}
+	ol.customID = batchapi.LineID(ol.customID) // a follow-up's carries more
+	// Then the line's record, which its item, and so its result, is
+	// made of.
+	o.id, o.seq = ol.customID, b.lineOf(ol.customID)
+	// Not a line of this run's (its input changed since): its answer was
+	// paid for, so the ledger has it all the same.
+	rec, tries := lineRecord{ID: ol.customID, Model: b.model}, 1
+	if o.seq >= 0 {
+		if rec, err = b.record(c.br, o.seq); err != nil {
+			return lineOutcome{seq: -1, bad: err}
+		}
+		tries = int(b.lines[o.seq].tries)
 	}
-	if o.seq < 0 {
-		// Not a line of this run's (its input changed since): its
-		// answer was paid for, so the ledger has it all the same.
-		rec = lineRecord{ID: ol.customID, Model: b.model}
-	}
-	it := c.itemOf(rec, tries)
+	it := rec.item(endpoint, tries, r.cfg.Prices)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
 		Endpoint: endpoint, Via: "batch", BatchID: b.id,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 )
 
 // plannedFile is a batch file of a dry run's plan.
@@ -27,7 +29,7 @@ func (r *runner) planBatches(ctx context.Context, in <-chan *item, out chan<- *i
 		if it.result == nil && it.cached == nil && dayCheck(day, it.est) == nil {
 			url := it.batchURL()
 			key := chunkKey{url, it.model}
-			n := int64(len(batchLine(it.req.Line, url, it.body)))
+			n := int64(len(batchLine(batchapi.CustomID(it.req.Line, "", nil), url, it.body)))
 			fs := files[key]
 			if fs == nil {
 				keys = append(keys, key)

@@ -244,17 +244,9 @@ func (r *runner) countBatch(h held, reask, settled bool, cost budget.Cost) {
 // journalTries is what the batch journal keeps of a re-ask's earlier
 // tries (JournalItem.Tries), so that --resume, collecting the follow-up
 // batch, goes on from them: the line's result sums every try, and its
-// re-asks stay within --schema-retries.
-type journalTries struct {
-	Reasks           int   `json:"reasks"`
-	Batches          int   `json:"batches"` // the batches the line was in before this one
-	Answers          int   `json:"answers"`
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	CachedTokens     int64 `json:"cached_tokens,omitempty"`
-	ReasoningTokens  int64 `json:"reasoning_tokens,omitempty"`
-	Cost             int64 `json:"cost_picodollars"`
-}
+// re-asks stay within --schema-retries. The follow-up line's custom_id
+// carries it too (batchapi.CustomID), for a lost journal.
+type journalTries = batchapi.Tries
 
 // journal is what the journal keeps of h, a line held so that goes in a
 // batch after being in batches others: nil for a line's first try.

@@ -295,7 +295,7 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		return s.result(ctx, seq, it.result)
 	}
 	url := it.batchURL()
-	line := batchLine(it.req.Line, url, it.body)
+	line := batchLine(batchapi.CustomID(it.req.Line, "", nil), url, it.body)
 	if max := r.cfg.Batch.bytes(); int64(len(line)) > max {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
 		return s.result(ctx, seq, errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
@@ -356,13 +356,14 @@ func recordOf(it *item, url string, cfg *Config) lineRecord {
 	}
 }
 
-// batchLine is a line of a batch file: gptbatch's own custom_id, unique
-// whatever the input's ids are, and the exact body.
-func batchLine(line int, url string, body []byte) []byte {
-	b := make([]byte, 0, len(body)+80)
-	b = append(b, `{"custom_id":"line-`...)
-	b = strconv.AppendInt(b, int64(line), 10)
-	b = append(b, `","method":"POST","url":`...)
+// batchLine is a line of a batch file: gptbatch's own custom_id
+// (batchapi.CustomID), unique whatever the input's ids are, and the exact
+// body.
+func batchLine(id string, url string, body []byte) []byte {
+	b := make([]byte, 0, len(body)+len(id)+64)
+	b = append(b, `{"custom_id":`...)
+	b = strconv.AppendQuote(b, id)
+	b = append(b, `,"method":"POST","url":`...)
 	b = strconv.AppendQuote(b, url)
 	b = append(b, `,"body":`...)
 	b = append(b, body...)
@@ -634,35 +635,24 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		Run: s.runID, Chunk: b.chunk, Create: b.creates, Endpoint: b.endpoint, Model: b.model, InputFileID: b.inputFile,
 		Lines: len(b.lines), EstTokens: b.est.Tokens, EstCost: b.est.Cost, Day: b.day, InputTokens: b.tokens,
 	}
-	meta := batchapi.Tags(head, r.cfg.Batch.Journal)
-	// Journalled before the call: a run killed while it is in flight
-	// leaves word of the batch it may have made, which --resume looks
-	// for before submitting the lines again.
-	intent := head
-	intent.Event, intent.Time = batchapi.EventCreating, r.cfg.Clock.Now()
-	if err := s.journal.Append(intent); err != nil {
-		r.journalFailed(fmt.Errorf("no batch was created of chunk %d: %w", b.chunk, err))
+	// A second batch would run its lines, and be paid for, twice; one a
+	// lost answer made runs, and is journalled.
+	cr := s.journal.Create(ctx, s.api, r.stop.signal.Done(), head, items)
+	switch {
+	case cr.Unwritten != nil:
+		r.journalFailed(fmt.Errorf("no batch was created of chunk %d: %w", b.chunk, cr.Unwritten))
 		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
 		}
 		s.unused(ctx, b, b.creates-1)
 		return s.failSeqs(ctx, b.lines, jsonl.ErrInterrupted, "not sent: the run stopped: the batch journal cannot be written", 0, "")
-	}
-	// A second batch would run its lines, and be paid for, twice; one
-	// a lost answer made runs, and is journalled.
-	bo, f, ok, unknown := s.api.CreateOnce(ctx, r.stop.signal.Done(), b.inputFile, b.endpoint, meta)
-	if unknown != nil {
+	case cr.Unknown:
 		// The batch may run, and bill: its creating record stays open,
 		// for --resume to look again; the file and the reservation stay
 		// with it.
 		return s.failSeqs(ctx, b.lines, jsonl.ErrInterrupted, "not known to be sent: the answer to creating its batch was lost, and the batches could not be listed to tell whether it was made ("+
-			unknown.Msg+"); the same command with --resume looks for it again, and collects it if it was", unknown.Status, "")
-	}
-	if !ok {
-		// Best effort: without it, --resume looks for the batch in vain.
-		notMade := head
-		notMade.Event, notMade.Time = batchapi.EventNotMade, r.cfg.Clock.Now()
-		_ = s.journal.Append(notMade)
+			cr.Failure.Msg+"); the same command with --resume looks for it again, and collects it if it was", cr.Failure.Status, "")
+	case cr.Batch.ID == "":
 		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
 			return err
 		}
@@ -670,12 +660,9 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		if r.stop.signal.Err() != nil {
 			return s.failSeqs(ctx, b.lines, interrupted.typ, interrupted.msg, 0, "")
 		}
-		return s.failSeqs(ctx, b.lines, f.Type, "not sent: the batch could not be created: "+f.Msg, f.Status, "")
+		return s.failSeqs(ctx, b.lines, cr.Failure.Type, "not sent: the batch could not be created: "+cr.Failure.Msg, cr.Failure.Status, "")
 	}
-	b.id, b.status, b.submitted = bo.ID, bo.Status, r.cfg.Clock.Now()
-	rec := head
-	rec.Event, rec.Time, rec.BatchID, rec.Items = batchapi.EventSubmitted, b.submitted, b.id, items
-	jerr := s.journal.Append(rec)
+	b.id, b.status, b.submitted = cr.Batch.ID, cr.Batch.Status, cr.Time
 	r.cfg.Log.Info("batch submitted", "batch", b.id, "lines", len(b.lines), "model", b.model, "chunk", b.chunk)
 	s.register(b)
 	b.journal = nil
@@ -685,8 +672,8 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		}
 	}
 	r.stats.BatchLines.Add(int64(len(b.lines)))
-	if jerr != nil {
-		return s.unjournalled(ctx, b, jerr)
+	if cr.Unjournalled != nil {
+		return s.unjournalled(ctx, b, cr.Unjournalled)
 	}
 	s.running[b.model] += b.tokens
 	return s.hand(ctx, b)
@@ -770,7 +757,10 @@ func (s *submitter) collected(ctx context.Context, c collected) error {
 		if err != nil {
 			return &Error{Code: ExitFailed, Err: err}
 		}
-		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchLine(rec.Line, rec.URL, body), open); err != nil {
+		// A line asked again carries its journal item in its custom_id,
+		// so that a lost journal is rebuilt with it.
+		id := batchapi.CustomID(rec.Line, rec.Hash, rec.Held.journal(int(l.tries)))
+		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchLine(id, rec.URL, body), open); err != nil {
 			return err
 		}
 	}

@@ -1,10 +1,13 @@
 // Package batchapi is gptbatch's side of OpenAI's Batch API, for --via
 // batch and the `batches` command:
 //
-//	client.go   the Files and Batches calls, each a single attempt that a server that hangs cannot hang
+//	client.go   the client, and the calls that read or delete, each a single attempt that a server
+//	            that hangs cannot hang
 //	once.go     the one retry loop every call goes through, and the calls that make something, an
-//	            upload and a create, tried again with it and made once however their answers are lost
-//	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written and read
+//	            upload and a create: their single attempts, and how they are made once however their
+//	            answers are lost
+//	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written (a
+//	            batch's create journalled around the call) and read
 //	recover.go  what a lost journal, or a run killed mid-create, left: rebuilt from the API
 package batchapi
 
@@ -15,10 +18,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime/multipart"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -61,7 +62,7 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 
 // Client calls the part of OpenAI's Files and Batch APIs that --via batch
 // and `gptbatch batches` use. Its methods named for a call are single
-// attempts; Retry, UploadOnce and CreateOnce try again. Safe for
+// attempts; Retry, UploadOnce and Journal.Create try again. Safe for
 // concurrent use.
 type Client struct {
 	cfg Config
@@ -233,80 +234,6 @@ func (c *Client) ListFiles(ctx context.Context, purpose, after string, limit int
 		return FilePage{}, &openai.RequestError{HTTPStatus: resp.Status, HTTPStatusCode: resp.StatusCode, Err: fmt.Errorf("list files: unreadable answer")}
 	}
 	return page, nil
-}
-
-// Upload sends the file at path as a batch input file named name,
-// streaming it: the file may be 200 MB, and go-openai would build the
-// whole request in memory. It returns the file's id.
-func (c *Client) Upload(ctx context.Context, path, name string) (id string, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	// Fed as the file is read onto the wire: a connection that takes no
-	// more, or an answer that does not come, ends the call.
-	w := c.watch(ctx)
-	defer w.stop()
-	defer func() { err = w.err(err) }()
-	ctx = w.ctx
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	wrote := make(chan struct{})
-	go func() {
-		defer close(wrote)
-		err := mw.WriteField("purpose", "batch")
-		if err == nil {
-			var part io.Writer
-			if part, err = mw.CreateFormFile("file", name); err == nil {
-				if _, err = io.Copy(part, fedReader{f, w}); err == nil {
-					err = mw.Close()
-				}
-			}
-		}
-		pw.CloseWithError(err)
-	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.BaseURL+"/files", pr)
-	if err != nil {
-		pr.Close()
-		<-wrote
-		return "", err
-	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("Authorization", "Bearer "+c.cfg.Key)
-	resp, err := c.hc.Do(req)
-	// The writer ends once the request body is read or closed.
-	pr.CloseWithError(errors.New("upload ended"))
-	<-wrote
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode >= 300 {
-		return "", retry.APIError(resp.StatusCode, body)
-	}
-	var fo struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(body, &fo); err != nil || fo.ID == "" {
-		return "", &openai.RequestError{HTTPStatus: resp.Status, HTTPStatusCode: resp.StatusCode, Err: fmt.Errorf("upload: unreadable answer")}
-	}
-	return fo.ID, nil
-}
-
-// Create creates a batch of the input file fileID at endpoint (a URL,
-// /v1/chat/completions), tagged with meta.
-func (c *Client) Create(ctx context.Context, fileID, endpoint string, meta map[string]any) (openai.Batch, error) {
-	ctx, cancel := c.bounded(ctx)
-	defer cancel()
-	b, err := c.oa.CreateBatch(ctx, openai.CreateBatchRequest{
-		InputFileID: fileID, Endpoint: openai.BatchEndpoint(endpoint), CompletionWindow: "24h", Metadata: meta,
-	})
-	return b.Batch, err
 }
 
 // DeleteFile deletes the file id.

@@ -2,7 +2,13 @@ package batchapi
 
 import (
 	"context"
-	"strconv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
@@ -76,14 +82,14 @@ func (c *Client) UploadOnce(ctx context.Context, stop <-chan struct{}, path, nam
 	return id, f, ok
 }
 
-// CreateOnce creates a batch of the input file fileID at endpoint, tagged
+// createOnce creates a batch of the input file fileID at endpoint, tagged
 // with meta (Tags), with Retry's retries, never making two: a batch a lost
 // answer made is found by its file and tags and taken for the call's
 // answer. When the batches cannot be listed to tell whether a lost answer
 // made one, it stops rather than create one blind, and unknown says why:
 // the batch may run, and bill. stop, once closed, ends the retries (nil:
-// never).
-func (c *Client) CreateOnce(ctx context.Context, stop <-chan struct{}, fileID, endpoint string, meta map[string]any) (b openai.Batch, f retry.Failure, ok bool, unknown *retry.Failure) {
+// never). Journal.Create journals it.
+func (c *Client) createOnce(ctx context.Context, stop <-chan struct{}, fileID, endpoint string, meta map[string]any) (b openai.Batch, f retry.Failure, ok bool, unknown *retry.Failure) {
 	f, ok, unknown = c.makeOnce(ctx, stop, "create batch", func(ctx context.Context) (err error) {
 		b, err = c.Create(ctx, fileID, endpoint, meta)
 		return err
@@ -136,6 +142,80 @@ func (c *Client) makeOnce(ctx context.Context, stop <-chan struct{}, what string
 	return f, ok, nil
 }
 
+// Upload sends the file at path as a batch input file named name,
+// streaming it: the file may be 200 MB, and go-openai would build the
+// whole request in memory. It returns the file's id.
+func (c *Client) Upload(ctx context.Context, path, name string) (id string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	// Fed as the file is read onto the wire: a connection that takes no
+	// more, or an answer that does not come, ends the call.
+	w := c.watch(ctx)
+	defer w.stop()
+	defer func() { err = w.err(err) }()
+	ctx = w.ctx
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		err := mw.WriteField("purpose", "batch")
+		if err == nil {
+			var part io.Writer
+			if part, err = mw.CreateFormFile("file", name); err == nil {
+				if _, err = io.Copy(part, fedReader{f, w}); err == nil {
+					err = mw.Close()
+				}
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.BaseURL+"/files", pr)
+	if err != nil {
+		pr.Close()
+		<-wrote
+		return "", err
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+c.cfg.Key)
+	resp, err := c.hc.Do(req)
+	// The writer ends once the request body is read or closed.
+	pr.CloseWithError(errors.New("upload ended"))
+	<-wrote
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode >= 300 {
+		return "", retry.APIError(resp.StatusCode, body)
+	}
+	var fo struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(body, &fo); err != nil || fo.ID == "" {
+		return "", &openai.RequestError{HTTPStatus: resp.Status, HTTPStatusCode: resp.StatusCode, Err: fmt.Errorf("upload: unreadable answer")}
+	}
+	return fo.ID, nil
+}
+
+// Create creates a batch of the input file fileID at endpoint (a URL,
+// /v1/chat/completions), tagged with meta.
+func (c *Client) Create(ctx context.Context, fileID, endpoint string, meta map[string]any) (openai.Batch, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	b, err := c.oa.CreateBatch(ctx, openai.CreateBatchRequest{
+		InputFileID: fileID, Endpoint: openai.BatchEndpoint(endpoint), CompletionWindow: "24h", Metadata: meta,
+	})
+	return b.Batch, err
+}
+
 // newest looks for an item match accepts among the newest of a listing
 // (list: a page after the item after, its last item, whether more
 // follow): what a lost answer made moments ago is there, and two pages
@@ -166,20 +246,6 @@ func newest[T any](ctx context.Context, c *Client, stop <-chan struct{}, what st
 		after = last
 	}
 	return it, false, nil
-}
-
-// Tags are the metadata of the batch that rec, a creating record of the
-// journal at journal, describes: they name this creation of the chunk's
-// file (gptbatch_run, gptbatch_chunk, gptbatch_create) and the journal
-// (gptbatch_journal), so that a lost answer's batch is found, and a lost
-// journal rebuilt. A batch refused for the enqueued-token limit is created
-// again from the same file: its tags, of an earlier creation, never match
-// the new one's.
-func Tags(rec JournalRecord, journal string) map[string]any {
-	return map[string]any{
-		"gptbatch_run": rec.Run, "gptbatch_chunk": strconv.Itoa(rec.Chunk), "gptbatch_create": strconv.Itoa(rec.Create),
-		"gptbatch_journal": JournalTag(journal),
-	}
 }
 
 // tagged reports whether bo is a batch of the file inputFile with every

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
@@ -1017,5 +1020,113 @@ func TestLineOwnSchemaEstimates(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSchemaViaBatchRecoveredFollowUp: a --via batch --schema run stopped
+// while the follow-up batch of its invalid answers runs, whose journal is
+// then lost, is finished by `batches recover` and --resume exactly as the
+// journal would have finished it: the follow-up is recovered with the
+// lines it answers and their earlier tries, --resume collects it instead
+// of asking its lines again, every line ends parsed once, and the API
+// answers (and bills) each line once and each invalid answer once more,
+// every answer in the ledger once.
+func TestSchemaViaBatchRecoveredFollowUp(t *testing.T) {
+	t.Parallel()
+	clk := newStepClock()
+	srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 5, Structured: openaitest.StructuredConfig{InvalidRate: 0.2}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	g.seams.Clock = clk
+	journal := filepath.Join(g.dir, "usage.batches.jsonl")
+	const n = 60
+	in := reviews(n)
+	args := []string{"--via", "batch", "--schema", tenFields}
+
+	// Stopped once the follow-up (chunk 2) is submitted and journalled.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, stderr, code := g.runUntil(ctx, cancel, in, "chunk=2", append(args, "--verbose")...)
+	if code != 130 {
+		t.Fatalf("interrupted run: exit status %d, want 130: %s", code, stderr)
+	}
+	prev := filepath.Join(g.dir, "out.jsonl")
+	if err := os.WriteFile(prev, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	invalid := 0
+	for _, k := range srv.Structured().Invalid {
+		invalid += k
+	}
+	journalled, _, err := batchapi.ReadJournal(journal, time.Time{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if invalid == 0 || len(journalled) != 2 || !journalled[0].Collected || journalled[1].Collected || len(journalled[1].Items) != invalid {
+		t.Fatalf("%d invalid first answers, journal %+v: want some, the first batch collected and the follow-up of them running", invalid, journalled)
+	}
+	followUp := journalled[1]
+
+	// The journal is lost, and rebuilt from the API.
+	if err := os.Remove(journal); err != nil {
+		t.Fatal(err)
+	}
+	loud := slices.DeleteFunc(slices.Clone(g.args), func(a string) bool { return a == "--quiet" })
+	var rout, rerr bytes.Buffer
+	if code := Run(context.Background(), slices.Concat(loud, []string{"batches", "recover"}), strings.NewReader(""), &rout, &rerr, g.seams); code != 0 {
+		t.Fatalf("batches recover: exit status %d: %s", code, rerr.String())
+	}
+	rebuilt, _, err := batchapi.ReadJournal(journal, time.Time{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rebuilt) != 1 || rebuilt[0].BatchID != followUp.BatchID || !reflect.DeepEqual(rebuilt[0].Items, followUp.Items) {
+		t.Errorf("rebuilt journal %+v\nwant the follow-up as submitted: %+v", rebuilt, followUp.Items)
+	}
+
+	out2, stderr2, code := g.run(context.Background(), in, append(args, "--resume", prev)...)
+	if code != 0 {
+		t.Fatalf("--resume: exit status %d: %s", code, stderr2)
+	}
+	// Whatever is left running runs to its end, and bills, as the API's
+	// batches do.
+	srv.FinishBatches()
+
+	fits := validator(t, tenFields)
+	byLine := map[string][]budget.LedgerEntry{}
+	for _, e := range ledger(t, g.dir) {
+		byLine[e.ID] = append(byLine[e.ID], e)
+	}
+	done := map[string]int{}
+	for _, r := range append(parseLines[schemaBatchResult](t, out), parseLines[schemaBatchResult](t, out2)...) {
+		if r.Error != nil {
+			continue
+		}
+		if err := fits(r.Parsed); err != nil {
+			t.Errorf("%s: parsed %s: %v", r.ID, r.Parsed, err)
+		}
+		done[r.ID]++
+		u, c, _ := tries(byLine[r.ID])
+		if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) || r.Usage.PromptTokens != u.PromptTokens {
+			t.Errorf("%s: cost_usd %s, attempts %d, prompt_tokens %d; want its %d tries' %s and %d", r.ID, got, r.Attempts, r.Usage.PromptTokens, len(byLine[r.ID]), c, u.PromptTokens)
+		}
+	}
+	for i := range n {
+		if id := fmt.Sprint("r", i); done[id] != 1 {
+			t.Errorf("%s parsed %d times over both runs, want once", id, done[id])
+		}
+	}
+	st := srv.BatchStats()
+	billed := st.PromptTokens + st.CompletionTokens
+	var counted int64
+	for _, es := range byLine {
+		counted += ledgerTokens(es)
+	}
+	t.Logf("the API: %d batches, %d lines answered, %d tokens billed; the ledger: %d tokens", st.Created, st.Succeeded, billed, counted)
+	if st.Created != 2 || st.Succeeded != n+invalid {
+		t.Errorf("the fake: %d batches, %d lines answered; want 2 and %d: each line once, and once more each invalid answer", st.Created, st.Succeeded, n+invalid)
+	}
+	if counted != billed {
+		t.Errorf("the ledger counts %d tokens, the API billed %d: want every answer paid for counted once", counted, billed)
 	}
 }
