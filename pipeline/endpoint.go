@@ -1,17 +1,12 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
-	"strings"
 
 	gojson "github.com/goccy/go-json"
 	"github.com/gptbatch/gptbatch/budget"
-	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 	openai "github.com/sashabaranov/go-openai"
 )
@@ -27,13 +22,13 @@ type endpoint struct {
 	// resolve sets a line's output cap and the rest of its request body
 	// and counts its prompt.
 	resolve func(it *item, body map[string]json.RawMessage, cfg *Config) error
-	// call sends the request ctx carries (see rawBodyDoer) through
-	// go-openai, which picks the URL and checks the model.
+	// call sends the request ctx carries (see rawBodyDoer, in fetch.go)
+	// through go-openai, which picks the URL and checks the model.
 	call func(ctx context.Context, c *openai.Client, model string) error
 	// body is an empty answerBody of the endpoint's, for resultFromBody
-	// to read an answer body into; line reads a line of a Batch API
-	// output or error file, and a 200's body with it in the same pass
-	// (see readOutputLine). Both read with goccy/go-json, which decodes in
+	// (fetch.go) to read an answer body into; line reads a line of a
+	// Batch API output or error file, and a 200's body with it in the
+	// same pass (see readOutputLine). Both read with goccy/go-json, which decodes in
 	// half the time of encoding/json: the decode was a tenth of a
 	// synchronous call's CPU, and collecting --via batch's output is bound
 	// by it.
@@ -164,26 +159,6 @@ type answerBody interface {
 	result(it *item) (answer, error)
 }
 
-// resultFromBody reads body, the answer it.endpoint gave with HTTP status
-// status to the request of it (a line, or a pack of them), into the
-// lines' results. A status outside 2xx is the API's error, returned as an
-// *openai.APIError (or *openai.RequestError for a body that is no error
-// object) for retry.Classify; a 2xx body that cannot be read as an answer is an
-// error too. Costs are at the tier the answer says it was billed at
-// (lineResult); an item of the Batch API's (tier TierBatch) is at its
-// prices.
-func resultFromBody(it *item, status int, body []byte) (answer, error) {
-	if status < 200 || status >= 300 {
-		return answer{}, retry.APIError(status, body)
-	}
-	d := endpointFor(it.endpoint)
-	b := d.body()
-	if err := gojson.Unmarshal(body, b); err != nil {
-		return answer{}, fmt.Errorf("read %s: %w", d.what, err)
-	}
-	return b.result(it)
-}
-
 // outputLine is a line of a Batch API output or error file.
 type outputLine struct {
 	customID string
@@ -205,67 +180,4 @@ type outputError struct {
 // endpoint's requests.
 func readOutputLine(endpoint string, line []byte) (outputLine, error) {
 	return endpointFor(endpoint).line(line)
-}
-
-type ctxKey int
-
-const (
-	bodyKey  ctxKey = iota // []byte: the exact request body to send
-	replyKey               // *reply: filled with what the response said
-)
-
-// reply is what a call's HTTP response carried, which go-openai does not
-// expose: the status and headers, for the retry logic, and a success's
-// body, for resultFromBody.
-type reply struct {
-	status int
-	header http.Header
-	body   []byte // a 2xx answer's body
-}
-
-// rawBodyDoer sends the request body carried in the request's context in
-// place of the one go-openai marshalled from its struct, which drops
-// "temperature": 0 and every field it does not know. It also records the
-// status and headers for the retry logic, and keeps a successful answer's
-// body whole: go-openai's structs drop what gptbatch must not (logprobs,
-// refusals) and cannot read base64 embeddings, so go-openai is given an
-// empty object to decode and resultFromBody reads the answer.
-type rawBodyDoer struct{ hc *http.Client }
-
-func (d rawBodyDoer) Do(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
-	if b, ok := ctx.Value(bodyKey).([]byte); ok {
-		req.Body = io.NopCloser(bytes.NewReader(b))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-		req.ContentLength = int64(len(b))
-	}
-	resp, err := d.hc.Do(req)
-	r, ok := ctx.Value(replyKey).(*reply)
-	if !ok || resp == nil {
-		return resp, err
-	}
-	r.status, r.header = resp.StatusCode, resp.Header
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return nil, err
-		}
-		r.body = b
-		resp.Body = io.NopCloser(strings.NewReader("{}"))
-		resp.ContentLength = 2
-	}
-	return resp, err
-}
-
-// newClient is a go-openai client for baseURL whose connection pool keeps
-// one idle connection per worker.
-func newClient(baseURL, key string, parallel int) *openai.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = parallel + 8
-	tr.MaxIdleConnsPerHost = parallel + 8
-	cfg := openai.DefaultConfig(key)
-	cfg.BaseURL = strings.TrimRight(baseURL, "/")
-	cfg.HTTPClient = rawBodyDoer{hc: &http.Client{Transport: tr}}
-	return openai.NewClientWithConfig(cfg)
 }

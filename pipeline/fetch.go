@@ -1,9 +1,11 @@
 package pipeline
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -11,23 +13,20 @@ import (
 	"sync/atomic"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
+	openai "github.com/sashabaranov/go-openai"
 )
 
-// fetch is the send stage: it pulls admitted lines (or packs of them) from
-// next as its workers come free, and passes each one's results to out, in
-// input order unless --unordered: a line's result, or a pack's, one a
-// line. What a worker does with an item is chosen once for the run: send
+// sender is what a worker of the send stage (see run) does with an
+// admitted item, a line or a pack of them, chosen once for the run: send
 // it (sendLine); with --schema, send it and ask again while its answer
 // does not fit (sendChecked); with --cache, serve it from the cache or
-// send it (serveItem). It is the only sender on out and on settle, and
-// closes both. Another way of sending (the Batch API) replaces this stage
-// as a whole.
-func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- []*jsonl.Result, settle chan<- budget.Settlement) error {
-	defer close(settle)
-	defer close(out)
+// send it (serveItem). It returns the item's lines' results in input
+// order, and settles every call it makes through settle.
+func (r *runner) sender(ctx context.Context, settle chan<- budget.Settlement) func(*item) []*jsonl.Result {
 	work := r.sendLine
 	switch {
 	case r.cache != nil:
@@ -35,22 +34,7 @@ func (r *runner) fetch(ctx context.Context, next source[*item], out chan<- []*js
 	case r.cfg.Schema != nil:
 		work = r.sendChecked
 	}
-	send := func(it *item) []*jsonl.Result { return work(ctx, it, settle) }
-	p := r.cfg.Parallel
-	if r.cfg.Unordered {
-		return unorderedMap(ctx, p, next, out, send)
-	}
-	// The window: items taken in ahead of the one the writer waits for. A
-	// slow item at the head holds back at most this many. A pack holds up
-	// to --pack lines' results, so the window of packs is the window of
-	// lines over --pack, with a place for every worker.
-	window := 4*p + 64
-	if r.cfg.Pack > 1 {
-		window = p + max(1, window/r.cfg.Pack)
-	}
-	return orderedMap(ctx, p, window, next, out, send, func(head *item) {
-		r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
-	})
+	return func(it *item) []*jsonl.Result { return work(ctx, it, settle) }
 }
 
 // sendLine sends one admitted item to its endpoint, giving each attempt
@@ -209,31 +193,95 @@ func (r *runner) failed(it *item, f retry.Failure) []*jsonl.Result {
 	return it.spread(res)
 }
 
-// spread is res, the result of an item that got no answer, as its lines'
-// results: the line's, or a copy for each member of a pack, naming its
-// line.
-func (it *item) spread(res *jsonl.Result) []*jsonl.Result {
-	if it.members == nil {
-		return []*jsonl.Result{res}
-	}
-	out := make([]*jsonl.Result, len(it.members))
-	prefix := fmt.Sprintf("line %d: ", it.req.Line)
-	for i, m := range it.members {
-		e := *res.Error
-		if rest, ok := strings.CutPrefix(e.Message, prefix); ok {
-			e.Message = fmt.Sprintf("line %d: %s", m.req.Line, rest)
-		}
-		out[i] = &jsonl.Result{ID: m.req.ID, Line: m.req.Line, Metadata: m.req.Metadata, Attempts: res.Attempts, Error: &e}
-	}
-	return out
-}
-
 // attempt is the outcome of one API call, as sendLine makes it.
 type attempt struct {
 	ans     answer // what a successful call answered
 	reply   reply
 	err     error
 	latency time.Duration
+}
+
+type ctxKey int
+
+const (
+	bodyKey  ctxKey = iota // []byte: the exact request body to send
+	replyKey               // *reply: filled with what the response said
+)
+
+// reply is what a call's HTTP response carried, which go-openai does not
+// expose: the status and headers, for the retry logic, and a success's
+// body, for resultFromBody.
+type reply struct {
+	status int
+	header http.Header
+	body   []byte // a 2xx answer's body
+}
+
+// rawBodyDoer sends the request body carried in the request's context in
+// place of the one go-openai marshalled from its struct, which drops
+// "temperature": 0 and every field it does not know. It also records the
+// status and headers for the retry logic, and keeps a successful answer's
+// body whole: go-openai's structs drop what gptbatch must not (logprobs,
+// refusals) and cannot read base64 embeddings, so go-openai is given an
+// empty object to decode and resultFromBody reads the answer.
+type rawBodyDoer struct{ hc *http.Client }
+
+func (d rawBodyDoer) Do(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if b, ok := ctx.Value(bodyKey).([]byte); ok {
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		req.ContentLength = int64(len(b))
+	}
+	resp, err := d.hc.Do(req)
+	r, ok := ctx.Value(replyKey).(*reply)
+	if !ok || resp == nil {
+		return resp, err
+	}
+	r.status, r.header = resp.StatusCode, resp.Header
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		r.body = b
+		resp.Body = io.NopCloser(strings.NewReader("{}"))
+		resp.ContentLength = 2
+	}
+	return resp, err
+}
+
+// newClient is a go-openai client for baseURL whose connection pool keeps
+// one idle connection per worker.
+func newClient(baseURL, key string, parallel int) *openai.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = parallel + 8
+	tr.MaxIdleConnsPerHost = parallel + 8
+	cfg := openai.DefaultConfig(key)
+	cfg.BaseURL = strings.TrimRight(baseURL, "/")
+	cfg.HTTPClient = rawBodyDoer{hc: &http.Client{Transport: tr}}
+	return openai.NewClientWithConfig(cfg)
+}
+
+// resultFromBody reads body, the answer it.endpoint gave with HTTP status
+// status to the request of it (a line, or a pack of them), into the
+// lines' results. A status outside 2xx is the API's error, returned as an
+// *openai.APIError (or *openai.RequestError for a body that is no error
+// object) for retry.Classify; a 2xx body that cannot be read as an answer is an
+// error too. Costs are at the tier the answer says it was billed at
+// (lineResult); an item of the Batch API's (tier TierBatch) is at its
+// prices.
+func resultFromBody(it *item, status int, body []byte) (answer, error) {
+	if status < 200 || status >= 300 {
+		return answer{}, retry.APIError(status, body)
+	}
+	d := endpointFor(it.endpoint)
+	b := d.body()
+	if err := gojson.Unmarshal(body, b); err != nil {
+		return answer{}, fmt.Errorf("read %s: %w", d.what, err)
+	}
+	return b.result(it)
 }
 
 // settle applies the settlements of the calls to the gate, as many at a

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
@@ -61,6 +63,25 @@ func errorResult(req *jsonl.Request, typ, msg string, status int) *jsonl.Result 
 		Metadata: req.Metadata,
 		Error:    &jsonl.Error{Type: typ, Message: msg, Status: status},
 	}
+}
+
+// spread is res, the result of an item that got no answer, as its lines'
+// results: the line's, or a copy for each member of a pack, naming its
+// line.
+func (it *item) spread(res *jsonl.Result) []*jsonl.Result {
+	if it.members == nil {
+		return []*jsonl.Result{res}
+	}
+	out := make([]*jsonl.Result, len(it.members))
+	prefix := fmt.Sprintf("line %d: ", it.req.Line)
+	for i, m := range it.members {
+		e := *res.Error
+		if rest, ok := strings.CutPrefix(e.Message, prefix); ok {
+			e.Message = fmt.Sprintf("line %d: %s", m.req.Line, rest)
+		}
+		out[i] = &jsonl.Result{ID: m.req.ID, Line: m.req.Line, Metadata: m.req.Metadata, Attempts: res.Attempts, Error: &e}
+	}
+	return out
 }
 
 func mustJSON(v any) json.RawMessage {

@@ -11,17 +11,20 @@
 //	runner.go        what the stages share: the runner, the stop state, the run's errors
 //	item.go          a line on its way through the stages; the result of a line that failed
 //	read.go          stdin → requests, one a line
-//	prepare.go       tokenize: the wire body and the estimate, on every core
+//	prepare.go       prepare: a line's wire body and estimate (run puts it on every core)
 //	cache.go         --cache: answers sent before, looked up in blocks; identical lines sent once
-//	endpoint.go      the endpoints' table and what their files share: the wire, the one decoder
+//	endpoint.go      the endpoints' table and what their files share: the answer each decodes to
+//	                 on either route, a line's priced share of it, a Batch API output line
 //	chat.go          chat completions: a line's body, its call, its answer's result
 //	responses.go     the Responses API: the same
 //	embeddings.go    embeddings: the same, and the vectors as floats
 //	pack.go          --pack: runs of single-input embeddings lines share a request
 //	admit.go         hold the batch back while --batch-tokens and --max-cost may refuse it;
 //	                 then reserve each line's estimate through the gate, just ahead of a free worker
-//	fetch.go         send: a fixed number of workers, the retry loop, what the headers teach
-//	                 the gate, and the settling of every call to what the API counted
+//	fetch.go         send: a fixed number of workers, the retry loop, the request on the wire
+//	                 (go-openai picks the URL, the line's own body goes) and its answer read,
+//	                 what the headers teach the gate, and the settling of every call to what
+//	                 the API counted
 //	cacheserve.go    --cache in fetch's workers: hits and twins served, new answers stored
 //	schema.go        --schema: lines held to a schema, answers checked, invalid ones asked again
 //	emit.go          the only writer to stdout (results, or a dry run's estimates)
@@ -57,6 +60,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"runtime"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -302,8 +306,15 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 		return r.cfg.Tokens.Build(r.cfg.Model)
 	})
 
+	// prepare: each line's body and estimate, on every core, in input
+	// order. Two lines a core in the window keep every core busy while the
+	// head line, perhaps a long one, is counted.
 	prepared := make(chan *item, readAhead)
-	g.Go(func() error { return upstream(r.tokenize(up, lines, prepared)) })
+	cores := runtime.GOMAXPROCS(0)
+	g.Go(func() error {
+		defer close(prepared)
+		return upstream(orderedMap(up, cores, 2*cores, fromChan(lines), prepared, r.prepareLine, nil))
+	})
 
 	looked := prepared
 	if r.cache != nil {
@@ -376,12 +387,32 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 			g.Go(func() error { return r.pack(gctx, held, packed) })
 			toAdmit = packed
 		}
+		// fetch (fetch.go): p workers take admitted items as they come
+		// free, each as it is admitted (admitter), and pass each one's
+		// results on, in input order unless --unordered; the calls'
+		// settlements go to settle. Another way of sending (the Batch API)
+		// replaces this stage as a whole. The window is the items taken
+		// in ahead of the one the writer waits for: a slow item at the
+		// head holds back at most this many. A pack holds up to --pack
+		// lines' results, so the window of packs is the window of lines
+		// over --pack, with a place for every worker.
+		window := 4*p + 64
+		if r.cfg.Pack > 1 {
+			window = p + max(1, window/r.cfg.Pack)
+		}
 		g.Go(func() error {
+			defer close(settle)
+			defer close(results)
 			if r.cache != nil {
 				// The answers to store come from fetch's workers.
 				defer close(r.cache.puts)
 			}
-			return r.fetch(gctx, r.admitter(toAdmit), results, settle)
+			if r.cfg.Unordered {
+				return unorderedMap(gctx, p, r.admitter(toAdmit), results, r.sender(gctx, settle))
+			}
+			return orderedMap(gctx, p, window, r.admitter(toAdmit), results, r.sender(gctx, settle), func(head *item) {
+				r.cfg.Log.Debug("waiting for a slow line: the window ahead of it is full", "line", head.req.Line, "window", window)
+			})
 		})
 		g.Go(func() error { return r.settle(gctx, settle) })
 		if r.cache != nil {

@@ -1,26 +1,22 @@
 package pipeline
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"runtime"
 	"strconv"
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
-// tokenize prepares lines on every core and sends them on in input order.
-func (r *runner) tokenize(ctx context.Context, in <-chan *jsonl.Request, out chan<- *item) error {
-	defer close(out)
-	// Two lines a core in the window keep every core busy while the head
-	// line, perhaps a long one, is counted.
-	n := runtime.GOMAXPROCS(0)
-	exact := r.countFirst && !r.cfg.countLater
-	return orderedMap(ctx, n, 2*n, fromChan(in), out, func(req *jsonl.Request) *item { return r.prepare(req, exact) }, nil)
+// prepareLine is prepare as the prepare stage's workers run it (see run):
+// counted exactly from the start when every estimate must be exact before
+// anything is sent (countFirst), unless the response cache's lookup counts
+// the lines it does not answer (countLater).
+func (r *runner) prepareLine(req *jsonl.Request) *item {
+	return r.prepare(req, r.countFirst && !r.cfg.countLater)
 }
 
 // Default output-token caps, sent when a line gives none, so that every
