@@ -434,10 +434,10 @@ func (br *batchRun) close() {
 // spool is an append-only temporary file of records, each a pair of byte
 // strings (a head and a body), read back at the offset append returned.
 // It lets --via batch keep what it knows of each line on disk, not in
-// memory: the lines waiting for their batch, and the results waiting for
-// their turn to be written. The file is unlinked as soon as it is made, so
-// nothing is left behind however the process ends. Safe for concurrent
-// use.
+// memory, from the time it is read until its result is written: its
+// request, and what its result needs. The file is unlinked as soon as it
+// is made (tempFile), so nothing is left behind however the process ends.
+// Safe for concurrent use.
 type spool struct {
 	mu      sync.Mutex
 	f       *os.File
@@ -451,13 +451,30 @@ const spoolHeader = 8
 
 // newSpool makes a spool in dir ("" for the temporary directory).
 func newSpool(dir, name string) (*spool, error) {
+	f, err := tempFile(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	return &spool{f: f, w: bufio.NewWriterSize(f, 256<<10)}, nil
+}
+
+// tempFile makes a temporary file for --via batch in dir ("" for the
+// temporary directory), and unlinks it at once; removeTemp closes it.
+func tempFile(dir, name string) (*os.File, error) {
 	f, err := os.CreateTemp(dir, "gptbatch-"+name+"-*")
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	// Where an open file cannot be removed, close removes it.
+	// Where an open file cannot be removed, removeTemp removes it.
 	_ = os.Remove(f.Name())
-	return &spool{f: f, w: bufio.NewWriterSize(f, 256<<10)}, nil
+	return f, nil
+}
+
+// removeTemp closes a file tempFile made, and removes it where it could
+// not be removed while open.
+func removeTemp(f *os.File) {
+	f.Close()
+	_ = os.Remove(f.Name())
 }
 
 // append adds a record and returns its offset.
@@ -527,7 +544,4 @@ func (s *spool) read(off int64, withBody bool) (head, body []byte, err error) {
 }
 
 // close removes the spool.
-func (s *spool) close() {
-	s.f.Close()
-	_ = os.Remove(s.f.Name())
-}
+func (s *spool) close() { removeTemp(s.f) }

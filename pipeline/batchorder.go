@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 
 	"github.com/gptbatch/gptbatch/jsonl"
@@ -133,14 +134,19 @@ const (
 )
 
 // parking is where results wait for their turn: the last few in memory,
-// the others in sorted runs in a spool in dir. The line whose turn it is
-// is always at the head of its run.
+// the others in sorted runs in a temporary file in dir. The line whose
+// turn it is is always at the head of its run. A run is written once, in
+// one go, and read once, in order: in the file, a result is its length
+// (4 bytes, little-endian) and its binary encoding (jsonl.Result's
+// AppendBinary).
 type parking struct {
-	dir   string
-	mem   map[int32]*jsonl.Result
-	spool *spool // made when a run is first written
-	runs  []*bufio.Reader
-	left  []int // results not yet read of each run
+	dir  string
+	mem  map[int32]*jsonl.Result
+	file *os.File      // made when a run is first written
+	w    *bufio.Writer // to file
+	size int64         // bytes written to file
+	runs []*bufio.Reader
+	left []int // results not yet read of each run
 }
 
 // park keeps d's result until its turn; at says where each line's waits,
@@ -150,37 +156,32 @@ func (p *parking) park(d done, at []int32) error {
 	if len(p.mem) < parkLen {
 		return nil
 	}
-	if p.spool == nil {
+	if p.file == nil {
 		var err error
-		if p.spool, err = newSpool(p.dir, "results"); err != nil {
+		if p.file, err = tempFile(p.dir, "results"); err != nil {
 			return err
 		}
+		p.w = bufio.NewWriterSize(p.file, 256<<10)
 	}
 	seqs := make([]int32, 0, len(p.mem))
 	for seq := range p.mem {
 		seqs = append(seqs, seq)
 	}
 	slices.Sort(seqs)
-	run := int32(len(p.runs))
-	var start, end int64
+	run, start := int32(len(p.runs)), p.size
 	var b []byte
-	for i, seq := range seqs {
-		b, _ = p.mem[seq].AppendBinary(b[:0]) // it never fails
-		off, err := p.spool.append(b, nil)
-		if err != nil {
-			return err
-		}
-		if i == 0 {
-			start = off
-		}
-		end = off + spoolHeader + int64(len(b))
+	for _, seq := range seqs {
+		b, _ = p.mem[seq].AppendBinary(append(b[:0], 0, 0, 0, 0)) // it never fails
+		binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+		p.w.Write(b) // its error is Flush's
+		p.size += int64(len(b))
 		at[seq] = run
 		delete(p.mem, seq)
 	}
-	if err := p.spool.readable(end); err != nil {
-		return err
+	if err := p.w.Flush(); err != nil {
+		return fmt.Errorf("spool: %w", err)
 	}
-	p.runs = append(p.runs, bufio.NewReaderSize(io.NewSectionReader(p.spool.f, start, end-start), runBuf))
+	p.runs = append(p.runs, bufio.NewReaderSize(io.NewSectionReader(p.file, start, p.size-start), runBuf))
 	p.left = append(p.left, len(seqs))
 	return nil
 }
@@ -194,11 +195,11 @@ func (p *parking) take(seq, at int32) (*jsonl.Result, error) {
 		return res, nil
 	}
 	r := p.runs[at]
-	var h [spoolHeader]byte
+	var h [4]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	b := make([]byte, int(binary.LittleEndian.Uint32(h[:4]))+int(binary.LittleEndian.Uint32(h[4:])))
+	b := make([]byte, binary.LittleEndian.Uint32(h[:]))
 	if _, err := io.ReadFull(r, b); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
@@ -206,15 +207,15 @@ func (p *parking) take(seq, at int32) (*jsonl.Result, error) {
 		p.runs[at] = nil // read to its end: its buffer goes
 	}
 	res := new(jsonl.Result)
-	if err := res.UnmarshalBinary(b[:binary.LittleEndian.Uint32(h[:4])]); err != nil {
+	if err := res.UnmarshalBinary(b); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	return res, nil
 }
 
-// close removes the spool.
+// close removes the file of the runs.
 func (p *parking) close() {
-	if p.spool != nil {
-		p.spool.close()
+	if p.file != nil {
+		removeTemp(p.file)
 	}
 }
