@@ -125,22 +125,5 @@ func cutSign(s string) (string, bool) {
 	return s, false
 }
 
-// Price is what one tier of a model costs per token.
-type Price struct{ Input, CachedInput, Output Cost }
-
-// Batch is half of every price of p, rounded up: the Batch API's and
-// flex's price where a table gives none.
-func (p Price) Batch() Price {
-	half := func(c Cost) Cost { return c/2 + c%2 }
-	return Price{Input: half(p.Input), CachedInput: half(p.CachedInput), Output: half(p.Output)}
-}
-
 // isDigits reports whether s is one or more decimal digits.
 func isDigits(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
-
-// Cost is the price of a call: uncached and cached prompt tokens and
-// completion tokens, each at its price.
-func (p Price) Cost(promptTokens, cachedTokens, completionTokens int64) Cost {
-	cachedTokens = min(max(cachedTokens, 0), promptTokens)
-	return Cost(promptTokens-cachedTokens)*p.Input + Cost(cachedTokens)*p.CachedInput + Cost(completionTokens)*p.Output
-}

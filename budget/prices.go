@@ -49,6 +49,23 @@ func TierOf(serviceTier string) Tier {
 	return TierStandard
 }
 
+// Price is what one tier of a model costs per token.
+type Price struct{ Input, CachedInput, Output Cost }
+
+// Batch is half of every price of p, rounded up: the Batch API's and
+// flex's price where a table gives none.
+func (p Price) Batch() Price {
+	half := func(c Cost) Cost { return c/2 + c%2 }
+	return Price{Input: half(p.Input), CachedInput: half(p.CachedInput), Output: half(p.Output)}
+}
+
+// Cost is the price of a call: uncached and cached prompt tokens and
+// completion tokens, each at its price.
+func (p Price) Cost(promptTokens, cachedTokens, completionTokens int64) Cost {
+	cachedTokens = min(max(cachedTokens, 0), promptTokens)
+	return Cost(promptTokens-cachedTokens)*p.Input + Cost(cachedTokens)*p.CachedInput + Cost(completionTokens)*p.Output
+}
+
 // ModelPrice is what one model costs per token on each tier and past each
 // long-context threshold; safe for concurrent use.
 type ModelPrice struct {

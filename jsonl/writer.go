@@ -121,8 +121,9 @@ type Estimate struct {
 	Line            int    `json:"line"`
 	PromptTokens    int64  `json:"prompt_tokens"`
 	MaxOutputTokens int64  `json:"max_output_tokens"`
-	// SchemaTokens is the share of PromptTokens the schema the line is
-	// held to (--schema) adds, as the API bills it; left out when none.
+	// SchemaTokens is the share of PromptTokens the line's json_schema
+	// format (--schema's or its own) adds, as the API bills it; left out
+	// when none.
 	SchemaTokens int64           `json:"schema_tokens,omitempty"`
 	EstCostUSD   json.RawMessage `json:"est_cost_usd,omitempty"`
 	// Cached says the response cache holds the line's answer: the real

@@ -77,8 +77,9 @@ func (r *runner) prepare(req *jsonl.Request, exact bool) *item {
 		return invalid(fmt.Errorf("encode request: %w", err))
 	}
 	it.body = b
-	if cfg.Schema != nil && it.endpoint != jsonl.EndpointEmbeddings {
-		// Before the estimate: the schema is billed as prompt tokens.
+	if it.endpoint != jsonl.EndpointEmbeddings {
+		// Before the estimate: a schema, the flag's or the line's own, is
+		// billed as prompt tokens.
 		if it.body, err = it.holdToSchema(cfg, b); err != nil {
 			return invalid(err)
 		}

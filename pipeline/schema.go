@@ -18,7 +18,8 @@ import (
 //     it names a format of its own (its own json_schema wins), and adds the
 //     schema's tokens to its prompt, as the API bills them, so that every
 //     estimate (the reservation, --max-cost, --batch-tokens, a dry run)
-//     counts them;
+//     counts them. Without --schema a line's own json_schema format is
+//     counted so too, though nothing holds its answer to it;
 //   - the decoders (chat.go, responses.go): check holds each answer to it,
 //     putting the value in parsed or, when it does not fit, making the
 //     result invalid_output with the content kept;
@@ -73,25 +74,38 @@ func (s *schemaRun) tokens(cfg *Config, sc *schema.Schema, model string, exact b
 			return n.(int64)
 		}
 	}
-	n := int64(sc.PromptTokens(func(text string) int {
-		c, err := cfg.Tokens.Inputs(model, []string{text}, nil, exact)
-		if err != nil || len(c) != 1 {
-			return len(text) // the byte bound
-		}
-		return int(c[0])
-	}))
+	n := int64(sc.PromptTokens(schemaCounter(cfg, model, exact)))
 	if keep {
 		s.counts.Store(key, n)
 	}
 	return n
 }
 
+// schemaCounter counts a schema's text for a request of model as the
+// line's prompt is counted: exactly, or by the byte bound.
+func schemaCounter(cfg *Config, model string, exact bool) func(string) int {
+	return func(text string) int {
+		c, err := cfg.Tokens.Inputs(model, []string{text}, nil, exact)
+		if err != nil || len(c) != 1 {
+			return len(text) // the byte bound
+		}
+		return int(c[0])
+	}
+}
+
 // holdToSchema is body, a chat or responses line's request, as it is sent
 // with --schema (schema.Resolve), and holds the line to the schema its
-// answer must fit, whose tokens join its prompt. Without --schema, and for
-// embeddings, it is body.
+// answer must fit, whose tokens join its prompt. Without --schema the body
+// is sent as it is and held to nothing, but a json_schema format of its
+// own is billed all the same: its tokens join the prompt, counted by the
+// same rule. For embeddings it is body.
 func (it *item) holdToSchema(cfg *Config, body []byte) ([]byte, error) {
-	if cfg.Schema == nil || it.endpoint == jsonl.EndpointEmbeddings {
+	switch {
+	case it.endpoint == jsonl.EndpointEmbeddings:
+		return body, nil
+	case cfg.Schema == nil:
+		it.schemaTokens = int64(schema.FormatTokens(it.endpoint, body, schemaCounter(cfg, it.model, it.exact)))
+		it.prompt += it.schemaTokens
 		return body, nil
 	}
 	out, held, err := schema.Resolve(cfg.Schema, cfg.schemas.cache(), it.endpoint, body)

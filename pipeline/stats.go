@@ -27,7 +27,7 @@ type Stats struct {
 	EstCostMin      atomic.Int64 // budget.Cost of the prompts alone
 	EstCostMax      atomic.Int64 // budget.Cost with every output cap used
 	EstUnpriced     atomic.Int64 // lines estimated whose model has no known price
-	EstSchemaTokens atomic.Int64 // of EstPromptTokens, the schemas' share (--schema)
+	EstSchemaTokens atomic.Int64 // of EstPromptTokens, the json_schema formats' share
 
 	Succeeded        atomic.Int64 // results (or estimates) written without an error
 	Failed           atomic.Int64 // results (or estimates) written with one

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -17,6 +18,82 @@ import (
 	"github.com/gptbatch/gptbatch/jsonl"
 	"github.com/gptbatch/gptbatch/pipeline"
 )
+
+// Run is gptbatch with its arguments, streams and seams: main without the
+// process. It prints each failure once, as "gptbatch: ...", and returns
+// the exit status. Cancelling ctx is the first signal.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, s Seams) int {
+	if s.TTY == nil {
+		s.TTY = openTTY
+	}
+	p, err := takeParser()
+	if err != nil {
+		fmt.Fprintf(stderr, "gptbatch: %v\n", err)
+		return exitUsage
+	}
+	defer p.release()
+	p.c = cli{runCmd: runCmd{seams: s}}
+	c := &p.c
+	kctx, err := p.parse(args, stdout, stderr)
+	if p.exited >= 0 {
+		return p.exited // --help or --version
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gptbatch: %v\n", err)
+		return exitUsage
+	}
+	switch kctx.Command() {
+	case "usage":
+		err = c.Usage.run(ctx, &c.runCmd, stdout, stderr)
+	case "limits show":
+		err = c.Limits.show(ctx, &c.runCmd, stdout)
+	case "limits set":
+		err = c.Limits.set(ctx, &c.runCmd, kctx, stdout)
+	case "limits clear", "limits clear <name>":
+		err = c.Limits.Clear.run(ctx, &c.runCmd, stdout, c.Limits.JSON)
+	case "batches", "batches list":
+		err = c.Batches.List.run(ctx, &c.runCmd, stdout, stderr)
+	case "batches cancel <id>":
+		err = c.Batches.Cancel.run(ctx, &c.runCmd, stdout, stderr)
+	case "batches recover":
+		err = c.Batches.Recover.run(ctx, &c.runCmd, stdout, stderr)
+	case "prices", "prices show", "prices load <file>", "prices clear":
+		err = c.Prices.run(ctx, &c.runCmd, kctx.Command(), stdout)
+	case "cache", "cache show":
+		err = c.CacheCmd.show(ctx, &c.runCmd, stdout)
+	case "cache clear":
+		err = c.CacheCmd.clear(ctx, &c.runCmd, stdout)
+	case "cache prune":
+		err = c.CacheCmd.prune(ctx, &c.runCmd, stdout)
+	default:
+		err = c.runCmd.run(ctx, stdin, stdout, stderr)
+	}
+	return exitStatus(err, stderr)
+}
+
+// usageError is bad usage or configuration: exit 2, nothing sent.
+func usageError(err error) error { return &pipeline.Error{Code: exitUsage, Err: err} }
+
+// exitStatus prints err once, as "gptbatch: ...", and says the exit
+// status it calls for: its ExitCode, else 1. A closed stdout (| head) is
+// quiet, with the status of a filter killed by SIGPIPE, whatever the
+// command.
+func exitStatus(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, syscall.EPIPE) {
+		return pipeline.ExitBrokenPipe
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintf(stderr, "gptbatch: %s\n", msg)
+	}
+	var ec interface{ ExitCode() int }
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return exitFailed
+}
 
 // run is the main job: the batch on stdin, its results on stdout. A dry
 // run only estimates it; otherwise it is sent within the shared budget.

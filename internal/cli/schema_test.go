@@ -889,6 +889,165 @@ func tries(es []budget.LedgerEntry) (u usage, c, reask budget.Cost) {
 	return u, c, reask
 }
 
+// ownSchemaLines is n lines like reviews(n), each carrying tenFields as
+// its own json_schema format for endpoint (chat's response_format, the
+// Responses API's text.format), without a newline but with the file's
+// blanks (the API bills the schema compact), and caps[i] as its output cap
+// (none when caps is nil).
+func ownSchemaLines(endpoint string, n int, caps []int64) string {
+	doc := strings.NewReplacer("\n", " ", "\t", " ").Replace(tenFields)
+	format := `"response_format":{"type":"json_schema","json_schema":{"name":"review","strict":true,"schema":` + doc + `}}`
+	capField := "max_tokens"
+	if endpoint == "responses" {
+		format = `"text":{"format":{"type":"json_schema","name":"review","strict":true,"schema":` + doc + `}}`
+		capField = "max_output_tokens"
+	}
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `{"id":"r%d","prompt":"Extract the reviewer of review %d: Ada, 36, GB, loved it",%s`, i, i, format)
+		if caps != nil {
+			fmt.Fprintf(&b, `,%q:%d`, capField, caps[i])
+		}
+		b.WriteString("}\n")
+	}
+	return b.String()
+}
+
+// TestLineOwnSchemaEstimates: without --schema, a line that carries its
+// own json_schema format has that schema's tokens in every estimate, by
+// the same count as --schema's, chat and responses, synchronously and
+// through the Batch API: a dry run says them, the API bills what was
+// estimated, a --max-cost that the batch's true cost exceeds refuses it
+// before anything is sent, and so do --batch-tokens and the reservation
+// (--tpm) that only the schemas' tokens pass.
+func TestLineOwnSchemaEstimates(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	for _, endpoint := range []string{"chat", "responses"} {
+		t.Run(endpoint, func(t *testing.T) {
+			t.Parallel()
+			clk := newStepClock()
+			s := openaitest.New(openaitest.Config{Now: clk.Now})
+			defer s.Close()
+			g := newGB(t, s.URL()).loud()
+			g.seams.Clock = clk
+			ctx := context.Background()
+			dry := func(in string, args ...string) (map[string]int64, map[string]int64, string) {
+				t.Helper()
+				out, stderr, code := g.run(ctx, in, append([]string{"--dry-run", "--endpoint", endpoint}, args...)...)
+				if code != 0 {
+					t.Fatalf("dry run %v: exit status %d: %s", args, code, stderr)
+				}
+				shares := map[string]int64{}
+				for _, e := range parseLines[struct {
+					ID           string `json:"id"`
+					SchemaTokens int64  `json:"schema_tokens"`
+				}](t, out) {
+					shares[e.ID] = e.SchemaTokens
+				}
+				return estimates(t, out), shares, stderr
+			}
+			plain, _, _ := dry(reviews(n))
+			_, flagShares, _ := dry(reviews(n), "--schema", tenFields)
+			own, shares, summary := dry(ownSchemaLines(endpoint, n, nil))
+			var total, flagTotal int64
+			for id, p := range own {
+				if share := shares[id]; share != flagShares[id] || share < 50 || p != plain[id]+share {
+					t.Errorf("%s: prompt_tokens %d with its own schema (schema_tokens %d), %d without; --schema's schema_tokens %d",
+						id, p, share, plain[id], flagShares[id])
+				}
+				total, flagTotal = total+shares[id], flagTotal+flagShares[id]
+			}
+			if want := fmt.Sprintf("(%d of them the schema's)", total); !strings.Contains(summary, want) {
+				t.Errorf("dry-run summary %q does not say %q", summary, want)
+			}
+			viaBatch, _, _ := dry(ownSchemaLines(endpoint, n, nil), "--via", "batch")
+			for id, p := range own {
+				if viaBatch[id] != p {
+					t.Errorf("%s: prompt_tokens %d through the Batch API, %d synchronously", id, viaBatch[id], p)
+				}
+			}
+
+			// The fake bills the schema so: each answer's prompt tokens
+			// are its estimate, synchronously and through the Batch API.
+			price, _ := budget.PriceOf("gpt-4o-mini")
+			caps := make([]int64, n)
+			var billed, billedBatch budget.Cost
+			for _, route := range []string{"sync", "batch"} {
+				args := []string{"--endpoint", endpoint, "--progress", "never"}
+				if route == "batch" {
+					args = append(args, "--via", "batch")
+				}
+				out, stderr, code := g.run(ctx, ownSchemaLines(endpoint, n, nil), args...)
+				if code != 0 {
+					t.Fatalf("%s: exit status %d: %s", route, code, stderr)
+				}
+				for i, r := range parseLines[schemaResult](t, out) {
+					if r.Error != nil || r.Content == nil || r.Usage == nil {
+						t.Fatalf("%s: %s: error %+v, content %v: want an answer", route, r.ID, r.Error, r.Content)
+					}
+					if r.Usage.PromptTokens != own[r.ID] {
+						t.Errorf("%s: %s: prompt_tokens %d billed, %d estimated", route, r.ID, r.Usage.PromptTokens, own[r.ID])
+					}
+					caps[i] = r.Usage.CompletionTokens
+					if route == "batch" {
+						billedBatch += cost(t, r.CostUSD)
+					} else {
+						billed += cost(t, r.CostUSD)
+					}
+				}
+			}
+
+			// With each line's cap its answer's length, the batch costs
+			// what those runs billed: a --max-cost below that by half the
+			// schemas' price refuses it before anything is sent.
+			capped := ownSchemaLines(endpoint, n, caps)
+			for _, tt := range []struct {
+				route         string
+				billed, limit budget.Cost
+				args          []string
+			}{
+				{"sync", billed, billed - price.Cost(flagTotal, 0, 0)/2, nil},
+				{"batch", billedBatch, billedBatch - price.Batch().Cost(flagTotal, 0, 0)/2, []string{"--via", "batch"}},
+			} {
+				before := s.Stats().Requests
+				args := append([]string{"--endpoint", endpoint, "--max-cost", tt.limit.String(), "--progress", "never"}, tt.args...)
+				out, stderr, code := g.run(ctx, capped, args...)
+				if code != 3 || !strings.Contains(stderr, "--max-cost") || !strings.Contains(stderr, "nothing sent") {
+					t.Errorf("%s: --max-cost %s, the batch billed %s: exit status %d, want 3, nothing sent: %s", tt.route, tt.limit, tt.billed, code, stderr)
+				}
+				if sent := s.Stats().Requests - before; sent != 0 || out != "" {
+					t.Errorf("%s: --max-cost %s: %d requests sent, %d bytes out; want none", tt.route, tt.limit, sent, len(out))
+				}
+			}
+
+			// --batch-tokens above the batch without its schemas, below it
+			// with them, and --tpm below one line's estimate with its
+			// schema, above it without: nothing is sent.
+			var plainTotal int64
+			for _, p := range plain {
+				plainTotal += p
+			}
+			before := s.Stats().Requests
+			batchTokens := strconv.FormatInt(plainTotal+flagTotal/2, 10)
+			for _, route := range [][]string{{"--via", "sync"}, {"--via", "batch"}} {
+				args := append([]string{"--endpoint", endpoint, "--batch-tokens", batchTokens}, route...)
+				if _, stderr, code := g.run(ctx, ownSchemaLines(endpoint, n, nil), args...); code != 3 || !strings.Contains(stderr, "--batch-tokens") {
+					t.Errorf("%v: --batch-tokens %s: exit status %d, want 3: %s", route, batchTokens, code, stderr)
+				}
+			}
+			tpm := strconv.FormatInt(plain["r0"]+256+flagShares["r0"]/2, 10)
+			out, _, code := g.run(ctx, ownSchemaLines(endpoint, 1, nil), "--endpoint", endpoint, "--tpm", tpm, "--batch-tokens", "0")
+			if r := parseLines[schemaResult](t, out)[0]; code != 1 || r.Error == nil || r.Error.Type != "budget" {
+				t.Errorf("--tpm %s: exit status %d, %+v: want a budget error", tpm, code, r.Error)
+			}
+			if sent := s.Stats().Requests - before; sent != 0 {
+				t.Errorf("%d requests sent past --batch-tokens and --tpm, want 0", sent)
+			}
+		})
+	}
+}
+
 // TestSchemaViaBatchRecoveredFollowUp: a --via batch --schema run stopped
 // while the follow-up batch of its invalid answers runs, whose journal is
 // then lost, is finished by `batches recover` and --resume exactly as the
@@ -994,5 +1153,103 @@ func TestSchemaViaBatchRecoveredFollowUp(t *testing.T) {
 	}
 	if counted != billed {
 		t.Errorf("the ledger counts %d tokens, the API billed %d: want every answer paid for counted once", counted, billed)
+	}
+}
+
+// TestSchemaViaBatchKilledWhileCreatingFollowUp: a --via batch --schema
+// run killed while the create of its follow-up batch is in flight has
+// made a follow-up it never heard of; --resume finds it by its tags and
+// collects it, with the lines it answers and their earlier tries, rather
+// than read the invalid answers again and make another: the API answers
+// (and bills) each line once and each invalid answer once more, and each
+// line's result sums its tries.
+func TestSchemaViaBatchKilledWhileCreatingFollowUp(t *testing.T) {
+	t.Parallel()
+	srv := openaitest.New(openaitest.Config{Seed: 5, Structured: openaitest.StructuredConfig{InvalidRate: 0.2},
+		Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	const n = 60
+	in := reviews(n)
+	args := []string{"--via", "batch", "--schema", tenFields}
+	prev := filepath.Join(g.dir, "out.jsonl")
+	f, err := os.Create(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := child(t, g, 0, in, args...)
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	created := func(k int) func() bool { return func() bool { return srv.BatchStats().Created >= k } }
+	if err := srv.Wait(ctx, created(1)); err != nil {
+		t.Fatalf("waiting for the first batch: %v", err)
+	}
+	// The first batch ends; the follow-up of its invalid answers is
+	// made, and the answer to its create held until the run is killed.
+	srv.HoldCreates(1)
+	srv.FinishBatches()
+	if err := srv.Wait(ctx, created(2)); err != nil {
+		t.Fatalf("waiting for the follow-up: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	srv.FinishBatches()
+	invalid := 0
+	for _, k := range srv.Structured().Invalid {
+		invalid += k
+	}
+	if invalid == 0 {
+		t.Fatal("no invalid first answer: the test tests nothing")
+	}
+
+	// A batch --resume makes runs to its end, as the API's do.
+	go func() {
+		if srv.Wait(ctx, created(3)) == nil {
+			srv.FinishBatches()
+		}
+	}()
+	g.seams.Clock = newStepClock()
+	out, stderr, code := g.run(ctx, in, append(args, "--resume", prev)...)
+	if code != 0 {
+		t.Fatalf("--resume: exit status %d: %s", code, stderr)
+	}
+	first, err := os.ReadFile(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byLine := map[string][]budget.LedgerEntry{}
+	for _, e := range ledger(t, g.dir) {
+		byLine[e.ID] = append(byLine[e.ID], e)
+	}
+	done := map[string]int{}
+	for _, r := range append(parseLines[schemaBatchResult](t, string(first)), parseLines[schemaBatchResult](t, out)...) {
+		if r.Error != nil {
+			continue
+		}
+		done[r.ID]++
+		u, c, _ := tries(byLine[r.ID])
+		if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) || r.Usage.PromptTokens != u.PromptTokens {
+			t.Errorf("%s: cost_usd %s, attempts %d, prompt_tokens %d; want its %d tries' %s and %d", r.ID, got, r.Attempts, r.Usage.PromptTokens, len(byLine[r.ID]), c, u.PromptTokens)
+		}
+	}
+	for i := range n {
+		if id := fmt.Sprint("r", i); done[id] != 1 {
+			t.Errorf("%s parsed %d times over both runs, want once", id, done[id])
+		}
+	}
+	st := srv.BatchStats()
+	t.Logf("the API: %d batches, %d lines answered, %d tokens billed", st.Created, st.Succeeded, st.PromptTokens+st.CompletionTokens)
+	if st.Created != 2 || st.Succeeded != n+invalid {
+		t.Errorf("the fake: %d batches, %d lines answered; want 2 and %d: each line once, and once more each invalid answer", st.Created, st.Succeeded, n+invalid)
+	}
+	if counted := ledgerTokens(ledger(t, g.dir)); counted != st.PromptTokens+st.CompletionTokens {
+		t.Errorf("the ledger counts %d tokens, the API billed %d: want every answer paid for counted once", counted, st.PromptTokens+st.CompletionTokens)
 	}
 }

@@ -115,53 +115,87 @@ type cacheEntry struct {
 // strict as the body sends them: the body is not changed. A nil Cache
 // compiles every time.
 func (c *Cache) FromBody(endpoint string, body []byte) (own *Schema, hasFormat bool, err error) {
-	top, err := objectMembers(body)
-	if err != nil {
-		return nil, false, err
-	}
-	var f json.RawMessage
-	var where string
-	switch endpoint {
-	case jsonl.EndpointChat:
-		f, where = top.get("response_format"), "response_format"
-	case jsonl.EndpointResponses:
-		text := top.get("text")
-		if text == nil || bytes.Equal(text, []byte("null")) {
-			return nil, false, nil
-		}
-		tm, err := objectMembers(text)
-		if err != nil {
-			return nil, false, fmt.Errorf("text: %w", err)
-		}
-		f, where = tm.get("format"), "text.format"
-	default:
-		return nil, false, nil
-	}
-	if f == nil || bytes.Equal(f, []byte("null")) {
-		return nil, false, nil
-	}
-	var head struct {
-		Type       string          `json:"type"`
-		JSONSchema json.RawMessage `json:"json_schema"`
-	}
-	if err := json.Unmarshal(f, &head); err != nil {
-		return nil, true, fmt.Errorf("%s: %w", where, err)
-	}
-	if head.Type != "json_schema" {
-		return nil, true, nil
-	}
-	fields := f
-	if endpoint == jsonl.EndpointChat {
-		fields = head.JSONSchema
-		if len(fields) == 0 {
-			return nil, true, fmt.Errorf("%s: a json_schema format without json_schema", where)
-		}
+	fields, where, hasFormat, err := ownFormat(endpoint, body)
+	if fields == nil || err != nil {
+		return nil, hasFormat, err
 	}
 	s, err := c.compile(fields)
 	if err != nil {
 		return nil, true, fmt.Errorf("%s: %w", where, err)
 	}
 	return s, true, nil
+}
+
+// FormatTokens is the prompt tokens the json_schema format a line's own
+// body names (see FromBody) adds to its request, as the API bills them:
+// its schema counted as PromptTokens counts one, with count the model's
+// tokenizer. It is 0 for a body that names no format, or another one, or
+// one the API would refuse (not JSON, no schema). The schema is not
+// compiled: a line sent as it is, held to nothing, is the API's to judge.
+func FormatTokens(endpoint string, body []byte, count func(string) int) int {
+	fields, _, _, err := ownFormat(endpoint, body)
+	if fields == nil || err != nil {
+		return 0
+	}
+	f, err := unwrapFields(fields)
+	if err != nil {
+		return 0
+	}
+	var doc bytes.Buffer
+	if err := json.Compact(&doc, f.schema); err != nil {
+		return 0
+	}
+	return promptTokens(doc.Bytes(), count)
+}
+
+// ownFormat finds the format a line's own body names: fields are its
+// json_schema format's fields (chat's json_schema object, or the Responses
+// API's text.format itself), nil when it names none or another format;
+// where is the body's field that names it, for errors; hasFormat reports
+// whether it names any.
+func ownFormat(endpoint string, body []byte) (fields json.RawMessage, where string, hasFormat bool, err error) {
+	top, err := objectMembers(body)
+	if err != nil {
+		return nil, "", false, err
+	}
+	var f json.RawMessage
+	switch endpoint {
+	case jsonl.EndpointChat:
+		f, where = top.get("response_format"), "response_format"
+	case jsonl.EndpointResponses:
+		text := top.get("text")
+		if text == nil || bytes.Equal(text, []byte("null")) {
+			return nil, "", false, nil
+		}
+		tm, err := objectMembers(text)
+		if err != nil {
+			return nil, "", false, fmt.Errorf("text: %w", err)
+		}
+		f, where = tm.get("format"), "text.format"
+	default:
+		return nil, "", false, nil
+	}
+	if f == nil || bytes.Equal(f, []byte("null")) {
+		return nil, "", false, nil
+	}
+	var head struct {
+		Type       string          `json:"type"`
+		JSONSchema json.RawMessage `json:"json_schema"`
+	}
+	if err := json.Unmarshal(f, &head); err != nil {
+		return nil, where, true, fmt.Errorf("%s: %w", where, err)
+	}
+	if head.Type != "json_schema" {
+		return nil, where, true, nil
+	}
+	fields = f
+	if endpoint == jsonl.EndpointChat {
+		fields = head.JSONSchema
+		if len(fields) == 0 {
+			return nil, where, true, fmt.Errorf("%s: a json_schema format without json_schema", where)
+		}
+	}
+	return fields, where, true, nil
 }
 
 // compile compiles a json_schema format's fields, once per distinct bytes.

@@ -40,8 +40,14 @@ var (
 // usage the API reports, so an error of a few tokens a line costs nothing
 // but headroom.
 func (s *Schema) PromptTokens(count func(string) int) int {
+	return promptTokens(s.doc, count)
+}
+
+// promptTokens is PromptTokens of doc, a schema as compact JSON: the one
+// rule for --schema's schema and a line's own (FormatTokens).
+func promptTokens(doc []byte, count func(string) int) int {
 	var b bytes.Buffer
-	stripSchema(&b, s.doc)
+	stripSchema(&b, doc)
 	return count(b.String()) + formatOverhead
 }
 

@@ -1,6 +1,10 @@
 package schema
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/gptbatch/gptbatch/jsonl"
+)
 
 func TestPromptTokensCountsTheSchemaAsBilled(t *testing.T) {
 	tests := []struct {
@@ -23,6 +27,44 @@ func TestPromptTokensCountsTheSchemaAsBilled(t *testing.T) {
 			}
 			if want := len(tt.wantCounted) + formatOverhead; got != want {
 				t.Errorf("PromptTokens = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+// TestFormatTokensCountsALinesOwnSchemaAsPromptTokens: a line's own
+// json_schema format, chat's or the Responses API's, blanks and all, is
+// counted as PromptTokens counts the same schema given to --schema; a body
+// with no such format counts nothing, and a schema that does not compile
+// is counted all the same (the API bills what it is sent).
+func TestFormatTokensCountsALinesOwnSchemaAsPromptTokens(t *testing.T) {
+	doc := `{"type": "object", "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}}, "required": ["name", "tags"], "additionalProperties": false}`
+	count := func(text string) int { return len(text) }
+	want := mustParse(t, doc).PromptTokens(count)
+	outside := `{"type":"object","properties":{"p":{"$ref":"other.json#/p"}}}`
+	wantOutside := len(outside) + formatOverhead
+	tests := []struct {
+		name, endpoint, body string
+		want                 int
+	}{
+		{"chat", jsonl.EndpointChat,
+			`{"messages":[],"response_format":{"type":"json_schema","json_schema":{"name":"x","strict":true,"schema":` + doc + `}}}`, want},
+		{"responses", jsonl.EndpointResponses,
+			`{"input":"hi","text":{"verbosity":"low","format":{"type":"json_schema","name":"x","schema":` + doc + `}}}`, want},
+		{"a schema that does not compile", jsonl.EndpointChat,
+			`{"messages":[],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":` + outside + `}}}`, wantOutside},
+		{"chat's format on the Responses API", jsonl.EndpointResponses,
+			`{"input":"hi","response_format":{"type":"json_schema","json_schema":{"name":"x","schema":` + doc + `}}}`, 0},
+		{"json_object", jsonl.EndpointChat, `{"messages":[],"response_format":{"type":"json_object"}}`, 0},
+		{"text", jsonl.EndpointResponses, `{"input":"hi","text":{"format":{"type":"text"}}}`, 0},
+		{"no format", jsonl.EndpointChat, `{"messages":[]}`, 0},
+		{"no schema", jsonl.EndpointChat, `{"messages":[],"response_format":{"type":"json_schema","json_schema":{"name":"x"}}}`, 0},
+		{"embeddings", jsonl.EndpointEmbeddings, `{"input":"hi"}`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := FormatTokens(tt.endpoint, []byte(tt.body), count); got != tt.want {
+				t.Errorf("FormatTokens(%s) = %d, want %d", tt.body, got, tt.want)
 			}
 		})
 	}
