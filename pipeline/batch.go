@@ -1,10 +1,10 @@
 // batch.go is one file of more than 500 lines because it holds what the
-// batch stages share and no one of them owns: the options, a line's
-// record (its codec, and how a collected line finds its record by the
-// custom_id its output names), the batch that carries the lines, the
-// run's client and journal, and the spools. Each stage's own steps are in
-// its own file; split further, a line's record would be written in one
-// file and read back in another.
+// batch stages share and none of them owns: the options, the batch and
+// its lines, a line's record (its codec, and how a collected line finds
+// its record again by the custom_id its output names), the run's client
+// and journal, and the records spool. Split, a line's record would be
+// apart from the batch whose heads hold it and the spool that holds the
+// rest.
 
 package pipeline
 
@@ -40,7 +40,7 @@ import (
 // with its lines and their heads, the collector hands the ordered writer
 // their results, and what goes again goes back to the submitter. This
 // file holds what they share: the options, the line's record, the run's
-// client, journal and records spool, and the spools themselves.
+// client, journal and records spool.
 
 // Via is the way lines reach the API.
 type Via string
