@@ -21,10 +21,10 @@
 //	pack.go          --pack: runs of single-input embeddings lines share a request
 //	admit.go         hold the batch back while --batch-tokens and --max-cost may refuse it;
 //	                 then reserve each line's estimate through the gate, just ahead of a free worker
-//	fetch.go         send: a fixed number of workers, the retry loop, the request on the wire
-//	                 (go-openai picks the URL, the line's own body goes) and its answer read,
-//	                 what the headers teach the gate, and the settling of every call to what
-//	                 the API counted
+//	fetch.go         send: what each of run's fixed number of workers does with an admitted
+//	                 line, the retry loop, the request on the wire (go-openai picks the URL,
+//	                 the line's own body goes) and its answer read, what the headers teach
+//	                 the gate, and the settling of every call to what the API counted
 //	cacheserve.go    --cache in fetch's workers: hits and twins served, new answers stored
 //	schema.go        --schema: lines held to a schema, answers checked, invalid ones asked again
 //	emit.go          the only writer to stdout (results, or a dry run's estimates)
