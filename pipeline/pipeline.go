@@ -387,11 +387,12 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 			g.Go(func() error { return r.pack(gctx, held, packed) })
 			toAdmit = packed
 		}
-		// fetch (fetch.go): p workers take admitted items as they come
-		// free, each as it is admitted (admitter), and pass each one's
-		// results on, in input order unless --unordered; the calls'
-		// settlements go to settle. Another way of sending (the Batch API)
-		// replaces this stage as a whole. The window is the items taken
+		// fetch: p workers, each taking an item as it comes free (the
+		// admitter reserves it just then) and doing with it what sender
+		// chose (fetch.go); their results go on in input order unless
+		// --unordered, the calls' settlements to settle. Another way of
+		// sending (the Batch API) replaces this stage as a whole. It is the
+		// only sender on results and settle. The window is the items taken
 		// in ahead of the one the writer waits for: a slow item at the
 		// head holds back at most this many. A pack holds up to --pack
 		// lines' results, so the window of packs is the window of lines
@@ -401,12 +402,12 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 			window = p + max(1, window/r.cfg.Pack)
 		}
 		g.Go(func() error {
-			defer close(settle)
-			defer close(results)
 			if r.cache != nil {
 				// The answers to store come from fetch's workers.
 				defer close(r.cache.puts)
 			}
+			defer close(settle)
+			defer close(results)
 			if r.cfg.Unordered {
 				return unorderedMap(gctx, p, r.admitter(toAdmit), results, r.sender(gctx, settle))
 			}
