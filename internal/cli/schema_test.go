@@ -917,8 +917,9 @@ func ownSchemaLines(endpoint string, n int, caps []int64) string {
 // own json_schema format has that schema's tokens in every estimate, by
 // the same count as --schema's, chat and responses, synchronously and
 // through the Batch API: a dry run says them, the API bills what was
-// estimated, and a --max-cost that the batch's true cost exceeds refuses
-// it before anything is sent.
+// estimated, a --max-cost that the batch's true cost exceeds refuses it
+// before anything is sent, and so do --batch-tokens and the reservation
+// (--tpm) that only the schemas' tokens pass.
 func TestLineOwnSchemaEstimates(t *testing.T) {
 	t.Parallel()
 	const n = 3
@@ -1018,6 +1019,30 @@ func TestLineOwnSchemaEstimates(t *testing.T) {
 				if sent := s.Stats().Requests - before; sent != 0 || out != "" {
 					t.Errorf("%s: --max-cost %s: %d requests sent, %d bytes out; want none", tt.route, tt.limit, sent, len(out))
 				}
+			}
+
+			// --batch-tokens above the batch without its schemas, below it
+			// with them, and --tpm below one line's estimate with its
+			// schema, above it without: nothing is sent.
+			var plainTotal int64
+			for _, p := range plain {
+				plainTotal += p
+			}
+			before := s.Stats().Requests
+			batchTokens := strconv.FormatInt(plainTotal+flagTotal/2, 10)
+			for _, route := range [][]string{{"--via", "sync"}, {"--via", "batch"}} {
+				args := append([]string{"--endpoint", endpoint, "--batch-tokens", batchTokens}, route...)
+				if _, stderr, code := g.run(ctx, ownSchemaLines(endpoint, n, nil), args...); code != 3 || !strings.Contains(stderr, "--batch-tokens") {
+					t.Errorf("%v: --batch-tokens %s: exit status %d, want 3: %s", route, batchTokens, code, stderr)
+				}
+			}
+			tpm := strconv.FormatInt(plain["r0"]+256+flagShares["r0"]/2, 10)
+			out, _, code := g.run(ctx, ownSchemaLines(endpoint, 1, nil), "--endpoint", endpoint, "--tpm", tpm, "--batch-tokens", "0")
+			if r := parseLines[schemaResult](t, out)[0]; code != 1 || r.Error == nil || r.Error.Type != "budget" {
+				t.Errorf("--tpm %s: exit status %d, %+v: want a budget error", tpm, code, r.Error)
+			}
+			if sent := s.Stats().Requests - before; sent != 0 {
+				t.Errorf("%d requests sent past --batch-tokens and --tpm, want 0", sent)
 			}
 		})
 	}
