@@ -21,10 +21,10 @@
 //	pack.go          --pack: runs of single-input embeddings lines share a request
 //	admit.go         hold the batch back while --batch-tokens and --max-cost may refuse it;
 //	                 then reserve each line's estimate through the gate, just ahead of a free worker
-//	fetch.go         send: a fixed number of workers, the retry loop, the request on the wire
-//	                 (go-openai picks the URL, the line's own body goes) and its answer read,
-//	                 what the headers teach the gate, and the settling of every call to what
-//	                 the API counted
+//	fetch.go         send: what each of run's fixed number of workers does with an admitted
+//	                 line, the retry loop, the request on the wire (go-openai picks the URL,
+//	                 the line's own body goes) and its answer read, what the headers teach
+//	                 the gate, and the settling of every call to what the API counted
 //	cacheserve.go    --cache in fetch's workers: hits and twins served, new answers stored
 //	schema.go        --schema: lines held to a schema, answers checked, invalid ones asked again
 //	emit.go          the only writer to stdout (results, or a dry run's estimates)
@@ -387,11 +387,12 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 			g.Go(func() error { return r.pack(gctx, held, packed) })
 			toAdmit = packed
 		}
-		// fetch (fetch.go): p workers take admitted items as they come
-		// free, each as it is admitted (admitter), and pass each one's
-		// results on, in input order unless --unordered; the calls'
-		// settlements go to settle. Another way of sending (the Batch API)
-		// replaces this stage as a whole. The window is the items taken
+		// fetch: p workers, each taking an item as it comes free (the
+		// admitter reserves it just then) and doing with it what sender
+		// chose (fetch.go); their results go on in input order unless
+		// --unordered, the calls' settlements to settle. Another way of
+		// sending (the Batch API) replaces this stage as a whole. It is the
+		// only sender on results and settle. The window is the items taken
 		// in ahead of the one the writer waits for: a slow item at the
 		// head holds back at most this many. A pack holds up to --pack
 		// lines' results, so the window of packs is the window of lines
@@ -401,12 +402,12 @@ func (r *runner) run(ctx context.Context, in io.Reader, out io.Writer) error {
 			window = p + max(1, window/r.cfg.Pack)
 		}
 		g.Go(func() error {
-			defer close(settle)
-			defer close(results)
 			if r.cache != nil {
 				// The answers to store come from fetch's workers.
 				defer close(r.cache.puts)
 			}
+			defer close(settle)
+			defer close(results)
 			if r.cfg.Unordered {
 				return unorderedMap(gctx, p, r.admitter(toAdmit), results, r.sender(gctx, settle))
 			}
