@@ -626,7 +626,7 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		s.unused(ctx, b, b.creates)
 		return s.failSeqs(ctx, b.lines, interrupted.typ, interrupted.msg, 0, "")
 	}
-	items, err := s.items(b)
+	items, err := s.items(b, !try)
 	if err != nil {
 		return err
 	}
@@ -717,8 +717,11 @@ func (s *submitter) hand(ctx context.Context, b *tbatch) error {
 }
 
 // items are what the journal records of a batch's lines: kept with its
-// file, or, for a batch created again, read from their records.
-func (s *submitter) items(b *tbatch) ([]batchapi.JournalItem, error) {
+// file, or, for a batch created again, read from their records. Again
+// says b is made again of a batch refused for the enqueued-token limit:
+// its lines' tries count that batch already, and the journal records the
+// batches before it, as the file's custom_ids do.
+func (s *submitter) items(b *tbatch, again bool) ([]batchapi.JournalItem, error) {
 	items := make([]batchapi.JournalItem, 0, len(b.lines))
 	for i, l := range b.lines {
 		id := "line-" + strconv.Itoa(int(l.line))
@@ -730,7 +733,11 @@ func (s *submitter) items(b *tbatch) ([]batchapi.JournalItem, error) {
 		if err != nil {
 			return nil, &Error{Code: ExitFailed, Err: err}
 		}
-		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash, Tries: rec.Held.journal(int(l.tries))})
+		before := int(l.tries)
+		if again {
+			before = max(before-1, 0)
+		}
+		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash, Tries: rec.Held.journal(before)})
 	}
 	return items, nil
 }

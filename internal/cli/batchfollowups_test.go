@@ -1,0 +1,156 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/batchapi"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
+)
+
+// TestSchemaViaBatchFollowUpRefusedThenMade: a --schema follow-up batch
+// the API refuses for the enqueued-token limit, and that is made again
+// once the limit has room, counts each line's batches once: a line asked
+// again has two answers in the ledger and attempts 2, whether the run
+// collects the follow-up or --resume does from the journal.
+func TestSchemaViaBatchFollowUpRefusedThenMade(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		resume bool // the run is interrupted once the follow-up is made again; --resume collects it
+	}{
+		{"collected by the run", false},
+		{"collected by --resume", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := openaitest.New(openaitest.Config{Seed: 5, Structured: openaitest.StructuredConfig{InvalidRate: 0.2},
+				Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			g.seams.Clock = newStepClock()
+			const n = 30
+			in := reviews(n)
+			args := []string{"--via", "batch", "--schema", tenFields}
+
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			runCtx, interrupt := context.WithCancel(ctx)
+			defer interrupt()
+			type ran struct {
+				out, stderr string
+				code        int
+			}
+			done := make(chan ran, 1)
+			go func() {
+				out, stderr, code := g.run(runCtx, in, args...)
+				done <- ran{out, stderr, code}
+			}()
+			wait := func(what string, cond func() bool) {
+				t.Helper()
+				if err := srv.Wait(ctx, cond); err != nil {
+					t.Fatalf("waiting for %s: %v", what, err)
+				}
+			}
+			created := func(k int) func() bool { return func() bool { return srv.BatchStats().Created >= k } }
+			polled := func(k int) func() bool {
+				return func() bool {
+					ids := srv.BatchIDs()
+					return len(ids) >= k && len(srv.BatchPolls(ids[k-1])) > 0
+				}
+			}
+			// The first batch runs; then the organisation's queue fills,
+			// and the follow-up of its invalid answers is refused.
+			wait("the first batch", created(1))
+			srv.FinishBatches()
+			srv.SetQueueTokens(1)
+			wait("the follow-up", created(2))
+			srv.FinishBatches()
+			// The queue has room again: the follow-up is made again.
+			srv.SetQueueTokens(0)
+			wait("the follow-up made again", polled(3))
+			if tt.resume {
+				interrupt()
+			} else {
+				srv.FinishBatches()
+			}
+			r := <-done
+			out := r.out
+			if tt.resume {
+				if r.code != 130 {
+					t.Fatalf("interrupted run: exit status %d, want 130: %s", r.code, r.stderr)
+				}
+				srv.FinishBatches()
+				g.seams.Clock = newStepClock()
+				out2, stderr2, code := g.run(ctx, in, append(args, "--resume", saveOut(t, g, out))...)
+				if code != 0 {
+					t.Fatalf("--resume: exit status %d: %s", code, stderr2)
+				}
+				out += out2
+			} else if r.code != 0 {
+				t.Fatalf("exit status %d: %s", r.code, r.stderr)
+			}
+			invalid := 0
+			for _, k := range srv.Structured().Invalid {
+				invalid += k
+			}
+			if invalid == 0 {
+				t.Fatal("no invalid first answer: the test tests nothing")
+			}
+			if st := srv.BatchStats(); st.Created != 3 || st.Succeeded != n+invalid {
+				t.Fatalf("the fake: %d batches, %d lines answered; want 3 (the follow-up twice) and %d", st.Created, st.Succeeded, n+invalid)
+			}
+			byLine := map[string][]budget.LedgerEntry{}
+			for _, e := range ledger(t, g.dir) {
+				byLine[e.ID] = append(byLine[e.ID], e)
+			}
+			parsed, again := map[string]int{}, 0
+			for _, r := range parseLines[schemaBatchResult](t, out) {
+				if r.Error != nil {
+					continue
+				}
+				parsed[r.ID]++
+				u, c, _ := tries(byLine[r.ID])
+				if len(byLine[r.ID]) > 1 {
+					again++
+				}
+				if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) || r.Usage.PromptTokens != u.PromptTokens {
+					t.Errorf("%s: attempts %d, cost_usd %s, prompt_tokens %d; want its %d tries in the ledger, %s and %d", r.ID, r.Attempts, got, r.Usage.PromptTokens, len(byLine[r.ID]), c, u.PromptTokens)
+				}
+			}
+			for i := range n {
+				if id := fmt.Sprint("r", i); parsed[id] != 1 {
+					t.Errorf("%s parsed %d times, want once", id, parsed[id])
+				}
+			}
+			if again == 0 {
+				t.Error("no parsed line was asked again: the test tests nothing")
+			}
+			// The journal's items of the follow-up made again say, as its
+			// custom_ids do, one batch before it.
+			js, _, err := batchapi.ReadJournal(filepath.Join(g.dir, "usage.batches.jsonl"), time.Time{}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range js {
+				for _, it := range b.Items {
+					if it.Tries == nil {
+						continue
+					}
+					var jt batchapi.Tries
+					if err := json.Unmarshal(it.Tries, &jt); err != nil {
+						t.Fatal(err)
+					}
+					if jt.Batches != 1 {
+						t.Errorf("batch %s (create %d): %s journalled after %d batches, want 1", b.BatchID, b.Create, it.CustomID, jt.Batches)
+					}
+				}
+			}
+		})
+	}
+}
