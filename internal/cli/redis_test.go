@@ -90,7 +90,7 @@ func TestRedisHostsShareLimits(t *testing.T) {
 			t.Errorf("host %d: %d answered, want %d", i, ok, each)
 		}
 	}
-	checkSharedPace(t, srv, hosts*each)
+	st := checkSharedPace(t, srv, hosts*each)
 
 	// The buckets ran on Redis's clock, not on a skewed host's.
 	rstore, err := budget.OpenRedis(context.Background(), url, "")
@@ -98,15 +98,17 @@ func TestRedisHostsShareLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rstore.Close()
-	st, err := rstore.Load(context.Background())
+	state, err := rstore.Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Until(st.Updated); d > time.Minute || d < -time.Minute || st.TokensWithinDay != srv.Stats().PromptTokens+srv.Stats().CompletionTokens {
-		t.Errorf("shared state: updated %v from now, %d tokens today; want Redis's now and %d tokens", d, st.TokensWithinDay, srv.Stats().PromptTokens+srv.Stats().CompletionTokens)
+	if d := time.Until(state.Updated); d > time.Minute || d < -time.Minute || state.TokensWithinDay != st.PromptTokens+st.CompletionTokens {
+		t.Errorf("shared state: updated %v from now, %d tokens today; want Redis's now and %d tokens", d, state.TokensWithinDay, st.PromptTokens+st.CompletionTokens)
 	}
 
 	// The skewed hosts were skewed: their ledger entries carry their time.
+	// The ledger has an entry a call, so a host that met one of the 429s
+	// checkSharedPace allows has one more than its lines.
 	ahead, behind := 0, 0
 	err = rstore.Ledger(context.Background(), time.Time{}, func(e budget.LedgerEntry) error {
 		switch d := time.Until(e.Time); {
@@ -117,8 +119,9 @@ func TestRedisHostsShareLimits(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil || ahead != each || behind != each {
-		t.Errorf("ledger: %d entries 7 min ahead, %d 5 min behind, %v; want %d each", ahead, behind, err, each)
+	if err != nil || ahead < each || behind < each || ahead+behind > 2*each+st.RateLimited {
+		t.Errorf("ledger: %d entries 7 min ahead, %d 5 min behind, %v; want %d each, and with the %d 429s at most %d together",
+			ahead, behind, err, each, st.RateLimited, 2*each+st.RateLimited)
 	}
 
 	// The ledger keeps each host's own time: within 10 minutes of
@@ -135,14 +138,16 @@ func TestRedisHostsShareLimits(t *testing.T) {
 	}
 	var rep struct {
 		Total struct {
-			Requests int `json:"requests"`
+			Requests  int `json:"requests"`
+			Succeeded int `json:"succeeded"`
 		} `json:"total"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("usage --json: %v: %s", err, out.String())
 	}
-	if rep.Total.Requests != hosts*each {
-		t.Errorf("usage %s --json --store on a fifth host: %d requests, want %d: %s", period, rep.Total.Requests, hosts*each, out.String())
+	if rep.Total.Requests != st.Requests || rep.Total.Succeeded != hosts*each {
+		t.Errorf("usage %s --json --store on a fifth host: %d requests, %d succeeded; want %d (every call the fake API had) and %d: %s",
+			period, rep.Total.Requests, rep.Total.Succeeded, st.Requests, hosts*each, out.String())
 	}
 
 	errb.Reset()
