@@ -69,6 +69,7 @@ func (r *runner) collectBatches(ctx context.Context, br *batchRun, in <-chan *tb
 		if err != nil {
 			return err
 		}
+		again := len(res.retry) > 0
 		select {
 		case back <- res:
 		case <-ctx.Done():
@@ -76,8 +77,10 @@ func (r *runner) collectBatches(ctx context.Context, br *batchRun, in <-chan *tb
 		}
 		// Collected and journalled, the batch needs its input file no
 		// more, unless it was refused for the enqueued-token limit: then
-		// it is created again from it, here or by --resume.
-		if res.tokenLimit == "" && b.lost == nil && c.broken == nil {
+		// it is created again from it, here or by --resume. One whose
+		// lines go again keeps it until their follow-up is made (the
+		// submitter deletes it): a lost journal is rebuilt from it.
+		if res.tokenLimit == "" && b.lost == nil && c.broken == nil && !again {
 			r.deleteInput(ctx, api, b)
 		}
 	}

@@ -58,6 +58,9 @@ type chunk struct {
 	tokens  int64 // input tokens, as the API counts what it enqueues
 	est     budget.Estimate
 	day     string // the day est was reserved in
+	// after is the collected batch whose lines this file asks again:
+	// its input file is kept until every file of them is a batch.
+	after *tbatch
 }
 
 // journalled is what the journal records of a file's lines, kept with it
@@ -114,18 +117,24 @@ type submitter struct {
 	// not yet collected: what they may have enqueued.
 	running     map[string]int64
 	outstanding int // batches handed to the poller, not yet back
-	inDone      bool
-	timer       <-chan time.Time // a wait for the day's budget or a back-off
-	waitUntil   time.Time
-	warned      budget.Reason
-	toPoll      chan<- *tbatch
-	unsent      chan<- []done
+	// followUps are, for a collected batch some of whose lines go again,
+	// the files of them not yet made batches: until none is left, its
+	// input file is what `batches recover` rebuilds it from, should the
+	// run be killed and the journal lost.
+	followUps map[*tbatch]int
+	inDone    bool
+	timer     <-chan time.Time // a wait for the day's budget or a back-off
+	waitUntil time.Time
+	warned    budget.Reason
+	toPoll    chan<- *tbatch
+	unsent    chan<- []done
 }
 
 func newSubmitter(r *runner, br *batchRun) *submitter {
 	return &submitter{
 		r: r, br: br, api: br.api, journal: br.journal, claims: br.claims, claimed: map[int32]*tbatch{}, checked: map[int32]batchCheck{},
 		runID: batchapi.NewRunID(r.cfg.Clock.Now()), open: map[chunkKey]*chunk{}, running: map[string]int64{},
+		followUps: map[*tbatch]int{},
 	}
 }
 
@@ -611,7 +620,28 @@ func (s *submitter) submit(ctx context.Context, c *chunk) error {
 		}
 		return s.failSeqs(ctx, b.lines, f.Type, "not sent: the batch file could not be uploaded: "+f.Msg, f.Status, "")
 	}
-	return s.create(ctx, b, true)
+	if err := s.create(ctx, b, true); err != nil {
+		return err
+	}
+	if c.after != nil && b.id != "" {
+		s.followedUp(ctx, c.after)
+	}
+	return nil
+}
+
+// followedUp notes that one more file of the lines of collected batch
+// after going again is a batch, and deletes after's input file once all
+// are. One not made (a failure, a signal) keeps it: --resume collects
+// after again and makes the follow-up.
+func (s *submitter) followedUp(ctx context.Context, after *tbatch) {
+	s.followUps[after]--
+	if s.followUps[after] > 0 {
+		return
+	}
+	delete(s.followUps, after)
+	if ctx.Err() == nil {
+		s.r.deleteInput(ctx, s.api, after)
+	}
 }
 
 // create creates batch b of its uploaded file, journals it and hands it to
@@ -772,6 +802,8 @@ func (s *submitter) collected(ctx context.Context, c collected) error {
 		}
 	}
 	for _, ch := range sortedChunks(open) {
+		ch.after = b
+		s.followUps[b]++
 		if err := s.closeChunk(ch, open); err != nil {
 			return err
 		}

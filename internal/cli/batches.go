@@ -274,8 +274,8 @@ func (r *runCmd) warn(stderr io.Writer, msg string) {
 // made that the API lists and the journal lacks, rebuilt from its input
 // file; with --dry-run it only shows them. A batch whose input file was
 // deleted cannot be rebuilt, and is named on stderr: gptbatch deletes the
-// file once it has collected the batch, so its answers were most likely
-// delivered. The exit status is 1 if a batch could not be rebuilt for
+// file once it has collected the batch and made the follow-up any of its
+// lines needed, so its answers were most likely delivered. The exit status is 1 if a batch could not be rebuilt for
 // another reason (a download failed): running it again tries again.
 func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr io.Writer) error {
 	if c.Days <= 0 {
@@ -295,7 +295,7 @@ func (c *batchesRecoverCmd) run(ctx context.Context, r *runCmd, stdout, stderr i
 		if rc.Err != nil {
 			why := rc.Err.Error()
 			if errors.Is(rc.Err, batchapi.ErrInputDeleted) {
-				why = fmt.Sprintf("its input file %s was deleted (gptbatch deletes it once it has collected the batch), so --resume cannot know its lines", b.InputFileID)
+				why = fmt.Sprintf("its input file %s was deleted (gptbatch deletes it once it has collected the batch and made any follow-up its lines needed), so --resume cannot know its lines", b.InputFileID)
 			} else {
 				retry = true
 			}

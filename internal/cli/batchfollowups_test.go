@@ -1,10 +1,16 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,5 +158,142 @@ func TestSchemaViaBatchFollowUpRefusedThenMade(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSchemaViaBatchKilledBeforeFollowUpJournalLost: a --via batch
+// --schema run killed after its first batch was collected and before the
+// follow-up of its invalid answers was made, whose journal is then lost,
+// is recovered: the first batch's input file is kept until its follow-up
+// is made, so `batches recover` rebuilds the batch from it, and --resume
+// reads its answers again (not charged twice) and makes the follow-up,
+// rather than buy every line it had not written again. The API answers
+// each line once and each invalid answer once more; once the follow-up is
+// made, the first batch's input file is deleted.
+func TestSchemaViaBatchKilledBeforeFollowUpJournalLost(t *testing.T) {
+	t.Parallel()
+	srv := openaitest.New(openaitest.Config{Seed: 5, Structured: openaitest.StructuredConfig{InvalidRate: 0.2},
+		Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	const n = 30
+	in := reviews(n)
+	args := []string{"--via", "batch", "--schema", tenFields}
+	prev := filepath.Join(g.dir, "out.jsonl")
+	f, err := os.Create(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := child(t, g, 0, in, args...)
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		if err := srv.Wait(ctx, cond); err != nil {
+			select {
+			case err := <-exited:
+				t.Fatalf("waiting for %s: gptbatch ended: %v", what, err)
+			default:
+			}
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+	}
+	// A batch is polled only once it is journalled.
+	wait("the first batch to be polled", func() bool {
+		ids := srv.BatchIDs()
+		return len(ids) == 1 && len(srv.BatchPolls(ids[0])) > 0
+	})
+	input := srv.FileIDs("batch")[0]
+	// The follow-up's upload hangs: the first batch is collected, and
+	// its follow-up not yet made, when the run is killed.
+	srv.Hang(1, http.MethodPost, "/v1/files")
+	srv.FinishBatches()
+	wait("the follow-up's upload", func() bool { return srv.Hung() == 1 })
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	f.Close()
+	srv.Hang(0, "", "")
+	invalid := 0
+	for _, k := range srv.Structured().Invalid {
+		invalid += k
+	}
+	if invalid == 0 {
+		t.Fatal("no invalid first answer: the test tests nothing")
+	}
+	first := srv.BatchIDs()[0]
+	if _, ok := srv.File(input); !ok {
+		t.Errorf("the first batch's input file %s was deleted before its follow-up was made", input)
+	}
+
+	// The journal is lost, and rebuilt from the API.
+	journal := filepath.Join(g.dir, "usage.batches.jsonl")
+	if err := os.Remove(journal); err != nil {
+		t.Fatal(err)
+	}
+	var rout, rerr bytes.Buffer
+	if code := Run(ctx, slices.Concat(g.args, []string{"batches", "recover"}), strings.NewReader(""), &rout, &rerr, g.seams); code != 0 {
+		t.Fatalf("batches recover: exit status %d: %s", code, rerr.String())
+	}
+	if rebuilt := journalled(t, g); len(rebuilt) != 1 || rebuilt[0].BatchID != first {
+		t.Errorf("rebuilt journal %+v, want the first batch %s: %s", rebuilt, first, rerr.String())
+	}
+
+	// Each batch --resume makes runs to its end, as the API's do.
+	go func() {
+		for k := 2; ; k++ {
+			if srv.Wait(ctx, func() bool { return srv.BatchStats().Created >= k }) != nil {
+				return
+			}
+			srv.FinishBatches()
+		}
+	}()
+	g.seams.Clock = newStepClock()
+	out2, stderr2, code := g.run(ctx, in, append(args, "--resume", prev)...)
+	if code != 0 {
+		t.Fatalf("--resume: exit status %d: %s", code, stderr2)
+	}
+	out1, err := os.ReadFile(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byLine := map[string][]budget.LedgerEntry{}
+	for _, e := range ledger(t, g.dir) {
+		byLine[e.ID] = append(byLine[e.ID], e)
+	}
+	parsed := map[string]int{}
+	for _, r := range append(parseLines[schemaBatchResult](t, string(out1)), parseLines[schemaBatchResult](t, out2)...) {
+		if r.Error != nil {
+			continue
+		}
+		parsed[r.ID]++
+		_, c, _ := tries(byLine[r.ID])
+		if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) {
+			t.Errorf("%s: attempts %d, cost_usd %s; want its %d tries in the ledger, %s", r.ID, r.Attempts, got, len(byLine[r.ID]), c)
+		}
+	}
+	for i := range n {
+		if id := fmt.Sprint("r", i); parsed[id] != 1 {
+			t.Errorf("%s parsed %d times over both runs, want once", id, parsed[id])
+		}
+	}
+	st := srv.BatchStats()
+	t.Logf("the API: %d batches, %d lines answered; %d invalid first answers", st.Created, st.Succeeded, invalid)
+	if st.Created != 2 || st.Succeeded != n+invalid {
+		t.Errorf("the fake: %d batches, %d lines answered; want 2 and %d: each line once, and once more each invalid answer", st.Created, st.Succeeded, n+invalid)
+	}
+	if m := ledgerLines(t, g.dir); m != n+invalid {
+		t.Errorf("the ledger has %d entries, want %d: each answer once", m, n+invalid)
+	}
+	if _, ok := srv.File(input); ok {
+		t.Errorf("the first batch's input file %s is kept after its follow-up was made", input)
 	}
 }
