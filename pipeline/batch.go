@@ -19,8 +19,6 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -284,25 +282,23 @@ type tbatch struct {
 }
 
 // lineOf is the line of b (its index in b.lines) a custom_id of its
-// output names, or -1 for none of this run's.
-func (b *tbatch) lineOf(customID string) int32 {
+// output names, or -1 for none of this run's, and the custom_id's line id
+// (batchapi.LineOf): a follow-up's custom_id carries more.
+func (b *tbatch) lineOf(customID string) (id string, i int32) {
+	id, n, ok := batchapi.LineOf(customID)
 	if b.byCustom != nil {
-		if i, ok := b.byCustom[customID]; ok {
-			return i
+		if k, found := b.byCustom[id]; found {
+			return id, k
 		}
-		return -1
-	}
-	n, ok := lineOfCustomID(customID)
-	if !ok {
-		return -1
+		return id, -1
 	}
 	ls := b.lines
-	if len(ls) == 0 {
-		return -1
+	if !ok || len(ls) == 0 {
+		return id, -1
 	}
 	// A batch's lines are most often the input's lines in a row.
 	if k := n - int(ls[0].line); k >= 0 && k < len(ls) && int(ls[k].line) == n {
-		return int32(k)
+		return id, int32(k)
 	}
 	at := func(k int) int32 {
 		if b.byLine != nil {
@@ -312,19 +308,9 @@ func (b *tbatch) lineOf(customID string) int32 {
 	}
 	k, found := sort.Find(len(ls), func(k int) int { return cmp.Compare(n, int(ls[at(k)].line)) })
 	if !found {
-		return -1
+		return id, -1
 	}
-	return at(k)
-}
-
-// lineOfCustomID is the input line a custom_id of gptbatch's names.
-func lineOfCustomID(customID string) (int, bool) {
-	rest, ok := strings.CutPrefix(customID, "line-")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.Atoi(rest)
-	return n, err == nil
+	return id, at(k)
 }
 
 // record is the record of line i of b, enough for its result: its head,

@@ -585,13 +585,12 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	if err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}
-	ol.customID = batchapi.LineID(ol.customID) // a follow-up's carries more
 	// Then the line's record, which its item, and so its result, is
 	// made of.
-	o.id, o.seq = ol.customID, b.lineOf(ol.customID)
+	o.id, o.seq = b.lineOf(ol.customID)
 	// Not a line of this run's (its input changed since): its answer was
 	// paid for, so the ledger has it all the same.
-	rec, tries := lineRecord{ID: ol.customID, Model: b.model}, 1
+	rec, tries := lineRecord{ID: o.id, Model: b.model}, 1
 	if o.seq >= 0 {
 		if rec, err = b.record(c.br, o.seq); err != nil {
 			return lineOutcome{seq: -1, bad: err}

@@ -754,7 +754,7 @@ func (s *submitter) hand(ctx context.Context, b *tbatch) error {
 func (s *submitter) items(b *tbatch, again bool) ([]batchapi.JournalItem, error) {
 	items := make([]batchapi.JournalItem, 0, len(b.lines))
 	for i, l := range b.lines {
-		id := "line-" + strconv.Itoa(int(l.line))
+		id := batchapi.LineID(int(l.line))
 		if j := b.journal; j != nil {
 			items = append(items, batchapi.JournalItem{CustomID: id, Hash: string(j.hashes[i*batchapi.LineHashLen : (i+1)*batchapi.LineHashLen]), Tries: j.tries[i]})
 			continue

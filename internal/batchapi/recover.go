@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
@@ -21,79 +20,6 @@ import (
 // computed again as submission computed them (LineHash). A line asked
 // again (--schema's follow-ups) sends another body than its input line's:
 // its custom_id carries the rest of its item (CustomID).
-
-// Tries is what the journal keeps of a line's earlier tries
-// (JournalItem.Tries, as JSON): the pipeline writes it and reads it back,
-// and a follow-up line's custom_id carries it (CustomID).
-type Tries struct {
-	Reasks           int   `json:"reasks"`
-	Batches          int   `json:"batches"` // the batches the line was in before this one
-	Answers          int   `json:"answers"`
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	CachedTokens     int64 `json:"cached_tokens,omitempty"`
-	ReasoningTokens  int64 `json:"reasoning_tokens,omitempty"`
-	Cost             int64 `json:"cost_picodollars"`
-}
-
-// CustomID is the custom_id of input line line in a batch file: line-17.
-// A line that goes again after earlier batches answered it (tries, a
-// Tries; nil for a first try) sends another body than the input line's,
-// whose hash a lost journal could not compute again: its custom_id also
-// carries hash, the LineHash of its original request, and its tries, so
-// that the journal is rebuilt as it was (rebuild):
-// line-17.<hash>.<reasks>.<batches>.<answers>.<prompt>.<completion>.<cached>.<reasoning>.<picodollars>,
-// about 60 characters. Collecting reads back only its line (LineID).
-func CustomID(line int, hash string, tries json.RawMessage) string {
-	id := "line-" + strconv.Itoa(line)
-	var t Tries
-	if len(tries) == 0 || len(hash) != LineHashLen || json.Unmarshal(tries, &t) != nil {
-		return id
-	}
-	b := append([]byte(id), '.')
-	b = append(b, hash...)
-	for _, v := range t.fields() {
-		b = append(b, '.')
-		b = strconv.AppendInt(b, v, 10)
-	}
-	return string(b)
-}
-
-// fields are t's numbers in the order CustomID writes them.
-func (t *Tries) fields() [8]int64 {
-	return [8]int64{int64(t.Reasks), int64(t.Batches), int64(t.Answers), t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, t.Cost}
-}
-
-// LineID is the part of a custom_id of gptbatch's (CustomID) that names
-// its line, line-17: what the journal's items record and collecting looks
-// up.
-func LineID(customID string) string {
-	id, _, _ := strings.Cut(customID, ".")
-	return id
-}
-
-// parseCustomID reads what CustomID wrote: the line's id (LineID), and,
-// for a line that went again, the hash of its original request and its
-// tries; for a first try, hash is "" and tries nil.
-func parseCustomID(customID string) (id, hash string, tries json.RawMessage, err error) {
-	id, rest, carries := strings.Cut(customID, ".")
-	if !carries {
-		return id, "", nil, nil
-	}
-	parts := strings.Split(rest, ".")
-	var v [8]int64
-	if len(parts) != 1+len(v) || len(parts[0]) != LineHashLen {
-		return "", "", nil, fmt.Errorf("custom_id %q: not gptbatch's", customID)
-	}
-	for i := range v {
-		if v[i], err = strconv.ParseInt(parts[1+i], 10, 64); err != nil {
-			return "", "", nil, fmt.Errorf("custom_id %q: not gptbatch's", customID)
-		}
-	}
-	t := Tries{Reasks: int(v[0]), Batches: int(v[1]), Answers: int(v[2]), PromptTokens: v[3], CompletionTokens: v[4], CachedTokens: v[5], ReasoningTokens: v[6], Cost: v[7]}
-	tries, err = json.Marshal(t)
-	return id, parts[0], tries, err
-}
 
 // ErrInputDeleted says that a batch's input file no longer exists: the
 // lines it holds cannot be known, so --resume cannot claim them.
