@@ -332,6 +332,17 @@ func (b *tbatch) record(br *batchRun, i int32) (lineRecord, error) {
 	return rec, err
 }
 
+// recordOf is the record of it, a line of a run of cfg going to url in a
+// batch file: what the line's result needs, which item makes back into an
+// item when its answer is collected.
+func recordOf(it *item, url string, cfg *Config) lineRecord {
+	return lineRecord{
+		ID: it.req.ID, Line: it.req.Line, Model: it.model, URL: url, Metadata: it.req.Metadata,
+		Prompt: it.prompt, EstTokens: it.est.Tokens, EstCost: it.est.Cost, Priced: it.priced, Single: it.single, Floats: it.floats,
+		Hash: batchapi.LineHash(url, it.body), Held: it.heldOf(cfg),
+	}
+}
+
 // item is the item of a batch line collected after tries batches, by its
 // record: enough to read its answer into its result, priced by prices at
 // the Batch API's prices.

@@ -355,16 +355,6 @@ func (s *submitter) head(heads []byte, lines []bline, l *bline, h []byte) []byte
 	return append(heads, h...)
 }
 
-// recordOf is the record of it, a line of a run of cfg going to url in a
-// batch file.
-func recordOf(it *item, url string, cfg *Config) lineRecord {
-	return lineRecord{
-		ID: it.req.ID, Line: it.req.Line, Model: it.model, URL: url, Metadata: it.req.Metadata,
-		Prompt: it.prompt, EstTokens: it.est.Tokens, EstCost: it.est.Cost, Priced: it.priced, Single: it.single, Floats: it.floats,
-		Hash: batchapi.LineHash(url, it.body), Held: it.heldOf(cfg),
-	}
-}
-
 // batchLine is a line of a batch file: gptbatch's own custom_id
 // (batchapi.CustomID), unique whatever the input's ids are, and the exact
 // body.
