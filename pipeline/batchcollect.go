@@ -348,63 +348,47 @@ func (c *collector) failedValidation() error {
 
 // readFile streams one output or error file. Its lines are read in
 // blocks, parsed on every core and applied in the file's order. A download
-// that breaks off is started again, and the lines already applied are
-// skipped: a file does not change. One that fails for good leaves the
-// rest of the batch to --resume.
+// that breaks off goes on where it broke (batchapi.Client.Download); one
+// that fails for good leaves the rest of the batch to --resume.
 func (c *collector) readFile(ctx context.Context, id string) error {
-	done := 0
-	var local error // gptbatch's own failure, which retrying does not cure
-	f, ok := c.api.Retry(ctx, "download "+id, nil, func(ctx context.Context) error {
-		body, err := c.api.Content(ctx, id)
-		if err != nil {
-			return err
-		}
-		defer body.Close()
-		blocks := &blockReader{br: bufio.NewReaderSize(body, 256<<10)}
-		n := runtime.GOMAXPROCS(0)
-		// Parsed blocks on their way to be applied: one a worker.
-		parsed := make(chan []lineOutcome, n)
-		// The collect stage fans out inside itself, so it has a group of
-		// its own: parsing is most of collecting's time and runs on every
-		// core, while applying (settling, in the file's order) is one
-		// goroutine's. The group lives for one download: a download that
-		// breaks off ends it, and the next try starts a new one.
-		g, gctx := errgroup.WithContext(ctx)
-		g.Go(func() error {
-			defer close(parsed)
-			// Two blocks a worker in the window keep every core busy
-			// while the head block is applied.
-			return orderedMap(gctx, n, 2*n, blocks.next, parsed, c.parseBlock, nil)
-		})
-		g.Go(func() error {
-			seen := 0
-			for outs := range parsed {
-				for i := range outs {
-					if seen++; seen <= done {
-						continue
-					}
-					if local = c.apply(gctx, &outs[i]); local != nil {
-						return local
-					}
-					done = seen
-				}
-			}
-			return nil
-		})
-		err = g.Wait()
-		if local != nil {
-			return nil
-		}
-		if err == nil {
-			err = blocks.err
-		}
-		return err
+	// The collect stage fans out inside itself, so it has a group of its
+	// own: parsing is most of collecting's time and runs on every core,
+	// while applying (settling, in the file's order) is one goroutine's.
+	g, gctx := errgroup.WithContext(ctx)
+	body := c.api.Download(gctx, id)
+	defer body.Close()
+	blocks := &blockReader{br: bufio.NewReaderSize(body, 256<<10)}
+	n := runtime.GOMAXPROCS(0)
+	// Parsed blocks on their way to be applied: one a worker.
+	parsed := make(chan []lineOutcome, n)
+	g.Go(func() error {
+		defer close(parsed)
+		// Two blocks a worker in the window keep every core busy while
+		// the head block is applied.
+		return orderedMap(gctx, n, 2*n, blocks.next, parsed, c.parseBlock, nil)
 	})
+	done := 0
+	var local error // gptbatch's own failure: the batch cannot go on
+	g.Go(func() error {
+		for outs := range parsed {
+			for i := range outs {
+				if local = c.apply(gctx, &outs[i]); local != nil {
+					return local
+				}
+				done++
+			}
+		}
+		return nil
+	})
+	err := g.Wait()
 	if local != nil {
 		return local
 	}
-	if !ok {
-		c.broken = fmt.Errorf("reading file %s of batch %s failed after %s: %s", id, c.b.id, Count(done, "line", "lines"), f.Msg)
+	if err == nil {
+		err = blocks.err
+	}
+	if err != nil {
+		c.broken = fmt.Errorf("reading file %s of batch %s failed after %s: %s", id, c.b.id, Count(done, "line", "lines"), c.api.Failure(err).Msg)
 		c.r.cfg.Log.Warn(c.broken.Error())
 	}
 	return nil
@@ -426,8 +410,8 @@ const (
 
 // next is a source of blocks for orderedMap. A read that fails ends the
 // blocks after the whole lines before it, and leaves its error in r.err
-// for the caller once they are applied: a download broken off late keeps
-// what it had, and starting it again skips that.
+// for the caller once they are applied: a download that fails for good
+// late keeps what it had.
 func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
 	var blocks [][]byte
 	for len(blocks) < n && !r.eof {

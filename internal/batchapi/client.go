@@ -3,9 +3,9 @@
 //
 //	client.go   the client, and the calls that read or delete, each a single attempt that a server
 //	            that hangs cannot hang
-//	once.go     the one retry loop every call goes through, and the calls that make something, an
-//	            upload and a create: their single attempts, and how they are made once however their
-//	            answers are lost
+//	once.go     the one retry loop every call goes through; a download that starts again where it
+//	            broke off; and the calls that make something, an upload and a create: their single
+//	            attempts, and how they are made once however their answers are lost
 //	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written (a
 //	            batch's create journalled around the call) and read; a line's custom_id, written and read
 //	            beside the hash its items record

@@ -27,26 +27,126 @@ func (c *Client) Failure(err error) retry.Failure {
 // It gives up early when ctx ends or stop is closed (nil: never). It
 // reports how the last try failed, or ok.
 func (c *Client) Retry(ctx context.Context, what string, stop <-chan struct{}, call func(ctx context.Context) error) (f retry.Failure, ok bool) {
-	var wait time.Duration // the last back-off, for the next one's jitter
-	for n := 1; ; n++ {
+	t := tries{c: c, what: what, stop: stop}
+	for {
 		err := call(ctx)
 		if err == nil {
 			return retry.Failure{}, true
 		}
-		f := c.Failure(err)
-		var again bool
-		if wait, again = c.cfg.Retry.Next(n, f, wait); !again || ctx.Err() != nil {
-			return f, false
-		}
-		c.cfg.Log.Debug("retry", "call", what, "attempt", n, "error", f.Type, "status", f.Status, "wait", wait.Round(time.Millisecond))
-		select {
-		case <-c.cfg.Clock.After(wait):
-		case <-stop:
-			return f, false
-		case <-ctx.Done():
+		if f, ok := t.again(ctx, err); !ok {
 			return f, false
 		}
 	}
+}
+
+// tries are the failed tries of one call Retry makes, or of one Download.
+type tries struct {
+	c    *Client
+	what string
+	stop <-chan struct{}
+	n    int           // the tries that failed
+	wait time.Duration // the last back-off, for the next one's jitter
+}
+
+// again says whether the call is tried again after a try that failed with
+// err: the policy allows it, and its back-off ended before ctx did or stop
+// was closed. f is how the try failed.
+func (t *tries) again(ctx context.Context, err error) (f retry.Failure, ok bool) {
+	t.n++
+	f = t.c.Failure(err)
+	var again bool
+	if t.wait, again = t.c.cfg.Retry.Next(t.n, f, t.wait); !again || ctx.Err() != nil {
+		return f, false
+	}
+	t.c.cfg.Log.Debug("retry", "call", t.what, "attempt", t.n, "error", f.Type, "status", f.Status, "wait", t.wait.Round(time.Millisecond))
+	select {
+	case <-t.c.cfg.Clock.After(t.wait):
+		return f, true
+	case <-t.stop:
+	case <-ctx.Done():
+	}
+	return f, false
+}
+
+// Download streams the file id with Retry's retries: a download that
+// breaks off is started again, and the bytes already read are skipped (a
+// file's content does not change), so that its reader reads the file once
+// through, whatever breaks. Once the retries end, Read returns the last
+// try's error (Failure sorts it). ctx bounds every try.
+func (c *Client) Download(ctx context.Context, id string) io.ReadCloser {
+	return &download{ctx: ctx, c: c, id: id, tries: tries{c: c, what: "download " + id}}
+}
+
+// download is Download's stream. It keeps its caller's context, as an
+// HTTP response's body keeps its request's: a try started by a Read is
+// bound by it.
+type download struct {
+	ctx   context.Context
+	c     *Client
+	id    string
+	tries tries
+	body  io.ReadCloser // the try under way; nil before one starts
+	read  int64         // the bytes read: a new try skips them
+	err   error         // why it ended
+}
+
+func (d *download) Read(p []byte) (int, error) {
+	for d.err == nil {
+		if d.body == nil {
+			var err error
+			if d.body, err = d.open(); err != nil {
+				d.again(err)
+				continue
+			}
+		}
+		n, err := d.body.Read(p)
+		d.read += int64(n)
+		if err != nil && err != io.EOF {
+			// Broken off: the next Read starts it again.
+			d.body.Close()
+			d.body = nil
+			d.again(err)
+			err = nil
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return 0, d.err
+}
+
+// open starts a try: the file, from past the bytes already read.
+func (d *download) open() (io.ReadCloser, error) {
+	body, err := d.c.Content(d.ctx, d.id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyN(io.Discard, body, d.read); err != nil {
+		body.Close()
+		return nil, err
+	}
+	return body, nil
+}
+
+// again waits out the back-off after a try that failed with err, or ends
+// the stream with err when the retries are over.
+func (d *download) again(err error) {
+	if _, ok := d.tries.again(d.ctx, err); !ok {
+		d.err = err
+	}
+}
+
+// Close ends the download.
+func (d *download) Close() error {
+	if d.err == nil {
+		d.err = os.ErrClosed
+	}
+	if d.body == nil {
+		return nil
+	}
+	err := d.body.Close()
+	d.body = nil
+	return err
 }
 
 // An upload or a create may be made by the API and its answer lost (a

@@ -1,8 +1,17 @@
 package batchapi
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	openai "github.com/sashabaranov/go-openai"
 )
 
@@ -29,6 +38,59 @@ func TestTagged(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := tagged(tt.bo, "file-a", meta); got != tt.want {
 				t.Errorf("tagged(%v %v) = %v, want %v", tt.bo.InputFileID, tt.bo.Metadata, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDownload: a download that breaks off goes on where it broke, so
+// that its reader reads the file once through, every byte once and in
+// order; one that breaks past its retries ends with the network's error
+// after the bytes it read.
+func TestDownload(t *testing.T) {
+	var file strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&file, `{"custom_id":"line-%d","response":{"status_code":200}}`+"\n", i+1)
+	}
+	tests := []struct {
+		name    string
+		cuts    int // downloads broken off half way
+		wantAll bool
+	}{
+		{"whole", 0, true},
+		{"broken once", 1, true},
+		{"broken at the same place as long as retries are left", 2, true},
+		{"broken past the retries", 3, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{})
+			defer srv.Close()
+			api := New(Config{BaseURL: srv.URL(), Key: "sk-test", Timeout: 5 * time.Second, Retry: retry.Policy{Retries: 2}, Clock: instantClock{time.Now()}})
+			ctx := context.Background()
+			in := filepath.Join(t.TempDir(), "out.jsonl")
+			if err := os.WriteFile(in, []byte(file.String()), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			id, err := api.Upload(ctx, in, "out.jsonl")
+			if err != nil {
+				t.Fatalf("Upload: %v", err)
+			}
+			srv.CutDownloads(tt.cuts, 0.5)
+			body := api.Download(ctx, id)
+			got, err := io.ReadAll(body)
+			body.Close()
+			if srv.Cut() != tt.cuts {
+				t.Errorf("%d downloads cut, want %d", srv.Cut(), tt.cuts)
+			}
+			if tt.wantAll {
+				if err != nil || string(got) != file.String() {
+					t.Errorf("Download read %d bytes, error %v; want the file's %d, no error", len(got), err, file.Len())
+				}
+				return
+			}
+			if f := api.Failure(err); f.Type != "network" || len(got) == 0 || len(got) >= file.Len() || !strings.HasPrefix(file.String(), string(got)) {
+				t.Errorf("Download read %d bytes, error %v (%s); want the file's first half of %d, a network failure", len(got), err, f.Type, file.Len())
 			}
 		})
 	}
