@@ -241,17 +241,20 @@ func (r *runner) countBatch(h held, reask, settled bool, cost budget.Cost) {
 	}
 }
 
-// journalTries is what the batch journal keeps of a re-ask's earlier
-// tries (JournalItem.Tries), so that --resume, collecting the follow-up
-// batch, goes on from them: the line's result sums every try, and its
-// re-asks stay within --schema-retries. The follow-up line's custom_id
-// carries it too (batchapi.CustomID), for a lost journal.
+// journalTries is what the batch journal keeps of a line's earlier tries
+// (JournalItem.Tries) when it goes in a batch after others: a follow-up
+// of lines that failed (a 5xx, a 429, expired, missing) or of --schema
+// re-asks. --resume, collecting that batch, goes on from them: the
+// line's attempts count every batch it was in, its result sums every
+// answer, and its follow-ups stay within --retries and --schema-retries.
+// The follow-up line's custom_id carries it too (batchapi.CustomID), for
+// a lost journal.
 type journalTries = batchapi.Tries
 
-// journal is what the journal keeps of h, a line held so that goes in a
-// batch after being in batches others: nil for a line's first try.
+// journal is what the journal keeps of h, the hold of a line that goes in
+// a batch after being in batches others: nil for a line's first try.
 func (h held) journal(batches int) json.RawMessage {
-	if h.kind == heldNone || h.reasks == 0 {
+	if batches == 0 {
 		return nil
 	}
 	u := h.prior.usage
@@ -262,11 +265,15 @@ func (h held) journal(batches int) json.RawMessage {
 
 // resume makes h, a line's as --resume reads it again, go on from the
 // tries the journal kept of it (journal), and returns how many batches it
-// was in before. A line not held, or none kept, is as it was.
+// was in before. A line none were kept of is as it was; a line not held
+// takes only its batches.
 func (h *held) resume(raw json.RawMessage) int {
 	var jt journalTries
-	if h.kind == heldNone || len(raw) == 0 || json.Unmarshal(raw, &jt) != nil {
+	if len(raw) == 0 || json.Unmarshal(raw, &jt) != nil {
 		return 0
+	}
+	if h.kind == heldNone {
+		return jt.Batches
 	}
 	h.reasks, h.prior.n = jt.Reasks, jt.Answers
 	h.prior.usage = jsonl.Usage{PromptTokens: jt.PromptTokens, CompletionTokens: jt.CompletionTokens,

@@ -104,10 +104,10 @@ type JournalRecord struct {
 type JournalItem struct {
 	CustomID string
 	Hash     string
-	// Tries, for a line a batch holds once more after earlier batches
-	// answered it (--schema asking an invalid answer again), is what those
-	// tries were, for --resume to go on from: the pipeline's, kept as it
-	// is. Nil for a line's first try.
+	// Tries, for a line a batch holds once more after it was in earlier
+	// batches (it failed there, or --schema asks an invalid answer
+	// again), is what those tries were, for --resume to go on from: the
+	// pipeline's, kept as it is. Nil for a line's first try.
 	Tries json.RawMessage
 }
 
@@ -459,11 +459,11 @@ func (t *Tries) fields() [8]int64 {
 func LineID(line int) string { return "line-" + strconv.Itoa(line) }
 
 // CustomID is the custom_id of input line line in a batch file: its
-// LineID, line-17. A line that goes again after earlier batches answered
-// it (tries, a Tries; nil for a first try) sends another body than the
-// input line's, whose hash a lost journal could not compute again: its
-// custom_id also carries hash, the LineHash of its original request, and
-// its tries, so that the journal is rebuilt as it was (rebuild):
+// LineID, line-17. A line that goes again after earlier batches (tries, a
+// Tries; nil for a first try) may send another body than the input
+// line's (a --schema re-ask), whose hash a lost journal could not compute
+// again: its custom_id also carries hash, the LineHash of its original
+// request, and its tries, so that the journal is rebuilt as it was (rebuild):
 // line-17.<hash>.<reasks>.<batches>.<answers>.<prompt>.<completion>.<cached>.<reasoning>.<picodollars>,
 // about 60 characters. Collecting reads back only its line (LineOf).
 func CustomID(line int, hash string, tries json.RawMessage) string {

@@ -297,3 +297,151 @@ func TestSchemaViaBatchKilledBeforeFollowUpJournalLost(t *testing.T) {
 		t.Errorf("the first batch's input file %s is kept after its follow-up was made", input)
 	}
 }
+
+// lineFigures are what a result says of a line's tries: the figures an
+// interrupted run resumed must give as a run that was not interrupted.
+type lineFigures struct {
+	attempts       int
+	errType        string
+	cost           budget.Cost
+	prompt, output int64
+}
+
+// retriedRun runs 20 lines and one a 500 always fails through the Batch
+// API with --retries 1: the first batch answers 10 lines (the failing one
+// among them) and expires, so the other 11 and the failing one go again
+// in a follow-up batch. With
+// interrupt the run is interrupted once the follow-up is journalled, and
+// --resume collects it. It checks each line's result against the ledger,
+// and returns their figures and the batches the API made.
+func retriedRun(t *testing.T, interrupt bool) (map[string]lineFigures, int) {
+	t.Helper()
+	srvClk := newStepClock() // the API's clock: moved only to expire the first batch
+	srv := openaitest.New(openaitest.Config{Now: srvClk.Now, Seed: 7,
+		Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual, LinesPerStep: 10}})
+	defer srv.Close()
+	g := newGB(t, srv.URL())
+	g.seams.Clock = newStepClock()
+	in := simpleLines(20) + `{"id":"down","prompt":"__status_500__"}` + "\n"
+	args := []string{"--via", "batch", "--retries", "1"}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	type ran struct {
+		out, stderr string
+		code        int
+	}
+	done := make(chan ran, 1)
+	go func() {
+		out, stderr, code := g.run(runCtx, in, args...)
+		done <- ran{out, stderr, code}
+	}()
+	// A batch is polled only once it is journalled.
+	polled := func(k int) {
+		t.Helper()
+		if err := srv.Wait(ctx, func() bool {
+			ids := srv.BatchIDs()
+			return len(ids) >= k && len(srv.BatchPolls(ids[k-1])) > 0
+		}); err != nil {
+			t.Fatalf("waiting for batch %d to be polled: %v", k, err)
+		}
+	}
+	polled(1)
+	first := srv.BatchIDs()[0]
+	srv.AdvanceBatch(first) // in progress
+	srv.AdvanceBatch(first) // 10 lines answered
+	srvClk.advance(25 * time.Hour)
+	if st, _ := srv.AdvanceBatch(first); st != "expired" {
+		t.Fatalf("the first batch is %s, want expired", st)
+	}
+	polled(2)
+	if interrupt {
+		stop()
+	} else {
+		srv.FinishBatches()
+	}
+	r := <-done
+	results := map[string]result{}
+	for _, res := range parseResults(t, r.out) {
+		results[res.ID] = res
+	}
+	if interrupt {
+		if r.code != 130 {
+			t.Fatalf("interrupted run: exit status %d, want 130: %s", r.code, r.stderr)
+		}
+		srv.FinishBatches()
+		// A batch --resume makes (none should) runs to its end, as the
+		// API's do.
+		go func() {
+			for k := 3; srv.Wait(ctx, func() bool { return srv.BatchStats().Created >= k }) == nil; k++ {
+				srv.FinishBatches()
+			}
+		}()
+		g.seams.Clock = newStepClock()
+		out2, stderr2, code := g.run(ctx, in, append(args, "--resume", saveOut(t, g, r.out))...)
+		if code != 1 {
+			t.Fatalf("--resume: exit status %d, want 1 (the line a 500 fails): %s", code, stderr2)
+		}
+		for _, res := range parseResults(t, out2) {
+			results[res.ID] = res
+		}
+	} else if r.code != 1 {
+		t.Fatalf("exit status %d, want 1 (the line a 500 fails): %s", r.code, r.stderr)
+	}
+
+	byLine := map[string][]budget.LedgerEntry{}
+	for _, e := range ledger(t, g.dir) {
+		byLine[e.ID] = append(byLine[e.ID], e)
+	}
+	figs := map[string]lineFigures{}
+	for id, res := range results {
+		u, c, _ := tries(byLine[id])
+		f := lineFigures{attempts: res.Attempts}
+		if res.Error != nil {
+			f.errType = res.Error.Type
+		} else {
+			f.cost, f.prompt, f.output = cost(t, res.CostUSD), res.Usage.PromptTokens, res.Usage.CompletionTokens
+			if f.cost != c || f.prompt != u.PromptTokens || f.output != u.CompletionTokens {
+				t.Errorf("%s: cost_usd %s, usage %d+%d; the ledger's tries of it: %s, %d+%d", id, f.cost, f.prompt, f.output, c, u.PromptTokens, u.CompletionTokens)
+			}
+		}
+		if f.attempts != len(byLine[id]) {
+			t.Errorf("%s: attempts %d, want the %d batches the ledger has it in", id, f.attempts, len(byLine[id]))
+		}
+		figs[id] = f
+	}
+	if len(figs) != 21 {
+		t.Errorf("%d lines have a result, want 21", len(figs))
+	}
+	return figs, srv.BatchStats().Created
+}
+
+// TestViaBatchRetriedLinesResumed: lines a batch left unanswered when it
+// expired, and one a 500 fails, go again in a follow-up batch; when the
+// run is interrupted while the follow-up runs and --resume collects it,
+// each line's result is the same as when the run collects it: attempts
+// counts every batch the line was in (as the ledger does), cost_usd and
+// usage are the ledger's, and the failing line goes in no more batches
+// than --retries allow.
+func TestViaBatchRetriedLinesResumed(t *testing.T) {
+	t.Parallel()
+	whole, wholeBatches := retriedRun(t, false)
+	resumed, resumedBatches := retriedRun(t, true)
+	if wholeBatches != 2 || resumedBatches != 2 {
+		t.Errorf("the API made %d batches for the run, %d for the run resumed; want 2 each: the first and its follow-up", wholeBatches, resumedBatches)
+	}
+	again := 0
+	for id, w := range whole {
+		if w.attempts > 1 {
+			again++
+		}
+		if r := resumed[id]; r != w {
+			t.Errorf("%s: resumed %+v, want %+v as the run not interrupted", id, r, w)
+		}
+	}
+	if again != 12 {
+		t.Errorf("%d lines went again, want 12: the 11 the expiry left and the one a 500 fails", again)
+	}
+}
