@@ -40,15 +40,16 @@ import (
 // and is checked like a live one.
 
 // schemaRun is what a run keeps for --schema: the schemas lines carry in
-// their own bodies, compiled once each, and the flag's schema's token
-// count by model. Safe for concurrent use; a nil *schemaRun keeps nothing.
+// their own bodies, compiled and counted once each (schema.Cache keeps a
+// bounded number), and the flag's schema's token count by model. Safe for
+// concurrent use; a nil *schemaRun keeps nothing.
 type schemaRun struct {
 	lines  schema.Cache
 	counts sync.Map // schemaCount → int64: the flag's schema's tokens
 }
 
-// schemaCount names a count of the flag's schema's tokens: by the model's
-// encoder, or (not exact) by the byte bound.
+// schemaCount names a count of a schema's tokens: by the model's encoder,
+// or (not exact) by the byte bound.
 type schemaCount struct {
 	model string
 	exact bool
@@ -64,8 +65,8 @@ func (s *schemaRun) cache() *schema.Cache {
 
 // tokens is the prompt tokens sc adds to a request of model, counted as
 // the line's prompt is: exactly, or by the byte bound. The flag's
-// schema's count is kept, one a model; a line's own is counted each time,
-// so that a batch of many schemas keeps none.
+// schema's count is kept, one a model; a line's own is counted each time
+// (prepare counts it through ownTokens, which keeps it).
 func (s *schemaRun) tokens(cfg *Config, sc *schema.Schema, model string, exact bool) int64 {
 	key := schemaCount{model, exact}
 	keep := s != nil && sc == cfg.Schema
@@ -79,6 +80,14 @@ func (s *schemaRun) tokens(cfg *Config, sc *schema.Schema, model string, exact b
 		s.counts.Store(key, n)
 	}
 	return n
+}
+
+// ownTokens is the prompt tokens the json_schema format body names of its
+// own adds to a request of model (schema.FormatTokens), 0 when it names
+// none: kept in the run's cache of line schemas, one count a model and
+// way of counting, so that lines carrying the same schema count it once.
+func (s *schemaRun) ownTokens(cfg *Config, endpoint string, body []byte, model string, exact bool) int64 {
+	return int64(s.cache().FormatTokens(endpoint, body, schemaCount{model, exact}, schemaCounter(cfg, model, exact)))
 }
 
 // schemaCounter counts a schema's text for a request of model as the
@@ -100,23 +109,22 @@ func schemaCounter(cfg *Config, model string, exact bool) func(string) int {
 // own is billed all the same: its tokens join the prompt, counted by the
 // same rule. For embeddings it is body.
 func (it *item) holdToSchema(cfg *Config, body []byte) ([]byte, error) {
-	switch {
-	case it.endpoint == jsonl.EndpointEmbeddings:
-		return body, nil
-	case cfg.Schema == nil:
-		it.schemaTokens = int64(schema.FormatTokens(it.endpoint, body, schemaCounter(cfg, it.model, it.exact)))
-		it.prompt += it.schemaTokens
+	if it.endpoint == jsonl.EndpointEmbeddings {
 		return body, nil
 	}
 	out, held, err := schema.Resolve(cfg.Schema, cfg.schemas.cache(), it.endpoint, body)
 	if err != nil {
 		return nil, err
 	}
-	if held != nil {
-		it.schema = held
+	it.schema = held
+	if held != nil && held == cfg.Schema {
 		it.schemaTokens = cfg.schemas.tokens(cfg, held, it.model, it.exact)
-		it.prompt += it.schemaTokens
+	} else {
+		// The line's own format, held to or not: a json_schema is counted
+		// as the flag's would be, anything else is 0.
+		it.schemaTokens = cfg.schemas.ownTokens(cfg, it.endpoint, body, it.model, it.exact)
 	}
+	it.prompt += it.schemaTokens
 	return out, nil
 }
 

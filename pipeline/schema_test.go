@@ -132,3 +132,35 @@ func BenchmarkResultFromBodySchema(b *testing.B) {
 		})
 	}
 }
+
+// TestOwnSchemaCountKeptByModel: a line's own json_schema is counted once
+// a run for each model and way of counting, and what is kept is the count
+// a fresh one gives, never another model's: lines for gpt-4o-mini
+// (o200k_base) and gpt-4 (cl100k_base), exact and by the byte bound,
+// carrying the same schema, in turn.
+func TestOwnSchemaCountKeptByModel(t *testing.T) {
+	body := []byte(`{"messages":[],"response_format":{"type":"json_schema","json_schema":{"name":"x","strict":true,"schema":` + tenFields + `}}}`)
+	r, _, _ := testRunner(t, Config{})
+	type count struct {
+		model string
+		exact bool
+	}
+	counts := []count{{"gpt-4o-mini", true}, {"gpt-4", true}, {"gpt-4o-mini", false}, {"gpt-4", false}}
+	fresh := map[count]int64{}
+	for _, c := range counts {
+		if err := r.cfg.Tokens.Build(c.model); err != nil {
+			t.Fatal(err)
+		}
+		fresh[c] = int64(schema.FormatTokens(jsonl.EndpointChat, body, schemaCounter(&r.cfg, c.model, c.exact)))
+	}
+	if fresh[counts[0]] == fresh[counts[1]] {
+		t.Fatalf("%s and %s count the schema alike (%d): the test cannot tell them apart", counts[0].model, counts[1].model, fresh[counts[0]])
+	}
+	for range 3 {
+		for _, c := range counts {
+			if got := r.cfg.schemas.ownTokens(&r.cfg, jsonl.EndpointChat, body, c.model, c.exact); got != fresh[c] {
+				t.Errorf("ownTokens(%s, exact %t) = %d, want %d (a fresh count)", c.model, c.exact, got, fresh[c])
+			}
+		}
+	}
+}

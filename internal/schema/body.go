@@ -85,9 +85,10 @@ func (s *Schema) Attach(endpoint string, body []byte) ([]byte, error) {
 	return nil, fmt.Errorf("%s: %w", endpoint, ErrNoSchemaField)
 }
 
-// Cache compiles the schemas lines carry in their own bodies, each once
-// however many lines carry it: 10,000 lines with the same inline schema
-// compile it once. It keeps the last cacheSize formats (by their exact
+// Cache compiles the schemas lines carry in their own bodies, and counts
+// their tokens (Cache.FormatTokens), each once however many lines carry
+// it: 10,000 lines with the same inline schema compile it once and count
+// it once a model. It keeps the last cacheSize formats (by their exact
 // bytes), so a batch of many different schemas holds a bounded number.
 // Its zero value is ready; it is safe for concurrent use.
 type Cache struct {
@@ -100,11 +101,13 @@ type Cache struct {
 // one or a few; past this, the oldest is compiled again when it returns.
 const cacheSize = 64
 
-// cacheEntry is one format's compiled schema, built once.
+// cacheEntry is one format's compiled schema, built once, and its token
+// counts, one a model (a run has a few).
 type cacheEntry struct {
-	once sync.Once
-	s    *Schema
-	err  error
+	once   sync.Once
+	s      *Schema
+	err    error
+	counts sync.Map // a count's key (see Cache.FormatTokens) → int
 }
 
 // FromBody reads the format a line's own body names: chat's
@@ -133,10 +136,34 @@ func (c *Cache) FromBody(endpoint string, body []byte) (own *Schema, hasFormat b
 // one the API would refuse (not JSON, no schema). The schema is not
 // compiled: a line sent as it is, held to nothing, is the API's to judge.
 func FormatTokens(endpoint string, body []byte, count func(string) int) int {
+	return (*Cache)(nil).FormatTokens(endpoint, body, nil, count)
+}
+
+// FormatTokens is FormatTokens through the cache: each format's count is
+// kept beside its compiled schema, one for each key, so 10,000 lines with
+// the same inline schema count it once for a model. key names count: two
+// counts under one key must be the same function (the model, and whether
+// it counts exactly or by the byte bound), so that one model's count is
+// never served to another. A nil Cache counts every time.
+func (c *Cache) FormatTokens(endpoint string, body []byte, key any, count func(string) int) int {
 	fields, _, _, err := ownFormat(endpoint, body)
 	if fields == nil || err != nil {
 		return 0
 	}
+	if c == nil {
+		return formatTokens(fields, count)
+	}
+	e := c.entry(fields)
+	if n, ok := e.counts.Load(key); ok {
+		return n.(int)
+	}
+	n := formatTokens(fields, count)
+	e.counts.Store(key, n)
+	return n
+}
+
+// formatTokens is FormatTokens of a json_schema format's fields.
+func formatTokens(fields []byte, count func(string) int) int {
 	f, err := unwrapFields(fields)
 	if err != nil {
 		return 0
@@ -203,26 +230,33 @@ func (c *Cache) compile(fields []byte) (*Schema, error) {
 	if c == nil {
 		return compileFields(fields)
 	}
-	key := string(fields)
-	c.mu.Lock()
-	e, ok := c.entries[key]
-	if !ok {
-		if c.entries == nil {
-			c.entries = map[string]*cacheEntry{}
-		}
-		if len(c.order) >= cacheSize {
-			delete(c.entries, c.order[0])
-			c.order = c.order[1:]
-		}
-		e = &cacheEntry{}
-		c.entries[key] = e
-		c.order = append(c.order, key)
-	}
-	c.mu.Unlock()
+	e := c.entry(fields)
 	// Compiling outside the lock lets other schemas compile meanwhile; the
 	// Once makes lines with this one wait for the first to compile it.
 	e.once.Do(func() { e.s, e.err = compileFields(fields) })
 	return e.s, e.err
+}
+
+// entry is the cache's entry for a format's fields, made (and the oldest
+// dropped past cacheSize) if it has none.
+func (c *Cache) entry(fields []byte) *cacheEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[string(fields)]; ok {
+		return e
+	}
+	if c.entries == nil {
+		c.entries = map[string]*cacheEntry{}
+	}
+	if len(c.order) >= cacheSize {
+		delete(c.entries, c.order[0])
+		c.order = c.order[1:]
+	}
+	key := string(fields)
+	e := &cacheEntry{}
+	c.entries[key] = e
+	c.order = append(c.order, key)
+	return e
 }
 
 // compileFields compiles a json_schema format's fields as the line sends

@@ -145,6 +145,24 @@ func TestCacheHoldsABoundedNumber(t *testing.T) {
 	}
 }
 
+// TestCacheKeepsCountsOfABoundedNumber: a batch of many different
+// schemas counted (not compiled, as a line held to nothing is) keeps the
+// counts of the last cacheSize, however many there were.
+func TestCacheKeepsCountsOfABoundedNumber(t *testing.T) {
+	var c Cache
+	for i := range 3 * cacheSize {
+		body := fmt.Sprintf(`{"messages":[],"response_format":{"type":"json_schema","json_schema":{"name":"p","schema":{"type":"object","description":"%d"}}}}`, i)
+		for _, key := range []string{"a", "b"} {
+			if n := c.FormatTokens(jsonl.EndpointChat, []byte(body), key, func(s string) int { return len(s) }); n == 0 {
+				t.Fatalf("FormatTokens(%s) = 0, want the schema's count", body)
+			}
+		}
+	}
+	if len(c.entries) != cacheSize || len(c.order) != cacheSize {
+		t.Errorf("after %d schemas the cache holds %d (order %d), want %d", 3*cacheSize, len(c.entries), len(c.order), cacheSize)
+	}
+}
+
 func TestResolve(t *testing.T) {
 	flag := mustParse(t, "name, age int")
 	own := `{"messages":[],"response_format":{"type":"json_schema","json_schema":{"name":"own","schema":{"type":"object"}}}}`
