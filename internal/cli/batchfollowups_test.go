@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -48,15 +47,7 @@ func TestSchemaViaBatchFollowUpRefusedThenMade(t *testing.T) {
 			defer cancel()
 			runCtx, interrupt := context.WithCancel(ctx)
 			defer interrupt()
-			type ran struct {
-				out, stderr string
-				code        int
-			}
-			done := make(chan ran, 1)
-			go func() {
-				out, stderr, code := g.run(runCtx, in, args...)
-				done <- ran{out, stderr, code}
-			}()
+			done := g.start(runCtx, in, args...)
 			wait := func(what string, cond func() bool) {
 				t.Helper()
 				if err := srv.Wait(ctx, cond); err != nil {
@@ -86,18 +77,18 @@ func TestSchemaViaBatchFollowUpRefusedThenMade(t *testing.T) {
 				srv.FinishBatches()
 			}
 			r := <-done
-			out := r.out
+			outs := []string{r.out}
 			if tt.resume {
 				if r.code != 130 {
 					t.Fatalf("interrupted run: exit status %d, want 130: %s", r.code, r.stderr)
 				}
 				srv.FinishBatches()
 				g.seams.Clock = newStepClock()
-				out2, stderr2, code := g.run(ctx, in, append(args, "--resume", saveOut(t, g, out))...)
+				out2, stderr2, code := g.run(ctx, in, append(args, "--resume", saveOut(t, g, r.out))...)
 				if code != 0 {
 					t.Fatalf("--resume: exit status %d: %s", code, stderr2)
 				}
-				out += out2
+				outs = append(outs, out2)
 			} else if r.code != 0 {
 				t.Fatalf("exit status %d: %s", r.code, r.stderr)
 			}
@@ -111,27 +102,11 @@ func TestSchemaViaBatchFollowUpRefusedThenMade(t *testing.T) {
 			if st := srv.BatchStats(); st.Created != 3 || st.Succeeded != n+invalid {
 				t.Fatalf("the fake: %d batches, %d lines answered; want 3 (the follow-up twice) and %d", st.Created, st.Succeeded, n+invalid)
 			}
-			byLine := map[string][]budget.LedgerEntry{}
-			for _, e := range ledger(t, g.dir) {
-				byLine[e.ID] = append(byLine[e.ID], e)
-			}
-			parsed, again := map[string]int{}, 0
-			for _, r := range parseLines[schemaBatchResult](t, out) {
-				if r.Error != nil {
-					continue
-				}
-				parsed[r.ID]++
-				u, c, _ := tries(byLine[r.ID])
+			answered, byLine := parsedOnceWithTries(t, g.dir, n, outs...)
+			again := 0
+			for _, r := range answered {
 				if len(byLine[r.ID]) > 1 {
 					again++
-				}
-				if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) || r.Usage.PromptTokens != u.PromptTokens {
-					t.Errorf("%s: attempts %d, cost_usd %s, prompt_tokens %d; want its %d tries in the ledger, %s and %d", r.ID, r.Attempts, got, r.Usage.PromptTokens, len(byLine[r.ID]), c, u.PromptTokens)
-				}
-			}
-			for i := range n {
-				if id := fmt.Sprint("r", i); parsed[id] != 1 {
-					t.Errorf("%s parsed %d times, want once", id, parsed[id])
 				}
 			}
 			if again == 0 {
@@ -248,14 +223,7 @@ func TestSchemaViaBatchKilledBeforeFollowUpJournalLost(t *testing.T) {
 	}
 
 	// Each batch --resume makes runs to its end, as the API's do.
-	go func() {
-		for k := 2; ; k++ {
-			if srv.Wait(ctx, func() bool { return srv.BatchStats().Created >= k }) != nil {
-				return
-			}
-			srv.FinishBatches()
-		}
-	}()
+	finishBatchesFrom(ctx, srv, 2)
 	g.seams.Clock = newStepClock()
 	out2, stderr2, code := g.run(ctx, in, append(args, "--resume", prev)...)
 	if code != 0 {
@@ -265,26 +233,7 @@ func TestSchemaViaBatchKilledBeforeFollowUpJournalLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	byLine := map[string][]budget.LedgerEntry{}
-	for _, e := range ledger(t, g.dir) {
-		byLine[e.ID] = append(byLine[e.ID], e)
-	}
-	parsed := map[string]int{}
-	for _, r := range append(parseLines[schemaBatchResult](t, string(out1)), parseLines[schemaBatchResult](t, out2)...) {
-		if r.Error != nil {
-			continue
-		}
-		parsed[r.ID]++
-		_, c, _ := tries(byLine[r.ID])
-		if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) {
-			t.Errorf("%s: attempts %d, cost_usd %s; want its %d tries in the ledger, %s", r.ID, r.Attempts, got, len(byLine[r.ID]), c)
-		}
-	}
-	for i := range n {
-		if id := fmt.Sprint("r", i); parsed[id] != 1 {
-			t.Errorf("%s parsed %d times over both runs, want once", id, parsed[id])
-		}
-	}
+	parsedOnceWithTries(t, g.dir, n, string(out1), out2)
 	st := srv.BatchStats()
 	t.Logf("the API: %d batches, %d lines answered; %d invalid first answers", st.Created, st.Succeeded, invalid)
 	if st.Created != 2 || st.Succeeded != n+invalid {
@@ -329,15 +278,7 @@ func retriedRun(t *testing.T, interrupt bool) (map[string]lineFigures, int) {
 	defer cancel()
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	type ran struct {
-		out, stderr string
-		code        int
-	}
-	done := make(chan ran, 1)
-	go func() {
-		out, stderr, code := g.run(runCtx, in, args...)
-		done <- ran{out, stderr, code}
-	}()
+	done := g.start(runCtx, in, args...)
 	// A batch is polled only once it is journalled.
 	polled := func(k int) {
 		t.Helper()
@@ -374,11 +315,7 @@ func retriedRun(t *testing.T, interrupt bool) (map[string]lineFigures, int) {
 		srv.FinishBatches()
 		// A batch --resume makes (none should) runs to its end, as the
 		// API's do.
-		go func() {
-			for k := 3; srv.Wait(ctx, func() bool { return srv.BatchStats().Created >= k }) == nil; k++ {
-				srv.FinishBatches()
-			}
-		}()
+		finishBatchesFrom(ctx, srv, 3)
 		g.seams.Clock = newStepClock()
 		out2, stderr2, code := g.run(ctx, in, append(args, "--resume", saveOut(t, g, r.out))...)
 		if code != 1 {
@@ -391,10 +328,7 @@ func retriedRun(t *testing.T, interrupt bool) (map[string]lineFigures, int) {
 		t.Fatalf("exit status %d, want 1 (the line a 500 fails): %s", r.code, r.stderr)
 	}
 
-	byLine := map[string][]budget.LedgerEntry{}
-	for _, e := range ledger(t, g.dir) {
-		byLine[e.ID] = append(byLine[e.ID], e)
-	}
+	byLine := ledgerByLine(t, g.dir)
 	figs := map[string]lineFigures{}
 	for id, res := range results {
 		u, c, _ := tries(byLine[id])

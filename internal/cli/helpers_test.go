@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/budget"
+	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -325,6 +326,16 @@ func ledger(t *testing.T, dir string) []budget.LedgerEntry {
 	return es
 }
 
+// ledgerByLine is the entries of the ledger in dir by the id of their line.
+func ledgerByLine(t *testing.T, dir string) map[string][]budget.LedgerEntry {
+	t.Helper()
+	byLine := map[string][]budget.LedgerEntry{}
+	for _, e := range ledger(t, dir) {
+		byLine[e.ID] = append(byLine[e.ID], e)
+	}
+	return byLine
+}
+
 // ledgerTokens adds up the tokens of the ledger's entries.
 func ledgerTokens(es []budget.LedgerEntry) int64 {
 	var n int64
@@ -384,4 +395,33 @@ func cost(t *testing.T, raw json.RawMessage) budget.Cost {
 		t.Fatalf("%s is not an amount of dollars: %v", raw, err)
 	}
 	return c
+}
+
+// ran is what a run of gptbatch wrote and its exit status.
+type ran struct {
+	out, stderr string
+	code        int
+}
+
+// start runs g.run(ctx, stdin, args...) on a goroutine of its own; what
+// the run wrote and its exit status arrive on the channel once it ends.
+func (g *gb) start(ctx context.Context, stdin string, args ...string) <-chan ran {
+	done := make(chan ran, 1)
+	go func() {
+		out, stderr, code := g.run(ctx, stdin, args...)
+		done <- ran{out, stderr, code}
+	}()
+	return done
+}
+
+// finishBatchesFrom lets the k-th batch the API creates, and every one
+// after it, run to its end as the API's batches do, until ctx ends: the
+// batches a run (or --resume) makes that the test does not step through
+// itself.
+func finishBatchesFrom(ctx context.Context, srv *openaitest.Server, k int) {
+	go func() {
+		for ; srv.Wait(ctx, func() bool { return srv.BatchStats().Created >= k }) == nil; k++ {
+			srv.FinishBatches()
+		}
+	}()
 }

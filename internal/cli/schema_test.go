@@ -889,6 +889,42 @@ func tries(es []budget.LedgerEntry) (u usage, c, reask budget.Cost) {
 	return u, c, reask
 }
 
+// parsedOnceWithTries checks the lines answered in outs, the stdout of a
+// run and of the runs that resumed it, against the ledger in dir: each
+// answered line's attempts, cost_usd and prompt_tokens are those of its
+// tries in the ledger, and each of the n lines r0, r1, ... is parsed once
+// over all the runs. It returns the answered lines' results and the
+// ledger by line.
+func parsedOnceWithTries(t *testing.T, dir string, n int, outs ...string) ([]schemaBatchResult, map[string][]budget.LedgerEntry) {
+	t.Helper()
+	byLine := ledgerByLine(t, dir)
+	var answered []schemaBatchResult
+	parsed := map[string]int{}
+	for _, out := range outs {
+		for _, r := range parseLines[schemaBatchResult](t, out) {
+			if r.Error != nil {
+				continue
+			}
+			answered = append(answered, r)
+			parsed[r.ID]++
+			u, c, _ := tries(byLine[r.ID])
+			if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) || r.Usage.PromptTokens != u.PromptTokens {
+				t.Errorf("%s: attempts %d, cost_usd %s, prompt_tokens %d; want its %d tries in the ledger, %s and %d", r.ID, r.Attempts, got, r.Usage.PromptTokens, len(byLine[r.ID]), c, u.PromptTokens)
+			}
+		}
+	}
+	over := "the run"
+	if len(outs) > 1 {
+		over = fmt.Sprintf("the %d runs", len(outs))
+	}
+	for i := range n {
+		if id := fmt.Sprint("r", i); parsed[id] != 1 {
+			t.Errorf("%s parsed %d times over %s, want once", id, parsed[id], over)
+		}
+	}
+	return answered, byLine
+}
+
 // ownSchemaLines is n lines like reviews(n), each carrying tenFields as
 // its own json_schema format for endpoint (chat's response_format, the
 // Responses API's text.format), without a newline but with the file's
@@ -1117,28 +1153,11 @@ func TestSchemaViaBatchRecoveredFollowUp(t *testing.T) {
 	// batches do.
 	srv.FinishBatches()
 
+	answered, byLine := parsedOnceWithTries(t, g.dir, n, out, out2)
 	fits := validator(t, tenFields)
-	byLine := map[string][]budget.LedgerEntry{}
-	for _, e := range ledger(t, g.dir) {
-		byLine[e.ID] = append(byLine[e.ID], e)
-	}
-	done := map[string]int{}
-	for _, r := range append(parseLines[schemaBatchResult](t, out), parseLines[schemaBatchResult](t, out2)...) {
-		if r.Error != nil {
-			continue
-		}
+	for _, r := range answered {
 		if err := fits(r.Parsed); err != nil {
 			t.Errorf("%s: parsed %s: %v", r.ID, r.Parsed, err)
-		}
-		done[r.ID]++
-		u, c, _ := tries(byLine[r.ID])
-		if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) || r.Usage.PromptTokens != u.PromptTokens {
-			t.Errorf("%s: cost_usd %s, attempts %d, prompt_tokens %d; want its %d tries' %s and %d", r.ID, got, r.Attempts, r.Usage.PromptTokens, len(byLine[r.ID]), c, u.PromptTokens)
-		}
-	}
-	for i := range n {
-		if id := fmt.Sprint("r", i); done[id] != 1 {
-			t.Errorf("%s parsed %d times over both runs, want once", id, done[id])
 		}
 	}
 	st := srv.BatchStats()
@@ -1210,11 +1229,7 @@ func TestSchemaViaBatchKilledWhileCreatingFollowUp(t *testing.T) {
 	}
 
 	// A batch --resume makes runs to its end, as the API's do.
-	go func() {
-		if srv.Wait(ctx, created(3)) == nil {
-			srv.FinishBatches()
-		}
-	}()
+	finishBatchesFrom(ctx, srv, 3)
 	g.seams.Clock = newStepClock()
 	out, stderr, code := g.run(ctx, in, append(args, "--resume", prev)...)
 	if code != 0 {
@@ -1224,26 +1239,7 @@ func TestSchemaViaBatchKilledWhileCreatingFollowUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	byLine := map[string][]budget.LedgerEntry{}
-	for _, e := range ledger(t, g.dir) {
-		byLine[e.ID] = append(byLine[e.ID], e)
-	}
-	done := map[string]int{}
-	for _, r := range append(parseLines[schemaBatchResult](t, string(first)), parseLines[schemaBatchResult](t, out)...) {
-		if r.Error != nil {
-			continue
-		}
-		done[r.ID]++
-		u, c, _ := tries(byLine[r.ID])
-		if got := cost(t, r.CostUSD); got != c || r.Attempts != len(byLine[r.ID]) || r.Usage.PromptTokens != u.PromptTokens {
-			t.Errorf("%s: cost_usd %s, attempts %d, prompt_tokens %d; want its %d tries' %s and %d", r.ID, got, r.Attempts, r.Usage.PromptTokens, len(byLine[r.ID]), c, u.PromptTokens)
-		}
-	}
-	for i := range n {
-		if id := fmt.Sprint("r", i); done[id] != 1 {
-			t.Errorf("%s parsed %d times over both runs, want once", id, done[id])
-		}
-	}
+	parsedOnceWithTries(t, g.dir, n, string(first), out)
 	st := srv.BatchStats()
 	t.Logf("the API: %d batches, %d lines answered, %d tokens billed", st.Created, st.Succeeded, st.PromptTokens+st.CompletionTokens)
 	if st.Created != 2 || st.Succeeded != n+invalid {
