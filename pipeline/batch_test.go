@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -243,5 +244,38 @@ func TestViaBatchHeadsPastTheBound(t *testing.T) {
 			len(r.Content) == 0 || string(r.Content) != string(h.Content) || r.Usage == nil || h.Usage == nil || *r.Usage != *h.Usage || string(r.CostUSD) != string(h.CostUSD) {
 			t.Fatalf("line %d with heads read back: %+v; with heads held: %+v", i+1, r, h)
 		}
+	}
+}
+
+// TestSubmitterOutlivesCollector: the collect stage may end before the
+// submitter (it failed, or the run is ending), closing the channel of what
+// it sends back; the submitter then waits for the run's end instead of
+// taking the closed channel's zero value for a collected batch, which
+// crashed the run with a nil pointer. The submitter's select sees the
+// closed channel and the cancelled run at once half the time, so it is
+// tried 20 times.
+func TestSubmitterOutlivesCollector(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{
+		Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: "http://127.0.0.1:1", Key: "sk-test", Retries: 1,
+		Via: ViaBatch, Batch: BatchOptions{Journal: filepath.Join(dir, "usage.batches.jsonl"), TempDir: dir},
+	}
+	for try := range 20 {
+		r := newRunner(context.Background(), cfg) // no signal
+		ctx, cancel := context.WithCancel(context.Background())
+		br, err := r.openBatch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := make(chan *item)
+		back := make(chan collected)
+		close(back)
+		ended := make(chan error, 1)
+		go func() { ended <- r.submitBatches(ctx, br, in, make(chan *tbatch, 1), make(chan []done, 1), back) }()
+		cancel()
+		if err := <-ended; !errors.Is(err, context.Canceled) {
+			t.Errorf("try %d: the submitter ended with %v, want the run's end (%v)", try+1, err, context.Canceled)
+		}
+		br.close()
 	}
 }

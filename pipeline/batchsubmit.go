@@ -266,7 +266,14 @@ func (s *submitter) run(ctx context.Context, in <-chan *item, back <-chan collec
 			if err := s.add(ctx, it); err != nil {
 				return err
 			}
-		case c := <-back:
+		case c, ok := <-back:
+			if !ok {
+				// The collect stage ended first: it failed, or the run
+				// is ending, and ctx ends with it (its error is the
+				// run's).
+				back = nil
+				continue
+			}
 			s.outstanding--
 			if err := s.collected(ctx, c); err != nil {
 				return err
