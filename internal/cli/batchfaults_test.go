@@ -168,6 +168,25 @@ func child(t *testing.T, g *gb, fsize int64, stdin string, args ...string) *exec
 	return cmd
 }
 
+// startChild starts gptbatch in a child process as child does, with its
+// stdout written to out.jsonl in g.dir, and returns the command and that
+// file's path: what a run killed had written, for --resume to read.
+func startChild(t *testing.T, g *gb, stdin string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	out := filepath.Join(g.dir, "out.jsonl")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close() // the child writes to its own copy
+	cmd := child(t, g, 0, stdin, args...)
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, out
+}
+
 // runLimited runs gptbatch in a child process under a file size limit of
 // fsize bytes, and returns its stdout, stderr and exit status.
 func runLimited(t *testing.T, g *gb, fsize int64, stdin string, args ...string) (string, string, int) {

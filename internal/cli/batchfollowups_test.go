@@ -92,13 +92,7 @@ func TestSchemaViaBatchFollowUpRefusedThenMade(t *testing.T) {
 			} else if r.code != 0 {
 				t.Fatalf("exit status %d: %s", r.code, r.stderr)
 			}
-			invalid := 0
-			for _, k := range srv.Structured().Invalid {
-				invalid += k
-			}
-			if invalid == 0 {
-				t.Fatal("no invalid first answer: the test tests nothing")
-			}
+			invalid := someInvalid(t, srv)
 			if st := srv.BatchStats(); st.Created != 3 || st.Succeeded != n+invalid {
 				t.Fatalf("the fake: %d batches, %d lines answered; want 3 (the follow-up twice) and %d", st.Created, st.Succeeded, n+invalid)
 			}
@@ -154,17 +148,7 @@ func TestSchemaViaBatchKilledBeforeFollowUpJournalLost(t *testing.T) {
 	const n = 30
 	in := reviews(n)
 	args := []string{"--via", "batch", "--schema", tenFields}
-	prev := filepath.Join(g.dir, "out.jsonl")
-	f, err := os.Create(prev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := child(t, g, 0, in, args...)
-	cmd.Stdout = f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, prev := startChild(t, g, in, args...)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -195,15 +179,8 @@ func TestSchemaViaBatchKilledBeforeFollowUpJournalLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-exited
-	f.Close()
 	srv.Hang(0, "", "")
-	invalid := 0
-	for _, k := range srv.Structured().Invalid {
-		invalid += k
-	}
-	if invalid == 0 {
-		t.Fatal("no invalid first answer: the test tests nothing")
-	}
+	invalid := someInvalid(t, srv)
 	first := srv.BatchIDs()[0]
 	if _, ok := srv.File(input); !ok {
 		t.Errorf("the first batch's input file %s was deleted before its follow-up was made", input)

@@ -757,13 +757,7 @@ func TestSchemaViaBatchKilledBeforeFollowUp(t *testing.T) {
 			if tt.made {
 				srv.FinishBatches()
 			}
-			invalid := 0
-			for _, k := range srv.Structured().Invalid {
-				invalid += k
-			}
-			if invalid == 0 {
-				t.Fatal("no invalid first answer: the test tests nothing")
-			}
+			invalid := someInvalid(t, srv)
 
 			var out2, errb bytes.Buffer
 			cmd = command(t, dir, srv.URL(), in, append(args, "--resume", out)...)
@@ -870,6 +864,20 @@ func invalidFirstAnswers(t *testing.T, s *openaitest.Server, n int) int {
 	}
 	if invalid < n/20 || invalid > n/5 {
 		t.Fatalf("%d invalid first answers of %d, want about a tenth", invalid, n)
+	}
+	return invalid
+}
+
+// someInvalid is how many first answers the fake made invalid, which must
+// be some: a test of their follow-ups with none tests nothing.
+func someInvalid(t *testing.T, srv *openaitest.Server) int {
+	t.Helper()
+	invalid := 0
+	for _, k := range srv.Structured().Invalid {
+		invalid += k
+	}
+	if invalid == 0 {
+		t.Fatal("no invalid first answer: the test tests nothing")
 	}
 	return invalid
 }
@@ -1191,17 +1199,7 @@ func TestSchemaViaBatchKilledWhileCreatingFollowUp(t *testing.T) {
 	const n = 60
 	in := reviews(n)
 	args := []string{"--via", "batch", "--schema", tenFields}
-	prev := filepath.Join(g.dir, "out.jsonl")
-	f, err := os.Create(prev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := child(t, g, 0, in, args...)
-	cmd.Stdout = f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, prev := startChild(t, g, in, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	created := func(k int) func() bool { return func() bool { return srv.BatchStats().Created >= k } }
@@ -1220,13 +1218,7 @@ func TestSchemaViaBatchKilledWhileCreatingFollowUp(t *testing.T) {
 	}
 	_ = cmd.Wait()
 	srv.FinishBatches()
-	invalid := 0
-	for _, k := range srv.Structured().Invalid {
-		invalid += k
-	}
-	if invalid == 0 {
-		t.Fatal("no invalid first answer: the test tests nothing")
-	}
+	invalid := someInvalid(t, srv)
 
 	// A batch --resume makes runs to its end, as the API's do.
 	finishBatchesFrom(ctx, srv, 3)
