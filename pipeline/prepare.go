@@ -80,7 +80,7 @@ func (r *runner) prepare(req *jsonl.Request, exact bool) *item {
 	if it.endpoint != jsonl.EndpointEmbeddings {
 		// Before the estimate: a schema, the flag's or the line's own, is
 		// billed as prompt tokens.
-		if it.body, err = it.holdToSchema(cfg, b); err != nil {
+		if it.body, err = it.holdToSchema(cfg, body, b); err != nil {
 			return invalid(err)
 		}
 	}

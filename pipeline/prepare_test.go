@@ -57,13 +57,15 @@ func BenchmarkPrepareOwnSchema(b *testing.B) {
 	r := newRunner(context.Background(), cfg)
 	for _, bench := range []struct {
 		name   string
+		text   string
 		format string
 	}{
-		{"none", ""},
-		{"own-schema", format},
+		{"short", "say 17 in words", ""},
+		{"none", text, ""},
+		{"own-schema", text, format},
 	} {
 		b.Run(bench.name, func(b *testing.B) {
-			body := map[string]json.RawMessage{"messages": mustJSON([]map[string]string{{"role": "user", "content": text}})}
+			body := map[string]json.RawMessage{"messages": mustJSON([]map[string]string{{"role": "user", "content": bench.text}})}
 			if bench.format != "" {
 				body["response_format"] = json.RawMessage(bench.format)
 			}

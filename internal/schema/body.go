@@ -175,6 +175,20 @@ func formatTokens(fields []byte, count func(string) int) int {
 	return promptTokens(doc.Bytes(), count)
 }
 
+// FormatField is the top-level field of a request body of endpoint in
+// which a line names its own output format: chat's response_format, the
+// Responses API's text (its format); "" for an endpoint that takes none.
+// A body without it names no format.
+func FormatField(endpoint string) string {
+	switch endpoint {
+	case jsonl.EndpointChat:
+		return "response_format"
+	case jsonl.EndpointResponses:
+		return "text"
+	}
+	return ""
+}
+
 // ownFormat finds the format a line's own body names: fields are its
 // json_schema format's fields (chat's json_schema object, or the Responses
 // API's text.format itself), nil when it names none or another format;
@@ -188,9 +202,9 @@ func ownFormat(endpoint string, body []byte) (fields json.RawMessage, where stri
 	var f json.RawMessage
 	switch endpoint {
 	case jsonl.EndpointChat:
-		f, where = top.get("response_format"), "response_format"
+		f, where = top.get(FormatField(endpoint)), FormatField(endpoint)
 	case jsonl.EndpointResponses:
-		text := top.get("text")
+		text := top.get(FormatField(endpoint))
 		if text == nil || bytes.Equal(text, []byte("null")) {
 			return nil, "", false, nil
 		}
