@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -415,109 +413,6 @@ func openCreates(path string, since time.Time) ([]JournalRecord, error) {
 // ClaimWindow is how old a journalled batch --resume still collects: the
 // API keeps output files for 30 days.
 const ClaimWindow = 30 * 24 * time.Hour
-
-// LineHashLen is the length of every LineHash.
-const LineHashLen = 16
-
-// LineHash is the content hash of a request as the journal records it
-// (JournalItem): its URL and its exact body, in LineHashLen characters.
-func LineHash(url string, body []byte) string {
-	h := sha256.New()
-	h.Write([]byte(url))
-	h.Write([]byte{0})
-	h.Write(body)
-	// 96 bits: no two lines of a journal collide by chance.
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
-}
-
-// A line's custom_id in a batch input file is gptbatch's own, unique
-// whatever the input's ids are: CustomID writes it, LineOf reads its line
-// back for collecting, and parseCustomID reads all of it back for a lost
-// journal's rebuild (recover.go).
-
-// Tries is what the journal keeps of a line's earlier tries
-// (JournalItem.Tries, as JSON): the pipeline writes it and reads it back,
-// and a follow-up line's custom_id carries it (CustomID).
-type Tries struct {
-	Reasks           int   `json:"reasks"`
-	Batches          int   `json:"batches"` // the batches the line was in before this one
-	Answers          int   `json:"answers"`
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	CachedTokens     int64 `json:"cached_tokens,omitempty"`
-	ReasoningTokens  int64 `json:"reasoning_tokens,omitempty"`
-	Cost             int64 `json:"cost_picodollars"`
-}
-
-// fields are t's numbers in the order CustomID writes them.
-func (t *Tries) fields() [8]int64 {
-	return [8]int64{int64(t.Reasks), int64(t.Batches), int64(t.Answers), t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, t.Cost}
-}
-
-// LineID names input line line, line-17: the journal's items record it
-// (JournalItem.CustomID), and every custom_id of the line begins with it.
-func LineID(line int) string { return "line-" + strconv.Itoa(line) }
-
-// CustomID is the custom_id of input line line in a batch file: its
-// LineID, line-17. A line that goes again after earlier batches (tries, a
-// Tries; nil for a first try) may send another body than the input
-// line's (a --schema re-ask), whose hash a lost journal could not compute
-// again: its custom_id also carries hash, the LineHash of its original
-// request, and its tries, so that the journal is rebuilt as it was (rebuild):
-// line-17.<hash>.<reasks>.<batches>.<answers>.<prompt>.<completion>.<cached>.<reasoning>.<picodollars>,
-// about 60 characters. Collecting reads back only its line (LineOf).
-func CustomID(line int, hash string, tries json.RawMessage) string {
-	id := LineID(line)
-	var t Tries
-	if len(tries) == 0 || len(hash) != LineHashLen || json.Unmarshal(tries, &t) != nil {
-		return id
-	}
-	b := append([]byte(id), '.')
-	b = append(b, hash...)
-	for _, v := range t.fields() {
-		b = append(b, '.')
-		b = strconv.AppendInt(b, v, 10)
-	}
-	return string(b)
-}
-
-// LineOf reads the line a custom_id of gptbatch's (CustomID) names: id,
-// its LineID, line-17, which the journal's items record, and line, the
-// input line, 17; ok is false when it is no LineID. id is the custom_id
-// up to its first dot whatever it is. It allocates nothing: collecting
-// calls it for every line of an output file.
-func LineOf(customID string) (id string, line int, ok bool) {
-	id, _, _ = strings.Cut(customID, ".")
-	n, ok := strings.CutPrefix(id, "line-")
-	if !ok {
-		return id, 0, false
-	}
-	line, err := strconv.Atoi(n)
-	return id, line, err == nil
-}
-
-// parseCustomID reads what CustomID wrote: the line's id (LineOf), and,
-// for a line that went again, the hash of its original request and its
-// tries; for a first try, hash is "" and tries nil.
-func parseCustomID(customID string) (id, hash string, tries json.RawMessage, err error) {
-	id, rest, carries := strings.Cut(customID, ".")
-	if !carries {
-		return id, "", nil, nil
-	}
-	parts := strings.Split(rest, ".")
-	var v [8]int64
-	if len(parts) != 1+len(v) || len(parts[0]) != LineHashLen {
-		return "", "", nil, fmt.Errorf("custom_id %q: not gptbatch's", customID)
-	}
-	for i := range v {
-		if v[i], err = strconv.ParseInt(parts[1+i], 10, 64); err != nil {
-			return "", "", nil, fmt.Errorf("custom_id %q: not gptbatch's", customID)
-		}
-	}
-	t := Tries{Reasks: int(v[0]), Batches: int(v[1]), Answers: int(v[2]), PromptTokens: v[3], CompletionTokens: v[4], CachedTokens: v[5], ReasoningTokens: v[6], Cost: v[7]}
-	tries, err = json.Marshal(t)
-	return id, parts[0], tries, err
-}
 
 // JournalTag names the journal at path in the metadata of the batches its
 // runs make (gptbatch_journal), so that rebuilding a lost journal takes
