@@ -253,14 +253,14 @@ type journalTries = batchapi.Tries
 
 // journal is what the journal keeps of h, the hold of a line that goes in
 // a batch after being in batches others: nil for a line's first try.
-func (h held) journal(batches int) json.RawMessage {
+func (h held) journal(batches int) *journalTries {
 	if batches == 0 {
 		return nil
 	}
 	u := h.prior.usage
-	return mustJSON(journalTries{Reasks: h.reasks, Batches: batches, Answers: h.prior.n,
+	return &journalTries{Reasks: h.reasks, Batches: batches, Answers: h.prior.n,
 		PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, CachedTokens: u.CachedTokens,
-		ReasoningTokens: u.ReasoningTokens, Cost: int64(h.prior.cost)})
+		ReasoningTokens: u.ReasoningTokens, Cost: int64(h.prior.cost)}
 }
 
 // resume makes h, a line's as --resume reads it again, go on from the

@@ -414,7 +414,7 @@ func (s *submitter) toChunk(key chunkKey, l bline, rec *lineRecord, h, line []by
 	}
 	c.heads = s.head(c.heads, c.lines, &l, h)
 	c.lines = append(c.lines, l)
-	c.journal.add(rec.Hash, rec.Held.journal(int(l.tries)))
+	c.journal.add(rec.Hash, rec.Held.journal(int(l.tries)).JSON())
 	c.bytes += int64(len(line))
 	c.tokens += prompt
 	c.est.Tokens += est.Tokens
@@ -764,7 +764,7 @@ func (s *submitter) items(b *tbatch, again bool) ([]batchapi.JournalItem, error)
 		if again {
 			before = max(before-1, 0)
 		}
-		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash, Tries: rec.Held.journal(before)})
+		items = append(items, batchapi.JournalItem{CustomID: id, Hash: rec.Hash, Tries: rec.Held.journal(before).JSON()})
 	}
 	return items, nil
 }

@@ -46,6 +46,16 @@ type Tries struct {
 	Cost             int64 `json:"cost_picodollars"`
 }
 
+// JSON is t as the journal keeps it (JournalItem.Tries); nil for nil, a
+// first try.
+func (t *Tries) JSON() json.RawMessage {
+	if t == nil {
+		return nil
+	}
+	b, _ := json.Marshal(t) // it never fails
+	return b
+}
+
 // fields are t's numbers in the order CustomID writes them.
 func (t *Tries) fields() [8]int64 {
 	return [8]int64{int64(t.Reasks), int64(t.Batches), int64(t.Answers), t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, t.Cost}
@@ -56,17 +66,16 @@ func (t *Tries) fields() [8]int64 {
 func LineID(line int) string { return "line-" + strconv.Itoa(line) }
 
 // CustomID is the custom_id of input line line in a batch file: its
-// LineID, line-17. A line that goes again after earlier batches (tries, a
-// Tries; nil for a first try) may send another body than the input
+// LineID, line-17. A line that goes again after earlier batches (tries;
+// nil for a first try) may send another body than the input
 // line's (a --schema re-ask), whose hash a lost journal could not compute
 // again: its custom_id also carries hash, the LineHash of its original
 // request, and its tries, so that the journal is rebuilt as it was (rebuild):
 // line-17.<hash>.<reasks>.<batches>.<answers>.<prompt>.<completion>.<cached>.<reasoning>.<picodollars>,
 // about 60 characters. Collecting reads back only its line (LineOf).
-func CustomID(line int, hash string, tries json.RawMessage) string {
+func CustomID(line int, hash string, t *Tries) string {
 	id := LineID(line)
-	var t Tries
-	if len(tries) == 0 || len(hash) != LineHashLen || json.Unmarshal(tries, &t) != nil {
+	if t == nil || len(hash) != LineHashLen {
 		return id
 	}
 	b := append([]byte(id), '.')

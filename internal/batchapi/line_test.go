@@ -13,28 +13,25 @@ import (
 // line-N, or has a carry that is not CustomID's, is no line of gptbatch's.
 func TestCustomID(t *testing.T) {
 	hash := LineHash("/v1/chat/completions", []byte(`{"model":"gpt-4o-mini"}`))
-	tries, err := json.Marshal(Tries{Reasks: 2, Batches: 3, Answers: 2, PromptTokens: 308, CompletionTokens: 154, CachedTokens: 128, ReasoningTokens: 64, Cost: 71700000})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tries := &Tries{Reasks: 2, Batches: 3, Answers: 2, PromptTokens: 308, CompletionTokens: 154, CachedTokens: 128, ReasoningTokens: 64, Cost: 71700000}
 	tests := []struct {
 		name      string
 		line      int
 		hash      string
-		tries     json.RawMessage
+		tries     *Tries
 		want      string
 		wantHash  string
 		wantTries json.RawMessage
 	}{
 		{"first try", 17, "", nil, "line-17", "", nil},
 		{"first try, its hash given", 17, hash, nil, "line-17", "", nil},
-		{"asked again", 17, hash, tries, "line-17." + hash + ".2.3.2.308.154.128.64.71700000", hash, tries},
+		{"asked again", 17, hash, tries, "line-17." + hash + ".2.3.2.308.154.128.64.71700000", hash, tries.JSON()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id := CustomID(tt.line, tt.hash, tt.tries)
 			if id != tt.want {
-				t.Fatalf("CustomID(%d, %q, %s) = %q, want %q", tt.line, tt.hash, tt.tries, id, tt.want)
+				t.Fatalf("CustomID(%d, %q, %+v) = %q, want %q", tt.line, tt.hash, tt.tries, id, tt.want)
 			}
 			if gotID, line, ok := LineOf(id); gotID != "line-17" || line != 17 || !ok {
 				t.Errorf("LineOf(%q) = %q, %d, %v; want line-17, 17, true", id, gotID, line, ok)
