@@ -120,7 +120,6 @@ func parseCustomID(customID string) (id, hash string, tries json.RawMessage, err
 			return "", "", nil, fmt.Errorf("custom_id %q: not gptbatch's", customID)
 		}
 	}
-	t := Tries{Reasks: int(v[0]), Batches: int(v[1]), Answers: int(v[2]), PromptTokens: v[3], CompletionTokens: v[4], CachedTokens: v[5], ReasoningTokens: v[6], Cost: v[7]}
-	tries, err = json.Marshal(t)
-	return id, parts[0], tries, err
+	t := &Tries{Reasks: int(v[0]), Batches: int(v[1]), Answers: int(v[2]), PromptTokens: v[3], CompletionTokens: v[4], CachedTokens: v[5], ReasoningTokens: v[6], Cost: v[7]}
+	return id, parts[0], t.JSON(), nil
 }
