@@ -355,7 +355,11 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 	// own: parsing is most of collecting's time and runs on every core,
 	// while applying (settling, in the file's order) is one goroutine's.
 	g, gctx := errgroup.WithContext(ctx)
-	body := c.api.Download(gctx, id)
+	body, err := c.api.Download(gctx, id)
+	if err != nil {
+		c.readFailed(id, 0, err)
+		return nil
+	}
 	defer body.Close()
 	blocks := &blockReader{br: bufio.NewReaderSize(body, 256<<10)}
 	n := runtime.GOMAXPROCS(0)
@@ -380,7 +384,7 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 		}
 		return nil
 	})
-	err := g.Wait()
+	err = g.Wait()
 	if local != nil {
 		return local
 	}
@@ -388,10 +392,16 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 		err = blocks.err
 	}
 	if err != nil {
-		c.broken = fmt.Errorf("reading file %s of batch %s failed after %s: %s", id, c.b.id, Count(done, "line", "lines"), c.api.Failure(err).Msg)
-		c.r.cfg.Log.Warn(c.broken.Error())
+		c.readFailed(id, done, err)
 	}
 	return nil
+}
+
+// readFailed says that reading the file id failed for good with err after
+// done lines: the rest of the batch is left to --resume.
+func (c *collector) readFailed(id string, done int, err error) {
+	c.broken = fmt.Errorf("reading file %s of batch %s failed after %s: %s", id, c.b.id, Count(done, "line", "lines"), c.api.Failure(err).Msg)
+	c.r.cfg.Log.Warn(c.broken.Error())
 }
 
 // blockReader cuts a stream of lines into blocks of whole lines.

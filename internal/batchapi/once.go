@@ -71,33 +71,40 @@ func (t *tries) again(ctx context.Context, err error) (f retry.Failure, ok bool)
 // Download streams the file id with Retry's retries: a download that
 // breaks off is started again, and the bytes already read are skipped (a
 // file's content does not change), so that its reader reads the file once
-// through, whatever breaks. Once the retries end, Read returns the last
-// try's error (Failure sorts it). ctx bounds every try.
-func (c *Client) Download(ctx context.Context, id string) io.ReadCloser {
-	return &download{ctx: ctx, c: c, id: id, tries: tries{c: c, what: "download " + id}}
+// through, whatever breaks. It starts the first try before it returns: a
+// file that cannot be read at all (one deleted: 404) is its error. Once
+// the retries end, Read returns the last try's error (Failure sorts it).
+// ctx bounds every try.
+func (c *Client) Download(ctx context.Context, id string) (*Stream, error) {
+	d := &Stream{ctx: ctx, c: c, id: id, tries: tries{c: c, what: "download " + id}}
+	for d.body == nil && d.err == nil {
+		d.open()
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return d, nil
 }
 
-// download is Download's stream. It keeps its caller's context, as an
-// HTTP response's body keeps its request's: a try started by a Read is
-// bound by it.
-type download struct {
+// Stream is a file being downloaded (Download). It keeps its caller's
+// context, as an HTTP response's body keeps its request's: a try started
+// by a Read is bound by it.
+type Stream struct {
 	ctx   context.Context
 	c     *Client
 	id    string
 	tries tries
-	body  io.ReadCloser // the try under way; nil before one starts
+	body  io.ReadCloser // the try under way; nil between two
 	read  int64         // the bytes read: a new try skips them
 	err   error         // why it ended
 }
 
-func (d *download) Read(p []byte) (int, error) {
+// Read reads the file on, starting a try again where one broke off.
+func (d *Stream) Read(p []byte) (int, error) {
 	for d.err == nil {
 		if d.body == nil {
-			var err error
-			if d.body, err = d.open(); err != nil {
-				d.again(err)
-				continue
-			}
+			d.open()
+			continue
 		}
 		n, err := d.body.Read(p)
 		d.read += int64(n)
@@ -115,29 +122,32 @@ func (d *download) Read(p []byte) (int, error) {
 	return 0, d.err
 }
 
-// open starts a try: the file, from past the bytes already read.
-func (d *download) open() (io.ReadCloser, error) {
+// open starts a try: the file, from past the bytes already read. One that
+// fails waits out its back-off, or ends the stream (again).
+func (d *Stream) open() {
 	body, err := d.c.Content(d.ctx, d.id)
+	if err == nil {
+		if _, err = io.CopyN(io.Discard, body, d.read); err != nil {
+			body.Close()
+		}
+	}
 	if err != nil {
-		return nil, err
+		d.again(err)
+		return
 	}
-	if _, err := io.CopyN(io.Discard, body, d.read); err != nil {
-		body.Close()
-		return nil, err
-	}
-	return body, nil
+	d.body = body
 }
 
 // again waits out the back-off after a try that failed with err, or ends
 // the stream with err when the retries are over.
-func (d *download) again(err error) {
+func (d *Stream) again(err error) {
 	if _, ok := d.tries.again(d.ctx, err); !ok {
 		d.err = err
 	}
 }
 
 // Close ends the download.
-func (d *download) Close() error {
+func (d *Stream) Close() error {
 	if d.err == nil {
 		d.err = os.ErrClosed
 	}

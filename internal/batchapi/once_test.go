@@ -77,7 +77,10 @@ func TestDownload(t *testing.T) {
 				t.Fatalf("Upload: %v", err)
 			}
 			srv.CutDownloads(tt.cuts, 0.5)
-			body := api.Download(ctx, id)
+			body, err := api.Download(ctx, id)
+			if err != nil {
+				t.Fatalf("Download: %v", err)
+			}
 			got, err := io.ReadAll(body)
 			body.Close()
 			if srv.Cut() != tt.cuts {
