@@ -3,10 +3,11 @@
 //
 //	client.go   the client, and the calls that read or delete, each a single attempt that a server
 //	            that hangs cannot hang
-//	once.go     the one retry loop every call goes through; a download that starts again where it
-//	            broke off; and the calls that make something, an upload and a create: their single
-//	            attempts, and how a batch is submitted (Submit), each made once however its answer
-//	            is lost, the create journalled around the call
+//	once.go     the one retry loop every call goes through; and the calls that make something, an
+//	            upload and a create: their single attempts, and how a batch is submitted (Submit),
+//	            each made once however its answer is lost, the create journalled around the call
+//	download.go a file's download, which starts again where it broke off, read as bytes or in
+//	            blocks of whole lines
 //	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written
 //	            and read
 //	line.go     what names a line of a batch file: the hash the journal's items record, and its
