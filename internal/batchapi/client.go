@@ -52,7 +52,10 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// Clock is the time a Client waits by (pipeline.Clock is one).
+// Clock is the time a Client waits by. A run passes its pipeline.Clock,
+// which has these methods: declared where it is used (pipeline imports
+// this package), it cannot drift from that one unnoticed, as pipeline
+// does not build unless its clock is one of these.
 type Clock interface {
 	Now() time.Time
 	After(d time.Duration) <-chan time.Time
