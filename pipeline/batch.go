@@ -286,6 +286,9 @@ type tbatch struct {
 // (batchapi.LineOf): a follow-up's custom_id carries more.
 func (b *tbatch) lineOf(customID string) (id string, i int32) {
 	id, n, ok := batchapi.LineOf(customID)
+	if !ok {
+		return id, -1 // a custom_id gptbatch did not write names no line
+	}
 	if b.byCustom != nil {
 		if k, found := b.byCustom[id]; found {
 			return id, k
@@ -293,7 +296,7 @@ func (b *tbatch) lineOf(customID string) (id string, i int32) {
 		return id, -1
 	}
 	ls := b.lines
-	if !ok || len(ls) == 0 {
+	if len(ls) == 0 {
 		return id, -1
 	}
 	// A batch's lines are most often the input's lines in a row.
