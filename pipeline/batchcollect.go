@@ -450,7 +450,7 @@ func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
 
 // lineOutcome is what one line of an output or error file comes to.
 type lineOutcome struct {
-	id    string // its custom_id
+	id    string // its custom_id's line id (batchapi.LineOf), or all of one gptbatch did not write
 	seq   int32  // its index in the batch's lines, or -1 for a line not of this run
 	st    budget.Settlement
 	res   *jsonl.Result // the line's result; nil if it goes again
@@ -569,16 +569,18 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	if err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}
-	// Then the line's record, which its item, and so its result, is
-	// made of.
-	o.id, o.seq = b.lineOf(ol.customID)
-	// Not a line of this run's (its input changed since): its answer was
-	// paid for, so the ledger has it all the same.
-	rec, tries := lineRecord{ID: o.id, Model: b.model}, 1
+	// Then the line its custom_id names, and the line's record, which
+	// its item, and so its result, is made of. An answer to none of this
+	// run's lines (its input changed since, or gptbatch did not write the
+	// custom_id) was paid for all the same: the ledger has it.
+	id, n, _ := batchapi.LineOf(ol.customID)
+	var rec lineRecord
+	if o.seq, rec, err = b.find(c.br, id, n); err != nil {
+		return lineOutcome{seq: -1, bad: err}
+	}
+	o.id = id
+	tries := 1
 	if o.seq >= 0 {
-		if rec, err = b.record(c.br, o.seq); err != nil {
-			return lineOutcome{seq: -1, bad: err}
-		}
 		tries = int(b.lines[o.seq].tries)
 	}
 	it := rec.item(endpoint, tries, r.cfg.Prices)
