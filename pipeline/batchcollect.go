@@ -450,12 +450,13 @@ func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
 
 // lineOutcome is what one line of an output or error file comes to.
 type lineOutcome struct {
-	id    string // its custom_id's line id (batchapi.LineOf), or all of one gptbatch did not write
-	seq   int32  // its index in the batch's lines, or -1 for a line not of this run
-	st    budget.Settlement
-	res   *jsonl.Result // the line's result; nil if it goes again
-	again bool          // submit it again
-	bad   error         // the line is not JSON
+	id      string // its custom_id's line id (batchapi.LineOf), or all of one gptbatch did not write
+	seq     int32  // its index in the batch's lines, or -1 for a line not of this run
+	foreign bool   // gptbatch did not write its custom_id
+	st      budget.Settlement
+	res     *jsonl.Result // the line's result; nil if it goes again
+	again   bool          // submit it again
+	bad     error         // the line is not JSON
 	// --schema: how the line is held, and its answer's cost; reask, when
 	// the answer did not fit, is what goes in the follow-up instead.
 	held  held
@@ -497,6 +498,9 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 	if c.repeated(o) {
 		c.repeats++
 		return nil
+	}
+	if o.foreign {
+		c.r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results has custom_id %q, which gptbatch did not write: it answers none of the batch's lines", c.b.id, o.id))
 	}
 	queued, err := c.add(ctx, o.st)
 	if err != nil {
@@ -573,12 +577,12 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	// its item, and so its result, is made of. An answer to none of this
 	// run's lines (its input changed since, or gptbatch did not write the
 	// custom_id) was paid for all the same: the ledger has it.
-	id, n, _ := batchapi.LineOf(ol.customID)
+	id, n, ours := batchapi.LineOf(ol.customID)
 	var rec lineRecord
 	if o.seq, rec, err = b.find(c.br, id, n); err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}
-	o.id = id
+	o.id, o.foreign = id, !ours
 	tries := 1
 	if o.seq >= 0 {
 		tries = int(b.lines[o.seq].tries)

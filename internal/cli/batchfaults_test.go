@@ -916,7 +916,7 @@ func TestResumeTwins(t *testing.T) {
 // line's answer. The line it seems to name gets its own answer; the line
 // whose answer it stands in place of is missing from the output, so it
 // goes again and gets its own; the foreign answer, paid for, is in the
-// ledger.
+// ledger, and the run says it answered no line.
 func TestViaBatchForeignCustomID(t *testing.T) {
 	t.Parallel()
 	hash := batchapi.LineHash("/v1/chat/completions", []byte(`{}`))
@@ -952,7 +952,7 @@ func TestViaBatchForeignCustomID(t *testing.T) {
 				w.Write(body)
 			}))
 			defer api.Close()
-			g := newGB(t, api.URL+"/v1")
+			g := newGB(t, api.URL+"/v1").loud()
 			g.seams.Clock = clk
 			out, stderr, code := g.run(context.Background(), simpleLines(3), "--via", "batch")
 			if code != 0 {
@@ -971,6 +971,9 @@ func TestViaBatchForeignCustomID(t *testing.T) {
 					got, _ := json.Marshal(r)
 					t.Errorf("line %d = %s; want the answer to %q", i+1, got, want)
 				}
+			}
+			if !strings.Contains(stderr, strconv.Quote(foreign)+", which gptbatch did not write") {
+				t.Errorf("stderr does not name the foreign custom_id %q: %s", foreign, stderr)
 			}
 			if rs[0].Attempts != 2 {
 				t.Errorf("line 1: %d attempts, want 2: its answer was missing from the first batch", rs[0].Attempts)
