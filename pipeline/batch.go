@@ -359,17 +359,16 @@ func recordOf(it *item, url string, cfg *Config) lineRecord {
 }
 
 // item is the item of a batch line collected after tries batches, by its
-// record: enough to read its answer into its result, priced by prices at
-// the Batch API's prices.
-func (rec *lineRecord) item(endpoint string, tries int, prices *budget.Prices) *item {
-	it := &item{
+// record: enough to read its answer into its result at the Batch API's
+// prices of its model, price in prices (nil: unknown, and the result
+// unpriced). Its estimate is not needed: its batch's reservation is
+// released whole when the batch is collected.
+func (rec *lineRecord) item(endpoint string, tries int, prices *budget.Prices, price *budget.ModelPrice) *item {
+	return &item{
 		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
 		endpoint: endpoint, single: rec.Single, floats: rec.Floats,
+		prices: prices, price: price, priced: price != nil, tier: budget.TierBatch,
 	}
-	it.prices, it.tier = prices, budget.TierBatch
-	it.price, it.est = it.prices.Quote(rec.Model, it.tier, 0, 0)
-	it.priced = !it.est.CostUnknown
-	return it
 }
 
 // batchRun is what the stages of a --via batch run share: the Batch API's

@@ -111,7 +111,8 @@ type collector struct {
 	api      *batchapi.Client
 	br       *batchRun
 	b        *tbatch
-	endpoint string // b's: every line of a batch goes to its one endpoint
+	endpoint string             // b's: every line of a batch goes to its one endpoint
+	price    *budget.ModelPrice // of b's model, which every line of b asks; nil: unknown
 	retry    []bline
 	settle   []budget.Settlement
 	// pending are the answers whose settlements wait in settle, by their
@@ -158,8 +159,9 @@ func newCollector(r *runner, br *batchRun, b *tbatch, results chan<- []done) *co
 		}
 		slices.SortFunc(b.byLine, func(x, y int32) int { return cmp.Compare(b.lines[x].line, b.lines[y].line) })
 	}
+	price, _ := r.cfg.Prices.Lookup(b.model)
 	return &collector{
-		r: r, api: br.api, br: br, b: b, endpoint: endpointOf(b.endpoint), results: results,
+		r: r, api: br.api, br: br, b: b, endpoint: endpointOf(b.endpoint), price: price, results: results,
 		seen: make([]bool, len(b.lines)), seenForeign: map[string]bool{},
 	}
 }
@@ -587,7 +589,7 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	if o.seq >= 0 {
 		tries = int(b.lines[o.seq].tries)
 	}
-	it := rec.item(endpoint, tries, r.cfg.Prices)
+	it := rec.item(endpoint, tries, r.cfg.Prices, c.price)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
 		Endpoint: endpoint, Via: "batch", BatchID: b.id,
