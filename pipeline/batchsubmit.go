@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -311,7 +310,7 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		return s.result(ctx, seq, it.result)
 	}
 	url := it.batchURL()
-	line := batchLine(batchapi.CustomID(it.req.Line, "", nil), url, it.body)
+	line := batchapi.InputLine(batchapi.CustomID(it.req.Line, "", nil), url, it.body)
 	if max := r.cfg.Batch.bytes(); int64(len(line)) > max {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
 		return s.result(ctx, seq, errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
@@ -360,20 +359,6 @@ func (s *submitter) head(heads []byte, lines []bline, l *bline, h []byte) []byte
 	s.heads += len(h)
 	l.hs = int32(len(heads))
 	return append(heads, h...)
-}
-
-// batchLine is a line of a batch file: gptbatch's own custom_id
-// (batchapi.CustomID), unique whatever the input's ids are, and the exact
-// body.
-func batchLine(id string, url string, body []byte) []byte {
-	b := make([]byte, 0, len(body)+len(id)+64)
-	b = append(b, `{"custom_id":`...)
-	b = strconv.AppendQuote(b, id)
-	b = append(b, `,"method":"POST","url":`...)
-	b = strconv.AppendQuote(b, url)
-	b = append(b, `,"body":`...)
-	b = append(b, body...)
-	return append(b, "}\n"...)
 }
 
 // dayCheck says whether e can ever be admitted by the day's limits: the
@@ -794,7 +779,7 @@ func (s *submitter) collected(ctx context.Context, c collected) error {
 		// A line asked again carries its journal item in its custom_id,
 		// so that a lost journal is rebuilt with it.
 		id := batchapi.CustomID(rec.Line, rec.Hash, rec.Held.journal(int(l.tries)))
-		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchLine(id, rec.URL, body), open); err != nil {
+		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchapi.InputLine(id, rec.URL, body), open); err != nil {
 			return err
 		}
 	}

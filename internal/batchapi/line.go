@@ -13,6 +13,20 @@ import (
 	"strings"
 )
 
+// InputLine is a line of a batch input file: a request, POST to url with
+// the exact body, named by customID, gptbatch's own (CustomID). A lost
+// journal's rebuild reads such lines back (recover.go).
+func InputLine(customID, url string, body []byte) []byte {
+	b := make([]byte, 0, len(body)+len(customID)+64)
+	b = append(b, `{"custom_id":`...)
+	b = strconv.AppendQuote(b, customID)
+	b = append(b, `,"method":"POST","url":`...)
+	b = strconv.AppendQuote(b, url)
+	b = append(b, `,"body":`...)
+	b = append(b, body...)
+	return append(b, "}\n"...)
+}
+
 // LineHashLen is the length of every LineHash.
 const LineHashLen = 16
 
