@@ -286,8 +286,10 @@ func (s *submitter) run(ctx context.Context, in <-chan *item, back <-chan collec
 	}
 }
 
-// add takes one line: its result if it has one already, else its record,
-// and its place in a claimed batch or in a batch file.
+// add takes one line: its result if it has one already, else its line
+// of a batch file and its hash, from batchapi in one call (FirstLine),
+// its record spooled (recordOf, addRecord), and its place in a claimed
+// batch or in a batch file.
 func (s *submitter) add(ctx context.Context, it *item) error {
 	r := s.r
 	seq := s.lines
@@ -310,16 +312,15 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		return s.result(ctx, seq, it.result)
 	}
 	url := it.batchURL()
-	line := batchapi.InputLine(batchapi.CustomID(it.req.Line, "", nil), url, it.body)
+	line, hash := batchapi.FirstLine(it.req.Line, url, it.body)
 	if max := r.cfg.Batch.bytes(); int64(len(line)) > max {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
 		return s.result(ctx, seq, errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
 	}
-	rec := recordOf(it, url, &r.cfg)
 	var cl claim
 	claimed := false
 	if s.claims != nil {
-		if c, ok := s.claims.take(rec.Hash); ok {
+		if c, ok := s.claims.take(hash); ok {
 			switch s.check(ctx, c.batch) {
 			case batchKnown:
 				cl, claimed = c, true
@@ -329,23 +330,21 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 			// batchResubmit: as a line never sent.
 		}
 	}
+	rec := recordOf(it, url, hash, &r.cfg)
 	before := 0 // batches the line was in before the one claimed
 	if claimed {
 		before = rec.Held.resume(cl.tries)
 	}
-	enc := appendHead(nil, &rec)
-	head := len(enc)
-	enc = appendTail(enc, &rec)
-	off, err := s.br.records.append(enc, it.body)
+	off, head, err := s.br.addRecord(&rec, it.body)
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
 	}
 	l := bline{seq: seq, line: int32(it.req.Line), rec: off}
 	if claimed {
-		s.claim(l, &rec, enc[:head], cl, before)
+		s.claim(l, &rec, head, cl, before)
 		return nil
 	}
-	return s.toChunk(chunkKey{url, it.model}, l, &rec, enc[:head], line, s.open)
+	return s.toChunk(chunkKey{url, it.model}, l, &rec, head, line, s.open)
 }
 
 // head adds h, line l's head (appendHead), to heads, the heads of the

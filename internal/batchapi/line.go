@@ -27,6 +27,15 @@ func InputLine(customID, url string, body []byte) []byte {
 	return append(b, "}\n"...)
 }
 
+// FirstLine is the line of a batch input file that asks input line line's
+// request, POST to url with body, for the first time, and the request's
+// LineHash: the output file names the line by its custom_id, its LineID,
+// and the journal records it by both (JournalItem). Made together, the
+// line is hashed once.
+func FirstLine(line int, url string, body []byte) (text []byte, hash string) {
+	return InputLine(LineID(line), url, body), LineHash(url, body)
+}
+
 // LineHashLen is the length of every LineHash.
 const LineHashLen = 16
 
