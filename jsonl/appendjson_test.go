@@ -21,7 +21,7 @@ func fullResult() Result {
 		Embedding:  json.RawMessage(`[0.1, -2e-3]`),
 		Embeddings: json.RawMessage(`[[1],[2]]`),
 		Usage:      &Usage{PromptTokens: 10, CompletionTokens: 20, TotalTokens: 30, CachedTokens: 4, ReasoningTokens: 8, InputOnly: true},
-		CostUSD:    json.RawMessage(`0.0000123`), Cached: true, Attempts: 2, LatencyMS: 345, BatchID: "batch_1",
+		CostUSD:    CostOf(12_300_000), Cached: true, Attempts: 2, LatencyMS: 345, BatchID: "batch_1",
 		Metadata: json.RawMessage(`{ "k": "v <b>", "n": [1, 2] }`),
 		Error:    &Error{Type: ErrAPI, Message: "bad <thing> & \"more\"", Status: 400},
 	}
@@ -76,7 +76,7 @@ func TestResultCodecs(t *testing.T) {
 		full,
 		{ID: "", Line: 0},
 		{ID: "c", Line: 2, Model: "o3-mini", Content: String(""), ToolCalls: json.RawMessage(`[]`), Usage: &Usage{PromptTokens: 9, CompletionTokens: 300, TotalTokens: 309, ReasoningTokens: 256}, Attempts: 1},
-		{ID: "e", Line: 3, Model: "text-embedding-3-small", Embedding: json.RawMessage(`[1,2]`), Usage: &Usage{PromptTokens: 5, TotalTokens: 5, InputOnly: true}, CostUSD: json.RawMessage("null"), Attempts: 1},
+		{ID: "e", Line: 3, Model: "text-embedding-3-small", Embedding: json.RawMessage(`[1,2]`), Usage: &Usage{PromptTokens: 5, TotalTokens: 5, InputOnly: true}, CostUSD: UnknownCost(), Attempts: 1},
 		{ID: "r", Line: 4, Content: json.RawMessage("null"), Refusal: s(""), Usage: &Usage{}, Attempts: 1},
 		{ID: "x", Line: 5, Error: &Error{Type: ErrNetwork, Message: "bad \xff byte"}, Attempts: 3},
 	}
@@ -124,7 +124,7 @@ func TestResultCodecs(t *testing.T) {
 
 func BenchmarkResultJSON(b *testing.B) {
 	r := Result{ID: "q-123456", Line: 123456, Model: "gpt-4o-mini-2024-07-18", Content: String("The number 123456 is even, and its digits add up to 21."), FinishReason: "stop",
-		Usage: &Usage{PromptTokens: 20, CompletionTokens: 15, TotalTokens: 35}, CostUSD: json.RawMessage("0.0000066"), Attempts: 1, BatchID: "batch_0123456789abcdef", Metadata: json.RawMessage(`{"split":"test"}`)}
+		Usage: &Usage{PromptTokens: 20, CompletionTokens: 15, TotalTokens: 35}, CostUSD: CostOf(6_600_000), Attempts: 1, BatchID: "batch_0123456789abcdef", Metadata: json.RawMessage(`{"split":"test"}`)}
 	b.Run("AppendJSON", func(b *testing.B) {
 		var buf []byte
 		for b.Loop() {

@@ -21,9 +21,10 @@ const (
 	resBatchID
 	resMetadata
 	resError
-	resExtra  // the rarer answer fields, as JSON: see extraFields
-	resParsed // --schema's parsed value: every line's, when it is given
-	resCached // no value: the tag alone says true
+	resExtra       // the rarer answer fields, as JSON: see extraFields
+	resParsed      // --schema's parsed value: every line's, when it is given
+	resCached      // no value: the tag alone says true
+	resUnknownCost // no value: cost_usd null (resCost is a known one's picodollars)
 )
 
 // extraFields are the fields of a result that few answers have (n > 1,
@@ -82,7 +83,13 @@ func (r *Result) AppendBinary(b []byte) ([]byte, error) {
 		}
 		b = append(b, flags)
 	}
-	str(resCost, string(r.CostUSD))
+	switch c := r.CostUSD; c.state {
+	case knownCost:
+		b = append(b, resCost)
+		b = binary.AppendVarint(b, c.pico)
+	case unknownCost:
+		b = append(b, resUnknownCost)
+	}
 	if r.Cached {
 		b = append(b, resCached)
 	}
@@ -171,7 +178,11 @@ func (r *Result) UnmarshalBinary(b []byte) error {
 				b = b[1:]
 			}
 		case resCost:
-			r.CostUSD, ok = raw()
+			var pico int64
+			pico, ok = num()
+			r.CostUSD = CostOf(pico)
+		case resUnknownCost:
+			r.CostUSD = UnknownCost()
 		case resCached:
 			r.Cached = true
 		case resAttempts:

@@ -271,7 +271,7 @@ func TestWriter(t *testing.T) {
 	var b bytes.Buffer
 	w := NewWriter(&b)
 	content := "<b> & </b>"
-	w.Write(&Result{ID: "q1", Line: 1, Model: "m", Content: String(content), Usage: &Usage{PromptTokens: 1}, CostUSD: json.RawMessage("null"), Attempts: 1})
+	w.Write(&Result{ID: "q1", Line: 1, Model: "m", Content: String(content), Usage: &Usage{PromptTokens: 1}, CostUSD: UnknownCost(), Attempts: 1})
 	w.Write(&Result{ID: "q2", Line: 2, Error: &Error{Type: ErrInvalidInput, Message: "line 2: bad"}})
 	w.Flush()
 	want := `{"id":"q1","line":1,"model":"m","content":"<b> & </b>","usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":0,"cached_tokens":0},"cost_usd":null,"attempts":1}

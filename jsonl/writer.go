@@ -64,8 +64,9 @@ type Error struct {
 //
 // A field Result (or Usage, or Error) gains must reach each of its codecs,
 // and TestResultCodecs fails until it does:
-//   - the struct tags, which encoding/json follows: the reference the
-//     others are held to, byte for byte;
+//   - the struct tags (and the MarshalJSON of Usage and Cost), which
+//     encoding/json follows: the reference the others are held to, byte
+//     for byte;
 //   - AppendJSON, which writes result lines without reflection;
 //   - AppendBinary and UnmarshalBinary, which keep --via batch's results
 //     on disk until their turn to be written.
@@ -97,7 +98,7 @@ type Result struct {
 	Embedding  json.RawMessage `json:"embedding,omitempty"`
 	Embeddings json.RawMessage `json:"embeddings,omitempty"`
 	Usage      *Usage          `json:"usage,omitempty"`
-	CostUSD    json.RawMessage `json:"cost_usd,omitempty"` // a number, or null when the price is unknown; omitted on errors
+	CostUSD    Cost            `json:"cost_usd,omitzero"` // a number, or null when the price is unknown; omitted on errors
 	// Cached says the answer came from the response cache (--cache), or
 	// from an identical line's call in the same run, without a call of its
 	// own: its cost_usd is 0 and its attempts 0.
@@ -107,6 +108,70 @@ type Result struct {
 	BatchID   string          `json:"batch_id,omitempty"` // --via batch: the Batch API batch that answered it
 	Metadata  json.RawMessage `json:"metadata,omitempty"`
 	Error     *Error          `json:"error,omitempty"`
+}
+
+// Cost is a result's cost_usd: an exact amount of dollars in picodollars
+// (1e-12 USD, as budget.Cost counts them), or null when the line's price
+// is unknown. The zero Cost is none: the result of a line that got no
+// answer has no cost_usd. It is a number until the result is written
+// (AppendJSON), by the formatter budget writes its costs with
+// (jsonenc.AppendDollars).
+type Cost struct {
+	pico  int64
+	state costState
+}
+
+type costState uint8
+
+const (
+	noCost      costState = iota // left out
+	unknownCost                  // null
+	knownCost                    // pico
+)
+
+// CostOf is a cost of pico picodollars.
+func CostOf(pico int64) Cost { return Cost{pico: pico, state: knownCost} }
+
+// UnknownCost is the cost of an answer whose price is unknown: null.
+func UnknownCost() Cost { return Cost{state: unknownCost} }
+
+// Picodollars is c in picodollars; ok is false when c is unknown or none.
+func (c Cost) Picodollars() (pico int64, ok bool) { return c.pico, c.state == knownCost }
+
+// AppendJSON appends c as a JSON number of dollars, or null; nothing for
+// no cost.
+func (c Cost) AppendJSON(b []byte) []byte {
+	switch c.state {
+	case knownCost:
+		return jsonenc.AppendDollars(b, c.pico)
+	case unknownCost:
+		return append(b, "null"...)
+	}
+	return b
+}
+
+// MarshalJSON writes c as AppendJSON does; no cost is null (a Result
+// leaves it out).
+func (c Cost) MarshalJSON() ([]byte, error) {
+	if c.state == noCost {
+		return []byte("null"), nil
+	}
+	return c.AppendJSON(nil), nil
+}
+
+// UnmarshalJSON reads a JSON number of dollars, or null for an unknown
+// cost.
+func (c *Cost) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*c = UnknownCost()
+		return nil
+	}
+	pico, err := jsonenc.ParseDollars(string(b), true)
+	if err != nil {
+		return err
+	}
+	*c = CostOf(pico)
+	return nil
 }
 
 // String is s as a JSON string, for Result.Content: like the Writer, it
@@ -295,7 +360,7 @@ func isEstimate(res map[string]json.RawMessage) bool {
 // AppendJSON appends r as one output line, newline included: the bytes
 // an Encoder with SetEscapeHTML(false) writes for it (TestResultCodecs holds
 // it to that), without reflection. The content and cost are gptbatch's
-// own encoding (String, budget.Cost) and are copied as they are; the JSON
+// own encoding (String, Cost) and are written as they are; the JSON
 // the API or the input gave (tool calls, logprobs, embeddings, metadata)
 // is checked and compacted as encoding/json does, and an invalid one is
 // an error.
@@ -364,9 +429,9 @@ func (r *Result) AppendJSON(b []byte) ([]byte, error) {
 		}
 		b = append(b, '}')
 	}
-	if len(r.CostUSD) > 0 {
+	if r.CostUSD.state != noCost {
 		b = append(b, `,"cost_usd":`...)
-		b = append(b, r.CostUSD...)
+		b = r.CostUSD.AppendJSON(b)
 	}
 	if r.Cached {
 		b = append(b, `,"cached":true`...)

@@ -276,7 +276,7 @@ func TestViaBatchHeadsPastTheBound(t *testing.T) {
 	for i, r := range read {
 		h := held[i]
 		if r.ID != fmt.Sprintf("q%d", i) || string(r.Metadata) != fmt.Sprintf(`{"row":%d}`, i) || r.Error != nil ||
-			len(r.Content) == 0 || string(r.Content) != string(h.Content) || r.Usage == nil || h.Usage == nil || *r.Usage != *h.Usage || string(r.CostUSD) != string(h.CostUSD) {
+			len(r.Content) == 0 || string(r.Content) != string(h.Content) || r.Usage == nil || h.Usage == nil || *r.Usage != *h.Usage || r.CostUSD != h.CostUSD {
 			t.Fatalf("line %d with heads read back: %+v; with heads held: %+v", i+1, r, h)
 		}
 	}

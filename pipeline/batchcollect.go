@@ -8,14 +8,12 @@
 package pipeline
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"runtime"
 	"slices"
@@ -355,9 +353,12 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 	// own: parsing is most of collecting's time and runs on every core,
 	// while applying (settling, in the file's order) is one goroutine's.
 	g, gctx := errgroup.WithContext(ctx)
-	body := c.api.Download(gctx, id)
+	body, err := c.api.Download(gctx, id)
+	if err != nil {
+		c.readFailed(id, 0, err)
+		return nil
+	}
 	defer body.Close()
-	blocks := &blockReader{br: bufio.NewReaderSize(body, 256<<10)}
 	n := runtime.GOMAXPROCS(0)
 	// Parsed blocks on their way to be applied: one a worker.
 	parsed := make(chan []lineOutcome, n)
@@ -365,7 +366,7 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 		defer close(parsed)
 		// Two blocks a worker in the window keep every core busy while
 		// the head block is applied.
-		return orderedMap(gctx, n, 2*n, blocks.next, parsed, c.parseBlock, nil)
+		return orderedMap(gctx, n, 2*n, body.Blocks, parsed, c.parseBlock, nil)
 	})
 	done := 0
 	var local error // gptbatch's own failure: the batch cannot go on
@@ -380,72 +381,24 @@ func (c *collector) readFile(ctx context.Context, id string) error {
 		}
 		return nil
 	})
-	err := g.Wait()
+	err = g.Wait()
 	if local != nil {
 		return local
 	}
 	if err == nil {
-		err = blocks.err
+		err = body.Err()
 	}
 	if err != nil {
-		c.broken = fmt.Errorf("reading file %s of batch %s failed after %s: %s", id, c.b.id, Count(done, "line", "lines"), c.api.Failure(err).Msg)
-		c.r.cfg.Log.Warn(c.broken.Error())
+		c.readFailed(id, done, err)
 	}
 	return nil
 }
 
-// blockReader cuts a stream of lines into blocks of whole lines.
-type blockReader struct {
-	br   *bufio.Reader
-	eof  bool
-	err  error // the read that ended the blocks early
-	last int   // the bytes of the last block
-}
-
-// Blocks hold this many lines, or a line and more up to this many bytes.
-const (
-	blockLines = 256
-	blockBytes = 1 << 20
-)
-
-// next is a source of blocks for orderedMap. A read that fails ends the
-// blocks after the whole lines before it, and leaves its error in r.err
-// for the caller once they are applied: a download that fails for good
-// late keeps what it had.
-func (r *blockReader) next(ctx context.Context, n int) ([][]byte, error) {
-	var blocks [][]byte
-	for len(blocks) < n && !r.eof {
-		// The size of the last block, as the lines of a file are much
-		// alike: appending to a growing block was a tenth of collecting.
-		block := make([]byte, 0, r.last+r.last/8)
-		lines := 0
-		for lines < blockLines && len(block) < blockBytes {
-			chunk, err := r.br.ReadSlice('\n')
-			block = append(block, chunk...)
-			if err == bufio.ErrBufferFull {
-				continue
-			}
-			if err == io.EOF {
-				r.eof = true
-				break
-			}
-			if err != nil {
-				r.err = err
-				block = block[:bytes.LastIndexByte(block, '\n')+1] // whole lines only
-				r.eof = true
-				break
-			}
-			lines++
-		}
-		if len(block) > 0 {
-			blocks = append(blocks, block)
-			r.last = min(len(block), blockBytes)
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return blocks, nil
+// readFailed says that reading the file id failed for good with err after
+// done lines: the rest of the batch is left to --resume.
+func (c *collector) readFailed(id string, done int, err error) {
+	c.broken = fmt.Errorf("reading file %s of batch %s failed after %s: %s", id, c.b.id, Count(done, "line", "lines"), c.api.Failure(err).Msg)
+	c.r.cfg.Log.Warn(c.broken.Error())
 }
 
 // lineOutcome is what one line of an output or error file comes to.

@@ -23,7 +23,6 @@ import (
 
 	"github.com/gptbatch/gptbatch/budget"
 	"github.com/gptbatch/gptbatch/internal/batchapi"
-	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -501,7 +500,7 @@ func (s *submitter) submitReady(ctx context.Context) error {
 		nb := *h.b
 		nb.status, nb.answered, nb.final, nb.lost = "", 0, openai.Batch{}, nil
 		nb.claimed, nb.collected, nb.over, nb.settled, nb.day = false, false, false, 0, day
-		if err := s.create(ctx, &nb, false); err != nil {
+		if err := s.create(ctx, &nb, nil, false); err != nil {
 			return err
 		}
 	}
@@ -578,30 +577,17 @@ func (s *submitter) wait(d time.Duration) {
 	s.timer = s.r.cfg.Clock.After(d)
 }
 
-// submit uploads a file and creates its batch. A failure that retries do
-// not cure gives the file's lines their error, and gives back what they
-// reserved.
+// submit makes a batch of a file: uploaded, created and journalled
+// (create).
 func (s *submitter) submit(ctx context.Context, c *chunk) error {
-	r := s.r
 	s.chunks++
 	j := c.journal
 	b := &tbatch{endpoint: c.key.url, model: c.key.model, chunk: s.chunks, lines: c.lines, heads: c.heads, journal: &j, est: c.est, day: c.day, tokens: c.tokens}
-	name := fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk)
-	var f retry.Failure
-	var ok bool
-	b.inputFile, f, ok = s.api.UploadOnce(ctx, r.stop.signal.Done(), c.f.Name(), name, c.bytes)
+	file := &batchapi.Upload{Path: c.f.Name(), Name: fmt.Sprintf("gptbatch-%s-%d.jsonl", s.runID, b.chunk), Size: c.bytes}
+	err := s.create(ctx, b, file, true)
 	c.f.Close()
 	os.Remove(c.f.Name())
-	if !ok {
-		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
-			return err
-		}
-		if r.stop.signal.Err() != nil {
-			return s.failSeqs(ctx, b.lines, interrupted.typ, interrupted.msg, 0, "")
-		}
-		return s.failSeqs(ctx, b.lines, f.Type, "not sent: the batch file could not be uploaded: "+f.Msg, f.Status, "")
-	}
-	if err := s.create(ctx, b, true); err != nil {
+	if err != nil {
 		return err
 	}
 	if c.after != nil && b.id != "" {
@@ -625,18 +611,14 @@ func (s *submitter) followedUp(ctx context.Context, after *tbatch) {
 	}
 }
 
-// create creates batch b of its uploaded file, journals it and hands it to
-// the poller. try says its lines are submitted once more, not merely again
-// after a refusal.
-func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
+// create makes batch b of file, uploaded first, or, if file is nil, of
+// b's input file, uploaded before: created once and journalled
+// (batchapi.Client.Submit). It hands the batch to the poller. A failure
+// that retries do not cure gives b's lines their error, and gives back
+// what they reserved. try says its lines are submitted once more, not
+// merely again after a refusal.
+func (s *submitter) create(ctx context.Context, b *tbatch, file *batchapi.Upload, try bool) error {
 	r := s.r
-	if r.stop.signal.Err() != nil {
-		if err := releaseDay(ctx, r, b.est, b.day, r.cfg.Clock.Now()); err != nil {
-			return err
-		}
-		s.unused(ctx, b, b.creates)
-		return s.failSeqs(ctx, b.lines, interrupted.typ, interrupted.msg, 0, "")
-	}
 	items, err := s.items(b, !try)
 	if err != nil {
 		return err
@@ -648,7 +630,8 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 	}
 	// A second batch would run its lines, and be paid for, twice; one a
 	// lost answer made runs, and is journalled.
-	cr := s.journal.Create(ctx, s.api, r.stop.signal.Done(), head, items)
+	cr := s.api.Submit(ctx, r.stop.signal.Done(), s.journal, file, head, items)
+	b.inputFile = cr.InputFileID
 	switch {
 	case cr.Unwritten != nil:
 		r.journalFailed(fmt.Errorf("no batch was created of chunk %d: %w", b.chunk, cr.Unwritten))
@@ -670,6 +653,9 @@ func (s *submitter) create(ctx context.Context, b *tbatch, try bool) error {
 		s.unused(ctx, b, b.creates-1)
 		if r.stop.signal.Err() != nil {
 			return s.failSeqs(ctx, b.lines, interrupted.typ, interrupted.msg, 0, "")
+		}
+		if b.inputFile == "" {
+			return s.failSeqs(ctx, b.lines, cr.Failure.Type, "not sent: the batch file could not be uploaded: "+cr.Failure.Msg, cr.Failure.Status, "")
 		}
 		return s.failSeqs(ctx, b.lines, cr.Failure.Type, "not sent: the batch could not be created: "+cr.Failure.Msg, cr.Failure.Status, "")
 	}

@@ -115,7 +115,7 @@ func (r *runner) serve(ctx context.Context, it *item) *jsonl.Result {
 		return errorResult(it.req, jsonl.ErrServer, fmt.Sprintf("line %d: the answer of line %d, the same request, cannot be read: %v", it.req.Line, twin.line, err), 0)
 	}
 	res := ans.results[0]
-	res.Cached, res.CostUSD, res.Attempts = true, []byte("0"), 0
+	res.Cached, res.CostUSD, res.Attempts = true, jsonl.CostOf(0), 0
 	res.LatencyMS = r.cfg.Clock.Now().Sub(start).Milliseconds()
 	r.stats.CacheHits.Add(1)
 	saved = max(saved, 0) // unknown: nothing counted as saved
@@ -219,14 +219,13 @@ func (r *runner) resend(f *flight, line int) {
 	r.cache.forget(f)
 }
 
-// costOf reads a result's cost_usd as picodollars; null (an unknown
-// price) is -1.
-func costOf(raw json.RawMessage) int64 {
-	c, err := budget.ParseCost(string(raw))
-	if err != nil {
-		return -1
+// costOf is a result's cost_usd in picodollars; null (an unknown price)
+// is -1.
+func costOf(c jsonl.Cost) int64 {
+	if pico, ok := c.Picodollars(); ok {
+		return pico
 	}
-	return int64(c)
+	return -1
 }
 
 // complete reports whether an answer body of endpoint is what the cache

@@ -109,7 +109,7 @@ func (it *item) lineResult(model, serviceTier string, promptTokens int64, u json
 		Attempts: it.attempts,
 		Metadata: it.req.Metadata,
 		Usage:    &u,
-		CostUSD:  []byte("null"),
+		CostUSD:  jsonl.UnknownCost(),
 	}
 	if !it.priced {
 		return res, 0
@@ -119,7 +119,7 @@ func (it *item) lineResult(model, serviceTier string, promptTokens int64, u json
 		t = budget.TierOf(serviceTier)
 	}
 	cost := it.prices.AnswerPrice(it.price, model, t, promptTokens).Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
-	res.CostUSD = cost.AppendJSON(nil)
+	res.CostUSD = jsonl.CostOf(int64(cost))
 	return res, cost
 }
 

@@ -141,7 +141,7 @@ func TestUnorderedMap(t *testing.T) {
 func BenchmarkEmit(b *testing.B) {
 	content := "answer: tell me about the number 12345 in one short sentence"
 	res := &jsonl.Result{ID: "q12345", Line: 12345, Model: "gpt-4o-mini-2024-07-18", Content: jsonl.String(content), FinishReason: "stop",
-		Usage: &jsonl.Usage{PromptTokens: 20, CompletionTokens: 14, TotalTokens: 34}, CostUSD: []byte("0.0000114"), Attempts: 1, LatencyMS: 200}
+		Usage: &jsonl.Usage{PromptTokens: 20, CompletionTokens: 14, TotalTokens: 34}, CostUSD: jsonl.CostOf(11_400_000), Attempts: 1, LatencyMS: 200}
 	r := &runner{stats: new(Stats)}
 	in := make(chan []*jsonl.Result, 256)
 	n := b.N

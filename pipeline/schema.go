@@ -294,7 +294,7 @@ func (t *tries) set(res *jsonl.Result, priced bool) {
 	u := t.usage
 	res.Usage = &u
 	if priced {
-		res.CostUSD = t.cost.AppendJSON(nil)
+		res.CostUSD = jsonl.CostOf(int64(t.cost))
 	}
 	res.LatencyMS = t.latency
 }

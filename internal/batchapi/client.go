@@ -3,11 +3,13 @@
 //
 //	client.go   the client, and the calls that read or delete, each a single attempt that a server
 //	            that hangs cannot hang
-//	once.go     the one retry loop every call goes through; a download that starts again where it
-//	            broke off; and the calls that make something, an upload and a create: their single
-//	            attempts, and how they are made once however their answers are lost
-//	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written (a
-//	            batch's create journalled around the call) and read
+//	once.go     the one retry loop every call goes through; and the calls that make something, an
+//	            upload and a create: their single attempts, and how a batch is submitted (Submit),
+//	            each made once however its answer is lost, the create journalled around the call
+//	download.go a file's download, which starts again where it broke off, read as bytes or in
+//	            blocks of whole lines
+//	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written
+//	            and read
 //	line.go     a line of a batch input file, and what names it: the hash the journal's items
 //	            record, and its custom_id, written and read back
 //	recover.go  what a lost journal, or a run killed mid-create, left: rebuilt from the API
@@ -64,7 +66,7 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 
 // Client calls the part of OpenAI's Files and Batch APIs that --via batch
 // and `gptbatch batches` use. Its methods named for a call are single
-// attempts; Retry, UploadOnce and Journal.Create try again. Safe for
+// attempts; Retry, Download and Submit try again. Safe for
 // concurrent use.
 type Client struct {
 	cfg Config

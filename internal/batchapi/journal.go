@@ -3,7 +3,6 @@ package batchapi
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,10 +17,7 @@ import (
 	"sync"
 	"time"
 
-	openai "github.com/sashabaranov/go-openai"
-
 	"github.com/gptbatch/gptbatch/budget"
-	"github.com/gptbatch/gptbatch/internal/retry"
 )
 
 // The journal of --via batch is a file of JSON lines beside usage.md
@@ -214,61 +210,6 @@ func (j *Journal) torn() (bool, error) {
 		return false, err
 	}
 	return last[0] != '\n', nil
-}
-
-// Creation is what Journal.Create did.
-type Creation struct {
-	// Batch is the batch made, or found made by an earlier try whose
-	// answer was lost; its ID is "" when none was.
-	Batch openai.Batch
-	// Time is when it was made, as its submitted record says.
-	Time time.Time
-	// Failure is why no batch was made, or, with Unknown, why it is not
-	// known whether one was.
-	Failure retry.Failure
-	// Unknown: the answer to the create was lost, and the batches could
-	// not be listed to tell whether it made one. The batch may run, and
-	// bill: its creating record stays open, for --resume and `gptbatch
-	// batches recover` to look again.
-	Unknown bool
-	// Unwritten is why the creating record could not be written: then no
-	// batch was created.
-	Unwritten error
-	// Unjournalled is why the submitted record of the batch made could
-	// not be written: it runs on, paid for, and the journal does not know
-	// of it.
-	Unjournalled error
-}
-
-// Create creates with c the batch head describes (its run, chunk,
-// creation, endpoint, model and input file, and what it reserved), of the
-// lines items, made once however its answers are lost (createOnce), and
-// journalled around the call: a creating record before it, so that a run
-// killed while it is in flight leaves word of the batch it may have made
-// (openCreates), which --resume and recovery look for; then the submitted
-// record, with items, of the batch made, or a not_created record of none.
-// No batch is created unless its creating record is on disk. stop, once
-// closed, ends the retries (nil: never).
-func (j *Journal) Create(ctx context.Context, c *Client, stop <-chan struct{}, head JournalRecord, items []JournalItem) Creation {
-	intent := head
-	intent.Event, intent.Time = EventCreating, c.cfg.Clock.Now()
-	if err := j.Append(intent); err != nil {
-		return Creation{Unwritten: err}
-	}
-	b, f, ok, unknown := c.createOnce(ctx, stop, head.InputFileID, head.Endpoint, Tags(head, j.path))
-	if unknown != nil {
-		return Creation{Failure: *unknown, Unknown: true}
-	}
-	if !ok {
-		notMade := head
-		notMade.Event, notMade.Time = EventNotMade, c.cfg.Clock.Now()
-		// Best effort: without it, --resume looks for the batch in vain.
-		_ = j.Append(notMade)
-		return Creation{Failure: f}
-	}
-	rec := head
-	rec.Event, rec.Time, rec.BatchID, rec.Items = EventSubmitted, c.cfg.Clock.Now(), b.ID, items
-	return Creation{Batch: b, Time: rec.Time, Unjournalled: j.Append(rec)}
 }
 
 // Close closes the journal.

@@ -75,7 +75,7 @@ func TestJournalCreate(t *testing.T) {
 				defer j.Close()
 			}
 			head := JournalRecord{Run: "run-1", Chunk: 1, Create: 1, Endpoint: "/v1/chat/completions", Model: "gpt-4o-mini", InputFileID: fileID, Lines: 1}
-			cr := j.Create(ctx, api, nil, head, items)
+			cr := api.Submit(ctx, nil, j, nil, head, items)
 
 			page, err := api.List(ctx, "", 100)
 			if err != nil {

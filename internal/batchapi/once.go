@@ -68,87 +68,6 @@ func (t *tries) again(ctx context.Context, err error) (f retry.Failure, ok bool)
 	return f, false
 }
 
-// Download streams the file id with Retry's retries: a download that
-// breaks off is started again, and the bytes already read are skipped (a
-// file's content does not change), so that its reader reads the file once
-// through, whatever breaks. Once the retries end, Read returns the last
-// try's error (Failure sorts it). ctx bounds every try.
-func (c *Client) Download(ctx context.Context, id string) io.ReadCloser {
-	return &download{ctx: ctx, c: c, id: id, tries: tries{c: c, what: "download " + id}}
-}
-
-// download is Download's stream. It keeps its caller's context, as an
-// HTTP response's body keeps its request's: a try started by a Read is
-// bound by it.
-type download struct {
-	ctx   context.Context
-	c     *Client
-	id    string
-	tries tries
-	body  io.ReadCloser // the try under way; nil before one starts
-	read  int64         // the bytes read: a new try skips them
-	err   error         // why it ended
-}
-
-func (d *download) Read(p []byte) (int, error) {
-	for d.err == nil {
-		if d.body == nil {
-			var err error
-			if d.body, err = d.open(); err != nil {
-				d.again(err)
-				continue
-			}
-		}
-		n, err := d.body.Read(p)
-		d.read += int64(n)
-		if err != nil && err != io.EOF {
-			// Broken off: the next Read starts it again.
-			d.body.Close()
-			d.body = nil
-			d.again(err)
-			err = nil
-		}
-		if n > 0 || err != nil {
-			return n, err
-		}
-	}
-	return 0, d.err
-}
-
-// open starts a try: the file, from past the bytes already read.
-func (d *download) open() (io.ReadCloser, error) {
-	body, err := d.c.Content(d.ctx, d.id)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := io.CopyN(io.Discard, body, d.read); err != nil {
-		body.Close()
-		return nil, err
-	}
-	return body, nil
-}
-
-// again waits out the back-off after a try that failed with err, or ends
-// the stream with err when the retries are over.
-func (d *download) again(err error) {
-	if _, ok := d.tries.again(d.ctx, err); !ok {
-		d.err = err
-	}
-}
-
-// Close ends the download.
-func (d *download) Close() error {
-	if d.err == nil {
-		d.err = os.ErrClosed
-	}
-	if d.body == nil {
-		return nil
-	}
-	err := d.body.Close()
-	d.body = nil
-	return err
-}
-
 // An upload or a create may be made by the API and its answer lost (a
 // dropped connection, a timeout): trying again blind would make a second
 // file, or a second batch that runs its lines, and bills them, twice. So
@@ -156,13 +75,95 @@ func (d *download) Close() error {
 // earlier try made: a file by its name (unique to the run and its chunk)
 // and size, a batch by its input file and tags (Tags).
 
-// UploadOnce uploads the file at path, of size bytes, as the batch input
+// Upload is a batch input file to upload: the file at Path, of Size
+// bytes, stored as Name (unique to the run and its chunk).
+type Upload struct {
+	Path, Name string
+	Size       int64
+}
+
+// Creation is what Submit did.
+type Creation struct {
+	// InputFileID is the batch's input file: the one Submit uploaded, or
+	// head's. "" when the upload failed: then Failure says why.
+	InputFileID string
+	// Batch is the batch made, or found made by an earlier try whose
+	// answer was lost; its ID is "" when none was (stop was closed before
+	// its create, or Failure says why).
+	Batch openai.Batch
+	// Time is when it was made, as its submitted record says.
+	Time time.Time
+	// Failure is why no batch was made, or, with Unknown, why it is not
+	// known whether one was.
+	Failure retry.Failure
+	// Unknown: the answer to the create was lost, and the batches could
+	// not be listed to tell whether it made one. The batch may run, and
+	// bill: its creating record stays open, for --resume and `gptbatch
+	// batches recover` to look again.
+	Unknown bool
+	// Unwritten is why the creating record could not be written: then no
+	// batch was created.
+	Unwritten error
+	// Unjournalled is why the submitted record of the batch made could
+	// not be written: it runs on, paid for, and the journal does not know
+	// of it.
+	Unjournalled error
+}
+
+// Submit makes the batch head describes (its run, chunk, creation,
+// endpoint, model and input file, and what it reserved), of the lines
+// items, each step made once however its answers are lost: it uploads
+// file, if not nil, as its input file (uploadOnce; nil: head names a file
+// uploaded before, as for a batch created again); then, unless stop was
+// closed meanwhile, it creates the batch (createOnce), journalled in j
+// around the call: a creating record before it, so that a run killed
+// while it is in flight leaves word of the batch it may have made
+// (openCreates), which --resume and recovery look for; then the submitted
+// record, with items, of the batch made, or a not_created record of none.
+// No batch is created unless its creating record is on disk. stop, once
+// closed, ends the retries (nil: never).
+func (c *Client) Submit(ctx context.Context, stop <-chan struct{}, j *Journal, file *Upload, head JournalRecord, items []JournalItem) Creation {
+	if file != nil {
+		id, f, ok := c.uploadOnce(ctx, stop, file.Path, file.Name, file.Size)
+		if !ok {
+			return Creation{Failure: f}
+		}
+		head.InputFileID = id
+	}
+	select {
+	case <-stop:
+		return Creation{InputFileID: head.InputFileID}
+	default:
+	}
+	tags := Tags(head, j.path)
+	intent := head
+	intent.Event, intent.Time = EventCreating, c.cfg.Clock.Now()
+	if err := j.Append(intent); err != nil {
+		return Creation{InputFileID: head.InputFileID, Unwritten: err}
+	}
+	b, f, ok, unknown := c.createOnce(ctx, stop, head.InputFileID, head.Endpoint, tags)
+	if unknown != nil {
+		return Creation{InputFileID: head.InputFileID, Failure: *unknown, Unknown: true}
+	}
+	if !ok {
+		notMade := head
+		notMade.Event, notMade.Time = EventNotMade, c.cfg.Clock.Now()
+		// Best effort: without it, --resume looks for the batch in vain.
+		_ = j.Append(notMade)
+		return Creation{InputFileID: head.InputFileID, Failure: f}
+	}
+	rec := head
+	rec.Event, rec.Time, rec.BatchID, rec.Items = EventSubmitted, c.cfg.Clock.Now(), b.ID, items
+	return Creation{InputFileID: head.InputFileID, Batch: b, Time: rec.Time, Unjournalled: j.Append(rec)}
+}
+
+// uploadOnce uploads the file at path, of size bytes, as the batch input
 // file named name (unique to the run and chunk), with Retry's retries,
 // never storing it twice. Files that cannot be listed are uploaded again
 // all the same: a second copy costs storage, not money, and a failed
 // upload far more often stored nothing. stop, once closed, ends the
 // retries (nil: never).
-func (c *Client) UploadOnce(ctx context.Context, stop <-chan struct{}, path, name string, size int64) (id string, f retry.Failure, ok bool) {
+func (c *Client) uploadOnce(ctx context.Context, stop <-chan struct{}, path, name string, size int64) (id string, f retry.Failure, ok bool) {
 	f, ok, _ = c.makeOnce(ctx, stop, "upload", func(ctx context.Context) (err error) {
 		id, err = c.Upload(ctx, path, name)
 		return err
@@ -188,7 +189,7 @@ func (c *Client) UploadOnce(ctx context.Context, stop <-chan struct{}, path, nam
 // answer. When the batches cannot be listed to tell whether a lost answer
 // made one, it stops rather than create one blind, and unknown says why:
 // the batch may run, and bill. stop, once closed, ends the retries (nil:
-// never). Journal.Create journals it.
+// never). Submit journals it.
 func (c *Client) createOnce(ctx context.Context, stop <-chan struct{}, fileID, endpoint string, meta map[string]any) (b openai.Batch, f retry.Failure, ok bool, unknown *retry.Failure) {
 	f, ok, unknown = c.makeOnce(ctx, stop, "create batch", func(ctx context.Context) (err error) {
 		b, err = c.Create(ctx, fileID, endpoint, meta)

@@ -77,7 +77,10 @@ func TestDownload(t *testing.T) {
 				t.Fatalf("Upload: %v", err)
 			}
 			srv.CutDownloads(tt.cuts, 0.5)
-			body := api.Download(ctx, id)
+			body, err := api.Download(ctx, id)
+			if err != nil {
+				t.Fatalf("Download: %v", err)
+			}
 			got, err := io.ReadAll(body)
 			body.Close()
 			if srv.Cut() != tt.cuts {
@@ -91,6 +94,72 @@ func TestDownload(t *testing.T) {
 			}
 			if f := api.Failure(err); f.Type != "network" || len(got) == 0 || len(got) >= file.Len() || !strings.HasPrefix(file.String(), string(got)) {
 				t.Errorf("Download read %d bytes, error %v (%s); want the file's first half of %d, a network failure", len(got), err, f.Type, file.Len())
+			}
+		})
+	}
+}
+
+// TestDownloadBlocks: a file read in blocks is read in whole lines, every
+// line once and in order; one whose download breaks past its retries ends
+// after the whole lines before the break, and Err says it was the network.
+func TestDownloadBlocks(t *testing.T) {
+	var file strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&file, `{"custom_id":"line-%d","response":{"status_code":200}}`+"\n", i+1)
+	}
+	tests := []struct {
+		name    string
+		cuts    int
+		wantAll bool
+	}{
+		{"whole", 0, true},
+		{"broken once", 1, true},
+		{"broken past the retries", 3, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := openaitest.New(openaitest.Config{})
+			defer srv.Close()
+			api := New(Config{BaseURL: srv.URL(), Key: "sk-test", Timeout: 5 * time.Second, Retry: retry.Policy{Retries: 2}, Clock: instantClock{time.Now()}})
+			ctx := context.Background()
+			in := filepath.Join(t.TempDir(), "out.jsonl")
+			if err := os.WriteFile(in, []byte(file.String()), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			id, err := api.Upload(ctx, in, "out.jsonl")
+			if err != nil {
+				t.Fatalf("Upload: %v", err)
+			}
+			srv.CutDownloads(tt.cuts, 0.5)
+			body, err := api.Download(ctx, id)
+			if err != nil {
+				t.Fatalf("Download: %v", err)
+			}
+			defer body.Close()
+			var got strings.Builder
+			for {
+				blocks, err := body.Blocks(ctx, 2)
+				if err != nil {
+					t.Fatalf("Blocks: %v", err)
+				}
+				if len(blocks) == 0 {
+					break
+				}
+				for _, b := range blocks {
+					if len(b) == 0 || b[len(b)-1] != '\n' {
+						t.Fatalf("a block of %d bytes that does not end a line", len(b))
+					}
+					got.Write(b)
+				}
+			}
+			if tt.wantAll {
+				if body.Err() != nil || got.String() != file.String() {
+					t.Errorf("Blocks read %d bytes, Err %v; want the file's %d, no error", got.Len(), body.Err(), file.Len())
+				}
+				return
+			}
+			if f := api.Failure(body.Err()); f.Type != "network" || got.Len() == 0 || got.Len() >= file.Len() || !strings.HasPrefix(file.String(), got.String()) {
+				t.Errorf("Blocks read %d bytes, Err %v (%s); want whole lines of the file's first half of %d, a network failure", got.Len(), body.Err(), f.Type, file.Len())
 			}
 		})
 	}

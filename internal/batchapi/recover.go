@@ -145,7 +145,9 @@ func (c *Client) rebuild(ctx context.Context, bo openai.Batch) (JournalRecord, e
 	rec.Chunk, _ = strconv.Atoi(chunk)
 	create, _ := bo.Metadata["gptbatch_create"].(string)
 	rec.Create, _ = strconv.Atoi(create)
-	body, err := c.Content(ctx, bo.InputFileID)
+	// Downloaded as a run's results are: a connection that drops goes on
+	// where it broke off.
+	body, err := c.Download(ctx, bo.InputFileID)
 	if err != nil {
 		f := c.Failure(err)
 		if f.Status == http.StatusNotFound {

@@ -16,6 +16,7 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/gptbatch/gptbatch/internal/openaitest"
+	"github.com/gptbatch/gptbatch/internal/retry"
 )
 
 // TestRecoverJournal: RecoverJournal pages through the batches the API
@@ -192,5 +193,54 @@ func TestRecoverJournal(t *testing.T) {
 	rs, _, err = RecoverJournal(ctx, api, path, since, false, true)
 	if err != nil || len(rs) != 2 || rs[0].Record.Run != "run-other" || rs[0].Err != nil {
 		t.Errorf("RecoverJournal(all) = %+v, %v; want run-other's batch, then %s", rs, err, gone.ID)
+	}
+}
+
+// TestRecoverJournalThroughADroppedDownload: a download of a batch's input
+// file that drops half way goes on where it broke off, and the batch is
+// rebuilt with every line of its file, each once and in order.
+func TestRecoverJournalThroughADroppedDownload(t *testing.T) {
+	srv := openaitest.New(openaitest.Config{Batch: openaitest.BatchConfig{Advance: openaitest.BatchManual}})
+	defer srv.Close()
+	api := New(Config{BaseURL: srv.URL(), Key: "sk-test", Timeout: 5 * time.Second, Retry: retry.Policy{Retries: 2}, Clock: instantClock{time.Now()}})
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "usage.batches.jsonl")
+	const url = "/v1/chat/completions"
+	var data []byte
+	var want []JournalItem
+	for i := range 300 {
+		id := "line-" + strconv.Itoa(i+1)
+		body := fmt.Sprintf(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"question %d"}]}`, i)
+		data = append(data, fmt.Sprintf(`{"custom_id":%q,"method":"POST","url":%q,"body":%s}`+"\n", id, url, body)...)
+		want = append(want, JournalItem{CustomID: id, Hash: LineHash(url, []byte(body))})
+	}
+	file := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fileID, err := api.Upload(ctx, file, "in.jsonl")
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	meta := Tags(JournalRecord{Run: "run-a", Chunk: 1, Create: 1}, path)
+	bo, err := api.Create(ctx, fileID, url, meta)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	srv.CutDownloads(1, 0.5)
+	rs, _, err := RecoverJournal(ctx, api, path, time.Now().Add(-time.Hour), true, false)
+	if err != nil || len(rs) != 1 || rs[0].Batch.ID != bo.ID || rs[0].Err != nil {
+		t.Fatalf("RecoverJournal = %+v, %v; want batch %s rebuilt", rs, err, bo.ID)
+	}
+	if srv.Cut() != 1 {
+		t.Errorf("%d downloads cut, want 1", srv.Cut())
+	}
+	bs, _, err := ReadJournal(path, time.Time{}, true)
+	if err != nil || len(bs) != 1 {
+		t.Fatalf("ReadJournal = %d batches, %v; want 1", len(bs), err)
+	}
+	if got := bs[0].Items; !reflect.DeepEqual(got, want) {
+		t.Errorf("rebuilt items: %d, want the file's %d in order", len(got), len(want))
 	}
 }

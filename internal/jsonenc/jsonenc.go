@@ -1,6 +1,8 @@
 // Package jsonenc writes JSON values byte for byte as encoding/json does,
 // without its reflection, for the writers that put out lines by the
-// hundred thousand: results (jsonl) and ledger lines (budget).
+// hundred thousand: results (jsonl) and ledger lines (budget); and the one
+// codec of the amounts of dollars both carry, exact in picodollars
+// (AppendDollars, ParseDollars).
 package jsonenc
 
 import "unicode/utf8"
