@@ -76,7 +76,7 @@ func (it *item) resolveChat(body map[string]json.RawMessage, cfg *Config) error 
 		}
 		choices = n
 	}
-	prompt, err := cfg.Tokens.Chat(it.model, body["messages"], body["tools"], it.exact)
+	prompt, err := cfg.Tokens.Chat(it.model, body["messages"], body["tools"], body["functions"], it.exact)
 	if err != nil {
 		return err
 	}

@@ -171,8 +171,9 @@ type Config struct {
 // bound that needs none. internal/tokens.Counter is gptbatch's. It must be
 // safe for concurrent use.
 type TokenCounter interface {
-	// Chat counts a chat request's messages and tools by the chat formula.
-	Chat(model string, messages, tools json.RawMessage, exact bool) (int64, error)
+	// Chat counts a chat request's messages and function definitions
+	// (tools, functions) by the chat formula.
+	Chat(model string, messages, tools, functions json.RawMessage, exact bool) (int64, error)
 	// Inputs counts embeddings inputs, texts and token arrays, with no
 	// overhead: the texts' counts, then the arrays'.
 	Inputs(model string, texts []string, arrays [][]int64, exact bool) ([]int64, error)

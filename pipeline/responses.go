@@ -66,7 +66,7 @@ func (it *item) resolveResponses(body map[string]json.RawMessage, cfg *Config) e
 	if err != nil {
 		return err
 	}
-	prompt, err := cfg.Tokens.Chat(it.model, msgs, body["tools"], it.exact)
+	prompt, err := cfg.Tokens.Chat(it.model, msgs, body["tools"], nil, it.exact)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -577,4 +578,120 @@ func TestConfirmDayZone(t *testing.T) {
 	if !strings.Contains(stderr, want) {
 		t.Errorf("with GPTBATCH_DAY_TZ=%s the dry run says %q, want it to say %q", zone, stderr, want)
 	}
+}
+
+// toolLines is n chat lines, each with a short question of its own and
+// large function definitions, as an agent's batch has: the even lines
+// as tools with long enums (countries, currencies), the odd ones as the
+// deprecated functions of a support agent. The API bills definitions as
+// prompt tokens, many more than the lines' messages; each answer is cut
+// to 4 tokens, so that the output's reservation leaves no slack.
+func toolLines(n int) string {
+	enum := func(values string) string {
+		return `["` + strings.Join(strings.Fields(values), `","`) + `"]`
+	}
+	shipping := `[{"type":"function","function":{"name":"quote_shipping","description":"Quote the price of shipping a parcel abroad.",` +
+		`"parameters":{"type":"object","properties":{` +
+		`"country":{"type":"string","description":"Destination country, ISO 3166-1 alpha-2","enum":` +
+		enum("AD AE AR AT AU BE BG BR CA CH CL CN CO CY CZ DE DK EE EG ES FI FR GB GR HK HR HU ID IE IL IN IS IT JP KE KR LT LU LV MA MT MX MY NG NL NO NZ PE PH PK PL PT RO RS SA SE SG SI SK TH TR TW UA US VN ZA") + `},` +
+		`"currency":{"type":"string","description":"Currency of the quote, ISO 4217","enum":` +
+		enum("AED ARS AUD BRL CAD CHF CLP CNY COP CZK DKK EGP EUR GBP HKD HUF IDR ILS INR ISK JPY KES KRW MAD MXN MYR NGN NOK NZD PEN PHP PKR PLN RON RSD SAR SEK SGD THB TRY TWD UAH USD VND ZAR") + `},` +
+		`"weight_kg":{"type":"number","description":"Weight of the parcel in kilograms"}},"required":["country","currency","weight_kg"]}}}]`
+	support := `[{"name":"lookup_order","description":"Look up an order by its number.","parameters":{"type":"object","properties":{"order_id":{"type":"string","description":"The order number, like AB-123456"}},"required":["order_id"]}},` +
+		`{"name":"refund_order","description":"Refund all or part of an order.","parameters":{"type":"object","properties":{"order_id":{"type":"string","description":"The order number"},"amount":{"type":"number","description":"Amount to refund, in the order's currency; the whole order if absent"},"reason":{"type":"string","enum":["damaged","late","wrong_item","not_received","changed_mind"],"description":"Why the customer wants a refund"}},"required":["order_id","reason"]}},` +
+		`{"name":"escalate","description":"Hand the conversation to a human agent.","parameters":{"type":"object","properties":{"priority":{"type":"string","enum":["low","normal","high","urgent"],"description":"How soon a human must answer"},"summary":{"type":"string","description":"What the customer needs, in one or two sentences"}},"required":["priority","summary"]}},` +
+		`{"name":"update_address","description":"Change the delivery address of an order not yet shipped.","parameters":{"type":"object","properties":{"order_id":{"type":"string","description":"The order number"},"address":{"type":"object","description":"The new address","properties":{"street":{"type":"string","description":"Street and number"},"city":{"type":"string","description":"City"},"postal_code":{"type":"string","description":"Postal code"},"country":{"type":"string","description":"ISO 3166-1 alpha-2 country code"}}}},"required":["order_id","address"]}}]`
+	var b strings.Builder
+	for i := range n {
+		field, defs := "tools", shipping
+		if i%2 == 1 {
+			field, defs = "functions", support
+		}
+		fmt.Fprintf(&b, `{"id":"t%d","messages":[{"role":"user","content":"Customer %d asks about parcel %d."}],"max_tokens":4,%q:%s}`+"\n", i, i, i*7, field, defs)
+	}
+	return b.String()
+}
+
+// TestLimitsHoldWithTools: lines with function definitions, as tools or
+// as the deprecated functions, are estimated at no less than the API
+// bills them, so the batch limits hold: --max-cost (and, through the
+// Batch API, --batch-tokens) set to the dry run's estimate lets the batch
+// go, and it is billed no more than the limit; set just below what the
+// API bills, the batch is refused before anything is sent.
+func TestLimitsHoldWithTools(t *testing.T) {
+	t.Parallel()
+	in := toolLines(12)
+	price, _ := budget.PriceOf("gpt-4o-mini")
+	// estimate is the dry run's: its estimated cost and prompt tokens.
+	estimate := func(t *testing.T, args ...string) (budget.Cost, int64) {
+		t.Helper()
+		g := newGB(t, "http://127.0.0.1:9/v1")
+		out, stderr, code := g.run(context.Background(), in, append([]string{"--dry-run"}, args...)...)
+		if code != 0 {
+			t.Fatalf("--dry-run: exit status %d: %s", code, stderr)
+		}
+		var c budget.Cost
+		var tokens int64
+		for _, e := range parseLines[struct {
+			PromptTokens int64           `json:"prompt_tokens"`
+			EstCostUSD   json.RawMessage `json:"est_cost_usd"`
+		}](t, out) {
+			c += cost(t, e.EstCostUSD)
+			tokens += e.PromptTokens
+		}
+		return c, tokens
+	}
+
+	t.Run("max cost", func(t *testing.T) {
+		t.Parallel()
+		est, _ := estimate(t)
+		srv := openaitest.New(openaitest.Config{})
+		defer srv.Close()
+		g := newGB(t, srv.URL())
+		if _, stderr, code := g.run(context.Background(), in, "--max-cost", est.String()); code != 0 {
+			t.Fatalf("--max-cost %s (the dry run's estimate): exit status %d, want 0: %s", est, code, stderr)
+		}
+		st := srv.Stats()
+		billed := price.Cost(st.PromptTokens, st.CachedTokens, st.CompletionTokens)
+		if billed > est {
+			t.Errorf("the API billed $%s (%d prompt tokens) under --max-cost %s", billed, st.PromptTokens, est)
+		}
+		t.Logf("estimated $%s, billed $%s", est, billed)
+
+		below := billed - 1 // a picodollar less than the batch costs
+		srv2 := openaitest.New(openaitest.Config{})
+		defer srv2.Close()
+		g2 := newGB(t, srv2.URL())
+		_, stderr, code := g2.run(context.Background(), in, "--max-cost", below.String())
+		if n := srv2.Stats().Requests; code != 3 || n != 0 {
+			t.Errorf("--max-cost %s, below the $%s the API bills: exit status %d and %d requests sent, want 3 and none: %s", below, billed, code, n, stderr)
+		}
+	})
+
+	t.Run("batch tokens", func(t *testing.T) {
+		t.Parallel()
+		_, est := estimate(t, "--via", "batch")
+		run := func(limit int64) (openaitest.BatchStats, string, int) {
+			clk := newStepClock()
+			srv := openaitest.New(openaitest.Config{Now: clk.Now, Key: testKey})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			g.seams.Clock = clk
+			_, stderr, code := g.run(context.Background(), in, "--via", "batch", "--batch-tokens", strconv.FormatInt(limit, 10))
+			return srv.BatchStats(), stderr, code
+		}
+		st, stderr, code := run(est)
+		if code != 0 {
+			t.Fatalf("--via batch --batch-tokens %d (the dry run's estimate): exit status %d, want 0: %s", est, code, stderr)
+		}
+		if st.PromptTokens > est {
+			t.Errorf("the Batch API billed %d prompt tokens under --batch-tokens %d", st.PromptTokens, est)
+		}
+		t.Logf("estimated %d prompt tokens, billed %d", est, st.PromptTokens)
+		below := st.PromptTokens - 1
+		if st, stderr, code := run(below); code != 3 || st.Uploads != 0 || st.Created != 0 {
+			t.Errorf("--via batch --batch-tokens %d, below the %d the API bills: exit status %d, %d files uploaded, %d batches created; want 3 and none: %s",
+				below, st.PromptTokens, code, st.Uploads, st.Created, stderr)
+		}
+	})
 }

@@ -1001,5 +1001,5 @@ func (s *Server) parseChat(body []byte) (call, *apiError) {
 	if err != nil {
 		panic(err)
 	}
-	return &chatCall{req: req, enc: enc, prompt: countPrompt(enc, req.Messages) + formatTokens(enc, req.schema), maxOut: req.maxOutput()}, nil
+	return &chatCall{req: req, enc: enc, prompt: req.promptTokens(enc), maxOut: req.maxOutput()}, nil
 }

@@ -398,7 +398,7 @@ func (x *exchange) serve() {
 		x.fail(http.StatusInternalServerError, injected, serverError)
 		return
 	}
-	prompt := countPrompt(enc, req.Messages) + formatTokens(enc, req.schema)
+	prompt := req.promptTokens(enc)
 	maxOut := req.maxOutput()
 	charge := prompt + cmp.Or(maxOut, DefaultMaxOutput)*req.choices()
 

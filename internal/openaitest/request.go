@@ -39,12 +39,17 @@ type request struct {
 			Name string `json:"name"`
 		} `json:"function"`
 	} `json:"tools"`
+	Functions []struct {
+		Name string `json:"name"`
+	} `json:"functions"`
 	ToolChoice  json.RawMessage `json:"tool_choice"`
 	ServiceTier string          `json:"service_tier"`
 
-	rawMessages json.RawMessage
-	schema      json.RawMessage // response_format's json_schema schema; nil for none
-	shaped      *shaped         // the answer to schema, once made
+	rawMessages  json.RawMessage
+	rawTools     json.RawMessage // billed as prompt tokens: see toolTokens
+	rawFunctions json.RawMessage
+	schema       json.RawMessage // response_format's json_schema schema; nil for none
+	shaped       *shaped         // the answer to schema, once made
 }
 
 // parseRequest parses and validates body as the API does, returning the
@@ -88,6 +93,10 @@ func parseRequest(body []byte) (*request, *apiError) {
 			target = &req.Stream
 		case "tools":
 			target = &req.Tools
+			req.rawTools = raw
+		case "functions":
+			target = &req.Functions
+			req.rawFunctions = raw
 		case "tool_choice":
 			req.ToolChoice = raw
 			continue
@@ -124,6 +133,11 @@ func parseRequest(body []byte) (*request, *apiError) {
 		m.keepText()
 		if _, ok := m.text(); !ok {
 			return &req, invalid(fmt.Sprintf("Invalid type for 'messages[%d].content': expected one of a string or array of objects, but got something else instead.", i), fmt.Sprintf("messages[%d].content", i), "invalid_type")
+		}
+	}
+	for i, f := range req.Functions {
+		if f.Name == "" {
+			return &req, invalid(fmt.Sprintf("Missing required parameter: 'functions[%d].name'.", i), fmt.Sprintf("functions[%d].name", i), "missing_required_parameter")
 		}
 	}
 	if isReasoning(req.Model) && req.MaxTokens != nil {
@@ -215,6 +229,12 @@ func (r *request) choiceText(i int) string {
 		return r.shaped.text
 	}
 	return ChoiceText(r.lastUserText(), i)
+}
+
+// promptTokens is what the request's prompt is billed: its messages, its
+// response format's schema and its function definitions.
+func (r *request) promptTokens(enc *encoder) int {
+	return countPrompt(enc, r.Messages) + formatTokens(enc, r.schema) + toolTokens(enc, r.Model, r.rawTools, r.rawFunctions)
 }
 
 // toolToCall is the tool the request forces an answer to call: the named

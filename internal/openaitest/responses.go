@@ -42,6 +42,7 @@ type responsesCall struct {
 	prompt       int
 	enc          *encoder
 	schema       json.RawMessage // text.format's json_schema schema; nil for none
+	tools        json.RawMessage // billed as prompt tokens: see toolTokens
 }
 
 func (c *responsesCall) modelName() string { return c.model }
@@ -89,6 +90,12 @@ func (s *Server) parseResponses(body []byte) (call, *apiError) {
 			target, want = &c.temperature, "a number"
 		case "metadata":
 			c.metadata = raw
+			continue
+		case "tools":
+			if readArray(raw) == nil {
+				return c, invalidType(name, "an array")
+			}
+			c.tools = raw
 			continue
 		case "text":
 			text := readObject(raw)
@@ -146,7 +153,7 @@ func (s *Server) parseResponses(body []byte) (call, *apiError) {
 		panic(err)
 	}
 	c.enc = enc
-	c.prompt = countPrompt(enc, c.messages) + formatTokens(enc, c.schema)
+	c.prompt = countPrompt(enc, c.messages) + formatTokens(enc, c.schema) + toolTokens(enc, c.model, c.tools, nil)
 	return c, nil
 }
 
@@ -212,12 +219,8 @@ func (c *responsesCall) parseInput(raw json.RawMessage) *apiError {
 		case "function_call":
 			m := chatMessage{Role: "assistant"}
 			m.ToolCalls = append(m.ToolCalls, struct {
-				Function struct {
-					Name      string `json:"name"`
-					Arguments string `json:"arguments"`
-				} `json:"function"`
-			}{})
-			m.ToolCalls[0].Function.Name, m.ToolCalls[0].Function.Arguments = it.Name, it.Arguments
+				Function functionCall `json:"function"`
+			}{functionCall{Name: it.Name, Arguments: it.Arguments}})
 			c.messages = append(c.messages, m)
 		case "function_call_output":
 			var out string

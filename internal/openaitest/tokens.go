@@ -52,7 +52,7 @@ const memoBytes = 32 << 20
 type encoder struct {
 	tk     *tiktoken.Tiktoken
 	texts  *memo[[]int] // tokens, by text
-	billed *memo[int]   // formatTokens's count, by schema
+	billed *memo[int]   // formatTokens's and toolTokens's counts, by what they count
 }
 
 func newEncoder(tk *tiktoken.Tiktoken, limit int) *encoder {
@@ -68,8 +68,8 @@ func (e *encoder) tokens(s string) []int {
 	})
 }
 
-// schemaTokens is formatTokens's count of schema, made by count the first
-// time.
+// schemaTokens is formatTokens's count of schema (or toolTokens's of
+// its key), made by count the first time.
 func (e *encoder) schemaTokens(schema string, count func() int) int {
 	return e.billed.get(schema, func() (int, int) { return count(), len(schema) })
 }
@@ -104,17 +104,21 @@ func encodingFor(model string) string {
 	return o200kBase
 }
 
+// functionCall is a call an assistant message made.
+type functionCall struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
 // chatMessage is the part of a request message the fake reads.
 type chatMessage struct {
 	Role      string          `json:"role"`
 	Content   json.RawMessage `json:"content"`
 	Name      string          `json:"name"`
 	ToolCalls []struct {
-		Function struct {
-			Name      string `json:"name"`
-			Arguments string `json:"arguments"`
-		} `json:"function"`
+		Function functionCall `json:"function"`
 	} `json:"tool_calls"`
+	FunctionCall *functionCall `json:"function_call"` // the deprecated functions' call
 
 	// The content's text, once kept (see keepText): the fake reads it
 	// again and again.
@@ -165,8 +169,9 @@ func (m chatMessage) readText() (s string, ok bool) {
 
 // countPrompt counts messages by the OpenAI cookbook's formula: 3 tokens a
 // message, plus its role and content, plus its name and 1 more if it has
-// one, plus 3 that prime the reply. Tool calls in assistant messages count
-// as their function names and arguments.
+// one, plus 3 that prime the reply. Tool calls (and the deprecated
+// function calls) in assistant messages count as their function names and
+// arguments.
 func countPrompt(enc *encoder, msgs []chatMessage) int {
 	count := enc.count
 	n := 3
@@ -178,6 +183,9 @@ func countPrompt(enc *encoder, msgs []chatMessage) int {
 		}
 		for _, tc := range m.ToolCalls {
 			n += count(tc.Function.Name) + count(tc.Function.Arguments)
+		}
+		if fc := m.FunctionCall; fc != nil {
+			n += count(fc.Name) + count(fc.Arguments)
 		}
 	}
 	return n

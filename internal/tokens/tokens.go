@@ -74,11 +74,7 @@ func (Counter) Build(model string) error {
 // neither the o-series nor gpt-5; they, gpt-4o, gpt-4.1 and any model we do
 // not know use o200k_base.
 func encodingName(model string) string {
-	m := model
-	if i := strings.LastIndexByte(m, ':'); strings.HasPrefix(m, "ft:") && i > 0 {
-		// ft:gpt-3.5-turbo-0125:org::id is tokenized as its base model.
-		m = strings.SplitN(strings.TrimPrefix(m, "ft:"), ":", 2)[0]
-	}
+	m := baseModel(model)
 	switch {
 	case strings.HasPrefix(m, "gpt-4o"), strings.HasPrefix(m, "chatgpt-4o"):
 		return o200kBase
@@ -94,22 +90,31 @@ func encodingName(model string) string {
 	return o200kBase
 }
 
-// Chat counts the prompt of a chat request, its messages and tools, by
-// the OpenAI cookbook's formula: 3 tokens a message plus its role and
-// content, 1 more for a name, and 3 that prime the reply. Tools are
-// counted as their JSON text, which errs high; images as OpenAI's
-// published formulas say (see images.go). Counted exactly with model's
-// encoding (built if it is not yet), or, unless exact, by bytes: an upper
-// bound that needs no encoder.
-func (Counter) Chat(model string, messages, tools json.RawMessage, exact bool) (int64, error) {
+// baseModel is the model a fine-tuned model (ft:gpt-3.5-turbo-0125:org::id)
+// was tuned from, which bills as it does; model itself for any other.
+func baseModel(model string) string {
+	if i := strings.LastIndexByte(model, ':'); strings.HasPrefix(model, "ft:") && i > 0 {
+		return strings.SplitN(strings.TrimPrefix(model, "ft:"), ":", 2)[0]
+	}
+	return model
+}
+
+// Chat counts the prompt of a chat request, its messages and function
+// definitions (tools, or the deprecated functions), by the OpenAI
+// cookbook's formulas: 3 tokens a message plus its role and content, 1
+// more for a name, and 3 that prime the reply; function definitions as
+// tools.go says; images as OpenAI's published formulas say (see
+// images.go). Counted exactly with model's encoding (built if it is not
+// yet), or, unless exact, by bytes: an upper bound that needs no encoder.
+func (Counter) Chat(model string, messages, tools, functions json.RawMessage, exact bool) (int64, error) {
 	if !exact {
-		return countPrompt(model, messages, tools, func(s string) int64 { return int64(len(s)) })
+		return countPrompt(model, messages, tools, functions, func(s string) int64 { return int64(len(s)) })
 	}
 	enc, err := encoders[encodingName(model)]()
 	if err != nil {
 		return 0, err
 	}
-	return countPrompt(model, messages, tools, func(s string) int64 { return countTokens(enc, s, tokenChunk) })
+	return countPrompt(model, messages, tools, functions, func(s string) int64 { return countTokens(enc, s, tokenChunk) })
 }
 
 // message is the part of a chat message that costs tokens.
@@ -119,6 +124,9 @@ type message struct {
 	Name       string          `json:"name"`
 	ToolCalls  json.RawMessage `json:"tool_calls"`
 	ToolCallID string          `json:"tool_call_id"`
+	// The call an assistant message made to one of the deprecated
+	// functions.
+	FunctionCall json.RawMessage `json:"function_call"`
 }
 
 // contentPart is one element of array content: chat completions' text
@@ -132,7 +140,7 @@ type contentPart struct {
 }
 
 // countPrompt applies the chat formula with count as the tokenizer.
-func countPrompt(model string, messages, tools json.RawMessage, count func(string) int64) (int64, error) {
+func countPrompt(model string, messages, tools, functions json.RawMessage, count func(string) int64) (int64, error) {
 	var msgs []message
 	if err := json.Unmarshal(messages, &msgs); err != nil {
 		return 0, fmt.Errorf("messages: %w", err)
@@ -146,8 +154,11 @@ func countPrompt(model string, messages, tools json.RawMessage, count func(strin
 		if m.ToolCallID != "" {
 			n += count(m.ToolCallID)
 		}
-		if len(m.ToolCalls) > 0 && string(m.ToolCalls) != "null" {
+		if isSet(m.ToolCalls) {
 			n += count(string(m.ToolCalls))
+		}
+		if isSet(m.FunctionCall) {
+			n += count(string(m.FunctionCall))
 		}
 		c, err := contentTokens(model, m.Content, count)
 		if err != nil {
@@ -155,10 +166,7 @@ func countPrompt(model string, messages, tools json.RawMessage, count func(strin
 		}
 		n += c
 	}
-	if len(tools) > 0 && string(tools) != "null" {
-		n += count(string(tools))
-	}
-	return n, nil
+	return n + toolTokens(model, tools, functions, count), nil
 }
 
 func contentTokens(model string, content json.RawMessage, count func(string) int64) (int64, error) {

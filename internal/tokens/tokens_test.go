@@ -48,7 +48,7 @@ func TestChat(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := (Counter{}).Chat(tt.model, json.RawMessage(tt.messages), nil, true)
+			got, err := (Counter{}).Chat(tt.model, json.RawMessage(tt.messages), nil, nil, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +60,7 @@ func TestChat(t *testing.T) {
 }
 
 func TestChatBadContent(t *testing.T) {
-	if _, err := (Counter{}).Chat("gpt-4o", json.RawMessage(`[{"role":"user","content":42}]`), nil, true); err == nil {
+	if _, err := (Counter{}).Chat("gpt-4o", json.RawMessage(`[{"role":"user","content":42}]`), nil, nil, true); err == nil {
 		t.Error("Chat with numeric content: no error")
 	}
 }
@@ -73,13 +73,13 @@ func BenchmarkTokenize(b *testing.B) {
 	msgs, _ := json.Marshal([]map[string]string{{"role": "user", "content": string(text)}})
 	for _, enc := range []struct{ name, model string }{{o200kBase, "gpt-4o-mini"}, {cl100kBase, "gpt-4"}} {
 		b.Run(enc.name, func(b *testing.B) {
-			if _, err := (Counter{}).Chat(enc.model, msgs, nil, true); err != nil { // build the encoder outside the timing
+			if _, err := (Counter{}).Chat(enc.model, msgs, nil, nil, true); err != nil { // build the encoder outside the timing
 				b.Fatal(err)
 			}
 			b.SetBytes(int64(len(text)))
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := (Counter{}).Chat(enc.model, msgs, nil, true); err != nil {
+				if _, err := (Counter{}).Chat(enc.model, msgs, nil, nil, true); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -95,11 +95,11 @@ func TestChatBound(t *testing.T) {
 		`[{"role":"system","content":"naïve café — 🙂 emoji"},{"role":"user","name":"bob","content":[{"type":"text","text":"x"}]}]`,
 		`[{"role":"user","content":"` + strings.Repeat("a", 5000) + `"}]`,
 	} {
-		exact, err := (Counter{}).Chat("gpt-4o", json.RawMessage(m), nil, true)
+		exact, err := (Counter{}).Chat("gpt-4o", json.RawMessage(m), nil, nil, true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		bound, err := (Counter{}).Chat("gpt-4o", json.RawMessage(m), nil, false)
+		bound, err := (Counter{}).Chat("gpt-4o", json.RawMessage(m), nil, nil, false)
 		if err != nil || bound < exact {
 			t.Errorf("Chat(%.40s, bound) = %d, %v; want >= %d", m, bound, err, exact)
 		}
