@@ -276,29 +276,44 @@ type tbatch struct {
 	final    openai.Batch
 
 	// The collector's: its lines (their index in lines) by input line,
-	// for lineOf, when lines are not in that order (a follow-up's); nil:
+	// for index, when lines are not in that order (a follow-up's); nil:
 	// they are.
 	byLine []int32
 }
 
-// lineOf is the line of b (its index in b.lines) a custom_id of its
-// output names, or -1 for none of this run's, and the custom_id's line id
-// (batchapi.LineOf): a follow-up's custom_id carries more.
-func (b *tbatch) lineOf(customID string) (id string, i int32) {
-	id, n, ok := batchapi.LineOf(customID)
+// find is the line of b that a custom_id of its output names by its id
+// and input line n (batchapi.LineOf; n is 0 for a custom_id gptbatch did
+// not write): its index in b.lines and its record, enough for its result
+// (record); or, for none of this run's, -1 and a record of b's model
+// under id.
+func (b *tbatch) find(br *batchRun, id string, n int) (int32, lineRecord, error) {
+	i := b.index(id, n)
+	if i < 0 {
+		return -1, lineRecord{ID: id, Model: b.model}, nil
+	}
+	rec, err := b.record(br, i)
+	return i, rec, err
+}
+
+// index is the index in b.lines of the line whose custom_id's id and
+// input line are id and n, or -1 for none.
+func (b *tbatch) index(id string, n int) int32 {
+	if n <= 0 {
+		return -1 // a custom_id gptbatch did not write names no line
+	}
 	if b.byCustom != nil {
 		if k, found := b.byCustom[id]; found {
-			return id, k
+			return k
 		}
-		return id, -1
+		return -1
 	}
 	ls := b.lines
-	if !ok || len(ls) == 0 {
-		return id, -1
+	if len(ls) == 0 {
+		return -1
 	}
 	// A batch's lines are most often the input's lines in a row.
 	if k := n - int(ls[0].line); k >= 0 && k < len(ls) && int(ls[k].line) == n {
-		return id, int32(k)
+		return int32(k)
 	}
 	at := func(k int) int32 {
 		if b.byLine != nil {
@@ -308,9 +323,9 @@ func (b *tbatch) lineOf(customID string) (id string, i int32) {
 	}
 	k, found := sort.Find(len(ls), func(k int) int { return cmp.Compare(n, int(ls[at(k)].line)) })
 	if !found {
-		return id, -1
+		return -1
 	}
-	return id, at(k)
+	return at(k)
 }
 
 // record is the record of line i of b, enough for its result: its head,
@@ -356,17 +371,16 @@ func (br *batchRun) addRecord(rec *lineRecord, body []byte) (off int64, head []b
 }
 
 // item is the item of a batch line collected after tries batches, by its
-// record: enough to read its answer into its result, priced by prices at
-// the Batch API's prices.
-func (rec *lineRecord) item(endpoint string, tries int, prices *budget.Prices) *item {
-	it := &item{
+// record: enough to read its answer into its result at the Batch API's
+// prices of its model, price in prices (nil: unknown, and the result
+// unpriced). Its estimate is not needed: its batch's reservation is
+// released whole when the batch is collected.
+func (rec *lineRecord) item(endpoint string, tries int, prices *budget.Prices, price *budget.ModelPrice) *item {
+	return &item{
 		req: &jsonl.Request{ID: rec.ID, Line: rec.Line, Metadata: rec.Metadata}, model: rec.Model, attempts: tries,
 		endpoint: endpoint, single: rec.Single, floats: rec.Floats,
+		prices: prices, price: price, priced: price != nil, tier: budget.TierBatch,
 	}
-	it.prices, it.tier = prices, budget.TierBatch
-	it.price, it.est = it.prices.Quote(rec.Model, it.tier, 0, 0)
-	it.priced = !it.est.CostUnknown
-	return it
 }
 
 // batchRun is what the stages of a --via batch run share: the Batch API's

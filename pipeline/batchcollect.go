@@ -109,7 +109,8 @@ type collector struct {
 	api      *batchapi.Client
 	br       *batchRun
 	b        *tbatch
-	endpoint string // b's: every line of a batch goes to its one endpoint
+	endpoint string             // b's: every line of a batch goes to its one endpoint
+	price    *budget.ModelPrice // of b's model, which every line of b asks; nil: unknown
 	retry    []bline
 	settle   []budget.Settlement
 	// pending are the answers whose settlements wait in settle, by their
@@ -156,8 +157,9 @@ func newCollector(r *runner, br *batchRun, b *tbatch, results chan<- []done) *co
 		}
 		slices.SortFunc(b.byLine, func(x, y int32) int { return cmp.Compare(b.lines[x].line, b.lines[y].line) })
 	}
+	price, _ := r.cfg.Prices.Lookup(b.model)
 	return &collector{
-		r: r, api: br.api, br: br, b: b, endpoint: endpointOf(b.endpoint), results: results,
+		r: r, api: br.api, br: br, b: b, endpoint: endpointOf(b.endpoint), price: price, results: results,
 		seen: make([]bool, len(b.lines)), seenForeign: map[string]bool{},
 	}
 }
@@ -403,12 +405,13 @@ func (c *collector) readFailed(id string, done int, err error) {
 
 // lineOutcome is what one line of an output or error file comes to.
 type lineOutcome struct {
-	id    string // its custom_id
-	seq   int32  // its index in the batch's lines, or -1 for a line not of this run
-	st    budget.Settlement
-	res   *jsonl.Result // the line's result; nil if it goes again
-	again bool          // submit it again
-	bad   error         // the line is not JSON
+	id      string // its custom_id's line id (batchapi.LineOf), or all of one gptbatch did not write
+	seq     int32  // its index in the batch's lines, or -1 for a line not of this run
+	foreign bool   // gptbatch did not write its custom_id
+	st      budget.Settlement
+	res     *jsonl.Result // the line's result; nil if it goes again
+	again   bool          // submit it again
+	bad     error         // the line is not JSON
 	// --schema: how the line is held, and its answer's cost; reask, when
 	// the answer did not fit, is what goes in the follow-up instead.
 	held  held
@@ -450,6 +453,9 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 	if c.repeated(o) {
 		c.repeats++
 		return nil
+	}
+	if o.foreign {
+		c.r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results has custom_id %q, which gptbatch did not write: it answers none of the batch's lines", c.b.id, o.id))
 	}
 	queued, err := c.add(ctx, o.st)
 	if err != nil {
@@ -522,19 +528,21 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 	if err != nil {
 		return lineOutcome{seq: -1, bad: err}
 	}
-	// Then the line's record, which its item, and so its result, is
-	// made of.
-	o.id, o.seq = b.lineOf(ol.customID)
-	// Not a line of this run's (its input changed since): its answer was
-	// paid for, so the ledger has it all the same.
-	rec, tries := lineRecord{ID: o.id, Model: b.model}, 1
+	// Then the line its custom_id names, and the line's record, which
+	// its item, and so its result, is made of. An answer to none of this
+	// run's lines (its input changed since, or gptbatch did not write the
+	// custom_id) was paid for all the same: the ledger has it.
+	id, n, ours := batchapi.LineOf(ol.customID)
+	var rec lineRecord
+	if o.seq, rec, err = b.find(c.br, id, n); err != nil {
+		return lineOutcome{seq: -1, bad: err}
+	}
+	o.id, o.foreign = id, !ours
+	tries := 1
 	if o.seq >= 0 {
-		if rec, err = b.record(c.br, o.seq); err != nil {
-			return lineOutcome{seq: -1, bad: err}
-		}
 		tries = int(b.lines[o.seq].tries)
 	}
-	it := rec.item(endpoint, tries, r.cfg.Prices)
+	it := rec.item(endpoint, tries, r.cfg.Prices, c.price)
 	entry := &budget.LedgerEntry{
 		Time: r.cfg.Clock.Now(), ID: rec.ID, Line: rec.Line, Model: rec.Model, Attempt: tries,
 		Endpoint: endpoint, Via: "batch", BatchID: b.id,

@@ -112,17 +112,64 @@ func CustomID(line int, hash string, t *Tries) string {
 
 // LineOf reads the line a custom_id of gptbatch's (CustomID) names: id,
 // its LineID, line-17, which the journal's items record, and line, the
-// input line, 17; ok is false when it is no LineID. id is the custom_id
-// up to its first dot whatever it is. It allocates nothing: collecting
-// calls it for every line of an output file.
+// input line, 17. ok is false for a custom_id CustomID does not write, a
+// foreign or mangled one (q7, line-017, line-17.x): it names no line of
+// gptbatch's, and id is the whole custom_id. It allocates nothing for a
+// custom_id of gptbatch's: collecting calls it for every line of an
+// output file.
 func LineOf(customID string) (id string, line int, ok bool) {
-	id, _, _ = strings.Cut(customID, ".")
+	id, rest, carries := strings.Cut(customID, ".")
 	n, ok := strings.CutPrefix(id, "line-")
-	if !ok {
-		return id, 0, false
+	if ok {
+		var v int64
+		v, ok = number(n)
+		line = int(v)
+		ok = ok && line > 0
 	}
-	line, err := strconv.Atoi(n)
-	return id, line, err == nil
+	if !ok || carries && !isCarry(rest) {
+		return customID, 0, false
+	}
+	return id, line, true
+}
+
+// isCarry reports whether rest, what follows the first dot of a custom_id,
+// is what CustomID writes there: a LineHash and the eight numbers of its
+// tries.
+func isCarry(rest string) bool {
+	_, _, ok := parseCarry(rest)
+	return ok
+}
+
+// parseCarry reads what CustomID writes after a line's id and its dot: the
+// LineHash of its original request and its tries' numbers (Tries.fields).
+func parseCarry(rest string) (hash string, v [8]int64, ok bool) {
+	hash, rest, _ = strings.Cut(rest, ".")
+	if len(hash) != LineHashLen || strings.IndexFunc(hash, notHashRune) >= 0 {
+		return "", v, false
+	}
+	for i := range v {
+		var f string
+		var more bool
+		f, rest, more = strings.Cut(rest, ".")
+		if v[i], ok = number(f); !ok || more != (i < len(v)-1) {
+			return "", v, false
+		}
+	}
+	return hash, v, true
+}
+
+// notHashRune reports whether r is not of LineHash's alphabet
+// (base64.RawURLEncoding).
+func notHashRune(r rune) bool {
+	return !('A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_')
+}
+
+// number reads s as CustomID writes a number (strconv.AppendInt); ok is
+// false for any other spelling of one (01, +1, 1_000).
+func number(s string) (int64, bool) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	var b [20]byte // the longest int64, -9223372036854775808
+	return v, err == nil && string(strconv.AppendInt(b[:0], v, 10)) == s
 }
 
 // parseCustomID reads what CustomID wrote: the line's id (LineOf), and,
@@ -133,16 +180,10 @@ func parseCustomID(customID string) (id, hash string, tries json.RawMessage, err
 	if !carries {
 		return id, "", nil, nil
 	}
-	parts := strings.Split(rest, ".")
-	var v [8]int64
-	if len(parts) != 1+len(v) || len(parts[0]) != LineHashLen {
+	hash, v, ok := parseCarry(rest)
+	if !ok {
 		return "", "", nil, fmt.Errorf("custom_id %q: not gptbatch's", customID)
 	}
-	for i := range v {
-		if v[i], err = strconv.ParseInt(parts[1+i], 10, 64); err != nil {
-			return "", "", nil, fmt.Errorf("custom_id %q: not gptbatch's", customID)
-		}
-	}
 	t := &Tries{Reasks: int(v[0]), Batches: int(v[1]), Answers: int(v[2]), PromptTokens: v[3], CompletionTokens: v[4], CachedTokens: v[5], ReasoningTokens: v[6], Cost: v[7]}
-	return id, parts[0], t.JSON(), nil
+	return id, hash, t.JSON(), nil
 }

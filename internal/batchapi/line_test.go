@@ -42,7 +42,13 @@ func TestCustomID(t *testing.T) {
 			}
 		})
 	}
-	for _, foreign := range []string{"q7", "q7.line-3", "line-x", "line-"} {
+	// A custom_id CustomID does not write names no line, however much of
+	// one it looks like: a foreign or mangled line of an output file is
+	// not taken for a line's answer.
+	mangled := []string{"line-3.abc", "line-3.", "line-03", "line-+3", "line-0", "line--3", "line-3.x.y",
+		"line-3." + hash, "line-3." + hash + ".1.2", "line-3." + hash + ".1.2.3.4.5.6.7.x", "line-3." + hash + ".1.2.3.4.5.6.7.8.9",
+		"line-3." + hash + ".1.2.3.4.5.6.7.08", "line-3." + hash + ".1.2.3.4.5.6.7.", "line-3." + hash[1:] + "*.1.2.3.4.5.6.7.8"}
+	for _, foreign := range append([]string{"q7", "q7.line-3", "line-x", "line-"}, mangled...) {
 		if id, _, ok := LineOf(foreign); ok || !strings.HasPrefix(foreign, id) {
 			t.Errorf("LineOf(%q) = %q, _, %v; want a prefix of it, false", foreign, id, ok)
 		}

@@ -3,14 +3,18 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -903,5 +907,80 @@ func TestResumeTwins(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestViaBatchForeignCustomID: a line of an output file whose custom_id
+// gptbatch did not write, however much it looks like one of its lines'
+// (a line's id with a mangled tail, its number spelt another way), is no
+// line's answer. The line it seems to name gets its own answer; the line
+// whose answer it stands in place of is missing from the output, so it
+// goes again and gets its own; the foreign answer, paid for, is in the
+// ledger, and the run says it answered no line.
+func TestViaBatchForeignCustomID(t *testing.T) {
+	t.Parallel()
+	hash := batchapi.LineHash("/v1/chat/completions", []byte(`{}`))
+	for _, foreign := range []string{"line-2.x", "line-2.", "line-02", "line-+2", "line-2." + hash + ".0.1.0.9.9.0.0.+5"} {
+		t.Run(foreign, func(t *testing.T) {
+			clk := newStepClock()
+			srv := openaitest.New(openaitest.Config{Now: clk.Now, Seed: 28, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
+			defer srv.Close()
+			// The first output file served gives line 1's answer first,
+			// under the foreign custom_id.
+			var mu sync.Mutex
+			mangled := false
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/content") {
+					srv.Handler().ServeHTTP(w, r)
+					return
+				}
+				rec := httptest.NewRecorder()
+				srv.Handler().ServeHTTP(rec, r)
+				body := rec.Body.Bytes()
+				mu.Lock()
+				first := `"custom_id":"line-1"`
+				if i := bytes.Index(body, []byte(first)); !mangled && i >= 0 && bytes.Contains(body, []byte(`"response"`)) {
+					mangled = true
+					start := bytes.LastIndexByte(body[:i], '\n') + 1
+					end := start + bytes.IndexByte(body[start:], '\n') + 1
+					line := bytes.Replace(body[start:end], []byte(first), []byte(`"custom_id":"`+foreign+`"`), 1)
+					body = append(line, append(body[:start:start], body[end:]...)...)
+				}
+				mu.Unlock()
+				w.Header().Set("Content-Type", rec.Header().Get("Content-Type"))
+				w.WriteHeader(rec.Code)
+				w.Write(body)
+			}))
+			defer api.Close()
+			g := newGB(t, api.URL+"/v1").loud()
+			g.seams.Clock = clk
+			out, stderr, code := g.run(context.Background(), simpleLines(3), "--via", "batch")
+			if code != 0 {
+				t.Errorf("exit status = %d, want 0; stderr: %s", code, stderr)
+			}
+			if !mangled {
+				t.Fatal("no output file was served")
+			}
+			rs := parseResults(t, out)
+			if len(rs) != 3 {
+				t.Fatalf("%d results, want 3", len(rs))
+			}
+			for i, r := range rs {
+				want := fmt.Sprint("prompt number ", i)
+				if r.Error != nil || r.Content == nil || !strings.Contains(*r.Content, want) {
+					got, _ := json.Marshal(r)
+					t.Errorf("line %d = %s; want the answer to %q", i+1, got, want)
+				}
+			}
+			if !strings.Contains(stderr, strconv.Quote(foreign)+", which gptbatch did not write") {
+				t.Errorf("stderr does not name the foreign custom_id %q: %s", foreign, stderr)
+			}
+			if rs[0].Attempts != 2 {
+				t.Errorf("line 1: %d attempts, want 2: its answer was missing from the first batch", rs[0].Attempts)
+			}
+			if rows := ledgerLines(t, g.dir); rows != 4 {
+				t.Errorf("ledger has %d entries, want 4: the three lines' answers and the foreign one", rows)
+			}
+		})
 	}
 }

@@ -166,7 +166,10 @@ func countPrompt(model string, messages, tools, functions json.RawMessage, count
 		}
 		n += c
 	}
-	return n + toolTokens(model, tools, functions, count), nil
+	if isSet(tools) || isSet(functions) {
+		n += toolTokens(model, tools, functions, count)
+	}
+	return n, nil
 }
 
 func contentTokens(model string, content json.RawMessage, count func(string) int64) (int64, error) {

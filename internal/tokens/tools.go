@@ -54,9 +54,6 @@ type toolCounter struct {
 // functions (chat's deprecated bare definitions) add to the prompt. A
 // list of another shape, which the API refuses, counts as its JSON text.
 func toolTokens(model string, tools, functions json.RawMessage, count func(string) int64) int64 {
-	if !isSet(tools) && !isSet(functions) {
-		return 0
-	}
 	c := toolCounter{count: count, funcInit: funcInit}
 	if m := baseModel(model); strings.HasPrefix(m, "gpt-4o") || strings.HasPrefix(m, "chatgpt-4o") {
 		c.funcInit = funcInitGPT4o
