@@ -581,8 +581,16 @@ func (c *collector) parseLine(raw []byte) (o lineOutcome) {
 			typ, msg = jsonl.ErrServer, "unreadable answer in the batch's output"
 			break
 		}
-		res, u, model, cost := ans.results[0], ans.usage, ans.model, ans.cost
+		res, u, model := ans.results[0], ans.usage, ans.model
 		res.Attempts = tries
+		// The Batch API bills at its own prices, whatever tier the answer
+		// names (budget.Prices.AnswerPrice: the model it names).
+		res.CostUSD = jsonl.UnknownCost()
+		if it.priced {
+			ans.cost = it.prices.AnswerPrice(it.price, model, budget.TierBatch, u.PromptTokens).Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+			res.CostUSD = jsonl.CostOf(int64(ans.cost))
+		}
+		cost := ans.cost
 		if model != "" {
 			entry.Model = model
 		}

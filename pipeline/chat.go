@@ -134,7 +134,7 @@ func (c *chatCompletion) result(it *item) (answer, error) {
 		CachedTokens:     c.Usage.PromptTokensDetails.CachedTokens,
 		ReasoningTokens:  c.Usage.CompletionTokensDetails.ReasoningTokens,
 	}
-	res, cost := it.lineResult(c.Model, c.ServiceTier, u.PromptTokens, u)
+	res := &jsonl.Result{ID: it.req.ID, Line: it.req.Line, Model: c.Model, Attempts: it.attempts, Metadata: it.req.Metadata, Usage: &u}
 	first := c.Choices[0]
 	msg := first.Message
 	hasTools := isSet(msg.ToolCalls) && string(msg.ToolCalls) != "[]"
@@ -171,7 +171,7 @@ func (c *chatCompletion) result(it *item) (answer, error) {
 	default:
 		res.Logprobs = mustJSON(logprobs)
 	}
-	a := answer{results: []*jsonl.Result{res}, usage: u, model: c.Model, cost: cost}
+	a := answer{results: []*jsonl.Result{res}, usage: u, model: c.Model, serviceTier: c.ServiceTier}
 	if it.schema != nil {
 		shapes := make([]choiceAnswer, len(c.Choices))
 		for i, ch := range c.Choices {

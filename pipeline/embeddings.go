@@ -191,18 +191,15 @@ func (l *embeddingList) result(it *item) (answer, error) {
 		shares := split(u.PromptTokens, own)
 		for i, m := range it.members {
 			m.attempts = it.attempts
-			res, cost := m.lineResult(l.Model, "", u.PromptTokens, jsonl.Usage{PromptTokens: shares[i], TotalTokens: shares[i], InputOnly: true})
-			res.Embedding = vecs[i]
-			ans.results = append(ans.results, res)
-			// The members' costs add up to the call's, exactly: they share
-			// its model and so its price, and their shares add up to its
-			// prompt, the only tokens an embedding bills.
-			ans.cost += cost
+			ans.results = append(ans.results, &jsonl.Result{
+				ID: m.req.ID, Line: m.req.Line, Model: l.Model, Attempts: m.attempts, Metadata: m.req.Metadata,
+				Usage:     &jsonl.Usage{PromptTokens: shares[i], TotalTokens: shares[i], InputOnly: true},
+				Embedding: vecs[i],
+			})
 		}
 		return ans, nil
 	}
-	res, cost := it.lineResult(l.Model, "", u.PromptTokens, u)
-	ans.cost = cost
+	res := &jsonl.Result{ID: it.req.ID, Line: it.req.Line, Model: l.Model, Attempts: it.attempts, Metadata: it.req.Metadata, Usage: &u}
 	switch {
 	case it.single && len(vecs) == 1:
 		res.Embedding = vecs[0]

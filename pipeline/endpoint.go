@@ -94,35 +94,6 @@ func decodeLine[B any, P interface {
 	return o, nil
 }
 
-// lineResult is a line's result with its share u of an answer that names
-// model (a dated snapshot, say) and says it was served on serviceTier, and
-// the cost of u, which is also its cost_usd: at the answer's price
-// (budget.Prices.AnswerPrice), through the Batch API at its prices, else
-// on the tier the API billed (flex, priority); 0, and cost_usd null, when
-// the line's price is unknown. promptTokens is the whole answer's prompt,
-// which decides a long-context price: u's own but for a pack's member.
-func (it *item) lineResult(model, serviceTier string, promptTokens int64, u jsonl.Usage) (*jsonl.Result, budget.Cost) {
-	res := &jsonl.Result{
-		ID:       it.req.ID,
-		Line:     it.req.Line,
-		Model:    model,
-		Attempts: it.attempts,
-		Metadata: it.req.Metadata,
-		Usage:    &u,
-		CostUSD:  jsonl.UnknownCost(),
-	}
-	if !it.priced {
-		return res, 0
-	}
-	t := it.tier
-	if t != budget.TierBatch {
-		t = budget.TierOf(serviceTier)
-	}
-	cost := it.prices.AnswerPrice(it.price, model, t, promptTokens).Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
-	res.CostUSD = jsonl.CostOf(int64(cost))
-	return res, cost
-}
-
 // isSet reports whether a raw JSON field is there and not null.
 func isSet(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
 
@@ -137,12 +108,17 @@ func cmpRaw(raw json.RawMessage) json.RawMessage {
 // answer is what an endpoint answered, read for the item it answers.
 type answer struct {
 	// results are the lines' results, in input order: the line's own, or
-	// a pack's, one a member. Each has its usage and cost; the caller adds
-	// the latency.
+	// a pack's, one a member, each with its usage. The route adds what
+	// only it knows: cost_usd (resultFromBody; the collector's parseLine,
+	// at the Batch API's prices), and latency_ms (sendLine) or batch_id.
 	results []*jsonl.Result
 	usage   jsonl.Usage // the call's, as the API reported it
 	model   string      // the model that answered, as the API names it
-	cost    budget.Cost // the call's cost; 0 when the model's price is unknown
+	// serviceTier is the tier the answer says it was served on; "" if none.
+	serviceTier string
+	// cost is the call's cost, the sum of its results': set by the route
+	// that read it, at its prices; 0 when the model's price is unknown.
+	cost budget.Cost
 	// invalid is, for a line held to a schema, why the answer does not
 	// fit it (its result then says invalid_output); nil when it fits or
 	// is not checked.

@@ -266,12 +266,19 @@ func newClient(baseURL, key string, parallel int) *openai.Client {
 
 // resultFromBody reads body, the answer it.endpoint gave with HTTP status
 // status to the request of it (a line, or a pack of them), into the
-// lines' results. A status outside 2xx is the API's error, returned as an
+// lines' results, by the endpoint's decoder, and prices them: this route's
+// part of a result. A status outside 2xx is the API's error, returned as an
 // *openai.APIError (or *openai.RequestError for a body that is no error
 // object) for retry.Classify; a 2xx body that cannot be read as an answer is an
-// error too. Costs are at the tier the answer says it was billed at
-// (lineResult); an item of the Batch API's (tier TierBatch) is at its
-// prices.
+// error too.
+//
+// A synchronous answer costs what the tier it says it was served on
+// charges (flex, priority), at the price of the model it names (a dated
+// snapshot, say: budget.Prices.AnswerPrice); a line whose price is unknown
+// has cost_usd null. A pack's whole prompt decides a long-context price,
+// and each member pays its share of it: the members' costs add up to the
+// call's, exactly, as their shares add up to its prompt, the only tokens
+// an embedding bills.
 func resultFromBody(it *item, status int, body []byte) (answer, error) {
 	if status < 200 || status >= 300 {
 		return answer{}, retry.APIError(status, body)
@@ -281,7 +288,24 @@ func resultFromBody(it *item, status int, body []byte) (answer, error) {
 	if err := gojson.Unmarshal(body, b); err != nil {
 		return answer{}, fmt.Errorf("read %s: %w", d.what, err)
 	}
-	return b.result(it)
+	a, err := b.result(it)
+	if err != nil {
+		return a, err
+	}
+	if !it.priced {
+		for _, res := range a.results {
+			res.CostUSD = jsonl.UnknownCost()
+		}
+		return a, nil
+	}
+	p := it.prices.AnswerPrice(it.price, a.model, budget.TierOf(a.serviceTier), a.usage.PromptTokens)
+	for _, res := range a.results {
+		u := res.Usage
+		c := p.Cost(u.PromptTokens, u.CachedTokens, u.CompletionTokens)
+		res.CostUSD = jsonl.CostOf(int64(c))
+		a.cost += c
+	}
+	return a, nil
 }
 
 // settle applies the settlements of the calls to the gate, as many at a

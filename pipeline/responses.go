@@ -178,7 +178,7 @@ func (r *response) result(it *item) (answer, error) {
 		CachedTokens:     r.Usage.InputTokensDetails.CachedTokens,
 		ReasoningTokens:  r.Usage.OutputTokensDetails.ReasoningTokens,
 	}
-	res, cost := it.lineResult(r.Model, r.ServiceTier, u.PromptTokens, u)
+	res := &jsonl.Result{ID: it.req.ID, Line: it.req.Line, Model: r.Model, Attempts: it.attempts, Metadata: it.req.Metadata, Usage: &u}
 	var text, refusal bytes.Buffer
 	var calls, logprobs []json.RawMessage
 	hasText := false
@@ -229,7 +229,7 @@ func (r *response) result(it *item) (answer, error) {
 	default:
 		res.FinishReason = "stop"
 	}
-	a := answer{results: []*jsonl.Result{res}, usage: u, model: r.Model, cost: cost}
+	a := answer{results: []*jsonl.Result{res}, usage: u, model: r.Model, serviceTier: r.ServiceTier}
 	if it.schema != nil {
 		shape := choiceAnswer{finishReason: res.FinishReason}
 		if res.Refusal != nil {

@@ -6,8 +6,8 @@
 //	once.go     the one retry loop every call goes through; and the calls that make something, an
 //	            upload and a create: their single attempts, and how a batch is submitted (Submit),
 //	            each made once however its answer is lost, the create journalled around the call
-//	download.go a file's download, which starts again where it broke off, read as bytes or in
-//	            blocks of whole lines
+//	download.go a file's download: its single attempt, and the stream that starts it again where
+//	            it broke off, read as bytes or in blocks of whole lines
 //	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written
 //	            and read
 //	line.go     a line of a batch input file, and what names it: the hash the journal's items
@@ -52,7 +52,10 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// Clock is the time a Client waits by (pipeline.Clock is one).
+// Clock is the time a Client waits by. A run passes its pipeline.Clock,
+// which has these methods: declared where it is used (pipeline imports
+// this package), it cannot drift from that one unnoticed, as pipeline
+// does not build unless its clock is one of these.
 type Clock interface {
 	Now() time.Time
 	After(d time.Duration) <-chan time.Time
@@ -160,24 +163,6 @@ func (f fedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// watchedBody is a download's body, its watchdog stopped when it is
-// closed.
-type watchedBody struct {
-	fedReader
-	c io.Closer
-}
-
-func (b watchedBody) Read(p []byte) (int, error) {
-	n, err := b.fedReader.Read(p)
-	return n, b.w.err(err)
-}
-
-func (b watchedBody) Close() error {
-	err := b.c.Close()
-	b.w.stop()
-	return err
-}
-
 // List is a page of at most limit batches, newest first, after the batch
 // id after ("" for the first page).
 func (c *Client) List(ctx context.Context, after string, limit int) (openai.ListBatchResponse, error) {
@@ -261,16 +246,4 @@ func (c *Client) Cancel(ctx context.Context, id string) (openai.Batch, error) {
 	defer cancel()
 	b, err := c.oa.CancelBatch(ctx, id)
 	return b.Batch, err
-}
-
-// Content streams the file id. It may take long, but a pause of the
-// timeout ends it (the body's Read returns a network failure).
-func (c *Client) Content(ctx context.Context, id string) (io.ReadCloser, error) {
-	w := c.watch(ctx)
-	raw, err := c.oa.GetFileContent(w.ctx, id)
-	if err != nil {
-		w.stop()
-		return nil, w.err(err)
-	}
-	return watchedBody{fedReader{raw.ReadCloser, w}, raw.ReadCloser}, nil
 }

@@ -71,7 +71,7 @@ func (d *Stream) Read(p []byte) (int, error) {
 // open starts a try: the file, from past the bytes already read. One that
 // fails waits out its back-off, or ends the stream (again).
 func (d *Stream) open() {
-	body, err := d.c.Content(d.ctx, d.id)
+	body, err := d.c.content(d.ctx, d.id)
 	if err == nil {
 		if _, err = io.CopyN(io.Discard, body, d.read); err != nil {
 			body.Close()
@@ -158,3 +158,34 @@ func (d *Stream) Blocks(ctx context.Context, n int) ([][]byte, error) {
 
 // Err is the read that ended Blocks before the file's end, or nil.
 func (d *Stream) Err() error { return d.broken }
+
+// content streams the file id: one try of a Download. It may take long,
+// but a pause of the timeout ends it (the body's Read returns a network
+// failure).
+func (c *Client) content(ctx context.Context, id string) (io.ReadCloser, error) {
+	w := c.watch(ctx)
+	raw, err := c.oa.GetFileContent(w.ctx, id)
+	if err != nil {
+		w.stop()
+		return nil, w.err(err)
+	}
+	return watchedBody{fedReader{raw.ReadCloser, w}, raw.ReadCloser}, nil
+}
+
+// watchedBody is a download's body, its watchdog stopped when it is
+// closed.
+type watchedBody struct {
+	fedReader
+	c io.Closer
+}
+
+func (b watchedBody) Read(p []byte) (int, error) {
+	n, err := b.fedReader.Read(p)
+	return n, b.w.err(err)
+}
+
+func (b watchedBody) Close() error {
+	err := b.c.Close()
+	b.w.stop()
+	return err
+}

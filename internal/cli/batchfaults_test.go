@@ -309,9 +309,26 @@ func TestViaBatchJournalFull(t *testing.T) {
 // TestViaBatchKilledWhileCreating: a run killed while its create call is
 // in flight has made a batch it never heard of; --resume finds it by its
 // tags and collects it instead of submitting the lines again, and counts
-// each answer once.
+// each answer once, even when the download of the batch's input file, read
+// back for its lines, drops half way.
 func TestViaBatchKilledWhileCreating(t *testing.T) {
 	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		cuts int // downloads that drop half way during --resume
+	}{
+		{"whole", 0},
+		{"input file's download dropped", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			killedWhileCreating(t, tt.cuts)
+		})
+	}
+}
+
+func killedWhileCreating(t *testing.T, cuts int) {
+	t.Helper()
 	srv := openaitest.New(openaitest.Config{Seed: 24, Batch: openaitest.BatchConfig{StepsPerPoll: -1}})
 	defer srv.Close()
 	g := newGB(t, srv.URL())
@@ -333,10 +350,14 @@ func TestViaBatchKilledWhileCreating(t *testing.T) {
 	srv.FinishBatches()
 	made := srv.BatchIDs()
 
+	srv.CutDownloads(cuts, 0.5)
 	g.seams.Clock = newStepClock()
 	out, stderr, code := g.run(context.Background(), in, "--via", "batch", "--resume", saveOut(t, g, ""))
 	if code != 0 {
 		t.Fatalf("--resume: exit status = %d, want 0; stderr: %s", code, stderr)
+	}
+	if srv.Cut() != cuts {
+		t.Errorf("%d downloads dropped, want %d", srv.Cut(), cuts)
 	}
 	for _, r := range parseResults(t, out) {
 		if r.Error != nil || r.BatchID != made[0] {
