@@ -348,14 +348,26 @@ func (b *tbatch) record(br *batchRun, i int32) (lineRecord, error) {
 }
 
 // recordOf is the record of it, a line of a run of cfg going to url in a
-// batch file: what the line's result needs, which item makes back into an
-// item when its answer is collected.
-func recordOf(it *item, url string, cfg *Config) lineRecord {
+// batch file, whose request's batchapi.LineHash is hash: what the line's
+// result needs, which item makes back into an item when its answer is
+// collected.
+func recordOf(it *item, url, hash string, cfg *Config) lineRecord {
 	return lineRecord{
 		ID: it.req.ID, Line: it.req.Line, Model: it.model, URL: url, Metadata: it.req.Metadata,
 		Prompt: it.prompt, EstTokens: it.est.Tokens, EstCost: it.est.Cost, Priced: it.priced, Single: it.single, Floats: it.floats,
-		Hash: batchapi.LineHash(url, it.body), Held: it.heldOf(cfg),
+		Hash: hash, Held: it.heldOf(cfg),
 	}
+}
+
+// addRecord puts rec, with body, the request it sends, in the records
+// spool: off is where br.record reads it back, head its head
+// (appendHead), which its batch may keep in memory.
+func (br *batchRun) addRecord(rec *lineRecord, body []byte) (off int64, head []byte, err error) {
+	enc := appendHead(nil, rec)
+	n := len(enc)
+	enc = appendTail(enc, rec)
+	off, err = br.records.append(enc, body)
+	return off, enc[:n], err
 }
 
 // item is the item of a batch line collected after tries batches, by its

@@ -73,6 +73,41 @@ func BenchmarkBatchRun(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
 }
 
+// BenchmarkSubmitLine is the submitter taking a prepared chat line into
+// a batch file: its line of the file and its hash, its record spooled, its
+// place in the file. The submitter is one goroutine: ns/op is its CPU a
+// line.
+func BenchmarkSubmitLine(b *testing.B) {
+	dir := b.TempDir()
+	cfg := Config{Tokens: tokens.Counter{}, Model: "gpt-4o-mini", Via: ViaBatch, Batch: BatchOptions{TempDir: dir}}
+	if err := (tokens.Counter{}).Build(cfg.Model); err != nil {
+		b.Fatal(err)
+	}
+	r := newRunner(context.Background(), cfg)
+	records, err := newSpool(dir, "lines")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer records.close()
+	its := make([]*item, 4096)
+	for i := range its {
+		content := fmt.Sprintf("tell me about the number %d in one short sentence", i)
+		req := &jsonl.Request{Line: i + 1, ID: fmt.Sprint(i), Body: map[string]json.RawMessage{"messages": mustJSON([]map[string]string{{"role": "user", "content": content}})}}
+		if its[i] = r.prepare(req, false); its[i].result != nil {
+			b.Fatal(its[i].result.Error)
+		}
+	}
+	s := newSubmitter(r, &batchRun{records: records})
+	defer s.discard()
+	i := 0
+	for b.Loop() {
+		if err := s.add(context.Background(), its[i%len(its)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
 // TestRecordCodec: a line's record goes through the spool unchanged.
 func TestRecordCodec(t *testing.T) {
 	for _, rec := range []lineRecord{

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -286,8 +285,10 @@ func (s *submitter) run(ctx context.Context, in <-chan *item, back <-chan collec
 	}
 }
 
-// add takes one line: its result if it has one already, else its record,
-// and its place in a claimed batch or in a batch file.
+// add takes one line: its result if it has one already, else its line
+// of a batch file and its hash, from batchapi in one call (FirstLine),
+// its record spooled (recordOf, addRecord), and its place in a claimed
+// batch or in a batch file.
 func (s *submitter) add(ctx context.Context, it *item) error {
 	r := s.r
 	seq := s.lines
@@ -310,16 +311,15 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		return s.result(ctx, seq, it.result)
 	}
 	url := it.batchURL()
-	line := batchLine(batchapi.CustomID(it.req.Line, "", nil), url, it.body)
+	line, hash := batchapi.FirstLine(it.req.Line, url, it.body)
 	if max := r.cfg.Batch.bytes(); int64(len(line)) > max {
 		msg := fmt.Sprintf("line %d: %d bytes as a batch line, more than a batch file may hold (%d)", it.req.Line, len(line), max)
 		return s.result(ctx, seq, errorResult(it.req, jsonl.ErrInvalidInput, msg, 0))
 	}
-	rec := recordOf(it, url, &r.cfg)
 	var cl claim
 	claimed := false
 	if s.claims != nil {
-		if c, ok := s.claims.take(rec.Hash); ok {
+		if c, ok := s.claims.take(hash); ok {
 			switch s.check(ctx, c.batch) {
 			case batchKnown:
 				cl, claimed = c, true
@@ -329,23 +329,21 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 			// batchResubmit: as a line never sent.
 		}
 	}
+	rec := recordOf(it, url, hash, &r.cfg)
 	before := 0 // batches the line was in before the one claimed
 	if claimed {
 		before = rec.Held.resume(cl.tries)
 	}
-	enc := appendHead(nil, &rec)
-	head := len(enc)
-	enc = appendTail(enc, &rec)
-	off, err := s.br.records.append(enc, it.body)
+	off, head, err := s.br.addRecord(&rec, it.body)
 	if err != nil {
 		return &Error{Code: ExitFailed, Err: err}
 	}
 	l := bline{seq: seq, line: int32(it.req.Line), rec: off}
 	if claimed {
-		s.claim(l, &rec, enc[:head], cl, before)
+		s.claim(l, &rec, head, cl, before)
 		return nil
 	}
-	return s.toChunk(chunkKey{url, it.model}, l, &rec, enc[:head], line, s.open)
+	return s.toChunk(chunkKey{url, it.model}, l, &rec, head, line, s.open)
 }
 
 // head adds h, line l's head (appendHead), to heads, the heads of the
@@ -359,20 +357,6 @@ func (s *submitter) head(heads []byte, lines []bline, l *bline, h []byte) []byte
 	s.heads += len(h)
 	l.hs = int32(len(heads))
 	return append(heads, h...)
-}
-
-// batchLine is a line of a batch file: gptbatch's own custom_id
-// (batchapi.CustomID), unique whatever the input's ids are, and the exact
-// body.
-func batchLine(id string, url string, body []byte) []byte {
-	b := make([]byte, 0, len(body)+len(id)+64)
-	b = append(b, `{"custom_id":`...)
-	b = strconv.AppendQuote(b, id)
-	b = append(b, `,"method":"POST","url":`...)
-	b = strconv.AppendQuote(b, url)
-	b = append(b, `,"body":`...)
-	b = append(b, body...)
-	return append(b, "}\n"...)
 }
 
 // dayCheck says whether e can ever be admitted by the day's limits: the
@@ -780,7 +764,7 @@ func (s *submitter) collected(ctx context.Context, c collected) error {
 		// A line asked again carries its journal item in its custom_id,
 		// so that a lost journal is rebuilt with it.
 		id := batchapi.CustomID(rec.Line, rec.Hash, rec.Held.journal(int(l.tries)))
-		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchLine(id, rec.URL, body), open); err != nil {
+		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchapi.InputLine(id, rec.URL, body), open); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gptbatch/gptbatch/internal/batchapi"
 	"github.com/gptbatch/gptbatch/jsonl"
 )
 
@@ -143,7 +144,7 @@ func batchResultLine(t *testing.T, endpoint, line, body string) string {
 	}
 	defer records.close()
 	url := it.batchURL()
-	rec := recordOf(it, url, &r.cfg)
+	rec := recordOf(it, url, batchapi.LineHash(url, it.body), &r.cfg)
 	off, err := records.append(appendRecord(nil, &rec), it.body)
 	if err != nil {
 		t.Fatal(err)

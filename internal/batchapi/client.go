@@ -10,8 +10,8 @@
 //	            it broke off, read as bytes or in blocks of whole lines
 //	journal.go  the journal of the batches a usage file's runs made: where it lives, how it is written
 //	            and read
-//	line.go     what names a line of a batch file: the hash the journal's items record, and its
-//	            custom_id, written and read back
+//	line.go     a line of a batch input file, and what names it: the hash the journal's items
+//	            record, and its custom_id, written and read back
 //	recover.go  what a lost journal, or a run killed mid-create, left: rebuilt from the API
 package batchapi
 

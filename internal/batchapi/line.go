@@ -13,6 +13,29 @@ import (
 	"strings"
 )
 
+// InputLine is a line of a batch input file: a request, POST to url with
+// the exact body, named by customID, gptbatch's own (CustomID). A lost
+// journal's rebuild reads such lines back (recover.go).
+func InputLine(customID, url string, body []byte) []byte {
+	b := make([]byte, 0, len(body)+len(customID)+64)
+	b = append(b, `{"custom_id":`...)
+	b = strconv.AppendQuote(b, customID)
+	b = append(b, `,"method":"POST","url":`...)
+	b = strconv.AppendQuote(b, url)
+	b = append(b, `,"body":`...)
+	b = append(b, body...)
+	return append(b, "}\n"...)
+}
+
+// FirstLine is the line of a batch input file that asks input line line's
+// request, POST to url with body, for the first time, and the request's
+// LineHash: the output file names the line by its custom_id, its LineID,
+// and the journal records it by both (JournalItem). Made together, the
+// line is hashed once.
+func FirstLine(line int, url string, body []byte) (text []byte, hash string) {
+	return InputLine(LineID(line), url, body), LineHash(url, body)
+}
+
 // LineHashLen is the length of every LineHash.
 const LineHashLen = 16
 
