@@ -7,7 +7,8 @@ import (
 	"sync"
 
 	"github.com/pkoukk/tiktoken-go"
-	tiktoken_loader "github.com/pkoukk/tiktoken-go-loader"
+
+	"github.com/gptbatch/gptbatch/internal/tokens/vocab"
 )
 
 // The fake counts tokens on its own, not with package pipeline's counter,
@@ -18,12 +19,6 @@ const (
 	cl100kBase = "cl100k_base"
 )
 
-// useOfflineLoader points tiktoken-go at the BPE files compiled into the
-// binary; the fake never downloads one.
-var useOfflineLoader = sync.OnceFunc(func() {
-	tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader())
-})
-
 // Each encoder is built once per process: building one parses a vocabulary
 // of up to 200k entries. Neither variable is ever reassigned.
 var (
@@ -32,7 +27,7 @@ var (
 )
 
 func buildEncoder(name string) (*encoder, error) {
-	useOfflineLoader()
+	vocab.Offline()
 	tk, err := tiktoken.GetEncoding(name)
 	if err != nil {
 		return nil, fmt.Errorf("openaitest: build %s encoder: %w", name, err)

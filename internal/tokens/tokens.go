@@ -19,6 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/pkoukk/tiktoken-go"
+
+	"github.com/gptbatch/gptbatch/internal/tokens/vocab"
 )
 
 // Encoding names tiktoken-go knows.
@@ -26,12 +28,6 @@ const (
 	o200kBase  = "o200k_base"
 	cl100kBase = "cl100k_base"
 )
-
-// setLoader points tiktoken-go at the BPE files compiled into the binary, so
-// that no run ever downloads one.
-var setLoader = sync.OnceFunc(func() {
-	tiktoken.SetBpeLoader(fastLoader{})
-})
 
 // encoders builds each encoding once per process: building one parses a
 // 200k-entry vocabulary and takes a noticeable fraction of a second. The
@@ -45,7 +41,7 @@ var encoders = map[string]func() (*tiktoken.Tiktoken, error){
 var built = map[string]*atomic.Bool{o200kBase: new(atomic.Bool), cl100kBase: new(atomic.Bool)}
 
 func buildEncoder(name string) (*tiktoken.Tiktoken, error) {
-	setLoader()
+	vocab.Offline()
 	enc, err := tiktoken.GetEncoding(name)
 	if err != nil {
 		return nil, fmt.Errorf("build %s encoder: %w", name, err)

@@ -1,4 +1,10 @@
-package tokens
+// Package vocab points tiktoken-go at the BPE vocabularies compiled into
+// the binary (tiktoken-go-loader's), read fast. It is a package of its own
+// because tiktoken-go keeps its loader in one unsynchronised variable: the
+// counter (package tokens) and the fake API (internal/openaitest), which
+// must not share a counter, share this one setter, or each setting its own
+// would race with the other's GetEncoding.
+package vocab
 
 import (
 	"bytes"
@@ -6,9 +12,18 @@ import (
 	"fmt"
 	"path"
 	"strconv"
+	"sync"
 
+	"github.com/pkoukk/tiktoken-go"
 	"github.com/pkoukk/tiktoken-go-loader/assets"
 )
+
+// Offline points tiktoken-go, for the whole process, at the vocabularies
+// compiled into the binary, so that nothing ever downloads one. Every
+// package that builds a tiktoken encoder calls it first.
+var Offline = sync.OnceFunc(func() {
+	tiktoken.SetBpeLoader(fastLoader{})
+})
 
 // fastLoader reads the BPE ranks compiled into tiktoken-go-loader, as its
 // OfflineLoader does, in a third of the time: one pass over the file, no
