@@ -110,9 +110,23 @@ type chatChoice struct {
 		Content   *string         `json:"content"`
 		Refusal   *string         `json:"refusal"`
 		ToolCalls json.RawMessage `json:"tool_calls"`
+		// FunctionCall is the one call of an answer to the deprecated
+		// functions (finish_reason "function_call"): its result has it
+		// in tool_calls, as one call without an id (legacyCall).
+		FunctionCall json.RawMessage `json:"function_call"`
 	} `json:"message"`
 	Logprobs     json.RawMessage `json:"logprobs"`
 	FinishReason string          `json:"finish_reason"`
+}
+
+// legacyCall is an answer's function_call, the deprecated functions'
+// answer, as the tool_calls a result has: one call of type function, with
+// no id (the API gives it none).
+func legacyCall(call json.RawMessage) json.RawMessage {
+	b := make([]byte, 0, len(call)+32)
+	b = append(b, `[{"type":"function","function":`...)
+	b = append(b, call...)
+	return append(b, "}]"...)
 }
 
 // errNoChoices is an answer with nothing in it.
@@ -137,7 +151,11 @@ func (c *chatCompletion) result(it *item) (answer, error) {
 	res := &jsonl.Result{ID: it.req.ID, Line: it.req.Line, Model: c.Model, Attempts: it.attempts, Metadata: it.req.Metadata, Usage: &u}
 	first := c.Choices[0]
 	msg := first.Message
-	hasTools := isSet(msg.ToolCalls) && string(msg.ToolCalls) != "[]"
+	toolCalls := msg.ToolCalls
+	if !isSet(toolCalls) && isSet(msg.FunctionCall) {
+		toolCalls = legacyCall(msg.FunctionCall)
+	}
+	hasTools := isSet(toolCalls) && string(toolCalls) != "[]"
 	switch {
 	case msg.Refusal != nil && *msg.Refusal != "":
 		res.Content, res.Refusal = []byte("null"), msg.Refusal
@@ -147,7 +165,7 @@ func (c *chatCompletion) result(it *item) (answer, error) {
 		res.Content = []byte("null")
 	}
 	if hasTools {
-		res.ToolCalls = msg.ToolCalls
+		res.ToolCalls = toolCalls
 	}
 	res.FinishReason = first.FinishReason
 	if len(c.Choices) > 1 {

@@ -50,6 +50,8 @@ func TestSameResultEitherRoute(t *testing.T) {
 			chat(`[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":` + toolCalls + `},"finish_reason":"tool_calls"}]`)},
 		{"chat tool calls, content empty", jsonl.EndpointChat, `"weather?"`,
 			chat(`[{"index":0,"message":{"role":"assistant","content":"","tool_calls":` + toolCalls + `},"finish_reason":"tool_calls"}]`)},
+		{"chat function_call (deprecated functions)", jsonl.EndpointChat, `"weather?"`,
+			chat(`[{"index":0,"message":{"role":"assistant","content":null,"function_call":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"},"refusal":null},"finish_reason":"function_call"}]`)},
 		{"chat content null, no tools", jsonl.EndpointChat, `"say nothing"`,
 			chat(`[{"index":0,"message":{"role":"assistant","content":null},"finish_reason":"stop"}]`)},
 		{"chat n=3, out of order", jsonl.EndpointChat, `{"prompt":"pick","n":3}`,

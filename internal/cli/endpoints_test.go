@@ -537,3 +537,55 @@ func TestStoredConversation(t *testing.T) {
 		})
 	}
 }
+
+// TestFunctionCallAnswersKept: an answer to the deprecated functions is a
+// call in message.function_call, paid for like any answer; its result has
+// it in tool_calls, as a tool call's is, on both routes.
+func TestFunctionCallAnswersKept(t *testing.T) {
+	t.Parallel()
+	const fn = `[{"name":"get_weather","description":"Weather in a city","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}]`
+	in := `{"id":"forced","prompt":"weather in Paris?","functions":` + fn + `,"function_call":{"name":"get_weather"}}
+{"id":"auto","prompt":"just talk","functions":` + fn + `,"function_call":"auto"}
+`
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{
+		{"synchronous", nil},
+		{"via batch", []string{"--via", "batch"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := openaitest.New(openaitest.Config{})
+			defer srv.Close()
+			g := newGB(t, srv.URL())
+			out, stderr, code := g.run(context.Background(), in, tt.args...)
+			if code != 0 {
+				t.Fatalf("exit status %d: %s", code, stderr)
+			}
+			rs := parseLines[map[string]json.RawMessage](t, out)
+			if len(rs) != 2 {
+				t.Fatalf("%d results, want 2: %s", len(rs), out)
+			}
+			forced, auto := rs[0], rs[1]
+			var calls []struct {
+				ID       *string `json:"id"`
+				Type     string  `json:"type"`
+				Function struct {
+					Name      string `json:"name"`
+					Arguments string `json:"arguments"`
+				} `json:"function"`
+			}
+			if err := json.Unmarshal(forced["tool_calls"], &calls); err != nil || len(calls) != 1 ||
+				calls[0].Type != "function" || calls[0].Function.Name != "get_weather" || calls[0].Function.Arguments != "{}" || calls[0].ID != nil {
+				t.Errorf("forced call: tool_calls %s (%v); want the one call get_weather({}), type function, no id", forced["tool_calls"], err)
+			}
+			if string(forced["finish_reason"]) != `"function_call"` || forced["content"] != nil || forced["cost_usd"] == nil {
+				t.Errorf("forced call: finish_reason %s, content %s, cost_usd %s; want function_call, no content (only a call, as for tool calls) and a cost", forced["finish_reason"], forced["content"], forced["cost_usd"])
+			}
+			if auto["tool_calls"] != nil || string(auto["content"]) == "null" {
+				t.Errorf("auto: tool_calls %s, content %s; want text and no call", auto["tool_calls"], auto["content"])
+			}
+		})
+	}
+}

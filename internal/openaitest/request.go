@@ -42,8 +42,9 @@ type request struct {
 	Functions []struct {
 		Name string `json:"name"`
 	} `json:"functions"`
-	ToolChoice  json.RawMessage `json:"tool_choice"`
-	ServiceTier string          `json:"service_tier"`
+	ToolChoice   json.RawMessage `json:"tool_choice"`
+	FunctionCall json.RawMessage `json:"function_call"` // the deprecated functions' tool_choice
+	ServiceTier  string          `json:"service_tier"`
 
 	rawMessages  json.RawMessage
 	rawTools     json.RawMessage // billed as prompt tokens: see toolTokens
@@ -99,6 +100,9 @@ func parseRequest(body []byte) (*request, *apiError) {
 			req.rawFunctions = raw
 		case "tool_choice":
 			req.ToolChoice = raw
+			continue
+		case "function_call":
+			req.FunctionCall = raw
 			continue
 		case "response_format":
 			sch, apiErr := formatSchema(raw, true, "response_format")
@@ -259,6 +263,22 @@ func (r *request) toolToCall() (name string, ok bool) {
 	return "", false
 }
 
+// functionToCall is the function a request with the deprecated functions
+// forces its answer to call: the one its function_call object names. ok
+// is false for "auto", "none" or no function_call: the answer is text.
+func (r *request) functionToCall() (name string, ok bool) {
+	if len(r.Functions) == 0 || len(r.FunctionCall) == 0 {
+		return "", false
+	}
+	var named struct {
+		Name string `json:"name"`
+	}
+	if json.Unmarshal(r.FunctionCall, &named) == nil && named.Name != "" {
+		return named.Name, true
+	}
+	return "", false
+}
+
 // The success body, field for field as the API sends it.
 type (
 	response struct {
@@ -278,19 +298,19 @@ type (
 		FinishReason string          `json:"finish_reason"`
 	}
 	message struct {
-		Role        string     `json:"role"`
-		Content     *string    `json:"content"`
-		ToolCalls   []toolCall `json:"tool_calls,omitempty"`
-		Refusal     *string    `json:"refusal"`
-		Annotations []struct{} `json:"annotations"`
+		Role      string     `json:"role"`
+		Content   *string    `json:"content"`
+		ToolCalls []toolCall `json:"tool_calls,omitempty"`
+		// FunctionCall is the answer's call when the request forced one
+		// of its deprecated functions (finish_reason "function_call").
+		FunctionCall *functionCall `json:"function_call,omitempty"`
+		Refusal      *string       `json:"refusal"`
+		Annotations  []struct{}    `json:"annotations"`
 	}
 	toolCall struct {
-		ID       string `json:"id"`
-		Type     string `json:"type"`
-		Function struct {
-			Name      string `json:"name"`
-			Arguments string `json:"arguments"`
-		} `json:"function"`
+		ID       string       `json:"id"`
+		Type     string       `json:"type"`
+		Function functionCall `json:"function"`
 	}
 	usage struct {
 		PromptTokens        int `json:"prompt_tokens"`
@@ -338,6 +358,11 @@ func (x *exchange) answer(req *request, enc *encoder, prompt, maxOut int) respon
 		msg = message{Role: "assistant", ToolCalls: []toolCall{tc}, Annotations: []struct{}{}}
 		finish = "tool_calls"
 		completion = enc.count(name) + enc.count(tc.Function.Arguments)
+	} else if name, ok := req.functionToCall(); ok {
+		fc := &functionCall{Name: name, Arguments: "{}"}
+		msg = message{Role: "assistant", FunctionCall: fc, Annotations: []struct{}{}}
+		finish = "function_call"
+		completion = enc.count(name) + enc.count(fc.Arguments)
 	} else {
 		if req.schema != nil {
 			a := s.shape(req.schema, req.firstUserText())
