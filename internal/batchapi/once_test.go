@@ -64,23 +64,7 @@ func TestDownload(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := openaitest.New(openaitest.Config{})
-			defer srv.Close()
-			api := New(Config{BaseURL: srv.URL(), Key: "sk-test", Timeout: 5 * time.Second, Retry: retry.Policy{Retries: 2}, Clock: instantClock{time.Now()}})
-			ctx := context.Background()
-			in := filepath.Join(t.TempDir(), "out.jsonl")
-			if err := os.WriteFile(in, []byte(file.String()), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			id, err := api.Upload(ctx, in, "out.jsonl")
-			if err != nil {
-				t.Fatalf("Upload: %v", err)
-			}
-			srv.CutDownloads(tt.cuts, 0.5)
-			body, err := api.Download(ctx, id)
-			if err != nil {
-				t.Fatalf("Download: %v", err)
-			}
+			api, srv, body := downloading(t, file.String(), tt.cuts)
 			got, err := io.ReadAll(body)
 			body.Close()
 			if srv.Cut() != tt.cuts {
@@ -118,27 +102,11 @@ func TestDownloadBlocks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := openaitest.New(openaitest.Config{})
-			defer srv.Close()
-			api := New(Config{BaseURL: srv.URL(), Key: "sk-test", Timeout: 5 * time.Second, Retry: retry.Policy{Retries: 2}, Clock: instantClock{time.Now()}})
-			ctx := context.Background()
-			in := filepath.Join(t.TempDir(), "out.jsonl")
-			if err := os.WriteFile(in, []byte(file.String()), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			id, err := api.Upload(ctx, in, "out.jsonl")
-			if err != nil {
-				t.Fatalf("Upload: %v", err)
-			}
-			srv.CutDownloads(tt.cuts, 0.5)
-			body, err := api.Download(ctx, id)
-			if err != nil {
-				t.Fatalf("Download: %v", err)
-			}
+			api, _, body := downloading(t, file.String(), tt.cuts)
 			defer body.Close()
 			var got strings.Builder
 			for {
-				blocks, err := body.Blocks(ctx, 2)
+				blocks, err := body.Blocks(context.Background(), 2)
 				if err != nil {
 					t.Fatalf("Blocks: %v", err)
 				}
@@ -163,4 +131,28 @@ func TestDownloadBlocks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// downloading is a Download of a file of text uploaded to a fake API that
+// breaks its next cuts downloads off half way, by a client with 2 retries.
+func downloading(t *testing.T, text string, cuts int) (*Client, *openaitest.Server, *Stream) {
+	t.Helper()
+	srv := openaitest.New(openaitest.Config{})
+	t.Cleanup(srv.Close)
+	api := New(Config{BaseURL: srv.URL(), Key: "sk-test", Timeout: 5 * time.Second, Retry: retry.Policy{Retries: 2}, Clock: instantClock{time.Now()}})
+	ctx := context.Background()
+	in := filepath.Join(t.TempDir(), "out.jsonl")
+	if err := os.WriteFile(in, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id, err := api.Upload(ctx, in, "out.jsonl")
+	if err != nil {
+		t.Fatalf("Upload: %v", err)
+	}
+	srv.CutDownloads(cuts, 0.5)
+	body, err := api.Download(ctx, id)
+	if err != nil {
+		t.Fatalf("Download: %v", err)
+	}
+	return api, srv, body
 }

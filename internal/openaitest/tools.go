@@ -113,3 +113,17 @@ func valueText(raw json.RawMessage) string {
 	}
 	return string(compact(raw))
 }
+
+// CookbookMessages and CookbookFunction are the cookbook's worked example
+// ("How to count tokens with tiktoken", section 7): its messages and its
+// weather function: a chat request of both, the function as a tool, was
+// billed 101 prompt tokens on gpt-4o and gpt-4o-mini, 105 on gpt-4 and
+// gpt-3.5-turbo. Tests of the fake's bill and of gptbatch's estimate both
+// start from it.
+const (
+	CookbookMessages = `[{"role":"system","content":"You are a helpful assistant that can answer to questions about the weather."},` +
+		`{"role":"user","content":"What's the weather like in San Francisco?"}]`
+	CookbookFunction = `{"name":"get_current_weather","description":"Get the current weather in a given location",` +
+		`"parameters":{"type":"object","properties":{"location":{"type":"string","description":"The city and state, e.g. San Francisco, CA"},` +
+		`"unit":{"type":"string","description":"The unit of temperature to return","enum":["celsius","fahrenheit"]}},"required":["location"]}}`
+)

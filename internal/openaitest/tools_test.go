@@ -5,16 +5,6 @@ import (
 	"testing"
 )
 
-// The cookbook's worked example ("How to count tokens with tiktoken",
-// section 7): its messages and its weather tool.
-const (
-	weatherMessages = `[{"role":"system","content":"You are a helpful assistant that can answer to questions about the weather."},` +
-		`{"role":"user","content":"What's the weather like in San Francisco?"}]`
-	weatherFunction = `{"name":"get_current_weather","description":"Get the current weather in a given location",` +
-		`"parameters":{"type":"object","properties":{"location":{"type":"string","description":"The city and state, e.g. San Francisco, CA"},` +
-		`"unit":{"type":"string","description":"The unit of temperature to return","enum":["celsius","fahrenheit"]}},"required":["location"]}}`
-)
-
 // TestToolsBilledAsTheCookbookCounts: a request's function definitions,
 // as tools, as the deprecated functions or as Responses API tools, are
 // billed as prompt tokens: the cookbook's example as many as the API
@@ -29,19 +19,19 @@ func TestToolsBilledAsTheCookbookCounts(t *testing.T) {
 		{"gpt-4o", 101}, {"gpt-4o-mini", 101}, {"gpt-4", 105}, {"gpt-3.5-turbo", 105},
 	} {
 		t.Run(tt.model, func(t *testing.T) {
-			head := `{"model":"` + tt.model + `","messages":` + weatherMessages
+			head := `{"model":"` + tt.model + `","messages":` + CookbookMessages
 			for _, body := range []string{
-				head + `,"tools":[{"type":"function","function":` + weatherFunction + `}]}`,
-				head + `,"functions":[` + weatherFunction + `]}`,
-				head + `,"functions":[` + weatherFunction + `],"function_call":"auto"}`,
+				head + `,"tools":[{"type":"function","function":` + CookbookFunction + `}]}`,
+				head + `,"functions":[` + CookbookFunction + `]}`,
+				head + `,"functions":[` + CookbookFunction + `],"function_call":"auto"}`,
 			} {
 				if got := promptTokens(t, s, body); got != tt.want {
 					t.Errorf("prompt_tokens(%.120s...) = %d, want %d", body, got, tt.want)
 				}
 			}
 			plain := promptTokens(t, s, head+`}`)
-			flat := `{"type":"function",` + strings.TrimPrefix(weatherFunction, "{")
-			r := postResponse(t, s, `{"model":"`+tt.model+`","input":`+weatherMessages+`,"tools":[`+flat+`]}`)
+			flat := `{"type":"function",` + strings.TrimPrefix(CookbookFunction, "{")
+			r := postResponse(t, s, `{"model":"`+tt.model+`","input":`+CookbookMessages+`,"tools":[`+flat+`]}`)
 			if r.Usage.InputTokens != tt.want {
 				t.Errorf("responses input_tokens = %d, want %d (%d without the tool)", r.Usage.InputTokens, tt.want, plain)
 			}

@@ -14,22 +14,12 @@ import (
 	"github.com/gptbatch/gptbatch/internal/openaitest"
 )
 
-// The cookbook's worked example ("How to count tokens with tiktoken",
-// section 7): its messages and its weather function.
-const (
-	weatherMessages = `[{"role":"system","content":"You are a helpful assistant that can answer to questions about the weather."},` +
-		`{"role":"user","content":"What's the weather like in San Francisco?"}]`
-	weatherFunction = `{"name":"get_current_weather","description":"Get the current weather in a given location",` +
-		`"parameters":{"type":"object","properties":{"location":{"type":"string","description":"The city and state, e.g. San Francisco, CA"},` +
-		`"unit":{"type":"string","description":"The unit of temperature to return","enum":["celsius","fahrenheit"]}},"required":["location"]}}`
-)
-
 // TestChatTools: a request's function definitions, as tools or as the
 // deprecated functions, count as the API bills them: the cookbook's
 // example as many tokens as the API reported for it.
 func TestChatTools(t *testing.T) {
-	tools := `[{"type":"function","function":` + weatherFunction + `}]`
-	functions := `[` + weatherFunction + `]`
+	tools := `[{"type":"function","function":` + openaitest.CookbookFunction + `}]`
+	functions := `[` + openaitest.CookbookFunction + `]`
 	for _, tt := range []struct {
 		model string
 		want  int64 // the API's prompt_tokens, as the cookbook shows them
@@ -39,7 +29,7 @@ func TestChatTools(t *testing.T) {
 		for _, in := range []struct{ name, tools, functions string }{
 			{"tools", tools, ""}, {"functions", "", functions},
 		} {
-			got, err := (Counter{}).Chat(tt.model, json.RawMessage(weatherMessages), raw(in.tools), raw(in.functions), true)
+			got, err := (Counter{}).Chat(tt.model, json.RawMessage(openaitest.CookbookMessages), raw(in.tools), raw(in.functions), true)
 			if err != nil || got != tt.want {
 				t.Errorf("Chat(%s, the cookbook's example as %s) = %d, %v; want %d", tt.model, in.name, got, err, tt.want)
 			}
