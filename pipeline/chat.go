@@ -76,7 +76,7 @@ func (it *item) resolveChat(body map[string]json.RawMessage, cfg *Config) error 
 		}
 		choices = n
 	}
-	prompt, err := cfg.Tokens.Chat(it.model, body["messages"], body["tools"], body["functions"], it.exact)
+	prompt, err := it.promptTokens(cfg, body["messages"], body, "tools", "functions")
 	if err != nil {
 		return err
 	}

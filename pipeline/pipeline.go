@@ -174,6 +174,9 @@ type TokenCounter interface {
 	// Chat counts a chat request's messages and function definitions
 	// (tools, functions) by the chat formula.
 	Chat(model string, messages, tools, functions json.RawMessage, exact bool) (int64, error)
+	// Tools counts function definitions as Chat does: Chat of a request
+	// is Chat of its messages plus Tools of each field.
+	Tools(model string, tools, functions json.RawMessage, exact bool) (int64, error)
 	// Inputs counts embeddings inputs, texts and token arrays, with no
 	// overhead: the texts' counts, then the arrays'.
 	Inputs(model string, texts []string, arrays [][]int64, exact bool) ([]int64, error)

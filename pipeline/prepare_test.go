@@ -120,3 +120,89 @@ func BenchmarkPrepareTools(b *testing.B) {
 		})
 	}
 }
+
+// TestToolCountsKeptApart: the count of a line's function definitions is
+// kept for the lines that carry the same ones, and what a line gets is
+// always the count a fresh one gives its whole request: never another tool
+// set's, nor the same bytes' as the other field (tools and the deprecated
+// functions are counted by different rules), nor another model's or way of
+// counting's. Lines for gpt-4o-mini and gpt-4 (which count a function
+// differently), exactly and by the byte bound, chat and Responses API, in
+// turn, three times.
+func TestToolCountsKeptApart(t *testing.T) {
+	const (
+		weather = `{"name":"get_weather","description":"Get the weather in a city.","parameters":{"type":"object","properties":{"city":{"type":"string"},"unit":{"type":"string","enum":["c","f"]}},"required":["city"]}}`
+		refund  = `{"name":"refund","description":"Refund an order.","parameters":{"type":"object","properties":{"order_id":{"type":"string","description":"The order"}}}}`
+	)
+	asTools := func(defs ...string) string {
+		return `[{"type":"function","function":` + strings.Join(defs, `},{"type":"function","function":`) + `}]`
+	}
+	asFlat := func(defs ...string) string { // the Responses API's tools
+		flat := make([]string, len(defs))
+		for i, d := range defs {
+			flat[i] = `{"type":"function",` + d[1:]
+		}
+		return "[" + strings.Join(flat, ",") + "]"
+	}
+	lines := []struct {
+		name             string
+		endpoint         string
+		tools, functions string
+	}{
+		{"weather", jsonl.EndpointChat, asTools(weather), ""},
+		{"weather and refund", jsonl.EndpointChat, asTools(weather, refund), ""},
+		{"weather as functions", jsonl.EndpointChat, "", "[" + weather + "]"},
+		{"weather's functions list as tools", jsonl.EndpointChat, "[" + weather + "]", ""},
+		{"both", jsonl.EndpointChat, asTools(refund), "[" + weather + "]"},
+		{"responses", jsonl.EndpointResponses, asFlat(weather, refund), ""},
+	}
+	r, _, _ := testRunner(t, Config{})
+	r.cfg.countLater = true // so that prepare counts by the byte bound when not exact
+	const messages = `[{"role":"user","content":"Is it raining in Oslo?"}]`
+	for _, model := range []string{"gpt-4o-mini", "gpt-4"} {
+		if err := r.cfg.Tokens.Build(model); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 3 {
+		for _, model := range []string{"gpt-4o-mini", "gpt-4"} {
+			for _, exact := range []bool{true, false} {
+				for _, l := range lines {
+					body := map[string]json.RawMessage{"model": mustJSON(model)}
+					var tools, functions json.RawMessage
+					if l.tools != "" {
+						tools = json.RawMessage(l.tools)
+						body["tools"] = tools
+					}
+					if l.functions != "" {
+						functions = json.RawMessage(l.functions)
+						body["functions"] = functions
+					}
+					if l.endpoint == jsonl.EndpointChat {
+						body["messages"] = json.RawMessage(messages)
+					} else {
+						body["input"] = json.RawMessage(messages)
+					}
+					it := r.prepare(&jsonl.Request{Line: 1, ID: "x", Endpoint: l.endpoint, Body: body}, exact)
+					if it.result != nil || it.exact != exact {
+						t.Fatalf("%s: prepare: result %+v, exact %v, want exact %v", l.name, it.result, it.exact, exact)
+					}
+					msgs := json.RawMessage(messages)
+					if l.endpoint == jsonl.EndpointResponses {
+						var err error
+						if msgs, err = responsesMessages(nil, json.RawMessage(messages)); err != nil {
+							t.Fatal(err)
+						}
+					}
+					want, err := r.cfg.Tokens.Chat(model, msgs, tools, functions, exact)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if it.prompt != want {
+						t.Errorf("round %d, %s, %s, exact %v: prompt tokens = %d, want %d (a fresh count)", round, l.name, model, exact, it.prompt, want)
+					}
+				}
+			}
+		}
+	}
+}

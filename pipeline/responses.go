@@ -66,7 +66,7 @@ func (it *item) resolveResponses(body map[string]json.RawMessage, cfg *Config) e
 	if err != nil {
 		return err
 	}
-	prompt, err := cfg.Tokens.Chat(it.model, msgs, body["tools"], nil, it.exact)
+	prompt, err := it.promptTokens(cfg, msgs, body, "tools")
 	if err != nil {
 		return err
 	}

@@ -18,14 +18,32 @@ import (
 // journal's rebuild reads such lines back (recover.go).
 func InputLine(customID, url string, body []byte) []byte {
 	b := make([]byte, 0, len(body)+len(customID)+64)
-	b = append(b, `{"custom_id":`...)
+	b = append(b, inputHead...)
 	b = strconv.AppendQuote(b, customID)
-	b = append(b, `,"method":"POST","url":`...)
+	b = append(b, inputURL...)
 	b = strconv.AppendQuote(b, url)
-	b = append(b, `,"body":`...)
+	b = append(b, inputBody...)
 	b = append(b, body...)
-	return append(b, "}\n"...)
+	return append(b, inputEnd...)
 }
+
+// InputLineLen is len(InputLine(customID, url, body)), without writing the
+// line: a dry run's plan sizes every line's batch file by it, and need not
+// copy its body to do so.
+func InputLineLen(customID, url string, body []byte) int {
+	var q [64]byte // room for most quoted ids and urls, so that quoting them allocates nothing
+	return len(inputHead) + len(strconv.AppendQuote(q[:0], customID)) + len(inputURL) +
+		len(strconv.AppendQuote(q[:0], url)) + len(inputBody) + len(body) + len(inputEnd)
+}
+
+// The parts of an input line around its custom_id, url and body, which
+// InputLine writes and InputLineLen counts.
+const (
+	inputHead = `{"custom_id":`
+	inputURL  = `,"method":"POST","url":`
+	inputBody = `,"body":`
+	inputEnd  = "}\n"
+)
 
 // FirstLine is the line of a batch input file that asks input line line's
 // request, POST to url with body, for the first time, and the request's

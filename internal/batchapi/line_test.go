@@ -59,3 +59,29 @@ func TestCustomID(t *testing.T) {
 		}
 	}
 }
+
+// TestInputLineLen: a dry run sizes a line's batch file by InputLineLen,
+// which is the length of the line InputLine writes for it, whatever the
+// id, url and body: ones that need escaping, long ones, invalid UTF-8.
+func TestInputLineLen(t *testing.T) {
+	tests := []struct {
+		name, id, url, body string
+	}{
+		{"first try", "line-17", "/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`},
+		{"asked again", CustomID(17, LineHash("/v1/responses", []byte("{}")), &Tries{Reasks: 1, Cost: 71700000}), "/v1/responses", `{}`},
+		{"quotes and backslashes", `a"b\c`, `/v1/"x"\y`, `{"content":"say \"hi\"\\n"}`},
+		{"control characters", "a\tb\nc\x00d\x7f", "/v1/\r\n", "{\"content\":\"\\u0000\\t\"}"},
+		{"unicode", "naïve café ☕ 東京", "/v1/embeddings?q=é", `{"input":"naïve café ☕ 東京 \u2028"}`},
+		{"invalid UTF-8", "\xff\xfe id", "/v1/\xc3", "{\"input\":\"\xff\"}"},
+		{"longer than the buffer", strings.Repeat(`"é\n`, 100), "/v1/" + strings.Repeat("x", 200), strings.Repeat("y", 10000)},
+		{"empty", "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := len(InputLine(tt.id, tt.url, []byte(tt.body)))
+			if got := InputLineLen(tt.id, tt.url, []byte(tt.body)); got != want {
+				t.Errorf("InputLineLen(%q, %q, %q) = %d, want %d, len(InputLine(...))", tt.id, tt.url, tt.body, got, want)
+			}
+		})
+	}
+}

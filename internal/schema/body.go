@@ -2,6 +2,7 @@ package schema
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,28 +87,42 @@ func (s *Schema) Attach(endpoint string, body []byte) ([]byte, error) {
 }
 
 // Cache compiles the schemas lines carry in their own bodies, and counts
-// their tokens (Cache.FormatTokens), each once however many lines carry
-// it: 10,000 lines with the same inline schema compile it once and count
-// it once a model. It keeps the last cacheSize formats (by their exact
-// bytes), so a batch of many different schemas holds a bounded number.
+// their tokens (Cache.FormatTokens) and those of the function definitions
+// they carry (Cache.Tokens), each once however many lines carry it: 10,000
+// lines with the same inline schema, or the same tools, compile it once
+// and count it once a model. It keeps the last cacheSize formats and
+// fields, by the SHA-256 of their exact bytes, so a batch of many
+// different ones holds a bounded number, whatever their size.
 // Its zero value is ready; it is safe for concurrent use.
 type Cache struct {
 	mu      sync.Mutex
-	entries map[string]*cacheEntry
-	order   []string // keys, oldest first, for eviction
+	entries map[entryKey]*cacheEntry
+	order   []entryKey // keys, oldest first, for eviction
 }
 
-// cacheSize is how many different line schemas a Cache holds: a batch has
-// one or a few; past this, the oldest is compiled again when it returns.
+// cacheSize is how many different line schemas and fields a Cache holds:
+// a batch has one or a few; past this, the oldest is compiled or counted
+// again when it returns.
 const cacheSize = 64
 
+// entryKey names an entry: the field of a line's body it is of (format
+// for a json_schema format's fields), and the SHA-256 of its exact bytes,
+// so that two different ones never share an entry.
+type entryKey struct {
+	field string
+	sum   [sha256.Size]byte
+}
+
+// formatKey is entryKey.field of a json_schema format's fields.
+const formatKey = "format"
+
 // cacheEntry is one format's compiled schema, built once, and its token
-// counts, one a model (a run has a few).
+// counts, or one field's counts, one a model (a run has a few).
 type cacheEntry struct {
 	once   sync.Once
 	s      *Schema
 	err    error
-	counts sync.Map // a count's key (see Cache.FormatTokens) → int
+	counts sync.Map // a count's key (see Cache.FormatTokens) → int, or int64 for Cache.Tokens
 }
 
 // FromBody reads the format a line's own body names: chat's
@@ -153,13 +168,36 @@ func (c *Cache) FormatTokens(endpoint string, body []byte, key any, count func(s
 	if c == nil {
 		return formatTokens(fields, count)
 	}
-	e := c.entry(fields)
+	e := c.entry(formatKey, fields)
 	if n, ok := e.counts.Load(key); ok {
 		return n.(int)
 	}
 	n := formatTokens(fields, count)
 	e.counts.Store(key, n)
 	return n
+}
+
+// Tokens is count's count of raw, the exact bytes of a line's field
+// (chat's tools or functions, the Responses API's tools), kept as
+// FormatTokens keeps a format's: one for each key, which names count as
+// FormatTokens's does, so that lines carrying the same field count it once
+// for a model. Bytes of different fields are different entries: the same
+// list as tools and as functions is counted once each. An error of count's
+// is returned and nothing kept. A nil Cache counts every time.
+func (c *Cache) Tokens(field string, raw []byte, key any, count func() (int64, error)) (int64, error) {
+	if c == nil {
+		return count()
+	}
+	e := c.entry(field, raw)
+	if n, ok := e.counts.Load(key); ok {
+		return n.(int64), nil
+	}
+	n, err := count()
+	if err != nil {
+		return 0, err
+	}
+	e.counts.Store(key, n)
+	return n, nil
 }
 
 // formatTokens is FormatTokens of a json_schema format's fields.
@@ -244,29 +282,30 @@ func (c *Cache) compile(fields []byte) (*Schema, error) {
 	if c == nil {
 		return compileFields(fields)
 	}
-	e := c.entry(fields)
+	e := c.entry(formatKey, fields)
 	// Compiling outside the lock lets other schemas compile meanwhile; the
 	// Once makes lines with this one wait for the first to compile it.
 	e.once.Do(func() { e.s, e.err = compileFields(fields) })
 	return e.s, e.err
 }
 
-// entry is the cache's entry for a format's fields, made (and the oldest
-// dropped past cacheSize) if it has none.
-func (c *Cache) entry(fields []byte) *cacheEntry {
+// entry is the cache's entry for raw, the bytes of field (formatKey for a
+// format's fields), made (and the oldest dropped past cacheSize) if it has
+// none.
+func (c *Cache) entry(field string, raw []byte) *cacheEntry {
+	key := entryKey{field, sha256.Sum256(raw)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.entries[string(fields)]; ok {
+	if e, ok := c.entries[key]; ok {
 		return e
 	}
 	if c.entries == nil {
-		c.entries = map[string]*cacheEntry{}
+		c.entries = map[entryKey]*cacheEntry{}
 	}
 	if len(c.order) >= cacheSize {
 		delete(c.entries, c.order[0])
 		c.order = c.order[1:]
 	}
-	key := string(fields)
 	e := &cacheEntry{}
 	c.entries[key] = e
 	c.order = append(c.order, key)

@@ -204,3 +204,28 @@ func TestResolve(t *testing.T) {
 		})
 	}
 }
+
+// TestCacheKeepsFieldCountsOfABoundedNumber: a batch of many different
+// tool sets keeps the counts of the last cacheSize, however many there
+// were, and counts each once a key while it is kept.
+func TestCacheKeepsFieldCountsOfABoundedNumber(t *testing.T) {
+	var c Cache
+	counted := 0
+	for i := range 3 * cacheSize {
+		tools := fmt.Sprintf(`[{"type":"function","function":{"name":"f%d"}}]`, i)
+		for range 2 {
+			for _, key := range []string{"a", "b"} {
+				n, err := c.Tokens("tools", []byte(tools), key, func() (int64, error) { counted++; return int64(len(tools)), nil })
+				if err != nil || n != int64(len(tools)) {
+					t.Fatalf("Tokens(%s) = %d, %v, want %d", tools, n, err, len(tools))
+				}
+			}
+		}
+	}
+	if counted != 2*3*cacheSize {
+		t.Errorf("%d tool sets counted %d times for two keys, want %d", 3*cacheSize, counted, 2*3*cacheSize)
+	}
+	if len(c.entries) != cacheSize || len(c.order) != cacheSize {
+		t.Errorf("after %d tool sets the cache holds %d (order %d), want %d", 3*cacheSize, len(c.entries), len(c.order), cacheSize)
+	}
+}

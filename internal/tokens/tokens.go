@@ -113,6 +113,26 @@ func (Counter) Chat(model string, messages, tools, functions json.RawMessage, ex
 	return countPrompt(model, messages, tools, functions, func(s string) int64 { return countTokens(enc, s, tokenChunk) })
 }
 
+// Tools counts what function definitions (tools, or the deprecated
+// functions) add to a chat request's prompt, as Chat counts them: Chat of
+// a request is Chat of its messages alone plus Tools of its definitions,
+// and Tools of both fields is Tools of each plus Tools of the other, so
+// that a caller may count a field once for the many requests that carry
+// it. Counted exactly or, unless exact, by bytes, as Chat is.
+func (Counter) Tools(model string, tools, functions json.RawMessage, exact bool) (int64, error) {
+	if !isSet(tools) && !isSet(functions) {
+		return 0, nil
+	}
+	if !exact {
+		return toolTokens(model, tools, functions, func(s string) int64 { return int64(len(s)) }), nil
+	}
+	enc, err := encoders[encodingName(model)]()
+	if err != nil {
+		return 0, err
+	}
+	return toolTokens(model, tools, functions, func(s string) int64 { return countTokens(enc, s, tokenChunk) }), nil
+}
+
 // message is the part of a chat message that costs tokens.
 type message struct {
 	Role       string          `json:"role"`

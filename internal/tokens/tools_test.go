@@ -183,3 +183,53 @@ func postJSON(t *testing.T, url string, body, out any) {
 		t.Fatalf("POST %s: %v: %s", url, err, strings.TrimSpace(string(got)))
 	}
 }
+
+// TestToolsAreChatsCountOfDefinitions: a request's function definitions
+// counted apart (Tools, which the pipeline counts once for the many lines
+// that carry the same) and added to its messages' count are exactly
+// Chat's count of the whole request, field by field, exactly and by the
+// byte bound, so that counting them apart never changes an estimate.
+func TestToolsAreChatsCountOfDefinitions(t *testing.T) {
+	data, err := os.ReadFile("testdata/toolsets.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sets map[string]struct {
+		Tools     json.RawMessage `json:"tools"`
+		Functions json.RawMessage `json:"functions"`
+	}
+	if err := json.Unmarshal(data, &sets); err != nil {
+		t.Fatal(err)
+	}
+	// A request may carry both.
+	both := sets["support agent"]
+	both.Functions = sets["support agent, functions"].Functions
+	sets["support agent, tools and functions"] = both
+	const messages = `[{"role":"user","content":"My parcel to Norway arrived damaged; can I get my money back?"}]`
+	var c Counter
+	for _, name := range slices.Sorted(maps.Keys(sets)) {
+		set := sets[name]
+		for _, model := range []string{"gpt-4o-mini", "gpt-4"} {
+			for _, exact := range []bool{true, false} {
+				whole, err := c.Chat(model, json.RawMessage(messages), set.Tools, set.Functions, exact)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum, err := c.Chat(model, json.RawMessage(messages), nil, nil, exact)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range [][2]json.RawMessage{{set.Tools, nil}, {nil, set.Functions}} {
+					n, err := c.Tools(model, f[0], f[1], exact)
+					if err != nil {
+						t.Fatal(err)
+					}
+					sum += n
+				}
+				if sum != whole {
+					t.Errorf("%s, %s, exact %v: Chat of the messages plus Tools of each field = %d, want Chat's %d", name, model, exact, sum, whole)
+				}
+			}
+		}
+	}
+}
