@@ -111,38 +111,6 @@ func (r *runner) prepare(req *jsonl.Request, exact bool) *item {
 	return it
 }
 
-// promptTokens is a chat-formula count of a request of it.model (see
-// tokens.Counter.Chat), messages and the function definitions of fields,
-// the body's fields that carry them (tools; chat's functions). Jobs send
-// the same definitions on thousands of lines, so each field's count is
-// kept in the run's cache of line schemas, by its exact bytes, one a
-// model and way of counting, as a line's own schema's is: the messages
-// are counted each time, and the sum is Chat's count of the whole.
-func (it *item) promptTokens(cfg *Config, messages json.RawMessage, body map[string]json.RawMessage, fields ...string) (int64, error) {
-	n, err := cfg.Tokens.Chat(it.model, messages, nil, nil, it.exact)
-	if err != nil {
-		return 0, err
-	}
-	for _, f := range fields {
-		raw := body[f]
-		if !isSet(raw) {
-			continue
-		}
-		tools, functions := raw, json.RawMessage(nil)
-		if f == "functions" {
-			tools, functions = nil, raw
-		}
-		c, err := cfg.schemas.cache().Tokens(f, raw, schemaCount{it.model, it.exact}, func() (int64, error) {
-			return cfg.Tokens.Tools(it.model, tools, functions, it.exact)
-		})
-		if err != nil {
-			return 0, err
-		}
-		n += c
-	}
-	return n, nil
-}
-
 // outputCap is the cap a line without one gets: --max-tokens, else the
 // default for the model.
 func outputCap(cfg *Config, reasoning bool) int64 {
