@@ -14,7 +14,7 @@
 //	prepare.go       prepare: a line's wire body and estimate (run puts it on every core)
 //	cache.go         --cache: answers sent before, looked up in blocks; identical lines sent once
 //	endpoint.go      the endpoints' table and what their files share: the answer each decodes to
-//	                 on either route, a line's priced share of it, a Batch API output line
+//	                 on either route (each route prices it), a Batch API output line
 //	chat.go          chat completions: a line's body and its count by the chat formula, its call, its answer's result
 //	responses.go     the Responses API: the same
 //	embeddings.go    embeddings: the same, and the vectors as floats
