@@ -44,17 +44,7 @@ func TestChatTools(t *testing.T) {
 // is the byte bound below the estimate. How far above it is, is logged:
 // go test -v -run ChatToolsNeverBelowBilled ./internal/tokens
 func TestChatToolsNeverBelowBilled(t *testing.T) {
-	data, err := os.ReadFile("testdata/toolsets.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sets map[string]struct {
-		Tools     json.RawMessage `json:"tools"`
-		Functions json.RawMessage `json:"functions"`
-	}
-	if err := json.Unmarshal(data, &sets); err != nil {
-		t.Fatal(err)
-	}
+	sets := toolSets(t)
 	srv := openaitest.New(openaitest.Config{})
 	defer srv.Close()
 	const messages = `[{"role":"system","content":"You help the customers of a shop. Use the tools when they help."},` +
@@ -190,17 +180,7 @@ func postJSON(t *testing.T, url string, body, out any) {
 // Chat's count of the whole request, field by field, exactly and by the
 // byte bound, so that counting them apart never changes an estimate.
 func TestToolsAreChatsCountOfDefinitions(t *testing.T) {
-	data, err := os.ReadFile("testdata/toolsets.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sets map[string]struct {
-		Tools     json.RawMessage `json:"tools"`
-		Functions json.RawMessage `json:"functions"`
-	}
-	if err := json.Unmarshal(data, &sets); err != nil {
-		t.Fatal(err)
-	}
+	sets := toolSets(t)
 	// A request may carry both.
 	both := sets["support agent"]
 	both.Functions = sets["support agent, functions"].Functions
@@ -232,4 +212,25 @@ func TestToolsAreChatsCountOfDefinitions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// toolSet is a request's function definitions: tools, the deprecated
+// functions, or both.
+type toolSet struct {
+	Tools     json.RawMessage `json:"tools"`
+	Functions json.RawMessage `json:"functions"`
+}
+
+// toolSets are the realistic tool sets of testdata/toolsets.json, by name.
+func toolSets(t *testing.T) map[string]toolSet {
+	t.Helper()
+	data, err := os.ReadFile("testdata/toolsets.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sets map[string]toolSet
+	if err := json.Unmarshal(data, &sets); err != nil {
+		t.Fatal(err)
+	}
+	return sets
 }
