@@ -774,7 +774,8 @@ func TestViaBatchHungCalls(t *testing.T) {
 // that the same command with --resume answers every line once without
 // submitting a batch again, and the ledger counts each answer once. A
 // batch collected before, whose input file is deleted, is named and not
-// rebuilt; a dry run writes nothing; a second recovery recovers nothing.
+// rebuilt; a dry run writes nothing; a second recovery recovers nothing;
+// a download that drops is taken up again.
 func TestBatchesRecover(t *testing.T) {
 	t.Parallel()
 	clk := newStepClock()
@@ -887,7 +888,13 @@ func TestBatchesRecover(t *testing.T) {
 		t.Errorf("batches recover --dry-run = %v, %q, want %v, and that it would recover them", dry, dryErr, wantIDs)
 	}
 
+	// A download that drops half way is taken up again where it broke
+	// off, with --retries, as a run's are: the recovery is whole.
+	srv.CutDownloads(1, 0.5)
 	rout, rerr := recoverJournal()
+	if srv.Cut() != 1 {
+		t.Errorf("%d downloads cut, want 1", srv.Cut())
+	}
 	if got := ids(rout); !slices.Equal(got, wantIDs) {
 		t.Errorf("batches recover = %v, want %v, oldest first", got, wantIDs)
 	}

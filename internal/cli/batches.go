@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gptbatch/gptbatch/internal/batchapi"
+	"github.com/gptbatch/gptbatch/internal/retry"
 	"github.com/gptbatch/gptbatch/pipeline"
 )
 
@@ -92,10 +93,11 @@ func (r *runCmd) journalAPI() (string, *batchapi.Client, error) {
 	return path, r.batchClient(key), nil
 }
 
-// batchClient is a client of the Batch API with the key: its calls are
-// single attempts.
+// batchClient is a client of the Batch API with the key, retrying as a
+// run's does (--retries): a download that drops, reading back an input
+// file to recover a journal, goes on where it broke off.
 func (r *runCmd) batchClient(key string) *batchapi.Client {
-	return batchapi.New(batchapi.Config{BaseURL: r.BaseURL, Key: key, Timeout: r.Timeout})
+	return batchapi.New(batchapi.Config{BaseURL: r.BaseURL, Key: key, Timeout: r.Timeout, Retry: retry.Policy{Retries: r.Retries}, Clock: r.seams.Clock})
 }
 
 // batchRow is a journalled batch as `gptbatch batches` shows it.
