@@ -103,9 +103,9 @@ func (c *claims) count() int {
 	return len(c.batches)
 }
 
-// claim puts line l, of record rec and head h, in the journalled batch it
-// was claimed from, after before batches it was in.
-func (s *submitter) claim(l bline, rec *lineRecord, h []byte, c claim, before int) {
+// claim puts line l, of head h, in the journalled batch it was claimed
+// from, after before batches it was in.
+func (s *submitter) claim(l bline, h []byte, c claim, before int) {
 	b := s.claimed[c.batch]
 	if b == nil {
 		jb := s.claims.batches[c.batch]

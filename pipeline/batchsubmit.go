@@ -340,7 +340,7 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 	}
 	l := bline{seq: seq, line: int32(it.req.Line), rec: off}
 	if claimed {
-		s.claim(l, &rec, head, cl, before)
+		s.claim(l, head, cl, before)
 		return nil
 	}
 	return s.toChunk(chunkKey{url, it.model}, l, &rec, head, line, s.open)
