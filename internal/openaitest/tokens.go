@@ -90,6 +90,11 @@ func encoderFor(model string) (*encoder, error) {
 }
 
 func encodingFor(model string) string {
+	// A fine-tuned model (ft:gpt-3.5-turbo-0125:org::id) bills as the
+	// model it was tuned from.
+	if rest, ok := strings.CutPrefix(model, "ft:"); ok {
+		model, _, _ = strings.Cut(rest, ":")
+	}
 	switch {
 	case strings.HasPrefix(model, "gpt-4o"), strings.HasPrefix(model, "gpt-4."):
 		return o200kBase

@@ -70,3 +70,17 @@ func TestEncoderRemembersWhatTiktokenSays(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodingOfModels: the fake bills each model in the encoding the API
+// bills it in; a fine-tuned model in its base model's.
+func TestEncodingOfModels(t *testing.T) {
+	for _, tt := range []struct{ model, want string }{
+		{"gpt-4o-mini", o200kBase}, {"gpt-4.1", o200kBase}, {"o3-mini", o200kBase}, {"gpt-5", o200kBase},
+		{"gpt-4", cl100kBase}, {"gpt-4-turbo", cl100kBase}, {"gpt-3.5-turbo", cl100kBase},
+		{"ft:gpt-3.5-turbo-0125:acme::abc123", cl100kBase}, {"ft:gpt-4o-mini-2024-07-18:acme::x1", o200kBase},
+	} {
+		if got := encodingFor(tt.model); got != tt.want {
+			t.Errorf("encodingFor(%q) = %s, want %s", tt.model, got, tt.want)
+		}
+	}
+}
