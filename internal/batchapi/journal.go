@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -146,6 +145,7 @@ type Journal struct {
 	mu   sync.Mutex
 	f    *os.File
 	path string
+	tag  string // JournalTag(path), which its batches carry
 }
 
 // OpenJournal opens the journal at path to append, creating it (0600, and
@@ -157,7 +157,7 @@ func OpenJournal(path string) (*Journal, error) {
 	if err != nil {
 		return nil, &JournalError{err}
 	}
-	return &Journal{f: f, path: path}, nil
+	return &Journal{f: f, path: path, tag: JournalTag(path)}, nil
 }
 
 // Path is the journal's file.
@@ -365,20 +365,6 @@ func JournalTag(path string) string {
 	}
 	h := sha256.Sum256([]byte(path))
 	return hex.EncodeToString(h[:6])
-}
-
-// Tags are the metadata of the batch that rec, a creating record of the
-// journal at journal, describes: they name this creation of the chunk's
-// file (gptbatch_run, gptbatch_chunk, gptbatch_create) and the journal
-// (gptbatch_journal), so that a lost answer's batch is found, and a lost
-// journal rebuilt. A batch refused for the enqueued-token limit is created
-// again from the same file: its tags, of an earlier creation, never match
-// the new one's.
-func Tags(rec JournalRecord, journal string) map[string]any {
-	return map[string]any{
-		"gptbatch_run": rec.Run, "gptbatch_chunk": strconv.Itoa(rec.Chunk), "gptbatch_create": strconv.Itoa(rec.Create),
-		"gptbatch_journal": JournalTag(journal),
-	}
 }
 
 // NewRunID names a run in the journal and in its batches' metadata.

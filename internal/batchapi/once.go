@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
@@ -135,7 +136,7 @@ func (c *Client) Submit(ctx context.Context, stop <-chan struct{}, j *Journal, f
 		return Creation{InputFileID: head.InputFileID}
 	default:
 	}
-	tags := Tags(head, j.path)
+	tags := Tags(head, j.tag)
 	intent := head
 	intent.Event, intent.Time = EventCreating, c.cfg.Clock.Now()
 	if err := j.Append(intent); err != nil {
@@ -347,6 +348,20 @@ func newest[T any](ctx context.Context, c *Client, stop <-chan struct{}, what st
 		after = last
 	}
 	return it, false, nil
+}
+
+// Tags are the metadata of the batch that rec, a creating record of a
+// journal whose JournalTag is journal, describes: they name this creation
+// of the chunk's file (gptbatch_run, gptbatch_chunk, gptbatch_create) and
+// the journal (gptbatch_journal), so that a lost answer's batch is found
+// (tagged), and a lost journal rebuilt. A batch refused for the
+// enqueued-token limit is created again from the same file: its tags, of
+// an earlier creation, never match the new one's.
+func Tags(rec JournalRecord, journal string) map[string]any {
+	return map[string]any{
+		"gptbatch_run": rec.Run, "gptbatch_chunk": strconv.Itoa(rec.Chunk), "gptbatch_create": strconv.Itoa(rec.Create),
+		"gptbatch_journal": journal,
+	}
 }
 
 // tagged reports whether bo is a batch of the file inputFile with every

@@ -237,7 +237,7 @@ func (c *Client) ResolveCreates(ctx context.Context, stop <-chan struct{}, j *Jo
 		}
 		for _, bo := range page.Data {
 			for i, o := range open {
-				if found[i] == nil && tagged(bo, o.InputFileID, Tags(o, j.Path())) {
+				if found[i] == nil && tagged(bo, o.InputFileID, Tags(o, j.tag)) {
 					found[i] = &bo
 					left--
 				}

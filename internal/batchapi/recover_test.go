@@ -223,7 +223,7 @@ func TestRecoverJournalThroughADroppedDownload(t *testing.T) {
 	if err != nil {
 		t.Fatalf("upload: %v", err)
 	}
-	meta := Tags(JournalRecord{Run: "run-a", Chunk: 1, Create: 1}, path)
+	meta := Tags(JournalRecord{Run: "run-a", Chunk: 1, Create: 1}, JournalTag(path))
 	bo, err := api.Create(ctx, fileID, url, meta)
 	if err != nil {
 		t.Fatalf("create: %v", err)
