@@ -200,9 +200,7 @@ func TestSchemaViaBatchKilledBeforeFollowUpJournalLost(t *testing.T) {
 	}
 
 	// Each batch --resume makes runs to its end, as the API's do.
-	finishBatchesFrom(ctx, srv, 2)
-	g.seams.Clock = newStepClock()
-	out2, stderr2, code := g.run(ctx, in, append(args, "--resume", prev)...)
+	out2, stderr2, code := resumeFinishing(ctx, g, srv, 2, in, args, prev)
 	if code != 0 {
 		t.Fatalf("--resume: exit status %d: %s", code, stderr2)
 	}
@@ -292,9 +290,7 @@ func retriedRun(t *testing.T, interrupt bool) (map[string]lineFigures, int) {
 		srv.FinishBatches()
 		// A batch --resume makes (none should) runs to its end, as the
 		// API's do.
-		finishBatchesFrom(ctx, srv, 3)
-		g.seams.Clock = newStepClock()
-		out2, stderr2, code := g.run(ctx, in, append(args, "--resume", saveOut(t, g, r.out))...)
+		out2, stderr2, code := resumeFinishing(ctx, g, srv, 3, in, args, saveOut(t, g, r.out))
 		if code != 1 {
 			t.Fatalf("--resume: exit status %d, want 1 (the line a 500 fails): %s", code, stderr2)
 		}

@@ -425,3 +425,12 @@ func finishBatchesFrom(ctx context.Context, srv *openaitest.Server, k int) {
 		}
 	}()
 }
+
+// resumeFinishing runs the command again with --resume prev, in, on a
+// fresh step clock, while every batch from the k-th the fake makes runs to
+// its end, as the API's do.
+func resumeFinishing(ctx context.Context, g *gb, srv *openaitest.Server, k int, in string, args []string, prev string) (out, stderr string, code int) {
+	finishBatchesFrom(ctx, srv, k)
+	g.seams.Clock = newStepClock()
+	return g.run(ctx, in, append(args, "--resume", prev)...)
+}

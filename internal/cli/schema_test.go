@@ -1221,9 +1221,7 @@ func TestSchemaViaBatchKilledWhileCreatingFollowUp(t *testing.T) {
 	invalid := someInvalid(t, srv)
 
 	// A batch --resume makes runs to its end, as the API's do.
-	finishBatchesFrom(ctx, srv, 3)
-	g.seams.Clock = newStepClock()
-	out, stderr, code := g.run(ctx, in, append(args, "--resume", prev)...)
+	out, stderr, code := resumeFinishing(ctx, g, srv, 3, in, args, prev)
 	if code != 0 {
 		t.Fatalf("--resume: exit status %d: %s", code, stderr)
 	}
