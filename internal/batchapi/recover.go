@@ -104,9 +104,13 @@ func (c *Client) untracked(ctx context.Context, since time.Time, known map[strin
 	var out []openai.Batch
 	after := ""
 	for {
-		page, err := c.List(ctx, after, 100)
-		if err != nil {
-			return nil, fmt.Errorf("list the batches: %s", c.Failure(err).Msg)
+		var page openai.ListBatchResponse
+		f, ok := c.Retry(ctx, "list batches", nil, func(ctx context.Context) (err error) {
+			page, err = c.List(ctx, after, 100)
+			return err
+		})
+		if !ok {
+			return nil, fmt.Errorf("list the batches: %s", f.Msg)
 		}
 		for _, bo := range page.Data {
 			// The list is newest first: the rest are older still.

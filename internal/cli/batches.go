@@ -93,9 +93,11 @@ func (r *runCmd) journalAPI() (string, *batchapi.Client, error) {
 	return path, r.batchClient(key), nil
 }
 
-// batchClient is a client of the Batch API with the key, retrying as a
-// run's does (--retries): a download that drops, reading back an input
-// file to recover a journal, goes on where it broke off.
+// batchClient is a client of the Batch API with the key and the run's
+// --retries, which the calls that go through its retry loop use:
+// recovery's listing of the batches, and its downloads of input files,
+// which go on where they broke off. Retrieve and Cancel are single
+// attempts.
 func (r *runCmd) batchClient(key string) *batchapi.Client {
 	return batchapi.New(batchapi.Config{BaseURL: r.BaseURL, Key: key, Timeout: r.Timeout, Retry: retry.Policy{Retries: r.Retries}, Clock: r.seams.Clock})
 }
