@@ -314,3 +314,49 @@ func TestSubmitterOutlivesCollector(t *testing.T) {
 		br.close()
 	}
 }
+
+// TestFollowUpFilesAllKeepTheInputFile: the lines of a collected batch
+// asked again in more files than one (here, two lines a file) make every
+// one of those files a follow-up of the batch, counted as it is opened,
+// so that the batch's input file, from which a lost journal is rebuilt,
+// is deleted only once all of them are batches, not once the last is.
+func TestFollowUpFilesAllKeepTheInputFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{
+		Tokens: tokens.Counter{}, Model: "gpt-4o-mini", BaseURL: "http://127.0.0.1:1", Key: "sk-test",
+		Via: ViaBatch, Batch: BatchOptions{Lines: 2, Journal: filepath.Join(dir, "usage.batches.jsonl"), TempDir: dir},
+	}
+	r := newRunner(context.Background(), cfg)
+	br, err := r.openBatch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.close()
+	s := newSubmitter(r, br)
+	b := &tbatch{id: "batch_1", inputFile: "file-1", endpoint: "/v1/chat/completions", model: "gpt-4o-mini"}
+	var retry []bline
+	for i := range 5 {
+		body := []byte(fmt.Sprintf(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"line %d"}]}`, i+1))
+		rec := lineRecord{Line: i + 1, Model: "gpt-4o-mini", URL: "/v1/chat/completions", Hash: batchapi.LineHash("/v1/chat/completions", body)}
+		off, _, err := br.addRecord(&rec, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		retry = append(retry, bline{seq: int32(i), line: int32(i + 1), rec: off, tries: 1})
+	}
+	if err := s.collected(context.Background(), collected{b: b, retry: retry}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.ready) != 3 {
+		t.Fatalf("%d follow-up files, want 3 (5 lines, 2 a file)", len(s.ready))
+	}
+	for i, c := range s.ready {
+		if c.after != b {
+			t.Errorf("follow-up file %d of 3 is not known to follow batch_1", i+1)
+		}
+		c.f.Close()
+	}
+	if n := s.followUps[b]; n != 3 {
+		t.Errorf("batch_1 waits for %d follow-up files before its input file goes, want 3", n)
+	}
+}

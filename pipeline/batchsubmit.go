@@ -343,7 +343,7 @@ func (s *submitter) add(ctx context.Context, it *item) error {
 		s.claim(l, head, cl, before)
 		return nil
 	}
-	return s.toChunk(chunkKey{url, it.model}, l, &rec, head, line, s.open)
+	return s.toChunk(chunkKey{url, it.model}, l, &rec, head, line, s.open, nil)
 }
 
 // head adds h, line l's head (appendHead), to heads, the heads of the
@@ -368,8 +368,11 @@ func dayCheck(l budget.Limits, e budget.Estimate) error {
 // toChunk adds line l, of record rec and head h, to the open file of its
 // key in open, as line, first closing that file if the line would take it
 // past a limit: lines, bytes, the enqueued-token limit, or what the day
-// allows.
-func (s *submitter) toChunk(key chunkKey, l bline, rec *lineRecord, h, line []byte, open map[chunkKey]*chunk) error {
+// allows. A file it opens for the lines of a collected batch asked again
+// (after; nil for new lines) is counted in followUps as it is opened, so
+// that after's input file outlives every file of them, however many they
+// fill.
+func (s *submitter) toChunk(key chunkKey, l bline, rec *lineRecord, h, line []byte, open map[chunkKey]*chunk, after *tbatch) error {
 	o := s.r.cfg.Batch
 	day := s.r.cfg.Gate.Limits()
 	prompt := rec.Prompt
@@ -389,8 +392,11 @@ func (s *submitter) toChunk(key chunkKey, l bline, rec *lineRecord, h, line []by
 		if err != nil {
 			return &Error{Code: ExitFailed, Err: fmt.Errorf("batch file: %w", err)}
 		}
-		c = &chunk{key: key, f: f, w: bufio.NewWriterSize(f, 256<<10)}
+		c = &chunk{key: key, f: f, w: bufio.NewWriterSize(f, 256<<10), after: after}
 		open[key] = c
+		if after != nil {
+			s.followUps[after]++
+		}
 	}
 	if _, err := c.w.Write(line); err != nil {
 		return &Error{Code: ExitFailed, Err: fmt.Errorf("batch file: %w", err)}
@@ -764,13 +770,11 @@ func (s *submitter) collected(ctx context.Context, c collected) error {
 		// A line asked again carries its journal item in its custom_id,
 		// so that a lost journal is rebuilt with it.
 		id := batchapi.CustomID(rec.Line, rec.Hash, rec.Held.journal(int(l.tries)))
-		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchapi.InputLine(id, rec.URL, body), open); err != nil {
+		if err := s.toChunk(chunkKey{rec.URL, rec.Model}, l, &rec, appendHead(nil, &rec), batchapi.InputLine(id, rec.URL, body), open, b); err != nil {
 			return err
 		}
 	}
 	for _, ch := range sortedChunks(open) {
-		ch.after = b
-		s.followUps[b]++
 		if err := s.closeChunk(ch, open); err != nil {
 			return err
 		}
