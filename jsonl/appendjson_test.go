@@ -141,3 +141,25 @@ func BenchmarkResultJSON(b *testing.B) {
 		}
 	})
 }
+
+// TestResultCostWritten: cost_usd is written as the exact decimal number
+// of dollars, null when the price is unknown, and left out when there is
+// none; spelt out here, apart from the formatter the codecs share.
+func TestResultCostWritten(t *testing.T) {
+	for _, tt := range []struct {
+		cost Cost
+		want string
+	}{
+		{CostOf(12_300_000), `,"cost_usd":0.0000123,`},
+		{CostOf(0), `,"cost_usd":0,`},
+		{CostOf(1_500_000_000_000), `,"cost_usd":1.5,`},
+		{CostOf(7), `,"cost_usd":0.000000000007,`},
+		{UnknownCost(), `,"cost_usd":null,`},
+		{Cost{}, `"line":1,"attempts":1}`},
+	} {
+		b, err := (&Result{ID: "q", Line: 1, CostUSD: tt.cost, Attempts: 1}).AppendJSON(nil)
+		if err != nil || !bytes.Contains(b, []byte(tt.want)) {
+			t.Errorf("AppendJSON with cost %+v = %s (%v), want it to hold %s", tt.cost, b, err, tt.want)
+		}
+	}
+}

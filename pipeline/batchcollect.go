@@ -131,6 +131,11 @@ type collector struct {
 	seen        []bool
 	seenForeign map[string]bool
 	repeats     int
+	// foreign counts the lines whose custom_id gptbatch did not write,
+	// firstForeign the first of them: said once, when the batch is
+	// collected, however many lines a foreign file has.
+	foreign      int
+	firstForeign string
 	// lost is the failure of the shared state that stopped collecting:
 	// what was not settled is left to --resume.
 	lost    error
@@ -262,6 +267,14 @@ func (c *collector) collect(ctx context.Context, j *batchapi.Journal) (collected
 			// counts the ledger's entries of it, settles none twice.
 			r.journalFailed(fmt.Errorf("batch %s was collected and could not be journalled as collected: %w", b.id, err))
 		}
+	}
+	if c.foreign > 0 {
+		others := ""
+		if c.foreign > 1 {
+			others = ", and others"
+		}
+		r.cfg.Log.Warn(fmt.Sprintf("batch %s: %s of its results answer none of its lines: custom_id %q, which gptbatch did not write%s",
+			b.id, Count(c.foreign, "line", "lines"), c.firstForeign, others))
 	}
 	if c.repeats > 0 {
 		r.cfg.Log.Warn(fmt.Sprintf("batch %s: its output and error files gave %d more answers for lines answered already; the first answer of each line counts, the others are neither charged nor written", b.id, c.repeats))
@@ -455,7 +468,10 @@ func (c *collector) apply(ctx context.Context, o *lineOutcome) error {
 		return nil
 	}
 	if o.foreign {
-		c.r.cfg.Log.Warn(fmt.Sprintf("batch %s: a line of its results has custom_id %q, which gptbatch did not write: it answers none of the batch's lines", c.b.id, o.id))
+		if c.foreign == 0 {
+			c.firstForeign = o.id
+		}
+		c.foreign++
 	}
 	queued, err := c.add(ctx, o.st)
 	if err != nil {
