@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/gptbatch/gptbatch/internal/jsonenc"
@@ -91,8 +92,8 @@ func (s *Schema) Attach(endpoint string, body []byte) ([]byte, error) {
 // they carry (Cache.Tokens), each once however many lines carry it: 10,000
 // lines with the same inline schema, or the same tools, compile it once
 // and count it once a model. It keeps the last cacheSize formats and
-// fields, by the SHA-256 of their exact bytes, so a batch of many
-// different ones holds a bounded number, whatever their size.
+// fields used last, by the SHA-256 of their exact bytes, so a batch of
+// many different ones holds a bounded number, whatever their size.
 // Its zero value is ready; it is safe for concurrent use.
 type Cache struct {
 	mu      sync.Mutex
@@ -297,6 +298,12 @@ func (c *Cache) entry(field string, raw []byte) *cacheEntry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries[key]; ok {
+		// Used again: the last to be dropped. A batch's one schema or
+		// tool set, on every line, outlives any number of others.
+		if i := slices.Index(c.order, key); i >= 0 && i < len(c.order)-1 {
+			copy(c.order[i:], c.order[i+1:])
+			c.order[len(c.order)-1] = key
+		}
 		return e
 	}
 	if c.entries == nil {

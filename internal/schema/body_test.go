@@ -229,3 +229,21 @@ func TestCacheKeepsFieldCountsOfABoundedNumber(t *testing.T) {
 		t.Errorf("after %d tool sets the cache holds %d (order %d), want %d", 3*cacheSize, len(c.entries), len(c.order), cacheSize)
 	}
 }
+
+// TestCacheKeepsWhatIsUsed: a schema (or tool set) used on every line
+// stays in the cache however many others come and go between its uses:
+// it is compiled and counted once, not again every cacheSize others.
+func TestCacheKeepsWhatIsUsed(t *testing.T) {
+	var c Cache
+	used := []byte(`{"name":"r","schema":{"type":"object"}}`)
+	first := c.entry(formatKey, used)
+	for i := range 5 * cacheSize {
+		c.entry("tools", fmt.Appendf(nil, `[{"type":"function","function":{"name":"f%d"}}]`, i))
+		if e := c.entry(formatKey, used); e != first {
+			t.Fatalf("after %d other entries, the schema used on every line was dropped", i+1)
+		}
+	}
+	if len(c.entries) > cacheSize || len(c.order) != len(c.entries) {
+		t.Errorf("%d entries, %d in order; want at most %d, the same", len(c.entries), len(c.order), cacheSize)
+	}
+}
