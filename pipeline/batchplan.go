@@ -29,7 +29,7 @@ func (r *runner) planBatches(ctx context.Context, in <-chan *item, out chan<- *i
 		if it.result == nil && it.cached == nil && dayCheck(day, it.est) == nil {
 			url := it.batchURL()
 			key := chunkKey{url, it.model}
-			n := int64(batchapi.InputLineLen(batchapi.CustomID(it.req.Line, "", nil), url, it.body))
+			n := int64(batchapi.InputLineLen(batchapi.LineID(it.req.Line), url, it.body))
 			fs := files[key]
 			if fs == nil {
 				keys = append(keys, key)
